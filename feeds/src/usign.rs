@@ -1,0 +1,1176 @@
+//! usign / OpenBSD signify Ed25519 keys, signatures and key fingerprints: parsing and writing
+//! the two-line files (`untrusted comment: …` + base64), key generation, signing, verification,
+//! passphrase-protected (bcrypt_pbkdf) secret keys, and usign's key directories
+//! (`/etc/opkg/keys/<fingerprint>`).
+//!
+//! Decisions where usign and signify differ or are loose:
+//! - Parsing is strict: line 1 starts with `untrusted comment: `, line 2 is canonical padded
+//!   base64 of exactly the expected blob, and nothing but one final newline may follow it (a
+//!   missing final newline is accepted, as usign does). Files over [`MAX_FILE_LEN`] bytes are
+//!   refused.
+//! - CRLF line endings are accepted (both tools accept them too: their base64 decoder skips the
+//!   `\r`); the `\r` is not part of the comment.
+//! - The comment is untrusted display text and never used for a decision. Any comment up to
+//!   [`MAX_COMMENT_LEN`] bytes is read (invalid UTF-8 is replaced by U+FFFD); a comment we
+//!   write must be non-empty and free of line breaks and NUL, or signify could not read it.
+//! - Encrypted secret keys may claim at most [`MAX_KDF_ROUNDS`] rounds (signify always uses
+//!   42), so a hostile key file cannot stall us in the KDF.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use ed25519_compact::{KeyPair, Seed};
+use sha2::{Digest, Sha512};
+
+/// The prefix of line 1 of every file.
+pub const COMMENT_HEADER: &str = "untrusted comment: ";
+/// The longest comment read or written (signify's `COMMENTMAXLEN` less its NUL).
+pub const MAX_COMMENT_LEN: usize = 1023;
+/// The largest key or signature file accepted.
+pub const MAX_FILE_LEN: usize = 4096;
+/// The bcrypt_pbkdf rounds signify uses when it encrypts a secret key.
+pub const DEFAULT_KDF_ROUNDS: u32 = 42;
+/// The most bcrypt_pbkdf rounds an encrypted secret key may ask for.
+pub const MAX_KDF_ROUNDS: u32 = 1024;
+
+const PKALG: [u8; 2] = *b"Ed";
+const KDFALG: [u8; 2] = *b"BK";
+const PUBLIC_LEN: usize = 42;
+const SECRET_LEN: usize = 104;
+const SIGNATURE_LEN: usize = 74;
+
+/// Which kind of file an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    PublicKey,
+    SecretKey,
+    Signature,
+}
+
+impl fmt::Display for FileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FileKind::PublicKey => "public key",
+            FileKind::SecretKey => "secret key",
+            FileKind::Signature => "signature",
+        })
+    }
+}
+
+/// Reading, parsing, creating or writing a key or signature failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{kind}: file is {len} bytes, more than the {MAX_FILE_LEN} allowed")]
+    TooLarge { kind: FileKind, len: u64 },
+    #[error("{kind}: line 1 must start with \"{COMMENT_HEADER}\"")]
+    MissingComment { kind: FileKind },
+    #[error("{kind}: comment is {len} bytes, more than the {MAX_COMMENT_LEN} allowed")]
+    CommentTooLong { kind: FileKind, len: usize },
+    #[error("{kind}: comment {reason}")]
+    BadComment {
+        kind: FileKind,
+        reason: &'static str,
+    },
+    #[error("{kind}: missing line 2 (the base64 data)")]
+    MissingData { kind: FileKind },
+    #[error("{kind}: bad base64 on line 2: {source}")]
+    Base64 {
+        kind: FileKind,
+        source: base64::DecodeError,
+    },
+    #[error("{kind}: decoded length {actual}, expected {expected}")]
+    Length {
+        kind: FileKind,
+        actual: usize,
+        expected: usize,
+    },
+    #[error("{kind}: algorithm \"{found}\", expected \"Ed\"")]
+    Algorithm { kind: FileKind, found: String },
+    #[error("secret key: KDF algorithm \"{found}\", expected \"BK\"")]
+    KdfAlgorithm { found: String },
+    #[error("{kind}: unexpected data after line 2")]
+    TrailingData { kind: FileKind },
+    #[error("secret key is passphrase-protected (kdfrounds {rounds})")]
+    Encrypted { rounds: u32 },
+    #[error("secret key: kdfrounds {rounds} is more than the {MAX_KDF_ROUNDS} allowed")]
+    TooManyRounds { rounds: u32 },
+    #[error("secret key: empty passphrase")]
+    EmptyPassphrase,
+    #[error("secret key: bcrypt_pbkdf failed: {0}")]
+    Kdf(String),
+    #[error("secret key: wrong passphrase (checksum mismatch)")]
+    WrongPassphrase,
+    #[error("secret key: checksum mismatch (corrupted key)")]
+    Checksum,
+    #[error("secret key: the seed is all zeros")]
+    ZeroSeed,
+    #[error("secret key: stored public key does not match the seed (corrupted key)")]
+    PublicKeyMismatch,
+    #[error("fingerprint {text:?}: expected 1 to 16 hex digits")]
+    Fingerprint { text: String },
+    #[error("{kind} {}: {source}", path.display())]
+    Io {
+        kind: FileKind,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{}: already exists; not overwriting a secret key without force", path.display())]
+    Exists { path: PathBuf },
+    #[error("{}: {source}", path.display())]
+    InFile { path: PathBuf, source: Box<Error> },
+    #[error("random number generator failed: {0}")]
+    Random(getrandom::Error),
+    #[error("signing failed: the new signature does not verify")]
+    SelfCheck,
+}
+
+impl Error {
+    /// The error itself, or for [`Error::InFile`] the error inside (to match on
+    /// [`Error::Encrypted`] after `read_path`).
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::InFile { source, .. } => source.root(),
+            other => other,
+        }
+    }
+}
+
+/// A signature did not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("signature is by key {signature}, but the public key is {key}")]
+    FingerprintMismatch {
+        key: Fingerprint,
+        signature: Fingerprint,
+    },
+    #[error("bad signature by key {0}: the message or the signature was altered")]
+    BadSignature(Fingerprint),
+    #[error("no public key {fingerprint} in {}", dir.display())]
+    NoKey {
+        fingerprint: Fingerprint,
+        dir: PathBuf,
+    },
+    #[error(transparent)]
+    Key(#[from] Error),
+}
+
+/// The 8-byte key number tying a signature to its key, shown as 16 lower-case hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fingerprint([u8; 8]);
+
+impl Fingerprint {
+    pub const fn new(bytes: [u8; 8]) -> Self {
+        Fingerprint(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 8] {
+        &self.0
+    }
+
+    /// The fingerprint as usign's `%PRIx64`: hex without leading zeros.
+    pub fn unpadded(&self) -> String {
+        format!("{:x}", u64::from_be_bytes(self.0))
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", u64::from_be_bytes(self.0))
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+impl FromStr for Fingerprint {
+    type Err = Error;
+
+    /// Accepts 1 to 16 hex digits, so both the padded and usign's unpadded form.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let bad = || Error::Fingerprint { text: s.into() };
+        if s.is_empty() || s.len() > 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        let value = u64::from_str_radix(s, 16).map_err(|_| bad())?;
+        Ok(Fingerprint(value.to_be_bytes()))
+    }
+}
+
+/// An Ed25519 public key as usign/signify store it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicKey {
+    fingerprint: Fingerprint,
+    key: [u8; 32],
+    comment: String,
+}
+
+impl PublicKey {
+    pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
+        let (comment, blob) = parse_file::<PUBLIC_LEN>(FileKind::PublicKey, bytes)?;
+        Ok(PublicKey {
+            fingerprint: Fingerprint(field(&blob, 2)),
+            key: field(&blob, 10),
+            comment,
+        })
+    }
+
+    pub fn read_path(path: &Path) -> Result<Self, Error> {
+        read_path(FileKind::PublicKey, path, PublicKey::parse)
+    }
+
+    pub fn to_file_bytes(&self) -> Vec<u8> {
+        let blob = [&PKALG[..], &self.fingerprint.0, &self.key].concat();
+        encode_file(&self.comment, &blob)
+    }
+
+    /// Writes the file atomically (temporary file in the same directory, then rename).
+    pub fn write_path(&self, path: &Path) -> Result<(), Error> {
+        write_atomic(FileKind::PublicKey, path, &self.to_file_bytes(), 0o644)
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.key
+    }
+
+    pub fn comment(&self) -> &str {
+        &self.comment
+    }
+
+    pub fn with_comment(mut self, comment: &str) -> Result<Self, Error> {
+        check_comment(FileKind::PublicKey, comment)?;
+        self.comment = comment.into();
+        Ok(self)
+    }
+
+    /// Checks that `signature` is this key's signature of `message`.
+    pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), VerifyError> {
+        if signature.fingerprint != self.fingerprint {
+            return Err(VerifyError::FingerprintMismatch {
+                key: self.fingerprint,
+                signature: signature.fingerprint,
+            });
+        }
+        ed25519_compact::PublicKey::new(self.key)
+            .verify(message, &ed25519_compact::Signature::new(signature.sig))
+            .map_err(|_| VerifyError::BadSignature(self.fingerprint))
+    }
+}
+
+/// An Ed25519 secret key. Its `Debug` shows the fingerprint, public key and comment only.
+#[derive(Clone)]
+pub struct SecretKey {
+    fingerprint: Fingerprint,
+    keypair: KeyPair,
+    salt: [u8; 16],
+    comment: String,
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretKey")
+            .field("fingerprint", &self.fingerprint)
+            .field("public_key", &hex::encode(*self.keypair.pk))
+            .field("comment", &self.comment)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SecretKey {
+    /// A new random key pair, as `usign -G` makes it. `comment` replaces the default comments
+    /// (`private key <fp>`, `public key <fp>`) of both keys.
+    pub fn generate(comment: Option<&str>) -> Result<(SecretKey, PublicKey), Error> {
+        let mut secret = SecretKey::from_seed(random()?, Fingerprint(random()?))?;
+        secret.salt = random()?;
+        let public = secret.public_key();
+        match comment {
+            None => Ok((secret, public)),
+            Some(comment) => Ok((secret.with_comment(comment)?, public.with_comment(comment)?)),
+        }
+    }
+
+    /// The key pair of a given seed and fingerprint (for tests and known answers).
+    pub fn from_seed(seed: [u8; 32], fingerprint: Fingerprint) -> Result<SecretKey, Error> {
+        let keypair = KeyPair::try_from_seed(Seed::new(seed)).map_err(|_| Error::ZeroSeed)?;
+        Ok(SecretKey {
+            fingerprint,
+            keypair,
+            salt: [0; 16],
+            comment: format!("private key {fingerprint}"),
+        })
+    }
+
+    /// Parses a secret key file. A passphrase-protected key needs `passphrase` (else
+    /// [`Error::Encrypted`]); an unprotected key ignores it.
+    pub fn parse(bytes: &[u8], passphrase: Option<&[u8]>) -> Result<Self, Error> {
+        let (comment, blob) = parse_file::<SECRET_LEN>(FileKind::SecretKey, bytes)?;
+        let kdfalg: [u8; 2] = field(&blob, 2);
+        if kdfalg != KDFALG {
+            return Err(Error::KdfAlgorithm {
+                found: kdfalg.escape_ascii().to_string(),
+            });
+        }
+        let rounds = u32::from_be_bytes(field(&blob, 4));
+        let salt: [u8; 16] = field(&blob, 8);
+        let checksum: [u8; 8] = field(&blob, 24);
+        let fingerprint = Fingerprint(field(&blob, 32));
+        let mut secret: [u8; 64] = field(&blob, 40);
+        if rounds != 0 {
+            let passphrase = passphrase.ok_or(Error::Encrypted { rounds })?;
+            xor(&mut secret, &kdf(passphrase, &salt, rounds)?);
+        }
+        if !same(&checksum_of(&secret), &checksum) {
+            return Err(match rounds {
+                0 => Error::Checksum,
+                _ => Error::WrongPassphrase,
+            });
+        }
+        let mut key = SecretKey::from_seed(field(&secret, 0), fingerprint)?;
+        if *key.keypair.pk != field::<32>(&secret, 32) {
+            return Err(Error::PublicKeyMismatch);
+        }
+        key.salt = salt;
+        key.comment = comment;
+        Ok(key)
+    }
+
+    pub fn read_path(path: &Path, passphrase: Option<&[u8]>) -> Result<Self, Error> {
+        read_path(FileKind::SecretKey, path, |bytes| {
+            SecretKey::parse(bytes, passphrase)
+        })
+    }
+
+    /// The unprotected file (kdfrounds 0), as usign writes it.
+    pub fn to_file_bytes(&self) -> Vec<u8> {
+        self.encode(0, self.salt, None)
+    }
+
+    /// The file protected by `passphrase`, as signify writes it (42 rounds, fresh salt).
+    pub fn to_encrypted_file_bytes(&self, passphrase: &[u8]) -> Result<Vec<u8>, Error> {
+        self.encrypted_file_bytes(passphrase, DEFAULT_KDF_ROUNDS)
+    }
+
+    fn encrypted_file_bytes(&self, passphrase: &[u8], rounds: u32) -> Result<Vec<u8>, Error> {
+        let salt = random()?;
+        let xorkey = kdf(passphrase, &salt, rounds)?;
+        Ok(self.encode(rounds, salt, Some(&xorkey)))
+    }
+
+    fn encode(&self, rounds: u32, salt: [u8; 16], xorkey: Option<&[u8; 64]>) -> Vec<u8> {
+        let mut secret = *self.keypair.sk;
+        let checksum = checksum_of(&secret);
+        if let Some(xorkey) = xorkey {
+            xor(&mut secret, xorkey);
+        }
+        let blob = [
+            &PKALG[..],
+            &KDFALG,
+            &rounds.to_be_bytes(),
+            &salt,
+            &checksum,
+            &self.fingerprint.0,
+            &secret,
+        ]
+        .concat();
+        encode_file(&self.comment, &blob)
+    }
+
+    /// Writes the key with mode 0600, protected by `passphrase` if given. Without `force` an
+    /// existing file is an error ([`Error::Exists`]); with it the file is replaced atomically.
+    pub fn write_path(
+        &self,
+        path: &Path,
+        passphrase: Option<&[u8]>,
+        force: bool,
+    ) -> Result<(), Error> {
+        let bytes = match passphrase {
+            Some(passphrase) => self.to_encrypted_file_bytes(passphrase)?,
+            None => self.to_file_bytes(),
+        };
+        if force {
+            return write_atomic(FileKind::SecretKey, path, &bytes, 0o600);
+        }
+        write_new(path, &bytes, 0o600).map_err(|source| match source.kind() {
+            io::ErrorKind::AlreadyExists => Error::Exists { path: path.into() },
+            _ => Error::Io {
+                kind: FileKind::SecretKey,
+                path: path.into(),
+                source,
+            },
+        })
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    pub fn comment(&self) -> &str {
+        &self.comment
+    }
+
+    pub fn with_comment(mut self, comment: &str) -> Result<Self, Error> {
+        check_comment(FileKind::SecretKey, comment)?;
+        self.comment = comment.into();
+        Ok(self)
+    }
+
+    /// The public half, with usign's default comment `public key <fp>`.
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey {
+            fingerprint: self.fingerprint,
+            key: *self.keypair.pk,
+            comment: format!("public key {}", self.fingerprint),
+        }
+    }
+
+    /// Signs `message` (deterministic Ed25519, like usign and signify) and checks the
+    /// signature against the public key before returning it. Comment: `signed by key <fp>`.
+    pub fn sign(&self, message: &[u8]) -> Result<Signature, Error> {
+        let sig = self.keypair.sk.sign(message, None);
+        self.keypair
+            .pk
+            .verify(message, &sig)
+            .map_err(|_| Error::SelfCheck)?;
+        Ok(Signature {
+            fingerprint: self.fingerprint,
+            sig: *sig,
+            comment: format!("signed by key {}", self.fingerprint),
+        })
+    }
+}
+
+/// An Ed25519 signature of a message, tagged with the signing key's fingerprint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signature {
+    fingerprint: Fingerprint,
+    sig: [u8; 64],
+    comment: String,
+}
+
+impl Signature {
+    pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
+        let (comment, blob) = parse_file::<SIGNATURE_LEN>(FileKind::Signature, bytes)?;
+        Ok(Signature {
+            fingerprint: Fingerprint(field(&blob, 2)),
+            sig: field(&blob, 10),
+            comment,
+        })
+    }
+
+    pub fn read_path(path: &Path) -> Result<Self, Error> {
+        read_path(FileKind::Signature, path, Signature::parse)
+    }
+
+    pub fn to_file_bytes(&self) -> Vec<u8> {
+        let blob = [&PKALG[..], &self.fingerprint.0, &self.sig].concat();
+        encode_file(&self.comment, &blob)
+    }
+
+    /// Writes the file atomically (temporary file in the same directory, then rename).
+    pub fn write_path(&self, path: &Path) -> Result<(), Error> {
+        write_atomic(FileKind::Signature, path, &self.to_file_bytes(), 0o644)
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 64] {
+        &self.sig
+    }
+
+    pub fn comment(&self) -> &str {
+        &self.comment
+    }
+
+    pub fn with_comment(mut self, comment: &str) -> Result<Self, Error> {
+        check_comment(FileKind::Signature, comment)?;
+        self.comment = comment.into();
+        Ok(self)
+    }
+}
+
+/// A usign key directory (`usign -P`, opkg's `/etc/opkg/keys`): one public key per file, named
+/// by its fingerprint, padded (`0b26f36ae0f4106d`) or unpadded (`b26f36ae0f4106d`).
+#[derive(Clone, Debug)]
+pub struct KeyDir {
+    path: PathBuf,
+}
+
+impl KeyDir {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        KeyDir { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The key named by `fingerprint`; only that file is read. Its own fingerprint must match.
+    pub fn find(&self, fingerprint: Fingerprint) -> Result<PublicKey, VerifyError> {
+        let padded = fingerprint.to_string();
+        let unpadded = fingerprint.unpadded();
+        let names = if padded == unpadded {
+            &[padded][..]
+        } else {
+            &[padded, unpadded][..]
+        };
+        for name in names {
+            match PublicKey::read_path(&self.path.join(name)) {
+                Ok(key) if key.fingerprint == fingerprint => return Ok(key),
+                Ok(key) => {
+                    return Err(VerifyError::FingerprintMismatch {
+                        key: key.fingerprint,
+                        signature: fingerprint,
+                    });
+                }
+                Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(VerifyError::NoKey {
+            fingerprint,
+            dir: self.path.clone(),
+        })
+    }
+
+    /// Verifies `signature` of `message` with the key it names; returns that key.
+    pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<PublicKey, VerifyError> {
+        let key = self.find(signature.fingerprint)?;
+        key.verify(message, signature)?;
+        Ok(key)
+    }
+
+    /// Every file in the directory that is a public key, sorted by path; other files (garbage,
+    /// unreadable, subdirectories) are skipped.
+    pub fn keys(&self) -> Result<Vec<(PathBuf, PublicKey)>, Error> {
+        let io_err = |source| Error::Io {
+            kind: FileKind::PublicKey,
+            path: self.path.clone(),
+            source,
+        };
+        let mut keys = Vec::new();
+        for entry in fs::read_dir(&self.path).map_err(io_err)? {
+            let path = entry.map_err(io_err)?.path();
+            // only regular files: opening a FIFO would block
+            if !fs::metadata(&path).is_ok_and(|meta| meta.is_file()) {
+                continue;
+            }
+            if let Ok(key) = PublicKey::read_path(&path) {
+                keys.push((path, key));
+            }
+        }
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(keys)
+    }
+}
+
+/// Splits a file into its comment and its decoded blob of exactly `N` bytes starting `Ed`.
+fn parse_file<const N: usize>(kind: FileKind, bytes: &[u8]) -> Result<(String, [u8; N]), Error> {
+    if bytes.len() > MAX_FILE_LEN {
+        return Err(Error::TooLarge {
+            kind,
+            len: bytes.len() as u64,
+        });
+    }
+    let rest = bytes
+        .strip_prefix(COMMENT_HEADER.as_bytes())
+        .ok_or(Error::MissingComment { kind })?;
+    let (comment, rest) = split_line(rest).ok_or(Error::MissingData { kind })?;
+    if comment.len() > MAX_COMMENT_LEN {
+        return Err(Error::CommentTooLong {
+            kind,
+            len: comment.len(),
+        });
+    }
+    let (data, rest) = split_line(rest).unwrap_or((rest, &[]));
+    if !rest.is_empty() {
+        return Err(Error::TrailingData { kind });
+    }
+    let decoded = BASE64
+        .decode(data)
+        .map_err(|source| Error::Base64 { kind, source })?;
+    let blob: [u8; N] = decoded.as_slice().try_into().map_err(|_| Error::Length {
+        kind,
+        actual: decoded.len(),
+        expected: N,
+    })?;
+    let alg: [u8; 2] = field(&blob, 0);
+    if alg != PKALG {
+        return Err(Error::Algorithm {
+            kind,
+            found: alg.escape_ascii().to_string(),
+        });
+    }
+    Ok((String::from_utf8_lossy(comment).into_owned(), blob))
+}
+
+/// The line before the first `\n` (less a final `\r`) and the rest after it.
+fn split_line(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = bytes.iter().position(|&b| b == b'\n')?;
+    let line = &bytes[..end];
+    Some((line.strip_suffix(b"\r").unwrap_or(line), &bytes[end + 1..]))
+}
+
+fn encode_file(comment: &str, blob: &[u8]) -> Vec<u8> {
+    format!("{COMMENT_HEADER}{comment}\n{}\n", BASE64.encode(blob)).into_bytes()
+}
+
+fn check_comment(kind: FileKind, comment: &str) -> Result<(), Error> {
+    let reason = if comment.is_empty() {
+        "is empty"
+    } else if comment.contains(['\n', '\r']) {
+        "contains a line break"
+    } else if comment.contains('\0') {
+        "contains a NUL byte"
+    } else if comment.len() > MAX_COMMENT_LEN {
+        return Err(Error::CommentTooLong {
+            kind,
+            len: comment.len(),
+        });
+    } else {
+        return Ok(());
+    };
+    Err(Error::BadComment { kind, reason })
+}
+
+/// The `M` bytes at `at` of a blob (callers pass constant ranges inside fixed-size blobs).
+fn field<const M: usize>(blob: &[u8], at: usize) -> [u8; M] {
+    let mut out = [0; M];
+    out.copy_from_slice(&blob[at..at + M]);
+    out
+}
+
+fn checksum_of(secret: &[u8; 64]) -> [u8; 8] {
+    field(&Sha512::digest(secret), 0)
+}
+
+/// Constant-time equality, as signify compares the checksum.
+fn same(a: &[u8; 8], b: &[u8; 8]) -> bool {
+    a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn xor(secret: &mut [u8; 64], key: &[u8; 64]) {
+    secret.iter_mut().zip(key).for_each(|(s, k)| *s ^= k);
+}
+
+fn kdf(passphrase: &[u8], salt: &[u8; 16], rounds: u32) -> Result<[u8; 64], Error> {
+    if rounds > MAX_KDF_ROUNDS {
+        return Err(Error::TooManyRounds { rounds });
+    }
+    if passphrase.is_empty() {
+        return Err(Error::EmptyPassphrase);
+    }
+    let mut key = [0; 64];
+    bcrypt_pbkdf::bcrypt_pbkdf(passphrase, salt, rounds, &mut key)
+        .map_err(|err| Error::Kdf(err.to_string()))?;
+    Ok(key)
+}
+
+fn random<const N: usize>() -> Result<[u8; N], Error> {
+    let mut bytes = [0; N];
+    getrandom::fill(&mut bytes).map_err(Error::Random)?;
+    Ok(bytes)
+}
+
+/// Reads at most [`MAX_FILE_LEN`] + 1 bytes of `path` and parses them; errors name the path.
+fn read_path<T>(
+    kind: FileKind,
+    path: &Path,
+    parse: impl FnOnce(&[u8]) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let io_err = |source| Error::Io {
+        kind,
+        path: path.into(),
+        source,
+    };
+    let in_file = |err| Error::InFile {
+        path: path.into(),
+        source: Box::new(err),
+    };
+    let file = File::open(path).map_err(io_err)?;
+    let len = file.metadata().map_err(io_err)?.len();
+    if len > MAX_FILE_LEN as u64 {
+        return Err(in_file(Error::TooLarge { kind, len }));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_LEN as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err)?;
+    parse(&bytes).map_err(in_file)
+}
+
+/// Creates `path` (which must not exist) with `mode` and writes `bytes` to disk; on a failed
+/// write the partial file is removed.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    if written.is_err() {
+        let _ = fs::remove_file(path);
+    }
+    written
+}
+
+/// Writes `bytes` to a fresh temporary file beside `path`, then renames it over `path`.
+fn write_atomic(kind: FileKind, path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
+    let io_err = |source| Error::Io {
+        kind,
+        path: path.into(),
+        source,
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io_err(io::Error::new(io::ErrorKind::InvalidInput, "no file name")))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        hex::encode(random::<6>()?)
+    ));
+    let written = write_new(&tmp, bytes, mode).and_then(|()| fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written.map_err(io_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    const RFC_SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+    const FP: Fingerprint = Fingerprint::new([0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef]);
+
+    fn rfc_key() -> SecretKey {
+        let seed = hex::decode(RFC_SEED).unwrap().try_into().unwrap();
+        SecretKey::from_seed(seed, FP).unwrap()
+    }
+
+    /// A file of `kind`-like shape: the given comment line and base64 of `blob`.
+    fn file(blob: &[u8]) -> Vec<u8> {
+        encode_file("test", blob)
+    }
+
+    #[test]
+    fn known_answer_rfc8032_test1() {
+        // RFC 8032 section 7.1 TEST 1 key and its signature of the empty message; the
+        // expected files were built independently (Python base64/hashlib).
+        let key = rfc_key();
+        assert_eq!(
+            key.public_key().to_file_bytes(),
+            b"untrusted comment: public key 0123456789abcdef\n\
+              RWQBI0VniavN79damAGCsQq31Uv+08lkBzoO4XLz2qYjJa8CGmj3B1Ea\n"
+        );
+        assert_eq!(
+            key.sign(b"").unwrap().to_file_bytes(),
+            &b"untrusted comment: signed by key 0123456789abcdef\n\
+               RWQBI0VniavN7+VWQwDDYKxykIbizIBugoqEh38euOXZdNhz4GUiSQFVX7iCFZCjO6zGHjlwHPm0a9Jb9fBZW74kZVFBQ456EAs=\n"[..]
+        );
+        assert_eq!(
+            key.to_file_bytes(),
+            &b"untrusted comment: private key 0123456789abcdef\n\
+               RWRCSwAAAAAAAAAAAAAAAAAAAAAAAAAASulvySzYtIABI0VniavN751hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n"[..]
+        );
+    }
+
+    #[test]
+    fn fingerprint_forms() {
+        assert_eq!(FP.to_string(), "0123456789abcdef");
+        assert_eq!(FP.unpadded(), "123456789abcdef");
+        assert_eq!("123456789ABCDEF".parse::<Fingerprint>().unwrap(), FP);
+        assert_eq!("0123456789abcdef".parse::<Fingerprint>().unwrap(), FP);
+        assert_eq!(
+            "1".parse::<Fingerprint>().unwrap().as_bytes(),
+            &[0, 0, 0, 0, 0, 0, 0, 1]
+        );
+        for bad in ["", "+1", "0123456789abcdef0", "xyz", " 1", "-1"] {
+            assert!(bad.parse::<Fingerprint>().is_err(), "{bad:?}");
+        }
+        assert_eq!(format!("{FP:?}"), "Fingerprint(0123456789abcdef)");
+    }
+
+    #[test]
+    fn round_trips() {
+        let (secret, public) = SecretKey::generate(None).unwrap();
+        let fp = secret.fingerprint();
+        assert_eq!(public.fingerprint(), fp);
+        assert_eq!(public.comment(), format!("public key {fp}"));
+        assert_eq!(secret.comment(), format!("private key {fp}"));
+        let bytes = public.to_file_bytes();
+        assert_eq!(PublicKey::parse(&bytes).unwrap(), public);
+        let again = SecretKey::parse(&secret.to_file_bytes(), None).unwrap();
+        assert_eq!(again.to_file_bytes(), secret.to_file_bytes());
+        let sig = again.sign(b"hello").unwrap();
+        assert_eq!(sig.comment(), format!("signed by key {fp}"));
+        assert_eq!(Signature::parse(&sig.to_file_bytes()).unwrap(), sig);
+        public.verify(b"hello", &sig).unwrap();
+
+        let (secret, public) = SecretKey::generate(Some("my key")).unwrap();
+        assert_eq!((secret.comment(), public.comment()), ("my key", "my key"));
+    }
+
+    #[test]
+    fn encrypted_keys() {
+        let key = rfc_key();
+        let bytes = key.encrypted_file_bytes(b"secret", 2).unwrap();
+        assert!(matches!(
+            SecretKey::parse(&bytes, None),
+            Err(Error::Encrypted { rounds: 2 })
+        ));
+        assert!(matches!(
+            SecretKey::parse(&bytes, Some(b"wrong")),
+            Err(Error::WrongPassphrase)
+        ));
+        assert!(matches!(
+            SecretKey::parse(&bytes, Some(b"")),
+            Err(Error::EmptyPassphrase)
+        ));
+        let plain = SecretKey::parse(&bytes, Some(b"secret")).unwrap();
+        assert_eq!(plain.public_key(), key.public_key());
+        // an unprotected key ignores a passphrase
+        SecretKey::parse(&key.to_file_bytes(), Some(b"x")).unwrap();
+        assert_eq!(
+            Error::Encrypted { rounds: 42 }.to_string(),
+            "secret key is passphrase-protected (kdfrounds 42)"
+        );
+    }
+
+    #[test]
+    fn too_many_rounds() {
+        let mut blob = secret_blob();
+        blob[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            SecretKey::parse(&file(&blob), None),
+            Err(Error::Encrypted { rounds: u32::MAX })
+        ));
+        assert!(matches!(
+            SecretKey::parse(&file(&blob), Some(b"pw")),
+            Err(Error::TooManyRounds { rounds: u32::MAX })
+        ));
+    }
+
+    fn secret_blob() -> Vec<u8> {
+        let bytes = rfc_key().to_file_bytes();
+        let line2 = bytes.split(|&b| b == b'\n').nth(1).unwrap();
+        BASE64.decode(line2).unwrap()
+    }
+
+    #[test]
+    fn secret_key_corruption() {
+        let mut blob = secret_blob();
+        blob[24] ^= 1; // checksum
+        assert!(matches!(
+            SecretKey::parse(&file(&blob), None),
+            Err(Error::Checksum)
+        ));
+        let mut blob = secret_blob();
+        blob[50] ^= 1; // seed
+        assert!(matches!(
+            SecretKey::parse(&file(&blob), None),
+            Err(Error::Checksum)
+        ));
+        // stored public half wrong but checksum fixed up
+        let mut blob = secret_blob();
+        blob[80] ^= 1;
+        let secret: [u8; 64] = blob[40..104].try_into().unwrap();
+        blob[24..32].copy_from_slice(&checksum_of(&secret));
+        assert!(matches!(
+            SecretKey::parse(&file(&blob), None),
+            Err(Error::PublicKeyMismatch)
+        ));
+        // all-zero seed must be an error, not a panic
+        let mut blob = secret_blob();
+        blob[40..72].fill(0);
+        let secret: [u8; 64] = blob[40..104].try_into().unwrap();
+        blob[24..32].copy_from_slice(&checksum_of(&secret));
+        assert!(matches!(
+            SecretKey::parse(&file(&blob), None),
+            Err(Error::ZeroSeed)
+        ));
+        let mut blob = secret_blob();
+        blob[2..4].copy_from_slice(b"XY");
+        let err = SecretKey::parse(&file(&blob), None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "secret key: KDF algorithm \"XY\", expected \"BK\""
+        );
+    }
+
+    #[test]
+    fn decode_errors() {
+        let sig = rfc_key().sign(b"m").unwrap().to_file_bytes();
+        let text = String::from_utf8(sig.clone()).unwrap();
+        let line2 = text.lines().nth(1).unwrap();
+        let blob = BASE64.decode(line2).unwrap();
+
+        let err = |bytes: &[u8]| Signature::parse(bytes).unwrap_err().to_string();
+        assert_eq!(
+            err(&file(&blob[..73])),
+            "signature: decoded length 73, expected 74"
+        );
+        assert_eq!(
+            err(&file(&[&blob[..], b"x"].concat())),
+            "signature: decoded length 75, expected 74"
+        );
+        let mut wrong_alg = blob.clone();
+        wrong_alg[0] = b'X';
+        assert_eq!(
+            err(&file(&wrong_alg)),
+            "signature: algorithm \"Xd\", expected \"Ed\""
+        );
+        assert!(
+            err(format!("untrusted comment: x\n{}!\n", line2).as_bytes())
+                .starts_with("signature: bad base64 on line 2")
+        );
+        assert!(err(format!("untrusted comment: x\n {line2}\n").as_bytes()).contains("base64"));
+        assert_eq!(
+            err(line2.as_bytes()),
+            "signature: line 1 must start with \"untrusted comment: \""
+        );
+        assert_eq!(
+            err(format!("Untrusted comment: x\n{line2}\n").as_bytes()),
+            "signature: line 1 must start with \"untrusted comment: \""
+        );
+        assert_eq!(
+            err(b"untrusted comment: x"),
+            "signature: missing line 2 (the base64 data)"
+        );
+        let long = format!("untrusted comment: {}\n{line2}\n", "c".repeat(1024));
+        assert_eq!(
+            err(long.as_bytes()),
+            "signature: comment is 1024 bytes, more than the 1023 allowed"
+        );
+        let longest = format!("untrusted comment: {}\n{line2}\n", "c".repeat(1023));
+        Signature::parse(longest.as_bytes()).unwrap();
+        for trailing in ["\n", "x", "\nuntrusted comment: y\n", " "] {
+            let bytes = [&sig[..], trailing.as_bytes()].concat();
+            assert_eq!(err(&bytes), "signature: unexpected data after line 2");
+        }
+        assert_eq!(
+            err(&vec![b'a'; MAX_FILE_LEN + 1]),
+            "signature: file is 4097 bytes, more than the 4096 allowed"
+        );
+        let pk = PublicKey::parse(b"untrusted comment: x\nRWQL\n").unwrap_err();
+        assert_eq!(pk.to_string(), "public key: decoded length 3, expected 42");
+    }
+
+    #[test]
+    fn lenient_where_harmless() {
+        let sig = rfc_key().sign(b"m").unwrap();
+        let text = String::from_utf8(sig.to_file_bytes()).unwrap();
+        // no final newline, CRLF endings, empty comment, non-UTF-8 comment
+        Signature::parse(text.trim_end().as_bytes()).unwrap();
+        let crlf = Signature::parse(text.replace('\n', "\r\n").as_bytes()).unwrap();
+        assert_eq!(crlf, sig);
+        let line2 = text.lines().nth(1).unwrap();
+        let empty = Signature::parse(format!("untrusted comment: \n{line2}\n").as_bytes());
+        assert_eq!(empty.unwrap().comment(), "");
+        let latin1 = [b"untrusted comment: \xe9\n", line2.as_bytes()].concat();
+        assert_eq!(Signature::parse(&latin1).unwrap().comment(), "\u{fffd}");
+    }
+
+    #[test]
+    fn comments_we_write_are_checked() {
+        let sig = rfc_key().sign(b"m").unwrap();
+        for bad in ["", "a\nb", "a\rb", "a\0b"] {
+            assert!(matches!(
+                sig.clone().with_comment(bad),
+                Err(Error::BadComment { .. })
+            ));
+        }
+        assert!(matches!(
+            sig.clone().with_comment(&"c".repeat(1024)),
+            Err(Error::CommentTooLong { len: 1024, .. })
+        ));
+        let sig = sig.with_comment("verify with key.pub").unwrap();
+        assert!(
+            sig.to_file_bytes()
+                .starts_with(b"untrusted comment: verify with key.pub\n")
+        );
+        assert!(SecretKey::generate(Some("")).is_err());
+    }
+
+    #[test]
+    fn verify_failures() {
+        let key = rfc_key();
+        let public = key.public_key();
+        let sig = key.sign(b"message").unwrap();
+        public.verify(b"message", &sig).unwrap();
+        assert!(matches!(
+            public.verify(b"messagf", &sig),
+            Err(VerifyError::BadSignature(fp)) if fp == FP
+        ));
+        for bit in [0, 7, 100, 511] {
+            let mut bad = sig.clone();
+            bad.sig[bit / 8] ^= 1 << (bit % 8);
+            assert!(matches!(
+                public.verify(b"message", &bad),
+                Err(VerifyError::BadSignature(_))
+            ));
+        }
+        let (other, _) = SecretKey::generate(None).unwrap();
+        let err = public
+            .verify(b"message", &other.sign(b"message").unwrap())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "signature is by key {}, but the public key is {FP}",
+                other.fingerprint()
+            )
+        );
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let key = rfc_key();
+        let debug = format!("{key:?}");
+        let secret = &hex::encode(*key.keypair.sk)[..64];
+        assert!(!debug.contains(secret), "{debug}");
+        assert!(!debug.contains(RFC_SEED));
+        assert!(debug.contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn files_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (secret, public) = SecretKey::generate(None).unwrap();
+        let sec_path = dir.path().join("key.sec");
+        secret.write_path(&sec_path, None, false).unwrap();
+        let mode = fs::metadata(&sec_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(matches!(
+            secret.write_path(&sec_path, None, false),
+            Err(Error::Exists { .. })
+        ));
+        fs::set_permissions(&sec_path, fs::Permissions::from_mode(0o644)).unwrap();
+        secret.write_path(&sec_path, None, true).unwrap();
+        let mode = fs::metadata(&sec_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let read = SecretKey::read_path(&sec_path, None).unwrap();
+        assert_eq!(read.to_file_bytes(), secret.to_file_bytes());
+
+        let pub_path = dir.path().join("key.pub");
+        public.write_path(&pub_path).unwrap();
+        public.write_path(&pub_path).unwrap(); // atomic replace
+        assert_eq!(PublicKey::read_path(&pub_path).unwrap(), public);
+        let sig_path = dir.path().join("msg.sig");
+        secret.sign(b"msg").unwrap().write_path(&sig_path).unwrap();
+        let sig = Signature::read_path(&sig_path).unwrap();
+        public.verify(b"msg", &sig).unwrap();
+        // no temporary files left behind
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 3);
+
+        let big = dir.path().join("big");
+        fs::write(&big, vec![b'a'; 10_000]).unwrap();
+        let err = PublicKey::read_path(&big).unwrap_err();
+        assert!(matches!(
+            err.root(),
+            Error::TooLarge {
+                len: 10_000,
+                kind: FileKind::PublicKey
+            }
+        ));
+        assert!(
+            err.to_string()
+                .ends_with("public key: file is 10000 bytes, more than the 4096 allowed")
+        );
+        let missing = PublicKey::read_path(&dir.path().join("nope")).unwrap_err();
+        assert!(matches!(missing, Error::Io { .. }));
+    }
+
+    #[test]
+    fn key_dir_lookup() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyDir::new(dir.path());
+        // fingerprint with a leading zero nibble, stored under the unpadded name
+        let fp = Fingerprint::new([0x0b, 0x26, 0xf3, 0x6a, 0xe0, 0xf4, 0x10, 0x6d]);
+        let key = SecretKey::from_seed([7; 32], fp).unwrap();
+        let sig = key.sign(b"feed").unwrap();
+        assert!(matches!(
+            keys.verify(b"feed", &sig),
+            Err(VerifyError::NoKey { .. })
+        ));
+        fs::write(dir.path().join("garbage"), b"not a key").unwrap();
+        fs::create_dir(dir.path().join("subdir")).unwrap();
+        key.public_key()
+            .write_path(&dir.path().join("b26f36ae0f4106d"))
+            .unwrap();
+        assert_eq!(keys.verify(b"feed", &sig).unwrap(), key.public_key());
+        assert!(matches!(
+            keys.verify(b"feee", &sig),
+            Err(VerifyError::BadSignature(_))
+        ));
+        // the padded name wins, and a key under the wrong name is a mismatch
+        let other = SecretKey::from_seed([8; 32], FP).unwrap().public_key();
+        other.write_path(&dir.path().join(fp.to_string())).unwrap();
+        assert!(matches!(
+            keys.verify(b"feed", &sig),
+            Err(VerifyError::FingerprintMismatch { .. })
+        ));
+        // the needed file being garbage is an error
+        fs::write(dir.path().join(fp.to_string()), b"junk").unwrap();
+        assert!(matches!(
+            keys.verify(b"feed", &sig),
+            Err(VerifyError::Key(_))
+        ));
+        let listed = keys.keys().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].1, key.public_key());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = PublicKey::parse(&bytes);
+            let _ = Signature::parse(&bytes);
+            let _ = SecretKey::parse(&bytes, None);
+            let _ = SecretKey::parse(&bytes, Some(b"pw"));
+        }
+
+        #[test]
+        fn decoders_never_panic_on_near_valid(blob in proptest::collection::vec(proptest::num::u8::ANY, 40..110), edits in proptest::collection::vec((0usize..110, proptest::num::u8::ANY), 0..4)) {
+            let mut blob = blob;
+            blob[..2].copy_from_slice(b"Ed");
+            if blob.len() > 8 {
+                blob[2..4].copy_from_slice(b"BK");
+                let rounds = blob[7] % 3;
+                blob[4..8].copy_from_slice(&[0, 0, 0, rounds]);
+            }
+            for (at, value) in edits {
+                if let Some(b) = blob.get_mut(at) { *b = value; }
+            }
+            let bytes = file(&blob);
+            let _ = PublicKey::parse(&bytes);
+            let _ = Signature::parse(&bytes);
+            let _ = SecretKey::parse(&bytes, None);
+            let _ = SecretKey::parse(&bytes, Some(b"pw"));
+        }
+
+        #[test]
+        fn sign_verify_round_trip(seed in proptest::array::uniform32(1u8..), fp in proptest::array::uniform8(proptest::num::u8::ANY), msg in proptest::collection::vec(proptest::num::u8::ANY, 0..200), comment in "[ -~]{1,40}") {
+            let key = SecretKey::from_seed(seed, Fingerprint::new(fp)).unwrap().with_comment(&comment).unwrap();
+            let public = PublicKey::parse(&key.public_key().to_file_bytes()).unwrap();
+            let again = SecretKey::parse(&key.to_file_bytes(), None).unwrap();
+            proptest::prop_assert_eq!(again.comment(), comment.as_str());
+            let sig = Signature::parse(&again.sign(&msg).unwrap().to_file_bytes()).unwrap();
+            proptest::prop_assert!(public.verify(&msg, &sig).is_ok());
+        }
+    }
+}
