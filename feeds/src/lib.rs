@@ -14,6 +14,7 @@
 //! The library never prints and never exits: every failure is a typed error that names what
 //! was wrong (the member, the field, the line).
 
+pub mod build;
 pub mod control;
 pub mod index;
 pub mod limits;
