@@ -78,7 +78,8 @@ impl PackageBuilder {
 
     /// Adds a control member (`postinst`, `conffiles`, ...).
     pub fn control_file(mut self, name: &str, mode: u32, data: impl Into<Vec<u8>>) -> Self {
-        self.control_files.push((name.to_string(), mode, data.into()));
+        self.control_files
+            .push((name.to_string(), mode, data.into()));
         self
     }
 
@@ -148,9 +149,9 @@ impl PackageBuilder {
                 let mut out = out;
                 out.write_all(b"!<arch>\n")?;
                 for (name, body) in [members[0], members[2], members[1]] {
-                    write!(
+                    writeln!(
                         out,
-                        "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+                        "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`",
                         format!("{name}/"),
                         self.mtime,
                         0,

@@ -103,7 +103,8 @@ impl Field {
 
     /// The value without the surrounding white space; continuation lines are kept as they are.
     pub fn value(&self) -> &str {
-        self.raw.trim_matches(|c: char| c == ' ' || c == '\t' || c == '\r' || c == '\n')
+        self.raw
+            .trim_matches(|c: char| c == ' ' || c == '\t' || c == '\r' || c == '\n')
     }
 
     /// The first line of the value, trimmed (the synopsis of a `Description`).
@@ -118,7 +119,9 @@ pub fn is_valid_field_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('#')
         && !name.starts_with('-')
-        && name.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b':')
+        && name
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b':')
 }
 
 /// An ordered deb822 paragraph.
@@ -158,7 +161,10 @@ impl Paragraph {
     /// Parses bytes holding exactly one paragraph.
     pub fn parse_bytes(bytes: &[u8]) -> Result<Paragraph, ControlError> {
         let text = std::str::from_utf8(bytes).map_err(|e| ControlError {
-            line: 1 + bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count(),
+            line: 1 + bytes[..e.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count(),
             kind: ControlErrorKind::NotUtf8,
         })?;
         Self::parse(text)
@@ -240,7 +246,12 @@ impl Paragraph {
 
     /// Inserts a new field just before the field `before` (or at the end when `before` is
     /// absent). Fails when `name` is already present.
-    pub fn insert_before(&mut self, before: &str, name: &str, value: &str) -> Result<(), FieldError> {
+    pub fn insert_before(
+        &mut self,
+        before: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<(), FieldError> {
         if self.contains(name) {
             return Err(FieldError::Duplicate(name.to_string()));
         }
@@ -417,7 +428,9 @@ impl<R: BufRead> Iterator for ParagraphReader<R> {
             }
             size += line.len() + 1;
             if size > self.limits.max_paragraph {
-                return self.err(ControlErrorKind::ParagraphTooLarge(self.limits.max_paragraph));
+                return self.err(ControlErrorKind::ParagraphTooLarge(
+                    self.limits.max_paragraph,
+                ));
             }
             if line.starts_with(' ') || line.starts_with('\t') {
                 let Some(last) = para.fields.last_mut() else {
@@ -475,7 +488,10 @@ mod tests {
             d.value(),
             "Two spaces stay.\n A second line.\n .\n After a blank."
         );
-        assert_eq!(d.raw(), "  Two spaces stay.\n A second line.\n .\n After a blank.");
+        assert_eq!(
+            d.raw(),
+            "  Two spaces stay.\n A second line.\n .\n After a blank."
+        );
     }
 
     #[test]
@@ -559,8 +575,14 @@ mod tests {
                 .unwrap_err()
                 .kind
         };
-        assert_eq!(read("A: 0123456789abcdef\n"), ControlErrorKind::LineTooLong(16));
-        assert_eq!(read("A: 1\nB: 2\nC: 3\n"), ControlErrorKind::TooManyFields(2));
+        assert_eq!(
+            read("A: 0123456789abcdef\n"),
+            ControlErrorKind::LineTooLong(16)
+        );
+        assert_eq!(
+            read("A: 1\nB: 2\nC: 3\n"),
+            ControlErrorKind::TooManyFields(2)
+        );
         assert_eq!(
             read("A: 1\n 2345678901\n 2345678901\n 2345678901\n"),
             ControlErrorKind::ParagraphTooLarge(40)
@@ -571,8 +593,14 @@ mod tests {
     fn exactly_one_paragraph() {
         assert!(Paragraph::parse("\n\nA: 1\n\n").is_ok());
         let e = Paragraph::parse("A: 1\n\nB: 2\n").unwrap_err();
-        assert_eq!((e.line, e.kind), (3, ControlErrorKind::MoreThanOneParagraph));
-        assert_eq!(Paragraph::parse("\n").unwrap_err().kind, ControlErrorKind::Empty);
+        assert_eq!(
+            (e.line, e.kind),
+            (3, ControlErrorKind::MoreThanOneParagraph)
+        );
+        assert_eq!(
+            Paragraph::parse("\n").unwrap_err().kind,
+            ControlErrorKind::Empty
+        );
     }
 
     #[test]
@@ -591,12 +619,18 @@ mod tests {
             p.insert_before("X", "size", "1"),
             Err(FieldError::Duplicate("size".into()))
         );
-        assert!(matches!(p.set("Bad:Name", "x"), Err(FieldError::BadName(_))));
+        assert!(matches!(
+            p.set("Bad:Name", "x"),
+            Err(FieldError::BadName(_))
+        ));
         assert!(matches!(
             p.set("Multi", "a\nnot indented"),
             Err(FieldError::BadValue { .. })
         ));
-        assert!(matches!(p.set("Multi", "a\n  "), Err(FieldError::BadValue { .. })));
+        assert!(matches!(
+            p.set("Multi", "a\n  "),
+            Err(FieldError::BadValue { .. })
+        ));
         p.set("Multi", "a\n b\n .\n c").unwrap();
         assert_eq!(p.remove("multi").unwrap().value(), "a\n b\n .\n c");
         assert!(p.remove("multi").is_none());

@@ -19,7 +19,7 @@ pub mod control;
 pub mod index;
 pub mod limits;
 pub mod package;
-pub mod release;
 pub mod relation;
+pub mod release;
 pub mod usign;
 pub mod version;

@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn bounded_allows_exactly_max() {
-        let data = vec![7u8; 100];
+        let data = [7u8; 100];
         assert_eq!(read_to_end_bounded(&data[..], 100).unwrap().len(), 100);
         let e = read_to_end_bounded(&data[..], 99).unwrap_err();
         assert_eq!(

@@ -417,8 +417,8 @@ impl Parts {
                 return Err(PackageError::DuplicateMember(name.into()));
             }
             self.debian_binary = true;
-            let text = read_to_end_bounded(&mut body, 64)
-                .map_err(|e| PackageError::in_member(name, e))?;
+            let text =
+                read_to_end_bounded(&mut body, 64).map_err(|e| PackageError::in_member(name, e))?;
             if !text.starts_with(b"2.") {
                 return Err(PackageError::BadMember {
                     member: name.into(),
@@ -448,14 +448,14 @@ impl Parts {
             self.data_member = Some(name.to_string());
             if let Some(visit) = data.as_mut() {
                 let (counting, count) = Counting::new(body);
-                let dec = decompressor(comp, counting).map_err(|e| PackageError::in_member(name, e))?;
-                let bounded: Box<dyn Read + '_> = Box::new(
-                    Bounded::new(dec, limits.max_data_tar).with_ratio(
+                let dec =
+                    decompressor(comp, counting).map_err(|e| PackageError::in_member(name, e))?;
+                let bounded: Box<dyn Read + '_> =
+                    Box::new(Bounded::new(dec, limits.max_data_tar).with_ratio(
                         count,
                         limits.max_ratio,
                         limits.ratio_grace,
-                    ),
-                );
+                    ));
                 let mut tar = DataTar {
                     archive: tar::Archive::new(bounded),
                     max_entries: limits.max_data_entries,
@@ -567,8 +567,11 @@ fn decompressor<'a, R: Read + 'a>(comp: Compression, r: R) -> io::Result<Box<dyn
         Compression::None => Box::new(r),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
         Compression::Xz => {
-            let stream = liblzma::stream::Stream::new_stream_decoder(256 << 20, liblzma::stream::CONCATENATED)
-                .map_err(io::Error::other)?;
+            let stream = liblzma::stream::Stream::new_stream_decoder(
+                256 << 20,
+                liblzma::stream::CONCATENATED,
+            )
+            .map_err(io::Error::other)?;
             Box::new(liblzma::read::XzDecoder::new_stream(r, stream))
         }
         Compression::Zstd => Box::new(
@@ -710,9 +713,8 @@ fn read_ar<R: Read>(
                 "bad header magic at offset {offset}"
             )));
         }
-        let size = parse_ar_size(&header[48..58]).ok_or_else(|| {
-            PackageError::BadAr(format!("bad member size at offset {offset}"))
-        })?;
+        let size = parse_ar_size(&header[48..58])
+            .ok_or_else(|| PackageError::BadAr(format!("bad member size at offset {offset}")))?;
         if size > limits.max_package_size {
             return Err(PackageError::Limit {
                 what: format!("ar member at offset {offset}"),
@@ -721,7 +723,9 @@ fn read_ar<R: Read>(
             });
         }
         let raw_name = std::str::from_utf8(&header[..16])
-            .map_err(|_| PackageError::BadAr(format!("member name at offset {offset} is not text")))?
+            .map_err(|_| {
+                PackageError::BadAr(format!("member name at offset {offset} is not text"))
+            })?
             .trim_end_matches(' ');
         let mut body = input.take(size);
         let mut name = raw_name.to_string();
@@ -732,9 +736,12 @@ fn read_ar<R: Read>(
                 .ok()
                 .filter(|&l| l <= 256 && l <= size)
                 .ok_or_else(|| PackageError::BadAr(format!("bad long name at offset {offset}")))?;
-            let bytes = read_to_end_bounded(body.by_ref().take(len), len).map_err(PackageError::Io)?;
+            let bytes =
+                read_to_end_bounded(body.by_ref().take(len), len).map_err(PackageError::Io)?;
             if (bytes.len() as u64) < len {
-                return Err(PackageError::Truncated(format!("ar member name at offset {offset}")));
+                return Err(PackageError::Truncated(format!(
+                    "ar member name at offset {offset}"
+                )));
             }
             name = String::from_utf8_lossy(&bytes)
                 .trim_end_matches('\0')

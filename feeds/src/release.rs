@@ -1,1 +1,375 @@
-//! placeholder
+//! The feed `Release` file: apt's flat-repository form, with `Date`, `Valid-Until` and the
+//! SHA-256 and size of each index file. It is what clients check for freshness and rollback.
+//!
+//! ```text
+//! Origin: example
+//! Label: example
+//! Date: Sun, 22 Nov 2026 02:40:00 UTC
+//! Valid-Until: Sun, 29 Nov 2026 02:40:00 UTC
+//! Architectures: all x86_64
+//! SHA256:
+//!  <hex> <size> Packages
+//! ```
+//! Dates are RFC 2822 in UTC.
+
+use crate::control::{ControlError, Paragraph};
+
+/// What is wrong with a `Release` file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("{0}")]
+    Syntax(#[from] ControlError),
+    #[error("missing {0} field")]
+    MissingField(&'static str),
+    #[error("bad date in {field}: {value:?} (expected e.g. \"Sun, 22 Nov 2026 02:40:00 UTC\")")]
+    BadDate { field: &'static str, value: String },
+    #[error("SHA256 line {line}: {reason}: {text:?}")]
+    BadHashLine {
+        line: usize,
+        reason: &'static str,
+        text: String,
+    },
+    #[error("SHA256 lists {0} twice")]
+    DuplicateFile(String),
+    #[error("Valid-Until is before Date")]
+    ValidUntilBeforeDate,
+}
+
+/// A file listed in the `SHA256` field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileHash {
+    /// Lower-case hex SHA-256.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Path relative to the feed.
+    pub name: String,
+}
+
+/// A parsed `Release` file.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Release {
+    pub origin: Option<String>,
+    pub label: Option<String>,
+    /// Seconds since the epoch (UTC).
+    pub date: i64,
+    /// Seconds since the epoch (UTC).
+    pub valid_until: Option<i64>,
+    pub architectures: Vec<String>,
+    pub sha256: Vec<FileHash>,
+}
+
+impl Release {
+    /// The entry for `name`, if listed.
+    pub fn file(&self, name: &str) -> Option<&FileHash> {
+        self.sha256.iter().find(|f| f.name == name)
+    }
+
+    /// The text of the file.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        if let Some(o) = &self.origin {
+            out.push_str(&format!("Origin: {o}\n"));
+        }
+        if let Some(l) = &self.label {
+            out.push_str(&format!("Label: {l}\n"));
+        }
+        out.push_str(&format!("Date: {}\n", format_date(self.date)));
+        if let Some(v) = self.valid_until {
+            out.push_str(&format!("Valid-Until: {}\n", format_date(v)));
+        }
+        if !self.architectures.is_empty() {
+            out.push_str(&format!(
+                "Architectures: {}\n",
+                self.architectures.join(" ")
+            ));
+        }
+        out.push_str("SHA256:\n");
+        for f in &self.sha256 {
+            out.push_str(&format!(" {} {} {}\n", f.sha256, f.size, f.name));
+        }
+        out
+    }
+
+    /// Parses a `Release` file. `Date` and `SHA256` are required.
+    pub fn parse(text: &str) -> Result<Release, ReleaseError> {
+        let p = Paragraph::parse(text)?;
+        let date_field = |field: &'static str| -> Result<Option<i64>, ReleaseError> {
+            p.get(field)
+                .map(|v| {
+                    parse_date(v).ok_or_else(|| ReleaseError::BadDate {
+                        field,
+                        value: v.to_string(),
+                    })
+                })
+                .transpose()
+        };
+        let date = date_field("Date")?.ok_or(ReleaseError::MissingField("Date"))?;
+        let valid_until = date_field("Valid-Until")?;
+        if valid_until.is_some_and(|v| v < date) {
+            return Err(ReleaseError::ValidUntilBeforeDate);
+        }
+        let hashes = p
+            .get("SHA256")
+            .ok_or(ReleaseError::MissingField("SHA256"))?;
+        let mut sha256: Vec<FileHash> = Vec::new();
+        for (i, line) in hashes.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let bad = |reason| ReleaseError::BadHashLine {
+                line: i + 1,
+                reason,
+                text: line.to_string(),
+            };
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            let [hash, size, name] = parts[..] else {
+                return Err(bad("expected `<sha256> <size> <name>`"));
+            };
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad("not a SHA-256"));
+            }
+            let size = size.parse().map_err(|_| bad("size is not a number"))?;
+            if sha256.iter().any(|f| f.name == name) {
+                return Err(ReleaseError::DuplicateFile(name.to_string()));
+            }
+            sha256.push(FileHash {
+                sha256: hash.to_ascii_lowercase(),
+                size,
+                name: name.to_string(),
+            });
+        }
+        Ok(Release {
+            origin: p.get("Origin").map(str::to_string),
+            label: p.get("Label").map(str::to_string),
+            date,
+            valid_until,
+            architectures: p
+                .get("Architectures")
+                .map(|a| a.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default(),
+            sha256,
+        })
+    }
+}
+
+const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day count since 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
+}
+
+/// Formats seconds since the epoch as RFC 2822 UTC: `Sun, 22 Nov 2026 02:40:00 UTC`.
+pub fn format_date(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{}, {:02} {} {:04} {:02}:{:02}:{:02} UTC",
+        DAYS[days.rem_euclid(7) as usize],
+        d,
+        MONTHS[(m - 1) as usize],
+        y,
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// Parses an RFC 2822 date (`[Day, ]DD Mon YYYY HH:MM[:SS] ZONE`, zone `UTC`, `GMT`, `Z` or
+/// `±hhmm`) into seconds since the epoch. `None` when it is not one.
+pub fn parse_date(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let text = match text.split_once(',') {
+        Some((day, rest)) if DAYS.contains(&day.trim()) => rest,
+        Some(_) => return None,
+        None => text,
+    };
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let [d, mon, y, time, zone] = parts[..] else {
+        return None;
+    };
+    let num = |s: &str, max_len: usize| -> Option<i64> {
+        (!s.is_empty() && s.len() <= max_len && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let d = num(d, 2)?;
+    let m = MONTHS.iter().position(|x| *x == mon)? as i64 + 1;
+    let y = num(y, 4)?;
+    let hms: Vec<&str> = time.split(':').collect();
+    let (h, mi, s) = match hms[..] {
+        [h, mi] => (num(h, 2)?, num(mi, 2)?, 0),
+        [h, mi, s] => (num(h, 2)?, num(mi, 2)?, num(s, 2)?),
+        _ => return None,
+    };
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if y < 1970 || d < 1 || d > month_days[(m - 1) as usize] || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let offset = match zone {
+        "UTC" | "GMT" | "Z" | "UT" => 0,
+        z if z.len() == 5 && (z.starts_with('+') || z.starts_with('-')) => {
+            let hh = num(&z[1..3], 2)?;
+            let mm = num(&z[3..5], 2)?;
+            if mm > 59 {
+                return None;
+            }
+            let off = hh * 3600 + mm * 60;
+            if z.starts_with('-') { -off } else { off }
+        }
+        _ => return None,
+    };
+    Some(days_from_civil(y, m, d) * 86_400 + h * 3600 + mi * 60 + s - offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "063d3536d4dcfa8589a3fc74c760b4a43ae91458783f26ffce1cfd92ad78f876";
+
+    fn sample() -> Release {
+        Release {
+            origin: Some("example".into()),
+            label: Some("example".into()),
+            date: 1_795_315_200, // Sun, 22 Nov 2026 02:40:00 UTC
+            valid_until: Some(1_795_315_200 + 7 * 86_400),
+            architectures: vec!["all".into(), "x86_64".into()],
+            sha256: vec![
+                FileHash {
+                    sha256: SHA.into(),
+                    size: 1234,
+                    name: "Packages".into(),
+                },
+                FileHash {
+                    sha256: SHA.into(),
+                    size: 567,
+                    name: "Packages.gz".into(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn writes_the_design_layout_and_parses_back() {
+        let r = sample();
+        let text = r.to_text();
+        assert_eq!(
+            text,
+            format!(
+                "Origin: example\nLabel: example\nDate: Sun, 22 Nov 2026 02:40:00 UTC\nValid-Until: Sun, 29 Nov 2026 02:40:00 UTC\nArchitectures: all x86_64\nSHA256:\n {SHA} 1234 Packages\n {SHA} 567 Packages.gz\n"
+            )
+        );
+        assert_eq!(Release::parse(&text).unwrap(), r);
+        assert_eq!(r.file("Packages.gz").unwrap().size, 567);
+    }
+
+    #[test]
+    fn dates_match_gnu_date() {
+        // Values from `date -u -d @N -R`.
+        for (unix, text) in [
+            (0, "Thu, 01 Jan 1970 00:00:00 UTC"),
+            (951_782_400, "Tue, 29 Feb 2000 00:00:00 UTC"),
+            (1_795_315_200, "Sun, 22 Nov 2026 02:40:00 UTC"),
+            (4_102_444_799, "Thu, 31 Dec 2099 23:59:59 UTC"),
+        ] {
+            assert_eq!(format_date(unix), text);
+            assert_eq!(parse_date(text), Some(unix));
+        }
+        assert_eq!(
+            parse_date("22 Nov 2026 03:40:00 +0100"),
+            Some(1_795_315_200)
+        );
+        assert_eq!(
+            parse_date("Sun, 22 Nov 2026 02:40 GMT"),
+            Some(1_795_315_200)
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "Sun, 31 Nov 2026 02:40:00 UTC",
+            "Sun, 22 Nov 2026 24:40:00 UTC",
+            "Sun, 22 Foo 2026 02:40:00 UTC",
+            "Xyz, 22 Nov 2026 02:40:00 UTC",
+            "Sun, 22 Nov 2026 02:40:00 CEST",
+            "Sun, 29 Feb 2100 00:00:00 UTC",
+        ] {
+            assert_eq!(parse_date(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let text = sample().to_text();
+        let e = |t: &str| Release::parse(t).unwrap_err().to_string();
+        assert_eq!(
+            e(&text.replace("Date: Sun", "Date: Xun")),
+            "bad date in Date: \"Xun, 22 Nov 2026 02:40:00 UTC\" (expected e.g. \"Sun, 22 Nov 2026 02:40:00 UTC\")"
+        );
+        assert_eq!(e("Origin: x\n"), "missing Date field");
+        assert_eq!(
+            e("Date: Sun, 22 Nov 2026 02:40:00 UTC\n"),
+            "missing SHA256 field"
+        );
+        assert_eq!(
+            e(&text.replace(" 1234 Packages", " 12x4 Packages")),
+            format!("SHA256 line 1: size is not a number: \"{SHA} 12x4 Packages\"")
+        );
+        assert!(e(&text.replace(SHA, "abc")).contains("not a SHA-256"));
+        assert_eq!(
+            e(&text.replace("Packages.gz", "Packages")),
+            "SHA256 lists Packages twice"
+        );
+        assert_eq!(
+            e(&text.replace("Valid-Until: Sun, 29 Nov", "Valid-Until: Sun, 15 Nov")),
+            "Valid-Until is before Date"
+        );
+    }
+}

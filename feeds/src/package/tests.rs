@@ -26,7 +26,17 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 pub(crate) fn ar(members: &[(&str, &[u8])]) -> Vec<u8> {
     let mut out = b"!<arch>\n".to_vec();
     for (name, body) in members {
-        write!(out, "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n", name, 0, 0, 0, 100644, body.len()).unwrap();
+        writeln!(
+            out,
+            "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`",
+            name,
+            0,
+            0,
+            0,
+            100644,
+            body.len()
+        )
+        .unwrap();
         out.extend_from_slice(body);
         if body.len() % 2 == 1 {
             out.push(b'\n');
@@ -37,7 +47,10 @@ pub(crate) fn ar(members: &[(&str, &[u8])]) -> Vec<u8> {
 
 /// A gzipped tar of regular files.
 pub(crate) fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
     for (name, body) in files {
         let mut h = tar::Header::new_gnu();
         h.set_size(body.len() as u64);
@@ -65,19 +78,35 @@ fn data_entries(bytes: &[u8]) -> (Package, Vec<String>) {
         tar.for_each_entry(|e| -> Result<(), io::Error> {
             let mut body = String::new();
             e.read_to_string(&mut body)?;
-            names.push(format!("{} {}", String::from_utf8_lossy(&e.path_bytes()), body.len()));
+            names.push(format!(
+                "{} {}",
+                String::from_utf8_lossy(&e.path_bytes()),
+                body.len()
+            ));
             Ok(())
         })
         .map(|_| ())
     };
-    let pkg = read_package(bytes, &ReadOptions { md5: true, ..Default::default() }, Some(&mut visit)).unwrap();
+    let pkg = read_package(
+        bytes,
+        &ReadOptions {
+            md5: true,
+            ..Default::default()
+        },
+        Some(&mut visit),
+    )
+    .unwrap();
     (pkg, names)
 }
 
 #[test]
 fn reads_both_ipk_containers_in_one_pass() {
     for container in [Container::TarGz, Container::Ar] {
-        let bytes = builder().container(container).mtime(1_700_000_000).build().unwrap();
+        let bytes = builder()
+            .container(container)
+            .mtime(1_700_000_000)
+            .build()
+            .unwrap();
         let (pkg, entries) = data_entries(&bytes);
         assert_eq!(pkg.container, container);
         assert_eq!(pkg.control_text, CONTROL);
@@ -89,12 +118,21 @@ fn reads_both_ipk_containers_in_one_pass() {
         assert_eq!(pkg.control_file("postinst").unwrap().mode, 0o755);
         assert_eq!(pkg.size, bytes.len() as u64);
         assert_eq!(pkg.sha256, sha256(&bytes));
-        assert_eq!(pkg.md5_hex().unwrap(), hex::encode(<Md5 as Digest>::digest(&bytes)));
+        assert_eq!(
+            pkg.md5_hex().unwrap(),
+            hex::encode(<Md5 as Digest>::digest(&bytes))
+        );
         assert_eq!(pkg.control_member, "control.tar.gz");
         assert_eq!(pkg.data_member, "data.tar.gz");
         assert_eq!(
             entries,
-            ["./ 0", "./etc/ 0", "./etc/hello.conf 12", "./usr/bin/hello 18", "./usr/bin/hi 0"]
+            [
+                "./ 0",
+                "./etc/ 0",
+                "./etc/hello.conf 12",
+                "./usr/bin/hello 18",
+                "./usr/bin/hi 0"
+            ]
         );
         // Without a visitor the data member is only hashed.
         let plain = read(&bytes).unwrap();
@@ -125,7 +163,10 @@ fn reads_every_member_compression() {
         e.write_all(&data_tar).unwrap();
         e.finish().unwrap()
     };
-    let zst = ruzstd::encoding::compress_to_vec(&data_tar[..], ruzstd::encoding::CompressionLevel::Fastest);
+    let zst = ruzstd::encoding::compress_to_vec(
+        &data_tar[..],
+        ruzstd::encoding::CompressionLevel::Fastest,
+    );
     let plain_control = plain_tar(&[("control", CONTROL.as_bytes())]);
     for (cname, cbody, dname, dbody) in [
         ("control.tar.gz", &control, "data.tar.xz", &xz),
@@ -145,7 +186,11 @@ fn reads_every_member_compression() {
 fn gnu_and_bsd_member_names() {
     let control = tar_gz(&[("./control", CONTROL.as_bytes())]);
     let data = tar_gz(&[]);
-    let gnu = ar(&[("debian-binary/", b"2.0\n"), ("data.tar.gz/", &data), ("control.tar.gz/", &control)]);
+    let gnu = ar(&[
+        ("debian-binary/", b"2.0\n"),
+        ("data.tar.gz/", &data),
+        ("control.tar.gz/", &control),
+    ]);
     assert_eq!(read(&gnu).unwrap().name(), "hello");
     // BSD: `#1/<len>` then the name at the start of the body.
     let mut body = b"control.tar.gz".to_vec();
@@ -163,21 +208,34 @@ fn missing_parts_are_named() {
     let control = tar_gz(&[("./control", CONTROL.as_bytes())]);
     let data = tar_gz(&[]);
     assert_eq!(err(&ar(&[("data.tar.gz", &data)])), "no control.tar member");
-    assert_eq!(err(&ar(&[("control.tar.gz", &control)])), "no data.tar member");
+    assert_eq!(
+        err(&ar(&[("control.tar.gz", &control)])),
+        "no data.tar member"
+    );
     let no_control_file = tar_gz(&[("./postinst", b"x")]);
     assert_eq!(
-        err(&ar(&[("control.tar.gz", &no_control_file), ("data.tar.gz", &data)])),
+        err(&ar(&[
+            ("control.tar.gz", &no_control_file),
+            ("data.tar.gz", &data)
+        ])),
         "control.tar.gz: no control file"
     );
     for field in ["Package", "Version", "Architecture"] {
-        let text: String = CONTROL.lines().filter(|l| !l.starts_with(field)).map(|l| format!("{l}\n")).collect();
+        let text: String = CONTROL
+            .lines()
+            .filter(|l| !l.starts_with(field))
+            .map(|l| format!("{l}\n"))
+            .collect();
         let c = tar_gz(&[("./control", text.as_bytes())]);
         assert_eq!(
             err(&ar(&[("control.tar.gz", &c), ("data.tar.gz", &data)])),
             format!("control.tar.gz: control: missing {field} field")
         );
     }
-    assert_eq!(err(b"hello world, this is not a package"), "not a package (neither an ar archive nor a gzip stream)");
+    assert_eq!(
+        err(b"hello world, this is not a package"),
+        "not a package (neither an ar archive nor a gzip stream)"
+    );
     assert!(err(b"").starts_with("truncated"));
 }
 
@@ -188,15 +246,31 @@ fn bad_control_contents() {
         let c = tar_gz(&[("./control", control)]);
         err(&ar(&[("control.tar.gz", &c), ("data.tar.gz", &data)]))
     };
-    assert_eq!(case(b"Package: a\nPackage: b\n"), "control.tar.gz: control: line 2: duplicate field `Package`");
-    assert_eq!(case(b"Package: a\nVersion: 1\n\xff\n"), "control.tar.gz: control: line 3: not valid UTF-8");
+    assert_eq!(
+        case(b"Package: a\nPackage: b\n"),
+        "control.tar.gz: control: line 2: duplicate field `Package`"
+    );
+    assert_eq!(
+        case(b"Package: a\nVersion: 1\n\xff\n"),
+        "control.tar.gz: control: line 3: not valid UTF-8"
+    );
     assert_eq!(
         case(b"Package: ../evil\nVersion: 1\nArchitecture: all\n"),
         "control.tar.gz: control: bad Package \"../evil\": must start with a letter or digit and hold only letters, digits and + - . _"
     );
-    assert!(case(b"Package: a\nVersion: 1:\nArchitecture: all\n").starts_with("control.tar.gz: control: bad Version \"1:\""));
+    assert!(
+        case(b"Package: a\nVersion: 1:\nArchitecture: all\n")
+            .starts_with("control.tar.gz: control: bad Version \"1:\"")
+    );
     assert_eq!(
-        err(&ar(&[("debian-binary", b"3.0\n"), ("control.tar.gz", &tar_gz(&[("./control", CONTROL.as_bytes())])), ("data.tar.gz", &data)])),
+        err(&ar(&[
+            ("debian-binary", b"3.0\n"),
+            (
+                "control.tar.gz",
+                &tar_gz(&[("./control", CONTROL.as_bytes())])
+            ),
+            ("data.tar.gz", &data)
+        ])),
         "debian-binary: unsupported format version \"3.0\" (expected 2.x)"
     );
 }
@@ -206,7 +280,11 @@ fn every_truncation_is_an_error() {
     for container in [Container::TarGz, Container::Ar] {
         let bytes = builder().container(container).build().unwrap();
         for cut in (0..bytes.len() - 1).step_by(7) {
-            assert!(read(&bytes[..cut]).is_err(), "{container:?} cut at {cut} of {}", bytes.len());
+            assert!(
+                read(&bytes[..cut]).is_err(),
+                "{container:?} cut at {cut} of {}",
+                bytes.len()
+            );
         }
     }
 }
@@ -216,17 +294,38 @@ fn huge_declared_sizes_do_not_allocate() {
     let control = tar_gz(&[("./control", CONTROL.as_bytes())]);
     // An ar member that claims 2 GB in a tiny file.
     let mut bytes = ar(&[("control.tar.gz", &control)]);
-    bytes.extend_from_slice(format!("{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n", "data.tar.gz", 0, 0, 0, 100644, 2_000_000_000u64).as_bytes());
+    bytes.extend_from_slice(
+        format!(
+            "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+            "data.tar.gz", 0, 0, 0, 100644, 2_000_000_000u64
+        )
+        .as_bytes(),
+    );
     bytes.extend_from_slice(b"short");
     let e = err(&bytes);
-    assert!(e.starts_with("truncated: ar member \"data.tar.gz\" declares 2000000000 bytes"), "{e}");
+    assert!(
+        e.starts_with("truncated: ar member \"data.tar.gz\" declares 2000000000 bytes"),
+        "{e}"
+    );
     // A control member over its bound is refused before it is read.
     let mut bytes = b"!<arch>\n".to_vec();
-    bytes.extend_from_slice(format!("{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n", "control.tar.gz", 0, 0, 0, 100644, 2_000_000_000u64).as_bytes());
+    bytes.extend_from_slice(
+        format!(
+            "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+            "control.tar.gz", 0, 0, 0, 100644, 2_000_000_000u64
+        )
+        .as_bytes(),
+    );
     assert_eq!(err(&bytes), "control.tar.gz: more than 16777216 bytes");
     // Sizes that are not numbers.
     let mut bytes = b"!<arch>\n".to_vec();
-    bytes.extend_from_slice(format!("{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n", "data.tar.gz", 0, 0, 0, 100644, "-5").as_bytes());
+    bytes.extend_from_slice(
+        format!(
+            "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+            "data.tar.gz", 0, 0, 0, 100644, "-5"
+        )
+        .as_bytes(),
+    );
     assert_eq!(err(&bytes), "bad ar archive: bad member size at offset 8");
 }
 
@@ -243,11 +342,21 @@ fn decompression_bombs_are_stopped() {
     let data_bomb = tar_gz(&[("./zeros", &zeros)]);
     let control = tar_gz(&[("./control", CONTROL.as_bytes())]);
     let bytes = ar(&[("control.tar.gz", &control), ("data.tar.gz", &data_bomb)]);
-    let opts = ReadOptions { limits: Limits { max_ratio: 100, ratio_grace: 1 << 20, ..Limits::default() }, md5: false };
-    let mut visit = |tar: &mut DataTar<'_>| {
-        tar.for_each_entry(|e| io::copy(e, &mut io::sink()).map(|_| ())).map(|_| ())
+    let opts = ReadOptions {
+        limits: Limits {
+            max_ratio: 100,
+            ratio_grace: 1 << 20,
+            ..Limits::default()
+        },
+        md5: false,
     };
-    let e = read_package(&bytes[..], &opts, Some(&mut visit)).unwrap_err().to_string();
+    let mut visit = |tar: &mut DataTar<'_>| {
+        tar.for_each_entry(|e| io::copy(e, &mut io::sink()).map(|_| ()))
+            .map(|_| ())
+    };
+    let e = read_package(&bytes[..], &opts, Some(&mut visit))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("decompression bomb"), "{e}");
 }
 
@@ -255,20 +364,41 @@ fn decompression_bombs_are_stopped() {
 fn counts_are_bounded() {
     let control = tar_gz(&[("./control", CONTROL.as_bytes())]);
     let data = tar_gz(&[]);
-    let mut members = vec![("control.tar.gz", control.as_slice()), ("data.tar.gz", data.as_slice())];
+    let mut members = vec![
+        ("control.tar.gz", control.as_slice()),
+        ("data.tar.gz", data.as_slice()),
+    ];
     members.extend(std::iter::repeat_n(("_extra", &b"x"[..]), 20));
     assert_eq!(err(&ar(&members)), "package: more than 16 members");
 
     let many: Vec<(String, Vec<u8>)> = (0..1100).map(|i| (format!("./f{i}"), vec![])).collect();
-    let mut files: Vec<(&str, &[u8])> = many.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
+    let mut files: Vec<(&str, &[u8])> = many
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
     files.push(("./control", CONTROL.as_bytes()));
     let c = tar_gz(&files);
-    assert_eq!(err(&ar(&[("control.tar.gz", &c), ("data.tar.gz", &data)])), "control.tar.gz: more than 1024 entries");
+    assert_eq!(
+        err(&ar(&[("control.tar.gz", &c), ("data.tar.gz", &data)])),
+        "control.tar.gz: more than 1024 entries"
+    );
 
     let d = tar_gz(&files);
-    let opts = ReadOptions { limits: Limits { max_data_entries: 10, ..Limits::default() }, md5: false };
-    let mut visit = |tar: &mut DataTar<'_>| tar.for_each_entry(|_| Ok::<(), io::Error>(())).map(|_| ());
-    let e = read_package(&ar(&[("control.tar.gz", &control), ("data.tar.gz", &d)])[..], &opts, Some(&mut visit)).unwrap_err();
+    let opts = ReadOptions {
+        limits: Limits {
+            max_data_entries: 10,
+            ..Limits::default()
+        },
+        md5: false,
+    };
+    let mut visit =
+        |tar: &mut DataTar<'_>| tar.for_each_entry(|_| Ok::<(), io::Error>(())).map(|_| ());
+    let e = read_package(
+        &ar(&[("control.tar.gz", &control), ("data.tar.gz", &d)])[..],
+        &opts,
+        Some(&mut visit),
+    )
+    .unwrap_err();
     assert_eq!(e.to_string(), "data.tar.gz: more than 10 entries");
 }
 
@@ -277,10 +407,17 @@ fn duplicates_are_refused() {
     let control = tar_gz(&[("./control", CONTROL.as_bytes())]);
     let data = tar_gz(&[]);
     assert_eq!(
-        err(&ar(&[("control.tar.gz", &control), ("control.tar.xz", &control), ("data.tar.gz", &data)])),
+        err(&ar(&[
+            ("control.tar.gz", &control),
+            ("control.tar.xz", &control),
+            ("data.tar.gz", &data)
+        ])),
         "two control.tar.xz members"
     );
-    let c2 = tar_gz(&[("./control", CONTROL.as_bytes()), ("control", CONTROL.as_bytes())]);
+    let c2 = tar_gz(&[
+        ("./control", CONTROL.as_bytes()),
+        ("control", CONTROL.as_bytes()),
+    ]);
     assert_eq!(
         err(&ar(&[("control.tar.gz", &c2), ("data.tar.gz", &data)])),
         "two control.tar.gz: control members"
@@ -310,7 +447,10 @@ fn file_errors_carry_the_path() {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(&p, b"!<arch>\n").unwrap();
     let e = Package::open(&p, &ReadOptions::default()).unwrap_err();
-    assert_eq!(e.to_string(), format!("{}: no control.tar member", p.display()));
+    assert_eq!(
+        e.to_string(),
+        format!("{}: no control.tar member", p.display())
+    );
     let e = Package::open(&dir.path().join("absent.ipk"), &ReadOptions::default()).unwrap_err();
     assert!(e.to_string().contains("absent.ipk: read error"), "{e}");
 }
