@@ -1,0 +1,65 @@
+//! Support for the end-to-end tests in `tests/tests/`: locating the workspace's binaries,
+//! the real-world samples beside the checkout, and peer tools. Outside CI a missing sample
+//! folder or peer tool skips a test with a visible message; under CI (`CI` set) it fails it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The path of a workspace binary (`archman`, `prokit`), built by `cargo build --bins`
+/// (the README's test command, `scripts/test`, does that before `cargo test`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// `../shared/real` beside the checkout, or `None` (after printing why) outside CI.
+pub fn real_dir() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/real");
+    if dir.is_dir() {
+        return Some(dir.canonicalize().expect("canonicalize shared/real"));
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{} is missing, and CI must have it", dir.display());
+    }
+    eprintln!("SKIPPED: {} is absent (not under CI)", dir.display());
+    None
+}
+
+/// True when `tool` is on the PATH; outside CI a missing tool skips with a message, under CI
+/// it fails the test.
+pub fn have_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if found {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("peer tool `{tool}` is not installed, and CI must have it (see .ci/run)");
+    }
+    eprintln!("SKIPPED: peer tool `{tool}` is not installed (not under CI)");
+    false
+}
+
+/// Runs a command, returning (success, stdout, stderr).
+pub fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
