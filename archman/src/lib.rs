@@ -1,7 +1,11 @@
 //! `archman` is the archive manager that feed maintainers run after every build. This crate
 //! owns its operations; `main.rs` only parses arguments, calls them and prints.
 //!
-//! Today it holds the usign-compatible key operations ([`keys`]); the feed indexer, the
-//! checker, the package builder and the keyring commands follow in their issues.
+//! - [`index`]: scan a feed, read packages in parallel (or from the [`cache`]), publish the
+//!   signed index atomically;
+//! - [`keys`]: usign-compatible key generation, signing, verification, fingerprints.
 
+pub mod build;
+pub mod cache;
+pub mod index;
 pub mod keys;

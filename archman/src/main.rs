@@ -3,8 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::io::IsTerminal;
+
+use archman::index::{self, CacheMode, IndexOptions, Profile};
 use archman::keys::{self, FingerprintOf, Trust};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Archive manager for opkg/apt package feeds.
 ///
@@ -19,6 +22,36 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Index a feed: read every package under FEED_DIR and publish Packages, Packages.gz,
+    /// Release (and with --key, Packages.sig and Release.sig) atomically.
+    ///
+    /// Packages are *.ipk, *.opk and *.deb files anywhere under FEED_DIR (symlinks to files
+    /// inside the feed are followed; directory symlinks are not). A cache
+    /// (FEED_DIR/.archman-cache) keyed by path, size, mtime and inode means a re-run reads
+    /// only new or changed packages, and writes nothing when the index would not change.
+    /// SOURCE_DATE_EPOCH fixes the Release Date.
+    ///
+    /// Exit status: 0 published (or already up to date); 1 error, nothing changed;
+    /// 3 published with bad packages left out (--skip-bad).
+    ///
+    /// Example: archman index --key feed.sec --valid-for 7d /srv/feed
+    Index(IndexArgs),
+    /// Build an .ipk from PKG_DIR/CONTROL/control (+ scripts, conffiles) and the data tree
+    /// under PKG_DIR, as OpenWrt's ipkg-build does, reproducibly.
+    ///
+    /// The file is named <Package>_<Version>_<Architecture>.ipk. Entries are sorted, owned
+    /// by 0:0, and dated SOURCE_DATE_EPOCH (default: the newest mtime under PKG_DIR).
+    ///
+    /// Example: archman build ./hello ./feed
+    Build {
+        /// Directory with CONTROL/control and the files to install.
+        pkg_dir: PathBuf,
+        /// Where to write the package (default: the current directory).
+        out_dir: Option<PathBuf>,
+        /// Container: tgz (OpenWrt, what opkg-lede installs) or ar (opkg-utils).
+        #[arg(long, value_enum, default_value = "tgz")]
+        format: Format,
+    },
     /// Generate a usign key pair (secret key written 0600).
     ///
     /// Example: archman keygen -s feed.sec -p feed.pub -c "example feed key"
@@ -72,6 +105,66 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Tgz,
+    Ar,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProfileArg {
+    /// Packages with every field, sorted by package, version, architecture.
+    Full,
+    /// OpenWrt's layout: Packages.manifest, stripped Packages, usign padding.
+    Openwrt,
+}
+
+#[derive(Args)]
+struct IndexArgs {
+    /// The feed directory.
+    feed_dir: PathBuf,
+    /// usign secret key: also write Packages.sig and Release.sig.
+    #[arg(long, value_name = "SECRET_KEY")]
+    key: Option<PathBuf>,
+    /// Index layout.
+    #[arg(long, value_enum, default_value = "full")]
+    profile: ProfileArg,
+    /// Add MD5Sum fields (for old opkg).
+    #[arg(long)]
+    md5: bool,
+    /// Set Release Valid-Until this long after Date (e.g. 90m, 12h, 7d, 2w).
+    #[arg(long, value_name = "DURATION", value_parser = index::parse_duration)]
+    valid_for: Option<i64>,
+    /// Origin and Label of the Release (default: the feed directory's name).
+    #[arg(long, value_name = "NAME")]
+    origin: Option<String>,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
+    /// Read every package; neither use nor update the cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// Cache file (default: FEED_DIR/.archman-cache).
+    #[arg(long, value_name = "PATH", conflicts_with = "no_cache")]
+    cache: Option<PathBuf>,
+    /// Publish the good packages even when some are bad (exit status 3).
+    #[arg(long)]
+    skip_bad: bool,
+    /// Re-sign the Release with a new Date even when the index is unchanged
+    /// (run it from cron with --valid-for to keep the feed fresh).
+    #[arg(long)]
+    refresh: bool,
+    /// No progress bar, no summary.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// List each package file as it is handled.
+    #[arg(short = 'v', long)]
+    verbose: bool,
+    /// Print a machine-readable summary on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Args)]
 #[group(required = true, multiple = false)]
 struct TrustArgs {
@@ -94,8 +187,205 @@ struct FingerprintArgs {
     sig: Option<PathBuf>,
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Draws index progress on stderr: a bar on a terminal, file names with -v.
+struct Reporter {
+    bar: Option<indicatif::ProgressBar>,
+    verbose: bool,
+    quiet: bool,
+}
+
+impl index::Progress for Reporter {
+    fn start(&self, total: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(total);
+        }
+    }
+    fn file(&self, path: &str, cached: bool) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+        }
+        if self.verbose {
+            let line = format!("{} {path}", if cached { "cached" } else { "read  " });
+            match &self.bar {
+                Some(bar) => bar.println(line),
+                None => eprintln!("{line}"),
+            }
+        }
+    }
+    fn warn(&self, message: &str) {
+        if !self.quiet {
+            eprintln!("warning: {message}");
+        }
+    }
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn source_date_epoch() -> anyhow::Result<Option<i64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => Ok(Some(v.trim().parse().map_err(|_| {
+            anyhow::anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")
+        })?)),
+        Err(_) => Ok(None),
+    }
+}
+
+fn run_index(a: IndexArgs) -> anyhow::Result<ExitCode> {
+    let date = match source_date_epoch()? {
+        Some(d) => d,
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs() as i64,
+    };
+    let opts = IndexOptions {
+        key: a.key,
+        profile: match a.profile {
+            ProfileArg::Full => Profile::Full,
+            ProfileArg::Openwrt => Profile::OpenWrt,
+        },
+        md5: a.md5,
+        valid_for: a.valid_for,
+        origin: a.origin,
+        jobs: a.jobs,
+        cache: match (a.no_cache, a.cache) {
+            (true, _) => CacheMode::Off,
+            (false, Some(p)) => CacheMode::At(p),
+            (false, None) => CacheMode::InFeed,
+        },
+        skip_bad: a.skip_bad,
+        date,
+        refresh: a.refresh,
+    };
+    let bar = (!a.quiet && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} packages {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let reporter = Reporter {
+        bar,
+        verbose: a.verbose,
+        quiet: a.quiet,
+    };
+    let started = std::time::Instant::now();
+    let s = index::index_feed(&a.feed_dir, &opts, &reporter)?;
+    for b in &s.bad {
+        eprintln!(
+            "error: {}: {}",
+            a.feed_dir.join(&b.path).display(),
+            b.reason
+        );
+    }
+    if a.json {
+        let bad: Vec<String> = s
+            .bad
+            .iter()
+            .map(|b| {
+                format!(
+                    "{{\"path\":{},\"reason\":{}}}",
+                    json_str(&b.path),
+                    json_str(&b.reason)
+                )
+            })
+            .collect();
+        let written: Vec<String> = s.written.iter().map(|w| json_str(w)).collect();
+        println!(
+            "{{\"feed\":{},\"packages\":{},\"read\":{},\"cached\":{},\"bad\":[{}],\"written\":[{}],\"unchanged\":{},\"fingerprint\":{},\"seconds\":{:.3}}}",
+            json_str(&a.feed_dir.display().to_string()),
+            s.packages,
+            s.read,
+            s.cached,
+            bad.join(","),
+            written.join(","),
+            s.written.is_empty(),
+            s.fingerprint
+                .as_deref()
+                .map(json_str)
+                .unwrap_or_else(|| "null".into()),
+            started.elapsed().as_secs_f64()
+        );
+    } else if !a.quiet {
+        let what = if s.written.is_empty() {
+            "unchanged".to_string()
+        } else {
+            format!("wrote {}", s.written.join(", "))
+        };
+        let signed = s
+            .fingerprint
+            .as_deref()
+            .map(|f| format!(", signed by key {f}"))
+            .unwrap_or_default();
+        eprintln!(
+            "{}: {} packages ({} read, {} cached), {what}{signed} in {:.2}s",
+            a.feed_dir.display(),
+            s.packages,
+            s.read,
+            s.cached,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(if s.bad.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+fn newest_mtime(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.path().symlink_metadata().ok())
+        .map(|m| m.mtime().max(0) as u64)
+        .max()
+        .unwrap_or(0)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Index(a) => return run_index(a),
+        Command::Build {
+            pkg_dir,
+            out_dir,
+            format,
+        } => {
+            let mtime = match source_date_epoch()? {
+                Some(d) => d.max(0) as u64,
+                None => newest_mtime(&pkg_dir),
+            };
+            let container = match format {
+                Format::Tgz => feeds::package::Container::TarGz,
+                Format::Ar => feeds::package::Container::Ar,
+            };
+            let out = archman::build::build(
+                &pkg_dir,
+                out_dir.as_deref().unwrap_or(std::path::Path::new(".")),
+                container,
+                mtime,
+            )?;
+            println!("{}", out.display());
+        }
         Command::Keygen {
             secret,
             public,
@@ -140,12 +430,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", keys::fingerprint(of)?);
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -86,7 +86,14 @@ fn main() -> Result<()> {
             pkg.size,
             pkg.sha256_hex()
         );
-        stanzas.push(index::stanza_for(&pkg, &name, false)?);
+        stanzas.push(index::stanza_for(
+            &pkg,
+            &name,
+            index::HashFields {
+                md5: false,
+                apt: true,
+            },
+        )?);
     }
     index::sort_stanzas(&mut stanzas);
     let packages = PackagesFile::new(stanzas).to_bytes();

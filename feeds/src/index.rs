@@ -14,18 +14,26 @@ use crate::limits::{Bounded, Counting, LimitError, Limits};
 use crate::package::Package;
 use crate::version::Version;
 
-/// The fields apt needs in every stanza (it refuses MD5-only indexes).
-pub const REQUIRED_FIELDS: [&str; 6] = [
-    "Package",
-    "Version",
-    "Architecture",
-    "Filename",
-    "Size",
-    "SHA256sum",
-];
+/// The fields every stanza needs, besides a SHA-256 (`SHA256sum` for opkg, `SHA256` for apt:
+/// apt refuses MD5-only indexes and does not read `SHA256sum`).
+pub const REQUIRED_FIELDS: [&str; 5] = ["Package", "Version", "Architecture", "Filename", "Size"];
 
 /// The fields the index adds to a control paragraph.
-pub const INDEX_FIELDS: [&str; 4] = ["Filename", "Size", "MD5Sum", "SHA256sum"];
+pub const INDEX_FIELDS: [&str; 5] = ["Filename", "Size", "MD5Sum", "SHA256sum", "SHA256"];
+
+/// Which hash fields a stanza carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HashFields {
+    /// `MD5Sum` (old opkg).
+    pub md5: bool,
+    /// `SHA256` besides `SHA256sum`: apt reads only `SHA256`, opkg only `SHA256sum`.
+    pub apt: bool,
+}
+
+/// The SHA-256 of a stanza: `SHA256sum` (opkg) or `SHA256` (apt).
+pub fn stanza_sha256(p: &Paragraph) -> Option<&str> {
+    p.get("SHA256sum").or_else(|| p.get("SHA256"))
+}
 
 /// What is wrong with an index or a stanza.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,14 +81,16 @@ pub fn check_filename(name: &str) -> Result<(), IndexError> {
 }
 
 /// Builds the index stanza of a package whose control paragraph is `control`: any index
-/// fields it already carries are dropped, then `Filename`, `Size`, `MD5Sum` (when given) and
-/// `SHA256sum` go just before `Description` (at the end when there is none).
+/// fields it already carries are dropped, then `Filename`, `Size`, `MD5Sum` (when given),
+/// `SHA256sum` and, with `apt`, `SHA256` go just before `Description` (at the end when there
+/// is none).
 pub fn build_stanza(
     control: &Paragraph,
     filename: &str,
     size: u64,
     sha256_hex: &str,
     md5_hex: Option<&str>,
+    apt: bool,
 ) -> Result<Paragraph, IndexError> {
     check_filename(filename)?;
     let mut p = control.clone();
@@ -94,6 +104,9 @@ pub fn build_stanza(
         fields.push(("MD5Sum", md5));
     }
     fields.push(("SHA256sum", sha256_hex));
+    if apt {
+        fields.push(("SHA256", sha256_hex));
+    }
     for (name, value) in fields {
         p.insert_before("Description", name, value)
             .map_err(|source| IndexError::Field {
@@ -106,25 +119,37 @@ pub fn build_stanza(
 }
 
 /// The stanza for a package read from disk, published as `filename` (relative to the feed).
-pub fn stanza_for(pkg: &Package, filename: &str, md5: bool) -> Result<Paragraph, IndexError> {
-    let md5_hex = if md5 { pkg.md5_hex() } else { None };
+pub fn stanza_for(
+    pkg: &Package,
+    filename: &str,
+    hashes: HashFields,
+) -> Result<Paragraph, IndexError> {
+    let md5_hex = if hashes.md5 { pkg.md5_hex() } else { None };
     build_stanza(
         &pkg.control,
         filename,
         pkg.size,
         &pkg.sha256_hex(),
         md5_hex.as_deref(),
+        hashes.apt,
     )
 }
 
 /// Checks that a stanza has what apt and opkg need: the required fields, a numeric `Size`,
-/// a 64-hex-digit `SHA256sum`, a parseable `Version` and a `Filename` inside the feed.
+/// a 64-hex-digit `SHA256sum` or `SHA256` (equal when both are present), a parseable
+/// `Version` and a `Filename` inside the feed.
 pub fn check_stanza(p: &Paragraph) -> Result<(), IndexError> {
     let package = p.get("Package").unwrap_or("").to_string();
     for field in REQUIRED_FIELDS {
         if p.get(field).is_none_or(str::is_empty) {
             return Err(IndexError::MissingField { package, field });
         }
+    }
+    if stanza_sha256(p).is_none_or(str::is_empty) {
+        return Err(IndexError::MissingField {
+            package,
+            field: "SHA256sum",
+        });
     }
     let bad = |field, value: &str| IndexError::BadField {
         package: package.clone(),
@@ -135,9 +160,14 @@ pub fn check_stanza(p: &Paragraph) -> Result<(), IndexError> {
     if size.parse::<u64>().is_err() {
         return Err(bad("Size", size));
     }
-    let sha = p.get("SHA256sum").unwrap_or("");
+    let sha = stanza_sha256(p).unwrap_or("");
     if !is_hex(sha, 64) {
         return Err(bad("SHA256sum", sha));
+    }
+    if let (Some(a), Some(b)) = (p.get("SHA256sum"), p.get("SHA256")) {
+        if !a.eq_ignore_ascii_case(b) {
+            return Err(bad("SHA256", b));
+        }
     }
     if let Some(md5) = p.get("MD5Sum") {
         if !is_hex(md5, 32) {
@@ -245,8 +275,10 @@ pub fn write_packages(stanzas: &[Paragraph]) -> Vec<u8> {
 
 /// Gzips `data` deterministically, as `gzip -9n` does (no name, mtime 0).
 pub fn gzip(data: &[u8]) -> Vec<u8> {
+    // OS byte 3 (Unix), as `gzip -n` writes it on the systems that publish feeds.
     let mut enc = flate2::GzBuilder::new()
         .mtime(0)
+        .operating_system(3)
         .write(Vec::new(), flate2::Compression::best());
     // Writing into a Vec cannot fail.
     let _ = enc.write_all(data);
@@ -285,7 +317,7 @@ mod tests {
 
     #[test]
     fn stanza_layout_is_openwrts() {
-        let s = build_stanza(&control(), "foo_1.0-1_all.ipk", 123, SHA, None).unwrap();
+        let s = build_stanza(&control(), "foo_1.0-1_all.ipk", 123, SHA, None, false).unwrap();
         assert_eq!(
             s.to_text(),
             format!(
@@ -293,7 +325,7 @@ mod tests {
             )
         );
         let md5 = "0123456789abcdef0123456789abcdef";
-        let s = build_stanza(&control(), "foo.ipk", 1, SHA, Some(md5)).unwrap();
+        let s = build_stanza(&control(), "foo.ipk", 1, SHA, Some(md5), true).unwrap();
         let names: Vec<_> = s.fields().map(|f| f.name()).collect();
         assert_eq!(
             names,
@@ -305,6 +337,7 @@ mod tests {
                 "Size",
                 "MD5Sum",
                 "SHA256sum",
+                "SHA256",
                 "Description"
             ]
         );
@@ -312,7 +345,7 @@ mod tests {
         let mut c =
             Paragraph::parse("Package: a\nVersion: 1\nArchitecture: all\nSize: 999\n").unwrap();
         c.set("Filename", "elsewhere.ipk").unwrap();
-        let s = build_stanza(&c, "a.ipk", 5, SHA, None).unwrap();
+        let s = build_stanza(&c, "a.ipk", 5, SHA, None, false).unwrap();
         assert_eq!(
             s.to_text(),
             format!(
@@ -336,7 +369,7 @@ mod tests {
                 matches!(check_filename(bad), Err(IndexError::FilenameOutsideFeed(_))),
                 "{bad:?}"
             );
-            assert!(build_stanza(&control(), bad, 1, SHA, None).is_err());
+            assert!(build_stanza(&control(), bad, 1, SHA, None, false).is_err());
         }
         for good in ["a.ipk", "pool/main/a.ipk", "./a.ipk", "a..b.ipk"] {
             check_filename(good).unwrap();
@@ -364,6 +397,13 @@ mod tests {
             "stanza for \"a\": bad Size: \"-1\""
         );
         assert!(check_stanza(&p(&full.replace(SHA, "abc"))).is_err());
+        // apt's name for the field is accepted; both must agree when both are present.
+        check_stanza(&p(&full.replace("SHA256sum:", "SHA256:"))).unwrap();
+        let both = format!("{full}SHA256: {}\n", "0".repeat(64));
+        assert_eq!(
+            check_stanza(&p(&both)).unwrap_err().to_string(),
+            format!("stanza for \"a\": bad SHA256: \"{}\"", "0".repeat(64))
+        );
     }
 
     #[test]

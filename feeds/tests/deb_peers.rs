@@ -109,7 +109,15 @@ fn dpkg_deb_packages_read_and_agree_with_dpkg_scanpackages() {
         // Our stanza against dpkg-scanpackages' for the same file.
         fs::copy(&deb, pool.join(&name)).unwrap();
         let filename = format!("pool/{name}");
-        let ours = index::stanza_for(&pkg, &filename, true).unwrap();
+        let ours = index::stanza_for(
+            &pkg,
+            &filename,
+            index::HashFields {
+                md5: true,
+                apt: true,
+            },
+        )
+        .unwrap();
         let out = Command::new("dpkg-scanpackages")
             .args(["-m", "pool", "/dev/null"])
             .current_dir(tmp.path())

@@ -151,7 +151,8 @@ fn built(dir: &Path, prefix: &str) -> BTreeMap<String, Paragraph> {
         .map(|p| {
             let name = p.file_name().unwrap().to_str().unwrap().to_string();
             let pkg = Package::open(p, &ReadOptions::default()).unwrap();
-            let stanza = index::stanza_for(&pkg, &format!("{prefix}{name}"), false).unwrap();
+            let stanza =
+                index::stanza_for(&pkg, &format!("{prefix}{name}"), Default::default()).unwrap();
             (format!("{prefix}{name}"), stanza)
         })
         .collect()

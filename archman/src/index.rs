@@ -1,0 +1,650 @@
+//! `archman index`: scan a feed tree, read every package once (in parallel, or not at all when
+//! the cache knows it), and publish `Packages`, `Packages.gz`, `Release` and their signatures
+//! atomically.
+//!
+//! Publishing writes every file to a temporary name in the feed directory, records the
+//! pending renames in a journal, then renames (`Release.sig` last) and removes the journal. A
+//! run killed mid-way leaves either the old feed, or a journal that the next run rolls forward
+//! before doing anything else; a reader never sees a half-written file.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use feeds::control::Paragraph;
+use feeds::index as findex;
+use feeds::package::{Package, ReadOptions};
+use feeds::release::{FileHash, Release};
+use feeds::usign::SecretKey;
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::cache::{self, Cache, FileKey};
+
+/// Which files the index consists of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// `Packages` with every field, sorted by (Package, Version, Architecture, Filename).
+    Full,
+    /// OpenWrt's build: `Packages.manifest` with every field in path order, `Packages` with
+    /// the maintainer-only fields stripped and the usign padding rule; `kernel_*`/`libc_*`
+    /// files skipped; only `*.ipk`.
+    OpenWrt,
+}
+
+/// Where the cache lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheMode {
+    /// `<feed>/.archman-cache`.
+    InFeed,
+    /// A path given by the user.
+    At(PathBuf),
+    /// No cache: read every package.
+    Off,
+}
+
+/// Options of one index run.
+#[derive(Debug, Clone)]
+pub struct IndexOptions {
+    pub key: Option<PathBuf>,
+    pub profile: Profile,
+    pub md5: bool,
+    /// `Valid-Until` = `Date` + this many seconds.
+    pub valid_for: Option<i64>,
+    pub origin: Option<String>,
+    pub jobs: Option<usize>,
+    pub cache: CacheMode,
+    pub skip_bad: bool,
+    /// `Date` of the Release (seconds since the epoch).
+    pub date: i64,
+    /// Rewrite Release (new Date, Valid-Until) even when the index is unchanged.
+    pub refresh: bool,
+}
+
+/// What a run reports as it goes; the CLI draws it.
+pub trait Progress: Sync {
+    /// The number of package files found.
+    fn start(&self, _total: u64) {}
+    /// One package file handled (`cached`: not read).
+    fn file(&self, _path: &str, _cached: bool) {}
+    /// Something worth telling the user that does not stop the run.
+    fn warn(&self, _message: &str) {}
+    /// Reading is over; publishing starts.
+    fn finish(&self) {}
+}
+
+/// A progress sink that reports nothing.
+pub struct Silent;
+impl Progress for Silent {}
+
+/// A package file that could not be indexed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadFile {
+    /// Path relative to the feed.
+    pub path: String,
+    pub reason: String,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub packages: usize,
+    /// Files whose contents were read.
+    pub read: usize,
+    /// Files taken from the cache.
+    pub cached: usize,
+    /// Files skipped as bad (only with `skip_bad`).
+    pub bad: Vec<BadFile>,
+    /// Files written (empty when the feed was already up to date).
+    pub written: Vec<String>,
+    pub fingerprint: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Why nothing was published.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: not a directory", .0.display())]
+    NotADir(PathBuf),
+    #[error("{0}")]
+    Key(#[from] feeds::usign::Error),
+    #[error("{} bad package file(s); the feed was not changed:\n{}", .0.len(), list_bad(.0))]
+    BadPackages(Vec<BadFile>),
+    #[error("{a} and {b} are both {what}; the feed was not changed")]
+    Duplicate { a: String, b: String, what: String },
+    #[error("cannot start {jobs} worker threads: {reason}")]
+    Threads { jobs: usize, reason: String },
+}
+
+fn list_bad(bad: &[BadFile]) -> String {
+    bad.iter()
+        .map(|b| format!("  {}: {}", b.path, b.reason))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IndexError + '_ {
+    move |source| IndexError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The journal of a publish in progress.
+pub const JOURNAL: &str = ".archman-publish";
+const TMP_PREFIX: &str = ".archman-tmp.";
+const CACHE_NAME: &str = ".archman-cache";
+
+/// One package file found by the walk.
+struct Found {
+    rel: String,
+    path: PathBuf,
+    key: FileKey,
+}
+
+/// What is known of a package after reading it or finding it in the cache.
+struct Known {
+    rel: String,
+    entry: cache::Entry,
+    stanza: Paragraph,
+    cached: bool,
+}
+
+fn wanted(name: &str, profile: Profile) -> bool {
+    match profile {
+        Profile::Full => [".ipk", ".opk", ".deb"].iter().any(|e| name.ends_with(e)),
+        Profile::OpenWrt => {
+            name.ends_with(".ipk") && {
+                let stem = name.split('_').next().unwrap_or("");
+                stem != "kernel" && stem != "libc"
+            }
+        }
+    }
+}
+
+/// Walks the feed: regular package files, and symlinks to package files inside the feed.
+/// Directory symlinks are not followed, so loops cannot trap the walk.
+fn walk(root: &Path, profile: Profile, bad: &mut Vec<BadFile>) -> Result<Vec<Found>, IndexError> {
+    let canon_root = root.canonicalize().map_err(io_err(root))?;
+    let mut found = Vec::new();
+    for entry in walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                let path = e
+                    .path()
+                    .and_then(|p| p.strip_prefix(root).ok())
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                bad.push(BadFile {
+                    path,
+                    reason: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let name = entry.file_name().to_string_lossy();
+        if name.starts_with(TMP_PREFIX) || !wanted(&name, profile) {
+            continue;
+        }
+        let rel = match entry.path().strip_prefix(root) {
+            Ok(r) => r.to_string_lossy().into_owned(),
+            Err(_) => continue,
+        };
+        let ft = entry.file_type();
+        if ft.is_dir() {
+            continue;
+        }
+        if ft.is_symlink() {
+            match entry.path().canonicalize() {
+                Ok(target) if !target.starts_with(&canon_root) => {
+                    bad.push(BadFile {
+                        path: rel,
+                        reason: format!("symlink points outside the feed, to {}", target.display()),
+                    });
+                    continue;
+                }
+                Ok(target) if !target.is_file() => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    bad.push(BadFile {
+                        path: rel,
+                        reason: format!("broken symlink or symlink loop: {e}"),
+                    });
+                    continue;
+                }
+            }
+        } else if !ft.is_file() {
+            continue;
+        }
+        match fs::metadata(entry.path()) {
+            Ok(meta) => found.push(Found {
+                rel,
+                path: entry.path().to_path_buf(),
+                key: FileKey::of(&meta),
+            }),
+            Err(e) => bad.push(BadFile {
+                path: rel,
+                reason: e.to_string(),
+            }),
+        }
+    }
+    Ok(found)
+}
+
+/// Reads one package (or takes it from the cache) and builds its stanza.
+fn know(f: &Found, cache: &Cache, md5: bool, profile: Profile) -> Result<Known, BadFile> {
+    // apt reads only `SHA256`; OpenWrt's layout has only `SHA256sum`.
+    let apt = profile == Profile::Full;
+    let bad = |reason: String| BadFile {
+        path: f.rel.clone(),
+        reason,
+    };
+    if let Some(e) = cache.entries.get(&f.rel) {
+        if e.key == f.key && (!md5 || e.md5.is_some()) {
+            let control = Paragraph::parse(&e.control).map_err(|e| bad(e.to_string()))?;
+            let stanza = findex::build_stanza(
+                &control,
+                &f.rel,
+                e.key.size,
+                &e.sha256,
+                if md5 { e.md5.as_deref() } else { None },
+                apt,
+            )
+            .map_err(|e| bad(e.to_string()))?;
+            return Ok(Known {
+                rel: f.rel.clone(),
+                entry: e.clone(),
+                stanza,
+                cached: true,
+            });
+        }
+    }
+    let opts = ReadOptions {
+        md5,
+        ..Default::default()
+    };
+    let pkg = Package::open(&f.path, &opts).map_err(|e| bad(e.source.to_string()))?;
+    if pkg.size != f.key.size {
+        return Err(bad("the file changed while it was being read".into()));
+    }
+    let stanza = findex::stanza_for(&pkg, &f.rel, findex::HashFields { md5, apt })
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(Known {
+        rel: f.rel.clone(),
+        entry: cache::Entry {
+            key: f.key,
+            sha256: pkg.sha256_hex(),
+            md5: pkg.md5_hex(),
+            control: pkg.control_text,
+        },
+        stanza,
+        cached: false,
+    })
+}
+
+/// The OpenWrt `Packages` from `Packages.manifest`: `grep -vE
+/// '^(Maintainer|LicenseFiles|Source|SourceName|Require|SourceDateEpoch)'`, then two newlines
+/// of padding when `(64 + size) % 128` is 110 or 111 (old usign's SHA-512 bug).
+pub fn openwrt_packages(manifest: &[u8]) -> Vec<u8> {
+    const STRIP: [&[u8]; 6] = [
+        b"Maintainer",
+        b"LicenseFiles",
+        b"Source",
+        b"SourceName",
+        b"Require",
+        b"SourceDateEpoch",
+    ];
+    let mut out = Vec::with_capacity(manifest.len());
+    for line in manifest.split_inclusive(|&b| b == b'\n') {
+        if !STRIP.iter().any(|p| line.starts_with(p)) {
+            out.extend_from_slice(line);
+        }
+    }
+    if matches!((64 + out.len()) % 128, 110 | 111) {
+        out.extend_from_slice(b"\n\n");
+    }
+    out
+}
+
+/// The files of a feed index, in publish order.
+struct Outputs {
+    files: Vec<(&'static str, Vec<u8>)>,
+}
+
+fn build_outputs(
+    known: &[Known],
+    opts: &IndexOptions,
+    feed_name: &str,
+    key: Option<&SecretKey>,
+) -> Result<Outputs, IndexError> {
+    let mut files: Vec<(&'static str, Vec<u8>)> = Vec::new();
+    let packages = match opts.profile {
+        Profile::Full => {
+            let mut stanzas: Vec<Paragraph> = known.iter().map(|k| k.stanza.clone()).collect();
+            findex::sort_stanzas(&mut stanzas);
+            let packages = findex::write_packages(&stanzas);
+            files.push(("Packages.gz", findex::gzip(&packages)));
+            packages
+        }
+        Profile::OpenWrt => {
+            // `find . -name '*.ipk' | sort` under LC_ALL=C: byte order of the paths.
+            let mut order: Vec<&Known> = known.iter().collect();
+            order.sort_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
+            let mut manifest =
+                findex::write_packages(&order.iter().map(|k| k.stanza.clone()).collect::<Vec<_>>());
+            if order.is_empty() {
+                manifest.push(b'\n');
+            }
+            let packages = openwrt_packages(&manifest);
+            files.push(("Packages.gz", findex::gzip(&packages)));
+            files.push(("Packages.manifest", manifest));
+            packages
+        }
+    };
+    files.push(("Packages", packages));
+    let hash = |name: &str, data: &[u8]| FileHash {
+        sha256: hex::encode(Sha256::digest(data)),
+        size: data.len() as u64,
+        name: name.to_string(),
+    };
+    let mut hashes: Vec<FileHash> = files.iter().map(|(n, d)| hash(n, d)).collect();
+    hashes.sort_by(|a, b| a.name.cmp(&b.name));
+    let archs: BTreeSet<String> = known
+        .iter()
+        .filter_map(|k| k.stanza.get("Architecture").map(str::to_string))
+        .collect();
+    let origin = opts.origin.clone().unwrap_or_else(|| feed_name.to_string());
+    let release = Release {
+        origin: Some(origin.clone()),
+        label: Some(origin),
+        date: opts.date,
+        valid_until: opts.valid_for.map(|v| opts.date + v),
+        architectures: archs.into_iter().collect(),
+        sha256: hashes,
+    };
+    let release = release.to_text().into_bytes();
+    if let Some(key) = key {
+        let packages = &files
+            .iter()
+            .find(|(n, _)| *n == "Packages")
+            .map(|(_, d)| d.clone())
+            .unwrap_or_default();
+        files.push(("Packages.sig", key.sign(packages)?.to_file_bytes()));
+        files.push(("Release", release.clone()));
+        files.push(("Release.sig", key.sign(&release)?.to_file_bytes()));
+    } else {
+        files.push(("Release", release));
+    }
+    Ok(Outputs { files })
+}
+
+/// True when the feed on disk already holds this index: the same index files, a Release
+/// listing the same hashes, and (when signing) signatures by the same key.
+fn unchanged(dir: &Path, out: &Outputs, key: Option<&SecretKey>) -> bool {
+    let same = |name: &str, data: &[u8]| fs::read(dir.join(name)).is_ok_and(|d| d == data);
+    for (name, data) in &out.files {
+        match *name {
+            "Packages" | "Packages.gz" | "Packages.manifest" if !same(name, data) => return false,
+            _ => {}
+        }
+    }
+    let new_release = out.files.iter().find(|(n, _)| *n == "Release");
+    let old = fs::read_to_string(dir.join("Release"))
+        .ok()
+        .and_then(|t| Release::parse(&t).ok());
+    let new = new_release.and_then(|(_, d)| Release::parse(std::str::from_utf8(d).ok()?).ok());
+    match (old, new) {
+        (Some(o), Some(n))
+            if o.sha256 == n.sha256
+                && o.architectures == n.architectures
+                && o.origin == n.origin
+                && o.valid_until.map(|v| v - o.date) == n.valid_until.map(|v| v - n.date) => {}
+        _ => return false,
+    }
+    match key {
+        None => !dir.join("Release.sig").exists() && !dir.join("Packages.sig").exists(),
+        Some(k) => ["Packages.sig", "Release.sig"].iter().all(|s| {
+            feeds::usign::Signature::read_path(&dir.join(s))
+                .is_ok_and(|sig| sig.fingerprint() == k.fingerprint())
+        }),
+    }
+}
+
+/// Writes `data` to a temporary file in `dir` and syncs it; returns the temporary path.
+fn write_temp(dir: &Path, name: &str, data: &[u8]) -> Result<PathBuf, IndexError> {
+    let tmp = dir.join(format!("{TMP_PREFIX}{name}"));
+    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(data).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    Ok(tmp)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), IndexError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Finishes a publish that a killed run left half done: when the journal is complete and
+/// every temporary file it names exists, the renames are redone (roll forward); otherwise the
+/// temporary files are removed and the old feed stays. Returns whether anything was done.
+pub fn recover(dir: &Path) -> Result<bool, IndexError> {
+    let journal = dir.join(JOURNAL);
+    let mut acted = false;
+    if let Ok(text) = fs::read_to_string(&journal) {
+        acted = true;
+        let complete = text.ends_with("END\n");
+        let names: Vec<&str> = text.lines().filter(|l| *l != "END").collect();
+        let valid = complete
+            && names.iter().all(|n| {
+                !n.contains('/') && (n.starts_with("Packages") || n.starts_with("Release"))
+            });
+        if valid {
+            for name in &names {
+                let tmp = dir.join(format!("{TMP_PREFIX}{name}"));
+                if tmp.exists() {
+                    fs::rename(&tmp, dir.join(name)).map_err(io_err(&tmp))?;
+                }
+            }
+            sync_dir(dir)?;
+        }
+        fs::remove_file(&journal).map_err(io_err(&journal))?;
+    }
+    // Leftover temporary files of a run killed before its journal was complete.
+    for e in fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
+        if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+            acted = true;
+            let _ = fs::remove_file(e.path());
+        }
+    }
+    Ok(acted)
+}
+
+/// Publishes the outputs: temporaries, journal, renames in order, journal removed.
+fn publish(dir: &Path, out: &Outputs) -> Result<Vec<String>, IndexError> {
+    for (name, data) in &out.files {
+        write_temp(dir, name, data)?;
+    }
+    let mut journal: String = out.files.iter().map(|(n, _)| format!("{n}\n")).collect();
+    journal.push_str("END\n");
+    let jtmp = write_temp(dir, JOURNAL, journal.as_bytes())?;
+    fs::rename(&jtmp, dir.join(JOURNAL)).map_err(io_err(&jtmp))?;
+    sync_dir(dir)?;
+    for (name, _) in &out.files {
+        let tmp = dir.join(format!("{TMP_PREFIX}{name}"));
+        fs::rename(&tmp, dir.join(name)).map_err(io_err(&tmp))?;
+    }
+    sync_dir(dir)?;
+    let j = dir.join(JOURNAL);
+    fs::remove_file(&j).map_err(io_err(&j))?;
+    // Signatures from an earlier signed run must not outlive an unsigned one.
+    let names: Vec<String> = out.files.iter().map(|(n, _)| n.to_string()).collect();
+    for stale in ["Packages.sig", "Release.sig", "Packages.manifest"] {
+        if !names.iter().any(|n| n == stale) {
+            let _ = fs::remove_file(dir.join(stale));
+        }
+    }
+    Ok(names)
+}
+
+/// Indexes the feed at `dir` and publishes it. See the module documentation.
+pub fn index_feed(
+    dir: &Path,
+    opts: &IndexOptions,
+    progress: &dyn Progress,
+) -> Result<Summary, IndexError> {
+    if !dir.is_dir() {
+        return Err(IndexError::NotADir(dir.to_path_buf()));
+    }
+    let key = opts
+        .key
+        .as_deref()
+        .map(|k| SecretKey::read_path(k, None))
+        .transpose()?;
+    let mut summary = Summary {
+        fingerprint: key.as_ref().map(|k| k.fingerprint().to_string()),
+        ..Summary::default()
+    };
+    if recover(dir)? {
+        let w = "finished or cleaned up an interrupted earlier run".to_string();
+        progress.warn(&w);
+        summary.warnings.push(w);
+    }
+    let canon = dir.canonicalize().map_err(io_err(dir))?;
+    let feed_id = format!("{} md5={}", canon.display(), if opts.md5 { 1 } else { 0 });
+    let cache_path = match &opts.cache {
+        CacheMode::InFeed => Some(dir.join(CACHE_NAME)),
+        CacheMode::At(p) => Some(p.clone()),
+        CacheMode::Off => None,
+    };
+    let cache = match &cache_path {
+        Some(p) => Cache::load(p, &feed_id).unwrap_or_else(|e| {
+            progress.warn(&e.to_string());
+            summary.warnings.push(e.to_string());
+            Cache::default()
+        }),
+        None => Cache::default(),
+    };
+
+    let mut bad = Vec::new();
+    let found = walk(dir, opts.profile, &mut bad)?;
+    progress.start(found.len() as u64);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.jobs.unwrap_or(0))
+        .build()
+        .map_err(|e| IndexError::Threads {
+            jobs: opts.jobs.unwrap_or(0),
+            reason: e.to_string(),
+        })?;
+    let results: Vec<Result<Known, BadFile>> = pool.install(|| {
+        found
+            .par_iter()
+            .map(|f| {
+                let r = know(f, &cache, opts.md5, opts.profile);
+                progress.file(&f.rel, r.as_ref().is_ok_and(|k| k.cached));
+                r
+            })
+            .collect()
+    });
+    progress.finish();
+    let mut known = Vec::with_capacity(results.len());
+    for r in results {
+        match r {
+            Ok(k) => known.push(k),
+            Err(b) => bad.push(b),
+        }
+    }
+    bad.sort_by(|a, b| a.path.cmp(&b.path));
+    if !bad.is_empty() && !opts.skip_bad {
+        return Err(IndexError::BadPackages(bad));
+    }
+    // Two files may not claim the same (Package, Version, Architecture).
+    let mut ids: Vec<(String, &str)> = known
+        .iter()
+        .map(|k| {
+            let f = |n| k.stanza.get(n).unwrap_or("");
+            (
+                format!("{} {} {}", f("Package"), f("Version"), f("Architecture")),
+                k.rel.as_str(),
+            )
+        })
+        .collect();
+    ids.sort();
+    for w in ids.windows(2) {
+        if w[0].0 == w[1].0 {
+            return Err(IndexError::Duplicate {
+                a: w[0].1.to_string(),
+                b: w[1].1.to_string(),
+                what: w[0].0.clone(),
+            });
+        }
+    }
+    summary.packages = known.len();
+    summary.cached = known.iter().filter(|k| k.cached).count();
+    summary.read = known.len() - summary.cached;
+    summary.bad = bad;
+
+    let feed_name = canon
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "feed".into());
+    let out = build_outputs(&known, opts, &feed_name, key.as_ref())?;
+    if opts.refresh || !unchanged(dir, &out, key.as_ref()) {
+        summary.written = publish(dir, &out)?;
+    }
+    if let Some(p) = cache_path {
+        let mut new_cache = Cache::default();
+        for k in known {
+            new_cache.entries.insert(k.rel, k.entry);
+        }
+        if new_cache != cache {
+            let bytes = new_cache.to_bytes(&feed_id);
+            let parent = p.parent().unwrap_or(Path::new("."));
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let tmp = write_temp(parent, &name, &bytes)?;
+            fs::rename(&tmp, &p).map_err(io_err(&tmp))?;
+        }
+    }
+    Ok(summary)
+}
+
+/// Parses a duration like `90m`, `12h`, `7d`, `2w` or `3600s` into seconds.
+pub fn parse_duration(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let n: i64 = num.parse().map_err(|_| {
+        format!("bad duration {text:?}: expected a number and a unit, like 90m, 12h, 7d")
+    })?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => {
+            return Err(format!(
+                "bad duration {text:?}: unit must be s, m, h, d or w"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .filter(|&s| s > 0)
+        .ok_or_else(|| format!("bad duration {text:?}: out of range"))
+}

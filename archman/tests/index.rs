@@ -1,0 +1,815 @@
+//! `archman index` through the real binary: OpenWrt's index reproduced byte for byte, peers
+//! (signify, apt) reading what we publish, bad inputs refused with the feed untouched,
+//! determinism, the incremental cache, and kill -9 at any moment.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use feeds::build::PackageBuilder;
+use feeds::package::Container;
+
+const ARCHMAN: &str = env!("CARGO_BIN_EXE_archman");
+
+fn real_dir() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/real");
+    if dir.is_dir() {
+        return Some(dir.canonicalize().unwrap());
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{} is missing, and CI must have it", dir.display());
+    }
+    eprintln!("SKIPPED: {} is absent (not under CI)", dir.display());
+    None
+}
+
+fn have_tool(tool: &str) -> bool {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!("peer tool `{tool}` is not installed, and CI must have it");
+        }
+        eprintln!("SKIPPED: peer tool `{tool}` is not installed (not under CI)");
+    }
+    ok
+}
+
+fn archman(args: &[&str], dir: &Path) -> Output {
+    Command::new(ARCHMAN)
+        .args(args)
+        .arg(dir)
+        .env("SOURCE_DATE_EPOCH", "1795315200")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn pkg(name: &str, version: &str, depends: Option<&str>) -> Vec<u8> {
+    let deps = depends
+        .map(|d| format!("Depends: {d}\n"))
+        .unwrap_or_default();
+    PackageBuilder::new(format!(
+        "Package: {name}\nVersion: {version}\n{deps}Architecture: all\nMaintainer: T <t@example.org>\nDescription:  The {name} package.\n"
+    ))
+    .file(&format!("usr/share/{name}/data"), 0o644, format!("{name} {version}\n"))
+    .build()
+    .unwrap()
+}
+
+/// A feed of `n` small packages, written in the order given by `order`.
+fn make_feed(dir: &Path, names: &[&str]) {
+    fs::create_dir_all(dir).unwrap();
+    for n in names {
+        fs::write(
+            dir.join(format!("{n}_1.0-1_all.ipk")),
+            pkg(n, "1.0-1", None),
+        )
+        .unwrap();
+    }
+}
+
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with("Packages") || n.starts_with("Release")
+        })
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn reproduces_openwrts_index_of_a_real_feed_byte_for_byte() {
+    let Some(real) = real_dir() else { return };
+    let src = real.join("feeds/stangri+repo.openwrt.melmac.ca");
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("feed");
+    fs::create_dir(&feed).unwrap();
+    for e in fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "ipk") {
+            fs::copy(&p, feed.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let o = archman(&["index", "-q", "--profile", "openwrt"], &feed);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["Packages", "Packages.manifest"] {
+        assert!(
+            fs::read(feed.join(f)).unwrap() == fs::read(src.join(f)).unwrap(),
+            "{f} differs from OpenWrt's"
+        );
+    }
+    // Packages.gz holds the same bytes (its deflate stream is ours, not gzip's).
+    let gz = fs::read(feed.join("Packages.gz")).unwrap();
+    let plain = feeds::index::gunzip(&gz, &Default::default()).unwrap();
+    assert_eq!(plain, fs::read(src.join("Packages")).unwrap());
+}
+
+#[test]
+fn the_openwrt_padding_rule() {
+    // (64 + size) % 128 in {110, 111} gets "\n\n" appended, exactly like OpenWrt's Makefile.
+    for size in 0..600usize {
+        let manifest = vec![b'x'; size];
+        let out = archman::index::openwrt_packages(&manifest);
+        let padded = matches!((64 + size) % 128, 110 | 111);
+        assert_eq!(out.len(), size + if padded { 2 } else { 0 }, "size {size}");
+    }
+    let m = b"Package: a\nMaintainer: x\nSource: y\nSourceName: z\nSourceDateEpoch: 1\nRequire-User: r\nLicenseFiles: l\nLicense: MIT\nDescription: d\n Source: kept (continuation)\n";
+    assert_eq!(
+        archman::index::openwrt_packages(m),
+        b"Package: a\nLicense: MIT\nDescription: d\n Source: kept (continuation)\n"
+    );
+}
+
+#[test]
+fn signatures_verify_with_signify() {
+    if !have_tool("signify-openbsd") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("feed");
+    make_feed(&feed, &["alpha", "beta"]);
+    let (sec, public) = (tmp.path().join("k.sec"), tmp.path().join("k.pub"));
+    let o = Command::new(ARCHMAN)
+        .args(["keygen", "-s"])
+        .arg(&sec)
+        .arg("-p")
+        .arg(&public)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let o = archman(
+        &[
+            "index",
+            "-q",
+            "--valid-for",
+            "7d",
+            "--key",
+            sec.to_str().unwrap(),
+        ],
+        &feed,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (msg, sig) in [("Packages", "Packages.sig"), ("Release", "Release.sig")] {
+        let o = Command::new("signify-openbsd")
+            .args(["-V", "-q", "-p"])
+            .arg(&public)
+            .arg("-m")
+            .arg(feed.join(msg))
+            .arg("-x")
+            .arg(feed.join(sig))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "signify refused {sig}: {}", stderr(&o));
+    }
+    let release = fs::read_to_string(feed.join("Release")).unwrap();
+    assert!(
+        release.contains("Date: Sun, 22 Nov 2026 02:40:00 UTC\n"),
+        "{release}"
+    );
+    assert!(
+        release.contains("Valid-Until: Sun, 29 Nov 2026 02:40:00 UTC\n"),
+        "{release}"
+    );
+    let r = feeds::release::Release::parse(&release).unwrap();
+    for f in ["Packages", "Packages.gz"] {
+        let data = fs::read(feed.join(f)).unwrap();
+        assert_eq!(r.file(f).unwrap().size, data.len() as u64);
+    }
+}
+
+#[test]
+fn apt_reads_a_feed_of_dpkg_deb_packages() {
+    if !have_tool("dpkg-deb") || !have_tool("apt-get") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("feed");
+    fs::create_dir_all(feed.join("pool")).unwrap();
+    for (name, dep) in [("hello-apt", "libhello-apt (>= 1.0)"), ("libhello-apt", "")] {
+        let root = tmp.path().join(format!("src-{name}"));
+        fs::create_dir_all(root.join("DEBIAN")).unwrap();
+        fs::create_dir_all(root.join("usr/share/doc").join(name)).unwrap();
+        let depends = if dep.is_empty() {
+            String::new()
+        } else {
+            format!("Depends: {dep}\n")
+        };
+        fs::write(
+            root.join("DEBIAN/control"),
+            format!("Package: {name}\nVersion: 1.0-1\nArchitecture: all\nMaintainer: T <t@example.org>\n{depends}Description: test {name}\n long text\n"),
+        )
+        .unwrap();
+        fs::write(root.join("usr/share/doc").join(name).join("README"), "hi\n").unwrap();
+        let o = Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Zxz", "--build"])
+            .arg(&root)
+            .arg(feed.join("pool").join(format!("{name}_1.0-1_all.deb")))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = archman(&["index", "-q"], &feed);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // A private apt: its own state, cache, lists and sources.
+    let apt = tmp.path().join("apt");
+    for d in [
+        "etc/apt/sources.list.d",
+        "etc/apt/preferences.d",
+        "etc/apt/apt.conf.d",
+        "state/lists/partial",
+        "cache/archives/partial",
+        "log",
+    ] {
+        fs::create_dir_all(apt.join(d)).unwrap();
+    }
+    fs::write(apt.join("state/status"), "").unwrap();
+    fs::write(
+        apt.join("etc/apt/sources.list"),
+        format!("deb [trusted=yes] file:{} ./\n", feed.display()),
+    )
+    .unwrap();
+    let conf = apt.join("apt.conf");
+    fs::write(
+        &conf,
+        format!(
+            "Dir \"{a}/\";\nDir::Etc \"{a}/etc/apt/\";\nDir::State \"{a}/state/\";\nDir::State::status \"{a}/state/status\";\nDir::Cache \"{a}/cache/\";\nDir::Log \"{a}/log/\";\nDebug::NoLocking \"1\";\nAPT::Architecture \"amd64\";\nAPT::Sandbox::User \"root\";\nAcquire::Languages \"none\";\n",
+            a = apt.display()
+        ),
+    )
+    .unwrap();
+    let apt_cmd = |args: &[&str]| {
+        Command::new(args[0])
+            .args(&args[1..])
+            .env("APT_CONFIG", &conf)
+            .current_dir(tmp.path())
+            .output()
+            .unwrap()
+    };
+    let o = apt_cmd(&["apt-get", "update"]);
+    assert!(
+        o.status.success(),
+        "apt-get update: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    let o = apt_cmd(&["apt-cache", "show", "hello-apt"]);
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        shown.contains("Filename: pool/hello-apt_1.0-1_all.deb"),
+        "{shown}"
+    );
+    assert!(shown.contains("Depends: libhello-apt (>= 1.0)"), "{shown}");
+    let o = apt_cmd(&["apt-get", "download", "hello-apt"]);
+    assert!(o.status.success(), "apt-get download: {}", stderr(&o));
+    assert!(tmp.path().join("hello-apt_1.0-1_all.deb").exists());
+
+    // Corrupt the published package (same size): apt's hash check refuses it.
+    let deb = feed.join("pool/libhello-apt_1.0-1_all.deb");
+    let mut bytes = fs::read(&deb).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&deb, bytes).unwrap();
+    let o = apt_cmd(&["apt-get", "download", "libhello-apt"]);
+    assert!(
+        !o.status.success(),
+        "apt-get downloaded a corrupted package"
+    );
+    assert!(
+        stderr(&o).contains("Hash Sum mismatch") || stderr(&o).contains("hash"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Each bad input: named in the error, exit 1, and the published feed untouched.
+#[test]
+fn bad_packages_are_reported_and_the_feed_is_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("feed");
+    make_feed(&feed, &["good"]);
+    let o = archman(&["index", "-q"], &feed);
+    assert!(o.status.success());
+    let before = snapshot(&feed);
+
+    let good = pkg("victim", "1", None);
+    let no_field = |field: &str| {
+        let text: String = "Package: nofield\nVersion: 1\nArchitecture: all\n"
+            .lines()
+            .filter(|l| !l.starts_with(field))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        PackageBuilder::new(text).build().unwrap()
+    };
+    let mut two_gb = b"!<arch>\n".to_vec();
+    two_gb.extend_from_slice(
+        format!(
+            "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+            "control.tar.gz", 0, 0, 0, 100644, 2_000_000_000u64
+        )
+        .as_bytes(),
+    );
+    two_gb.extend_from_slice(b"tiny");
+    let no_control = {
+        // An ar ipk with only debian-binary and data.tar.gz.
+        let mut b = b"!<arch>\n".to_vec();
+        for (n, body) in [
+            ("debian-binary", &b"2.0\n"[..]),
+            ("data.tar.gz", &feeds::index::gzip(&[0u8; 1024])[..]),
+        ] {
+            b.extend_from_slice(
+                format!(
+                    "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+                    n,
+                    0,
+                    0,
+                    0,
+                    100644,
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            b.extend_from_slice(body);
+            if body.len() % 2 == 1 {
+                b.push(b'\n');
+            }
+        }
+        b
+    };
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "truncated_1_all.ipk",
+            good[..good.len() / 2].to_vec(),
+            "ends early",
+        ),
+        ("nocontrol_1_all.ipk", no_control, "no control.tar member"),
+        (
+            "nopkg_1_all.ipk",
+            no_field("Package"),
+            "missing Package field",
+        ),
+        (
+            "nover_1_all.ipk",
+            no_field("Version"),
+            "missing Version field",
+        ),
+        (
+            "noarch_1_all.ipk",
+            no_field("Architecture"),
+            "missing Architecture field",
+        ),
+        (
+            "text_1_all.ipk",
+            b"<html>404 not found</html>\n".to_vec(),
+            "not a package",
+        ),
+        (
+            "huge_1_all.ipk",
+            two_gb,
+            "control.tar.gz: more than 16777216 bytes",
+        ),
+    ];
+    for (name, bytes, expect) in cases {
+        let path = feed.join(name);
+        fs::write(&path, bytes).unwrap();
+        let o = archman(&["index", "-q"], &feed);
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(name) && err.contains(expect),
+            "{name}: expected {expect:?} in:\n{err}"
+        );
+        assert!(err.contains("the feed was not changed"), "{err}");
+        assert_eq!(snapshot(&feed), before, "{name}: the feed changed");
+        fs::remove_file(&path).unwrap();
+    }
+}
+
+#[test]
+fn skip_bad_publishes_the_rest_with_exit_3() {
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("feed");
+    make_feed(&feed, &["one", "two"]);
+    fs::write(
+        feed.join("broken_1_all.ipk"),
+        b"garbage that is long enough",
+    )
+    .unwrap();
+    let o = archman(&["index", "-q", "--skip-bad"], &feed);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("broken_1_all.ipk: not a package"),
+        "{}",
+        stderr(&o)
+    );
+    let idx = fs::read_to_string(feed.join("Packages")).unwrap();
+    assert_eq!(idx.matches("Package: ").count(), 2, "{idx}");
+}
+
+#[test]
+fn duplicate_packages_name_both_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("feed");
+    make_feed(&feed, &["dup"]);
+    fs::create_dir(feed.join("sub")).unwrap();
+    fs::write(feed.join("sub/dup-copy.ipk"), pkg("dup", "1.0-1", None)).unwrap();
+    let o = archman(&["index", "-q"], &feed);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("dup_1.0-1_all.ipk and sub/dup-copy.ipk are both dup 1.0-1 all"),
+        "{e}"
+    );
+    assert!(!feed.join("Packages").exists());
+}
+
+#[test]
+fn symlinks_loops_and_escapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("feed");
+    make_feed(&feed, &["real"]);
+    // A directory loop is not followed; a link to a package inside is indexed under its name.
+    std::os::unix::fs::symlink("..", feed.join("loop")).unwrap();
+    fs::create_dir(feed.join("sub")).unwrap();
+    std::os::unix::fs::symlink("../sub", feed.join("sub/again")).unwrap();
+    std::os::unix::fs::symlink("real_1.0-1_all.ipk", feed.join("latest.ipk")).unwrap();
+    fs::write(
+        feed.join("sub/other_1.0-1_all.ipk"),
+        pkg("other", "1.0-1", None),
+    )
+    .unwrap();
+    let o = archman(&["index", "-q"], &feed);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a duplicate through the link: {}",
+        stderr(&o)
+    );
+    fs::remove_file(feed.join("latest.ipk")).unwrap();
+    let o = archman(&["index", "-q"], &feed);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let idx = fs::read_to_string(feed.join("Packages")).unwrap();
+    assert!(idx.contains("Filename: sub/other_1.0-1_all.ipk\n"), "{idx}");
+    assert_eq!(idx.matches("Package: ").count(), 2);
+    // A file symlink loop and a link out of the tree are bad files.
+    std::os::unix::fs::symlink("b.ipk", feed.join("a.ipk")).unwrap();
+    std::os::unix::fs::symlink("a.ipk", feed.join("b.ipk")).unwrap();
+    let outside = tmp.path().join("outside_1_all.ipk");
+    fs::write(&outside, pkg("outside", "1", None)).unwrap();
+    std::os::unix::fs::symlink(&outside, feed.join("escape.ipk")).unwrap();
+    let o = archman(&["index", "-q"], &feed);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("a.ipk: broken symlink or symlink loop"), "{e}");
+    assert!(
+        e.contains("escape.ipk: symlink points outside the feed"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unreadable_files_are_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("feed");
+    make_feed(&feed, &["ok"]);
+    let secret = feed.join("secret_1_all.ipk");
+    fs::write(&secret, pkg("secret", "1", None)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).unwrap();
+    // Root reads anything: run archman as `nobody` in that case.
+    let is_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    let o = if is_root {
+        if !have_tool("setpriv") {
+            return;
+        }
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        fs::set_permissions(&feed, fs::Permissions::from_mode(0o777)).unwrap();
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                ARCHMAN,
+                "index",
+                "-q",
+            ])
+            .arg(&feed)
+            .output()
+            .unwrap()
+    } else {
+        archman(&["index", "-q"], &feed)
+    };
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("secret_1_all.ipk: read error: Permission denied"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn output_does_not_depend_on_jobs_or_scan_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let names = [
+        "zeta", "alpha", "mid", "beta", "omega", "kappa", "delta", "eps",
+    ];
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    make_feed(&a, &names);
+    let mut reversed = names;
+    reversed.reverse();
+    make_feed(&b, &reversed);
+    // Same feed name so Origin matches.
+    let o = archman(
+        &["index", "-q", "--no-cache", "--jobs", "1", "--origin", "t"],
+        &a,
+    );
+    assert!(o.status.success());
+    let o = archman(
+        &["index", "-q", "--no-cache", "--jobs", "4", "--origin", "t"],
+        &b,
+    );
+    assert!(o.status.success());
+    assert_eq!(snapshot(&a), snapshot(&b));
+    let idx = fs::read_to_string(a.join("Packages")).unwrap();
+    let order: Vec<&str> = idx
+        .lines()
+        .filter_map(|l| l.strip_prefix("Package: "))
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted);
+}
+
+fn json(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn incremental_runs_read_only_what_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("feed");
+    make_feed(&feed, &["a", "b", "c"]);
+    let o = archman(&["index", "--json"], &feed);
+    assert!(json(&o).contains("\"read\":3,\"cached\":0"), "{}", json(&o));
+    let mtime = |f: &str| fs::metadata(feed.join(f)).unwrap().modified().unwrap();
+    let before = (mtime("Packages"), mtime("Release"));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+
+    // Unchanged: nothing read, nothing written (even with a different Date).
+    let o = Command::new(ARCHMAN)
+        .args(["index", "--json"])
+        .arg(&feed)
+        .env("SOURCE_DATE_EPOCH", "1795400000")
+        .output()
+        .unwrap();
+    assert!(json(&o).contains("\"read\":0,\"cached\":3"), "{}", json(&o));
+    assert!(
+        json(&o).contains("\"written\":[],\"unchanged\":true"),
+        "{}",
+        json(&o)
+    );
+    assert_eq!((mtime("Packages"), mtime("Release")), before);
+
+    // One package replaced: only it is read.
+    fs::write(feed.join("b_1.0-1_all.ipk"), pkg("b", "1.0-1", Some("a"))).unwrap();
+    let o = archman(&["index", "--json"], &feed);
+    assert!(json(&o).contains("\"read\":1,\"cached\":2"), "{}", json(&o));
+    assert!(
+        fs::read_to_string(feed.join("Packages"))
+            .unwrap()
+            .contains("Depends: a\n")
+    );
+
+    // --refresh re-signs with a new Date although nothing changed.
+    let o = Command::new(ARCHMAN)
+        .args(["index", "--json", "--refresh"])
+        .arg(&feed)
+        .env("SOURCE_DATE_EPOCH", "1795400000")
+        .output()
+        .unwrap();
+    assert!(json(&o).contains("\"read\":0"), "{}", json(&o));
+    assert!(
+        fs::read_to_string(feed.join("Release"))
+            .unwrap()
+            .contains("Date: Mon, 23 Nov 2026")
+    );
+
+    // A corrupt cache is ignored with a warning, and the result is still right.
+    let cache = feed.join(".archman-cache");
+    let mut bytes = fs::read(&cache).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    fs::write(&cache, bytes).unwrap();
+    let good = fs::read(feed.join("Packages")).unwrap();
+    let o = archman(&["index", "--json"], &feed);
+    assert!(o.status.success());
+    assert!(stderr(&o).contains("corrupt cache"), "{}", stderr(&o));
+    assert!(json(&o).contains("\"read\":3"), "{}", json(&o));
+    assert_eq!(fs::read(feed.join("Packages")).unwrap(), good);
+
+    // A cache from another feed is not trusted.
+    let other = tmp.path().join("other");
+    make_feed(&other, &["a", "b", "c"]);
+    fs::copy(&cache, other.join(".archman-cache")).unwrap();
+    let o = archman(&["index", "--json"], &other);
+    assert!(
+        stderr(&o).contains("not an archman cache for this feed"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(json(&o).contains("\"read\":3"), "{}", json(&o));
+}
+
+/// The feed is consistent: Packages.sig verifies Packages, and Release lists the sizes and
+/// hashes of the index files on disk.
+fn consistent(feed: &Path, public: &feeds::usign::PublicKey) -> Result<(), String> {
+    let packages = fs::read(feed.join("Packages")).map_err(|e| e.to_string())?;
+    let sig = feeds::usign::Signature::read_path(&feed.join("Packages.sig"))
+        .map_err(|e| e.to_string())?;
+    public.verify(&packages, &sig).map_err(|e| e.to_string())?;
+    let release = fs::read(feed.join("Release")).map_err(|e| e.to_string())?;
+    let rsig =
+        feeds::usign::Signature::read_path(&feed.join("Release.sig")).map_err(|e| e.to_string())?;
+    public.verify(&release, &rsig).map_err(|e| e.to_string())?;
+    let r = feeds::release::Release::parse(std::str::from_utf8(&release).unwrap())
+        .map_err(|e| e.to_string())?;
+    for f in &r.sha256 {
+        let data = fs::read(feed.join(&f.name)).map_err(|e| e.to_string())?;
+        use sha2::Digest;
+        if hex::encode(sha2::Sha256::digest(&data)) != f.sha256 {
+            return Err(format!("{} does not match Release", f.name));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn kill_9_at_any_moment_leaves_a_complete_feed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("feed");
+    let names: Vec<String> = (0..120).map(|i| format!("pkg{i:03}")).collect();
+    make_feed(&feed, &names.iter().map(String::as_str).collect::<Vec<_>>());
+    let (sec, public) = (tmp.path().join("k.sec"), tmp.path().join("k.pub"));
+    assert!(
+        Command::new(ARCHMAN)
+            .args(["keygen", "-s"])
+            .arg(&sec)
+            .arg("-p")
+            .arg(&public)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let public = feeds::usign::PublicKey::read_path(&public).unwrap();
+    let key = sec.to_str().unwrap().to_string();
+    let o = archman(&["index", "-q", "--key", &key], &feed);
+    assert!(o.status.success(), "{}", stderr(&o));
+    consistent(&feed, &public).unwrap();
+
+    let mut killed_mid_publish = 0;
+    for round in 0..40u64 {
+        // Change the feed so every run publishes, then kill the run after a varying delay.
+        fs::write(
+            feed.join("pkg000_1.0-1_all.ipk"),
+            pkg("pkg000", "1.0-1", Some(&format!("dep{round}"))),
+        )
+        .unwrap();
+        let mut child = Command::new(ARCHMAN)
+            .args(["index", "-q", "--no-cache", "--key", &key])
+            .arg(&feed)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(round * 1500));
+        let _ = child.kill();
+        let _ = child.wait();
+        if feed.join(archman::index::JOURNAL).exists() {
+            killed_mid_publish += 1;
+        } else {
+            // No publish in progress: what readers see is a complete feed, old or new.
+            consistent(&feed, &public).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+        // The next run finishes or cleans up, and the feed is complete again.
+        let o = archman(&["index", "-q", "--key", &key], &feed);
+        assert!(o.status.success(), "{}", stderr(&o));
+        consistent(&feed, &public).unwrap_or_else(|e| panic!("round {round} after rerun: {e}"));
+        assert!(fs::read_dir(&feed).unwrap().all(|e| {
+            !e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".archman-tmp")
+        }));
+    }
+    eprintln!("{killed_mid_publish} of 40 kills landed inside a publish");
+}
+
+#[test]
+fn build_makes_reproducible_ipks_and_refuses_bad_control() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("hello");
+    fs::create_dir_all(src.join("CONTROL")).unwrap();
+    fs::create_dir_all(src.join("usr/bin")).unwrap();
+    fs::write(
+        src.join("CONTROL/control"),
+        "Package: hello\nVersion: 1:2.0-r1\nArchitecture: all\nDescription:  hi\n",
+    )
+    .unwrap();
+    fs::write(src.join("CONTROL/postinst"), "#!/bin/sh\nexit 0\n").unwrap();
+    fs::write(src.join("usr/bin/hello"), "#!/bin/sh\necho hi\n").unwrap();
+    std::os::unix::fs::symlink("hello", src.join("usr/bin/hi")).unwrap();
+    let build = |out: &Path, format: &str| {
+        Command::new(ARCHMAN)
+            .args(["build", "--format", format])
+            .arg(&src)
+            .arg(out)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap()
+    };
+    let o = build(&tmp.path().join("o1"), "tgz");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let path = tmp.path().join("o1/hello_2.0-r1_all.ipk");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        path.display().to_string()
+    );
+    assert!(build(&tmp.path().join("o2"), "tgz").status.success());
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        fs::read(tmp.path().join("o2/hello_2.0-r1_all.ipk")).unwrap()
+    );
+    let p = feeds::package::Package::open(&path, &Default::default()).unwrap();
+    assert_eq!(p.container, Container::TarGz);
+    assert_eq!(p.scripts(), ["postinst"]);
+    assert_eq!(p.control_file("postinst").unwrap().mode, 0o755);
+    assert!(build(&tmp.path().join("o3"), "ar").status.success());
+    let p = feeds::package::Package::open(
+        &tmp.path().join("o3/hello_2.0-r1_all.ipk"),
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(p.container, Container::Ar);
+    // GNU tar reads it and sees ./-prefixed, root-owned entries.
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -xzOf {} ./data.tar.gz | tar -tzv",
+            path.display()
+        ))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        listing.contains("0/0")
+            && listing.contains("./usr/bin/hello")
+            && listing.contains("./usr/bin/hi -> hello"),
+        "{listing}"
+    );
+
+    fs::write(
+        src.join("CONTROL/control"),
+        "Package: hello\nArchitecture: all\n",
+    )
+    .unwrap();
+    let o = build(&tmp.path().join("o4"), "tgz");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("CONTROL/control") && stderr(&o).contains("missing Version field"),
+        "{}",
+        stderr(&o)
+    );
+    fs::write(
+        src.join("CONTROL/control"),
+        "Package: Bad Name\nVersion: 1\nArchitecture: all\n",
+    )
+    .unwrap();
+    let o = build(&tmp.path().join("o4"), "tgz");
+    assert!(
+        stderr(&o).contains("bad Package \"Bad Name\""),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        !tmp.path().join("o4").read_dir().unwrap().any(|_| true),
+        "a failed build left files behind"
+    );
+}
