@@ -9,3 +9,4 @@ pub mod build;
 pub mod cache;
 pub mod index;
 pub mod keys;
+pub mod usign_compat;

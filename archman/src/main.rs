@@ -52,6 +52,14 @@ enum Command {
         #[arg(long, value_enum, default_value = "tgz")]
         format: Format,
     },
+    /// usign's own interface: the flags, messages and exit codes of OpenWrt's usign
+    /// (-V -S -F -G with -m -p -P -s -x -c -q), so scripts can swap `usign` for
+    /// `archman usign`. Run `archman usign` alone for usign's usage text.
+    #[command(disable_help_flag = true)]
+    Usign {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Generate a usign key pair (secret key written 0600).
     ///
     /// Example: archman keygen -s feed.sec -p feed.pub -c "example feed key"
@@ -365,6 +373,15 @@ fn newest_mtime(dir: &std::path::Path) -> u64 {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Index(a) => return run_index(a),
+        Command::Usign { args } => {
+            let code = archman::usign_compat::run(
+                args,
+                &mut std::io::stdin().lock(),
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            );
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+        }
         Command::Build {
             pkg_dir,
             out_dir,

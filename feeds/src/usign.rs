@@ -308,7 +308,7 @@ impl SecretKey {
             fingerprint,
             keypair,
             salt: [0; 16],
-            comment: format!("private key {fingerprint}"),
+            comment: format!("private key {}", fingerprint.unpadded()),
         })
     }
 
@@ -431,7 +431,7 @@ impl SecretKey {
         PublicKey {
             fingerprint: self.fingerprint,
             key: *self.keypair.pk,
-            comment: format!("public key {}", self.fingerprint),
+            comment: format!("public key {}", self.fingerprint.unpadded()),
         }
     }
 
@@ -446,7 +446,7 @@ impl SecretKey {
         Ok(Signature {
             fingerprint: self.fingerprint,
             sig: *sig,
-            comment: format!("signed by key {}", self.fingerprint),
+            comment: format!("signed by key {}", self.fingerprint.unpadded()),
         })
     }
 }
@@ -522,10 +522,11 @@ impl KeyDir {
     pub fn find(&self, fingerprint: Fingerprint) -> Result<PublicKey, VerifyError> {
         let padded = fingerprint.to_string();
         let unpadded = fingerprint.unpadded();
+        // usign looks only at the unpadded name; some key directories use the padded one.
         let names = if padded == unpadded {
             &[padded][..]
         } else {
-            &[padded, unpadded][..]
+            &[unpadded, padded][..]
         };
         for name in names {
             match PublicKey::read_path(&self.path.join(name)) {
@@ -774,17 +775,17 @@ mod tests {
         let key = rfc_key();
         assert_eq!(
             key.public_key().to_file_bytes(),
-            b"untrusted comment: public key 0123456789abcdef\n\
+            b"untrusted comment: public key 123456789abcdef\n\
               RWQBI0VniavN79damAGCsQq31Uv+08lkBzoO4XLz2qYjJa8CGmj3B1Ea\n"
         );
         assert_eq!(
             key.sign(b"").unwrap().to_file_bytes(),
-            &b"untrusted comment: signed by key 0123456789abcdef\n\
+            &b"untrusted comment: signed by key 123456789abcdef\n\
                RWQBI0VniavN7+VWQwDDYKxykIbizIBugoqEh38euOXZdNhz4GUiSQFVX7iCFZCjO6zGHjlwHPm0a9Jb9fBZW74kZVFBQ456EAs=\n"[..]
         );
         assert_eq!(
             key.to_file_bytes(),
-            &b"untrusted comment: private key 0123456789abcdef\n\
+            &b"untrusted comment: private key 123456789abcdef\n\
                RWRCSwAAAAAAAAAAAAAAAAAAAAAAAAAASulvySzYtIABI0VniavN751hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n"[..]
         );
     }
@@ -817,7 +818,7 @@ mod tests {
         let again = SecretKey::parse(&secret.to_file_bytes(), None).unwrap();
         assert_eq!(again.to_file_bytes(), secret.to_file_bytes());
         let sig = again.sign(b"hello").unwrap();
-        assert_eq!(sig.comment(), format!("signed by key {fp}"));
+        assert_eq!(sig.comment(), format!("signed by key {}", fp.unpadded()));
         assert_eq!(Signature::parse(&sig.to_file_bytes()).unwrap(), sig);
         public.verify(b"hello", &sig).unwrap();
 
@@ -1117,15 +1118,19 @@ mod tests {
             keys.verify(b"feee", &sig),
             Err(VerifyError::BadSignature(_))
         ));
-        // the padded name wins, and a key under the wrong name is a mismatch
+        // usign's unpadded name wins over the padded one, and a key under the wrong name is
+        // a mismatch
+        key.public_key()
+            .write_path(&dir.path().join(fp.to_string()))
+            .unwrap();
         let other = SecretKey::from_seed([8; 32], FP).unwrap().public_key();
-        other.write_path(&dir.path().join(fp.to_string())).unwrap();
+        other.write_path(&dir.path().join(fp.unpadded())).unwrap();
         assert!(matches!(
             keys.verify(b"feed", &sig),
             Err(VerifyError::FingerprintMismatch { .. })
         ));
         // the needed file being garbage is an error
-        fs::write(dir.path().join(fp.to_string()), b"junk").unwrap();
+        fs::write(dir.path().join(fp.unpadded()), b"junk").unwrap();
         assert!(matches!(
             keys.verify(b"feed", &sig),
             Err(VerifyError::Key(_))
