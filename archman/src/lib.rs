@@ -3,10 +3,14 @@
 //!
 //! - [`index`]: scan a feed, read packages in parallel (or from the [`cache`]), publish the
 //!   signed index atomically;
+//! - [`check`]: verify a published feed (signatures, Release, files, strays, dependencies);
+//! - [`usign_compat`]: OpenWrt usign's command-line interface;
+//! - [`build`]: the `ipkg-build` equivalent;
 //! - [`keys`]: usign-compatible key generation, signing, verification, fingerprints.
 
 pub mod build;
 pub mod cache;
+pub mod check;
 pub mod index;
 pub mod keys;
 pub mod usign_compat;

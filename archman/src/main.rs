@@ -36,6 +36,28 @@ enum Command {
     ///
     /// Example: archman index --key feed.sec --valid-for 7d /srv/feed
     Index(IndexArgs),
+    /// Verify a published feed: signatures, Release hashes and sizes, every Filename present
+    /// with the indexed Size and SHA256, no package file left out of the index, and every
+    /// Depends/Pre-Depends satisfiable inside the feed (plus --assume-installed).
+    ///
+    /// Exit status: 0 when the feed is consistent (warnings allowed), 1 otherwise.
+    ///
+    /// Example: archman check -P /etc/opkg/keys --assume-installed libc,kernel /srv/feed
+    Check {
+        /// The feed directory.
+        feed_dir: PathBuf,
+        #[command(flatten)]
+        trust: OptionalTrust,
+        /// Packages to treat as available (from other feeds or the base system), comma-separated.
+        #[arg(long, value_name = "PKG,...", value_delimiter = ',')]
+        assume_installed: Vec<String>,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Print only the summary line (and nothing on success).
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
     /// Build an .ipk from PKG_DIR/CONTROL/control (+ scripts, conffiles) and the data tree
     /// under PKG_DIR, as OpenWrt's ipkg-build does, reproducibly.
     ///
@@ -180,6 +202,17 @@ struct TrustArgs {
     #[arg(short = 'p', value_name = "PUB")]
     public: Option<PathBuf>,
     /// Directory of public keys named by fingerprint (like /etc/opkg/keys).
+    #[arg(short = 'P', value_name = "KEYDIR")]
+    keydir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+#[group(required = false, multiple = false)]
+struct OptionalTrust {
+    /// Public key that must have signed Packages and Release.
+    #[arg(short = 'p', value_name = "PUBKEY")]
+    public: Option<PathBuf>,
+    /// Directory of trusted keys named by fingerprint (like /etc/opkg/keys).
     #[arg(short = 'P', value_name = "KEYDIR")]
     keydir: Option<PathBuf>,
 }
@@ -373,6 +406,36 @@ fn newest_mtime(dir: &std::path::Path) -> u64 {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Index(a) => return run_index(a),
+        Command::Check {
+            feed_dir,
+            trust,
+            assume_installed,
+            json,
+            quiet,
+        } => {
+            use archman::check;
+            let trust = match (&trust.public, &trust.keydir) {
+                (Some(p), _) => Some(check::Trust::Key(p)),
+                (None, Some(d)) => Some(check::Trust::Dir(d)),
+                (None, None) => None,
+            };
+            let opts = check::CheckOptions {
+                trust,
+                assume_installed,
+                ..Default::default()
+            };
+            let report = check::check_feed(&feed_dir, &opts)?;
+            if json {
+                println!("{}", report.to_json());
+            } else if !quiet || !report.ok() {
+                print!("{report}");
+            }
+            return Ok(if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
         Command::Usign { args } => {
             let code = archman::usign_compat::run(
                 args,

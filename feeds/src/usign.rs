@@ -701,6 +701,13 @@ fn read_path<T>(
         path: path.into(),
         source: Box::new(err),
     };
+    // Opening a FIFO or a device would block or read without end: only regular files.
+    if !fs::metadata(path).map_err(io_err)?.is_file() {
+        return Err(io_err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
     let file = File::open(path).map_err(io_err)?;
     let len = file.metadata().map_err(io_err)?.len();
     if len > MAX_FILE_LEN as u64 {

@@ -1,0 +1,1040 @@
+//! `archman check`: verifies a published feed directory the way a demanding client would, and
+//! reports every inconsistency as a [`Finding`] instead of stopping at the first.
+//!
+//! This module owns the feed-level rules, nothing below them: that the index files agree
+//! (`Packages`, `Packages.gz`, `Packages.manifest`); that `Packages.sig` and `Release.sig`
+//! verify with the trusted key or key directory; that `Release` lists the index files with
+//! their sizes and SHA-256 and has not expired; that every stanza is complete and its file
+//! lies inside the feed with the indexed `Size` and `SHA256sum`; that no stanza is listed twice
+//! and no package file lies around unindexed; and that every `Depends`/`Pre-Depends` can be
+//! satisfied inside the feed. Formats, signatures, versions and relations come from `feeds`;
+//! this module only compares. It never prints: the binary prints the [`Report`].
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt::{self, Write as _};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use feeds::control::Paragraph;
+use feeds::index::{self, IndexError, PackagesFile};
+use feeds::limits::{Limits, read_to_end_bounded};
+use feeds::relation::{Alternatives, Op, Relation, parse_relations};
+use feeds::release::{Release, format_date};
+use feeds::usign::{self, Fingerprint, KeyDir, PublicKey, Signature};
+use feeds::version::Version;
+use sha2::{Digest, Sha256};
+
+/// Where the trusted public keys come from.
+#[derive(Debug, Clone, Copy)]
+pub enum Trust<'a> {
+    /// One public key file (`-p`).
+    Key(&'a Path),
+    /// A directory of keys named by fingerprint (`-P`, usign and opkg semantics).
+    Dir(&'a Path),
+}
+
+/// What to check against.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions<'a> {
+    /// The key(s) the signatures must verify with; `None` leaves them unchecked (a warning).
+    pub trust: Option<Trust<'a>>,
+    /// Package names taken as installed (satisfying any version constraint): what the feed's
+    /// packages need from outside it, such as the base system.
+    pub assume_installed: Vec<String>,
+    /// Bounds on reading index files.
+    pub limits: Limits,
+    /// "Now" in seconds since the epoch for `Valid-Until`; `None` means the system clock.
+    pub now: Option<i64>,
+}
+
+/// The check could not even start.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("{}: {source}", path.display())]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    #[error("{}: no Packages or Packages.gz (not a feed?)", .0.display())]
+    NoIndex(PathBuf),
+    #[error("{}: key directory is not a directory", .0.display())]
+    KeyDir(PathBuf),
+    #[error(transparent)]
+    Key(#[from] usign::Error),
+}
+
+/// How bad a finding is: errors fail the check, warnings do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        })
+    }
+}
+
+/// What a finding is about. `Display` gives the stable kebab-case name used in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FindingKind {
+    /// An index file cannot be read, is too large, or is not valid gzip.
+    IndexUnreadable,
+    /// An index file does not parse.
+    IndexSyntax,
+    /// `Packages.gz` does not gunzip to `Packages`.
+    IndexMismatch,
+    /// `Packages.manifest` lists another set of packages than `Packages`.
+    ManifestMismatch,
+    /// No key was given, so no signature was checked (a warning).
+    SignatureUnchecked,
+    /// A key was given but the signature file is absent.
+    SignatureMissing,
+    /// A signature file is garbage, by an unknown key, or does not verify.
+    SignatureInvalid,
+    /// `Release` is unreadable or does not parse, or `Release.sig` has no `Release`.
+    ReleaseInvalid,
+    /// A file listed in `Release` is missing or has another size or SHA-256.
+    ReleaseMismatch,
+    /// An index file present in the feed is not listed in `Release`.
+    ReleaseUnlisted,
+    /// `Valid-Until` is in the past.
+    ReleaseExpired,
+    /// A stanza lacks a required field or has a malformed one.
+    BadStanza,
+    /// A `Filename` (or a `Release` entry) leaves the feed, directly or through a symlink.
+    FilenameOutside,
+    /// Two stanzas for the same (Package, Version, Architecture).
+    DuplicateStanza,
+    /// A stanza's file does not exist.
+    FileMissing,
+    /// A stanza's file has another size than its `Size`.
+    SizeMismatch,
+    /// A stanza's file has another SHA-256 than its `SHA256sum`.
+    HashMismatch,
+    /// A file cannot be read, or is not a regular file.
+    FileUnreadable,
+    /// A package file in the feed that no stanza names.
+    NotInIndex,
+    /// A relation field does not parse.
+    BadRelation,
+    /// A `Depends`/`Pre-Depends` entry nothing in the feed satisfies.
+    UnsatisfiedDependency,
+}
+
+impl FindingKind {
+    /// The stable kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        use FindingKind::*;
+        match self {
+            IndexUnreadable => "index-unreadable",
+            IndexSyntax => "index-syntax",
+            IndexMismatch => "index-mismatch",
+            ManifestMismatch => "manifest-mismatch",
+            SignatureUnchecked => "signature-unchecked",
+            SignatureMissing => "signature-missing",
+            SignatureInvalid => "signature-invalid",
+            ReleaseInvalid => "release-invalid",
+            ReleaseMismatch => "release-mismatch",
+            ReleaseUnlisted => "release-unlisted",
+            ReleaseExpired => "release-expired",
+            BadStanza => "bad-stanza",
+            FilenameOutside => "filename-outside",
+            DuplicateStanza => "duplicate-stanza",
+            FileMissing => "file-missing",
+            SizeMismatch => "size-mismatch",
+            HashMismatch => "hash-mismatch",
+            FileUnreadable => "file-unreadable",
+            NotInIndex => "not-in-index",
+            BadRelation => "bad-relation",
+            UnsatisfiedDependency => "unsatisfied-dependency",
+        }
+    }
+}
+
+impl fmt::Display for FindingKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One thing wrong with the feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub severity: Severity,
+    pub kind: FindingKind,
+    /// The feed-relative file the finding is about (`Packages.sig`, a `Filename`), if one.
+    pub file: Option<String>,
+    /// The package the finding is about, if one.
+    pub package: Option<String>,
+    /// The whole story: the file and, where relevant, the package, field and the expected
+    /// and actual values.
+    pub message: String,
+}
+
+/// The result of checking a feed.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The feed directory, as given.
+    pub dir: PathBuf,
+    /// Everything found, in check order (index, signatures, Release, stanzas, strays,
+    /// dependencies).
+    pub findings: Vec<Finding>,
+    /// Stanzas in the index.
+    pub packages: usize,
+    /// Package files opened and hashed.
+    pub files_checked: usize,
+    /// Signature files that verified, with the key that made each.
+    pub signatures_verified: Vec<(String, Fingerprint)>,
+}
+
+impl Report {
+    /// True when no finding is an error (warnings allowed).
+    pub fn ok(&self) -> bool {
+        self.errors() == 0
+    }
+
+    /// Number of error findings.
+    pub fn errors(&self) -> usize {
+        self.count(Severity::Error)
+    }
+
+    /// Number of warning findings.
+    pub fn warnings(&self) -> usize {
+        self.count(Severity::Warning)
+    }
+
+    fn count(&self, severity: Severity) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == severity)
+            .count()
+    }
+
+    /// The report as one JSON object (for `--json`).
+    pub fn to_json(&self) -> String {
+        let opt = |s: &Option<String>| s.as_deref().map_or("null".to_string(), json_string);
+        let mut out = format!(
+            "{{\"feed\":{},\"ok\":{},\"packages\":{},\"files_checked\":{},\"errors\":{},\"warnings\":{},\"signatures_verified\":[",
+            json_string(&self.dir.to_string_lossy()),
+            self.ok(),
+            self.packages,
+            self.files_checked,
+            self.errors(),
+            self.warnings()
+        );
+        for (i, (file, fp)) in self.signatures_verified.iter().enumerate() {
+            let sep = if i > 0 { "," } else { "" };
+            let _ = write!(
+                out,
+                "{sep}{{\"file\":{},\"key\":\"{fp}\"}}",
+                json_string(file)
+            );
+        }
+        out.push_str("],\"findings\":[");
+        for (i, f) in self.findings.iter().enumerate() {
+            let sep = if i > 0 { "," } else { "" };
+            let _ = write!(
+                out,
+                "{sep}{{\"severity\":\"{}\",\"kind\":\"{}\",\"file\":{},\"package\":{},\"message\":{}}}",
+                f.severity,
+                f.kind,
+                opt(&f.file),
+                opt(&f.package),
+                json_string(&f.message)
+            );
+        }
+        out.push_str("]}");
+        out
+    }
+}
+
+impl fmt::Display for Report {
+    /// One line per finding, then a summary line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for finding in &self.findings {
+            writeln!(f, "{}: {}", finding.severity, finding.message)?;
+        }
+        let signatures = if self.signatures_verified.is_empty() {
+            "signatures NOT verified".to_string()
+        } else {
+            let list: Vec<String> = self
+                .signatures_verified
+                .iter()
+                .map(|(file, fp)| format!("{file} by key {fp}"))
+                .collect();
+            format!("signatures verified: {}", list.join(", "))
+        };
+        writeln!(
+            f,
+            "{}: {}: {}, {} checked, {}; {}, {}",
+            if self.ok() { "OK" } else { "FAILED" },
+            self.dir.display(),
+            plural(self.packages, "package"),
+            plural(self.files_checked, "package file"),
+            signatures,
+            plural(self.errors(), "error"),
+            plural(self.warnings(), "warning")
+        )
+    }
+}
+
+/// `1 error`, `2 errors`.
+fn plural(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+/// JSON string literal of `s`.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Checks the feed in `dir`. Every inconsistency is a [`Finding`] in the report; an error
+/// is returned only when the check cannot start (no directory, no index, unusable key).
+pub fn check_feed(dir: &Path, opts: &CheckOptions) -> Result<Report, CheckError> {
+    let root = dir.canonicalize().map_err(|source| CheckError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if !root.is_dir() {
+        return Err(CheckError::NotADirectory(dir.to_path_buf()));
+    }
+    let verifier = match opts.trust {
+        None => None,
+        Some(Trust::Key(path)) => Some(Verifier::Key(PublicKey::read_path(path)?)),
+        Some(Trust::Dir(path)) if path.is_dir() => Some(Verifier::Dir(KeyDir::new(path))),
+        Some(Trust::Dir(path)) => return Err(CheckError::KeyDir(path.to_path_buf())),
+    };
+    let mut c = Checker {
+        root,
+        opts,
+        findings: Vec::new(),
+        files_checked: 0,
+        verified: Vec::new(),
+    };
+    let (index_name, packages) = c.load_index(dir)?;
+    let parsed = packages.as_deref().and_then(|bytes| {
+        PackagesFile::parse(bytes)
+            .map_err(|e| {
+                let msg = format!("{index_name}: {e}");
+                c.error(FindingKind::IndexSyntax, Some(index_name), None, msg);
+            })
+            .ok()
+    });
+    if let Some(file) = &parsed {
+        c.check_manifest(file);
+    }
+    let release = c.read_index_file("Release", FindingKind::ReleaseInvalid);
+    c.check_signatures(verifier.as_ref(), packages.as_deref(), release.as_deref());
+    if let Some(bytes) = &release {
+        c.check_release(bytes);
+    }
+    // Without a parsed index, stray and dependency checks would mean nothing.
+    let stanzas = parsed.map(|p| p.stanzas).unwrap_or_default();
+    if !stanzas.is_empty() {
+        let pkgs = c.check_stanzas(index_name, &stanzas);
+        c.check_strays(&stanzas);
+        c.check_dependencies(index_name, &pkgs);
+    }
+    Ok(Report {
+        dir: dir.to_path_buf(),
+        findings: c.findings,
+        packages: stanzas.len(),
+        files_checked: c.files_checked,
+        signatures_verified: c.verified,
+    })
+}
+
+enum Verifier {
+    Key(PublicKey),
+    Dir(KeyDir),
+}
+
+/// A package a stanza declares, as the dependency check needs it.
+struct Pkg<'s> {
+    name: &'s str,
+    version: Version,
+    arch: &'s str,
+    stanza: &'s Paragraph,
+}
+
+impl Pkg<'_> {
+    fn label(&self) -> String {
+        format!("{} {} ({})", self.name, self.version, self.arch)
+    }
+}
+
+/// Why a feed-relative path could not be opened.
+enum OpenError {
+    Missing,
+    Outside(PathBuf),
+    Io(io::Error),
+}
+
+/// Size and SHA-256 of a file compared with what an index says.
+enum Digest256 {
+    /// The file has this other size (not hashed).
+    Size(u64),
+    /// The file has the expected size and this SHA-256 (lower-case hex).
+    Hash(String),
+}
+
+struct Checker<'o, 'a> {
+    root: PathBuf,
+    opts: &'o CheckOptions<'a>,
+    findings: Vec<Finding>,
+    files_checked: usize,
+    verified: Vec<(String, Fingerprint)>,
+}
+
+impl Checker<'_, '_> {
+    fn push(
+        &mut self,
+        severity: Severity,
+        kind: FindingKind,
+        file: Option<&str>,
+        package: Option<&str>,
+        message: String,
+    ) {
+        self.findings.push(Finding {
+            severity,
+            kind,
+            file: file.map(str::to_string),
+            package: package.map(str::to_string),
+            message,
+        });
+    }
+
+    fn error(&mut self, kind: FindingKind, file: Option<&str>, pkg: Option<&str>, msg: String) {
+        self.push(Severity::Error, kind, file, pkg, msg);
+    }
+
+    /// `path` (under the feed) relative to the feed, `/`-separated.
+    fn relative(&self, path: &Path) -> String {
+        let rel = path.strip_prefix(&self.root).unwrap_or(path);
+        rel.to_string_lossy().replace('\\', "/")
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        fs::symlink_metadata(self.root.join(name)).is_ok()
+    }
+
+    /// Reads an index-like file at the feed root (bounded by `max_index`); `None` when it is
+    /// absent or unreadable (the latter a finding of `kind`).
+    fn read_index_file(&mut self, name: &str, kind: FindingKind) -> Option<Vec<u8>> {
+        let file = match open_regular(&self.root.join(name)) {
+            Ok(Some(file)) => file,
+            Ok(None) => return None,
+            Err(e) => {
+                self.error(kind, Some(name), None, format!("{name}: {e}"));
+                return None;
+            }
+        };
+        match read_to_end_bounded(file, self.opts.limits.max_index) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                self.error(kind, Some(name), None, format!("{name}: {e}"));
+                None
+            }
+        }
+    }
+
+    /// The uncompressed `Packages` bytes (from `Packages`, else gunzipped `Packages.gz`) and
+    /// the name to blame for them; checks that the two agree when both exist.
+    fn load_index(&mut self, dir: &Path) -> Result<(&'static str, Option<Vec<u8>>), CheckError> {
+        let (has_plain, has_gz) = (self.exists("Packages"), self.exists("Packages.gz"));
+        if !has_plain && !has_gz {
+            return Err(CheckError::NoIndex(dir.to_path_buf()));
+        }
+        let unreadable = FindingKind::IndexUnreadable;
+        let plain = self.read_index_file("Packages", unreadable);
+        let gz =
+            self.read_index_file("Packages.gz", unreadable)
+                .and_then(|gz| match index::gunzip(&gz, &self.opts.limits) {
+                    Ok(bytes) => Some(bytes),
+                    Err(e) => {
+                        let msg = format!("Packages.gz: {e}");
+                        self.error(unreadable, Some("Packages.gz"), None, msg);
+                        None
+                    }
+                });
+        Ok(match (plain, gz) {
+            (Some(plain), Some(gz)) => {
+                if plain != gz {
+                    let msg = format!(
+                        "Packages.gz: gunzips to {} bytes that differ from Packages ({} bytes)",
+                        gz.len(),
+                        plain.len()
+                    );
+                    self.error(FindingKind::IndexMismatch, Some("Packages.gz"), None, msg);
+                }
+                ("Packages", Some(plain))
+            }
+            (Some(plain), None) => ("Packages", Some(plain)),
+            (None, Some(gz)) if !has_plain => ("Packages.gz", Some(gz)),
+            (None, _) => ("Packages", None),
+        })
+    }
+
+    /// `Packages.manifest` (OpenWrt's full-field index) must list the same packages.
+    fn check_manifest(&mut self, packages: &PackagesFile) {
+        const NAME: &str = "Packages.manifest";
+        let Some(bytes) = self.read_index_file(NAME, FindingKind::IndexUnreadable) else {
+            return;
+        };
+        let manifest = match PackagesFile::parse(&bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                let msg = format!("{NAME}: {e}");
+                self.error(FindingKind::IndexSyntax, Some(NAME), None, msg);
+                return;
+            }
+        };
+        let keys = |f: &PackagesFile| -> BTreeSet<[String; 4]> {
+            f.stanzas
+                .iter()
+                .map(|s| {
+                    ["Package", "Version", "Architecture", "Filename"]
+                        .map(|k| s.get(k).unwrap_or("").to_string())
+                })
+                .collect()
+        };
+        let (in_packages, in_manifest) = (keys(packages), keys(&manifest));
+        for [p, v, a, f] in in_manifest.difference(&in_packages) {
+            let msg = format!("{NAME}: lists {p} {v} ({a}) as {f}, which Packages does not");
+            self.error(FindingKind::ManifestMismatch, Some(NAME), Some(p), msg);
+        }
+        for [p, v, a, f] in in_packages.difference(&in_manifest) {
+            let msg = format!("{NAME}: lacks {p} {v} ({a}) as {f}, which Packages lists");
+            self.error(FindingKind::ManifestMismatch, Some(NAME), Some(p), msg);
+        }
+    }
+
+    fn check_signatures(
+        &mut self,
+        verifier: Option<&Verifier>,
+        packages: Option<&[u8]>,
+        release: Option<&[u8]>,
+    ) {
+        if self.exists("Release.sig") && !self.exists("Release") {
+            let msg = "Release.sig: present, but Release is missing (stripped?)".to_string();
+            self.error(FindingKind::ReleaseInvalid, Some("Release"), None, msg);
+        }
+        let Some(verifier) = verifier else {
+            let present: Vec<&str> = ["Packages.sig", "Release.sig"]
+                .into_iter()
+                .filter(|s| self.exists(s))
+                .collect();
+            let msg = format!(
+                "signatures not checked: no key given (-p or -P); the feed has {}",
+                if present.is_empty() {
+                    "no signature files".to_string()
+                } else {
+                    present.join(" and ")
+                }
+            );
+            self.push(
+                Severity::Warning,
+                FindingKind::SignatureUnchecked,
+                None,
+                None,
+                msg,
+            );
+            return;
+        };
+        if let Some(packages) = packages {
+            self.verify(verifier, "Packages.sig", "Packages", packages);
+        }
+        if let Some(release) = release {
+            self.verify(verifier, "Release.sig", "Release", release);
+        }
+    }
+
+    fn verify(&mut self, verifier: &Verifier, sig_name: &str, msg_name: &str, message: &[u8]) {
+        let invalid = FindingKind::SignatureInvalid;
+        let file = match open_regular(&self.root.join(sig_name)) {
+            Ok(Some(file)) => file,
+            Ok(None) => {
+                let msg =
+                    format!("{sig_name}: missing; a key was given, so {msg_name} must be signed");
+                self.error(FindingKind::SignatureMissing, Some(sig_name), None, msg);
+                return;
+            }
+            Err(e) => return self.error(invalid, Some(sig_name), None, format!("{sig_name}: {e}")),
+        };
+        let signature = read_to_end_bounded(file, usign::MAX_FILE_LEN as u64)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| Signature::parse(&bytes).map_err(|e| e.to_string()));
+        let signature = match signature {
+            Ok(s) => s,
+            Err(e) => return self.error(invalid, Some(sig_name), None, format!("{sig_name}: {e}")),
+        };
+        let checked = match verifier {
+            Verifier::Key(key) => key.verify(message, &signature),
+            Verifier::Dir(dir) => dir.verify(message, &signature).map(|_| ()),
+        };
+        match checked {
+            Ok(()) => self
+                .verified
+                .push((sig_name.to_string(), signature.fingerprint())),
+            Err(e) => {
+                let msg = format!("{sig_name}: {e} (over {msg_name})");
+                self.error(invalid, Some(sig_name), None, msg);
+            }
+        }
+    }
+
+    fn check_release(&mut self, bytes: &[u8]) {
+        const NAME: &str = "Release";
+        let parsed = std::str::from_utf8(bytes)
+            .map_err(|_| "not valid UTF-8".to_string())
+            .and_then(|text| Release::parse(text).map_err(|e| e.to_string()));
+        let release = match parsed {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = format!("{NAME}: {e}");
+                return self.error(FindingKind::ReleaseInvalid, Some(NAME), None, msg);
+            }
+        };
+        let mismatch = FindingKind::ReleaseMismatch;
+        for entry in &release.sha256 {
+            let name = entry.name.as_str();
+            if index::check_filename(name).is_err() {
+                let msg = format!("{NAME}: lists {name:?}, which leaves the feed; not read");
+                self.error(FindingKind::FilenameOutside, Some(name), None, msg);
+                continue;
+            }
+            let result = self.open_in_feed(name).map(|f| digest(f, entry.size));
+            let msg = match result {
+                Ok(Ok(Digest256::Hash(h))) if h == entry.sha256 => continue,
+                Ok(Ok(Digest256::Hash(h))) => {
+                    format!("{NAME}: {name}: SHA256 {h}, Release says {}", entry.sha256)
+                }
+                Ok(Ok(Digest256::Size(n))) => {
+                    format!("{NAME}: {name}: size {n}, Release says {}", entry.size)
+                }
+                Ok(Err(e)) | Err(OpenError::Io(e)) => format!("{NAME}: {name}: {e}"),
+                Err(OpenError::Missing) => format!("{NAME}: lists {name}, which is missing"),
+                Err(OpenError::Outside(to)) => {
+                    let msg = format!(
+                        "{NAME}: {name} resolves to {}, outside the feed; not read",
+                        to.display()
+                    );
+                    self.error(FindingKind::FilenameOutside, Some(name), None, msg);
+                    continue;
+                }
+            };
+            self.error(mismatch, Some(name), None, msg);
+        }
+        for name in ["Packages", "Packages.gz"] {
+            if self.exists(name) && release.file(name).is_none() {
+                let msg = format!("{NAME}: does not list {name}");
+                self.error(FindingKind::ReleaseUnlisted, Some(name), None, msg);
+            }
+        }
+        let now = self.opts.now.unwrap_or_else(unix_now);
+        if let Some(valid_until) = release.valid_until.filter(|v| *v < now) {
+            let msg = format!(
+                "{NAME}: expired: Valid-Until {} is in the past (now {})",
+                format_date(valid_until),
+                format_date(now)
+            );
+            self.error(FindingKind::ReleaseExpired, Some(NAME), None, msg);
+        }
+    }
+
+    /// Opens `rel` (already checked by `check_filename`) inside the feed, refusing anything
+    /// that resolves outside it through a symlink.
+    fn open_in_feed(&self, rel: &str) -> Result<File, OpenError> {
+        let path = match self.root.join(rel).canonicalize() {
+            Ok(path) => path,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenError::Missing),
+            Err(e) => return Err(OpenError::Io(e)),
+        };
+        if !path.starts_with(&self.root) {
+            return Err(OpenError::Outside(path));
+        }
+        open_regular(&path)
+            .map_err(OpenError::Io)?
+            .ok_or(OpenError::Missing)
+    }
+
+    /// Checks every stanza and its file; returns the packages the stanzas declare (those with
+    /// a name and a valid version, first of each duplicate) for the dependency check.
+    fn check_stanzas<'s>(&mut self, index: &str, stanzas: &'s [Paragraph]) -> Vec<Pkg<'s>> {
+        let mut pkgs = Vec::new();
+        let mut seen: HashMap<(&str, Version, &str), (usize, &str)> = HashMap::new();
+        for (i, stanza) in stanzas.iter().enumerate() {
+            let field = |name| stanza.get(name).unwrap_or("");
+            let (name, filename) = (field("Package"), field("Filename"));
+            let complete = index::check_stanza(stanza).map_err(|e| {
+                let (kind, msg) = match e {
+                    IndexError::FilenameOutsideFeed(_) => (
+                        FindingKind::FilenameOutside,
+                        format!("{index}: {name} {}: {e}; not read", field("Version")),
+                    ),
+                    _ => (
+                        FindingKind::BadStanza,
+                        format!("{index}: stanza {}: {e}", i + 1),
+                    ),
+                };
+                self.error(kind, Some(filename), Some(name), msg);
+            });
+            let Ok(version) = Version::parse(field("Version")) else {
+                continue;
+            };
+            let pkg = Pkg {
+                name,
+                version,
+                arch: field("Architecture"),
+                stanza,
+            };
+            let key = (name, pkg.version.clone(), pkg.arch);
+            let first = match seen.get(&key) {
+                Some((first, first_file)) => {
+                    let msg = format!(
+                        "{index}: {} is listed twice (stanzas {} and {}, Filenames {first_file} and {filename})",
+                        pkg.label(),
+                        first + 1,
+                        i + 1
+                    );
+                    self.error(
+                        FindingKind::DuplicateStanza,
+                        Some(filename),
+                        Some(name),
+                        msg,
+                    );
+                    false
+                }
+                None => {
+                    seen.insert(key, (i, filename));
+                    true
+                }
+            };
+            // A complete stanza has a numeric Size and a SHA-256.
+            if let (Ok(()), Ok(size), Some(sha)) = (
+                complete,
+                field("Size").parse::<u64>(),
+                index::stanza_sha256(stanza),
+            ) {
+                let sha = sha.to_ascii_lowercase();
+                self.check_package_file(index, &pkg, filename, size, &sha);
+            }
+            if first && !name.is_empty() {
+                pkgs.push(pkg);
+            }
+        }
+        pkgs
+    }
+
+    fn check_package_file(&mut self, index: &str, pkg: &Pkg, filename: &str, size: u64, sha: &str) {
+        let whose = format!("; listed in {index} for {} {}", pkg.name, pkg.version);
+        let (kind, problem) = match self.open_in_feed(filename) {
+            Ok(file) => {
+                self.files_checked += 1;
+                match digest(file, size) {
+                    Ok(Digest256::Hash(h)) if h == sha => return,
+                    Ok(Digest256::Hash(h)) => (
+                        FindingKind::HashMismatch,
+                        format!("SHA256 {h}, index says {sha}"),
+                    ),
+                    Ok(Digest256::Size(n)) => (
+                        FindingKind::SizeMismatch,
+                        format!("size {n}, index says {size}"),
+                    ),
+                    Err(e) => (FindingKind::FileUnreadable, e.to_string()),
+                }
+            }
+            Err(OpenError::Missing) => {
+                (FindingKind::FileMissing, self.missing(filename, size, sha))
+            }
+            Err(OpenError::Outside(to)) => (
+                FindingKind::FilenameOutside,
+                format!("resolves to {}, outside the feed; not read", to.display()),
+            ),
+            Err(OpenError::Io(e)) => (FindingKind::FileUnreadable, e.to_string()),
+        };
+        let msg = format!("{filename}: {problem}{whose}");
+        self.error(kind, Some(filename), Some(pkg.name), msg);
+    }
+
+    /// "missing", plus what a file of the same base name at the feed root looks like (a stale
+    /// index often carries a build-tree prefix such as `staging_dir/repo/`).
+    fn missing(&self, filename: &str, size: u64, sha: &str) -> String {
+        let Some((_, base)) = filename.rsplit_once('/').filter(|(_, b)| !b.is_empty()) else {
+            return "missing".to_string();
+        };
+        let Ok(file) = self.open_in_feed(base) else {
+            return "missing".to_string();
+        };
+        let at_root = format!("a file {base} exists at the feed root");
+        match digest(file, size) {
+            Ok(Digest256::Size(n)) => format!("missing ({at_root}: size {n}, index says {size})"),
+            Ok(Digest256::Hash(h)) if h == sha => {
+                format!("missing ({at_root} with the indexed Size and SHA256sum)")
+            }
+            Ok(Digest256::Hash(h)) => {
+                format!("missing ({at_root}: same size, but SHA256 {h}, index says {sha})")
+            }
+            Err(_) => format!("missing ({at_root}, unreadable)"),
+        }
+    }
+
+    /// Every `*.ipk`, `*.opk`, `*.deb` under the feed that no stanza's `Filename` names.
+    fn check_strays(&mut self, stanzas: &[Paragraph]) {
+        let named: HashSet<String> = stanzas
+            .iter()
+            .filter_map(|s| s.get("Filename"))
+            .map(normalize)
+            .collect();
+        let mut found = Vec::new();
+        for entry in walkdir::WalkDir::new(&self.root).sort_by_file_name() {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    let rel = e.path().map_or(String::new(), |p| self.relative(p));
+                    let msg = format!("{rel}: cannot list: {e}");
+                    self.error(FindingKind::FileUnreadable, Some(&rel), None, msg);
+                    continue;
+                }
+            };
+            let name = entry.file_name().to_string_lossy();
+            let package = [".ipk", ".opk", ".deb"].iter().any(|e| name.ends_with(e));
+            if package && !entry.file_type().is_dir() {
+                found.push(self.relative(entry.path()));
+            }
+        }
+        for rel in found.into_iter().filter(|f| !named.contains(f)) {
+            let msg = format!("{rel}: package file not in the index (no stanza has this Filename)");
+            // OpenWrt's index rule (`archman index --profile openwrt`) skips these on purpose.
+            let base = rel.rsplit('/').next().unwrap_or("");
+            if base.ends_with(".ipk") && (base.starts_with("kernel_") || base.starts_with("libc_"))
+            {
+                let msg = format!("{msg}; OpenWrt's index rule skips kernel_* and libc_* files");
+                self.push(
+                    Severity::Warning,
+                    FindingKind::NotInIndex,
+                    Some(&rel),
+                    None,
+                    msg,
+                );
+            } else {
+                self.error(FindingKind::NotInIndex, Some(&rel), None, msg);
+            }
+        }
+    }
+
+    /// Every `Pre-Depends` and `Depends` entry must be satisfied inside the feed or by an
+    /// assumed-installed name.
+    fn check_dependencies(&mut self, index: &str, pkgs: &[Pkg]) {
+        let mut by_name: HashMap<&str, Vec<&Pkg>> = HashMap::new();
+        let mut provides: HashMap<String, Vec<(&Pkg, Option<Version>)>> = HashMap::new();
+        for p in pkgs {
+            by_name.entry(p.name).or_default().push(p);
+            for r in self
+                .relations(index, p, "Provides")
+                .iter()
+                .flat_map(|g| g.relations())
+            {
+                let version = r.constraint().filter(|(op, _)| *op == Op::Eq);
+                provides
+                    .entry(r.name().to_string())
+                    .or_default()
+                    .push((p, version.map(|(_, v)| v.clone())));
+            }
+        }
+        let feed = Feed {
+            by_name,
+            provides,
+            assumed: self
+                .opts
+                .assume_installed
+                .iter()
+                .map(|s| s.trim())
+                .collect(),
+        };
+        for p in pkgs {
+            for field in ["Pre-Depends", "Depends"] {
+                for group in self.relations(index, p, field) {
+                    if group.relations().iter().any(|r| feed.satisfies(p, r)) {
+                        continue;
+                    }
+                    let why: Vec<String> = group
+                        .relations()
+                        .iter()
+                        .map(|r| feed.explain(p, r))
+                        .collect();
+                    let prefix = if group.relations().len() > 1 {
+                        format!("{group}: ")
+                    } else {
+                        String::new()
+                    };
+                    let msg = format!(
+                        "{index}: {}: {field}: {prefix}{}",
+                        p.label(),
+                        why.join("; ")
+                    );
+                    self.error(
+                        FindingKind::UnsatisfiedDependency,
+                        Some(index),
+                        Some(p.name),
+                        msg,
+                    );
+                }
+            }
+        }
+    }
+
+    /// A relation field of `p`, parsed; a parse error is a finding (and an empty list).
+    fn relations(&mut self, index: &str, p: &Pkg, field: &str) -> Vec<Alternatives> {
+        let Some(text) = p.stanza.get(field) else {
+            return Vec::new();
+        };
+        parse_relations(text).unwrap_or_else(|e| {
+            let msg = format!("{index}: {}: {field}: {e}", p.label());
+            self.error(FindingKind::BadRelation, Some(index), Some(p.name), msg);
+            Vec::new()
+        })
+    }
+}
+
+/// What the feed offers for dependency resolution.
+struct Feed<'p, 's> {
+    by_name: HashMap<&'s str, Vec<&'p Pkg<'s>>>,
+    provides: HashMap<String, Vec<(&'p Pkg<'s>, Option<Version>)>>,
+    assumed: HashSet<&'p str>,
+}
+
+impl Feed<'_, '_> {
+    /// A package of arch `all` goes with any arch; otherwise the arches must be equal.
+    fn compatible(p: &Pkg, q: &Pkg) -> bool {
+        p.arch == "all" || q.arch == "all" || p.arch == q.arch
+    }
+
+    fn satisfies(&self, p: &Pkg, r: &Relation) -> bool {
+        self.assumed.contains(r.name())
+            || self.by_name.get(r.name()).is_some_and(|qs| {
+                qs.iter()
+                    .any(|q| Self::compatible(p, q) && r.matches_constraint(&q.version))
+            })
+            || self.provides.get(r.name()).is_some_and(|qs| {
+                qs.iter()
+                    .any(|(q, v)| Self::compatible(p, q) && r.satisfied_by(r.name(), v.as_ref()))
+            })
+    }
+
+    /// What the feed has under the relation's name: `b (>= 2) but the feed has b 1.0`.
+    fn explain(&self, p: &Pkg, r: &Relation) -> String {
+        let arch = |q: &Pkg| {
+            if Self::compatible(p, q) {
+                String::new()
+            } else {
+                format!(" for {} only", q.arch)
+            }
+        };
+        let mut have: Vec<String> = Vec::new();
+        for q in self.by_name.get(r.name()).into_iter().flatten() {
+            have.push(format!("{} {}{}", q.name, q.version, arch(q)));
+        }
+        for (q, v) in self.provides.get(r.name()).into_iter().flatten() {
+            let what = match v {
+                Some(v) => format!("{} {v}", r.name()),
+                None => format!("{} (unversioned)", r.name()),
+            };
+            have.push(format!(
+                "{what} provided by {} {}{}",
+                q.name,
+                q.version,
+                arch(q)
+            ));
+        }
+        if have.is_empty() {
+            format!("{}: no such package in the feed", r.name())
+        } else {
+            format!("{r} but the feed has {}", have.join(", "))
+        }
+    }
+}
+
+/// Streams `file` through SHA-256 when its size is `expected` (never reading past it).
+fn digest(file: File, expected: u64) -> io::Result<Digest256> {
+    let len = file.metadata()?.len();
+    if len != expected {
+        return Ok(Digest256::Size(len));
+    }
+    let mut hasher = Sha256::new();
+    let read = io::copy(&mut file.take(expected.saturating_add(1)), &mut hasher)?;
+    if read != expected {
+        return Ok(Digest256::Size(read));
+    }
+    Ok(Digest256::Hash(hex::encode(hasher.finalize())))
+}
+
+/// Opens the regular file at `path`; `Ok(None)` when it does not exist. Anything else (a FIFO,
+/// a device: opening those could block) is an error.
+fn open_regular(path: &Path) -> io::Result<Option<File>> {
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_file() => File::open(path).map(Some),
+        Ok(_) => Err(io::Error::other("not a regular file")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A `Filename` as a plain relative path: `./a//b.ipk` → `a/b.ipk`.
+fn normalize(name: &str) -> String {
+    name.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(
+            json_string("a \"b\" \\ c\n\t\u{1}é"),
+            r#""a \"b\" \\ c\n\t\u0001é""#
+        );
+    }
+
+    #[test]
+    fn filenames_are_normalized_for_the_stray_check() {
+        assert_eq!(normalize("./pool//a.ipk"), "pool/a.ipk");
+        assert_eq!(normalize("a.ipk"), "a.ipk");
+    }
+}
