@@ -266,8 +266,13 @@ pub fn parse_date(text: &str) -> Option<i64> {
         }
         _ => return None,
     };
-    Some(days_from_civil(y, m, d) * 86_400 + h * 3600 + mi * 60 + s - offset)
+    let t = days_from_civil(y, m, d) * 86_400 + h * 3600 + mi * 60 + s - offset;
+    // Only instants that `format_date` writes back in the same form: 1970 to 9999, UTC.
+    (0..=MAX_DATE).contains(&t).then_some(t)
 }
+
+/// 9999-12-31 23:59:59 UTC, the last instant with a four-digit year.
+const MAX_DATE: i64 = 253_402_300_799;
 
 #[cfg(test)]
 mod tests {

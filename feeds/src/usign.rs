@@ -590,10 +590,19 @@ fn parse_file<const N: usize>(kind: FileKind, bytes: &[u8]) -> Result<(String, [
         .strip_prefix(COMMENT_HEADER.as_bytes())
         .ok_or(Error::MissingComment { kind })?;
     let (comment, rest) = split_line(rest).ok_or(Error::MissingData { kind })?;
+    // Invalid UTF-8 becomes U+FFFD (3 bytes), so the bound applies to the decoded text: what
+    // parses here is what `to_file_bytes` can write back.
+    let comment = String::from_utf8_lossy(comment).into_owned();
     if comment.len() > MAX_COMMENT_LEN {
         return Err(Error::CommentTooLong {
             kind,
             len: comment.len(),
+        });
+    }
+    if comment.contains(['\r', '\0']) {
+        return Err(Error::BadComment {
+            kind,
+            reason: "contains a carriage return or a NUL byte",
         });
     }
     let (data, rest) = split_line(rest).unwrap_or((rest, &[]));
@@ -615,7 +624,7 @@ fn parse_file<const N: usize>(kind: FileKind, bytes: &[u8]) -> Result<(String, [
             found: alg.escape_ascii().to_string(),
         });
     }
-    Ok((String::from_utf8_lossy(comment).into_owned(), blob))
+    Ok((comment, blob))
 }
 
 /// The line before the first `\n` (less a final `\r`) and the rest after it.
@@ -1101,6 +1110,30 @@ mod tests {
         );
         let missing = PublicKey::read_path(&dir.path().join("nope")).unwrap_err();
         assert!(matches!(missing, Error::Io { .. }));
+    }
+
+    #[test]
+    fn parsed_comments_write_back() {
+        // Found by fuzzing: 400 invalid bytes decode to 1200 bytes of U+FFFD, and a second
+        // carriage return survived the line split; neither may parse into something that
+        // does not write back.
+        let line2 = "RWQBI0VniavN79damAGCsQq31Uv+08lkBzoO4XLz2qYjJa8CGmj3B1Ea\n";
+        let mut lossy = COMMENT_HEADER.as_bytes().to_vec();
+        lossy.extend(std::iter::repeat_n(0xff, 400));
+        lossy.push(b'\n');
+        lossy.extend_from_slice(line2.as_bytes());
+        assert!(matches!(
+            PublicKey::parse(&lossy),
+            Err(Error::CommentTooLong { len: 1200, .. })
+        ));
+        let cr = format!("{COMMENT_HEADER}key\r\r\n{line2}");
+        assert!(matches!(
+            PublicKey::parse(cr.as_bytes()),
+            Err(Error::BadComment { .. })
+        ));
+        let ok = format!("{COMMENT_HEADER}key\r\n{line2}");
+        let key = PublicKey::parse(ok.as_bytes()).unwrap();
+        assert_eq!(PublicKey::parse(&key.to_file_bytes()).unwrap(), key);
     }
 
     #[test]
