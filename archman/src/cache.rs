@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-const MAGIC: &str = "archman-cache 1";
+const MAGIC: &str = "archman-cache 2";
 /// Refuse to read a cache larger than this.
 const MAX_CACHE: u64 = 1 << 30;
 
@@ -44,8 +44,8 @@ pub struct Entry {
     pub key: FileKey,
     pub sha256: String,
     pub md5: Option<String>,
-    /// The control file, verbatim.
-    pub control: String,
+    /// The package's index stanza, as published (without the blank line after it).
+    pub stanza: String,
 }
 
 /// Cached entries by path relative to the feed.
@@ -121,13 +121,13 @@ impl Cache {
                     e.key.inode,
                     e.sha256,
                     e.md5.as_deref().unwrap_or("-"),
-                    e.control.len()
+                    e.stanza.len()
                 )
                 .as_bytes(),
             );
             out.extend_from_slice(p.as_bytes());
             out.push(b'\n');
-            out.extend_from_slice(e.control.as_bytes());
+            out.extend_from_slice(e.stanza.as_bytes());
             out.push(b'\n');
         }
         let sum = hex::encode(Sha256::digest(&out));
@@ -216,14 +216,14 @@ fn parse(bytes: &[u8], feed_id: &str) -> Result<Cache, ParseError> {
             return Err(corrupt("bad hash"));
         }
         let path = c.exact(plen)?.to_string();
-        let control = c.exact(clen)?.to_string();
+        let stanza = c.exact(clen)?.to_string();
         cache.entries.insert(
             path,
             Entry {
                 key,
                 sha256: sha.to_string(),
                 md5: (md5 != "-").then(|| md5.to_string()),
-                control,
+                stanza,
             },
         );
     }
@@ -247,7 +247,7 @@ mod tests {
                 },
                 sha256: "ab".repeat(32),
                 md5: None,
-                control: "Package: a\nVersion: 1\nArchitecture: all\n".into(),
+                stanza: "Package: a\nVersion: 1\nArchitecture: all\n".into(),
             },
         );
         c.entries.insert(
@@ -261,7 +261,7 @@ mod tests {
                 },
                 sha256: "cd".repeat(32),
                 md5: Some("ef".repeat(16)),
-                control: "Package: b\n".into(),
+                stanza: "Package: b\n".into(),
             },
         );
         c

@@ -12,7 +12,6 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use feeds::control::Paragraph;
 use feeds::index as findex;
 use feeds::package::{Package, ReadOptions};
 use feeds::release::{FileHash, Release};
@@ -153,7 +152,8 @@ struct Found {
 struct Known {
     rel: String,
     entry: cache::Entry,
-    stanza: Paragraph,
+    /// Package, Version, Architecture and Filename, for sorting and duplicate checks.
+    key: findex::SortKey,
     cached: bool,
 }
 
@@ -173,6 +173,7 @@ fn wanted(name: &str, profile: Profile) -> bool {
 /// Directory symlinks are not followed, so loops cannot trap the walk.
 fn walk(root: &Path, profile: Profile, bad: &mut Vec<BadFile>) -> Result<Vec<Found>, IndexError> {
     let canon_root = root.canonicalize().map_err(io_err(root))?;
+    let root_len = root.as_os_str().len();
     let mut found = Vec::new();
     for entry in walkdir::WalkDir::new(root)
         .follow_links(false)
@@ -197,10 +198,12 @@ fn walk(root: &Path, profile: Profile, bad: &mut Vec<BadFile>) -> Result<Vec<Fou
         if name.starts_with(TMP_PREFIX) || !wanted(&name, profile) {
             continue;
         }
-        let rel = match entry.path().strip_prefix(root) {
-            Ok(r) => r.to_string_lossy().into_owned(),
-            Err(_) => continue,
+        // walkdir yields `root/<rel>`; slicing is much cheaper than `strip_prefix`.
+        let full = entry.path().as_os_str().as_encoded_bytes();
+        let Some(rel) = full.get(root_len..) else {
+            continue;
         };
+        let rel = String::from_utf8_lossy(rel.strip_prefix(b"/").unwrap_or(rel)).into_owned();
         let ft = entry.file_type();
         if ft.is_dir() {
             continue;
@@ -243,29 +246,33 @@ fn walk(root: &Path, profile: Profile, bad: &mut Vec<BadFile>) -> Result<Vec<Fou
 }
 
 /// Reads one package (or takes it from the cache) and builds its stanza.
-fn know(f: &Found, cache: &Cache, md5: bool, profile: Profile) -> Result<Known, BadFile> {
+fn know(
+    f: &Found,
+    cached: Option<cache::Entry>,
+    md5: bool,
+    profile: Profile,
+) -> Result<Known, BadFile> {
     // apt reads only `SHA256`; OpenWrt's layout has only `SHA256sum`.
     let apt = profile == Profile::Full;
     let bad = |reason: String| BadFile {
         path: f.rel.clone(),
         reason,
     };
-    if let Some(e) = cache.entries.get(&f.rel) {
+    if let Some(e) = cached {
         if e.key == f.key && (!md5 || e.md5.is_some()) {
-            let control = Paragraph::parse(&e.control).map_err(|e| bad(e.to_string()))?;
-            let stanza = findex::build_stanza(
-                &control,
+            // The stanza was built and checked when the package was read; only the fields
+            // that order the index are picked out again.
+            let field = |name: &str| stanza_field(&e.stanza, name).unwrap_or("");
+            let key = findex::SortKey::new(
+                field("Package"),
+                field("Version"),
+                field("Architecture"),
                 &f.rel,
-                e.key.size,
-                &e.sha256,
-                if md5 { e.md5.as_deref() } else { None },
-                apt,
-            )
-            .map_err(|e| bad(e.to_string()))?;
+            );
             return Ok(Known {
                 rel: f.rel.clone(),
-                entry: e.clone(),
-                stanza,
+                entry: e,
+                key,
                 cached: true,
             });
         }
@@ -282,14 +289,22 @@ fn know(f: &Found, cache: &Cache, md5: bool, profile: Profile) -> Result<Known, 
         .map_err(|e| bad(e.to_string()))?;
     Ok(Known {
         rel: f.rel.clone(),
+        key: findex::sort_key(&stanza),
         entry: cache::Entry {
             key: f.key,
             sha256: pkg.sha256_hex(),
             md5: pkg.md5_hex(),
-            control: pkg.control_text,
+            stanza: stanza.to_text(),
         },
-        stanza,
         cached: false,
+    })
+}
+
+/// The value of a single-line field in stanza text that this program wrote.
+fn stanza_field<'a>(stanza: &'a str, name: &str) -> Option<&'a str> {
+    stanza.lines().find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
     })
 }
 
@@ -322,103 +337,132 @@ struct Outputs {
     files: Vec<(&'static str, Vec<u8>)>,
 }
 
-fn build_outputs(
+/// The uncompressed index files: `Packages` and, for OpenWrt, `Packages.manifest`.
+fn index_files(known: &[Known], profile: Profile) -> Vec<(&'static str, Vec<u8>)> {
+    let write = |order: &[&Known]| {
+        let mut out = Vec::with_capacity(order.len() * 1024);
+        for k in order {
+            out.extend_from_slice(k.entry.stanza.as_bytes());
+            out.push(b'\n');
+        }
+        out
+    };
+    let mut order: Vec<&Known> = known.iter().collect();
+    match profile {
+        Profile::Full => {
+            order.sort_by(|a, b| a.key.cmp(&b.key));
+            vec![("Packages", write(&order))]
+        }
+        Profile::OpenWrt => {
+            // `find . -name '*.ipk' | sort` under LC_ALL=C: byte order of the paths.
+            order.sort_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
+            let mut manifest = write(&order);
+            if order.is_empty() {
+                manifest.push(b'\n');
+            }
+            let packages = openwrt_packages(&manifest);
+            vec![("Packages.manifest", manifest), ("Packages", packages)]
+        }
+    }
+}
+
+fn file_hash(name: &str, data: &[u8]) -> FileHash {
+    FileHash {
+        sha256: hex::encode(Sha256::digest(data)),
+        size: data.len() as u64,
+        name: name.to_string(),
+    }
+}
+
+/// The SHA-256 and size of a file on disk, streamed.
+fn hash_file(path: &Path) -> Option<(String, u64)> {
+    let mut f = File::open(path).ok()?;
+    let mut h = Sha256::new();
+    let n = io::copy(&mut f, &mut h).ok()?;
+    Some((hex::encode(h.finalize()), n))
+}
+
+/// The Release the feed directory holds now, if its listed files are all there as listed.
+fn published_release(dir: &Path) -> Option<Release> {
+    let old = Release::parse(&fs::read_to_string(dir.join("Release")).ok()?).ok()?;
+    let intact = old
+        .sha256
+        .iter()
+        .all(|f| hash_file(&dir.join(&f.name)) == Some((f.sha256.clone(), f.size)));
+    intact.then_some(old)
+}
+
+/// Completes the outputs: `Packages.gz` (reused from disk when `reuse_gz` holds its verified
+/// bytes), the Release over all index files, and the signatures.
+fn finish_outputs(
+    mut files: Vec<(&'static str, Vec<u8>)>,
+    index_hashes: &[FileHash],
+    reuse_gz: Option<Vec<u8>>,
     known: &[Known],
     opts: &IndexOptions,
     feed_name: &str,
     key: Option<&SecretKey>,
 ) -> Result<Outputs, IndexError> {
-    let mut files: Vec<(&'static str, Vec<u8>)> = Vec::new();
-    let packages = match opts.profile {
-        Profile::Full => {
-            let mut stanzas: Vec<Paragraph> = known.iter().map(|k| k.stanza.clone()).collect();
-            findex::sort_stanzas(&mut stanzas);
-            let packages = findex::write_packages(&stanzas);
-            files.push(("Packages.gz", findex::gzip(&packages)));
-            packages
-        }
-        Profile::OpenWrt => {
-            // `find . -name '*.ipk' | sort` under LC_ALL=C: byte order of the paths.
-            let mut order: Vec<&Known> = known.iter().collect();
-            order.sort_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
-            let mut manifest =
-                findex::write_packages(&order.iter().map(|k| k.stanza.clone()).collect::<Vec<_>>());
-            if order.is_empty() {
-                manifest.push(b'\n');
-            }
-            let packages = openwrt_packages(&manifest);
-            files.push(("Packages.gz", findex::gzip(&packages)));
-            files.push(("Packages.manifest", manifest));
-            packages
-        }
-    };
-    files.push(("Packages", packages));
-    let hash = |name: &str, data: &[u8]| FileHash {
-        sha256: hex::encode(Sha256::digest(data)),
-        size: data.len() as u64,
-        name: name.to_string(),
-    };
-    let mut hashes: Vec<FileHash> = files.iter().map(|(n, d)| hash(n, d)).collect();
-    hashes.sort_by(|a, b| a.name.cmp(&b.name));
-    let archs: BTreeSet<String> = known
+    let packages = files
         .iter()
-        .filter_map(|k| k.stanza.get("Architecture").map(str::to_string))
-        .collect();
+        .find(|(n, _)| *n == "Packages")
+        .map(|(_, d)| d.as_slice())
+        .unwrap_or_default();
+    let gz = reuse_gz.unwrap_or_else(|| findex::gzip(packages));
+    let packages_sig = key.map(|k| k.sign(packages)).transpose()?;
+    files.insert(0, ("Packages.gz", gz));
+    let mut hashes: Vec<FileHash> = index_hashes.to_vec();
+    hashes.push(file_hash("Packages.gz", &files[0].1));
+    hashes.sort_by(|a, b| a.name.cmp(&b.name));
+    let archs: BTreeSet<&str> = known.iter().map(|k| k.key.architecture()).collect();
     let origin = opts.origin.clone().unwrap_or_else(|| feed_name.to_string());
     let release = Release {
         origin: Some(origin.clone()),
         label: Some(origin),
         date: opts.date,
         valid_until: opts.valid_for.map(|v| opts.date + v),
-        architectures: archs.into_iter().collect(),
+        architectures: archs.into_iter().map(str::to_string).collect(),
         sha256: hashes,
     };
     let release = release.to_text().into_bytes();
-    if let Some(key) = key {
-        let packages = &files
-            .iter()
-            .find(|(n, _)| *n == "Packages")
-            .map(|(_, d)| d.clone())
-            .unwrap_or_default();
-        files.push(("Packages.sig", key.sign(packages)?.to_file_bytes()));
-        files.push(("Release", release.clone()));
-        files.push(("Release.sig", key.sign(&release)?.to_file_bytes()));
-    } else {
-        files.push(("Release", release));
+    let release_sig = key.map(|k| k.sign(&release)).transpose()?;
+    if let Some(sig) = packages_sig {
+        files.push(("Packages.sig", sig.to_file_bytes()));
+    }
+    files.push(("Release", release));
+    if let Some(sig) = release_sig {
+        files.push(("Release.sig", sig.to_file_bytes()));
     }
     Ok(Outputs { files })
 }
 
-/// True when the feed on disk already holds this index: the same index files, a Release
-/// listing the same hashes, and (when signing) signatures by the same key.
-fn unchanged(dir: &Path, out: &Outputs, key: Option<&SecretKey>) -> bool {
-    let same = |name: &str, data: &[u8]| fs::read(dir.join(name)).is_ok_and(|d| d == data);
-    for (name, data) in &out.files {
-        match *name {
-            "Packages" | "Packages.gz" | "Packages.manifest" if !same(name, data) => return false,
-            _ => {}
-        }
-    }
-    let new_release = out.files.iter().find(|(n, _)| *n == "Release");
-    let old = fs::read_to_string(dir.join("Release"))
-        .ok()
-        .and_then(|t| Release::parse(&t).ok());
-    let new = new_release.and_then(|(_, d)| Release::parse(std::str::from_utf8(d).ok()?).ok());
-    match (old, new) {
-        (Some(o), Some(n))
-            if o.sha256 == n.sha256
-                && o.architectures == n.architectures
-                && o.origin == n.origin
-                && o.valid_until.map(|v| v - o.date) == n.valid_until.map(|v| v - n.date) => {}
-        _ => return false,
-    }
-    match key {
+/// True when the published Release `old` already covers these index files with the same
+/// settings, and (when signing) the signatures are by the same key.
+fn unchanged(
+    dir: &Path,
+    old: &Release,
+    index_hashes: &[FileHash],
+    known: &[Known],
+    opts: &IndexOptions,
+    feed_name: &str,
+    key: Option<&SecretKey>,
+) -> bool {
+    let same_files = index_hashes.iter().all(|h| old.file(&h.name) == Some(h))
+        && old.file("Packages.gz").is_some()
+        && old.sha256.len() == index_hashes.len() + 1;
+    let archs: BTreeSet<&str> = known.iter().map(|k| k.key.architecture()).collect();
+    let origin = opts.origin.as_deref().unwrap_or(feed_name);
+    let same_settings = old.architectures.iter().map(String::as_str).eq(archs)
+        && old.origin.as_deref() == Some(origin)
+        && old.valid_until.map(|v| v - old.date) == opts.valid_for;
+    let same_signing = match key {
         None => !dir.join("Release.sig").exists() && !dir.join("Packages.sig").exists(),
         Some(k) => ["Packages.sig", "Release.sig"].iter().all(|s| {
             feeds::usign::Signature::read_path(&dir.join(s))
                 .is_ok_and(|sig| sig.fingerprint() == k.fingerprint())
         }),
-    }
+    };
+    same_files && same_settings && same_signing
 }
 
 /// Writes `data` to a temporary file in `dir` and syncs it; returns the temporary path.
@@ -522,16 +566,24 @@ pub fn index_feed(
         summary.warnings.push(w);
     }
     let canon = dir.canonicalize().map_err(io_err(dir))?;
-    let feed_id = format!("{} md5={}", canon.display(), if opts.md5 { 1 } else { 0 });
+    // Cached stanzas depend on the layout and the hash fields, so those key the cache too.
+    let feed_id = format!(
+        "{} md5={} profile={:?}",
+        canon.display(),
+        u8::from(opts.md5),
+        opts.profile
+    );
     let cache_path = match &opts.cache {
         CacheMode::InFeed => Some(dir.join(CACHE_NAME)),
         CacheMode::At(p) => Some(p.clone()),
         CacheMode::Off => None,
     };
+    let mut cache_unusable = false;
     let cache = match &cache_path {
         Some(p) => Cache::load(p, &feed_id).unwrap_or_else(|e| {
             progress.warn(&e.to_string());
             summary.warnings.push(e.to_string());
+            cache_unusable = true;
             Cache::default()
         }),
         None => Cache::default(),
@@ -547,11 +599,21 @@ pub fn index_feed(
             jobs: opts.jobs.unwrap_or(0),
             reason: e.to_string(),
         })?;
+    // Hand each file its cache entry; entries left over are files that are gone.
+    let mut cache = cache;
+    let work: Vec<(Found, Option<cache::Entry>)> = found
+        .into_iter()
+        .map(|f| {
+            let e = cache.entries.remove(&f.rel);
+            (f, e)
+        })
+        .collect();
+    let cache_stale = !cache.entries.is_empty() || cache_unusable;
+    drop(cache);
     let results: Vec<Result<Known, BadFile>> = pool.install(|| {
-        found
-            .par_iter()
-            .map(|f| {
-                let r = know(f, &cache, opts.md5, opts.profile);
+        work.into_par_iter()
+            .map(|(f, e)| {
+                let r = know(&f, e, opts.md5, opts.profile);
                 progress.file(&f.rel, r.as_ref().is_ok_and(|k| k.cached));
                 r
             })
@@ -573,9 +635,9 @@ pub fn index_feed(
     let mut ids: Vec<(String, &str)> = known
         .iter()
         .map(|k| {
-            let f = |n| k.stanza.get(n).unwrap_or("");
+            let f = &k.key;
             (
-                format!("{} {} {}", f("Package"), f("Version"), f("Architecture")),
+                format!("{} {} {}", f.package(), f.version(), f.architecture()),
                 k.rel.as_str(),
             )
         })
@@ -599,16 +661,52 @@ pub fn index_feed(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "feed".into());
-    let out = build_outputs(&known, opts, &feed_name, key.as_ref())?;
-    if opts.refresh || !unchanged(dir, &out, key.as_ref()) {
+    let index = index_files(&known, opts.profile);
+    let index_hashes: Vec<FileHash> = index.iter().map(|(n, d)| file_hash(n, d)).collect();
+    let published = published_release(dir);
+    let same_index = published
+        .as_ref()
+        .is_some_and(|old| index_hashes.iter().all(|h| old.file(&h.name) == Some(h)));
+    let up_to_date = published.as_ref().is_some_and(|old| {
+        unchanged(
+            dir,
+            old,
+            &index_hashes,
+            &known,
+            opts,
+            &feed_name,
+            key.as_ref(),
+        )
+    });
+    if opts.refresh || !up_to_date {
+        // An unchanged Packages keeps its verified Packages.gz: no need to compress again.
+        let reuse_gz = if same_index {
+            fs::read(dir.join("Packages.gz")).ok().filter(|gz| {
+                published
+                    .as_ref()
+                    .and_then(|old| old.file("Packages.gz"))
+                    .is_some_and(|f| *f == file_hash("Packages.gz", gz))
+            })
+        } else {
+            None
+        };
+        let out = finish_outputs(
+            index,
+            &index_hashes,
+            reuse_gz,
+            &known,
+            opts,
+            &feed_name,
+            key.as_ref(),
+        )?;
         summary.written = publish(dir, &out)?;
     }
     if let Some(p) = cache_path {
-        let mut new_cache = Cache::default();
-        for k in known {
-            new_cache.entries.insert(k.rel, k.entry);
-        }
-        if new_cache != cache {
+        if summary.read > 0 || cache_stale {
+            let mut new_cache = Cache::default();
+            for k in known {
+                new_cache.entries.insert(k.rel, k.entry);
+            }
             let bytes = new_cache.to_bytes(&feed_id);
             let parent = p.parent().unwrap_or(Path::new("."));
             let name = p

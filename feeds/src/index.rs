@@ -185,27 +185,67 @@ fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Orders stanzas by (Package, Version in dpkg order, Architecture, Filename); a version that
-/// does not parse sorts by its text after those that do.
+/// What [`sort_stanzas`] orders by: (Package, Version in dpkg order, Architecture, Filename);
+/// a version that does not parse sorts by its text after those that do.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SortKey {
+    package: String,
+    unparsed_version: bool,
+    version: Option<Version>,
+    version_text: String,
+    architecture: String,
+    filename: String,
+}
+
+impl SortKey {
+    /// The key of a stanza with these field values.
+    pub fn new(package: &str, version: &str, architecture: &str, filename: &str) -> SortKey {
+        let parsed = Version::parse(version).ok();
+        SortKey {
+            package: package.to_string(),
+            unparsed_version: parsed.is_none(),
+            version: parsed,
+            version_text: version.to_string(),
+            architecture: architecture.to_string(),
+            filename: filename.to_string(),
+        }
+    }
+
+    /// The `Package` value.
+    pub fn package(&self) -> &str {
+        &self.package
+    }
+
+    /// The `Version` value as written.
+    pub fn version(&self) -> &str {
+        &self.version_text
+    }
+
+    /// The `Architecture` value.
+    pub fn architecture(&self) -> &str {
+        &self.architecture
+    }
+}
+
+/// The sort key of a stanza (compute it once per stanza: `sort_by_cached_key`).
+pub fn sort_key(p: &Paragraph) -> SortKey {
+    let field = |f| p.get(f).unwrap_or("");
+    SortKey::new(
+        field("Package"),
+        field("Version"),
+        field("Architecture"),
+        field("Filename"),
+    )
+}
+
+/// Orders two stanzas as [`sort_stanzas`] does.
 pub fn compare_stanzas(a: &Paragraph, b: &Paragraph) -> Ordering {
-    let field = |p: &Paragraph, f| p.get(f).unwrap_or("").to_string();
-    let version = |p: &Paragraph| Version::parse(p.get("Version").unwrap_or("")).ok();
-    field(a, "Package")
-        .cmp(&field(b, "Package"))
-        .then_with(|| match (version(a), version(b)) {
-            (Some(x), Some(y)) => x.cmp(&y),
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (None, None) => Ordering::Equal,
-        })
-        .then_with(|| field(a, "Version").cmp(&field(b, "Version")))
-        .then_with(|| field(a, "Architecture").cmp(&field(b, "Architecture")))
-        .then_with(|| field(a, "Filename").cmp(&field(b, "Filename")))
+    sort_key(a).cmp(&sort_key(b))
 }
 
 /// Sorts stanzas deterministically (see [`compare_stanzas`]).
 pub fn sort_stanzas(stanzas: &mut [Paragraph]) {
-    stanzas.sort_by(compare_stanzas);
+    stanzas.sort_by_cached_key(sort_key);
 }
 
 /// A whole `Packages` file: its stanzas and the layout details needed to write it back
