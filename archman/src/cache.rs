@@ -1,7 +1,7 @@
 //! The index cache: what `archman index` learned about each package file, keyed by its path,
 //! size, mtime and inode, so a re-run over an unchanged feed reads no package contents.
 //!
-//! The file is a small length-prefixed text format ending in a SHA-256 of everything before it:
+//! The file is a small length-prefixed text format ending in a CRC-32 of everything before it:
 //! a truncated, corrupted or foreign cache (another feed, another format version) is detected
 //! and ignored — the caller warns and re-reads the packages — never trusted.
 
@@ -10,9 +10,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
-const MAGIC: &str = "archman-cache 2";
+const MAGIC: &str = "archman-cache 3";
 /// Refuse to read a cache larger than this.
 const MAX_CACHE: u64 = 1 << 30;
 
@@ -130,10 +128,18 @@ impl Cache {
             out.extend_from_slice(e.stanza.as_bytes());
             out.push(b'\n');
         }
-        let sum = hex::encode(Sha256::digest(&out));
-        out.extend_from_slice(format!("END {sum}\n").as_bytes());
+        let sum = crc32(&out);
+        out.extend_from_slice(format!("END {sum:08x}\n").as_bytes());
         out
     }
+}
+
+/// The checksum guarding the file against truncation and corruption (the cache is no trust
+/// boundary: it lives in the feed, whose packages are trusted as they are anyway).
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = flate2::Crc::new();
+    crc.update(bytes);
+    crc.sum()
 }
 
 enum ParseError {
@@ -187,7 +193,7 @@ fn parse(bytes: &[u8], feed_id: &str) -> Result<Cache, ParseError> {
         .filter(|&e| e >= c.at)
         .ok_or_else(|| corrupt("truncated"))?;
     let trailer = std::str::from_utf8(&bytes[body_end..]).map_err(|_| corrupt("bad trailer"))?;
-    let expected = format!("END {}\n", hex::encode(Sha256::digest(&bytes[..body_end])));
+    let expected = format!("END {:08x}\n", crc32(&bytes[..body_end]));
     if trailer != expected {
         return Err(corrupt("checksum mismatch"));
     }

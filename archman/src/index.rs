@@ -171,14 +171,19 @@ fn wanted(name: &str, profile: Profile) -> bool {
 
 /// Walks the feed: regular package files, and symlinks to package files inside the feed.
 /// Directory symlinks are not followed, so loops cannot trap the walk.
-fn walk(root: &Path, profile: Profile, bad: &mut Vec<BadFile>) -> Result<Vec<Found>, IndexError> {
+/// Returns (path relative to the feed, path) of each package file; they are stat'ed later, in
+/// parallel.
+fn walk(
+    root: &Path,
+    profile: Profile,
+    bad: &mut Vec<BadFile>,
+) -> Result<Vec<(String, PathBuf)>, IndexError> {
     let canon_root = root.canonicalize().map_err(io_err(root))?;
     let root_len = root.as_os_str().len();
     let mut found = Vec::new();
-    for entry in walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .sort_by_file_name()
-    {
+    // Unsorted: the index is sorted afterwards, and sorting the walk costs a path parse per
+    // comparison.
+    for entry in walkdir::WalkDir::new(root).follow_links(false) {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
@@ -230,17 +235,7 @@ fn walk(root: &Path, profile: Profile, bad: &mut Vec<BadFile>) -> Result<Vec<Fou
         } else if !ft.is_file() {
             continue;
         }
-        match fs::metadata(entry.path()) {
-            Ok(meta) => found.push(Found {
-                rel,
-                path: entry.path().to_path_buf(),
-                key: FileKey::of(&meta),
-            }),
-            Err(e) => bad.push(BadFile {
-                path: rel,
-                reason: e.to_string(),
-            }),
-        }
+        found.push((rel, entry.into_path()));
     }
     Ok(found)
 }
@@ -382,14 +377,31 @@ fn hash_file(path: &Path) -> Option<(String, u64)> {
     Some((hex::encode(h.finalize()), n))
 }
 
-/// The Release the feed directory holds now, if its listed files are all there as listed.
-fn published_release(dir: &Path) -> Option<Release> {
+/// The Release the feed directory holds now, if its listed files are all there as listed and
+/// the index files among them hold exactly the new `index` bytes (else the feed changes anyway
+/// and nothing of the old one is reused).
+fn published_release(
+    dir: &Path,
+    index: &[(&'static str, Vec<u8>)],
+    index_hashes: &[FileHash],
+) -> Option<Release> {
     let old = Release::parse(&fs::read_to_string(dir.join("Release")).ok()?).ok()?;
-    let intact = old
-        .sha256
-        .iter()
-        .all(|f| hash_file(&dir.join(&f.name)) == Some((f.sha256.clone(), f.size)));
-    intact.then_some(old)
+    for f in &old.sha256 {
+        match index.iter().position(|(n, _)| *n == f.name) {
+            // Comparing bytes is cheaper than hashing the old file again.
+            Some(i) => {
+                if index_hashes[i] != *f || fs::read(dir.join(&f.name)).ok()? != index[i].1 {
+                    return None;
+                }
+            }
+            None => {
+                if hash_file(&dir.join(&f.name)) != Some((f.sha256.clone(), f.size)) {
+                    return None;
+                }
+            }
+        }
+    }
+    Some(old)
 }
 
 /// Completes the outputs: `Packages.gz` (reused from disk when `reuse_gz` holds its verified
@@ -601,20 +613,36 @@ pub fn index_feed(
         })?;
     // Hand each file its cache entry; entries left over are files that are gone.
     let mut cache = cache;
-    let work: Vec<(Found, Option<cache::Entry>)> = found
+    let work: Vec<(String, PathBuf, Option<cache::Entry>)> = found
         .into_iter()
-        .map(|f| {
-            let e = cache.entries.remove(&f.rel);
-            (f, e)
+        .map(|(rel, path)| {
+            let e = cache.entries.remove(&rel);
+            (rel, path, e)
         })
         .collect();
     let cache_stale = !cache.entries.is_empty() || cache_unusable;
     drop(cache);
     let results: Vec<Result<Known, BadFile>> = pool.install(|| {
         work.into_par_iter()
-            .map(|(f, e)| {
-                let r = know(&f, e, opts.md5, opts.profile);
-                progress.file(&f.rel, r.as_ref().is_ok_and(|k| k.cached));
+            .map(|(rel, path, e)| {
+                let r = match fs::metadata(&path) {
+                    Ok(meta) => {
+                        let f = Found {
+                            rel,
+                            path,
+                            key: FileKey::of(&meta),
+                        };
+                        know(&f, e, opts.md5, opts.profile)
+                    }
+                    Err(err) => Err(BadFile {
+                        path: rel,
+                        reason: err.to_string(),
+                    }),
+                };
+                match &r {
+                    Ok(k) => progress.file(&k.rel, k.cached),
+                    Err(b) => progress.file(&b.path, false),
+                }
                 r
             })
             .collect()
@@ -663,7 +691,7 @@ pub fn index_feed(
         .unwrap_or_else(|| "feed".into());
     let index = index_files(&known, opts.profile);
     let index_hashes: Vec<FileHash> = index.iter().map(|(n, d)| file_hash(n, d)).collect();
-    let published = published_release(dir);
+    let published = published_release(dir, &index, &index_hashes);
     let same_index = published
         .as_ref()
         .is_some_and(|old| index_hashes.iter().all(|h| old.file(&h.name) == Some(h)));
