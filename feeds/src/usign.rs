@@ -827,8 +827,8 @@ mod tests {
         let (secret, public) = SecretKey::generate(None).unwrap();
         let fp = secret.fingerprint();
         assert_eq!(public.fingerprint(), fp);
-        assert_eq!(public.comment(), format!("public key {fp}"));
-        assert_eq!(secret.comment(), format!("private key {fp}"));
+        assert_eq!(public.comment(), format!("public key {}", fp.unpadded()));
+        assert_eq!(secret.comment(), format!("private key {}", fp.unpadded()));
         let bytes = public.to_file_bytes();
         assert_eq!(PublicKey::parse(&bytes).unwrap(), public);
         let again = SecretKey::parse(&secret.to_file_bytes(), None).unwrap();
