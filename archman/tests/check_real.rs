@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use archman::check::{CheckError, CheckOptions, FindingKind, Report, Severity, Trust, check_feed};
 use feeds::control::Paragraph;
@@ -11,20 +11,6 @@ use feeds::index::{HashFields, PackagesFile, gzip, sort_stanzas, stanza_for, wri
 use feeds::package::{Package, ReadOptions};
 use feeds::release::{FileHash, Release};
 use feeds::usign::{PublicKey, SecretKey};
-
-/// `../shared/real` beside the checkout, or `None` (after saying why) when it is absent
-/// outside CI. Panics under CI when absent.
-fn real_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/real");
-    if dir.is_dir() {
-        return Some(dir.canonicalize().expect("canonicalize shared/real"));
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{} is missing, and CI must have it", dir.display());
-    }
-    eprintln!("SKIPPED: {} is absent (not under CI)", dir.display());
-    None
-}
 
 /// The (kind, file) pairs of a report, to pin exactly what it found.
 fn kinds(report: &Report) -> BTreeSet<(FindingKind, Option<String>)> {
@@ -99,7 +85,7 @@ const STANGRI_EXTERNAL: [&str; 35] = [
 
 #[test]
 fn stangri_feed_is_clean_with_its_base_dependencies_assumed() {
-    let Some(real) = real_dir() else { return };
+    let Some(real) = e2e::real_dir() else { return };
     let feed = real.join("feeds/stangri+repo.openwrt.melmac.ca");
     let key = real.join("keys/thirdparty/7ffc7517c4cc0c56");
     let keydir = real.join("keys/thirdparty");
@@ -128,7 +114,7 @@ fn stangri_feed_is_clean_with_its_base_dependencies_assumed() {
 
 #[test]
 fn stangri_feed_without_assumptions_lists_exactly_its_external_dependencies() {
-    let Some(real) = real_dir() else { return };
+    let Some(real) = e2e::real_dir() else { return };
     let feed = real.join("feeds/stangri+repo.openwrt.melmac.ca");
     let key = real.join("keys/thirdparty/7ffc7517c4cc0c56");
     let opts = CheckOptions {
@@ -164,7 +150,7 @@ fn stangri_feed_without_assumptions_lists_exactly_its_external_dependencies() {
 
 #[test]
 fn up_n_atom_feed_reports_its_stale_and_misplaced_entries() {
-    let Some(real) = real_dir() else { return };
+    let Some(real) = e2e::real_dir() else { return };
     let feed = real.join("feeds/up-n-atom+repo.openwrt.eleventwentytwo.com");
     let key = feed.join("c54a05f852ed0b42");
     let opts = CheckOptions {
@@ -215,7 +201,7 @@ fn up_n_atom_feed_reports_its_stale_and_misplaced_entries() {
 
 #[test]
 fn garycannex_feed_misses_domoticz_and_does_list_luci_app_iedussl() {
-    let Some(real) = real_dir() else { return };
+    let Some(real) = e2e::real_dir() else { return };
     let feed = real.join("feeds/GaryCannex+7688_repo");
     let opts = CheckOptions {
         assume_installed: strings(&[
@@ -271,7 +257,7 @@ fn garycannex_feed_misses_domoticz_and_does_list_luci_app_iedussl() {
 
 #[test]
 fn packages_gz_only_feed_signed_with_signify_verifies() {
-    let Some(real) = real_dir() else { return };
+    let Some(real) = e2e::real_dir() else { return };
     let feed = real.join("feeds/ac7v4+unregulatoried");
     let key = feed.join("unregulatory.pub");
     let opts = CheckOptions {

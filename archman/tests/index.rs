@@ -3,40 +3,13 @@
 //! determinism, the incremental cache, and kill -9 at any moment.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use feeds::build::PackageBuilder;
 use feeds::package::Container;
 
 const ARCHMAN: &str = env!("CARGO_BIN_EXE_archman");
-
-fn real_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/real");
-    if dir.is_dir() {
-        return Some(dir.canonicalize().unwrap());
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{} is missing, and CI must have it", dir.display());
-    }
-    eprintln!("SKIPPED: {} is absent (not under CI)", dir.display());
-    None
-}
-
-fn have_tool(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("peer tool `{tool}` is not installed, and CI must have it");
-        }
-        eprintln!("SKIPPED: peer tool `{tool}` is not installed (not under CI)");
-    }
-    ok
-}
 
 fn archman(args: &[&str], dir: &Path) -> Output {
     Command::new(ARCHMAN)
@@ -96,7 +69,7 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn reproduces_openwrts_index_of_a_real_feed_byte_for_byte() {
-    let Some(real) = real_dir() else { return };
+    let Some(real) = e2e::real_dir() else { return };
     let src = real.join("feeds/stangri+repo.openwrt.melmac.ca");
     let tmp = tempfile::tempdir().unwrap();
     let feed = tmp.path().join("feed");
@@ -139,7 +112,7 @@ fn the_openwrt_padding_rule() {
 
 #[test]
 fn signatures_verify_with_signify() {
-    if !have_tool("signify-openbsd") {
+    if !e2e::have_tool("signify-openbsd") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -196,7 +169,7 @@ fn signatures_verify_with_signify() {
 
 #[test]
 fn apt_reads_a_feed_of_dpkg_deb_packages() {
-    if !have_tool("dpkg-deb") || !have_tool("apt-get") {
+    if !e2e::have_tool("dpkg-deb") || !e2e::have_tool("apt-get") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -497,7 +470,7 @@ fn unreadable_files_are_reported() {
     // Root reads anything: run archman as `nobody` in that case.
     let is_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
     let o = if is_root {
-        if !have_tool("setpriv") {
+        if !e2e::have_tool("setpriv") {
             return;
         }
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o777)).unwrap();

@@ -9,7 +9,7 @@
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use archman::usign_compat::USAGE;
@@ -72,34 +72,6 @@ fn second_line(path: &Path) -> String {
         .nth(1)
         .unwrap()
         .to_owned()
-}
-
-/// True when `signify-openbsd` is installed; under CI its absence fails the test.
-fn have_signify() -> bool {
-    let found = Command::new("sh")
-        .args(["-c", "command -v signify-openbsd"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        if std::env::var_os("CI").is_some() {
-            panic!("signify-openbsd is not installed, and CI must have it");
-        }
-        eprintln!("SKIPPED: signify-openbsd is not installed (not under CI)");
-    }
-    found
-}
-
-/// `../shared/real` beside the checkout; under CI its absence fails the test.
-fn real_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/real");
-    if dir.is_dir() {
-        return Some(dir.canonicalize().unwrap());
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{} is missing, and CI must have it", dir.display());
-    }
-    eprintln!("SKIPPED: {} is absent (not under CI)", dir.display());
-    None
 }
 
 fn signify(dir: &Path, args: &[&str]) -> Output {
@@ -547,7 +519,7 @@ fn known_answer_in_usign_layout() {
 /// Files made by real usign and real signify, from `../shared/real`.
 #[test]
 fn real_usign_and_signify_files() {
-    let Some(real) = real_dir() else {
+    let Some(real) = e2e::real_dir() else {
         return;
     };
     let feed = real.join("feeds/stangri+repo.openwrt.melmac.ca");
@@ -599,7 +571,7 @@ fn real_usign_and_signify_files() {
 
 #[test]
 fn signify_interop() {
-    if !have_signify() {
+    if !e2e::have_tool("signify-openbsd") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

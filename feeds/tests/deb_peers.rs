@@ -1,7 +1,7 @@
 //! `.deb` packages built by the real `dpkg-deb` read correctly, and the stanza we build for
 //! each agrees with `dpkg-scanpackages` on every field both write.
 
-mod common;
+use e2e as common;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -2,7 +2,7 @@
 //! outer file and inside the containers' tar and ar headers. Reading them must end in an error
 //! or a result — never a panic, a hang or a huge allocation.
 
-mod common;
+use e2e as common;
 
 use std::fs;
 use std::io::{Read, Write};

@@ -3,7 +3,7 @@
 //! packages equal the published ones — or differ exactly where the samples are known to be
 //! stale.
 
-mod common;
+use e2e as common;
 
 use std::collections::BTreeMap;
 use std::fs;

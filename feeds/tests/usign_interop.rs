@@ -1,6 +1,6 @@
 //! `feeds::usign` against the real world: signatures and keys from real opkg feeds and
 //! OpenWrt's key set, and the `signify-openbsd` binary in both directions.
-mod common;
+use e2e as common;
 
 use std::fs;
 use std::io::{Read, Write};

@@ -1,7 +1,7 @@
 //! `feeds::version` against the real dpkg, and `version`/`relation` against the real feeds
 //! in `shared/real`.
 
-mod common;
+use e2e as common;
 
 use feeds::relation::{format_relations, parse_relations};
 use feeds::version::{Version, compare};

@@ -1,5 +1,7 @@
-//! Support for the end-to-end tests in `tests/tests/`: locating the workspace's binaries,
-//! the real-world samples beside the checkout, and peer tools. Outside CI a missing sample
+//! Support for the workspace's tests (the end-to-end tests in `tests/tests/` and the
+//! integration tests of `feeds` and `archman`): locating the workspace's binaries, the
+//! real-world samples beside the checkout, and peer tools. It depends on nothing, so every
+//! crate can use it as a dev-dependency. Outside CI a missing sample
 //! folder or peer tool skips a test with a visible message; under CI (`CI` set) it fails it.
 
 use std::path::{Path, PathBuf};
