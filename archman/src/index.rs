@@ -257,13 +257,8 @@ fn know(
         if e.key == f.key && (!md5 || e.md5.is_some()) {
             // The stanza was built and checked when the package was read; only the fields
             // that order the index are picked out again.
-            let field = |name: &str| stanza_field(&e.stanza, name).unwrap_or("");
-            let key = findex::SortKey::new(
-                field("Package"),
-                field("Version"),
-                field("Architecture"),
-                &f.rel,
-            );
+            let [package, version, arch] = sort_fields(&e.stanza);
+            let key = findex::SortKey::new(package, version, arch, &f.rel);
             return Ok(Known {
                 rel: f.rel.clone(),
                 entry: e,
@@ -295,12 +290,30 @@ fn know(
     })
 }
 
-/// The value of a single-line field in stanza text that this program wrote.
-fn stanza_field<'a>(stanza: &'a str, name: &str) -> Option<&'a str> {
-    stanza.lines().find_map(|line| {
-        let (n, v) = line.split_once(':')?;
-        n.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
+/// Package, Version and Architecture of stanza text this program wrote, in one pass that
+/// stops as soon as all three are seen (they lead the stanza; the description is not scanned).
+fn sort_fields(stanza: &str) -> [&str; 3] {
+    const NAMES: [&str; 3] = ["Package", "Version", "Architecture"];
+    let mut out = [""; 3];
+    let mut seen = 0;
+    for line in stanza.split('\n') {
+        if line.starts_with([' ', '\t']) {
+            continue;
+        }
+        let Some((n, v)) = line.split_once(':') else {
+            continue;
+        };
+        if let Some(i) = NAMES.iter().position(|x| n.eq_ignore_ascii_case(x)) {
+            if out[i].is_empty() {
+                out[i] = v.trim();
+                seen += 1;
+                if seen == 3 {
+                    break;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The OpenWrt `Packages` from `Packages.manifest`: `grep -vE
@@ -330,6 +343,8 @@ pub fn openwrt_packages(manifest: &[u8]) -> Vec<u8> {
 /// The files of a feed index, in publish order.
 struct Outputs {
     files: Vec<(&'static str, Vec<u8>)>,
+    /// What the published `Packages.sig` is known to sign, for the cache.
+    checked_sig: Option<cache::CheckedSig>,
 }
 
 /// The uncompressed index files: `Packages` and, for OpenWrt, `Packages.manifest`.
@@ -404,12 +419,85 @@ fn published_release(
     Some(old)
 }
 
+/// The files a published feed consists of, for a profile and whether it is signed.
+fn feed_file_names(profile: Profile, signed: bool) -> Vec<&'static str> {
+    let mut names = vec!["Packages", "Packages.gz", "Release"];
+    if profile == Profile::OpenWrt {
+        names.push("Packages.manifest");
+    }
+    if signed {
+        names.extend(["Packages.sig", "Release.sig"]);
+    }
+    names.sort();
+    names
+}
+
+/// The identity of each published file on disk, with the SHA-256 of the index files, or an
+/// empty list when some file is missing.
+fn record_published(
+    dir: &Path,
+    index_hashes: &[FileHash],
+    profile: Profile,
+    signed: bool,
+) -> Vec<cache::Published> {
+    let mut out = Vec::new();
+    for name in feed_file_names(profile, signed) {
+        let Ok(meta) = fs::symlink_metadata(dir.join(name)) else {
+            return Vec::new();
+        };
+        out.push(cache::Published {
+            name: name.to_string(),
+            key: FileKey::of(&meta),
+            sha256: index_hashes
+                .iter()
+                .find(|h| h.name == name)
+                .map(|h| h.sha256.clone()),
+        });
+    }
+    out
+}
+
+/// When every file of the feed is on disk exactly as recorded, the hashes of the index files
+/// as recorded (what [`unchanged`] compares with the Release).
+fn published_as_recorded(
+    dir: &Path,
+    recorded: &[cache::Published],
+    profile: Profile,
+    signed: bool,
+) -> Option<Vec<FileHash>> {
+    let names = feed_file_names(profile, signed);
+    if !recorded
+        .iter()
+        .map(|p| p.name.as_str())
+        .eq(names.iter().copied())
+    {
+        return None;
+    }
+    let mut hashes = Vec::new();
+    for p in recorded {
+        let meta = fs::symlink_metadata(dir.join(&p.name)).ok()?;
+        if FileKey::of(&meta) != p.key {
+            return None;
+        }
+        if matches!(p.name.as_str(), "Packages" | "Packages.manifest") {
+            hashes.push(FileHash {
+                sha256: p.sha256.clone()?,
+                size: p.key.size,
+                name: p.name.clone(),
+            });
+        }
+    }
+    Some(hashes)
+}
+
 /// Published files that may be kept as they are when `Packages` did not change.
 struct Reuse {
     /// `Packages.gz`, already checked against the published Release.
     gz: Option<Vec<u8>>,
     /// `Packages.sig`, checked before use.
     sig: Option<Vec<u8>>,
+    /// What the cache says a `Packages.sig` was already checked against.
+    checked: Option<cache::CheckedSig>,
 }
 
 /// Completes the outputs: `Packages.gz` (reused from disk when `reuse_gz` holds its verified
@@ -428,25 +516,42 @@ fn finish_outputs(
         .find(|(n, _)| *n == "Packages")
         .map(|(_, d)| d.as_slice())
         .unwrap_or_default();
+    let packages_sha256 = index_hashes
+        .iter()
+        .find(|h| h.name == "Packages")
+        .map(|h| h.sha256.clone())
+        .unwrap_or_default();
     // Compressing and signing are independent: do them on two cores.
     let (gz, packages_sig) = rayon::join(
         || reuse.gz.unwrap_or_else(|| findex::gzip(packages)),
-        || -> Result<Option<Vec<u8>>, IndexError> {
+        || -> Result<Option<(Vec<u8>, cache::CheckedSig)>, IndexError> {
             let Some(k) = key else { return Ok(None) };
+            let fingerprint = k.fingerprint().to_string();
+            let record = |sig: &[u8]| cache::CheckedSig {
+                packages_sha256: packages_sha256.clone(),
+                sig_sha256: hex::encode(Sha256::digest(sig)),
+                fingerprint: fingerprint.clone(),
+            };
             // Ed25519 is deterministic: a published signature by this key that verifies over
-            // these bytes is exactly what signing again would give, at a third of the cost.
-            if let Some(sig) = reuse.sig.filter(|sig| {
-                feeds::usign::Signature::parse(sig).is_ok_and(|s| {
-                    s.fingerprint() == k.fingerprint()
-                        && k.public_key().verify(packages, &s).is_ok()
-                })
-            }) {
-                return Ok(Some(sig));
+            // these bytes is exactly what signing again would give, at a third of the cost —
+            // and nothing at all when the cache records having checked exactly this pair.
+            if let Some(sig) = reuse.sig {
+                let rec = record(&sig);
+                let valid = reuse.checked.as_ref() == Some(&rec)
+                    || feeds::usign::Signature::parse(&sig).is_ok_and(|s| {
+                        s.fingerprint() == k.fingerprint()
+                            && k.public_key().verify(packages, &s).is_ok()
+                    });
+                if valid {
+                    return Ok(Some((sig, rec)));
+                }
             }
-            Ok(Some(k.sign(packages)?.to_file_bytes()))
+            let sig = k.sign(packages)?.to_file_bytes();
+            let rec = record(&sig);
+            Ok(Some((sig, rec)))
         },
     );
-    let packages_sig = packages_sig?;
+    let (packages_sig, checked_sig) = packages_sig?.unzip();
     files.insert(0, ("Packages.gz", gz));
     let mut hashes: Vec<FileHash> = index_hashes.to_vec();
     hashes.push(file_hash("Packages.gz", &files[0].1));
@@ -470,7 +575,7 @@ fn finish_outputs(
     if let Some(sig) = release_sig {
         files.push(("Release.sig", sig.to_file_bytes()));
     }
-    Ok(Outputs { files })
+    Ok(Outputs { files, checked_sig })
 }
 
 /// True when the published Release `old` already covers these index files with the same
@@ -502,12 +607,15 @@ fn unchanged(
     same_files && same_settings && same_signing
 }
 
-/// Writes `data` to a temporary file in `dir` and syncs it; returns the temporary path.
-fn write_temp(dir: &Path, name: &str, data: &[u8]) -> Result<PathBuf, IndexError> {
+/// Writes `data` to a temporary file in `dir`, synced to disk when `sync`; returns the
+/// temporary path.
+fn write_temp(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<PathBuf, IndexError> {
     let tmp = dir.join(format!("{TMP_PREFIX}{name}"));
     let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
     f.write_all(data).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
+    if sync {
+        f.sync_all().map_err(io_err(&tmp))?;
+    }
     Ok(tmp)
 }
 
@@ -555,11 +663,11 @@ pub fn recover(dir: &Path) -> Result<bool, IndexError> {
 /// Publishes the outputs: temporaries, journal, renames in order, journal removed.
 fn publish(dir: &Path, out: &Outputs) -> Result<Vec<String>, IndexError> {
     for (name, data) in &out.files {
-        write_temp(dir, name, data)?;
+        write_temp(dir, name, data, true)?;
     }
     let mut journal: String = out.files.iter().map(|(n, _)| format!("{n}\n")).collect();
     journal.push_str("END\n");
-    let jtmp = write_temp(dir, JOURNAL, journal.as_bytes())?;
+    let jtmp = write_temp(dir, JOURNAL, journal.as_bytes(), true)?;
     fs::rename(&jtmp, dir.join(JOURNAL)).map_err(io_err(&jtmp))?;
     sync_dir(dir)?;
     for (name, _) in &out.files {
@@ -616,16 +724,28 @@ pub fn index_feed(
         CacheMode::Off => None,
     };
     let mut cache_unusable = false;
-    let cache = match &cache_path {
-        Some(p) => Cache::load(p, &feed_id).unwrap_or_else(|e| {
-            progress.warn(&e.to_string());
-            summary.warnings.push(e.to_string());
-            cache_unusable = true;
-            Cache::default()
-        }),
-        None => Cache::default(),
+    let loaded = match &cache_path {
+        Some(p) => match Cache::load(p, &feed_id) {
+            Ok(l) => {
+                if l.damaged_tail {
+                    let w = format!(
+                        "{}: ignoring the damaged end of the cache (an interrupted run?)",
+                        p.display()
+                    );
+                    progress.warn(&w);
+                    summary.warnings.push(w);
+                }
+                l
+            }
+            Err(e) => {
+                progress.warn(&e.to_string());
+                summary.warnings.push(e.to_string());
+                cache_unusable = true;
+                cache::Loaded::default()
+            }
+        },
+        None => cache::Loaded::default(),
     };
-
     let mut bad = Vec::new();
     let found = walk(dir, opts.profile, &mut bad)?;
     progress.start(found.len() as u64);
@@ -637,7 +757,16 @@ pub fn index_feed(
             reason: e.to_string(),
         })?;
     // Hand each file its cache entry; entries left over are files that are gone.
-    let mut cache = cache;
+    let cache::Loaded {
+        mut cache,
+        file_len: cache_len,
+        damaged_tail,
+    } = loaded;
+    let cache_file = cache::Loaded {
+        file_len: cache_len,
+        damaged_tail,
+        ..Default::default()
+    };
     let work: Vec<(String, PathBuf, Option<cache::Entry>)> = found
         .into_iter()
         .map(|(rel, path)| {
@@ -645,8 +774,11 @@ pub fn index_feed(
             (rel, path, e)
         })
         .collect();
-    let cache_stale = !cache.entries.is_empty() || cache_unusable;
-    drop(cache);
+    let mut gone: Vec<String> = cache.entries.into_keys().collect();
+    gone.sort();
+    let old_checked_sig = cache.checked_sig;
+    let old_published = cache.published;
+    let mut checked_sig = old_checked_sig.clone();
     let results: Vec<Result<Known, BadFile>> = pool.install(|| {
         work.into_par_iter()
             .map(|(rel, path, e)| {
@@ -714,6 +846,32 @@ pub fn index_feed(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "feed".into());
+    let signed = key.is_some();
+    // Nothing read, nothing gone, and every published file as the last consistent run left
+    // it: the feed is up to date unless the settings changed, which the small Release shows.
+    let nothing_new =
+        summary.read == 0 && gone.is_empty() && !cache_unusable && summary.bad.is_empty();
+    if nothing_new && !opts.refresh {
+        if let Some(index_hashes) = published_as_recorded(dir, &old_published, opts.profile, signed)
+        {
+            let old = fs::read_to_string(dir.join("Release"))
+                .ok()
+                .and_then(|t| Release::parse(&t).ok());
+            if old.is_some_and(|old| {
+                unchanged(
+                    dir,
+                    &old,
+                    &index_hashes,
+                    &known,
+                    opts,
+                    &feed_name,
+                    key.as_ref(),
+                )
+            }) {
+                return Ok(summary);
+            }
+        }
+    }
     let index = index_files(&known, opts.profile);
     let index_hashes: Vec<FileHash> = index.iter().map(|(n, d)| file_hash(n, d)).collect();
     let published = published_release(dir, &index, &index_hashes);
@@ -755,6 +913,7 @@ pub fn index_feed(
             Reuse {
                 gz: reuse_gz,
                 sig: reuse_sig,
+                checked: old_checked_sig.clone(),
             },
             &known,
             opts,
@@ -762,21 +921,54 @@ pub fn index_feed(
             key.as_ref(),
         )?;
         summary.written = publish(dir, &out)?;
+        checked_sig = out.checked_sig;
     }
+    // The feed now matches the entries: remember how its files look on disk.
+    let published = record_published(dir, &index_hashes, opts.profile, signed);
     if let Some(p) = cache_path {
-        if summary.read > 0 || cache_stale {
-            let mut new_cache = Cache::default();
-            for k in known {
-                new_cache.entries.insert(k.rel, k.entry);
+        let sig_changed = checked_sig != old_checked_sig;
+        let published_changed = published != old_published;
+        let read = || known.iter().filter(|k| !k.cached);
+        if read().next().is_some()
+            || !gone.is_empty()
+            || sig_changed
+            || published_changed
+            || cache_unusable
+        {
+            // A few changes are appended as a segment; a rewrite compacts the file.
+            let seg = cache::segment(
+                read()
+                    .map(|k| cache::Record::Put(&k.rel, &k.entry))
+                    .chain(gone.iter().map(|g| cache::Record::Gone(g)))
+                    .chain(sig_changed.then_some(cache::Record::Sig(checked_sig.as_ref())))
+                    .chain(published.iter().map(cache::Record::Published)),
+            );
+            let live: usize = known
+                .iter()
+                .map(|k| k.rel.len() + k.entry.stanza.len() + 160)
+                .sum();
+            if !cache_unusable && cache_file.appendable(seg.len(), live) {
+                cache::append(&p, &seg).map_err(io_err(&p))?;
+            } else {
+                let mut new_cache = Cache {
+                    checked_sig,
+                    published,
+                    ..Cache::default()
+                };
+                for k in known {
+                    new_cache.entries.insert(k.rel, k.entry);
+                }
+                let bytes = new_cache.to_bytes(&feed_id);
+                let parent = p.parent().unwrap_or(Path::new("."));
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                // Not synced: a cache torn by a crash fails its checksum and is only ignored,
+                // so waiting for the disk here would buy nothing.
+                let tmp = write_temp(parent, &name, &bytes, false)?;
+                fs::rename(&tmp, &p).map_err(io_err(&tmp))?;
             }
-            let bytes = new_cache.to_bytes(&feed_id);
-            let parent = p.parent().unwrap_or(Path::new("."));
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let tmp = write_temp(parent, &name, &bytes)?;
-            fs::rename(&tmp, &p).map_err(io_err(&tmp))?;
         }
     }
     Ok(summary)

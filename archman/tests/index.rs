@@ -612,6 +612,95 @@ fn incremental_runs_read_only_what_changed() {
     assert!(json(&o).contains("\"read\":3"), "{}", json(&o));
 }
 
+#[test]
+fn a_small_change_appends_to_the_cache_and_a_cut_append_costs_only_a_reread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("feed");
+    let names: Vec<String> = (0..40).map(|i| format!("p{i:02}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    make_feed(&feed, &names);
+    assert!(archman(&["index", "-q"], &feed).status.success());
+    let cache = feed.join(".archman-cache");
+    let before = fs::read(&cache).unwrap();
+
+    // One package rebuilt: its record is appended, the rest of the file is left alone.
+    let changed = feed.join("p07_1.0-1_all.ipk");
+    fs::write(&changed, pkg("p07", "1.0-1", Some("p08"))).unwrap();
+    let o = archman(&["index", "--json"], &feed);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(json(&o).contains("\"read\":1"), "{}", json(&o));
+    let after = fs::read(&cache).unwrap();
+    assert!(
+        after.starts_with(&before),
+        "the cache was rewritten, not appended to"
+    );
+    assert!(after.len() - before.len() < before.len() / 10);
+    let packages = fs::read(feed.join("Packages")).unwrap();
+    assert!(String::from_utf8_lossy(&packages).contains("Depends: p08"));
+
+    // An append cut short (a crash mid-write) is dropped with a warning: only the package
+    // it described is read again, and the feed comes out the same.
+    fs::write(&cache, &after[..after.len() - 3]).unwrap();
+    fs::write(&changed, pkg("p07", "1.0-1", Some("p08"))).unwrap();
+    let o = archman(&["index", "--json", "--refresh"], &feed);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("damaged end of the cache"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(json(&o).contains("\"read\":1"), "{}", json(&o));
+    assert_eq!(fs::read(feed.join("Packages")).unwrap(), packages);
+    // That run rewrote the damaged cache whole; the next run reads nothing.
+    let o = archman(&["index", "--json"], &feed);
+    assert!(json(&o).contains("\"read\":0"), "{}", json(&o));
+    assert!(!stderr(&o).contains("cache"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_published_file_changed_behind_our_back_is_republished() {
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("feed");
+    make_feed(&feed, &["a", "b", "c"]);
+    let key = tmp.path().join("k.sec");
+    let o = Command::new(ARCHMAN)
+        .args(["keygen", "-s"])
+        .arg(&key)
+        .arg("-p")
+        .arg(tmp.path().join("k.pub"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let key = key.to_str().unwrap();
+    assert!(
+        archman(&["index", "-q", "--key", key], &feed)
+            .status
+            .success()
+    );
+    let good = snapshot(&feed);
+    // An up-to-date feed is recognised without rewriting anything...
+    let o = archman(&["index", "--json", "--key", key], &feed);
+    assert!(json(&o).contains("\"written\":[]"), "{}", json(&o));
+    // ...but each published file damaged (same size, new contents) is noticed and the feed
+    // is restored, even though no package changed.
+    for name in [
+        "Packages",
+        "Packages.gz",
+        "Packages.sig",
+        "Release",
+        "Release.sig",
+    ] {
+        let path = feed.join(name);
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 0x01;
+        fs::write(&path, &bytes).unwrap();
+        let o = archman(&["index", "--json", "--key", key], &feed);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        assert_eq!(snapshot(&feed), good, "{name} was not restored");
+    }
+}
+
 /// The feed is consistent: Packages.sig verifies Packages, and Release lists the sizes and
 /// hashes of the index files on disk.
 fn consistent(feed: &Path, public: &feeds::usign::PublicKey) -> Result<(), String> {
