@@ -1,0 +1,1694 @@
+//! Updating a feed and verifying it before anything is stored (DESIGN.md §5, threats 2–9
+//! and 14): `Packages`/`Packages.gz` + `Packages.sig`, and `Release` + `Release.sig` when the
+//! feed has them.
+//!
+//! Owns the per-feed files on disk:
+//! - `<lists_dir>/<name>`: the uncompressed, verified `Packages` (opkg-lede's layout, so real
+//!   opkg can read it), and `<lists_dir>/<name>.sig`, its usign signature;
+//! - `<state_dir>/<name>/Release`, `Release.sig`: the last accepted Release;
+//! - `<state_dir>/<name>/state`: a deb822 paragraph with what rollback protection needs:
+//!   ```text
+//!   Feed: base
+//!   Has-Release: yes
+//!   Last-Date: 1795056000
+//!   Release-SHA256: <hex of the accepted Release>
+//!   ```
+//!
+//! Rules:
+//! - Everything is fetched and checked first; only then are the files replaced, each written to
+//!   a temporary name, fsync'd and renamed. On any failure the stored copy is untouched.
+//! - The signature is over the uncompressed `Packages` (usign/opkg-lede's rule). With
+//!   `require_signature` (the default) a missing `Packages.sig` is refused, and `Release.sig`
+//!   must verify whenever a `Release` is served. Without it, signatures are neither fetched nor
+//!   checked (opkg's `check_signature 0`), but a `Release` is still checked for hashes, dates and
+//!   expiry.
+//! - A key listed in [`Trust::distrusted`] is refused with its reason even if it is also among
+//!   the trusted keys.
+//! - `Release` must list the file that was fetched (`Packages.gz` or `Packages`) with its size
+//!   and SHA-256; for a `.gz` feed the uncompressed `Packages` is checked too when listed.
+//! - `Date` must not go back against the last accepted one; an equal `Date` is accepted only
+//!   for the very same `Release` bytes (nothing changed). `Date` more than
+//!   [`MAX_CLOCK_SKEW`] seconds in the future, or `Valid-Until` in the past, is refused.
+//! - A feed once seen with a `Release` must keep having one (recorded in the state);
+//!   `require_release` makes it mandatory from the start.
+//! - A corrupt state file is an error, never silently reset (that would reopen rollback).
+//! - Crash safety: the state (with the new `Date`) is written before the lists, so a crash
+//!   never leaves rollback protection behind the stored index; a crash between writing
+//!   `<name>.sig` and `<name>` leaves a pair that [`FeedStore::load`] refuses (the signature no
+//!   longer matches) until the next update repairs it.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use feeds::control::Paragraph;
+use feeds::index::{IndexError, PackagesFile};
+use feeds::limits::Limits;
+use feeds::release::{Release, format_date};
+use feeds::usign::{Fingerprint, PublicKey, Signature};
+use sha2::{Digest, Sha256};
+
+use crate::fetch::{FetchError, Fetcher};
+
+/// How far in the future a `Release` `Date` may be (clock skew), in seconds.
+pub const MAX_CLOCK_SKEW: i64 = 600;
+
+/// The largest state file read.
+const MAX_STATE: u64 = 64 << 10;
+
+/// A configured feed (`src/gz NAME URL` or `src NAME URL`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedSource {
+    /// The feed's name: the file name of its list in `lists_dir`.
+    pub name: String,
+    /// The base URL; `Packages`, `Packages.sig`, … are fetched from beneath it.
+    pub url: String,
+    /// `src/gz`: fetch `Packages.gz`; `src`: fetch `Packages`.
+    pub gz: bool,
+}
+
+/// Which keys may sign feeds, and how strict to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trust {
+    /// The trusted feed keys.
+    pub keys: Vec<PublicKey>,
+    /// Fingerprints (16 hex digits; usign's unpadded form is accepted too) never to trust,
+    /// with the reason shown ("revoked in keyring example serial 3", "retired",
+    /// "expired on …"). They win over `keys`.
+    pub distrusted: Vec<(String, String)>,
+    /// Refuse feeds without a valid `Packages.sig` (and `Release.sig`). Default true.
+    pub require_signature: bool,
+    /// Refuse feeds without a `Release`. Default false (OpenWrt feeds have none).
+    pub require_release: bool,
+}
+
+impl Default for Trust {
+    fn default() -> Self {
+        Trust {
+            keys: Vec::new(),
+            distrusted: Vec::new(),
+            require_signature: true,
+            require_release: false,
+        }
+    }
+}
+
+/// Fixed bounds on what an update downloads (threats 8 and 9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedLimits {
+    /// Largest `Packages.gz` downloaded. Default 64 MiB.
+    pub max_packages_gz: u64,
+    /// Largest `Packages`, downloaded or decompressed. Default 512 MiB.
+    pub max_packages: u64,
+    /// Most bytes of `Packages` per byte of `Packages.gz`, past `ratio_grace`. Default 1000.
+    pub max_ratio: u64,
+    /// Output below which the ratio is not checked. Default 8 MiB.
+    pub ratio_grace: u64,
+    /// Largest `Release`. Default 1 MiB.
+    pub max_release: u64,
+    /// Largest `Packages.sig` / `Release.sig`. Default 4 KiB (usign's own bound).
+    pub max_signature: u64,
+}
+
+impl Default for FeedLimits {
+    fn default() -> Self {
+        let feeds = Limits::default();
+        FeedLimits {
+            max_packages_gz: 64 << 20,
+            max_packages: 512 << 20,
+            max_ratio: feeds.max_ratio,
+            ratio_grace: feeds.ratio_grace,
+            max_release: 1 << 20,
+            max_signature: feeds::usign::MAX_FILE_LEN as u64,
+        }
+    }
+}
+
+/// What an update found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateReport {
+    /// Stanzas in the new index.
+    pub packages: usize,
+    /// The key that signed `Packages` (16 hex digits), when signatures are checked.
+    pub fingerprint: Option<String>,
+    /// The `Date` of the accepted `Release`, when the feed has one.
+    pub release_date: Option<i64>,
+    /// Nothing changed since the last update (the stored files were left as they were).
+    pub unchanged: bool,
+}
+
+/// Why an update or a load failed. Every message names the feed and the file (URL or path),
+/// and for key problems the fingerprint.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    /// Downloading a file failed (not found, too large, network).
+    #[error("feed {feed:?}: {source}")]
+    Fetch {
+        feed: String,
+        #[source]
+        source: FetchError,
+    },
+    /// A required signature is missing.
+    #[error(
+        "feed {feed:?}: {file}: missing: the feed is unsigned or its signature was stripped, and signatures are required"
+    )]
+    Unsigned { feed: String, file: String },
+    /// The signature file is not a usign signature (an HTML error page, …).
+    #[error("feed {feed:?}: {file}: not a usign signature (starts with {start}): {reason}")]
+    NotASignature {
+        feed: String,
+        file: String,
+        start: String,
+        reason: String,
+    },
+    /// Signed by a key that is not among the trusted keys.
+    #[error("feed {feed:?}: {file}: signed by key {fingerprint}, which is not trusted")]
+    UntrustedKey {
+        feed: String,
+        file: String,
+        fingerprint: Fingerprint,
+    },
+    /// Signed by a key that is explicitly distrusted (revoked, retired, expired).
+    #[error("feed {feed:?}: {file}: signed by key {fingerprint}, which is not trusted: {reason}")]
+    DistrustedKey {
+        feed: String,
+        file: String,
+        fingerprint: Fingerprint,
+        reason: String,
+    },
+    /// The signature does not verify: the file or the signature was altered.
+    #[error(
+        "feed {feed:?}: {file}: bad signature by key {fingerprint}: the file or its signature was altered"
+    )]
+    BadSignature {
+        feed: String,
+        file: String,
+        fingerprint: Fingerprint,
+    },
+    /// The index cannot be decompressed or parsed, or is too large once decompressed.
+    #[error("feed {feed:?}: {file}: {reason}")]
+    BadIndex {
+        feed: String,
+        file: String,
+        reason: String,
+    },
+    /// The `Release` file cannot be read.
+    #[error("feed {feed:?}: {file}: {reason}")]
+    BadRelease {
+        feed: String,
+        file: String,
+        reason: String,
+    },
+    /// A fetched file does not match what `Release` says about it.
+    #[error("feed {feed:?}: {file}: {detail}: tampered or mixed-up files?")]
+    ReleaseMismatch {
+        feed: String,
+        file: String,
+        detail: String,
+    },
+    /// `Date` went back (threat 5).
+    #[error(
+        "feed {feed:?}: {file}: Date {date} is older than the last accepted Date {last}: rollback (replay of an older Release) refused"
+    )]
+    Rollback {
+        feed: String,
+        file: String,
+        date: String,
+        last: String,
+    },
+    /// Same `Date` as the last accepted `Release`, but different bytes.
+    #[error(
+        "feed {feed:?}: {file}: Date {date} equals the last accepted Date but the Release differs: replayed or re-signed feed refused"
+    )]
+    SameDate {
+        feed: String,
+        file: String,
+        date: String,
+    },
+    /// `Date` too far in the future (threat 7).
+    #[error(
+        "feed {feed:?}: {file}: Date {date} is in the future (now {now}, more than {MAX_CLOCK_SKEW} s of clock skew)"
+    )]
+    FutureDate {
+        feed: String,
+        file: String,
+        date: String,
+        now: String,
+    },
+    /// `Valid-Until` has passed (threat 6).
+    #[error(
+        "feed {feed:?}: {file}: expired on {valid_until} (Valid-Until; now {now}): stale or frozen feed"
+    )]
+    Expired {
+        feed: String,
+        file: String,
+        valid_until: String,
+        now: String,
+    },
+    /// No `Release`, but one is required.
+    #[error("feed {feed:?}: {file}: missing, but {why}")]
+    ReleaseMissing {
+        feed: String,
+        file: String,
+        why: String,
+    },
+    /// The state file is unreadable or corrupt.
+    #[error("feed {feed:?}: state file {}: {reason}", path.display())]
+    State {
+        feed: String,
+        path: PathBuf,
+        reason: String,
+    },
+    /// Reading or writing a stored file failed.
+    #[error("feed {feed:?}: {}: {reason}", path.display())]
+    Io {
+        feed: String,
+        path: PathBuf,
+        reason: String,
+    },
+    /// A file in a key directory is not a usign public key, or the directory is unreadable.
+    #[error("{}: {reason}", path.display())]
+    KeyFile { path: PathBuf, reason: String },
+    /// The feed name cannot be used as a file name.
+    #[error("feed {name:?}: bad feed name: {reason}")]
+    BadName { name: String, reason: &'static str },
+}
+
+impl Trust {
+    /// Every usign public key file in `dir` (e.g. `<root>/etc/opkg/keys`). Subdirectories and
+    /// names starting with `.` are skipped; any other file that is not a public key is an error
+    /// naming it.
+    pub fn from_key_dir(dir: &Path) -> Result<Trust, FeedError> {
+        let err = |path: &Path, reason: String| FeedError::KeyFile {
+            path: path.into(),
+            reason,
+        };
+        let mut paths = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|e| err(dir, format!("cannot read: {e}")))? {
+            let entry = entry.map_err(|e| err(dir, format!("cannot read: {e}")))?;
+            if entry.file_name().as_encoded_bytes().starts_with(b".") {
+                continue;
+            }
+            paths.push(entry.path());
+        }
+        paths.sort();
+        let mut keys = Vec::new();
+        for path in paths {
+            let meta = fs::metadata(&path).map_err(|e| err(&path, e.to_string()))?;
+            if meta.is_dir() {
+                continue;
+            }
+            if !meta.is_file() {
+                return Err(err(&path, "not a regular file".into()));
+            }
+            let key = PublicKey::read_path(&path)
+                .map_err(|e| err(&path, format!("not a usign public key: {}", e.root())))?;
+            keys.push(key);
+        }
+        Ok(Trust {
+            keys,
+            ..Trust::default()
+        })
+    }
+
+    /// Checks `sig_bytes` as a usign signature of `message` by a trusted, not distrusted key;
+    /// returns its fingerprint. `feed` and `file` (a URL or path) go into the error message.
+    pub fn verify(
+        &self,
+        feed: &str,
+        file: &str,
+        message: &[u8],
+        sig_bytes: &[u8],
+    ) -> Result<Fingerprint, FeedError> {
+        let sig = Signature::parse(sig_bytes).map_err(|e| FeedError::NotASignature {
+            feed: feed.into(),
+            file: file.into(),
+            start: preview(sig_bytes),
+            reason: e.root().to_string(),
+        })?;
+        let fingerprint = sig.fingerprint();
+        if let Some((_, reason)) = self
+            .distrusted
+            .iter()
+            .find(|(fp, _)| same_fingerprint(fp, fingerprint))
+        {
+            return Err(FeedError::DistrustedKey {
+                feed: feed.into(),
+                file: file.into(),
+                fingerprint,
+                reason: reason.clone(),
+            });
+        }
+        let key = self
+            .keys
+            .iter()
+            .find(|k| k.fingerprint() == fingerprint)
+            .ok_or_else(|| FeedError::UntrustedKey {
+                feed: feed.into(),
+                file: file.into(),
+                fingerprint,
+            })?;
+        key.verify(message, &sig)
+            .map_err(|_| FeedError::BadSignature {
+                feed: feed.into(),
+                file: file.into(),
+                fingerprint,
+            })?;
+        Ok(fingerprint)
+    }
+}
+
+fn same_fingerprint(text: &str, fp: Fingerprint) -> bool {
+    match text.trim().parse::<Fingerprint>() {
+        Ok(parsed) => parsed == fp,
+        Err(_) => text.trim().eq_ignore_ascii_case(&fp.to_string()),
+    }
+}
+
+/// The start of a file for an error message: its first line, at most 40 characters, quoted.
+fn preview(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return "\"\" (empty file)".into();
+    }
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or(bytes);
+    let text = String::from_utf8_lossy(line);
+    let mut out: String = text.chars().take(40).collect();
+    let cut = out.len() < text.len() || line.len() < bytes.len();
+    out = out.trim_end_matches('\r').escape_debug().to_string();
+    if cut {
+        out.push('…');
+    }
+    format!("\"{out}\"")
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// What the state file records about a feed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct State {
+    /// `Some` once a Release was accepted: its Date and the SHA-256 of its bytes.
+    release: Option<(i64, String)>,
+}
+
+impl State {
+    fn to_text(&self, feed: &str) -> String {
+        match &self.release {
+            None => format!("Feed: {feed}\nHas-Release: no\n"),
+            Some((date, sha)) => format!(
+                "Feed: {feed}\nHas-Release: yes\nLast-Date: {date}\nRelease-SHA256: {sha}\n"
+            ),
+        }
+    }
+
+    fn parse(text: &str, feed: &str) -> Result<State, String> {
+        let p = Paragraph::parse(text).map_err(|e| e.to_string())?;
+        match p.get("Feed") {
+            Some(name) if name == feed => {}
+            Some(name) => return Err(format!("it is the state of feed {name:?}")),
+            None => return Err("missing Feed field".into()),
+        }
+        match p.get("Has-Release") {
+            Some("no") => {
+                if p.contains("Last-Date") || p.contains("Release-SHA256") {
+                    return Err("Has-Release: no, but a Last-Date or Release-SHA256".into());
+                }
+                Ok(State { release: None })
+            }
+            Some("yes") => {
+                let date = p
+                    .get("Last-Date")
+                    .ok_or("Has-Release: yes without Last-Date")?;
+                let date: i64 = date
+                    .parse()
+                    .map_err(|_| format!("bad Last-Date {date:?} (expected seconds since 1970)"))?;
+                let sha = p
+                    .get("Release-SHA256")
+                    .ok_or("Has-Release: yes without Release-SHA256")?;
+                if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(format!("bad Release-SHA256 {sha:?}"));
+                }
+                Ok(State {
+                    release: Some((date, sha.to_ascii_lowercase())),
+                })
+            }
+            Some(other) => Err(format!("bad Has-Release {other:?} (expected yes or no)")),
+            None => Err("missing Has-Release field".into()),
+        }
+    }
+}
+
+/// The stored, verified feed indexes and their state.
+#[derive(Debug, Clone)]
+pub struct FeedStore {
+    lists_dir: PathBuf,
+    state_dir: PathBuf,
+    limits: FeedLimits,
+}
+
+/// A verified `Release` ready to be stored.
+struct AcceptedRelease {
+    bytes: Vec<u8>,
+    sig: Option<Vec<u8>>,
+    date: i64,
+    sha256: String,
+}
+
+impl FeedStore {
+    /// `lists_dir`: where opkg-lede keeps lists (`<lists_dir>/<name>` = the uncompressed
+    /// Packages, `<lists_dir>/<name>.sig`); `state_dir`: prokit's per-feed state
+    /// (`<state_dir>/<name>/Release`, `Release.sig`, `state`). Created when first written.
+    pub fn new(lists_dir: PathBuf, state_dir: PathBuf) -> FeedStore {
+        FeedStore {
+            lists_dir,
+            state_dir,
+            limits: FeedLimits::default(),
+        }
+    }
+
+    /// The same store with other download bounds.
+    pub fn with_limits(mut self, limits: FeedLimits) -> FeedStore {
+        self.limits = limits;
+        self
+    }
+
+    /// Where the verified uncompressed index of `feed_name` is kept.
+    pub fn list_path(&self, feed_name: &str) -> PathBuf {
+        self.lists_dir.join(feed_name)
+    }
+
+    fn state_path(&self, feed_name: &str) -> PathBuf {
+        self.state_dir.join(feed_name).join("state")
+    }
+
+    fn read_state(&self, feed: &str) -> Result<State, FeedError> {
+        let path = self.state_path(feed);
+        let bytes = match read_bounded(&path, MAX_STATE) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(State::default()),
+            Err(reason) => {
+                return Err(FeedError::State {
+                    feed: feed.into(),
+                    path,
+                    reason,
+                });
+            }
+        };
+        let text = std::str::from_utf8(&bytes).map_err(|_| FeedError::State {
+            feed: feed.into(),
+            path: path.clone(),
+            reason: "not UTF-8".into(),
+        })?;
+        State::parse(text, feed).map_err(|reason| FeedError::State {
+            feed: feed.into(),
+            path,
+            reason: format!("corrupt ({reason}); not resetting it, as that would allow a rollback: fix or remove it deliberately"),
+        })
+    }
+
+    /// Fetches, verifies, and only then replaces the stored copy (atomically, fsync'd). On any
+    /// failure the previously stored index stays as it was. `now` is the current time in
+    /// seconds since 1970 (for `Date` and `Valid-Until`).
+    pub fn update(
+        &self,
+        feed: &FeedSource,
+        trust: &Trust,
+        fetcher: &Fetcher,
+        now: i64,
+    ) -> Result<UpdateReport, FeedError> {
+        let name = feed.name.as_str();
+        check_name(name)?;
+        let state = self.read_state(name)?;
+        let lim = &self.limits;
+        let base = feed.url.trim_end_matches('/');
+        let url_of = |file: &str| format!("{base}/{file}");
+        let fetch_err = |source| FeedError::Fetch {
+            feed: name.into(),
+            source,
+        };
+        let optional = |url: &str, max: u64| -> Result<Option<Vec<u8>>, FeedError> {
+            match fetcher.get_bytes(url, max) {
+                Ok(b) => Ok(Some(b)),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(fetch_err(e)),
+            }
+        };
+
+        // 1. The index, bounded, and decompressed with caps (threats 8, 9).
+        let index_name = if feed.gz { "Packages.gz" } else { "Packages" };
+        let index_url = url_of(index_name);
+        let max = if feed.gz {
+            lim.max_packages_gz
+        } else {
+            lim.max_packages
+        };
+        let raw = fetcher.get_bytes(&index_url, max).map_err(fetch_err)?;
+        let gunzipped = if feed.gz {
+            let limits = Limits {
+                max_index: lim.max_packages,
+                max_ratio: lim.max_ratio,
+                ratio_grace: lim.ratio_grace,
+                ..Limits::default()
+            };
+            Some(
+                feeds::index::gunzip(&raw, &limits).map_err(|e| FeedError::BadIndex {
+                    feed: name.into(),
+                    file: index_url.clone(),
+                    reason: match e {
+                        IndexError::TooLarge(n) => {
+                            format!("decompresses to more than {n} bytes (decompression bomb?)")
+                        }
+                        other => other.to_string(),
+                    },
+                })?,
+            )
+        } else {
+            None
+        };
+        let packages: &[u8] = gunzipped.as_deref().unwrap_or(&raw);
+
+        // 2. Its signature, over the uncompressed Packages (threats 2, 3, 4, 14).
+        let sig_url = url_of("Packages.sig");
+        let (packages_sig, fingerprint) = if trust.require_signature {
+            let sig = fetch_signature(fetcher, name, &sig_url, lim.max_signature)?;
+            let sig = sig.ok_or_else(|| FeedError::Unsigned {
+                feed: name.into(),
+                file: sig_url.clone(),
+            })?;
+            let fp = trust.verify(name, &sig_url, packages, &sig)?;
+            (Some(sig), Some(fp))
+        } else {
+            (None, None)
+        };
+
+        let index = PackagesFile::parse(packages).map_err(|e| FeedError::BadIndex {
+            feed: name.into(),
+            file: index_url.clone(),
+            reason: e.to_string(),
+        })?;
+
+        // 3. Release (threats 2, 3, 5, 6, 7).
+        let release_url = url_of("Release");
+        let release = match optional(&release_url, lim.max_release)? {
+            None => {
+                if let Some((date, _)) = &state.release {
+                    return Err(FeedError::ReleaseMissing {
+                        feed: name.into(),
+                        file: release_url,
+                        why: format!(
+                            "the feed had one before (last accepted Date {}): stripped?",
+                            format_date(*date)
+                        ),
+                    });
+                }
+                if trust.require_release {
+                    return Err(FeedError::ReleaseMissing {
+                        feed: name.into(),
+                        file: release_url,
+                        why: "a Release is required (require_release)".into(),
+                    });
+                }
+                None
+            }
+            Some(bytes) => Some(self.check_release(
+                name,
+                base,
+                bytes,
+                trust,
+                fetcher,
+                &state,
+                now,
+                (index_name, &raw),
+                gunzipped.as_deref(),
+            )?),
+        };
+
+        // 4. Store: state first, then the lists (see the module docs).
+        let new_state = State {
+            release: release.as_ref().map(|r| (r.date, r.sha256.clone())),
+        };
+        let list_path = self.list_path(name);
+        let sig_path = self.lists_dir.join(format!("{name}.sig"));
+        let unchanged = new_state == state
+            && read_bounded(&list_path, lim.max_packages)
+                .ok()
+                .flatten()
+                .as_deref()
+                == Some(packages)
+            && read_bounded(&sig_path, lim.max_signature).ok().flatten() == packages_sig;
+        if !unchanged {
+            let state_dir = self.state_dir.join(name);
+            let io = |path: &Path, e: io::Error| FeedError::Io {
+                feed: name.into(),
+                path: path.into(),
+                reason: format!("cannot write: {e}"),
+            };
+            fs::create_dir_all(&state_dir).map_err(|e| io(&state_dir, e))?;
+            if let Some(r) = &release {
+                let p = state_dir.join("Release");
+                write_atomic(&p, &r.bytes).map_err(|e| io(&p, e))?;
+                let p = state_dir.join("Release.sig");
+                match &r.sig {
+                    Some(sig) => write_atomic(&p, sig),
+                    None => remove_durably(&p),
+                }
+                .map_err(|e| io(&p, e))?;
+            }
+            let p = self.state_path(name);
+            write_atomic(&p, new_state.to_text(name).as_bytes()).map_err(|e| io(&p, e))?;
+            fs::create_dir_all(&self.lists_dir).map_err(|e| io(&self.lists_dir, e))?;
+            match &packages_sig {
+                Some(sig) => write_atomic(&sig_path, sig),
+                None => remove_durably(&sig_path),
+            }
+            .map_err(|e| io(&sig_path, e))?;
+            write_atomic(&list_path, packages).map_err(|e| io(&list_path, e))?;
+        }
+        Ok(UpdateReport {
+            packages: index.stanzas.len(),
+            fingerprint: fingerprint.map(|f| f.to_string()),
+            release_date: release.map(|r| r.date),
+            unchanged,
+        })
+    }
+
+    /// Verifies a fetched `Release` against its signature, the fetched index, the clock and
+    /// the state.
+    #[allow(clippy::too_many_arguments)]
+    fn check_release(
+        &self,
+        feed: &str,
+        base: &str,
+        bytes: Vec<u8>,
+        trust: &Trust,
+        fetcher: &Fetcher,
+        state: &State,
+        now: i64,
+        (index_name, raw): (&str, &[u8]),
+        gunzipped: Option<&[u8]>,
+    ) -> Result<AcceptedRelease, FeedError> {
+        let file = format!("{base}/Release");
+        let sig = if trust.require_signature {
+            let sig_url = format!("{base}/Release.sig");
+            let sig = fetch_signature(fetcher, feed, &sig_url, self.limits.max_signature)?
+                .ok_or_else(|| FeedError::Unsigned {
+                    feed: feed.into(),
+                    file: sig_url.clone(),
+                })?;
+            trust.verify(feed, &sig_url, &bytes, &sig)?;
+            Some(sig)
+        } else {
+            None
+        };
+        let bad = |reason: String| FeedError::BadRelease {
+            feed: feed.into(),
+            file: file.clone(),
+            reason,
+        };
+        let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8 text".into()))?;
+        let release = Release::parse(text).map_err(|e| bad(e.to_string()))?;
+
+        // The fetched index must be listed, and match; the uncompressed one too when listed.
+        let check = |name: &str, data: &[u8], required: bool| -> Result<(), FeedError> {
+            let url = format!("{base}/{name}");
+            let Some(entry) = release.file(name) else {
+                return if required {
+                    Err(FeedError::ReleaseMismatch {
+                        feed: feed.into(),
+                        file: url,
+                        detail: format!("not listed in Release ({file})"),
+                    })
+                } else {
+                    Ok(())
+                };
+            };
+            let sha = sha256_hex(data);
+            if entry.size != data.len() as u64 || entry.sha256 != sha {
+                return Err(FeedError::ReleaseMismatch {
+                    feed: feed.into(),
+                    file: url,
+                    detail: format!(
+                        "size {} and SHA-256 {sha}, but Release says size {} and SHA-256 {}",
+                        data.len(),
+                        entry.size,
+                        entry.sha256
+                    ),
+                });
+            }
+            Ok(())
+        };
+        check(index_name, raw, true)?;
+        if let Some(packages) = gunzipped {
+            check("Packages", packages, false)?;
+        }
+
+        if release.date > now.saturating_add(MAX_CLOCK_SKEW) {
+            return Err(FeedError::FutureDate {
+                feed: feed.into(),
+                file,
+                date: format_date(release.date),
+                now: format_date(now),
+            });
+        }
+        if let Some(valid_until) = release.valid_until.filter(|&v| v < now) {
+            return Err(FeedError::Expired {
+                feed: feed.into(),
+                file,
+                valid_until: format_date(valid_until),
+                now: format_date(now),
+            });
+        }
+        let sha256 = sha256_hex(&bytes);
+        if let Some((last, last_sha)) = &state.release {
+            if release.date < *last {
+                return Err(FeedError::Rollback {
+                    feed: feed.into(),
+                    file,
+                    date: format_date(release.date),
+                    last: format_date(*last),
+                });
+            }
+            if release.date == *last && sha256 != *last_sha {
+                return Err(FeedError::SameDate {
+                    feed: feed.into(),
+                    file,
+                    date: format_date(release.date),
+                });
+            }
+        }
+        Ok(AcceptedRelease {
+            bytes,
+            sig,
+            date: release.date,
+            sha256,
+        })
+    }
+
+    /// The stored, verified index of a feed, or `None` if it was never updated. With
+    /// `require_signature`, `<name>.sig` is verified again against `trust` (so a key distrusted
+    /// since the update is no longer accepted).
+    pub fn load(&self, feed_name: &str, trust: &Trust) -> Result<Option<PackagesFile>, FeedError> {
+        check_name(feed_name)?;
+        let path = self.list_path(feed_name);
+        let io = |path: &Path, reason: String| FeedError::Io {
+            feed: feed_name.into(),
+            path: path.into(),
+            reason,
+        };
+        let Some(packages) =
+            read_bounded(&path, self.limits.max_packages).map_err(|r| io(&path, r))?
+        else {
+            return Ok(None);
+        };
+        let file = path.display().to_string();
+        if trust.require_signature {
+            let sig_path = self.lists_dir.join(format!("{feed_name}.sig"));
+            let sig = read_bounded(&sig_path, self.limits.max_signature)
+                .map_err(|r| io(&sig_path, r))?
+                .ok_or_else(|| FeedError::Unsigned {
+                    feed: feed_name.into(),
+                    file: sig_path.display().to_string(),
+                })?;
+            trust.verify(feed_name, &file, &packages, &sig)?;
+        }
+        let index = PackagesFile::parse(&packages).map_err(|e| FeedError::BadIndex {
+            feed: feed_name.into(),
+            file,
+            reason: e.to_string(),
+        })?;
+        Ok(Some(index))
+    }
+}
+
+/// Fetches a signature file: `None` when it does not exist. One too large for a signature
+/// is reported as "not a usign signature", showing its start, like other garbage served in
+/// its place (an HTML error page).
+fn fetch_signature(
+    fetcher: &Fetcher,
+    feed: &str,
+    url: &str,
+    max: u64,
+) -> Result<Option<Vec<u8>>, FeedError> {
+    let mut buf = Vec::new();
+    match fetcher.get(url, max, &mut buf) {
+        Ok(_) => Ok(Some(buf)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(FetchError::TooLarge { limit, .. }) => Err(FeedError::NotASignature {
+            feed: feed.into(),
+            file: url.into(),
+            start: preview(&buf),
+            reason: format!("more than {limit} bytes, larger than any signature"),
+        }),
+        Err(source) => Err(FeedError::Fetch {
+            feed: feed.into(),
+            source,
+        }),
+    }
+}
+
+/// Refuses a feed name that cannot be a file name in `lists_dir`.
+fn check_name(name: &str) -> Result<(), FeedError> {
+    let reason = if name.is_empty() {
+        "empty"
+    } else if name.len() > 200 {
+        "longer than 200 bytes"
+    } else if name.contains(['/', '\0']) || name.chars().any(char::is_control) {
+        "contains a slash or a control character"
+    } else if name.starts_with('.') {
+        "starts with a dot"
+    } else if name.ends_with(".sig") {
+        "ends with .sig (the name of another feed's signature)"
+    } else {
+        return Ok(());
+    };
+    Err(FeedError::BadName {
+        name: name.into(),
+        reason,
+    })
+}
+
+/// The bytes of `path` (`None` if it does not exist), at most `max`; errors as text.
+fn read_bounded(path: &Path, max: u64) -> Result<Option<Vec<u8>>, String> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot open: {e}")),
+    };
+    let meta = file.metadata().map_err(|e| format!("cannot stat: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut out = Vec::new();
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if out.len() as u64 > max {
+        return Err(format!("larger than {max} bytes"));
+    }
+    Ok(Some(out))
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `bytes` to a temporary file beside `path`, fsyncs it, renames it into place and
+/// fsyncs the directory.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Removes `path` if it exists and fsyncs its directory.
+fn remove_durably(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::FetchOptions;
+    use crate::fetch::test_server::{PyServer, canned};
+    use feeds::release::FileHash;
+    use feeds::usign::SecretKey;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    const NOW: i64 = 1_800_000_000;
+    const DAY: i64 = 86_400;
+
+    fn fetcher() -> Fetcher {
+        Fetcher::new(&FetchOptions {
+            timeout: Duration::from_secs(10),
+            retries: 0,
+            ca_file: None,
+        })
+        .unwrap()
+    }
+
+    fn key() -> (SecretKey, PublicKey) {
+        SecretKey::generate(None).unwrap()
+    }
+
+    /// A Packages file with `n` packages at version `v`.
+    fn packages(n: usize, v: &str) -> Vec<u8> {
+        let stanzas: Vec<Paragraph> = (0..n)
+            .map(|i| {
+                let control = Paragraph::parse(&format!(
+                    "Package: pkg{i}\nVersion: {v}\nArchitecture: all\nDescription: test {i}\n"
+                ))
+                .unwrap();
+                feeds::index::build_stanza(
+                    &control,
+                    &format!("pkg{i}_{v}_all.ipk"),
+                    100 + i as u64,
+                    &sha256_hex(format!("{i}{v}").as_bytes()),
+                    None,
+                    false,
+                )
+                .unwrap()
+            })
+            .collect();
+        feeds::index::write_packages(&stanzas)
+    }
+
+    /// What a published feed directory holds.
+    struct Published {
+        packages: Vec<u8>,
+        gz: Vec<u8>,
+        sig: Vec<u8>,
+        release: Option<Vec<u8>>,
+        release_sig: Option<Vec<u8>>,
+    }
+
+    /// Builds the files of a feed signed by `sk`; a Release dated `date` (valid 7 days) when
+    /// given.
+    fn publish(dir: &Path, sk: &SecretKey, packages: &[u8], date: Option<i64>) -> Published {
+        let gz = feeds::index::gzip(packages);
+        let sig = sk.sign(packages).unwrap().to_file_bytes();
+        let (release, release_sig) = match date {
+            Some(date) => {
+                let r = Release {
+                    origin: Some("test".into()),
+                    label: Some("test".into()),
+                    date,
+                    valid_until: Some(date + 7 * DAY),
+                    architectures: vec!["all".into()],
+                    sha256: vec![
+                        FileHash {
+                            sha256: sha256_hex(packages),
+                            size: packages.len() as u64,
+                            name: "Packages".into(),
+                        },
+                        FileHash {
+                            sha256: sha256_hex(&gz),
+                            size: gz.len() as u64,
+                            name: "Packages.gz".into(),
+                        },
+                    ],
+                };
+                let text = r.to_text().into_bytes();
+                let rsig = sk.sign(&text).unwrap().to_file_bytes();
+                (Some(text), Some(rsig))
+            }
+            None => (None, None),
+        };
+        let p = Published {
+            packages: packages.to_vec(),
+            gz,
+            sig,
+            release,
+            release_sig,
+        };
+        p.write(dir);
+        p
+    }
+
+    impl Published {
+        fn write(&self, dir: &Path) {
+            fs::write(dir.join("Packages"), &self.packages).unwrap();
+            fs::write(dir.join("Packages.gz"), &self.gz).unwrap();
+            fs::write(dir.join("Packages.sig"), &self.sig).unwrap();
+            for (name, data) in [
+                ("Release", &self.release),
+                ("Release.sig", &self.release_sig),
+            ] {
+                match data {
+                    Some(d) => fs::write(dir.join(name), d).unwrap(),
+                    None => {
+                        let _ = fs::remove_file(dir.join(name));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A served feed directory, a store, and the trust in one key.
+    struct Fixture {
+        www: tempfile::TempDir,
+        local: tempfile::TempDir,
+        server: PyServer,
+        sk: SecretKey,
+        trust: Trust,
+        store: FeedStore,
+        fetcher: Fetcher,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let www = tempfile::tempdir().unwrap();
+            let local = tempfile::tempdir().unwrap();
+            let server = PyServer::start(www.path());
+            let (sk, pk) = key();
+            let store = FeedStore::new(local.path().join("lists"), local.path().join("state"));
+            Fixture {
+                www,
+                local,
+                server,
+                sk,
+                trust: Trust {
+                    keys: vec![pk],
+                    ..Trust::default()
+                },
+                store,
+                fetcher: fetcher(),
+            }
+        }
+
+        fn source(&self, gz: bool) -> FeedSource {
+            FeedSource {
+                name: "base".into(),
+                url: format!("{}/", self.server.url()),
+                gz,
+            }
+        }
+
+        fn dir(&self) -> &Path {
+            self.www.path()
+        }
+
+        fn publish(&self, packages: &[u8], date: Option<i64>) -> Published {
+            publish(self.dir(), &self.sk, packages, date)
+        }
+
+        fn update(&self, gz: bool, now: i64) -> Result<UpdateReport, FeedError> {
+            self.store
+                .update(&self.source(gz), &self.trust, &self.fetcher, now)
+        }
+
+        /// Every stored file and its bytes.
+        fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+            let mut out = BTreeMap::new();
+            let mut stack = vec![self.local.path().to_path_buf()];
+            while let Some(dir) = stack.pop() {
+                for e in fs::read_dir(&dir).unwrap() {
+                    let p = e.unwrap().path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else {
+                        out.insert(p.clone(), fs::read(&p).unwrap());
+                    }
+                }
+            }
+            out
+        }
+
+        fn loaded_versions(&self) -> Vec<String> {
+            let index = self.store.load("base", &self.trust).unwrap().unwrap();
+            index
+                .stanzas
+                .iter()
+                .map(|s| s.get("Version").unwrap().to_string())
+                .collect()
+        }
+
+        /// Runs a failing update and checks nothing stored changed; returns the message.
+        fn refused(&self, gz: bool, now: i64) -> (FeedError, String) {
+            let before = self.snapshot();
+            let e = self.update(gz, now).unwrap_err();
+            assert_eq!(before, self.snapshot(), "stored state changed after: {e}");
+            let msg = e.to_string();
+            assert!(msg.starts_with("feed \"base\": "), "{msg}");
+            (e, msg)
+        }
+    }
+
+    #[test]
+    fn update_then_load_plain_and_gz() {
+        for gz in [false, true] {
+            let fx = Fixture::new();
+            let p = fx.publish(&packages(3, "1.0"), None);
+            let r = fx.update(gz, NOW).unwrap();
+            assert_eq!(r.packages, 3);
+            assert_eq!(r.fingerprint, Some(fx.sk.fingerprint().to_string()));
+            assert_eq!(r.release_date, None);
+            assert!(!r.unchanged);
+            // opkg-lede's layout: the uncompressed Packages and its signature
+            assert_eq!(fs::read(fx.store.list_path("base")).unwrap(), p.packages);
+            assert_eq!(
+                fs::read(fx.local.path().join("lists/base.sig")).unwrap(),
+                p.sig
+            );
+            assert_eq!(fx.loaded_versions(), ["1.0", "1.0", "1.0"]);
+            // again: unchanged
+            let r = fx.update(gz, NOW).unwrap();
+            assert!(r.unchanged);
+            // a newer feed replaces it
+            fx.publish(&packages(2, "2.0"), None);
+            let r = fx.update(gz, NOW).unwrap();
+            assert!(!r.unchanged);
+            assert_eq!(fx.loaded_versions(), ["2.0", "2.0"]);
+        }
+    }
+
+    #[test]
+    fn update_with_release_records_the_date() {
+        let fx = Fixture::new();
+        fx.publish(&packages(1, "1.0"), Some(NOW - DAY));
+        let r = fx.update(true, NOW).unwrap();
+        assert_eq!(r.release_date, Some(NOW - DAY));
+        let state = fs::read_to_string(fx.local.path().join("state/base/state")).unwrap();
+        assert!(state.contains("Has-Release: yes\n"), "{state}");
+        assert!(
+            state.contains(&format!("Last-Date: {}\n", NOW - DAY)),
+            "{state}"
+        );
+        assert!(fx.local.path().join("state/base/Release.sig").is_file());
+        // the same Release again is fine and unchanged
+        assert!(fx.update(true, NOW).unwrap().unchanged);
+        // a newer one is accepted
+        fx.publish(&packages(1, "2.0"), Some(NOW));
+        let r = fx.update(true, NOW).unwrap();
+        assert_eq!(r.release_date, Some(NOW));
+        assert_eq!(fx.loaded_versions(), ["2.0"]);
+    }
+
+    #[test]
+    fn update_over_file_url() {
+        let fx = Fixture::new();
+        fx.publish(&packages(2, "1.0"), Some(NOW));
+        let src = FeedSource {
+            name: "local".into(),
+            url: format!("file://{}", fx.dir().display()),
+            gz: true,
+        };
+        let r = fx.store.update(&src, &fx.trust, &fx.fetcher, NOW).unwrap();
+        assert_eq!(r.packages, 2);
+        assert_eq!(
+            fx.store
+                .load("local", &fx.trust)
+                .unwrap()
+                .unwrap()
+                .stanzas
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn load_of_a_feed_never_updated_is_none() {
+        let fx = Fixture::new();
+        assert!(fx.store.load("base", &fx.trust).unwrap().is_none());
+    }
+
+    #[test]
+    fn threat2_tampered_packages_refused() {
+        let fx = Fixture::new();
+        fx.publish(&packages(2, "1.0"), None);
+        fx.update(false, NOW).unwrap();
+        let p = fx.publish(&packages(2, "2.0"), None);
+        let mut evil = p.packages.clone();
+        evil.extend_from_slice(b"Package: evil\nVersion: 1\nArchitecture: all\nFilename: evil.ipk\nSize: 1\nSHA256sum: 00\n\n");
+        fs::write(fx.dir().join("Packages"), &evil).unwrap();
+        let (e, msg) = fx.refused(false, NOW);
+        assert!(matches!(e, FeedError::BadSignature { .. }), "{msg}");
+        assert!(msg.contains("/Packages.sig: bad signature by key"), "{msg}");
+        assert!(msg.contains(&fx.sk.fingerprint().to_string()), "{msg}");
+        assert_eq!(fx.loaded_versions(), ["1.0", "1.0"]);
+    }
+
+    #[test]
+    fn threat2_tampered_packages_gz_refused() {
+        let fx = Fixture::new();
+        fx.publish(&packages(2, "1.0"), None);
+        fx.update(true, NOW).unwrap();
+        fx.publish(&packages(2, "2.0"), None);
+        fs::write(
+            fx.dir().join("Packages.gz"),
+            feeds::index::gzip(&packages(3, "6.6")),
+        )
+        .unwrap();
+        let (e, msg) = fx.refused(true, NOW);
+        assert!(matches!(e, FeedError::BadSignature { .. }), "{msg}");
+        // not even gzip
+        fs::write(fx.dir().join("Packages.gz"), b"garbage").unwrap();
+        let (e, msg) = fx.refused(true, NOW);
+        assert!(matches!(e, FeedError::BadIndex { .. }), "{msg}");
+        assert!(msg.contains("/Packages.gz: bad gzip data"), "{msg}");
+        assert_eq!(fx.loaded_versions(), ["1.0", "1.0"]);
+    }
+
+    #[test]
+    fn threat2_index_not_matching_release_refused() {
+        // Mix and match: an older, validly signed Packages.gz + sig beside the current Release.
+        let fx = Fixture::new();
+        let old = fx.publish(&packages(2, "1.0"), Some(NOW - 2 * DAY));
+        fx.update(true, NOW - 2 * DAY).unwrap();
+        fx.publish(&packages(2, "2.0"), Some(NOW));
+        fs::write(fx.dir().join("Packages.gz"), &old.gz).unwrap();
+        fs::write(fx.dir().join("Packages.sig"), &old.sig).unwrap();
+        let (e, msg) = fx.refused(true, NOW);
+        assert!(matches!(e, FeedError::ReleaseMismatch { .. }), "{msg}");
+        assert!(msg.contains("/Packages.gz: size"), "{msg}");
+        assert!(msg.contains("but Release says"), "{msg}");
+        // the uncompressed one is checked for a plain feed
+        fs::write(fx.dir().join("Packages"), &old.packages).unwrap();
+        let (e, msg) = fx.refused(false, NOW);
+        assert!(matches!(e, FeedError::ReleaseMismatch { .. }), "{msg}");
+        assert!(msg.contains("/Packages: size"), "{msg}");
+    }
+
+    #[test]
+    fn release_not_listing_the_index_refused() {
+        let fx = Fixture::new();
+        let p = fx.publish(&packages(1, "1.0"), None);
+        let r = Release {
+            date: NOW,
+            sha256: vec![FileHash {
+                sha256: sha256_hex(&p.packages),
+                size: p.packages.len() as u64,
+                name: "Packages".into(),
+            }],
+            ..Release::default()
+        };
+        let text = r.to_text().into_bytes();
+        fs::write(fx.dir().join("Release"), &text).unwrap();
+        fs::write(
+            fx.dir().join("Release.sig"),
+            fx.sk.sign(&text).unwrap().to_file_bytes(),
+        )
+        .unwrap();
+        let (e, msg) = fx.refused(true, NOW);
+        assert!(matches!(e, FeedError::ReleaseMismatch { .. }), "{msg}");
+        assert!(msg.contains("/Packages.gz: not listed in Release"), "{msg}");
+        // the plain feed is listed: accepted
+        fx.update(false, NOW).unwrap();
+    }
+
+    #[test]
+    fn threat3_missing_signature_refused() {
+        let fx = Fixture::new();
+        fx.publish(&packages(1, "1.0"), None);
+        fx.update(true, NOW).unwrap();
+        fx.publish(&packages(1, "2.0"), None);
+        fs::remove_file(fx.dir().join("Packages.sig")).unwrap();
+        let (e, msg) = fx.refused(true, NOW);
+        assert!(matches!(e, FeedError::Unsigned { .. }), "{msg}");
+        assert!(
+            msg.contains("/Packages.sig: missing: the feed is unsigned"),
+            "{msg}"
+        );
+        assert_eq!(fx.loaded_versions(), ["1.0"]);
+    }
+
+    #[test]
+    fn unsigned_feed_accepted_when_signatures_are_not_required() {
+        let mut fx = Fixture::new();
+        fx.publish(&packages(1, "1.0"), None);
+        fs::remove_file(fx.dir().join("Packages.sig")).unwrap();
+        fx.trust.require_signature = false;
+        let r = fx.update(true, NOW).unwrap();
+        assert_eq!(r.fingerprint, None);
+        assert!(!fx.local.path().join("lists/base.sig").exists());
+        assert_eq!(fx.loaded_versions(), ["1.0"]);
+    }
+
+    #[test]
+    fn threat3_stripped_release_refused() {
+        let fx = Fixture::new();
+        fx.publish(&packages(1, "1.0"), Some(NOW - DAY));
+        fx.update(true, NOW).unwrap();
+        // the attacker serves a validly signed index but drops Release (and its freshness)
+        fx.publish(&packages(1, "2.0"), None);
+        let (e, msg) = fx.refused(true, NOW);
+        assert!(matches!(e, FeedError::ReleaseMissing { .. }), "{msg}");
+        assert!(
+            msg.contains("/Release: missing, but the feed had one before"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn threat3_stripped_release_signature_refused() {
+        let fx = Fixture::new();
+        fx.publish(&packages(1, "1.0"), Some(NOW));
+        fs::remove_file(fx.dir().join("Release.sig")).unwrap();
+        let (e, msg) = fx.refused(true, NOW);
+        assert!(matches!(e, FeedError::Unsigned { .. }), "{msg}");
+        assert!(msg.contains("/Release.sig: missing"), "{msg}");
+    }
+
+    #[test]
+    fn require_release_refuses_a_feed_without_one() {
+        let mut fx = Fixture::new();
+        fx.trust.require_release = true;
+        fx.publish(&packages(1, "1.0"), None);
+        let (e, msg) = fx.refused(true, NOW);
+        assert!(matches!(e, FeedError::ReleaseMissing { .. }), "{msg}");
+        assert!(msg.contains("require_release"), "{msg}");
+        fx.publish(&packages(1, "1.0"), Some(NOW));
+        fx.update(true, NOW).unwrap();
+    }
+
+    #[test]
+    fn threat4_unknown_key_refused() {
+        let fx = Fixture::new();
+        fx.publish(&packages(1, "1.0"), None);
+        fx.update(true, NOW).unwrap();
+        let (other, _) = key();
+        publish(fx.dir(), &other, &packages(1, "2.0"), None);
+        let (e, msg) = fx.refused(true, NOW);
+        assert!(matches!(e, FeedError::UntrustedKey { .. }), "{msg}");
+        assert!(
+            msg.contains(&format!(
+                "/Packages.sig: signed by key {}, which is not trusted",
+                other.fingerprint()
+            )),
+            "{msg}"
+        );
+        assert_eq!(fx.loaded_versions(), ["1.0"]);
+    }
+
+    #[test]
+    fn threat4_release_signed_by_unknown_key_refused() {
+        let fx = Fixture::new();
+        fx.publish(&packages(1, "1.0"), Some(NOW));
+        let (other, _) = key();
+        let release = fs::read(fx.dir().join("Release")).unwrap();
+        fs::write(
+            fx.dir().join("Release.sig"),
+            other.sign(&release).unwrap().to_file_bytes(),
+        )
+        .unwrap();
+        let (e, msg) = fx.refused(true, NOW);
+        assert!(matches!(e, FeedError::UntrustedKey { .. }), "{msg}");
+        assert!(msg.contains("/Release.sig: signed by key"), "{msg}");
+    }
+
+    #[test]
+    fn threat4_revoked_key_refused_with_reason() {
+        let mut fx = Fixture::new();
+        fx.publish(&packages(1, "1.0"), None);
+        fx.update(true, NOW).unwrap();
+        let fp = fx.sk.fingerprint();
+        // distrusted wins over trusted; usign's unpadded spelling matches too
+        fx.trust.distrusted = vec![(fp.unpadded(), "revoked in keyring example serial 3".into())];
+        fx.publish(&packages(1, "2.0"), None);
+        let (e, msg) = fx.refused(true, NOW);
+        assert!(matches!(e, FeedError::DistrustedKey { .. }), "{msg}");
+        assert!(
+            msg.contains(&format!(
+                "signed by key {fp}, which is not trusted: revoked in keyring example serial 3"
+            )),
+            "{msg}"
+        );
+        // and the stored index, signed by that key, no longer loads
+        let e = fx.store.load("base", &fx.trust).unwrap_err();
+        assert!(matches!(e, FeedError::DistrustedKey { .. }), "{e}");
+    }
+
+    #[test]
+    fn threat5_replayed_older_release_refused() {
+        let fx = Fixture::new();
+        let old = fx.publish(&packages(1, "1.0"), Some(NOW - 3 * DAY));
+        fx.publish(&packages(1, "2.0"), Some(NOW - DAY));
+        fx.update(true, NOW).unwrap();
+        // replay the complete, validly signed older feed (still within Valid-Until)
+        old.write(fx.dir());
+        let (e, msg) = fx.refused(true, NOW);
+        assert!(matches!(e, FeedError::Rollback { .. }), "{msg}");
+        assert!(
+            msg.contains(&format!(
+                "Date {} is older than the last accepted Date {}",
+                format_date(NOW - 3 * DAY),
+                format_date(NOW - DAY)
+            )),
+            "{msg}"
+        );
+        assert_eq!(fx.loaded_versions(), ["2.0"]);
+    }
+
+    #[test]
+    fn threat5_same_date_with_other_content_refused() {
+        let fx = Fixture::new();
+        fx.publish(&packages(1, "1.0"), Some(NOW - DAY));
+        fx.update(true, NOW).unwrap();
+        fx.publish(&packages(1, "1.1"), Some(NOW - DAY));
+        let (e, msg) = fx.refused(true, NOW);
+        assert!(matches!(e, FeedError::SameDate { .. }), "{msg}");
+    }
+
+    #[test]
+    fn threat6_expired_release_refused() {
+        let fx = Fixture::new();
+        fx.publish(&packages(1, "1.0"), Some(NOW - 8 * DAY));
+        let (e, msg) = fx.refused(true, NOW);
+        assert!(matches!(e, FeedError::Expired { .. }), "{msg}");
+        assert!(
+            msg.contains(&format!("/Release: expired on {}", format_date(NOW - DAY))),
+            "{msg}"
+        );
+        // the same feed was fine while valid
+        fx.update(true, NOW - 2 * DAY).unwrap();
+    }
+
+    #[test]
+    fn threat7_future_date_refused() {
+        let fx = Fixture::new();
+        fx.publish(&packages(1, "1.0"), Some(NOW + MAX_CLOCK_SKEW + 1));
+        let (e, msg) = fx.refused(true, NOW);
+        assert!(matches!(e, FeedError::FutureDate { .. }), "{msg}");
+        assert!(msg.contains("is in the future"), "{msg}");
+        // within the allowed skew: accepted
+        fx.publish(&packages(1, "1.0"), Some(NOW + MAX_CLOCK_SKEW));
+        fx.update(true, NOW).unwrap();
+    }
+
+    #[test]
+    fn threat8_endless_packages_stops_at_the_cap() {
+        let local = tempfile::tempdir().unwrap();
+        let limits = FeedLimits {
+            max_packages: 1 << 20,
+            ..FeedLimits::default()
+        };
+        let store =
+            FeedStore::new(local.path().join("l"), local.path().join("s")).with_limits(limits);
+        let base = canned(1, |_, _, s| {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+            let chunk = vec![b'P'; 65536];
+            for _ in 0..4096 {
+                if s.write_all(&chunk).is_err() {
+                    return;
+                }
+            }
+        });
+        let src = FeedSource {
+            name: "base".into(),
+            url: base,
+            gz: false,
+        };
+        let (_, pk) = key();
+        let trust = Trust {
+            keys: vec![pk],
+            ..Trust::default()
+        };
+        let e = store.update(&src, &trust, &fetcher(), NOW).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(e, FeedError::Fetch { source: FetchError::TooLarge { limit, .. }, .. } if limit == 1 << 20),
+            "{msg}"
+        );
+        assert!(msg.contains("/Packages: more than 1048576 bytes"), "{msg}");
+        assert!(!local.path().join("l").exists());
+    }
+
+    #[test]
+    fn threat9_decompression_bomb_refused() {
+        let mut fx = Fixture::new();
+        fx.publish(&packages(1, "1.0"), None);
+        fx.update(true, NOW).unwrap();
+        // absolute cap
+        fx.store = fx.store.clone().with_limits(FeedLimits {
+            max_packages: 1 << 20,
+            ..FeedLimits::default()
+        });
+        fs::write(
+            fx.dir().join("Packages.gz"),
+            feeds::index::gzip(&vec![b'\n'; 2 << 20]),
+        )
+        .unwrap();
+        let (e, msg) = fx.refused(true, NOW);
+        assert!(matches!(e, FeedError::BadIndex { .. }), "{msg}");
+        assert!(
+            msg.contains("decompresses to more than 1048576 bytes"),
+            "{msg}"
+        );
+        // ratio cap
+        fx.store = fx.store.clone().with_limits(FeedLimits {
+            max_ratio: 100,
+            ratio_grace: 1 << 20,
+            ..FeedLimits::default()
+        });
+        let (e, msg) = fx.refused(true, NOW);
+        assert!(matches!(e, FeedError::BadIndex { .. }), "{msg}");
+        assert!(msg.contains("decompression bomb"), "{msg}");
+        assert_eq!(fx.loaded_versions(), ["1.0"]);
+    }
+
+    #[test]
+    fn threat14_html_served_as_signature_keeps_last_good_index() {
+        let fx = Fixture::new();
+        fx.publish(&packages(1, "1.0"), None);
+        fx.update(true, NOW).unwrap();
+        fx.publish(&packages(1, "2.0"), None);
+        let html = "<!DOCTYPE html>\n<html><body>503 Service Unavailable</body></html>\n";
+        fs::write(fx.dir().join("Packages.sig"), html).unwrap();
+        let (e, msg) = fx.refused(true, NOW);
+        assert!(matches!(e, FeedError::NotASignature { .. }), "{msg}");
+        assert!(
+            msg.contains("/Packages.sig: not a usign signature (starts with \"<!DOCTYPE html>…\")"),
+            "{msg}"
+        );
+        // a big page is reported the same way
+        fs::write(fx.dir().join("Packages.sig"), html.repeat(200)).unwrap();
+        let (e, msg) = fx.refused(true, NOW);
+        assert!(matches!(e, FeedError::NotASignature { .. }), "{msg}");
+        assert_eq!(fx.loaded_versions(), ["1.0"]);
+    }
+
+    #[test]
+    fn corrupt_state_file_is_an_error() {
+        let fx = Fixture::new();
+        fx.publish(&packages(1, "1.0"), Some(NOW));
+        fx.update(true, NOW).unwrap();
+        let state = fx.local.path().join("state/base/state");
+        for garbage in [
+            "Feed: base\nHas-Release: yes\nLast-Date: soon\n",
+            "",
+            "\u{0}\u{1}",
+        ] {
+            fs::write(&state, garbage).unwrap();
+            let (e, msg) = fx.refused(true, NOW);
+            assert!(matches!(e, FeedError::State { .. }), "{msg}");
+            assert!(msg.contains("state/base/state"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn state_roundtrip() {
+        let s = State {
+            release: Some((NOW, "ab".repeat(32))),
+        };
+        assert_eq!(State::parse(&s.to_text("x"), "x").unwrap(), s);
+        assert_eq!(
+            State::parse(&State::default().to_text("x"), "x").unwrap(),
+            State::default()
+        );
+        assert!(State::parse(&s.to_text("x"), "y").is_err());
+    }
+
+    #[test]
+    fn bad_feed_names_refused() {
+        let fx = Fixture::new();
+        for name in ["", "../x", "a/b", ".hidden", "base.sig"] {
+            let src = FeedSource {
+                name: name.into(),
+                url: fx.server.url(),
+                gz: true,
+            };
+            let e = fx
+                .store
+                .update(&src, &fx.trust, &fx.fetcher, NOW)
+                .unwrap_err();
+            assert!(matches!(e, FeedError::BadName { .. }), "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn trust_from_key_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, pa) = key();
+        let (_, pb) = key();
+        pa.write_path(&dir.path().join(a.fingerprint().to_string()))
+            .unwrap();
+        pb.write_path(&dir.path().join("other-name")).unwrap();
+        fs::create_dir(dir.path().join("subdir")).unwrap();
+        fs::write(dir.path().join(".tmp-file"), "junk").unwrap();
+        let t = Trust::from_key_dir(dir.path()).unwrap();
+        assert_eq!(t.keys.len(), 2);
+        assert!(t.keys.contains(&pa) && t.keys.contains(&pb));
+        assert!(t.require_signature && !t.require_release);
+
+        fs::write(dir.path().join("garbage"), "<html>").unwrap();
+        let e = Trust::from_key_dir(dir.path()).unwrap_err();
+        assert!(
+            e.to_string().contains("/garbage: not a usign public key"),
+            "{e}"
+        );
+
+        let e = Trust::from_key_dir(&dir.path().join("missing")).unwrap_err();
+        assert!(e.to_string().contains("/missing: cannot read"), "{e}");
+    }
+
+    #[test]
+    fn real_openwrt_feed_verifies_with_its_key() {
+        let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/real");
+        let feed = real.join("feeds/stangri+repo.openwrt.melmac.ca");
+        let key_file = real.join("keys/thirdparty/7ffc7517c4cc0c56");
+        if !feed.is_dir() || !key_file.is_file() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{} missing under CI",
+                feed.display()
+            );
+            eprintln!("SKIPPED: {} is absent", feed.display());
+            return;
+        }
+        let server = PyServer::start(&feed);
+        let local = tempfile::tempdir().unwrap();
+        let store = FeedStore::new(local.path().join("lists"), local.path().join("state"));
+        let trust = Trust {
+            keys: vec![PublicKey::read_path(&key_file).unwrap()],
+            ..Trust::default()
+        };
+        let src = FeedSource {
+            name: "stangri".into(),
+            url: server.url(),
+            gz: true,
+        };
+        let r = store.update(&src, &trust, &fetcher(), NOW).unwrap();
+        assert_eq!(r.fingerprint.as_deref(), Some("7ffc7517c4cc0c56"));
+        assert!(r.packages > 0);
+        let index = store.load("stangri", &trust).unwrap().unwrap();
+        assert_eq!(index.stanzas.len(), r.packages);
+        // and with a different key it is refused, naming the real key
+        let (_, other) = key();
+        let trust = Trust {
+            keys: vec![other],
+            ..Trust::default()
+        };
+        let e = store.update(&src, &trust, &fetcher(), NOW).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("signed by key 7ffc7517c4cc0c56, which is not trusted"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,1186 @@
+//! One bounded download: `file://` URLs (and plain absolute paths), `http://` and `https://`
+//! (ureq with rustls), streamed into a sink and cut off as soon as more than the caller's
+//! limit arrives.
+//!
+//! Owns: timeouts, retries with exponential backoff, proxies from the environment, the
+//! User-Agent, and the extra CA file for private HTTPS servers.
+//!
+//! Decisions:
+//! - **No decompression.** ureq is built without its `gzip`/`brotli` features and every
+//!   request says `Accept-Encoding: identity`, so `Packages.gz` arrives as the raw bytes the
+//!   signature and the `Release` hashes are about.
+//! - **Retries never mix attempts.** An attempt is retried (after 250 ms, 500 ms, 1 s, …) only
+//!   for connection errors, timeouts and HTTP 5xx/429, and only while it has not written a
+//!   single byte to the sink. An attempt that fails after writing is reported as it is; the
+//!   sink therefore only ever holds bytes of one response.
+//! - **Proxies** follow curl's environment rules: `http_proxy` for `http://` URLs,
+//!   `https_proxy`/`HTTPS_PROXY` for `https://`, `all_proxy`/`ALL_PROXY` for both, and
+//!   `no_proxy`/`NO_PROXY` (comma-separated host names or domain suffixes, `*` for all) to
+//!   bypass them; `localhost` and loopback addresses always bypass them (Go's rule).
+//!   Upper-case `HTTP_PROXY` is ignored, as curl does (it can be set by a CGI request
+//!   header). A proxy variable that does not parse is an error, not silently ignored. ureq
+//!   tunnels every proxied request with `CONNECT`, `http://` ones too, so the proxy must allow
+//!   `CONNECT` to the feed's port.
+//! - **`ca_file`** replaces the built-in Mozilla roots with the certificates in that PEM file
+//!   (like `curl --cacert`), for private CAs and tests.
+//! - A redirect is followed (at most 5), the final response is what counts.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ureq::Agent;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+
+/// The User-Agent sent with every HTTP request.
+pub const USER_AGENT: &str = concat!("prokit/", env!("CARGO_PKG_VERSION"));
+
+/// The delay before the first retry; each further retry doubles it.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// The most redirects followed for one request.
+pub const MAX_REDIRECTS: u32 = 5;
+
+/// The size of the chunks streamed from the source to the sink.
+const CHUNK: usize = 64 * 1024;
+
+/// How downloads behave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchOptions {
+    /// Bound on connecting and on each read (the wait for any data), not on the whole
+    /// transfer. Default 30 s.
+    pub timeout: Duration,
+    /// How many times a failed attempt is retried (connection errors, timeouts, HTTP 5xx and
+    /// 429 only), with exponential backoff from 250 ms. Default 3.
+    pub retries: u32,
+    /// A PEM file of CA certificates that replaces the built-in roots for `https://`.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            timeout: Duration::from_secs(30),
+            retries: 3,
+            ca_file: None,
+        }
+    }
+}
+
+/// Why a download failed. Every message names the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The file does not exist (HTTP 404 or 410, or no such local file).
+    #[error("{url}: not found")]
+    NotFound { url: String },
+    /// More than the allowed bytes arrived (or were announced); the transfer was stopped.
+    #[error("{url}: more than {limit} bytes; download stopped at the limit")]
+    TooLarge { url: String, limit: u64 },
+    /// The server answered with an error status.
+    #[error("{url}: HTTP status {status}{}", attempts_note(*attempts))]
+    Http {
+        url: String,
+        status: u16,
+        attempts: u32,
+    },
+    /// No data arrived within the timeout.
+    #[error("{url}: timed out: no data for {} s{}", timeout.as_secs_f64(), attempts_note(*attempts))]
+    Timeout {
+        url: String,
+        timeout: Duration,
+        attempts: u32,
+    },
+    /// The network transfer failed (connection refused, TLS, protocol error, …).
+    #[error("{url}: {reason}{}", attempts_note(*attempts))]
+    Transport {
+        url: String,
+        reason: String,
+        attempts: u32,
+    },
+    /// Reading a local file or writing to the sink failed.
+    #[error("{url}: {reason}")]
+    Io { url: String, reason: String },
+    /// Not a `file://`, `http://` or `https://` URL nor an absolute path.
+    #[error("{url}: unsupported URL (expected file://, http://, https:// or an absolute path)")]
+    UnsupportedScheme { url: String },
+    /// The CA file could not be read or holds no certificate.
+    #[error("CA file {}: {reason}", path.display())]
+    CaFile { path: PathBuf, reason: String },
+    /// A proxy environment variable does not hold a usable proxy URL.
+    #[error("proxy from ${var}={value:?}: {reason}")]
+    Proxy {
+        var: String,
+        value: String,
+        reason: String,
+    },
+}
+
+fn attempts_note(attempts: u32) -> String {
+    if attempts > 1 {
+        format!(" (after {attempts} attempts)")
+    } else {
+        String::new()
+    }
+}
+
+impl FetchError {
+    /// Whether this is a "not found" (so the caller can treat an optional file as absent).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, FetchError::NotFound { .. })
+    }
+}
+
+/// A `no_proxy` list: host names, domain suffixes, or `*`.
+#[derive(Debug, Clone, Default)]
+struct NoProxy {
+    all: bool,
+    entries: Vec<String>,
+}
+
+impl NoProxy {
+    fn parse(text: &str) -> NoProxy {
+        let mut out = NoProxy::default();
+        for entry in text.split([',', ' ']).map(str::trim) {
+            if entry.is_empty() {
+                continue;
+            }
+            if entry == "*" {
+                out.all = true;
+                continue;
+            }
+            let entry = entry.trim_start_matches("*.").trim_start_matches('.');
+            // Drop a port (`host:8080`), but not the colons of a bare IPv6 address.
+            let entry = match entry.rsplit_once(':') {
+                Some((host, port))
+                    if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    host
+                }
+                _ => entry,
+            };
+            let entry = entry.trim_start_matches('[').trim_end_matches(']');
+            out.entries.push(entry.to_ascii_lowercase());
+        }
+        out
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        // Loopback never goes through a proxy (Go's rule): a proxy cannot reach our 127.0.0.1.
+        let loopback = host == "localhost"
+            || host.ends_with(".localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if self.all || loopback {
+            return true;
+        }
+        self.entries.iter().any(|e| {
+            host == *e
+                || (host.len() > e.len()
+                    && host.ends_with(e.as_str())
+                    && host.as_bytes()[host.len() - e.len() - 1] == b'.')
+        })
+    }
+}
+
+/// Downloads files; cheap to share between threads (`Send + Sync`).
+pub struct Fetcher {
+    direct: Agent,
+    http_proxy: Option<Agent>,
+    https_proxy: Option<Agent>,
+    no_proxy: NoProxy,
+    timeout: Duration,
+    retries: u32,
+    backoff: Duration,
+}
+
+impl std::fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetcher")
+            .field("http_proxy", &self.http_proxy.is_some())
+            .field("https_proxy", &self.https_proxy.is_some())
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .finish()
+    }
+}
+
+/// The first set, non-empty variable of `names` and its value.
+fn env_var(names: &[&str]) -> Option<(String, String)> {
+    names.iter().find_map(|name| match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => Some((name.to_string(), v.trim().to_string())),
+        _ => None,
+    })
+}
+
+impl Fetcher {
+    /// A fetcher with these options, reading proxies from the environment.
+    pub fn new(opts: &FetchOptions) -> Result<Fetcher, FetchError> {
+        let http = env_var(&["http_proxy", "all_proxy", "ALL_PROXY"]);
+        let https = env_var(&["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"]);
+        let no_proxy = env_var(&["no_proxy", "NO_PROXY"])
+            .map(|(_, v)| NoProxy::parse(&v))
+            .unwrap_or_default();
+        Fetcher::with_proxies(opts, http, https, no_proxy)
+    }
+
+    fn with_proxies(
+        opts: &FetchOptions,
+        http: Option<(String, String)>,
+        https: Option<(String, String)>,
+        no_proxy: NoProxy,
+    ) -> Result<Fetcher, FetchError> {
+        let tls = match &opts.ca_file {
+            None => TlsConfig::builder().build(),
+            Some(path) => TlsConfig::builder().root_certs(read_ca_file(path)?).build(),
+        };
+        let agent = |proxy: Option<&(String, String)>| -> Result<Agent, FetchError> {
+            let proxy = match proxy {
+                None => None,
+                Some((var, value)) => {
+                    Some(ureq::Proxy::new(value).map_err(|e| FetchError::Proxy {
+                        var: var.clone(),
+                        value: value.clone(),
+                        reason: e.to_string(),
+                    })?)
+                }
+            };
+            let config = Agent::config_builder()
+                .http_status_as_error(false)
+                .proxy(proxy)
+                .user_agent(USER_AGENT)
+                .accept_encoding("identity")
+                .max_redirects(MAX_REDIRECTS)
+                .timeout_resolve(Some(opts.timeout))
+                .timeout_connect(Some(opts.timeout))
+                .timeout_per_read(Some(opts.timeout))
+                .timeout_per_write(Some(opts.timeout))
+                .tls_config(tls.clone())
+                .build();
+            Ok(Agent::new_with_config(config))
+        };
+        Ok(Fetcher {
+            direct: agent(None)?,
+            http_proxy: http.as_ref().map(|p| agent(Some(p))).transpose()?,
+            https_proxy: https.as_ref().map(|p| agent(Some(p))).transpose()?,
+            no_proxy,
+            timeout: opts.timeout,
+            retries: opts.retries,
+            backoff: FIRST_BACKOFF,
+        })
+    }
+
+    /// Streams `url` into `sink`; fails with [`FetchError::TooLarge`] as soon as more than
+    /// `max_bytes` arrive, never buffering more. Returns the bytes written. On error the sink
+    /// may hold a prefix of the file (at most `max_bytes`, from a single attempt): callers
+    /// write to a temporary file or buffer they discard.
+    pub fn get(&self, url: &str, max_bytes: u64, sink: &mut dyn Write) -> Result<u64, FetchError> {
+        match classify(url) {
+            Scheme::File(path) => get_file(url, &path, max_bytes, sink),
+            Scheme::Http { https } => self.get_http(url, https, max_bytes, sink),
+            Scheme::Unsupported => Err(FetchError::UnsupportedScheme { url: url.into() }),
+        }
+    }
+
+    /// Downloads `url` into memory, at most `max_bytes`.
+    pub fn get_bytes(&self, url: &str, max_bytes: u64) -> Result<Vec<u8>, FetchError> {
+        let mut out = Vec::new();
+        self.get(url, max_bytes, &mut out)?;
+        Ok(out)
+    }
+
+    fn agent_for(&self, url: &str, https: bool) -> &Agent {
+        let proxy = if https {
+            &self.https_proxy
+        } else {
+            &self.http_proxy
+        };
+        match proxy {
+            Some(agent) => {
+                let host = url
+                    .parse::<ureq::http::Uri>()
+                    .ok()
+                    .and_then(|u| u.host().map(str::to_string))
+                    .unwrap_or_default();
+                if self.no_proxy.matches(&host) {
+                    &self.direct
+                } else {
+                    agent
+                }
+            }
+            None => &self.direct,
+        }
+    }
+
+    fn get_http(
+        &self,
+        url: &str,
+        https: bool,
+        max_bytes: u64,
+        sink: &mut dyn Write,
+    ) -> Result<u64, FetchError> {
+        let agent = self.agent_for(url, https);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match self.attempt(agent, url, max_bytes, sink, attempt) {
+                Ok(n) => return Ok(n),
+                Err(Attempt::Final(e)) => return Err(e),
+                Err(Attempt::Retry(e)) => {
+                    if attempt > self.retries {
+                        return Err(e);
+                    }
+                    let shift = (attempt - 1).min(16);
+                    std::thread::sleep(self.backoff.saturating_mul(1 << shift));
+                }
+            }
+        }
+    }
+
+    /// One request. Errors that happen before anything reached the sink may be retried.
+    fn attempt(
+        &self,
+        agent: &Agent,
+        url: &str,
+        max_bytes: u64,
+        sink: &mut dyn Write,
+        attempt: u32,
+    ) -> Result<u64, Attempt> {
+        let response = agent
+            .get(url)
+            .call()
+            .map_err(|e| self.transport_error(url, e, attempt))?;
+        let status = response.status().as_u16();
+        match status {
+            200..=299 => {}
+            404 | 410 => return Err(Attempt::Final(FetchError::NotFound { url: url.into() })),
+            429 | 500..=599 => {
+                return Err(Attempt::Retry(FetchError::Http {
+                    url: url.into(),
+                    status,
+                    attempts: attempt,
+                }));
+            }
+            _ => {
+                return Err(Attempt::Final(FetchError::Http {
+                    url: url.into(),
+                    status,
+                    attempts: attempt,
+                }));
+            }
+        }
+        let too_large = || FetchError::TooLarge {
+            url: url.into(),
+            limit: max_bytes,
+        };
+        // A larger Content-Length is not refused up front: reading up to the limit costs at
+        // most `max_bytes` and gives callers the start of the file for their error message.
+        let mut reader = response.into_body().into_reader();
+        match copy_capped(&mut reader, sink, max_bytes) {
+            Ok(n) => Ok(n),
+            Err(Copy::TooLarge) => Err(Attempt::Final(too_large())),
+            Err(Copy::Write(e)) => Err(Attempt::Final(write_error(url, e))),
+            Err(Copy::Read(e, written)) => {
+                let err = self.transport_error(url, ureq::Error::from(e), attempt);
+                // Only an attempt that left the sink untouched may be retried.
+                Err(if written == 0 {
+                    err
+                } else {
+                    Attempt::Final(err.into_inner())
+                })
+            }
+        }
+    }
+
+    fn transport_error(&self, url: &str, e: ureq::Error, attempt: u32) -> Attempt {
+        use ureq::Error as E;
+        match e {
+            E::Timeout(_) => Attempt::Retry(FetchError::Timeout {
+                url: url.into(),
+                timeout: self.timeout,
+                attempts: attempt,
+            }),
+            E::Io(ref io) if io.kind() == io::ErrorKind::TimedOut => {
+                Attempt::Retry(FetchError::Timeout {
+                    url: url.into(),
+                    timeout: self.timeout,
+                    attempts: attempt,
+                })
+            }
+            E::ConnectionFailed | E::HostNotFound | E::Io(_) => {
+                Attempt::Retry(FetchError::Transport {
+                    url: url.into(),
+                    reason: describe(&e),
+                    attempts: attempt,
+                })
+            }
+            other => Attempt::Final(FetchError::Transport {
+                url: url.into(),
+                reason: describe(&other),
+                attempts: attempt,
+            }),
+        }
+    }
+}
+
+/// The outcome of a failed attempt: worth retrying or not.
+enum Attempt {
+    Retry(FetchError),
+    Final(FetchError),
+}
+
+impl Attempt {
+    fn into_inner(self) -> FetchError {
+        match self {
+            Attempt::Retry(e) | Attempt::Final(e) => e,
+        }
+    }
+}
+
+/// A ureq error with its causes, in words.
+fn describe(e: &ureq::Error) -> String {
+    use ureq::Error as E;
+    let base = match e {
+        E::ConnectionFailed => "connection failed".to_string(),
+        E::HostNotFound => "host not found".to_string(),
+        other => other.to_string(),
+    };
+    let mut out = base;
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// The certificates of a PEM file, as roots.
+fn read_ca_file(path: &std::path::Path) -> Result<RootCerts, FetchError> {
+    let err = |reason: String| FetchError::CaFile {
+        path: path.into(),
+        reason,
+    };
+    let file = File::open(path).map_err(|e| err(e.to_string()))?;
+    let pem = feeds::limits::read_to_end_bounded(file, 16 << 20).map_err(|e| err(e.to_string()))?;
+    let mut certs: Vec<Certificate<'static>> = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item.map_err(|e| err(format!("bad PEM: {e}")))? {
+            PemItem::Certificate(c) => certs.push(c),
+            _ => continue,
+        }
+    }
+    if certs.is_empty() {
+        return Err(err("no certificate in the file".into()));
+    }
+    Ok(RootCerts::new_with_certs(&certs))
+}
+
+/// What kind of URL this is.
+enum Scheme {
+    File(PathBuf),
+    Http { https: bool },
+    Unsupported,
+}
+
+fn classify(url: &str) -> Scheme {
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    if lower.starts_with("http://") {
+        Scheme::Http { https: false }
+    } else if lower.starts_with("https://") {
+        Scheme::Http { https: true }
+    } else if lower.starts_with("file:") {
+        file_url_path(url).map_or(Scheme::Unsupported, Scheme::File)
+    } else if url.starts_with('/') {
+        Scheme::File(PathBuf::from(url))
+    } else {
+        Scheme::Unsupported
+    }
+}
+
+/// The path of `file:///p`, `file://localhost/p` or `file:/p`, percent-decoded.
+fn file_url_path(url: &str) -> Option<PathBuf> {
+    let rest = &url[5..];
+    let path = if let Some(after) = rest.strip_prefix("//") {
+        // An authority: empty or localhost, then the absolute path.
+        let slash = after.find('/')?;
+        let host = &after[..slash];
+        if !(host.is_empty() || host.eq_ignore_ascii_case("localhost")) {
+            return None;
+        }
+        &after[slash..]
+    } else {
+        rest
+    };
+    if !path.starts_with('/') {
+        return None;
+    }
+    let bytes = percent_decode(path)?;
+    use std::os::unix::ffi::OsStringExt;
+    Some(PathBuf::from(std::ffi::OsString::from_vec(bytes)))
+}
+
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    if out.contains(&0) {
+        return None;
+    }
+    Some(out)
+}
+
+fn get_file(
+    url: &str,
+    path: &std::path::Path,
+    max_bytes: u64,
+    sink: &mut dyn Write,
+) -> Result<u64, FetchError> {
+    let io_err = |what: &str, e: io::Error| FetchError::Io {
+        url: url.into(),
+        reason: format!("{what}: {e}"),
+    };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(FetchError::NotFound { url: url.into() });
+        }
+        Err(e) => return Err(io_err("cannot open", e)),
+    };
+    let meta = file.metadata().map_err(|e| io_err("cannot stat", e))?;
+    if !meta.is_file() {
+        return Err(FetchError::Io {
+            url: url.into(),
+            reason: "not a regular file".into(),
+        });
+    }
+    match copy_capped(&mut (&file), sink, max_bytes) {
+        Ok(n) => Ok(n),
+        Err(Copy::TooLarge) => Err(FetchError::TooLarge {
+            url: url.into(),
+            limit: max_bytes,
+        }),
+        Err(Copy::Write(e)) => Err(write_error(url, e)),
+        Err(Copy::Read(e, _)) => Err(io_err("read failed", e)),
+    }
+}
+
+fn write_error(url: &str, e: io::Error) -> FetchError {
+    FetchError::Io {
+        url: url.into(),
+        reason: format!("writing the download failed: {e}"),
+    }
+}
+
+/// Why [`copy_capped`] stopped.
+enum Copy {
+    /// More than the limit arrived.
+    TooLarge,
+    /// Reading failed after this many bytes were written.
+    Read(io::Error, u64),
+    /// The sink failed.
+    Write(io::Error),
+}
+
+/// Copies `reader` into `sink` in chunks, never reading more than one byte past `max` and
+/// never writing more than `max` bytes (on [`Copy::TooLarge`] the sink holds the first `max`).
+fn copy_capped(reader: &mut dyn Read, sink: &mut dyn Write, max: u64) -> Result<u64, Copy> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut written = 0u64;
+    loop {
+        let room = max.saturating_sub(written).saturating_add(1);
+        let want = CHUNK.min(usize::try_from(room).unwrap_or(CHUNK));
+        let n = match reader.read(&mut buf[..want]) {
+            Ok(0) => return Ok(written),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Copy::Read(e, written)),
+        };
+        if written + n as u64 > max {
+            // Hand over the part that fits (callers may show the start of the file), then stop.
+            let fits = usize::try_from(max - written).unwrap_or(n).min(n);
+            sink.write_all(&buf[..fits]).map_err(Copy::Write)?;
+            return Err(Copy::TooLarge);
+        }
+        sink.write_all(&buf[..n]).map_err(Copy::Write)?;
+        written += n as u64;
+    }
+}
+
+/// Test support shared by the network-facing modules: a real HTTP server process (python3)
+/// serving a directory, and a canned-response server for misbehaving peers.
+#[cfg(test)]
+pub(crate) mod test_server {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    const SERVER_PY: &str = r#"
+import http.server, os, ssl, sys, threading
+root = sys.argv[1]
+class H(http.server.SimpleHTTPRequestHandler):
+    def __init__(self, *a, **k):
+        super().__init__(*a, directory=root, **k)
+    def log_message(self, *a):
+        pass
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+srv.daemon_threads = True
+if len(sys.argv) > 3:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+def watch():
+    sys.stdin.read()
+    os._exit(0)
+threading.Thread(target=watch, daemon=True).start()
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+
+    /// `python3`'s `http.server` serving a directory on 127.0.0.1 (a random port). It exits
+    /// when dropped, and by itself when the test process dies (it watches its stdin).
+    pub struct PyServer {
+        child: Child,
+        pub port: u16,
+    }
+
+    impl PyServer {
+        /// Serves `dir` over HTTP.
+        pub fn start(dir: &Path) -> PyServer {
+            Self::spawn(dir, None)
+        }
+
+        /// Serves `dir` over HTTPS with this certificate chain and key (PEM files).
+        pub fn start_tls(dir: &Path, cert: &Path, key: &Path) -> PyServer {
+            Self::spawn(dir, Some((cert, key)))
+        }
+
+        fn spawn(dir: &Path, tls: Option<(&Path, &Path)>) -> PyServer {
+            let mut cmd = Command::new("python3");
+            cmd.arg("-c").arg(SERVER_PY).arg(dir);
+            if let Some((cert, key)) = tls {
+                cmd.arg(cert).arg(key);
+            }
+            let mut child = cmd
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("python3 is needed for the HTTP tests");
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().expect("stdout"))
+                .read_line(&mut line)
+                .expect("read the port");
+            let port = line.trim().parse().expect("python3 printed its port");
+            PyServer { child, port }
+        }
+
+        /// The base URL (`http://127.0.0.1:<port>`).
+        pub fn url(&self) -> String {
+            format!("http://127.0.0.1:{}", self.port)
+        }
+    }
+
+    impl Drop for PyServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// A server on 127.0.0.1 that answers up to `connections` connections with `handler`
+    /// (given the connection number from 0, the request head, and the stream). Returns the
+    /// base URL.
+    pub fn canned<F>(connections: usize, handler: F) -> String
+    where
+        F: Fn(usize, &str, &mut TcpStream) + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for i in 0..connections {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    return;
+                };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+                if let Some(head) = read_head(&mut stream) {
+                    handler(i, &head, &mut stream);
+                }
+            }
+        });
+        format!("http://127.0.0.1:{port}")
+    }
+
+    /// Reads up to the blank line ending a request head; None when the client went away.
+    pub fn read_head(stream: &mut TcpStream) -> Option<String> {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
+            match stream.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => return None,
+            }
+        }
+        Some(String::from_utf8_lossy(&head).into_owned())
+    }
+
+    /// Writes a complete response with `Connection: close`.
+    pub fn respond(stream: &mut TcpStream, status: &str, body: &[u8]) {
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(head.as_bytes());
+        let _ = stream.write_all(body);
+        let _ = stream.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_server::{PyServer, canned, respond};
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    fn fetcher(timeout: Duration, retries: u32) -> Fetcher {
+        let opts = FetchOptions {
+            timeout,
+            retries,
+            ca_file: None,
+        };
+        // No proxy from the environment: these tests talk to 127.0.0.1 directly.
+        let mut f = Fetcher::with_proxies(&opts, None, None, NoProxy::default()).unwrap();
+        f.backoff = Duration::from_millis(20);
+        f
+    }
+
+    #[test]
+    fn fetcher_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Fetcher>();
+    }
+
+    #[test]
+    fn file_urls_and_plain_paths_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a b.txt");
+        std::fs::write(&path, b"hello").unwrap();
+        let f = fetcher(Duration::from_secs(5), 0);
+        let plain = path.to_str().unwrap();
+        let url = format!("file://{}", plain.replace(' ', "%20"));
+        assert_eq!(f.get_bytes(&url, 100).unwrap(), b"hello");
+        assert_eq!(f.get_bytes(plain, 100).unwrap(), b"hello");
+        let short = format!("file:{}", plain);
+        assert_eq!(f.get_bytes(&short, 100).unwrap(), b"hello");
+        let local = format!("file://localhost{}", plain);
+        assert_eq!(f.get_bytes(&local, 100).unwrap(), b"hello");
+        // exactly at the limit is fine, one byte less is not
+        assert_eq!(f.get_bytes(plain, 5).unwrap(), b"hello");
+        let e = f.get_bytes(plain, 4).unwrap_err();
+        assert!(matches!(e, FetchError::TooLarge { limit: 4, .. }), "{e}");
+        let missing = format!("file://{}/nope", dir.path().display());
+        let e = f.get_bytes(&missing, 100).unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+        assert!(e.to_string().contains("/nope: not found"), "{e}");
+    }
+
+    #[test]
+    fn unsupported_schemes_are_refused() {
+        let f = fetcher(Duration::from_secs(5), 0);
+        for url in [
+            "ftp://x/y",
+            "relative/path",
+            "file://otherhost/etc/passwd",
+            "",
+        ] {
+            let e = f.get_bytes(url, 100).unwrap_err();
+            assert!(
+                matches!(e, FetchError::UnsupportedScheme { .. }),
+                "{url}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn http_200_and_404_from_a_real_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let body: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(dir.path().join("Packages.gz"), &body).unwrap();
+        let server = PyServer::start(dir.path());
+        let f = fetcher(Duration::from_secs(10), 0);
+        let url = format!("{}/Packages.gz", server.url());
+        // raw bytes, no decompression, even for a .gz name
+        assert_eq!(f.get_bytes(&url, 1 << 20).unwrap(), body);
+        let e = f
+            .get_bytes(&format!("{}/missing", server.url()), 100)
+            .unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+        // over the limit: stopped there; the sink holds at most the limit
+        let mut sink = Vec::new();
+        let e = f.get(&url, 1000, &mut sink).unwrap_err();
+        assert!(matches!(e, FetchError::TooLarge { limit: 1000, .. }), "{e}");
+        assert_eq!(sink, body[..1000]);
+    }
+
+    #[test]
+    fn endless_body_stops_at_the_limit() {
+        let sent = Arc::new(AtomicUsize::new(0));
+        let sent2 = Arc::clone(&sent);
+        let base = canned(1, move |_, _, s| {
+            // No Content-Length: the body ends only when the connection closes.
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+            let chunk = vec![b'x'; 16384];
+            // bounded so the thread stops by itself: 256 MiB
+            for _ in 0..16384 {
+                if s.write_all(&chunk).is_err() {
+                    return;
+                }
+                sent2.fetch_add(chunk.len(), Ordering::SeqCst);
+            }
+        });
+        let f = fetcher(Duration::from_secs(10), 0);
+        let mut sink = Vec::new();
+        let e = f
+            .get(&format!("{base}/Packages"), 100_000, &mut sink)
+            .unwrap_err();
+        assert!(
+            matches!(e, FetchError::TooLarge { limit: 100_000, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("more than 100000 bytes"), "{e}");
+        assert!(sink.len() <= 100_000, "sink got {} bytes", sink.len());
+        std::thread::sleep(Duration::from_millis(200));
+        // The server was cut off long before its 256 MiB.
+        assert!(sent.load(Ordering::SeqCst) < 64 << 20);
+    }
+
+    #[test]
+    fn http_503_then_200_is_retried() {
+        let base = canned(3, |i, _, s| {
+            if i < 2 {
+                respond(s, "503 Service Unavailable", b"busy");
+            } else {
+                respond(s, "200 OK", b"payload");
+            }
+        });
+        let f = fetcher(Duration::from_secs(10), 3);
+        let mut sink = Vec::new();
+        assert_eq!(f.get(&format!("{base}/x"), 100, &mut sink).unwrap(), 7);
+        // only the successful attempt reached the sink
+        assert_eq!(sink, b"payload");
+    }
+
+    #[test]
+    fn retries_are_bounded_and_reported() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let hits2 = Arc::clone(&hits);
+        let base = canned(10, move |_, _, s| {
+            hits2.fetch_add(1, Ordering::SeqCst);
+            respond(s, "500 Internal Server Error", b"oops");
+        });
+        let f = fetcher(Duration::from_secs(10), 2);
+        let e = f.get_bytes(&format!("{base}/x"), 100).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                FetchError::Http {
+                    status: 500,
+                    attempts: 3,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("(after 3 attempts)"), "{e}");
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn client_errors_are_not_retried() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let hits2 = Arc::clone(&hits);
+        let base = canned(10, move |_, _, s| {
+            hits2.fetch_add(1, Ordering::SeqCst);
+            respond(s, "403 Forbidden", b"no");
+        });
+        let f = fetcher(Duration::from_secs(10), 3);
+        let e = f.get_bytes(&format!("{base}/x"), 100).unwrap_err();
+        assert!(matches!(e, FetchError::Http { status: 403, .. }), "{e}");
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_failure_after_writing_is_not_retried() {
+        let base = canned(5, |_, _, s| {
+            // promises 1000 bytes, sends 10, hangs up
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789");
+        });
+        let f = fetcher(Duration::from_secs(10), 3);
+        let mut sink = Vec::new();
+        let e = f.get(&format!("{base}/x"), 5000, &mut sink).unwrap_err();
+        assert!(
+            matches!(e, FetchError::Transport { attempts: 1, .. }),
+            "{e}"
+        );
+        assert_eq!(sink, b"0123456789");
+    }
+
+    #[test]
+    fn silent_server_times_out_with_a_clear_error() {
+        let base = canned(1, |_, _, s| {
+            // read until the client gives up, never answer
+            let mut buf = [0u8; 64];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+        let f = fetcher(Duration::from_millis(300), 0);
+        let start = Instant::now();
+        let e = f.get_bytes(&format!("{base}/x"), 100).unwrap_err();
+        assert!(matches!(e, FetchError::Timeout { .. }), "{e}");
+        assert!(
+            e.to_string().contains("timed out: no data for 0.3 s"),
+            "{e}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn refused_connection_is_a_transport_error() {
+        // bind then drop: nothing listens on that port any more
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let f = fetcher(Duration::from_secs(5), 1);
+        let e = f
+            .get_bytes(&format!("http://127.0.0.1:{port}/x"), 100)
+            .unwrap_err();
+        assert!(
+            matches!(e, FetchError::Transport { attempts: 2, .. }),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains(&format!("127.0.0.1:{port}/x")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn no_proxy_matching() {
+        let np = NoProxy::parse("localhost, .example.com,10.0.0.1:8080 ,[::1]");
+        assert!(np.matches("localhost"));
+        assert!(np.matches("example.com"));
+        assert!(np.matches("feeds.example.com"));
+        assert!(!np.matches("badexample.com"));
+        assert!(np.matches("10.0.0.1"));
+        assert!(np.matches("[::1]"));
+        assert!(!np.matches("192.0.2.1"));
+        // loopback always bypasses the proxy
+        assert!(NoProxy::default().matches("127.0.0.1"));
+        assert!(NoProxy::default().matches("[::1]"));
+        assert!(NoProxy::default().matches("localhost"));
+        assert!(!NoProxy::default().matches("example.com"));
+        assert!(NoProxy::parse("*").matches("anything"));
+    }
+
+    #[test]
+    fn requests_go_through_the_proxy_unless_no_proxy() {
+        // The "proxy" is a canned server on 127.0.0.1: it accepts the CONNECT tunnel, then
+        // answers the request sent through it itself. The target host is never resolved here
+        // (the proxy resolves it), so nothing leaves the machine.
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let proxy = canned(1, move |_, head, s| {
+            let _ = tx.send(head.to_string());
+            let _ = s.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+            if super::test_server::read_head(s).is_some() {
+                respond(s, "200 OK", b"via proxy");
+            }
+        });
+        let opts = FetchOptions::default();
+        let http = Some(("http_proxy".to_string(), proxy.clone()));
+        let f = Fetcher::with_proxies(&opts, http.clone(), None, NoProxy::default()).unwrap();
+        let url = "http://feeds.example.invalid/f";
+        assert_eq!(f.get_bytes(url, 100).unwrap(), b"via proxy");
+        let head = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(
+            head.starts_with("CONNECT feeds.example.invalid:80 "),
+            "{head}"
+        );
+        // https has no proxy configured here: direct
+        assert!(std::ptr::eq(
+            f.agent_for("https://feeds.example.invalid/f", true),
+            &f.direct
+        ));
+        // no_proxy and loopback go direct
+        let f =
+            Fetcher::with_proxies(&opts, http, None, NoProxy::parse(".example.invalid")).unwrap();
+        assert!(std::ptr::eq(f.agent_for(url, false), &f.direct));
+        assert!(std::ptr::eq(
+            f.agent_for("http://other.test/f", false),
+            f.http_proxy.as_ref().unwrap()
+        ));
+        assert!(std::ptr::eq(
+            f.agent_for("http://127.0.0.1:8080/f", false),
+            &f.direct
+        ));
+    }
+
+    #[test]
+    fn user_agent_and_identity_encoding_are_sent() {
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let head = super::test_server::read_head(&mut s).unwrap_or_default();
+                let _ = tx.send(head);
+                respond(&mut s, "200 OK", b"ok");
+            }
+        });
+        let f = fetcher(Duration::from_secs(5), 0);
+        f.get_bytes(&format!("http://127.0.0.1:{port}/x"), 100)
+            .unwrap();
+        let head = rx
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap()
+            .to_lowercase();
+        assert!(
+            head.contains(&format!("user-agent: {}", USER_AGENT.to_lowercase())),
+            "{head}"
+        );
+        assert!(head.contains("accept-encoding: identity"), "{head}");
+    }
+
+    #[test]
+    fn bad_proxy_variable_is_an_error() {
+        let opts = FetchOptions::default();
+        let bad = Some(("https_proxy".to_string(), "http://[::1".to_string()));
+        let e = Fetcher::with_proxies(&opts, None, bad, NoProxy::default()).unwrap_err();
+        assert!(e.to_string().contains("$https_proxy"), "{e}");
+    }
+
+    #[test]
+    fn https_with_a_private_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("openssl is needed for the HTTPS test");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=prokit test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(d.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ]);
+        let www = d.join("www");
+        std::fs::create_dir(&www).unwrap();
+        std::fs::write(www.join("Packages"), b"Package: a\n").unwrap();
+        let server = PyServer::start_tls(&www, &d.join("leaf.pem"), &d.join("leaf.key"));
+        let url = format!("https://127.0.0.1:{}/Packages", server.port);
+
+        // Trusting the private CA: works.
+        let opts = FetchOptions {
+            timeout: Duration::from_secs(10),
+            retries: 0,
+            ca_file: Some(d.join("ca.pem")),
+        };
+        let f = Fetcher::with_proxies(&opts, None, None, NoProxy::default()).unwrap();
+        assert_eq!(f.get_bytes(&url, 100).unwrap(), b"Package: a\n");
+
+        // With the built-in roots only: the certificate is refused.
+        let opts = FetchOptions {
+            ca_file: None,
+            ..opts
+        };
+        let f = Fetcher::with_proxies(&opts, None, None, NoProxy::default()).unwrap();
+        let e = f.get_bytes(&url, 100).unwrap_err();
+        assert!(
+            matches!(e, FetchError::Transport { attempts: 1, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+
+        // A CA file without certificates is refused up front.
+        let opts = FetchOptions {
+            ca_file: Some(d.join("ext")),
+            ..opts
+        };
+        let e = Fetcher::new(&opts).unwrap_err();
+        assert!(matches!(e, FetchError::CaFile { .. }), "{e}");
+    }
+}

@@ -1,0 +1,16 @@
+//! `prokit` — the feed client library: configuration (`config`), fetching (`fetch`), feed
+//! verification and the stored indexes (`feed`), dependency resolution (`resolve`), verified
+//! parallel downloads (`download`), the opkg-compatible installed database (`status`), safe
+//! unpacking (`unpack`), installing and removing (`install`), checking an installed root
+//! (`verify`), reproducible root tarballs (`rootfs`), and the operations that tie them
+//! together (`client`). The `prokit` binary is a thin command line over `client`.
+//!
+//! The library never prints or exits; it reports progress through [`client::Progress`] and
+//! returns typed errors that name the feed, URL, file or package concerned.
+
+pub mod config;
+pub mod download;
+pub mod feed;
+pub mod fetch;
+pub mod resolve;
+pub mod rootfs;
