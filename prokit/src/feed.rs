@@ -99,9 +99,11 @@ impl Default for Trust {
 pub struct FeedLimits {
     /// Largest `Packages.gz` downloaded. Default 64 MiB.
     pub max_packages_gz: u64,
-    /// Largest `Packages`, downloaded or decompressed. Default 512 MiB.
+    /// Largest `Packages`, downloaded or decompressed. Default 256 MiB (OpenWrt's largest
+    /// feeds are about 10 MB; a 10 000-package index is 8 MB).
     pub max_packages: u64,
-    /// Most bytes of `Packages` per byte of `Packages.gz`, past `ratio_grace`. Default 1000.
+    /// Most bytes of `Packages` per byte of `Packages.gz`, past `ratio_grace`. Default 200
+    /// (real indexes compress 4–20×; deflate's ceiling is about 1032×).
     pub max_ratio: u64,
     /// Output below which the ratio is not checked. Default 8 MiB.
     pub ratio_grace: u64,
@@ -116,8 +118,8 @@ impl Default for FeedLimits {
         let feeds = Limits::default();
         FeedLimits {
             max_packages_gz: 64 << 20,
-            max_packages: 512 << 20,
-            max_ratio: feeds.max_ratio,
+            max_packages: 256 << 20,
+            max_ratio: 200,
             ratio_grace: feeds.ratio_grace,
             max_release: 1 << 20,
             max_signature: feeds::usign::MAX_FILE_LEN as u64,

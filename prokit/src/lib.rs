@@ -8,9 +8,14 @@
 //! The library never prints or exits; it reports progress through [`client::Progress`] and
 //! returns typed errors that name the feed, URL, file or package concerned.
 
+pub mod client;
 pub mod config;
 pub mod download;
 pub mod feed;
 pub mod fetch;
+pub mod install;
 pub mod resolve;
 pub mod rootfs;
+pub mod status;
+pub mod unpack;
+pub mod verify;

@@ -65,3 +65,59 @@ pub fn run(cmd: &mut Command) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A real HTTP server (`python3 -m http.server`) serving a directory on 127.0.0.1, stopped
+/// when dropped. Tests that fetch go through it, as a device would.
+pub struct HttpServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl HttpServer {
+    /// Serves `dir`; `None` (after a message) when python3 is missing outside CI.
+    pub fn serve(dir: &Path) -> Option<HttpServer> {
+        if !have_tool("python3") {
+            return None;
+        }
+        for _ in 0..20 {
+            // Ask the kernel for a free port, then hand it to the server.
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port");
+            let mut child = Command::new("python3")
+                .args(["-m", "http.server", "--bind", "127.0.0.1"])
+                .arg(port.to_string())
+                .arg("--directory")
+                .arg(dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn python3 -m http.server");
+            for _ in 0..200 {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // lost the port to someone else: try another
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Some(HttpServer { child, port });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("could not start an HTTP server for {}", dir.display());
+    }
+
+    /// `http://127.0.0.1:<port>` followed by `path` (which starts with `/` or is empty).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

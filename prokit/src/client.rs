@@ -1,0 +1,611 @@
+//! The operations behind prokit's commands: `update`, `install`, `remove`, `list`, `info`,
+//! `verify` on a root described by its opkg.conf, and `bootstrap`, which makes a new root
+//! (its opkg.conf and trusted keys) and installs into it.
+//!
+//! Order of work for an install, so that nothing changes unless everything checks out:
+//! finish or undo an interrupted earlier run; load the stored indexes (their signatures are
+//! checked again on load); resolve the whole request (an unsatisfiable one fails here, before
+//! any download); download every package in parallel, each capped at its indexed Size and
+//! checked against its SHA-256 while streaming; then install package by package in dependency
+//! order, each one crash-safe.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use feeds::control::Paragraph;
+use feeds::usign::PublicKey;
+
+use crate::config::{Config, ConfigError, Source};
+use crate::download::{self, DownloadError, DownloadItem};
+use crate::feed::{FeedError, FeedSource, FeedStore, Trust, UpdateReport};
+use crate::fetch::{FetchError, FetchOptions, Fetcher};
+use crate::install::{self, InstallError, InstallOptions, InstallReport, RemoveReport, ScriptMode};
+use crate::resolve::{Request, ResolveError, Universe};
+use crate::rootfs::{self, TarError};
+use crate::status::{Db, StatusError};
+use crate::verify::{self, VerifyReport};
+
+/// What the library tells the user while it works; the binary draws it.
+pub trait Progress: Sync {
+    /// A line of information (a recovered run, a kept conffile).
+    fn message(&self, _text: &str) {}
+    /// A package file is ready in the cache (`cached`: it was there already and verified).
+    fn downloaded(&self, _file: &str, _cached: bool) {}
+    /// A package was installed.
+    fn installed(&self, _report: &InstallReport) {}
+}
+
+/// Reports nothing.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// Settings common to every operation.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The root filesystem operated on (`/` for the running system).
+    pub root: PathBuf,
+    /// The configuration file (default: the root's opkg.conf and opkg/*.conf).
+    pub conf: Option<PathBuf>,
+    /// Where packages are downloaded (default `<root>/var/cache/prokit`).
+    pub cache_dir: Option<PathBuf>,
+    /// Keep downloaded packages after installing them.
+    pub keep_cache: bool,
+    /// Extra CA certificates (PEM) for https feeds.
+    pub ca_file: Option<PathBuf>,
+    /// Names treated as installed (what OpenWrt indexes leave out: libc, kernel).
+    pub assume_installed: Vec<String>,
+    pub scripts: ScriptMode,
+    /// Allow setuid/setgid files and device nodes.
+    pub allow_special: bool,
+    /// Parallel downloads.
+    pub jobs: usize,
+    /// The current time (Unix seconds) for Release freshness.
+    pub now: i64,
+    /// `Installed-Time` recorded in the status database (`SOURCE_DATE_EPOCH` when set).
+    pub installed_time: i64,
+    /// fsync the database and installed files after each package (off for a fresh
+    /// bootstrap, whose root is thrown away and redone after a power loss anyway; kill -9
+    /// safety does not depend on it).
+    pub durable: bool,
+}
+
+impl Options {
+    /// Defaults for a root: scripts skipped, 4 download workers, the current time.
+    pub fn new(root: PathBuf) -> Options {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        Options {
+            root,
+            conf: None,
+            cache_dir: None,
+            keep_cache: false,
+            ca_file: None,
+            assume_installed: Vec::new(),
+            scripts: ScriptMode::Skip,
+            allow_special: false,
+            jobs: 4,
+            now,
+            installed_time: now,
+            durable: true,
+        }
+    }
+}
+
+/// Why an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Feed(#[from] FeedError),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Download(#[from] DownloadError),
+    #[error(transparent)]
+    Status(#[from] StatusError),
+    #[error(transparent)]
+    Install(#[from] InstallError),
+    #[error(transparent)]
+    Tar(#[from] TarError),
+    #[error("no feeds are configured (add `src/gz NAME URL` to {0})")]
+    NoFeeds(String),
+    #[error("feed {0:?} has no verified index yet: run `prokit update` first")]
+    NotUpdated(String),
+    #[error("feed {feed:?}: package {package}: {reason}")]
+    BadStanza {
+        feed: String,
+        package: String,
+        reason: String,
+    },
+    #[error("package {0} is not installed")]
+    NotInstalled(String),
+    #[error("cannot remove {name}: installed {} depend on it (remove them too, or --force-depends)", dependents.join(", "))]
+    Dependents {
+        name: String,
+        dependents: Vec<String>,
+    },
+    #[error("{} failed to update: {}", failed.len(), failed.join("; "))]
+    UpdateFailed { failed: Vec<String> },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
+    move |source| ClientError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The outcome of updating one feed.
+pub struct FeedOutcome {
+    pub name: String,
+    pub result: Result<UpdateReport, FeedError>,
+}
+
+/// One line of `prokit list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry {
+    pub name: String,
+    pub version: String,
+    pub architecture: String,
+    /// The feed it comes from, or None for an installed package.
+    pub feed: Option<String>,
+    pub installed: bool,
+    pub summary: String,
+}
+
+/// A root and its configuration.
+pub struct Client {
+    opts: Options,
+    config: Config,
+    fetcher: Fetcher,
+    store: FeedStore,
+    trust: Trust,
+}
+
+/// Where prokit keeps its own per-feed state inside a root.
+pub const STATE_DIR: &str = "var/lib/prokit/feeds";
+/// Where a root's trusted feed keys live (read by opkg-lede's usign too).
+pub const KEYS_DIR: &str = "etc/opkg/keys";
+/// The default download cache inside a root.
+pub const CACHE_DIR: &str = "var/cache/prokit";
+
+impl Client {
+    /// Reads the root's configuration and trusted keys.
+    pub fn open(opts: Options) -> Result<Client, ClientError> {
+        let config = Config::load(&opts.root, opts.conf.as_deref())?;
+        let ca_file = opts.ca_file.clone().or_else(|| {
+            config
+                .option("ca_file")
+                .map(|p| Config::in_root(&opts.root, p))
+        });
+        let fetcher = Fetcher::new(&FetchOptions {
+            ca_file,
+            ..FetchOptions::default()
+        })?;
+        let store = FeedStore::new(
+            Config::in_root(&opts.root, &config.lists_dir),
+            opts.root.join(STATE_DIR),
+        );
+        let keys = opts.root.join(KEYS_DIR);
+        let mut trust = if keys.is_dir() {
+            Trust::from_key_dir(&keys)?
+        } else {
+            Trust {
+                keys: Vec::new(),
+                distrusted: Vec::new(),
+                require_signature: true,
+                require_release: false,
+            }
+        };
+        trust.require_signature = config.flag("check_signature").unwrap_or(true);
+        trust.require_release = config.flag("require_release").unwrap_or(false);
+        Ok(Client {
+            opts,
+            config,
+            fetcher,
+            store,
+            trust,
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn conf_name(&self) -> String {
+        self.opts
+            .conf
+            .clone()
+            .unwrap_or_else(|| self.opts.root.join("etc/opkg.conf"))
+            .display()
+            .to_string()
+    }
+
+    /// Fetches and verifies every feed; a feed that fails keeps its last good index.
+    pub fn update(&self) -> Result<Vec<FeedOutcome>, ClientError> {
+        if self.config.sources.is_empty() {
+            return Err(ClientError::NoFeeds(self.conf_name()));
+        }
+        Ok(self
+            .config
+            .sources
+            .iter()
+            .map(|s| FeedOutcome {
+                name: s.name.clone(),
+                result: self.store.update(
+                    &feed_source(s),
+                    &self.trust,
+                    &self.fetcher,
+                    self.opts.now,
+                ),
+            })
+            .collect())
+    }
+
+    fn open_db(&self, progress: &dyn Progress) -> Result<Db, ClientError> {
+        let mut db = Db::open(&self.opts.root, &self.config.db_dir())?;
+        db.set_fsync(self.opts.durable);
+        if let Some(done) = install::recover(&mut db)? {
+            progress.message(&done);
+        }
+        Ok(db)
+    }
+
+    /// The verified stored indexes, feed by feed, in configuration order.
+    fn indexes(&self) -> Result<Vec<(&Source, Vec<Paragraph>)>, ClientError> {
+        if self.config.sources.is_empty() {
+            return Err(ClientError::NoFeeds(self.conf_name()));
+        }
+        let mut out = Vec::new();
+        for s in &self.config.sources {
+            let index = self
+                .store
+                .load(&s.name, &self.trust)?
+                .ok_or_else(|| ClientError::NotUpdated(s.name.clone()))?;
+            out.push((s, index.stanzas));
+        }
+        Ok(out)
+    }
+
+    fn universe(&self, db: &Db, with_feeds: bool) -> Result<Universe, ClientError> {
+        let mut u = Universe::new(&self.config.arch);
+        for p in db.packages() {
+            u.add_installed(p)?;
+        }
+        if with_feeds {
+            for (i, (s, stanzas)) in self.indexes()?.iter().enumerate() {
+                for st in stanzas {
+                    u.add_available(st, &s.name, i)?;
+                }
+            }
+        }
+        for a in &self.opts.assume_installed {
+            u.assume_installed(a);
+        }
+        Ok(u)
+    }
+
+    fn install_options(&self) -> InstallOptions {
+        InstallOptions {
+            scripts: self.opts.scripts,
+            allow_special: self.opts.allow_special,
+            installed_time: self.opts.installed_time,
+        }
+    }
+
+    /// Resolves, downloads, verifies and installs `packages` (`name` or `name=version`).
+    pub fn install(
+        &self,
+        packages: &[String],
+        progress: &dyn Progress,
+    ) -> Result<Vec<InstallReport>, ClientError> {
+        let mut db = self.open_db(progress)?;
+        let universe = self.universe(&db, true)?;
+        let requests: Vec<Request> = packages
+            .iter()
+            .map(|p| match p.split_once('=') {
+                Some((n, v)) => Request {
+                    name: n.to_string(),
+                    version: Some(v.to_string()),
+                },
+                None => Request {
+                    name: p.clone(),
+                    version: None,
+                },
+            })
+            .collect();
+        let plan = universe.resolve(&requests)?;
+        let cache = self
+            .opts
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| self.opts.root.join(CACHE_DIR));
+        fs::create_dir_all(&cache).map_err(io_at(&cache))?;
+        let mut items = Vec::with_capacity(plan.steps.len());
+        for step in &plan.steps {
+            let bad = |reason: String| ClientError::BadStanza {
+                feed: step.feed.clone(),
+                package: format!("{} {}", step.name, step.version),
+                reason,
+            };
+            let source = self
+                .config
+                .sources
+                .iter()
+                .find(|s| s.name == step.feed)
+                .ok_or_else(|| bad("feed not configured".into()))?;
+            let filename = step
+                .stanza
+                .get("Filename")
+                .ok_or_else(|| bad("no Filename field".into()))?;
+            let size: u64 = step
+                .stanza
+                .get("Size")
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| bad("no valid Size field".into()))?;
+            let sha256 = step
+                .stanza
+                .get("SHA256sum")
+                .or_else(|| step.stanza.get("SHA256"))
+                .map(|s| s.trim().to_ascii_lowercase())
+                .filter(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+                .ok_or_else(|| bad("no valid SHA256sum field".into()))?;
+            let url = download::package_url(&source.url, filename.trim())?;
+            let base = filename.trim().rsplit('/').next().unwrap_or("package.ipk");
+            items.push(DownloadItem {
+                url,
+                size,
+                dest: cache.join(format!("{}-{base}", &sha256[..16])),
+                sha256,
+            });
+        }
+        download::download_all(
+            &self.fetcher,
+            &items,
+            self.opts.jobs.max(1),
+            &|item, cached| progress.downloaded(&item.url, cached),
+        )?;
+        let opts = self.install_options();
+        // Packages the plan replaces (Conflicts + Replaces) go first.
+        for name in &plan.removes {
+            let r = install::remove(&mut db, name, &opts)?;
+            progress.message(&format!("Removed {} (replaced)", r.name));
+        }
+        let mut reports = Vec::new();
+        for (step, item) in plan.steps.iter().zip(&items) {
+            let report = install::install(&mut db, &item.dest, step.auto, &opts)?;
+            for c in &report.kept_conffiles {
+                progress.message(&format!(
+                    "{}: kept the modified {c}; the new version is {c}-opkg",
+                    report.name
+                ));
+            }
+            progress.installed(&report);
+            reports.push(report);
+            if !self.opts.keep_cache {
+                let _ = fs::remove_file(&item.dest);
+            }
+        }
+        Ok(reports)
+    }
+
+    /// Removes installed packages; refuses when other installed packages depend on them,
+    /// unless `force_depends`.
+    pub fn remove(
+        &self,
+        names: &[String],
+        force_depends: bool,
+        progress: &dyn Progress,
+    ) -> Result<Vec<RemoveReport>, ClientError> {
+        let mut db = self.open_db(progress)?;
+        let universe = self.universe(&db, false)?;
+        for n in names {
+            if db.get(n).is_none() {
+                return Err(ClientError::NotInstalled(n.clone()));
+            }
+            let dependents: Vec<String> = universe
+                .reverse_dependents(n)
+                .into_iter()
+                .filter(|d| !names.contains(d))
+                .collect();
+            if !dependents.is_empty() && !force_depends {
+                return Err(ClientError::Dependents {
+                    name: n.clone(),
+                    dependents,
+                });
+            }
+        }
+        let opts = self.install_options();
+        let mut out = Vec::new();
+        for n in names {
+            out.push(install::remove(&mut db, n, &opts)?);
+        }
+        Ok(out)
+    }
+
+    /// Installed packages, or everything the feeds offer (marked when installed).
+    pub fn list(&self, installed_only: bool) -> Result<Vec<ListEntry>, ClientError> {
+        let db = Db::open(&self.opts.root, &self.config.db_dir())?;
+        let field = |p: &Paragraph, f: &str| p.get(f).unwrap_or("").trim().to_string();
+        let summary = |p: &Paragraph| {
+            p.get("Description")
+                .and_then(|d| d.lines().next())
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        };
+        let installed_version = |name: &str| db.get(name).map(|p| field(p, "Version"));
+        let mut out = Vec::new();
+        if installed_only {
+            for p in db.packages() {
+                out.push(ListEntry {
+                    name: field(p, "Package"),
+                    version: field(p, "Version"),
+                    architecture: field(p, "Architecture"),
+                    feed: None,
+                    installed: true,
+                    summary: summary(p),
+                });
+            }
+        } else {
+            for (s, stanzas) in self.indexes()? {
+                for p in &stanzas {
+                    let name = field(p, "Package");
+                    let version = field(p, "Version");
+                    out.push(ListEntry {
+                        installed: installed_version(&name).as_deref() == Some(&version),
+                        name,
+                        version,
+                        architecture: field(p, "Architecture"),
+                        feed: Some(s.name.clone()),
+                        summary: summary(p),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.name, &a.version, &a.feed).cmp(&(&b.name, &b.version, &b.feed)));
+        Ok(out)
+    }
+
+    /// The installed stanza (if any) and every stanza the feeds have for `name`.
+    pub fn info(&self, name: &str) -> Result<Vec<(Option<String>, Paragraph)>, ClientError> {
+        let db = Db::open(&self.opts.root, &self.config.db_dir())?;
+        let mut out = Vec::new();
+        if let Some(p) = db.get(name) {
+            out.push((None, p.clone()));
+        }
+        if let Ok(indexes) = self.indexes() {
+            for (s, stanzas) in indexes {
+                for p in stanzas {
+                    if p.get("Package").map(str::trim) == Some(name) {
+                        out.push((Some(s.name.clone()), p));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks every installed file (or those of `only`) against the recorded hashes.
+    pub fn verify(&self, only: Option<&[String]>) -> Result<VerifyReport, ClientError> {
+        let db = Db::open(&self.opts.root, &self.config.db_dir())?;
+        if let Some(names) = only {
+            if let Some(n) = names.iter().find(|n| db.get(n).is_none()) {
+                return Err(ClientError::NotInstalled(n.clone()));
+            }
+        }
+        Ok(verify::verify(&db, only)?)
+    }
+}
+
+fn feed_source(s: &Source) -> FeedSource {
+    FeedSource {
+        name: s.name.clone(),
+        url: s.url.clone(),
+        gz: s.gz,
+    }
+}
+
+/// What `prokit bootstrap` is asked to make.
+pub struct Bootstrap {
+    /// `NAME=URL` feeds, in priority order.
+    pub feeds: Vec<(String, String)>,
+    /// usign public keys trusted for the feeds (copied into `<root>/etc/opkg/keys/<fp>`).
+    pub pubkeys: Vec<PathBuf>,
+    /// `arch` lines; empty accepts every architecture.
+    pub arch: Vec<(String, u32)>,
+    pub packages: Vec<String>,
+    /// Write a reproducible tarball of the root here when done.
+    pub tar: Option<PathBuf>,
+    /// mtime of every entry in the tarball.
+    pub tar_mtime: u64,
+}
+
+/// Writes `data` to `path` through a temporary file in the same directory.
+fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ClientError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io_at(dir))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.prokit-tmp"));
+    fs::write(&tmp, data).map_err(io_at(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_at(path))
+}
+
+/// Makes a root filesystem: writes its opkg.conf and trusted keys (so the root can update
+/// itself later with the same trust), updates every feed (all must verify), installs the
+/// packages, and optionally writes a reproducible tarball of the result.
+pub fn bootstrap(
+    opts: Options,
+    b: &Bootstrap,
+    progress: &dyn Progress,
+) -> Result<Vec<InstallReport>, ClientError> {
+    if b.feeds.is_empty() {
+        return Err(ClientError::Invalid(
+            "bootstrap needs at least one --feed NAME=URL".into(),
+        ));
+    }
+    if b.pubkeys.is_empty() && opts.conf.is_none() {
+        return Err(ClientError::Invalid(
+            "bootstrap needs the keys to trust: --pubkey FILE (one per feed key)".into(),
+        ));
+    }
+    let root = &opts.root.clone();
+    fs::create_dir_all(root).map_err(io_at(root))?;
+    let mut config = Config::default();
+    for (name, url) in &b.feeds {
+        if !crate::config::valid_feed_name(name) {
+            return Err(ClientError::Invalid(format!(
+                "--feed {name}={url}: the name must be letters, digits, '.', '_', '-', '+'"
+            )));
+        }
+        config.sources.push(Source {
+            name: name.clone(),
+            url: url.trim_end_matches('/').to_string(),
+            gz: true,
+        });
+    }
+    config.dests.push(("root".into(), "/".into()));
+    // No `arch` lines: every architecture is accepted.
+    config.arch = b.arch.clone();
+    config.options.insert("check_signature".into(), "1".into());
+    write_atomic(&root.join("etc/opkg.conf"), config.to_text().as_bytes())?;
+    for k in &b.pubkeys {
+        let key = PublicKey::read_path(k).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        let dest = root.join(KEYS_DIR).join(key.fingerprint().to_string());
+        write_atomic(&dest, &key.to_file_bytes())?;
+    }
+    let client = Client::open(Options { conf: None, ..opts })?;
+    let failed: Vec<String> = client
+        .update()?
+        .into_iter()
+        .filter_map(|o| o.result.err().map(|e| e.to_string()))
+        .collect();
+    if !failed.is_empty() {
+        return Err(ClientError::UpdateFailed { failed });
+    }
+    let reports = client.install(&b.packages, progress)?;
+    if let Some(out) = &b.tar {
+        let cache = client.opts.cache_dir.clone();
+        let skip =
+            |p: &Path| cache.is_none() && p.starts_with(CACHE_DIR) || p.starts_with("var/lock");
+        rootfs::write_tar(root, out, b.tar_mtime, &skip)?;
+    }
+    Ok(reports)
+}

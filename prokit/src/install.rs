@@ -1,0 +1,1366 @@
+//! Installing, upgrading and removing one package in a root, crash-safely (DESIGN.md §5
+//! threat 16, §6), with maintainer scripts run the way OpenWrt's image build runs them.
+//!
+//! An install stages the package ([`crate::unpack::unpack`]), writes its database files
+//! (`info/<pkg>.control`, `.list`, `.conffiles`, the scripts, prokit's `.sha256`) and the new
+//! `status` to temporary files, then commits: renames everything into place, runs the
+//! post-install scripts, and only then records the new status. Every step is journaled
+//! (see [`crate::unpack`]); a failure rolls back in-process, a killed run is finished or
+//! undone by [`recover`]. The caller calls [`recover`] right after `Db::open`, before
+//! planning anything; [`install`] and [`remove`] call it again first, as a safety net.
+//!
+//! Maintainer scripts ([`ScriptMode::Offline`]) run on the host as `sh <script> <args>`, with
+//! `IPKG_INSTROOT=<root>`, `PKG_ROOT=<root>`, `PKG_UPGRADE=0|1`, the root as working directory
+//! and stdin from `/dev/null`; the script file is called `<pkg>.<script>` as opkg installs it
+//! (OpenWrt's `default_postinst "$0"` derives the package name from it). Order, as opkg and
+//! dpkg do it: install — `preinst install`, unpack, `postinst configure`; upgrade — old
+//! `prerm upgrade <new>`, new `preinst upgrade <old>`, unpack, old `postrm upgrade <new>`, new
+//! `postinst configure`; remove — `prerm remove`, files removed, `postrm remove`. A script
+//! that fails fails the operation with its exit status and its output (stdout and stderr,
+//! interleaved, the first 64 KiB), and the operation is rolled back; prokit does not call
+//! dpkg's error-unwind scripts (`abort-upgrade`, ...). With [`ScriptMode::Skip`] nothing runs
+//! and the status stanza of a package that has scripts says `Prokit-Scripts: skipped`.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use feeds::package::MAINTAINER_SCRIPTS;
+
+use crate::status::{
+    Db, FileKind, FileRecord, SIDECAR_SUFFIX, StatusError, conffile_modified, list_text,
+    sidecar_text, status_stanza, status_text, write_new_file,
+};
+use crate::unpack::{self, Transaction, UnpackError, UnpackOptions};
+
+/// Whether maintainer scripts run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScriptMode {
+    /// Not run; recorded in the status database (`Prokit-Scripts: skipped`).
+    #[default]
+    Skip,
+    /// Run on the host, as OpenWrt's image build does (see the module documentation).
+    Offline,
+}
+
+/// How to install or remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstallOptions {
+    /// Whether maintainer scripts run.
+    pub scripts: ScriptMode,
+    /// Allow setuid/setgid files, device nodes and FIFOs.
+    pub allow_special: bool,
+    /// `Installed-Time` to record (the caller passes `SOURCE_DATE_EPOCH` or now).
+    pub installed_time: i64,
+}
+
+/// What an install did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallReport {
+    /// The package installed.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Paths recorded in the package's `.list` (files, symlinks, nodes).
+    pub files: usize,
+    /// Conffiles kept because they were modified; the new versions are `<path>-opkg`.
+    pub kept_conffiles: Vec<String>,
+    /// The version that was installed before, when this was an upgrade (or reinstall).
+    pub upgraded_from: Option<String>,
+}
+
+/// What a removal did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoveReport {
+    /// The package removed.
+    pub name: String,
+    /// The version that was installed.
+    pub version: String,
+    /// Paths deleted.
+    pub files: usize,
+    /// Modified conffiles left in place.
+    pub kept_conffiles: Vec<String>,
+}
+
+/// Why an install or removal failed (the root is unchanged unless said otherwise).
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
+    #[error(transparent)]
+    Status(#[from] StatusError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "package {package}: {script} {args} failed ({}); the operation was rolled back; output:\n{output}",
+        match .exit_code { Some(c) => format!("exit status {c}"), None => "killed by a signal".to_string() }
+    )]
+    ScriptFailed {
+        package: String,
+        script: String,
+        args: String,
+        exit_code: Option<i32>,
+        output: String,
+    },
+    #[error("package {package}: cannot run its {script} script: {source}")]
+    ScriptSpawn {
+        package: String,
+        script: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("package {0} is not installed")]
+    NotInstalled(String),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> InstallError + '_ {
+    move |source| InstallError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Finishes or undoes an install or removal that a killed run left half done, and reloads
+/// the database. Returns a description of what it did, `None` when nothing was pending.
+pub fn recover(db: &mut Db) -> Result<Option<String>, InstallError> {
+    let done = unpack::recover_journal(db)?;
+    if done.is_some() {
+        db.reload()?;
+    }
+    Ok(done)
+}
+
+/// Runs `body` inside a transaction; rolls it back on failure (unless it reached `done`,
+/// after which only [`recover`] finishes it).
+fn transact<T>(
+    db: &mut Db,
+    op: &str,
+    body: impl FnOnce(&mut Db, &mut Transaction) -> Result<T, InstallError>,
+) -> Result<T, InstallError> {
+    let mut tx = Transaction::begin(db, op)?;
+    match body(db, &mut tx) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            if !unpack::killed() && !tx.is_done() {
+                tx.rollback()?;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Installs the package file (already downloaded and hash-checked by the caller) into the
+/// root of `db`. `auto`: pulled in as a dependency (an already user-requested package stays
+/// user-requested). When the same name is installed this is an upgrade (or a reinstall, or a
+/// downgrade: the caller decides): files only in the old version are removed, conffiles
+/// handled as [`crate::unpack`] says, scripts run in dpkg/opkg order.
+pub fn install(
+    db: &mut Db,
+    pkg_file: &Path,
+    auto: bool,
+    opts: &InstallOptions,
+) -> Result<InstallReport, InstallError> {
+    recover(db)?;
+    let label = pkg_file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    transact(db, &format!("install {label}"), |db, tx| {
+        install_in(db, tx, pkg_file, auto, opts)
+    })
+}
+
+fn install_in(
+    db: &mut Db,
+    tx: &mut Transaction,
+    pkg_file: &Path,
+    auto: bool,
+    opts: &InstallOptions,
+) -> Result<InstallReport, InstallError> {
+    let unpack_opts = UnpackOptions {
+        allow_special: opts.allow_special,
+    };
+    let staged = unpack::unpack(db, tx, pkg_file, &unpack_opts)?;
+    let name = staged.package.name().to_string();
+    let version = staged.package.version().to_string();
+    let old = db.get(&name).cloned();
+    let old_version = old
+        .as_ref()
+        .map(|p| p.get("Version").unwrap_or("").to_string());
+    let offline = opts.scripts == ScriptMode::Offline;
+    let script = |n: &str| staged.package.control_file(n).map(|m| m.data.clone());
+
+    // Scripts before anything is visible.
+    let mut old_postrm = None;
+    if offline {
+        if let Some(ov) = &old_version {
+            if let Some(s) = read_info_script(db, &name, "prerm")? {
+                run_script(db, &name, "prerm", &s, &["upgrade", &version], true)?;
+            }
+            old_postrm = read_info_script(db, &name, "postrm")?;
+            if let Some(s) = script("preinst") {
+                run_script(db, &name, "preinst", &s, &["upgrade", ov], true)?;
+            }
+        } else if let Some(s) = script("preinst") {
+            run_script(db, &name, "preinst", &s, &["install"], false)?;
+        }
+    }
+
+    // The old version's files that the new one does not ship.
+    let new_paths: HashSet<&str> = staged.entries.iter().map(|e| e.path.as_str()).collect();
+    let new_records: Vec<FileRecord> = staged.entries.iter().map(|e| e.record()).collect();
+    let old_records = if old.is_some() {
+        db.files(&name)?
+    } else {
+        Vec::new()
+    };
+    {
+        let old_conffiles = db.conffiles(&name);
+        let owners = db.owners()?.clone_for(&old_records);
+        for r in &old_records {
+            if new_paths.contains(r.path.as_str()) {
+                continue;
+            }
+            if r.kind == FileKind::Dir {
+                if owners.dir_only_of(&r.path, &name) {
+                    tx.rmdir_later(&r.path)?;
+                }
+                continue;
+            }
+            if !owners.file_of(&r.path, &name) {
+                continue;
+            }
+            if let Some((_, h)) = old_conffiles.iter().find(|(p, _)| *p == r.path) {
+                if conffile_modified(db.root(), &r.path, h).map_err(io_at(db.root()))? {
+                    continue;
+                }
+            }
+            tx.del(&r.path)?;
+        }
+    }
+
+    // Database files of this package.
+    let info_rel = info_rel(db)?;
+    let mut new_info: BTreeSet<String> = BTreeSet::new();
+    let mut put_info = |tx: &mut Transaction, suffix: &str, data: &[u8], mode: u32| {
+        new_info.insert(suffix.to_string());
+        tx.put_bytes(&format!("{info_rel}/{name}.{suffix}"), data, mode)
+    };
+    put_info(tx, "control", staged.package.control_text.as_bytes(), 0o644)?;
+    for m in &staged.package.control_files {
+        if valid_member_name(&m.name)
+            && !["control", "list", SIDECAR_SUFFIX].contains(&m.name.as_str())
+        {
+            put_info(tx, &m.name, &m.data, m.mode & 0o777)?;
+        }
+    }
+    put_info(tx, "list", list_text(&new_records).as_bytes(), 0o644)?;
+    put_info(
+        tx,
+        SIDECAR_SUFFIX,
+        sidecar_text(&name, &version, &new_records).as_bytes(),
+        0o644,
+    )?;
+    if old.is_some() {
+        for suffix in info_suffixes(db, &name)? {
+            if !new_info.contains(&suffix) {
+                tx.del(&format!("{info_rel}/{name}.{suffix}"))?;
+            }
+        }
+    }
+
+    // Files taken over from other packages: their lists shrink.
+    let mut taken: Vec<(String, Vec<FileRecord>)> = Vec::new();
+    for (other, paths) in &staged.takeovers {
+        let records = db.files(other)?;
+        let had_sidecar = records.iter().any(|r| r.kind != FileKind::Unknown);
+        let left: Vec<FileRecord> = records
+            .into_iter()
+            .filter(|r| !paths.contains(&r.path))
+            .collect();
+        tx.put_bytes(
+            &format!("{info_rel}/{other}.list"),
+            list_text(&left).as_bytes(),
+            0o644,
+        )?;
+        if had_sidecar {
+            let v = db
+                .get(other)
+                .and_then(|p| p.get("Version"))
+                .unwrap_or("")
+                .to_string();
+            let known: Vec<FileRecord> = left
+                .iter()
+                .filter(|r| r.kind != FileKind::Unknown)
+                .cloned()
+                .collect();
+            tx.put_bytes(
+                &format!("{info_rel}/{other}.{SIDECAR_SUFFIX}"),
+                sidecar_text(other, &v, &known).as_bytes(),
+                0o644,
+            )?;
+        }
+        taken.push((other.clone(), paths.iter().map(|p| record_of(p)).collect()));
+    }
+
+    // The new status.
+    let was_user = old
+        .as_ref()
+        .and_then(|p| p.get("Status"))
+        .is_some_and(|s| s.split_whitespace().nth(1) == Some("user"));
+    let has_scripts = !staged.package.scripts().is_empty();
+    let stanza = status_stanza(
+        &staged.package.control,
+        !auto || was_user,
+        &staged.conffiles,
+        opts.installed_time,
+        !offline && has_scripts,
+    );
+    let mut packages = db.package_map().clone();
+    packages.insert(name.clone(), stanza);
+    tx.stage_status(&status_text(&packages))?;
+
+    tx.commit()?;
+
+    if offline {
+        if let (Some(s), Some(_)) = (&old_postrm, &old_version) {
+            run_script(db, &name, "postrm", s, &["upgrade", &version], true)?;
+        }
+        if let Some(s) = script("postinst") {
+            run_script(db, &name, "postinst", &s, &["configure"], old.is_some())?;
+        }
+    }
+
+    tx.finish()?;
+
+    // The database in memory follows the disk.
+    let owners = db.owners()?;
+    owners.remove_package(&name, &old_records);
+    for (other, recs) in &taken {
+        owners.remove_package(other, recs);
+    }
+    owners.add_package(&name, &new_records);
+    db.set_packages(packages);
+
+    Ok(InstallReport {
+        name,
+        version,
+        files: new_records
+            .iter()
+            .filter(|r| r.kind != FileKind::Dir)
+            .count(),
+        kept_conffiles: staged.kept_conffiles,
+        upgraded_from: old_version,
+    })
+}
+
+/// Removes an installed package: its files (modified conffiles are kept and reported),
+/// the directories it shipped once empty and unused by other packages, its database files
+/// and its status stanza. Scripts: `prerm remove`, `postrm remove` ([`ScriptMode::Offline`]).
+pub fn remove(
+    db: &mut Db,
+    name: &str,
+    opts: &InstallOptions,
+) -> Result<RemoveReport, InstallError> {
+    recover(db)?;
+    if db.get(name).is_none() {
+        return Err(InstallError::NotInstalled(name.to_string()));
+    }
+    transact(db, &format!("remove {name}"), |db, tx| {
+        remove_in(db, tx, name, opts)
+    })
+}
+
+fn remove_in(
+    db: &mut Db,
+    tx: &mut Transaction,
+    name: &str,
+    opts: &InstallOptions,
+) -> Result<RemoveReport, InstallError> {
+    let version = db
+        .get(name)
+        .and_then(|p| p.get("Version"))
+        .unwrap_or("")
+        .to_string();
+    tx.set_package(name, &version)?;
+    let offline = opts.scripts == ScriptMode::Offline;
+    let mut postrm = None;
+    if offline {
+        if let Some(s) = read_info_script(db, name, "prerm")? {
+            run_script(db, name, "prerm", &s, &["remove"], false)?;
+        }
+        postrm = read_info_script(db, name, "postrm")?;
+    }
+    let records = db.files(name)?;
+    let conffiles = db.conffiles(name);
+    let owners = db.owners()?.clone_for(&records);
+    let mut removed = 0;
+    let mut kept = Vec::new();
+    for r in records.iter().filter(|r| r.kind != FileKind::Dir) {
+        if !owners.file_of(&r.path, name) {
+            continue;
+        }
+        let full = crate::status::join_root(db.root(), &r.path);
+        if fs::symlink_metadata(&full).is_err() {
+            continue;
+        }
+        if let Some((_, h)) = conffiles.iter().find(|(p, _)| *p == r.path) {
+            if conffile_modified(db.root(), &r.path, h).map_err(io_at(&full))? {
+                kept.push(r.path.clone());
+                continue;
+            }
+        }
+        tx.del(&r.path)?;
+        removed += 1;
+    }
+    for r in records.iter().filter(|r| r.kind == FileKind::Dir) {
+        if owners.dir_only_of(&r.path, name) {
+            tx.rmdir_later(&r.path)?;
+        }
+    }
+    let info_rel = info_rel(db)?;
+    for suffix in info_suffixes(db, name)? {
+        tx.del(&format!("{info_rel}/{name}.{suffix}"))?;
+    }
+    let mut packages = db.package_map().clone();
+    packages.remove(name);
+    tx.stage_status(&status_text(&packages))?;
+    tx.commit()?;
+    if let Some(s) = &postrm {
+        run_script(db, name, "postrm", s, &["remove"], false)?;
+    }
+    tx.finish()?;
+    db.owners()?.remove_package(name, &records);
+    db.set_packages(packages);
+    Ok(RemoveReport {
+        name: name.to_string(),
+        version,
+        files: removed,
+        kept_conffiles: kept,
+    })
+}
+
+/// A small view of ownership for the paths at hand (so the database can be borrowed again).
+struct OwnersView {
+    files: BTreeMap<String, String>,
+    dirs: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl OwnersView {
+    fn file_of(&self, path: &str, name: &str) -> bool {
+        self.files.get(path).is_some_and(|o| o == name)
+    }
+
+    /// True when no package other than `name` ships directory `path`.
+    fn dir_only_of(&self, path: &str, name: &str) -> bool {
+        self.dirs
+            .get(path)
+            .is_none_or(|s| s.iter().all(|o| o == name))
+    }
+}
+
+trait CloneFor {
+    fn clone_for(&self, records: &[FileRecord]) -> OwnersView;
+}
+
+impl CloneFor for crate::status::Owners {
+    fn clone_for(&self, records: &[FileRecord]) -> OwnersView {
+        let mut v = OwnersView {
+            files: BTreeMap::new(),
+            dirs: BTreeMap::new(),
+        };
+        for r in records {
+            if let Some(o) = self.files.get(&r.path) {
+                v.files.insert(r.path.clone(), o.clone());
+            }
+            if let Some(s) = self.dirs.get(&r.path) {
+                v.dirs.insert(r.path.clone(), s.clone());
+            }
+        }
+        v
+    }
+}
+
+fn record_of(path: &str) -> FileRecord {
+    FileRecord {
+        path: path.to_string(),
+        kind: FileKind::Unknown,
+        sha256: None,
+        link_target: None,
+        mode: None,
+    }
+}
+
+/// The `info` directory, absolute in the root.
+fn info_rel(db: &Db) -> Result<String, InstallError> {
+    let rel = db
+        .info_dir()
+        .strip_prefix(db.root())
+        .ok()
+        .and_then(|p| p.to_str())
+        .map(|s| format!("/{}", s.trim_matches('/')))
+        .filter(|s| s.len() > 1);
+    rel.ok_or_else(|| InstallError::Io {
+        path: db.info_dir().to_path_buf(),
+        source: io::Error::other("the info directory is not inside the root"),
+    })
+}
+
+/// A control member name that can become `info/<pkg>.<name>`.
+fn valid_member_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The suffixes of `info/<name>.<suffix>` files present (suffixes without a dot, so that
+/// `info/<name>.foo.list` of a package `<name>.foo` is never taken for one of `<name>`'s).
+fn info_suffixes(db: &Db, name: &str) -> Result<Vec<String>, InstallError> {
+    let dir = db.info_dir();
+    let prefix = format!("{name}.");
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).map_err(io_at(dir))? {
+        let e = e.map_err(io_at(dir))?;
+        let file = e.file_name();
+        let Some(f) = file.to_str() else { continue };
+        if let Some(suffix) = f.strip_prefix(&prefix) {
+            if valid_member_name(suffix) {
+                out.push(suffix.to_string());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// An installed maintainer script of `name`, if any (bounded).
+fn read_info_script(db: &Db, name: &str, script: &str) -> Result<Option<Vec<u8>>, InstallError> {
+    let path = db.info_file(name, script);
+    let f = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_at(&path)(e)),
+    };
+    let mut data = Vec::new();
+    f.take(8 << 20)
+        .read_to_end(&mut data)
+        .map_err(io_at(&path))?;
+    Ok(Some(data))
+}
+
+const MAX_OUTPUT: u64 = 64 * 1024;
+
+/// Runs a maintainer script (see the module documentation).
+fn run_script(
+    db: &Db,
+    name: &str,
+    script: &str,
+    content: &[u8],
+    args: &[&str],
+    upgrade: bool,
+) -> Result<(), InstallError> {
+    if !MAINTAINER_SCRIPTS.contains(&script) {
+        return Ok(());
+    }
+    let dir = db.scripts_dir();
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir(&dir).map_err(io_at(&dir))?;
+    let result = run_script_in(db, &dir, name, script, content, args, upgrade);
+    let _ = fs::remove_dir_all(&dir);
+    result
+}
+
+fn run_script_in(
+    db: &Db,
+    dir: &Path,
+    name: &str,
+    script: &str,
+    content: &[u8],
+    args: &[&str],
+    upgrade: bool,
+) -> Result<(), InstallError> {
+    let path = dir.join(format!("{name}.{script}"));
+    write_new_file(&path, content, 0o755, false).map_err(io_at(&path))?;
+    let out_path = dir.join("output");
+    let out = File::create(&out_path).map_err(io_at(&out_path))?;
+    let err = out.try_clone().map_err(io_at(&out_path))?;
+    let root = db.root();
+    let status = Command::new("sh")
+        .arg(&path)
+        .args(args)
+        .current_dir(root)
+        .env("IPKG_INSTROOT", root)
+        .env("PKG_ROOT", root)
+        .env("PKG_UPGRADE", if upgrade { "1" } else { "0" })
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .status()
+        .map_err(|source| InstallError::ScriptSpawn {
+            package: name.to_string(),
+            script: script.to_string(),
+            source,
+        })?;
+    if status.success() {
+        return Ok(());
+    }
+    let mut output = Vec::new();
+    if let Ok(f) = File::open(&out_path) {
+        let _ = f.take(MAX_OUTPUT).read_to_end(&mut output);
+    }
+    Err(InstallError::ScriptFailed {
+        package: name.to_string(),
+        script: script.to_string(),
+        args: args.join(" "),
+        exit_code: status.code(),
+        output: String::from_utf8_lossy(&output).into_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::sha256_file;
+    use crate::unpack::test_support::*;
+    use feeds::build::PackageBuilder;
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn sha(data: &[u8]) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(data))
+    }
+
+    fn foo(version: &str, conf: &str, extra_files: &[(&str, &str)]) -> PackageBuilder {
+        foo_with(version, conf, extra_files, "/etc/foo.conf\n")
+    }
+
+    fn foo_with(
+        version: &str,
+        conf: &str,
+        extra_files: &[(&str, &str)],
+        conffiles: &str,
+    ) -> PackageBuilder {
+        let mut b = PackageBuilder::new(control("foo", version, "Depends: libc\n"))
+            .dir("etc", 0o755)
+            .dir("usr/bin", 0o755)
+            .file("etc/foo.conf", 0o644, conf.as_bytes().to_vec())
+            .file("usr/bin/foo", 0o755, format!("foo {version}\n"))
+            .symlink("usr/bin/f", "foo")
+            .control_file("conffiles", 0o644, conffiles.to_string());
+        for (p, d) in extra_files {
+            b = b.file(p, 0o644, d.as_bytes().to_vec());
+        }
+        b
+    }
+
+    #[test]
+    fn install_fresh_package_records_opkg_database() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let pkg = write_pkg(
+            tmp.path(),
+            "foo_1.0_all.ipk",
+            foo("1.0", "a=1\n", &[]).control_file("postinst", 0o755, "#!/bin/sh\nexit 0\n"),
+        );
+        let mut db = open(&root);
+        let r = install(&mut db, &pkg, false, &opts(ScriptMode::Skip)).unwrap();
+        assert_eq!(
+            r,
+            InstallReport {
+                name: "foo".into(),
+                version: "1.0".into(),
+                files: 3,
+                kept_conffiles: vec![],
+                upgraded_from: None,
+            }
+        );
+        assert_eq!(fs::read(root.join("usr/bin/foo")).unwrap(), b"foo 1.0\n");
+        let info = root.join("usr/lib/opkg/info");
+        assert_eq!(
+            fs::read_to_string(info.join("foo.list")).unwrap(),
+            "/etc/foo.conf\n/usr/bin/f\n/usr/bin/foo\n"
+        );
+        assert_eq!(
+            fs::read_to_string(info.join("foo.control")).unwrap(),
+            control("foo", "1.0", "Depends: libc\n")
+        );
+        assert_eq!(
+            fs::read_to_string(info.join("foo.conffiles")).unwrap(),
+            "/etc/foo.conf\n"
+        );
+        let postinst = fs::metadata(info.join("foo.postinst")).unwrap();
+        assert_eq!(postinst.permissions().mode() & 0o777, 0o755);
+        let status = fs::read_to_string(root.join("usr/lib/opkg/status")).unwrap();
+        assert_eq!(
+            status,
+            format!(
+                "Package: foo\nVersion: 1.0\nDepends: libc\nStatus: install user installed\n\
+                 Architecture: all\nConffiles:\n /etc/foo.conf {}\nInstalled-Time: 1700000000\n\
+                 Prokit-Scripts: skipped\n\n",
+                sha(b"a=1\n")
+            )
+        );
+        let files = db.files("foo").unwrap();
+        let bin = files.iter().find(|f| f.path == "/usr/bin/foo").unwrap();
+        assert_eq!(bin.sha256.as_deref(), Some(sha(b"foo 1.0\n").as_str()));
+        assert_eq!(bin.mode, Some(0o755));
+        assert!(
+            files
+                .iter()
+                .any(|f| f.path == "/usr/bin" && f.kind == FileKind::Dir)
+        );
+        // The database survives a reopen.
+        drop(db);
+        let db = open(&root);
+        assert_eq!(db.files("foo").unwrap(), files);
+        assert!(!db.journal_path().exists());
+    }
+
+    #[test]
+    fn dependency_is_recorded_auto_installed_and_stays_user_when_requested_before() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let lib = write_pkg(
+            tmp.path(),
+            "lib_1_all.ipk",
+            PackageBuilder::new(control("lib", "1", "")).file("usr/lib/lib.so", 0o644, "x"),
+        );
+        let mut db = open(&root);
+        install(&mut db, &lib, true, &opts(ScriptMode::Skip)).unwrap();
+        let st = db.get("lib").unwrap();
+        assert_eq!(st.get("Status"), Some("install ok installed"));
+        assert_eq!(st.get("Auto-Installed"), Some("yes"));
+        assert_eq!(
+            st.get("Prokit-Scripts"),
+            None,
+            "no scripts, nothing skipped"
+        );
+        install(&mut db, &lib, false, &opts(ScriptMode::Skip)).unwrap();
+        assert_eq!(
+            db.get("lib").unwrap().get("Status"),
+            Some("install user installed")
+        );
+        install(&mut db, &lib, true, &opts(ScriptMode::Skip)).unwrap();
+        let st = db.get("lib").unwrap();
+        assert_eq!(st.get("Status"), Some("install user installed"));
+        assert_eq!(st.get("Auto-Installed"), None);
+    }
+
+    #[test]
+    fn file_conflict_between_packages_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let a = write_pkg(
+            tmp.path(),
+            "a_1_all.ipk",
+            PackageBuilder::new(control("a", "1", "")).file("usr/bin/tool", 0o755, "a"),
+        );
+        let b = write_pkg(
+            tmp.path(),
+            "b_1_all.ipk",
+            PackageBuilder::new(control("b", "1", ""))
+                .file("usr/bin/other", 0o755, "b")
+                .file("usr/bin/tool", 0o755, "b"),
+        );
+        let mut db = open(&root);
+        install(&mut db, &a, false, &opts(ScriptMode::Skip)).unwrap();
+        let before = snapshot(&root);
+        let err = install(&mut db, &b, false, &opts(ScriptMode::Skip)).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(&err, InstallError::Unpack(UnpackError::Conflict { package, path, owner })
+                if package == "b" && path == "/usr/bin/tool" && owner == "a"),
+            "{text}"
+        );
+        assert!(text.contains("package a") && text.contains("b"), "{text}");
+        assert_eq!(snapshot(&root), before);
+        assert!(db.get("b").is_none());
+    }
+
+    #[test]
+    fn replaces_allows_takeover() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let a = write_pkg(
+            tmp.path(),
+            "a_1_all.ipk",
+            PackageBuilder::new(control("a", "1", ""))
+                .file("usr/bin/tool", 0o755, "a")
+                .file("usr/bin/a-only", 0o755, "a"),
+        );
+        let b = write_pkg(
+            tmp.path(),
+            "b_1_all.ipk",
+            PackageBuilder::new(control("b", "1", "Replaces: a (<< 2)\n")).file(
+                "usr/bin/tool",
+                0o755,
+                "b",
+            ),
+        );
+        let mut db = open(&root);
+        install(&mut db, &a, false, &opts(ScriptMode::Skip)).unwrap();
+        install(&mut db, &b, false, &opts(ScriptMode::Skip)).unwrap();
+        assert_eq!(fs::read(root.join("usr/bin/tool")).unwrap(), b"b");
+        let info = root.join("usr/lib/opkg/info");
+        assert_eq!(
+            fs::read_to_string(info.join("a.list")).unwrap(),
+            "/usr/bin/a-only\n"
+        );
+        assert_eq!(
+            fs::read_to_string(info.join("b.list")).unwrap(),
+            "/usr/bin/tool\n"
+        );
+        assert!(
+            db.files("a")
+                .unwrap()
+                .iter()
+                .all(|r| r.path != "/usr/bin/tool")
+        );
+        // Removing the old owner leaves the taken-over file alone, also after a reopen.
+        drop(db);
+        let mut db = open(&root);
+        let r = remove(&mut db, "a", &opts(ScriptMode::Skip)).unwrap();
+        assert_eq!(r.files, 1);
+        assert_eq!(fs::read(root.join("usr/bin/tool")).unwrap(), b"b");
+        assert!(!root.join("usr/bin/a-only").exists());
+        crate::verify::verify(&db, None)
+            .map(|v| assert!(v.ok(), "{v:?}"))
+            .unwrap();
+    }
+
+    #[test]
+    fn directories_are_shared_freely() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let mk = |n: &str| {
+            write_pkg(
+                tmp.path(),
+                &format!("{n}_1_all.ipk"),
+                PackageBuilder::new(control(n, "1", ""))
+                    .dir("usr/share/common", 0o755)
+                    .file(&format!("usr/share/common/{n}"), 0o644, n.to_string()),
+            )
+        };
+        let (a, b) = (mk("a"), mk("b"));
+        let mut db = open(&root);
+        install(&mut db, &a, false, &opts(ScriptMode::Skip)).unwrap();
+        install(&mut db, &b, false, &opts(ScriptMode::Skip)).unwrap();
+        remove(&mut db, "a", &opts(ScriptMode::Skip)).unwrap();
+        assert!(
+            root.join("usr/share/common/b").exists(),
+            "b's directory stays"
+        );
+        remove(&mut db, "b", &opts(ScriptMode::Skip)).unwrap();
+        assert!(!root.join("usr/share").exists(), "the last user removes it");
+    }
+
+    #[test]
+    fn modified_conffile_is_kept_and_new_written_as_opkg() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let v1 = write_pkg(
+            tmp.path(),
+            "foo_1.0_all.ipk",
+            foo_with(
+                "1.0",
+                "a=1\n",
+                &[("etc/other.conf", "o=1\n")],
+                "/etc/foo.conf\n/etc/other.conf\n",
+            ),
+        );
+        let v2 = write_pkg(
+            tmp.path(),
+            "foo_2.0_all.ipk",
+            foo_with(
+                "2.0",
+                "a=2\n",
+                &[("etc/other.conf", "o=2\n")],
+                "/etc/foo.conf\n/etc/other.conf\n",
+            ),
+        );
+        let mut db = open(&root);
+        install(&mut db, &v1, false, &opts(ScriptMode::Skip)).unwrap();
+        fs::write(root.join("etc/foo.conf"), "mine\n").unwrap();
+        let r = install(&mut db, &v2, false, &opts(ScriptMode::Skip)).unwrap();
+        assert_eq!(r.kept_conffiles, vec!["/etc/foo.conf".to_string()]);
+        assert_eq!(r.upgraded_from.as_deref(), Some("1.0"));
+        assert_eq!(fs::read(root.join("etc/foo.conf")).unwrap(), b"mine\n");
+        assert_eq!(fs::read(root.join("etc/foo.conf-opkg")).unwrap(), b"a=2\n");
+        // The unmodified one is simply replaced.
+        assert_eq!(fs::read(root.join("etc/other.conf")).unwrap(), b"o=2\n");
+        assert!(!root.join("etc/other.conf-opkg").exists());
+        // opkg's rule: the recorded hash is the new version's, so the next upgrade keeps the
+        // user's file again.
+        assert_eq!(
+            db.conffiles("foo"),
+            vec![
+                ("/etc/foo.conf".to_string(), sha(b"a=2\n")),
+                ("/etc/other.conf".to_string(), sha(b"o=2\n")),
+            ]
+        );
+        let v = crate::verify::verify(&db, None).unwrap();
+        assert!(v.ok(), "{v:?}");
+        assert_eq!(
+            v.conffiles_changed,
+            vec![("foo".into(), "/etc/foo.conf".into())]
+        );
+        // Removing keeps the modified conffile and says so.
+        let r = remove(&mut db, "foo", &opts(ScriptMode::Skip)).unwrap();
+        assert_eq!(r.kept_conffiles, vec!["/etc/foo.conf".to_string()]);
+        assert_eq!(fs::read(root.join("etc/foo.conf")).unwrap(), b"mine\n");
+        assert!(!root.join("etc/other.conf").exists());
+    }
+
+    #[test]
+    fn conffile_already_in_root_and_owned_by_no_package_is_kept_when_different() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::write(root.join("etc/foo.conf"), "local\n").unwrap();
+        // A non-conffile owned by no package is simply replaced (as dpkg does).
+        fs::create_dir_all(root.join("usr/bin")).unwrap();
+        fs::write(root.join("usr/bin/foo"), "stray\n").unwrap();
+        let pkg = write_pkg(tmp.path(), "foo_1.0_all.ipk", foo("1.0", "a=1\n", &[]));
+        let mut db = open(&root);
+        let r = install(&mut db, &pkg, false, &opts(ScriptMode::Skip)).unwrap();
+        assert_eq!(r.kept_conffiles, vec!["/etc/foo.conf".to_string()]);
+        assert_eq!(fs::read(root.join("etc/foo.conf")).unwrap(), b"local\n");
+        assert_eq!(fs::read(root.join("etc/foo.conf-opkg")).unwrap(), b"a=1\n");
+        assert_eq!(fs::read(root.join("usr/bin/foo")).unwrap(), b"foo 1.0\n");
+        // Identical content is not "modified".
+        let tmp2 = tempfile::tempdir().unwrap();
+        let root2 = tmp2.path().join("root");
+        fs::create_dir_all(root2.join("etc")).unwrap();
+        fs::write(root2.join("etc/foo.conf"), "a=1\n").unwrap();
+        let mut db2 = open(&root2);
+        let r = install(&mut db2, &pkg, false, &opts(ScriptMode::Skip)).unwrap();
+        assert!(r.kept_conffiles.is_empty());
+        assert!(!root2.join("etc/foo.conf-opkg").exists());
+    }
+
+    #[test]
+    fn upgrade_replaces_files_and_removes_obsolete_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let v1 = write_pkg(
+            tmp.path(),
+            "foo_1.0_all.ipk",
+            foo("1.0", "a=1\n", &[("usr/share/foo/old.txt", "old")])
+                .dir("usr/share/foo", 0o755)
+                .control_file("prerm", 0o755, "#!/bin/sh\n"),
+        );
+        let v2 = write_pkg(
+            tmp.path(),
+            "foo_2.0_all.ipk",
+            foo("2.0", "a=1\n", &[("usr/lib/foo/new.so", "new")]),
+        );
+        let mut db = open(&root);
+        install(&mut db, &v1, true, &opts(ScriptMode::Skip)).unwrap();
+        let r = install(&mut db, &v2, true, &opts(ScriptMode::Skip)).unwrap();
+        assert_eq!(r.upgraded_from.as_deref(), Some("1.0"));
+        assert_eq!(fs::read(root.join("usr/bin/foo")).unwrap(), b"foo 2.0\n");
+        assert!(root.join("usr/lib/foo/new.so").exists());
+        assert!(
+            !root.join("usr/share/foo").exists(),
+            "obsolete file and its dir are gone"
+        );
+        let info = root.join("usr/lib/opkg/info");
+        assert!(
+            !info.join("foo.prerm").exists(),
+            "old scripts go with the old version"
+        );
+        assert_eq!(
+            fs::read_to_string(info.join("foo.list")).unwrap(),
+            "/etc/foo.conf\n/usr/bin/f\n/usr/bin/foo\n/usr/lib/foo/new.so\n"
+        );
+        let st = db.get("foo").unwrap();
+        assert_eq!(st.get("Version"), Some("2.0"));
+        assert_eq!(st.get("Auto-Installed"), Some("yes"));
+        assert!(crate::verify::verify(&db, None).unwrap().ok());
+        // Nothing of prokit's bookkeeping is left behind.
+        let names: Vec<String> = walk_names(&root);
+        assert!(names.iter().all(|n| !n.contains(".prokit-")), "{names:?}");
+    }
+
+    fn walk_names(dir: &Path) -> Vec<String> {
+        snapshot(dir).into_keys().collect()
+    }
+
+    #[test]
+    fn remove_deletes_files_dirs_and_database_entry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let pkg = write_pkg(
+            tmp.path(),
+            "foo_1.0_all.ipk",
+            foo("1.0", "a=1\n", &[("usr/share/foo/doc", "d")]),
+        );
+        let other = write_pkg(
+            tmp.path(),
+            "foo.bar_1_all.ipk",
+            PackageBuilder::new(control("foo.bar", "1", "")).file("usr/bin/foobar", 0o755, "x"),
+        );
+        let mut db = open(&root);
+        let empty = snapshot(&root);
+        install(&mut db, &other, false, &opts(ScriptMode::Skip)).unwrap();
+        let with_other = snapshot(&root);
+        install(&mut db, &pkg, false, &opts(ScriptMode::Skip)).unwrap();
+        let r = remove(&mut db, "foo", &opts(ScriptMode::Skip)).unwrap();
+        assert_eq!(r.files, 4);
+        assert!(r.kept_conffiles.is_empty());
+        assert_eq!(snapshot(&root), with_other, "exactly the state before foo");
+        assert!(db.get("foo").is_none());
+        assert!(matches!(
+            remove(&mut db, "foo", &opts(ScriptMode::Skip)),
+            Err(InstallError::NotInstalled(_))
+        ));
+        remove(&mut db, "foo.bar", &opts(ScriptMode::Skip)).unwrap();
+        let mut after = snapshot(&root);
+        // The status file now exists, empty.
+        assert_eq!(
+            after.remove("usr/lib/opkg/status").as_deref(),
+            Some("f 644 ")
+        );
+        assert_eq!(after, empty);
+    }
+
+    #[test]
+    fn failing_postinst_fails_and_rolls_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let bad = "#!/bin/sh\necho to-stdout\necho to-stderr >&2\nexit 3\n";
+        let v1 = write_pkg(tmp.path(), "foo_1.0_all.ipk", foo("1.0", "a=1\n", &[]));
+        let v2 = write_pkg(
+            tmp.path(),
+            "foo_2.0_all.ipk",
+            foo("2.0", "a=2\n", &[("usr/share/new", "n")]).control_file("postinst", 0o755, bad),
+        );
+        let mut db = open(&root);
+        // A fresh install that fails leaves nothing.
+        let empty = snapshot(&root);
+        let err = install(&mut db, &v2, false, &opts(ScriptMode::Offline)).unwrap_err();
+        match &err {
+            InstallError::ScriptFailed {
+                package,
+                script,
+                exit_code,
+                output,
+                ..
+            } => {
+                assert_eq!((package.as_str(), script.as_str()), ("foo", "postinst"));
+                assert_eq!(*exit_code, Some(3));
+                assert!(
+                    output.contains("to-stdout") && output.contains("to-stderr"),
+                    "{output}"
+                );
+            }
+            other => panic!("{other}"),
+        }
+        assert!(err.to_string().contains("exit status 3"), "{err}");
+        assert_eq!(snapshot(&root), empty);
+        assert!(db.get("foo").is_none());
+        // An upgrade that fails leaves the old version, complete.
+        install(&mut db, &v1, false, &opts(ScriptMode::Offline)).unwrap();
+        let old = snapshot(&root);
+        install(&mut db, &v2, false, &opts(ScriptMode::Offline)).unwrap_err();
+        assert_eq!(snapshot(&root), old);
+        assert_eq!(db.get("foo").unwrap().get("Version"), Some("1.0"));
+        drop(db);
+        let db = open(&root);
+        assert_eq!(db.get("foo").unwrap().get("Version"), Some("1.0"));
+        assert!(crate::verify::verify(&db, None).unwrap().ok());
+    }
+
+    #[test]
+    fn failing_preinst_changes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let pkg = write_pkg(
+            tmp.path(),
+            "foo_1.0_all.ipk",
+            foo("1.0", "a=1\n", &[]).control_file("preinst", 0o755, "exit 7\n"),
+        );
+        let mut db = open(&root);
+        let before = snapshot(&root);
+        let err = install(&mut db, &pkg, false, &opts(ScriptMode::Offline)).unwrap_err();
+        assert!(
+            matches!(err, InstallError::ScriptFailed { exit_code: Some(7), ref script, .. } if script == "preinst"),
+            "{err}"
+        );
+        assert_eq!(snapshot(&root), before);
+        // Skipping scripts installs it, and records that they were skipped.
+        install(&mut db, &pkg, false, &opts(ScriptMode::Skip)).unwrap();
+        assert_eq!(
+            db.get("foo").unwrap().get("Prokit-Scripts"),
+            Some("skipped")
+        );
+    }
+
+    #[test]
+    fn scripts_run_offline_in_opkg_order_with_instroot() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let log = |name: &str| {
+            format!(
+                "#!/bin/sh\necho \"{name} $* root=$IPKG_INSTROOT pkgroot=$PKG_ROOT up=$PKG_UPGRADE \
+                 cwd=$(pwd) self=$(basename $0)\" >> \"$IPKG_INSTROOT/log\"\n"
+            )
+        };
+        let with_scripts = |b: PackageBuilder, v: &str| {
+            b.control_file("preinst", 0o755, log(&format!("preinst-{v}")))
+                .control_file("postinst", 0o755, log(&format!("postinst-{v}")))
+                .control_file("prerm", 0o755, log(&format!("prerm-{v}")))
+                .control_file("postrm", 0o755, log(&format!("postrm-{v}")))
+        };
+        let v1 = write_pkg(
+            tmp.path(),
+            "foo_1.0_all.ipk",
+            with_scripts(foo("1.0", "a\n", &[]), "1"),
+        );
+        let v2 = write_pkg(
+            tmp.path(),
+            "foo_2.0_all.ipk",
+            with_scripts(foo("2.0", "a\n", &[]), "2"),
+        );
+        let mut db = open(&root);
+        let o = opts(ScriptMode::Offline);
+        install(&mut db, &v1, false, &o).unwrap();
+        install(&mut db, &v2, false, &o).unwrap();
+        remove(&mut db, "foo", &o).unwrap();
+        let r = db.root().display().to_string();
+        let got = fs::read_to_string(root.join("log")).unwrap();
+        let want: Vec<String> = [
+            ("preinst-1 install", "0", "preinst"),
+            ("postinst-1 configure", "0", "postinst"),
+            ("prerm-1 upgrade 2.0", "1", "prerm"),
+            ("preinst-2 upgrade 1.0", "1", "preinst"),
+            ("postrm-1 upgrade 2.0", "1", "postrm"),
+            ("postinst-2 configure", "1", "postinst"),
+            ("prerm-2 remove", "0", "prerm"),
+            ("postrm-2 remove", "0", "postrm"),
+        ]
+        .iter()
+        .map(|(what, up, s)| format!("{what} root={r} pkgroot={r} up={up} cwd={r} self=foo.{s}"))
+        .collect();
+        assert_eq!(got.lines().collect::<Vec<_>>(), want);
+        assert!(
+            db.get("foo")
+                .unwrap_or(&Default::default())
+                .get("Prokit-Scripts")
+                .is_none()
+        );
+        assert!(!db.scripts_dir().exists());
+    }
+
+    /// Runs `op` with a simulated kill at every step in turn; after each, reopens the root,
+    /// recovers (when `kill_recovery`, first with a kill at every step of the recovery too),
+    /// and checks that the root is exactly the old state or exactly the new one. Returns how
+    /// many kills ended in each.
+    fn kill_everywhere(
+        setup: &dyn Fn(&Path),
+        op: &dyn Fn(&mut Db) -> Result<(), InstallError>,
+        kill_recovery: bool,
+    ) -> (usize, usize) {
+        let run = |kill: Option<u64>, kill_in_recovery: Option<u64>| {
+            let tmp = tempfile::tempdir().unwrap();
+            let root = tmp.path().join("root");
+            setup(&root);
+            drop(open(&root));
+            let before = snapshot(&root);
+            crate::unpack::arm_kill(kill);
+            let result = {
+                let mut db = open(&root);
+                op(&mut db)
+            };
+            let fired = crate::unpack::killed();
+            let mut recovery_fired = false;
+            if kill_in_recovery.is_some() {
+                crate::unpack::arm_kill(kill_in_recovery);
+                let mut db = open(&root);
+                let r = recover(&mut db);
+                recovery_fired = crate::unpack::killed();
+                assert!(r.is_ok() != recovery_fired, "{r:?}");
+            }
+            crate::unpack::arm_kill(None);
+            let recovered = {
+                let mut db = open(&root);
+                recover(&mut db).unwrap()
+            };
+            // What a maintainer script did cannot be undone; it is not prokit's state.
+            let mut after = snapshot(&root);
+            after.remove("postinst-ran");
+            (
+                before,
+                after,
+                result.is_ok(),
+                fired,
+                recovered,
+                recovery_fired,
+                tmp,
+            )
+        };
+        let (old, new, ok, fired, recovered, _, _t) = run(None, None);
+        assert!(ok && !fired && recovered.is_none());
+        assert_ne!(old, new);
+        let check = |n: u64, got: &BTreeMap<String, String>| -> bool {
+            if *got == old {
+                return true;
+            }
+            if *got == new {
+                return false;
+            }
+            let keys: BTreeSet<&String> = got.keys().chain(old.keys()).chain(new.keys()).collect();
+            let diff: Vec<_> = keys
+                .into_iter()
+                .filter(|k| got.get(*k) != old.get(*k))
+                .map(|k| (k, got.get(k), old.get(k), new.get(k)))
+                .collect();
+            panic!("step {n}: neither the old nor the new state; differs in {diff:?}");
+        };
+        let (mut olds, mut news) = (0, 0);
+        for n in 0.. {
+            let (_, got, ok, fired, recovered, _, _t) = run(Some(n), None);
+            if !fired {
+                assert!(ok, "step {n}");
+                assert_eq!(got, new);
+                break;
+            }
+            assert!(!ok, "a killed run reports failure");
+            assert!(
+                recovered.is_some(),
+                "step {n}: a journal was left to recover"
+            );
+            if check(n, &got) {
+                olds += 1;
+            } else {
+                news += 1;
+            }
+            if kill_recovery {
+                for m in 0.. {
+                    let (_, again, _, _, _, recovery_fired, _t) = run(Some(n), Some(m));
+                    assert_eq!(again, got, "step {n}, recovery killed at {m}");
+                    if !recovery_fired {
+                        break;
+                    }
+                }
+            }
+        }
+        (olds, news)
+    }
+
+    #[test]
+    fn kill_at_every_step_leaves_old_or_new_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let v1 = write_pkg(
+            &d,
+            "foo_1.0_all.ipk",
+            foo_with(
+                "1.0",
+                "a=1\n",
+                &[("usr/share/foo/old", "old"), ("etc/two.conf", "t1")],
+                "/etc/foo.conf\n/etc/two.conf\n",
+            ),
+        );
+        let v2 = write_pkg(
+            &d,
+            "foo_2.0_all.ipk",
+            foo_with(
+                "2.0",
+                "a=2\n",
+                &[("usr/lib/foo/new", "new"), ("etc/two.conf", "t2")],
+                "/etc/foo.conf\n/etc/two.conf\n",
+            )
+            .control_file(
+                "postinst",
+                0o755,
+                "#!/bin/sh\necho ok > \"$IPKG_INSTROOT/postinst-ran\"\n",
+            ),
+        );
+        let base = write_pkg(
+            &d,
+            "base_1_all.ipk",
+            PackageBuilder::new(control("base", "1", "")).file("usr/bin/shared", 0o755, "base"),
+        );
+        let taker = write_pkg(
+            &d,
+            "taker_1_all.ipk",
+            PackageBuilder::new(control("taker", "1", "Replaces: base\n"))
+                .file("usr/bin/shared", 0o755, "taker")
+                .file("etc/taker.conf", 0o644, "t")
+                .control_file("conffiles", 0o644, "/etc/taker.conf\n"),
+        );
+        let skip = opts(ScriptMode::Skip);
+        let offline = opts(ScriptMode::Offline);
+
+        // A fresh install.
+        let (olds, news) = kill_everywhere(
+            &|_| {},
+            &|db| install(db, &v1, false, &skip).map(|_| ()),
+            false,
+        );
+        assert!(olds > 5 && news > 0, "{olds} {news}");
+
+        // An upgrade with a modified conffile, an obsolete file and a postinst.
+        let setup_v1 = |root: &Path| {
+            let mut db = open(root);
+            install(&mut db, &v1, false, &skip).unwrap();
+            fs::write(root.join("etc/foo.conf"), "mine\n").unwrap();
+        };
+        let (olds, news) = kill_everywhere(
+            &setup_v1,
+            &|db| install(db, &v2, false, &offline).map(|_| ()),
+            true,
+        );
+        assert!(olds > 5 && news > 0, "{olds} {news}");
+
+        // A takeover of another package's file.
+        let setup_base = |root: &Path| {
+            let mut db = open(root);
+            install(&mut db, &base, false, &skip).unwrap();
+        };
+        let (olds, news) = kill_everywhere(
+            &setup_base,
+            &|db| install(db, &taker, false, &skip).map(|_| ()),
+            false,
+        );
+        assert!(olds > 5 && news > 0, "{olds} {news}");
+
+        // A removal.
+        let (olds, news) =
+            kill_everywhere(&setup_v1, &|db| remove(db, "foo", &skip).map(|_| ()), false);
+        assert!(olds > 2 && news > 0, "{olds} {news}");
+    }
+
+    #[test]
+    fn recover_with_nothing_pending_does_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut db = open(tmp.path());
+        assert_eq!(recover(&mut db).unwrap(), None);
+    }
+
+    #[test]
+    fn reinstalling_same_version_is_idempotent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let pkg = write_pkg(tmp.path(), "foo_1.0_all.ipk", foo("1.0", "a=1\n", &[]));
+        let mut db = open(&root);
+        install(&mut db, &pkg, false, &opts(ScriptMode::Skip)).unwrap();
+        let once = snapshot(&root);
+        let r = install(&mut db, &pkg, false, &opts(ScriptMode::Skip)).unwrap();
+        assert_eq!(r.upgraded_from.as_deref(), Some("1.0"));
+        assert_eq!(snapshot(&root), once);
+        let _: BTreeMap<String, String> = BTreeMap::new();
+        assert_eq!(
+            sha256_file(&root.join("usr/bin/foo")).unwrap(),
+            sha(b"foo 1.0\n")
+        );
+    }
+}

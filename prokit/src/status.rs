@@ -1,0 +1,1225 @@
+//! The installed-package database, kept exactly where and how opkg-lede keeps it, so that
+//! `opkg -o <root>` can go on managing a root that prokit made (DESIGN.md §3.6).
+//!
+//! Under `<root>/<db_dir>` (default `usr/lib/opkg`; Yocto uses `var/lib/opkg`):
+//! - `status`: one deb822 stanza per installed package, in opkg's field order (Package,
+//!   Version, Depends, Pre-Depends, Recommends, Suggests, Provides, Replaces, Conflicts,
+//!   Status, Essential, Architecture, Conffiles, Installed-Time, Auto-Installed). prokit
+//!   writes the stanzas sorted by name, rewrites the file whole through a temporary file that
+//!   is fsynced and renamed, so it is never torn. `Status: install user installed` marks a
+//!   requested package, `install ok installed` plus `Auto-Installed: yes` a dependency.
+//!   `Conffiles` lines are ` /etc/x <hash>`; opkg-lede today records SHA-256 (and reads MD5,
+//!   32 hex digits, from older databases); prokit writes SHA-256 and reads both.
+//!   When maintainer scripts were skipped (`--scripts skip`) the stanza carries
+//!   `Prokit-Scripts: skipped`: opkg-lede's status parser (`pkg_parse_line`) ignores fields it
+//!   does not know, so the field is harmless to it (opkg drops it when it rewrites the file).
+//! - `info/<pkg>.control` (the control file as shipped), `info/<pkg>.list` (opkg-lede's format:
+//!   one installed path per line, absolute inside the root, files and symlinks only — opkg's
+//!   `file_hash_set_file_owner` never records directories), `info/<pkg>.conffiles` and the
+//!   other control members (`preinst`, `postinst`, `prerm`, `postrm`, ...), as opkg's
+//!   `install_maintainer_scripts` extracts them.
+//! - `info/<pkg>.sha256`: prokit's own record of what it installed, for `prokit verify`: one
+//!   line per entry, `<kind>\t<mode>\t<sha256|link target|->\t<path>` (kind `f` file, `l`
+//!   symlink, `d` directory, `s` special file), after a header `# prokit-sha256\t1\t<pkg>\t<version>`.
+//!   opkg's `remove_maintainer_scripts` deletes `info/<pkg>.*`, so it disappears with the
+//!   package when opkg removes it; a sidecar whose version is not the installed one (opkg
+//!   upgraded the package) is ignored.
+//!
+//! Locking: [`Db::open`] takes an exclusive lock on `<db_dir>/prokit.lock` (so two prokit runs
+//! exclude each other) and, when the root has a `var/lock` directory, on `var/lock/opkg.lock`,
+//! the file opkg-lede locks. opkg-lede locks with `lockf(3)`, a POSIX record lock, which
+//! `flock(2)` does not conflict with on Linux; prokit therefore takes open-file-description
+//! record locks (`F_OFD_SETLK`), which conflict with opkg's and, unlike classic POSIX locks,
+//! also with a second open in the same process. A root that is locked is not waited for
+//! beyond half a second: `open` then fails with [`StatusError::Locked`]. (opkg cannot run on a root without
+//! `var/lock`: it does not create the directory.)
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use feeds::control::{ControlLimits, Paragraph, ParagraphReader};
+use md5::Md5;
+use sha2::{Digest, Sha256};
+
+/// The database directory opkg-lede uses, relative to the root.
+pub const DEFAULT_DB_DIR: &str = "usr/lib/opkg";
+/// The suffix of prokit's per-package hash record in `info/`.
+pub const SIDECAR_SUFFIX: &str = "sha256";
+/// The lock file opkg-lede takes, relative to the root.
+pub const OPKG_LOCK: &str = "var/lock/opkg.lock";
+/// prokit's own lock file, in the database directory.
+pub const PROKIT_LOCK: &str = "prokit.lock";
+
+const MAX_STATUS: u64 = 256 << 20;
+const MAX_LIST: u64 = 64 << 20;
+const MAX_SIDECAR: u64 = 256 << 20;
+const SIDECAR_HEADER: &str = "# prokit-sha256";
+
+/// What went wrong with the installed database.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: line {line}: {message}", path.display())]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{}: larger than {limit} bytes", path.display())]
+    TooLarge { path: PathBuf, limit: u64 },
+    #[error(
+        "{}: locked by another process (prokit or opkg); only one may change a root at a time",
+        path.display()
+    )]
+    Locked { path: PathBuf },
+    #[error("database directory {dir:?}: {reason}")]
+    BadDbDir { dir: String, reason: String },
+    #[error("package {0} is not installed")]
+    NotInstalled(String),
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StatusError + '_ {
+    move |source| StatusError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What an installed path is, as far as the database knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// A regular file (its SHA-256 is recorded by prokit).
+    File,
+    /// A symbolic link (its target is recorded by prokit).
+    Symlink,
+    /// A directory the package ships (only prokit records these; opkg's `.list` has none).
+    Dir,
+    /// A FIFO or device node (installed only with `allow_special`).
+    Special,
+    /// Listed in opkg's `.list` without a prokit record (installed by opkg).
+    Unknown,
+}
+
+impl FileKind {
+    fn letter(self) -> &'static str {
+        match self {
+            FileKind::File => "f",
+            FileKind::Symlink => "l",
+            FileKind::Dir => "d",
+            FileKind::Special => "s",
+            FileKind::Unknown => "?",
+        }
+    }
+
+    fn from_letter(s: &str) -> Option<FileKind> {
+        Some(match s {
+            "f" => FileKind::File,
+            "l" => FileKind::Symlink,
+            "d" => FileKind::Dir,
+            "s" => FileKind::Special,
+            _ => return None,
+        })
+    }
+}
+
+/// One path a package installed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRecord {
+    /// Absolute inside the root, e.g. `/usr/bin/x`.
+    pub path: String,
+    /// What it is.
+    pub kind: FileKind,
+    /// Lower-case hex SHA-256 of a regular file's contents, as installed.
+    pub sha256: Option<String>,
+    /// A symlink's target.
+    pub link_target: Option<String>,
+    /// Permission bits as installed (`0o7777` mask), when prokit recorded them.
+    pub mode: Option<u32>,
+}
+
+/// Which package owns which path (built from every `.list` and sidecar on first use).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Owners {
+    /// Non-directory path → owning package.
+    pub files: HashMap<String, String>,
+    /// Directory path → packages that ship it.
+    pub dirs: HashMap<String, BTreeSet<String>>,
+}
+
+impl Owners {
+    /// Forgets everything `name` owns.
+    pub fn remove_package(&mut self, name: &str, records: &[FileRecord]) {
+        for r in records {
+            if r.kind == FileKind::Dir {
+                if let Some(set) = self.dirs.get_mut(&r.path) {
+                    set.remove(name);
+                    if set.is_empty() {
+                        self.dirs.remove(&r.path);
+                    }
+                }
+            } else if self.files.get(&r.path).map(String::as_str) == Some(name) {
+                self.files.remove(&r.path);
+            }
+        }
+    }
+
+    /// Records `records` as owned by `name`.
+    pub fn add_package(&mut self, name: &str, records: &[FileRecord]) {
+        for r in records {
+            if r.kind == FileKind::Dir {
+                self.dirs
+                    .entry(r.path.clone())
+                    .or_default()
+                    .insert(name.to_string());
+            } else {
+                self.files.insert(r.path.clone(), name.to_string());
+            }
+        }
+    }
+}
+
+/// An open installed database, locked for exclusive use until dropped.
+pub struct Db {
+    root: PathBuf,
+    db_dir: String,
+    dir: PathBuf,
+    info: PathBuf,
+    status_path: PathBuf,
+    packages: BTreeMap<String, Paragraph>,
+    owners: Option<Owners>,
+    /// Paths (absolute in the root) packages may not write at or below.
+    reserved: Vec<String>,
+    fsync: bool,
+    _locks: Vec<File>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("root", &self.root)
+            .field("db_dir", &self.db_dir)
+            .field("packages", &self.packages.len())
+            .finish()
+    }
+}
+
+impl Db {
+    /// Opens (creating when missing) the database `db_dir` (relative to `root`, e.g.
+    /// `usr/lib/opkg`) of the root `root`, which is created too when missing. Takes the
+    /// locks described in the module documentation (failing with [`StatusError::Locked`] when
+    /// another process holds them) and parses `status` (bounded; errors name the file and
+    /// line). Does not finish an interrupted install: call `install::recover` next.
+    pub fn open(root: &Path, db_dir: &str) -> Result<Db, StatusError> {
+        fs::create_dir_all(root).map_err(io_err(root))?;
+        let root = fs::canonicalize(root).map_err(io_err(root))?;
+        let db_dir = normalize_rel(db_dir).ok_or_else(|| StatusError::BadDbDir {
+            dir: db_dir.to_string(),
+            reason: "must be a relative path inside the root without `..`".into(),
+        })?;
+        if db_dir.is_empty() {
+            return Err(StatusError::BadDbDir {
+                dir: db_dir,
+                reason: "must not be the root itself".into(),
+            });
+        }
+        let dir = resolve_in_root(&root, &db_dir, true).map_err(|e| StatusError::BadDbDir {
+            dir: db_dir.clone(),
+            reason: e.to_string(),
+        })?;
+        let db_rel = rel_of(&root, &dir).ok_or_else(|| StatusError::BadDbDir {
+            dir: db_dir.clone(),
+            reason: "resolves to the root itself".into(),
+        })?;
+        let mut locks = vec![lock_file(&dir.join(PROKIT_LOCK))?];
+        let mut opkg_lock_rel = None;
+        if let Ok(lock_dir) = resolve_in_root(&root, "var/lock", false) {
+            let path = lock_dir.join("opkg.lock");
+            locks.push(lock_file(&path)?);
+            opkg_lock_rel = rel_of(&root, &path);
+        }
+        let info = dir.join("info");
+        match fs::symlink_metadata(&info) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(StatusError::BadDbDir {
+                    dir: db_dir,
+                    reason: format!("{} is not a directory", info.display()),
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir(&info).map_err(io_err(&info))?;
+            }
+            Err(e) => return Err(io_err(&info)(e)),
+        }
+        let status_path = dir.join("status");
+        let mut reserved = vec![
+            format!("/{db_dir}"),
+            format!("/{db_rel}"),
+            format!("/{OPKG_LOCK}"),
+        ];
+        reserved.extend(opkg_lock_rel.map(|r| format!("/{r}")));
+        reserved.sort();
+        reserved.dedup();
+        let mut db = Db {
+            root,
+            db_dir,
+            dir,
+            info,
+            status_path,
+            packages: BTreeMap::new(),
+            owners: None,
+            reserved,
+            fsync: true,
+            _locks: locks,
+        };
+        db.reload()?;
+        Ok(db)
+    }
+
+    /// Every stanza of the status file, sorted by package name. (prokit writes only
+    /// installed packages; a database opkg wrote may hold other states: see
+    /// [`is_installed`].)
+    pub fn packages(&self) -> impl Iterator<Item = &Paragraph> {
+        self.packages.values()
+    }
+
+    /// The status stanza of `name`.
+    pub fn get(&self, name: &str) -> Option<&Paragraph> {
+        self.packages.get(name)
+    }
+
+    /// The root (canonical, absolute).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The database directory as configured, relative to the root (`usr/lib/opkg`).
+    pub fn db_dir(&self) -> &str {
+        &self.db_dir
+    }
+
+    /// The database directory on disk (after following symlinks inside the root).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The `info` directory on disk.
+    pub fn info_dir(&self) -> &Path {
+        &self.info
+    }
+
+    /// The `status` file on disk.
+    pub fn status_path(&self) -> &Path {
+        &self.status_path
+    }
+
+    /// `info/<name>.<suffix>` on disk.
+    pub fn info_file(&self, name: &str, suffix: &str) -> PathBuf {
+        self.info.join(format!("{name}.{suffix}"))
+    }
+
+    /// Whether state files are fsynced (default true). Turning it off keeps every guarantee
+    /// against a killed process (the kernel keeps what was written) but not against a power
+    /// loss; useful when bootstrapping a fresh root that is simply rebuilt after a crash.
+    pub fn set_fsync(&mut self, on: bool) {
+        self.fsync = on;
+    }
+
+    /// Whether state files are fsynced.
+    pub fn fsync_enabled(&self) -> bool {
+        self.fsync
+    }
+
+    /// The paths (absolute in the root) a package may never write: the database directory
+    /// and the lock files.
+    pub fn is_reserved(&self, path: &str) -> bool {
+        self.reserved.iter().any(|base| {
+            path.strip_prefix(base.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
+
+    /// The installed files of `name`: every path of its `.list`, with kind, hash and symlink
+    /// target from prokit's sidecar when it has one for this version, plus the directories
+    /// the sidecar records. Sorted by path. A package without a `.list` has no files.
+    pub fn files(&self, name: &str) -> Result<Vec<FileRecord>, StatusError> {
+        let version = self
+            .get(name)
+            .ok_or_else(|| StatusError::NotInstalled(name.to_string()))?
+            .get("Version")
+            .unwrap_or("")
+            .to_string();
+        let listed = read_list(&self.info_file(name, "list"))?;
+        let sidecar = read_sidecar(&self.info_file(name, SIDECAR_SUFFIX), name, &version)?;
+        let mut by_path: BTreeMap<String, FileRecord> = BTreeMap::new();
+        let mut known: HashMap<String, FileRecord> = HashMap::new();
+        for r in sidecar {
+            if r.kind == FileKind::Dir {
+                by_path.insert(r.path.clone(), r);
+            } else {
+                known.insert(r.path.clone(), r);
+            }
+        }
+        for (path, is_dir) in listed {
+            let rec = match known.remove(&path) {
+                Some(r) => r,
+                None => FileRecord {
+                    path: path.clone(),
+                    kind: if is_dir {
+                        FileKind::Dir
+                    } else {
+                        FileKind::Unknown
+                    },
+                    sha256: None,
+                    link_target: None,
+                    mode: None,
+                },
+            };
+            by_path.insert(path, rec);
+        }
+        Ok(by_path.into_values().collect())
+    }
+
+    /// The `Conffiles` of an installed package: (path, recorded hash) pairs.
+    pub fn conffiles(&self, name: &str) -> Vec<(String, String)> {
+        self.get(name).map(conffiles_of).unwrap_or_default()
+    }
+
+    /// Re-reads `status` from disk and forgets cached ownership.
+    pub(crate) fn reload(&mut self) -> Result<(), StatusError> {
+        self.packages = read_status(&self.status_path)?;
+        self.owners = None;
+        Ok(())
+    }
+
+    /// Which package owns which path, built on first use from every `.list` and sidecar.
+    pub(crate) fn owners(&mut self) -> Result<&mut Owners, StatusError> {
+        if self.owners.is_none() {
+            let mut owners = Owners::default();
+            let names: Vec<String> = self.packages.keys().cloned().collect();
+            for name in names {
+                let records = self.files(&name)?;
+                for r in &records {
+                    if r.kind == FileKind::Dir {
+                        owners
+                            .dirs
+                            .entry(r.path.clone())
+                            .or_default()
+                            .insert(name.clone());
+                    } else {
+                        owners
+                            .files
+                            .entry(r.path.clone())
+                            .or_insert_with(|| name.clone());
+                    }
+                }
+            }
+            self.owners = Some(owners);
+        }
+        // Just filled in above.
+        Ok(self.owners.get_or_insert_with(Owners::default))
+    }
+
+    /// The ownership map, when [`Db::owners`] built it.
+    pub(crate) fn owners_ref(&self) -> Option<&Owners> {
+        self.owners.as_ref()
+    }
+
+    /// Replaces the in-memory stanzas (after the status file was written).
+    pub(crate) fn set_packages(&mut self, packages: BTreeMap<String, Paragraph>) {
+        self.packages = packages;
+    }
+
+    /// The in-memory stanzas.
+    pub(crate) fn package_map(&self) -> &BTreeMap<String, Paragraph> {
+        &self.packages
+    }
+
+    /// The interrupted-operation journal.
+    pub(crate) fn journal_path(&self) -> PathBuf {
+        self.dir.join("prokit-journal")
+    }
+
+    /// Where maintainer scripts are put to run.
+    pub(crate) fn scripts_dir(&self) -> PathBuf {
+        self.dir.join("prokit-scripts")
+    }
+}
+
+/// Whether a status stanza describes an installed package (`Status: * * installed`, or
+/// `unpacked`/`half-configured`, which opkg also counts as present).
+pub fn is_installed(p: &Paragraph) -> bool {
+    matches!(
+        p.get("Status").and_then(|s| s.split_whitespace().nth(2)),
+        Some("installed" | "unpacked" | "half-configured")
+    )
+}
+
+/// The `Conffiles` of a stanza as (path, hash) pairs.
+pub fn conffiles_of(p: &Paragraph) -> Vec<(String, String)> {
+    p.get("Conffiles")
+        .map(|v| {
+            v.lines()
+                .filter_map(|l| {
+                    let mut it = l.split_whitespace();
+                    Some((it.next()?.to_string(), it.next()?.to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether the file at `path` (inside `root`) differs from `recorded`, an MD5 (32 hex digits)
+/// or SHA-256 (64) as opkg records conffiles. A file that is not a regular file counts as
+/// modified; a missing one does not.
+pub fn conffile_modified(root: &Path, path: &str, recorded: &str) -> io::Result<bool> {
+    let full = join_root(root, path);
+    match fs::symlink_metadata(&full) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    let recorded = recorded.to_ascii_lowercase();
+    let current = if recorded.len() <= 33 {
+        md5_file(&full)?
+    } else {
+        sha256_file(&full)?
+    };
+    Ok(current != recorded)
+}
+
+/// The lower-case hex SHA-256 of a file (not following a final symlink).
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    hash_file(path, Sha256::new())
+}
+
+fn md5_file(path: &Path) -> io::Result<String> {
+    hash_file(path, Md5::new())
+}
+
+fn hash_file<D: Digest>(path: &Path, mut d: D) -> io::Result<String> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    let mut buf = vec![0u8; 128 * 1024];
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        d.update(&buf[..n]);
+    }
+    Ok(hex::encode(d.finalize()))
+}
+
+/// `root` joined with a path absolute inside it (`/usr/bin/x`).
+pub(crate) fn join_root(root: &Path, path: &str) -> PathBuf {
+    root.join(path.trim_start_matches('/'))
+}
+
+/// Normalizes a relative path inside the root (`/usr/lib/opkg/` → `usr/lib/opkg`); `None`
+/// when it has a `..` component.
+fn normalize_rel(path: &str) -> Option<String> {
+    let mut out = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return None,
+            c => out.push(c),
+        }
+    }
+    Some(out.join("/"))
+}
+
+/// `path` relative to `root` with `/` separators, when it is strictly inside it.
+fn rel_of(root: &Path, path: &Path) -> Option<String> {
+    let rel = path.strip_prefix(root).ok()?;
+    let s = rel.to_str()?.trim_matches('/').to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+/// Resolves the directory `rel` inside `root` as a chroot would: symlinks are followed, an
+/// absolute target starts again at the root, and `..` never climbs above it. Missing
+/// components are created (mode 0755) when `create`, else they are an error. The result has
+/// no symlink in it (at the time of the call).
+pub(crate) fn resolve_in_root(root: &Path, rel: &str, create: bool) -> io::Result<PathBuf> {
+    let mut stack: Vec<String> = Vec::new();
+    let mut pending: std::collections::VecDeque<String> =
+        rel.split('/').map(str::to_string).collect();
+    let mut links = 0;
+    while let Some(c) = pending.pop_front() {
+        match c.as_str() {
+            "" | "." => continue,
+            ".." => {
+                stack.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let mut here = root.to_path_buf();
+        for s in &stack {
+            here.push(s);
+        }
+        here.push(&c);
+        match fs::symlink_metadata(&here) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > 40 {
+                    return Err(io::Error::other(format!(
+                        "{}: too many levels of symbolic links",
+                        here.display()
+                    )));
+                }
+                let target = fs::read_link(&here)?;
+                let target = target.to_str().ok_or_else(|| {
+                    io::Error::other(format!("{}: link target is not UTF-8", here.display()))
+                })?;
+                if target.starts_with('/') {
+                    stack.clear();
+                }
+                for (i, t) in target.split('/').enumerate() {
+                    pending.insert(i, t.to_string());
+                }
+            }
+            Ok(m) if m.is_dir() => stack.push(c),
+            Ok(_) => {
+                return Err(io::Error::other(format!(
+                    "{} is not a directory",
+                    here.display()
+                )));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                fs::create_dir(&here)?;
+                fs::set_permissions(&here, fs::Permissions::from_mode(0o755))?;
+                stack.push(c);
+            }
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", here.display()))),
+        }
+    }
+    let mut out = root.to_path_buf();
+    for s in &stack {
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// How long a held lock is retried before `open` gives up (a lock is briefly held on by a
+/// child process between its fork and exec).
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Opens `path` (not following a symlink there) and takes an exclusive lock on it, retrying
+/// for [`LOCK_GRACE`].
+fn lock_file(path: &Path) -> Result<File, StatusError> {
+    let start = std::time::Instant::now();
+    loop {
+        match lock_file_once(path) {
+            Err(StatusError::Locked { .. }) if start.elapsed() < LOCK_GRACE => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn lock_file_once(path: &Path) -> Result<File, StatusError> {
+    for _ in 0..10 {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o640)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(io_err(path))?;
+        if !try_lock(&file).map_err(io_err(path))? {
+            return Err(StatusError::Locked {
+                path: path.to_path_buf(),
+            });
+        }
+        // opkg unlinks its lock file on exit: make sure we locked the file that is there now.
+        let ours = file.metadata().map_err(io_err(path))?;
+        match fs::symlink_metadata(path) {
+            Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => return Ok(file),
+            _ => continue,
+        }
+    }
+    Err(StatusError::Locked {
+        path: path.to_path_buf(),
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn try_lock(file: &File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero `flock` is a valid value of this plain C struct.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = 0;
+    fl.l_len = 0;
+    // SAFETY: the descriptor is open for the duration of the call and `fl` outlives it.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
+        _ => Err(e),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn try_lock(file: &File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open for the duration of the call.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EWOULDBLOCK) => Ok(false),
+        _ => Err(e),
+    }
+}
+
+/// Opens a file for a bounded read: fails when it is larger than `limit`; `None` when absent.
+fn open_bounded(path: &Path, limit: u64) -> Result<Option<io::Take<File>>, StatusError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let len = file.metadata().map_err(io_err(path))?.len();
+    if len > limit {
+        return Err(StatusError::TooLarge {
+            path: path.to_path_buf(),
+            limit,
+        });
+    }
+    Ok(Some(file.take(limit)))
+}
+
+/// Parses a status file (absent: empty).
+fn read_status(path: &Path) -> Result<BTreeMap<String, Paragraph>, StatusError> {
+    let mut out = BTreeMap::new();
+    let Some(file) = open_bounded(path, MAX_STATUS)? else {
+        return Ok(out);
+    };
+    let limits = ControlLimits {
+        max_line: 1 << 20,
+        max_fields: 4096,
+        max_paragraph: 16 << 20,
+    };
+    let mut reader = ParagraphReader::with_limits(BufReader::new(file), limits);
+    while let Some(item) = reader.next() {
+        let p = item.map_err(|e| StatusError::Parse {
+            path: path.to_path_buf(),
+            line: e.line,
+            message: e.kind.to_string(),
+        })?;
+        let line = reader.paragraph_start_line();
+        let name = p.get("Package").unwrap_or("").to_string();
+        if name.is_empty() {
+            return Err(StatusError::Parse {
+                path: path.to_path_buf(),
+                line,
+                message: "stanza without a Package field".into(),
+            });
+        }
+        if out.contains_key(&name) {
+            return Err(StatusError::Parse {
+                path: path.to_path_buf(),
+                line,
+                message: format!("second stanza for package {name}"),
+            });
+        }
+        out.insert(name, p);
+    }
+    Ok(out)
+}
+
+/// Reads an opkg `.list`: (path, is a directory) pairs. Absent: empty. Lines may carry
+/// `\t<mode>[\t<target>]` after the path (the format of Yocto's opkg); that is dropped.
+fn read_list(path: &Path) -> Result<Vec<(String, bool)>, StatusError> {
+    let Some(file) = open_bounded(path, MAX_LIST)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
+        let line = line.map_err(io_err(path))?;
+        let text = String::from_utf8(line).map_err(|_| StatusError::Parse {
+            path: path.to_path_buf(),
+            line: i + 1,
+            message: "not valid UTF-8".into(),
+        })?;
+        let p = text.split('\t').next().unwrap_or("").trim_end_matches('\r');
+        if p.is_empty() {
+            continue;
+        }
+        if !p.starts_with('/') {
+            return Err(StatusError::Parse {
+                path: path.to_path_buf(),
+                line: i + 1,
+                message: format!("{p:?} is not an absolute path"),
+            });
+        }
+        let is_dir = p.len() > 1 && p.ends_with('/');
+        out.push((p.trim_end_matches('/').to_string(), is_dir));
+    }
+    Ok(out)
+}
+
+/// Reads prokit's sidecar; empty when absent or written for another version.
+fn read_sidecar(path: &Path, name: &str, version: &str) -> Result<Vec<FileRecord>, StatusError> {
+    let Some(file) = open_bounded(path, MAX_SIDECAR)? else {
+        return Ok(Vec::new());
+    };
+    let bad = |line: usize, message: String| StatusError::Parse {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    let mut out = Vec::new();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(io_err(path))?;
+        if i == 0 {
+            let f: Vec<&str> = line.split('\t').collect();
+            if f.len() != 4 || f[0] != SIDECAR_HEADER || f[1] != "1" {
+                return Err(bad(1, "not a prokit-sha256 version 1 file".into()));
+            }
+            if f[2] != name || f[3] != version {
+                return Ok(Vec::new());
+            }
+            continue;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.splitn(4, '\t').collect();
+        if f.len() != 4 {
+            return Err(bad(i + 1, "expected 4 tab-separated fields".into()));
+        }
+        let kind =
+            FileKind::from_letter(f[0]).ok_or_else(|| bad(i + 1, format!("kind {:?}", f[0])))?;
+        let mode = u32::from_str_radix(f[1], 8)
+            .map_err(|_| bad(i + 1, format!("mode {:?} is not octal", f[1])))?;
+        if !f[3].starts_with('/') {
+            return Err(bad(i + 1, format!("{:?} is not an absolute path", f[3])));
+        }
+        let (sha256, link_target) = match kind {
+            FileKind::File => {
+                if f[2].len() != 64 || !f[2].bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(bad(i + 1, format!("{:?} is not a SHA-256", f[2])));
+                }
+                (Some(f[2].to_ascii_lowercase()), None)
+            }
+            FileKind::Symlink => (None, Some(f[2].to_string())),
+            _ => (None, None),
+        };
+        out.push(FileRecord {
+            path: f[3].to_string(),
+            kind,
+            sha256,
+            link_target,
+            mode: Some(mode & 0o7777),
+        });
+    }
+    Ok(out)
+}
+
+/// The text of an opkg `.list` for these records (non-directories, sorted).
+pub(crate) fn list_text(records: &[FileRecord]) -> String {
+    let mut paths: Vec<&str> = records
+        .iter()
+        .filter(|r| r.kind != FileKind::Dir)
+        .map(|r| r.path.as_str())
+        .collect();
+    paths.sort_unstable();
+    let mut out = String::new();
+    for p in paths {
+        out.push_str(p);
+        out.push('\n');
+    }
+    out
+}
+
+/// The text of prokit's sidecar for these records (sorted by path).
+pub(crate) fn sidecar_text(name: &str, version: &str, records: &[FileRecord]) -> String {
+    let mut sorted: Vec<&FileRecord> = records.iter().collect();
+    sorted.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut out = format!("{SIDECAR_HEADER}\t1\t{name}\t{version}\n");
+    for r in sorted {
+        let data = match r.kind {
+            FileKind::File => r.sha256.as_deref().unwrap_or("-"),
+            FileKind::Symlink => r.link_target.as_deref().unwrap_or("-"),
+            _ => "-",
+        };
+        out.push_str(&format!(
+            "{}\t{:04o}\t{}\t{}\n",
+            r.kind.letter(),
+            r.mode.unwrap_or(0) & 0o7777,
+            data,
+            r.path
+        ));
+    }
+    out
+}
+
+/// Fields copied from the control file into a status stanza, in opkg's order (Status goes
+/// after Conflicts; Essential and Architecture after it).
+const RELATION_FIELDS: [&str; 8] = [
+    "Depends",
+    "Pre-Depends",
+    "Recommends",
+    "Suggests",
+    "Provides",
+    "Replaces",
+    "Conflicts",
+    "Breaks",
+];
+
+/// Builds the status stanza of a package from its control file.
+pub(crate) fn status_stanza(
+    control: &Paragraph,
+    user: bool,
+    conffiles: &[(String, String)],
+    installed_time: i64,
+    scripts_skipped: bool,
+) -> Paragraph {
+    let mut p = Paragraph::new();
+    // Values come from a parsed control file; folding continuation lines into one line keeps
+    // them valid (opkg reads relation fields from one line).
+    let one_line = |v: &str| v.split('\n').map(str::trim).collect::<Vec<_>>().join(" ");
+    let put = |p: &mut Paragraph, name: &str, value: &str| {
+        let _ = p.set(name, value);
+    };
+    for f in ["Package", "Version"] {
+        if let Some(v) = control.get(f) {
+            put(&mut p, f, &one_line(v));
+        }
+    }
+    for f in RELATION_FIELDS {
+        if let Some(v) = control.get(f) {
+            let v = one_line(v);
+            if !v.is_empty() {
+                put(&mut p, f, &v);
+            }
+        }
+    }
+    put(
+        &mut p,
+        "Status",
+        if user {
+            "install user installed"
+        } else {
+            "install ok installed"
+        },
+    );
+    if control
+        .get("Essential")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("yes"))
+    {
+        put(&mut p, "Essential", "yes");
+    }
+    if let Some(v) = control.get("Architecture") {
+        put(&mut p, "Architecture", &one_line(v));
+    }
+    if !conffiles.is_empty() {
+        let mut v = String::new();
+        for (path, hash) in conffiles {
+            v.push_str(&format!("\n {path} {hash}"));
+        }
+        put(&mut p, "Conffiles", &v);
+    }
+    put(&mut p, "Installed-Time", &installed_time.to_string());
+    if !user {
+        put(&mut p, "Auto-Installed", "yes");
+    }
+    if scripts_skipped {
+        put(&mut p, "Prokit-Scripts", "skipped");
+    }
+    p
+}
+
+/// The text of a whole status file: stanzas sorted by name, each followed by a blank line.
+pub(crate) fn status_text(packages: &BTreeMap<String, Paragraph>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in packages.values() {
+        p.write_to(&mut out);
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Writes `data` to a new file `path` (which must not exist), with `mode`, fsynced when
+/// `sync`.
+pub(crate) fn write_new_file(path: &Path, data: &[u8], mode: u32, sync: bool) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    f.write_all(data)?;
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    if sync {
+        f.sync_all()?;
+    }
+    Ok(())
+}
+
+/// fsyncs a directory (so renames in it are durable).
+pub(crate) fn fsync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_control() -> Paragraph {
+        Paragraph::parse(
+            "Package: foo\nVersion: 1.0-1\nDepends: libc, bar (>= 2)\nProvides: foo-any\n\
+             Source: feeds/foo\nSection: utils\nArchitecture: x86_64\nInstalled-Size: 10\n\
+             Description:  Foo.\n More.\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn status_file_round_trips_opkg_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let conffiles = vec![(
+            "/etc/config/foo".to_string(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".to_string(),
+        )];
+        let user = status_stanza(&sample_control(), true, &conffiles, 1700000000, false);
+        let auto_ctl = Paragraph::parse("Package: bar\nVersion: 2\nArchitecture: all\n").unwrap();
+        let auto = status_stanza(&auto_ctl, false, &[], 1700000001, true);
+        let mut map = BTreeMap::new();
+        map.insert("foo".to_string(), user.clone());
+        map.insert("bar".to_string(), auto.clone());
+        let text = String::from_utf8(status_text(&map)).unwrap();
+        // Byte for byte what opkg-lede's pkg_print_status writes, stanzas sorted by name.
+        assert_eq!(
+            text,
+            "Package: bar\nVersion: 2\nStatus: install ok installed\nArchitecture: all\n\
+             Installed-Time: 1700000001\nAuto-Installed: yes\nProkit-Scripts: skipped\n\n\
+             Package: foo\nVersion: 1.0-1\nDepends: libc, bar (>= 2)\nProvides: foo-any\n\
+             Status: install user installed\nArchitecture: x86_64\nConffiles:\n \
+             /etc/config/foo e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n\
+             Installed-Time: 1700000000\n\n"
+        );
+        let root = dir.path();
+        let db_path = root.join("usr/lib/opkg");
+        fs::create_dir_all(&db_path).unwrap();
+        fs::write(db_path.join("status"), &text).unwrap();
+        let db = Db::open(root, "usr/lib/opkg").unwrap();
+        let names: Vec<&str> = db.packages().map(|p| p.get("Package").unwrap()).collect();
+        assert_eq!(names, ["bar", "foo"]);
+        assert_eq!(db.get("foo"), Some(&user));
+        assert_eq!(db.get("bar"), Some(&auto));
+        assert_eq!(db.conffiles("foo"), conffiles);
+        assert!(is_installed(db.get("bar").unwrap()));
+        // Rewriting what was read gives the same bytes.
+        assert_eq!(status_text(db.package_map()), text.as_bytes());
+    }
+
+    #[test]
+    fn status_parse_error_names_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let db_path = dir.path().join("usr/lib/opkg");
+        fs::create_dir_all(&db_path).unwrap();
+        fs::write(
+            db_path.join("status"),
+            "Package: a\nVersion: 1\n\nPackage: b\nno colon here\n",
+        )
+        .unwrap();
+        let err = Db::open(dir.path(), "usr/lib/opkg")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("usr/lib/opkg/status"), "{err}");
+        assert!(err.contains("line 5"), "{err}");
+        fs::write(
+            db_path.join("status"),
+            "Package: a\nVersion: 1\n\nPackage: a\nVersion: 2\n",
+        )
+        .unwrap();
+        let err = Db::open(dir.path(), "usr/lib/opkg")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 4") && err.contains("second stanza"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn second_open_of_a_root_fails_with_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Db::open(dir.path(), DEFAULT_DB_DIR).unwrap();
+        let err = Db::open(dir.path(), DEFAULT_DB_DIR).unwrap_err();
+        assert!(matches!(err, StatusError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("prokit.lock"), "{err}");
+        drop(first);
+        Db::open(dir.path(), DEFAULT_DB_DIR).unwrap();
+    }
+
+    #[test]
+    fn open_locks_opkg_lock_file_when_var_lock_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("var/lock")).unwrap();
+        let db = Db::open(dir.path(), DEFAULT_DB_DIR).unwrap();
+        let lock = dir.path().join(OPKG_LOCK);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&lock)
+            .unwrap();
+        assert!(
+            !try_lock(&f).unwrap(),
+            "a second lock on opkg.lock must fail"
+        );
+        // What opkg-lede does, lockf(F_TLOCK) from another process, must fail too.
+        let lockf = |path: &Path| {
+            std::process::Command::new("python3")
+                .arg("-c")
+                .arg("import fcntl,sys; f=open(sys.argv[1],'r+'); fcntl.lockf(f, fcntl.LOCK_EX|fcntl.LOCK_NB)")
+                .arg(path)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .ok()
+        };
+        if let Some(st) = lockf(&lock) {
+            assert!(!st.success(), "opkg's lockf must see prokit's lock");
+        }
+        drop(db);
+        assert!(try_lock(&f).unwrap());
+        drop(f);
+        if let Some(st) = lockf(&lock) {
+            assert!(st.success(), "lockf must succeed once prokit let go");
+        }
+    }
+
+    #[test]
+    fn db_dir_is_resolved_inside_root_through_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("real/opkg")).unwrap();
+        fs::create_dir_all(root.join("var")).unwrap();
+        // An absolute link inside the root means the root's /real, not the host's.
+        std::os::unix::fs::symlink("/real", root.join("var/lib")).unwrap();
+        let db = Db::open(root, "var/lib/opkg").unwrap();
+        assert_eq!(db.dir(), fs::canonicalize(root.join("real/opkg")).unwrap());
+        assert!(db.is_reserved("/var/lib/opkg/status"));
+        assert!(db.is_reserved("/real/opkg/info/x.list"));
+        assert!(!db.is_reserved("/real/other"));
+        drop(db);
+        // `..` never climbs above the root.
+        std::os::unix::fs::symlink("../../../../..", root.join("up")).unwrap();
+        let got = resolve_in_root(&fs::canonicalize(root).unwrap(), "up/made", true).unwrap();
+        assert_eq!(got, fs::canonicalize(root).unwrap().join("made"));
+        assert!(Db::open(root, "../x").is_err());
+    }
+
+    #[test]
+    fn files_merge_list_and_sidecar() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let info = root.join("usr/lib/opkg/info");
+        fs::create_dir_all(&info).unwrap();
+        fs::write(
+            root.join("usr/lib/opkg/status"),
+            "Package: foo\nVersion: 1\nStatus: install user installed\nArchitecture: all\n\n\
+             Package: old\nVersion: 1\nStatus: install ok installed\nArchitecture: all\n\n",
+        )
+        .unwrap();
+        let recs = vec![
+            FileRecord {
+                path: "/usr/bin/foo".into(),
+                kind: FileKind::File,
+                sha256: Some("ab".repeat(32)),
+                link_target: None,
+                mode: Some(0o755),
+            },
+            FileRecord {
+                path: "/usr/bin/f".into(),
+                kind: FileKind::Symlink,
+                sha256: None,
+                link_target: Some("foo".into()),
+                mode: Some(0o777),
+            },
+            FileRecord {
+                path: "/usr/bin".into(),
+                kind: FileKind::Dir,
+                sha256: None,
+                link_target: None,
+                mode: Some(0o755),
+            },
+        ];
+        fs::write(info.join("foo.list"), list_text(&recs)).unwrap();
+        assert_eq!(list_text(&recs), "/usr/bin/f\n/usr/bin/foo\n");
+        fs::write(info.join("foo.sha256"), sidecar_text("foo", "1", &recs)).unwrap();
+        // A package opkg installed: a .list only.
+        fs::write(info.join("old.list"), "/usr/sbin/old\n/etc/old.conf\n").unwrap();
+        // A stale sidecar from another version is ignored.
+        fs::write(info.join("old.sha256"), sidecar_text("old", "0.9", &recs)).unwrap();
+        let mut db = Db::open(root, DEFAULT_DB_DIR).unwrap();
+        let mut want = recs.clone();
+        want.sort_by(|a, b| a.path.cmp(&b.path));
+        assert_eq!(db.files("foo").unwrap(), want);
+        let old = db.files("old").unwrap();
+        assert_eq!(old.len(), 2);
+        assert!(
+            old.iter()
+                .all(|r| r.kind == FileKind::Unknown && r.sha256.is_none())
+        );
+        let owners = db.owners().unwrap();
+        assert_eq!(owners.files["/usr/bin/foo"], "foo");
+        assert_eq!(owners.files["/etc/old.conf"], "old");
+        assert!(owners.dirs["/usr/bin"].contains("foo"));
+        assert!(matches!(
+            db.files("nope"),
+            Err(StatusError::NotInstalled(_))
+        ));
+    }
+
+    #[test]
+    fn conffile_modification_is_detected_with_md5_and_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("etc")).unwrap();
+        fs::write(dir.path().join("etc/x"), b"hello\n").unwrap();
+        let sha = "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03";
+        let md5 = "b1946ac92492d2347c6235b4d2611184";
+        assert!(!conffile_modified(dir.path(), "/etc/x", sha).unwrap());
+        assert!(!conffile_modified(dir.path(), "/etc/x", md5).unwrap());
+        fs::write(dir.path().join("etc/x"), b"changed\n").unwrap();
+        assert!(conffile_modified(dir.path(), "/etc/x", sha).unwrap());
+        assert!(conffile_modified(dir.path(), "/etc/x", md5).unwrap());
+        assert!(!conffile_modified(dir.path(), "/etc/missing", sha).unwrap());
+    }
+
+    #[test]
+    fn oversized_status_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("status");
+        let f = File::create(&p).unwrap();
+        f.set_len(MAX_STATUS + 1).unwrap();
+        assert!(matches!(read_status(&p), Err(StatusError::TooLarge { .. })));
+    }
+}
