@@ -1,0 +1,724 @@
+//! Applying an accepted keyring to a root filesystem, atomically, under a lock.
+//!
+//! Layout under `<root>`:
+//!
+//! ```text
+//! var/lib/prokit/keyrings/.lock                 the lock file (flock)
+//! var/lib/prokit/keyrings/<name>                -> .<name>_<serial>_<hex>   (a symlink)
+//! var/lib/prokit/keyrings/.<name>_<serial>_<hex>/keyring, keyring.sig
+//! etc/opkg/keys/<fp>                            one usign public key per trusted feed key
+//! ```
+//!
+//! The trusted state of keyring `<name>` is read through `<name>/keyring` and
+//! `<name>/keyring.sig`. [`apply`] writes the new state as a complete directory beside the old
+//! one (files fsynced), then swaps it in by renaming a new symlink over `<name>`: at any moment
+//! — a kill -9 included — `<name>` is the old complete state or the new one. Leftovers of an
+//! interrupted run (staging directories, temporary links and files) are removed the next time
+//! the lock is taken.
+//!
+//! `etc/opkg/keys/` is synced before the swap: keys the new keyring does not trust are removed
+//! first, then its trusted feed keys are written. "Not trusted" covers every key the old or the
+//! new keyring lists that is not an active, unexpired feed key of the new one (retired, revoked,
+//! expired, root keys, keys dropped from the keyring); such files are removed whatever their
+//! content and whoever put them there, under both usign's name (`%PRIx64`) and the 16-digit
+//! form. A file under another name holding a revoked key is removed too. Other files are left
+//! alone. Trusted keys are written under the names of [`crate::package::key_file_names`]. A
+//! crash after the sync and before the swap leaves the new keys with the old state; the next
+//! refresh walks the chain again and completes the swap.
+//!
+//! Paths are resolved inside the root as a chroot would (an absolute or `..` symlink in the
+//! root cannot lead outside it).
+//!
+//! [`lock`] takes an exclusive `flock` on the lock file; hold the [`KeyringLock`] across
+//! [`load_trusted`] → accept → [`apply`] so that two refreshes serialise. [`apply`] also
+//! refuses if the trusted state changed since the keyring was accepted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{OpenOptionsExt, symlink};
+use std::path::{Path, PathBuf};
+
+use feeds::usign::{Fingerprint, PublicKey};
+
+use crate::accept::Verified;
+use crate::fsutil;
+use crate::manifest::{MAX_MANIFEST_LEN, Role, Status, is_valid_name};
+use crate::package::key_file_names;
+use crate::signatures::{MAX_SIGNATURE_FILE_LEN, ParseError, SignedKeyring};
+use crate::workdir::{MANIFEST_FILE, SIGNATURE_FILE};
+
+/// Where trusted keyrings live, relative to the root.
+pub const STATE_DIR: &str = "var/lib/prokit/keyrings";
+/// opkg's key directory, relative to the root.
+pub const KEYS_DIR: &str = "etc/opkg/keys";
+/// The lock file's name in [`STATE_DIR`].
+pub const LOCK_FILE: &str = ".lock";
+
+/// Why applying or reading trusted state failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: trusted keyring state is unreadable: {source}", path.display())]
+    State {
+        path: PathBuf,
+        #[source]
+        source: ParseError,
+    },
+    #[error("{}: {reason}", path.display())]
+    BadState { path: PathBuf, reason: String },
+    #[error("keyring name {name:?} is not valid")]
+    BadName { name: String },
+    #[error(
+        "keyring {name}: the trusted keyring changed since it was read (expected serial {}, found {}); run again",
+        show(*expected), show(*found)
+    )]
+    StateChanged {
+        name: String,
+        expected: Option<u64>,
+        found: Option<u64>,
+    },
+}
+
+fn show(serial: Option<u64>) -> String {
+    serial.map_or_else(|| "none".into(), |s| s.to_string())
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ApplyError + '_ {
+    move |source| ApplyError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Test-only failure injection: an error at a named step stands for a kill at that moment
+/// (nothing after it runs, nothing is cleaned up).
+#[cfg(test)]
+mod failpoint {
+    use std::cell::Cell;
+    thread_local!(pub static AT: Cell<Option<&'static str>> = const { Cell::new(None) });
+}
+
+fn failpoint(_name: &'static str) -> io::Result<()> {
+    #[cfg(test)]
+    if failpoint::AT.with(|at| at.get()) == Some(_name) {
+        return Err(io::Error::other(format!("failpoint {_name}")));
+    }
+    Ok(())
+}
+
+/// An exclusive lock on a root's keyring state; released on drop.
+#[derive(Debug)]
+pub struct KeyringLock {
+    _file: File,
+    root: PathBuf,
+    state_dir: PathBuf,
+}
+
+impl KeyringLock {
+    /// The root this lock is for.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+/// Takes the lock of `root`'s keyring state (creating `var/lib/prokit/keyrings/`), waiting
+/// for another holder to release it.
+pub fn lock(root: &Path) -> Result<KeyringLock, ApplyError> {
+    let (file, path, state_dir) = open_lock_file(root)?;
+    file.lock().map_err(io_err(&path))?;
+    Ok(KeyringLock {
+        _file: file,
+        root: root.into(),
+        state_dir,
+    })
+}
+
+/// Takes the lock if it is free; `Ok(None)` when another process holds it.
+pub fn try_lock(root: &Path) -> Result<Option<KeyringLock>, ApplyError> {
+    let (file, path, state_dir) = open_lock_file(root)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(KeyringLock {
+            _file: file,
+            root: root.into(),
+            state_dir,
+        })),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
+    }
+}
+
+fn open_lock_file(root: &Path) -> Result<(File, PathBuf, PathBuf), ApplyError> {
+    let state_dir = fsutil::resolve_dir(root, STATE_DIR, true)
+        .map_err(io_err(&root.join(STATE_DIR)))?
+        .unwrap_or_else(|| root.join(STATE_DIR));
+    let path = state_dir.join(LOCK_FILE);
+    if fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
+        return Err(ApplyError::BadState {
+            path,
+            reason: "the lock file is not a regular file".into(),
+        });
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    Ok((file, path, state_dir))
+}
+
+fn check_name(name: &str) -> Result<(), ApplyError> {
+    if is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(ApplyError::BadName { name: name.into() })
+    }
+}
+
+/// The directory the state link `<name>` points to, or `None` when there is no state.
+fn state_target(state_dir: &Path, name: &str) -> Result<Option<PathBuf>, ApplyError> {
+    let link = state_dir.join(name);
+    let meta = match fs::symlink_metadata(&link) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // Between moving a plain state directory aside and linking the new state in.
+            let aside = state_dir.join(aside_name(name));
+            return Ok(fs::symlink_metadata(&aside)
+                .is_ok_and(|m| m.is_dir())
+                .then_some(aside));
+        }
+        Err(e) => return Err(io_err(&link)(e)),
+    };
+    if meta.is_dir() {
+        // A plain directory (made by hand or by another tool): read it as it is.
+        return Ok(Some(link));
+    }
+    if !meta.file_type().is_symlink() {
+        return Err(ApplyError::BadState {
+            path: link,
+            reason: "neither the state symlink nor a directory".into(),
+        });
+    }
+    let target = fs::read_link(&link).map_err(io_err(&link))?;
+    let ok = target
+        .to_str()
+        .is_some_and(|t| t.starts_with(&format!(".{name}_")) && !t.contains('/'));
+    if !ok {
+        return Err(ApplyError::BadState {
+            path: link,
+            reason: format!(
+                "points to {}, not a state directory beside it",
+                target.display()
+            ),
+        });
+    }
+    Ok(Some(state_dir.join(target)))
+}
+
+fn read_state(dir: &Path) -> Result<SignedKeyring, ApplyError> {
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let sig_path = dir.join(SIGNATURE_FILE);
+    let read = |path: &Path, max| -> Result<Vec<u8>, ApplyError> {
+        fsutil::read_bounded(path, max)
+            .map_err(io_err(path))?
+            .ok_or_else(|| ApplyError::BadState {
+                path: path.into(),
+                reason: "missing".into(),
+            })
+    };
+    let manifest = read(&manifest_path, MAX_MANIFEST_LEN)?;
+    let sigs = read(&sig_path, MAX_SIGNATURE_FILE_LEN)?;
+    SignedKeyring::parse(&manifest, &sigs).map_err(|source| ApplyError::State {
+        path: manifest_path,
+        source,
+    })
+}
+
+fn load_in(state_dir: &Path, name: &str) -> Result<Option<SignedKeyring>, ApplyError> {
+    let mut attempts = 0;
+    loop {
+        let Some(dir) = state_target(state_dir, name)? else {
+            return Ok(None);
+        };
+        let signed = match read_state(&dir) {
+            Ok(signed) => signed,
+            // A reader without the lock may lose a race with an apply that swapped the state
+            // and removed the old directory: read the new one.
+            Err(_) if attempts < 3 && state_target(state_dir, name)?.as_ref() != Some(&dir) => {
+                attempts += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if signed.name() != name {
+            return Err(ApplyError::BadState {
+                path: dir.join(MANIFEST_FILE),
+                reason: format!("holds keyring {:?}, not {name:?}", signed.name()),
+            });
+        }
+        return Ok(Some(signed));
+    }
+}
+
+/// The trusted keyring `name` of `root`, or `None` when none was installed. Needs no lock:
+/// the state is swapped atomically.
+pub fn load_trusted(root: &Path, name: &str) -> Result<Option<SignedKeyring>, ApplyError> {
+    check_name(name)?;
+    let Some(state_dir) =
+        fsutil::resolve_dir(root, STATE_DIR, false).map_err(io_err(&root.join(STATE_DIR)))?
+    else {
+        return Ok(None);
+    };
+    load_in(&state_dir, name)
+}
+
+/// The names of the keyrings trusted in `root`, sorted.
+pub fn trusted_names(root: &Path) -> Result<Vec<String>, ApplyError> {
+    let Some(state_dir) =
+        fsutil::resolve_dir(root, STATE_DIR, false).map_err(io_err(&root.join(STATE_DIR)))?
+    else {
+        return Ok(Vec::new());
+    };
+    let mut names = Vec::new();
+    for entry in fs::read_dir(&state_dir).map_err(io_err(&state_dir))? {
+        let entry = entry.map_err(io_err(&state_dir))?;
+        if let Some(name) = entry.file_name().to_str()
+            && is_valid_name(name)
+        {
+            names.push(name.to_string());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Removes what an interrupted [`apply`] of `name` left in the state directory: staging
+/// directories and temporary links not pointed to by `<name>`.
+fn clean_state(state_dir: &Path, name: &str) -> Result<(), ApplyError> {
+    let link = state_dir.join(name);
+    let aside = state_dir.join(aside_name(name));
+    if fs::symlink_metadata(&link).is_err() && fs::symlink_metadata(&aside).is_ok() {
+        // Interrupted while replacing a plain state directory: put it back.
+        fs::rename(&aside, &link).map_err(io_err(&aside))?;
+        fsutil::sync_dir(state_dir).map_err(io_err(state_dir))?;
+    }
+    let live = state_target(state_dir, name)?;
+    let prefix = format!(".{name}_");
+    for entry in fs::read_dir(state_dir).map_err(io_err(state_dir))? {
+        let entry = entry.map_err(io_err(state_dir))?;
+        let file_name = entry.file_name();
+        let Some(text) = file_name.to_str() else {
+            continue;
+        };
+        if !text.starts_with(&prefix) {
+            continue;
+        }
+        let path = entry.path();
+        if live.as_deref() == Some(path.as_path()) {
+            continue;
+        }
+        let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
+        if meta.is_dir() {
+            fs::remove_dir_all(&path).map_err(io_err(&path))?;
+        } else {
+            fs::remove_file(&path).map_err(io_err(&path))?;
+        }
+    }
+    Ok(())
+}
+
+/// What [`apply`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub name: String,
+    pub serial: u64,
+    /// The serial trusted before (`None`: first keyring).
+    pub previous: Option<u64>,
+    /// The trusted state was replaced (false: already current; only the keys were synced).
+    pub state_replaced: bool,
+    /// Key files written (new or corrected).
+    pub keys_written: Vec<Fingerprint>,
+    /// Key files removed.
+    pub keys_removed: Vec<PathBuf>,
+}
+
+/// Applies an accepted keyring to the root of `lock`: syncs `etc/opkg/keys/`, then swaps the
+/// trusted state. When the keyring is the one already trusted, only the keys are synced (this
+/// also removes keys that expired since, or that another tool put back). Refuses when the
+/// trusted state is no longer the one `verified` was accepted from; a first keyring
+/// ([`accept_initial`](crate::accept::accept_initial), an explicit user action) replaces
+/// whatever is trusted.
+pub fn apply(lock: &KeyringLock, verified: &Verified, now: i64) -> Result<ApplyReport, ApplyError> {
+    let signed = verified.signed();
+    let name = signed.name().to_string();
+    check_name(&name)?;
+    let state_dir = &lock.state_dir;
+    clean_state(state_dir, &name)?;
+    let old = load_in(state_dir, &name)?;
+    if let Some((serial, hash)) = verified.base() {
+        let found = old.as_ref().map(|o| (o.serial(), o.sha256()));
+        if found != Some((serial, hash)) {
+            return Err(ApplyError::StateChanged {
+                name,
+                expected: Some(serial),
+                found: old.map(|o| o.serial()),
+            });
+        }
+    }
+    let replace = match &old {
+        Some(o) => o.bytes() != signed.bytes() || o.signatures() != signed.signatures(),
+        None => true,
+    };
+    let keys_dir = fsutil::resolve_dir(&lock.root, KEYS_DIR, true)
+        .map_err(io_err(&lock.root.join(KEYS_DIR)))?
+        .unwrap_or_else(|| lock.root.join(KEYS_DIR));
+    let sync = sync_keys(&keys_dir, old.as_ref(), signed, now)?;
+    if replace {
+        swap_state(state_dir, signed)?;
+    }
+    Ok(ApplyReport {
+        name,
+        serial: signed.serial(),
+        previous: old.map(|o| o.serial()),
+        state_replaced: replace,
+        keys_written: sync.0,
+        keys_removed: sync.1,
+    })
+}
+
+/// Where a plain state directory is moved while it is replaced by the state symlink.
+fn aside_name(name: &str) -> String {
+    format!(".{name}_old")
+}
+
+/// Writes `signed` into a new state directory and swaps it in.
+fn swap_state(state_dir: &Path, signed: &SignedKeyring) -> Result<(), ApplyError> {
+    let name = signed.name();
+    let suffix = fsutil::random_suffix().map_err(io_err(state_dir))?;
+    let staged_name = format!(".{name}_{}_{suffix}", signed.serial());
+    let staged = state_dir.join(&staged_name);
+    fs::create_dir(&staged).map_err(io_err(&staged))?;
+    let manifest = staged.join(MANIFEST_FILE);
+    fsutil::write_atomic(&manifest, signed.bytes(), 0o644).map_err(io_err(&manifest))?;
+    failpoint("staged-manifest").map_err(io_err(&manifest))?;
+    let sigs = staged.join(SIGNATURE_FILE);
+    fsutil::write_atomic(&sigs, &signed.signatures().to_bytes(), 0o644).map_err(io_err(&sigs))?;
+    fsutil::sync_dir(&staged).map_err(io_err(&staged))?;
+    failpoint("staged").map_err(io_err(&staged))?;
+    let link_tmp = state_dir.join(format!(".{name}_link_{suffix}"));
+    symlink(&staged_name, &link_tmp).map_err(io_err(&link_tmp))?;
+    failpoint("linked").map_err(io_err(&link_tmp))?;
+    let link = state_dir.join(name);
+    if fs::symlink_metadata(&link).is_ok_and(|m| m.is_dir()) {
+        // A plain directory cannot be replaced by rename; move it aside first (readers and
+        // the next run's cleanup find it there if we are interrupted). It is removed as a
+        // leftover by the cleanup below.
+        let aside = state_dir.join(aside_name(name));
+        fs::rename(&link, &aside).map_err(io_err(&link))?;
+        failpoint("moved-aside").map_err(io_err(&aside))?;
+    }
+    fs::rename(&link_tmp, &link).map_err(io_err(&link))?;
+    fsutil::sync_dir(state_dir).map_err(io_err(state_dir))?;
+    failpoint("swapped").map_err(io_err(&link))?;
+    clean_state(state_dir, name)
+}
+
+/// Syncs the key directory; returns the fingerprints written and the paths removed.
+fn sync_keys(
+    keys_dir: &Path,
+    old: Option<&SignedKeyring>,
+    new: &SignedKeyring,
+    now: i64,
+) -> Result<(Vec<Fingerprint>, Vec<PathBuf>), ApplyError> {
+    let keyring = new.keyring();
+    let trusted: BTreeMap<Fingerprint, &PublicKey> = keyring
+        .usable_keys(Role::Feed, now)
+        .map(|k| (k.fingerprint(), &k.public_key))
+        .collect();
+    let mut untrusted: BTreeSet<Fingerprint> = keyring.keys().map(|k| k.fingerprint()).collect();
+    if let Some(old) = old {
+        untrusted.extend(old.keyring().keys().map(|k| k.fingerprint()));
+    }
+    untrusted.retain(|fp| !trusted.contains_key(fp));
+    let revoked: BTreeSet<[u8; 32]> = keyring
+        .keys()
+        .chain(old.into_iter().flat_map(|o| o.keyring().keys()))
+        .filter(|k| k.status == Status::Revoked)
+        .map(|k| *k.public_key.as_bytes())
+        .collect();
+    let trusted_names: BTreeSet<String> =
+        trusted.keys().flat_map(|fp| key_file_names(*fp)).collect();
+
+    let mut removed = Vec::new();
+    let mut remove = |path: PathBuf| -> Result<(), ApplyError> {
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                removed.push(path);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    };
+    let untrusted_names: BTreeSet<String> = untrusted
+        .iter()
+        .flat_map(|fp| [fp.unpadded(), fp.to_string()])
+        .filter(|n| !trusted_names.contains(n))
+        .collect();
+    let entries: Vec<_> = fs::read_dir(keys_dir)
+        .map_err(io_err(keys_dir))?
+        .collect::<Result<_, _>>()
+        .map_err(io_err(keys_dir))?;
+    for entry in entries {
+        let path = entry.path();
+        let Some(file_name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
+        if meta.is_dir() {
+            continue;
+        }
+        if untrusted_names.contains(&file_name) || fsutil::is_temp_name(&file_name) {
+            remove(path)?;
+            continue;
+        }
+        if trusted_names.contains(&file_name) || !meta.is_file() {
+            continue;
+        }
+        // Another name: remove it only if it holds a revoked key.
+        if meta.len() <= feeds::usign::MAX_FILE_LEN as u64
+            && let Ok(key) = PublicKey::read_path(&path)
+            && revoked.contains(key.as_bytes())
+        {
+            remove(path)?;
+        }
+    }
+    failpoint("keys-removed").map_err(io_err(keys_dir))?;
+    let mut written = Vec::new();
+    for (fp, key) in &trusted {
+        let bytes = crate::manifest::canonical_public_key(key).to_file_bytes();
+        let mut wrote = false;
+        for file in key_file_names(*fp) {
+            let path = keys_dir.join(file);
+            let same = fs::symlink_metadata(&path).is_ok_and(|m| m.is_file())
+                && fsutil::read_bounded(&path, bytes.len())
+                    .ok()
+                    .flatten()
+                    .is_some_and(|b| b == bytes);
+            if !same {
+                fsutil::write_atomic(&path, &bytes, 0o644).map_err(io_err(&path))?;
+                wrote = true;
+            }
+        }
+        if wrote {
+            written.push(*fp);
+        }
+    }
+    Ok((written, removed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accept::{accept_chain, accept_initial};
+    use crate::manifest::{KeyEntry, Keyring};
+    use crate::signatures::SignatureSet;
+    use feeds::usign::SecretKey;
+
+    const NOW: i64 = 1_800_000_000;
+
+    struct Story {
+        root: SecretKey,
+        a: SecretKey,
+        b: SecretKey,
+        one: SignedKeyring,
+        two: SignedKeyring,
+    }
+
+    fn sign(k: &Keyring, by: &SecretKey) -> SignedKeyring {
+        let bytes = k.to_bytes().unwrap();
+        let mut sigs = SignatureSet::new();
+        sigs.insert(by.sign(&bytes).unwrap()).unwrap();
+        SignedKeyring::new(k.clone(), sigs).unwrap()
+    }
+
+    fn story() -> Story {
+        let root = SecretKey::generate(None).unwrap().0;
+        let a = SecretKey::generate(None).unwrap().0;
+        let b = SecretKey::generate(None).unwrap().0;
+        let mut k = Keyring::new("example", 1, NOW - 100, NOW + 1000, 1).unwrap();
+        k.add_key(KeyEntry::new(&root.public_key(), Role::Root))
+            .unwrap();
+        k.add_key(KeyEntry::new(&a.public_key(), Role::Feed))
+            .unwrap();
+        let one = sign(&k, &root);
+        k.set_serial(2);
+        k.key_mut(a.fingerprint()).unwrap().status = Status::Revoked;
+        k.add_key(KeyEntry::new(&b.public_key(), Role::Feed))
+            .unwrap();
+        let two = sign(&k, &root);
+        Story {
+            root,
+            a,
+            b,
+            one,
+            two,
+        }
+    }
+
+    fn key_names(root: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(root.join(KEYS_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn state_entries(root: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(root.join(STATE_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn install_one(root: &Path, s: &Story) {
+        let lock = lock(root).unwrap();
+        let v = accept_initial(&s.one, Some(s.root.fingerprint()), NOW).unwrap();
+        apply(&lock, &v, NOW).unwrap();
+    }
+
+    /// A failure injected at `point` stands for a kill there: the trusted state must be serial 1
+    /// or serial 2 complete, and a rerun must finish the job and leave no leftovers.
+    fn interrupted_at(point: &'static str, expect_serial_after_crash: u64) {
+        let s = story();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        install_one(root, &s);
+        let lock = lock(root).unwrap();
+        let v = accept_chain(&s.one, [&s.two], NOW).unwrap();
+        failpoint::AT.with(|at| at.set(Some(point)));
+        let err = apply(&lock, &v, NOW);
+        failpoint::AT.with(|at| at.set(None));
+        assert!(err.is_err(), "failpoint {point} did not fire");
+        let state = load_trusted(root, "example").unwrap().unwrap();
+        assert_eq!(state.serial(), expect_serial_after_crash, "after {point}");
+        assert!(state.signatures().len() == 1);
+        // Rerun (the refresh walks again from whatever is trusted).
+        let v = accept_chain(&state, [&s.one, &s.two], NOW).unwrap();
+        let report = apply(&lock, &v, NOW).unwrap();
+        assert_eq!(report.serial, 2);
+        assert_eq!(load_trusted(root, "example").unwrap().unwrap(), s.two);
+        assert_eq!(key_names(root), key_file_names(s.b.fingerprint()));
+        let entries = state_entries(root);
+        assert_eq!(entries.len(), 3, "leftovers after {point}: {entries:?}");
+    }
+
+    #[test]
+    fn kill_after_staging_part_of_the_new_state_leaves_the_old_state() {
+        interrupted_at("staged-manifest", 1);
+        interrupted_at("staged", 1);
+        interrupted_at("linked", 1);
+    }
+
+    #[test]
+    fn kill_during_the_key_sync_leaves_the_old_state_and_a_rerun_completes() {
+        interrupted_at("keys-removed", 1);
+    }
+
+    #[test]
+    fn kill_after_the_swap_leaves_the_new_state() {
+        interrupted_at("swapped", 2);
+    }
+
+    #[test]
+    fn apply_installs_then_rotates_and_removes_the_revoked_key() {
+        let s = story();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        install_one(root, &s);
+        assert_eq!(key_names(root), key_file_names(s.a.fingerprint()));
+        let link = fs::read_link(root.join(STATE_DIR).join("example")).unwrap();
+        assert!(link.to_str().unwrap().starts_with(".example_1_"));
+        let lock = lock(root).unwrap();
+        let v = accept_chain(&s.one, [&s.two], NOW).unwrap();
+        let report = apply(&lock, &v, NOW).unwrap();
+        assert_eq!(report.previous, Some(1));
+        assert!(report.state_replaced);
+        assert_eq!(report.keys_written, vec![s.b.fingerprint()]);
+        assert_eq!(key_names(root), key_file_names(s.b.fingerprint()));
+        assert_eq!(state_entries(root).len(), 3); // .lock, the link, one state dir
+    }
+
+    #[test]
+    fn a_plain_state_directory_is_read_and_replaced() {
+        let s = story();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let plain = root.join(STATE_DIR).join("example");
+        fs::create_dir_all(&plain).unwrap();
+        fs::write(plain.join(MANIFEST_FILE), s.one.bytes()).unwrap();
+        fs::write(plain.join(SIGNATURE_FILE), s.one.signatures().to_bytes()).unwrap();
+        let trusted = load_trusted(root, "example").unwrap().unwrap();
+        assert_eq!(trusted, s.one);
+        let lock = lock(root).unwrap();
+        let v = accept_chain(&trusted, [&s.two], NOW).unwrap();
+        apply(&lock, &v, NOW).unwrap();
+        assert_eq!(load_trusted(root, "example").unwrap().unwrap(), s.two);
+        assert_eq!(state_entries(root).len(), 3);
+    }
+
+    #[test]
+    fn kill_while_replacing_a_plain_state_directory_keeps_the_old_state() {
+        let s = story();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let plain = root.join(STATE_DIR).join("example");
+        fs::create_dir_all(&plain).unwrap();
+        fs::write(plain.join(MANIFEST_FILE), s.one.bytes()).unwrap();
+        fs::write(plain.join(SIGNATURE_FILE), s.one.signatures().to_bytes()).unwrap();
+        let lock = lock(root).unwrap();
+        let v = accept_chain(&s.one, [&s.two], NOW).unwrap();
+        failpoint::AT.with(|at| at.set(Some("moved-aside")));
+        assert!(apply(&lock, &v, NOW).is_err());
+        failpoint::AT.with(|at| at.set(None));
+        assert_eq!(load_trusted(root, "example").unwrap().unwrap(), s.one);
+        let v = accept_chain(&s.one, [&s.two], NOW).unwrap();
+        apply(&lock, &v, NOW).unwrap();
+        assert_eq!(load_trusted(root, "example").unwrap().unwrap(), s.two);
+        assert_eq!(state_entries(root).len(), 3);
+    }
+
+    #[test]
+    fn state_link_pointing_elsewhere_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join(STATE_DIR)).unwrap();
+        symlink("/etc", root.join(STATE_DIR).join("example")).unwrap();
+        let err = load_trusted(root, "example").unwrap_err();
+        assert!(matches!(err, ApplyError::BadState { .. }), "{err}");
+        assert!(matches!(
+            load_trusted(root, "../x"),
+            Err(ApplyError::BadName { .. })
+        ));
+    }
+
+    #[test]
+    fn try_lock_reports_a_held_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock(dir.path()).unwrap();
+        assert!(try_lock(dir.path()).unwrap().is_none());
+        drop(held);
+        assert!(try_lock(dir.path()).unwrap().is_some());
+    }
+}
