@@ -253,19 +253,20 @@ fn know(
         path: f.rel.clone(),
         reason,
     };
-    if let Some(e) = cached {
-        if e.key == f.key && (!md5 || e.md5.is_some()) {
-            // The stanza was built and checked when the package was read; only the fields
-            // that order the index are picked out again.
-            let [package, version, arch] = sort_fields(&e.stanza);
-            let key = findex::SortKey::new(package, version, arch, &f.rel);
-            return Ok(Known {
-                rel: f.rel.clone(),
-                entry: e,
-                key,
-                cached: true,
-            });
-        }
+    if let Some(e) = cached
+        && e.key == f.key
+        && (!md5 || e.md5.is_some())
+    {
+        // The stanza was built and checked when the package was read; only the fields
+        // that order the index are picked out again.
+        let [package, version, arch] = sort_fields(&e.stanza);
+        let key = findex::SortKey::new(package, version, arch, &f.rel);
+        return Ok(Known {
+            rel: f.rel.clone(),
+            entry: e,
+            key,
+            cached: true,
+        });
     }
     let opts = ReadOptions {
         md5,
@@ -303,13 +304,13 @@ fn sort_fields(stanza: &str) -> [&str; 3] {
         let Some((n, v)) = line.split_once(':') else {
             continue;
         };
-        if let Some(i) = NAMES.iter().position(|x| n.eq_ignore_ascii_case(x)) {
-            if out[i].is_empty() {
-                out[i] = v.trim();
-                seen += 1;
-                if seen == 3 {
-                    break;
-                }
+        if let Some(i) = NAMES.iter().position(|x| n.eq_ignore_ascii_case(x))
+            && out[i].is_empty()
+        {
+            out[i] = v.trim();
+            seen += 1;
+            if seen == 3 {
+                break;
             }
         }
     }
@@ -851,25 +852,25 @@ pub fn index_feed(
     // it: the feed is up to date unless the settings changed, which the small Release shows.
     let nothing_new =
         summary.read == 0 && gone.is_empty() && !cache_unusable && summary.bad.is_empty();
-    if nothing_new && !opts.refresh {
-        if let Some(index_hashes) = published_as_recorded(dir, &old_published, opts.profile, signed)
-        {
-            let old = fs::read_to_string(dir.join("Release"))
-                .ok()
-                .and_then(|t| Release::parse(&t).ok());
-            if old.is_some_and(|old| {
-                unchanged(
-                    dir,
-                    &old,
-                    &index_hashes,
-                    &known,
-                    opts,
-                    &feed_name,
-                    key.as_ref(),
-                )
-            }) {
-                return Ok(summary);
-            }
+    if nothing_new
+        && !opts.refresh
+        && let Some(index_hashes) = published_as_recorded(dir, &old_published, opts.profile, signed)
+    {
+        let old = fs::read_to_string(dir.join("Release"))
+            .ok()
+            .and_then(|t| Release::parse(&t).ok());
+        if old.is_some_and(|old| {
+            unchanged(
+                dir,
+                &old,
+                &index_hashes,
+                &known,
+                opts,
+                &feed_name,
+                key.as_ref(),
+            )
+        }) {
+            return Ok(summary);
         }
     }
     let index = index_files(&known, opts.profile);

@@ -164,15 +164,15 @@ pub fn check_stanza(p: &Paragraph) -> Result<(), IndexError> {
     if !is_hex(sha, 64) {
         return Err(bad("SHA256sum", sha));
     }
-    if let (Some(a), Some(b)) = (p.get("SHA256sum"), p.get("SHA256")) {
-        if !a.eq_ignore_ascii_case(b) {
-            return Err(bad("SHA256", b));
-        }
+    if let (Some(a), Some(b)) = (p.get("SHA256sum"), p.get("SHA256"))
+        && !a.eq_ignore_ascii_case(b)
+    {
+        return Err(bad("SHA256", b));
     }
-    if let Some(md5) = p.get("MD5Sum") {
-        if !is_hex(md5, 32) {
-            return Err(bad("MD5Sum", md5));
-        }
+    if let Some(md5) = p.get("MD5Sum")
+        && !is_hex(md5, 32)
+    {
+        return Err(bad("MD5Sum", md5));
     }
     let version = p.get("Version").unwrap_or("");
     if Version::parse(version).is_err() {

@@ -149,10 +149,11 @@ impl<R: Read> Read for Bounded<R> {
         if self.produced > self.max {
             return Err(LimitError::TooLarge { limit: self.max }.into_io());
         }
-        if let Some((input, ratio, grace)) = &self.ratio {
-            if self.produced > *grace && self.produced / input.get().max(1) > *ratio {
-                return Err(LimitError::Ratio { ratio: *ratio }.into_io());
-            }
+        if let Some((input, ratio, grace)) = &self.ratio
+            && self.produced > *grace
+            && self.produced / input.get().max(1) > *ratio
+        {
+            return Err(LimitError::Ratio { ratio: *ratio }.into_io());
         }
         Ok(n)
     }

@@ -746,10 +746,11 @@ fn read_ar<R: Read>(
             name = String::from_utf8_lossy(&bytes)
                 .trim_end_matches('\0')
                 .to_string();
-        } else if name != "/" && name != "//" {
-            if let Some(stripped) = name.strip_suffix('/') {
-                name = stripped.to_string();
-            }
+        } else if name != "/"
+            && name != "//"
+            && let Some(stripped) = name.strip_suffix('/')
+        {
+            name = stripped.to_string();
         }
         if name != "/" && name != "//" {
             parts.count_member(limits)?;

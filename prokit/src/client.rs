@@ -124,7 +124,7 @@ pub enum ClientError {
     },
     #[error("package {0} is not installed")]
     NotInstalled(String),
-    #[error("cannot remove {name}: installed {} depend on it (remove them too, or --force-depends)", dependents.join(", "))]
+    #[error("cannot remove {name}: installed packages depend on it: {} (remove them too, or use --force-depends)", dependents.join(", "))]
     Dependents {
         name: String,
         dependents: Vec<String>,
@@ -503,10 +503,10 @@ impl Client {
     /// Checks every installed file (or those of `only`) against the recorded hashes.
     pub fn verify(&self, only: Option<&[String]>) -> Result<VerifyReport, ClientError> {
         let db = Db::open(&self.opts.root, &self.config.db_dir())?;
-        if let Some(names) = only {
-            if let Some(n) = names.iter().find(|n| db.get(n).is_none()) {
-                return Err(ClientError::NotInstalled(n.clone()));
-            }
+        if let Some(names) = only
+            && let Some(n) = names.iter().find(|n| db.get(n).is_none())
+        {
+            return Err(ClientError::NotInstalled(n.clone()));
         }
         Ok(verify::verify(&db, only)?)
     }

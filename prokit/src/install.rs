@@ -236,10 +236,10 @@ fn install_in(
             if !owners.file_of(&r.path, &name) {
                 continue;
             }
-            if let Some((_, h)) = old_conffiles.iter().find(|(p, _)| *p == r.path) {
-                if conffile_modified(db.root(), &r.path, h).map_err(io_at(db.root()))? {
-                    continue;
-                }
+            if let Some((_, h)) = old_conffiles.iter().find(|(p, _)| *p == r.path)
+                && conffile_modified(db.root(), &r.path, h).map_err(io_at(db.root()))?
+            {
+                continue;
             }
             tx.del(&r.path)?;
         }
@@ -410,11 +410,11 @@ fn remove_in(
         if fs::symlink_metadata(&full).is_err() {
             continue;
         }
-        if let Some((_, h)) = conffiles.iter().find(|(p, _)| *p == r.path) {
-            if conffile_modified(db.root(), &r.path, h).map_err(io_at(&full))? {
-                kept.push(r.path.clone());
-                continue;
-            }
+        if let Some((_, h)) = conffiles.iter().find(|(p, _)| *p == r.path)
+            && conffile_modified(db.root(), &r.path, h).map_err(io_at(&full))?
+        {
+            kept.push(r.path.clone());
+            continue;
         }
         tx.del(&r.path)?;
         removed += 1;
@@ -529,10 +529,10 @@ fn info_suffixes(db: &Db, name: &str) -> Result<Vec<String>, InstallError> {
         let e = e.map_err(io_at(dir))?;
         let file = e.file_name();
         let Some(f) = file.to_str() else { continue };
-        if let Some(suffix) = f.strip_prefix(&prefix) {
-            if valid_member_name(suffix) {
-                out.push(suffix.to_string());
-            }
+        if let Some(suffix) = f.strip_prefix(&prefix)
+            && valid_member_name(suffix)
+        {
+            out.push(suffix.to_string());
         }
     }
     out.sort();

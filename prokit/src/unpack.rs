@@ -629,10 +629,8 @@ fn finalize(
         let t = full(tmp);
         if exists(&t) {
             fs::rename(&t, status_final).map_err(io_at(status_final))?;
-            if sync {
-                if let Some(dir) = status_final.parent() {
-                    fsync_dir(dir).map_err(io_at(dir))?;
-                }
+            if sync && let Some(dir) = status_final.parent() {
+                fsync_dir(dir).map_err(io_at(dir))?;
             }
         }
     }
@@ -1412,10 +1410,10 @@ fn recorded_conffile_hash(db: &Db, path: &str, name: &str) -> Option<String> {
     if let Some(h) = find(name) {
         return Some(h);
     }
-    if let Some(owner) = db.owners_ref().and_then(|o| o.files.get(path)) {
-        if let Some(h) = find(owner) {
-            return Some(h);
-        }
+    if let Some(owner) = db.owners_ref().and_then(|o| o.files.get(path))
+        && let Some(h) = find(owner)
+    {
+        return Some(h);
     }
     db.packages().find_map(|p| {
         conffiles_of(p)
