@@ -8,6 +8,7 @@ use std::io::IsTerminal;
 use archman::index::{self, CacheMode, IndexOptions, Profile};
 use archman::keys::{self, FingerprintOf, Trust};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use feeds::usign::{PublicKey, SecretKey};
 
 /// Archive manager for opkg/apt package feeds.
 ///
@@ -133,6 +134,97 @@ enum Command {
         #[command(flatten)]
         of: FingerprintArgs,
     },
+    /// Maintain the feed keyring (root keys sign keyrings, feed keys sign feeds) and build it
+    /// as a package. Each change starts a new serial (once per change, not per signature);
+    /// each root-key holder then signs it separately, offline.
+    #[command(subcommand)]
+    Keyring(KeyringCmd),
+}
+
+#[derive(Subcommand)]
+enum KeyringCmd {
+    /// Create keyring NAME serial 1 in DIR, signed by every root key given.
+    Init {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// A root key's secret key file (repeat; each signs serial 1).
+        #[arg(long = "root-key", value_name = "SEC", required = true)]
+        root_keys: Vec<PathBuf>,
+        /// A feed key's public key file (repeat).
+        #[arg(long = "feed-key", value_name = "PUB")]
+        feed_keys: Vec<PathBuf>,
+        /// Root signatures required on each new serial.
+        #[arg(long, default_value_t = 1)]
+        threshold: u32,
+        /// How long the keyring stays valid (e.g. 365d).
+        #[arg(long, value_name = "DURATION", value_parser = index::parse_duration, default_value = "365d")]
+        expires: i64,
+    },
+    /// Add an active root or feed key.
+    AddKey {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        #[arg(value_name = "PUB")]
+        public: PathBuf,
+    },
+    /// Retire a key: no longer trusted, not a compromise.
+    Retire {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(value_name = "FP")]
+        fingerprint: String,
+    },
+    /// Revoke a key: never trusted again, removed from every client's keys directory.
+    Revoke {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(value_name = "FP")]
+        fingerprint: String,
+    },
+    /// Set the number of root signatures each new serial needs.
+    SetThreshold {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(value_name = "N")]
+        threshold: u32,
+    },
+    /// Renew the keyring: it expires DURATION from now.
+    SetExpires {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(value_name = "DURATION", value_parser = index::parse_duration)]
+        expires: i64,
+    },
+    /// Add a root key's signature to the current serial (never bumps the serial).
+    Sign {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(short = 's', value_name = "ROOT_SEC")]
+        secret: PathBuf,
+    },
+    /// Build <name>-keyring_<serial>_all.ipk with the full history into OUT_DIR; refuses a
+    /// keyring whose signatures do not meet its own rules.
+    Build {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(value_name = "OUT_DIR")]
+        out: PathBuf,
+    },
+    /// Print the keyring: serial, threshold, keys, roles, states, expiries, signatures.
+    Show {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Root,
+    Feed,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -500,6 +592,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("OK: {} signed by key {fp}", message.display());
             }
         }
+        Command::Keyring(cmd) => run_keyring(cmd)?,
         Command::Fingerprint { of } => {
             let of = match (&of.secret, &of.public, &of.sig) {
                 (Some(s), _, _) => FingerprintOf::Secret(s),
@@ -511,6 +604,129 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn describe_change(c: &keyring_pkg::workdir::Change) {
+    if let Some(old) = c.archived {
+        println!(
+            "serial {old} archived to history/; serial {} started",
+            c.serial
+        );
+    }
+    if !c.discarded_signatures.is_empty() {
+        let fps: Vec<String> = c
+            .discarded_signatures
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        println!(
+            "dropped signatures of the changed draft by: {}",
+            fps.join(", ")
+        );
+    }
+    println!(
+        "serial {} changed; it needs root signatures: archman keyring sign DIR -s ROOT_SEC",
+        c.serial
+    );
+}
+
+fn run_keyring(cmd: KeyringCmd) -> anyhow::Result<()> {
+    use keyring_pkg::{manifest::Role, workdir};
+    let fp = |text: &str| -> anyhow::Result<feeds::usign::Fingerprint> {
+        text.parse()
+            .map_err(|_| anyhow::anyhow!("{text:?} is not a key fingerprint (16 hex digits)"))
+    };
+    let now = now();
+    match cmd {
+        KeyringCmd::Init {
+            dir,
+            name,
+            root_keys,
+            feed_keys,
+            threshold,
+            expires,
+        } => {
+            let roots = root_keys
+                .iter()
+                .map(|p| SecretKey::read_path(p, None))
+                .collect::<Result<Vec<_>, _>>()?;
+            let feeds = feed_keys
+                .iter()
+                .map(|p| PublicKey::read_path(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let k = workdir::init(&dir, &name, &roots, &feeds, threshold, expires as u64, now)?;
+            println!(
+                "keyring {name} serial {} in {}: {} root keys, {} feed keys, threshold {threshold}",
+                k.serial(),
+                dir.display(),
+                roots.len(),
+                feeds.len()
+            );
+        }
+        KeyringCmd::AddKey { dir, role, public } => {
+            let key = PublicKey::read_path(&public)?;
+            let role = match role {
+                RoleArg::Root => Role::Root,
+                RoleArg::Feed => Role::Feed,
+            };
+            describe_change(&workdir::add_key(&dir, role, &key, now)?);
+        }
+        KeyringCmd::Retire { dir, fingerprint } => {
+            describe_change(&workdir::retire(&dir, fp(&fingerprint)?, now)?)
+        }
+        KeyringCmd::Revoke { dir, fingerprint } => {
+            describe_change(&workdir::revoke(&dir, fp(&fingerprint)?, now)?)
+        }
+        KeyringCmd::SetThreshold { dir, threshold } => {
+            describe_change(&workdir::set_threshold(&dir, threshold, now)?)
+        }
+        KeyringCmd::SetExpires { dir, expires } => {
+            describe_change(&workdir::set_expires(&dir, expires as u64, now)?)
+        }
+        KeyringCmd::Sign { dir, secret } => {
+            let key = SecretKey::read_path(&secret, None)?;
+            let s = workdir::sign(&dir, &key, now)?;
+            println!(
+                "serial {} signed by {}{}; {}",
+                s.serial,
+                s.fingerprint,
+                if s.replaced {
+                    " (replacing its earlier signature)"
+                } else {
+                    ""
+                },
+                s.own.describe()
+            );
+            if let Some(prev) = &s.previous {
+                println!("against serial {}: {}", s.serial - 1, prev.describe());
+            }
+        }
+        KeyringCmd::Build { dir, out } => {
+            let mtime = std::env::var("SOURCE_DATE_EPOCH")
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            let mtime = match mtime {
+                Some(m) => m,
+                None => workdir::Workdir::open(&dir)?
+                    .current()
+                    .keyring()
+                    .date()
+                    .max(0) as u64,
+            };
+            std::fs::create_dir_all(&out).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+            let path = workdir::build(&dir, &out, mtime, now)?;
+            println!("{}", path.display());
+        }
+        KeyringCmd::Show { dir } => println!("{}", workdir::show(&dir, now)?),
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -20,6 +20,7 @@ use crate::download::{self, DownloadError, DownloadItem};
 use crate::feed::{FeedError, FeedSource, FeedStore, Trust, UpdateReport};
 use crate::fetch::{FetchError, FetchOptions, Fetcher};
 use crate::install::{self, InstallError, InstallOptions, InstallReport, RemoveReport, ScriptMode};
+use crate::keyring::{self, KeyringError};
 use crate::resolve::{Request, ResolveError, Universe};
 use crate::rootfs::{self, TarError};
 use crate::status::{Db, StatusError};
@@ -112,6 +113,8 @@ pub enum ClientError {
     Install(#[from] InstallError),
     #[error(transparent)]
     Tar(#[from] TarError),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
     #[error("no feeds are configured (add `src/gz NAME URL` to {0})")]
     NoFeeds(String),
     #[error("feed {0:?} has no verified index yet: run `prokit update` first")]
@@ -200,7 +203,10 @@ impl Client {
             opts.root.join(STATE_DIR),
         );
         let keys = opts.root.join(KEYS_DIR);
-        let mut trust = if keys.is_dir() {
+        let mut trust = if let Some(name) = config.option("keyring") {
+            // A keyring decides: exactly its active feed keys, whatever else sits in keys/.
+            keyring::trust(&opts.root, name, opts.now)?
+        } else if keys.is_dir() {
             Trust::from_key_dir(&keys)?
         } else {
             Trust {
@@ -337,41 +343,17 @@ impl Client {
         fs::create_dir_all(&cache).map_err(io_at(&cache))?;
         let mut items = Vec::with_capacity(plan.steps.len());
         for step in &plan.steps {
-            let bad = |reason: String| ClientError::BadStanza {
-                feed: step.feed.clone(),
-                package: format!("{} {}", step.name, step.version),
-                reason,
-            };
             let source = self
                 .config
                 .sources
                 .iter()
                 .find(|s| s.name == step.feed)
-                .ok_or_else(|| bad("feed not configured".into()))?;
-            let filename = step
-                .stanza
-                .get("Filename")
-                .ok_or_else(|| bad("no Filename field".into()))?;
-            let size: u64 = step
-                .stanza
-                .get("Size")
-                .and_then(|s| s.trim().parse().ok())
-                .ok_or_else(|| bad("no valid Size field".into()))?;
-            let sha256 = step
-                .stanza
-                .get("SHA256sum")
-                .or_else(|| step.stanza.get("SHA256"))
-                .map(|s| s.trim().to_ascii_lowercase())
-                .filter(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
-                .ok_or_else(|| bad("no valid SHA256sum field".into()))?;
-            let url = download::package_url(&source.url, filename.trim())?;
-            let base = filename.trim().rsplit('/').next().unwrap_or("package.ipk");
-            items.push(DownloadItem {
-                url,
-                size,
-                dest: cache.join(format!("{}-{base}", &sha256[..16])),
-                sha256,
-            });
+                .ok_or_else(|| ClientError::BadStanza {
+                    feed: step.feed.clone(),
+                    package: format!("{} {}", step.name, step.version),
+                    reason: "feed not configured".into(),
+                })?;
+            items.push(download_item(&step.stanza, source, &cache, &step.feed)?);
         }
         download::download_all(
             &self.fetcher,
@@ -512,6 +494,125 @@ impl Client {
     }
 }
 
+/// What `prokit keyring refresh` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refreshed {
+    pub name: String,
+    /// The serial trusted now.
+    pub serial: u64,
+    /// The serial trusted before, when it changed.
+    pub from: Option<u64>,
+}
+
+impl Client {
+    /// Updates every feed, finds the newest `<name>-keyring` package (name from
+    /// `option keyring`), downloads it (checked against the verified index), walks its history
+    /// from the trusted serial with every rule of DESIGN.md §4, and applies it atomically.
+    /// Holds the keyring lock throughout, so concurrent refreshes serialise. Any feed that
+    /// fails to update fails the refresh, which then changes nothing.
+    pub fn refresh_keyring(&self) -> Result<Refreshed, ClientError> {
+        let name = self
+            .config
+            .option("keyring")
+            .ok_or(KeyringError::NotConfigured)?
+            .to_string();
+        let lock = keyring_pkg::apply::lock(&self.opts.root).map_err(KeyringError::from)?;
+        let current = keyring_pkg::apply::load_trusted(&self.opts.root, &name)
+            .map_err(KeyringError::from)?
+            .ok_or_else(|| KeyringError::NotTrusted(name.clone()))?;
+        let failed: Vec<String> = self
+            .update()?
+            .into_iter()
+            .filter_map(|o| o.result.err().map(|e| e.to_string()))
+            .collect();
+        if !failed.is_empty() {
+            return Err(ClientError::UpdateFailed { failed });
+        }
+        let package = keyring_pkg::package::package_name(&name);
+        let mut best: Option<(feeds::version::Version, &Source, Paragraph)> = None;
+        let indexes = self.indexes()?;
+        for (s, stanzas) in &indexes {
+            for p in stanzas {
+                if p.get("Package").map(str::trim) != Some(package.as_str()) {
+                    continue;
+                }
+                let Some(v) = p
+                    .get("Version")
+                    .and_then(|v| feeds::version::Version::parse(v.trim()).ok())
+                else {
+                    continue;
+                };
+                if best.as_ref().is_none_or(|(b, _, _)| v > *b) {
+                    best = Some((v, *s, p.clone()));
+                }
+            }
+        }
+        let Some((_, source, stanza)) = best else {
+            return Err(KeyringError::NoPackage { name, package }.into());
+        };
+        let cache = self
+            .opts
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| self.opts.root.join(CACHE_DIR));
+        fs::create_dir_all(&cache).map_err(io_at(&cache))?;
+        let item = download_item(&stanza, source, &cache, &source.name)?;
+        download::download_all(&self.fetcher, std::slice::from_ref(&item), 1, &|_, _| {})?;
+        let pkg =
+            keyring_pkg::package::read_keyring_package(&item.dest).map_err(KeyringError::from)?;
+        let _ = fs::remove_file(&item.dest);
+        let verified = keyring_pkg::accept::accept_chain(&current, pkg.candidates(), self.opts.now)
+            .map_err(KeyringError::from)?;
+        let report = keyring_pkg::apply::apply(&lock, &verified, self.opts.now)
+            .map_err(KeyringError::from)?;
+        Ok(Refreshed {
+            name,
+            serial: report.serial,
+            from: report.previous.filter(|p| *p != report.serial),
+        })
+    }
+}
+
+/// The download of the package an index stanza describes, checked against its Size and
+/// SHA-256.
+fn download_item(
+    stanza: &Paragraph,
+    source: &Source,
+    cache: &Path,
+    feed: &str,
+) -> Result<DownloadItem, ClientError> {
+    let bad = |reason: String| ClientError::BadStanza {
+        feed: feed.to_string(),
+        package: format!(
+            "{} {}",
+            stanza.get("Package").unwrap_or("?").trim(),
+            stanza.get("Version").unwrap_or("?").trim()
+        ),
+        reason,
+    };
+    let filename = stanza
+        .get("Filename")
+        .ok_or_else(|| bad("no Filename field".into()))?;
+    let size: u64 = stanza
+        .get("Size")
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| bad("no valid Size field".into()))?;
+    let sha256 = stanza
+        .get("SHA256sum")
+        .or_else(|| stanza.get("SHA256"))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| bad("no valid SHA256sum field".into()))?;
+    let url = download::package_url(&source.url, filename.trim())?;
+    let base = filename.trim().rsplit('/').next().unwrap_or("package.ipk");
+    Ok(DownloadItem {
+        url,
+        size,
+        dest: cache.join(format!("{}-{base}", &sha256[..16])),
+        sha256,
+    })
+}
+
 fn feed_source(s: &Source) -> FeedSource {
     FeedSource {
         name: s.name.clone(),
@@ -526,6 +627,8 @@ pub struct Bootstrap {
     pub feeds: Vec<(String, String)>,
     /// usign public keys trusted for the feeds (copied into `<root>/etc/opkg/keys/<fp>`).
     pub pubkeys: Vec<PathBuf>,
+    /// Or a keyring (package or manifest) and the root key fingerprint the user confirms.
+    pub keyring: Option<(PathBuf, feeds::usign::Fingerprint)>,
     /// `arch` lines; empty accepts every architecture.
     pub arch: Vec<(String, u32)>,
     pub packages: Vec<String>,
@@ -561,9 +664,9 @@ pub fn bootstrap(
             "bootstrap needs at least one --feed NAME=URL".into(),
         ));
     }
-    if b.pubkeys.is_empty() && opts.conf.is_none() {
+    if b.pubkeys.is_empty() && b.keyring.is_none() {
         return Err(ClientError::Invalid(
-            "bootstrap needs the keys to trust: --pubkey FILE (one per feed key)".into(),
+            "bootstrap needs the keys to trust: --pubkey FILE (one per feed key), or --keyring FILE --root-fingerprint FP".into(),
         ));
     }
     let root = &opts.root.clone();
@@ -586,6 +689,9 @@ pub fn bootstrap(
     config.arch = b.arch.clone();
     config.options.insert("check_signature".into(), "1".into());
     write_atomic(&root.join("etc/opkg.conf"), config.to_text().as_bytes())?;
+    if let Some((source, root_fp)) = &b.keyring {
+        keyring::init(root, source, *root_fp, opts.now)?;
+    }
     for k in &b.pubkeys {
         let key = PublicKey::read_path(k).map_err(|e| ClientError::Invalid(e.to_string()))?;
         let dest = root.join(KEYS_DIR).join(key.fingerprint().to_string());

@@ -14,6 +14,7 @@ pub mod download;
 pub mod feed;
 pub mod fetch;
 pub mod install;
+pub mod keyring;
 pub mod resolve;
 pub mod rootfs;
 pub mod status;

@@ -130,6 +130,10 @@ enum Command {
         #[arg(value_name = "PKG")]
         packages: Vec<String>,
     },
+    /// The trusted keyring: install the first trust, refresh it from the feeds (for cron),
+    /// report on it.
+    #[command(subcommand)]
+    Keyring(KeyringCmd),
     /// Make a root filesystem in one shot (for build hosts; no root privileges needed):
     /// create ROOT, write its etc/opkg.conf and trusted keys, update, install PKG..., and
     /// optionally write a reproducible tarball (same inputs + SOURCE_DATE_EPOCH give the same
@@ -141,8 +145,19 @@ enum Command {
         #[arg(long = "feed", value_name = "NAME=URL", required = true)]
         feeds: Vec<String>,
         /// A usign public key trusted for the feeds; repeat for several.
-        #[arg(long = "pubkey", value_name = "FILE", required = true)]
+        #[arg(
+            long = "pubkey",
+            value_name = "FILE",
+            required_unless_present = "keyring"
+        )]
         pubkeys: Vec<PathBuf>,
+        /// Trust a keyring instead (a keyring package or a `keyring` manifest with its .sig):
+        /// its active feed keys, refreshed later by `prokit keyring refresh`.
+        #[arg(long, value_name = "FILE|PKG", requires = "root_fingerprint")]
+        keyring: Option<PathBuf>,
+        /// The root key fingerprint you confirm for --keyring (never trust on first use).
+        #[arg(long, value_name = "FP", requires = "keyring")]
+        root_fingerprint: Option<String>,
         /// Architecture accepted, with an optional priority (higher wins): --arch all:1
         /// --arch x86_64:10. Without any, every architecture in the feeds is accepted.
         #[arg(long = "arch", value_name = "ARCH[:PRIO]")]
@@ -155,6 +170,42 @@ enum Command {
         #[command(flatten)]
         args: InstallArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum KeyringCmd {
+    /// Install the first trust: a keyring package or manifest, signed by the root key whose
+    /// fingerprint you confirm (a mismatch is refused). Adds `option keyring NAME` to
+    /// <root>/etc/opkg.conf; from then on `prokit update` trusts exactly the keyring's active
+    /// feed keys.
+    Init {
+        #[arg(long, value_name = "FILE|PKG")]
+        keyring: PathBuf,
+        #[arg(long, value_name = "FP")]
+        root_fingerprint: String,
+    },
+    /// Update the feeds, fetch the newest keyring package, verify the whole chain from the
+    /// trusted serial (thresholds, revocations, rollback, forks, expiry) and apply it
+    /// atomically. Prints "updated to serial N" or "already at serial N"; exits non-zero
+    /// with the reason on any refusal, changing nothing. Safe to run from cron: concurrent
+    /// runs serialise.
+    Refresh,
+    /// Print the trusted keyrings' keys, roles, states and expiries; exit 1 when anything
+    /// expires within --warn-days days.
+    Status {
+        #[arg(long, value_name = "N", default_value_t = 30)]
+        warn_days: u32,
+    },
+}
+
+fn parse_fp(text: &str) -> Result<feeds::usign::Fingerprint> {
+    text.trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{text:?} is not a key fingerprint (16 hex digits)"))
+}
+
+fn date(t: i64) -> String {
+    feeds::release::format_date(t)
 }
 
 /// Draws progress on stderr.
@@ -419,6 +470,69 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
+        Command::Keyring(KeyringCmd::Init {
+            keyring,
+            root_fingerprint,
+        }) => {
+            let o = options(&cli, cli.root.clone(), None);
+            let r = prokit::keyring::init(&o.root, keyring, parse_fp(root_fingerprint)?, o.now)?;
+            if !cli.quiet {
+                println!(
+                    "trusting keyring {} serial {} ({} feed keys written)",
+                    r.name,
+                    r.serial,
+                    r.keys_written.len()
+                );
+            }
+        }
+        Command::Keyring(KeyringCmd::Refresh) => {
+            let client = Client::open(options(&cli, cli.root.clone(), None))?;
+            let r = client.refresh_keyring()?;
+            if !cli.quiet {
+                match r.from {
+                    Some(from) => println!(
+                        "keyring {}: updated to serial {} (from {from})",
+                        r.name, r.serial
+                    ),
+                    None => println!("keyring {}: already at serial {}", r.name, r.serial),
+                }
+            }
+        }
+        Command::Keyring(KeyringCmd::Status { warn_days }) => {
+            let o = options(&cli, cli.root.clone(), None);
+            let reports = prokit::keyring::status(&o.root, *warn_days, o.now)?;
+            if reports.is_empty() {
+                bail!(
+                    "no trusted keyring in {}: run `prokit keyring init`",
+                    o.root.display()
+                );
+            }
+            let mut ok = true;
+            for r in &reports {
+                ok &= r.ok();
+                println!(
+                    "keyring {} serial {}, dated {}, expires {}{}; root threshold {}",
+                    r.name,
+                    r.serial,
+                    date(r.date),
+                    date(r.expires),
+                    if r.expiring { " (SOON)" } else { "" },
+                    r.root_threshold
+                );
+                for k in &r.keys {
+                    let until = k
+                        .not_after
+                        .map(|t| format!(", not after {}", date(t)))
+                        .unwrap_or_default();
+                    let soon = if k.expiring { " (EXPIRES SOON)" } else { "" };
+                    println!("  {} {} {}{until}{soon}", k.fingerprint, k.role, k.status);
+                }
+            }
+            if !ok {
+                eprintln!("prokit: something expires within {warn_days} days");
+                return Ok(ExitCode::from(1));
+            }
+        }
         Command::Bootstrap {
             target,
             feeds,
@@ -427,6 +541,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             tar,
             packages,
             args,
+            keyring,
+            root_fingerprint,
         } => {
             let feeds = feeds
                 .iter()
@@ -440,8 +556,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .iter()
                 .map(|a| parse_arch(a))
                 .collect::<Result<Vec<_>>>()?;
+            let keyring = match (keyring, root_fingerprint) {
+                (Some(k), Some(fp)) => Some((k.clone(), parse_fp(fp)?)),
+                _ => None,
+            };
             let b = Bootstrap {
                 feeds,
+                keyring,
                 pubkeys: pubkeys.clone(),
                 arch,
                 packages: packages.clone(),

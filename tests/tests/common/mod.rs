@@ -22,7 +22,7 @@ pub struct Fixture {
     pub public: PathBuf,
     /// The Date of the next index: each index is a minute newer than the last (clients
     /// refuse a Release whose Date goes back, or repeats with other contents).
-    next_date: std::cell::Cell<i64>,
+    next_date: std::sync::atomic::AtomicI64,
 }
 
 /// The current time, Unix seconds.
@@ -60,7 +60,7 @@ impl Fixture {
             feed,
             sec,
             public,
-            next_date: std::cell::Cell::new(now() - 3600),
+            next_date: std::sync::atomic::AtomicI64::new(now() - 3600),
         }
     }
 
@@ -105,11 +105,17 @@ impl Fixture {
     /// `archman index --key … --valid-for 7d` over the feed, plus `extra` options, dated a
     /// minute after the previous index.
     pub fn index_with(&self, extra: &[&str]) {
-        let date = self.next_date.get();
-        self.next_date.set(date + 60);
+        self.index_by(&self.sec, extra);
+    }
+
+    /// Like `index_with`, signed by the secret key `sec`.
+    pub fn index_by(&self, sec: &Path, extra: &[&str]) {
+        let date = self
+            .next_date
+            .fetch_add(60, std::sync::atomic::Ordering::SeqCst);
         let (ok, _, err) = run(Command::new(bin("archman"))
             .args(["index", "-q", "--valid-for", "7d", "--key"])
-            .arg(&self.sec)
+            .arg(sec)
             .args(extra)
             .arg(&self.feed)
             .env("SOURCE_DATE_EPOCH", date.to_string()));
