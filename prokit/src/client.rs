@@ -68,6 +68,9 @@ pub struct Options {
     /// bootstrap, whose root is thrown away and redone after a power loss anyway; kill -9
     /// safety does not depend on it).
     pub durable: bool,
+    /// Install each package as soon as it (and all before it) is downloaded and verified,
+    /// instead of downloading everything first (bootstrap of a fresh root).
+    pub pipeline: bool,
 }
 
 impl Options {
@@ -90,6 +93,7 @@ impl Options {
             now,
             installed_time: now,
             durable: true,
+            pipeline: false,
         }
     }
 }
@@ -355,21 +359,12 @@ impl Client {
                 })?;
             items.push(download_item(&step.stanza, source, &cache, &step.feed)?);
         }
-        download::download_all(
-            &self.fetcher,
-            &items,
-            self.opts.jobs.max(1),
-            &|item, cached| progress.downloaded(&item.url, cached),
-        )?;
         let opts = self.install_options();
-        // Packages the plan replaces (Conflicts + Replaces) go first.
-        for name in &plan.removes {
-            let r = install::remove(&mut db, name, &opts)?;
-            progress.message(&format!("Removed {} (replaced)", r.name));
-        }
+        let jobs = self.opts.jobs.max(1);
         let mut reports = Vec::new();
-        for (step, item) in plan.steps.iter().zip(&items) {
-            let report = install::install(&mut db, &item.dest, step.auto, &opts)?;
+        let mut install_one = |db: &mut Db, i: usize| -> Result<(), ClientError> {
+            let (step, item) = (&plan.steps[i], &items[i]);
+            let report = install::install(db, &item.dest, step.auto, &opts)?;
             for c in &report.kept_conffiles {
                 progress.message(&format!(
                     "{}: kept the modified {c}; the new version is {c}-opkg",
@@ -381,7 +376,70 @@ impl Client {
             if !self.opts.keep_cache {
                 let _ = fs::remove_file(&item.dest);
             }
+            Ok(())
+        };
+        if !self.opts.pipeline || !plan.removes.is_empty() {
+            // apt's order: every package downloaded and verified before anything changes.
+            download::download_all(&self.fetcher, &items, jobs, &|item, cached| {
+                progress.downloaded(&item.url, cached)
+            })?;
+            // Packages the plan replaces (Conflicts + Replaces) go first.
+            for name in &plan.removes {
+                let r = install::remove(&mut db, name, &opts)?;
+                progress.message(&format!("Removed {} (replaced)", r.name));
+            }
+            for i in 0..items.len() {
+                install_one(&mut db, i)?;
+            }
+            return Ok(reports);
         }
+        // A fresh root: install each package (still verified whole first) as soon as it and
+        // everything before it in dependency order has arrived, while later ones download.
+        let index: std::collections::HashMap<&Path, usize> = items
+            .iter()
+            .enumerate()
+            .map(|(i, it)| (it.dest.as_path(), i))
+            .collect();
+        let (tx, rx) = std::sync::mpsc::channel::<usize>();
+        let fetcher = &self.fetcher;
+        let items_ref = &items;
+        std::thread::scope(|scope| -> Result<(), ClientError> {
+            let downloads = scope.spawn(move || {
+                let tx = tx;
+                download::download_all(fetcher, items_ref, jobs, &|item, cached| {
+                    progress.downloaded(&item.url, cached);
+                    if let Some(&i) = index.get(item.dest.as_path()) {
+                        let _ = tx.send(i);
+                    }
+                })
+            });
+            let mut ready = vec![false; items.len()];
+            let mut next = 0;
+            let mut failed = None;
+            while next < items.len() {
+                let Ok(i) = rx.recv() else { break };
+                ready[i] = true;
+                while next < items.len() && ready[next] {
+                    if let Err(e) = install_one(&mut db, next) {
+                        failed = Some(e);
+                        break;
+                    }
+                    next += 1;
+                }
+                if failed.is_some() {
+                    break;
+                }
+            }
+            drop(rx);
+            let downloaded = downloads
+                .join()
+                .map_err(|_| ClientError::Invalid("the download thread panicked".into()))?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            downloaded?;
+            Ok(())
+        })?;
         Ok(reports)
     }
 
@@ -697,7 +755,14 @@ pub fn bootstrap(
         let dest = root.join(KEYS_DIR).join(key.fingerprint().to_string());
         write_atomic(&dest, &key.to_file_bytes())?;
     }
-    let client = Client::open(Options { conf: None, ..opts })?;
+    // A fresh root is redone after a power loss anyway: skip the fsyncs (kill -9 safety
+    // does not depend on them).
+    let client = Client::open(Options {
+        conf: None,
+        durable: false,
+        pipeline: true,
+        ..opts
+    })?;
     let failed: Vec<String> = client
         .update()?
         .into_iter()
