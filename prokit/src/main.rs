@@ -573,9 +573,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 client::bootstrap(options(&cli, target.clone(), Some(args)), &b, &reporter)?;
             if !cli.quiet {
                 eprintln!(
-                    "bootstrapped {} with {} packages{}",
+                    "bootstrapped {} with {} package{}{}",
                     target.display(),
                     reports.len(),
+                    if reports.len() == 1 { "" } else { "s" },
                     tar.as_ref()
                         .map(|t| format!("; tarball {}", t.display()))
                         .unwrap_or_default()
