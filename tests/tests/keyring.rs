@@ -519,3 +519,164 @@ fn a_client_at_serial_1_jumps_to_5_through_history_and_a_tampered_step_is_refuse
     assert!(out.contains("updated to serial 5 (from 1)"), "{out}");
     assert!(s.has_key("feedB") && !s.has_key("feedA"));
 }
+
+/// A keyring package assembled by hand: `current` (manifest, signatures) over `history`.
+fn assemble(current: (&[u8], &[u8]), serial: u64, history: &[(u64, Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let mut b = feeds::build::PackageBuilder::new(format!(
+        "Package: demo-keyring\nVersion: {serial}\nArchitecture: all\nMaintainer: x <x@example.org>\nDescription: keyring\n"
+    ))
+    .file("usr/share/keyrings/demo/keyring", 0o644, current.0.to_vec())
+    .file("usr/share/keyrings/demo/keyring.sig", 0o644, current.1.to_vec());
+    for (n, manifest, sigs) in history {
+        b = b
+            .file(
+                &format!("usr/share/keyrings/demo/history/{n}.keyring"),
+                0o644,
+                manifest.clone(),
+            )
+            .file(
+                &format!("usr/share/keyrings/demo/history/{n}.sig"),
+                0o644,
+                sigs.clone(),
+            );
+    }
+    b.build().unwrap()
+}
+
+impl Story {
+    /// The work dir's serials as (serial, manifest, signatures), oldest first, current last.
+    fn serials(&self) -> Vec<(u64, Vec<u8>, Vec<u8>)> {
+        let wd = keyring_pkg::workdir::Workdir::open(&self.ring).unwrap();
+        let mut out: Vec<(u64, Vec<u8>, Vec<u8>)> = wd
+            .history()
+            .iter()
+            .map(|(n, k)| (*n, k.bytes().to_vec(), k.signatures().to_bytes()))
+            .collect();
+        let c = wd.current();
+        out.push((c.serial(), c.bytes().to_vec(), c.signatures().to_bytes()));
+        out
+    }
+
+    /// Publishes a forged next serial: the work dir's current keyring edited by `edit`,
+    /// signed by `signers`, over the real history. Returns the package path.
+    fn forge(
+        &self,
+        edit: impl FnOnce(&mut keyring_pkg::manifest::Keyring),
+        signers: &[&str],
+        serial: u64,
+        history: &[(u64, Vec<u8>, Vec<u8>)],
+    ) -> PathBuf {
+        let base = &history.last().unwrap().1;
+        let mut k = keyring_pkg::manifest::Keyring::parse(base).unwrap();
+        k.set_serial(serial);
+        edit(&mut k);
+        let bytes = k.to_bytes().unwrap();
+        let mut sigs = keyring_pkg::signatures::SignatureSet::new();
+        for who in signers {
+            let sk =
+                feeds::usign::SecretKey::read_path(Path::new(&self.keys.sec(who)), None).unwrap();
+            sigs.insert(sk.sign(&bytes).unwrap()).unwrap();
+        }
+        let path = self.f.feed.join(format!("demo-keyring_{serial}_all.ipk"));
+        fs::write(&path, assemble((&bytes, &sigs.to_bytes()), serial, history)).unwrap();
+        self.index("feedA");
+        path
+    }
+
+    /// Refresh must fail with `what` in its message and leave the trusted state as it was.
+    fn refused(&self, what: &[&str]) {
+        let state = self.trusted_state();
+        let (ok, out, err) = self.refresh();
+        assert!(!ok, "accepted: {out}");
+        assert!(what.iter().any(|w| err.contains(w)), "{err}");
+        assert_eq!(
+            self.trusted_state(),
+            state,
+            "a refused refresh changed the state"
+        );
+    }
+}
+
+#[test]
+fn forged_keyrings_signed_by_a_feed_key_expired_reactivating_or_forked_are_refused() {
+    let Some(s) = Story::new(&["root1"], "1") else {
+        return;
+    };
+    s.bootstrap();
+    let feed_b = feeds::usign::PublicKey::read_path(Path::new(&s.keys.public("feedB"))).unwrap();
+    let add_b = |k: &mut keyring_pkg::manifest::Keyring| {
+        k.add_key(keyring_pkg::manifest::KeyEntry::new(
+            &feed_b,
+            keyring_pkg::manifest::Role::Feed,
+        ))
+        .unwrap();
+    };
+    let at_1 = s.serials();
+
+    // Signed only by a feed key.
+    let forged = s.forge(add_b, &["feedA"], 2, &at_1);
+    s.refused(&["feed key", "root key", "signed by 0"]);
+    fs::remove_file(forged).unwrap();
+
+    // Correctly signed, but already expired.
+    let forged = s.forge(
+        |k| {
+            add_b(k);
+            k.set_date(common::now() - 7200);
+            k.set_expires(common::now() - 60);
+        },
+        &["root1"],
+        2,
+        &at_1,
+    );
+    s.refused(&["expired"]);
+    fs::remove_file(forged).unwrap();
+
+    // The real serial 2 revokes A; the client follows.
+    let fp_a = s.keys.fp("feedA");
+    let (ok, _, err) = archman(&["keyring", "revoke", s.ring(), &fp_a]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = archman(&["keyring", "sign", s.ring(), "-s", &s.keys.sec("root1")]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = archman(&[
+        "keyring",
+        "add-key",
+        s.ring(),
+        "--role",
+        "feed",
+        &s.keys.public("feedB"),
+    ]);
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = archman(&["keyring", "sign", s.ring(), "-s", &s.keys.sec("root1")]);
+    assert!(ok, "{err}");
+    // (serial 3 adds B, so the feed can be signed by B from here on)
+    s.publish("feedA");
+    let (ok, out, err) = s.refresh();
+    assert!(ok && out.contains("updated to serial 3"), "{out}{err}");
+    let at_3 = s.serials();
+
+    // Serial 4 re-activates the revoked A, signed by the root: refused.
+    let forged = s.forge(
+        |k| {
+            let a = k.key_mut(fp_a.parse().unwrap()).unwrap();
+            a.status = keyring_pkg::manifest::Status::Active;
+        },
+        &["root1"],
+        4,
+        &at_3,
+    );
+    s.index("feedB");
+    s.refused(&["revoked"]);
+    fs::remove_file(forged).unwrap();
+
+    // A different serial 3 (a fork of the history the client has): refused.
+    let forked = s.forge(
+        |k| k.set_expires(k.expires() + 86400),
+        &["root1"],
+        3,
+        &at_3[..2],
+    );
+    s.index("feedB");
+    s.refused(&["fork", "serial 3"]);
+    fs::remove_file(forked).unwrap();
+}

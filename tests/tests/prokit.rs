@@ -318,3 +318,152 @@ fn real_stale_up_n_atom_feed_verifies_but_install_names_the_missing_file() {
     );
     assert!(!root.join("lib/modules").exists());
 }
+
+#[test]
+fn offline_scripts_run_like_openwrts_image_build_and_a_failing_one_rolls_back() {
+    let f = Fixture::new();
+    let ok_pkg = feeds::build::PackageBuilder::new(
+        "Package: greeter\nVersion: 1.0\nArchitecture: all\nMaintainer: T <t@example.org>\nDescription: greets\n",
+    )
+    .file("usr/bin/greeter", 0o755, b"#!/bin/sh\necho hi\n".to_vec())
+    .control_file(
+        "postinst",
+        0o755,
+        b"#!/bin/sh\n[ -n \"$IPKG_INSTROOT\" ] || exit 7\necho \"configured $1\" > \"$IPKG_INSTROOT/etc/greeter.done\"\n".to_vec(),
+    )
+    .build()
+    .unwrap();
+    f.write("greeter_1.0_all.ipk", &ok_pkg);
+    let bad_pkg = feeds::build::PackageBuilder::new(
+        "Package: broken\nVersion: 1.0\nArchitecture: all\nMaintainer: T <t@example.org>\nDescription: fails\n",
+    )
+    .file("usr/bin/broken", 0o755, b"#!/bin/sh\n".to_vec())
+    .control_file(
+        "postinst",
+        0o755,
+        b"#!/bin/sh\necho 'cannot configure broken' >&2\nexit 3\n".to_vec(),
+    )
+    .build()
+    .unwrap();
+    f.write("broken_1.0_all.ipk", &bad_pkg);
+    f.index();
+    let Some(server) = HttpServer::serve(&f.feed) else {
+        return;
+    };
+    let root = f.tmp.path().join("root");
+    let (ok, out, err) = prokit(
+        None,
+        &[
+            "bootstrap",
+            root.to_str().unwrap(),
+            "--feed",
+            &format!("main={}", server.url("")),
+            "--pubkey",
+            f.public.to_str().unwrap(),
+            "--scripts",
+            "offline",
+            "greeter",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        fs::read_to_string(root.join("etc/greeter.done")).unwrap(),
+        "configured configure\n"
+    );
+    let r = root.to_str().unwrap();
+    let (ok, _, err) = prokit(Some(r), &["install", "--scripts", "offline", "broken"]);
+    assert!(!ok);
+    assert!(
+        err.contains("postinst") && err.contains("cannot configure broken"),
+        "{err}"
+    );
+    assert!(!root.join("usr/bin/broken").exists());
+    assert_eq!(status_of(&root, "broken"), "");
+    // Skipped scripts are the default, and recorded.
+    let (ok, _, err) = prokit(Some(r), &["install", "broken"]);
+    assert!(ok, "{err}");
+    assert!(root.join("usr/bin/broken").exists());
+}
+
+#[test]
+fn bootstrap_works_as_an_unprivileged_user() {
+    // Under CI the tests run as root: drop to nobody for this one with setpriv.
+    let uid = std::process::Command::new("id").arg("-u").output().unwrap();
+    let as_root = String::from_utf8_lossy(&uid.stdout).trim() == "0";
+    if as_root && !e2e::have_tool("setpriv") {
+        return;
+    }
+    let f = Fixture::new();
+    f.add("lib", "1.0", "", &[("usr/lib/lib.so", "lib")], None);
+    f.add(
+        "app",
+        "1.0",
+        "Depends: lib\n",
+        &[("usr/bin/app", "app")],
+        None,
+    );
+    f.index();
+    let Some(server) = HttpServer::serve(&f.feed) else {
+        return;
+    };
+    let work = f.tmp.path().join("work");
+    fs::create_dir(&work).unwrap();
+    fs::copy(&f.public, work.join("feed.pub")).unwrap();
+    let mut cmd = if as_root {
+        let (ok, _, err) = e2e::run(
+            std::process::Command::new("chown")
+                .args(["-R", "65534:65534"])
+                .arg(&work),
+        );
+        assert!(ok, "{err}");
+        // The temporary directory's ancestors must be searchable by nobody.
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+        c.arg(e2e::bin("prokit"));
+        c
+    } else {
+        std::process::Command::new(e2e::bin("prokit"))
+    };
+    let root = work.join("rootfs");
+    cmd.arg("bootstrap")
+        .arg(&root)
+        .arg("--feed")
+        .arg(format!("main={}", server.url("")))
+        .arg("--pubkey")
+        .arg(work.join("feed.pub"))
+        .arg("--tar")
+        .arg(work.join("rootfs.tar"))
+        .arg("app")
+        .env("SOURCE_DATE_EPOCH", common::EPOCH);
+    let (ok, out, err) = e2e::run(&mut cmd);
+    if !ok && err.contains("Permission denied") && as_root {
+        // A temporary directory nobody may not enter (e.g. a 0700 TMPDIR): say so.
+        panic!("nobody cannot use {}: {err}", work.display());
+    }
+    assert!(ok, "{out}{err}");
+    assert!(root.join("usr/bin/app").is_file());
+    let mut a = tar_names(&work.join("rootfs.tar"));
+    a.sort();
+    assert!(a.iter().any(|n| n == "usr/bin/app"), "{a:?}");
+}
+
+/// Entry names and owners of a tarball, checking every entry is owned by 0:0.
+fn tar_names(path: &std::path::Path) -> Vec<String> {
+    let (ok, out, err) = e2e::run(
+        std::process::Command::new("tar")
+            .arg("--numeric-owner")
+            .arg("-tvf")
+            .arg(path),
+    );
+    assert!(ok, "{err}");
+    out.lines()
+        .map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(cols[1], "0/0", "{l}");
+            cols[5]
+                .trim_start_matches("./")
+                .trim_end_matches('/')
+                .to_string()
+        })
+        .collect()
+}
