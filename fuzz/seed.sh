@@ -20,8 +20,9 @@ if [ ! -d "$REAL" ]; then
     exit 1
 fi
 REAL="$(cd "$REAL" && pwd)"
+TARGETS="control version relation package usign index release prokit_config prokit_status prokit_resolve keyring_manifest keyring_signatures keyring_package"
 
-for t in control version relation package usign index release; do
+for t in $TARGETS; do
     mkdir -p "$CORPUS/$t"
 done
 
@@ -222,6 +223,263 @@ sha256:
 EOF
 echo "release: 3 seeds"
 
-for t in control version relation package usign index release; do
-    printf '%-9s %5d files\n' "$t" "$(find "$CORPUS/$t" -type f | wc -l)"
+# --- prokit_config: opkg.conf files -----------------------------------------------------------
+cat >"$CORPUS/prokit_config/opkg.conf-openwrt" <<'EOF'
+dest root /
+dest ram /tmp
+lists_dir ext /var/opkg-lists
+option overlay_root /overlay
+option check_signature
+arch all 1
+arch noarch 1
+arch x86_64 10
+EOF
+cat >"$CORPUS/prokit_config/distfeeds.conf-openwrt" <<'EOF'
+src/gz openwrt_core https://downloads.openwrt.org/releases/23.05.3/targets/x86/64/packages
+src/gz openwrt_base https://downloads.openwrt.org/releases/23.05.3/packages/x86_64/base/
+src/gz openwrt_luci https://downloads.openwrt.org/releases/23.05.3/packages/x86_64/luci
+# src/gz openwrt_telephony https://downloads.openwrt.org/releases/23.05.3/packages/x86_64/telephony
+EOF
+printf 'src/gz base http://feed.example/ipk/all\r\nsrc   updates\thttp://feed.example/ipk/updates//\r\n\r\n  # customfeeds\r\noption check_signature 0\r\noption keyring example\r\noption require_release 1\r\n' \
+    >"$CORPUS/prokit_config/customfeeds.conf-crlf"
+cat >"$CORPUS/prokit_config/opkg.conf-yocto" <<'EOF'
+src oe file:///srv/deploy/ipk
+src oe-all file:///srv/deploy/ipk/all
+dest root /
+option db_dir /var/lib/opkg
+option lists_dir /var/lib/opkg/lists
+option ca_file /etc/ssl/certs/ca-certificates.crt
+lists_dir ext /var/lib/opkg/lists
+arch all 1
+arch any 6
+arch cortexa53 16
+arch raspberrypi3_64 21
+arch all 2
+EOF
+echo "prokit_config: 4 seeds"
+
+# --- prokit_status: status files (NUL, then the first package's .list, NUL, its sidecar) -----
+hash64=063d3536d4dcfa8589a3fc74c760b4a43ae91458783f26ffce1cfd92ad78f876
+cat >"$TMP/status" <<EOF
+Package: busybox
+Version: 1.36.1-1
+Depends: libc, libcrypt-compat
+Status: install user installed
+Essential: yes
+Architecture: x86_64
+Conffiles:
+ /etc/syslog.conf $hash64
+ /etc/inittab 5d41402abc4b2a76b9719d911017c592
+Installed-Time: 1700000000
+
+Package: libc
+Version: 1.2.4-4
+Provides: libc.so.6
+Status: install ok installed
+Architecture: x86_64
+Installed-Time: 1700000000
+Auto-Installed: yes
+
+Package: oldpkg
+Version: 0.1
+Status: deinstall ok config-files
+Architecture: all
+Conffiles:
+ /etc/oldpkg.conf $hash64
+
+Package: tool
+Version: 2:3.0~rc1-r2
+Pre-Depends: busybox (>= 1.36)
+Status: install ok half-configured
+Architecture: all
+Installed-Time: 1700000001
+Prokit-Scripts: skipped
+
+EOF
+cp "$TMP/status" "$CORPUS/prokit_status/status-opkg"
+{
+    cat "$TMP/status"
+    printf '\0/bin/busybox\n/bin/sh\t0777\tbusybox\n/etc/syslog.conf\n/usr/share/busybox/\n\0'
+    printf '# prokit-sha256\t1\tbusybox\t1.36.1-1\n'
+    printf 'f\t0755\t%s\t/bin/busybox\n' "$hash64"
+    printf 'l\t0777\tbusybox\t/bin/sh\n'
+    printf 'd\t0755\t-\t/usr/share/busybox\n'
+    printf 's\t0644\t-\t/dev/console\n'
+} >"$CORPUS/prokit_status/status-with-list-and-sidecar"
+printf 'Package: only\nVersion: 1\nStatus: install ok installed\n' >"$CORPUS/prokit_status/status-one"
+echo "prokit_status: 3 seeds"
+
+# --- prokit_resolve: Packages files of the fixtures and small universes ---------------------
+n=0
+while IFS= read -r -d '' f; do
+    rel="${f#"$REAL"/}"
+    cp "$f" "$CORPUS/prokit_resolve/$(slug "$rel")"
+    n=$((n + 1))
+done < <(find "$REAL/feeds" -type f -name Packages -print0 | sort -z)
+cat >"$CORPUS/prokit_resolve/universe-alternatives" <<'EOF'
+Package: app
+Version: 1.0
+Depends: libfoo (>= 2) | libbar, virt (= 1.2), libc
+Pre-Depends: base
+Conflicts: oldapp (<< 1)
+Replaces: oldapp
+
+Package: libfoo
+Version: 1.0
+Architecture: x86_64
+
+Package: libfoo
+Version: 2.1-1
+Depends: libc
+
+Package: libbar
+Version: 0.9
+Provides: virt (= 1.2)
+
+Package: base
+Version: 1
+Provides: virt
+
+Package: oldapp
+Version: 0.5
+Status: install user installed
+
+Package: libc
+Version: 1.2.4
+Status: install ok installed
+Auto-Installed: yes
+EOF
+cat >"$CORPUS/prokit_resolve/universe-cycle" <<'EOF'
+Package: a
+Version: 1
+Pre-Depends: b
+
+Package: b
+Version: 1
+Pre-Depends: a
+
+Package: c
+Version: 1
+Depends: a | d
+EOF
+cat >"$CORPUS/prokit_resolve/universe-upgrade" <<'EOF'
+Package: web
+Version: 2.0
+Depends: tls (>= 3)
+Breaks: plugin (<< 2)
+
+Package: tls
+Version: 3.1
+Conflicts: tls-legacy
+
+Package: tls
+Version: 2.9
+Status: install ok installed
+
+Package: plugin
+Version: 1.0
+Depends: web (<< 2)
+Status: install user installed
+
+Package: plugin
+Version: 2.0
+Depends: web (>= 2)
+
+Package: tls-legacy
+Version: 1
+Status: install ok installed
+EOF
+echo "prokit_resolve: $n Packages files and 3 universes"
+
+# --- keyring_manifest / keyring_signatures / keyring_package ---------------------------------
+# Keys from the RFC 8032 test vectors (public halves), under chosen usign fingerprints.
+root_fp=0123456789abcdef
+root_pk=d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a
+feed_fp=fedcba9876543210
+feed_pk=3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c
+old_fp=89abcdef01234567
+old_pk=fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025
+b64() { xxd -r -p | base64 -w0; }
+key_b64() { printf '4564%s%s' "$1" "$2" | b64; }                   # "Ed" fp pk
+rfc_date() { LC_ALL=C date -u -d "@$1" '+%a, %d %b %Y %H:%M:%S UTC'; }
+key_stanza() { # fp pk role status [not-after] [comment]
+    printf '\nFingerprint: %s\nPublic-Key: %s\nRole: %s\nStatus: %s\n' "$1" "$(key_b64 "$1" "$2")" "$3" "$4"
+    if [ -n "${5:-}" ]; then printf 'Not-After: %s\n' "$(rfc_date "$5")"; fi
+    if [ -n "${6:-}" ]; then printf 'Comment: %s\n' "$6"; fi
+}
+header() { # serial date expires threshold
+    printf 'Keyring: example\nSerial: %s\nDate: %s\nExpires: %s\nRoot-Threshold: %s\n' \
+        "$1" "$(rfc_date "$2")" "$(rfc_date "$3")" "$4"
+}
+# A usign signature block; the signature bytes are a stand-in (parsing does not verify).
+sig_block() { # fp message-file
+    printf 'untrusted comment: signed by key %s\n' "$1"
+    { printf '4564%s' "$1"; sha512sum "$2" | cut -c1-128; } | b64
+    printf '\n'
+}
+t0=1795315200 # Sun, 22 Nov 2026 00:00:00 UTC
+year=31536000
+{ header 1 "$t0" $((t0 + year)) 1; key_stanza "$root_fp" "$root_pk" root active; } >"$TMP/keyring-1"
+{
+    header 2 $((t0 + 86400)) $((t0 + 2 * year)) 1
+    key_stanza "$root_fp" "$root_pk" root active $((t0 + 4 * year)) "offline root, safe 1"
+    key_stanza "$old_fp" "$old_pk" root retired
+    key_stanza "$feed_fp" "$feed_pk" feed active "" "feed signer (CI)"
+} >"$TMP/keyring-2"
+{
+    header 3 $((t0 + 2 * 86400)) $((t0 + 2 * year)) 2
+    key_stanza "$root_fp" "$root_pk" root active
+    key_stanza "$old_fp" "$old_pk" root active
+    key_stanza "$feed_fp" "$feed_pk" feed revoked
+} >"$TMP/keyring-3"
+for s in 1 2 3; do
+    cp "$TMP/keyring-$s" "$CORPUS/keyring_manifest/keyring-serial-$s"
+done
+sig_block "$root_fp" "$TMP/keyring-1" >"$TMP/keyring-1.sig"
+{ sig_block "$root_fp" "$TMP/keyring-2"; sig_block "$old_fp" "$TMP/keyring-2"; } >"$TMP/keyring-2.sig"
+cp "$TMP/keyring-1.sig" "$CORPUS/keyring_signatures/keyring-one-block.sig"
+cp "$TMP/keyring-2.sig" "$CORPUS/keyring_signatures/keyring-two-blocks.sig"
+: >"$CORPUS/keyring_signatures/keyring-empty.sig"
+n=3
+while IFS= read -r -d '' f; do # real usign signatures, and two of them concatenated
+    rel="${f#"$REAL"/}"
+    cp "$f" "$CORPUS/keyring_signatures/$(slug "$rel")"
+    n=$((n + 1))
+done < <(find "$REAL/feeds" -type f -name '*.sig' -print0 | sort -z)
+find "$REAL/feeds" -type f -name '*.sig' -print0 | sort -z | head -z -n 2 | xargs -0 cat \
+    >"$CORPUS/keyring_signatures/real-concatenated.sig"
+echo "keyring_manifest: 3 seeds; keyring_signatures: $((n + 1)) seeds"
+
+# Keyring packages as build_package lays them out (gzipped-tar container).
+keyring_ipk() { # out serial with-history
+    local out="$1" serial="$2" history="$3" d="$TMP/kpkg"
+    rm -rf "$d" && mkdir -p "$d/control" "$d/data/etc/opkg/keys" "$d/data/usr/share/keyrings/example"
+    local base="$d/data/usr/share/keyrings/example"
+    cp "$TMP/keyring-$serial" "$base/keyring"
+    cp "$TMP/keyring-$serial.sig" "$base/keyring.sig"
+    if [ "$history" = 1 ]; then
+        mkdir -p "$base/history"
+        for ((s = 1; s < serial; s++)); do
+            cp "$TMP/keyring-$s" "$base/history/$s.keyring"
+            cp "$TMP/keyring-$s.sig" "$base/history/$s.sig"
+        done
+    fi
+    if grep -q '^Role: feed' "$TMP/keyring-$serial"; then
+        { printf 'untrusted comment: public key %s\n' "$feed_fp"; key_b64 "$feed_fp" "$feed_pk"; printf '\n'; } \
+            >"$d/data/etc/opkg/keys/$feed_fp"
+    fi
+    printf 'Package: example-keyring\nVersion: %s\nArchitecture: all\nSection: base\nDescription: usign keys of feed keyring example, serial %s\n' \
+        "$serial" "$serial" >"$d/control/control"
+    printf '2.0\n' >"$d/debian-binary"
+    local tarflags=(--sort=name --owner=0 --group=0 --numeric-owner --mtime=@1795315200 --format=gnu)
+    tar "${tarflags[@]}" -czf "$d/data.tar.gz" -C "$d/data" .
+    tar "${tarflags[@]}" -czf "$d/control.tar.gz" -C "$d/control" .
+    tar "${tarflags[@]}" -czf "$out" -C "$d" ./debian-binary ./data.tar.gz ./control.tar.gz
+}
+keyring_ipk "$CORPUS/keyring_package/example-keyring_1_all.ipk" 1 0
+keyring_ipk "$CORPUS/keyring_package/example-keyring_2_all.ipk" 2 1
+echo "keyring_package: 2 packages"
+
+for t in $TARGETS; do
+    printf '%-18s %5d files\n' "$t" "$(find "$CORPUS/$t" -type f | wc -l)"
 done

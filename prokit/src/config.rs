@@ -104,6 +104,9 @@ impl Config {
                     if self.sources.iter().any(|s| s.name == name) {
                         return Err(err(format!("feed {name:?} is defined twice")));
                     }
+                    if url.trim_end_matches('/').is_empty() {
+                        return Err(err(format!("feed {name:?}: {url:?} is not a URL")));
+                    }
                     self.sources.push(Source {
                         name: name.to_string(),
                         url: url.trim_end_matches('/').to_string(),
@@ -279,6 +282,9 @@ arch x86_64 10
         assert!(e.to_string().contains("x.conf:1: arch x86_64"), "{e}");
         let e = Config::parse("src ../evil http://x\n", "x.conf").unwrap_err();
         assert!(e.to_string().contains("feed name"), "{e}");
+        // Found by fuzzing: an all-slashes URL trimmed to nothing.
+        let e = Config::parse("src a /\n", "x.conf").unwrap_err();
+        assert!(e.to_string().contains("is not a URL"), "{e}");
         let e = Config::parse("src a http://x\nsrc a http://y\n", "x.conf").unwrap_err();
         assert!(e.to_string().contains("defined twice"), "{e}");
     }
