@@ -492,13 +492,19 @@ impl Client {
         let mut out = Vec::new();
         if installed_only {
             for p in db.packages() {
+                let name = field(p, "Package");
+                // The status file has no Description; the package's control file does.
+                let control = fs::read(db.info_file(&name, "control"))
+                    .ok()
+                    .filter(|b| b.len() <= 1 << 20)
+                    .and_then(|b| Paragraph::parse_bytes(&b).ok());
                 out.push(ListEntry {
-                    name: field(p, "Package"),
                     version: field(p, "Version"),
                     architecture: field(p, "Architecture"),
                     feed: None,
                     installed: true,
-                    summary: summary(p),
+                    summary: summary(control.as_ref().unwrap_or(p)),
+                    name,
                 });
             }
         } else {

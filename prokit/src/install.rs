@@ -31,7 +31,7 @@ use feeds::package::MAINTAINER_SCRIPTS;
 
 use crate::status::{
     Db, FileKind, FileRecord, SIDECAR_SUFFIX, StatusError, conffile_modified, list_text,
-    sidecar_text, status_stanza, status_text, write_new_file,
+    sidecar_text, status_stanza, status_text_with, write_new_file,
 };
 use crate::unpack::{self, Transaction, UnpackError, UnpackOptions};
 
@@ -322,9 +322,7 @@ fn install_in(
         opts.installed_time,
         !offline && has_scripts,
     );
-    let mut packages = db.package_map().clone();
-    packages.insert(name.clone(), stanza);
-    tx.stage_status(&status_text(&packages))?;
+    tx.stage_status(&status_text_with(db.package_map(), &name, Some(&stanza)))?;
 
     tx.commit()?;
 
@@ -346,7 +344,7 @@ fn install_in(
         owners.remove_package(other, recs);
     }
     owners.add_package(&name, &new_records);
-    db.set_packages(packages);
+    db.set_package(&name, Some(stanza));
 
     Ok(InstallReport {
         name,
@@ -428,16 +426,14 @@ fn remove_in(
     for suffix in info_suffixes(db, name)? {
         tx.del(&format!("{info_rel}/{name}.{suffix}"))?;
     }
-    let mut packages = db.package_map().clone();
-    packages.remove(name);
-    tx.stage_status(&status_text(&packages))?;
+    tx.stage_status(&status_text_with(db.package_map(), name, None))?;
     tx.commit()?;
     if let Some(s) = &postrm {
         run_script(db, name, "postrm", s, &["remove"], false)?;
     }
     tx.finish()?;
     db.owners()?.remove_package(name, &records);
-    db.set_packages(packages);
+    db.set_package(name, None);
     Ok(RemoveReport {
         name: name.to_string(),
         version,

@@ -433,9 +433,17 @@ impl Db {
         self.owners.as_ref()
     }
 
-    /// Replaces the in-memory stanzas (after the status file was written).
-    pub(crate) fn set_packages(&mut self, packages: BTreeMap<String, Paragraph>) {
-        self.packages = packages;
+    /// Records (`Some`) or forgets (`None`) one package's stanza in memory (after the status
+    /// file was written).
+    pub(crate) fn set_package(&mut self, name: &str, stanza: Option<Paragraph>) {
+        match stanza {
+            Some(p) => {
+                self.packages.insert(name.to_string(), p);
+            }
+            None => {
+                self.packages.remove(name);
+            }
+        }
     }
 
     /// The in-memory stanzas.
@@ -957,10 +965,41 @@ pub(crate) fn status_stanza(
 }
 
 /// The text of a whole status file: stanzas sorted by name, each followed by a blank line.
+#[cfg(test)]
 pub(crate) fn status_text(packages: &BTreeMap<String, Paragraph>) -> Vec<u8> {
     let mut out = Vec::new();
     for p in packages.values() {
         p.write_to(&mut out);
+        out.push(b'\n');
+    }
+    out
+}
+
+/// The text of the status file `packages` would give with package `name`'s stanza replaced
+/// by `stanza` (added when new; removed when `None`), without copying the map: installing
+/// package k of a bootstrap costs one pass over k stanzas, not k clones.
+pub(crate) fn status_text_with(
+    packages: &BTreeMap<String, Paragraph>,
+    name: &str,
+    stanza: Option<&Paragraph>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(packages.len() * 400 + 1024);
+    let mut pending = stanza;
+    for (k, p) in packages {
+        if k.as_str() > name
+            && let Some(s) = pending.take()
+        {
+            s.write_to(&mut out);
+            out.push(b'\n');
+        }
+        if k == name {
+            continue;
+        }
+        p.write_to(&mut out);
+        out.push(b'\n');
+    }
+    if let Some(s) = pending {
+        s.write_to(&mut out);
         out.push(b'\n');
     }
     out
@@ -991,6 +1030,44 @@ pub(crate) fn fsync_dir(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_text_with_equals_a_rewrite_of_the_changed_map() {
+        let stanza = |n: &str, v: &str| {
+            Paragraph::parse(&format!(
+                "Package: {n}\nVersion: {v}\nStatus: install ok installed\n"
+            ))
+            .unwrap()
+        };
+        let mut map = BTreeMap::new();
+        for n in ["b", "d", "f"] {
+            map.insert(n.to_string(), stanza(n, "1"));
+        }
+        for (name, new) in [
+            ("a", Some(stanza("a", "2"))),
+            ("d", Some(stanza("d", "2"))),
+            ("e", Some(stanza("e", "2"))),
+            ("g", Some(stanza("g", "2"))),
+            ("d", None),
+            ("f", None),
+            ("x", None),
+        ] {
+            let mut changed = map.clone();
+            match &new {
+                Some(p) => {
+                    changed.insert(name.to_string(), p.clone());
+                }
+                None => {
+                    changed.remove(name);
+                }
+            }
+            assert_eq!(
+                status_text_with(&map, name, new.as_ref()),
+                status_text(&changed),
+                "{name} {new:?}"
+            );
+        }
+    }
 
     fn sample_control() -> Paragraph {
         Paragraph::parse(
