@@ -702,17 +702,12 @@ pub struct Bootstrap {
     pub tar_mtime: u64,
 }
 
-/// Writes `data` to `path` through a temporary file in the same directory.
+/// Writes `data` to `path` through a temporary file in the same directory (created if
+/// missing).
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ClientError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io_at(dir))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.prokit-tmp"));
-    fs::write(&tmp, data).map_err(io_at(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_at(path))
+    crate::feed::write_atomic(path, data).map_err(io_at(path))
 }
 
 /// Makes a root filesystem: writes its opkg.conf and trusted keys (so the root can update

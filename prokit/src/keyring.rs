@@ -113,9 +113,7 @@ pub fn name_in_config(root: &Path, name: &str) -> Result<(), KeyringError> {
         reason: e.to_string(),
     };
     fs::create_dir_all(dir).map_err(io)?;
-    let tmp = dir.join(".opkg.conf.prokit-tmp");
-    fs::write(&tmp, out).map_err(io)?;
-    fs::rename(&tmp, &path).map_err(io)
+    crate::feed::write_atomic(&path, out.as_bytes()).map_err(io)
 }
 
 /// The feed trust keyring `name` gives: its active, unexpired feed keys; every other key it
