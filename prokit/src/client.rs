@@ -297,9 +297,11 @@ impl Client {
             u.add_installed(p)?;
         }
         if with_feeds {
-            for (i, (s, stanzas)) in self.indexes()?.iter().enumerate() {
+            // Consumed as it is added, so the index and the universe are not both whole in
+            // memory at once.
+            for (i, (s, stanzas)) in self.indexes()?.into_iter().enumerate() {
                 for st in stanzas {
-                    u.add_available(st, &s.name, i)?;
+                    u.add_available(&st, &s.name, i)?;
                 }
             }
         }
@@ -339,6 +341,8 @@ impl Client {
             })
             .collect();
         let plan = universe.resolve(&requests)?;
+        // Only the plan is needed from here on; the universe is as big as the feeds.
+        drop(universe);
         let cache = self
             .opts
             .cache_dir
@@ -358,6 +362,11 @@ impl Client {
                     reason: "feed not configured".into(),
                 })?;
             items.push(download_item(&step.stanza, source, &cache, &step.feed)?);
+        }
+        // The index stanzas were needed for the downloads only.
+        let mut plan = plan;
+        for step in &mut plan.steps {
+            step.stanza = Paragraph::new();
         }
         let opts = self.install_options();
         let jobs = self.opts.jobs.max(1);
