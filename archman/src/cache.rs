@@ -29,7 +29,29 @@ pub struct FileKey {
     pub inode: u64,
 }
 
+impl std::fmt::Display for FileKey {
+    /// The cache's text form: `size mtime mtime_nsec inode`, read back by
+    /// [`FileKey::parse_fields`].
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {} {}",
+            self.size, self.mtime, self.mtime_nsec, self.inode
+        )
+    }
+}
+
 impl FileKey {
+    /// Reads the four fields written by `Display`; `None` if any is not a number.
+    fn parse_fields([size, mtime, nsec, inode]: [&str; 4]) -> Option<FileKey> {
+        Some(FileKey {
+            size: size.parse().ok()?,
+            mtime: mtime.parse().ok()?,
+            mtime_nsec: nsec.parse().ok()?,
+            inode: inode.parse().ok()?,
+        })
+    }
+
     /// The key of a file's metadata.
     pub fn of(meta: &fs::Metadata) -> FileKey {
         use std::os::unix::fs::MetadataExt;
@@ -126,12 +148,9 @@ pub fn segment<'a>(records: impl IntoIterator<Item = Record<'a>>) -> Vec<u8> {
             Record::Put(path, e) => {
                 out.extend_from_slice(
                     format!(
-                        "E {} {} {} {} {} {} {} {}\n",
+                        "E {} {} {} {} {}\n",
                         path.len(),
-                        e.key.size,
-                        e.key.mtime,
-                        e.key.mtime_nsec,
-                        e.key.inode,
+                        e.key,
                         e.sha256,
                         e.md5.as_deref().unwrap_or("-"),
                         e.stanza.len()
@@ -150,12 +169,9 @@ pub fn segment<'a>(records: impl IntoIterator<Item = Record<'a>>) -> Vec<u8> {
             Record::Published(p) => {
                 out.extend_from_slice(
                     format!(
-                        "P {} {} {} {} {} {}\n{}\n",
+                        "P {} {} {}\n{}\n",
                         p.name.len(),
-                        p.key.size,
-                        p.key.mtime,
-                        p.key.mtime_nsec,
-                        p.key.inode,
+                        p.key,
                         p.sha256.as_deref().unwrap_or("-"),
                         p.name
                     )
@@ -309,7 +325,6 @@ fn parse_segment<'a>(c: &mut Cursor<'a>) -> Result<Vec<Op<'a>>, ParseError> {
         let line_start = c.at;
         let head = c.line()?;
         let f: Vec<&str> = head.split(' ').collect();
-        let num = |s: &str| s.parse::<i64>().map_err(|_| corrupt("bad number"));
         let unum = |s: &str| s.parse::<u64>().map_err(|_| corrupt("bad number"));
         match f[..] {
             ["END", sum] => {
@@ -334,12 +349,8 @@ fn parse_segment<'a>(c: &mut Cursor<'a>) -> Result<Vec<Op<'a>>, ParseError> {
                 if nlen > 255 || (sha != "-" && !hexok(sha, 64)) {
                     return Err(corrupt("bad published-file record"));
                 }
-                let key = FileKey {
-                    size: unum(size)?,
-                    mtime: num(mtime)?,
-                    mtime_nsec: num(nsec)?,
-                    inode: unum(inode)?,
-                };
+                let key = FileKey::parse_fields([size, mtime, nsec, inode])
+                    .ok_or_else(|| corrupt("bad number"))?;
                 ops.push(Op::Published(Published {
                     name: c.exact(nlen)?.to_string(),
                     key,
@@ -359,12 +370,8 @@ fn parse_segment<'a>(c: &mut Cursor<'a>) -> Result<Vec<Op<'a>>, ParseError> {
                 if plen > 4096 || clen > c.bytes.len() {
                     return Err(corrupt("record length out of bounds"));
                 }
-                let key = FileKey {
-                    size: unum(size)?,
-                    mtime: num(mtime)?,
-                    mtime_nsec: num(nsec)?,
-                    inode: unum(inode)?,
-                };
+                let key = FileKey::parse_fields([size, mtime, nsec, inode])
+                    .ok_or_else(|| corrupt("bad number"))?;
                 if !hexok(sha, 64) || (md5 != "-" && !hexok(md5, 32)) {
                     return Err(corrupt("bad hash"));
                 }

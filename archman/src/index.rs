@@ -725,7 +725,7 @@ pub fn index_feed(
         CacheMode::Off => None,
     };
     let mut cache_unusable = false;
-    let loaded = match &cache_path {
+    let mut loaded = match &cache_path {
         Some(p) => match Cache::load(p, &feed_id) {
             Ok(l) => {
                 if l.damaged_tail {
@@ -758,16 +758,7 @@ pub fn index_feed(
             reason: e.to_string(),
         })?;
     // Hand each file its cache entry; entries left over are files that are gone.
-    let cache::Loaded {
-        mut cache,
-        file_len: cache_len,
-        damaged_tail,
-    } = loaded;
-    let cache_file = cache::Loaded {
-        file_len: cache_len,
-        damaged_tail,
-        ..Default::default()
-    };
+    let mut cache = std::mem::take(&mut loaded.cache);
     let work: Vec<(String, PathBuf, Option<cache::Entry>)> = found
         .into_iter()
         .map(|(rel, path)| {
@@ -924,9 +915,9 @@ pub fn index_feed(
         summary.written = publish(dir, &out)?;
         checked_sig = out.checked_sig;
     }
-    // The feed now matches the entries: remember how its files look on disk.
-    let published = record_published(dir, &index_hashes, opts.profile, signed);
     if let Some(p) = cache_path {
+        // The feed now matches the entries: remember how its files look on disk.
+        let published = record_published(dir, &index_hashes, opts.profile, signed);
         let sig_changed = checked_sig != old_checked_sig;
         let published_changed = published != old_published;
         let read = || known.iter().filter(|k| !k.cached);
@@ -948,7 +939,7 @@ pub fn index_feed(
                 .iter()
                 .map(|k| k.rel.len() + k.entry.stanza.len() + 160)
                 .sum();
-            if !cache_unusable && cache_file.appendable(seg.len(), live) {
+            if !cache_unusable && loaded.appendable(seg.len(), live) {
                 cache::append(&p, &seg).map_err(io_err(&p))?;
             } else {
                 let mut new_cache = Cache {
