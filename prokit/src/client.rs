@@ -188,6 +188,8 @@ pub const STATE_DIR: &str = "var/lib/prokit/feeds";
 pub const KEYS_DIR: &str = "etc/opkg/keys";
 /// The default download cache inside a root.
 pub const CACHE_DIR: &str = "var/cache/prokit";
+/// Where opkg-lede keeps its lock file (`opkg.lock`) inside a root.
+pub const OPKG_LOCK_DIR: &str = "var/lock";
 
 impl Client {
     /// Reads the root's configuration and trusted keys.
@@ -565,6 +567,114 @@ impl Client {
         }
         Ok(verify::verify(&db, only)?)
     }
+
+    /// `verify --from-feed`: first makes the records prokit lacks (packages another tool
+    /// installed or upgraded) from the packages themselves — the installed version of each,
+    /// found in the verified indexes, taken from the cache or downloaded, checked against the
+    /// index's Size and SHA-256, read, and recorded in `info/<pkg>.sha256` — then verifies
+    /// as [`Client::verify`] does. A package no feed has at its installed version stays
+    /// unverifiable, with the reason in the returned list.
+    pub fn verify_from_feed(
+        &self,
+        only: Option<&[String]>,
+        progress: &dyn Progress,
+    ) -> Result<(VerifyReport, Vec<Recorded>), ClientError> {
+        let db = Db::open(&self.opts.root, &self.config.db_dir())?;
+        let first = verify::verify(&db, only).map_err(|e| match e {
+            StatusError::NotInstalled(n) => ClientError::NotInstalled(n),
+            e => e.into(),
+        })?;
+        let wanted = first.unverifiable_packages();
+        if wanted.is_empty() {
+            return Ok((first, Vec::new()));
+        }
+        let indexes = self.indexes()?;
+        let cache = self
+            .opts
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| self.opts.root.join(CACHE_DIR));
+        fs::create_dir_all(&cache).map_err(io_at(&cache))?;
+        let mut outcomes = Vec::new();
+        for name in wanted {
+            let Some(installed) = db.get(&name) else {
+                continue;
+            };
+            let version = installed.get("Version").unwrap_or("").trim().to_string();
+            let arch = installed.get("Architecture").map(str::trim);
+            let found = indexes.iter().find_map(|(s, stanzas)| {
+                stanzas
+                    .iter()
+                    .find(|p| {
+                        p.get("Package").map(str::trim) == Some(name.as_str())
+                            && p.get("Version").map(str::trim) == Some(version.as_str())
+                            && (arch.is_none() || p.get("Architecture").map(str::trim) == arch)
+                    })
+                    .map(|p| (*s, p))
+            });
+            let result = match found {
+                None => Err(format!(
+                    "no configured feed has {name} {version}: its files stay unverifiable"
+                )),
+                Some((source, stanza)) => self
+                    .record_from_feed(&db, &name, &version, source, stanza, &cache)
+                    .map_err(|e| e.to_string()),
+            };
+            if let Ok(feed) = &result {
+                progress.message(&format!(
+                    "recorded {name} {version} from feed {feed} (package checked against the signed index)"
+                ));
+            }
+            outcomes.push(Recorded {
+                package: name,
+                version,
+                result,
+            });
+        }
+        Ok((verify::verify(&db, only)?, outcomes))
+    }
+
+    /// Downloads (or reuses from the cache) the package a verified stanza describes, checks it
+    /// is `name` `version`, and writes its records as prokit's sidecar. Returns the feed name.
+    fn record_from_feed(
+        &self,
+        db: &Db,
+        name: &str,
+        version: &str,
+        source: &Source,
+        stanza: &Paragraph,
+        cache: &Path,
+    ) -> Result<String, ClientError> {
+        let item = download_item(stanza, source, cache, &source.name)?;
+        download::download_all(&self.fetcher, std::slice::from_ref(&item), 1, &|_, _| {})?;
+        let (package, records) = verify::package_records(&item.dest)
+            .map_err(|e| ClientError::Invalid(format!("cannot read the feed's package: {e}")))?;
+        if package.name() != name || package.version() != version {
+            return Err(ClientError::BadStanza {
+                feed: source.name.clone(),
+                package: format!("{name} {version}"),
+                reason: format!(
+                    "{} is package {} {}, not the installed one",
+                    item.dest.display(),
+                    package.name(),
+                    package.version()
+                ),
+            });
+        }
+        let path = db.info_file(name, crate::status::SIDECAR_SUFFIX);
+        let text = crate::status::sidecar_text(name, version, &records);
+        crate::feed::write_atomic(&path, text.as_bytes()).map_err(io_at(&path))?;
+        Ok(source.name.clone())
+    }
+}
+
+/// What `verify --from-feed` did for one package that had no prokit records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub package: String,
+    pub version: String,
+    /// The feed its records came from, or why there are none.
+    pub result: Result<String, String>,
 }
 
 /// What `prokit keyring refresh` did.
@@ -739,6 +849,16 @@ pub fn bootstrap(
     }
     let root = &opts.root.clone();
     fs::create_dir_all(root).map_err(io_at(root))?;
+    // opkg-lede takes `<root>/var/lock/opkg.lock` before anything else and fails when the
+    // directory is missing (`libopkg/opkg_conf.c` line 498, `creat(lock_file, …)`), so a root
+    // that opkg should manage too needs it. Made inside the root, never through a symlink out.
+    let canonical = fs::canonicalize(root).map_err(io_at(root))?;
+    crate::status::resolve_in_root(&canonical, OPKG_LOCK_DIR, true).map_err(|e| {
+        ClientError::Invalid(format!(
+            "{}: cannot create {OPKG_LOCK_DIR} inside the root: {e}",
+            root.display()
+        ))
+    })?;
     let mut config = Config::default();
     for (name, url) in &b.feeds {
         if !crate::config::valid_feed_name(name) {
@@ -784,8 +904,11 @@ pub fn bootstrap(
     let reports = client.install(&b.packages, progress)?;
     if let Some(out) = &b.tar {
         let cache = client.opts.cache_dir.clone();
-        let skip =
-            |p: &Path| cache.is_none() && p.starts_with(CACHE_DIR) || p.starts_with("var/lock");
+        // The lock directory goes into the tarball (opkg needs it), its lock files do not.
+        let skip = |p: &Path| {
+            cache.is_none() && p.starts_with(CACHE_DIR)
+                || p.starts_with(OPKG_LOCK_DIR) && p != Path::new(OPKG_LOCK_DIR)
+        };
         rootfs::write_tar(root, out, b.tar_mtime, &skip)?;
     }
     Ok(reports)

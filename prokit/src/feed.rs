@@ -3,9 +3,16 @@
 //! feed has them.
 //!
 //! Owns the per-feed files on disk:
-//! - `<lists_dir>/<name>`: the uncompressed, verified `Packages` (opkg-lede's layout, so real
-//!   opkg can read it), and `<lists_dir>/<name>.sig`, its usign signature;
-//! - `<state_dir>/<name>/Release`, `Release.sig`: the last accepted Release;
+//! - `<lists_dir>/<name>`: the verified index exactly as it was downloaded, and
+//!   `<lists_dir>/<name>.sig`, its usign signature. This is opkg-lede's layout, shared with it:
+//!   `opkg update` stores the served `Packages.gz` bytes for a `src/gz` feed and the plain
+//!   `Packages` for a `src` feed under the feed's name, and the served `Packages.sig` beside it
+//!   (opkg-lede 38eccbb, `libopkg/opkg_cmd.c` `opkg_update_cmd`, lines 139–144 and 160–170),
+//!   and reads the list back through gunzip for `src/gz` (`libopkg/pkg_hash.c` line 85). So
+//!   either tool can read what the other wrote; [`FeedStore::load`] accepts either form,
+//!   telling them apart by the gzip magic;
+//! - `<state_dir>/<name>/Release`, `Release.sig`: the last accepted Release (opkg ignores
+//!   this directory);
 //! - `<state_dir>/<name>/state`: a deb822 paragraph with what rollback protection needs:
 //!   ```text
 //!   Feed: base
@@ -36,6 +43,11 @@
 //!   never leaves rollback protection behind the stored index; a crash between writing
 //!   `<name>.sig` and `<name>` leaves a pair that [`FeedStore::load`] refuses (the signature no
 //!   longer matches) until the next update repairs it.
+//! - Lists written by another tool: `opkg update` checks the signature but knows nothing of
+//!   `Release`, so it would accept an older, validly signed index (a replay). When prokit has
+//!   accepted a `Release` for a feed, [`FeedStore::load`] therefore also requires the stored
+//!   list to be the one that `Release` describes, and otherwise asks for `prokit update`.
+//!   A feed without a `Release` (OpenWrt's) is trusted on its signature alone, as opkg does.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -272,6 +284,15 @@ pub enum FeedError {
     /// A file in a key directory is not a usign public key, or the directory is unreadable.
     #[error("{}: {reason}", path.display())]
     KeyFile { path: PathBuf, reason: String },
+    /// The stored list is not the one the last accepted `Release` describes.
+    #[error(
+        "feed {feed:?}: {file}: not the index of the last Release prokit accepted ({detail}): replaced by another tool (opkg update?) or altered; run `prokit update` to fetch and check the feed again"
+    )]
+    ListReplaced {
+        feed: String,
+        file: String,
+        detail: String,
+    },
     /// The feed name cannot be used as a file name.
     #[error("feed {name:?}: bad feed name: {reason}")]
     BadName { name: String, reason: &'static str },
@@ -459,8 +480,8 @@ struct AcceptedRelease {
 }
 
 impl FeedStore {
-    /// `lists_dir`: where opkg-lede keeps lists (`<lists_dir>/<name>` = the uncompressed
-    /// Packages, `<lists_dir>/<name>.sig`); `state_dir`: prokit's per-feed state
+    /// `lists_dir`: where opkg-lede keeps lists (`<lists_dir>/<name>` = the index as served,
+    /// `Packages.gz` or `Packages`, `<lists_dir>/<name>.sig`); `state_dir`: prokit's per-feed state
     /// (`<state_dir>/<name>/Release`, `Release.sig`, `state`). Created when first written.
     pub fn new(lists_dir: PathBuf, state_dir: PathBuf) -> FeedStore {
         FeedStore {
@@ -476,7 +497,7 @@ impl FeedStore {
         self
     }
 
-    /// Where the verified uncompressed index of `feed_name` is kept.
+    /// Where the verified index of `feed_name` is kept, as served (gzip'd for `src/gz`).
     pub fn list_path(&self, feed_name: &str) -> PathBuf {
         self.lists_dir.join(feed_name)
     }
@@ -548,24 +569,7 @@ impl FeedStore {
         };
         let raw = fetcher.get_bytes(&index_url, max).map_err(fetch_err)?;
         let gunzipped = if feed.gz {
-            let limits = Limits {
-                max_index: lim.max_packages,
-                max_ratio: lim.max_ratio,
-                ratio_grace: lim.ratio_grace,
-                ..Limits::default()
-            };
-            Some(
-                feeds::index::gunzip(&raw, &limits).map_err(|e| FeedError::BadIndex {
-                    feed: name.into(),
-                    file: index_url.clone(),
-                    reason: match e {
-                        IndexError::TooLarge(n) => {
-                            format!("decompresses to more than {n} bytes (decompression bomb?)")
-                        }
-                        other => other.to_string(),
-                    },
-                })?,
-            )
+            Some(self.gunzip(name, &index_url, &raw)?)
         } else {
             None
         };
@@ -638,7 +642,7 @@ impl FeedStore {
                 .ok()
                 .flatten()
                 .as_deref()
-                == Some(packages)
+                == Some(&raw[..])
             && read_bounded(&sig_path, lim.max_signature).ok().flatten() == packages_sig;
         if !unchanged {
             let state_dir = self.state_dir.join(name);
@@ -666,7 +670,7 @@ impl FeedStore {
                 None => remove_durably(&sig_path),
             }
             .map_err(|e| io(&sig_path, e))?;
-            write_atomic(&list_path, packages).map_err(|e| io(&list_path, e))?;
+            write_atomic(&list_path, &raw).map_err(|e| io(&list_path, e))?;
         }
         Ok(UpdateReport {
             packages: index.stanzas.len(),
@@ -788,9 +792,11 @@ impl FeedStore {
         })
     }
 
-    /// The stored, verified index of a feed, or `None` if it was never updated. With
-    /// `require_signature`, `<name>.sig` is verified again against `trust` (so a key distrusted
-    /// since the update is no longer accepted).
+    /// The stored, verified index of a feed, or `None` if it was never updated. The list may
+    /// be gzip'd (`src/gz`, as opkg-lede stores it) or plain. With `require_signature`,
+    /// `<name>.sig` is verified again against `trust` (so a key distrusted since the update is
+    /// no longer accepted). When a `Release` was accepted for the feed, the list must be the
+    /// one it describes (see the module docs).
     pub fn load(&self, feed_name: &str, trust: &Trust) -> Result<Option<PackagesFile>, FeedError> {
         check_name(feed_name)?;
         let path = self.list_path(feed_name);
@@ -799,12 +805,22 @@ impl FeedStore {
             path: path.into(),
             reason,
         };
-        let Some(packages) =
+        let Some(stored) =
             read_bounded(&path, self.limits.max_packages).map_err(|r| io(&path, r))?
         else {
             return Ok(None);
         };
         let file = path.display().to_string();
+        let gz = stored.starts_with(&GZIP_MAGIC);
+        let state = self.read_state(feed_name)?;
+        if let Some((_, release_sha)) = &state.release {
+            self.check_list_against_release(feed_name, &file, &stored, gz, release_sha)?;
+        }
+        let packages = if gz {
+            self.gunzip(feed_name, &file, &stored)?
+        } else {
+            stored
+        };
         if trust.require_signature {
             let sig_path = self.lists_dir.join(format!("{feed_name}.sig"));
             let sig = read_bounded(&sig_path, self.limits.max_signature)
@@ -822,7 +838,85 @@ impl FeedStore {
         })?;
         Ok(Some(index))
     }
+
+    /// Decompresses a gzip'd index within the download bounds (threats 8, 9).
+    fn gunzip(&self, feed: &str, file: &str, gz: &[u8]) -> Result<Vec<u8>, FeedError> {
+        let lim = &self.limits;
+        let limits = Limits {
+            max_index: lim.max_packages,
+            max_ratio: lim.max_ratio,
+            ratio_grace: lim.ratio_grace,
+            ..Limits::default()
+        };
+        feeds::index::gunzip(gz, &limits).map_err(|e| FeedError::BadIndex {
+            feed: feed.into(),
+            file: file.into(),
+            reason: match e {
+                IndexError::TooLarge(n) => {
+                    format!("decompresses to more than {n} bytes (decompression bomb?)")
+                }
+                other => other.to_string(),
+            },
+        })
+    }
+
+    /// The stored list must be what the stored, last accepted `Release` lists for it
+    /// (`Packages.gz` for a gzip'd list, `Packages` for a plain one).
+    fn check_list_against_release(
+        &self,
+        feed: &str,
+        file: &str,
+        list: &[u8],
+        gz: bool,
+        release_sha: &str,
+    ) -> Result<(), FeedError> {
+        let release_path = self.state_dir.join(feed).join("Release");
+        let state_err = |reason: String| FeedError::State {
+            feed: feed.into(),
+            path: release_path.clone(),
+            reason,
+        };
+        let bytes = read_bounded(&release_path, self.limits.max_release)
+            .map_err(&state_err)?
+            .ok_or_else(|| {
+                state_err("missing, but the state records an accepted Release".into())
+            })?;
+        if sha256_hex(&bytes) != release_sha {
+            return Err(state_err(
+                "does not match the Release-SHA256 in the state file: altered".into(),
+            ));
+        }
+        let release = std::str::from_utf8(&bytes)
+            .map_err(|_| "not UTF-8 text".to_string())
+            .and_then(|t| Release::parse(t).map_err(|e| e.to_string()))
+            .map_err(state_err)?;
+        let name = if gz { "Packages.gz" } else { "Packages" };
+        let detail = match release.file(name) {
+            None => format!("that Release does not list {name}"),
+            Some(entry) => {
+                let sha = sha256_hex(list);
+                if entry.size == list.len() as u64 && entry.sha256 == sha {
+                    return Ok(());
+                }
+                format!(
+                    "{name} of size {} and SHA-256 {sha}, but the Release dated {} lists size {} and SHA-256 {}",
+                    list.len(),
+                    format_date(release.date),
+                    entry.size,
+                    entry.sha256
+                )
+            }
+        };
+        Err(FeedError::ListReplaced {
+            feed: feed.into(),
+            file: file.into(),
+            detail,
+        })
+    }
 }
+
+/// The first two bytes of every gzip stream.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Fetches a signature file: `None` when it does not exist. One too large for a signature
 /// is reported as "not a usign signature", showing its start, like other garbage served in
@@ -1152,8 +1246,10 @@ mod tests {
             assert_eq!(r.fingerprint, Some(fx.sk.fingerprint().to_string()));
             assert_eq!(r.release_date, None);
             assert!(!r.unchanged);
-            // opkg-lede's layout: the uncompressed Packages and its signature
-            assert_eq!(fs::read(fx.store.list_path("base")).unwrap(), p.packages);
+            // opkg-lede's layout: the index exactly as served (opkg_cmd.c lines 139-144:
+            // `Packages.gz` for src/gz, `Packages` for src) and the served signature beside it
+            let served = if gz { &p.gz } else { &p.packages };
+            assert_eq!(&fs::read(fx.store.list_path("base")).unwrap(), served);
             assert_eq!(
                 fs::read(fx.local.path().join("lists/base.sig")).unwrap(),
                 p.sig
@@ -1168,6 +1264,55 @@ mod tests {
             assert!(!r.unchanged);
             assert_eq!(fx.loaded_versions(), ["2.0", "2.0"]);
         }
+    }
+
+    #[test]
+    fn lists_written_by_opkg_load_in_either_form() {
+        // What `opkg update` leaves for a src/gz feed: the served Packages.gz and Packages.sig
+        // (opkg_cmd.c lines 139-144, 160-170), no prokit state at all.
+        for stored_gz in [true, false] {
+            let fx = Fixture::new();
+            let p = fx.publish(&packages(2, "1.0"), None);
+            let lists = fx.local.path().join("lists");
+            fs::create_dir_all(&lists).unwrap();
+            let list = if stored_gz { &p.gz } else { &p.packages };
+            fs::write(lists.join("base"), list).unwrap();
+            fs::write(lists.join("base.sig"), &p.sig).unwrap();
+            assert_eq!(fx.loaded_versions(), ["1.0", "1.0"]);
+            // altered: the signature no longer verifies, whichever form
+            let mut bad = p.packages.clone();
+            bad.extend_from_slice(b"Package: evil\nVersion: 1\n\n");
+            let bad = if stored_gz {
+                feeds::index::gzip(&bad)
+            } else {
+                bad
+            };
+            fs::write(lists.join("base"), bad).unwrap();
+            let e = fx.store.load("base", &fx.trust).unwrap_err();
+            assert!(matches!(e, FeedError::BadSignature { .. }), "{e}");
+        }
+    }
+
+    #[test]
+    fn list_replaced_after_an_accepted_release_is_refused_until_update() {
+        let fx = Fixture::new();
+        let old = fx.publish(&packages(1, "1.0"), Some(NOW - 2 * DAY));
+        let lists = fx.local.path().join("lists");
+        fx.publish(&packages(1, "2.0"), Some(NOW - DAY));
+        fx.update(true, NOW).unwrap();
+        assert_eq!(fx.loaded_versions(), ["2.0"]);
+        // Another tool (opkg, which ignores Release) stores the older, validly signed index:
+        // a replay that prokit's Release check would have refused.
+        fs::write(lists.join("base"), &old.gz).unwrap();
+        fs::write(lists.join("base.sig"), &old.sig).unwrap();
+        let e = fx.store.load("base", &fx.trust).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, FeedError::ListReplaced { .. }), "{msg}");
+        assert!(msg.contains("run `prokit update`"), "{msg}");
+        assert!(msg.contains("Packages.gz of size"), "{msg}");
+        // prokit update repairs it.
+        fx.update(true, NOW).unwrap();
+        assert_eq!(fx.loaded_versions(), ["2.0"]);
     }
 
     #[test]

@@ -124,11 +124,22 @@ enum Command {
         package: String,
     },
     /// Check every installed file (or those of the given packages) against the SHA-256
-    /// recorded at install: reports changed and missing files (exit 1), and modified
-    /// conffiles separately (reported, not an error).
+    /// recorded at install: reports changed and missing files (exit 1), and conffiles whose
+    /// content differs from the status file's hash separately (reported, not an error).
+    ///
+    /// Files of packages that another tool (opkg) installed or upgraded have no prokit record:
+    /// they are counted as "not verifiable", never as checked, and the exit status is 3 when
+    /// nothing is wrong but such files remain. --from-feed makes their records from the
+    /// packages themselves, fetched through the verified index. Exit status: 0 every file
+    /// verified; 1 changed or missing files; 3 some files not verifiable.
     Verify {
         #[arg(value_name = "PKG")]
         packages: Vec<String>,
+        /// For packages without records, fetch the installed version's package through the
+        /// verified feed index (the download cache first), compare every installed file with
+        /// the package's own bytes, and keep the records for next time.
+        #[arg(long)]
+        from_feed: bool,
     },
     /// The trusted keyring: install the first trust, refresh it from the feeds (for cron),
     /// report on it.
@@ -424,10 +435,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
-        Command::Verify { packages } => {
+        Command::Verify {
+            packages,
+            from_feed,
+        } => {
             let client = Client::open(options(&cli, cli.root.clone(), None))?;
             let only = (!packages.is_empty()).then_some(packages.as_slice());
-            let r = client.verify(only)?;
+            let (r, recorded) = if *from_feed {
+                client.verify_from_feed(only, &reporter)?
+            } else {
+                (client.verify(only)?, Vec::new())
+            };
             if cli.json {
                 let pairs = |v: &[(String, String)]| {
                     let items: Vec<String> = v
@@ -438,13 +456,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         .collect();
                     format!("[{}]", items.join(","))
                 };
+                let recorded: Vec<String> = recorded
+                    .iter()
+                    .map(|x| {
+                        let (ok, what) = match &x.result {
+                            Ok(feed) => (true, format!("\"feed\":{}", json_str(feed))),
+                            Err(why) => (false, format!("\"error\":{}", json_str(why))),
+                        };
+                        format!(
+                            "{{\"package\":{},\"version\":{},\"recorded\":{ok},{what}}}",
+                            json_str(&x.package),
+                            json_str(&x.version)
+                        )
+                    })
+                    .collect();
                 println!(
-                    "{{\"ok\":{},\"checked\":{},\"changed\":{},\"missing\":{},\"conffiles_changed\":{}}}",
+                    "{{\"ok\":{},\"complete\":{},\"checked\":{},\"dirs\":{},\"changed\":{},\"missing\":{},\"conffiles_changed\":{},\"unverifiable\":{},\"recorded_from_feed\":[{}]}}",
                     r.ok(),
+                    r.complete(),
                     r.checked,
+                    r.dirs,
                     pairs(&r.changed),
                     pairs(&r.missing),
-                    pairs(&r.conffiles_changed)
+                    pairs(&r.conffiles_changed),
+                    pairs(&r.unverifiable),
+                    recorded.join(",")
                 );
             } else {
                 for (p, f) in &r.changed {
@@ -456,18 +492,42 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 for (p, f) in &r.conffiles_changed {
                     println!("conffile modified: {f} ({p})");
                 }
+                for x in &recorded {
+                    if let Err(why) = &x.result {
+                        eprintln!("prokit: {} {}: {why}", x.package, x.version);
+                    }
+                }
+                if cli.verbose {
+                    for (p, f) in &r.unverifiable {
+                        println!("not verifiable: {f} ({p})");
+                    }
+                }
                 if !cli.quiet {
                     println!(
-                        "{} files checked: {} changed, {} missing, {} conffiles modified",
+                        "{} files checked: {} changed, {} missing, {} conffiles modified ({} directories)",
                         r.checked,
                         r.changed.len(),
                         r.missing.len(),
-                        r.conffiles_changed.len()
+                        r.conffiles_changed.len(),
+                        r.dirs
+                    );
+                }
+                if !r.complete() {
+                    let pkgs = r.unverifiable_packages();
+                    eprintln!(
+                        "{} files not verifiable: installed by another tool (no prokit record) in {} package{}: {}; `prokit verify --from-feed` checks them against the feed",
+                        r.unverifiable.len(),
+                        pkgs.len(),
+                        if pkgs.len() == 1 { "" } else { "s" },
+                        pkgs.join(", ")
                     );
                 }
             }
             if !r.ok() {
                 return Ok(ExitCode::from(1));
+            }
+            if !r.complete() {
+                return Ok(ExitCode::from(3));
             }
         }
         Command::Keyring(KeyringCmd::Init {

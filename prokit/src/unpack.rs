@@ -896,7 +896,7 @@ struct Stager<'a> {
 }
 
 /// Normalizes an archive name: `Ok(None)` for the root itself, else `/a/b`.
-fn normalize_name(raw: &[u8]) -> Result<Option<String>, String> {
+pub(crate) fn normalize_name(raw: &[u8]) -> Result<Option<String>, String> {
     let name = std::str::from_utf8(raw).map_err(|_| "name is not valid UTF-8".to_string())?;
     if name.bytes().any(|b| b < 0x20 || b == 0x7f) {
         return Err("name holds control characters".into());
