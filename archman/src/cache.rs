@@ -16,7 +16,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &str = "archman-cache 4";
+use feeds::package::Container;
+
+const MAGIC: &str = "archman-cache 5";
 /// Refuse to read a cache larger than this.
 const MAX_CACHE: u64 = 1 << 30;
 
@@ -70,6 +72,9 @@ pub struct Entry {
     pub key: FileKey,
     pub sha256: String,
     pub md5: Option<String>,
+    /// The package's outer container (`archman index --profile openwrt` warns about an `ar`
+    /// `.ipk` on every run, cached or not).
+    pub container: Container,
     /// The package's index stanza, as published (without the blank line after it).
     pub stanza: String,
 }
@@ -148,11 +153,15 @@ pub fn segment<'a>(records: impl IntoIterator<Item = Record<'a>>) -> Vec<u8> {
             Record::Put(path, e) => {
                 out.extend_from_slice(
                     format!(
-                        "E {} {} {} {} {}\n",
+                        "E {} {} {} {} {} {}\n",
                         path.len(),
                         e.key,
                         e.sha256,
                         e.md5.as_deref().unwrap_or("-"),
+                        match e.container {
+                            Container::Ar => "ar",
+                            Container::TarGz => "tgz",
+                        },
                         e.stanza.len()
                     )
                     .as_bytes(),
@@ -364,7 +373,18 @@ fn parse_segment<'a>(c: &mut Cursor<'a>) -> Result<Vec<Op<'a>>, ParseError> {
                 }
                 ops.push(Op::Gone(c.exact(plen)?));
             }
-            ["E", plen, size, mtime, nsec, inode, sha, md5, clen] => {
+            [
+                "E",
+                plen,
+                size,
+                mtime,
+                nsec,
+                inode,
+                sha,
+                md5,
+                container,
+                clen,
+            ] => {
                 let plen = unum(plen)? as usize;
                 let clen = unum(clen)? as usize;
                 if plen > 4096 || clen > c.bytes.len() {
@@ -375,6 +395,11 @@ fn parse_segment<'a>(c: &mut Cursor<'a>) -> Result<Vec<Op<'a>>, ParseError> {
                 if !hexok(sha, 64) || (md5 != "-" && !hexok(md5, 32)) {
                     return Err(corrupt("bad hash"));
                 }
+                let container = match container {
+                    "ar" => Container::Ar,
+                    "tgz" => Container::TarGz,
+                    _ => return Err(corrupt("bad container")),
+                };
                 let path = c.exact(plen)?;
                 let stanza = c.exact(clen)?.to_string();
                 ops.push(Op::Put(
@@ -383,6 +408,7 @@ fn parse_segment<'a>(c: &mut Cursor<'a>) -> Result<Vec<Op<'a>>, ParseError> {
                         key,
                         sha256: sha.to_string(),
                         md5: (md5 != "-").then(|| md5.to_string()),
+                        container,
                         stanza,
                     },
                 ));
@@ -454,6 +480,7 @@ mod tests {
                 },
                 sha256: "ab".repeat(32),
                 md5: None,
+                container: Container::TarGz,
                 stanza: "Package: a\nVersion: 1\nArchitecture: all\n".into(),
             },
         );
@@ -468,6 +495,7 @@ mod tests {
                 },
                 sha256: "cd".repeat(32),
                 md5: Some("ef".repeat(16)),
+                container: Container::Ar,
                 stanza: "Package: b\n".into(),
             },
         );

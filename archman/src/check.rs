@@ -7,7 +7,8 @@
 //! their sizes and SHA-256 and has not expired; that every stanza is complete and its file
 //! lies inside the feed with the indexed `Size` and `SHA256sum`; that no stanza is listed twice
 //! and no package file lies around unindexed; and that every `Depends`/`Pre-Depends` can be
-//! satisfied inside the feed. Formats, signatures, versions and relations come from `feeds`;
+//! satisfied inside the feed. An `.ipk` in the `ar` container is a warning: OpenWrt's opkg
+//! (opkg-lede) cannot install it. Formats, signatures, versions and relations come from `feeds`;
 //! this module only compares. It never prints: the binary prints the [`Report`].
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -129,6 +130,8 @@ pub enum FindingKind {
     BadRelation,
     /// A `Depends`/`Pre-Depends` entry nothing in the feed satisfies.
     UnsatisfiedDependency,
+    /// An `.ipk` in the `ar` container, which OpenWrt's opkg cannot install (a warning).
+    ArIpk,
 }
 
 impl FindingKind {
@@ -157,6 +160,7 @@ impl FindingKind {
             NotInIndex => "not-in-index",
             BadRelation => "bad-relation",
             UnsatisfiedDependency => "unsatisfied-dependency",
+            ArIpk => "ar-ipk",
         }
     }
 }
@@ -757,6 +761,16 @@ impl Checker<'_, '_> {
         let (kind, problem) = match self.open_in_feed(filename) {
             Ok(file) => {
                 self.files_checked += 1;
+                if filename.ends_with(".ipk") && is_ar(&file) {
+                    let msg = format!("{filename}: {}{whose}", crate::index::AR_IPK_WARNING);
+                    self.push(
+                        Severity::Warning,
+                        FindingKind::ArIpk,
+                        Some(filename),
+                        Some(pkg.name),
+                        msg,
+                    );
+                }
                 match digest(file, size) {
                     Ok(Digest256::Hash(h)) if h == sha => return,
                     Ok(Digest256::Hash(h)) => (
@@ -993,6 +1007,13 @@ fn digest(file: File, expected: u64) -> io::Result<Digest256> {
         return Ok(Digest256::Size(read));
     }
     Ok(Digest256::Hash(hex::encode(hasher.finalize())))
+}
+
+/// True when `file` starts with the `ar` magic (read in place: the file position is kept).
+fn is_ar(file: &File) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut head = [0u8; 8];
+    file.read_exact_at(&mut head, 0).is_ok() && &head == b"!<arch>\n"
 }
 
 /// Opens the regular file at `path`; `Ok(None)` when it does not exist. Anything else (a FIFO,

@@ -6,6 +6,17 @@
 //! pending renames in a journal, then renames (`Release.sig` last) and removes the journal. A
 //! run killed mid-way leaves either the old feed, or a journal that the next run rolls forward
 //! before doing anything else; a reader never sees a half-written file.
+//!
+//! Each new `Release` is dated strictly later than the one it replaces, because clients
+//! (prokit) refuse a `Date` older than the last one they accepted, and an equal `Date` on
+//! other contents, as a replay. A `Date` from the clock that is not past the published one
+//! (two publishes in one second) is moved to one second after it, with a warning; a fixed
+//! `Date` (`SOURCE_DATE_EPOCH`) is never moved: one that is not later is refused, as is a
+//! clock more than [`MAX_DATE_AHEAD`] seconds behind the published `Date`, unless the caller
+//! allows the rollback. [`next_release_date`] holds the rule.
+//!
+//! With `--profile openwrt`, every `ar` `.ipk` is reported on every run: OpenWrt's opkg
+//! (opkg-lede) reads only the gzipped-tar container (see [`AR_IPK_WARNING`]).
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -13,8 +24,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use feeds::index as findex;
-use feeds::package::{Package, ReadOptions};
-use feeds::release::{FileHash, Release};
+use feeds::package::{Container, Package, ReadOptions};
+use feeds::release::{FileHash, Release, format_date};
 use feeds::usign::SecretKey;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -55,11 +66,144 @@ pub struct IndexOptions {
     pub jobs: Option<usize>,
     pub cache: CacheMode,
     pub skip_bad: bool,
-    /// `Date` of the Release (seconds since the epoch).
+    /// `Date` of the Release (seconds since the epoch), as requested; see [`DateSource`].
     pub date: i64,
+    /// Where `date` comes from, which decides what happens when it is not later than the
+    /// published Release's `Date`.
+    pub date_source: DateSource,
+    /// Publish even a Release whose `Date` is not later than the published one's (clients
+    /// that have the published Release refuse it until a later one comes).
+    pub allow_date_rollback: bool,
     /// Rewrite Release (new Date, Valid-Until) even when the index is unchanged.
     pub refresh: bool,
 }
+
+/// Where the requested Release `Date` comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DateSource {
+    /// Fixed by the caller (`SOURCE_DATE_EPOCH`): used exactly, never moved.
+    Fixed,
+    /// The clock: moved past the published Release's `Date` when it is not later.
+    Clock,
+}
+
+/// How far ahead of the clock a `Date` may be moved (seconds): half the clock skew prokit
+/// tolerates (`prokit::feed::MAX_CLOCK_SKEW`, 600 s), leaving the rest for clients' clocks. A
+/// published `Date` further ahead means a wrong clock here or where it was published.
+pub const MAX_DATE_AHEAD: i64 = 300;
+
+/// The `Date` a new Release gets, as decided by [`next_release_date`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextDate {
+    /// The requested `Date`: later than the published Release's, or no Release is published,
+    /// or the new Release is the published one byte for byte.
+    AsRequested(i64),
+    /// The clock is not past the published `Date`: moved to one second after it.
+    Moved { date: i64, published: i64 },
+    /// Not later than the published `Date`, and published anyway (the rollback was allowed).
+    RolledBack { date: i64, published: i64 },
+}
+
+impl NextDate {
+    /// The `Date` to write.
+    pub fn date(self) -> i64 {
+        match self {
+            NextDate::AsRequested(d) => d,
+            NextDate::Moved { date, .. } | NextDate::RolledBack { date, .. } => date,
+        }
+    }
+}
+
+/// Why a new Release would be refused by clients that have the published one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DateConflict {
+    /// A fixed `Date` older than the published one.
+    #[error(
+        "the new Release's Date {} (SOURCE_DATE_EPOCH) is older than the published Release's Date {}: clients that have the published Release would refuse the new one as a rollback",
+        format_date(*requested),
+        format_date(*published)
+    )]
+    Older { requested: i64, published: i64 },
+    /// A fixed `Date` equal to the published one, on a Release with other contents.
+    #[error(
+        "the new Release's Date {} (SOURCE_DATE_EPOCH) is the published Release's Date, but the contents differ: clients that have the published Release would refuse the new one as a replay",
+        format_date(*date)
+    )]
+    SameDate { date: i64 },
+    /// The clock is more than [`MAX_DATE_AHEAD`] seconds behind the published `Date`.
+    #[error(
+        "the published Release's Date {} is {} s ahead of this machine's clock ({}): a Release dated now would go back in time, which clients that have the published one refuse, and one dated after it would be more than {MAX_DATE_AHEAD} s in the future",
+        format_date(*published),
+        published.saturating_sub(*now),
+        format_date(*now)
+    )]
+    ClockBehind { now: i64, published: i64 },
+}
+
+impl DateConflict {
+    /// What the user can do about it.
+    pub fn advice(&self) -> &'static str {
+        match self {
+            DateConflict::Older { .. } | DateConflict::SameDate { .. } => {
+                "raise SOURCE_DATE_EPOCH past the published Date, or pass --allow-date-rollback to publish it anyway"
+            }
+            DateConflict::ClockBehind { .. } => {
+                "check the clock, or pass --allow-date-rollback to publish it dated now anyway"
+            }
+        }
+    }
+}
+
+/// The `Date` of a new Release that replaces one dated `published` (`None`: nothing
+/// published, or nothing readable). `same_release` says the new Release, dated `requested`,
+/// is byte for byte one that clients may already have (clients accept an equal `Date` only
+/// for that). Clients refuse an older `Date`, and an equal one on other contents, so:
+/// - a `requested` later than `published` (or `same_release` at an equal one) stands;
+/// - from the clock, a `requested` not later is moved to `published + 1`, when that is at
+///   most [`MAX_DATE_AHEAD`] seconds ahead of the clock;
+/// - anything else is a [`DateConflict`], unless `allow_rollback` publishes it as requested.
+pub fn next_release_date(
+    requested: i64,
+    source: DateSource,
+    published: Option<i64>,
+    same_release: bool,
+    allow_rollback: bool,
+) -> Result<NextDate, DateConflict> {
+    let Some(published) = published else {
+        return Ok(NextDate::AsRequested(requested));
+    };
+    if requested > published || (requested == published && same_release) {
+        return Ok(NextDate::AsRequested(requested));
+    }
+    let moved = published.saturating_add(1);
+    match source {
+        DateSource::Clock if moved.saturating_sub(requested) <= MAX_DATE_AHEAD => {
+            Ok(NextDate::Moved {
+                date: moved,
+                published,
+            })
+        }
+        _ if allow_rollback => Ok(NextDate::RolledBack {
+            date: requested,
+            published,
+        }),
+        DateSource::Clock => Err(DateConflict::ClockBehind {
+            now: requested,
+            published,
+        }),
+        DateSource::Fixed if requested < published => Err(DateConflict::Older {
+            requested,
+            published,
+        }),
+        DateSource::Fixed => Err(DateConflict::SameDate { date: requested }),
+    }
+}
+
+/// What [`index_feed`] says about an `ar` `.ipk` with `--profile openwrt`, after its path.
+/// opkg-lede (OpenWrt's opkg) unpacks a package by piping the whole file through `gzip -d`
+/// and reading a tar from it; it has no `ar` reader (`archman/tests/index.rs` cites its
+/// source).
+pub const AR_IPK_WARNING: &str = "an ar .ipk, which OpenWrt's opkg (opkg-lede) cannot install: it reads only gzipped-tar .ipk files, so installing this file fails with \"Malformed package file\", and installing it from this feed reports success but installs no files (prokit and dpkg-deb do read it); rebuild it with `archman build --format tgz`";
 
 /// What a run reports as it goes; the CLI draws it.
 pub trait Progress: Sync {
@@ -99,6 +243,8 @@ pub struct Summary {
     pub written: Vec<String>,
     pub fingerprint: Option<String>,
     pub warnings: Vec<String>,
+    /// The `Date` of the Release written (`None` when nothing was written).
+    pub date: Option<i64>,
 }
 
 /// Why nothing was published.
@@ -120,6 +266,12 @@ pub enum IndexError {
     Duplicate { a: String, b: String, what: String },
     #[error("cannot start {jobs} worker threads: {reason}")]
     Threads { jobs: usize, reason: String },
+    #[error("{}: refusing to publish: {conflict}; the feed was not changed ({})", path.display(), conflict.advice())]
+    Date {
+        /// The feed's `Release`.
+        path: PathBuf,
+        conflict: DateConflict,
+    },
 }
 
 fn list_bad(bad: &[BadFile]) -> String {
@@ -285,6 +437,7 @@ fn know(
             key: f.key,
             sha256: pkg.sha256_hex(),
             md5: pkg.md5_hex(),
+            container: pkg.container,
             stanza: stanza.to_text(),
         },
         cached: false,
@@ -346,6 +499,80 @@ struct Outputs {
     files: Vec<(&'static str, Vec<u8>)>,
     /// What the published `Packages.sig` is known to sign, for the cache.
     checked_sig: Option<cache::CheckedSig>,
+    /// The Release over `files`, still to be dated, written and signed ([`Outputs::seal`]).
+    release: Release,
+}
+
+impl Outputs {
+    /// The Release text dated `date` (`Valid-Until` `valid_for` seconds later).
+    fn release_text(&self, date: i64, valid_for: Option<i64>) -> Vec<u8> {
+        Release {
+            date,
+            valid_until: valid_for.map(|v| date.saturating_add(v)),
+            ..self.release.clone()
+        }
+        .to_text()
+        .into_bytes()
+    }
+
+    /// Appends `Release` dated `date` and, with a key, `Release.sig`: the last files published.
+    fn seal(
+        &mut self,
+        date: i64,
+        valid_for: Option<i64>,
+        key: Option<&SecretKey>,
+    ) -> Result<(), IndexError> {
+        let release = self.release_text(date, valid_for);
+        let sig = key.map(|k| k.sign(&release)).transpose()?;
+        self.files.push(("Release", release));
+        if let Some(sig) = sig {
+            self.files.push(("Release.sig", sig.to_file_bytes()));
+        }
+        Ok(())
+    }
+}
+
+/// The published Release, as far as dating the next one goes.
+struct Previous {
+    date: i64,
+    bytes: Vec<u8>,
+    /// The published `Release.sig`, if it parses.
+    sig: Option<feeds::usign::Signature>,
+}
+
+/// The Release published in `dir`: `None` when there is none, an error (the file and the
+/// reason) when it cannot be read or parsed. The caller warns and treats the latter as none:
+/// no client accepted that Release (they all parse it), so it constrains no Date, and
+/// refusing to publish over it would leave the feed broken until someone removed it by hand.
+fn previous_release(dir: &Path) -> Result<Option<Previous>, String> {
+    let path = dir.join("Release");
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let release = std::str::from_utf8(&bytes)
+        .map_err(|_| "not valid UTF-8".to_string())
+        .and_then(|t| Release::parse(t).map_err(|e| e.to_string()))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let sig = feeds::usign::Signature::read_path(&dir.join("Release.sig")).ok();
+    Ok(Some(Previous {
+        date: release.date,
+        bytes,
+        sig,
+    }))
+}
+
+impl Previous {
+    /// True when `release` is, byte for byte, a Release clients may have accepted as the
+    /// published one: the same bytes, or (the published `Release` damaged since) exactly the
+    /// bytes the published `Release.sig` by `key` signs.
+    fn same(&self, release: &[u8], key: Option<&SecretKey>) -> bool {
+        self.bytes == release
+            || key.zip(self.sig.as_ref()).is_some_and(|(k, sig)| {
+                sig.fingerprint() == k.fingerprint() && k.public_key().verify(release, sig).is_ok()
+            })
+    }
 }
 
 /// The uncompressed index files: `Packages` and, for OpenWrt, `Packages.manifest`.
@@ -501,8 +728,9 @@ struct Reuse {
     checked: Option<cache::CheckedSig>,
 }
 
-/// Completes the outputs: `Packages.gz` (reused from disk when `reuse_gz` holds its verified
-/// bytes), the Release over all index files, and the signatures.
+/// Completes the outputs but for the dated Release: `Packages.gz` (reused from disk when
+/// `reuse_gz` holds its verified bytes), `Packages.sig`, and the undated Release over all
+/// index files.
 fn finish_outputs(
     mut files: Vec<(&'static str, Vec<u8>)>,
     index_hashes: &[FileHash],
@@ -562,21 +790,73 @@ fn finish_outputs(
     let release = Release {
         origin: Some(origin.clone()),
         label: Some(origin),
-        date: opts.date,
-        valid_until: opts.valid_for.map(|v| opts.date + v),
+        date: 0,
+        valid_until: None,
         architectures: archs.into_iter().map(str::to_string).collect(),
         sha256: hashes,
     };
-    let release = release.to_text().into_bytes();
-    let release_sig = key.map(|k| k.sign(&release)).transpose()?;
     if let Some(sig) = packages_sig {
         files.push(("Packages.sig", sig));
     }
-    files.push(("Release", release));
-    if let Some(sig) = release_sig {
-        files.push(("Release.sig", sig.to_file_bytes()));
+    Ok(Outputs {
+        files,
+        checked_sig,
+        release,
+    })
+}
+
+/// The `Date` for the Release of `out`, against the Release published in `dir` (see
+/// [`next_release_date`]); warns when it is moved or rolled back, or when the published
+/// Release cannot be read.
+fn settle_date(
+    dir: &Path,
+    out: &Outputs,
+    opts: &IndexOptions,
+    key: Option<&SecretKey>,
+    progress: &dyn Progress,
+    warnings: &mut Vec<String>,
+) -> Result<i64, IndexError> {
+    let mut warn = |w: String| {
+        progress.warn(&w);
+        warnings.push(w);
+    };
+    let previous = previous_release(dir).unwrap_or_else(|e| {
+        warn(format!(
+            "{e}; the published Release cannot be read, so the new one's Date is not checked against it"
+        ));
+        None
+    });
+    let same = previous.as_ref().is_some_and(|p| {
+        p.date == opts.date && p.same(&out.release_text(opts.date, opts.valid_for), key)
+    });
+    let next = next_release_date(
+        opts.date,
+        opts.date_source,
+        previous.as_ref().map(|p| p.date),
+        same,
+        opts.allow_date_rollback,
+    )
+    .map_err(|conflict| IndexError::Date {
+        path: dir.join("Release"),
+        conflict,
+    })?;
+    match next {
+        NextDate::AsRequested(_) => {}
+        NextDate::Moved { date, published } => warn(format!(
+            "{}: Release Date moved to {} ({} s after the published Release's Date {}) so clients accept it as newer",
+            dir.join("Release").display(),
+            format_date(date),
+            date - published,
+            format_date(published)
+        )),
+        NextDate::RolledBack { date, published } => warn(format!(
+            "{}: publishing a Release dated {}, not later than the published Release's Date {} (--allow-date-rollback): clients that have the published Release refuse this one until a later one is published",
+            dir.join("Release").display(),
+            format_date(date),
+            format_date(published)
+        )),
     }
-    Ok(Outputs { files, checked_sig })
+    Ok(next.date())
 }
 
 /// True when the published Release `old` already covers these index files with the same
@@ -805,6 +1085,19 @@ pub fn index_feed(
         }
     }
     bad.sort_by(|a, b| a.path.cmp(&b.path));
+    if opts.profile == Profile::OpenWrt {
+        let mut ar: Vec<&str> = known
+            .iter()
+            .filter(|k| k.entry.container == Container::Ar)
+            .map(|k| k.rel.as_str())
+            .collect();
+        ar.sort_unstable();
+        for rel in ar {
+            let w = format!("{}: {AR_IPK_WARNING}", dir.join(rel).display());
+            progress.warn(&w);
+            summary.warnings.push(w);
+        }
+    }
     if !bad.is_empty() && !opts.skip_bad {
         return Err(IndexError::BadPackages(bad));
     }
@@ -899,7 +1192,7 @@ pub fn index_feed(
         } else {
             None
         };
-        let out = finish_outputs(
+        let mut out = finish_outputs(
             index,
             &index_hashes,
             Reuse {
@@ -912,7 +1205,17 @@ pub fn index_feed(
             &feed_name,
             key.as_ref(),
         )?;
+        let date = settle_date(
+            dir,
+            &out,
+            opts,
+            key.as_ref(),
+            progress,
+            &mut summary.warnings,
+        )?;
+        out.seal(date, opts.valid_for, key.as_ref())?;
         summary.written = publish(dir, &out)?;
+        summary.date = Some(date);
         checked_sig = out.checked_sig;
     }
     if let Some(p) = cache_path {

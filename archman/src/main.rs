@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use std::io::IsTerminal;
 
-use archman::index::{self, CacheMode, IndexOptions, Profile};
+use archman::index::{self, CacheMode, DateSource, IndexOptions, Profile};
 use archman::keys::{self, FingerprintOf, Trust};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use feeds::usign::{PublicKey, SecretKey};
@@ -30,7 +30,17 @@ enum Command {
     /// inside the feed are followed; directory symlinks are not). A cache
     /// (FEED_DIR/.archman-cache) keyed by path, size, mtime and inode means a re-run reads
     /// only new or changed packages, and writes nothing when the index would not change.
-    /// SOURCE_DATE_EPOCH fixes the Release Date.
+    ///
+    /// Release dates strictly increase, because clients refuse a Release whose Date is older
+    /// than the last one they accepted, or equal to it with other contents: a Date from the
+    /// clock that is not past the published Release's (two runs in one second) is moved to
+    /// one second after it, with a warning. SOURCE_DATE_EPOCH fixes the Date and is never
+    /// moved: when it is not later than the published Release's Date (and the Release
+    /// differs), the run is refused with nothing changed, as it is when the clock is more than
+    /// 5 minutes behind the published Date; --allow-date-rollback publishes anyway.
+    ///
+    /// With --profile openwrt, every ar .ipk is reported: OpenWrt's opkg (opkg-lede) cannot
+    /// install it (see `archman build --help`).
     ///
     /// Exit status: 0 published (or already up to date); 1 error, nothing changed;
     /// 3 published with bad packages left out (--skip-bad).
@@ -39,7 +49,8 @@ enum Command {
     Index(IndexArgs),
     /// Verify a published feed: signatures, Release hashes and sizes, every Filename present
     /// with the indexed Size and SHA256, no package file left out of the index, and every
-    /// Depends/Pre-Depends satisfiable inside the feed (plus --assume-installed).
+    /// Depends/Pre-Depends satisfiable inside the feed (plus --assume-installed). Each ar
+    /// .ipk is a warning: OpenWrt's opkg (opkg-lede) cannot install it.
     ///
     /// Exit status: 0 when the feed is consistent (warnings allowed), 1 otherwise.
     ///
@@ -71,7 +82,11 @@ enum Command {
         pkg_dir: PathBuf,
         /// Where to write the package (default: the current directory).
         out_dir: Option<PathBuf>,
-        /// Container: tgz (OpenWrt, what opkg-lede installs) or ar (opkg-utils).
+        /// Container. tgz: a gzipped tar, as OpenWrt's ipkg-build makes; read by OpenWrt's
+        /// opkg (opkg-lede) and prokit. ar: the Debian layout, as opkg-utils' opkg-build
+        /// makes; read by prokit and dpkg-deb, but NOT by opkg-lede, which reads only the
+        /// gzipped tar (it pipes the file through gzip -d): installing an ar .ipk fails with
+        /// "Malformed package file", and from a feed it reports success but installs no files.
         #[arg(long, value_enum, default_value = "tgz")]
         format: Format,
     },
@@ -229,7 +244,9 @@ enum RoleArg {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
+    /// Gzipped tar: OpenWrt's opkg (opkg-lede) and prokit read it.
     Tgz,
+    /// ar: prokit and dpkg-deb read it; opkg-lede cannot install it.
     Ar,
 }
 
@@ -276,6 +293,11 @@ struct IndexArgs {
     /// (run it from cron with --valid-for to keep the feed fresh).
     #[arg(long)]
     refresh: bool,
+    /// Publish even when the Release Date (SOURCE_DATE_EPOCH, or a clock more than 5 minutes
+    /// behind) is not later than the published Release's. Clients that have the published
+    /// Release refuse the new one as a rollback or replay until a later one is published.
+    #[arg(long)]
+    allow_date_rollback: bool,
     /// No progress bar, no summary.
     #[arg(short = 'q', long)]
     quiet: bool,
@@ -381,11 +403,14 @@ fn source_date_epoch() -> anyhow::Result<Option<i64>> {
 }
 
 fn run_index(a: IndexArgs) -> anyhow::Result<ExitCode> {
-    let date = match source_date_epoch()? {
-        Some(d) => d,
-        None => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs() as i64,
+    let (date, date_source) = match source_date_epoch()? {
+        Some(d) => (d, DateSource::Fixed),
+        None => (
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs() as i64,
+            DateSource::Clock,
+        ),
     };
     let opts = IndexOptions {
         key: a.key,
@@ -404,6 +429,8 @@ fn run_index(a: IndexArgs) -> anyhow::Result<ExitCode> {
         },
         skip_bad: a.skip_bad,
         date,
+        date_source,
+        allow_date_rollback: a.allow_date_rollback,
         refresh: a.refresh,
     };
     let bar = (!a.quiet && std::io::stderr().is_terminal()).then(|| {

@@ -683,6 +683,63 @@ fn missing_package_file() {
     assert_eq!(report.files_checked, 3);
 }
 
+/// opkg-lede (OpenWrt's opkg, 38eccbb) has no `ar` reader: `deb_extract` pipes the whole
+/// package file through `gzip -d` and walks a tar (libbb/unarchive.c:560-564). An ar `.ipk`
+/// thus yields an empty control file, which `pkg_parse_from_stream` turns into 1
+/// (libopkg/pkg_parse.c:389-392) and `pkg_init_from_file` reports as "Malformed package
+/// file" (libopkg/pkg.c:398); installed from a feed, `pkg_extract_data_files_to_dir`
+/// (libopkg/pkg_extract.c:57-66, called at libopkg/opkg_install.c:1081) extracts nothing and
+/// returns 0 (`*err = 0`, libbb/unarchive.c:532), so opkg reports success with no files.
+#[test]
+fn an_ar_ipk_is_a_warning_that_opkg_lede_cannot_install_it() {
+    let feed = clean_feed();
+    let ar = |name: &str| {
+        feeds::build::PackageBuilder::new(format!(
+            "Package: {name}\nVersion: 1.0\nArchitecture: all\nDescription: Test package {name}.\n"
+        ))
+        .container(feeds::package::Container::Ar)
+        .file(&format!("usr/share/{name}/data"), 0o644, name.repeat(50))
+        .build()
+        .unwrap()
+    };
+    // An ar .ipk, and an ar .deb (the container apt expects: no warning).
+    feed.write("pool/arpkg_1.0_all.ipk", &ar("arpkg"));
+    feed.write("arpkg-deb_1.0_all.deb", &ar("arpkg-deb"));
+    let mut stanzas = feed.stanzas();
+    for name in ["pool/arpkg_1.0_all.ipk", "arpkg-deb_1.0_all.deb"] {
+        let pkg = Package::open(&feed.path(name), &ReadOptions::default()).unwrap();
+        let fields = HashFields {
+            md5: false,
+            apt: true,
+        };
+        stanzas.push(stanza_for(&pkg, name, fields).unwrap());
+    }
+    sort_stanzas(&mut stanzas);
+    feed.publish(&stanzas);
+    let report = feed.check();
+    assert!(report.ok(), "{report}");
+    // The gzipped-tar .ipk files of the clean feed are not reported; the ar .ipk is, once.
+    assert_eq!(
+        kinds(&report),
+        BTreeSet::from([pair(FindingKind::ArIpk, "pool/arpkg_1.0_all.ipk")]),
+        "{report}"
+    );
+    assert_eq!(report.findings[0].severity, Severity::Warning);
+    assert_eq!(report.findings[0].package.as_deref(), Some("arpkg"));
+    let msg = message(&report, FindingKind::ArIpk);
+    assert!(
+        msg.starts_with(
+            "pool/arpkg_1.0_all.ipk: an ar .ipk, which OpenWrt's opkg (opkg-lede) cannot install"
+        ) && msg.contains("Malformed package file")
+            && msg.contains("installs no files")
+            && msg.ends_with("; listed in Packages for arpkg 1.0"),
+        "{msg}"
+    );
+    assert_eq!(report.files_checked, 6);
+    let json = report.to_json();
+    assert!(json.contains("\"kind\":\"ar-ipk\""), "{json}");
+}
+
 #[test]
 fn stray_package_files_are_not_in_the_index() {
     let feed = clean_feed();

@@ -12,12 +12,21 @@ use feeds::package::Container;
 const ARCHMAN: &str = env!("CARGO_BIN_EXE_archman");
 
 fn archman(args: &[&str], dir: &Path) -> Output {
-    Command::new(ARCHMAN)
-        .args(args)
-        .arg(dir)
-        .env("SOURCE_DATE_EPOCH", "1795315200")
-        .output()
-        .unwrap()
+    archman_at(args, dir, Some(EPOCH))
+}
+
+/// The default Release Date of these tests (Sun, 22 Nov 2026 02:40:00 UTC).
+const EPOCH: i64 = 1795315200;
+
+/// `archman ARGS DIR` with SOURCE_DATE_EPOCH `epoch`, or with the Date from the clock (None).
+fn archman_at(args: &[&str], dir: &Path, epoch: Option<i64>) -> Output {
+    let mut cmd = Command::new(ARCHMAN);
+    cmd.args(args).arg(dir);
+    match epoch {
+        Some(e) => cmd.env("SOURCE_DATE_EPOCH", e.to_string()),
+        None => cmd.env_remove("SOURCE_DATE_EPOCH"),
+    };
+    cmd.output().unwrap()
 }
 
 fn stderr(o: &Output) -> String {
@@ -562,9 +571,10 @@ fn incremental_runs_read_only_what_changed() {
     );
     assert_eq!((mtime("Packages"), mtime("Release")), before);
 
-    // One package replaced: only it is read.
+    // One package replaced: only it is read (the Release dated an hour later: a Date is
+    // never reused for other contents).
     fs::write(feed.join("b_1.0-1_all.ipk"), pkg("b", "1.0-1", Some("a"))).unwrap();
-    let o = archman(&["index", "--json"], &feed);
+    let o = archman_at(&["index", "--json"], &feed, Some(EPOCH + 3600));
     assert!(json(&o).contains("\"read\":1,\"cached\":2"), "{}", json(&o));
     assert!(
         fs::read_to_string(feed.join("Packages"))
@@ -626,7 +636,8 @@ fn a_small_change_appends_to_the_cache_and_a_cut_append_costs_only_a_reread() {
     // One package rebuilt: its record is appended, the rest of the file is left alone.
     let changed = feed.join("p07_1.0-1_all.ipk");
     fs::write(&changed, pkg("p07", "1.0-1", Some("p08"))).unwrap();
-    let o = archman(&["index", "--json"], &feed);
+    let later = Some(EPOCH + 60);
+    let o = archman_at(&["index", "--json"], &feed, later);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(json(&o).contains("\"read\":1"), "{}", json(&o));
     let after = fs::read(&cache).unwrap();
@@ -642,7 +653,7 @@ fn a_small_change_appends_to_the_cache_and_a_cut_append_costs_only_a_reread() {
     // it described is read again, and the feed comes out the same.
     fs::write(&cache, &after[..after.len() - 3]).unwrap();
     fs::write(&changed, pkg("p07", "1.0-1", Some("p08"))).unwrap();
-    let o = archman(&["index", "--json", "--refresh"], &feed);
+    let o = archman_at(&["index", "--json", "--refresh"], &feed, later);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("damaged end of the cache"),
@@ -756,9 +767,11 @@ fn kill_9_at_any_moment_leaves_a_complete_feed() {
             pkg("pkg000", "1.0-1", Some(&format!("dep{round}"))),
         )
         .unwrap();
+        // Dated by the clock, like the rerun below: runs within one second move the Date on.
         let mut child = Command::new(ARCHMAN)
             .args(["index", "-q", "--no-cache", "--key", &key])
             .arg(&feed)
+            .env_remove("SOURCE_DATE_EPOCH")
             .spawn()
             .unwrap();
         std::thread::sleep(std::time::Duration::from_micros(round * 1500));
@@ -771,7 +784,7 @@ fn kill_9_at_any_moment_leaves_a_complete_feed() {
             consistent(&feed, &public).unwrap_or_else(|e| panic!("round {round}: {e}"));
         }
         // The next run finishes or cleans up, and the feed is complete again.
-        let o = archman(&["index", "-q", "--key", &key], &feed);
+        let o = archman_at(&["index", "-q", "--key", &key], &feed, None);
         assert!(o.status.success(), "{}", stderr(&o));
         consistent(&feed, &public).unwrap_or_else(|e| panic!("round {round} after rerun: {e}"));
         assert!(fs::read_dir(&feed).unwrap().all(|e| {
@@ -874,4 +887,452 @@ fn build_makes_reproducible_ipks_and_refuses_bad_control() {
         !tmp.path().join("o4").read_dir().unwrap().any(|_| true),
         "a failed build left files behind"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Release dates: each new Release is dated strictly later than the one it replaces, because
+// clients refuse an older Date, and an equal Date on other contents, as a replay (prokit's
+// rule, `prokit/src/feed.rs`).
+
+use archman::index::{DateConflict, DateSource, MAX_DATE_AHEAD, NextDate, next_release_date};
+
+#[test]
+fn the_date_rule_without_a_published_release_or_with_a_later_date() {
+    for source in [DateSource::Clock, DateSource::Fixed] {
+        assert_eq!(
+            next_release_date(EPOCH, source, None, false, false),
+            Ok(NextDate::AsRequested(EPOCH))
+        );
+        assert_eq!(
+            next_release_date(EPOCH + 1, source, Some(EPOCH), false, false),
+            Ok(NextDate::AsRequested(EPOCH + 1))
+        );
+        // The very same Release again (an unchanged --refresh within the second) stays as is.
+        assert_eq!(
+            next_release_date(EPOCH, source, Some(EPOCH), true, false),
+            Ok(NextDate::AsRequested(EPOCH))
+        );
+    }
+}
+
+#[test]
+fn the_date_rule_moves_a_clock_date_past_the_published_one() {
+    let moved =
+        |now, published| next_release_date(now, DateSource::Clock, Some(published), false, false);
+    // Two publishes in one second: the second is dated one second later.
+    assert_eq!(
+        moved(EPOCH, EPOCH),
+        Ok(NextDate::Moved {
+            date: EPOCH + 1,
+            published: EPOCH
+        })
+    );
+    // A third in the same second goes one second further.
+    assert_eq!(moved(EPOCH, EPOCH + 1).map(NextDate::date), Ok(EPOCH + 2));
+    // As far as MAX_DATE_AHEAD seconds ahead of the clock...
+    let published = EPOCH + MAX_DATE_AHEAD - 1;
+    assert_eq!(
+        moved(EPOCH, published).map(NextDate::date),
+        Ok(EPOCH + MAX_DATE_AHEAD)
+    );
+    // ...and no further: a clock that far behind the published Date is refused.
+    let published = EPOCH + MAX_DATE_AHEAD;
+    assert_eq!(
+        moved(EPOCH, published),
+        Err(DateConflict::ClockBehind {
+            now: EPOCH,
+            published
+        })
+    );
+    // Unless the rollback is allowed: then it is dated now, as asked.
+    assert_eq!(
+        next_release_date(EPOCH, DateSource::Clock, Some(published), false, true),
+        Ok(NextDate::RolledBack {
+            date: EPOCH,
+            published
+        })
+    );
+    // Allowing the rollback does not stop a move that suffices.
+    assert_eq!(
+        next_release_date(EPOCH, DateSource::Clock, Some(EPOCH), false, true),
+        Ok(NextDate::Moved {
+            date: EPOCH + 1,
+            published: EPOCH
+        })
+    );
+}
+
+#[test]
+fn the_date_rule_never_moves_a_fixed_date() {
+    let fixed = |date, published, same, allow| {
+        next_release_date(date, DateSource::Fixed, Some(published), same, allow)
+    };
+    assert_eq!(
+        fixed(EPOCH - 1, EPOCH, false, false),
+        Err(DateConflict::Older {
+            requested: EPOCH - 1,
+            published: EPOCH
+        })
+    );
+    // An older fixed Date that would republish the same bytes cannot be: the Date differs.
+    assert!(fixed(EPOCH - 1, EPOCH, true, false).is_err());
+    assert_eq!(
+        fixed(EPOCH, EPOCH, false, false),
+        Err(DateConflict::SameDate { date: EPOCH })
+    );
+    for requested in [EPOCH - 3600, EPOCH] {
+        assert_eq!(
+            fixed(requested, EPOCH, false, true),
+            Ok(NextDate::RolledBack {
+                date: requested,
+                published: EPOCH
+            })
+        );
+    }
+    // The messages say what clients would do, and what to do about it.
+    let older = DateConflict::Older {
+        requested: EPOCH - 60,
+        published: EPOCH,
+    };
+    assert_eq!(
+        older.to_string(),
+        "the new Release's Date Sun, 22 Nov 2026 02:39:00 UTC (SOURCE_DATE_EPOCH) is older than \
+         the published Release's Date Sun, 22 Nov 2026 02:40:00 UTC: clients that have the \
+         published Release would refuse the new one as a rollback"
+    );
+    assert!(older.advice().contains("--allow-date-rollback"));
+    let same = DateConflict::SameDate { date: EPOCH }.to_string();
+    assert!(same.contains("as a replay"), "{same}");
+    let behind = DateConflict::ClockBehind {
+        now: EPOCH,
+        published: EPOCH + 3600,
+    };
+    assert!(
+        behind
+            .to_string()
+            .contains("3600 s ahead of this machine's clock"),
+        "{behind}"
+    );
+    assert!(behind.advice().starts_with("check the clock"));
+}
+
+/// The name and SHA-256 of every file of the feed directory (hidden ones too), for "nothing
+/// changed" comparisons.
+fn everything(dir: &Path) -> Vec<(String, String)> {
+    use sha2::Digest;
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                hex::encode(sha2::Sha256::digest(fs::read(&p).unwrap())),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn release(feed: &Path) -> feeds::release::Release {
+    feeds::release::Release::parse(&fs::read_to_string(feed.join("Release")).unwrap()).unwrap()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+fn a_clock_date_not_past_the_published_one_is_moved_with_a_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("feed");
+    make_feed(&feed, &["a"]);
+    // The published Release is dated a minute ahead of the clock (a publish in this same
+    // second looks the same, only closer): the next one is dated one second after it.
+    let ahead = now() + 60;
+    let o = archman_at(&["index", "-q", "--valid-for", "1d"], &feed, Some(ahead));
+    assert!(o.status.success(), "{}", stderr(&o));
+    make_feed(&feed, &["b"]);
+    let o = archman_at(&["index", "--valid-for", "1d"], &feed, None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = release(&feed);
+    assert_eq!(r.date, ahead + 1);
+    assert_eq!(r.valid_until, Some(ahead + 1 + 86_400));
+    let want = format!(
+        "warning: {}: Release Date moved to {} (1 s after the published Release's Date {}) so clients accept it as newer",
+        feed.join("Release").display(),
+        feeds::release::format_date(ahead + 1),
+        feeds::release::format_date(ahead)
+    );
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+    // A later clock needs no move, and says nothing about it.
+    make_feed(&feed, &["c"]);
+    let later = ahead + 120;
+    let o = archman_at(&["index"], &feed, Some(later));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    assert_eq!(release(&feed).date, later);
+
+    // A clock more than MAX_DATE_AHEAD behind the published Date is refused, nothing changed.
+    let far = now() + 3600;
+    make_feed(&feed, &["d"]);
+    assert!(
+        archman_at(&["index", "-q"], &feed, Some(far))
+            .status
+            .success()
+    );
+    make_feed(&feed, &["e"]);
+    let before = everything(&feed);
+    let o = archman_at(&["index"], &feed, None);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with(&format!(
+            "error: {}: refusing to publish: the published Release's Date {}",
+            feed.join("Release").display(),
+            feeds::release::format_date(far)
+        )) && err.contains("ahead of this machine's clock")
+            && err.contains("the feed was not changed (check the clock"),
+        "{err}"
+    );
+    assert_eq!(everything(&feed), before);
+    // --allow-date-rollback publishes it dated now.
+    let o = archman_at(&["index", "--allow-date-rollback"], &feed, None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(release(&feed).date < far);
+    assert!(
+        stderr(&o).contains("--allow-date-rollback"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_fixed_date_not_later_than_the_published_one_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("feed");
+    make_feed(&feed, &["a", "b"]);
+    let key = tmp.path().join("k.sec");
+    let o = Command::new(ARCHMAN)
+        .args(["keygen", "-s"])
+        .arg(&key)
+        .arg("-p")
+        .arg(tmp.path().join("k.pub"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let key = key.to_str().unwrap();
+    assert!(
+        archman(&["index", "-q", "--key", key], &feed)
+            .status
+            .success()
+    );
+    let published = everything(&feed);
+
+    // Nothing changed: nothing to publish, so an older Date is no matter.
+    let o = archman_at(&["index", "--key", key], &feed, Some(EPOCH - 60));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(everything(&feed), published);
+    // Re-signing the same Release at the same Date gives the same bytes: allowed.
+    let files = snapshot(&feed);
+    let o = archman(&["index", "--refresh", "--key", key], &feed);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("wrote Packages.gz") && !stderr(&o).contains("warning"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        snapshot(&feed) == files,
+        "the same Release was not rewritten as it was"
+    );
+
+    make_feed(&feed, &["c"]);
+    let before = everything(&feed);
+    // Older: refused, and nothing in the feed directory changed (not even the cache).
+    let o = archman_at(&["index", "--key", key], &feed, Some(EPOCH - 60));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "error: {}: refusing to publish: the new Release's Date Sun, 22 Nov 2026 02:39:00 UTC (SOURCE_DATE_EPOCH) is older than the published Release's Date Sun, 22 Nov 2026 02:40:00 UTC: clients that have the published Release would refuse the new one as a rollback; the feed was not changed (raise SOURCE_DATE_EPOCH past the published Date, or pass --allow-date-rollback to publish it anyway)",
+            feed.join("Release").display()
+        )
+    );
+    assert_eq!(everything(&feed), before);
+    // Equal, with other contents: refused as what clients would call a replay.
+    let o = archman(&["index", "--key", key], &feed);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("as a replay"), "{}", stderr(&o));
+    assert_eq!(everything(&feed), before);
+    // Later: published as asked, with no warning.
+    let o = archman_at(&["index", "--key", key], &feed, Some(EPOCH + 1));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    assert_eq!(release(&feed).date, EPOCH + 1);
+    // Allowed: published at the older Date, with a warning that says what clients will do.
+    make_feed(&feed, &["d"]);
+    let o = archman_at(
+        &["index", "--allow-date-rollback", "--key", key],
+        &feed,
+        Some(EPOCH - 60),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(release(&feed).date, EPOCH - 60);
+    assert!(
+        stderr(&o).contains("not later than the published Release's Date")
+            && stderr(&o).contains("refuse this one"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn an_unreadable_published_release_is_reported_and_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("feed");
+    make_feed(&feed, &["a"]);
+    assert!(archman(&["index", "-q"], &feed).status.success());
+    // No client accepted this Release (none can parse it), so it does not hold the feed back.
+    fs::write(feed.join("Release"), "Date: yesterday\n").unwrap();
+    let o = archman_at(&["index"], &feed, Some(EPOCH - 3600));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "warning: {}: bad date in Date",
+            feed.join("Release").display()
+        )) && stderr(&o).contains("the new one's Date is not checked against it"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(release(&feed).date, EPOCH - 3600);
+}
+
+// ---------------------------------------------------------------------------------------
+// ar .ipk files: opkg-lede (OpenWrt's opkg, 38eccbb) has no ar reader. `deb_extract` pipes
+// the whole package file through `gzip -d` and walks a tar (libbb/unarchive.c:560-564), so an
+// ar .ipk gives an empty control file: "Malformed package file" (libopkg/pkg.c:398, after
+// libopkg/pkg_parse.c:389-392) on a direct install, and from a feed an extraction of nothing
+// that returns 0 (libbb/unarchive.c:532, libopkg/pkg_extract.c:57-66 called at
+// libopkg/opkg_install.c:1081): success, no files.
+
+fn ar_pkg(name: &str) -> Vec<u8> {
+    PackageBuilder::new(format!(
+        "Package: {name}\nVersion: 1.0-1\nArchitecture: all\nDescription:  The {name} package.\n"
+    ))
+    .container(Container::Ar)
+    .file(
+        &format!("usr/share/{name}/data"),
+        0o644,
+        format!("{name}\n"),
+    )
+    .build()
+    .unwrap()
+}
+
+#[test]
+fn the_openwrt_profile_warns_about_each_ar_ipk_on_every_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("feed");
+    make_feed(&feed, &["tgz"]);
+    fs::create_dir(feed.join("pool")).unwrap();
+    fs::write(feed.join("pool/two_1.0-1_all.ipk"), ar_pkg("two")).unwrap();
+    fs::write(feed.join("one_1.0-1_all.ipk"), ar_pkg("one")).unwrap();
+    let warned = |o: &Output| -> Vec<String> {
+        stderr(o)
+            .lines()
+            .filter(|l| l.contains("ar .ipk"))
+            .map(str::to_string)
+            .collect()
+    };
+    let want: Vec<String> = ["one_1.0-1_all.ipk", "pool/two_1.0-1_all.ipk"]
+        .iter()
+        .map(|f| {
+            format!(
+                "warning: {}: {}",
+                feed.join(f).display(),
+                archman::index::AR_IPK_WARNING
+            )
+        })
+        .collect();
+    let o = archman(&["index", "--profile", "openwrt"], &feed);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(warned(&o), want);
+    assert!(
+        want[0].contains("OpenWrt's opkg (opkg-lede) cannot install")
+            && want[0].contains("Malformed package file")
+            && want[0].contains("installs no files")
+    );
+    // They are still indexed: prokit and dpkg-deb read them.
+    let packages = fs::read_to_string(feed.join("Packages")).unwrap();
+    assert!(packages.contains("Package: one") && packages.contains("Package: two"));
+    // From the cache, nothing read, the same warnings.
+    let o = archman(&["index", "--profile", "openwrt", "--json"], &feed);
+    assert!(json(&o).contains("\"read\":0"), "{}", json(&o));
+    assert_eq!(warned(&o), want);
+    // The full profile (prokit, opkg-utils, apt) has no such reader problem: no warning.
+    let full = tmp.path().join("full");
+    make_feed(&full, &["tgz"]);
+    fs::write(full.join("one_1.0-1_all.ipk"), ar_pkg("one")).unwrap();
+    let o = archman(&["index"], &full);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(warned(&o).is_empty(), "{}", stderr(&o));
+}
+
+#[test]
+fn build_help_says_which_clients_read_each_container_and_dpkg_deb_agrees() {
+    let o = Command::new(ARCHMAN)
+        .args(["build", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        help.contains("ar: the Debian layout, as opkg-utils' opkg-build makes; read by prokit and dpkg-deb, but NOT by opkg-lede")
+            && help.contains("\"Malformed package file\"")
+            && help.contains("tgz: a gzipped tar, as OpenWrt's ipkg-build makes; read by OpenWrt's opkg (opkg-lede) and prokit"),
+        "{help}"
+    );
+    if !e2e::have_tool("dpkg-deb") {
+        return;
+    }
+    // What the help says of dpkg-deb, checked: it reads the ar .ipk, and not the tgz one.
+    let tmp = tempfile::tempdir().unwrap();
+    let (ar, tgz) = (tmp.path().join("ar.ipk"), tmp.path().join("tgz.ipk"));
+    fs::write(&ar, ar_pkg("one")).unwrap();
+    fs::write(&tgz, pkg("one", "1.0-1", None)).unwrap();
+    let info = |p: &Path| {
+        Command::new("dpkg-deb")
+            .arg("-f")
+            .arg(p)
+            .arg("Package")
+            .output()
+            .unwrap()
+    };
+    let o = info(&ar);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "one");
+    let o = info(&tgz);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("not a Debian format archive"),
+        "{}",
+        stderr(&o)
+    );
+    // And prokit's reader (feeds::package) reads both.
+    for p in [&ar, &tgz] {
+        assert_eq!(
+            feeds::package::Package::open(p, &Default::default())
+                .unwrap()
+                .name(),
+            "one"
+        );
+    }
 }

@@ -73,10 +73,11 @@ impl Scene {
         fs::read(self.root.join("var/opkg-lists/main")).unwrap()
     }
 
-    /// Re-indexes the feed with its Date at `epoch`.
+    /// Re-indexes the feed with its Date at `epoch`. The attacks publish stale or back-dated
+    /// feeds on purpose, so archman's refusal to move a Release's Date back is overridden.
     fn index_at(&self, epoch: i64, extra: &[&str]) {
         let (ok, _, err) = run(Command::new(bin("archman"))
-            .args(["index", "-q", "--refresh", "--key"])
+            .args(["index", "-q", "--refresh", "--allow-date-rollback", "--key"])
             .arg(&self.f.sec)
             .args(extra)
             .arg(&self.f.feed)
