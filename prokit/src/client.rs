@@ -690,7 +690,7 @@ pub struct Refreshed {
 impl Client {
     /// Updates every feed, finds the newest `<name>-keyring` package (name from
     /// `option keyring`), downloads it (checked against the verified index), walks its history
-    /// from the trusted serial with every rule of DESIGN.md §4, and applies it atomically.
+    /// from the trusted serial with every rule of docs/trust-model.md §5, and applies it atomically.
     /// Holds the keyring lock throughout, so concurrent refreshes serialise. Any feed that
     /// fails to update fails the refresh, which then changes nothing.
     pub fn refresh_keyring(&self) -> Result<Refreshed, ClientError> {

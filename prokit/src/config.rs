@@ -1,4 +1,4 @@
-//! The client configuration in opkg.conf syntax (DESIGN.md §3.6): `src/gz NAME URL`,
+//! The client configuration in opkg.conf syntax (docs/on-disk-state.md §3.1): `src/gz NAME URL`,
 //! `src NAME URL`, `dest NAME PATH`, `lists_dir NAME PATH`, `arch ARCH PRIO`,
 //! `option NAME [VALUE]`, `#` comments. opkg-lede reads `<root>/etc/opkg.conf` and then every
 //! `<root>/etc/opkg/*.conf`; so does prokit. Options prokit adds (opkg ignores unknown ones):

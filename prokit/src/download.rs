@@ -1,5 +1,5 @@
 //! Fetching packages into the package cache, in parallel, each capped at its indexed `Size`
-//! and SHA-256-checked while it streams (DESIGN.md §5 threats 1, 8, 11).
+//! and SHA-256-checked while it streams (docs/threats.md §1, §8, §11).
 //!
 //! Owns: joining a feed URL with a `Filename` from a verified index (refusing names that leave
 //! the feed), the parallel download loop, and the cache rule: a cached file is reused only

@@ -1,5 +1,5 @@
-//! Updating a feed and verifying it before anything is stored (DESIGN.md §5, threats 2–9
-//! and 14): `Packages`/`Packages.gz` + `Packages.sig`, and `Release` + `Release.sig` when the
+//! Updating a feed and verifying it before anything is stored (docs/threats.md §2–9
+//! and §14): `Packages`/`Packages.gz` + `Packages.sig`, and `Release` + `Release.sig` when the
 //! feed has them.
 //!
 //! Owns the per-feed files on disk:

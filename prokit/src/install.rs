@@ -1,5 +1,5 @@
-//! Installing, upgrading and removing one package in a root, crash-safely (DESIGN.md §5
-//! threat 16, §6), with maintainer scripts run the way OpenWrt's image build runs them.
+//! Installing, upgrading and removing one package in a root, crash-safely (docs/threats.md §16,
+//! docs/crash-safety.md §5), with maintainer scripts run the way OpenWrt's image build runs them.
 //!
 //! An install stages the package ([`crate::unpack::unpack`]), writes its database files
 //! (`info/<pkg>.control`, `.list`, `.conffiles`, the scripts, prokit's `.sha256`) and the new

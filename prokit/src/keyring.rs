@@ -1,4 +1,4 @@
-//! The client side of the keyring (DESIGN.md §4): installing the first trust explicitly
+//! The client side of the keyring (docs/trust-model.md §3–6): installing the first trust explicitly
 //! (`prokit keyring init`, `prokit bootstrap --keyring`), refreshing it from the feeds
 //! (`prokit keyring refresh`, see [`crate::client::Client::refresh_keyring`]), reporting on
 //! it (`prokit keyring status`), and the feed trust a keyring gives `prokit update`: exactly

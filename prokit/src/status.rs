@@ -1,5 +1,5 @@
 //! The installed-package database, kept exactly where and how opkg-lede keeps it, so that
-//! `opkg -o <root>` can go on managing a root that prokit made (DESIGN.md §3.6).
+//! `opkg -o <root>` can go on managing a root that prokit made (docs/on-disk-state.md §3.5).
 //!
 //! Under `<root>/<db_dir>` (default `usr/lib/opkg`; Yocto uses `var/lib/opkg`):
 //! - `status`: one deb822 stanza per installed package, in opkg's field order (Package,

@@ -1,5 +1,5 @@
-//! Writing a package's contents under the root, safely (DESIGN.md §5 threats 10 and 15), and
-//! the journaled transaction that makes a change to the root crash-safe (threat 16).
+//! Writing a package's contents under the root, safely (docs/threats.md §10, §15), and
+//! the journaled transaction that makes a change to the root crash-safe (threat 16, docs/crash-safety.md §5).
 //!
 //! [`unpack`] streams the data tar of a package file once. Every entry is checked before
 //! anything is written for it, and refused with an error naming the package and the entry:

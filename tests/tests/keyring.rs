@@ -1,6 +1,6 @@
 //! The keyring across the real binaries, over HTTP on 127.0.0.1: the maintainer drives
 //! `archman keyring`, publishes the keyring package in the feed, and a client root made by
-//! `prokit bootstrap --keyring` follows it with `prokit keyring refresh` (DESIGN.md §4).
+//! `prokit bootstrap --keyring` follows it with `prokit keyring refresh` (docs/trust-model.md §5, §7).
 //! Rule-by-rule refusals (forks, missing or tampered history steps, thresholds of every
 //! kind, kill -9 at each step of apply) are proven in keyring-pkg's own tests; here each
 //! story runs end to end.

@@ -1,4 +1,4 @@
-//! DESIGN.md §5: each threat the client must defeat, mounted against the real `prokit` binary
+//! docs/threats.md: each threat the client must defeat, mounted against the real `prokit` binary
 //! over real HTTP on 127.0.0.1, with a feed made by `archman`. Each test shows the attack fail
 //! with a clear message and nothing changed (#13, the keyring attacks, live with the keyring
 //! scenarios).
