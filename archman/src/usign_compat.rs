@@ -1,50 +1,61 @@
 //! `archman usign …`: a drop-in replacement for OpenWrt's `usign` command line. Scripts can
-//! swap `usign` for `archman usign` and keep their flags, output and exit codes; the key and
-//! signature work is done by [`feeds::usign`].
+//! swap `usign` for `archman usign` and keep their flags, output, files and exit codes; the key
+//! and signature work is done by [`feeds::usign`].
 //!
-//! Matched from usign's `main.c` (openwrt/usign, commit 939ec353):
-//! - options parsed as glibc `getopt(argc, argv, "FGSVc:m:P:p:qs:x:")` does: clustered flags
-//!   (`-qV`), attached or separate values (`-mfile`, `-m file`, a value may start with `-`),
-//!   `--` ends the options, operands are skipped (GNU permutation; with `POSIXLY_CORRECT` set,
-//!   parsing stops at the first operand), the last of a repeated option wins; an unknown
-//!   option or a missing value prints glibc's message (`usign: invalid option -- 'z'`,
-//!   `usign: option requires an argument -- 'm'`) and the usage text;
+//! Matched from usign's `main.c` (openwrt/usign, commit c4c72b1; line numbers below are of that
+//! file):
+//! - options parsed as glibc `getopt(argc, argv, "FGSVc:m:P:p:qs:x:")` does (line 371):
+//!   clustered flags (`-qV`), attached or separate values (`-mfile`, `-m file`, a value may
+//!   start with `-`), `--` ends the options, operands are skipped (GNU permutation; with
+//!   `POSIXLY_CORRECT` set, parsing stops at the first operand), the last of a repeated option
+//!   wins; an unknown option or a missing value prints glibc's message (`usign: invalid option
+//!   -- 'z'`, `usign: option requires an argument -- 'm'`) and the usage text;
 //! - exactly one of `-V -S -F -G`; a second one, none, or a command without the options it
-//!   needs prints the usage text to stderr and exits 1;
-//! - `-x` defaults to `<message>.sig`; `-m -` without `-x` is an error for every command;
+//!   needs prints the usage text to stderr and exits 1 (lines 358-364, 423-444);
+//! - `-x` defaults to `<message>.sig`; `-m -` without `-x` is an error for every command
+//!   (lines 411-421);
 //! - `-` as a file reads stdin or writes stdout (`-V -m -`, `-x -`, `-p -`, `-s -`), except
-//!   the message of `-S`, which usign opens as a path;
+//!   the message of `-S`, which usign opens as a path (line 235);
+//! - line 1 of a key or signature file is skipped unread, whatever it says, even empty
+//!   (`get_file`, lines 118-128); the data after it is base64 with whitespace skipped
+//!   anywhere, as [`feeds::usign`] reads it;
+//! - fingerprints are 16 lower-case hex digits, zero-padded (`"%016"PRIx64`): in the comments
+//!   written (line 152), in the `-P dir/<fingerprint>` name (line 180) and from `-F`
+//!   (line 279);
 //! - `-V` prints `OK` or `verification failed` on **stderr** (nothing under `-q`; `-q` also
-//!   silences "Cannot open file" errors, as usign's `file_error` does); `-P dir` reads
-//!   `dir/<fingerprint>`;
+//!   silences "Cannot open file" errors, as usign's `file_error` does, line 91);
 //! - `-S` writes `untrusted comment: signed by key <fp>` (or `-c`) and the signature;
 //! - `-G` writes the secret key (`private key <fp>`) and then the public key
-//!   (`public key <fp>`), `-c` replacing both comments;
+//!   (`public key <fp>`), `-c` replacing both comments; like usign's `fopen(name, "w")`
+//!   (line 105) it replaces existing files and creates new ones with mode 0666 less the
+//!   umask, the secret key included (`archman keygen` is the careful command: 0600, no
+//!   overwriting);
 //! - `-F` prints the fingerprint of the one `-s`, `-p` or `-x` (or `-m`'s `.sig`) file; a file
-//!   that does not decode fails silently;
-//! - fingerprints are printed as usign's `%PRIx64`: lower-case hex **without** leading zeros,
-//!   in comments, `-F` output and `-P` file names;
+//!   that does not decode fails silently (line 277);
 //! - usign's error texts (`Cannot open file '…' for reading`, `Premature end of file`,
 //!   `Failed to decode signature`, …) and exit status 1 for every failure.
 //!
 //! Deviations, each on purpose:
-//! - a secret key file is never overwritten: `-G` refuses an existing `-s` file (usign
-//!   truncates it), and no command truncates a file that holds a secret key (`-G -p`, `-S -x`);
-//!   new secret key files get mode 0600;
-//! - files are parsed by [`feeds::usign`], which is stricter than usign (line 1 must start with
-//!   `untrusted comment: `, canonical base64, checked secret key checksum, signature and key
-//!   fingerprints must match); what usign would accept but we do not fails the way a bad file
-//!   fails in usign;
-//! - `-P dir` also finds the key under its zero-padded name (after usign's unpadded one);
+//! - files are parsed by [`feeds::usign`], which checks more than usign: the algorithm bytes
+//!   for `-F` too, the secret key's KDF algorithm, checksum and public half, and for `-V -p`
+//!   that the signature's fingerprint is the key's; it refuses a NUL byte on line 1, anything
+//!   but whitespace after the data (usign ignores what follows a NUL byte or its 510-byte
+//!   read) and files over [`MAX_FILE_LEN`] bytes. What usign would accept but we do not fails
+//!   the way a bad file fails in usign;
+//! - `-P dir` also finds a key under its unpadded name, as usign stored keys before 2020
+//!   (after the 16-digit name; a missing key is reported under the 16-digit name);
+//! - `-S -x` naming a file that holds a secret key is refused (usign would truncate it);
+//! - `-G -s - -p -` writes both keys to stdout (usign closes stdout after the secret key,
+//!   line 155, and the public key is lost);
 //! - an empty message can be signed (usign's `mmap` of an empty file fails);
-//! - `-c` with a line break or over [`MAX_COMMENT_LEN`] bytes is refused (the file could not be
-//!   read back); write errors are reported (usign ignores them).
+//! - `-c` with a line break is refused (usign writes a file that does not decode), and so is
+//!   one over [`MAX_COMMENT_LEN`] bytes (longer than signify writes; [`feeds::usign`] reads
+//!   it cut to that length); write errors are reported (usign ignores them).
 
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 
 use feeds::usign::{
     self, COMMENT_HEADER, Fingerprint, MAX_COMMENT_LEN, MAX_FILE_LEN, PublicKey, SecretKey,
@@ -390,7 +401,7 @@ fn sign(
     let signature = secret
         .sign(&data)
         .map_err(|e| Fail::say(&format!("Failed to sign: {e}")))?;
-    let default = format!("signed by key {}", secret.fingerprint().unpadded());
+    let default = format!("signed by key {}", secret.fingerprint());
     let bytes = with_comment(
         &signature.to_file_bytes(),
         comment.unwrap_or(default.as_bytes()),
@@ -425,7 +436,7 @@ fn fingerprint(
         None
     };
     let fp = fp.ok_or(Fail::Silent)?;
-    writeln!(out, "{}", fp.unpadded())
+    writeln!(out, "{fp}")
         .and_then(|()| out.flush())
         .map_err(|e| Fail::say(&format!("Cannot write to standard output: {e}")))
 }
@@ -437,17 +448,9 @@ fn generate(
     out: &mut dyn Write,
 ) -> Result<(), Fail> {
     let comment = checked_comment(opts)?;
-    if seckey != "-" && seckey == pubkey {
-        return Err(Fail::about(
-            "Refusing to write the public key over the secret key file ",
-            seckey,
-            "",
-        ));
-    }
-    refuse_secret_overwrite(pubkey, "public key")?;
     let (secret, public) =
         SecretKey::generate(None).map_err(|_| Fail::say("Can't read data from /dev/urandom"))?;
-    let fp = secret.fingerprint().unpadded();
+    let fp = secret.fingerprint();
     let secret_comment = format!("private key {fp}");
     let public_comment = format!("public key {fp}");
     let secret_bytes = with_comment(
@@ -458,14 +461,14 @@ fn generate(
         &public.to_file_bytes(),
         comment.unwrap_or(public_comment.as_bytes()),
     );
-    write_secret(seckey, &secret_bytes, out)?;
-    // again: `pubkey` may be a link to the secret key just written
-    refuse_secret_overwrite(pubkey, "public key")?;
+    // as usign does (lines 323 and 331): the secret key, then the public key, each replacing
+    // what is there
+    write_output(seckey, &secret_bytes, out)?;
     write_output(pubkey, &public_bytes, out)
 }
 
 /// The `-c` comment as bytes, if one was given: usign writes it verbatim, but a line break
-/// would make the file unreadable and a long one is refused by the reader.
+/// would make the file unreadable, and a longer one than signify writes would read back cut.
 fn checked_comment(opts: &Options) -> Result<Option<&[u8]>, Fail> {
     let Some(comment) = &opts.comment else {
         return Ok(None);
@@ -522,7 +525,8 @@ fn read_key(mut from: impl Read) -> Result<Vec<u8>, Fail> {
     Ok(bytes)
 }
 
-/// The key named by `fp` in `dir`: usign's `<dir>/<unpadded fp>`, else the zero-padded name.
+/// The key named by `fp` in `dir`: usign's `<dir>/<16-digit fp>` (`main.c` line 180), else the
+/// unpadded name pre-2020 usign used; a missing key is reported under usign's name.
 fn read_key_in_dir(dir: &OsStr, fp: Fingerprint) -> Result<Vec<u8>, Fail> {
     let in_dir = |name: String| {
         let mut path = dir.to_owned();
@@ -530,15 +534,16 @@ fn read_key_in_dir(dir: &OsStr, fp: Fingerprint) -> Result<Vec<u8>, Fail> {
         path.push(name);
         path
     };
-    let unpadded = in_dir(fp.unpadded());
     let padded = in_dir(fp.to_string());
-    let file = match File::open(&unpadded) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound && padded != unpadded => File::open(&padded)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => open_failed(&unpadded, false),
-                _ => open_failed(&padded, false),
-            })?,
-        opened => opened.map_err(|_| open_failed(&unpadded, false))?,
+    let unpadded = in_dir(fp.unpadded());
+    let file = match File::open(&padded) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && padded != unpadded => {
+            File::open(&unpadded).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => open_failed(&padded, false),
+                _ => open_failed(&unpadded, false),
+            })?
+        }
+        opened => opened.map_err(|_| open_failed(&padded, false))?,
     };
     read_key(file)
 }
@@ -567,32 +572,8 @@ fn refuse_secret_overwrite(path: &OsStr, what: &str) -> Result<(), Fail> {
     }
 }
 
-/// Writes the new secret key: to stdout for `-`, else to a new file with mode 0600; an
-/// existing file is refused (usign would truncate it).
-fn write_secret(name: &OsStr, bytes: &[u8], out: &mut dyn Write) -> Result<(), Fail> {
-    if name == "-" {
-        return write_output(name, bytes, out);
-    }
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(name)
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::AlreadyExists => Fail::about(
-                "Refusing to overwrite the existing secret key file ",
-                name,
-                "",
-            ),
-            _ => open_failed(name, true),
-        })?;
-    file.write_all(bytes).map_err(|e| {
-        let _ = fs::remove_file(name);
-        write_failed(name, &e)
-    })
-}
-
-/// Writes a public key or signature as usign does (`fopen(name, "w")`; `-` is stdout).
+/// Writes a key or signature as usign does (`fopen(name, "w")`, `main.c` line 105: an existing
+/// file is truncated, a new one gets mode 0666 less the umask; `-` is stdout).
 fn write_output(name: &OsStr, bytes: &[u8], out: &mut dyn Write) -> Result<(), Fail> {
     if name == "-" {
         return out
@@ -610,11 +591,17 @@ fn write_failed(name: &OsStr, e: &io::Error) -> Fail {
 
 /// The fingerprint of a passphrase-protected secret key file that [`SecretKey::parse`] has
 /// validated (it then reports [`usign::Error::Encrypted`]): bytes 32..40 of the 104-byte blob,
-/// read from base64 characters 40..56 of line 2 (blob bytes 30..42).
+/// read from base64 characters 40..56 of the data after line 1, whitespace skipped (blob bytes
+/// 30..42).
 fn encrypted_fingerprint(file: &[u8]) -> Option<Fingerprint> {
-    let line = file.split(|&b| b == b'\n').nth(1)?;
+    let start = file.iter().position(|&b| b == b'\n')? + 1;
+    let data: Vec<u8> = file[start..]
+        .iter()
+        .copied()
+        .filter(|&b| !matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r'))
+        .collect();
     let mut bits: u128 = 0;
-    for &c in line.get(40..56)? {
+    for &c in data.get(40..56)? {
         let value = match c {
             b'A'..=b'Z' => c - b'A',
             b'a'..=b'z' => c - b'a' + 26,
@@ -930,7 +917,7 @@ mod tests {
         let (code, out, err) = run_with(&["-F", "-s", "-"], file.as_bytes());
         assert_eq!(
             (code, out.as_str(), err.as_str()),
-            (0, "b26f36ae0f4106d\n", "")
+            (0, "0b26f36ae0f4106d\n", "")
         );
         // signing with it is refused as usign refuses it
         let (code, _, err) = run_with(&["-S", "-s", "-", "-m", "msg", "-x", "-"], file.as_bytes());

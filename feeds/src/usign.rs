@@ -3,16 +3,29 @@
 //! passphrase-protected (bcrypt_pbkdf) secret keys, and usign's key directories
 //! (`/etc/opkg/keys/<fingerprint>`).
 //!
+//! The reference is usign's `main.c` (openwrt/usign, commit c4c72b1) and its `base64.c`.
 //! Decisions where usign and signify differ or are loose:
-//! - Parsing is strict: line 1 starts with `untrusted comment: `, line 2 is canonical padded
-//!   base64 of exactly the expected blob, and nothing but one final newline may follow it (a
-//!   missing final newline is accepted, as usign does). Files over [`MAX_FILE_LEN`] bytes are
+//! - Line 1 is any text up to the first `\n`, as usign reads it: `get_file` skips it unseen
+//!   (`main.c` lines 118-128), so a file whose line 1 is empty, or is not `untrusted
+//!   comment: …`, is read. Only a NUL byte on line 1 is refused: usign's `strchr` would miss the
+//!   line's end and skip line 2 as well. A file without a `\n` is refused (usign's "Premature
+//!   end of file").
+//! - The data after line 1 is decoded as usign's `b64_decode` does: ASCII whitespace is skipped
+//!   anywhere (so CRLF line endings, a trailing blank line or a base64 line split in two are
+//!   read); the rest must be canonical padded base64 of exactly the expected blob, starting
+//!   `Ed`. usign reads only the first [`USIGN_READ_LEN`] bytes after line 1 (`main.c`
+//!   line 130) and stops at a NUL byte; data past that is refused here — base64 that usign
+//!   would cut short as well as junk it would never see. Files over [`MAX_FILE_LEN`] bytes are
 //!   refused.
-//! - CRLF line endings are accepted (both tools accept them too: their base64 decoder skips the
-//!   `\r`); the `\r` is not part of the comment.
-//! - The comment is untrusted display text and never used for a decision. Any comment up to
-//!   [`MAX_COMMENT_LEN`] bytes is read (invalid UTF-8 is replaced by U+FFFD); a comment we
+//! - The comment ([`Signature::comment`] etc.) is line 1 less its `untrusted comment: ` prefix
+//!   (all of line 1 when it has none), untrusted display text never used for a decision. It is
+//!   read so that it can be written back: invalid UTF-8 and a carriage return inside become
+//!   U+FFFD, a final `\r` is dropped, and it is cut to [`MAX_COMMENT_LEN`] bytes. A comment we
 //!   write must be non-empty and free of line breaks and NUL, or signify could not read it.
+//! - Fingerprints are written as 16 lower-case hex digits, zero-padded, as usign prints them
+//!   (`"%016"PRIx64`, `main.c` lines 152, 180 and 279): in the default comments and as key
+//!   file names. A key directory is searched under that name and then, for keys stored by
+//!   usign before 2020 (which printed no leading zeros), under [`Fingerprint::unpadded`].
 //! - Encrypted secret keys may claim at most [`MAX_KDF_ROUNDS`] rounds (signify always uses
 //!   42), so a hostile key file cannot stall us in the KDF.
 
@@ -28,12 +41,16 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use ed25519_compact::{KeyPair, Seed};
 use sha2::{Digest, Sha512};
 
-/// The prefix of line 1 of every file.
+/// The prefix of line 1 of every file written (any line 1 is read).
 pub const COMMENT_HEADER: &str = "untrusted comment: ";
-/// The longest comment read or written (signify's `COMMENTMAXLEN` less its NUL).
+/// The longest comment written (signify's `COMMENTMAXLEN` less its NUL); a longer one read
+/// is cut to this length.
 pub const MAX_COMMENT_LEN: usize = 1023;
 /// The largest key or signature file accepted.
 pub const MAX_FILE_LEN: usize = 4096;
+/// How many bytes after line 1 usign reads and decodes (`main.c` line 130: `fread` of
+/// `buflen - 1` bytes, `buflen` being 511); nothing but whitespace may follow them.
+pub const USIGN_READ_LEN: usize = 510;
 /// The bcrypt_pbkdf rounds signify uses when it encrypts a secret key.
 pub const DEFAULT_KDF_ROUNDS: u32 = 42;
 /// The most bcrypt_pbkdf rounds an encrypted secret key may ask for.
@@ -68,8 +85,6 @@ impl fmt::Display for FileKind {
 pub enum Error {
     #[error("{kind}: file is {len} bytes, more than the {MAX_FILE_LEN} allowed")]
     TooLarge { kind: FileKind, len: u64 },
-    #[error("{kind}: line 1 must start with \"{COMMENT_HEADER}\"")]
-    MissingComment { kind: FileKind },
     #[error("{kind}: comment is {len} bytes, more than the {MAX_COMMENT_LEN} allowed")]
     CommentTooLong { kind: FileKind, len: usize },
     #[error("{kind}: comment {reason}")]
@@ -96,6 +111,8 @@ pub enum Error {
     KdfAlgorithm { found: String },
     #[error("{kind}: unexpected data after line 2")]
     TrailingData { kind: FileKind },
+    #[error("{kind}: data goes on past the {USIGN_READ_LEN} bytes after line 1 that usign reads")]
+    BeyondUsignRead { kind: FileKind },
     #[error("secret key is passphrase-protected (kdfrounds {rounds})")]
     Encrypted { rounds: u32 },
     #[error("secret key: kdfrounds {rounds} is more than the {MAX_KDF_ROUNDS} allowed")]
@@ -160,7 +177,8 @@ pub enum VerifyError {
     Key(#[from] Error),
 }
 
-/// The 8-byte key number tying a signature to its key, shown as 16 lower-case hex digits.
+/// The 8-byte key number tying a signature to its key, shown as 16 lower-case hex digits,
+/// zero-padded, as usign prints it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Fingerprint([u8; 8]);
 
@@ -173,7 +191,8 @@ impl Fingerprint {
         &self.0
     }
 
-    /// The fingerprint as usign's `%PRIx64`: hex without leading zeros.
+    /// Hex without leading zeros: how usign printed fingerprints before its commit f1f6502
+    /// (2020), so the name of some keys in key directories made then. Never written by us.
     pub fn unpadded(&self) -> String {
         format!("{:x}", u64::from_be_bytes(self.0))
     }
@@ -194,7 +213,7 @@ impl fmt::Debug for Fingerprint {
 impl FromStr for Fingerprint {
     type Err = Error;
 
-    /// Accepts 1 to 16 hex digits, so both the padded and usign's unpadded form.
+    /// Accepts 1 to 16 hex digits, so both the padded form and the unpadded one of old usign.
     fn from_str(s: &str) -> Result<Self, Error> {
         let bad = || Error::Fingerprint { text: s.into() };
         if s.is_empty() || s.len() > 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -308,7 +327,7 @@ impl SecretKey {
             fingerprint,
             keypair,
             salt: [0; 16],
-            comment: format!("private key {}", fingerprint.unpadded()),
+            comment: format!("private key {fingerprint}"),
         })
     }
 
@@ -431,7 +450,7 @@ impl SecretKey {
         PublicKey {
             fingerprint: self.fingerprint,
             key: *self.keypair.pk,
-            comment: format!("public key {}", self.fingerprint.unpadded()),
+            comment: format!("public key {}", self.fingerprint),
         }
     }
 
@@ -446,7 +465,7 @@ impl SecretKey {
         Ok(Signature {
             fingerprint: self.fingerprint,
             sig: *sig,
-            comment: format!("signed by key {}", self.fingerprint.unpadded()),
+            comment: format!("signed by key {}", self.fingerprint),
         })
     }
 }
@@ -503,7 +522,8 @@ impl Signature {
 }
 
 /// A usign key directory (`usign -P`, opkg's `/etc/opkg/keys`): one public key per file, named
-/// by its fingerprint, padded (`0b26f36ae0f4106d`) or unpadded (`b26f36ae0f4106d`).
+/// by its 16-digit fingerprint (`0b26f36ae0f4106d`), as usign looks it up (`main.c` line 180);
+/// a key stored by usign before 2020 under the unpadded name (`b26f36ae0f4106d`) is found too.
 #[derive(Clone, Debug)]
 pub struct KeyDir {
     path: PathBuf,
@@ -522,11 +542,11 @@ impl KeyDir {
     pub fn find(&self, fingerprint: Fingerprint) -> Result<PublicKey, VerifyError> {
         let padded = fingerprint.to_string();
         let unpadded = fingerprint.unpadded();
-        // usign looks only at the unpadded name; some key directories use the padded one.
+        // usign's name first; then the one usign used before 2020
         let names = if padded == unpadded {
             &[padded][..]
         } else {
-            &[unpadded, padded][..]
+            &[padded, unpadded][..]
         };
         for name in names {
             match PublicKey::read_path(&self.path.join(name)) {
@@ -578,7 +598,8 @@ impl KeyDir {
     }
 }
 
-/// Splits a file into its comment and its decoded blob of exactly `N` bytes starting `Ed`.
+/// Splits a file into its comment and its decoded blob of exactly `N` bytes starting `Ed`,
+/// reading what usign reads (see the module documentation).
 fn parse_file<const N: usize>(kind: FileKind, bytes: &[u8]) -> Result<(String, [u8; N]), Error> {
     if bytes.len() > MAX_FILE_LEN {
         return Err(Error::TooLarge {
@@ -586,31 +607,33 @@ fn parse_file<const N: usize>(kind: FileKind, bytes: &[u8]) -> Result<(String, [
             len: bytes.len() as u64,
         });
     }
-    let rest = bytes
-        .strip_prefix(COMMENT_HEADER.as_bytes())
-        .ok_or(Error::MissingComment { kind })?;
-    let (comment, rest) = split_line(rest).ok_or(Error::MissingData { kind })?;
-    // Invalid UTF-8 becomes U+FFFD (3 bytes), so the bound applies to the decoded text: what
-    // parses here is what `to_file_bytes` can write back.
-    let comment = String::from_utf8_lossy(comment).into_owned();
-    if comment.len() > MAX_COMMENT_LEN {
-        return Err(Error::CommentTooLong {
-            kind,
-            len: comment.len(),
-        });
-    }
-    if comment.contains(['\r', '\0']) {
+    let (line1, rest) = split_line(bytes).ok_or(Error::MissingData { kind })?;
+    if line1.contains(&0) {
         return Err(Error::BadComment {
             kind,
-            reason: "contains a carriage return or a NUL byte",
+            reason: "contains a NUL byte",
         });
     }
-    let (data, rest) = split_line(rest).unwrap_or((rest, &[]));
-    if !rest.is_empty() {
+    let comment = comment_of(line1);
+    let data_len = rest
+        .iter()
+        .rposition(|&b| !is_space(b))
+        .map_or(0, |last| last + 1);
+    if data_len == 0 {
+        return Err(Error::MissingData { kind });
+    }
+    let line2 = split_line(rest).map_or(rest, |(line, _)| line);
+    let all = without_spaces(&rest[..data_len]);
+    let first = without_spaces(line2);
+    // a complete blob on line 2 and more after it: say that, not "bad base64"
+    if first.len() < all.len() && BASE64.decode(&first).is_ok_and(|blob| blob.len() == N) {
         return Err(Error::TrailingData { kind });
     }
+    if data_len > USIGN_READ_LEN {
+        return Err(Error::BeyondUsignRead { kind });
+    }
     let decoded = BASE64
-        .decode(data)
+        .decode(&all)
         .map_err(|source| Error::Base64 { kind, source })?;
     let blob: [u8; N] = decoded.as_slice().try_into().map_err(|_| Error::Length {
         kind,
@@ -627,11 +650,36 @@ fn parse_file<const N: usize>(kind: FileKind, bytes: &[u8]) -> Result<(String, [
     Ok((comment, blob))
 }
 
-/// The line before the first `\n` (less a final `\r`) and the rest after it.
+/// The comment of line 1 (without its `\n`), in a form [`encode_file`] writes back unchanged:
+/// the `untrusted comment: ` prefix and a final `\r` dropped, invalid UTF-8 and any other
+/// `\r` replaced by U+FFFD, cut to [`MAX_COMMENT_LEN`] bytes.
+fn comment_of(line: &[u8]) -> String {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let text = line.strip_prefix(COMMENT_HEADER.as_bytes()).unwrap_or(line);
+    let mut comment = String::from_utf8_lossy(text).replace('\r', "\u{fffd}");
+    if comment.len() > MAX_COMMENT_LEN {
+        let mut end = MAX_COMMENT_LEN;
+        while !comment.is_char_boundary(end) {
+            end -= 1;
+        }
+        comment.truncate(end);
+    }
+    comment
+}
+
+/// C's `isspace` in the C locale, the bytes usign's `b64_decode` skips.
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
+}
+
+fn without_spaces(bytes: &[u8]) -> Vec<u8> {
+    bytes.iter().copied().filter(|&b| !is_space(b)).collect()
+}
+
+/// The line before the first `\n` and the rest after it.
 fn split_line(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     let end = bytes.iter().position(|&b| b == b'\n')?;
-    let line = &bytes[..end];
-    Some((line.strip_suffix(b"\r").unwrap_or(line), &bytes[end + 1..]))
+    Some((&bytes[..end], &bytes[end + 1..]))
 }
 
 fn encode_file(comment: &str, blob: &[u8]) -> Vec<u8> {
@@ -787,21 +835,22 @@ mod tests {
     #[test]
     fn known_answer_rfc8032_test1() {
         // RFC 8032 section 7.1 TEST 1 key and its signature of the empty message; the
-        // expected files were built independently (Python base64/hashlib).
+        // expected files were built independently (Python base64/hashlib). The comments pad
+        // the fingerprint to 16 digits as usign does ("%016"PRIx64, main.c line 152).
         let key = rfc_key();
         assert_eq!(
             key.public_key().to_file_bytes(),
-            b"untrusted comment: public key 123456789abcdef\n\
+            b"untrusted comment: public key 0123456789abcdef\n\
               RWQBI0VniavN79damAGCsQq31Uv+08lkBzoO4XLz2qYjJa8CGmj3B1Ea\n"
         );
         assert_eq!(
             key.sign(b"").unwrap().to_file_bytes(),
-            &b"untrusted comment: signed by key 123456789abcdef\n\
+            &b"untrusted comment: signed by key 0123456789abcdef\n\
                RWQBI0VniavN7+VWQwDDYKxykIbizIBugoqEh38euOXZdNhz4GUiSQFVX7iCFZCjO6zGHjlwHPm0a9Jb9fBZW74kZVFBQ456EAs=\n"[..]
         );
         assert_eq!(
             key.to_file_bytes(),
-            &b"untrusted comment: private key 123456789abcdef\n\
+            &b"untrusted comment: private key 0123456789abcdef\n\
                RWRCSwAAAAAAAAAAAAAAAAAAAAAAAAAASulvySzYtIABI0VniavN751hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n"[..]
         );
     }
@@ -827,14 +876,14 @@ mod tests {
         let (secret, public) = SecretKey::generate(None).unwrap();
         let fp = secret.fingerprint();
         assert_eq!(public.fingerprint(), fp);
-        assert_eq!(public.comment(), format!("public key {}", fp.unpadded()));
-        assert_eq!(secret.comment(), format!("private key {}", fp.unpadded()));
+        assert_eq!(public.comment(), format!("public key {fp}"));
+        assert_eq!(secret.comment(), format!("private key {fp}"));
         let bytes = public.to_file_bytes();
         assert_eq!(PublicKey::parse(&bytes).unwrap(), public);
         let again = SecretKey::parse(&secret.to_file_bytes(), None).unwrap();
         assert_eq!(again.to_file_bytes(), secret.to_file_bytes());
         let sig = again.sign(b"hello").unwrap();
-        assert_eq!(sig.comment(), format!("signed by key {}", fp.unpadded()));
+        assert_eq!(sig.comment(), format!("signed by key {fp}"));
         assert_eq!(Signature::parse(&sig.to_file_bytes()).unwrap(), sig);
         public.verify(b"hello", &sig).unwrap();
 
@@ -955,30 +1004,39 @@ mod tests {
             err(format!("untrusted comment: x\n{}!\n", line2).as_bytes())
                 .starts_with("signature: bad base64 on line 2")
         );
-        assert!(err(format!("untrusted comment: x\n {line2}\n").as_bytes()).contains("base64"));
-        assert_eq!(
-            err(line2.as_bytes()),
-            "signature: line 1 must start with \"untrusted comment: \""
-        );
-        assert_eq!(
-            err(format!("Untrusted comment: x\n{line2}\n").as_bytes()),
-            "signature: line 1 must start with \"untrusted comment: \""
-        );
-        assert_eq!(
-            err(b"untrusted comment: x"),
-            "signature: missing line 2 (the base64 data)"
-        );
-        let long = format!("untrusted comment: {}\n{line2}\n", "c".repeat(1024));
-        assert_eq!(
-            err(long.as_bytes()),
-            "signature: comment is 1024 bytes, more than the 1023 allowed"
-        );
-        let longest = format!("untrusted comment: {}\n{line2}\n", "c".repeat(1023));
-        Signature::parse(longest.as_bytes()).unwrap();
-        for trailing in ["\n", "x", "\nuntrusted comment: y\n", " "] {
-            let bytes = [&sig[..], trailing.as_bytes()].concat();
-            assert_eq!(err(&bytes), "signature: unexpected data after line 2");
+        assert!(err(format!("x\n{}\n", &line2[1..]).as_bytes()).contains("base64"));
+        // usign's "Premature end of file" (no line 1 end) and no data after line 1
+        for bytes in [
+            line2,
+            "untrusted comment: x",
+            "untrusted comment: x\n",
+            "c\n \r\n\n",
+        ] {
+            assert_eq!(
+                err(bytes.as_bytes()),
+                "signature: missing line 2 (the base64 data)",
+                "{bytes:?}"
+            );
         }
+        // usign's strchr stops at a NUL on line 1 and would read line 2 as more of line 1
+        assert_eq!(
+            err(format!("untrusted\0comment\n{line2}\n").as_bytes()),
+            "signature: comment contains a NUL byte"
+        );
+        for trailing in ["x", "\nuntrusted comment: y\n", "RWQ=\n", "\0"] {
+            let bytes = [&sig[..], trailing.as_bytes()].concat();
+            assert_eq!(
+                err(&bytes),
+                "signature: unexpected data after line 2",
+                "{trailing:?}"
+            );
+        }
+        // base64 spread past the 510 bytes usign reads after line 1
+        let spread = format!("c\n{}{}{}\n", &line2[..50], " ".repeat(411), &line2[50..]);
+        assert_eq!(
+            err(spread.as_bytes()),
+            "signature: data goes on past the 510 bytes after line 1 that usign reads"
+        );
         assert_eq!(
             err(&vec![b'a'; MAX_FILE_LEN + 1]),
             "signature: file is 4097 bytes, more than the 4096 allowed"
@@ -1000,6 +1058,73 @@ mod tests {
         assert_eq!(empty.unwrap().comment(), "");
         let latin1 = [b"untrusted comment: \xe9\n", line2.as_bytes()].concat();
         assert_eq!(Signature::parse(&latin1).unwrap().comment(), "\u{fffd}");
+    }
+
+    #[test]
+    fn any_line_1_is_read_as_usign_reads_it() {
+        // usign skips line 1 unseen (main.c lines 118-128): the comment is all of it then
+        let sig = rfc_key().sign(b"m").unwrap();
+        let text = String::from_utf8(sig.to_file_bytes()).unwrap();
+        let line2 = text.lines().nth(1).unwrap();
+        for (line1, comment) in [
+            ("", ""),
+            ("Untrusted comment: x", "Untrusted comment: x"),
+            ("untrusted comment:x", "untrusted comment:x"),
+            ("<!DOCTYPE html>", "<!DOCTYPE html>"),
+            (
+                "untrusted comment: untrusted comment: ",
+                "untrusted comment: ",
+            ),
+            ("\t", "\t"),
+        ] {
+            let parsed = Signature::parse(format!("{line1}\n{line2}\n").as_bytes())
+                .unwrap_or_else(|e| panic!("{line1:?}: {e}"));
+            assert_eq!(parsed.comment(), comment, "{line1:?}");
+            assert_eq!(parsed.fingerprint(), FP);
+            // written back with the header, and read back the same
+            let bytes = parsed.to_file_bytes();
+            assert!(bytes.starts_with(format!("untrusted comment: {comment}\n").as_bytes()));
+            assert_eq!(Signature::parse(&bytes).unwrap(), parsed);
+        }
+        // a line 1 longer than any comment is read and its comment cut
+        let long = format!("{}\n{line2}\n", "c".repeat(2000));
+        assert_eq!(
+            Signature::parse(long.as_bytes()).unwrap().comment().len(),
+            1023
+        );
+        let wide = format!("untrusted comment: {}\n{line2}\n", "\u{e9}".repeat(600));
+        let wide = Signature::parse(wide.as_bytes()).unwrap();
+        assert_eq!(wide.comment(), "\u{e9}".repeat(511));
+        let public = rfc_key().public_key().to_file_bytes();
+        let key_line2 = &public[public.iter().position(|&b| b == b'\n').unwrap()..];
+        let key = PublicKey::parse(&[b"any text at all", key_line2].concat()).unwrap();
+        assert_eq!(key.comment(), "any text at all");
+        let secret = rfc_key().to_file_bytes();
+        let secret_line2 = &secret[secret.iter().position(|&b| b == b'\n').unwrap()..];
+        let key = SecretKey::parse(&[b"", secret_line2].concat(), None).unwrap();
+        assert_eq!((key.comment(), key.fingerprint()), ("", FP));
+    }
+
+    #[test]
+    fn whitespace_in_the_data_is_skipped_as_usign_does() {
+        // usign's b64_decode skips isspace() bytes anywhere
+        let sig = rfc_key().sign(b"m").unwrap();
+        let text = String::from_utf8(sig.to_file_bytes()).unwrap();
+        let line2 = text.lines().nth(1).unwrap();
+        for data in [
+            format!("{line2}\n\n"),
+            format!("{line2} \n"),
+            format!(" \t{line2}\r\n\x0b\x0c\n"),
+            format!("{}\n{}\n", &line2[..64], &line2[64..]),
+            format!("{} =\n", &line2[..99]),
+            // up to the 510 bytes usign reads after line 1
+            format!("{}{}{}", &line2[..50], " ".repeat(410), &line2[50..]),
+            format!("{line2}\n{}", " ".repeat(2000)),
+        ] {
+            let parsed = Signature::parse(format!("c\n{data}").as_bytes())
+                .unwrap_or_else(|e| panic!("{data:?}: {e}"));
+            assert_eq!(parsed.as_bytes(), sig.as_bytes(), "{data:?}");
+        }
     }
 
     #[test]
@@ -1116,31 +1241,34 @@ mod tests {
     fn parsed_comments_write_back() {
         // Found by fuzzing: 400 invalid bytes decode to 1200 bytes of U+FFFD, and a second
         // carriage return survived the line split; neither may parse into something that
-        // does not write back.
+        // does not write back. usign reads both files, so they parse, their comments made
+        // writable.
         let line2 = "RWQBI0VniavN79damAGCsQq31Uv+08lkBzoO4XLz2qYjJa8CGmj3B1Ea\n";
         let mut lossy = COMMENT_HEADER.as_bytes().to_vec();
         lossy.extend(std::iter::repeat_n(0xff, 400));
         lossy.push(b'\n');
         lossy.extend_from_slice(line2.as_bytes());
-        assert!(matches!(
-            PublicKey::parse(&lossy),
-            Err(Error::CommentTooLong { len: 1200, .. })
-        ));
         let cr = format!("{COMMENT_HEADER}key\r\r\n{line2}");
-        assert!(matches!(
-            PublicKey::parse(cr.as_bytes()),
-            Err(Error::BadComment { .. })
-        ));
         let ok = format!("{COMMENT_HEADER}key\r\n{line2}");
-        let key = PublicKey::parse(ok.as_bytes()).unwrap();
-        assert_eq!(PublicKey::parse(&key.to_file_bytes()).unwrap(), key);
+        for (file, comment) in [
+            (&lossy[..], "\u{fffd}".repeat(341)),
+            (cr.as_bytes(), "key\u{fffd}".into()),
+            (ok.as_bytes(), "key".into()),
+        ] {
+            let key = PublicKey::parse(file).unwrap();
+            assert_eq!(key.comment(), comment);
+            let bytes = key.to_file_bytes();
+            assert_eq!(PublicKey::parse(&bytes).unwrap(), key);
+            assert_eq!(PublicKey::parse(&bytes).unwrap().to_file_bytes(), bytes);
+        }
     }
 
     #[test]
     fn key_dir_lookup() {
         let dir = tempfile::tempdir().unwrap();
         let keys = KeyDir::new(dir.path());
-        // fingerprint with a leading zero nibble, stored under the unpadded name
+        // fingerprint with a leading zero nibble, stored by pre-2020 usign under the unpadded
+        // name
         let fp = Fingerprint::new([0x0b, 0x26, 0xf3, 0x6a, 0xe0, 0xf4, 0x10, 0x6d]);
         let key = SecretKey::from_seed([7; 32], fp).unwrap();
         let sig = key.sign(b"feed").unwrap();
@@ -1158,19 +1286,28 @@ mod tests {
             keys.verify(b"feee", &sig),
             Err(VerifyError::BadSignature(_))
         ));
-        // usign's unpadded name wins over the padded one, and a key under the wrong name is
-        // a mismatch
-        key.public_key()
-            .write_path(&dir.path().join(fp.to_string()))
-            .unwrap();
+        // usign's 16-digit name (main.c line 180) wins over the unpadded one
         let other = SecretKey::from_seed([8; 32], FP).unwrap().public_key();
         other.write_path(&dir.path().join(fp.unpadded())).unwrap();
         assert!(matches!(
             keys.verify(b"feed", &sig),
             Err(VerifyError::FingerprintMismatch { .. })
         ));
+        key.public_key()
+            .write_path(&dir.path().join("0b26f36ae0f4106d"))
+            .unwrap();
+        assert_eq!(keys.verify(b"feed", &sig).unwrap(), key.public_key());
+        // a key under the wrong name is a mismatch, though the other name holds the right one
+        key.public_key()
+            .write_path(&dir.path().join(fp.unpadded()))
+            .unwrap();
+        other.write_path(&dir.path().join(fp.to_string())).unwrap();
+        assert!(matches!(
+            keys.verify(b"feed", &sig),
+            Err(VerifyError::FingerprintMismatch { .. })
+        ));
         // the needed file being garbage is an error
-        fs::write(dir.path().join(fp.unpadded()), b"junk").unwrap();
+        fs::write(dir.path().join(fp.to_string()), b"junk").unwrap();
         assert!(matches!(
             keys.verify(b"feed", &sig),
             Err(VerifyError::Key(_))

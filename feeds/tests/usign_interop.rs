@@ -111,6 +111,41 @@ fn real_feed_signatures_verify() {
     assert_eq!(sig.comment(), "verify with unregulatory.pub");
 }
 
+/// usign skips line 1 unread (`main.c` lines 118-128 at commit c4c72b1): a real feed's
+/// signature and key verify whatever that line says, and a damaged line 2 still fails.
+#[test]
+fn real_files_with_another_line_1_still_verify() {
+    let Some(real) = common::real_dir() else {
+        return;
+    };
+    let feed = real.join("feeds/stangri+repo.openwrt.melmac.ca");
+    let message = fs::read(feed.join("Packages")).unwrap();
+    let sig = fs::read_to_string(feed.join("Packages.sig")).unwrap();
+    let key = fs::read_to_string(real.join("keys/thirdparty/7ffc7517c4cc0c56")).unwrap();
+    let rest = |file: &str| file.split_once('\n').unwrap().1.to_owned();
+    for line1 in [
+        "",
+        "Untrusted comment: x",
+        "<html>",
+        "signed by key 7ffc7517c4cc0c56",
+    ] {
+        let sig = Signature::parse(format!("{line1}\n{}", rest(&sig)).as_bytes()).unwrap();
+        let key = PublicKey::parse(format!("{line1}\n{}", rest(&key)).as_bytes()).unwrap();
+        assert_eq!(sig.comment(), line1);
+        key.verify(&message, &sig).unwrap();
+    }
+    // a signature byte changed (the first 'A' is past the 13 characters of "Ed" and the
+    // fingerprint)
+    assert!(rest(&sig).find('A').unwrap() > 13);
+    let damaged = format!("x\n{}", rest(&sig).replacen('A', "B", 1));
+    let damaged = Signature::parse(damaged.as_bytes()).unwrap();
+    let key = PublicKey::read_path(&real.join("keys/thirdparty/7ffc7517c4cc0c56")).unwrap();
+    assert!(matches!(
+        key.verify(&message, &damaged),
+        Err(VerifyError::BadSignature(_))
+    ));
+}
+
 #[test]
 fn real_keys_parse_and_match_their_names() {
     let Some(real) = common::real_dir() else {

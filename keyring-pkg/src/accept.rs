@@ -1,5 +1,6 @@
-//! The trust rules of DESIGN.md §4: when a keyring is good enough to publish, when a client may
-//! move from its trusted keyring to a newer one, and which feed keys it then trusts.
+//! The trust rules of docs/trust-model.md §4–6: when a keyring is good enough to publish,
+//! when a client may move from its trusted keyring to a newer one, and which feed keys it
+//! then trusts.
 //!
 //! - [`check_self`]: a keyring is unexpired and signed by at least its own `Root-Threshold`
 //!   distinct active, unexpired root keys (checked before building or publishing).

@@ -20,9 +20,11 @@
 //! first, then its trusted feed keys are written. "Not trusted" covers every key the old or the
 //! new keyring lists that is not an active, unexpired feed key of the new one (retired, revoked,
 //! expired, root keys, keys dropped from the keyring); such files are removed whatever their
-//! content and whoever put them there, under both usign's name (`%PRIx64`) and the 16-digit
-//! form. A file under another name holding a revoked key is removed too. Other files are left
-//! alone. Trusted keys are written under the names of [`crate::package::key_file_names`]. A
+//! content and whoever put them there, under both the 16-digit name usign looks up and the
+//! unpadded one usign used before 2020. A file under another name holding a revoked key is
+//! removed too. Other files are left alone (an unpadded copy of a trusted key that an earlier
+//! version wrote stays). Trusted keys are written under one name, the 16-digit
+//! [`crate::package::key_file_name`]. A
 //! crash after the sync and before the swap leaves the new keys with the old state; the next
 //! refresh walks the chain again and completes the swap.
 //!
@@ -44,7 +46,7 @@ use feeds::usign::{Fingerprint, PublicKey};
 use crate::accept::Verified;
 use crate::fsutil;
 use crate::manifest::{MAX_MANIFEST_LEN, Role, Status, is_valid_name};
-use crate::package::key_file_names;
+use crate::package::{key_file_name, key_file_names};
 use crate::signatures::{MAX_SIGNATURE_FILE_LEN, ParseError, SignedKeyring};
 use crate::workdir::{MANIFEST_FILE, SIGNATURE_FILE};
 
@@ -470,7 +472,7 @@ fn sync_keys(
     };
     let untrusted_names: BTreeSet<String> = untrusted
         .iter()
-        .flat_map(|fp| [fp.unpadded(), fp.to_string()])
+        .flat_map(|fp| key_file_names(*fp))
         .filter(|n| !trusted_names.contains(n))
         .collect();
     let entries: Vec<_> = fs::read_dir(keys_dir)
@@ -505,20 +507,14 @@ fn sync_keys(
     let mut written = Vec::new();
     for (fp, key) in &trusted {
         let bytes = crate::manifest::canonical_public_key(key).to_file_bytes();
-        let mut wrote = false;
-        for file in key_file_names(*fp) {
-            let path = keys_dir.join(file);
-            let same = fs::symlink_metadata(&path).is_ok_and(|m| m.is_file())
-                && fsutil::read_bounded(&path, bytes.len())
-                    .ok()
-                    .flatten()
-                    .is_some_and(|b| b == bytes);
-            if !same {
-                fsutil::write_atomic(&path, &bytes, 0o644).map_err(io_err(&path))?;
-                wrote = true;
-            }
-        }
-        if wrote {
+        let path = keys_dir.join(key_file_name(*fp));
+        let same = fs::symlink_metadata(&path).is_ok_and(|m| m.is_file())
+            && fsutil::read_bounded(&path, bytes.len())
+                .ok()
+                .flatten()
+                .is_some_and(|b| b == bytes);
+        if !same {
+            fsutil::write_atomic(&path, &bytes, 0o644).map_err(io_err(&path))?;
             written.push(*fp);
         }
     }
@@ -534,6 +530,9 @@ mod tests {
     use feeds::usign::SecretKey;
 
     const NOW: i64 = 1_800_000_000;
+    /// The feed keys' fingerprints start with zero nibbles: their file names keep them.
+    const A_NAME: &str = "0a0102030405060a";
+    const B_NAME: &str = "000b02030405060b";
 
     struct Story {
         root: SecretKey,
@@ -552,8 +551,8 @@ mod tests {
 
     fn story() -> Story {
         let root = SecretKey::generate(None).unwrap().0;
-        let a = SecretKey::generate(None).unwrap().0;
-        let b = SecretKey::generate(None).unwrap().0;
+        let a = SecretKey::from_seed([0xa1; 32], A_NAME.parse().unwrap()).unwrap();
+        let b = SecretKey::from_seed([0xb2; 32], B_NAME.parse().unwrap()).unwrap();
         let mut k = Keyring::new("example", 1, NOW - 100, NOW + 1000, 1).unwrap();
         k.add_key(KeyEntry::new(&root.public_key(), Role::Root))
             .unwrap();
@@ -619,7 +618,7 @@ mod tests {
         let report = apply(&lock, &v, NOW).unwrap();
         assert_eq!(report.serial, 2);
         assert_eq!(load_trusted(root, "example").unwrap().unwrap(), s.two);
-        assert_eq!(key_names(root), key_file_names(s.b.fingerprint()));
+        assert_eq!(key_names(root), [B_NAME]);
         let entries = state_entries(root);
         assert_eq!(entries.len(), 3, "leftovers after {point}: {entries:?}");
     }
@@ -647,7 +646,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         install_one(root, &s);
-        assert_eq!(key_names(root), key_file_names(s.a.fingerprint()));
+        assert_eq!(key_names(root), [A_NAME]);
+        assert_eq!(
+            fs::read_to_string(root.join(KEYS_DIR).join(A_NAME)).unwrap(),
+            String::from_utf8(s.a.public_key().to_file_bytes()).unwrap()
+        );
+        assert!(
+            fs::read_to_string(root.join(KEYS_DIR).join(A_NAME))
+                .unwrap()
+                .starts_with("untrusted comment: public key 0a0102030405060a\n")
+        );
+        // an unpadded copy, as earlier versions and pre-2020 usign wrote it
+        fs::copy(
+            root.join(KEYS_DIR).join(A_NAME),
+            root.join(KEYS_DIR).join("a0102030405060a"),
+        )
+        .unwrap();
         let link = fs::read_link(root.join(STATE_DIR).join("example")).unwrap();
         assert!(link.to_str().unwrap().starts_with(".example_1_"));
         let lock = lock(root).unwrap();
@@ -656,7 +670,9 @@ mod tests {
         assert_eq!(report.previous, Some(1));
         assert!(report.state_replaced);
         assert_eq!(report.keys_written, vec![s.b.fingerprint()]);
-        assert_eq!(key_names(root), key_file_names(s.b.fingerprint()));
+        // the revoked key is gone under both names; the new one has one file
+        assert_eq!(key_names(root), [B_NAME]);
+        assert_eq!(report.keys_removed.len(), 2);
         assert_eq!(state_entries(root).len(), 3); // .lock, the link, one state dir
     }
 

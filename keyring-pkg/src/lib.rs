@@ -1,6 +1,7 @@
-//! `keyring-pkg` owns the feed keyring kept as a package (DESIGN.md §3.5, §4): which keys may
-//! sign what, how that changes over time, and how a client moves from one keyring to the next
-//! without ever trusting a rollback, a fork, a revoked key or too few root signatures.
+//! `keyring-pkg` owns the feed keyring kept as a package (docs/formats.md §5,
+//! docs/trust-model.md): which keys may sign what, how that changes over time, and how a
+//! client moves from one keyring to the next without ever trusting a rollback, a fork, a
+//! revoked key or too few root signatures.
 //!
 //! - [`manifest`]: the `keyring` file (deb822): header (`Keyring`, `Serial`, `Date`, `Expires`,
 //!   `Root-Threshold`) and one stanza per key (`Fingerprint`, `Public-Key`, `Role: root|feed`,

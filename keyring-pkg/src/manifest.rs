@@ -1,4 +1,4 @@
-//! The keyring manifest: the deb822 file `keyring` (DESIGN.md §3.5).
+//! The keyring manifest: the deb822 file `keyring` (docs/formats.md §5.1).
 //!
 //! ```text
 //! Keyring: example
@@ -294,8 +294,8 @@ impl KeyEntry {
         self.role == role && self.status == Status::Active && !self.is_expired(now)
     }
 
-    /// The usign public key file, as `usign -G`/`signify -G` write it (comment
-    /// `public key <fp>`), for `/etc/opkg/keys/<fp>`.
+    /// The usign public key file, as `usign -G` writes it (comment `public key <fp>`, the
+    /// fingerprint in 16 digits), for `/etc/opkg/keys/<fp>`.
     pub fn key_file_bytes(&self) -> Vec<u8> {
         canonical_public_key(&self.public_key).to_file_bytes()
     }
@@ -317,7 +317,7 @@ fn public_key_from_blob(blob: &[u8]) -> Result<PublicKey, feeds::usign::Error> {
     let fp = blob
         .get(2..10)
         .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map(|b| Fingerprint::new(b).unpadded())
+        .map(|b| Fingerprint::new(b).to_string())
         .unwrap_or_default();
     let file = format!(
         "untrusted comment: public key {fp}\n{}\n",
@@ -900,6 +900,14 @@ mod tests {
         let custom = pk.clone().with_comment("my root").unwrap();
         let entry = KeyEntry::new(&custom, Role::Root);
         assert_eq!(entry.key_file_bytes(), pk.to_file_bytes());
+        // usign pads the fingerprint in that comment ("%016"PRIx64, usign main.c line 152)
+        let zeros = key(1, 0x00a1_0000_0000_0001).with_comment("other").unwrap();
+        let file = KeyEntry::new(&zeros, Role::Feed).key_file_bytes();
+        assert!(
+            file.starts_with(b"untrusted comment: public key 00a1000000000001\n"),
+            "{}",
+            String::from_utf8_lossy(&file)
+        );
     }
 
     #[test]

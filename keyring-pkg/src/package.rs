@@ -1,13 +1,12 @@
-//! The keyring package `<name>-keyring_<serial>_all.ipk` (DESIGN.md §3.5): building it
+//! The keyring package `<name>-keyring_<serial>_all.ipk` (docs/formats.md §5.3): building it
 //! reproducibly and reading it back.
 //!
 //! Contents (data tar, entries sorted, uid/gid 0, one mtime, in the gzipped-tar `.ipk`
 //! container that opkg-lede installs):
 //! - `etc/opkg/keys/<fp>`: one usign public key file per active feed key that has not expired
-//!   at build time, byte for byte as `usign -G`/`signify -G` write it, named by its 16-digit
-//!   fingerprint; a fingerprint with a leading zero nibble gets a second, identical file under
-//!   usign's `%PRIx64` name (no leading zeros), the one `usign -V -P` looks up (see
-//!   [`key_file_names`]) — real opkg verifies the feed with them;
+//!   at build time, byte for byte as `usign -G` writes it, named by its 16-digit zero-padded
+//!   fingerprint, the name `usign -V -P` looks up (see [`key_file_name`]) — real opkg verifies
+//!   the feed with them;
 //! - `usr/share/keyrings/<name>/keyring` and `keyring.sig`: the current serial;
 //! - `usr/share/keyrings/<name>/history/<serial>.keyring` and `.sig` for every earlier serial,
 //!   so a client several serials behind can walk the chain.
@@ -94,12 +93,18 @@ pub fn package_name(name: &str) -> String {
     format!("{name}-keyring")
 }
 
-/// The file names a key is installed under in a usign key directory: the 16-digit
-/// fingerprint, and also usign's `%PRIx64` form when that differs (a fingerprint starting with
-/// a zero nibble, one key in 16). usign's `-V -P DIR` looks up the `%PRIx64` name; other
-/// readers, and usign builds that pad, look up the 16-digit one; both find the key.
+/// The file name a key is installed under in a usign key directory: its 16-digit zero-padded
+/// fingerprint, the name usign's `-V -P DIR` looks up (`"%016"PRIx64`, usign `main.c` line 180
+/// at commit c4c72b1) and `usign -G`'s comments name.
+pub fn key_file_name(fingerprint: Fingerprint) -> String {
+    fingerprint.to_string()
+}
+
+/// The file names a key may have in a keyring package that is read: [`key_file_name`], and for
+/// a fingerprint with a leading zero nibble also the unpadded form, which packages built by
+/// earlier versions carried as a second copy (usign before 2020 looked that name up).
 pub fn key_file_names(fingerprint: Fingerprint) -> Vec<String> {
-    let padded = fingerprint.to_string();
+    let padded = key_file_name(fingerprint);
     let unpadded = fingerprint.unpadded();
     if padded == unpadded {
         vec![padded]
@@ -185,13 +190,11 @@ pub fn build_package(
         b = b.dir(dir, 0o755);
     }
     for key in current.keyring().usable_keys(Role::Feed, now) {
-        for file in key_file_names(key.fingerprint()) {
-            b = b.file(
-                &format!("etc/opkg/keys/{file}"),
-                0o644,
-                key.key_file_bytes(),
-            );
-        }
+        b = b.file(
+            &format!("etc/opkg/keys/{}", key_file_name(key.fingerprint())),
+            0o644,
+            key.key_file_bytes(),
+        );
     }
     b = b
         .file(&format!("{base}/keyring"), 0o644, current.bytes())
@@ -477,7 +480,7 @@ pub fn read_keyring_package_from<R: Read>(input: R) -> Result<KeyringPackage, Re
             return Err(bad(format!(
                 "holds key {}, expected the file to be named {}",
                 key.fingerprint(),
-                key_file_names(key.fingerprint()).join(" or ")
+                key_file_name(key.fingerprint())
             )));
         }
         match current.keyring().key(key.fingerprint()) {

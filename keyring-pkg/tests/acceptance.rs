@@ -1,4 +1,4 @@
-//! The acceptance rules of DESIGN.md §4, one test per rule or attack.
+//! The acceptance rules of docs/trust-model.md §5, one test per rule or attack.
 
 mod common;
 

@@ -113,15 +113,16 @@ fn a_revoked_key_planted_by_another_tool_is_removed() {
     bootstrap(root, &w.chain[0], w.root.fingerprint());
     refresh(root, [&w.chain[1], &w.chain[2]], NOW).unwrap();
     assert_eq!(key_files(root), names_of(&[&w.b]));
-    // Another tool puts A back: under usign's name with other content, under the 16-digit name,
-    // and under an unrelated name with A's real key file. An unrelated key stays.
+    // Another tool puts A back: under usign's name with other content, under the unpadded
+    // name of usign before 2020, and under an unrelated name with A's real key file. An
+    // unrelated key stays.
     let keys = keys_dir(root);
     fs::write(keys.join(name_of(&w.a)), b"garbage").unwrap();
-    fs::write(keys.join(w.a.fingerprint().to_string()), b"garbage").unwrap();
+    fs::write(keys.join(w.a.fingerprint().unpadded()), b"garbage").unwrap();
     fs::write(keys.join("copied-key"), w.a.public_key().to_file_bytes()).unwrap();
     let other = key().public_key();
     fs::write(
-        keys.join(other.fingerprint().unpadded()),
+        keys.join(other.fingerprint().to_string()),
         other.to_file_bytes(),
     )
     .unwrap();
@@ -133,7 +134,7 @@ fn a_revoked_key_planted_by_another_tool_is_removed() {
     assert!(!report.state_replaced);
     assert_eq!(report.keys_written, vec![w.b.fingerprint()]);
     let mut want = names_of(&[&w.b]);
-    want.push(other.fingerprint().unpadded());
+    want.push(other.fingerprint().to_string());
     want.sort();
     assert_eq!(key_files(root), want);
     assert_eq!(
@@ -143,7 +144,7 @@ fn a_revoked_key_planted_by_another_tool_is_removed() {
 }
 
 #[test]
-fn a_key_with_a_leading_zero_nibble_is_installed_and_removed_under_both_names() {
+fn a_key_with_a_leading_zero_nibble_is_installed_padded_and_removed_under_both_names() {
     let root_key = key();
     let zero = SecretKey::from_seed([5; 32], "0b26f36ae0f4106d".parse().unwrap()).unwrap();
     let k1 = keyring(1, &[&root_key], &[&zero]);
@@ -151,12 +152,24 @@ fn a_key_with_a_leading_zero_nibble_is_installed_and_removed_under_both_names() 
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     bootstrap(root, &signed(&k1, &[&root_key]), root_key.fingerprint());
-    assert_eq!(key_files(root), ["0b26f36ae0f4106d", "b26f36ae0f4106d"]);
-    // usign -V -P looks the key up by the unpadded name.
+    // One file, under the name usign -V -P looks up ("%016"PRIx64, usign main.c line 180),
+    // with usign -G's comment (line 152).
+    assert_eq!(key_files(root), ["0b26f36ae0f4106d"]);
+    let file = fs::read_to_string(keys_dir(root).join("0b26f36ae0f4106d")).unwrap();
+    assert!(
+        file.starts_with("untrusted comment: public key 0b26f36ae0f4106d\n"),
+        "{file}"
+    );
     let keydir = feeds::usign::KeyDir::new(keys_dir(root));
     let sig = zero.sign(b"Packages").unwrap();
     assert_eq!(keydir.verify(b"Packages", &sig).unwrap(), zero.public_key());
-    refresh(root, [&signed(&k2, &[&root_key])], NOW).unwrap();
+    // A copy under the unpadded name (usign before 2020, or an earlier keyring package) is
+    // left while the key is trusted, and removed with it.
+    fs::write(keys_dir(root).join("b26f36ae0f4106d"), &file).unwrap();
+    refresh(root, [&signed(&k1, &[&root_key])], NOW).unwrap();
+    assert_eq!(key_files(root), ["0b26f36ae0f4106d", "b26f36ae0f4106d"]);
+    let report = refresh(root, [&signed(&k2, &[&root_key])], NOW).unwrap();
+    assert_eq!(report.keys_removed.len(), 2);
     assert!(key_files(root).is_empty());
 }
 

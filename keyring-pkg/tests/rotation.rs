@@ -1,4 +1,4 @@
-//! The rotation story of DESIGN.md §4 end to end at library level: the maintainer's directory
+//! The rotation story of docs/trust-model.md §7 end to end at library level: the maintainer's directory
 //! (what `archman keyring` drives) → the keyring package → a client root (what `prokit keyring
 //! init/refresh` does).
 

@@ -85,7 +85,7 @@ pub struct FeedSource {
 pub struct Trust {
     /// The trusted feed keys.
     pub keys: Vec<PublicKey>,
-    /// Fingerprints (16 hex digits; usign's unpadded form is accepted too) never to trust,
+    /// Fingerprints (16 hex digits; the unpadded form of pre-2020 usign is accepted too) never to trust,
     /// with the reason shown ("revoked in keyring example serial 3", "retired",
     /// "expired on …"). They win over `keys`.
     pub distrusted: Vec<(String, String)>,

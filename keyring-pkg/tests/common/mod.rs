@@ -139,16 +139,16 @@ pub fn key_files(root: &Path) -> Vec<String> {
     names
 }
 
-/// usign's file name for a key (`%PRIx64`).
+/// usign's file name for a key: the fingerprint in 16 digits (`"%016"PRIx64`).
 pub fn name_of(key: &SecretKey) -> String {
-    key.fingerprint().unpadded()
+    key.fingerprint().to_string()
 }
 
-/// Every file name the keys are installed under, sorted (see `key_file_names`).
+/// The file names the keys are installed under, one each, sorted (see `key_file_name`).
 pub fn names_of(keys: &[&SecretKey]) -> Vec<String> {
     let mut names: Vec<String> = keys
         .iter()
-        .flat_map(|k| keyring_pkg::package::key_file_names(k.fingerprint()))
+        .map(|k| keyring_pkg::package::key_file_name(k.fingerprint()))
         .collect();
     names.sort();
     names
