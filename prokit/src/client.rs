@@ -180,6 +180,8 @@ pub struct Client {
     fetcher: Fetcher,
     store: FeedStore,
     trust: Trust,
+    /// Narrower trust for the feeds named in `option signed_by` (docs/threats.md §23).
+    feed_trust: std::collections::BTreeMap<String, Trust>,
 }
 
 /// Where prokit keeps its own per-feed state inside a root.
@@ -215,22 +217,39 @@ impl Client {
         } else if keys.is_dir() {
             Trust::from_key_dir(&keys)?
         } else {
-            Trust {
-                keys: Vec::new(),
-                distrusted: Vec::new(),
-                require_signature: true,
-                require_release: false,
-            }
+            Trust::default()
         };
         trust.require_signature = config.flag("check_signature").unwrap_or(true);
         trust.require_release = config.flag("require_release").unwrap_or(false);
+        let mut feed_trust = std::collections::BTreeMap::new();
+        for (feed, fps) in &config.signed_by {
+            let wanted: Vec<feeds::usign::Fingerprint> =
+                fps.iter().filter_map(|f| f.parse().ok()).collect();
+            let narrowed = Trust {
+                keys: trust
+                    .keys
+                    .iter()
+                    .filter(|k| wanted.contains(&k.fingerprint()))
+                    .cloned()
+                    .collect(),
+                scope: Some(format!("option signed_by {feed} {}", fps.join(" "))),
+                ..trust.clone()
+            };
+            feed_trust.insert(feed.clone(), narrowed);
+        }
         Ok(Client {
             opts,
             config,
             fetcher,
             store,
             trust,
+            feed_trust,
         })
+    }
+
+    /// The keys trusted for `feed`: those of its `option signed_by`, else every trusted key.
+    fn trust_for(&self, feed: &str) -> &Trust {
+        self.feed_trust.get(feed).unwrap_or(&self.trust)
     }
 
     /// The configuration in use.
@@ -260,7 +279,7 @@ impl Client {
                 name: s.name.clone(),
                 result: self.store.update(
                     &feed_source(s),
-                    &self.trust,
+                    self.trust_for(&s.name),
                     &self.fetcher,
                     self.opts.now,
                 ),
@@ -277,23 +296,45 @@ impl Client {
         Ok(db)
     }
 
-    /// The verified stored indexes, feed by feed, in configuration order.
-    fn indexes(&self) -> Result<Vec<(&Source, Vec<Paragraph>)>, ClientError> {
+    /// The verified stored indexes, feed by feed, in configuration order. A feed whose stored
+    /// index cannot be loaded (never updated, unreadable, no longer verifying) is left out
+    /// with a warning naming it, so one bad feed does not stop the others
+    /// (docs/threats.md §22); when no feed loads at all, the first failure is the error.
+    fn indexes(
+        &self,
+        progress: &dyn Progress,
+    ) -> Result<Vec<(&Source, Vec<Paragraph>)>, ClientError> {
         if self.config.sources.is_empty() {
             return Err(ClientError::NoFeeds(self.conf_name()));
         }
         let mut out = Vec::new();
+        let mut first_error = None;
         for s in &self.config.sources {
-            let index = self
+            let loaded = self
                 .store
-                .load(&s.name, &self.trust)?
-                .ok_or_else(|| ClientError::NotUpdated(s.name.clone()))?;
-            out.push((s, index.stanzas));
+                .load(&s.name, self.trust_for(&s.name))
+                .map_err(ClientError::from)
+                .and_then(|index| index.ok_or_else(|| ClientError::NotUpdated(s.name.clone())));
+            match loaded {
+                Ok(index) => out.push((s, index.stanzas)),
+                Err(e) => {
+                    progress.message(&format!("warning: feed {:?} left out: {e}", s.name));
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(out)
+        match first_error {
+            Some(e) if out.is_empty() => Err(e),
+            _ => Ok(out),
+        }
     }
 
-    fn universe(&self, db: &Db, with_feeds: bool) -> Result<Universe, ClientError> {
+    fn universe(
+        &self,
+        db: &Db,
+        with_feeds: bool,
+        progress: &dyn Progress,
+    ) -> Result<Universe, ClientError> {
         let mut u = Universe::new(&self.config.arch);
         for p in db.packages() {
             u.add_installed(p)?;
@@ -301,9 +342,26 @@ impl Client {
         if with_feeds {
             // Consumed as it is added, so the index and the universe are not both whole in
             // memory at once.
-            for (i, (s, stanzas)) in self.indexes()?.into_iter().enumerate() {
+            for (i, (s, stanzas)) in self.indexes(progress)?.into_iter().enumerate() {
+                // A stanza the resolver cannot read is left out with a warning naming the
+                // feed, the stanza's line and the reason; the rest of the feed, and the other
+                // feeds, stay usable (docs/threats.md §22).
+                let mut line = 1;
                 for st in stanzas {
-                    u.add_available(&st, &s.name, i)?;
+                    let lines: usize = st
+                        .fields()
+                        .map(|f| 1 + f.raw().bytes().filter(|&b| b == b'\n').count())
+                        .sum();
+                    if let Err(e) = u.add_available(&st, &s.name, i) {
+                        progress.message(&format!(
+                            "warning: feed {:?}: stanza at line {line} ({}) left out: {e}",
+                            s.name,
+                            st.get("Package")
+                                .map(str::trim)
+                                .unwrap_or("no Package field")
+                        ));
+                    }
+                    line += lines + 1;
                 }
             }
         }
@@ -328,7 +386,7 @@ impl Client {
         progress: &dyn Progress,
     ) -> Result<Vec<InstallReport>, ClientError> {
         let mut db = self.open_db(progress)?;
-        let universe = self.universe(&db, true)?;
+        let universe = self.universe(&db, true, progress)?;
         let requests: Vec<Request> = packages
             .iter()
             .map(|p| match p.split_once('=') {
@@ -365,6 +423,17 @@ impl Client {
                 })?;
             items.push(download_item(&step.stanza, source, &cache, &step.feed)?);
         }
+        // What each package file must say of itself (docs/threats.md §17).
+        let expected: Vec<install::Expected> = plan
+            .steps
+            .iter()
+            .map(|step| install::Expected {
+                origin: format!("feed {:?}", step.feed),
+                name: step.name.clone(),
+                version: step.version.clone(),
+                arch: step.arch.clone(),
+            })
+            .collect();
         // The index stanzas were needed for the downloads only.
         let mut plan = plan;
         for step in &mut plan.steps {
@@ -375,7 +444,8 @@ impl Client {
         let mut reports = Vec::new();
         let mut install_one = |db: &mut Db, i: usize| -> Result<(), ClientError> {
             let (step, item) = (&plan.steps[i], &items[i]);
-            let report = install::install(db, &item.dest, step.auto, &opts)?;
+            let report =
+                install::install_expecting(db, &item.dest, step.auto, &opts, Some(&expected[i]))?;
             for c in &report.kept_conffiles {
                 progress.message(&format!(
                     "{}: kept the modified {c}; the new version is {c}-opkg",
@@ -463,7 +533,7 @@ impl Client {
         progress: &dyn Progress,
     ) -> Result<Vec<RemoveReport>, ClientError> {
         let mut db = self.open_db(progress)?;
-        let universe = self.universe(&db, false)?;
+        let universe = self.universe(&db, false, progress)?;
         for n in names {
             if db.get(n).is_none() {
                 return Err(ClientError::NotInstalled(n.clone()));
@@ -489,7 +559,11 @@ impl Client {
     }
 
     /// Installed packages, or everything the feeds offer (marked when installed).
-    pub fn list(&self, installed_only: bool) -> Result<Vec<ListEntry>, ClientError> {
+    pub fn list(
+        &self,
+        installed_only: bool,
+        progress: &dyn Progress,
+    ) -> Result<Vec<ListEntry>, ClientError> {
         let db = Db::open(&self.opts.root, &self.config.db_dir())?;
         let field = |p: &Paragraph, f: &str| p.get(f).unwrap_or("").trim().to_string();
         let summary = |p: &Paragraph| {
@@ -519,7 +593,7 @@ impl Client {
                 });
             }
         } else {
-            for (s, stanzas) in self.indexes()? {
+            for (s, stanzas) in self.indexes(progress)? {
                 for p in &stanzas {
                     let name = field(p, "Package");
                     let version = field(p, "Version");
@@ -539,13 +613,17 @@ impl Client {
     }
 
     /// The installed stanza (if any) and every stanza the feeds have for `name`.
-    pub fn info(&self, name: &str) -> Result<Vec<(Option<String>, Paragraph)>, ClientError> {
+    pub fn info(
+        &self,
+        name: &str,
+        progress: &dyn Progress,
+    ) -> Result<Vec<(Option<String>, Paragraph)>, ClientError> {
         let db = Db::open(&self.opts.root, &self.config.db_dir())?;
         let mut out = Vec::new();
         if let Some(p) = db.get(name) {
             out.push((None, p.clone()));
         }
-        if let Ok(indexes) = self.indexes() {
+        if let Ok(indexes) = self.indexes(progress) {
             for (s, stanzas) in indexes {
                 for p in stanzas {
                     if p.get("Package").map(str::trim) == Some(name) {
@@ -588,7 +666,7 @@ impl Client {
         if wanted.is_empty() {
             return Ok((first, Vec::new()));
         }
-        let indexes = self.indexes()?;
+        let indexes = self.indexes(progress)?;
         let cache = self
             .opts
             .cache_dir
@@ -693,7 +771,7 @@ impl Client {
     /// from the trusted serial with every rule of docs/trust-model.md §5, and applies it atomically.
     /// Holds the keyring lock throughout, so concurrent refreshes serialise. Any feed that
     /// fails to update fails the refresh, which then changes nothing.
-    pub fn refresh_keyring(&self) -> Result<Refreshed, ClientError> {
+    pub fn refresh_keyring(&self, progress: &dyn Progress) -> Result<Refreshed, ClientError> {
         let name = self
             .config
             .option("keyring")
@@ -713,7 +791,7 @@ impl Client {
         }
         let package = keyring_pkg::package::package_name(&name);
         let mut best: Option<(feeds::version::Version, &Source, Paragraph)> = None;
-        let indexes = self.indexes()?;
+        let indexes = self.indexes(progress)?;
         for (s, stanzas) in &indexes {
             for p in stanzas {
                 if p.get("Package").map(str::trim) != Some(package.as_str()) {

@@ -3,7 +3,8 @@
 //! `option NAME [VALUE]`, `#` comments. opkg-lede reads `<root>/etc/opkg.conf` and then every
 //! `<root>/etc/opkg/*.conf`; so does prokit. Options prokit adds (opkg ignores unknown ones):
 //! `option keyring NAME`, `option require_release 1`, `option db_dir PATH` (Yocto keeps the
-//! database in `/var/lib/opkg`), `option ca_file PATH`. `option check_signature 0` turns
+//! database in `/var/lib/opkg`), `option ca_file PATH`, `option signed_by FEED FP...` (only
+//! these keys are trusted for that feed, like apt's `signed-by`). `option check_signature 0` turns
 //! signature checking off explicitly; prokit checks signatures unless told not to.
 //!
 //! Every path in the configuration is a path inside the root: `lists_dir ext /var/opkg-lists`
@@ -37,6 +38,9 @@ pub struct Config {
     pub arch: Vec<(String, u32)>,
     /// `option` lines; a bare `option NAME` has the value `1`.
     pub options: BTreeMap<String, String>,
+    /// `option signed_by FEED FP [FP...]`: the only keys trusted for that feed (apt's
+    /// `signed-by`), as written (1 to 16 hex digits each).
+    pub signed_by: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for Config {
@@ -47,6 +51,7 @@ impl Default for Config {
             lists_dir: "/var/opkg-lists".into(),
             arch: Vec::new(),
             options: BTreeMap::new(),
+            signed_by: BTreeMap::new(),
         }
     }
 }
@@ -123,6 +128,25 @@ impl Config {
                         Some(e) => e.1 = prio,
                         None => self.arch.push((arch.to_string(), prio)),
                     }
+                }
+                ["option", "signed_by", feed, ref fps @ ..] if !fps.is_empty() => {
+                    let mut keys = Vec::new();
+                    for fp in fps
+                        .iter()
+                        .flat_map(|f| f.split(','))
+                        .filter(|f| !f.is_empty())
+                    {
+                        if fp.len() > 16 || !fp.bytes().all(|b| b.is_ascii_hexdigit()) {
+                            return Err(err(format!(
+                                "option signed_by {feed}: {fp:?} is not a key fingerprint (16 hex digits)"
+                            )));
+                        }
+                        keys.push(fp.to_ascii_lowercase());
+                    }
+                    self.signed_by
+                        .entry(feed.to_string())
+                        .or_default()
+                        .extend(keys);
                 }
                 ["option", name] => {
                     self.options.insert(name.into(), "1".into());
@@ -227,6 +251,9 @@ impl Config {
         for (name, value) in &self.options {
             out.push_str(&format!("option {name} {value}\n"));
         }
+        for (feed, fps) in &self.signed_by {
+            out.push_str(&format!("option signed_by {feed} {}\n", fps.join(" ")));
+        }
         out
     }
 }
@@ -269,6 +296,26 @@ arch x86_64 10
     fn round_trips_through_text() {
         let c = Config::parse(OPENWRT, "opkg.conf").unwrap();
         assert_eq!(Config::parse(&c.to_text(), "again").unwrap(), c);
+    }
+
+    #[test]
+    fn signed_by_pins_keys_per_feed_and_round_trips() {
+        let c = Config::parse(
+            "src/gz a http://a\noption signed_by a 0123456789ABCDEF,fedcba9876543210\noption signed_by a 1\n",
+            "x.conf",
+        )
+        .unwrap();
+        assert_eq!(
+            c.signed_by["a"],
+            ["0123456789abcdef", "fedcba9876543210", "1"]
+        );
+        assert_eq!(Config::parse(&c.to_text(), "again").unwrap(), c);
+        let e = Config::parse("option signed_by a nothex\n", "x.conf").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("x.conf:1: option signed_by a: \"nothex\" is not a key fingerprint"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -93,6 +93,9 @@ pub struct Trust {
     pub require_signature: bool,
     /// Refuse feeds without a `Release`. Default false (OpenWrt feeds have none).
     pub require_release: bool,
+    /// Set when `keys` was narrowed for one feed (`option signed_by FEED FP…`): the text shown
+    /// when another trusted key signed it.
+    pub scope: Option<String>,
 }
 
 impl Default for Trust {
@@ -102,6 +105,7 @@ impl Default for Trust {
             distrusted: Vec::new(),
             require_signature: true,
             require_release: false,
+            scope: None,
         }
     }
 }
@@ -177,11 +181,25 @@ pub enum FeedError {
         reason: String,
     },
     /// Signed by a key that is not among the trusted keys.
-    #[error("feed {feed:?}: {file}: signed by key {fingerprint}, which is not trusted")]
+    #[error("feed {feed:?}: {file}: signed by key {fingerprint}, which is not trusted{}", scope.as_deref().map(|s| format!(" for this feed ({s})")).unwrap_or_default())]
     UntrustedKey {
         feed: String,
         file: String,
         fingerprint: Fingerprint,
+        /// Why the key is not trusted here though it may be elsewhere (`signed_by`).
+        scope: Option<String>,
+    },
+    /// The feed's `Release` names another feed than the one first accepted here.
+    #[error(
+        "feed {feed:?}: {file}: the Release says {now}, but this feed's accepted Releases said {was}: another feed's index served in its place? refused (if the feed really was renamed, remove {} deliberately)",
+        state.display()
+    )]
+    IdentityChanged {
+        feed: String,
+        file: String,
+        was: String,
+        now: String,
+        state: PathBuf,
     },
     /// Signed by a key that is explicitly distrusted (revoked, retired, expired).
     #[error("feed {feed:?}: {file}: signed by key {fingerprint}, which is not trusted: {reason}")]
@@ -371,6 +389,7 @@ impl Trust {
                 feed: feed.into(),
                 file: file.into(),
                 fingerprint,
+                scope: self.scope.clone(),
             })?;
         key.verify(message, &sig)
             .map_err(|_| FeedError::BadSignature {
@@ -414,16 +433,60 @@ fn sha256_hex(bytes: &[u8]) -> String {
 struct State {
     /// `Some` once a Release was accepted: its Date and the SHA-256 of its bytes.
     release: Option<(i64, String)>,
+    /// The identity (`Origin`, `Label`) of the accepted Releases, pinned at the first one
+    /// (docs/threats.md §23). `None` in a state written before identities were kept.
+    identity: Option<Identity>,
+}
+
+/// What a `Release` says it is: its `Origin` and `Label`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Identity {
+    origin: Option<String>,
+    label: Option<String>,
+}
+
+impl Identity {
+    fn of(release: &Release) -> Identity {
+        Identity {
+            origin: release.origin.clone(),
+            label: release.label.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |v: &Option<String>| {
+            v.as_deref()
+                .map_or("(none)".to_string(), |v| format!("{v:?}"))
+        };
+        write!(
+            f,
+            "Origin {}, Label {}",
+            show(&self.origin),
+            show(&self.label)
+        )
+    }
 }
 
 impl State {
     fn to_text(&self, feed: &str) -> String {
-        match &self.release {
+        let mut out = match &self.release {
             None => format!("Feed: {feed}\nHas-Release: no\n"),
             Some((date, sha)) => format!(
                 "Feed: {feed}\nHas-Release: yes\nLast-Date: {date}\nRelease-SHA256: {sha}\n"
             ),
+        };
+        if let Some(id) = &self.identity {
+            out.push_str("Identity: pinned\n");
+            if let Some(o) = &id.origin {
+                out.push_str(&format!("Origin: {o}\n"));
+            }
+            if let Some(l) = &id.label {
+                out.push_str(&format!("Label: {l}\n"));
+            }
         }
+        out
     }
 
     fn parse(text: &str, feed: &str) -> Result<State, String> {
@@ -438,7 +501,10 @@ impl State {
                 if p.contains("Last-Date") || p.contains("Release-SHA256") {
                     return Err("Has-Release: no, but a Last-Date or Release-SHA256".into());
                 }
-                Ok(State { release: None })
+                Ok(State {
+                    release: None,
+                    identity: None,
+                })
             }
             Some("yes") => {
                 let date = p
@@ -453,8 +519,17 @@ impl State {
                 if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(format!("bad Release-SHA256 {sha:?}"));
                 }
+                let identity = match p.get("Identity") {
+                    None => None,
+                    Some("pinned") => Some(Identity {
+                        origin: p.get("Origin").map(str::to_string),
+                        label: p.get("Label").map(str::to_string),
+                    }),
+                    Some(other) => return Err(format!("bad Identity {other:?} (expected pinned)")),
+                };
                 Ok(State {
                     release: Some((date, sha.to_ascii_lowercase())),
+                    identity,
                 })
             }
             Some(other) => Err(format!("bad Has-Release {other:?} (expected yes or no)")),
@@ -477,6 +552,7 @@ struct AcceptedRelease {
     sig: Option<Vec<u8>>,
     date: i64,
     sha256: String,
+    identity: Identity,
 }
 
 impl FeedStore {
@@ -634,6 +710,7 @@ impl FeedStore {
         // 4. Store: state first, then the lists (see the module docs).
         let new_state = State {
             release: release.as_ref().map(|r| (r.date, r.sha256.clone())),
+            identity: release.as_ref().map(|r| r.identity.clone()),
         };
         let list_path = self.list_path(name);
         let sig_path = self.lists_dir.join(format!("{name}.sig"));
@@ -784,11 +861,25 @@ impl FeedStore {
                 });
             }
         }
+        let identity = Identity::of(&release);
+        if state.release.is_some()
+            && let Some(pinned) = &state.identity
+            && *pinned != identity
+        {
+            return Err(FeedError::IdentityChanged {
+                feed: feed.into(),
+                file,
+                was: pinned.to_string(),
+                now: identity.to_string(),
+                state: self.state_path(feed),
+            });
+        }
         Ok(AcceptedRelease {
             bytes,
             sig,
             date: release.date,
             sha256,
+            identity,
         })
     }
 
@@ -1316,6 +1407,63 @@ mod tests {
     }
 
     #[test]
+    fn release_identity_is_pinned_at_first_accept() {
+        let fx = Fixture::new();
+        let publish_as = |origin: &str, date: i64| {
+            let p = fx.publish(&packages(1, "1.0"), Some(date));
+            let mut r =
+                Release::parse(std::str::from_utf8(&p.release.clone().unwrap()).unwrap()).unwrap();
+            r.origin = Some(origin.into());
+            r.label = Some(origin.into());
+            let bytes = r.to_text().into_bytes();
+            fs::write(fx.dir().join("Release"), &bytes).unwrap();
+            fs::write(
+                fx.dir().join("Release.sig"),
+                fx.sk.sign(&bytes).unwrap().to_file_bytes(),
+            )
+            .unwrap();
+        };
+        publish_as("base", NOW - 2 * DAY);
+        fx.update(true, NOW).unwrap();
+        let state = fs::read_to_string(fx.local.path().join("state/base/state")).unwrap();
+        assert!(
+            state.contains("Identity: pinned\nOrigin: base\nLabel: base\n"),
+            "{state}"
+        );
+        // A newer, validly signed Release of another feed: refused, nothing stored changes.
+        publish_as("packages", NOW - DAY);
+        let (e, msg) = fx.refused(true, NOW);
+        assert!(matches!(e, FeedError::IdentityChanged { .. }), "{msg}");
+        assert!(
+            msg.contains("the Release says Origin \"packages\", Label \"packages\", but this feed's accepted Releases said Origin \"base\", Label \"base\""),
+            "{msg}"
+        );
+        // The same feed, later: accepted.
+        publish_as("base", NOW - DAY + 60);
+        fx.update(true, NOW).unwrap();
+    }
+
+    #[test]
+    fn a_state_without_an_identity_pins_the_next_one() {
+        let text = "Feed: base\nHas-Release: yes\nLast-Date: 5\nRelease-SHA256: ".to_string()
+            + &"a".repeat(64)
+            + "\n";
+        let s = State::parse(&text, "base").unwrap();
+        assert_eq!(s.identity, None);
+        let pinned = State {
+            identity: Some(Identity {
+                origin: Some("o".into()),
+                label: None,
+            }),
+            ..s
+        };
+        assert_eq!(
+            State::parse(&pinned.to_text("base"), "base").unwrap(),
+            pinned
+        );
+    }
+
+    #[test]
     fn update_with_release_records_the_date() {
         let fx = Fixture::new();
         fx.publish(&packages(1, "1.0"), Some(NOW - DAY));
@@ -1742,6 +1890,7 @@ mod tests {
     fn state_roundtrip() {
         let s = State {
             release: Some((NOW, "ab".repeat(32))),
+            identity: Some(Identity::default()),
         };
         assert_eq!(State::parse(&s.to_text("x"), "x").unwrap(), s);
         assert_eq!(

@@ -56,6 +56,19 @@ pub struct InstallOptions {
     pub installed_time: i64,
 }
 
+/// What the verified index says a package file is: the file must say the same of itself
+/// (docs/threats.md §17). A package can only ever install under the name, version and
+/// architecture the signed index gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    /// Where the stanza came from, for messages (`feed "main"`).
+    pub origin: String,
+    pub name: String,
+    pub version: String,
+    /// Empty when the stanza has no `Architecture`.
+    pub arch: String,
+}
+
 /// What an install did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstallReport {
@@ -117,6 +130,17 @@ pub enum InstallError {
     },
     #[error("package {0} is not installed")]
     NotInstalled(String),
+    /// The package file is not what the index stanza it was downloaded for describes.
+    #[error(
+        "{file}: refused: its control file says {field} {got:?}, but the verified index of {origin} lists it as {field} {want:?}: a package installs only under the identity the signed index gives it"
+    )]
+    IdentityMismatch {
+        file: String,
+        origin: String,
+        field: &'static str,
+        want: String,
+        got: String,
+    },
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> InstallError + '_ {
@@ -166,14 +190,51 @@ pub fn install(
     auto: bool,
     opts: &InstallOptions,
 ) -> Result<InstallReport, InstallError> {
+    install_expecting(db, pkg_file, auto, opts, None)
+}
+
+/// [`install`], refusing the package (before anything is visible) unless its own control
+/// file gives the `expected` name, version and architecture.
+pub fn install_expecting(
+    db: &mut Db,
+    pkg_file: &Path,
+    auto: bool,
+    opts: &InstallOptions,
+    expected: Option<&Expected>,
+) -> Result<InstallReport, InstallError> {
     recover(db)?;
     let label = pkg_file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     transact(db, &format!("install {label}"), |db, tx| {
-        install_in(db, tx, pkg_file, auto, opts)
+        install_in(db, tx, pkg_file, auto, opts, expected)
     })
+}
+
+/// Compares a package's own control fields with what the index said of it.
+fn check_identity(
+    pkg_file: &Path,
+    package: &feeds::package::Package,
+    want: &Expected,
+) -> Result<(), InstallError> {
+    let fields = [
+        ("Package", want.name.as_str(), package.name()),
+        ("Version", want.version.as_str(), package.version()),
+        ("Architecture", want.arch.as_str(), package.architecture()),
+    ];
+    for (field, want_v, got) in fields {
+        if want_v.trim() != got.trim() {
+            return Err(InstallError::IdentityMismatch {
+                file: pkg_file.display().to_string(),
+                origin: want.origin.clone(),
+                field,
+                want: want_v.trim().to_string(),
+                got: got.trim().to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn install_in(
@@ -182,11 +243,15 @@ fn install_in(
     pkg_file: &Path,
     auto: bool,
     opts: &InstallOptions,
+    expected: Option<&Expected>,
 ) -> Result<InstallReport, InstallError> {
     let unpack_opts = UnpackOptions {
         allow_special: opts.allow_special,
     };
     let staged = unpack::unpack(db, tx, pkg_file, &unpack_opts)?;
+    if let Some(want) = expected {
+        check_identity(pkg_file, &staged.package, want)?;
+    }
     let name = staged.package.name().to_string();
     let version = staged.package.version().to_string();
     let old = db.get(&name).cloned();

@@ -133,6 +133,7 @@ pub fn trust(root: &Path, name: &str, now: i64) -> Result<Trust, KeyringError> {
             .collect(),
         require_signature: true,
         require_release: false,
+        scope: None,
     })
 }
 

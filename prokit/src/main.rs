@@ -375,7 +375,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::List { installed } => {
             let client = Client::open(options(&cli, cli.root.clone(), None))?;
-            let list = client.list(*installed)?;
+            let list = client.list(*installed, &reporter)?;
             if cli.json {
                 let items: Vec<String> = list
                     .iter()
@@ -409,7 +409,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Info { package } => {
             let client = Client::open(options(&cli, cli.root.clone(), None))?;
-            let found = client.info(package)?;
+            let found = client.info(package, &reporter)?;
             if found.is_empty() {
                 bail!("package {package} is neither installed nor in any feed");
             }
@@ -547,7 +547,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Keyring(KeyringCmd::Refresh) => {
             let client = Client::open(options(&cli, cli.root.clone(), None))?;
-            let r = client.refresh_keyring()?;
+            let r = client.refresh_keyring(&reporter)?;
             if !cli.quiet {
                 match r.from {
                     Some(from) => println!(
