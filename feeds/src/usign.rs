@@ -30,15 +30,15 @@
 //!   42), so a hostile key file cannot stall us in the KDF.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{self, File};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use ed25519_compact::{KeyPair, Seed};
+use safe_fs::WriteOptions;
 use sha2::{Digest, Sha512};
 
 /// The prefix of line 1 of every file written (any line 1 is read).
@@ -136,6 +136,12 @@ pub enum Error {
         kind: FileKind,
         path: PathBuf,
         source: io::Error,
+    },
+    /// Writing a key or signature file failed (the error names the path and the step).
+    #[error("{kind} {error}")]
+    Write {
+        kind: FileKind,
+        error: safe_fs::FsError,
     },
     #[error("{}: already exists; not overwriting a secret key without force", path.display())]
     Exists { path: PathBuf },
@@ -421,12 +427,11 @@ impl SecretKey {
         if force {
             return write_atomic(FileKind::SecretKey, path, &bytes, 0o600);
         }
-        write_new(path, &bytes, 0o600).map_err(|source| match source.kind() {
+        safe_fs::write_new(path, &bytes, write_options(0o600)).map_err(|error| match error.kind() {
             io::ErrorKind::AlreadyExists => Error::Exists { path: path.into() },
-            _ => Error::Io {
+            _ => Error::Write {
                 kind: FileKind::SecretKey,
-                path: path.into(),
-                source,
+                error,
             },
         })
     }
@@ -777,41 +782,15 @@ fn read_path<T>(
     parse(&bytes).map_err(in_file)
 }
 
-/// Creates `path` (which must not exist) with `mode` and writes `bytes` to disk; on a failed
-/// write the partial file is removed.
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)?;
-    let written = file.write_all(bytes).and_then(|()| file.sync_all());
-    if written.is_err() {
-        let _ = fs::remove_file(path);
-    }
-    written
+/// The options key and signature files are written with: `mode` exactly, fsynced.
+fn write_options(mode: u32) -> WriteOptions {
+    WriteOptions { mode, sync: true }
 }
 
-/// Writes `bytes` to a fresh temporary file beside `path`, then renames it over `path`.
+/// Replaces `path` with `bytes` atomically (docs/crash-safety.md §1).
 fn write_atomic(kind: FileKind, path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
-    let io_err = |source| Error::Io {
-        kind,
-        path: path.into(),
-        source,
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io_err(io::Error::new(io::ErrorKind::InvalidInput, "no file name")))?;
-    let tmp = path.with_file_name(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        hex::encode(random::<6>()?)
-    ));
-    let written = write_new(&tmp, bytes, mode).and_then(|()| fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written.map_err(io_err)
+    safe_fs::write_atomic(path, bytes, write_options(mode))
+        .map_err(|error| Error::Write { kind, error })
 }
 
 #[cfg(test)]
@@ -1187,6 +1166,46 @@ mod tests {
         assert!(!debug.contains(secret), "{debug}");
         assert!(!debug.contains(RFC_SEED));
         assert!(debug.contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn a_planted_symlink_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::write(&outside, b"victim").unwrap();
+        let sec_path = dir.path().join("key.sec");
+        std::os::unix::fs::symlink(&outside, &sec_path).unwrap();
+        let (secret, public) = SecretKey::generate(None).unwrap();
+        assert!(matches!(
+            secret.write_path(&sec_path, None, false),
+            Err(Error::Exists { .. })
+        ));
+        assert_eq!(fs::read(&outside).unwrap(), b"victim");
+        // With force the link itself is replaced by the key file.
+        secret.write_path(&sec_path, None, true).unwrap();
+        assert_eq!(fs::read(&outside).unwrap(), b"victim");
+        assert!(fs::symlink_metadata(&sec_path).unwrap().is_file());
+        let pub_path = dir.path().join("key.pub");
+        std::os::unix::fs::symlink(&outside, &pub_path).unwrap();
+        public.write_path(&pub_path).unwrap();
+        assert_eq!(fs::read(&outside).unwrap(), b"victim");
+        assert_eq!(PublicKey::read_path(&pub_path).unwrap(), public);
+    }
+
+    #[test]
+    fn a_failed_write_names_the_file_kind_path_and_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, public) = SecretKey::generate(None).unwrap();
+        let missing = dir.path().join("none");
+        let err = public.write_path(&missing.join("key.pub")).unwrap_err();
+        assert!(matches!(err, Error::Write { .. }), "{err:?}");
+        assert!(
+            err.to_string().starts_with(&format!(
+                "public key {}: cannot open directory: ",
+                missing.display()
+            )),
+            "{err}"
+        );
     }
 
     #[test]

@@ -28,23 +28,24 @@
 //! crash after the sync and before the swap leaves the new keys with the old state; the next
 //! refresh walks the chain again and completes the swap.
 //!
-//! Paths are resolved inside the root as a chroot would (an absolute or `..` symlink in the
-//! root cannot lead outside it).
+//! Paths are resolved inside the root as a chroot would, with [`safe_fs::Root`] (an absolute or
+//! `..` symlink in the root cannot lead outside it, nor can a concurrent swap), and everything
+//! in the state and key directories is done through their descriptors, never through a
+//! symlink: the lock file, the state directories and the key files are opened `O_NOFOLLOW`.
 //!
 //! [`lock`] takes an exclusive `flock` on the lock file; hold the [`KeyringLock`] across
 //! [`load_trusted`] → accept → [`apply`] so that two refreshes serialise. [`apply`] also
 //! refuses if the trusted state changed since the keyring was accepted.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{OpenOptionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use feeds::usign::{Fingerprint, PublicKey};
+use safe_fs::{Dir, EntryKind, FsError, Root, WriteOptions};
 
 use crate::accept::Verified;
-use crate::fsutil;
 use crate::manifest::{MAX_MANIFEST_LEN, Role, Status, is_valid_name};
 use crate::package::{key_file_name, key_file_names};
 use crate::signatures::{MAX_SIGNATURE_FILE_LEN, ParseError, SignedKeyring};
@@ -60,6 +61,8 @@ pub const LOCK_FILE: &str = ".lock";
 /// Why applying or reading trusted state failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
+    #[error(transparent)]
+    Fs(#[from] FsError),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -119,7 +122,10 @@ fn failpoint(_name: &'static str) -> io::Result<()> {
 pub struct KeyringLock {
     _file: File,
     root: PathBuf,
-    state_dir: PathBuf,
+    /// The root, opened: every path below is resolved inside it.
+    fs_root: Root,
+    /// The state directory, [`STATE_DIR`] resolved in the root.
+    state: Dir,
 }
 
 impl KeyringLock {
@@ -132,49 +138,37 @@ impl KeyringLock {
 /// Takes the lock of `root`'s keyring state (creating `var/lib/prokit/keyrings/`), waiting
 /// for another holder to release it.
 pub fn lock(root: &Path) -> Result<KeyringLock, ApplyError> {
-    let (file, path, state_dir) = open_lock_file(root)?;
-    file.lock().map_err(io_err(&path))?;
-    Ok(KeyringLock {
-        _file: file,
-        root: root.into(),
-        state_dir,
-    })
+    let lock = open_lock_file(root)?;
+    lock._file.lock().map_err(io_err(&lock_path(&lock)))?;
+    Ok(lock)
 }
 
 /// Takes the lock if it is free; `Ok(None)` when another process holds it.
 pub fn try_lock(root: &Path) -> Result<Option<KeyringLock>, ApplyError> {
-    let (file, path, state_dir) = open_lock_file(root)?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(KeyringLock {
-            _file: file,
-            root: root.into(),
-            state_dir,
-        })),
+    let lock = open_lock_file(root)?;
+    match lock._file.try_lock() {
+        Ok(()) => Ok(Some(lock)),
         Err(fs::TryLockError::WouldBlock) => Ok(None),
-        Err(fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
+        Err(fs::TryLockError::Error(e)) => Err(io_err(&lock_path(&lock))(e)),
     }
 }
 
-fn open_lock_file(root: &Path) -> Result<(File, PathBuf, PathBuf), ApplyError> {
-    let state_dir = fsutil::resolve_dir(root, STATE_DIR, true)
-        .map_err(io_err(&root.join(STATE_DIR)))?
-        .unwrap_or_else(|| root.join(STATE_DIR));
-    let path = state_dir.join(LOCK_FILE);
-    if fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
-        return Err(ApplyError::BadState {
-            path,
-            reason: "the lock file is not a regular file".into(),
-        });
-    }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .open(&path)
-        .map_err(io_err(&path))?;
-    Ok((file, path, state_dir))
+fn lock_path(lock: &KeyringLock) -> PathBuf {
+    lock.state.path().join(LOCK_FILE)
+}
+
+/// Opens (creating) the lock file, not yet locked. The state directory is resolved inside the
+/// root; the lock file is never opened through a symlink, nor if it is not a regular file.
+fn open_lock_file(root: &Path) -> Result<KeyringLock, ApplyError> {
+    let fs_root = Root::open(root)?;
+    let state = fs_root.open_dir(STATE_DIR, true)?;
+    let file = state.open_or_create(LOCK_FILE, 0o644)?;
+    Ok(KeyringLock {
+        _file: file,
+        root: root.into(),
+        fs_root,
+        state,
+    })
 }
 
 fn check_name(name: &str) -> Result<(), ApplyError> {
@@ -185,76 +179,73 @@ fn check_name(name: &str) -> Result<(), ApplyError> {
     }
 }
 
-/// The directory the state link `<name>` points to, or `None` when there is no state.
-fn state_target(state_dir: &Path, name: &str) -> Result<Option<PathBuf>, ApplyError> {
-    let link = state_dir.join(name);
-    let meta = match fs::symlink_metadata(&link) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+/// The name, in the state directory, of the directory holding the state of keyring `name`
+/// (the target of the link `<name>`, or `<name>` itself when it is a plain directory), or
+/// `None` when there is no state.
+fn state_target(state: &Dir, name: &str) -> Result<Option<String>, ApplyError> {
+    let link = state.path().join(name);
+    match state.kind(name)? {
+        None => {
             // Between moving a plain state directory aside and linking the new state in.
-            let aside = state_dir.join(aside_name(name));
-            return Ok(fs::symlink_metadata(&aside)
-                .is_ok_and(|m| m.is_dir())
-                .then_some(aside));
+            let aside = aside_name(name);
+            Ok((state.kind(&aside)? == Some(EntryKind::Dir)).then_some(aside))
         }
-        Err(e) => return Err(io_err(&link)(e)),
-    };
-    if meta.is_dir() {
         // A plain directory (made by hand or by another tool): read it as it is.
-        return Ok(Some(link));
-    }
-    if !meta.file_type().is_symlink() {
-        return Err(ApplyError::BadState {
+        Some(EntryKind::Dir) => Ok(Some(name.to_string())),
+        Some(EntryKind::Symlink) => {
+            let target = state.read_link(name)?;
+            match target.to_str() {
+                Some(t) if t.starts_with(&format!(".{name}_")) && !t.contains('/') => {
+                    Ok(Some(t.to_string()))
+                }
+                _ => Err(ApplyError::BadState {
+                    path: link,
+                    reason: format!(
+                        "points to {}, not a state directory beside it",
+                        target.display()
+                    ),
+                }),
+            }
+        }
+        Some(_) => Err(ApplyError::BadState {
             path: link,
             reason: "neither the state symlink nor a directory".into(),
-        });
+        }),
     }
-    let target = fs::read_link(&link).map_err(io_err(&link))?;
-    let ok = target
-        .to_str()
-        .is_some_and(|t| t.starts_with(&format!(".{name}_")) && !t.contains('/'));
-    if !ok {
-        return Err(ApplyError::BadState {
-            path: link,
-            reason: format!(
-                "points to {}, not a state directory beside it",
-                target.display()
-            ),
-        });
-    }
-    Ok(Some(state_dir.join(target)))
 }
 
-fn read_state(dir: &Path) -> Result<SignedKeyring, ApplyError> {
-    let manifest_path = dir.join(MANIFEST_FILE);
-    let sig_path = dir.join(SIGNATURE_FILE);
-    let read = |path: &Path, max| -> Result<Vec<u8>, ApplyError> {
-        fsutil::read_bounded(path, max)
-            .map_err(io_err(path))?
-            .ok_or_else(|| ApplyError::BadState {
-                path: path.into(),
-                reason: "missing".into(),
-            })
+/// Reads the state directory `dir_name` of the state directory (not through a symlink).
+fn read_state(state: &Dir, dir_name: &str) -> Result<SignedKeyring, ApplyError> {
+    let missing = |path: PathBuf| ApplyError::BadState {
+        path,
+        reason: "missing".into(),
     };
-    let manifest = read(&manifest_path, MAX_MANIFEST_LEN)?;
-    let sigs = read(&sig_path, MAX_SIGNATURE_FILE_LEN)?;
+    let dir = state
+        .open_subdir(dir_name)?
+        .ok_or_else(|| missing(state.path().join(dir_name)))?;
+    let read = |file: &str, max: usize| -> Result<Vec<u8>, ApplyError> {
+        dir.read_file(file, max as u64)?
+            .ok_or_else(|| missing(dir.path().join(file)))
+    };
+    let manifest = read(MANIFEST_FILE, MAX_MANIFEST_LEN)?;
+    let sigs = read(SIGNATURE_FILE, MAX_SIGNATURE_FILE_LEN)?;
     SignedKeyring::parse(&manifest, &sigs).map_err(|source| ApplyError::State {
-        path: manifest_path,
+        path: dir.path().join(MANIFEST_FILE),
         source,
     })
 }
 
-fn load_in(state_dir: &Path, name: &str) -> Result<Option<SignedKeyring>, ApplyError> {
+fn load_in(state: &Dir, name: &str) -> Result<Option<SignedKeyring>, ApplyError> {
     let mut attempts = 0;
     loop {
-        let Some(dir) = state_target(state_dir, name)? else {
+        let Some(dir) = state_target(state, name)? else {
             return Ok(None);
         };
-        let signed = match read_state(&dir) {
+        let signed = match read_state(state, &dir) {
             Ok(signed) => signed,
             // A reader without the lock may lose a race with an apply that swapped the state
             // and removed the old directory: read the new one.
-            Err(_) if attempts < 3 && state_target(state_dir, name)?.as_ref() != Some(&dir) => {
+            Err(_) if attempts < 3 && state_target(state, name)?.as_ref() != Some(&dir) => {
                 attempts += 1;
                 continue;
             }
@@ -262,7 +253,7 @@ fn load_in(state_dir: &Path, name: &str) -> Result<Option<SignedKeyring>, ApplyE
         };
         if signed.name() != name {
             return Err(ApplyError::BadState {
-                path: dir.join(MANIFEST_FILE),
+                path: state.path().join(&dir).join(MANIFEST_FILE),
                 reason: format!("holds keyring {:?}, not {name:?}", signed.name()),
             });
         }
@@ -270,68 +261,66 @@ fn load_in(state_dir: &Path, name: &str) -> Result<Option<SignedKeyring>, ApplyE
     }
 }
 
+/// The state directory of `root` for reading, or `None` when the root or the directory does
+/// not exist.
+fn open_state(root: &Path) -> Result<Option<Dir>, ApplyError> {
+    let found = Root::open(root).and_then(|r| r.open_dir(STATE_DIR, false));
+    match found {
+        Ok(dir) => Ok(Some(dir)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The trusted keyring `name` of `root`, or `None` when none was installed. Needs no lock:
 /// the state is swapped atomically.
 pub fn load_trusted(root: &Path, name: &str) -> Result<Option<SignedKeyring>, ApplyError> {
     check_name(name)?;
-    let Some(state_dir) =
-        fsutil::resolve_dir(root, STATE_DIR, false).map_err(io_err(&root.join(STATE_DIR)))?
-    else {
+    let Some(state) = open_state(root)? else {
         return Ok(None);
     };
-    load_in(&state_dir, name)
+    load_in(&state, name)
 }
 
 /// The names of the keyrings trusted in `root`, sorted.
 pub fn trusted_names(root: &Path) -> Result<Vec<String>, ApplyError> {
-    let Some(state_dir) =
-        fsutil::resolve_dir(root, STATE_DIR, false).map_err(io_err(&root.join(STATE_DIR)))?
-    else {
+    let Some(state) = open_state(root)? else {
         return Ok(Vec::new());
     };
-    let mut names = Vec::new();
-    for entry in fs::read_dir(&state_dir).map_err(io_err(&state_dir))? {
-        let entry = entry.map_err(io_err(&state_dir))?;
-        if let Some(name) = entry.file_name().to_str()
-            && is_valid_name(name)
-        {
-            names.push(name.to_string());
-        }
-    }
-    names.sort();
-    Ok(names)
+    Ok(state
+        .entries()?
+        .into_iter()
+        .filter_map(|name| name.into_string().ok())
+        .filter(|name| is_valid_name(name))
+        .collect())
 }
 
 /// Removes what an interrupted [`apply`] of `name` left in the state directory: staging
 /// directories and temporary links not pointed to by `<name>`.
-fn clean_state(state_dir: &Path, name: &str) -> Result<(), ApplyError> {
-    let link = state_dir.join(name);
-    let aside = state_dir.join(aside_name(name));
-    if fs::symlink_metadata(&link).is_err() && fs::symlink_metadata(&aside).is_ok() {
+fn clean_state(state: &Dir, name: &str) -> Result<(), ApplyError> {
+    let aside = aside_name(name);
+    if state.kind(name)?.is_none() && state.kind(&aside)?.is_some() {
         // Interrupted while replacing a plain state directory: put it back.
-        fs::rename(&aside, &link).map_err(io_err(&aside))?;
-        fsutil::sync_dir(state_dir).map_err(io_err(state_dir))?;
+        state.rename(&aside, name)?;
+        state.sync()?;
     }
-    let live = state_target(state_dir, name)?;
+    let live = state_target(state, name)?;
     let prefix = format!(".{name}_");
-    for entry in fs::read_dir(state_dir).map_err(io_err(state_dir))? {
-        let entry = entry.map_err(io_err(state_dir))?;
-        let file_name = entry.file_name();
-        let Some(text) = file_name.to_str() else {
+    for entry in state.entries()? {
+        let Some(text) = entry.to_str() else {
             continue;
         };
-        if !text.starts_with(&prefix) {
+        if !text.starts_with(&prefix) || live.as_deref() == Some(text) {
             continue;
         }
-        let path = entry.path();
-        if live.as_deref() == Some(path.as_path()) {
-            continue;
-        }
-        let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
-        if meta.is_dir() {
-            fs::remove_dir_all(&path).map_err(io_err(&path))?;
-        } else {
-            fs::remove_file(&path).map_err(io_err(&path))?;
+        match state.kind(text)? {
+            Some(EntryKind::Dir) => {
+                state.remove_dir_all(text)?;
+            }
+            Some(_) => {
+                state.remove_file(text)?;
+            }
+            None => {}
         }
     }
     Ok(())
@@ -362,9 +351,9 @@ pub fn apply(lock: &KeyringLock, verified: &Verified, now: i64) -> Result<ApplyR
     let signed = verified.signed();
     let name = signed.name().to_string();
     check_name(&name)?;
-    let state_dir = &lock.state_dir;
-    clean_state(state_dir, &name)?;
-    let old = load_in(state_dir, &name)?;
+    let state = &lock.state;
+    clean_state(state, &name)?;
+    let old = load_in(state, &name)?;
     if let Some((serial, hash)) = verified.base() {
         let found = old.as_ref().map(|o| (o.serial(), o.sha256()));
         if found != Some((serial, hash)) {
@@ -379,12 +368,10 @@ pub fn apply(lock: &KeyringLock, verified: &Verified, now: i64) -> Result<ApplyR
         Some(o) => o.bytes() != signed.bytes() || o.signatures() != signed.signatures(),
         None => true,
     };
-    let keys_dir = fsutil::resolve_dir(&lock.root, KEYS_DIR, true)
-        .map_err(io_err(&lock.root.join(KEYS_DIR)))?
-        .unwrap_or_else(|| lock.root.join(KEYS_DIR));
-    let sync = sync_keys(&keys_dir, old.as_ref(), signed, now)?;
+    let keys = lock.fs_root.open_dir(KEYS_DIR, true)?;
+    let sync = sync_keys(&keys, old.as_ref(), signed, now)?;
     if replace {
-        swap_state(state_dir, signed)?;
+        swap_state(state, signed)?;
     }
     Ok(ApplyReport {
         name,
@@ -402,40 +389,37 @@ fn aside_name(name: &str) -> String {
 }
 
 /// Writes `signed` into a new state directory and swaps it in.
-fn swap_state(state_dir: &Path, signed: &SignedKeyring) -> Result<(), ApplyError> {
+fn swap_state(state: &Dir, signed: &SignedKeyring) -> Result<(), ApplyError> {
     let name = signed.name();
-    let suffix = fsutil::random_suffix().map_err(io_err(state_dir))?;
+    let suffix = safe_fs::random_hex(8);
     let staged_name = format!(".{name}_{}_{suffix}", signed.serial());
-    let staged = state_dir.join(&staged_name);
-    fs::create_dir(&staged).map_err(io_err(&staged))?;
-    let manifest = staged.join(MANIFEST_FILE);
-    fsutil::write_atomic(&manifest, signed.bytes(), 0o644).map_err(io_err(&manifest))?;
-    failpoint("staged-manifest").map_err(io_err(&manifest))?;
-    let sigs = staged.join(SIGNATURE_FILE);
-    fsutil::write_atomic(&sigs, &signed.signatures().to_bytes(), 0o644).map_err(io_err(&sigs))?;
-    fsutil::sync_dir(&staged).map_err(io_err(&staged))?;
-    failpoint("staged").map_err(io_err(&staged))?;
-    let link_tmp = state_dir.join(format!(".{name}_link_{suffix}"));
-    symlink(&staged_name, &link_tmp).map_err(io_err(&link_tmp))?;
-    failpoint("linked").map_err(io_err(&link_tmp))?;
-    let link = state_dir.join(name);
-    if fs::symlink_metadata(&link).is_ok_and(|m| m.is_dir()) {
+    let staged = state.create_dir(&staged_name, 0o755)?;
+    let opts = WriteOptions::default();
+    staged.write_atomic(MANIFEST_FILE, signed.bytes(), opts)?;
+    failpoint("staged-manifest").map_err(io_err(&staged.path().join(MANIFEST_FILE)))?;
+    staged.write_atomic(SIGNATURE_FILE, &signed.signatures().to_bytes(), opts)?;
+    staged.sync()?;
+    failpoint("staged").map_err(io_err(staged.path()))?;
+    let link_tmp = format!(".{name}_link_{suffix}");
+    state.symlink(Path::new(&staged_name), &link_tmp)?;
+    failpoint("linked").map_err(io_err(&state.path().join(&link_tmp)))?;
+    if state.kind(name)? == Some(EntryKind::Dir) {
         // A plain directory cannot be replaced by rename; move it aside first (readers and
         // the next run's cleanup find it there if we are interrupted). It is removed as a
         // leftover by the cleanup below.
-        let aside = state_dir.join(aside_name(name));
-        fs::rename(&link, &aside).map_err(io_err(&link))?;
-        failpoint("moved-aside").map_err(io_err(&aside))?;
+        let aside = aside_name(name);
+        state.rename(name, &aside)?;
+        failpoint("moved-aside").map_err(io_err(&state.path().join(&aside)))?;
     }
-    fs::rename(&link_tmp, &link).map_err(io_err(&link))?;
-    fsutil::sync_dir(state_dir).map_err(io_err(state_dir))?;
-    failpoint("swapped").map_err(io_err(&link))?;
-    clean_state(state_dir, name)
+    state.rename(&link_tmp, name)?;
+    state.sync()?;
+    failpoint("swapped").map_err(io_err(&state.path().join(name)))?;
+    clean_state(state, name)
 }
 
 /// Syncs the key directory; returns the fingerprints written and the paths removed.
 fn sync_keys(
-    keys_dir: &Path,
+    keys: &Dir,
     old: Option<&SignedKeyring>,
     new: &SignedKeyring,
     now: i64,
@@ -460,61 +444,58 @@ fn sync_keys(
         trusted.keys().flat_map(|fp| key_file_names(*fp)).collect();
 
     let mut removed = Vec::new();
-    let mut remove = |path: PathBuf| -> Result<(), ApplyError> {
-        match fs::remove_file(&path) {
-            Ok(()) => {
-                removed.push(path);
-                Ok(())
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err(&path)(e)),
+    let mut remove = |name: &str| -> Result<(), ApplyError> {
+        if keys.remove_file(name)? {
+            removed.push(keys.path().join(name));
         }
+        Ok(())
     };
     let untrusted_names: BTreeSet<String> = untrusted
         .iter()
         .flat_map(|fp| key_file_names(*fp))
         .filter(|n| !trusted_names.contains(n))
         .collect();
-    let entries: Vec<_> = fs::read_dir(keys_dir)
-        .map_err(io_err(keys_dir))?
-        .collect::<Result<_, _>>()
-        .map_err(io_err(keys_dir))?;
-    for entry in entries {
-        let path = entry.path();
-        let Some(file_name) = entry.file_name().to_str().map(str::to_string) else {
+    for entry in keys.entries()? {
+        let Some(file_name) = entry.to_str() else {
             continue;
         };
-        let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
-        if meta.is_dir() {
+        let kind = match keys.kind(file_name)? {
+            None | Some(EntryKind::Dir) => continue,
+            Some(kind) => kind,
+        };
+        if untrusted_names.contains(file_name) || safe_fs::is_temp_name(file_name) {
+            remove(file_name)?;
             continue;
         }
-        if untrusted_names.contains(&file_name) || fsutil::is_temp_name(&file_name) {
-            remove(path)?;
+        let EntryKind::File { len } = kind else {
             continue;
-        }
-        if trusted_names.contains(&file_name) || !meta.is_file() {
+        };
+        if trusted_names.contains(file_name) {
             continue;
         }
         // Another name: remove it only if it holds a revoked key.
-        if meta.len() <= feeds::usign::MAX_FILE_LEN as u64
-            && let Ok(key) = PublicKey::read_path(&path)
+        let max = feeds::usign::MAX_FILE_LEN as u64;
+        if len <= max
+            && let Ok(Some(bytes)) = keys.read_file(file_name, max)
+            && let Ok(key) = PublicKey::parse(&bytes)
             && revoked.contains(key.as_bytes())
         {
-            remove(path)?;
+            remove(file_name)?;
         }
     }
-    failpoint("keys-removed").map_err(io_err(keys_dir))?;
+    failpoint("keys-removed").map_err(io_err(keys.path()))?;
     let mut written = Vec::new();
     for (fp, key) in &trusted {
         let bytes = crate::manifest::canonical_public_key(key).to_file_bytes();
-        let path = keys_dir.join(key_file_name(*fp));
-        let same = fs::symlink_metadata(&path).is_ok_and(|m| m.is_file())
-            && fsutil::read_bounded(&path, bytes.len())
-                .ok()
-                .flatten()
-                .is_some_and(|b| b == bytes);
+        let name = key_file_name(*fp);
+        // A symlink is not read (an error here), so it is replaced by the file.
+        let same = keys
+            .read_file(&name, bytes.len() as u64)
+            .ok()
+            .flatten()
+            .is_some_and(|b| b == bytes);
         if !same {
-            fsutil::write_atomic(&path, &bytes, 0o644).map_err(io_err(&path))?;
+            keys.write_atomic(&name, &bytes, WriteOptions::default())?;
             written.push(*fp);
         }
     }
@@ -528,6 +509,7 @@ mod tests {
     use crate::manifest::{KeyEntry, Keyring};
     use crate::signatures::SignatureSet;
     use feeds::usign::SecretKey;
+    use std::os::unix::fs::symlink;
 
     const NOW: i64 = 1_800_000_000;
     /// The feed keys' fingerprints start with zero nibbles: their file names keep them.
@@ -727,6 +709,104 @@ mod tests {
             load_trusted(root, "../x"),
             Err(ApplyError::BadName { .. })
         ));
+    }
+
+    /// A directory outside the root holding one file, `sentinel`.
+    fn outside_with_sentinel() -> (tempfile::TempDir, PathBuf) {
+        let outside = tempfile::tempdir().unwrap();
+        let sentinel = outside.path().join("sentinel");
+        fs::write(&sentinel, b"outside").unwrap();
+        let canonical = fs::canonicalize(outside.path()).unwrap();
+        (outside, canonical)
+    }
+
+    fn assert_only_sentinel(outside: &Path) {
+        let names: Vec<_> = fs::read_dir(outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["sentinel"]);
+        assert_eq!(fs::read(outside.join("sentinel")).unwrap(), b"outside");
+    }
+
+    #[test]
+    fn keys_dir_symlinked_to_the_host_is_resolved_inside_the_root() {
+        let s = story();
+        let (_keep, outside) = outside_with_sentinel();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("etc/opkg")).unwrap();
+        symlink(&outside, root.join(KEYS_DIR)).unwrap();
+        install_one(root, &s);
+        assert_only_sentinel(&outside);
+        let inside = fs::canonicalize(root)
+            .unwrap()
+            .join(outside.strip_prefix("/").unwrap());
+        assert!(inside.join(A_NAME).is_file());
+    }
+
+    #[test]
+    fn a_key_file_symlinked_to_the_host_is_replaced_not_written_through() {
+        let s = story();
+        let (_keep, outside) = outside_with_sentinel();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join(KEYS_DIR)).unwrap();
+        symlink(outside.join("sentinel"), root.join(KEYS_DIR).join(A_NAME)).unwrap();
+        install_one(root, &s);
+        assert_only_sentinel(&outside);
+        let meta = fs::symlink_metadata(root.join(KEYS_DIR).join(A_NAME)).unwrap();
+        assert!(meta.is_file());
+    }
+
+    #[test]
+    fn a_lock_file_symlinked_to_the_host_is_refused() {
+        let (_keep, outside) = outside_with_sentinel();
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join(STATE_DIR)).unwrap();
+        symlink(
+            outside.join("sentinel"),
+            dir.path().join(STATE_DIR).join(LOCK_FILE),
+        )
+        .unwrap();
+        let err = lock(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        symlink(
+            outside.join("planted"),
+            dir.path().join(STATE_DIR).join("x"),
+        )
+        .unwrap();
+        fs::remove_file(dir.path().join(STATE_DIR).join(LOCK_FILE)).unwrap();
+        fs::rename(
+            dir.path().join(STATE_DIR).join("x"),
+            dir.path().join(STATE_DIR).join(LOCK_FILE),
+        )
+        .unwrap();
+        assert!(lock(dir.path()).is_err());
+        assert_only_sentinel(&outside);
+    }
+
+    #[test]
+    fn a_state_directory_that_is_a_symlink_to_the_host_is_not_read() {
+        let s = story();
+        let (_keep, outside) = outside_with_sentinel();
+        // A complete, valid state directory outside the root…
+        let elsewhere = tempfile::tempdir().unwrap();
+        fs::write(elsewhere.path().join(MANIFEST_FILE), s.one.bytes()).unwrap();
+        fs::write(
+            elsewhere.path().join(SIGNATURE_FILE),
+            s.one.signatures().to_bytes(),
+        )
+        .unwrap();
+        // …reached through a link named like a staging directory.
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join(STATE_DIR);
+        fs::create_dir_all(&state).unwrap();
+        symlink(elsewhere.path(), state.join(".example_1_00")).unwrap();
+        symlink(".example_1_00", state.join("example")).unwrap();
+        let err = load_trusted(dir.path(), "example").unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_only_sentinel(&outside);
     }
 
     #[test]

@@ -31,7 +31,6 @@
 
 pub mod accept;
 pub mod apply;
-mod fsutil;
 pub mod manifest;
 pub mod package;
 pub mod signatures;

@@ -28,7 +28,6 @@ use feeds::package::{
 use feeds::usign::{Fingerprint, PublicKey};
 
 use crate::accept::{Refusal, check_self, check_step};
-use crate::fsutil;
 use crate::manifest::{MAX_MANIFEST_LEN, Role};
 use crate::signatures::{MAX_SIGNATURE_FILE_LEN, ParseError, SignedKeyring};
 
@@ -72,12 +71,8 @@ pub enum BuildError {
     HistoryTooLong { name: String, serial: u64 },
     #[error("writing the package: {0}")]
     Write(#[source] io::Error),
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Fs(#[from] safe_fs::FsError),
 }
 
 /// A built package: its file name and bytes.
@@ -232,10 +227,7 @@ pub fn write_package(
 ) -> Result<PathBuf, BuildError> {
     let built = build_package(current, history, mtime, now)?;
     let path = out_dir.join(&built.file_name);
-    fsutil::write_atomic(&path, &built.bytes, 0o644).map_err(|source| BuildError::Io {
-        path: path.clone(),
-        source,
-    })?;
+    safe_fs::write_atomic(&path, &built.bytes, safe_fs::WriteOptions::default())?;
     Ok(path)
 }
 

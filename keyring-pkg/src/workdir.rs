@@ -31,9 +31,9 @@ use std::path::{Path, PathBuf};
 
 use feeds::release::format_date;
 use feeds::usign::{Fingerprint, PublicKey, SecretKey};
+use safe_fs::{FsError, WriteOptions};
 
 use crate::accept::{Refusal, check_self, check_step};
-use crate::fsutil;
 use crate::manifest::{KeyEntry, Keyring, MAX_MANIFEST_LEN, ManifestError, Role, Status};
 use crate::package::{BuildError, MAX_HISTORY, write_package};
 use crate::signatures::{
@@ -50,6 +50,8 @@ pub const HISTORY_DIR: &str = "history";
 /// Why a keyring directory operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkdirError {
+    #[error(transparent)]
+    Fs(#[from] FsError),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -183,7 +185,7 @@ impl Workdir {
 }
 
 fn read(path: &Path, max: usize) -> Result<Option<Vec<u8>>, WorkdirError> {
-    fsutil::read_bounded(path, max).map_err(io_err(path))
+    Ok(safe_fs::read_bounded(path, max as u64)?)
 }
 
 fn parse(
@@ -283,7 +285,7 @@ fn canonical_serial(text: &str) -> Option<u64> {
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), WorkdirError> {
-    fsutil::write_atomic(path, bytes, 0o644).map_err(io_err(path))
+    Ok(safe_fs::write_atomic(path, bytes, WriteOptions::default())?)
 }
 
 /// What a change did.

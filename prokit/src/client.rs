@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use feeds::control::Paragraph;
 use feeds::usign::PublicKey;
+use safe_fs::{FsError, Root, WriteOptions};
 
 use crate::config::{Config, ConfigError, Source};
 use crate::download::{self, DownloadError, DownloadItem};
@@ -144,6 +145,8 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Fs(#[from] FsError),
     #[error("{0}")]
     Invalid(String),
 }
@@ -184,6 +187,8 @@ pub struct Client {
     feed_trust: std::collections::BTreeMap<String, Trust>,
 }
 
+/// Where prokit keeps all its own state inside a root (feeds, keyrings).
+pub const STATE_ROOT: &str = "var/lib/prokit";
 /// Where prokit keeps its own per-feed state inside a root.
 pub const STATE_DIR: &str = "var/lib/prokit/feeds";
 /// Where a root's trusted feed keys live (read by opkg-lede's usign too).
@@ -196,26 +201,31 @@ pub const OPKG_LOCK_DIR: &str = "var/lock";
 impl Client {
     /// Reads the root's configuration and trusted keys.
     pub fn open(opts: Options) -> Result<Client, ClientError> {
-        let config = Config::load(&opts.root, opts.conf.as_deref())?;
-        let ca_file = opts.ca_file.clone().or_else(|| {
-            config
+        fs::create_dir_all(&opts.root).map_err(io_at(&opts.root))?;
+        let root = std::sync::Arc::new(Root::open(&opts.root)?);
+        let mut config = Config::default();
+        match opts.conf.as_deref() {
+            Some(conf) => config = Config::load(&opts.root, Some(conf))?,
+            None => Config::load_in(&root, &mut config)?,
+        }
+        let ca_file = match opts.ca_file.clone() {
+            Some(f) => Some(f),
+            None => config
                 .option("ca_file")
-                .map(|p| Config::in_root(&opts.root, p))
-        });
+                .map(|p| ca_file_in_root(&root, p))
+                .transpose()?,
+        };
         let fetcher = Fetcher::new(&FetchOptions {
             ca_file,
             ..FetchOptions::default()
         })?;
-        let store = FeedStore::new(
-            Config::in_root(&opts.root, &config.lists_dir),
-            opts.root.join(STATE_DIR),
-        );
-        let keys = opts.root.join(KEYS_DIR);
+        let store = FeedStore::new(root.clone(), &config.lists_rel(), STATE_DIR)?;
+        let keys = root.open_dir(KEYS_DIR, false).is_ok();
         let mut trust = if let Some(name) = config.option("keyring") {
             // A keyring decides: exactly its active feed keys, whatever else sits in keys/.
             keyring::trust(&opts.root, name, opts.now)?
-        } else if keys.is_dir() {
-            Trust::from_key_dir(&keys)?
+        } else if keys {
+            Trust::from_key_dir(&root, KEYS_DIR)?
         } else {
             Trust::default()
         };
@@ -245,6 +255,18 @@ impl Client {
             trust,
             feed_trust,
         })
+    }
+
+    /// The download cache: `--cache-dir` (a host path the user chose), else
+    /// `var/cache/prokit` resolved inside the root (created; never through a symlink out).
+    fn cache_dir(&self) -> Result<PathBuf, ClientError> {
+        match &self.opts.cache_dir {
+            Some(dir) => {
+                fs::create_dir_all(dir).map_err(io_at(dir))?;
+                Ok(dir.clone())
+            }
+            None => Ok(Root::open(&self.opts.root)?.resolve_dir(CACHE_DIR, true)?),
+        }
     }
 
     /// The keys trusted for `feed`: those of its `option signed_by`, else every trusted key.
@@ -290,6 +312,15 @@ impl Client {
     fn open_db(&self, progress: &dyn Progress) -> Result<Db, ClientError> {
         let mut db = Db::open(&self.opts.root, &self.config.db_dir())?;
         db.set_fsync(self.opts.durable);
+        // Packages never write the package manager's own state (docs/threats.md §19).
+        for dir in [
+            self.config.lists_rel().as_str(),
+            STATE_ROOT,
+            CACHE_DIR,
+            OPKG_LOCK_DIR,
+        ] {
+            db.reserve(dir);
+        }
         if let Some(done) = install::recover(&mut db)? {
             progress.message(&done);
         }
@@ -376,6 +407,7 @@ impl Client {
             scripts: self.opts.scripts,
             allow_special: self.opts.allow_special,
             installed_time: self.opts.installed_time,
+            ..InstallOptions::default()
         }
     }
 
@@ -403,12 +435,7 @@ impl Client {
         let plan = universe.resolve(&requests)?;
         // Only the plan is needed from here on; the universe is as big as the feeds.
         drop(universe);
-        let cache = self
-            .opts
-            .cache_dir
-            .clone()
-            .unwrap_or_else(|| self.opts.root.join(CACHE_DIR));
-        fs::create_dir_all(&cache).map_err(io_at(&cache))?;
+        let cache = self.cache_dir()?;
         let mut items = Vec::with_capacity(plan.steps.len());
         for step in &plan.steps {
             let source = self
@@ -579,9 +606,10 @@ impl Client {
             for p in db.packages() {
                 let name = field(p, "Package");
                 // The status file has no Description; the package's control file does.
-                let control = fs::read(db.info_file(&name, "control"))
+                let control = db
+                    .read_info(&name, "control", 1 << 20)
                     .ok()
-                    .filter(|b| b.len() <= 1 << 20)
+                    .flatten()
                     .and_then(|b| Paragraph::parse_bytes(&b).ok());
                 out.push(ListEntry {
                     version: field(p, "Version"),
@@ -667,12 +695,7 @@ impl Client {
             return Ok((first, Vec::new()));
         }
         let indexes = self.indexes(progress)?;
-        let cache = self
-            .opts
-            .cache_dir
-            .clone()
-            .unwrap_or_else(|| self.opts.root.join(CACHE_DIR));
-        fs::create_dir_all(&cache).map_err(io_at(&cache))?;
+        let cache = self.cache_dir()?;
         let mut outcomes = Vec::new();
         for name in wanted {
             let Some(installed) = db.get(&name) else {
@@ -741,7 +764,7 @@ impl Client {
         }
         let path = db.info_file(name, crate::status::SIDECAR_SUFFIX);
         let text = crate::status::sidecar_text(name, version, &records);
-        crate::feed::write_atomic(&path, text.as_bytes()).map_err(io_at(&path))?;
+        safe_fs::write_atomic(&path, text.as_bytes(), WriteOptions::default())?;
         Ok(source.name.clone())
     }
 }
@@ -811,12 +834,7 @@ impl Client {
         let Some((_, source, stanza)) = best else {
             return Err(KeyringError::NoPackage { name, package }.into());
         };
-        let cache = self
-            .opts
-            .cache_dir
-            .clone()
-            .unwrap_or_else(|| self.opts.root.join(CACHE_DIR));
-        fs::create_dir_all(&cache).map_err(io_at(&cache))?;
+        let cache = self.cache_dir()?;
         let item = download_item(&stanza, source, &cache, &source.name)?;
         download::download_all(&self.fetcher, std::slice::from_ref(&item), 1, &|_, _| {})?;
         let pkg =
@@ -831,6 +849,26 @@ impl Client {
             serial: report.serial,
             from: report.previous.filter(|p| *p != report.serial),
         })
+    }
+}
+
+/// The CA file that `option ca_file PATH` names inside the root: its directory resolved
+/// inside the root, and the file itself not a symlink (so it cannot name a host file).
+fn ca_file_in_root(root: &Root, path: &str) -> Result<PathBuf, ClientError> {
+    let rel =
+        Root::confine(path).map_err(|e| ClientError::Invalid(format!("option ca_file: {e}")))?;
+    let (dir, name) = match rel.rsplit_once('/') {
+        Some((d, n)) => (d, n),
+        None => ("", rel.as_str()),
+    };
+    let full = root.resolve_dir(dir, false)?.join(name);
+    match fs::symlink_metadata(&full) {
+        Ok(m) if m.is_file() => Ok(full),
+        Ok(_) => Err(ClientError::Invalid(format!(
+            "option ca_file {path}: {} is not a regular file (a symlink is not followed)",
+            full.display()
+        ))),
+        Err(e) => Err(io_at(&full)(e)),
     }
 }
 
@@ -899,14 +937,6 @@ pub struct Bootstrap {
     pub tar_mtime: u64,
 }
 
-/// Writes `data` to `path` through a temporary file in the same directory (created if
-/// missing).
-fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ClientError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io_at(dir))?;
-    crate::feed::write_atomic(path, data).map_err(io_at(path))
-}
-
 /// Makes a root filesystem: writes its opkg.conf and trusted keys (so the root can update
 /// itself later with the same trust), updates every feed (all must verify), installs the
 /// packages, and optionally writes a reproducible tarball of the result.
@@ -930,13 +960,8 @@ pub fn bootstrap(
     // opkg-lede takes `<root>/var/lock/opkg.lock` before anything else and fails when the
     // directory is missing (`libopkg/opkg_conf.c` line 498, `creat(lock_file, …)`), so a root
     // that opkg should manage too needs it. Made inside the root, never through a symlink out.
-    let canonical = fs::canonicalize(root).map_err(io_at(root))?;
-    crate::status::resolve_in_root(&canonical, OPKG_LOCK_DIR, true).map_err(|e| {
-        ClientError::Invalid(format!(
-            "{}: cannot create {OPKG_LOCK_DIR} inside the root: {e}",
-            root.display()
-        ))
-    })?;
+    let confined = Root::open(root)?;
+    confined.open_dir(OPKG_LOCK_DIR, true)?;
     let mut config = Config::default();
     for (name, url) in &b.feeds {
         if !crate::config::valid_feed_name(name) {
@@ -954,14 +979,18 @@ pub fn bootstrap(
     // No `arch` lines: every architecture is accepted.
     config.arch = b.arch.clone();
     config.options.insert("check_signature".into(), "1".into());
-    write_atomic(&root.join("etc/opkg.conf"), config.to_text().as_bytes())?;
+    confined.write_atomic(
+        "etc/opkg.conf",
+        config.to_text().as_bytes(),
+        WriteOptions::default(),
+    )?;
     if let Some((source, root_fp)) = &b.keyring {
         keyring::init(root, source, *root_fp, opts.now)?;
     }
     for k in &b.pubkeys {
         let key = PublicKey::read_path(k).map_err(|e| ClientError::Invalid(e.to_string()))?;
-        let dest = root.join(KEYS_DIR).join(key.fingerprint().to_string());
-        write_atomic(&dest, &key.to_file_bytes())?;
+        let dest = format!("{KEYS_DIR}/{}", key.fingerprint());
+        confined.write_atomic(&dest, &key.to_file_bytes(), WriteOptions::default())?;
     }
     // A fresh root is redone after a power loss anyway: skip the fsyncs (kill -9 safety
     // does not depend on them).

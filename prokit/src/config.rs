@@ -8,11 +8,17 @@
 //! signature checking off explicitly; prokit checks signatures unless told not to.
 //!
 //! Every path in the configuration is a path inside the root: `lists_dir ext /var/opkg-lists`
-//! with `--root R` means `R/var/opkg-lists`.
+//! with `--root R` means `R/var/opkg-lists`. The files inside the root are written by
+//! packages, so they are hostile input (docs/threats.md §18, §20): a path value (`lists_dir`,
+//! `option db_dir`, `option ca_file`) whose `..` would climb above the root is an error
+//! naming the file and line, and is kept root-relative; the configuration files themselves
+//! are read through [`safe_fs::Root`], so a symlink among them resolves inside the root, never
+//! to a host file; and an error quotes at most a short, escaped excerpt of a bad line.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::{Path, PathBuf};
+
+use safe_fs::{FsError, Root};
 
 /// Largest configuration file read.
 const MAX_CONF: u64 = 1 << 20;
@@ -32,7 +38,8 @@ pub struct Config {
     pub sources: Vec<Source>,
     /// `dest NAME PATH` lines (prokit installs into the first, `root`, like opkg's default).
     pub dests: Vec<(String, String)>,
-    /// Where the downloaded indexes live, inside the root.
+    /// Where the downloaded indexes live, inside the root (as written: `/var/opkg-lists`;
+    /// checked not to climb above the root).
     pub lists_dir: String,
     /// `arch` lines: architecture and priority (higher wins).
     pub arch: Vec<(String, u32)>,
@@ -59,12 +66,8 @@ impl Default for Config {
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FsError),
     #[error("{file}:{line}: {reason}")]
     Syntax {
         file: String,
@@ -73,6 +76,25 @@ pub enum ConfigError {
     },
     #[error("{file}: larger than {MAX_CONF} bytes")]
     TooLarge { file: String },
+}
+
+/// The options whose values are paths inside the root.
+pub const PATH_OPTIONS: [&str; 2] = ["db_dir", "ca_file"];
+
+/// A short, escaped excerpt of a configuration line for an error message: never more than
+/// 60 characters of it, so a file that is not a configuration at all (a symlink to a host
+/// file, say) is not echoed.
+pub fn excerpt(line: &str) -> String {
+    let mut out: String = line
+        .chars()
+        .take(60)
+        .collect::<String>()
+        .escape_debug()
+        .collect();
+    if line.chars().count() > 60 {
+        out.push('…');
+    }
+    format!("\"{out}\"")
 }
 
 /// True for a name usable as a feed name (it becomes a file name in the lists directory).
@@ -118,8 +140,14 @@ impl Config {
                         gz: kind == "src/gz",
                     });
                 }
-                ["dest", name, path] => self.dests.push((name.into(), path.into())),
-                ["lists_dir", _name, path] => self.lists_dir = path.to_string(),
+                ["dest", name, path] => {
+                    confined("dest", path).map_err(err)?;
+                    self.dests.push((name.into(), path.into()))
+                }
+                ["lists_dir", _name, path] => {
+                    confined("lists_dir", path).map_err(err)?;
+                    self.lists_dir = path.to_string()
+                }
                 ["arch", arch, prio] => {
                     let prio: u32 = prio.parse().map_err(|_| {
                         err(format!("arch {arch}: priority {prio:?} is not a number"))
@@ -152,11 +180,15 @@ impl Config {
                     self.options.insert(name.into(), "1".into());
                 }
                 ["option", name, value] => {
+                    if PATH_OPTIONS.contains(&name) {
+                        confined(&format!("option {name}"), value).map_err(err)?;
+                    }
                     self.options.insert(name.into(), value.into());
                 }
                 _ => {
                     return Err(err(format!(
-                        "cannot read {line:?} (expected src, src/gz, dest, lists_dir, arch or option)"
+                        "cannot read {} (expected src, src/gz, dest, lists_dir, arch or option)",
+                        excerpt(line)
                     )));
                 }
             }
@@ -171,44 +203,91 @@ impl Config {
         Ok(c)
     }
 
-    /// Loads `conf` when given; else `<root>/etc/opkg.conf` (if present) and every
-    /// `<root>/etc/opkg/*.conf` in name order, as opkg-lede does.
+    /// Loads `conf` when given (a file on the host, named by the user); else
+    /// `<root>/etc/opkg.conf` (if present) and every `<root>/etc/opkg/*.conf` in name order, as
+    /// opkg-lede does, read through the root (symlinks resolved inside it, bounded).
     pub fn load(root: &Path, conf: Option<&Path>) -> Result<Config, ConfigError> {
         let mut c = Config::default();
-        let mut files = Vec::new();
-        match conf {
-            Some(p) => files.push(p.to_path_buf()),
-            None => {
-                let main = root.join("etc/opkg.conf");
-                if main.exists() {
-                    files.push(main);
-                }
-                let dir = root.join("etc/opkg");
-                if let Ok(rd) = fs::read_dir(&dir) {
-                    let mut more: Vec<PathBuf> = rd
-                        .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|p| p.extension().is_some_and(|x| x == "conf") && p.is_file())
-                        .collect();
-                    more.sort();
-                    files.extend(more);
-                }
-            }
-        }
-        for f in files {
-            let io = |source| ConfigError::Io {
-                path: f.clone(),
-                source,
-            };
-            let meta = fs::metadata(&f).map_err(io)?;
-            if meta.len() > MAX_CONF {
+        if let Some(p) = conf {
+            use std::io::Read;
+            let mut text = Vec::new();
+            std::fs::File::open(p)
+                .and_then(|f| f.take(MAX_CONF + 1).read_to_end(&mut text))
+                .map_err(|e| FsError::new(p, "read", e))?;
+            if text.len() as u64 > MAX_CONF {
                 return Err(ConfigError::TooLarge {
-                    file: f.display().to_string(),
+                    file: p.display().to_string(),
                 });
             }
-            let text = fs::read_to_string(&f).map_err(io)?;
-            c.parse_into(&text, &f.display().to_string())?;
+            c.parse_bytes_into(&text, &p.display().to_string())?;
+            return Ok(c);
         }
+        if !root.is_dir() {
+            return Ok(c);
+        }
+        let root = Root::open(root)?;
+        Config::load_in(&root, &mut c)?;
         Ok(c)
+    }
+
+    /// Reads `etc/opkg.conf` and `etc/opkg/*.conf` of `root` into `c`.
+    pub fn load_in(root: &Root, c: &mut Config) -> Result<(), ConfigError> {
+        let mut files = vec!["etc/opkg.conf".to_string()];
+        match root.open_dir("etc/opkg", false) {
+            Ok(dir) => {
+                for name in dir.entries()? {
+                    let Some(name) = name.to_str() else { continue };
+                    if name.ends_with(".conf") && !name.starts_with('.') {
+                        files.push(format!("etc/opkg/{name}"));
+                    }
+                }
+            }
+            Err(e) if e.is_not_found() || e.kind() == std::io::ErrorKind::NotADirectory => {}
+            Err(e) => return Err(e.into()),
+        }
+        for rel in files {
+            let shown = root.path().join(&rel).display().to_string();
+            let text = match root.read_file(&rel, MAX_CONF) {
+                Ok(Some(t)) => t,
+                Ok(None) => continue,
+                // `etc/opkg/x.conf` that is a directory (or another non-file) is skipped, as
+                // opkg's glob + fopen would fail on it; anything else is an error.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::IsADirectory | std::io::ErrorKind::InvalidInput
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
+                    return Err(ConfigError::TooLarge { file: shown });
+                }
+                Err(e) => return Err(e.into()),
+            };
+            c.parse_bytes_into(&text, &shown)?;
+        }
+        Ok(())
+    }
+
+    /// [`Config::parse_into`] of raw bytes: a file that is not UTF-8 is an error naming the
+    /// line.
+    fn parse_bytes_into(&mut self, bytes: &[u8], file: &str) -> Result<(), ConfigError> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => self.parse_into(text, file),
+            Err(e) => {
+                let line = bytes[..e.valid_up_to()]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1;
+                Err(ConfigError::Syntax {
+                    file: file.to_string(),
+                    line,
+                    reason: "not UTF-8 text".into(),
+                })
+            }
+        }
     }
 
     /// An option's value.
@@ -221,17 +300,22 @@ impl Config {
         self.option(name).map(|v| v != "0")
     }
 
-    /// The directory of the installed database, relative to the root.
+    /// The directory of the installed database, relative to the root (normalized; checked
+    /// when the file was read).
     pub fn db_dir(&self) -> String {
-        self.option("db_dir")
-            .unwrap_or("/usr/lib/opkg")
-            .trim_start_matches('/')
-            .to_string()
+        let dir = self.option("db_dir").unwrap_or("/usr/lib/opkg");
+        Root::confine(dir).unwrap_or_else(|_| "usr/lib/opkg".into())
     }
 
-    /// A configured path, placed under `root`.
+    /// The lists directory, relative to the root (normalized).
+    pub fn lists_rel(&self) -> String {
+        Root::confine(&self.lists_dir).unwrap_or_else(|_| "var/opkg-lists".into())
+    }
+
+    /// A configured path, placed under `root`, for display (resolve it with
+    /// [`safe_fs::Root`] to use it).
     pub fn in_root(root: &Path, path: &str) -> PathBuf {
-        root.join(path.trim_start_matches('/'))
+        root.join(Root::confine(path).unwrap_or_default())
     }
 
     /// The configuration as opkg.conf text (what `prokit bootstrap` writes into a new root).
@@ -258,9 +342,20 @@ impl Config {
     }
 }
 
+/// Checks that a configured path stays inside the root.
+fn confined(what: &str, path: &str) -> Result<String, String> {
+    Root::confine(path).map_err(|_| {
+        format!(
+            "{what} {}: `..` climbs above the root; configured paths are inside the root",
+            excerpt(path)
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     const OPENWRT: &str = "\
 src/gz openwrt_core https://downloads.openwrt.org/releases/23.05.3/targets/x86/64/packages
@@ -316,6 +411,69 @@ arch x86_64 10
                 .starts_with("x.conf:1: option signed_by a: \"nothex\" is not a key fingerprint"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn threat_18_paths_that_climb_out_of_the_root_are_errors_naming_file_and_line() {
+        for line in [
+            "lists_dir ext /var/../../etc/profile.d",
+            "lists_dir ext ../x",
+            "option db_dir ../../var/lib",
+            "option ca_file /../../etc/ssl/evil.pem",
+            "dest root /../..",
+        ] {
+            let e = Config::parse(&format!("arch all 1\n{line}\n"), "evil.conf").unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.starts_with("evil.conf:2: "), "{msg}");
+            assert!(msg.contains("`..` climbs above the root"), "{msg}");
+        }
+        // Absolute paths are inside the root, and `..` that stays inside is folded.
+        let c = Config::parse(
+            "lists_dir ext /var/x/../opkg-lists\noption db_dir /opt/../var/lib/opkg\n",
+            "ok.conf",
+        )
+        .unwrap();
+        assert_eq!(c.lists_rel(), "var/opkg-lists");
+        assert_eq!(c.db_dir(), "var/lib/opkg");
+    }
+
+    #[test]
+    fn threat_20_a_config_symlinked_to_a_host_file_is_not_read_and_errors_are_excerpts() {
+        let host = tempfile::tempdir().unwrap();
+        let secret = host.path().join("shadow");
+        fs::write(
+            &secret,
+            "root:SECRET-HASH-THAT-MUST-NOT-LEAK:19000:0:99999:7:::\n",
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("etc/opkg")).unwrap();
+        // An absolute link resolves inside the root, where there is no such file: skipped.
+        std::os::unix::fs::symlink(&secret, root.join("etc/opkg/evil.conf")).unwrap();
+        let c = Config::load(root, None).unwrap();
+        assert!(c.sources.is_empty());
+        // The same link target made to exist inside the root is what is read.
+        let inside = root.join(secret.strip_prefix("/").unwrap());
+        fs::create_dir_all(inside.parent().unwrap()).unwrap();
+        fs::write(&inside, "src/gz inside http://inside\n").unwrap();
+        let c = Config::load(root, None).unwrap();
+        assert_eq!(c.sources[0].name, "inside");
+        // A relative link climbing out stops at the root.
+        fs::remove_file(root.join("etc/opkg/evil.conf")).unwrap();
+        let up = "../".repeat(40) + secret.strip_prefix("/").unwrap().to_str().unwrap();
+        std::os::unix::fs::symlink(&up, root.join("etc/opkg/evil.conf")).unwrap();
+        let c = Config::load(root, None).unwrap();
+        assert_eq!(c.sources[0].name, "inside");
+        // A long bad line is quoted as a short excerpt only.
+        fs::write(
+            root.join("etc/opkg/bad.conf"),
+            format!("{}\n", "x".repeat(500)),
+        )
+        .unwrap();
+        let e = Config::load(root, None).unwrap_err().to_string();
+        assert!(e.contains("bad.conf:1: cannot read \""), "{e}");
+        assert!(e.len() < 250, "{e}");
     }
 
     #[test]

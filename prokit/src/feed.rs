@@ -49,16 +49,15 @@
 //!   list to be the one that `Release` describes, and otherwise asks for `prokit update`.
 //!   A feed without a `Release` (OpenWrt's) is trusted on its signature alone, as opkg does.
 
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use feeds::control::Paragraph;
 use feeds::index::{IndexError, PackagesFile};
 use feeds::limits::Limits;
 use feeds::release::{Release, format_date};
 use feeds::usign::{Fingerprint, PublicKey, Signature};
+use safe_fs::{Root, WriteOptions};
 use sha2::{Digest, Sha256};
 
 use crate::fetch::{FetchError, Fetcher};
@@ -317,33 +316,44 @@ pub enum FeedError {
 }
 
 impl Trust {
-    /// Every usign public key file in `dir` (e.g. `<root>/etc/opkg/keys`). Subdirectories and
-    /// names starting with `.` are skipped; any other file that is not a public key is an error
-    /// naming it.
-    pub fn from_key_dir(dir: &Path) -> Result<Trust, FeedError> {
+    /// Every usign public key file in the directory `rel` of `root` (`etc/opkg/keys`), read
+    /// through the root (a symlink resolves inside it, never to a host file). Subdirectories
+    /// and names starting with `.` are skipped; any other file that is not a public key is an
+    /// error naming it.
+    pub fn from_key_dir(root: &Root, rel: &str) -> Result<Trust, FeedError> {
         let err = |path: &Path, reason: String| FeedError::KeyFile {
             path: path.into(),
             reason,
         };
-        let mut paths = Vec::new();
-        for entry in fs::read_dir(dir).map_err(|e| err(dir, format!("cannot read: {e}")))? {
-            let entry = entry.map_err(|e| err(dir, format!("cannot read: {e}")))?;
-            if entry.file_name().as_encoded_bytes().starts_with(b".") {
-                continue;
-            }
-            paths.push(entry.path());
-        }
-        paths.sort();
+        let dir = root.open_dir(rel, false).map_err(|e| {
+            err(
+                &e.path.clone(),
+                format!("cannot {}: {}", e.op, e.io_error()),
+            )
+        })?;
         let mut keys = Vec::new();
-        for path in paths {
-            let meta = fs::metadata(&path).map_err(|e| err(&path, e.to_string()))?;
-            if meta.is_dir() {
+        for name in dir.entries().map_err(|e| err(dir.path(), e.to_string()))? {
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') {
                 continue;
             }
-            if !meta.is_file() {
-                return Err(err(&path, "not a regular file".into()));
-            }
-            let key = PublicKey::read_path(&path)
+            let path = dir.path().join(name);
+            let bytes = match root.read_file(&format!("{rel}/{name}"), 4096) {
+                Ok(Some(b)) => b,
+                Ok(None) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::IsADirectory | io::ErrorKind::InvalidInput
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    return Err(err(&path, format!("cannot {}: {}", e.op, e.io_error())));
+                }
+            };
+            let key = PublicKey::parse(&bytes)
                 .map_err(|e| err(&path, format!("not a usign public key: {}", e.root())))?;
             keys.push(key);
         }
@@ -538,11 +548,17 @@ impl State {
     }
 }
 
-/// The stored, verified feed indexes and their state.
+/// The stored, verified feed indexes and their state. Every file is reached through the
+/// root ([`safe_fs::Root`]): directories are walked component by component with
+/// `O_NOFOLLOW`, symlinks resolved inside the root as a chroot would, so neither the
+/// configuration nor a symlink planted in the root can send a read or a write outside it
+/// (docs/threats.md §18).
 #[derive(Debug, Clone)]
 pub struct FeedStore {
-    lists_dir: PathBuf,
-    state_dir: PathBuf,
+    root: std::sync::Arc<Root>,
+    /// The lists directory and prokit's state directory, relative to the root.
+    lists: String,
+    state: String,
     limits: FeedLimits,
 }
 
@@ -556,15 +572,27 @@ struct AcceptedRelease {
 }
 
 impl FeedStore {
-    /// `lists_dir`: where opkg-lede keeps lists (`<lists_dir>/<name>` = the index as served,
-    /// `Packages.gz` or `Packages`, `<lists_dir>/<name>.sig`); `state_dir`: prokit's per-feed state
-    /// (`<state_dir>/<name>/Release`, `Release.sig`, `state`). Created when first written.
-    pub fn new(lists_dir: PathBuf, state_dir: PathBuf) -> FeedStore {
-        FeedStore {
-            lists_dir,
-            state_dir,
+    /// `lists`: where opkg-lede keeps lists (`<lists>/<name>` = the index as served,
+    /// `Packages.gz` or `Packages`, `<lists>/<name>.sig`); `state`: prokit's per-feed state
+    /// (`<state>/<name>/Release`, `Release.sig`, `state`); both relative to `root` (a `..`
+    /// climbing above it is an error). Created when first written.
+    pub fn new(
+        root: std::sync::Arc<Root>,
+        lists: &str,
+        state: &str,
+    ) -> Result<FeedStore, FeedError> {
+        let confine = |p: &str| {
+            Root::confine(p).map_err(|e| FeedError::KeyFile {
+                path: root.path().join(p.trim_start_matches('/')),
+                reason: e.to_string(),
+            })
+        };
+        Ok(FeedStore {
+            lists: confine(lists)?,
+            state: confine(state)?,
+            root,
             limits: FeedLimits::default(),
-        }
+        })
     }
 
     /// The same store with other download bounds.
@@ -573,18 +601,73 @@ impl FeedStore {
         self
     }
 
-    /// Where the verified index of `feed_name` is kept, as served (gzip'd for `src/gz`).
+    fn rel(dir: &str, name: &str) -> String {
+        if dir.is_empty() {
+            name.to_string()
+        } else {
+            format!("{dir}/{name}")
+        }
+    }
+
+    /// Where the verified index of `feed_name` is kept, as served (gzip'd for `src/gz`): for
+    /// messages; the file is only ever reached through the root.
     pub fn list_path(&self, feed_name: &str) -> PathBuf {
-        self.lists_dir.join(feed_name)
+        self.root.path().join(Self::rel(&self.lists, feed_name))
+    }
+
+    fn list_rel(&self, feed_name: &str) -> String {
+        Self::rel(&self.lists, feed_name)
+    }
+
+    fn sig_rel(&self, feed_name: &str) -> String {
+        Self::rel(&self.lists, &format!("{feed_name}.sig"))
+    }
+
+    fn state_rel(&self, feed_name: &str, file: &str) -> String {
+        Self::rel(&self.state, &format!("{feed_name}/{file}"))
     }
 
     fn state_path(&self, feed_name: &str) -> PathBuf {
-        self.state_dir.join(feed_name).join("state")
+        self.root.path().join(self.state_rel(feed_name, "state"))
+    }
+
+    /// The file `rel` inside the root, at most `max` bytes; `None` when absent.
+    fn read(&self, rel: &str, max: u64) -> Result<Option<Vec<u8>>, String> {
+        self.root.read_file(rel, max).map_err(|e| {
+            if e.kind() == io::ErrorKind::FileTooLarge {
+                format!("larger than {max} bytes")
+            } else {
+                format!("cannot {}: {}", e.op, e.io_error())
+            }
+        })
+    }
+
+    /// Replaces the file `rel` inside the root atomically (fsynced).
+    fn write(&self, feed: &str, rel: &str, bytes: &[u8]) -> Result<(), FeedError> {
+        self.root
+            .write_atomic(rel, bytes, WriteOptions::default())
+            .map_err(|e| FeedError::Io {
+                feed: feed.into(),
+                path: e.path.clone(),
+                reason: format!("cannot {}: {}", e.op, e.io_error()),
+            })
+    }
+
+    /// Removes the file `rel` inside the root, if present.
+    fn remove(&self, feed: &str, rel: &str) -> Result<(), FeedError> {
+        self.root
+            .remove_file(rel)
+            .map(|_| ())
+            .map_err(|e| FeedError::Io {
+                feed: feed.into(),
+                path: e.path.clone(),
+                reason: format!("cannot {}: {}", e.op, e.io_error()),
+            })
     }
 
     fn read_state(&self, feed: &str) -> Result<State, FeedError> {
         let path = self.state_path(feed);
-        let bytes = match read_bounded(&path, MAX_STATE) {
+        let bytes = match self.read(&self.state_rel(feed, "state"), MAX_STATE) {
             Ok(Some(b)) => b,
             Ok(None) => return Ok(State::default()),
             Err(reason) => {
@@ -712,42 +795,31 @@ impl FeedStore {
             release: release.as_ref().map(|r| (r.date, r.sha256.clone())),
             identity: release.as_ref().map(|r| r.identity.clone()),
         };
-        let list_path = self.list_path(name);
-        let sig_path = self.lists_dir.join(format!("{name}.sig"));
+        let (list_rel, sig_rel) = (self.list_rel(name), self.sig_rel(name));
         let unchanged = new_state == state
-            && read_bounded(&list_path, lim.max_packages)
+            && self
+                .read(&list_rel, lim.max_packages)
                 .ok()
                 .flatten()
                 .as_deref()
                 == Some(&raw[..])
-            && read_bounded(&sig_path, lim.max_signature).ok().flatten() == packages_sig;
+            && self.read(&sig_rel, lim.max_signature).ok().flatten() == packages_sig;
         if !unchanged {
-            let state_dir = self.state_dir.join(name);
-            let io = |path: &Path, e: io::Error| FeedError::Io {
-                feed: name.into(),
-                path: path.into(),
-                reason: format!("cannot write: {e}"),
-            };
-            fs::create_dir_all(&state_dir).map_err(|e| io(&state_dir, e))?;
             if let Some(r) = &release {
-                let p = state_dir.join("Release");
-                write_atomic(&p, &r.bytes).map_err(|e| io(&p, e))?;
-                let p = state_dir.join("Release.sig");
+                self.write(name, &self.state_rel(name, "Release"), &r.bytes)?;
+                let p = self.state_rel(name, "Release.sig");
                 match &r.sig {
-                    Some(sig) => write_atomic(&p, sig),
-                    None => remove_durably(&p),
+                    Some(sig) => self.write(name, &p, sig)?,
+                    None => self.remove(name, &p)?,
                 }
-                .map_err(|e| io(&p, e))?;
             }
-            let p = self.state_path(name);
-            write_atomic(&p, new_state.to_text(name).as_bytes()).map_err(|e| io(&p, e))?;
-            fs::create_dir_all(&self.lists_dir).map_err(|e| io(&self.lists_dir, e))?;
+            let p = self.state_rel(name, "state");
+            self.write(name, &p, new_state.to_text(name).as_bytes())?;
             match &packages_sig {
-                Some(sig) => write_atomic(&sig_path, sig),
-                None => remove_durably(&sig_path),
+                Some(sig) => self.write(name, &sig_rel, sig)?,
+                None => self.remove(name, &sig_rel)?,
             }
-            .map_err(|e| io(&sig_path, e))?;
-            write_atomic(&list_path, &raw).map_err(|e| io(&list_path, e))?;
+            self.write(name, &list_rel, &raw)?;
         }
         Ok(UpdateReport {
             packages: index.stanzas.len(),
@@ -896,8 +968,9 @@ impl FeedStore {
             path: path.into(),
             reason,
         };
-        let Some(stored) =
-            read_bounded(&path, self.limits.max_packages).map_err(|r| io(&path, r))?
+        let Some(stored) = self
+            .read(&self.list_rel(feed_name), self.limits.max_packages)
+            .map_err(|r| io(&path, r))?
         else {
             return Ok(None);
         };
@@ -913,8 +986,9 @@ impl FeedStore {
             stored
         };
         if trust.require_signature {
-            let sig_path = self.lists_dir.join(format!("{feed_name}.sig"));
-            let sig = read_bounded(&sig_path, self.limits.max_signature)
+            let sig_path = self.root.path().join(self.sig_rel(feed_name));
+            let sig = self
+                .read(&self.sig_rel(feed_name), self.limits.max_signature)
                 .map_err(|r| io(&sig_path, r))?
                 .ok_or_else(|| FeedError::Unsigned {
                     feed: feed_name.into(),
@@ -961,13 +1035,15 @@ impl FeedStore {
         gz: bool,
         release_sha: &str,
     ) -> Result<(), FeedError> {
-        let release_path = self.state_dir.join(feed).join("Release");
+        let release_rel = self.state_rel(feed, "Release");
+        let release_path = self.root.path().join(&release_rel);
         let state_err = |reason: String| FeedError::State {
             feed: feed.into(),
             path: release_path.clone(),
             reason,
         };
-        let bytes = read_bounded(&release_path, self.limits.max_release)
+        let bytes = self
+            .read(&release_rel, self.limits.max_release)
             .map_err(&state_err)?
             .ok_or_else(|| {
                 state_err("missing, but the state records an accepted Release".into())
@@ -1056,71 +1132,15 @@ fn check_name(name: &str) -> Result<(), FeedError> {
     })
 }
 
-/// The bytes of `path` (`None` if it does not exist), at most `max`; errors as text.
-fn read_bounded(path: &Path, max: u64) -> Result<Option<Vec<u8>>, String> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot open: {e}")),
-    };
-    let meta = file.metadata().map_err(|e| format!("cannot stat: {e}"))?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    let mut out = Vec::new();
-    file.take(max.saturating_add(1))
-        .read_to_end(&mut out)
-        .map_err(|e| format!("cannot read: {e}"))?;
-    if out.len() as u64 > max {
-        return Err(format!("larger than {max} bytes"));
-    }
-    Ok(Some(out))
-}
-
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Writes `bytes` to a temporary file beside `path`, fsyncs it, renames it into place and
-/// fsyncs the directory.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Removes `path` if it exists and fsyncs its directory.
-fn remove_durably(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::io::Write;
+
+    fn store_in(root: &Path, lists: &str, state: &str) -> FeedStore {
+        FeedStore::new(std::sync::Arc::new(Root::open(root).unwrap()), lists, state).unwrap()
+    }
     use crate::fetch::FetchOptions;
     use crate::fetch::test_server::{PyServer, canned};
     use feeds::release::FileHash;
@@ -1254,7 +1274,7 @@ mod tests {
             let local = tempfile::tempdir().unwrap();
             let server = PyServer::start(www.path());
             let (sk, pk) = key();
-            let store = FeedStore::new(local.path().join("lists"), local.path().join("state"));
+            let store = store_in(local.path(), "lists", "state");
             Fixture {
                 www,
                 local,
@@ -1783,8 +1803,7 @@ mod tests {
             max_packages: 1 << 20,
             ..FeedLimits::default()
         };
-        let store =
-            FeedStore::new(local.path().join("l"), local.path().join("s")).with_limits(limits);
+        let store = store_in(local.path(), "l", "s").with_limits(limits);
         let base = canned(1, |_, _, s| {
             let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
             let chunk = vec![b'P'; 65536];
@@ -1919,28 +1938,55 @@ mod tests {
 
     #[test]
     fn trust_from_key_dir() {
-        let dir = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("etc/opkg/keys");
+        fs::create_dir_all(&dir).unwrap();
+        let r = Root::open(root.path()).unwrap();
         let (a, pa) = key();
         let (_, pb) = key();
-        pa.write_path(&dir.path().join(a.fingerprint().to_string()))
+        pa.write_path(&dir.join(a.fingerprint().to_string()))
             .unwrap();
-        pb.write_path(&dir.path().join("other-name")).unwrap();
-        fs::create_dir(dir.path().join("subdir")).unwrap();
-        fs::write(dir.path().join(".tmp-file"), "junk").unwrap();
-        let t = Trust::from_key_dir(dir.path()).unwrap();
+        pb.write_path(&dir.join("other-name")).unwrap();
+        fs::create_dir(dir.join("subdir")).unwrap();
+        fs::write(dir.join(".tmp-file"), "junk").unwrap();
+        let t = Trust::from_key_dir(&r, "etc/opkg/keys").unwrap();
         assert_eq!(t.keys.len(), 2);
         assert!(t.keys.contains(&pa) && t.keys.contains(&pb));
         assert!(t.require_signature && !t.require_release);
 
-        fs::write(dir.path().join("garbage"), "<html>").unwrap();
-        let e = Trust::from_key_dir(dir.path()).unwrap_err();
+        fs::write(dir.join("garbage"), "<html>").unwrap();
+        let e = Trust::from_key_dir(&r, "etc/opkg/keys").unwrap_err();
         assert!(
             e.to_string().contains("/garbage: not a usign public key"),
             "{e}"
         );
 
-        let e = Trust::from_key_dir(&dir.path().join("missing")).unwrap_err();
-        assert!(e.to_string().contains("/missing: cannot read"), "{e}");
+        let e = Trust::from_key_dir(&r, "missing").unwrap_err();
+        assert!(e.to_string().contains("/missing: cannot"), "{e}");
+    }
+
+    #[test]
+    fn threat_20_a_key_symlinked_to_a_host_file_is_read_inside_the_root_only() {
+        let host = tempfile::tempdir().unwrap();
+        let (_, hostkey) = key();
+        hostkey.write_path(&host.path().join("k")).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("etc/opkg/keys");
+        fs::create_dir_all(&dir).unwrap();
+        // An absolute link into the host: resolved inside the root, where nothing is.
+        std::os::unix::fs::symlink(host.path().join("k"), dir.join("planted")).unwrap();
+        // A relative link climbing out: stops at the root.
+        let up = "../".repeat(30)
+            + host
+                .path()
+                .join("k")
+                .strip_prefix("/")
+                .unwrap()
+                .to_str()
+                .unwrap();
+        std::os::unix::fs::symlink(&up, dir.join("planted2")).unwrap();
+        let t = Trust::from_key_dir(&Root::open(root.path()).unwrap(), "etc/opkg/keys").unwrap();
+        assert!(t.keys.is_empty(), "a host key was trusted: {:?}", t.keys);
     }
 
     #[test]
@@ -1959,7 +2005,7 @@ mod tests {
         }
         let server = PyServer::start(&feed);
         let local = tempfile::tempdir().unwrap();
-        let store = FeedStore::new(local.path().join("lists"), local.path().join("state"));
+        let store = store_in(local.path(), "lists", "state");
         let trust = Trust {
             keys: vec![PublicKey::read_path(&key_file).unwrap()],
             ..Trust::default()

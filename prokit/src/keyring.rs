@@ -86,15 +86,22 @@ pub fn init(
     Ok(report)
 }
 
-/// Makes sure `<root>/etc/opkg.conf` names keyring `name` (`option keyring NAME`).
+/// Makes sure `<root>/etc/opkg.conf` names keyring `name` (`option keyring NAME`). The file
+/// is read and replaced through the root ([`safe_fs::Root`]), never through a symlink out.
 pub fn name_in_config(root: &Path, name: &str) -> Result<(), KeyringError> {
     let path = root.join("etc/opkg.conf");
-    let text = fs::read_to_string(&path).unwrap_or_default();
+    let fail = |reason: String| KeyringError::File {
+        path: path.clone(),
+        reason,
+    };
+    let r = safe_fs::Root::open(root).map_err(|e| fail(e.to_string()))?;
+    let bytes = r
+        .read_file("etc/opkg.conf", 1 << 20)
+        .map_err(|e| fail(e.to_string()))?
+        .unwrap_or_default();
+    let text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".into()))?;
     let config =
-        Config::parse(&text, &path.display().to_string()).map_err(|e| KeyringError::File {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        Config::parse(&text, &path.display().to_string()).map_err(|e| fail(e.to_string()))?;
     if config.option("keyring") == Some(name) {
         return Ok(());
     }
@@ -107,13 +114,12 @@ pub fn name_in_config(root: &Path, name: &str) -> Result<(), KeyringError> {
         .map(|l| format!("{l}\n"))
         .collect();
     out.push_str(&format!("option keyring {name}\n"));
-    let dir = path.parent().unwrap_or(root);
-    let io = |e: std::io::Error| KeyringError::File {
-        path: path.clone(),
-        reason: e.to_string(),
-    };
-    fs::create_dir_all(dir).map_err(io)?;
-    crate::feed::write_atomic(&path, out.as_bytes()).map_err(io)
+    r.write_atomic(
+        "etc/opkg.conf",
+        out.as_bytes(),
+        safe_fs::WriteOptions::default(),
+    )
+    .map_err(|e| fail(e.to_string()))
 }
 
 /// The feed trust keyring `name` gives: its active, unexpired feed keys; every other key it

@@ -219,10 +219,14 @@ impl Db {
     /// line). Does not finish an interrupted install: call `install::recover` next.
     pub fn open(root: &Path, db_dir: &str) -> Result<Db, StatusError> {
         fs::create_dir_all(root).map_err(io_err(root))?;
-        let root = fs::canonicalize(root).map_err(io_err(root))?;
-        let db_dir = normalize_rel(db_dir).ok_or_else(|| StatusError::BadDbDir {
+        let confined = safe_fs::Root::open(root).map_err(|e| StatusError::Io {
+            path: e.path.clone(),
+            source: io::Error::new(e.kind(), e.to_string()),
+        })?;
+        let root = confined.path().to_path_buf();
+        let db_dir = safe_fs::Root::confine(db_dir).map_err(|_| StatusError::BadDbDir {
             dir: db_dir.to_string(),
-            reason: "must be a relative path inside the root without `..`".into(),
+            reason: "must be a path inside the root: its `..` climbs above it".into(),
         })?;
         if db_dir.is_empty() {
             return Err(StatusError::BadDbDir {
@@ -230,17 +234,20 @@ impl Db {
                 reason: "must not be the root itself".into(),
             });
         }
-        let dir = resolve_in_root(&root, &db_dir, true).map_err(|e| StatusError::BadDbDir {
-            dir: db_dir.clone(),
-            reason: e.to_string(),
-        })?;
+        // Resolved inside the root as a chroot would (docs/threats.md §18).
+        let dir = confined
+            .resolve_dir(&db_dir, true)
+            .map_err(|e| StatusError::BadDbDir {
+                dir: db_dir.clone(),
+                reason: e.to_string(),
+            })?;
         let db_rel = rel_of(&root, &dir).ok_or_else(|| StatusError::BadDbDir {
             dir: db_dir.clone(),
             reason: "resolves to the root itself".into(),
         })?;
         let mut locks = vec![lock_file(&dir.join(PROKIT_LOCK))?];
         let mut opkg_lock_rel = None;
-        if let Ok(lock_dir) = resolve_in_root(&root, "var/lock", false) {
+        if let Ok(lock_dir) = confined.resolve_dir("var/lock", false) {
             let path = lock_dir.join("opkg.lock");
             locks.push(lock_file(&path)?);
             opkg_lock_rel = rel_of(&root, &path);
@@ -338,8 +345,29 @@ impl Db {
         self.fsync
     }
 
-    /// The paths (absolute in the root) a package may never write: the database directory
-    /// and the lock files.
+    /// Adds the directory `rel` (inside the root: the lists directory, prokit's state, the
+    /// download cache, the lock directory) to what packages may never write, both as
+    /// configured and as it resolves inside the root (docs/threats.md §19).
+    pub fn reserve(&mut self, rel: &str) {
+        let Ok(confined) = safe_fs::Root::confine(rel) else {
+            return;
+        };
+        if confined.is_empty() {
+            return;
+        }
+        self.reserved.push(format!("/{confined}"));
+        if let Ok(root) = safe_fs::Root::open(&self.root)
+            && let Ok(dir) = root.resolve_dir(&confined, false)
+            && let Some(r) = rel_of(&self.root, &dir)
+        {
+            self.reserved.push(format!("/{r}"));
+        }
+        self.reserved.sort();
+        self.reserved.dedup();
+    }
+
+    /// The paths (absolute in the root) a package may never write: the database directory,
+    /// the lock files, and what [`Db::reserve`] added.
     pub fn is_reserved(&self, path: &str) -> bool {
         self.reserved.iter().any(|base| {
             path.strip_prefix(base.as_str())
@@ -391,6 +419,23 @@ impl Db {
     /// The `Conffiles` of an installed package: (path, recorded hash) pairs.
     pub fn conffiles(&self, name: &str) -> Vec<(String, String)> {
         self.get(name).map(conffiles_of).unwrap_or_default()
+    }
+
+    /// The bytes of `info/<name>.<suffix>` (at most `max`), never through a symlink; `None`
+    /// when absent.
+    pub fn read_info(
+        &self,
+        name: &str,
+        suffix: &str,
+        max: u64,
+    ) -> Result<Option<Vec<u8>>, StatusError> {
+        let path = self.info_file(name, suffix);
+        let Some(mut f) = open_bounded(&path, max)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        f.read_to_end(&mut out).map_err(io_err(&path))?;
+        Ok(Some(out))
     }
 
     /// Re-reads `status` from disk and forgets cached ownership.
@@ -537,90 +582,11 @@ pub(crate) fn join_root(root: &Path, path: &str) -> PathBuf {
     root.join(path.trim_start_matches('/'))
 }
 
-/// Normalizes a relative path inside the root (`/usr/lib/opkg/` → `usr/lib/opkg`); `None`
-/// when it has a `..` component.
-fn normalize_rel(path: &str) -> Option<String> {
-    let mut out = Vec::new();
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => return None,
-            c => out.push(c),
-        }
-    }
-    Some(out.join("/"))
-}
-
 /// `path` relative to `root` with `/` separators, when it is strictly inside it.
 fn rel_of(root: &Path, path: &Path) -> Option<String> {
     let rel = path.strip_prefix(root).ok()?;
     let s = rel.to_str()?.trim_matches('/').to_string();
     (!s.is_empty()).then_some(s)
-}
-
-/// Resolves the directory `rel` inside `root` as a chroot would: symlinks are followed, an
-/// absolute target starts again at the root, and `..` never climbs above it. Missing
-/// components are created (mode 0755) when `create`, else they are an error. The result has
-/// no symlink in it (at the time of the call).
-pub(crate) fn resolve_in_root(root: &Path, rel: &str, create: bool) -> io::Result<PathBuf> {
-    let mut stack: Vec<String> = Vec::new();
-    let mut pending: std::collections::VecDeque<String> =
-        rel.split('/').map(str::to_string).collect();
-    let mut links = 0;
-    while let Some(c) = pending.pop_front() {
-        match c.as_str() {
-            "" | "." => continue,
-            ".." => {
-                stack.pop();
-                continue;
-            }
-            _ => {}
-        }
-        let mut here = root.to_path_buf();
-        for s in &stack {
-            here.push(s);
-        }
-        here.push(&c);
-        match fs::symlink_metadata(&here) {
-            Ok(m) if m.file_type().is_symlink() => {
-                links += 1;
-                if links > 40 {
-                    return Err(io::Error::other(format!(
-                        "{}: too many levels of symbolic links",
-                        here.display()
-                    )));
-                }
-                let target = fs::read_link(&here)?;
-                let target = target.to_str().ok_or_else(|| {
-                    io::Error::other(format!("{}: link target is not UTF-8", here.display()))
-                })?;
-                if target.starts_with('/') {
-                    stack.clear();
-                }
-                for (i, t) in target.split('/').enumerate() {
-                    pending.insert(i, t.to_string());
-                }
-            }
-            Ok(m) if m.is_dir() => stack.push(c),
-            Ok(_) => {
-                return Err(io::Error::other(format!(
-                    "{} is not a directory",
-                    here.display()
-                )));
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
-                fs::create_dir(&here)?;
-                fs::set_permissions(&here, fs::Permissions::from_mode(0o755))?;
-                stack.push(c);
-            }
-            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", here.display()))),
-        }
-    }
-    let mut out = root.to_path_buf();
-    for s in &stack {
-        out.push(s);
-    }
-    Ok(out)
 }
 
 /// How long a held lock is retried before `open` gives up (a lock is briefly held on by a
@@ -707,12 +673,31 @@ fn try_lock(file: &File) -> io::Result<bool> {
 
 /// Opens a file for a bounded read: fails when it is larger than `limit`; `None` when absent.
 fn open_bounded(path: &Path, limit: u64) -> Result<Option<io::Take<File>>, StatusError> {
-    let file = match File::open(path) {
+    // Never through a final symlink (a `.list` or `status` linked to a host file is not
+    // read: docs/threats.md §20); the database directory itself was resolved inside the root.
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(StatusError::Io {
+                path: path.to_path_buf(),
+                source: io::Error::other("is a symlink; database files are never read through one"),
+            });
+        }
         Err(e) => return Err(io_err(path)(e)),
     };
-    let len = file.metadata().map_err(io_err(path))?.len();
+    let meta = file.metadata().map_err(io_err(path))?;
+    if !meta.is_file() {
+        return Err(StatusError::Io {
+            path: path.to_path_buf(),
+            source: io::Error::other("not a regular file"),
+        });
+    }
+    let len = meta.len();
     if len > limit {
         return Err(StatusError::TooLarge {
             path: path.to_path_buf(),
@@ -749,6 +734,17 @@ fn read_status(path: &Path) -> Result<BTreeMap<String, Paragraph>, StatusError> 
                 message: "stanza without a Package field".into(),
             });
         }
+        if !valid_package_name(&name) {
+            // The name becomes `info/<name>.list` and friends: it must stay a file name.
+            return Err(StatusError::Parse {
+                path: path.to_path_buf(),
+                line,
+                message: format!(
+                    "package name {} cannot be a file name in the database (a slash, a leading dot or a control character)",
+                    crate::config::excerpt(&name)
+                ),
+            });
+        }
         if out.contains_key(&name) {
             return Err(StatusError::Parse {
                 path: path.to_path_buf(),
@@ -759,6 +755,26 @@ fn read_status(path: &Path) -> Result<BTreeMap<String, Paragraph>, StatusError> 
         out.insert(name, p);
     }
     Ok(out)
+}
+
+/// True for a package name that can name files in the database (`info/<name>.list`).
+pub fn valid_package_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && !name.contains('/')
+        && !name.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+/// A path read from the database (`.list`, sidecar): absolute inside the root, normalized
+/// (`//`, `.` dropped); `None` when it is not absolute or a `..` climbs out of the root,
+/// which no package manager writes (docs/threats.md §19).
+fn confined_list_path(p: &str) -> Option<String> {
+    if !p.starts_with('/') || p.split('/').any(|c| c == "..") {
+        return None;
+    }
+    let rel = safe_fs::Root::confine(p).ok()?;
+    Some(format!("/{rel}"))
 }
 
 /// Reads an opkg `.list`: (path, is a directory) pairs. Absent: empty. Lines may carry
@@ -779,15 +795,18 @@ fn read_list(path: &Path) -> Result<Vec<(String, bool)>, StatusError> {
         if p.is_empty() {
             continue;
         }
-        if !p.starts_with('/') {
+        let is_dir = p.len() > 1 && p.ends_with('/');
+        let Some(confined) = confined_list_path(p).filter(|c| c != "/") else {
             return Err(StatusError::Parse {
                 path: path.to_path_buf(),
                 line: i + 1,
-                message: format!("{p:?} is not an absolute path"),
+                message: format!(
+                    "{} is not a path inside the root (absolute, without `..`): refusing to use this list",
+                    crate::config::excerpt(p)
+                ),
             });
-        }
-        let is_dir = p.len() > 1 && p.ends_with('/');
-        out.push((p.trim_end_matches('/').to_string(), is_dir));
+        };
+        out.push((confined, is_dir));
     }
     Ok(out)
 }
@@ -826,8 +845,14 @@ fn read_sidecar(path: &Path, name: &str, version: &str) -> Result<Vec<FileRecord
             FileKind::from_letter(f[0]).ok_or_else(|| bad(i + 1, format!("kind {:?}", f[0])))?;
         let mode = u32::from_str_radix(f[1], 8)
             .map_err(|_| bad(i + 1, format!("mode {:?} is not octal", f[1])))?;
-        if !f[3].starts_with('/') {
-            return Err(bad(i + 1, format!("{:?} is not an absolute path", f[3])));
+        if confined_list_path(f[3]).as_deref() != Some(f[3]) {
+            return Err(bad(
+                i + 1,
+                format!(
+                    "{} is not a normalized path inside the root",
+                    crate::config::excerpt(f[3])
+                ),
+            ));
         }
         let (sha256, link_target) = match kind {
             FileKind::File => {
@@ -1209,7 +1234,10 @@ mod tests {
         drop(db);
         // `..` never climbs above the root.
         std::os::unix::fs::symlink("../../../../..", root.join("up")).unwrap();
-        let got = resolve_in_root(&fs::canonicalize(root).unwrap(), "up/made", true).unwrap();
+        let got = safe_fs::Root::open(root)
+            .unwrap()
+            .resolve_dir("up/made", true)
+            .unwrap();
         assert_eq!(got, fs::canonicalize(root).unwrap().join("made"));
         assert!(Db::open(root, "../x").is_err());
     }

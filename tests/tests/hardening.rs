@@ -263,3 +263,148 @@ fn threat_23_a_key_pinned_to_one_feed_is_not_trusted_for_another() {
     );
     assert_eq!(fs::read(root.join("var/opkg-lists/b")).unwrap(), before);
 }
+
+/// A directory outside the root with a sentinel file, and a check that nothing in it changed.
+struct Outside {
+    dir: tempfile::TempDir,
+}
+
+impl Outside {
+    fn new() -> Outside {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("sentinel"), "untouched").unwrap();
+        Outside { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Asserts the directory holds exactly the sentinel, unchanged.
+    fn assert_untouched(&self) {
+        let names: Vec<String> = fs::read_dir(self.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["sentinel"],
+            "something was written outside the root"
+        );
+        assert_eq!(
+            fs::read_to_string(self.path().join("sentinel")).unwrap(),
+            "untouched"
+        );
+    }
+}
+
+#[test]
+fn threat_18_configuration_in_the_root_cannot_steer_paths_out_of_it() {
+    let f = Fixture::new();
+    f.add("a", "1.0", "", &[("usr/bin/a", "a")], None);
+    f.index();
+    let Some(server) = HttpServer::serve(&f.feed) else {
+        return;
+    };
+    let outside = Outside::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = root_with(
+        tmp.path(),
+        &format!("src/gz main {}\n", server.url("")),
+        &[&f.public],
+    );
+    let r = root.to_str().unwrap();
+    let out_rel = outside.path().strip_prefix("/").unwrap().to_str().unwrap();
+
+    // 1. `..` climbing out: refused, naming the file and the line.
+    let evil = root.join("etc/opkg/evil.conf");
+    for line in [
+        format!("lists_dir ext /{}{out_rel}", "../".repeat(12)),
+        format!("option db_dir ../../../../../../../../{out_rel}"),
+    ] {
+        fs::write(&evil, format!("# packaged\n{line}\n")).unwrap();
+        let (ok, out, err) = prokit(Some(r), &["update"]);
+        assert!(!ok, "{out}{err}");
+        assert!(
+            err.contains("etc/opkg/evil.conf:2: ") && err.contains("climbs above the root"),
+            "{err}"
+        );
+        let (ok, _, err) = prokit(Some(r), &["install", "a"]);
+        assert!(!ok && err.contains("evil.conf:2"), "{err}");
+        outside.assert_untouched();
+    }
+
+    // 2. An absolute host path is a path inside the root.
+    fs::write(
+        &evil,
+        format!(
+            "lists_dir ext {}\noption db_dir {}/db\n",
+            outside.path().display(),
+            outside.path().display()
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = prokit(Some(r), &["update"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = prokit(Some(r), &["install", "a"]);
+    assert!(ok, "{out}{err}");
+    assert!(root.join(out_rel).join("main").is_file());
+    assert!(root.join(out_rel).join("db/status").is_file());
+    outside.assert_untouched();
+
+    // 3. Symlinks in the root that point at the host resolve inside the root.
+    fs::remove_file(&evil).unwrap();
+    fs::remove_dir_all(root.join("var")).unwrap();
+    fs::create_dir_all(root.join("usr/lib")).unwrap();
+    let _ = fs::remove_dir_all(root.join("usr/lib/opkg"));
+    std::os::unix::fs::symlink(outside.path(), root.join("var")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), root.join("usr/lib/opkg")).unwrap();
+    let (ok, out, err) = prokit(Some(r), &["update"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = prokit(Some(r), &["install", "a"]);
+    assert!(ok, "{out}{err}");
+    assert!(root.join(out_rel).join("opkg-lists/main").is_file());
+    assert!(root.join(out_rel).join("status").is_file());
+    outside.assert_untouched();
+}
+
+#[test]
+fn threat_20_files_in_the_root_linked_to_host_files_are_never_read() {
+    let f = Fixture::new();
+    f.add("a", "1.0", "", &[("usr/bin/a", "a")], None);
+    f.index();
+    let Some(server) = HttpServer::serve(&f.feed) else {
+        return;
+    };
+    let outside = Outside::new();
+    let secret = outside.path().join("shadow");
+    fs::write(&secret, "root:SECRET-MUST-NOT-LEAK:19000::::::\n").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = root_with(
+        tmp.path(),
+        &format!("src/gz main {}\n", server.url("")),
+        &[&f.public],
+    );
+    let r = root.to_str().unwrap();
+    // A config file, a key and the status file linked to the host file.
+    std::os::unix::fs::symlink(&secret, root.join("etc/opkg/shadow.conf")).unwrap();
+    std::os::unix::fs::symlink(&secret, root.join("etc/opkg/keys/shadow")).unwrap();
+    fs::create_dir_all(root.join("usr/lib/opkg")).unwrap();
+    std::os::unix::fs::symlink(&secret, root.join("usr/lib/opkg/status")).unwrap();
+    for args in [&["update"][..], &["list", "--installed"], &["install", "a"]] {
+        let (_, out, err) = prokit(Some(r), args);
+        assert!(
+            !out.contains("SECRET") && !err.contains("SECRET"),
+            "{args:?}: {out}{err}"
+        );
+    }
+    fs::remove_file(root.join("usr/lib/opkg/status")).unwrap();
+    let (ok, out, err) = prokit(Some(r), &["install", "a"]);
+    assert!(ok, "{out}{err}");
+    let status = fs::read_to_string(root.join("usr/lib/opkg/status")).unwrap();
+    assert!(!status.contains("SECRET"), "{status}");
+    assert_eq!(
+        fs::read_to_string(&secret).unwrap(),
+        "root:SECRET-MUST-NOT-LEAK:19000::::::\n"
+    );
+}

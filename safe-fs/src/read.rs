@@ -1,0 +1,117 @@
+//! Bounded reads of regular files, never through a final symlink.
+
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use crate::dir::{check_regular, open_error};
+use crate::error::{FsError, Result};
+use crate::sys;
+
+/// Reads at most `max` bytes of the regular file at `path`; `Ok(None)` when it does not exist.
+///
+/// A final symlink is not followed (an error saying so), and anything but a regular file is
+/// refused without blocking (a FIFO is opened non-blocking, then refused). A file larger than
+/// `max` is an error of kind `FileTooLarge`: "`<path>`: cannot read: larger than `max`
+/// bytes". The directories on the way are the caller's own path (followed like any path); to
+/// stay inside a root use [`Root::read_file`](crate::Root::read_file).
+pub fn read_bounded(path: &Path, max: u64) -> Result<Option<Vec<u8>>> {
+    let c = sys::cstring(path.as_os_str()).map_err(|e| FsError::new(path, "open", e))?;
+    match sys::open_at(None, &c, sys::READ_FLAGS, 0) {
+        Ok(fd) => read_fd(fd, path, max).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(open_error(None, &c, path.to_path_buf(), e)),
+    }
+}
+
+/// Reads the file `fd` (shown as `path`), which must be a regular file of at most `max`
+/// bytes.
+pub(crate) fn read_fd(fd: OwnedFd, path: &Path, max: u64) -> Result<Vec<u8>> {
+    let file = std::fs::File::from(fd);
+    let len = check_regular(&file, path)?;
+    let too_large = || {
+        FsError::other(
+            path,
+            "read",
+            io::ErrorKind::FileTooLarge,
+            format!("larger than {max} bytes"),
+        )
+    };
+    if len > max {
+        return Err(too_large());
+    }
+    // The file may grow after the fstat: read one byte more than allowed to notice.
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| FsError::new(path, "read", e))?;
+    if bytes.len() as u64 > max {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CString;
+    use std::fs;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn read_bounded_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"12345").unwrap();
+        assert_eq!(read_bounded(&path, 5).unwrap().unwrap(), b"12345");
+        assert_eq!(read_bounded(&path, u64::MAX).unwrap().unwrap(), b"12345");
+        let err = read_bounded(&path, 4).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
+        assert_eq!(
+            err.to_string(),
+            format!("{}: cannot read: larger than 4 bytes", path.display())
+        );
+        fs::write(&path, b"").unwrap();
+        assert_eq!(read_bounded(&path, 0).unwrap().unwrap(), b"");
+        assert!(read_bounded(&dir.path().join("none"), 4).unwrap().is_none());
+    }
+
+    #[test]
+    fn read_bounded_refuses_directories_and_fifos_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_bounded(dir.path(), 4).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let fifo = dir.path().join("fifo");
+        let c = CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // With no writer, a blocking open would hang this test.
+        let err = read_bounded(&fifo, 4).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn final_symlink_to_host_file_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret");
+        fs::write(&secret, b"host secret").unwrap();
+        let link = dir.path().join("link");
+        symlink(&secret, &link).unwrap();
+        let err = read_bounded(&link, 100).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        // A dangling link is not "absent" either: it is refused the same way.
+        let dangling = dir.path().join("dangling");
+        symlink(outside.path().join("none"), &dangling).unwrap();
+        assert!(read_bounded(&dangling, 100).is_err());
+    }
+
+    #[test]
+    fn a_file_below_a_file_is_an_error_not_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("f"), b"").unwrap();
+        let err = read_bounded(&dir.path().join("f/x"), 4).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotADirectory);
+    }
+}
