@@ -4,16 +4,19 @@
 //! (`SOURCE_DATE_EPOCH`), gzip without name or time.
 
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use feeds::build::{DataEntry, EntryKind, PackageBuilder, Source};
 use feeds::package::{Container, Package, ReadOptions};
+use safe_fs::{FsError, TempFile, WriteOptions};
 
 /// Why a package could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    #[error(transparent)]
+    Fs(#[from] FsError),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -113,31 +116,82 @@ pub fn build(
         });
     }
     fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
-    let tmp = out_dir.join(".archman-build.tmp.ipk");
-    let file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
-    let mut w = io::BufWriter::new(file);
-    b.write(&mut w).map_err(io_err(&tmp))?;
-    let file = w.into_inner().map_err(|e| BuildError::Io {
-        path: tmp.clone(),
-        source: e.into_error(),
-    })?;
-    file.sync_all().map_err(io_err(&tmp))?;
+    // A hidden temporary file beside the output (docs/crash-safety.md §7), removed if
+    // anything below fails.
+    let mut tmp = TempFile::new_in(out_dir, "archman-build.ipk", WriteOptions::default())?;
+    let mut w = io::BufWriter::new(tmp.file_mut());
+    let written = b.write(&mut w).and_then(|()| w.flush());
+    drop(w);
+    written.map_err(io_err(tmp.path()))?;
     // Read it back: this validates the control file (required fields, names) exactly as
     // `archman index` will, and gives the name.
-    let pkg = match Package::open(&tmp, &ReadOptions::default()) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            return Err(BuildError::Invalid {
-                path: control_path,
-                message: e.source.to_string(),
-            });
-        }
-    };
+    let pkg =
+        Package::open(tmp.path(), &ReadOptions::default()).map_err(|e| BuildError::Invalid {
+            path: control_path,
+            message: e.source.to_string(),
+        })?;
     let version = pkg.version();
     let version = version.split_once(':').map_or(version, |(_, v)| v);
     let name = format!("{}_{}_{}.ipk", pkg.name(), version, pkg.architecture());
-    let out = out_dir.join(name);
-    fs::rename(&tmp, &out).map_err(io_err(&tmp))?;
-    Ok(out)
+    // Fsynced, renamed onto its name, the directory fsynced.
+    tmp.persist(&name)?;
+    Ok(out_dir.join(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn package_dir(control: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("CONTROL")).unwrap();
+        fs::write(dir.path().join("CONTROL/control"), control).unwrap();
+        fs::create_dir_all(dir.path().join("usr/share/t")).unwrap();
+        fs::write(dir.path().join("usr/share/t/file"), b"data\n").unwrap();
+        dir
+    }
+
+    const CONTROL: &str = "Package: t\nVersion: 1:1.0-r1\nArchitecture: all\n\
+        Maintainer: M <m@example.org>\nDescription: A test.\n";
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn planted_symlinks_in_the_output_directory_are_not_written_through() {
+        let pkg = package_dir(CONTROL);
+        let out = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let sentinel = outside.path().join("sentinel");
+        fs::write(&sentinel, b"outside").unwrap();
+        // The fixed temporary name earlier versions used, and the output's own name.
+        symlink(&sentinel, out.path().join(".archman-build.tmp.ipk")).unwrap();
+        symlink(&sentinel, out.path().join("t_1.0-r1_all.ipk")).unwrap();
+        let path = build(pkg.path(), out.path(), Container::TarGz, 0).unwrap();
+        assert_eq!(path, out.path().join("t_1.0-r1_all.ipk"));
+        assert!(fs::symlink_metadata(&path).unwrap().is_file());
+        assert_eq!(fs::read(&sentinel).unwrap(), b"outside");
+        let pkg = Package::open(&path, &ReadOptions::default()).unwrap();
+        assert_eq!(pkg.name(), "t");
+        assert_eq!(
+            names(out.path()),
+            [".archman-build.tmp.ipk", "t_1.0-r1_all.ipk"]
+        );
+    }
+
+    #[test]
+    fn a_refused_control_file_leaves_no_temporary_file() {
+        let pkg = package_dir("Version: 1.0\nArchitecture: all\n");
+        let out = tempfile::tempdir().unwrap();
+        let err = build(pkg.path(), out.path(), Container::TarGz, 0).unwrap_err();
+        assert!(matches!(err, BuildError::Invalid { .. }), "{err}");
+        assert!(names(out.path()).is_empty(), "{:?}", names(out.path()));
+    }
 }

@@ -1,26 +1,75 @@
-//! The index cache: what `archman index` learned about each package file, keyed by its path,
-//! size, mtime and inode, so a re-run over an unchanged feed reads no package contents.
+//! The index cache: what `archman index` learned about each package file, keyed by its path
+//! and its identity on disk (size, mtime, ctime, inode), so a re-run over an unchanged feed
+//! reads no package contents.
 //!
 //! The file is a small length-prefixed text format: a header naming the feed, then segments of
-//! records, each ending in a CRC-32 of the segment. A re-index that learned little *appends* a
-//! segment (the records of the packages it read, the paths that are gone) instead of rewriting
-//! megabytes; later records override earlier ones, and the file is compacted into one segment
-//! once the overridden records weigh as much as the live ones. A foreign cache (another feed,
-//! another format version) or a damaged first segment is ignored — the caller warns and
+//! records, each ending in a MAC. A re-index that learned little *appends* a segment (the
+//! records of the packages it read, the paths that are gone) instead of rewriting megabytes;
+//! later records override earlier ones, and the file is compacted into one segment once the
+//! overridden records weigh as much as the live ones. A foreign cache (another feed, another
+//! format version), a damaged first segment or a failed MAC is ignored — the caller warns and
 //! re-reads the packages; a damaged later segment (an append cut short) is dropped with
 //! everything after it. Dropping records is always safe: every entry is re-checked against the
-//! file's size, mtime and inode before use, so a lost record only costs a re-read.
+//! file's identity before use, so a lost record only costs a re-read.
+//!
+//! # The cache is a trust boundary
+//!
+//! A cached entry holds a finished index stanza, which `archman index` signs without reading
+//! the package again. Whoever can change the cache could therefore make archman sign a stanza
+//! for bytes it never read: a `SHA256sum` of a file that is not there, or fields the package
+//! does not have. Feed directories are often writable by others (an upload directory), so:
+//!
+//! - **Outside the feed.** The default place is `$XDG_CACHE_HOME/archman/<feed>/cache`
+//!   (`~/.cache/...` when `XDG_CACHE_HOME` is unset), `<feed>` being the first 16 hex digits
+//!   of the SHA-256 of the canonical feed path ([`default_path`]). An old `.archman-cache` in
+//!   the feed is never read.
+//! - **Authenticated.** Every segment ends in an HMAC-SHA256 over the previous segment's MAC
+//!   (the first: over the MAC of the header, which names the format and the feed) and its own
+//!   record bytes. Segments can therefore be neither changed, nor moved between caches, nor
+//!   reordered; cutting trailing segments off only brings back an older authentic state,
+//!   whose entries no longer match files changed since (their ctime moved on). A cache whose
+//!   MAC fails is ignored as a whole ([`CacheError::Unauthentic`]).
+//! - **Keyed by a per-host secret**, `$XDG_CACHE_HOME/archman/cache.key`: 32 random bytes,
+//!   made on first use (0600, in a 0700 directory, created under a temporary name and
+//!   hard-linked into place, so two first runs agree on one key). A key file that is a
+//!   symlink, not a regular file, not owned by the user, or open to group or others (or in a
+//!   directory others can write) is refused: the caller warns and runs without a cache.
+//!
+//!   Why not a key derived from the signing key: unsigned feeds need the cache as much; the
+//!   signing key may be passphrase-protected, on another medium, or rotated, and every
+//!   rotation would invalidate every cache; and a per-host key keeps the signing key's seed
+//!   out of one more computation. Why in the cache directory rather than `$XDG_CONFIG_HOME`:
+//!   it protects nothing but the caches next to it, losing it costs only one full re-read,
+//!   and it stays out of configuration directories people keep in (public) dotfile
+//!   repositories. Anyone who can write the user's cache directory can also run code as the
+//!   user; that is outside what this protects against.
+//! - **ctime in the file identity.** Rewriting a package in place keeps its inode, an equal
+//!   size is easy, and `touch -r` puts the mtime back; the ctime is set by the kernel on every
+//!   change and no user can set it. An entry is used only while size, mtime, ctime (seconds
+//!   and nanoseconds) and inode are all as recorded. A change in the same coarse clock tick as
+//!   the previous one (a few milliseconds) can keep even the ctime; then the cached stanza is
+//!   still one archman built from bytes it read, and clients refuse the file whose hash no
+//!   longer matches it.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fmt;
 use std::fs;
-use std::io;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use feeds::package::Container;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
 
-const MAGIC: &str = "archman-cache 5";
+const MAGIC: &str = "archman-cache 6";
 /// Refuse to read a cache larger than this.
 const MAX_CACHE: u64 = 1 << 30;
+/// Bytes of the per-host cache key.
+pub const KEY_LEN: usize = 32;
+
+type HmacSha256 = Hmac<Sha256>;
 
 /// The file identity a cached entry is valid for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,39 +77,45 @@ pub struct FileKey {
     pub size: u64,
     pub mtime: i64,
     pub mtime_nsec: i64,
+    /// The inode change time: set by the kernel on every change, and by no user.
+    pub ctime: i64,
+    pub ctime_nsec: i64,
     pub inode: u64,
 }
 
-impl std::fmt::Display for FileKey {
-    /// The cache's text form: `size mtime mtime_nsec inode`, read back by
+impl fmt::Display for FileKey {
+    /// The cache's text form: `size mtime mtime_nsec ctime ctime_nsec inode`, read back by
     /// [`FileKey::parse_fields`].
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} {} {} {}",
-            self.size, self.mtime, self.mtime_nsec, self.inode
+            "{} {} {} {} {} {}",
+            self.size, self.mtime, self.mtime_nsec, self.ctime, self.ctime_nsec, self.inode
         )
     }
 }
 
 impl FileKey {
-    /// Reads the four fields written by `Display`; `None` if any is not a number.
-    fn parse_fields([size, mtime, nsec, inode]: [&str; 4]) -> Option<FileKey> {
+    /// Reads the six fields written by `Display`; `None` if any is not a number.
+    fn parse_fields([size, mtime, mnsec, ctime, cnsec, inode]: [&str; 6]) -> Option<FileKey> {
         Some(FileKey {
             size: size.parse().ok()?,
             mtime: mtime.parse().ok()?,
-            mtime_nsec: nsec.parse().ok()?,
+            mtime_nsec: mnsec.parse().ok()?,
+            ctime: ctime.parse().ok()?,
+            ctime_nsec: cnsec.parse().ok()?,
             inode: inode.parse().ok()?,
         })
     }
 
     /// The key of a file's metadata.
     pub fn of(meta: &fs::Metadata) -> FileKey {
-        use std::os::unix::fs::MetadataExt;
         FileKey {
             size: meta.len(),
             mtime: meta.mtime(),
             mtime_nsec: meta.mtime_nsec(),
+            ctime: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
             inode: meta.ino(),
         }
     }
@@ -82,8 +137,7 @@ pub struct Entry {
 /// A `Packages.sig` this program has already checked (or made): the signature file with
 /// SHA-256 `sig_sha256` is a valid signature by key `fingerprint` over the `Packages` with
 /// SHA-256 `packages_sha256`. Lets a republish keep the signature without hashing `Packages`
-/// through SHA-512 again. Trusting it is safe: a forged record can only make archman publish a
-/// bad signature, which every client (and `archman check`) refuses.
+/// through SHA-512 again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedSig {
     pub packages_sha256: String,
@@ -121,6 +175,8 @@ pub struct Loaded {
     pub file_len: u64,
     /// A damaged later segment was dropped: the file must be rewritten, not appended to.
     pub damaged_tail: bool,
+    /// The MAC of the last segment kept, which the MAC of an appended segment covers.
+    chain: Option<[u8; 32]>,
 }
 
 impl Loaded {
@@ -128,8 +184,18 @@ impl Loaded {
     /// would not then hold more overridden bytes than `live` bytes of current records.
     pub fn appendable(&self, extra: usize, live: usize) -> bool {
         self.file_len > 0
+            && self.chain.is_some()
             && !self.damaged_tail
             && self.file_len + extra as u64 <= 2 * live as u64 + 64 * 1024
+    }
+
+    /// Bytes of a segment holding `records`, to append to this cache file with [`append`].
+    pub fn segment<'a>(
+        &self,
+        key: &CacheKey,
+        records: impl IntoIterator<Item = Record<'a>>,
+    ) -> Vec<u8> {
+        segment(key, &self.chain.unwrap_or_default(), records)
     }
 }
 
@@ -145,8 +211,224 @@ pub enum Record<'a> {
     Published(&'a Published),
 }
 
-/// Bytes of a segment holding `records`, checksum line included.
-pub fn segment<'a>(records: impl IntoIterator<Item = Record<'a>>) -> Vec<u8> {
+/// The per-host secret that authenticates cache files (see the module documentation).
+pub struct CacheKey([u8; KEY_LEN]);
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CacheKey(..)")
+    }
+}
+
+/// Why the cache key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cache key {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cache key {}: {reason}", path.display())]
+    Unsafe { path: PathBuf, reason: String },
+}
+
+impl CacheKey {
+    /// A key from its bytes.
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> CacheKey {
+        CacheKey(bytes)
+    }
+
+    fn hmac(&self) -> HmacSha256 {
+        // HMAC takes keys of any length; only fixed-length MACs can refuse one.
+        <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC accepts any key length")
+    }
+
+    /// The MAC that starts the chain: over the header bytes.
+    fn header_mac(&self, header: &[u8]) -> [u8; 32] {
+        let mut m = self.hmac();
+        m.update(header);
+        m.finalize().into_bytes().into()
+    }
+
+    /// The MAC state of a segment following the one whose MAC is `chain`.
+    fn segment_mac(&self, chain: &[u8; 32], records: &[u8]) -> HmacSha256 {
+        let mut m = self.hmac();
+        m.update(chain);
+        m.update(records);
+        m
+    }
+
+    /// Reads the key at `path`, making one (32 random bytes, mode 0600, in a directory made
+    /// 0700) when there is none. A key file that others could have read or replaced is
+    /// refused ([`KeyError::Unsafe`]).
+    pub fn load_or_create(path: &Path) -> Result<CacheKey, KeyError> {
+        match read_key(path) {
+            Err(KeyError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                create_key(path)?;
+                read_key(path)
+            }
+            other => other,
+        }
+    }
+}
+
+fn key_io(path: &Path) -> impl FnOnce(io::Error) -> KeyError + '_ {
+    move |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads and vets an existing key file.
+fn read_key(path: &Path) -> Result<CacheKey, KeyError> {
+    let unsafe_key = |reason: String| KeyError::Unsafe {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(unsafe_key("is a symbolic link; not using it".into()));
+        }
+        Err(e) => return Err(key_io(path)(e)),
+    };
+    let meta = file.metadata().map_err(key_io(path))?;
+    let me = euid();
+    if !meta.file_type().is_file() {
+        return Err(unsafe_key("is not a regular file; not using it".into()));
+    }
+    if meta.uid() != me {
+        return Err(unsafe_key(format!(
+            "is owned by uid {}, not by the user running archman (uid {me}); not using it",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(unsafe_key(format!(
+            "other users can read or write it (mode {:04o}); not using it (chmod 600 {} makes it private)",
+            meta.mode() & 0o7777,
+            path.display()
+        )));
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let dmeta = fs::metadata(dir).map_err(key_io(dir))?;
+    if dmeta.uid() != me || dmeta.mode() & 0o022 != 0 {
+        return Err(unsafe_key(format!(
+            "its directory {} is owned by uid {} with mode {:04o}, so others could replace the key; not using it",
+            dir.display(),
+            dmeta.uid(),
+            dmeta.mode() & 0o7777
+        )));
+    }
+    let mut bytes = Vec::with_capacity(KEY_LEN + 1);
+    Read::by_ref(&mut file)
+        .take(KEY_LEN as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(key_io(path))?;
+    let bytes: [u8; KEY_LEN] = bytes.try_into().map_err(|b: Vec<u8>| {
+        unsafe_key(format!(
+            "holds {}{} bytes, not {KEY_LEN}; delete it and a new key is made (every cache is then read again)",
+            b.len(),
+            if b.len() > KEY_LEN { " or more" } else { "" }
+        ))
+    })?;
+    Ok(CacheKey(bytes))
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Makes a new key at `path`, unless another run makes one first (then that one is used).
+fn create_key(path: &Path) -> Result<(), KeyError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(key_io(dir))?;
+    let mut key = [0u8; KEY_LEN];
+    let mut suffix = [0u8; 8];
+    getrandom::fill(&mut key)
+        .and_then(|()| getrandom::fill(&mut suffix))
+        .map_err(|e| key_io(path)(io::Error::other(format!("no random bytes: {e}"))))?;
+    let mut tmp_name = OsString::from(".");
+    tmp_name.push(path.file_name().unwrap_or_default());
+    tmp_name.push(format!(".tmp-{}", hex::encode(suffix)));
+    let tmp = dir.join(tmp_name);
+    let written = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(&key)?;
+        f.sync_all()
+    })();
+    // A link, unlike a rename, never replaces a key another run has just made and used.
+    let linked = written.and_then(|()| fs::hard_link(&tmp, path));
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(key_io(dir)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(key_io(path)(e)),
+    }
+}
+
+/// The directory under which archman keeps caches: `$XDG_CACHE_HOME`, else `$HOME/.cache`
+/// (each only when set to an absolute path, as the XDG base directory rules say).
+pub fn cache_home() -> Option<PathBuf> {
+    let absolute = |v: OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    std::env::var_os("XDG_CACHE_HOME")
+        .and_then(absolute)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .and_then(absolute)
+                .map(|h| h.join(".cache"))
+        })
+}
+
+/// The cache key's place under a cache home.
+pub fn key_path(cache_home: &Path) -> PathBuf {
+    cache_home.join("archman").join("cache.key")
+}
+
+/// The default cache file of the feed whose canonical path is `canonical_feed`.
+pub fn default_path(cache_home: &Path, canonical_feed: &Path) -> PathBuf {
+    let digest = Sha256::digest(canonical_feed.as_os_str().as_encoded_bytes());
+    cache_home
+        .join("archman")
+        .join(&hex::encode(digest)[..16])
+        .join("cache")
+}
+
+/// Makes the directory of a cache file (0700 where it creates one).
+pub fn create_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir),
+        _ => Ok(()),
+    }
+}
+
+/// Bytes of a segment holding `records` that follows the segment (or header) whose MAC is
+/// `chain`, MAC line included.
+fn segment<'a>(
+    key: &CacheKey,
+    chain: &[u8; 32],
+    records: impl IntoIterator<Item = Record<'a>>,
+) -> Vec<u8> {
     let mut out = Vec::new();
     for r in records {
         match r {
@@ -196,96 +478,109 @@ pub fn segment<'a>(records: impl IntoIterator<Item = Record<'a>>) -> Vec<u8> {
             ),
         }
     }
-    let sum = crc32(&out);
-    out.extend_from_slice(format!("END {sum:08x}\n").as_bytes());
+    let mac = key.segment_mac(chain, &out).finalize().into_bytes();
+    out.extend_from_slice(format!("END {}\n", hex::encode(mac)).as_bytes());
     out
 }
 
-/// Appends a segment made by [`segment`] to the cache file at `path`, in one write. Not
-/// synced: a segment cut short by a crash fails its checksum and is dropped on the next load.
+/// Appends a segment made by [`Loaded::segment`] to the cache file at `path`, in one write.
+/// Not synced: a segment cut short by a crash is dropped on the next load.
 pub fn append(path: &Path, seg: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    let mut f = fs::OpenOptions::new().append(true).open(path)?;
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
     f.write_all(seg)
 }
 
 /// Why a cache file was not used.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("{}: {source}", path.display())]
+    #[error("cache {}: {source}", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("{}: not an archman cache for this feed ({reason}); ignoring it", path.display())]
+    #[error("cache {}: not an archman cache for this feed ({reason}); ignoring it", path.display())]
     Foreign { path: PathBuf, reason: String },
-    #[error("{}: corrupt cache ({reason}); ignoring it", path.display())]
+    #[error("cache {}: corrupt ({reason}); ignoring it", path.display())]
     Corrupt { path: PathBuf, reason: String },
+    /// A MAC does not match: the file was changed by someone without the key (or made with
+    /// another key).
+    #[error("cache {}: fails authentication; ignoring it and reading every package", path.display())]
+    Unauthentic { path: PathBuf },
 }
 
 impl Cache {
-    /// Loads the cache at `path` written for feed `feed_id`. A missing file is an empty cache;
-    /// anything unreadable, foreign or corrupt is an error the caller reports and ignores.
-    pub fn load(path: &Path, feed_id: &str) -> Result<Loaded, CacheError> {
-        let meta = match fs::metadata(path) {
-            Ok(m) => m,
+    /// Loads the cache at `path` written for feed `feed_id` with `key`. A missing file is an
+    /// empty cache; anything unreadable, foreign, corrupt or unauthentic is an error the
+    /// caller reports and ignores.
+    pub fn load(path: &Path, feed_id: &str, key: &CacheKey) -> Result<Loaded, CacheError> {
+        let io_err = |source| CacheError::Io {
+            path: path.into(),
+            source,
+        };
+        let mut file = match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::default()),
-            Err(source) => {
-                return Err(CacheError::Io {
-                    path: path.into(),
-                    source,
-                });
-            }
+            Err(e) => return Err(io_err(e)),
         };
         let corrupt = |reason: String| CacheError::Corrupt {
             path: path.into(),
             reason,
         };
+        let meta = file.metadata().map_err(io_err)?;
+        if !meta.file_type().is_file() {
+            return Err(corrupt("not a regular file".into()));
+        }
         if meta.len() > MAX_CACHE {
             return Err(corrupt(format!("larger than {MAX_CACHE} bytes")));
         }
-        let bytes = fs::read(path).map_err(|source| CacheError::Io {
-            path: path.into(),
-            source,
-        })?;
-        let (cache, damaged_tail) = parse(&bytes, feed_id).map_err(|e| match e {
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        Read::by_ref(&mut file)
+            .take(MAX_CACHE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io_err)?;
+        let (cache, chain, damaged_tail) = parse(&bytes, feed_id, key).map_err(|e| match e {
             ParseError::Foreign(reason) => CacheError::Foreign {
                 path: path.into(),
                 reason,
             },
             ParseError::Corrupt(reason) => corrupt(reason),
+            ParseError::Unauthentic => CacheError::Unauthentic { path: path.into() },
         })?;
         Ok(Loaded {
             cache,
             file_len: bytes.len() as u64,
             damaged_tail,
+            chain: Some(chain),
         })
     }
 
-    /// The bytes of the cache file for feed `feed_id` (entries in path order, so equal caches
-    /// are equal files).
-    pub fn to_bytes(&self, feed_id: &str) -> Vec<u8> {
+    /// The bytes of the cache file for feed `feed_id`, authenticated with `key` (entries in
+    /// path order, so equal caches are equal files).
+    pub fn to_bytes(&self, feed_id: &str, key: &CacheKey) -> Vec<u8> {
         let mut out = format!("{MAGIC}\n{}\n{feed_id}\n", feed_id.len()).into_bytes();
+        let chain = key.header_mac(&out);
         let mut paths: Vec<&String> = self.entries.keys().collect();
         paths.sort();
         let sig = self.checked_sig.iter().map(|s| Record::Sig(Some(s)));
         let puts = paths.into_iter().map(|p| Record::Put(p, &self.entries[p]));
         let published = self.published.iter().map(Record::Published);
-        out.extend_from_slice(&segment(sig.chain(puts).chain(published)));
+        out.extend_from_slice(&segment(key, &chain, sig.chain(puts).chain(published)));
         out
     }
-}
-
-/// The checksum guarding the file against truncation and corruption (the cache is no trust
-/// boundary: it lives in the feed, whose packages are trusted as they are anyway).
-fn crc32(bytes: &[u8]) -> u32 {
-    crc32fast::hash(bytes)
 }
 
 enum ParseError {
     Foreign(String),
     Corrupt(String),
+    Unauthentic,
 }
 
 /// A bounds-checked cursor over the cache bytes.
@@ -316,7 +611,7 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// One parsed record, applied only once its segment's checksum holds.
+/// One parsed record, applied only once its segment's MAC holds.
 enum Op<'a> {
     Put(&'a str, Entry),
     Gone(&'a str),
@@ -324,8 +619,15 @@ enum Op<'a> {
     Published(Published),
 }
 
-/// Parses the records of one segment starting at the cursor, through its checksum line.
-fn parse_segment<'a>(c: &mut Cursor<'a>) -> Result<Vec<Op<'a>>, ParseError> {
+/// A parsed segment: its records, the bytes its MAC covers, and the MAC.
+struct Segment<'a> {
+    ops: Vec<Op<'a>>,
+    records: &'a [u8],
+    mac: Vec<u8>,
+}
+
+/// Parses the records of one segment starting at the cursor, through its MAC line.
+fn parse_segment<'a>(c: &mut Cursor<'a>) -> Result<Segment<'a>, ParseError> {
     let corrupt = |r: &str| ParseError::Corrupt(r.to_string());
     let hexok = |s: &str, n| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
     let start = c.at;
@@ -336,11 +638,16 @@ fn parse_segment<'a>(c: &mut Cursor<'a>) -> Result<Vec<Op<'a>>, ParseError> {
         let f: Vec<&str> = head.split(' ').collect();
         let unum = |s: &str| s.parse::<u64>().map_err(|_| corrupt("bad number"));
         match f[..] {
-            ["END", sum] => {
-                if format!("{:08x}", crc32(&c.bytes[start..line_start])) != sum {
-                    return Err(corrupt("checksum mismatch"));
-                }
-                return Ok(ops);
+            ["END", mac] => {
+                let mac = hex::decode(mac)
+                    .ok()
+                    .filter(|m| m.len() == 32)
+                    .ok_or_else(|| corrupt("bad MAC line"))?;
+                return Ok(Segment {
+                    ops,
+                    records: &c.bytes[start..line_start],
+                    mac,
+                });
             }
             ["S", "-"] => ops.push(Op::Sig(None)),
             ["S", packages, sig, fp] => {
@@ -353,12 +660,12 @@ fn parse_segment<'a>(c: &mut Cursor<'a>) -> Result<Vec<Op<'a>>, ParseError> {
                     fingerprint: fp.to_string(),
                 })));
             }
-            ["P", nlen, size, mtime, nsec, inode, sha] => {
+            ["P", nlen, size, mtime, mnsec, ctime, cnsec, inode, sha] => {
                 let nlen = unum(nlen)? as usize;
                 if nlen > 255 || (sha != "-" && !hexok(sha, 64)) {
                     return Err(corrupt("bad published-file record"));
                 }
-                let key = FileKey::parse_fields([size, mtime, nsec, inode])
+                let key = FileKey::parse_fields([size, mtime, mnsec, ctime, cnsec, inode])
                     .ok_or_else(|| corrupt("bad number"))?;
                 ops.push(Op::Published(Published {
                     name: c.exact(nlen)?.to_string(),
@@ -378,7 +685,9 @@ fn parse_segment<'a>(c: &mut Cursor<'a>) -> Result<Vec<Op<'a>>, ParseError> {
                 plen,
                 size,
                 mtime,
-                nsec,
+                mnsec,
+                ctime,
+                cnsec,
                 inode,
                 sha,
                 md5,
@@ -390,7 +699,7 @@ fn parse_segment<'a>(c: &mut Cursor<'a>) -> Result<Vec<Op<'a>>, ParseError> {
                 if plen > 4096 || clen > c.bytes.len() {
                     return Err(corrupt("record length out of bounds"));
                 }
-                let key = FileKey::parse_fields([size, mtime, nsec, inode])
+                let key = FileKey::parse_fields([size, mtime, mnsec, ctime, cnsec, inode])
                     .ok_or_else(|| corrupt("bad number"))?;
                 if !hexok(sha, 64) || (md5 != "-" && !hexok(md5, 32)) {
                     return Err(corrupt("bad hash"));
@@ -418,8 +727,14 @@ fn parse_segment<'a>(c: &mut Cursor<'a>) -> Result<Vec<Op<'a>>, ParseError> {
     }
 }
 
-/// The cache in `bytes`, and whether a damaged later segment was dropped.
-fn parse(bytes: &[u8], feed_id: &str) -> Result<(Cache, bool), ParseError> {
+/// The cache in `bytes`, the MAC of its last segment kept, and whether a damaged later
+/// segment was dropped. A segment that parses but whose MAC fails makes the whole file
+/// unauthentic: it was written by someone without the key.
+fn parse(
+    bytes: &[u8],
+    feed_id: &str,
+    key: &CacheKey,
+) -> Result<(Cache, [u8; 32], bool), ParseError> {
     let corrupt = |r: &str| ParseError::Corrupt(r.to_string());
     let mut c = Cursor { bytes, at: 0 };
     if !bytes.starts_with(MAGIC.as_bytes()) || c.line()? != MAGIC {
@@ -429,16 +744,22 @@ fn parse(bytes: &[u8], feed_id: &str) -> Result<(Cache, bool), ParseError> {
     if id_len > 4096 || c.exact(id_len)? != feed_id {
         return Err(ParseError::Foreign("written for another feed".into()));
     }
+    let mut chain = key.header_mac(&bytes[..c.at]);
     let mut cache = Cache::default();
     let mut segments = 0;
     while c.at < bytes.len() {
-        let ops = match parse_segment(&mut c) {
-            Ok(ops) => ops,
+        let seg = match parse_segment(&mut c) {
+            Ok(seg) => seg,
             // The first segment is the cache; a later one is an append that may be cut short.
             Err(e) if segments == 0 => return Err(e),
-            Err(_) => return Ok((cache, true)),
+            Err(_) => return Ok((cache, chain, true)),
         };
+        key.segment_mac(&chain, seg.records)
+            .verify_slice(&seg.mac)
+            .map_err(|_| ParseError::Unauthentic)?;
+        chain.copy_from_slice(&seg.mac);
         segments += 1;
+        let ops = seg.ops;
         let changes_entries = ops.iter().any(|o| matches!(o, Op::Put(..) | Op::Gone(_)));
         let restates = ops.iter().any(|o| matches!(o, Op::Published(_)));
         if changes_entries || restates {
@@ -460,24 +781,34 @@ fn parse(bytes: &[u8], feed_id: &str) -> Result<(Cache, bool), ParseError> {
     if segments == 0 {
         return Err(corrupt("truncated"));
     }
-    Ok((cache, false))
+    Ok((cache, chain, false))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn key() -> CacheKey {
+        CacheKey::from_bytes([7; KEY_LEN])
+    }
+
+    fn file_key(n: i64) -> FileKey {
+        FileKey {
+            size: n as u64,
+            mtime: 1_700_000_000 + n,
+            mtime_nsec: 5,
+            ctime: 1_700_000_100 + n,
+            ctime_nsec: 6,
+            inode: 42 + n as u64,
+        }
+    }
+
     fn sample() -> Cache {
         let mut c = Cache::default();
         c.entries.insert(
             "pool/a_1_all.ipk".into(),
             Entry {
-                key: FileKey {
-                    size: 10,
-                    mtime: 1_700_000_000,
-                    mtime_nsec: 5,
-                    inode: 42,
-                },
+                key: file_key(10),
                 sha256: "ab".repeat(32),
                 md5: None,
                 container: Container::TarGz,
@@ -487,12 +818,7 @@ mod tests {
         c.entries.insert(
             "b.ipk".into(),
             Entry {
-                key: FileKey {
-                    size: 1,
-                    mtime: 0,
-                    mtime_nsec: 0,
-                    inode: 1,
-                },
+                key: file_key(1),
                 sha256: "cd".repeat(32),
                 md5: Some("ef".repeat(16)),
                 container: Container::Ar,
@@ -501,12 +827,7 @@ mod tests {
         );
         c.published.push(Published {
             name: "Packages".into(),
-            key: FileKey {
-                size: 7,
-                mtime: 8,
-                mtime_nsec: 9,
-                inode: 10,
-            },
+            key: file_key(7),
             sha256: Some("67".repeat(32)),
         });
         c.checked_sig = Some(CheckedSig {
@@ -521,11 +842,11 @@ mod tests {
     fn round_trips_and_is_deterministic() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("cache");
-        let bytes = sample().to_bytes("/feed");
-        assert_eq!(bytes, sample().to_bytes("/feed"));
+        let bytes = sample().to_bytes("/feed", &key());
+        assert_eq!(bytes, sample().to_bytes("/feed", &key()));
         fs::write(&p, &bytes).unwrap();
-        assert_eq!(Cache::load(&p, "/feed").unwrap().cache, sample());
-        let absent = Cache::load(&dir.path().join("absent"), "/feed").unwrap();
+        assert_eq!(Cache::load(&p, "/feed", &key()).unwrap().cache, sample());
+        let absent = Cache::load(&dir.path().join("absent"), "/feed", &key()).unwrap();
         assert_eq!((absent.cache, absent.file_len), (Cache::default(), 0));
     }
 
@@ -533,66 +854,210 @@ mod tests {
     fn foreign_and_corrupt_caches_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("cache");
-        let bytes = sample().to_bytes("/feed");
+        let bytes = sample().to_bytes("/feed", &key());
         fs::write(&p, &bytes).unwrap();
         assert!(matches!(
-            Cache::load(&p, "/other"),
+            Cache::load(&p, "/other", &key()),
             Err(CacheError::Foreign { .. })
         ));
         fs::write(&p, b"something else\n").unwrap();
         assert!(matches!(
-            Cache::load(&p, "/feed"),
+            Cache::load(&p, "/feed", &key()),
             Err(CacheError::Foreign { .. })
         ));
         // Every truncation and every single-byte change is caught.
         for cut in 0..bytes.len() {
             fs::write(&p, &bytes[..cut]).unwrap();
-            assert!(Cache::load(&p, "/feed").is_err() || cut == 0, "cut {cut}");
+            assert!(
+                Cache::load(&p, "/feed", &key()).is_err() || cut == 0,
+                "cut {cut}"
+            );
         }
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x01;
             fs::write(&p, &b).unwrap();
-            assert!(Cache::load(&p, "/feed").is_err(), "flip at {i}");
+            assert!(Cache::load(&p, "/feed", &key()).is_err(), "flip at {i}");
         }
+    }
+
+    /// A cache written by anyone without the key: the record changed and its MAC recomputed
+    /// with another key, or with a plain checksum as before. Neither is accepted.
+    #[test]
+    fn a_cache_made_without_the_key_fails_authentication() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cache");
+        let mut forged = sample();
+        forged.entries.get_mut("b.ipk").unwrap().sha256 = "00".repeat(32);
+        let other = CacheKey::from_bytes([8; KEY_LEN]);
+        fs::write(&p, forged.to_bytes("/feed", &other)).unwrap();
+        let e = Cache::load(&p, "/feed", &key()).unwrap_err();
+        assert!(matches!(e, CacheError::Unauthentic { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cache {}: fails authentication; ignoring it and reading every package",
+                p.display()
+            )
+        );
+        // Its header and records are those of a genuine cache; only the MAC differs.
+        let genuine = forged.to_bytes("/feed", &key());
+        let forged_bytes = fs::read(&p).unwrap();
+        assert_eq!(genuine.len(), forged_bytes.len());
+        assert_ne!(genuine, forged_bytes);
+        fs::write(&p, &genuine).unwrap();
+        assert_eq!(Cache::load(&p, "/feed", &key()).unwrap().cache, forged);
+    }
+
+    #[test]
+    fn segments_cannot_be_moved_between_caches_or_reordered() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cache");
+        let base = sample().to_bytes("/feed", &key());
+        fs::write(&p, &base).unwrap();
+        let loaded = Cache::load(&p, "/feed", &key()).unwrap();
+        let e = sample().entries["b.ipk"].clone();
+        let one = loaded.segment(&key(), [Record::Put("x.ipk", &e)]);
+        append(&p, &one).unwrap();
+        let loaded2 = Cache::load(&p, "/feed", &key()).unwrap();
+        let two = loaded2.segment(&key(), [Record::Gone("x.ipk")]);
+        // In order: fine.
+        fs::write(&p, [&base[..], &one, &two].concat()).unwrap();
+        assert!(Cache::load(&p, "/feed", &key()).is_ok());
+        // The second segment without the first, or the two swapped: refused.
+        for bytes in [[&base[..], &two].concat(), [&base[..], &two, &one].concat()] {
+            fs::write(&p, &bytes).unwrap();
+            assert!(matches!(
+                Cache::load(&p, "/feed", &key()),
+                Err(CacheError::Unauthentic { .. })
+            ));
+        }
+        // A segment of the cache of another feed (same key) after this header: refused.
+        let other = sample().to_bytes("/other", &key());
+        let other_header = format!("{MAGIC}\n6\n/other\n").len();
+        let feed_header = format!("{MAGIC}\n5\n/feed\n").len();
+        fs::write(&p, [&base[..feed_header], &other[other_header..]].concat()).unwrap();
+        assert!(matches!(
+            Cache::load(&p, "/feed", &key()),
+            Err(CacheError::Unauthentic { .. })
+        ));
     }
 
     #[test]
     fn appended_segments_override_and_a_cut_append_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("cache");
-        let base = sample().to_bytes("/feed");
+        let base = sample().to_bytes("/feed", &key());
         fs::write(&p, &base).unwrap();
+        let loaded = Cache::load(&p, "/feed", &key()).unwrap();
         let mut changed = sample().entries["b.ipk"].clone();
         changed.stanza = "Package: b\nVersion: 2\n".into();
-        let seg = segment([
-            Record::Put("b.ipk", &changed),
-            Record::Gone("pool/a_1_all.ipk"),
-            Record::Sig(None),
-        ]);
+        let seg = loaded.segment(
+            &key(),
+            [
+                Record::Put("b.ipk", &changed),
+                Record::Gone("pool/a_1_all.ipk"),
+                Record::Sig(None),
+            ],
+        );
         append(&p, &seg).unwrap();
-        let loaded = Cache::load(&p, "/feed").unwrap();
+        let loaded = Cache::load(&p, "/feed", &key()).unwrap();
         assert!(!loaded.damaged_tail);
         assert_eq!(loaded.file_len as usize, base.len() + seg.len());
         // Changing entries without restating the published files forgets them.
         let mut want = Cache::default();
         want.entries.insert("b.ipk".into(), changed);
         assert_eq!(loaded.cache, want);
-        // Every cut and every flip inside the appended segment drops just that segment.
+        // Every cut inside the appended segment drops just that segment.
         let whole = fs::read(&p).unwrap();
         for cut in base.len() + 1..whole.len() {
             fs::write(&p, &whole[..cut]).unwrap();
-            let l = Cache::load(&p, "/feed").unwrap();
+            let l = Cache::load(&p, "/feed", &key()).unwrap();
             assert!(l.damaged_tail, "cut {cut}");
             assert_eq!(l.cache, sample(), "cut {cut}");
             assert!(!l.appendable(10, 1000));
         }
+        // Every flip inside it either drops it (it no longer parses) or fails
+        // authentication; it is never taken.
         for i in base.len()..whole.len() {
             let mut b = whole.clone();
             b[i] ^= 0x01;
             fs::write(&p, &b).unwrap();
-            let l = Cache::load(&p, "/feed").unwrap();
-            assert!(l.damaged_tail && l.cache == sample(), "flip at {i}");
+            match Cache::load(&p, "/feed", &key()) {
+                Ok(l) => assert!(l.damaged_tail && l.cache == sample(), "flip at {i}"),
+                Err(e) => assert!(matches!(e, CacheError::Unauthentic { .. }), "{e}"),
+            }
         }
+    }
+
+    #[test]
+    fn the_key_is_made_private_once_and_an_exposed_key_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let home = tempfile::tempdir().unwrap();
+        let path = key_path(home.path());
+        let a = CacheKey::load_or_create(&path).unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        assert_eq!(meta.len(), KEY_LEN as u64);
+        assert_eq!(
+            fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777,
+            0o700
+        );
+        // The same key every time, and nothing else left in the directory.
+        let b = CacheKey::load_or_create(&path).unwrap();
+        assert_eq!(a.0, b.0);
+        assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+        // Readable by others: refused, naming the file and the mode.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        let e = CacheKey::load_or_create(&path).unwrap_err().to_string();
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        assert!(e.contains("mode 0640"), "{e}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        // A directory others can write: refused.
+        let dir = path.parent().unwrap();
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = CacheKey::load_or_create(&path).unwrap_err().to_string();
+        assert!(e.contains("others could replace the key"), "{e}");
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).unwrap();
+        // A symlink (even to a private key file): refused.
+        let link = dir.join("link.key");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let e = CacheKey::load_or_create(&link).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        // A short file: refused, not overwritten.
+        fs::write(&path, b"short").unwrap();
+        let e = CacheKey::load_or_create(&path).unwrap_err().to_string();
+        assert!(e.contains("holds 5 bytes, not 32"), "{e}");
+        assert_eq!(fs::read(&path).unwrap(), b"short");
+    }
+
+    #[test]
+    fn concurrent_first_uses_agree_on_one_key() {
+        let home = tempfile::tempdir().unwrap();
+        let path = key_path(home.path());
+        let keys: Vec<[u8; KEY_LEN]> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| CacheKey::load_or_create(&path).unwrap().0))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(keys.iter().all(|k| *k == keys[0]));
+        assert_eq!(fs::read(&path).unwrap(), keys[0]);
+    }
+
+    #[test]
+    fn default_paths_are_per_feed_and_outside_it() {
+        let home = Path::new("/home/u/.cache");
+        let a = default_path(home, Path::new("/srv/feed"));
+        let b = default_path(home, Path::new("/srv/feed2"));
+        assert_ne!(a, b);
+        assert!(a.starts_with("/home/u/.cache/archman"));
+        assert_eq!(a.file_name().unwrap(), "cache");
+        assert_eq!(
+            a.parent().unwrap().file_name().unwrap().len(),
+            16,
+            "{}",
+            a.display()
+        );
     }
 }

@@ -16,7 +16,6 @@ use std::fmt::{self, Write as _};
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use feeds::control::Paragraph;
 use feeds::index::{self, IndexError, PackagesFile};
@@ -661,7 +660,7 @@ impl Checker<'_, '_> {
                 self.error(FindingKind::ReleaseUnlisted, Some(name), None, msg);
             }
         }
-        let now = self.opts.now.unwrap_or_else(unix_now);
+        let now = self.opts.now.unwrap_or_else(feeds::release::unix_now);
         if let Some(valid_until) = release.valid_until.filter(|v| *v < now) {
             let msg = format!(
                 "{NAME}: expired: Valid-Until {} is in the past (now {})",
@@ -840,11 +839,24 @@ impl Checker<'_, '_> {
             let name = entry.file_name().to_string_lossy();
             let package = [".ipk", ".opk", ".deb"].iter().any(|e| name.ends_with(e));
             if package && !entry.file_type().is_dir() {
-                found.push(self.relative(entry.path()));
+                let rel = entry
+                    .path()
+                    .strip_prefix(&self.root)
+                    .unwrap_or(entry.path());
+                // A name that is not UTF-8 cannot be any Filename (index text is UTF-8).
+                let not_text = rel.to_str().is_none().then(|| rel.as_os_str().to_owned());
+                found.push((self.relative(entry.path()), not_text));
             }
         }
-        for rel in found.into_iter().filter(|f| !named.contains(f)) {
-            let msg = format!("{rel}: package file not in the index (no stanza has this Filename)");
+        for (rel, not_text) in found.into_iter().filter(|(f, _)| !named.contains(f)) {
+            let msg = match not_text {
+                None => {
+                    format!("{rel}: package file not in the index (no stanza has this Filename)")
+                }
+                Some(raw) => format!(
+                    "{rel}: package file not in the index: its name {raw:?} is not valid UTF-8, so no Filename can name it (archman index refuses it; rename the file)"
+                ),
+            };
             // OpenWrt's index rule (`archman index --profile openwrt`) skips these on purpose.
             let base = rel.rsplit('/').next().unwrap_or("");
             if base.ends_with(".ipk") && (base.starts_with("kernel_") || base.starts_with("libc_"))
@@ -1033,12 +1045,6 @@ fn normalize(name: &str) -> String {
         .filter(|c| !c.is_empty() && *c != ".")
         .collect::<Vec<_>>()
         .join("/")
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

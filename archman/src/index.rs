@@ -7,6 +7,20 @@
 //! run killed mid-way leaves either the old feed, or a journal that the next run rolls forward
 //! before doing anything else; a reader never sees a half-written file.
 //!
+//! One run at a time: every run holds an exclusive lock on `FEED/.archman-lock` ([`LOCK`])
+//! from before it looks at the journal until its cache is written, and another on the cache
+//! (`<cache>.lock`). A second run waits for the first (saying so after a second), or with
+//! [`IndexOptions::wait`] off fails at once ([`IndexError::Locked`]). Temporary names carry a
+//! per-run tag (`.archman-tmp.<pid>-<random>.<name>`), named in the journal, so even a run
+//! that does not take the lock (an older archman) never renames or deletes the files of a run
+//! in progress by name; leftovers are removed only under the lock.
+//!
+//! Every stanza published is one archman built from bytes it read in this feed: in this run,
+//! or in an earlier run, remembered in the authenticated cache kept outside the feed (see
+//! [`crate::cache`]). Nothing found in the feed directory besides the packages is taken on
+//! trust: a published `Packages.gz` is reused only when it decompresses to exactly the new
+//! `Packages`, and a published `Packages.sig` only when it verifies over it.
+//!
 //! Each new `Release` is dated strictly later than the one it replaces, because clients
 //! (prokit) refuse a `Date` older than the last one they accepted, and an equal `Date` on
 //! other contents, as a replay. A `Date` from the clock that is not past the published one
@@ -20,11 +34,14 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, BufReader, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use feeds::index as findex;
-use feeds::package::{Container, Package, ReadOptions};
+use feeds::package::{Container, ReadOptions, read_package};
 use feeds::release::{FileHash, Release, format_date};
 use feeds::usign::SecretKey;
 use rayon::prelude::*;
@@ -43,13 +60,17 @@ pub enum Profile {
     OpenWrt,
 }
 
-/// Where the cache lives.
+/// Whether and where the cache lives (see [`crate::cache`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheMode {
-    /// `<feed>/.archman-cache`.
-    InFeed,
-    /// A path given by the user.
-    At(PathBuf),
+    /// A cache authenticated by the per-host key under `home` ([`cache::key_path`]), at
+    /// `path`, or by default at [`cache::default_path`] under `home`. Without a `home` (see
+    /// [`cache::cache_home`]), or when the key cannot be used, the run warns and reads every
+    /// package.
+    On {
+        home: Option<PathBuf>,
+        path: Option<PathBuf>,
+    },
     /// No cache: read every package.
     Off,
 }
@@ -76,6 +97,9 @@ pub struct IndexOptions {
     pub allow_date_rollback: bool,
     /// Rewrite Release (new Date, Valid-Until) even when the index is unchanged.
     pub refresh: bool,
+    /// When another run holds the feed (or cache) lock: wait for it (true), or fail at once
+    /// with [`IndexError::Locked`].
+    pub wait: bool,
 }
 
 /// Where the requested Release `Date` comes from.
@@ -213,6 +237,9 @@ pub trait Progress: Sync {
     fn file(&self, _path: &str, _cached: bool) {}
     /// Something worth telling the user that does not stop the run.
     fn warn(&self, _message: &str) {}
+    /// What the run is doing, when it takes long for a reason other than work (waiting for
+    /// another run's lock).
+    fn note(&self, _message: &str) {}
     /// Reading is over; publishing starts.
     fn finish(&self) {}
 }
@@ -272,6 +299,9 @@ pub enum IndexError {
         path: PathBuf,
         conflict: DateConflict,
     },
+    /// Another run holds the lock, and waiting was not wanted.
+    #[error("{}: another archman index holds this lock (on {what}); the feed was not changed", lock.display())]
+    Locked { lock: PathBuf, what: String },
 }
 
 fn list_bad(bad: &[BadFile]) -> String {
@@ -290,8 +320,13 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IndexError + '_ {
 
 /// The journal of a publish in progress.
 pub const JOURNAL: &str = ".archman-publish";
+/// The lock file of a feed: every run holds it exclusively. Never deleted (a lock file
+/// deleted while another run waits on it would let a third run in beside that one).
+pub const LOCK: &str = ".archman-lock";
 const TMP_PREFIX: &str = ".archman-tmp.";
-const CACHE_NAME: &str = ".archman-cache";
+/// Where archman up to version 5 of the cache format kept it: inside the feed, where
+/// anyone who can write the feed could forge it. Never read now.
+const OLD_CACHE_NAME: &str = ".archman-cache";
 
 /// One package file found by the walk.
 struct Found {
@@ -360,11 +395,23 @@ fn walk(
         let Some(rel) = full.get(root_len..) else {
             continue;
         };
-        let rel = String::from_utf8_lossy(rel.strip_prefix(b"/").unwrap_or(rel)).into_owned();
+        let rel = rel.strip_prefix(b"/").unwrap_or(rel);
         let ft = entry.file_type();
         if ft.is_dir() {
             continue;
         }
+        // A `Filename` is text: a name that is not UTF-8 would be published mangled (U+FFFD
+        // in place of its bytes), and every client would fail to fetch it.
+        let Ok(rel) = std::str::from_utf8(rel).map(str::to_string) else {
+            let shown = std::ffi::OsStr::from_bytes(rel);
+            bad.push(BadFile {
+                path: String::from_utf8_lossy(rel).into_owned(),
+                reason: format!(
+                    "the file name {shown:?} is not valid UTF-8, so the index cannot name it in a Filename that clients can fetch; rename the file"
+                ),
+            });
+            continue;
+        };
         if ft.is_symlink() {
             match entry.path().canonicalize() {
                 Ok(target) if !target.starts_with(&canon_root) => {
@@ -424,8 +471,30 @@ fn know(
         md5,
         ..Default::default()
     };
-    let pkg = Package::open(&f.path, &opts).map_err(|e| bad(e.source.to_string()))?;
-    if pkg.size != f.key.size {
+    // The identity recorded is that of the very file read, taken through its descriptor
+    // before and after reading: a file replaced or changed meanwhile is not cached under an
+    // identity that does not describe the bytes hashed. Non-blocking, so that a FIFO put in
+    // place of the file since the walk cannot hang the run.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&f.path)
+        .map_err(|e| bad(feeds::package::PackageError::Io(e).to_string()))?;
+    let identity = |file: &File| {
+        file.metadata()
+            .map_err(|e| bad(feeds::package::PackageError::Io(e).to_string()))
+            .and_then(|m| {
+                if m.is_file() {
+                    Ok(FileKey::of(&m))
+                } else {
+                    Err(bad("not a regular file".into()))
+                }
+            })
+    };
+    let before = identity(&file)?;
+    let pkg = read_package(BufReader::with_capacity(128 * 1024, &file), &opts, None)
+        .map_err(|e| bad(e.to_string()))?;
+    if pkg.size != before.size || identity(&file)? != before {
         return Err(bad("the file changed while it was being read".into()));
     }
     let stanza = findex::stanza_for(&pkg, &f.rel, findex::HashFields { md5, apt })
@@ -434,7 +503,7 @@ fn know(
         rel: f.rel.clone(),
         key: findex::sort_key(&stanza),
         entry: cache::Entry {
-            key: f.key,
+            key: before,
             sha256: pkg.sha256_hex(),
             md5: pkg.md5_hex(),
             container: pkg.container,
@@ -888,15 +957,53 @@ fn unchanged(
     same_files && same_settings && same_signing
 }
 
-/// Writes `data` to a temporary file in `dir`, synced to disk when `sync`; returns the
-/// temporary path.
-fn write_temp(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<PathBuf, IndexError> {
-    let tmp = dir.join(format!("{TMP_PREFIX}{name}"));
-    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(data).map_err(io_err(&tmp))?;
-    if sync {
-        f.sync_all().map_err(io_err(&tmp))?;
+/// The tag that makes this run's temporary names its own: `<pid>-<8 random hex>`.
+fn run_tag() -> String {
+    let mut r = [0u8; 4];
+    // Without randomness the process id alone is still unique among running processes.
+    let _ = getrandom::fill(&mut r);
+    format!("{}-{}", std::process::id(), hex::encode(r))
+}
+
+fn valid_tag(tag: &str) -> bool {
+    !tag.is_empty() && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// The temporary name of `name` for the run tagged `tag` (`None`: a journal written before
+/// temporary names were tagged).
+fn temp_name(tag: Option<&str>, name: &str) -> String {
+    match tag {
+        Some(tag) => format!("{TMP_PREFIX}{tag}.{name}"),
+        None => format!("{TMP_PREFIX}{name}"),
     }
+}
+
+/// Writes `data` to this run's temporary file for `name` in `dir`, synced to disk when
+/// `sync`; returns the temporary path.
+fn write_temp(
+    dir: &Path,
+    tag: &str,
+    name: &str,
+    data: &[u8],
+    sync: bool,
+) -> Result<PathBuf, IndexError> {
+    let tmp = dir.join(temp_name(Some(tag), name));
+    let written = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        if sync {
+            f.sync_all()?;
+        }
+        Ok(())
+    })();
+    written.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io_err(&tmp)(e)
+    })?;
     Ok(tmp)
 }
 
@@ -906,23 +1013,93 @@ fn sync_dir(dir: &Path) -> Result<(), IndexError> {
         .map_err(io_err(dir))
 }
 
-/// Finishes a publish that a killed run left half done: when the journal is complete and
-/// every temporary file it names exists, the renames are redone (roll forward); otherwise the
-/// temporary files are removed and the old feed stays. Returns whether anything was done.
+/// Opens (creating it if needed) the lock file `path` and locks it exclusively for as long as
+/// the returned file is open. When another process holds it: with `wait`, waits, telling
+/// `progress` after a second; without, fails with [`IndexError::Locked`]. `what` names what
+/// the lock guards, for the messages.
+fn lock(path: &Path, what: &str, wait: bool, progress: &dyn Progress) -> Result<File, IndexError> {
+    // Not through a symlink (anyone who can write the feed could point it anywhere), and
+    // not blocking on a FIFO put in its place. Read-only when another user of a shared feed
+    // made it (flock needs no write access; NFS's emulation of it does, hence trying that
+    // first).
+    let open = |write: bool| {
+        fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .create(write)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+    };
+    let file = open(true)
+        .or_else(|e| match e.kind() {
+            io::ErrorKind::PermissionDenied => open(false),
+            _ => Err(e),
+        })
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => io::Error::other("a symbolic link, not a lock file"),
+            _ => e,
+        })
+        .map_err(io_err(path))?;
+    if !file.metadata().map_err(io_err(path))?.is_file() {
+        return Err(io_err(path)(io::Error::other(
+            "not a regular file, so it cannot be the lock file",
+        )));
+    }
+    match file.try_lock() {
+        Ok(()) => return Ok(file),
+        Err(fs::TryLockError::WouldBlock) => {}
+        Err(fs::TryLockError::Error(e)) => return Err(io_err(path)(e)),
+    }
+    if !wait {
+        return Err(IndexError::Locked {
+            lock: path.to_path_buf(),
+            what: what.to_string(),
+        });
+    }
+    let (done, waiting) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            if waiting.recv_timeout(Duration::from_secs(1))
+                == Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+            {
+                progress.note(&format!(
+                    "waiting for another archman index on {what} (lock {})",
+                    path.display()
+                ));
+            }
+        });
+        let locked = file.lock();
+        drop(done);
+        locked
+    })
+    .map_err(io_err(path))?;
+    Ok(file)
+}
+
+/// Finishes a publish that a killed run left half done: when the journal is complete, every
+/// temporary file it names that still exists is renamed into place (roll forward); otherwise
+/// the temporary files are removed and the old feed stays. Returns whether anything was done.
+/// Only for a caller holding the feed's lock ([`LOCK`]): it removes every temporary file.
 pub fn recover(dir: &Path) -> Result<bool, IndexError> {
     let journal = dir.join(JOURNAL);
     let mut acted = false;
     if let Ok(text) = fs::read_to_string(&journal) {
         acted = true;
         let complete = text.ends_with("END\n");
-        let names: Vec<&str> = text.lines().filter(|l| *l != "END").collect();
+        let lines: Vec<&str> = text.lines().filter(|l| *l != "END").collect();
+        // `tmp <tag>` first; a journal without it names untagged temporaries.
+        let (tag, names) = match lines.split_first() {
+            Some((first, rest)) if first.starts_with("tmp ") => (Some(&first[4..]), rest),
+            _ => (None, &lines[..]),
+        };
         let valid = complete
+            && tag.is_none_or(valid_tag)
             && names.iter().all(|n| {
                 !n.contains('/') && (n.starts_with("Packages") || n.starts_with("Release"))
             });
         if valid {
-            for name in &names {
-                let tmp = dir.join(format!("{TMP_PREFIX}{name}"));
+            for name in names {
+                let tmp = dir.join(temp_name(tag, name));
                 if tmp.exists() {
                     fs::rename(&tmp, dir.join(name)).map_err(io_err(&tmp))?;
                 }
@@ -933,7 +1110,7 @@ pub fn recover(dir: &Path) -> Result<bool, IndexError> {
     }
     // Leftover temporary files of a run killed before its journal was complete.
     for e in fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
-        if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+        if e.file_name().as_bytes().starts_with(TMP_PREFIX.as_bytes()) {
             acted = true;
             let _ = fs::remove_file(e.path());
         }
@@ -942,17 +1119,21 @@ pub fn recover(dir: &Path) -> Result<bool, IndexError> {
 }
 
 /// Publishes the outputs: temporaries, journal, renames in order, journal removed.
-fn publish(dir: &Path, out: &Outputs) -> Result<Vec<String>, IndexError> {
+fn publish(dir: &Path, tag: &str, out: &Outputs) -> Result<Vec<String>, IndexError> {
     for (name, data) in &out.files {
-        write_temp(dir, name, data, true)?;
+        write_temp(dir, tag, name, data, true)?;
     }
-    let mut journal: String = out.files.iter().map(|(n, _)| format!("{n}\n")).collect();
+    let mut journal = format!("tmp {tag}\n");
+    for (name, _) in &out.files {
+        journal.push_str(name);
+        journal.push('\n');
+    }
     journal.push_str("END\n");
-    let jtmp = write_temp(dir, JOURNAL, journal.as_bytes(), true)?;
+    let jtmp = write_temp(dir, tag, "journal", journal.as_bytes(), true)?;
     fs::rename(&jtmp, dir.join(JOURNAL)).map_err(io_err(&jtmp))?;
     sync_dir(dir)?;
     for (name, _) in &out.files {
-        let tmp = dir.join(format!("{TMP_PREFIX}{name}"));
+        let tmp = dir.join(temp_name(Some(tag), name));
         fs::rename(&tmp, dir.join(name)).map_err(io_err(&tmp))?;
     }
     sync_dir(dir)?;
@@ -966,6 +1147,99 @@ fn publish(dir: &Path, out: &Outputs) -> Result<Vec<String>, IndexError> {
         }
     }
     Ok(names)
+}
+
+/// The cache of one run: where it is, its key, and the lock held on it.
+struct CacheFile {
+    path: PathBuf,
+    key: cache::CacheKey,
+    _lock: File,
+}
+
+/// Sets up the cache for the feed at `canon`: resolves its place, loads the key, locks it.
+/// Whatever keeps it from being used is a warning (the run then reads every package);
+/// only a lock that is held, without `wait`, is an error.
+fn open_cache(
+    canon: &Path,
+    opts: &IndexOptions,
+    progress: &dyn Progress,
+    warn: &mut dyn FnMut(String),
+) -> Result<Option<CacheFile>, IndexError> {
+    let CacheMode::On { home, path } = &opts.cache else {
+        return Ok(None);
+    };
+    let Some(home) = home else {
+        warn("no cache: neither XDG_CACHE_HOME nor HOME is set to an absolute path, so there is no place for it (pass --cache PATH, or --no-cache to silence this); reading every package".into());
+        return Ok(None);
+    };
+    let key = match cache::CacheKey::load_or_create(&cache::key_path(home)) {
+        Ok(k) => k,
+        Err(e) => {
+            warn(format!(
+                "{e}; running without the cache (reading every package)"
+            ));
+            return Ok(None);
+        }
+    };
+    let path = path
+        .clone()
+        .unwrap_or_else(|| cache::default_path(home, canon));
+    if let Err(e) = cache::create_parent(&path) {
+        warn(format!(
+            "cache {}: cannot make its directory: {e}; running without the cache (reading every package)",
+            path.display()
+        ));
+        return Ok(None);
+    }
+    let mut lock_name = path.file_name().unwrap_or_default().to_os_string();
+    lock_name.push(".lock");
+    let lock_path = path.with_file_name(lock_name);
+    let what = format!("the cache {}", path.display());
+    let lock = match lock(&lock_path, &what, opts.wait, progress) {
+        Ok(l) => l,
+        Err(e @ IndexError::Locked { .. }) => return Err(e),
+        Err(e) => {
+            warn(format!(
+                "{e}; running without the cache (reading every package)"
+            ));
+            return Ok(None);
+        }
+    };
+    remove_cache_temporaries(&path);
+    Ok(Some(CacheFile {
+        path,
+        key,
+        _lock: lock,
+    }))
+}
+
+/// Removes the temporary files (`.archman-tmp.<tag>.<name>`) that runs killed while
+/// rewriting the cache at `path` left next to it. Only under the cache's lock.
+fn remove_cache_temporaries(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let Ok(entries) = fs::read_dir(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file_name = e.file_name();
+        let ours = file_name
+            .as_bytes()
+            .strip_prefix(TMP_PREFIX.as_bytes())
+            .and_then(|rest| {
+                let dot = rest.iter().position(|&b| b == b'.')?;
+                let tag = std::str::from_utf8(&rest[..dot]).ok()?;
+                Some(valid_tag(tag) && &rest[dot + 1..] == name.as_bytes())
+            });
+        if ours == Some(true) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Indexes the feed at `dir` and publishes it. See the module documentation.
@@ -986,6 +1260,15 @@ pub fn index_feed(
         fingerprint: key.as_ref().map(|k| k.fingerprint().to_string()),
         ..Summary::default()
     };
+    // Held until the run returns: recovery, reading, publishing and the cache update are
+    // one run's alone.
+    let _feed_lock = lock(
+        &dir.join(LOCK),
+        &dir.display().to_string(),
+        opts.wait,
+        progress,
+    )?;
+    let tag = run_tag();
     if recover(dir)? {
         let w = "finished or cleaned up an interrupted earlier run".to_string();
         progress.warn(&w);
@@ -999,28 +1282,43 @@ pub fn index_feed(
         u8::from(opts.md5),
         opts.profile
     );
-    let cache_path = match &opts.cache {
-        CacheMode::InFeed => Some(dir.join(CACHE_NAME)),
-        CacheMode::At(p) => Some(p.clone()),
-        CacheMode::Off => None,
+    let mut warn = |w: String| {
+        progress.warn(&w);
+        summary.warnings.push(w);
     };
+    let cache_file = open_cache(&canon, opts, progress, &mut warn)?;
+    // The cache that archman kept in the feed up to format 5: never read (anyone who can
+    // write the feed could have forged it), and left alone (it is the user's to delete; an
+    // older archman may still be run on this feed). Said once: on the run that starts the
+    // cache in its new place.
+    let old_cache = dir.join(OLD_CACHE_NAME);
+    if fs::symlink_metadata(&old_cache).is_ok()
+        && cache_file
+            .as_ref()
+            .is_some_and(|c| fs::symlink_metadata(&c.path).is_err())
+    {
+        warn(format!(
+            "{}: no longer used (archman now keeps its cache outside the feed, in {}); it may be deleted",
+            old_cache.display(),
+            cache_file
+                .as_ref()
+                .map_or(String::new(), |c| c.path.display().to_string())
+        ));
+    }
     let mut cache_unusable = false;
-    let mut loaded = match &cache_path {
-        Some(p) => match Cache::load(p, &feed_id) {
+    let mut loaded = match &cache_file {
+        Some(c) => match Cache::load(&c.path, &feed_id, &c.key) {
             Ok(l) => {
                 if l.damaged_tail {
-                    let w = format!(
-                        "{}: ignoring the damaged end of the cache (an interrupted run?)",
-                        p.display()
-                    );
-                    progress.warn(&w);
-                    summary.warnings.push(w);
+                    warn(format!(
+                        "cache {}: ignoring its damaged end (an interrupted run?)",
+                        c.path.display()
+                    ));
                 }
                 l
             }
             Err(e) => {
-                progress.warn(&e.to_string());
-                summary.warnings.push(e.to_string());
+                warn(e.to_string());
                 cache_unusable = true;
                 cache::Loaded::default()
             }
@@ -1175,13 +1473,21 @@ pub fn index_feed(
         )
     });
     if opts.refresh || !up_to_date {
-        // An unchanged Packages keeps its verified Packages.gz: no need to compress again.
+        // An unchanged Packages keeps its Packages.gz: no need to compress again. Only when
+        // it holds exactly the new Packages, though: the published Release that lists it is
+        // not authenticated here, and whoever can write the feed could have replaced both.
+        let new_packages = index
+            .iter()
+            .find(|(n, _)| *n == "Packages")
+            .map(|(_, d)| d.as_slice());
         let reuse_gz = if same_index {
             fs::read(dir.join("Packages.gz")).ok().filter(|gz| {
                 published
                     .as_ref()
                     .and_then(|old| old.file("Packages.gz"))
                     .is_some_and(|f| *f == file_hash("Packages.gz", gz))
+                    && findex::gunzip(gz, &Default::default())
+                        .is_ok_and(|plain| Some(plain.as_slice()) == new_packages)
             })
         } else {
             None
@@ -1214,11 +1520,14 @@ pub fn index_feed(
             &mut summary.warnings,
         )?;
         out.seal(date, opts.valid_for, key.as_ref())?;
-        summary.written = publish(dir, &out)?;
+        summary.written = publish(dir, &tag, &out)?;
         summary.date = Some(date);
         checked_sig = out.checked_sig;
     }
-    if let Some(p) = cache_path {
+    if let Some(CacheFile {
+        path: p, key: ckey, ..
+    }) = &cache_file
+    {
         // The feed now matches the entries: remember how its files look on disk.
         let published = record_published(dir, &index_hashes, opts.profile, signed);
         let sig_changed = checked_sig != old_checked_sig;
@@ -1231,7 +1540,8 @@ pub fn index_feed(
             || cache_unusable
         {
             // A few changes are appended as a segment; a rewrite compacts the file.
-            let seg = cache::segment(
+            let seg = loaded.segment(
+                ckey,
                 read()
                     .map(|k| cache::Record::Put(&k.rel, &k.entry))
                     .chain(gone.iter().map(|g| cache::Record::Gone(g)))
@@ -1242,8 +1552,10 @@ pub fn index_feed(
                 .iter()
                 .map(|k| k.rel.len() + k.entry.stanza.len() + 160)
                 .sum();
-            if !cache_unusable && loaded.appendable(seg.len(), live) {
-                cache::append(&p, &seg).map_err(io_err(&p))?;
+            // The feed is published by now: a cache that cannot be written only costs the next
+            // run its reading, so it is a warning, not a failure of this run.
+            let written = if !cache_unusable && loaded.appendable(seg.len(), live) {
+                cache::append(p, &seg).map_err(io_err(p))
             } else {
                 let mut new_cache = Cache {
                     checked_sig,
@@ -1253,16 +1565,26 @@ pub fn index_feed(
                 for k in known {
                     new_cache.entries.insert(k.rel, k.entry);
                 }
-                let bytes = new_cache.to_bytes(&feed_id);
+                let bytes = new_cache.to_bytes(&feed_id, ckey);
                 let parent = p.parent().unwrap_or(Path::new("."));
                 let name = p
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                // Not synced: a cache torn by a crash fails its checksum and is only ignored,
-                // so waiting for the disk here would buy nothing.
-                let tmp = write_temp(parent, &name, &bytes, false)?;
-                fs::rename(&tmp, &p).map_err(io_err(&tmp))?;
+                // Not synced: a cache torn by a crash fails its MAC or does not parse, and is
+                // only ignored, so waiting for the disk here would buy nothing.
+                write_temp(parent, &tag, &name, &bytes, false).and_then(|tmp| {
+                    fs::rename(&tmp, p).map_err(|e| {
+                        let _ = fs::remove_file(&tmp);
+                        io_err(&tmp)(e)
+                    })
+                })
+            };
+            if let Err(e) = written {
+                let w =
+                    format!("cache not updated: {e}; the next run reads again what this one read");
+                progress.warn(&w);
+                summary.warnings.push(w);
             }
         }
     }

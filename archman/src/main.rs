@@ -1,9 +1,12 @@
 //! The `archman` command line: parses arguments, calls the `archman` library, prints.
+//!
+//! Standard output closed early (`archman check --json FEED | head -c 100`) ends the program
+//! quietly with status 0, as in other Unix tools: the reader has what it wanted.
 
+use std::fmt;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-use std::io::IsTerminal;
 
 use archman::index::{self, CacheMode, DateSource, IndexOptions, Profile};
 use archman::keys::{self, FingerprintOf, Trust};
@@ -27,9 +30,16 @@ enum Command {
     /// Release (and with --key, Packages.sig and Release.sig) atomically.
     ///
     /// Packages are *.ipk, *.opk and *.deb files anywhere under FEED_DIR (symlinks to files
-    /// inside the feed are followed; directory symlinks are not). A cache
-    /// (FEED_DIR/.archman-cache) keyed by path, size, mtime and inode means a re-run reads
-    /// only new or changed packages, and writes nothing when the index would not change.
+    /// inside the feed are followed; directory symlinks are not). A cache keyed by path,
+    /// size, mtime, ctime and inode means a re-run reads only new or changed packages, and
+    /// writes nothing when the index would not change. It lives outside the feed, in
+    /// $XDG_CACHE_HOME/archman/ (default ~/.cache/archman/), authenticated with a per-user
+    /// key kept there (cache.key, 0600), so that whoever can write the feed cannot make
+    /// archman sign what it never read; FEED_DIR/.archman-cache of older versions is not
+    /// read.
+    ///
+    /// One run at a time: each holds a lock on FEED_DIR/.archman-lock, and a second run waits
+    /// for the first (or fails at once with --no-wait).
     ///
     /// Release dates strictly increase, because clients refuse a Release whose Date is older
     /// than the last one they accepted, or equal to it with other contents: a Date from the
@@ -283,9 +293,14 @@ struct IndexArgs {
     /// Read every package; neither use nor update the cache.
     #[arg(long)]
     no_cache: bool,
-    /// Cache file (default: FEED_DIR/.archman-cache).
+    /// Cache file (default: $XDG_CACHE_HOME/archman/<feed path hash>/cache, with
+    /// ~/.cache for $XDG_CACHE_HOME when it is unset).
     #[arg(long, value_name = "PATH", conflicts_with = "no_cache")]
     cache: Option<PathBuf>,
+    /// Fail at once (exit status 1) when another archman index is running on the feed,
+    /// instead of waiting for it.
+    #[arg(long)]
+    no_wait: bool,
     /// Publish the good packages even when some are bad (exit status 3).
     #[arg(long)]
     skip_bad: bool,
@@ -372,6 +387,14 @@ impl index::Progress for Reporter {
             eprintln!("warning: {message}");
         }
     }
+    fn note(&self, message: &str) {
+        if !self.quiet {
+            match &self.bar {
+                Some(bar) => bar.println(message),
+                None => eprintln!("{message}"),
+            }
+        }
+    }
     fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
@@ -393,24 +416,90 @@ fn json_str(s: &str) -> String {
     out
 }
 
-fn source_date_epoch() -> anyhow::Result<Option<i64>> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => Ok(Some(v.trim().parse().map_err(|_| {
-            anyhow::anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")
-        })?)),
-        Err(_) => Ok(None),
+/// Standard output was closed by its reader: the program ends quietly with status 0.
+#[derive(Debug)]
+struct StdoutClosed;
+
+impl fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("standard output was closed")
     }
 }
 
+impl std::error::Error for StdoutClosed {}
+
+/// Writes `text` to standard output (and flushes it). A closed pipe is [`StdoutClosed`];
+/// any other failure an error naming standard output.
+fn write_stdout(text: fmt::Arguments<'_>) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_fmt(text)
+        .and_then(|()| stdout.flush())
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                anyhow::Error::new(StdoutClosed)
+            } else {
+                anyhow::anyhow!("standard output: {e}")
+            }
+        })
+}
+
+/// Standard output for `archman usign`, which reports its own write errors: once the reader
+/// is gone, the rest of the output is dropped as if written, so that the command ends as it
+/// would have (status and messages) rather than with "Cannot write to standard output".
+struct ClosedPipeSink<W> {
+    inner: W,
+    closed: bool,
+}
+
+impl<W: Write> ClosedPipeSink<W> {
+    fn new(inner: W) -> Self {
+        ClosedPipeSink {
+            inner,
+            closed: false,
+        }
+    }
+}
+
+impl<W: Write> Write for ClosedPipeSink<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.closed {
+            return Ok(buf.len());
+        }
+        match self.inner.write(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(buf.len())
+            }
+            other => other,
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        match self.inner.flush() {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            other => other,
+        }
+    }
+}
+
+/// `println!` through [`write_stdout`]: returns from the function with its error.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        write_stdout(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
 fn run_index(a: IndexArgs) -> anyhow::Result<ExitCode> {
-    let (date, date_source) = match source_date_epoch()? {
+    let (date, date_source) = match feeds::release::source_date_epoch()? {
         Some(d) => (d, DateSource::Fixed),
-        None => (
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_secs() as i64,
-            DateSource::Clock,
-        ),
+        None => (feeds::release::unix_now(), DateSource::Clock),
     };
     let opts = IndexOptions {
         key: a.key,
@@ -424,9 +513,12 @@ fn run_index(a: IndexArgs) -> anyhow::Result<ExitCode> {
         jobs: a.jobs,
         cache: match (a.no_cache, a.cache) {
             (true, _) => CacheMode::Off,
-            (false, Some(p)) => CacheMode::At(p),
-            (false, None) => CacheMode::InFeed,
+            (false, path) => CacheMode::On {
+                home: archman::cache::cache_home(),
+                path,
+            },
         },
+        wait: !a.no_wait,
         skip_bad: a.skip_bad,
         date,
         date_source,
@@ -468,7 +560,7 @@ fn run_index(a: IndexArgs) -> anyhow::Result<ExitCode> {
             })
             .collect();
         let written: Vec<String> = s.written.iter().map(|w| json_str(w)).collect();
-        println!(
+        outln!(
             "{{\"feed\":{},\"packages\":{},\"read\":{},\"cached\":{},\"bad\":[{}],\"written\":[{}],\"unchanged\":{},\"fingerprint\":{},\"seconds\":{:.3}}}",
             json_str(&a.feed_dir.display().to_string()),
             s.packages,
@@ -545,9 +637,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let report = check::check_feed(&feed_dir, &opts)?;
             if json {
-                println!("{}", report.to_json());
+                outln!("{}", report.to_json());
             } else if !quiet || !report.ok() {
-                print!("{report}");
+                write_stdout(format_args!("{report}"))?;
             }
             return Ok(if report.ok() {
                 ExitCode::SUCCESS
@@ -559,7 +651,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let code = archman::usign_compat::run(
                 args,
                 &mut std::io::stdin().lock(),
-                &mut std::io::stdout().lock(),
+                &mut ClosedPipeSink::new(std::io::stdout().lock()),
                 &mut std::io::stderr().lock(),
             );
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
@@ -569,8 +661,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out_dir,
             format,
         } => {
-            let mtime = match source_date_epoch()? {
-                Some(d) => d.max(0) as u64,
+            let mtime = match feeds::release::source_date_epoch()? {
+                Some(d) => d as u64,
                 None => newest_mtime(&pkg_dir),
             };
             let container = match format {
@@ -583,7 +675,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 container,
                 mtime,
             )?;
-            println!("{}", out.display());
+            outln!("{}", out.display());
         }
         Command::Keygen {
             secret,
@@ -592,7 +684,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             force,
         } => {
             let fp = keys::keygen(&secret, &public, comment.as_deref(), force)?;
-            println!("{fp}");
+            outln!("{fp}");
         }
         Command::Sign {
             secret,
@@ -616,7 +708,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let fp = keys::verify(&message, trust, &sig)?;
             if !quiet {
-                println!("OK: {} signed by key {fp}", message.display());
+                outln!("OK: {} signed by key {fp}", message.display());
             }
         }
         Command::Keyring(cmd) => run_keyring(cmd)?,
@@ -627,22 +719,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (_, _, Some(x)) => FingerprintOf::Signature(x),
                 _ => unreachable!("clap requires one of -s -p -x"),
             };
-            println!("{}", keys::fingerprint(of)?);
+            outln!("{}", keys::fingerprint(of)?);
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-fn describe_change(c: &keyring_pkg::workdir::Change) {
+fn describe_change(c: &keyring_pkg::workdir::Change) -> anyhow::Result<()> {
     if let Some(old) = c.archived {
-        println!(
+        outln!(
             "serial {old} archived to history/; serial {} started",
             c.serial
         );
@@ -653,15 +738,16 @@ fn describe_change(c: &keyring_pkg::workdir::Change) {
             .iter()
             .map(|f| f.to_string())
             .collect();
-        println!(
+        outln!(
             "dropped signatures of the changed draft by: {}",
             fps.join(", ")
         );
     }
-    println!(
+    outln!(
         "serial {} changed; it needs root signatures: archman keyring sign DIR -s ROOT_SEC",
         c.serial
     );
+    Ok(())
 }
 
 fn run_keyring(cmd: KeyringCmd) -> anyhow::Result<()> {
@@ -670,7 +756,7 @@ fn run_keyring(cmd: KeyringCmd) -> anyhow::Result<()> {
         text.parse()
             .map_err(|_| anyhow::anyhow!("{text:?} is not a key fingerprint (16 hex digits)"))
     };
-    let now = now();
+    let now = feeds::release::unix_now();
     match cmd {
         KeyringCmd::Init {
             dir,
@@ -689,7 +775,7 @@ fn run_keyring(cmd: KeyringCmd) -> anyhow::Result<()> {
                 .map(|p| PublicKey::read_path(p))
                 .collect::<Result<Vec<_>, _>>()?;
             let k = workdir::init(&dir, &name, &roots, &feeds, threshold, expires as u64, now)?;
-            println!(
+            outln!(
                 "keyring {name} serial {} in {}: {} root keys, {} feed keys, threshold {threshold}",
                 k.serial(),
                 dir.display(),
@@ -703,24 +789,24 @@ fn run_keyring(cmd: KeyringCmd) -> anyhow::Result<()> {
                 RoleArg::Root => Role::Root,
                 RoleArg::Feed => Role::Feed,
             };
-            describe_change(&workdir::add_key(&dir, role, &key, now)?);
+            describe_change(&workdir::add_key(&dir, role, &key, now)?)?;
         }
         KeyringCmd::Retire { dir, fingerprint } => {
-            describe_change(&workdir::retire(&dir, fp(&fingerprint)?, now)?)
+            describe_change(&workdir::retire(&dir, fp(&fingerprint)?, now)?)?
         }
         KeyringCmd::Revoke { dir, fingerprint } => {
-            describe_change(&workdir::revoke(&dir, fp(&fingerprint)?, now)?)
+            describe_change(&workdir::revoke(&dir, fp(&fingerprint)?, now)?)?
         }
         KeyringCmd::SetThreshold { dir, threshold } => {
-            describe_change(&workdir::set_threshold(&dir, threshold, now)?)
+            describe_change(&workdir::set_threshold(&dir, threshold, now)?)?
         }
         KeyringCmd::SetExpires { dir, expires } => {
-            describe_change(&workdir::set_expires(&dir, expires as u64, now)?)
+            describe_change(&workdir::set_expires(&dir, expires as u64, now)?)?
         }
         KeyringCmd::Sign { dir, secret } => {
             let key = SecretKey::read_path(&secret, None)?;
             let s = workdir::sign(&dir, &key, now)?;
-            println!(
+            outln!(
                 "serial {} signed by {}{}; {}",
                 s.serial,
                 s.fingerprint,
@@ -732,15 +818,12 @@ fn run_keyring(cmd: KeyringCmd) -> anyhow::Result<()> {
                 s.own.describe()
             );
             if let Some(prev) = &s.previous {
-                println!("against serial {}: {}", s.serial - 1, prev.describe());
+                outln!("against serial {}: {}", s.serial - 1, prev.describe());
             }
         }
         KeyringCmd::Build { dir, out } => {
-            let mtime = std::env::var("SOURCE_DATE_EPOCH")
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            let mtime = match mtime {
-                Some(m) => m,
+            let mtime = match feeds::release::source_date_epoch()? {
+                Some(m) => m as u64,
                 None => workdir::Workdir::open(&dir)?
                     .current()
                     .keyring()
@@ -749,9 +832,9 @@ fn run_keyring(cmd: KeyringCmd) -> anyhow::Result<()> {
             };
             std::fs::create_dir_all(&out).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
             let path = workdir::build(&dir, &out, mtime, now)?;
-            println!("{}", path.display());
+            outln!("{}", path.display());
         }
-        KeyringCmd::Show { dir } => println!("{}", workdir::show(&dir, now)?),
+        KeyringCmd::Show { dir } => outln!("{}", workdir::show(&dir, now)?),
     }
     Ok(())
 }
@@ -759,6 +842,7 @@ fn run_keyring(cmd: KeyringCmd) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
+        Err(e) if e.is::<StdoutClosed>() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

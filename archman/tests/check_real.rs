@@ -758,6 +758,33 @@ fn stray_package_files_are_not_in_the_index() {
     assert!(report.findings.iter().any(|f| f.message
         == "pool/extra/stray_1.0_all.ipk: package file not in the index (no stanza has this Filename)"));
 
+    // archman index's own files in the feed (its lock, a journal and temporaries of a run in
+    // progress, the cache older versions kept there) are not package files.
+    let feed = clean_feed();
+    for name in [
+        ".archman-lock",
+        ".archman-cache",
+        ".archman-publish",
+        ".archman-tmp.123-0badcafe.Packages",
+    ] {
+        feed.write(name, b"");
+    }
+    let report = feed.check();
+    assert!(report.findings.is_empty(), "{report}");
+
+    // A package file whose name is not UTF-8: no Filename can name it, and the report says so.
+    use std::os::unix::ffi::OsStrExt;
+    let feed = clean_feed();
+    let raw = std::ffi::OsStr::from_bytes(b"caf\xe9_1.0_all.ipk");
+    fs::create_dir_all(feed.path("pool")).unwrap();
+    fs::write(feed.path("pool").join(raw), b"whatever").unwrap();
+    let report = feed.check();
+    assert_eq!(
+        message(&report, FindingKind::NotInIndex),
+        "pool/caf\u{fffd}_1.0_all.ipk: package file not in the index: its name \"pool/caf\\xE9_1.0_all.ipk\" is not valid UTF-8, so no Filename can name it (archman index refuses it; rename the file)"
+    );
+    assert!(!report.ok());
+
     // OpenWrt's index rule (archman index --profile openwrt) leaves kernel_* and libc_* out
     // on purpose: a warning, not an error.
     let feed = clean_feed();

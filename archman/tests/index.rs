@@ -21,12 +21,22 @@ const EPOCH: i64 = 1795315200;
 /// `archman ARGS DIR` with SOURCE_DATE_EPOCH `epoch`, or with the Date from the clock (None).
 fn archman_at(args: &[&str], dir: &Path, epoch: Option<i64>) -> Output {
     let mut cmd = Command::new(ARCHMAN);
-    cmd.args(args).arg(dir);
+    cmd.args(args).arg(dir).env("XDG_CACHE_HOME", xdg(dir));
     match epoch {
         Some(e) => cmd.env("SOURCE_DATE_EPOCH", e.to_string()),
         None => cmd.env_remove("SOURCE_DATE_EPOCH"),
     };
     cmd.output().unwrap()
+}
+
+/// The cache home of the runs on feed `dir`: beside it, in the test's temporary directory.
+fn xdg(dir: &Path) -> std::path::PathBuf {
+    dir.parent().unwrap().join("xdg-cache")
+}
+
+/// Where `archman index` keeps the cache of feed `dir`.
+fn cache_of(dir: &Path) -> std::path::PathBuf {
+    archman::cache::default_path(&xdg(dir), &dir.canonicalize().unwrap())
 }
 
 fn stderr(o: &Output) -> String {
@@ -406,6 +416,54 @@ fn skip_bad_publishes_the_rest_with_exit_3() {
     assert_eq!(idx.matches("Package: ").count(), 2, "{idx}");
 }
 
+/// A file name that is not UTF-8 cannot be a `Filename` clients fetch: it is a bad package,
+/// named with its bytes escaped, in a directory or in the file name itself.
+#[test]
+fn a_package_file_name_that_is_not_utf8_is_refused_naming_it() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("feed");
+    make_feed(&feed, &["good"]);
+    let o = archman(&["index", "-q"], &feed);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = snapshot(&feed);
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9_1.0-1_all.ipk");
+    fs::write(feed.join(name), pkg("cafe", "1.0-1", None)).unwrap();
+    let dir = std::ffi::OsStr::from_bytes(b"pool-\xff");
+    fs::create_dir(feed.join(dir)).unwrap();
+    fs::write(
+        feed.join(dir).join("deep_1.0-1_all.ipk"),
+        pkg("deep", "1.0-1", None),
+    )
+    .unwrap();
+    let o = archman(&["index"], &feed);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    for shown in [
+        "\"caf\\xE9_1.0-1_all.ipk\"",
+        "\"pool-\\xFF/deep_1.0-1_all.ipk\"",
+    ] {
+        assert!(
+            err.contains(&format!(
+                "the file name {shown} is not valid UTF-8, so the index cannot name it in a Filename that clients can fetch; rename the file"
+            )),
+            "{shown} in:\n{err}"
+        );
+    }
+    assert_eq!(snapshot(&feed), before);
+    // --skip-bad publishes the others and says which were left out.
+    let o = archman(&["index", "--skip-bad", "--json"], &feed);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("caf\u{fffd}_1.0-1_all.ipk: the file name"),
+        "{}",
+        stderr(&o)
+    );
+    let idx = fs::read_to_string(feed.join("Packages")).unwrap();
+    assert_eq!(idx.matches("Package: ").count(), 1, "{idx}");
+    assert!(idx.contains("Package: good\n"), "{idx}");
+}
+
 #[test]
 fn duplicate_packages_name_both_files() {
     let tmp = tempfile::tempdir().unwrap();
@@ -560,6 +618,7 @@ fn incremental_runs_read_only_what_changed() {
     let o = Command::new(ARCHMAN)
         .args(["index", "--json"])
         .arg(&feed)
+        .env("XDG_CACHE_HOME", xdg(&feed))
         .env("SOURCE_DATE_EPOCH", "1795400000")
         .output()
         .unwrap();
@@ -586,6 +645,7 @@ fn incremental_runs_read_only_what_changed() {
     let o = Command::new(ARCHMAN)
         .args(["index", "--json", "--refresh"])
         .arg(&feed)
+        .env("XDG_CACHE_HOME", xdg(&feed))
         .env("SOURCE_DATE_EPOCH", "1795400000")
         .output()
         .unwrap();
@@ -596,8 +656,8 @@ fn incremental_runs_read_only_what_changed() {
             .contains("Date: Mon, 23 Nov 2026")
     );
 
-    // A corrupt cache is ignored with a warning, and the result is still right.
-    let cache = feed.join(".archman-cache");
+    // A damaged cache is ignored with a warning, and the result is still right.
+    let cache = cache_of(&feed);
     let mut bytes = fs::read(&cache).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x20;
@@ -605,14 +665,20 @@ fn incremental_runs_read_only_what_changed() {
     let good = fs::read(feed.join("Packages")).unwrap();
     let o = archman(&["index", "--json"], &feed);
     assert!(o.status.success());
-    assert!(stderr(&o).contains("corrupt cache"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("cache {}: ", cache.display()))
+            && stderr(&o).contains("; ignoring it"),
+        "{}",
+        stderr(&o)
+    );
     assert!(json(&o).contains("\"read\":3"), "{}", json(&o));
     assert_eq!(fs::read(feed.join("Packages")).unwrap(), good);
 
     // A cache from another feed is not trusted.
     let other = tmp.path().join("other");
     make_feed(&other, &["a", "b", "c"]);
-    fs::copy(&cache, other.join(".archman-cache")).unwrap();
+    fs::create_dir_all(cache_of(&other).parent().unwrap()).unwrap();
+    fs::copy(&cache, cache_of(&other)).unwrap();
     let o = archman(&["index", "--json"], &other);
     assert!(
         stderr(&o).contains("not an archman cache for this feed"),
@@ -630,7 +696,7 @@ fn a_small_change_appends_to_the_cache_and_a_cut_append_costs_only_a_reread() {
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     make_feed(&feed, &names);
     assert!(archman(&["index", "-q"], &feed).status.success());
-    let cache = feed.join(".archman-cache");
+    let cache = cache_of(&feed);
     let before = fs::read(&cache).unwrap();
 
     // One package rebuilt: its record is appended, the rest of the file is left alone.
@@ -656,7 +722,10 @@ fn a_small_change_appends_to_the_cache_and_a_cut_append_costs_only_a_reread() {
     let o = archman_at(&["index", "--json", "--refresh"], &feed, later);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("damaged end of the cache"),
+        stderr(&o).contains(&format!(
+            "cache {}: ignoring its damaged end",
+            cache.display()
+        )),
         "{}",
         stderr(&o)
     );
@@ -795,6 +864,124 @@ fn kill_9_at_any_moment_leaves_a_complete_feed() {
         }));
     }
     eprintln!("{killed_mid_publish} of 40 kills landed inside a publish");
+}
+
+/// Holds the lock of feed `dir` as another `archman index` would, until dropped.
+fn hold_lock(dir: &Path) -> fs::File {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(archman::index::LOCK))
+        .unwrap();
+    f.lock().unwrap();
+    f
+}
+
+#[test]
+fn a_second_run_waits_for_the_first_or_fails_at_once_with_no_wait() {
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("feed");
+    make_feed(&feed, &["a", "b"]);
+    let lock = hold_lock(&feed);
+    let lock_path = feed.join(".archman-lock");
+
+    // --no-wait: exit 1 at once, naming the lock, the feed unchanged.
+    let o = archman(&["index", "--no-wait"], &feed);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "error: {}: another archman index holds this lock (on {}); the feed was not changed",
+            lock_path.display(),
+            feed.display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!feed.join("Packages").exists());
+
+    // Without it: the run waits, says so after a second, and publishes once the lock is
+    // released.
+    let child = Command::new(ARCHMAN)
+        .args(["index"])
+        .arg(&feed)
+        .env("XDG_CACHE_HOME", xdg(&feed))
+        .env("SOURCE_DATE_EPOCH", EPOCH.to_string())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1600));
+    assert!(!feed.join("Packages").exists(), "the run did not wait");
+    drop(lock);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "waiting for another archman index on {} (lock {})",
+            feed.display(),
+            lock_path.display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+    assert!(feed.join("Packages").exists());
+    // The lock file stays (deleting it could let two runs in); nothing else is left over.
+    let mut dot: Vec<String> = fs::read_dir(&feed)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    dot.sort();
+    assert_eq!(dot, [".archman-lock"]);
+    // A quick run that finds the lock free says nothing about waiting.
+    let o = archman(&["index"], &feed);
+    assert!(!stderr(&o).contains("waiting"), "{}", stderr(&o));
+}
+
+/// A journal left by a killed run names its temporaries, tagged by that run; the next run
+/// rolls it forward. A journal from before temporaries were tagged still works.
+#[test]
+fn an_interrupted_publish_is_rolled_forward_tagged_or_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("feed");
+    make_feed(&feed, &["a"]);
+    assert!(archman(&["index", "-q"], &feed).status.success());
+    let good = fs::read(feed.join("Packages")).unwrap();
+    for (tag, tmp_name) in [
+        (Some("123-abcdef01"), ".archman-tmp.123-abcdef01.Packages.x"),
+        (None, ".archman-tmp.Packages.x"),
+    ] {
+        // `Packages.x`, a name no run writes: what the roll-forward put there stays to see.
+        let marker = format!("rolled forward ({tag:?})\n");
+        fs::write(feed.join(tmp_name), &marker).unwrap();
+        let journal = match tag {
+            Some(t) => format!("tmp {t}\nPackages.x\nEND\n"),
+            None => "Packages.x\nEND\n".to_string(),
+        };
+        fs::write(feed.join(archman::index::JOURNAL), journal).unwrap();
+        // A temporary of another run, killed before its journal was written: removed.
+        fs::write(feed.join(".archman-tmp.9-00000000.Release"), "x").unwrap();
+        let out = archman(&["index"], &feed);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("finished or cleaned up an interrupted earlier run"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(fs::read_to_string(feed.join("Packages.x")).unwrap(), marker);
+        let names: Vec<String> = fs::read_dir(&feed)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.starts_with(".archman-tmp")),
+            "{names:?}"
+        );
+        assert!(!feed.join(archman::index::JOURNAL).exists());
+        assert_eq!(fs::read(feed.join("Packages")).unwrap(), good);
+        fs::remove_file(feed.join("Packages.x")).unwrap();
+    }
 }
 
 #[test]

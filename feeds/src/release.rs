@@ -255,16 +255,24 @@ pub fn parse_date(text: &str) -> Option<i64> {
     }
     let offset = match zone {
         "UTC" | "GMT" | "Z" | "UT" => 0,
-        z if z.len() == 5 && (z.starts_with('+') || z.starts_with('-')) => {
-            let hh = num(&z[1..3], 2)?;
-            let mm = num(&z[3..5], 2)?;
+        z => {
+            // `±hhmm`, read as bytes: the zone is any text, and a string index into it may
+            // fall inside a multi-byte character.
+            let (sign, digits) = match z.strip_prefix('+') {
+                Some(digits) => (1, digits),
+                None => (-1, z.strip_prefix('-')?),
+            };
+            let &[h1, h2, m1, m2] = digits.as_bytes() else {
+                return None;
+            };
+            let digit = |b: u8| b.is_ascii_digit().then(|| i64::from(b - b'0'));
+            let hh = digit(h1)? * 10 + digit(h2)?;
+            let mm = digit(m1)? * 10 + digit(m2)?;
             if mm > 59 {
                 return None;
             }
-            let off = hh * 3600 + mm * 60;
-            if z.starts_with('-') { -off } else { off }
+            sign * (hh * 3600 + mm * 60)
         }
-        _ => return None,
     };
     let t = days_from_civil(y, m, d) * 86_400 + h * 3600 + mi * 60 + s - offset;
     // Only instants that `format_date` writes back in the same form: 1970 to 9999, UTC.
@@ -277,6 +285,7 @@ const MAX_DATE: i64 = 253_402_300_799;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const SHA: &str = "063d3536d4dcfa8589a3fc74c760b4a43ae91458783f26ffce1cfd92ad78f876";
 
@@ -351,6 +360,56 @@ mod tests {
     }
 
     #[test]
+    fn a_zone_that_is_not_ascii_is_refused_without_panicking() {
+        // Issue 10: `&z[1..3]` cut the 5-byte zone "+0é0" inside the `é` and panicked, in
+        // `archman check` and in keyring manifests before their signatures were checked.
+        for zone in [
+            "+0é0",
+            "-0é0",
+            "+é00",
+            "-00é",
+            "+€0",
+            "+0€",
+            "+00€",
+            "+0ü",
+            "+０１００",
+        ] {
+            let text = format!("Sun, 22 Nov 2026 02:40:00 {zone}");
+            assert_eq!(parse_date(&text), None, "{text}");
+            assert_eq!(parse_date(&format!("22 Nov 2026 02:40 {zone}")), None);
+        }
+        let release = sample().to_text().replace(
+            "Date: Sun, 22 Nov 2026 02:40:00 UTC",
+            "Date: 22 Nov 2026 02:40 +0é0",
+        );
+        assert_eq!(
+            Release::parse(&release),
+            Err(ReleaseError::BadDate {
+                field: "Date",
+                value: "22 Nov 2026 02:40 +0é0".into()
+            })
+        );
+        // Zones that are `±hhmm` still work, and other five-character ones do not.
+        assert_eq!(
+            parse_date("Sun, 22 Nov 2026 02:40:00 -0000"),
+            Some(1_795_315_200)
+        );
+        assert_eq!(
+            parse_date("Sat, 21 Nov 2026 23:10:00 -0330"),
+            Some(1_795_315_200)
+        );
+        for zone in [
+            "+01", "+010", "+01000", "0100", "+01:0", "+0160", "++100", "+-100", "+1a00",
+        ] {
+            assert_eq!(
+                parse_date(&format!("22 Nov 2026 02:40 {zone}")),
+                None,
+                "{zone}"
+            );
+        }
+    }
+
+    #[test]
     fn errors_name_the_problem() {
         let text = sample().to_text();
         let e = |t: &str| Release::parse(t).unwrap_err().to_string();
@@ -376,5 +435,249 @@ mod tests {
             e(&text.replace("Valid-Until: Sun, 29 Nov", "Valid-Until: Sun, 15 Nov")),
             "Valid-Until is before Date"
         );
+    }
+
+    /// Days since 1970-01-01, counted without `days_from_civil` (an oracle for the tests).
+    fn days_since_epoch(y: i64, m: i64, d: i64) -> i64 {
+        let leaps_before = |y: i64| (y - 1) / 4 - (y - 1) / 100 + (y - 1) / 400;
+        let before_month: i64 = (1..m).map(|m| days_in_month(y, m)).sum();
+        365 * (y - 1970) + leaps_before(y) - leaps_before(1970) + before_month + d - 1
+    }
+
+    fn days_in_month(y: i64, m: i64) -> i64 {
+        let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+        match m {
+            2 if leap => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        }
+    }
+
+    /// A date in the forms RFC 2822 allows and `parse_date` reads, with the instant it names
+    /// (which may be outside 1970..=9999 once the zone is applied).
+    fn rfc2822_date() -> impl Strategy<Value = (String, i64)> {
+        let zone = prop_oneof![
+            prop_oneof![Just("UTC"), Just("GMT"), Just("UT"), Just("Z")]
+                .prop_map(|z| (z.to_string(), 0)),
+            (any::<bool>(), 0..=99i64, 0..=59i64).prop_map(|(east, hh, mm)| {
+                let offset = hh * 3600 + mm * 60;
+                let sign = if east { '+' } else { '-' };
+                (
+                    format!("{sign}{hh:02}{mm:02}"),
+                    if east { offset } else { -offset },
+                )
+            }),
+        ];
+        let space = || "[ \t]{1,3}";
+        (
+            (1970..=9999i64, 1..=12i64, 1..=31i64),
+            (0..=23i64, 0..=59i64, proptest::option::of(0..=60i64)),
+            zone,
+            (any::<bool>(), any::<bool>(), any::<bool>()),
+            (
+                space(),
+                space(),
+                space(),
+                space(),
+                "[ \t]{0,2}",
+                "[ \t\n]{0,2}",
+            ),
+        )
+            .prop_map(
+                |((y, m, d), (h, mi, s), (zone, offset), (weekday, comma_space, pad), sp)| {
+                    let d = d.min(days_in_month(y, m));
+                    let days = days_since_epoch(y, m, d);
+                    let mut text = sp.5.clone();
+                    if weekday {
+                        text.push_str(DAYS[days.rem_euclid(7) as usize]);
+                        text.push(',');
+                        text.push_str(if comma_space { &sp.0 } else { "" });
+                    }
+                    let day = if pad {
+                        format!("{d:02}")
+                    } else {
+                        d.to_string()
+                    };
+                    let month = MONTHS[(m - 1) as usize];
+                    let time = match s {
+                        Some(s) => format!("{h:02}:{mi:02}:{s:02}"),
+                        None => format!("{h:02}:{mi:02}"),
+                    };
+                    text.push_str(&format!(
+                        "{day}{}{month}{}{y}{}{time}{}{zone}{}",
+                        sp.1, sp.2, sp.3, sp.0, sp.4
+                    ));
+                    let t = days * 86_400 + h * 3600 + mi * 60 + s.unwrap_or(0) - offset;
+                    (text, t)
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn parse_date_never_panics(text in any::<String>()) {
+            if let Some(t) = parse_date(&text) {
+                prop_assert!((0..=MAX_DATE).contains(&t));
+                prop_assert_eq!(parse_date(&format_date(t)), Some(t));
+            }
+        }
+
+        #[test]
+        fn parse_date_never_panics_on_near_dates(
+            text in "([A-Z][a-z]{2}, ?)?[0-9]{1,2} [A-Z][a-z]{2} [0-9]{4} [0-9]{2}:[0-9]{2}(:[0-9]{2})? ([+-]([0-9]|\\PC){1,4}|\\PC{0,5})",
+        ) {
+            if let Some(t) = parse_date(&text) {
+                prop_assert_eq!(parse_date(&format_date(t)), Some(t));
+            }
+        }
+
+        #[test]
+        fn format_date_round_trips(t in 0..=MAX_DATE) {
+            let text = format_date(t);
+            prop_assert_eq!(parse_date(&text), Some(t), "{}", text);
+            prop_assert_eq!(text.len(), "Sun, 22 Nov 2026 02:40:00 UTC".len());
+        }
+
+        #[test]
+        fn format_date_of_any_instant_parses_back_only_in_range(t in any::<i64>()) {
+            let text = format_date(t);
+            let expected = (0..=MAX_DATE).contains(&t).then_some(t);
+            prop_assert_eq!(parse_date(&text), expected, "{}", text);
+        }
+
+        #[test]
+        fn parse_date_reads_rfc2822_variants((text, t) in rfc2822_date()) {
+            let expected = (0..=MAX_DATE).contains(&t).then_some(t);
+            prop_assert_eq!(parse_date(&text), expected, "{:?}", text);
+        }
+
+        #[test]
+        fn parse_date_refuses_impossible_days(
+            y in 1970..=9999i64,
+            m in 1..=12i64,
+            extra in 1..=4i64,
+        ) {
+            let d = days_in_month(y, m) + extra;
+            let text = format!("{d} {} {y:04} 00:00 UTC", MONTHS[(m - 1) as usize]);
+            prop_assert_eq!(parse_date(&text), None, "{}", text);
+        }
+    }
+}
+
+/// A `SOURCE_DATE_EPOCH` that is not a time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "SOURCE_DATE_EPOCH={value:?} is not a time: {reason} (expected a whole number of seconds since 1970-01-01 00:00:00 UTC, at most 253402300799, like 1700000000)"
+)]
+pub struct SourceDateEpochError {
+    /// The value as set (lossily decoded when it is not UTF-8).
+    pub value: String,
+    pub reason: &'static str,
+}
+
+/// `SOURCE_DATE_EPOCH` from the environment (<https://reproducible-builds.org/specs/source-date-epoch/>):
+/// `Ok(None)` when unset, the time when it is one, and an error naming the value otherwise.
+/// The one reader of the variable for every tool here: a bad value is refused, never
+/// ignored (ignoring it silently makes an output that is not reproducible). The rules are
+/// GCC's: digits only (around them, white space is allowed), from 0 to 9999-12-31 23:59:59
+/// UTC (the last instant [`format_date`] writes); empty is an error, not "unset".
+pub fn source_date_epoch() -> Result<Option<i64>, SourceDateEpochError> {
+    parse_source_date_epoch(std::env::var_os("SOURCE_DATE_EPOCH").as_deref())
+}
+
+/// [`source_date_epoch`] on a given value of the variable (`None`: unset).
+pub fn parse_source_date_epoch(
+    value: Option<&std::ffi::OsStr>,
+) -> Result<Option<i64>, SourceDateEpochError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let err = |reason| SourceDateEpochError {
+        value: value.to_string_lossy().into_owned(),
+        reason,
+    };
+    let text = value
+        .to_str()
+        .ok_or_else(|| err("it is not valid UTF-8"))?
+        .trim();
+    if text.is_empty() {
+        return Err(err("it is empty (unset it instead)"));
+    }
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err("it is not a whole number of seconds"));
+    }
+    match text.parse::<i64>() {
+        Ok(t) if t <= 253_402_300_799 => Ok(Some(t)),
+        _ => Err(err("it is after 9999-12-31 23:59:59 UTC")),
+    }
+}
+
+/// The clock, in whole seconds since the epoch (0 for a clock set before 1970).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod source_date_epoch_tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    fn parse(v: &str) -> Result<Option<i64>, SourceDateEpochError> {
+        parse_source_date_epoch(Some(OsStr::new(v)))
+    }
+
+    #[test]
+    fn good_values_and_unset() {
+        assert_eq!(parse_source_date_epoch(None), Ok(None));
+        assert_eq!(parse("0"), Ok(Some(0)));
+        assert_eq!(parse("1795315200"), Ok(Some(1_795_315_200)));
+        assert_eq!(parse(" 1795315200\n"), Ok(Some(1_795_315_200)));
+        assert_eq!(parse("253402300799"), Ok(Some(253_402_300_799)));
+        assert_eq!(
+            format_date(parse("253402300799").unwrap().unwrap()),
+            "Fri, 31 Dec 9999 23:59:59 UTC"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_variable_the_value_and_the_reason() {
+        for (value, reason) in [
+            ("", "it is empty (unset it instead)"),
+            ("  ", "it is empty (unset it instead)"),
+            ("abc", "it is not a whole number of seconds"),
+            ("-1", "it is not a whole number of seconds"),
+            ("+5", "it is not a whole number of seconds"),
+            ("1.5", "it is not a whole number of seconds"),
+            ("17e8", "it is not a whole number of seconds"),
+            ("0x10", "it is not a whole number of seconds"),
+            ("١٢٣", "it is not a whole number of seconds"),
+            ("253402300800", "it is after 9999-12-31 23:59:59 UTC"),
+            (
+                "99999999999999999999999",
+                "it is after 9999-12-31 23:59:59 UTC",
+            ),
+        ] {
+            let e = parse(value).unwrap_err();
+            assert_eq!(e.reason, reason, "{value:?}");
+            assert_eq!(e.value, value);
+            assert!(
+                e.to_string().starts_with(&format!(
+                    "SOURCE_DATE_EPOCH={value:?} is not a time: {reason} ("
+                )),
+                "{e}"
+            );
+        }
+        use std::os::unix::ffi::OsStrExt;
+        let e = parse_source_date_epoch(Some(OsStr::from_bytes(b"17\xff"))).unwrap_err();
+        assert_eq!(e.reason, "it is not valid UTF-8");
+        assert_eq!(e.value, "17\u{fffd}");
+    }
+
+    #[test]
+    fn the_clock_is_after_this_code_was_written() {
+        assert!(unix_now() > 1_700_000_000);
     }
 }
