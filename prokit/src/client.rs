@@ -77,10 +77,7 @@ pub struct Options {
 impl Options {
     /// Defaults for a root: scripts skipped, 4 download workers, the current time.
     pub fn new(root: PathBuf) -> Options {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let now = feeds::release::unix_now();
         Options {
             root,
             conf: None,
@@ -137,7 +134,7 @@ pub enum ClientError {
         name: String,
         dependents: Vec<String>,
     },
-    #[error("{} failed to update: {}", failed.len(), failed.join("; "))]
+    #[error("{} feed{} failed to update: {}", failed.len(), if failed.len() == 1 { "" } else { "s" }, failed.join("; "))]
     UpdateFailed { failed: Vec<String> },
     #[error("{}: {source}", path.display())]
     Io {
@@ -147,6 +144,15 @@ pub enum ClientError {
     },
     #[error(transparent)]
     Fs(#[from] FsError),
+    /// Installing one package of a plan failed: named by package and URL, not by the cache
+    /// file it was read from.
+    #[error("cannot install {package} (from {url}): {source}")]
+    InstallOf {
+        package: String,
+        url: String,
+        #[source]
+        source: InstallError,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -201,7 +207,12 @@ pub const OPKG_LOCK_DIR: &str = "var/lock";
 impl Client {
     /// Reads the root's configuration and trusted keys.
     pub fn open(opts: Options) -> Result<Client, ClientError> {
-        fs::create_dir_all(&opts.root).map_err(io_at(&opts.root))?;
+        if !opts.root.is_dir() {
+            return Err(ClientError::Invalid(format!(
+                "{}: no such root directory (prokit bootstrap makes one)",
+                opts.root.display()
+            )));
+        }
         let root = std::sync::Arc::new(Root::open(&opts.root)?);
         let mut config = Config::default();
         match opts.conf.as_deref() {
@@ -472,7 +483,12 @@ impl Client {
         let mut install_one = |db: &mut Db, i: usize| -> Result<(), ClientError> {
             let (step, item) = (&plan.steps[i], &items[i]);
             let report =
-                install::install_expecting(db, &item.dest, step.auto, &opts, Some(&expected[i]))?;
+                install::install_expecting(db, &item.dest, step.auto, &opts, Some(&expected[i]))
+                    .map_err(|source| ClientError::InstallOf {
+                        package: format!("{} {}", step.name, step.version),
+                        url: item.url.clone(),
+                        source,
+                    })?;
             for c in &report.kept_conffiles {
                 progress.message(&format!(
                     "{}: kept the modified {c}; the new version is {c}-opkg",

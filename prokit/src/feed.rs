@@ -1004,8 +1004,19 @@ impl FeedStore {
         Ok(Some(index))
     }
 
-    /// Decompresses a gzip'd index within the download bounds (threats 8, 9).
+    /// Decompresses a gzip'd index within the download bounds (threats 8, 9). Something
+    /// that is not gzip at all (a captive portal's login page) is named by its start.
     fn gunzip(&self, feed: &str, file: &str, gz: &[u8]) -> Result<Vec<u8>, FeedError> {
+        if !gz.starts_with(&GZIP_MAGIC) {
+            return Err(FeedError::BadIndex {
+                feed: feed.into(),
+                file: file.into(),
+                reason: format!(
+                    "not gzip data (starts with {}): an error or login page served in its place?",
+                    preview(gz)
+                ),
+            });
+        }
         let lim = &self.limits;
         let limits = Limits {
             max_index: lim.max_packages,
@@ -1375,6 +1386,18 @@ mod tests {
             assert!(!r.unchanged);
             assert_eq!(fx.loaded_versions(), ["2.0", "2.0"]);
         }
+    }
+
+    #[test]
+    fn a_login_page_served_as_packages_gz_is_named_by_its_start() {
+        let fx = Fixture::new();
+        fx.publish(&packages(1, "1.0"), None);
+        fs::write(fx.dir().join("Packages.gz"), "<html><body>Please log in").unwrap();
+        let (_, msg) = fx.refused(true, NOW);
+        assert!(
+            msg.contains("Packages.gz: not gzip data (starts with \"<html><body>Please log in\")"),
+            "{msg}"
+        );
     }
 
     #[test]

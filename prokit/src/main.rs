@@ -239,10 +239,11 @@ impl Progress for Reporter {
     }
     fn installed(&self, r: &InstallReport) {
         if !self.quiet {
-            match &r.upgraded_from {
-                Some(old) => println!("Upgraded {} {} -> {}", r.name, old, r.version),
-                None => println!("Installed {} {}", r.name, r.version),
-            }
+            // A closed stdout must not stop an install half-way: the line is dropped.
+            let _ = match &r.upgraded_from {
+                Some(old) => cli_support::outln!("Upgraded {} {} -> {}", r.name, old, r.version),
+                None => cli_support::outln!("Installed {} {}", r.name, r.version),
+            };
         }
     }
 }
@@ -274,16 +275,18 @@ fn parse_arch(a: &str) -> Result<(String, u32)> {
     }
 }
 
-fn source_date_epoch() -> Option<i64> {
-    std::env::var("SOURCE_DATE_EPOCH").ok()?.trim().parse().ok()
+/// `SOURCE_DATE_EPOCH`, read by the one strict reader both binaries share: a value that is
+/// not a date is an error naming it, never silently ignored.
+fn source_date_epoch() -> Result<Option<i64>> {
+    Ok(feeds::release::source_date_epoch()?)
 }
 
-fn options(cli: &Cli, root: PathBuf, args: Option<&InstallArgs>) -> Options {
+fn options(cli: &Cli, root: PathBuf, args: Option<&InstallArgs>) -> Result<Options> {
     let mut o = Options::new(root);
     o.conf = cli.conf.clone();
     o.cache_dir = cli.cache_dir.clone();
     o.ca_file = cli.ca_file.clone();
-    if let Some(t) = source_date_epoch() {
+    if let Some(t) = source_date_epoch()? {
         o.installed_time = t;
     }
     if let Some(a) = args {
@@ -293,7 +296,7 @@ fn options(cli: &Cli, root: PathBuf, args: Option<&InstallArgs>) -> Options {
         o.jobs = a.jobs.max(1);
         o.keep_cache = a.keep_cache;
     }
-    o
+    Ok(o)
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -303,7 +306,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     };
     match &cli.command {
         Command::Update => {
-            let client = Client::open(options(&cli, cli.root.clone(), None))?;
+            let client = Client::open(options(&cli, cli.root.clone(), None)?)?;
             let outcomes = client.update()?;
             let mut failed = 0;
             let mut json = Vec::new();
@@ -317,7 +320,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                                 .map(|f| format!(", signed by {f}"))
                                 .unwrap_or_default();
                             let state = if r.unchanged { "unchanged" } else { "updated" };
-                            println!("{}: {state}, {} packages{by}", o.name, r.packages);
+                            cli_support::outln!(
+                                "{}: {state}, {} packages{by}",
+                                o.name,
+                                r.packages
+                            )?;
                         }
                         json.push(format!(
                             "{{\"feed\":{},\"ok\":true,\"packages\":{},\"unchanged\":{},\"fingerprint\":{}}}",
@@ -339,7 +346,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
             if cli.json {
-                println!("[{}]", json.join(","));
+                cli_support::outln!("[{}]", json.join(","))?;
             }
             if failed > 0 {
                 eprintln!(
@@ -350,10 +357,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Install { packages, args } => {
-            let client = Client::open(options(&cli, cli.root.clone(), Some(args)))?;
+            let client = Client::open(options(&cli, cli.root.clone(), Some(args))?)?;
             let reports = client.install(packages, &reporter)?;
             if reports.is_empty() && !cli.quiet {
-                println!("Nothing to do: {} already installed", packages.join(", "));
+                cli_support::outln!("Nothing to do: {} already installed", packages.join(", "))?;
             }
         }
         Command::Remove {
@@ -361,20 +368,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             force_depends,
             scripts,
         } => {
-            let mut o = options(&cli, cli.root.clone(), None);
+            let mut o = options(&cli, cli.root.clone(), None)?;
             o.scripts = (*scripts).into();
             let client = Client::open(o)?;
             for r in client.remove(packages, *force_depends, &reporter)? {
                 if !cli.quiet {
-                    println!("Removed {}", r.name);
+                    cli_support::outln!("Removed {}", r.name)?;
                     for c in &r.kept_conffiles {
-                        println!("  kept modified conffile {c}");
+                        cli_support::outln!("  kept modified conffile {c}")?;
                     }
                 }
             }
         }
         Command::List { installed } => {
-            let client = Client::open(options(&cli, cli.root.clone(), None))?;
+            let client = Client::open(options(&cli, cli.root.clone(), None)?)?;
             let list = client.list(*installed, &reporter)?;
             if cli.json {
                 let items: Vec<String> = list
@@ -391,7 +398,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         )
                     })
                     .collect();
-                println!("[{}]", items.join(","));
+                cli_support::outln!("[{}]", items.join(","))?;
             } else {
                 for e in &list {
                     let mark = if e.installed && e.feed.is_some() {
@@ -400,15 +407,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         ""
                     };
                     if e.summary.is_empty() {
-                        println!("{} - {}{mark}", e.name, e.version);
+                        cli_support::outln!("{} - {}{mark}", e.name, e.version)?;
                     } else {
-                        println!("{} - {} - {}{mark}", e.name, e.version, e.summary);
+                        cli_support::outln!("{} - {} - {}{mark}", e.name, e.version, e.summary)?;
                     }
                 }
             }
         }
         Command::Info { package } => {
-            let client = Client::open(options(&cli, cli.root.clone(), None))?;
+            let client = Client::open(options(&cli, cli.root.clone(), None)?)?;
             let found = client.info(package, &reporter)?;
             if found.is_empty() {
                 bail!("package {package} is neither installed nor in any feed");
@@ -424,14 +431,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         )
                     })
                     .collect();
-                println!("[{}]", items.join(","));
+                cli_support::outln!("[{}]", items.join(","))?;
             } else {
                 for (feed, p) in &found {
                     match feed {
-                        None => println!("# installed"),
-                        Some(f) => println!("# feed {f}"),
+                        None => cli_support::outln!("# installed")?,
+                        Some(f) => cli_support::outln!("# feed {f}")?,
                     }
-                    println!("{}", p.to_text());
+                    cli_support::outln!("{}", p.to_text())?;
                 }
             }
         }
@@ -439,7 +446,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             packages,
             from_feed,
         } => {
-            let client = Client::open(options(&cli, cli.root.clone(), None))?;
+            let client = Client::open(options(&cli, cli.root.clone(), None)?)?;
             let only = (!packages.is_empty()).then_some(packages.as_slice());
             let (r, recorded) = if *from_feed {
                 client.verify_from_feed(only, &reporter)?
@@ -470,7 +477,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         )
                     })
                     .collect();
-                println!(
+                cli_support::outln!(
                     "{{\"ok\":{},\"complete\":{},\"checked\":{},\"dirs\":{},\"changed\":{},\"missing\":{},\"conffiles_changed\":{},\"unverifiable\":{},\"recorded_from_feed\":[{}]}}",
                     r.ok(),
                     r.complete(),
@@ -481,16 +488,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     pairs(&r.conffiles_changed),
                     pairs(&r.unverifiable),
                     recorded.join(",")
-                );
+                )?;
             } else {
                 for (p, f) in &r.changed {
-                    println!("changed: {f} ({p})");
+                    cli_support::outln!("changed: {f} ({p})")?;
                 }
                 for (p, f) in &r.missing {
-                    println!("missing: {f} ({p})");
+                    cli_support::outln!("missing: {f} ({p})")?;
                 }
                 for (p, f) in &r.conffiles_changed {
-                    println!("conffile modified: {f} ({p})");
+                    cli_support::outln!("conffile modified: {f} ({p})")?;
                 }
                 for x in &recorded {
                     if let Err(why) = &x.result {
@@ -499,18 +506,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 if cli.verbose {
                     for (p, f) in &r.unverifiable {
-                        println!("not verifiable: {f} ({p})");
+                        cli_support::outln!("not verifiable: {f} ({p})")?;
                     }
                 }
                 if !cli.quiet {
-                    println!(
+                    cli_support::outln!(
                         "{} files checked: {} changed, {} missing, {} conffiles modified ({} directories)",
                         r.checked,
                         r.changed.len(),
                         r.missing.len(),
                         r.conffiles_changed.len(),
                         r.dirs
-                    );
+                    )?;
                 }
                 if !r.complete() {
                     let pkgs = r.unverifiable_packages();
@@ -534,32 +541,35 @@ fn run(cli: Cli) -> Result<ExitCode> {
             keyring,
             root_fingerprint,
         }) => {
-            let o = options(&cli, cli.root.clone(), None);
+            let o = options(&cli, cli.root.clone(), None)?;
             let r = prokit::keyring::init(&o.root, keyring, parse_fp(root_fingerprint)?, o.now)?;
             if !cli.quiet {
-                println!(
+                cli_support::outln!(
                     "trusting keyring {} serial {} ({} feed keys written)",
                     r.name,
                     r.serial,
                     r.keys_written.len()
-                );
+                )?;
             }
         }
         Command::Keyring(KeyringCmd::Refresh) => {
-            let client = Client::open(options(&cli, cli.root.clone(), None))?;
+            let client = Client::open(options(&cli, cli.root.clone(), None)?)?;
             let r = client.refresh_keyring(&reporter)?;
             if !cli.quiet {
                 match r.from {
-                    Some(from) => println!(
+                    Some(from) => cli_support::outln!(
                         "keyring {}: updated to serial {} (from {from})",
-                        r.name, r.serial
-                    ),
-                    None => println!("keyring {}: already at serial {}", r.name, r.serial),
+                        r.name,
+                        r.serial
+                    )?,
+                    None => {
+                        cli_support::outln!("keyring {}: already at serial {}", r.name, r.serial)?
+                    }
                 }
             }
         }
         Command::Keyring(KeyringCmd::Status { warn_days }) => {
-            let o = options(&cli, cli.root.clone(), None);
+            let o = options(&cli, cli.root.clone(), None)?;
             let reports = prokit::keyring::status(&o.root, *warn_days, o.now)?;
             if reports.is_empty() {
                 bail!(
@@ -570,7 +580,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut ok = true;
             for r in &reports {
                 ok &= r.ok();
-                println!(
+                cli_support::outln!(
                     "keyring {} serial {}, dated {}, expires {}{}; root threshold {}",
                     r.name,
                     r.serial,
@@ -578,14 +588,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     date(r.expires),
                     if r.expiring { " (SOON)" } else { "" },
                     r.root_threshold
-                );
+                )?;
                 for k in &r.keys {
                     let until = k
                         .not_after
                         .map(|t| format!(", not after {}", date(t)))
                         .unwrap_or_default();
                     let soon = if k.expiring { " (EXPIRES SOON)" } else { "" };
-                    println!("  {} {} {}{until}{soon}", k.fingerprint, k.role, k.status);
+                    cli_support::outln!(
+                        "  {} {} {}{until}{soon}",
+                        k.fingerprint,
+                        k.role,
+                        k.status
+                    )?;
                 }
             }
             if !ok {
@@ -627,10 +642,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 arch,
                 packages: packages.clone(),
                 tar: tar.clone(),
-                tar_mtime: source_date_epoch().unwrap_or(0).max(0) as u64,
+                tar_mtime: source_date_epoch()?.unwrap_or(0).max(0) as u64,
             };
             let reports =
-                client::bootstrap(options(&cli, target.clone(), Some(args)), &b, &reporter)?;
+                client::bootstrap(options(&cli, target.clone(), Some(args))?, &b, &reporter)?;
             if !cli.quiet {
                 eprintln!(
                     "bootstrapped {} with {} package{}{}",
@@ -651,8 +666,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        // `prokit list | head`: the reader went away; that is a normal end.
+        Err(e) if cli_support::is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cli_support::error_message(e.as_ref()));
             ExitCode::from(1)
         }
     }
