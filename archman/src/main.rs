@@ -3,7 +3,6 @@
 //! Standard output closed early (`archman check --json FEED | head -c 100`) ends the program
 //! quietly with status 0, as in other Unix tools: the reader has what it wanted.
 
-use std::fmt;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -417,33 +416,6 @@ fn json_str(s: &str) -> String {
 }
 
 /// Standard output was closed by its reader: the program ends quietly with status 0.
-#[derive(Debug)]
-struct StdoutClosed;
-
-impl fmt::Display for StdoutClosed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("standard output was closed")
-    }
-}
-
-impl std::error::Error for StdoutClosed {}
-
-/// Writes `text` to standard output (and flushes it). A closed pipe is [`StdoutClosed`];
-/// any other failure an error naming standard output.
-fn write_stdout(text: fmt::Arguments<'_>) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_fmt(text)
-        .and_then(|()| stdout.flush())
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                anyhow::Error::new(StdoutClosed)
-            } else {
-                anyhow::anyhow!("standard output: {e}")
-            }
-        })
-}
-
 /// Standard output for `archman usign`, which reports its own write errors: once the reader
 /// is gone, the rest of the output is dropped as if written, so that the command ends as it
 /// would have (status and messages) rather than with "Cannot write to standard output".
@@ -489,10 +461,11 @@ impl<W: Write> Write for ClosedPipeSink<W> {
     }
 }
 
-/// `println!` through [`write_stdout`]: returns from the function with its error.
+/// A line to standard output ([`cli_support::outln`]): returns from the function with its
+/// error (a closed pipe ends the program quietly in `main`).
 macro_rules! outln {
     ($($arg:tt)*) => {
-        write_stdout(format_args!("{}\n", format_args!($($arg)*)))?
+        cli_support::outln!($($arg)*)?
     };
 }
 
@@ -639,7 +612,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 outln!("{}", report.to_json());
             } else if !quiet || !report.ok() {
-                write_stdout(format_args!("{report}"))?;
+                cli_support::write_stdout(format_args!("{report}"))?;
             }
             return Ok(if report.ok() {
                 ExitCode::SUCCESS
@@ -842,9 +815,10 @@ fn run_keyring(cmd: KeyringCmd) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
-        Err(e) if e.is::<StdoutClosed>() => ExitCode::SUCCESS,
+        // A closed standard output (`archman check --json | head`) is a normal end.
+        Err(e) if cli_support::is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", cli_support::error_message(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -38,14 +38,23 @@ pub fn is_broken_pipe(err: &(dyn Error + 'static)) -> bool {
     false
 }
 
-/// Writes a line to standard output; a closed pipe comes back as an error of kind
-/// `BrokenPipe` (instead of the panic `println!` gives), for [`is_broken_pipe`] to recognise.
+/// Writes `text` to standard output and flushes it. Any failure names standard output and
+/// keeps its kind, so a closed pipe is still recognised by [`is_broken_pipe`] (instead of the
+/// panic `println!` gives).
+pub fn write_stdout(text: std::fmt::Arguments<'_>) -> io::Result<()> {
+    use std::io::Write;
+    let mut out = io::stdout().lock();
+    out.write_fmt(text)
+        .and_then(|()| out.flush())
+        .map_err(|e| io::Error::new(e.kind(), format!("standard output: {e}")))
+}
+
+/// A line to standard output through [`write_stdout`]; evaluates to `io::Result<()>`.
 #[macro_export]
 macro_rules! outln {
-    ($($arg:tt)*) => {{
-        use ::std::io::Write as _;
-        ::std::writeln!(::std::io::stdout().lock(), $($arg)*)
-    }};
+    ($($arg:tt)*) => {
+        $crate::write_stdout(::std::format_args!("{}\n", ::std::format_args!($($arg)*)))
+    };
 }
 
 #[cfg(test)]
@@ -83,6 +92,13 @@ mod tests {
             error_message(&e),
             "x.conf: No such file or directory (os error 2)"
         );
+    }
+
+    #[test]
+    fn a_stdout_error_keeps_its_kind() {
+        let e = io::Error::new(io::ErrorKind::BrokenPipe, "x");
+        let e = io::Error::new(e.kind(), format!("standard output: {e}"));
+        assert!(is_broken_pipe(&e));
     }
 
     #[test]
