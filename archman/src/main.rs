@@ -1,16 +1,23 @@
-//! The `archman` command line: parses arguments, calls the `archman` library, prints.
+//! The `archman` command line: parses arguments, calls the `archman` library, prints. `main`
+//! only parses, dispatches to one `cmd_*` function per subcommand and maps errors to the exit
+//! status.
 //!
 //! Standard output closed early (`archman check --json FEED | head -c 100`) ends the program
 //! quietly with status 0, as in other Unix tools: the reader has what it wanted.
 
+// The command line's edge: the one place in this crate that prints.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Result;
 use archman::index::{self, CacheMode, DateSource, IndexOptions, Profile};
 use archman::keys::{self, FingerprintOf, Trust};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use feeds::usign::{PublicKey, SecretKey};
+use serde::Serialize;
 
 /// Archive manager for opkg/apt package feeds.
 ///
@@ -64,21 +71,7 @@ enum Command {
     /// Exit status: 0 when the feed is consistent (warnings allowed), 1 otherwise.
     ///
     /// Example: archman check -P /etc/opkg/keys --assume-installed libc,kernel /srv/feed
-    Check {
-        /// The feed directory.
-        feed_dir: PathBuf,
-        #[command(flatten)]
-        trust: OptionalTrust,
-        /// Packages to treat as available (from other feeds or the base system), comma-separated.
-        #[arg(long, value_name = "PKG,...", value_delimiter = ',')]
-        assume_installed: Vec<String>,
-        /// Print the report as JSON on stdout.
-        #[arg(long)]
-        json: bool,
-        /// Print only the summary line (and nothing on success).
-        #[arg(short = 'q', long)]
-        quiet: bool,
-    },
+    Check(CheckArgs),
     /// Build an .ipk from PKG_DIR/CONTROL/control (+ scripts, conffiles) and the data tree
     /// under PKG_DIR, as OpenWrt's ipkg-build does, reproducibly.
     ///
@@ -86,73 +79,24 @@ enum Command {
     /// by 0:0, and dated SOURCE_DATE_EPOCH (default: the newest mtime under PKG_DIR).
     ///
     /// Example: archman build ./hello ./feed
-    Build {
-        /// Directory with CONTROL/control and the files to install.
-        pkg_dir: PathBuf,
-        /// Where to write the package (default: the current directory).
-        out_dir: Option<PathBuf>,
-        /// Container. tgz: a gzipped tar, as OpenWrt's ipkg-build makes; read by OpenWrt's
-        /// opkg (opkg-lede) and prokit. ar: the Debian layout, as opkg-utils' opkg-build
-        /// makes; read by prokit and dpkg-deb, but NOT by opkg-lede, which reads only the
-        /// gzipped tar (it pipes the file through gzip -d): installing an ar .ipk fails with
-        /// "Malformed package file", and from a feed it reports success but installs no files.
-        #[arg(long, value_enum, default_value = "tgz")]
-        format: Format,
-    },
+    Build(BuildArgs),
     /// usign's own interface: the flags, messages and exit codes of OpenWrt's usign
     /// (-V -S -F -G with -m -p -P -s -x -c -q), so scripts can swap `usign` for
     /// `archman usign`. Run `archman usign` alone for usign's usage text.
     #[command(disable_help_flag = true)]
-    Usign {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
-        args: Vec<std::ffi::OsString>,
-    },
+    Usign(UsignArgs),
     /// Generate a usign key pair (secret key written 0600).
     ///
     /// Example: archman keygen -s feed.sec -p feed.pub -c "example feed key"
-    Keygen {
-        /// Secret key file to create.
-        #[arg(short = 's', value_name = "SEC")]
-        secret: PathBuf,
-        /// Public key file to create.
-        #[arg(short = 'p', value_name = "PUB")]
-        public: PathBuf,
-        /// Comment for both files (default: "private key <fp>" / "public key <fp>").
-        #[arg(short = 'c', value_name = "COMMENT")]
-        comment: Option<String>,
-        /// Overwrite existing key files.
-        #[arg(long)]
-        force: bool,
-    },
+    Keygen(KeygenArgs),
     /// Sign a file; the signature goes to <FILE>.sig unless -x is given.
     ///
     /// Example: archman sign -s feed.sec -m Packages
-    Sign {
-        #[arg(short = 's', value_name = "SEC")]
-        secret: PathBuf,
-        /// The file to sign.
-        #[arg(short = 'm', value_name = "FILE")]
-        message: PathBuf,
-        /// Signature file (default <FILE>.sig).
-        #[arg(short = 'x', value_name = "SIG")]
-        sig: Option<PathBuf>,
-    },
+    Sign(SignArgs),
     /// Verify a signature with a public key (-p) or a key directory (-P); exit 1 if it fails.
     ///
     /// Example: archman verify -m Packages -P /etc/opkg/keys
-    Verify {
-        /// The signed file.
-        #[arg(short = 'm', value_name = "FILE")]
-        message: PathBuf,
-        #[command(flatten)]
-        trust: TrustArgs,
-        /// Signature file (default <FILE>.sig).
-        #[arg(short = 'x', value_name = "SIG")]
-        sig: Option<PathBuf>,
-        /// Print nothing on success.
-        #[arg(short = 'q')]
-        quiet: bool,
-    },
+    Verify(VerifyArgs),
     /// Print the fingerprint of a secret key, public key or signature.
     Fingerprint {
         #[command(flatten)]
@@ -324,6 +268,87 @@ struct IndexArgs {
 }
 
 #[derive(Args)]
+struct CheckArgs {
+    /// The feed directory.
+    feed_dir: PathBuf,
+    #[command(flatten)]
+    trust: OptionalTrust,
+    /// Packages to treat as available (from other feeds or the base system), comma-separated.
+    #[arg(long, value_name = "PKG,...", value_delimiter = ',')]
+    assume_installed: Vec<String>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Print only the summary line (and nothing on success).
+    #[arg(short = 'q', long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// Directory with CONTROL/control and the files to install.
+    pkg_dir: PathBuf,
+    /// Where to write the package (default: the current directory).
+    out_dir: Option<PathBuf>,
+    /// Container. tgz: a gzipped tar, as OpenWrt's ipkg-build makes; read by OpenWrt's
+    /// opkg (opkg-lede) and prokit. ar: the Debian layout, as opkg-utils' opkg-build
+    /// makes; read by prokit and dpkg-deb, but NOT by opkg-lede, which reads only the
+    /// gzipped tar (it pipes the file through gzip -d): installing an ar .ipk fails with
+    /// "Malformed package file", and from a feed it reports success but installs no files.
+    #[arg(long, value_enum, default_value = "tgz")]
+    format: Format,
+}
+
+#[derive(Args)]
+struct UsignArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    args: Vec<std::ffi::OsString>,
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// Secret key file to create.
+    #[arg(short = 's', value_name = "SEC")]
+    secret: PathBuf,
+    /// Public key file to create.
+    #[arg(short = 'p', value_name = "PUB")]
+    public: PathBuf,
+    /// Comment for both files (default: "private key <fp>" / "public key <fp>").
+    #[arg(short = 'c', value_name = "COMMENT")]
+    comment: Option<String>,
+    /// Overwrite existing key files.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+struct SignArgs {
+    #[arg(short = 's', value_name = "SEC")]
+    secret: PathBuf,
+    /// The file to sign.
+    #[arg(short = 'm', value_name = "FILE")]
+    message: PathBuf,
+    /// Signature file (default <FILE>.sig).
+    #[arg(short = 'x', value_name = "SIG")]
+    sig: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The signed file.
+    #[arg(short = 'm', value_name = "FILE")]
+    message: PathBuf,
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// Signature file (default <FILE>.sig).
+    #[arg(short = 'x', value_name = "SIG")]
+    sig: Option<PathBuf>,
+    /// Print nothing on success.
+    #[arg(short = 'q')]
+    quiet: bool,
+}
+
+#[derive(Args)]
 #[group(required = true, multiple = false)]
 struct TrustArgs {
     /// Public key file.
@@ -401,21 +426,6 @@ impl index::Progress for Reporter {
     }
 }
 
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// Standard output was closed by its reader: the program ends quietly with status 0.
 /// Standard output for `archman usign`, which reports its own write errors: once the reader
 /// is gone, the rest of the output is dropped as if written, so that the command ends as it
 /// would have (status and messages) rather than with "Cannot write to standard output".
@@ -469,7 +479,83 @@ macro_rules! outln {
     };
 }
 
-fn run_index(a: IndexArgs) -> anyhow::Result<ExitCode> {
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        // A closed standard output (`archman check --json | head`) is a normal end.
+        Err(e) if cli_support::is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", cli_support::error_message(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Index(a) => cmd_index(a),
+        Command::Check(a) => cmd_check(a),
+        Command::Usign(a) => cmd_usign(a),
+        Command::Build(a) => cmd_build(a),
+        Command::Keygen(a) => cmd_keygen(a),
+        Command::Sign(a) => cmd_sign(a),
+        Command::Verify(a) => cmd_verify(a),
+        Command::Fingerprint { of } => cmd_fingerprint(of),
+        Command::Keyring(cmd) => cmd_keyring(cmd),
+    }
+}
+
+/// `archman index --json`: one object on one line; the field order is the key order.
+#[derive(Serialize)]
+struct IndexJson<'a> {
+    feed: String,
+    packages: usize,
+    read: usize,
+    cached: usize,
+    bad: Vec<BadJson<'a>>,
+    written: &'a [String],
+    unchanged: bool,
+    fingerprint: Option<&'a str>,
+    /// Wall-clock seconds, to the millisecond.
+    seconds: f64,
+}
+
+#[derive(Serialize)]
+struct BadJson<'a> {
+    path: &'a str,
+    reason: &'a str,
+}
+
+impl<'a> IndexJson<'a> {
+    fn new(feed_dir: &Path, s: &'a index::Summary, elapsed: std::time::Duration) -> Self {
+        IndexJson {
+            feed: feed_dir.display().to_string(),
+            packages: s.packages,
+            read: s.read,
+            cached: s.cached,
+            bad: s
+                .bad
+                .iter()
+                .map(|b| BadJson {
+                    path: &b.path,
+                    reason: &b.reason,
+                })
+                .collect(),
+            written: &s.written,
+            unchanged: s.written.is_empty(),
+            fingerprint: s.fingerprint.as_deref(),
+            seconds: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+        }
+    }
+}
+
+/// A value as one line of JSON on standard output.
+fn print_json(value: &impl Serialize) -> Result<()> {
+    outln!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+fn cmd_index(a: IndexArgs) -> Result<ExitCode> {
     let (date, date_source) = match feeds::release::source_date_epoch()? {
         Some(d) => (d, DateSource::Fixed),
         None => (feeds::release::unix_now(), DateSource::Clock),
@@ -521,33 +607,7 @@ fn run_index(a: IndexArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if a.json {
-        let bad: Vec<String> = s
-            .bad
-            .iter()
-            .map(|b| {
-                format!(
-                    "{{\"path\":{},\"reason\":{}}}",
-                    json_str(&b.path),
-                    json_str(&b.reason)
-                )
-            })
-            .collect();
-        let written: Vec<String> = s.written.iter().map(|w| json_str(w)).collect();
-        outln!(
-            "{{\"feed\":{},\"packages\":{},\"read\":{},\"cached\":{},\"bad\":[{}],\"written\":[{}],\"unchanged\":{},\"fingerprint\":{},\"seconds\":{:.3}}}",
-            json_str(&a.feed_dir.display().to_string()),
-            s.packages,
-            s.read,
-            s.cached,
-            bad.join(","),
-            written.join(","),
-            s.written.is_empty(),
-            s.fingerprint
-                .as_deref()
-                .map(json_str)
-                .unwrap_or_else(|| "null".into()),
-            started.elapsed().as_secs_f64()
-        );
+        print_json(&IndexJson::new(&a.feed_dir, &s, started.elapsed()))?;
     } else if !a.quiet {
         let what = if s.written.is_empty() {
             "unchanged".to_string()
@@ -575,7 +635,42 @@ fn run_index(a: IndexArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn newest_mtime(dir: &std::path::Path) -> u64 {
+fn cmd_check(a: CheckArgs) -> Result<ExitCode> {
+    use archman::check;
+    let trust = match (&a.trust.public, &a.trust.keydir) {
+        (Some(p), _) => Some(check::Trust::Key(p)),
+        (None, Some(d)) => Some(check::Trust::Dir(d)),
+        (None, None) => None,
+    };
+    let opts = check::CheckOptions {
+        trust,
+        assume_installed: a.assume_installed,
+        ..Default::default()
+    };
+    let report = check::check_feed(&a.feed_dir, &opts)?;
+    if a.json {
+        outln!("{}", report.to_json());
+    } else if !a.quiet || !report.ok() {
+        cli_support::write_stdout(format_args!("{report}"))?;
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn cmd_usign(a: UsignArgs) -> Result<ExitCode> {
+    let code = archman::usign_compat::run(
+        a.args,
+        &mut std::io::stdin().lock(),
+        &mut ClosedPipeSink::new(std::io::stdout().lock()),
+        &mut std::io::stderr().lock(),
+    );
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+fn newest_mtime(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     walkdir::WalkDir::new(dir)
         .follow_links(false)
@@ -587,148 +682,64 @@ fn newest_mtime(dir: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
-        Command::Index(a) => return run_index(a),
-        Command::Check {
-            feed_dir,
-            trust,
-            assume_installed,
-            json,
-            quiet,
-        } => {
-            use archman::check;
-            let trust = match (&trust.public, &trust.keydir) {
-                (Some(p), _) => Some(check::Trust::Key(p)),
-                (None, Some(d)) => Some(check::Trust::Dir(d)),
-                (None, None) => None,
-            };
-            let opts = check::CheckOptions {
-                trust,
-                assume_installed,
-                ..Default::default()
-            };
-            let report = check::check_feed(&feed_dir, &opts)?;
-            if json {
-                outln!("{}", report.to_json());
-            } else if !quiet || !report.ok() {
-                cli_support::write_stdout(format_args!("{report}"))?;
-            }
-            return Ok(if report.ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            });
-        }
-        Command::Usign { args } => {
-            let code = archman::usign_compat::run(
-                args,
-                &mut std::io::stdin().lock(),
-                &mut ClosedPipeSink::new(std::io::stdout().lock()),
-                &mut std::io::stderr().lock(),
-            );
-            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
-        }
-        Command::Build {
-            pkg_dir,
-            out_dir,
-            format,
-        } => {
-            let mtime = match feeds::release::source_date_epoch()? {
-                Some(d) => d as u64,
-                None => newest_mtime(&pkg_dir),
-            };
-            let container = match format {
-                Format::Tgz => feeds::package::Container::TarGz,
-                Format::Ar => feeds::package::Container::Ar,
-            };
-            let out = archman::build::build(
-                &pkg_dir,
-                out_dir.as_deref().unwrap_or(std::path::Path::new(".")),
-                container,
-                mtime,
-            )?;
-            outln!("{}", out.display());
-        }
-        Command::Keygen {
-            secret,
-            public,
-            comment,
-            force,
-        } => {
-            let fp = keys::keygen(&secret, &public, comment.as_deref(), force)?;
-            outln!("{fp}");
-        }
-        Command::Sign {
-            secret,
-            message,
-            sig,
-        } => {
-            let sig = sig.unwrap_or_else(|| keys::default_sig_path(&message));
-            keys::sign(&secret, &message, &sig)?;
-        }
-        Command::Verify {
-            message,
-            trust,
-            sig,
-            quiet,
-        } => {
-            let sig = sig.unwrap_or_else(|| keys::default_sig_path(&message));
-            let trust = match (&trust.public, &trust.keydir) {
-                (Some(p), _) => Trust::Key(p),
-                (None, Some(d)) => Trust::Dir(d),
-                (None, None) => unreachable!("clap requires -p or -P"),
-            };
-            let fp = keys::verify(&message, trust, &sig)?;
-            if !quiet {
-                outln!("OK: {} signed by key {fp}", message.display());
-            }
-        }
-        Command::Keyring(cmd) => run_keyring(cmd)?,
-        Command::Fingerprint { of } => {
-            let of = match (&of.secret, &of.public, &of.sig) {
-                (Some(s), _, _) => FingerprintOf::Secret(s),
-                (_, Some(p), _) => FingerprintOf::Public(p),
-                (_, _, Some(x)) => FingerprintOf::Signature(x),
-                _ => unreachable!("clap requires one of -s -p -x"),
-            };
-            outln!("{}", keys::fingerprint(of)?);
-        }
+fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
+    let mtime = match feeds::release::source_date_epoch()? {
+        Some(d) => d as u64,
+        None => newest_mtime(&a.pkg_dir),
+    };
+    let container = match a.format {
+        Format::Tgz => feeds::package::Container::TarGz,
+        Format::Ar => feeds::package::Container::Ar,
+    };
+    let out = archman::build::build(
+        &a.pkg_dir,
+        a.out_dir.as_deref().unwrap_or(Path::new(".")),
+        container,
+        mtime,
+    )?;
+    outln!("{}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_keygen(a: KeygenArgs) -> Result<ExitCode> {
+    let fp = keys::keygen(&a.secret, &a.public, a.comment.as_deref(), a.force)?;
+    outln!("{fp}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_sign(a: SignArgs) -> Result<ExitCode> {
+    let sig = a.sig.unwrap_or_else(|| keys::default_sig_path(&a.message));
+    keys::sign(&a.secret, &a.message, &sig)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_verify(a: VerifyArgs) -> Result<ExitCode> {
+    let sig = a.sig.unwrap_or_else(|| keys::default_sig_path(&a.message));
+    let trust = match (&a.trust.public, &a.trust.keydir) {
+        (Some(p), _) => Trust::Key(p),
+        (None, Some(d)) => Trust::Dir(d),
+        (None, None) => unreachable!("clap requires -p or -P"),
+    };
+    let fp = keys::verify(&a.message, trust, &sig)?;
+    if !a.quiet {
+        outln!("OK: {} signed by key {fp}", a.message.display());
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn describe_change(c: &keyring_pkg::workdir::Change) -> anyhow::Result<()> {
-    if let Some(old) = c.archived {
-        outln!(
-            "serial {old} archived to history/; serial {} started",
-            c.serial
-        );
-    }
-    if !c.discarded_signatures.is_empty() {
-        let fps: Vec<String> = c
-            .discarded_signatures
-            .iter()
-            .map(|f| f.to_string())
-            .collect();
-        outln!(
-            "dropped signatures of the changed draft by: {}",
-            fps.join(", ")
-        );
-    }
-    outln!(
-        "serial {} changed; it needs root signatures: archman keyring sign DIR -s ROOT_SEC",
-        c.serial
-    );
-    Ok(())
+fn cmd_fingerprint(of: FingerprintArgs) -> Result<ExitCode> {
+    let of = match (&of.secret, &of.public, &of.sig) {
+        (Some(s), _, _) => FingerprintOf::Secret(s),
+        (_, Some(p), _) => FingerprintOf::Public(p),
+        (_, _, Some(x)) => FingerprintOf::Signature(x),
+        _ => unreachable!("clap requires one of -s -p -x"),
+    };
+    outln!("{}", keys::fingerprint(of)?);
+    Ok(ExitCode::SUCCESS)
 }
 
-fn run_keyring(cmd: KeyringCmd) -> anyhow::Result<()> {
+fn cmd_keyring(cmd: KeyringCmd) -> Result<ExitCode> {
     use keyring_pkg::{manifest::Role, workdir};
-    let fp = |text: &str| -> anyhow::Result<feeds::usign::Fingerprint> {
-        text.parse()
-            .map_err(|_| anyhow::anyhow!("{text:?} is not a key fingerprint (16 hex digits)"))
-    };
     let now = feeds::release::unix_now();
     match cmd {
         KeyringCmd::Init {
@@ -765,10 +776,10 @@ fn run_keyring(cmd: KeyringCmd) -> anyhow::Result<()> {
             describe_change(&workdir::add_key(&dir, role, &key, now)?)?;
         }
         KeyringCmd::Retire { dir, fingerprint } => {
-            describe_change(&workdir::retire(&dir, fp(&fingerprint)?, now)?)?
+            describe_change(&workdir::retire(&dir, parse_fp(&fingerprint)?, now)?)?
         }
         KeyringCmd::Revoke { dir, fingerprint } => {
-            describe_change(&workdir::revoke(&dir, fp(&fingerprint)?, now)?)?
+            describe_change(&workdir::revoke(&dir, parse_fp(&fingerprint)?, now)?)?
         }
         KeyringCmd::SetThreshold { dir, threshold } => {
             describe_change(&workdir::set_threshold(&dir, threshold, now)?)?
@@ -809,17 +820,77 @@ fn run_keyring(cmd: KeyringCmd) -> anyhow::Result<()> {
         }
         KeyringCmd::Show { dir } => outln!("{}", workdir::show(&dir, now)?),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_fp(text: &str) -> Result<feeds::usign::Fingerprint> {
+    text.parse()
+        .map_err(|_| anyhow::anyhow!("{text:?} is not a key fingerprint (16 hex digits)"))
+}
+
+fn describe_change(c: &keyring_pkg::workdir::Change) -> Result<()> {
+    if let Some(old) = c.archived {
+        outln!(
+            "serial {old} archived to history/; serial {} started",
+            c.serial
+        );
+    }
+    if !c.discarded_signatures.is_empty() {
+        let fps: Vec<String> = c
+            .discarded_signatures
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        outln!(
+            "dropped signatures of the changed draft by: {}",
+            fps.join(", ")
+        );
+    }
+    outln!(
+        "serial {} changed; it needs root signatures: archman keyring sign DIR -s ROOT_SEC",
+        c.serial
+    );
     Ok(())
 }
 
-fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(code) => code,
-        // A closed standard output (`archman check --json | head`) is a normal end.
-        Err(e) if cli_support::is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", cli_support::error_message(e.as_ref()));
-            ExitCode::FAILURE
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn index_json_has_every_key_in_order_on_one_line() {
+        let s = index::Summary {
+            packages: 3,
+            read: 1,
+            cached: 2,
+            bad: vec![index::BadFile {
+                path: "we\"ird\\name.ipk".into(),
+                reason: "truncated:\n4 bytes".into(),
+            }],
+            written: vec!["Packages".into(), "Release".into()],
+            fingerprint: Some("5b6ecababdf793fb".into()),
+            ..Default::default()
+        };
+        let json = IndexJson::new(Path::new("fe\"ed"), &s, Duration::from_micros(6_499));
+        assert_eq!(
+            serde_json::to_string(&json).unwrap(),
+            concat!(
+                r#"{"feed":"fe\"ed","packages":3,"read":1,"cached":2,"#,
+                r#""bad":[{"path":"we\"ird\\name.ipk","reason":"truncated:\n4 bytes"}],"#,
+                r#""written":["Packages","Release"],"unchanged":false,"#,
+                r#""fingerprint":"5b6ecababdf793fb","seconds":0.006}"#
+            )
+        );
+    }
+
+    #[test]
+    fn an_unchanged_unsigned_feed_has_null_fingerprint_and_no_writes() {
+        let s = index::Summary::default();
+        let json = IndexJson::new(Path::new("."), &s, Duration::from_millis(1500));
+        assert_eq!(
+            serde_json::to_string(&json).unwrap(),
+            r#"{"feed":".","packages":0,"read":0,"cached":0,"bad":[],"written":[],"unchanged":true,"fingerprint":null,"seconds":1.5}"#
+        );
     }
 }

@@ -1,6 +1,9 @@
 //! `archman::check` against real published feeds (`../shared/real/feeds`) and against
 //! synthetic feeds built here, one test per kind of damage.
 
+// Tests say on stderr what they skipped or measured.
+#![allow(clippy::print_stderr)]
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::PathBuf;

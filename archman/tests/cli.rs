@@ -1,6 +1,9 @@
 //! The `archman` binary's behaviour shared by its commands: a closed standard output, and
 //! one reading of `SOURCE_DATE_EPOCH`.
 
+// Tests say on stderr what they skipped or measured.
+#![allow(clippy::print_stderr)]
+
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

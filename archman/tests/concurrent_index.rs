@@ -1,6 +1,9 @@
 //! Two `archman index` runs at once (cron and a person) on one feed: they take turns on the
 //! feed's lock, so the feed is always complete and verifiable (issue 10).
 
+// Tests say on stderr what they skipped or measured.
+#![allow(clippy::print_stderr)]
+
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};

@@ -2,6 +2,9 @@
 //! (signify, apt) reading what we publish, bad inputs refused with the feed untouched,
 //! determinism, the incremental cache, and kill -9 at any moment.
 
+// Tests say on stderr what they skipped or measured.
+#![allow(clippy::print_stderr)]
+
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};

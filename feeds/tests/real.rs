@@ -3,6 +3,9 @@
 //! packages equal the published ones — or differ exactly where the samples are known to be
 //! stale.
 
+// Tests say on stderr what they skipped or measured.
+#![allow(clippy::print_stderr)]
+
 use e2e as common;
 
 use std::collections::BTreeMap;

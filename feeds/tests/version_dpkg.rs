@@ -1,6 +1,9 @@
 //! `feeds::version` against the real dpkg, and `version`/`relation` against the real feeds
 //! in `shared/real`.
 
+// Tests say on stderr what they skipped or measured.
+#![allow(clippy::print_stderr)]
+
 use e2e as common;
 
 use feeds::relation::{format_relations, parse_relations};

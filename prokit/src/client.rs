@@ -151,7 +151,7 @@ pub enum ClientError {
         package: String,
         url: String,
         #[source]
-        source: InstallError,
+        source: Box<InstallError>,
     },
     #[error("{0}")]
     Invalid(String),
@@ -487,7 +487,7 @@ impl Client {
                     .map_err(|source| ClientError::InstallOf {
                         package: format!("{} {}", step.name, step.version),
                         url: item.url.clone(),
-                        source,
+                        source: Box::new(source),
                     })?;
             for c in &report.kept_conffiles {
                 progress.message(&format!(

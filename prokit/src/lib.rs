@@ -17,6 +17,10 @@ pub mod install;
 pub mod keyring;
 pub mod resolve;
 pub mod rootfs;
+// The database lock (fcntl(2) open file description locks, flock(2)).
+#[allow(unsafe_code)]
 pub mod status;
+// openat(2) and the other *at calls that confine every write to the root.
+#[allow(unsafe_code)]
 pub mod unpack;
 pub mod verify;

@@ -1,13 +1,19 @@
 //! The `prokit` command line: parses arguments, calls `prokit::client`, prints, and maps
-//! errors to exit codes (0 success, 1 failure, 2 usage).
+//! errors to exit codes (0 success, 1 failure, 2 usage). `main` only parses, dispatches to
+//! one `cmd_*` function per subcommand and maps errors to the exit status.
 
-use std::path::PathBuf;
+// The command line's edge: the one place in this crate that prints.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand, ValueEnum};
-use prokit::client::{self, Bootstrap, Client, Options, Progress};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use prokit::client::{self, Bootstrap, Client, ListEntry, Options, Progress, Recorded};
 use prokit::install::{InstallReport, ScriptMode};
+use prokit::verify::VerifyReport;
+use serde::Serialize;
 
 /// Client for signed opkg feeds: fetch and verify feeds, resolve dependencies, verify every
 /// package, install into a root filesystem with an opkg-compatible status database, and
@@ -68,7 +74,7 @@ impl From<Scripts> for ScriptMode {
     }
 }
 
-#[derive(clap::Args, Clone)]
+#[derive(Args, Clone)]
 struct InstallArgs {
     /// Treat these names as installed (comma-separated; what OpenWrt feeds leave out, e.g.
     /// libc,kernel).
@@ -96,33 +102,13 @@ enum Command {
     Update,
     /// Resolve, download, verify and install packages (NAME or NAME=VERSION). An unsatisfiable
     /// request fails before anything is downloaded, with the chain that explains it.
-    Install {
-        #[arg(required = true, value_name = "PKG")]
-        packages: Vec<String>,
-        #[command(flatten)]
-        args: InstallArgs,
-    },
+    Install(InstallCmd),
     /// Remove installed packages (modified conffiles are kept).
-    Remove {
-        #[arg(required = true, value_name = "PKG")]
-        packages: Vec<String>,
-        /// Remove even when other installed packages depend on them.
-        #[arg(long)]
-        force_depends: bool,
-        /// Maintainer scripts: skip (default) or offline.
-        #[arg(long, value_enum, default_value = "skip")]
-        scripts: Scripts,
-    },
+    Remove(RemoveArgs),
     /// List the packages the feeds offer, or with --installed the installed ones.
-    List {
-        #[arg(long)]
-        installed: bool,
-    },
+    List(ListArgs),
     /// Show the installed and available stanzas of a package.
-    Info {
-        #[arg(value_name = "PKG")]
-        package: String,
-    },
+    Info(InfoArgs),
     /// Check every installed file (or those of the given packages) against the SHA-256
     /// recorded at install: reports changed and missing files (exit 1), and conffiles whose
     /// content differs from the status file's hash separately (reported, not an error).
@@ -132,15 +118,7 @@ enum Command {
     /// nothing is wrong but such files remain. --from-feed makes their records from the
     /// packages themselves, fetched through the verified index. Exit status: 0 every file
     /// verified; 1 changed or missing files; 3 some files not verifiable.
-    Verify {
-        #[arg(value_name = "PKG")]
-        packages: Vec<String>,
-        /// For packages without records, fetch the installed version's package through the
-        /// verified feed index (the download cache first), compare every installed file with
-        /// the package's own bytes, and keep the records for next time.
-        #[arg(long)]
-        from_feed: bool,
-    },
+    Verify(VerifyArgs),
     /// The trusted keyring: install the first trust, refresh it from the feeds (for cron),
     /// report on it.
     #[command(subcommand)]
@@ -149,38 +127,84 @@ enum Command {
     /// create ROOT, write its etc/opkg.conf and trusted keys, update, install PKG..., and
     /// optionally write a reproducible tarball (same inputs + SOURCE_DATE_EPOCH give the same
     /// bytes).
-    Bootstrap {
-        #[arg(value_name = "ROOT")]
-        target: PathBuf,
-        /// A feed, NAME=URL (file://, http:// or https://); repeat for several.
-        #[arg(long = "feed", value_name = "NAME=URL", required = true)]
-        feeds: Vec<String>,
-        /// A usign public key trusted for the feeds; repeat for several.
-        #[arg(
-            long = "pubkey",
-            value_name = "FILE",
-            required_unless_present = "keyring"
-        )]
-        pubkeys: Vec<PathBuf>,
-        /// Trust a keyring instead (a keyring package or a `keyring` manifest with its .sig):
-        /// its active feed keys, refreshed later by `prokit keyring refresh`.
-        #[arg(long, value_name = "FILE|PKG", requires = "root_fingerprint")]
-        keyring: Option<PathBuf>,
-        /// The root key fingerprint you confirm for --keyring (never trust on first use).
-        #[arg(long, value_name = "FP", requires = "keyring")]
-        root_fingerprint: Option<String>,
-        /// Architecture accepted, with an optional priority (higher wins): --arch all:1
-        /// --arch x86_64:10. Without any, every architecture in the feeds is accepted.
-        #[arg(long = "arch", value_name = "ARCH[:PRIO]")]
-        arch: Vec<String>,
-        /// Write a reproducible tarball of the root here.
-        #[arg(long, value_name = "OUT.tar")]
-        tar: Option<PathBuf>,
-        #[arg(required = true, value_name = "PKG")]
-        packages: Vec<String>,
-        #[command(flatten)]
-        args: InstallArgs,
-    },
+    Bootstrap(BootstrapArgs),
+}
+
+#[derive(Args)]
+struct InstallCmd {
+    #[arg(required = true, value_name = "PKG")]
+    packages: Vec<String>,
+    #[command(flatten)]
+    args: InstallArgs,
+}
+
+#[derive(Args)]
+struct RemoveArgs {
+    #[arg(required = true, value_name = "PKG")]
+    packages: Vec<String>,
+    /// Remove even when other installed packages depend on them.
+    #[arg(long)]
+    force_depends: bool,
+    /// Maintainer scripts: skip (default) or offline.
+    #[arg(long, value_enum, default_value = "skip")]
+    scripts: Scripts,
+}
+
+#[derive(Args)]
+struct ListArgs {
+    #[arg(long)]
+    installed: bool,
+}
+
+#[derive(Args)]
+struct InfoArgs {
+    #[arg(value_name = "PKG")]
+    package: String,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    #[arg(value_name = "PKG")]
+    packages: Vec<String>,
+    /// For packages without records, fetch the installed version's package through the
+    /// verified feed index (the download cache first), compare every installed file with
+    /// the package's own bytes, and keep the records for next time.
+    #[arg(long)]
+    from_feed: bool,
+}
+
+#[derive(Args)]
+struct BootstrapArgs {
+    #[arg(value_name = "ROOT")]
+    target: PathBuf,
+    /// A feed, NAME=URL (file://, http:// or https://); repeat for several.
+    #[arg(long = "feed", value_name = "NAME=URL", required = true)]
+    feeds: Vec<String>,
+    /// A usign public key trusted for the feeds; repeat for several.
+    #[arg(
+        long = "pubkey",
+        value_name = "FILE",
+        required_unless_present = "keyring"
+    )]
+    pubkeys: Vec<PathBuf>,
+    /// Trust a keyring instead (a keyring package or a `keyring` manifest with its .sig):
+    /// its active feed keys, refreshed later by `prokit keyring refresh`.
+    #[arg(long, value_name = "FILE|PKG", requires = "root_fingerprint")]
+    keyring: Option<PathBuf>,
+    /// The root key fingerprint you confirm for --keyring (never trust on first use).
+    #[arg(long, value_name = "FP", requires = "keyring")]
+    root_fingerprint: Option<String>,
+    /// Architecture accepted, with an optional priority (higher wins): --arch all:1
+    /// --arch x86_64:10. Without any, every architecture in the feeds is accepted.
+    #[arg(long = "arch", value_name = "ARCH[:PRIO]")]
+    arch: Vec<String>,
+    /// Write a reproducible tarball of the root here.
+    #[arg(long, value_name = "OUT.tar")]
+    tar: Option<PathBuf>,
+    #[arg(required = true, value_name = "PKG")]
+    packages: Vec<String>,
+    #[command(flatten)]
+    args: InstallArgs,
 }
 
 #[derive(Subcommand)]
@@ -189,12 +213,7 @@ enum KeyringCmd {
     /// fingerprint you confirm (a mismatch is refused). Adds `option keyring NAME` to
     /// <root>/etc/opkg.conf; from then on `prokit update` trusts exactly the keyring's active
     /// feed keys.
-    Init {
-        #[arg(long, value_name = "FILE|PKG")]
-        keyring: PathBuf,
-        #[arg(long, value_name = "FP")]
-        root_fingerprint: String,
-    },
+    Init(KeyringInitArgs),
     /// Update the feeds, fetch the newest keyring package, verify the whole chain from the
     /// trusted serial (thresholds, revocations, rollback, forks, expiry) and apply it
     /// atomically. Prints "updated to serial N" or "already at serial N"; exits non-zero
@@ -203,10 +222,21 @@ enum KeyringCmd {
     Refresh,
     /// Print the trusted keyrings' keys, roles, states and expiries; exit 1 when anything
     /// expires within --warn-days days.
-    Status {
-        #[arg(long, value_name = "N", default_value_t = 30)]
-        warn_days: u32,
-    },
+    Status(KeyringStatusArgs),
+}
+
+#[derive(Args)]
+struct KeyringInitArgs {
+    #[arg(long, value_name = "FILE|PKG")]
+    keyring: PathBuf,
+    #[arg(long, value_name = "FP")]
+    root_fingerprint: String,
+}
+
+#[derive(Args)]
+struct KeyringStatusArgs {
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    warn_days: u32,
 }
 
 fn parse_fp(text: &str) -> Result<feeds::usign::Fingerprint> {
@@ -248,22 +278,6 @@ impl Progress for Reporter {
     }
 }
 
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 fn parse_arch(a: &str) -> Result<(String, u32)> {
     match a.split_once(':') {
         Some((name, prio)) => Ok((
@@ -281,390 +295,42 @@ fn source_date_epoch() -> Result<Option<i64>> {
     Ok(feeds::release::source_date_epoch()?)
 }
 
-fn options(cli: &Cli, root: PathBuf, args: Option<&InstallArgs>) -> Result<Options> {
-    let mut o = Options::new(root);
-    o.conf = cli.conf.clone();
-    o.cache_dir = cli.cache_dir.clone();
-    o.ca_file = cli.ca_file.clone();
-    if let Some(t) = source_date_epoch()? {
-        o.installed_time = t;
+impl Cli {
+    fn reporter(&self) -> Reporter {
+        Reporter {
+            quiet: self.quiet,
+            verbose: self.verbose,
+        }
     }
-    if let Some(a) = args {
-        o.assume_installed = a.assume_installed.clone();
-        o.scripts = a.scripts.into();
-        o.allow_special = a.allow_special;
-        o.jobs = a.jobs.max(1);
-        o.keep_cache = a.keep_cache;
-    }
-    Ok(o)
-}
 
-fn run(cli: Cli) -> Result<ExitCode> {
-    let reporter = Reporter {
-        quiet: cli.quiet,
-        verbose: cli.verbose,
-    };
-    match &cli.command {
-        Command::Update => {
-            let client = Client::open(options(&cli, cli.root.clone(), None)?)?;
-            let outcomes = client.update()?;
-            let mut failed = 0;
-            let mut json = Vec::new();
-            for o in &outcomes {
-                match &o.result {
-                    Ok(r) => {
-                        if !cli.quiet && !cli.json {
-                            let by = r
-                                .fingerprint
-                                .as_deref()
-                                .map(|f| format!(", signed by {f}"))
-                                .unwrap_or_default();
-                            let state = if r.unchanged { "unchanged" } else { "updated" };
-                            cli_support::outln!(
-                                "{}: {state}, {} packages{by}",
-                                o.name,
-                                r.packages
-                            )?;
-                        }
-                        json.push(format!(
-                            "{{\"feed\":{},\"ok\":true,\"packages\":{},\"unchanged\":{},\"fingerprint\":{}}}",
-                            json_str(&o.name),
-                            r.packages,
-                            r.unchanged,
-                            r.fingerprint.as_deref().map(json_str).unwrap_or("null".into())
-                        ));
-                    }
-                    Err(e) => {
-                        failed += 1;
-                        eprintln!("error: {e}");
-                        json.push(format!(
-                            "{{\"feed\":{},\"ok\":false,\"error\":{}}}",
-                            json_str(&o.name),
-                            json_str(&e.to_string())
-                        ));
-                    }
-                }
-            }
-            if cli.json {
-                cli_support::outln!("[{}]", json.join(","))?;
-            }
-            if failed > 0 {
-                eprintln!(
-                    "prokit: {failed} of {} feeds failed to update; their last good index is kept",
-                    outcomes.len()
-                );
-                return Ok(ExitCode::from(1));
-            }
+    /// The library's options for the root at `root`, with the install flags when given.
+    fn options(&self, root: &Path, args: Option<&InstallArgs>) -> Result<Options> {
+        let mut o = Options::new(root.to_path_buf());
+        o.conf = self.conf.clone();
+        o.cache_dir = self.cache_dir.clone();
+        o.ca_file = self.ca_file.clone();
+        if let Some(t) = source_date_epoch()? {
+            o.installed_time = t;
         }
-        Command::Install { packages, args } => {
-            let client = Client::open(options(&cli, cli.root.clone(), Some(args))?)?;
-            let reports = client.install(packages, &reporter)?;
-            if reports.is_empty() && !cli.quiet {
-                cli_support::outln!("Nothing to do: {} already installed", packages.join(", "))?;
-            }
+        if let Some(a) = args {
+            o.assume_installed = a.assume_installed.clone();
+            o.scripts = a.scripts.into();
+            o.allow_special = a.allow_special;
+            o.jobs = a.jobs.max(1);
+            o.keep_cache = a.keep_cache;
         }
-        Command::Remove {
-            packages,
-            force_depends,
-            scripts,
-        } => {
-            let mut o = options(&cli, cli.root.clone(), None)?;
-            o.scripts = (*scripts).into();
-            let client = Client::open(o)?;
-            for r in client.remove(packages, *force_depends, &reporter)? {
-                if !cli.quiet {
-                    cli_support::outln!("Removed {}", r.name)?;
-                    for c in &r.kept_conffiles {
-                        cli_support::outln!("  kept modified conffile {c}")?;
-                    }
-                }
-            }
-        }
-        Command::List { installed } => {
-            let client = Client::open(options(&cli, cli.root.clone(), None)?)?;
-            let list = client.list(*installed, &reporter)?;
-            if cli.json {
-                let items: Vec<String> = list
-                    .iter()
-                    .map(|e| {
-                        format!(
-                            "{{\"package\":{},\"version\":{},\"architecture\":{},\"feed\":{},\"installed\":{},\"summary\":{}}}",
-                            json_str(&e.name),
-                            json_str(&e.version),
-                            json_str(&e.architecture),
-                            e.feed.as_deref().map(json_str).unwrap_or("null".into()),
-                            e.installed,
-                            json_str(&e.summary)
-                        )
-                    })
-                    .collect();
-                cli_support::outln!("[{}]", items.join(","))?;
-            } else {
-                for e in &list {
-                    let mark = if e.installed && e.feed.is_some() {
-                        " [installed]"
-                    } else {
-                        ""
-                    };
-                    if e.summary.is_empty() {
-                        cli_support::outln!("{} - {}{mark}", e.name, e.version)?;
-                    } else {
-                        cli_support::outln!("{} - {} - {}{mark}", e.name, e.version, e.summary)?;
-                    }
-                }
-            }
-        }
-        Command::Info { package } => {
-            let client = Client::open(options(&cli, cli.root.clone(), None)?)?;
-            let found = client.info(package, &reporter)?;
-            if found.is_empty() {
-                bail!("package {package} is neither installed nor in any feed");
-            }
-            if cli.json {
-                let items: Vec<String> = found
-                    .iter()
-                    .map(|(feed, p)| {
-                        format!(
-                            "{{\"feed\":{},\"stanza\":{}}}",
-                            feed.as_deref().map(json_str).unwrap_or("null".into()),
-                            json_str(&p.to_text())
-                        )
-                    })
-                    .collect();
-                cli_support::outln!("[{}]", items.join(","))?;
-            } else {
-                for (feed, p) in &found {
-                    match feed {
-                        None => cli_support::outln!("# installed")?,
-                        Some(f) => cli_support::outln!("# feed {f}")?,
-                    }
-                    cli_support::outln!("{}", p.to_text())?;
-                }
-            }
-        }
-        Command::Verify {
-            packages,
-            from_feed,
-        } => {
-            let client = Client::open(options(&cli, cli.root.clone(), None)?)?;
-            let only = (!packages.is_empty()).then_some(packages.as_slice());
-            let (r, recorded) = if *from_feed {
-                client.verify_from_feed(only, &reporter)?
-            } else {
-                (client.verify(only)?, Vec::new())
-            };
-            if cli.json {
-                let pairs = |v: &[(String, String)]| {
-                    let items: Vec<String> = v
-                        .iter()
-                        .map(|(p, f)| {
-                            format!("{{\"package\":{},\"path\":{}}}", json_str(p), json_str(f))
-                        })
-                        .collect();
-                    format!("[{}]", items.join(","))
-                };
-                let recorded: Vec<String> = recorded
-                    .iter()
-                    .map(|x| {
-                        let (ok, what) = match &x.result {
-                            Ok(feed) => (true, format!("\"feed\":{}", json_str(feed))),
-                            Err(why) => (false, format!("\"error\":{}", json_str(why))),
-                        };
-                        format!(
-                            "{{\"package\":{},\"version\":{},\"recorded\":{ok},{what}}}",
-                            json_str(&x.package),
-                            json_str(&x.version)
-                        )
-                    })
-                    .collect();
-                cli_support::outln!(
-                    "{{\"ok\":{},\"complete\":{},\"checked\":{},\"dirs\":{},\"changed\":{},\"missing\":{},\"conffiles_changed\":{},\"unverifiable\":{},\"recorded_from_feed\":[{}]}}",
-                    r.ok(),
-                    r.complete(),
-                    r.checked,
-                    r.dirs,
-                    pairs(&r.changed),
-                    pairs(&r.missing),
-                    pairs(&r.conffiles_changed),
-                    pairs(&r.unverifiable),
-                    recorded.join(",")
-                )?;
-            } else {
-                for (p, f) in &r.changed {
-                    cli_support::outln!("changed: {f} ({p})")?;
-                }
-                for (p, f) in &r.missing {
-                    cli_support::outln!("missing: {f} ({p})")?;
-                }
-                for (p, f) in &r.conffiles_changed {
-                    cli_support::outln!("conffile modified: {f} ({p})")?;
-                }
-                for x in &recorded {
-                    if let Err(why) = &x.result {
-                        eprintln!("prokit: {} {}: {why}", x.package, x.version);
-                    }
-                }
-                if cli.verbose {
-                    for (p, f) in &r.unverifiable {
-                        cli_support::outln!("not verifiable: {f} ({p})")?;
-                    }
-                }
-                if !cli.quiet {
-                    cli_support::outln!(
-                        "{} files checked: {} changed, {} missing, {} conffiles modified ({} directories)",
-                        r.checked,
-                        r.changed.len(),
-                        r.missing.len(),
-                        r.conffiles_changed.len(),
-                        r.dirs
-                    )?;
-                }
-                if !r.complete() {
-                    let pkgs = r.unverifiable_packages();
-                    eprintln!(
-                        "{} files not verifiable: installed by another tool (no prokit record) in {} package{}: {}; `prokit verify --from-feed` checks them against the feed",
-                        r.unverifiable.len(),
-                        pkgs.len(),
-                        if pkgs.len() == 1 { "" } else { "s" },
-                        pkgs.join(", ")
-                    );
-                }
-            }
-            if !r.ok() {
-                return Ok(ExitCode::from(1));
-            }
-            if !r.complete() {
-                return Ok(ExitCode::from(3));
-            }
-        }
-        Command::Keyring(KeyringCmd::Init {
-            keyring,
-            root_fingerprint,
-        }) => {
-            let o = options(&cli, cli.root.clone(), None)?;
-            let r = prokit::keyring::init(&o.root, keyring, parse_fp(root_fingerprint)?, o.now)?;
-            if !cli.quiet {
-                cli_support::outln!(
-                    "trusting keyring {} serial {} ({} feed keys written)",
-                    r.name,
-                    r.serial,
-                    r.keys_written.len()
-                )?;
-            }
-        }
-        Command::Keyring(KeyringCmd::Refresh) => {
-            let client = Client::open(options(&cli, cli.root.clone(), None)?)?;
-            let r = client.refresh_keyring(&reporter)?;
-            if !cli.quiet {
-                match r.from {
-                    Some(from) => cli_support::outln!(
-                        "keyring {}: updated to serial {} (from {from})",
-                        r.name,
-                        r.serial
-                    )?,
-                    None => {
-                        cli_support::outln!("keyring {}: already at serial {}", r.name, r.serial)?
-                    }
-                }
-            }
-        }
-        Command::Keyring(KeyringCmd::Status { warn_days }) => {
-            let o = options(&cli, cli.root.clone(), None)?;
-            let reports = prokit::keyring::status(&o.root, *warn_days, o.now)?;
-            if reports.is_empty() {
-                bail!(
-                    "no trusted keyring in {}: run `prokit keyring init`",
-                    o.root.display()
-                );
-            }
-            let mut ok = true;
-            for r in &reports {
-                ok &= r.ok();
-                cli_support::outln!(
-                    "keyring {} serial {}, dated {}, expires {}{}; root threshold {}",
-                    r.name,
-                    r.serial,
-                    date(r.date),
-                    date(r.expires),
-                    if r.expiring { " (SOON)" } else { "" },
-                    r.root_threshold
-                )?;
-                for k in &r.keys {
-                    let until = k
-                        .not_after
-                        .map(|t| format!(", not after {}", date(t)))
-                        .unwrap_or_default();
-                    let soon = if k.expiring { " (EXPIRES SOON)" } else { "" };
-                    cli_support::outln!(
-                        "  {} {} {}{until}{soon}",
-                        k.fingerprint,
-                        k.role,
-                        k.status
-                    )?;
-                }
-            }
-            if !ok {
-                eprintln!("prokit: something expires within {warn_days} days");
-                return Ok(ExitCode::from(1));
-            }
-        }
-        Command::Bootstrap {
-            target,
-            feeds,
-            pubkeys,
-            arch,
-            tar,
-            packages,
-            args,
-            keyring,
-            root_fingerprint,
-        } => {
-            let feeds = feeds
-                .iter()
-                .map(|f| {
-                    f.split_once('=')
-                        .map(|(n, u)| (n.to_string(), u.to_string()))
-                        .with_context(|| format!("--feed {f}: expected NAME=URL"))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let arch = arch
-                .iter()
-                .map(|a| parse_arch(a))
-                .collect::<Result<Vec<_>>>()?;
-            let keyring = match (keyring, root_fingerprint) {
-                (Some(k), Some(fp)) => Some((k.clone(), parse_fp(fp)?)),
-                _ => None,
-            };
-            let b = Bootstrap {
-                feeds,
-                keyring,
-                pubkeys: pubkeys.clone(),
-                arch,
-                packages: packages.clone(),
-                tar: tar.clone(),
-                tar_mtime: source_date_epoch()?.unwrap_or(0).max(0) as u64,
-            };
-            let reports =
-                client::bootstrap(options(&cli, target.clone(), Some(args))?, &b, &reporter)?;
-            if !cli.quiet {
-                eprintln!(
-                    "bootstrapped {} with {} package{}{}",
-                    target.display(),
-                    reports.len(),
-                    if reports.len() == 1 { "" } else { "s" },
-                    tar.as_ref()
-                        .map(|t| format!("; tarball {}", t.display()))
-                        .unwrap_or_default()
-                );
-            }
-        }
+        Ok(o)
     }
-    Ok(ExitCode::SUCCESS)
+
+    /// A client of `--root`.
+    fn client(&self, args: Option<&InstallArgs>) -> Result<Client> {
+        Ok(Client::open(self.options(&self.root, args)?)?)
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    match run(&cli) {
         Ok(code) => code,
         // `prokit list | head`: the reader went away; that is a normal end.
         Err(e) if cli_support::is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
@@ -672,5 +338,556 @@ fn main() -> ExitCode {
             eprintln!("error: {}", cli_support::error_message(e.as_ref()));
             ExitCode::from(1)
         }
+    }
+}
+
+fn run(cli: &Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Update => cmd_update(cli),
+        Command::Install(a) => cmd_install(cli, a),
+        Command::Remove(a) => cmd_remove(cli, a),
+        Command::List(a) => cmd_list(cli, a),
+        Command::Info(a) => cmd_info(cli, a),
+        Command::Verify(a) => cmd_verify(cli, a),
+        Command::Keyring(KeyringCmd::Init(a)) => cmd_keyring_init(cli, a),
+        Command::Keyring(KeyringCmd::Refresh) => cmd_keyring_refresh(cli),
+        Command::Keyring(KeyringCmd::Status(a)) => cmd_keyring_status(cli, a),
+        Command::Bootstrap(a) => cmd_bootstrap(cli, a),
+    }
+}
+
+/// A value as one line of JSON on standard output.
+fn print_json(value: &impl Serialize) -> Result<()> {
+    cli_support::outln!("{}", serde_json::to_string(value)?)?;
+    Ok(())
+}
+
+/// One feed of `prokit --json update`; the field order is the key order.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum UpdateJson<'a> {
+    Updated {
+        feed: &'a str,
+        ok: bool,
+        packages: usize,
+        unchanged: bool,
+        fingerprint: Option<&'a str>,
+    },
+    Failed {
+        feed: &'a str,
+        ok: bool,
+        error: String,
+    },
+}
+
+fn cmd_update(cli: &Cli) -> Result<ExitCode> {
+    let outcomes = cli.client(None)?.update()?;
+    let mut failed = 0;
+    let mut json = Vec::new();
+    for o in &outcomes {
+        match &o.result {
+            Ok(r) => {
+                if !cli.quiet && !cli.json {
+                    let by = r
+                        .fingerprint
+                        .as_deref()
+                        .map(|f| format!(", signed by {f}"))
+                        .unwrap_or_default();
+                    let state = if r.unchanged { "unchanged" } else { "updated" };
+                    cli_support::outln!("{}: {state}, {} packages{by}", o.name, r.packages)?;
+                }
+                json.push(UpdateJson::Updated {
+                    feed: &o.name,
+                    ok: true,
+                    packages: r.packages,
+                    unchanged: r.unchanged,
+                    fingerprint: r.fingerprint.as_deref(),
+                });
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e}");
+                json.push(UpdateJson::Failed {
+                    feed: &o.name,
+                    ok: false,
+                    error: e.to_string(),
+                });
+            }
+        }
+    }
+    if cli.json {
+        print_json(&json)?;
+    }
+    if failed > 0 {
+        eprintln!(
+            "prokit: {failed} of {} feeds failed to update; their last good index is kept",
+            outcomes.len()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_install(cli: &Cli, a: &InstallCmd) -> Result<ExitCode> {
+    let reports = cli
+        .client(Some(&a.args))?
+        .install(&a.packages, &cli.reporter())?;
+    if reports.is_empty() && !cli.quiet {
+        cli_support::outln!("Nothing to do: {} already installed", a.packages.join(", "))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_remove(cli: &Cli, a: &RemoveArgs) -> Result<ExitCode> {
+    let mut o = cli.options(&cli.root, None)?;
+    o.scripts = a.scripts.into();
+    let client = Client::open(o)?;
+    for r in client.remove(&a.packages, a.force_depends, &cli.reporter())? {
+        if !cli.quiet {
+            cli_support::outln!("Removed {}", r.name)?;
+            for c in &r.kept_conffiles {
+                cli_support::outln!("  kept modified conffile {c}")?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One package of `prokit --json list`.
+#[derive(Serialize)]
+struct ListJson<'a> {
+    package: &'a str,
+    version: &'a str,
+    architecture: &'a str,
+    feed: Option<&'a str>,
+    installed: bool,
+    summary: &'a str,
+}
+
+impl<'a> From<&'a ListEntry> for ListJson<'a> {
+    fn from(e: &'a ListEntry) -> Self {
+        ListJson {
+            package: &e.name,
+            version: &e.version,
+            architecture: &e.architecture,
+            feed: e.feed.as_deref(),
+            installed: e.installed,
+            summary: &e.summary,
+        }
+    }
+}
+
+fn cmd_list(cli: &Cli, a: &ListArgs) -> Result<ExitCode> {
+    let list = cli.client(None)?.list(a.installed, &cli.reporter())?;
+    if cli.json {
+        print_json(&list.iter().map(ListJson::from).collect::<Vec<_>>())?;
+    } else {
+        for e in &list {
+            let mark = if e.installed && e.feed.is_some() {
+                " [installed]"
+            } else {
+                ""
+            };
+            if e.summary.is_empty() {
+                cli_support::outln!("{} - {}{mark}", e.name, e.version)?;
+            } else {
+                cli_support::outln!("{} - {} - {}{mark}", e.name, e.version, e.summary)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One stanza of `prokit --json info`: `feed` is null for the installed one.
+#[derive(Serialize)]
+struct InfoJson<'a> {
+    feed: Option<&'a str>,
+    stanza: String,
+}
+
+fn cmd_info(cli: &Cli, a: &InfoArgs) -> Result<ExitCode> {
+    let found = cli.client(None)?.info(&a.package, &cli.reporter())?;
+    if found.is_empty() {
+        bail!("package {} is neither installed nor in any feed", a.package);
+    }
+    if cli.json {
+        let items: Vec<InfoJson> = found
+            .iter()
+            .map(|(feed, p)| InfoJson {
+                feed: feed.as_deref(),
+                stanza: p.to_text(),
+            })
+            .collect();
+        print_json(&items)?;
+    } else {
+        for (feed, p) in &found {
+            match feed {
+                None => cli_support::outln!("# installed")?,
+                Some(f) => cli_support::outln!("# feed {f}")?,
+            }
+            cli_support::outln!("{}", p.to_text())?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `prokit --json verify`; the field order is the key order.
+#[derive(Serialize)]
+struct VerifyJson<'a> {
+    ok: bool,
+    complete: bool,
+    checked: usize,
+    dirs: usize,
+    changed: Vec<FileJson<'a>>,
+    missing: Vec<FileJson<'a>>,
+    conffiles_changed: Vec<FileJson<'a>>,
+    unverifiable: Vec<FileJson<'a>>,
+    recorded_from_feed: Vec<RecordedJson<'a>>,
+}
+
+/// An installed file and its package.
+#[derive(Serialize)]
+struct FileJson<'a> {
+    package: &'a str,
+    path: &'a str,
+}
+
+impl<'a> VerifyJson<'a> {
+    fn new(r: &'a VerifyReport, recorded: &'a [Recorded]) -> Self {
+        VerifyJson {
+            ok: r.ok(),
+            complete: r.complete(),
+            checked: r.checked,
+            dirs: r.dirs,
+            changed: FileJson::list(&r.changed),
+            missing: FileJson::list(&r.missing),
+            conffiles_changed: FileJson::list(&r.conffiles_changed),
+            unverifiable: FileJson::list(&r.unverifiable),
+            recorded_from_feed: recorded.iter().map(RecordedJson::from).collect(),
+        }
+    }
+}
+
+impl<'a> FileJson<'a> {
+    fn list(files: &'a [(String, String)]) -> Vec<Self> {
+        files
+            .iter()
+            .map(|(package, path)| FileJson { package, path })
+            .collect()
+    }
+}
+
+/// A package whose records `--from-feed` made: `feed` when it did, `error` when it could not.
+#[derive(Serialize)]
+struct RecordedJson<'a> {
+    package: &'a str,
+    version: &'a str,
+    recorded: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    feed: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+impl<'a> From<&'a Recorded> for RecordedJson<'a> {
+    fn from(x: &'a Recorded) -> Self {
+        RecordedJson {
+            package: &x.package,
+            version: &x.version,
+            recorded: x.result.is_ok(),
+            feed: x.result.as_deref().ok(),
+            error: x.result.as_deref().err().map(String::as_str),
+        }
+    }
+}
+
+fn cmd_verify(cli: &Cli, a: &VerifyArgs) -> Result<ExitCode> {
+    let client = cli.client(None)?;
+    let only = (!a.packages.is_empty()).then_some(a.packages.as_slice());
+    let (r, recorded) = if a.from_feed {
+        client.verify_from_feed(only, &cli.reporter())?
+    } else {
+        (client.verify(only)?, Vec::new())
+    };
+    if cli.json {
+        print_json(&VerifyJson::new(&r, &recorded))?;
+    } else {
+        for (p, f) in &r.changed {
+            cli_support::outln!("changed: {f} ({p})")?;
+        }
+        for (p, f) in &r.missing {
+            cli_support::outln!("missing: {f} ({p})")?;
+        }
+        for (p, f) in &r.conffiles_changed {
+            cli_support::outln!("conffile modified: {f} ({p})")?;
+        }
+        for x in &recorded {
+            if let Err(why) = &x.result {
+                eprintln!("prokit: {} {}: {why}", x.package, x.version);
+            }
+        }
+        if cli.verbose {
+            for (p, f) in &r.unverifiable {
+                cli_support::outln!("not verifiable: {f} ({p})")?;
+            }
+        }
+        if !cli.quiet {
+            cli_support::outln!(
+                "{} files checked: {} changed, {} missing, {} conffiles modified ({} directories)",
+                r.checked,
+                r.changed.len(),
+                r.missing.len(),
+                r.conffiles_changed.len(),
+                r.dirs
+            )?;
+        }
+        if !r.complete() {
+            let pkgs = r.unverifiable_packages();
+            eprintln!(
+                "{} files not verifiable: installed by another tool (no prokit record) in {} package{}: {}; `prokit verify --from-feed` checks them against the feed",
+                r.unverifiable.len(),
+                pkgs.len(),
+                if pkgs.len() == 1 { "" } else { "s" },
+                pkgs.join(", ")
+            );
+        }
+    }
+    Ok(if !r.ok() {
+        ExitCode::from(1)
+    } else if !r.complete() {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn cmd_keyring_init(cli: &Cli, a: &KeyringInitArgs) -> Result<ExitCode> {
+    let o = cli.options(&cli.root, None)?;
+    let r = prokit::keyring::init(&o.root, &a.keyring, parse_fp(&a.root_fingerprint)?, o.now)?;
+    if !cli.quiet {
+        cli_support::outln!(
+            "trusting keyring {} serial {} ({} feed keys written)",
+            r.name,
+            r.serial,
+            r.keys_written.len()
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_keyring_refresh(cli: &Cli) -> Result<ExitCode> {
+    let r = cli.client(None)?.refresh_keyring(&cli.reporter())?;
+    if !cli.quiet {
+        match r.from {
+            Some(from) => cli_support::outln!(
+                "keyring {}: updated to serial {} (from {from})",
+                r.name,
+                r.serial
+            )?,
+            None => cli_support::outln!("keyring {}: already at serial {}", r.name, r.serial)?,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_keyring_status(cli: &Cli, a: &KeyringStatusArgs) -> Result<ExitCode> {
+    let o = cli.options(&cli.root, None)?;
+    let reports = prokit::keyring::status(&o.root, a.warn_days, o.now)?;
+    if reports.is_empty() {
+        bail!(
+            "no trusted keyring in {}: run `prokit keyring init`",
+            o.root.display()
+        );
+    }
+    let mut ok = true;
+    for r in &reports {
+        ok &= r.ok();
+        cli_support::outln!(
+            "keyring {} serial {}, dated {}, expires {}{}; root threshold {}",
+            r.name,
+            r.serial,
+            date(r.date),
+            date(r.expires),
+            if r.expiring { " (SOON)" } else { "" },
+            r.root_threshold
+        )?;
+        for k in &r.keys {
+            let until = k
+                .not_after
+                .map(|t| format!(", not after {}", date(t)))
+                .unwrap_or_default();
+            let soon = if k.expiring { " (EXPIRES SOON)" } else { "" };
+            cli_support::outln!("  {} {} {}{until}{soon}", k.fingerprint, k.role, k.status)?;
+        }
+    }
+    if !ok {
+        eprintln!("prokit: something expires within {} days", a.warn_days);
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_bootstrap(cli: &Cli, a: &BootstrapArgs) -> Result<ExitCode> {
+    let feeds = a
+        .feeds
+        .iter()
+        .map(|f| {
+            f.split_once('=')
+                .map(|(n, u)| (n.to_string(), u.to_string()))
+                .with_context(|| format!("--feed {f}: expected NAME=URL"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let arch = a
+        .arch
+        .iter()
+        .map(|a| parse_arch(a))
+        .collect::<Result<Vec<_>>>()?;
+    let keyring = match (&a.keyring, &a.root_fingerprint) {
+        (Some(k), Some(fp)) => Some((k.clone(), parse_fp(fp)?)),
+        _ => None,
+    };
+    let b = Bootstrap {
+        feeds,
+        keyring,
+        pubkeys: a.pubkeys.clone(),
+        arch,
+        packages: a.packages.clone(),
+        tar: a.tar.clone(),
+        tar_mtime: source_date_epoch()?.unwrap_or(0).max(0) as u64,
+    };
+    let options = cli.options(&a.target, Some(&a.args))?;
+    let reports = client::bootstrap(options, &b, &cli.reporter())?;
+    if !cli.quiet {
+        eprintln!(
+            "bootstrapped {} with {} package{}{}",
+            a.target.display(),
+            reports.len(),
+            if reports.len() == 1 { "" } else { "s" },
+            a.tar
+                .as_ref()
+                .map(|t| format!("; tarball {}", t.display()))
+                .unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(value: &impl Serialize) -> String {
+        serde_json::to_string(value).unwrap()
+    }
+
+    #[test]
+    fn update_json_has_the_keys_of_each_outcome_in_order() {
+        let feeds = [
+            UpdateJson::Updated {
+                feed: "a",
+                ok: true,
+                packages: 3,
+                unchanged: false,
+                fingerprint: Some("53715f35adf4b2d5"),
+            },
+            UpdateJson::Updated {
+                feed: "b",
+                ok: true,
+                packages: 0,
+                unchanged: true,
+                fingerprint: None,
+            },
+            UpdateJson::Failed {
+                feed: "c",
+                ok: false,
+                error: "Packages.sig: starts with \"<html>\t\"\nx".into(),
+            },
+        ];
+        assert_eq!(
+            json(&feeds),
+            concat!(
+                r#"[{"feed":"a","ok":true,"packages":3,"unchanged":false,"fingerprint":"53715f35adf4b2d5"},"#,
+                r#"{"feed":"b","ok":true,"packages":0,"unchanged":true,"fingerprint":null},"#,
+                r#"{"feed":"c","ok":false,"error":"Packages.sig: starts with \"<html>\t\"\nx"}]"#
+            )
+        );
+    }
+
+    #[test]
+    fn list_and_info_json_have_null_for_the_installed_side() {
+        let entries = [
+            ListEntry {
+                name: "hello".into(),
+                version: "1.2.0-r1".into(),
+                architecture: "all".into(),
+                feed: Some("demo".into()),
+                installed: true,
+                summary: "Prints a \"friendly\" greeting.".into(),
+            },
+            ListEntry {
+                name: "libgreet".into(),
+                version: "0.9.4-r2".into(),
+                architecture: "all".into(),
+                feed: None,
+                installed: true,
+                summary: String::new(),
+            },
+        ];
+        assert_eq!(
+            json(&entries.iter().map(ListJson::from).collect::<Vec<_>>()),
+            concat!(
+                r#"[{"package":"hello","version":"1.2.0-r1","architecture":"all","feed":"demo","installed":true,"summary":"Prints a \"friendly\" greeting."},"#,
+                r#"{"package":"libgreet","version":"0.9.4-r2","architecture":"all","feed":null,"installed":true,"summary":""}]"#
+            )
+        );
+        let info = [InfoJson {
+            feed: None,
+            stanza: "Package: hello\nVersion: 1\n".into(),
+        }];
+        assert_eq!(
+            json(&info),
+            r#"[{"feed":null,"stanza":"Package: hello\nVersion: 1\n"}]"#
+        );
+    }
+
+    #[test]
+    fn verify_json_lists_files_and_what_from_feed_recorded() {
+        let pair = |p: &str, f: &str| (p.to_string(), f.to_string());
+        let r = VerifyReport {
+            checked: 2,
+            dirs: 9,
+            changed: vec![pair("hello", "/usr/bin/hello")],
+            missing: vec![pair("hello-doc", "/usr/share/doc/hello/README")],
+            conffiles_changed: vec![pair("a", "/etc/a.conf")],
+            unverifiable: vec![pair("b", "/usr/bin/b")],
+        };
+        let recorded = [
+            Recorded {
+                package: "a".into(),
+                version: "2.0".into(),
+                result: Ok("main".into()),
+            },
+            Recorded {
+                package: "b".into(),
+                version: "1.0".into(),
+                result: Err("not in any feed".into()),
+            },
+        ];
+        assert_eq!(
+            json(&VerifyJson::new(&r, &recorded)),
+            concat!(
+                r#"{"ok":false,"complete":false,"checked":2,"dirs":9,"#,
+                r#""changed":[{"package":"hello","path":"/usr/bin/hello"}],"#,
+                r#""missing":[{"package":"hello-doc","path":"/usr/share/doc/hello/README"}],"#,
+                r#""conffiles_changed":[{"package":"a","path":"/etc/a.conf"}],"#,
+                r#""unverifiable":[{"package":"b","path":"/usr/bin/b"}],"#,
+                r#""recorded_from_feed":[{"package":"a","version":"2.0","recorded":true,"feed":"main"},"#,
+                r#"{"package":"b","version":"1.0","recorded":false,"error":"not in any feed"}]}"#
+            )
+        );
+        assert_eq!(
+            json(&VerifyJson::new(&VerifyReport::default(), &[])),
+            r#"{"ok":true,"complete":true,"checked":0,"dirs":0,"changed":[],"missing":[],"conffiles_changed":[],"unverifiable":[],"recorded_from_feed":[]}"#
+        );
     }
 }

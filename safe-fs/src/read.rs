@@ -78,6 +78,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(unsafe_code)] // mkfifo(3)
     fn read_bounded_refuses_directories_and_fifos_without_blocking() {
         let dir = tempfile::tempdir().unwrap();
         let err = read_bounded(dir.path(), 4).unwrap_err();

@@ -12,6 +12,7 @@ fn mode_of(path: &Path) -> u32 {
 }
 
 #[test]
+#[allow(unsafe_code)] // umask(2)
 fn modes_are_exact_under_a_restrictive_umask() {
     // SAFETY: umask only changes this process's file-creation mask.
     unsafe { libc::umask(0o077) };

@@ -4,6 +4,9 @@
 //! crate can use it as a dev-dependency. Outside CI a missing sample
 //! folder or peer tool skips a test with a visible message; under CI (`CI` set) it fails it.
 
+// The visible message of a skipped test ("SKIPPED: ...") goes to stderr.
+#![allow(clippy::print_stderr)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

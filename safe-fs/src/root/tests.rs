@@ -200,6 +200,7 @@ fn final_symlink_to_host_file_is_not_read() {
 }
 
 #[test]
+#[allow(unsafe_code)] // mkfifo(3)
 fn final_symlink_to_a_directory_or_fifo_is_not_read_as_a_file() {
     let f = Fixture::new();
     symlink("/", f.path().join("root-link")).unwrap();
