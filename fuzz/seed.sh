@@ -20,7 +20,7 @@ if [ ! -d "$REAL" ]; then
     exit 1
 fi
 REAL="$(cd "$REAL" && pwd)"
-TARGETS="control version relation package usign index release prokit_config prokit_status prokit_resolve keyring_manifest keyring_signatures keyring_package"
+TARGETS="control version relation package usign index release parse_date prokit_config prokit_status prokit_resolve keyring_manifest keyring_signatures keyring_package"
 
 for t in $TARGETS; do
     mkdir -p "$CORPUS/$t"
@@ -222,6 +222,28 @@ date: 1 Jan 1970 00:00 GMT
 sha256:
 EOF
 echo "release: 3 seeds"
+
+# --- parse_date: the dates of those Release files, and edge cases, one a seed ----------------
+n=0
+while IFS= read -r d; do
+    printf '%s' "$d" >"$CORPUS/parse_date/date-$n"
+    n=$((n + 1))
+done < <(
+    grep -ahiE '^(date|valid-until):' "$CORPUS/release/"release-* | sed -E 's/^[^:]*:[ \t]*//'
+    cat <<'EOF'
+Thu, 01 Jan 1970 00:00:00 UTC
+Fri, 31 Dec 9999 23:59:59 UTC
+Tue, 29 Feb 2000 00:00:00 GMT
+Sun, 29 Feb 2100 00:00:00 UTC
+1 Jan 1970 00:59 +0100
+31 Dec 9999 23:59:59 -2359
+Sat, 21 Nov 2026 23:10:00 -0330
+Sun,22 Nov 2026 02:40:60 Z
+22 Nov 2026 02:40 UT
+Sun, 22 Nov 2026 02:40:00 +0é0
+EOF
+)
+echo "parse_date: $n seeds"
 
 # --- prokit_config: opkg.conf files -----------------------------------------------------------
 cat >"$CORPUS/prokit_config/opkg.conf-openwrt" <<'EOF'
