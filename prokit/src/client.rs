@@ -72,6 +72,9 @@ pub struct Options {
     /// Install each package as soon as it (and all before it) is downloaded and verified,
     /// instead of downloading everything first (bootstrap of a fresh root).
     pub pipeline: bool,
+    /// Let any package change which keys and feeds are trusted (`--allow-trust-changes`);
+    /// otherwise only the configured keyring package may (docs/threats.md §19).
+    pub allow_trust_changes: bool,
 }
 
 impl Options {
@@ -92,6 +95,7 @@ impl Options {
             installed_time: now,
             durable: true,
             pipeline: false,
+            allow_trust_changes: false,
         }
     }
 }
@@ -418,7 +422,11 @@ impl Client {
             scripts: self.opts.scripts,
             allow_special: self.opts.allow_special,
             installed_time: self.opts.installed_time,
-            ..InstallOptions::default()
+            trust_package: self
+                .config
+                .option("keyring")
+                .map(keyring_pkg::package::package_name),
+            allow_trust_changes: self.opts.allow_trust_changes,
         }
     }
 
@@ -493,6 +501,12 @@ impl Client {
                 progress.message(&format!(
                     "{}: kept the modified {c}; the new version is {c}-opkg",
                     report.name
+                ));
+            }
+            for l in &report.left_in_place {
+                progress.message(&format!(
+                    "warning: {}: left {} in place: {}",
+                    report.name, l.path, l.reason
                 ));
             }
             progress.installed(&report);
@@ -596,7 +610,14 @@ impl Client {
         let opts = self.install_options();
         let mut out = Vec::new();
         for n in names {
-            out.push(install::remove(&mut db, n, &opts)?);
+            let report = install::remove(&mut db, n, &opts)?;
+            for l in &report.left_in_place {
+                progress.message(&format!(
+                    "warning: {}: left {} in place: {}",
+                    report.name, l.path, l.reason
+                ));
+            }
+            out.push(report);
         }
         Ok(out)
     }

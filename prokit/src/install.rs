@@ -30,10 +30,10 @@ use std::process::{Command, Stdio};
 use feeds::package::MAINTAINER_SCRIPTS;
 
 use crate::status::{
-    Db, FileKind, FileRecord, SIDECAR_SUFFIX, StatusError, conffile_modified, list_text,
-    sidecar_text, status_stanza, status_text_with, write_new_file,
+    Db, FileKind, FileRecord, SIDECAR_SUFFIX, StatusError, list_text, sidecar_text, status_stanza,
+    status_text_with, write_new_file,
 };
-use crate::unpack::{self, Transaction, UnpackError, UnpackOptions};
+use crate::unpack::{self, Parent, Transaction, UnpackError, UnpackOptions};
 
 /// Whether maintainer scripts run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -46,7 +46,7 @@ pub enum ScriptMode {
 }
 
 /// How to install or remove.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InstallOptions {
     /// Whether maintainer scripts run.
     pub scripts: ScriptMode,
@@ -54,6 +54,23 @@ pub struct InstallOptions {
     pub allow_special: bool,
     /// `Installed-Time` to record (the caller passes `SOURCE_DATE_EPOCH` or now).
     pub installed_time: i64,
+    /// The configured keyring package (`<name>-keyring` for `option keyring <name>`): the
+    /// one package allowed to change which keys and feeds are trusted (docs/threats.md §19).
+    pub trust_package: Option<String>,
+    /// Let any package change which keys and feeds are trusted (`--allow-trust-changes`).
+    pub allow_trust_changes: bool,
+}
+
+/// A path of the installed package that was to be deleted but was left in place, and why
+/// (docs/threats.md §19): its `.list` names a path no package can own, or a directory on the
+/// way to it is now a symlink (or not a directory), so deleting it would touch files that
+/// are not the package's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftInPlace {
+    /// The path as the `.list` gives it.
+    pub path: String,
+    /// Why it was not deleted.
+    pub reason: String,
 }
 
 /// What the verified index says a package file is: the file must say the same of itself
@@ -82,6 +99,8 @@ pub struct InstallReport {
     pub kept_conffiles: Vec<String>,
     /// The version that was installed before, when this was an upgrade (or reinstall).
     pub upgraded_from: Option<String>,
+    /// Files of the old version that were not deleted, and why (to show as warnings).
+    pub left_in_place: Vec<LeftInPlace>,
 }
 
 /// What a removal did.
@@ -95,6 +114,8 @@ pub struct RemoveReport {
     pub files: usize,
     /// Modified conffiles left in place.
     pub kept_conffiles: Vec<String>,
+    /// Files that were not deleted, and why (to show as warnings).
+    pub left_in_place: Vec<LeftInPlace>,
 }
 
 /// Why an install or removal failed (the root is unchanged unless said otherwise).
@@ -247,6 +268,8 @@ fn install_in(
 ) -> Result<InstallReport, InstallError> {
     let unpack_opts = UnpackOptions {
         allow_special: opts.allow_special,
+        trust_package: opts.trust_package.clone(),
+        allow_trust_changes: opts.allow_trust_changes,
     };
     let staged = unpack::unpack(db, tx, pkg_file, &unpack_opts)?;
     if let Some(want) = expected {
@@ -285,6 +308,7 @@ fn install_in(
     } else {
         Vec::new()
     };
+    let mut left_in_place = Vec::new();
     {
         let old_conffiles = db.conffiles(&name);
         let owners = db.owners()?.clone_for(&old_records);
@@ -293,7 +317,7 @@ fn install_in(
                 continue;
             }
             if r.kind == FileKind::Dir {
-                if owners.dir_only_of(&r.path, &name) {
+                if owners.dir_only_of(&r.path, &name) && confined(db, &r.path).is_ok() {
                     tx.rmdir_later(&r.path)?;
                 }
                 continue;
@@ -301,8 +325,23 @@ fn install_in(
             if !owners.file_of(&r.path, &name) {
                 continue;
             }
+            match removal_of(db, tx, &r.path)? {
+                Removal::Absent => continue,
+                Removal::Keep(reason) => {
+                    left_in_place.push(LeftInPlace {
+                        path: r.path.clone(),
+                        reason,
+                    });
+                    continue;
+                }
+                Removal::Rmdir => {
+                    tx.rmdir_later(&r.path)?;
+                    continue;
+                }
+                Removal::Delete => {}
+            }
             if let Some((_, h)) = old_conffiles.iter().find(|(p, _)| *p == r.path)
-                && conffile_modified(db.root(), &r.path, h).map_err(io_at(db.root()))?
+                && unpack::conffile_modified_at(tx.dirs(), &r.path, h)?
             {
                 continue;
             }
@@ -420,6 +459,7 @@ fn install_in(
             .count(),
         kept_conffiles: staged.kept_conffiles,
         upgraded_from: old_version,
+        left_in_place,
     })
 }
 
@@ -465,16 +505,28 @@ fn remove_in(
     let owners = db.owners()?.clone_for(&records);
     let mut removed = 0;
     let mut kept = Vec::new();
+    let mut left_in_place = Vec::new();
     for r in records.iter().filter(|r| r.kind != FileKind::Dir) {
         if !owners.file_of(&r.path, name) {
             continue;
         }
-        let full = crate::status::join_root(db.root(), &r.path);
-        if fs::symlink_metadata(&full).is_err() {
-            continue;
+        match removal_of(db, tx, &r.path)? {
+            Removal::Absent => continue,
+            Removal::Keep(reason) => {
+                left_in_place.push(LeftInPlace {
+                    path: r.path.clone(),
+                    reason,
+                });
+                continue;
+            }
+            Removal::Rmdir => {
+                tx.rmdir_later(&r.path)?;
+                continue;
+            }
+            Removal::Delete => {}
         }
         if let Some((_, h)) = conffiles.iter().find(|(p, _)| *p == r.path)
-            && conffile_modified(db.root(), &r.path, h).map_err(io_at(&full))?
+            && unpack::conffile_modified_at(tx.dirs(), &r.path, h)?
         {
             kept.push(r.path.clone());
             continue;
@@ -483,7 +535,7 @@ fn remove_in(
         removed += 1;
     }
     for r in records.iter().filter(|r| r.kind == FileKind::Dir) {
-        if owners.dir_only_of(&r.path, name) {
+        if owners.dir_only_of(&r.path, name) && confined(db, &r.path).is_ok() {
             tx.rmdir_later(&r.path)?;
         }
     }
@@ -504,7 +556,74 @@ fn remove_in(
         version,
         files: removed,
         kept_conffiles: kept,
+        left_in_place,
     })
+}
+
+/// What to do with a path of an installed package that is to go.
+enum Removal {
+    /// Delete it (backed up until the transaction is done).
+    Delete,
+    /// It is a directory now: remove it at the end if empty.
+    Rmdir,
+    /// Nothing is there.
+    Absent,
+    /// Leave it, for this reason.
+    Keep(String),
+}
+
+/// Checks a path read from a package's `.list` as an entry of a package is checked
+/// (docs/threats.md §19): the list lives in the root and may be forged, so before anything is
+/// deleted the path must be a normalized absolute path, outside the package manager's own
+/// state, and not a name of prokit's temporary files.
+fn confined(db: &Db, path: &str) -> Result<(), String> {
+    let normalized = path
+        .strip_prefix('/')
+        .and_then(|rel| unpack::normalize_name(rel.as_bytes()).ok().flatten());
+    if normalized.as_deref() != Some(path) {
+        return Err(
+            "not a normalized path inside the root (the package's .list is forged or corrupt)"
+                .into(),
+        );
+    }
+    if let Some(what) = unpack::reserved_what(db, path) {
+        return Err(format!(
+            "{what}: no package owns files there (the package's .list is forged or corrupt)"
+        ));
+    }
+    let base = &path[path.rfind('/').map_or(0, |i| i + 1)..];
+    if base.starts_with(".prokit-") {
+        return Err("a name of prokit's temporary files, which no package owns".into());
+    }
+    Ok(())
+}
+
+/// Decides what happens to `path`, a file of an installed package that is to go. Besides
+/// [`confined`], every directory on the way must be a real one: when one is a symlink now
+/// (`/usr/lib` swapped for a link to `/host/lib`), the path is left in place and reported —
+/// deleting through the link would delete a file that is not the package's, possibly outside
+/// the root, while refusing the whole removal would leave the package impossible to remove.
+/// (The transaction itself never goes through a symlink either way.)
+fn removal_of(db: &Db, tx: &Transaction, path: &str) -> Result<Removal, InstallError> {
+    if let Err(reason) = confined(db, path) {
+        return Ok(Removal::Keep(reason));
+    }
+    match tx.dirs().check_parent(path)? {
+        Parent::Missing => Ok(Removal::Absent),
+        Parent::Blocked { at, symlink } => Ok(Removal::Keep(format!(
+            "{at} is {} now; deleting through it would touch files that are not this package's",
+            if symlink {
+                "a symbolic link"
+            } else {
+                "not a directory"
+            }
+        ))),
+        Parent::Real => Ok(match tx.dirs().lstat(path)? {
+            None => Removal::Absent,
+            Some(m) if m.is_dir() => Removal::Rmdir,
+            Some(_) => Removal::Delete,
+        }),
+    }
 }
 
 /// A small view of ownership for the paths at hand (so the database can be borrowed again).
@@ -692,6 +811,7 @@ mod tests {
     use feeds::build::PackageBuilder;
     use std::collections::BTreeMap;
     use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
 
     fn sha(data: &[u8]) -> String {
         use sha2::{Digest, Sha256};
@@ -740,6 +860,7 @@ mod tests {
                 files: 3,
                 kept_conffiles: vec![],
                 upgraded_from: None,
+                left_in_place: vec![],
             }
         );
         assert_eq!(fs::read(root.join("usr/bin/foo")).unwrap(), b"foo 1.0\n");
@@ -1398,6 +1519,142 @@ mod tests {
         let (olds, news) =
             kill_everywhere(&setup_v1, &|db| remove(db, "foo", &skip).map(|_| ()), false);
         assert!(olds > 2 && news > 0, "{olds} {news}");
+    }
+
+    /// A scratch directory with `root/` and `outside/` holding a sentinel file, and package
+    /// `foo` installed with `/usr/lib/foo/x` and `/usr/bin/foo`.
+    fn scene_with_foo() -> (tempfile::TempDir, PathBuf, PathBuf, Db) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("sentinel"), "host file").unwrap();
+        fs::write(outside.join("x"), "host x").unwrap();
+        let pkg = write_pkg(
+            tmp.path(),
+            "foo_1_all.ipk",
+            PackageBuilder::new(control("foo", "1", ""))
+                .file("usr/lib/foo/x", 0o644, "x")
+                .file("usr/bin/foo", 0o755, "foo"),
+        );
+        let mut db = open(&root);
+        install(&mut db, &pkg, false, &opts(ScriptMode::Skip)).unwrap();
+        (tmp, root, outside, db)
+    }
+
+    fn outside_state(outside: &Path) -> BTreeMap<String, String> {
+        snapshot(outside)
+    }
+
+    #[test]
+    fn threat_19_remove_with_forged_list_deletes_nothing_outside_the_root() {
+        // 1. A `.list` line climbing out of the root: the list is refused as a whole (the
+        //    database layer) or the line is left alone; either way nothing outside changes.
+        let (tmp, root, outside, db) = scene_with_foo();
+        drop(db);
+        let before = outside_state(&outside);
+        let list = root.join("usr/lib/opkg/info/foo.list");
+        for forged in ["/../../outside/sentinel", "/usr/../../../outside/x"] {
+            fs::write(&list, format!("/usr/bin/foo\n/usr/lib/foo/x\n{forged}\n")).unwrap();
+            let mut db = open(&root);
+            let _ = remove(&mut db, "foo", &opts(ScriptMode::Skip));
+            assert_eq!(outside_state(&outside), before, "{forged}");
+        }
+        drop(tmp);
+
+        // 2. A normal line whose directory was swapped for a symlink to the host: left in
+        //    place and reported; the rest of the package is removed.
+        let (_tmp, root, outside, db) = scene_with_foo();
+        drop(db);
+        let before = outside_state(&outside);
+        fs::rename(root.join("usr/lib/foo"), root.join("usr/lib/foo.moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("usr/lib/foo")).unwrap();
+        let mut db = open(&root);
+        let r = remove(&mut db, "foo", &opts(ScriptMode::Skip)).unwrap();
+        assert_eq!(outside_state(&outside), before);
+        assert_eq!(fs::read(outside.join("x")).unwrap(), b"host x");
+        assert_eq!(r.files, 1, "{r:?}");
+        assert_eq!(
+            r.left_in_place,
+            vec![LeftInPlace {
+                path: "/usr/lib/foo/x".into(),
+                reason: "/usr/lib/foo is a symbolic link now; deleting through it would touch files that are not this package's".into(),
+            }]
+        );
+        assert!(!root.join("usr/bin/foo").exists());
+        assert!(db.get("foo").is_none());
+
+        // 3. Lines naming the package manager's own state or prokit's temporaries: left.
+        let (_tmp, root, _outside, db) = scene_with_foo();
+        drop(db);
+        let list = root.join("usr/lib/opkg/info/foo.list");
+        fs::write(
+            &list,
+            "/usr/bin/foo\n/usr/lib/opkg/info/bar.list\n/usr/lib/opkg/status\n/usr/bin/.prokit-0.new\n",
+        )
+        .unwrap();
+        fs::write(root.join("usr/lib/opkg/info/bar.list"), "/usr/bin/bar\n").unwrap();
+        fs::write(root.join("usr/bin/.prokit-0.new"), "x").unwrap();
+        let mut db = open(&root);
+        let r = remove(&mut db, "foo", &opts(ScriptMode::Skip)).unwrap();
+        let left: Vec<(&str, &str)> = r
+            .left_in_place
+            .iter()
+            .map(|l| (l.path.as_str(), l.reason.as_str()))
+            .collect();
+        assert_eq!(
+            left,
+            vec![
+                (
+                    "/usr/bin/.prokit-0.new",
+                    "a name of prokit's temporary files, which no package owns"
+                ),
+                (
+                    "/usr/lib/opkg/info/bar.list",
+                    "inside the package database (/usr/lib/opkg): no package owns files there (the package's .list is forged or corrupt)"
+                ),
+                (
+                    "/usr/lib/opkg/status",
+                    "inside the package database (/usr/lib/opkg): no package owns files there (the package's .list is forged or corrupt)"
+                ),
+            ]
+        );
+        assert!(root.join("usr/lib/opkg/info/bar.list").exists());
+        assert!(root.join("usr/bin/.prokit-0.new").exists());
+        assert!(!root.join("usr/bin/foo").exists());
+    }
+
+    #[test]
+    fn upgrade_never_deletes_or_writes_through_a_symlinked_parent() {
+        let (tmp, root, outside, db) = scene_with_foo();
+        drop(db);
+        let before = outside_state(&outside);
+        fs::rename(root.join("usr/lib/foo"), root.join("usr/lib/foo.moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("usr/lib/foo")).unwrap();
+        // Version 2 drops /usr/lib/foo/x: it is left in place, not deleted through the link.
+        let v2 = write_pkg(
+            tmp.path(),
+            "foo_2_all.ipk",
+            PackageBuilder::new(control("foo", "2", "")).file("usr/bin/foo", 0o755, "foo 2"),
+        );
+        let mut db = open(&root);
+        let r = install(&mut db, &v2, false, &opts(ScriptMode::Skip)).unwrap();
+        assert_eq!(r.left_in_place.len(), 1, "{r:?}");
+        assert_eq!(r.left_in_place[0].path, "/usr/lib/foo/x");
+        assert_eq!(outside_state(&outside), before);
+        // Version 3 ships /usr/lib/foo/x again: refused, nothing written through the link.
+        let v3 = write_pkg(
+            tmp.path(),
+            "foo_3_all.ipk",
+            PackageBuilder::new(control("foo", "3", "")).file("usr/lib/foo/x", 0o644, "x3"),
+        );
+        let err = install(&mut db, &v3, false, &opts(ScriptMode::Skip)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("write through the symlink /usr/lib/foo"),
+            "{err}"
+        );
+        assert_eq!(outside_state(&outside), before);
     }
 
     #[test]

@@ -86,6 +86,11 @@ struct InstallArgs {
     /// Allow setuid/setgid files and device nodes in packages.
     #[arg(long)]
     allow_special: bool,
+    /// Let any package change which keys and feeds are trusted (/etc/opkg/keys/*,
+    /// /etc/opkg.conf, /etc/opkg/*.conf); otherwise only the keyring package named by
+    /// `option keyring` may.
+    #[arg(long)]
+    allow_trust_changes: bool,
     /// Parallel downloads.
     #[arg(long, short = 'j', default_value_t = 4)]
     jobs: usize,
@@ -316,6 +321,7 @@ impl Cli {
             o.assume_installed = a.assume_installed.clone();
             o.scripts = a.scripts.into();
             o.allow_special = a.allow_special;
+            o.allow_trust_changes = a.allow_trust_changes;
             o.jobs = a.jobs.max(1);
             o.keep_cache = a.keep_cache;
         }

@@ -257,22 +257,36 @@ fn real_stangri_feed_updates_with_its_key_and_every_package_installs() {
     let assumed = common::missing_dependencies(&feed.join("Packages")).join(",");
     let names = common::package_names(&feed.join("Packages"));
     assert_eq!(names.len(), 31);
+    // One package of the real feed ships a key into /etc/opkg/keys: it changes what the root
+    // trusts, so it installs only with --allow-trust-changes (docs/threats.md §19).
+    const SHIPS_A_KEY: &str = "luci-theme-glass";
+    assert!(names.iter().any(|n| n == SHIPS_A_KEY));
     for name in &names {
         let root = tmp.path().join(name);
-        let (ok, out, err) = prokit(
-            None,
-            &[
-                "bootstrap",
-                root.to_str().unwrap(),
-                "--feed",
-                &format!("stangri={}", server.url("")),
-                "--pubkey",
-                key.to_str().unwrap(),
-                "--assume-installed",
-                &assumed,
-                name,
-            ],
-        );
+        let feed_arg = format!("stangri={}", server.url(""));
+        let mut args = vec![
+            "bootstrap",
+            root.to_str().unwrap(),
+            "--feed",
+            &feed_arg,
+            "--pubkey",
+            key.to_str().unwrap(),
+            "--assume-installed",
+            &assumed,
+            name,
+        ];
+        if name == SHIPS_A_KEY {
+            let (ok, out, err) = prokit(None, &args);
+            assert!(!ok, "{name}: {out}{err}");
+            assert!(
+                err.contains("entry \"./etc/opkg/keys/ef97c468af77cea1\"")
+                    && err.contains("--allow-trust-changes"),
+                "{err}"
+            );
+            let _ = std::fs::remove_dir_all(&root);
+            args.push("--allow-trust-changes");
+        }
+        let (ok, out, err) = prokit(None, &args);
         assert!(ok, "{name}: {out}{err}");
         assert!(status_of(&root, name).contains("Status: install user installed"));
         let (ok, out, err) = prokit(Some(root.to_str().unwrap()), &["verify"]);

@@ -1,0 +1,1285 @@
+//! The journaled [`Transaction`] and its recovery (docs/crash-safety.md §5; the record format
+//! is in the documentation of [`crate::unpack`]), and [`RootDirs`], through which every
+//! change to the root is made.
+//!
+//! [`RootDirs`] holds the root open and reaches a path's directory by walking from the root's
+//! descriptor one component at a time with `openat(O_NOFOLLOW | O_DIRECTORY)`; the operation
+//! itself is then `renameat`, `unlinkat`, `linkat`, `mkdirat`, `symlinkat`, `mknodat` or an
+//! `openat(O_NOFOLLOW)` of one name in that directory. A symlink (or a file) where a directory
+//! should be is an error naming it, never followed, so a root whose `/usr/lib` was swapped for
+//! a link to `/host/lib` after an install cannot make a later commit, undo, cleanup or
+//! recovery rename, delete or create anything in `/host/lib`. Backups and temporary names
+//! always live in the directory of their final path (see [`backup_of`]), so no operation
+//! crosses directories except a hard link inside one package, whose two directories are each
+//! reached the same way.
+
+use std::cell::RefCell;
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use sha2::Digest;
+
+use super::{UnpackError, fail_point, io_at};
+use crate::status::{Db, join_root};
+
+// ---------------------------------------------------------------------------------------
+// Dir-relative operations on the root.
+
+/// What `fstatat(AT_SYMLINK_NOFOLLOW)` says of a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stat {
+    /// `st_mode` (type and permission bits).
+    pub mode: u32,
+    pub ino: u64,
+    pub dev: u64,
+}
+
+impl Stat {
+    // `mode_t` is not `u32` on every Unix.
+    #[allow(clippy::unnecessary_cast)]
+    fn is(self, kind: libc::mode_t) -> bool {
+        self.mode & libc::S_IFMT as u32 == kind as u32
+    }
+
+    pub fn is_dir(self) -> bool {
+        self.is(libc::S_IFDIR)
+    }
+
+    pub fn is_file(self) -> bool {
+        self.is(libc::S_IFREG)
+    }
+
+    pub fn is_symlink(self) -> bool {
+        self.is(libc::S_IFLNK)
+    }
+
+    /// The permission bits.
+    pub fn perm(self) -> u32 {
+        self.mode & 0o7777
+    }
+}
+
+/// What lies on the way to a path's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Parent {
+    /// Every parent is a real directory.
+    Real,
+    /// A parent does not exist (so neither does the path).
+    Missing,
+    /// `at` (absolute in the root) is a symlink or not a directory: nothing below it is
+    /// reached through it.
+    Blocked { at: String, symlink: bool },
+}
+
+/// Why walking to a directory stopped.
+struct WalkError {
+    /// The component that failed, absolute in the root.
+    at: String,
+    source: io::Error,
+}
+
+impl WalkError {
+    /// A symlink or a non-directory on the way (as opposed to a missing one or an I/O error).
+    fn blocked(&self) -> bool {
+        matches!(
+            self.source.raw_os_error(),
+            Some(libc::ELOOP | libc::ENOTDIR)
+        )
+    }
+}
+
+/// Flags to open a directory met on the way: never through a symlink.
+const DIR_FLAGS: libc::c_int =
+    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+
+/// Runs a system call again while it fails with `EINTR`; `-1` is failure.
+fn cvt<T: PartialEq + From<i8>>(mut f: impl FnMut() -> T) -> io::Result<T> {
+    loop {
+        let r = f();
+        if r != T::from(-1) {
+            return Ok(r);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+fn cstr(s: &[u8]) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in a path"))
+}
+
+fn open_at(dir: RawFd, name: &CString, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is NUL-terminated and `dir` an open descriptor; the mode is passed as the
+    // variadic `unsigned int` openat expects.
+    let fd = cvt(|| unsafe { libc::openat(dir, name.as_ptr(), flags, mode as libc::c_uint) })?;
+    // SAFETY: openat returned a new descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn fchmod(fd: RawFd, mode: u32) -> io::Result<()> {
+    // SAFETY: an open descriptor.
+    cvt(|| unsafe { libc::fchmod(fd, mode as libc::mode_t) })?;
+    Ok(())
+}
+
+/// `path` (absolute in the root: `/usr/bin/x`) split into its directory (`/usr/bin`, `` for
+/// the root) and its name; `None` when it is not a normalized absolute path.
+fn split(path: &str) -> Option<(&str, &str)> {
+    if !valid_journal_path(path) {
+        return None;
+    }
+    let i = path.rfind('/')?;
+    Some((&path[..i], &path[i + 1..]))
+}
+
+/// The root, held open; every operation on a path below it goes through its parent
+/// directory's descriptor, reached from the root's without following a symlink (see the
+/// module documentation). Paths are absolute in the root and normalized (`/usr/bin/x`).
+pub(crate) struct RootDirs {
+    root: PathBuf,
+    fd: Rc<OwnedFd>,
+    /// The directory opened last (walks below it start there).
+    cache: RefCell<Option<(String, Rc<OwnedFd>)>>,
+}
+
+impl std::fmt::Debug for RootDirs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RootDirs")
+            .field("root", &self.root)
+            .finish()
+    }
+}
+
+impl RootDirs {
+    /// Opens the root directory `root` (the caller's path: the database's canonical root).
+    pub(crate) fn open(root: &Path) -> Result<RootDirs, UnpackError> {
+        let c = cstr(root.as_os_str().as_bytes()).map_err(io_at(root))?;
+        let fd = open_at(
+            libc::AT_FDCWD,
+            &c,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            0,
+        )
+        .map_err(io_at(root))?;
+        Ok(RootDirs {
+            root: root.to_path_buf(),
+            fd: Rc::new(fd),
+            cache: RefCell::new(None),
+        })
+    }
+
+    /// The root's path.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The path on disk of `path`, for messages.
+    pub(crate) fn full(&self, path: &str) -> PathBuf {
+        join_root(&self.root, path)
+    }
+
+    fn bad_path(&self, path: &str) -> UnpackError {
+        UnpackError::Io {
+            path: self.full(path),
+            source: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a normalized absolute path inside the root",
+            ),
+        }
+    }
+
+    /// Opens directory `dir` (`` for the root), walking from the root without following a
+    /// symlink.
+    fn walk(&self, dir: &str) -> Result<Rc<OwnedFd>, WalkError> {
+        if dir.is_empty() {
+            return Ok(self.fd.clone());
+        }
+        let mut start = (self.fd.clone(), 0usize);
+        if let Some((k, fd)) = &*self.cache.borrow() {
+            if k == dir {
+                return Ok(fd.clone());
+            }
+            if dir.starts_with(k.as_str()) && dir.as_bytes().get(k.len()) == Some(&b'/') {
+                start = (fd.clone(), k.len());
+            }
+        }
+        let (mut cur, mut at) = start;
+        while at < dir.len() {
+            let from = at + 1;
+            let end = dir[from..].find('/').map_or(dir.len(), |i| from + i);
+            let fail = |source: io::Error| WalkError {
+                at: dir[..end].to_string(),
+                source,
+            };
+            let c = cstr(&dir.as_bytes()[from..end]).map_err(fail)?;
+            cur = Rc::new(open_at(cur.as_raw_fd(), &c, DIR_FLAGS, 0).map_err(fail)?);
+            at = end;
+        }
+        *self.cache.borrow_mut() = Some((dir.to_string(), cur.clone()));
+        Ok(cur)
+    }
+
+    fn walk_error(&self, e: WalkError) -> UnpackError {
+        let source = if e.blocked() {
+            let symlink = self.lstat_quiet(&e.at).is_some_and(|s| s.is_symlink());
+            io::Error::new(
+                io::ErrorKind::NotADirectory,
+                if symlink {
+                    "a symbolic link where a directory should be: prokit never follows a symlink while changing the root"
+                } else {
+                    "not a directory"
+                },
+            )
+        } else {
+            e.source
+        };
+        UnpackError::Io {
+            path: self.full(&e.at),
+            source,
+        }
+    }
+
+    /// Forgets the cached directory when it is `path` or below it (renamed or removed).
+    fn forget(&self, path: &str) {
+        let mut cache = self.cache.borrow_mut();
+        if let Some((k, _)) = &*cache
+            && (k == path || (k.starts_with(path) && k.as_bytes().get(path.len()) == Some(&b'/')))
+        {
+            *cache = None;
+        }
+    }
+
+    /// The directory of `path` and its name; a missing directory is `Ok(None)`.
+    fn parent(&self, path: &str) -> Result<Option<(Rc<OwnedFd>, CString)>, UnpackError> {
+        let (dir, name) = split(path).ok_or_else(|| self.bad_path(path))?;
+        let c = cstr(name.as_bytes()).map_err(io_at(&self.full(path)))?;
+        match self.walk(dir) {
+            Ok(fd) => Ok(Some((fd, c))),
+            Err(e) if e.source.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.walk_error(e)),
+        }
+    }
+
+    /// The directory of `path` and its name; a missing directory is an error.
+    fn parent_required(&self, path: &str) -> Result<(Rc<OwnedFd>, CString), UnpackError> {
+        let (dir, name) = split(path).ok_or_else(|| self.bad_path(path))?;
+        let c = cstr(name.as_bytes()).map_err(io_at(&self.full(path)))?;
+        let fd = self.walk(dir).map_err(|e| self.walk_error(e))?;
+        Ok((fd, c))
+    }
+
+    /// What is on the way to `path`.
+    pub(crate) fn check_parent(&self, path: &str) -> Result<Parent, UnpackError> {
+        let (dir, _) = split(path).ok_or_else(|| self.bad_path(path))?;
+        match self.walk(dir) {
+            Ok(_) => Ok(Parent::Real),
+            Err(e) if e.source.kind() == io::ErrorKind::NotFound => Ok(Parent::Missing),
+            Err(e) if e.blocked() => {
+                let symlink = self.lstat_quiet(&e.at).is_some_and(|s| s.is_symlink());
+                Ok(Parent::Blocked { at: e.at, symlink })
+            }
+            Err(e) => Err(self.walk_error(e)),
+        }
+    }
+
+    fn lstat_quiet(&self, path: &str) -> Option<Stat> {
+        self.lstat(path).ok().flatten()
+    }
+
+    /// What `path` is, not following a final symlink; `None` when it (or its directory)
+    /// does not exist.
+    pub(crate) fn lstat(&self, path: &str) -> Result<Option<Stat>, UnpackError> {
+        let Some((dir, c)) = self.parent(path)? else {
+            return Ok(None);
+        };
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: `st` is valid for one `stat`, `c` NUL-terminated, `dir` open.
+        let r = cvt(|| unsafe {
+            libc::fstatat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                st.as_mut_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        });
+        match r {
+            Ok(_) => {
+                // SAFETY: fstatat succeeded.
+                let st = unsafe { st.assume_init() };
+                // `mode_t`, `ino_t` and `dev_t` differ across Unixes.
+                #[allow(clippy::unnecessary_cast)]
+                let stat = Stat {
+                    mode: st.st_mode as u32,
+                    ino: st.st_ino as u64,
+                    dev: st.st_dev as u64,
+                };
+                Ok(Some(stat))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_at(&self.full(path))(e)),
+        }
+    }
+
+    /// Whether `path` exists (as anything, a dangling symlink included).
+    pub(crate) fn exists(&self, path: &str) -> Result<bool, UnpackError> {
+        Ok(self.lstat(path)?.is_some())
+    }
+
+    /// Renames `from` to `to` (each reached through its own directory).
+    pub(crate) fn rename(&self, from: &str, to: &str) -> Result<(), UnpackError> {
+        let (fd_from, c_from) = self.parent_required(from)?;
+        let (fd_to, c_to) = self.parent_required(to)?;
+        // SAFETY: open descriptors, NUL-terminated names.
+        cvt(|| unsafe {
+            libc::renameat(
+                fd_from.as_raw_fd(),
+                c_from.as_ptr(),
+                fd_to.as_raw_fd(),
+                c_to.as_ptr(),
+            )
+        })
+        .map_err(io_at(&self.full(from)))?;
+        self.forget(from);
+        Ok(())
+    }
+
+    /// Hard-links `from` (a file) as `to`.
+    pub(crate) fn hard_link(&self, from: &str, to: &str) -> Result<(), UnpackError> {
+        let (fd_from, c_from) = self.parent_required(from)?;
+        let (fd_to, c_to) = self.parent_required(to)?;
+        // SAFETY: open descriptors, NUL-terminated names; flags 0: a symlink `from` is not
+        // followed.
+        cvt(|| unsafe {
+            libc::linkat(
+                fd_from.as_raw_fd(),
+                c_from.as_ptr(),
+                fd_to.as_raw_fd(),
+                c_to.as_ptr(),
+                0,
+            )
+        })
+        .map_err(io_at(&self.full(to)))?;
+        Ok(())
+    }
+
+    /// Removes the file, symlink or node `path` (a symlink itself, never its target);
+    /// `Ok(false)` when it or its directory does not exist.
+    pub(crate) fn remove(&self, path: &str) -> Result<bool, UnpackError> {
+        let Some((dir, c)) = self.parent(path)? else {
+            return Ok(false);
+        };
+        // SAFETY: open descriptor, NUL-terminated name.
+        match cvt(|| unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) }) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_at(&self.full(path))(e)),
+        }
+    }
+
+    /// Removes the directory `path` when it is empty (errors are the caller's to ignore).
+    pub(crate) fn rmdir(&self, path: &str) -> Result<(), UnpackError> {
+        let (dir, c) = self.parent_required(path)?;
+        self.forget(path);
+        // SAFETY: open descriptor, NUL-terminated name.
+        cvt(|| unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), libc::AT_REMOVEDIR) })
+            .map_err(io_at(&self.full(path)))?;
+        Ok(())
+    }
+
+    /// Creates the directory `path` with exactly `mode`.
+    pub(crate) fn mkdir(&self, path: &str, mode: u32) -> Result<(), UnpackError> {
+        let (dir, c) = self.parent_required(path)?;
+        let full = self.full(path);
+        // SAFETY: open descriptor, NUL-terminated name.
+        cvt(|| unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o700) })
+            .map_err(io_at(&full))?;
+        let fd = open_at(dir.as_raw_fd(), &c, DIR_FLAGS, 0).map_err(io_at(&full))?;
+        fchmod(fd.as_raw_fd(), mode).map_err(io_at(&full))
+    }
+
+    /// Gives the directory `path` exactly `mode`; `Ok(false)` when it is not a directory
+    /// (or is a symlink to one).
+    pub(crate) fn chmod_dir(&self, path: &str, mode: u32) -> Result<bool, UnpackError> {
+        let Some((dir, c)) = self.parent(path)? else {
+            return Ok(false);
+        };
+        let full = self.full(path);
+        let fd = match open_at(dir.as_raw_fd(), &c, DIR_FLAGS, 0) {
+            Ok(fd) => fd,
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) =>
+            {
+                return Ok(false);
+            }
+            Err(e) => return Err(io_at(&full)(e)),
+        };
+        fchmod(fd.as_raw_fd(), mode).map_err(io_at(&full))?;
+        Ok(true)
+    }
+
+    /// Creates the regular file `path`, which must not exist (not even as a symlink), mode
+    /// `0600` until the caller sets the final one.
+    pub(crate) fn create(&self, path: &str) -> Result<File, UnpackError> {
+        let (dir, c) = self.parent_required(path)?;
+        let flags =
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let fd = open_at(dir.as_raw_fd(), &c, flags, 0o600).map_err(io_at(&self.full(path)))?;
+        Ok(File::from(fd))
+    }
+
+    /// Writes a new file `path` holding `data`, with exactly `mode` (fsynced with `sync`).
+    pub(crate) fn write_new(
+        &self,
+        path: &str,
+        data: &[u8],
+        mode: u32,
+        sync: bool,
+    ) -> Result<(), UnpackError> {
+        let full = self.full(path);
+        let mut f = self.create(path)?;
+        f.write_all(data).map_err(io_at(&full))?;
+        fchmod(f.as_raw_fd(), mode).map_err(io_at(&full))?;
+        if sync {
+            f.sync_all().map_err(io_at(&full))?;
+        }
+        Ok(())
+    }
+
+    /// Opens the regular file `path` to read, not through a symlink; `None` when it does not
+    /// exist or is not a regular file.
+    pub(crate) fn open_file(&self, path: &str) -> Result<Option<File>, UnpackError> {
+        let Some((dir, c)) = self.parent(path)? else {
+            return Ok(None);
+        };
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
+        let full = self.full(path);
+        let f = match open_at(dir.as_raw_fd(), &c, flags, 0) {
+            Ok(fd) => File::from(fd),
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(io_at(&full)(e)),
+        };
+        let m = f.metadata().map_err(io_at(&full))?;
+        Ok(m.is_file().then_some(f))
+    }
+
+    /// The lower-case hex digest of the regular file `path` (`None`: not a regular file).
+    pub(crate) fn digest<D: Digest>(&self, path: &str) -> Result<Option<String>, UnpackError> {
+        let Some(mut f) = self.open_file(path)? else {
+            return Ok(None);
+        };
+        let mut d = D::new();
+        let mut buf = vec![0u8; 128 * 1024];
+        loop {
+            let n = match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_at(&self.full(path))(e)),
+            };
+            d.update(&buf[..n]);
+        }
+        Ok(Some(hex::encode(d.finalize())))
+    }
+
+    /// Creates the symlink `path` → `target`.
+    pub(crate) fn symlink(&self, target: &str, path: &str) -> Result<(), UnpackError> {
+        let (dir, c) = self.parent_required(path)?;
+        let full = self.full(path);
+        let t = cstr(target.as_bytes()).map_err(io_at(&full))?;
+        // SAFETY: open descriptor, NUL-terminated strings.
+        cvt(|| unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr()) })
+            .map_err(io_at(&full))?;
+        Ok(())
+    }
+
+    /// The target of the symlink `path`; `None` when it is not a symlink.
+    pub(crate) fn read_link(&self, path: &str) -> Result<Option<Vec<u8>>, UnpackError> {
+        let Some((dir, c)) = self.parent(path)? else {
+            return Ok(None);
+        };
+        let mut buf = vec![0u8; 4096];
+        // SAFETY: `buf` is valid for `buf.len()` bytes.
+        let n = match cvt(|| unsafe {
+            libc::readlinkat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        }) {
+            Ok(n) => n,
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::EINVAL) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(io_at(&self.full(path))(e)),
+        };
+        buf.truncate(usize::try_from(n).unwrap_or(0));
+        Ok(Some(buf))
+    }
+
+    /// Creates the FIFO or device node `path` (`kind`: `S_IFIFO`, `S_IFCHR`, `S_IFBLK`) with
+    /// exactly `mode`.
+    pub(crate) fn mknod(
+        &self,
+        path: &str,
+        kind: libc::mode_t,
+        mode: u32,
+        dev: libc::dev_t,
+    ) -> io::Result<()> {
+        let (dir, c) = self
+            .parent_required(path)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        // SAFETY: open descriptor, NUL-terminated name.
+        cvt(|| unsafe {
+            libc::mknodat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                kind | (mode & 0o7777) as libc::mode_t,
+                dev,
+            )
+        })?;
+        // The node was just made in a directory held open; the umask is undone by name (a
+        // FIFO or device cannot be opened just to fchmod it).
+        // SAFETY: open descriptor, NUL-terminated name.
+        cvt(|| unsafe {
+            libc::fchmodat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                (mode & 0o7777) as libc::mode_t,
+                0,
+            )
+        })?;
+        Ok(())
+    }
+
+    /// fsyncs the directory `dir`.
+    pub(crate) fn sync_dir(&self, dir: &str) -> Result<(), UnpackError> {
+        let fd = self.walk(dir).map_err(|e| self.walk_error(e))?;
+        // SAFETY: an open descriptor.
+        cvt(|| unsafe { libc::fsync(fd.as_raw_fd()) }).map_err(io_at(&self.full(dir)))?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The journal.
+
+const JOURNAL_MAGIC: &str = "prokit-journal\t1";
+const MAX_JOURNAL: u64 = 1 << 30;
+
+/// What a journal says, in the order it was written.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Journal {
+    /// What the operation was (`install foo_1.0_all.ipk`, `remove foo`).
+    pub op: String,
+    /// The package and version, once known.
+    pub package: Option<(String, String)>,
+    /// Temporary files created (absolute paths in the root).
+    pub news: Vec<String>,
+    /// Directories created, in creation order.
+    pub dirs: Vec<String>,
+    /// Modes to give created directories at the end.
+    pub chmods: Vec<(String, u32)>,
+    /// (index, temporary, final): rename temporary onto final, backing final up first.
+    pub puts: Vec<(u64, String, String)>,
+    /// (index, path): delete path (backed up at commit, deleted at the end).
+    pub dels: Vec<(u64, String)>,
+    /// Directories to remove at the end when empty.
+    pub rmdirs: Vec<String>,
+    /// The temporary file holding the new status file.
+    pub status: Option<String>,
+    pub committed: bool,
+    pub done: bool,
+}
+
+impl Journal {
+    fn describe(&self) -> String {
+        match &self.package {
+            Some((n, v)) => format!("{} ({n} {v})", self.op),
+            None => self.op.clone(),
+        }
+    }
+}
+
+/// The backup name of the final path of step `idx`: in the final path's own directory, so
+/// that backing up and restoring are renames within one directory.
+pub(crate) fn backup_of(idx: u64, final_path: &str) -> String {
+    format!("{}/.prokit-{idx}.old", parent_of(final_path))
+}
+
+/// The parent of an absolute path in the root (`/usr/bin/x` → `/usr/bin`, `/x` → ``).
+pub(crate) fn parent_of(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(i) => &path[..i],
+        None => "",
+    }
+}
+
+/// A path recorded in a journal: absolute, normalized, no control characters.
+pub(crate) fn valid_journal_path(p: &str) -> bool {
+    p.starts_with('/')
+        && p.len() > 1
+        && !p.bytes().any(|b| b < 0x20 || b == 0x7f)
+        && p[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// An operation on the root in progress: see the documentation of [`crate::unpack`].
+pub struct Transaction {
+    dirs: RootDirs,
+    path: PathBuf,
+    db_dir: PathBuf,
+    /// The status file, absolute in the root (as the database resolved it).
+    status_final: String,
+    file: File,
+    journal: Journal,
+    next: u64,
+    sync: bool,
+    /// Plan records not yet written: they only matter once `commit` is, so they are written
+    /// together with it.
+    plan: String,
+    /// Per `put`: the final path cannot exist (its directory was made by this transaction).
+    fresh: Vec<bool>,
+    /// Per `put`: commit backed an existing final path up.
+    backed: Vec<bool>,
+}
+
+impl Transaction {
+    /// Starts an operation described by `op`: creates the journal (failing with
+    /// [`UnpackError::Pending`] when one exists).
+    pub(crate) fn begin(db: &Db, op: &str) -> Result<Transaction, UnpackError> {
+        let dirs = RootDirs::open(db.root())?;
+        let status_final =
+            rel_path(db.root(), db.status_path()).ok_or_else(|| UnpackError::Io {
+                path: db.status_path().to_path_buf(),
+                source: io::Error::other("the status file is not inside the root"),
+            })?;
+        let path = db.journal_path();
+        let file = match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(UnpackError::Pending { path });
+            }
+            Err(e) => return Err(io_at(&path)(e)),
+        };
+        let op: String = op
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let mut tx = Transaction {
+            dirs,
+            path,
+            db_dir: db.dir().to_path_buf(),
+            status_final,
+            file,
+            journal: Journal {
+                op: op.clone(),
+                ..Journal::default()
+            },
+            next: 0,
+            sync: db.fsync_enabled(),
+            plan: String::new(),
+            fresh: Vec::new(),
+            backed: Vec::new(),
+        };
+        tx.append(JOURNAL_MAGIC)?;
+        tx.append(&format!("op\t{op}"))?;
+        Ok(tx)
+    }
+
+    /// The root, for dir-relative operations on it.
+    pub(crate) fn dirs(&self) -> &RootDirs {
+        &self.dirs
+    }
+
+    /// Appends one line to the journal (a point where a killed run may stop).
+    fn append(&mut self, line: &str) -> Result<(), UnpackError> {
+        fail_point().map_err(io_at(&self.path))?;
+        let mut buf = Vec::with_capacity(line.len() + 1);
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+        self.file.write_all(&buf).map_err(io_at(&self.path))
+    }
+
+    /// Adds a plan record (written with `commit`).
+    fn plan_line(&mut self, line: &str) {
+        self.plan.push_str(line);
+        self.plan.push('\n');
+    }
+
+    fn sync_journal(&mut self) -> Result<(), UnpackError> {
+        if self.sync {
+            self.file.sync_data().map_err(io_at(&self.path))?;
+        }
+        Ok(())
+    }
+
+    /// Records the package being operated on.
+    pub(crate) fn set_package(&mut self, name: &str, version: &str) -> Result<(), UnpackError> {
+        self.append(&format!("pkg\t{name}\t{version}"))?;
+        self.journal.package = Some((name.to_string(), version.to_string()));
+        Ok(())
+    }
+
+    /// Reserves a temporary name in directory `dir` (absolute in the root, `` for the root)
+    /// and journals it; the caller creates the file.
+    pub(crate) fn new_temp(&mut self, dir: &str) -> Result<String, UnpackError> {
+        let n = self.next;
+        self.next += 1;
+        let tmp = format!("{dir}/.prokit-{n}.new");
+        self.append(&format!("new\t{tmp}"))?;
+        self.journal.news.push(tmp.clone());
+        Ok(tmp)
+    }
+
+    /// Creates directory `path` (journaled first), mode 0755.
+    pub(crate) fn mkdir(&mut self, path: &str) -> Result<(), UnpackError> {
+        self.append(&format!("dir\t{path}"))?;
+        self.journal.dirs.push(path.to_string());
+        self.dirs.mkdir(path, 0o755)
+    }
+
+    /// Gives a directory this transaction created `mode` at the end.
+    pub(crate) fn chmod_later(&mut self, path: &str, mode: u32) -> Result<(), UnpackError> {
+        self.plan_line(&format!("chmod\t{path}\t{mode:o}"));
+        self.journal.chmods.push((path.to_string(), mode));
+        Ok(())
+    }
+
+    /// Plans renaming `tmp` onto `final_path` at commit. `fresh`: the final path cannot
+    /// exist (it lies in a directory this transaction created), so it is not looked up.
+    pub(crate) fn put(
+        &mut self,
+        tmp: &str,
+        final_path: &str,
+        fresh: bool,
+    ) -> Result<(), UnpackError> {
+        let n = self.next;
+        self.next += 1;
+        self.plan_line(&format!("put\t{n}\t{tmp}\t{final_path}"));
+        self.fresh.push(fresh);
+        self.journal
+            .puts
+            .push((n, tmp.to_string(), final_path.to_string()));
+        Ok(())
+    }
+
+    /// Plans deleting `path` at commit (it is kept as a backup until the end).
+    pub(crate) fn del(&mut self, path: &str) -> Result<(), UnpackError> {
+        let n = self.next;
+        self.next += 1;
+        self.plan_line(&format!("del\t{n}\t{path}"));
+        self.journal.dels.push((n, path.to_string()));
+        Ok(())
+    }
+
+    /// Plans removing directory `path` at the end, when it is empty then.
+    pub(crate) fn rmdir_later(&mut self, path: &str) -> Result<(), UnpackError> {
+        self.plan_line(&format!("rmdir\t{path}"));
+        self.journal.rmdirs.push(path.to_string());
+        Ok(())
+    }
+
+    /// Writes `data` to a temporary file beside `final_path` and plans putting it there.
+    pub(crate) fn put_bytes(
+        &mut self,
+        final_path: &str,
+        data: &[u8],
+        mode: u32,
+    ) -> Result<(), UnpackError> {
+        let tmp = self.new_temp(parent_of(final_path))?;
+        self.dirs.write_new(&tmp, data, mode, false)?;
+        self.put(&tmp, final_path, false)
+    }
+
+    /// Writes the new status file to a temporary file beside it (fsynced), renamed at the
+    /// end.
+    pub(crate) fn stage_status(&mut self, data: &[u8]) -> Result<(), UnpackError> {
+        let dir = parent_of(&self.status_final).to_string();
+        let tmp = self.new_temp(&dir)?;
+        self.dirs.write_new(&tmp, data, 0o644, self.sync)?;
+        self.plan_line(&format!("status\t{tmp}"));
+        self.journal.status = Some(tmp);
+        Ok(())
+    }
+
+    /// Makes the planned changes visible: journals `commit` (fsynced), then for every `put`
+    /// either backs the existing final path up and renames the temporary file onto it, or —
+    /// when the final path is new — hard-links the temporary file there (the temporary name
+    /// stays until the end and tells recovery that the path is new); every `del` path is
+    /// renamed to its backup.
+    pub(crate) fn commit(&mut self) -> Result<(), UnpackError> {
+        let mut plan = std::mem::take(&mut self.plan);
+        plan.push_str("commit");
+        self.append(&plan)?;
+        self.sync_journal()?;
+        self.journal.committed = true;
+        let puts = std::mem::take(&mut self.journal.puts);
+        let result = self.commit_puts(&puts);
+        self.journal.puts = puts;
+        result?;
+        for (idx, path) in &self.journal.dels {
+            fail_point().map_err(io_at(&self.dirs.full(path)))?;
+            if self.dirs.exists(path)? {
+                self.dirs.rename(path, &backup_of(*idx, path))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn commit_puts(&mut self, puts: &[(u64, String, String)]) -> Result<(), UnpackError> {
+        for (i, (idx, tmp, final_path)) in puts.iter().enumerate() {
+            fail_point().map_err(io_at(&self.dirs.full(final_path)))?;
+            let fresh = self.fresh.get(i).copied().unwrap_or(false);
+            if !fresh && self.dirs.exists(final_path)? {
+                self.backed.push(true);
+                self.dirs.rename(final_path, &backup_of(*idx, final_path))?;
+                fail_point().map_err(io_at(&self.dirs.full(final_path)))?;
+                self.dirs.rename(tmp, final_path)?;
+            } else {
+                self.backed.push(false);
+                self.dirs.hard_link(tmp, final_path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `done` was journaled (from then on the operation is rolled forward).
+    pub(crate) fn is_done(&self) -> bool {
+        self.journal.done
+    }
+
+    /// Journals `done` (fsynced) and finishes: backups deleted, directory modes set, empty
+    /// directories removed, the new status file renamed into place, the journal deleted.
+    pub(crate) fn finish(&mut self) -> Result<(), UnpackError> {
+        self.append("done")?;
+        self.sync_journal()?;
+        self.journal.done = true;
+        finalize(
+            &self.dirs,
+            &self.journal,
+            Some(&self.backed),
+            &self.status_final,
+            self.sync,
+        )?;
+        remove_journal(&self.path, &self.db_dir, self.sync)
+    }
+
+    /// Undoes whatever was done (see the module documentation); the root is as before.
+    pub(crate) fn rollback(&mut self) -> Result<(), UnpackError> {
+        undo(&self.dirs, &self.journal)?;
+        remove_journal(&self.path, &self.db_dir, self.sync)
+    }
+}
+
+fn rel_path(root: &Path, path: &Path) -> Option<String> {
+    let rel = path.strip_prefix(root).ok()?.to_str()?.trim_matches('/');
+    if rel.is_empty() {
+        Some(String::new())
+    } else {
+        Some(format!("/{rel}"))
+    }
+}
+
+/// Undoes a journal: without `commit` only temporaries and created directories go; after
+/// it, backups are renamed back and paths that were new are removed. Idempotent, so a
+/// recovery that is itself killed can be run again: for each `put`, a temporary file that
+/// still exists means the final path was new (hard-linked: same inode) or not yet replaced;
+/// a missing one means it was renamed over an existing path whose backup is restored (or
+/// already was).
+fn undo(dirs: &RootDirs, j: &Journal) -> Result<(), UnpackError> {
+    if j.committed {
+        for (idx, path) in j.dels.iter().rev() {
+            let b = backup_of(*idx, path);
+            fail_point().map_err(io_at(&dirs.full(&b)))?;
+            if dirs.exists(&b)? {
+                dirs.rename(&b, path)?;
+            }
+        }
+        for (idx, tmp, final_path) in j.puts.iter().rev() {
+            let b = backup_of(*idx, final_path);
+            fail_point().map_err(io_at(&dirs.full(final_path)))?;
+            match dirs.lstat(tmp)? {
+                Some(tm) => {
+                    match dirs.lstat(final_path)? {
+                        Some(fm) if fm.ino == tm.ino && fm.dev == tm.dev => {
+                            dirs.remove(final_path)?;
+                        }
+                        Some(_) => {}
+                        None => {
+                            if dirs.exists(&b)? {
+                                dirs.rename(&b, final_path)?;
+                            }
+                        }
+                    }
+                    fail_point().map_err(io_at(&dirs.full(tmp)))?;
+                    dirs.remove(tmp)?;
+                }
+                None => {
+                    if dirs.exists(&b)? {
+                        dirs.rename(&b, final_path)?;
+                    }
+                }
+            }
+        }
+    }
+    for t in &j.news {
+        fail_point().map_err(io_at(dirs.root()))?;
+        dirs.remove(t)?;
+    }
+    for d in j.dirs.iter().rev() {
+        let _ = dirs.rmdir(d);
+    }
+    Ok(())
+}
+
+/// Finishes a journal that reached `done`: deletes backups, sets modes, removes emptied
+/// directories, renames the new status file into place.
+/// `backed`, when known (in-process), says which `put`s made a backup, saving a lookup.
+fn finalize(
+    dirs: &RootDirs,
+    j: &Journal,
+    backed: Option<&[bool]>,
+    status_final: &str,
+    sync: bool,
+) -> Result<(), UnpackError> {
+    for (i, (idx, tmp, final_path)) in j.puts.iter().enumerate() {
+        fail_point().map_err(io_at(dirs.root()))?;
+        match backed.and_then(|b| b.get(i)) {
+            Some(true) => {
+                dirs.remove(&backup_of(*idx, final_path))?;
+            }
+            Some(false) => {
+                dirs.remove(tmp)?;
+            }
+            None => {
+                dirs.remove(&backup_of(*idx, final_path))?;
+                dirs.remove(tmp)?;
+            }
+        }
+    }
+    for (idx, path) in &j.dels {
+        fail_point().map_err(io_at(dirs.root()))?;
+        dirs.remove(&backup_of(*idx, path))?;
+    }
+    for (path, mode) in &j.chmods {
+        dirs.chmod_dir(path, mode | 0o700)?;
+    }
+    let mut rmdirs = j.rmdirs.clone();
+    rmdirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+    for d in rmdirs {
+        let _ = dirs.rmdir(&d);
+    }
+    if let Some(tmp) = &j.status {
+        fail_point().map_err(io_at(&dirs.full(status_final)))?;
+        if dirs.exists(tmp)? {
+            dirs.rename(tmp, status_final)?;
+            if sync {
+                dirs.sync_dir(parent_of(status_final))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn remove_journal(path: &Path, db_dir: &Path, sync: bool) -> Result<(), UnpackError> {
+    fail_point().map_err(io_at(path))?;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_at(path)(e)),
+    }
+    if sync {
+        crate::status::fsync_dir(db_dir).map_err(io_at(db_dir))?;
+    }
+    Ok(())
+}
+
+/// Reads a journal; only complete lines count (a killed run may leave half a line).
+pub(crate) fn read_journal(path: &Path) -> Result<Option<Journal>, UnpackError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_at(path)(e)),
+    };
+    let len = file.metadata().map_err(io_at(path))?.len();
+    if len > MAX_JOURNAL {
+        return Err(UnpackError::Journal {
+            path: path.to_path_buf(),
+            line: 0,
+            reason: format!("larger than {MAX_JOURNAL} bytes"),
+        });
+    }
+    let mut j = Journal::default();
+    let mut reader = BufReader::new(file.take(MAX_JOURNAL));
+    let mut buf = Vec::new();
+    let mut line_no = 0;
+    loop {
+        buf.clear();
+        let n = reader
+            .by_ref()
+            .take(1 << 20)
+            .read_until(b'\n', &mut buf)
+            .map_err(io_at(path))?;
+        if n == 0 || buf.last() != Some(&b'\n') {
+            break;
+        }
+        line_no += 1;
+        let bad = |reason: &str| UnpackError::Journal {
+            path: path.to_path_buf(),
+            line: line_no,
+            reason: reason.to_string(),
+        };
+        let text = std::str::from_utf8(&buf[..buf.len() - 1]).map_err(|_| bad("not UTF-8"))?;
+        if line_no == 1 {
+            if text != JOURNAL_MAGIC {
+                return Err(bad("not a prokit journal (version 1)"));
+            }
+            continue;
+        }
+        let f: Vec<&str> = text.split('\t').collect();
+        let p = |s: &str| -> Result<String, UnpackError> {
+            if valid_journal_path(s) {
+                Ok(s.to_string())
+            } else {
+                Err(bad(&format!("bad path {s:?}")))
+            }
+        };
+        let idx = |s: &str| s.parse::<u64>().map_err(|_| bad("bad index"));
+        match f.as_slice() {
+            ["op", op] => j.op = op.to_string(),
+            ["pkg", n, v] => j.package = Some((n.to_string(), v.to_string())),
+            ["new", t] => j.news.push(p(t)?),
+            ["dir", d] => j.dirs.push(p(d)?),
+            ["chmod", d, m] => j.chmods.push((
+                p(d)?,
+                u32::from_str_radix(m, 8).map_err(|_| bad("bad mode"))? & 0o7777,
+            )),
+            ["put", i, t, fin] => j.puts.push((idx(i)?, p(t)?, p(fin)?)),
+            ["del", i, d] => j.dels.push((idx(i)?, p(d)?)),
+            ["rmdir", d] => j.rmdirs.push(p(d)?),
+            ["status", t] => j.status = Some(p(t)?),
+            ["commit"] => j.committed = true,
+            ["done"] => j.done = true,
+            _ => return Err(bad("unknown record")),
+        }
+    }
+    Ok(Some(j))
+}
+
+/// Finishes or undoes an operation a killed run left half done; returns what it did.
+///
+/// Before touching anything, every path of the journal is checked to lie below real
+/// directories: one below a symlink (planted since, or a directory swapped for one) refuses
+/// the whole recovery, naming it, rather than leaving a half-recovered root; the operations
+/// themselves never go through a symlink either way.
+pub(crate) fn recover_journal(db: &Db) -> Result<Option<String>, UnpackError> {
+    let path = db.journal_path();
+    let Some(j) = read_journal(&path)? else {
+        return Ok(None);
+    };
+    let dirs = RootDirs::open(db.root())?;
+    let status_final = rel_path(db.root(), db.status_path()).ok_or_else(|| UnpackError::Io {
+        path: db.status_path().to_path_buf(),
+        source: io::Error::other("the status file is not inside the root"),
+    })?;
+    let all_paths = j
+        .news
+        .iter()
+        .chain(&j.dirs)
+        .chain(j.puts.iter().flat_map(|(_, t, f)| [t, f]))
+        .chain(j.dels.iter().map(|(_, d)| d))
+        .chain(&j.rmdirs)
+        .chain(&j.status);
+    for p in all_paths {
+        if let Parent::Blocked { at, symlink } = dirs.check_parent(p)? {
+            return Err(UnpackError::Journal {
+                path,
+                line: 0,
+                reason: format!(
+                    "{p} lies below {at}, which is {}: refusing to touch it; restore the directory (or delete the journal to abandon the interrupted operation)",
+                    if symlink {
+                        "a symbolic link"
+                    } else {
+                        "not a directory"
+                    }
+                ),
+            });
+        }
+    }
+    let what = j.describe();
+    let msg = if j.done {
+        finalize(&dirs, &j, None, &status_final, db.fsync_enabled())?;
+        format!("finished the interrupted {what}")
+    } else {
+        undo(&dirs, &j)?;
+        format!("undid the interrupted {what}")
+    };
+    let _ = std::fs::remove_dir_all(db.scripts_dir());
+    remove_journal(&path, db.dir(), db.fsync_enabled())?;
+    Ok(Some(msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn journal_round_trips_and_ignores_a_torn_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j");
+        fs::write(
+            &p,
+            "prokit-journal\t1\nop\tinstall x.ipk\npkg\tx\t1.0\nnew\t/usr/.prokit-0.new\n\
+             dir\t/usr\nchmod\t/usr\t755\nput\t1\t/usr/.prokit-0.new\t/usr/x\ndel\t2\t/usr/y\n\
+             rmdir\t/opt\nstatus\t/usr/lib/opkg/.prokit-3.new\ncommit\ndo",
+        )
+        .unwrap();
+        let j = read_journal(&p).unwrap().unwrap();
+        assert_eq!(j.package, Some(("x".into(), "1.0".into())));
+        assert_eq!(
+            j.puts,
+            vec![(1, "/usr/.prokit-0.new".into(), "/usr/x".into())]
+        );
+        assert_eq!(j.dels, vec![(2, "/usr/y".into())]);
+        assert_eq!(j.chmods, vec![("/usr".into(), 0o755)]);
+        assert!(j.committed && !j.done, "a torn `done` does not count");
+        fs::write(&p, "prokit-journal\t1\ndel\t2\t/../etc/passwd\n").unwrap();
+        assert!(matches!(
+            read_journal(&p),
+            Err(UnpackError::Journal { line: 2, .. })
+        ));
+        fs::write(&p, "something else\n").unwrap();
+        assert!(read_journal(&p).is_err());
+    }
+
+    /// A scratch directory holding `root/` and `outside/` (with a sentinel file).
+    fn scene() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let outside = tmp.path().join("outside");
+        fs::create_dir_all(root.join("usr/lib")).unwrap();
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("sentinel"), "host file").unwrap();
+        (tmp, root, outside)
+    }
+
+    #[test]
+    fn transaction_never_renames_through_a_symlinked_parent() {
+        let (_tmp, root, outside) = scene();
+        fs::write(root.join("usr/lib/x"), "root file").unwrap();
+        let dirs = RootDirs::open(&root).unwrap();
+        assert_eq!(dirs.check_parent("/usr/lib/x").unwrap(), Parent::Real);
+        assert!(dirs.exists("/usr/lib/x").unwrap());
+        // The directory is swapped for a link to a host directory.
+        fs::rename(root.join("usr/lib"), root.join("usr/lib.real")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("usr/lib")).unwrap();
+        let dirs = RootDirs::open(&root).unwrap();
+        assert_eq!(
+            dirs.check_parent("/usr/lib/sentinel").unwrap(),
+            Parent::Blocked {
+                at: "/usr/lib".into(),
+                symlink: true
+            }
+        );
+        let refusals = [
+            dirs.rename("/usr/lib/sentinel", "/usr/lib/.prokit-0.old"),
+            dirs.remove("/usr/lib/sentinel").map(|_| ()),
+            dirs.hard_link("/usr/lib/sentinel", "/usr/lib/copy"),
+            dirs.rmdir("/usr/lib/anything"),
+            dirs.mkdir("/usr/lib/new", 0o755),
+            dirs.create("/usr/lib/new-file").map(|_| ()),
+            dirs.symlink("/etc/shadow", "/usr/lib/link"),
+            dirs.write_new("/usr/lib/sentinel2", b"x", 0o644, false),
+            dirs.lstat("/usr/lib/sentinel").map(|_| ()),
+            dirs.chmod_dir("/usr/lib/sub", 0o777).map(|_| ()),
+        ];
+        for r in refusals {
+            let err = r.unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "{}: a symbolic link",
+                    root.join("usr/lib").display()
+                )),
+                "{err}"
+            );
+        }
+        assert!(
+            dirs.mknod("/usr/lib/fifo", libc::S_IFIFO, 0o600, 0)
+                .is_err()
+        );
+        assert_eq!(
+            dirs.open_file("/usr/lib/sentinel")
+                .ok()
+                .flatten()
+                .map(|_| ()),
+            None
+        );
+        let names: Vec<_> = fs::read_dir(&outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("sentinel")]);
+        assert_eq!(fs::read(outside.join("sentinel")).unwrap(), b"host file");
+        // A file where a directory should be is refused the same way.
+        fs::write(root.join("usr/file"), "").unwrap();
+        let err = dirs.remove("/usr/file/x").unwrap_err().to_string();
+        assert!(err.contains("not a directory"), "{err}");
+    }
+
+    #[test]
+    fn recovery_refuses_a_journal_whose_directory_became_a_symlink() {
+        let (tmp, root, outside) = scene();
+        let mut db = crate::status::Db::open(&root, crate::status::DEFAULT_DB_DIR).unwrap();
+        db.set_fsync(false);
+        {
+            let mut tx = Transaction::begin(&db, "install evil").unwrap();
+            let t = tx.new_temp("/usr/lib").unwrap();
+            tx.dirs().write_new(&t, b"new", 0o644, false).unwrap();
+            tx.put(&t, "/usr/lib/sentinel", false).unwrap();
+            tx.commit().unwrap();
+            // Killed here: the journal stays.
+        }
+        // The directory is swapped for a link to the host before recovery.
+        fs::rename(root.join("usr/lib"), tmp.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("usr/lib")).unwrap();
+        // The database moved with it; a fresh one opens (through the link, inside the root
+        // as resolved) — recovery must still touch nothing outside.
+        drop(db);
+        fs::create_dir_all(root.join("usr/lib2/opkg")).unwrap();
+        let db = crate::status::Db::open(&root, "usr/lib2/opkg").unwrap();
+        let journal = tmp.path().join("moved/opkg/prokit-journal");
+        fs::copy(&journal, db.journal_path()).unwrap();
+        let err = recover_journal(&db).unwrap_err().to_string();
+        assert!(
+            err.contains("lies below /usr/lib, which is a symbolic link: refusing to touch it"),
+            "{err}"
+        );
+        assert_eq!(fs::read(outside.join("sentinel")).unwrap(), b"host file");
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 1);
+    }
+}
