@@ -1589,7 +1589,10 @@ mod tests {
         fs::write(fx.dir().join("Packages.gz"), b"garbage").unwrap();
         let (e, msg) = fx.refused(true, NOW);
         assert!(matches!(e, FeedError::BadIndex { .. }), "{msg}");
-        assert!(msg.contains("/Packages.gz: not gzip data (starts with \"garbage\")"), "{msg}");
+        assert!(
+            msg.contains("/Packages.gz: not gzip data (starts with \"garbage\")"),
+            "{msg}"
+        );
         assert_eq!(fx.loaded_versions(), ["1.0", "1.0"]);
     }
 
