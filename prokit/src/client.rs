@@ -19,7 +19,7 @@ use safe_fs::{FsError, Root, WriteOptions};
 use crate::config::{Config, ConfigError, Source};
 use crate::download::{self, DownloadError, DownloadItem};
 use crate::feed::{FeedError, FeedSource, FeedStore, Trust, UpdateReport};
-use crate::fetch::{FetchError, FetchOptions, Fetcher};
+use crate::fetch::{FetchError, FetchOptions, Fetcher, MinRate};
 use crate::install::{self, InstallError, InstallOptions, InstallReport, RemoveReport, ScriptMode};
 use crate::keyring::{self, KeyringError};
 use crate::resolve::{Request, ResolveError, Universe};
@@ -230,10 +230,17 @@ impl Client {
                 .map(|p| ca_file_in_root(&root, p))
                 .transpose()?,
         };
+        // A server must keep up a minimum rate after a grace period (docs/threats.md §24):
+        // `option fetch_min_rate 10K`, `option fetch_grace 30`.
+        let min_rate = MinRate::from_options(
+            config.option("fetch_min_rate"),
+            config.option("fetch_grace"),
+        )?;
         let fetcher = Fetcher::new(&FetchOptions {
             ca_file,
             ..FetchOptions::default()
-        })?;
+        })?
+        .with_min_rate(min_rate);
         let store = FeedStore::new(root.clone(), &config.lists_rel(), STATE_DIR)?;
         let keys = root.open_dir(KEYS_DIR, false).is_ok();
         let mut trust = if let Some(name) = config.option("keyring") {

@@ -24,11 +24,19 @@
 //! - **`ca_file`** replaces the built-in Mozilla roots with the certificates in that PEM file
 //!   (like `curl --cacert`), for private CAs and tests.
 //! - A redirect is followed (at most 5), the final response is what counts.
+//! - **An overall deadline** (threat 8, "endless download", in time rather than bytes): the
+//!   per-read timeout alone lets a server that sends one byte every few seconds hold a
+//!   download for hours. So every HTTP attempt must keep up a minimum rate ([`MinRate`],
+//!   default 10 KiB/s) after a grace period (default 30 s): at `t` seconds into the attempt at
+//!   least `rate × (t − grace)` bytes must have arrived, checked as each read returns; and ureq
+//!   enforces the deadline this implies for the whole file, `grace + max_bytes / rate`, even
+//!   while a read is blocked (headers included). A transfer cut off this way is
+//!   [`FetchError::TooSlow`] and is not retried. Local files have no deadline.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ureq::Agent;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
@@ -44,6 +52,123 @@ pub const MAX_REDIRECTS: u32 = 5;
 
 /// The size of the chunks streamed from the source to the sink.
 const CHUNK: usize = 64 * 1024;
+
+/// The default [`MinRate::bytes_per_sec`]: 10 KiB/s.
+pub const DEFAULT_MIN_RATE: u64 = 10 * 1024;
+
+/// The default [`MinRate::grace`]: 30 s.
+pub const DEFAULT_RATE_GRACE: Duration = Duration::from_secs(30);
+
+/// The slowest HTTP transfer tolerated: after `grace`, at least `bytes_per_sec` on average
+/// since the end of the grace period, and the whole file (at most `max_bytes`) within
+/// `grace + max_bytes / bytes_per_sec`. `bytes_per_sec == 0` turns both off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinRate {
+    /// Bytes per second owed after the grace period. Default [`DEFAULT_MIN_RATE`].
+    pub bytes_per_sec: u64,
+    /// How long an attempt may take before the rate is owed (connecting, a slow start).
+    /// Default [`DEFAULT_RATE_GRACE`].
+    pub grace: Duration,
+}
+
+impl Default for MinRate {
+    fn default() -> Self {
+        MinRate {
+            bytes_per_sec: DEFAULT_MIN_RATE,
+            grace: DEFAULT_RATE_GRACE,
+        }
+    }
+}
+
+impl MinRate {
+    /// No minimum rate and no overall deadline (only the per-read timeout).
+    pub const NONE: MinRate = MinRate {
+        bytes_per_sec: 0,
+        grace: Duration::ZERO,
+    };
+
+    /// From opkg.conf-style option values: `fetch_min_rate` in bytes per second (a `K`/`KiB`
+    /// or `M`/`MiB` suffix multiplies by 1024 or 1024², `0` turns the floor off) and
+    /// `fetch_grace` in seconds. An absent value keeps its default.
+    pub fn from_options(
+        min_rate: Option<&str>,
+        grace: Option<&str>,
+    ) -> Result<MinRate, FetchError> {
+        let mut out = MinRate::default();
+        if let Some(text) = min_rate {
+            out.bytes_per_sec = parse_rate(text).ok_or_else(|| FetchError::BadOption {
+                name: "fetch_min_rate".into(),
+                value: text.into(),
+                expected: "bytes per second, e.g. 10240 or 10K".into(),
+            })?;
+        }
+        if let Some(text) = grace {
+            let secs = text
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|&s| s <= MAX_GRACE_SECS);
+            out.grace = Duration::from_secs(secs.ok_or_else(|| FetchError::BadOption {
+                name: "fetch_grace".into(),
+                value: text.into(),
+                expected: format!("whole seconds, at most {MAX_GRACE_SECS}"),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// The overall deadline of one attempt at a file of at most `max_bytes`, or None when
+    /// there is none (no minimum rate, or too far away to matter).
+    pub fn deadline(&self, max_bytes: u64) -> Option<Duration> {
+        if self.bytes_per_sec == 0 {
+            return None;
+        }
+        let secs = max_bytes.div_ceil(self.bytes_per_sec);
+        // Beyond ten years the deadline protects nothing, and Instant arithmetic may overflow.
+        if secs > 10 * 365 * 86_400 {
+            return None;
+        }
+        Some(self.grace + Duration::from_secs(secs))
+    }
+
+    /// Whether `bytes` after `elapsed` is still fast enough.
+    fn keeps_up(&self, bytes: u64, elapsed: Duration) -> bool {
+        let Some(owed_for) = elapsed.checked_sub(self.grace) else {
+            return true;
+        };
+        let owed = owed_for.as_secs_f64() * self.bytes_per_sec as f64;
+        bytes as f64 >= owed
+    }
+}
+
+/// The longest `fetch_grace` accepted: one day.
+const MAX_GRACE_SECS: u64 = 86_400;
+
+fn parse_rate(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let factor = match unit.trim() {
+        "" => 1,
+        "K" | "k" | "KiB" => 1024,
+        "M" | "MiB" => 1024 * 1024,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(factor)
+}
+
+/// `10 KiB/s`, `1 MiB/s` or `1500 bytes/s`.
+fn format_rate(bytes_per_sec: u64) -> String {
+    if bytes_per_sec >= 1 << 20 && bytes_per_sec.is_multiple_of(1 << 20) {
+        format!("{} MiB/s", bytes_per_sec >> 20)
+    } else if bytes_per_sec >= 1024 && bytes_per_sec.is_multiple_of(1024) {
+        format!("{} KiB/s", bytes_per_sec >> 10)
+    } else {
+        format!("{bytes_per_sec} bytes/s")
+    }
+}
 
 /// How downloads behave.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +209,22 @@ pub enum FetchError {
         status: u16,
         attempts: u32,
     },
+    /// The transfer fell below the minimum rate, or ran past the overall deadline the rate
+    /// implies for the file's size bound. Not retried.
+    #[error(
+        "{url}: too slow: {bytes} bytes in {:.1} s (below the minimum of {} after {} s): stalled or hostile server",
+        elapsed.as_secs_f64(),
+        format_rate(rate.bytes_per_sec),
+        rate.grace.as_secs_f64()
+    )]
+    TooSlow {
+        url: String,
+        /// Bytes of the body received before the transfer was stopped.
+        bytes: u64,
+        /// Time since the attempt started.
+        elapsed: Duration,
+        rate: MinRate,
+    },
     /// No data arrived within the timeout.
     #[error("{url}: timed out: no data for {} s{}", timeout.as_secs_f64(), attempts_note(*attempts))]
     Timeout {
@@ -107,6 +248,13 @@ pub enum FetchError {
     /// The CA file could not be read or holds no certificate.
     #[error("CA file {}: {reason}", path.display())]
     CaFile { path: PathBuf, reason: String },
+    /// A fetch option (opkg.conf `option NAME VALUE`) does not parse.
+    #[error("option {name} {value:?}: expected {expected}")]
+    BadOption {
+        name: String,
+        value: String,
+        expected: String,
+    },
     /// A proxy environment variable does not hold a usable proxy URL.
     #[error("proxy from ${var}={value:?}: {reason}")]
     Proxy {
@@ -197,6 +345,7 @@ pub struct Fetcher {
     timeout: Duration,
     retries: u32,
     backoff: Duration,
+    min_rate: MinRate,
 }
 
 impl std::fmt::Debug for Fetcher {
@@ -206,6 +355,7 @@ impl std::fmt::Debug for Fetcher {
             .field("https_proxy", &self.https_proxy.is_some())
             .field("timeout", &self.timeout)
             .field("retries", &self.retries)
+            .field("min_rate", &self.min_rate)
             .finish()
     }
 }
@@ -272,7 +422,15 @@ impl Fetcher {
             timeout: opts.timeout,
             retries: opts.retries,
             backoff: FIRST_BACKOFF,
+            min_rate: MinRate::default(),
         })
+    }
+
+    /// The same fetcher with another minimum rate for HTTP transfers (default
+    /// [`MinRate::default`]: 10 KiB/s after 30 s).
+    pub fn with_min_rate(mut self, min_rate: MinRate) -> Fetcher {
+        self.min_rate = min_rate;
+        self
     }
 
     /// Streams `url` into `sink`; fails with [`FetchError::TooLarge`] as soon as more than
@@ -351,10 +509,34 @@ impl Fetcher {
         sink: &mut dyn Write,
         attempt: u32,
     ) -> Result<u64, Attempt> {
-        let response = agent
-            .get(url)
-            .call()
-            .map_err(|e| self.transport_error(url, e, attempt))?;
+        let start = Instant::now();
+        let rate = self.min_rate;
+        let too_slow = |bytes: u64| {
+            Attempt::Final(FetchError::TooSlow {
+                url: url.into(),
+                bytes,
+                elapsed: start.elapsed(),
+                rate,
+            })
+        };
+        let is_deadline =
+            |e: &ureq::Error| matches!(e, ureq::Error::Timeout(ureq::Timeout::Global));
+        let request = agent.get(url);
+        let response = match rate.deadline(max_bytes) {
+            Some(deadline) => request
+                .config()
+                .timeout_global(Some(deadline))
+                .build()
+                .call(),
+            None => request.call(),
+        };
+        let response = response.map_err(|e| {
+            if is_deadline(&e) {
+                too_slow(0)
+            } else {
+                self.transport_error(url, e, attempt)
+            }
+        })?;
         let status = response.status().as_u16();
         match status {
             200..=299 => {}
@@ -381,12 +563,18 @@ impl Fetcher {
         // A larger Content-Length is not refused up front: reading up to the limit costs at
         // most `max_bytes` and gives callers the start of the file for their error message.
         let mut reader = response.into_body().into_reader();
-        match copy_capped(&mut reader, sink, max_bytes) {
+        let mut keeps_up = |written: u64| rate.keeps_up(written, start.elapsed());
+        match copy_capped(&mut reader, sink, max_bytes, &mut keeps_up) {
             Ok(n) => Ok(n),
             Err(Copy::TooLarge) => Err(Attempt::Final(too_large())),
+            Err(Copy::TooSlow(written)) => Err(too_slow(written)),
             Err(Copy::Write(e)) => Err(Attempt::Final(write_error(url, e))),
             Err(Copy::Read(e, written)) => {
-                let err = self.transport_error(url, ureq::Error::from(e), attempt);
+                let e = ureq::Error::from(e);
+                if is_deadline(&e) {
+                    return Err(too_slow(written));
+                }
+                let err = self.transport_error(url, e, attempt);
                 // Only an attempt that left the sink untouched may be retried.
                 Err(if written == 0 {
                     err
@@ -572,9 +760,9 @@ fn get_file(
             reason: "not a regular file".into(),
         });
     }
-    match copy_capped(&mut (&file), sink, max_bytes) {
+    match copy_capped(&mut (&file), sink, max_bytes, &mut |_| true) {
         Ok(n) => Ok(n),
-        Err(Copy::TooLarge) => Err(FetchError::TooLarge {
+        Err(Copy::TooLarge | Copy::TooSlow(_)) => Err(FetchError::TooLarge {
             url: url.into(),
             limit: max_bytes,
         }),
@@ -594,6 +782,8 @@ fn write_error(url: &str, e: io::Error) -> FetchError {
 enum Copy {
     /// More than the limit arrived.
     TooLarge,
+    /// The rate check failed after this many bytes were written.
+    TooSlow(u64),
     /// Reading failed after this many bytes were written.
     Read(io::Error, u64),
     /// The sink failed.
@@ -602,10 +792,20 @@ enum Copy {
 
 /// Copies `reader` into `sink` in chunks, never reading more than one byte past `max` and
 /// never writing more than `max` bytes (on [`Copy::TooLarge`] the sink holds the first `max`).
-fn copy_capped(reader: &mut dyn Read, sink: &mut dyn Write, max: u64) -> Result<u64, Copy> {
+/// `keeps_up` is asked, with the bytes written so far, before each read (a transfer that has
+/// ended is complete, however long it took).
+fn copy_capped(
+    reader: &mut dyn Read,
+    sink: &mut dyn Write,
+    max: u64,
+    keeps_up: &mut dyn FnMut(u64) -> bool,
+) -> Result<u64, Copy> {
     let mut buf = vec![0u8; CHUNK];
     let mut written = 0u64;
     loop {
+        if !keeps_up(written) {
+            return Err(Copy::TooSlow(written));
+        }
         let room = max.saturating_sub(written).saturating_add(1);
         let want = CHUNK.min(usize::try_from(room).unwrap_or(CHUNK));
         let n = match reader.read(&mut buf[..want]) {
@@ -968,6 +1168,187 @@ mod tests {
             "{e}"
         );
         assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    /// A fetcher with a small minimum rate, so that the deadline tests take about a second.
+    fn slow_fetcher(per_read: Duration, bytes_per_sec: u64, grace: Duration) -> Fetcher {
+        fetcher(per_read, 3).with_min_rate(MinRate {
+            bytes_per_sec,
+            grace,
+        })
+    }
+
+    #[test]
+    fn slow_loris_download_is_cut_off_by_the_overall_deadline() {
+        // The server trickles one byte every 50 ms (for 10 s, then it hangs up), so no read
+        // ever times out. Owed: 2000 bytes/s after 300 ms.
+        let sent = Arc::new(AtomicUsize::new(0));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (sent2, hits2) = (Arc::clone(&sent), Arc::clone(&hits));
+        let base = canned(5, move |_, _, s| {
+            hits2.fetch_add(1, Ordering::SeqCst);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n");
+            for _ in 0..200 {
+                if s.write_all(b"x").and_then(|()| s.flush()).is_err() {
+                    return;
+                }
+                sent2.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let f = slow_fetcher(Duration::from_secs(20), 2000, Duration::from_millis(300));
+        let start = Instant::now();
+        let mut sink = Vec::new();
+        let url = format!("{base}/Packages.gz");
+        let e = f.get(&url, 1 << 20, &mut sink).unwrap_err();
+        let took = start.elapsed();
+        let FetchError::TooSlow { bytes, elapsed, .. } = e else {
+            panic!("expected TooSlow, got {e}");
+        };
+        assert_eq!(bytes, sink.len() as u64);
+        assert!(bytes < 200, "{bytes} bytes");
+        assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+        // Cut off about one trickled byte after the grace period; generous for busy machines.
+        assert!(took < Duration::from_secs(10), "took {took:?}");
+        let message = e.to_string();
+        let expected_start = format!("{url}: too slow: {bytes} bytes in ");
+        assert!(message.starts_with(&expected_start), "{message}");
+        assert!(
+            message.ends_with(
+                " s (below the minimum of 2000 bytes/s after 0.3 s): stalled or hostile server"
+            ),
+            "{message}"
+        );
+        // Not retried, and the server was hung up on.
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        std::thread::sleep(Duration::from_millis(300));
+        let after = sent.load(Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(sent.load(Ordering::SeqCst) <= after + 1, "still sending");
+    }
+
+    #[test]
+    fn a_stalled_transfer_is_cut_off_at_the_deadline_even_while_a_read_waits() {
+        // Headers trickled a byte at a time, then (second server) a body that stops after
+        // 10 bytes. The per-read timeout (20 s) never fires; the deadline for a 1000-byte file
+        // at 1000 bytes/s after 300 ms is 1.3 s.
+        let trickled_head = canned(1, |_, _, s| {
+            for b in b"HTTP/1.1 200 OK\r\nX-Padding: "
+                .iter()
+                .chain([b'y'; 500].iter())
+            {
+                if s.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let stalled_body = canned(1, |_, _, s| {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789");
+            let mut buf = [0u8; 64];
+            // wait (at most 10 s, the canned server's read timeout) until the client hangs up
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+        let f = slow_fetcher(Duration::from_secs(20), 1000, Duration::from_millis(300));
+        for (base, expected_bytes) in [(trickled_head, 0), (stalled_body, 10)] {
+            let start = Instant::now();
+            let e = f.get_bytes(&format!("{base}/x"), 1000).unwrap_err();
+            let took = start.elapsed();
+            assert!(
+                matches!(e, FetchError::TooSlow { bytes, .. } if bytes == expected_bytes),
+                "{e}"
+            );
+            assert!(took >= Duration::from_millis(1300), "{took:?}");
+            assert!(took < Duration::from_secs(10), "took {took:?}");
+        }
+    }
+
+    #[test]
+    fn a_transfer_keeping_up_the_minimum_rate_completes() {
+        // 20 chunks of 1000 bytes every 50 ms (about 20 KB/s) against a floor of 4000 bytes/s
+        // after 200 ms; and a rate of 0 switches the floor and the deadline off.
+        let base = canned(2, |_, _, s| {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 20000\r\n\r\n");
+            for _ in 0..20 {
+                if s.write_all(&[b'z'; 1000]).and_then(|()| s.flush()).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let f = slow_fetcher(Duration::from_secs(10), 4000, Duration::from_millis(200));
+        assert_eq!(
+            f.get_bytes(&format!("{base}/x"), 20_000).unwrap().len(),
+            20_000
+        );
+        let f = fetcher(Duration::from_secs(10), 0).with_min_rate(MinRate::NONE);
+        assert_eq!(
+            f.get_bytes(&format!("{base}/x"), 20_000).unwrap().len(),
+            20_000
+        );
+    }
+
+    #[test]
+    fn min_rate_options_and_deadlines() {
+        let default = MinRate::default();
+        assert_eq!(default.bytes_per_sec, 10 * 1024);
+        assert_eq!(default.grace, Duration::from_secs(30));
+        assert_eq!(MinRate::from_options(None, None).unwrap(), default);
+        let r = MinRate::from_options(Some("20K"), Some("5")).unwrap();
+        assert_eq!(r.bytes_per_sec, 20 * 1024);
+        assert_eq!(r.grace, Duration::from_secs(5));
+        assert_eq!(
+            MinRate::from_options(Some(" 1MiB "), None)
+                .unwrap()
+                .bytes_per_sec,
+            1 << 20
+        );
+        assert_eq!(
+            MinRate::from_options(Some("1500"), None)
+                .unwrap()
+                .bytes_per_sec,
+            1500
+        );
+        assert_eq!(
+            MinRate::from_options(Some("0"), None).unwrap(),
+            MinRate {
+                grace: default.grace,
+                ..MinRate::NONE
+            }
+        );
+        for (rate, grace, name) in [
+            (Some("fast"), None, "fetch_min_rate"),
+            (Some("10 GB"), None, "fetch_min_rate"),
+            (Some("-1"), None, "fetch_min_rate"),
+            (None, Some("30s"), "fetch_grace"),
+            (None, Some("99999999"), "fetch_grace"),
+        ] {
+            let e = MinRate::from_options(rate, grace).unwrap_err();
+            assert!(
+                matches!(&e, FetchError::BadOption { name: n, .. } if n == name),
+                "{e}"
+            );
+            assert!(e.to_string().starts_with(&format!("option {name} ")), "{e}");
+        }
+        // The deadline: the grace period plus the size bound at the minimum rate.
+        assert_eq!(default.deadline(4096), Some(Duration::from_secs(31)));
+        assert_eq!(
+            default.deadline(64 << 20),
+            Some(Duration::from_secs(30 + 6554))
+        );
+        assert_eq!(default.deadline(u64::MAX), None);
+        assert_eq!(MinRate::NONE.deadline(100), None);
+        // The floor: nothing is owed during the grace period, then the rate since its end.
+        assert!(default.keeps_up(0, Duration::from_secs(30)));
+        assert!(default.keeps_up(10 * 1024 * 10, Duration::from_secs(40)));
+        assert!(!default.keeps_up(10 * 1024 * 10 - 1, Duration::from_secs(40)));
+        assert_eq!(format_rate(10 * 1024), "10 KiB/s");
+        assert_eq!(format_rate(2 << 20), "2 MiB/s");
+        assert_eq!(format_rate(1500), "1500 bytes/s");
     }
 
     #[test]

@@ -1,0 +1,970 @@
+//! The packages resolution chooses from, parsed once into a compact form.
+//!
+//! Names that something defines — a package, a provide, an assumption — are interned: stored
+//! once in an arena and numbered ([`NameId`]), so the search compares and hashes small
+//! integers. A relation is a [`Dep`] of 12 bytes (name, operator, version number). A relation
+//! naming something not (yet) defined keeps its name in a plain list, and all those are looked
+//! up once when the last stanza is in: the names no stanza has (most alternatives of an
+//! adversarial index) are never hashed into a big table. Each distinct version text is parsed
+//! once, and all versions are ranked once (sorted in dpkg order), so that the search compares
+//! two integers where it would compare two version strings (whose length an index chooses).
+//! The stanza is kept as it came: the plan hands it on, and explanations re-read the relation
+//! fields from it (so they show a relation as dpkg would write it, arch qualifiers included).
+//!
+//! What depends on every stanza — version ranks, relation names looked up, candidate lists in
+//! preference order, the installed packages' relations by name — is made once ([`Sorted`]),
+//! the first time a resolution needs it, and made again after a stanza or an assumption is
+//! added. (Sorting candidate lists on insertion would cost O(n²) for n versions of one name.)
+
+use super::ResolveError;
+use super::solver::Solver;
+use super::{Plan, Request};
+use feeds::control::Paragraph;
+use feeds::relation::{Op, Relation, parse_relations};
+use feeds::version::Version;
+use std::cmp::Ordering;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::OnceLock;
+
+/// A package of the universe: its index in [`Universe::pkgs`].
+pub(super) type PkgId = u32;
+/// An interned package or virtual name.
+pub(super) type NameId = u32;
+/// An interned version text (of a package, a relation or a provide).
+pub(super) type VerId = u32;
+
+/// A name no package, provide or assumption carries (an unknown request, a missing
+/// dependency): it matches nothing, and has no flags.
+pub(super) const NO_NAME: NameId = NameId::MAX;
+
+/// The bit of a [`Dep`]'s raw name that marks a relation name still to look up.
+const PENDING: u32 = 1 << 31;
+
+/// [`Universe::flags`] of a name: some available package has it.
+pub(super) const AVAILABLE: u8 = 1;
+/// Some available package provides it.
+pub(super) const PROVIDED: u8 = 2;
+/// An installed package has it.
+pub(super) const INSTALLED: u8 = 4;
+/// An installed package provides it.
+pub(super) const INSTALLED_PROVIDED: u8 = 8;
+/// It is assumed installed.
+pub(super) const ASSUMED: u8 = 16;
+
+/// FxHash's multiplier.
+const SEED: u64 = 0x517c_c1b7_2722_0a95;
+
+/// A fast hasher for the dense numbers (ids, counts) the search uses as keys. Strings from the
+/// feeds never reach it: those go through [`Interner`], which hashes with a random key.
+#[derive(Default, Clone, Copy)]
+pub(super) struct IdHasher(u64);
+
+impl IdHasher {
+    fn add(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(SEED);
+    }
+}
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.add(u64::from(b));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+}
+
+pub(super) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+pub(super) type IdSet<K> = HashSet<K, BuildHasherDefault<IdHasher>>;
+
+/// Strings in one arena, numbered in the order pushed.
+#[derive(Default)]
+pub(super) struct Texts {
+    arena: String,
+    starts: Vec<usize>,
+}
+
+impl Texts {
+    /// Stores `text`; its number, or None when no number below [`PENDING`] is left.
+    fn push(&mut self, text: &str) -> Option<u32> {
+        let id = u32::try_from(self.starts.len())
+            .ok()
+            .filter(|&id| id < PENDING)?;
+        self.starts.push(self.arena.len());
+        self.arena.push_str(text);
+        Some(id)
+    }
+
+    /// The text of `id` (empty for an id it never gave out).
+    fn text(&self, id: u32) -> &str {
+        let i = id as usize;
+        let Some(&start) = self.starts.get(i) else {
+            return "";
+        };
+        let end = self.starts.get(i + 1).copied().unwrap_or(self.arena.len());
+        &self.arena[start..end]
+    }
+
+    fn len(&self) -> usize {
+        self.starts.len()
+    }
+}
+
+/// Distinct strings, each stored once and numbered in the order first seen.
+#[derive(Default)]
+pub(super) struct Interner {
+    texts: Texts,
+    /// The newest id of each full hash; older ids with the same hash chain through `next`.
+    heads: IdMap<u64, u32>,
+    next: Vec<u32>,
+    state: RandomState,
+}
+
+impl Interner {
+    /// The id of `text`, if it has one.
+    pub(super) fn get(&self, text: &str) -> Option<u32> {
+        let mut at = *self.heads.get(&self.state.hash_one(text))?;
+        loop {
+            if self.text(at) == text {
+                return Some(at);
+            }
+            at = self.next[at as usize];
+            if at == u32::MAX {
+                return None;
+            }
+        }
+    }
+
+    /// The id of `text`, numbering it if it is new; None when no number is left.
+    pub(super) fn intern(&mut self, text: &str) -> Option<u32> {
+        let hash = self.state.hash_one(text);
+        let id = u32::try_from(self.texts.len())
+            .ok()
+            .filter(|&id| id < PENDING)?;
+        let older = match self.heads.entry(hash) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(id);
+                u32::MAX
+            }
+            std::collections::hash_map::Entry::Occupied(mut slot) => {
+                let mut at = *slot.get();
+                loop {
+                    if self.texts.text(at) == text {
+                        return Some(at);
+                    }
+                    at = self.next[at as usize];
+                    if at == u32::MAX {
+                        break;
+                    }
+                }
+                slot.insert(id)
+            }
+        };
+        self.texts.push(text)?;
+        self.next.push(older);
+        Some(id)
+    }
+
+    /// The text of `id` (empty for an id it never gave out).
+    pub(super) fn text(&self, id: u32) -> &str {
+        self.texts.text(id)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.texts.len()
+    }
+}
+
+/// One relation: a name and an optional version constraint (`op` with version `version`).
+///
+/// The name is *raw*: the [`NameId`] when a package, provide or assumption had defined it
+/// when the relation was read, else [`PENDING`] plus an index into the universe's list of
+/// relation names still to look up; [`Universe::dep_name`] resolves it. Only names that
+/// something defines are interned: the names no stanza has (most alternatives of an
+/// adversarial index) are stored once each, never hashed into a big table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct Dep {
+    raw: u32,
+    pub(super) op: Option<Op>,
+    /// Meaningful only with `op`.
+    pub(super) version: VerId,
+}
+
+impl Dep {
+    /// Its name, given the looked-up pending names ([`Sorted::pending`]).
+    pub(super) fn name(self, pending: &[NameId]) -> NameId {
+        if self.raw & PENDING == 0 {
+            self.raw
+        } else {
+            pending[(self.raw & !PENDING) as usize]
+        }
+    }
+}
+
+/// A relation ready to be checked against packages: its name, and its constraint with the
+/// required version as a rank ([`Sorted::rank`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Want {
+    pub(super) name: NameId,
+    pub(super) op: Option<Op>,
+    pub(super) rank: u32,
+}
+
+impl Want {
+    /// Whether a version of rank `rank` meets the constraint (always, when there is none).
+    pub(super) fn matches(&self, rank: u32) -> bool {
+        self.op.is_none_or(|op| op.matches(rank.cmp(&self.rank)))
+    }
+
+    /// dpkg's rule: the same name, and a version meeting the constraint; without a version
+    /// (an unversioned provide) only an unversioned relation is met.
+    pub(super) fn satisfied_by(&self, name: NameId, rank: Option<u32>) -> bool {
+        self.name == name
+            && match rank {
+                Some(rank) => self.matches(rank),
+                None => self.op.is_none(),
+            }
+    }
+}
+
+/// A parsed package, available or installed.
+pub(super) struct Pkg {
+    pub(super) name: NameId,
+    /// Its version (display it with [`Universe::pkg_version`], compare ranks).
+    pub(super) ver: VerId,
+    pub(super) arch_prio: u32,
+    /// Index into [`Universe::feeds`].
+    pub(super) feed: u32,
+    pub(super) feed_order: usize,
+    pub(super) stanza: Paragraph,
+    /// The alternatives of every dependency group, one group after the other.
+    alts: Vec<Dep>,
+    /// Per group: where its alternatives end in `alts`, and whether it is a Pre-Depends group.
+    /// Pre-Depends groups come first, then Depends, each in field order.
+    groups: Vec<(u32, bool)>,
+    pub(super) provides: Vec<(NameId, Option<VerId>)>,
+    /// Conflicts (flag false) and Breaks (flag true), in that order.
+    pub(super) conflicts: Vec<(Dep, bool)>,
+    pub(super) replaces: Vec<Dep>,
+    pub(super) installed: bool,
+    pub(super) auto_installed: bool,
+}
+
+impl Pkg {
+    pub(super) fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// The alternatives of dependency group `g`.
+    pub(super) fn group(&self, g: usize) -> &[Dep] {
+        let start = match g {
+            0 => 0,
+            _ => self.groups[g - 1].0 as usize,
+        };
+        &self.alts[start..self.groups[g].0 as usize]
+    }
+
+    pub(super) fn is_pre(&self, g: usize) -> bool {
+        self.groups[g].1
+    }
+
+    /// The field group `g` was read from, and its position among that field's groups.
+    pub(super) fn group_origin(&self, g: usize) -> (&'static str, usize) {
+        let pre = self.groups.iter().take_while(|(_, pre)| *pre).count();
+        if g < pre {
+            ("Pre-Depends", g)
+        } else {
+            ("Depends", g - pre)
+        }
+    }
+
+    /// Its own name, then the names it provides.
+    pub(super) fn names(&self) -> impl Iterator<Item = NameId> + '_ {
+        std::iter::once(self.name).chain(self.provides.iter().map(|&(n, _)| n))
+    }
+
+    pub(super) fn arch(&self) -> &str {
+        self.stanza.get("Architecture").unwrap_or("")
+    }
+
+    /// Whether `other` has the same version (in dpkg's order: `1.0` is `0:1.0-0`) and arch,
+    /// given the version ranks.
+    pub(super) fn same_build(&self, other: &Pkg, rank: &[u32]) -> bool {
+        rank[self.ver as usize] == rank[other.ver as usize] && self.arch() == other.arch()
+    }
+}
+
+/// What a resolution needs beyond the packages as read, made once per universe (after the
+/// last stanza, the first time it is needed): version ranks, relation names looked up, the
+/// candidate lists in preference order, the installed packages' relations by name.
+#[derive(Default)]
+pub(super) struct Sorted {
+    /// The rank of each [`VerId`]: odd numbers in dpkg order, equal for equal versions
+    /// (`1.0` and `0:1.0-0`), two apart otherwise so that a version from outside the universe
+    /// ranks between its neighbours ([`Sorted::rank_of`]).
+    pub(super) rank: Vec<u32>,
+    /// Every [`VerId`] in dpkg order.
+    ordered: Vec<VerId>,
+    /// The name each pending relation name turned out to be, [`NO_NAME`] when nothing has it.
+    pub(super) pending: Vec<NameId>,
+    /// Installed packages' Conflicts/Breaks by the name they hit: (declarer, conflict index).
+    pub(super) installed_declared: IdMap<NameId, Vec<(PkgId, u32)>>,
+    /// Installed packages' dependency groups by the names they mention: (package, group).
+    pub(super) installed_rdeps: IdMap<NameId, Vec<(PkgId, u32)>>,
+    /// Available candidates per name, best first.
+    pub(super) by_name: IdMap<NameId, Vec<PkgId>>,
+    /// Available providers per virtual name, by provider name then best first.
+    pub(super) providers: IdMap<NameId, Vec<PkgId>>,
+}
+
+impl Sorted {
+    /// The rank of any version, in the universe or not (a pinned request's).
+    pub(super) fn rank_of(&self, u: &Universe, version: &Version) -> u32 {
+        let at = self.ordered.partition_point(|&v| u.version(v) < version);
+        match self.ordered.get(at) {
+            Some(&v) if u.version(v) == version => self.rank[v as usize],
+            Some(&v) => self.rank[v as usize] - 1,
+            None => self
+                .ordered
+                .last()
+                .map_or(0, |&v| self.rank[v as usize] + 1),
+        }
+    }
+}
+
+/// The packages resolution chooses from: available (feeds), installed (status) and assumed.
+#[derive(Default)]
+pub struct Universe {
+    arch_prios: HashMap<String, u32>,
+    /// Names something defines: packages, provides, assumptions.
+    pub(super) names: Interner,
+    /// Relation names not defined when read, to be looked up in `names` once all are in.
+    pending_names: Texts,
+    versions: Interner,
+    /// The parsed version of each [`VerId`].
+    version_values: Vec<Version>,
+    feeds: Interner,
+    pub(super) pkgs: Vec<Pkg>,
+    /// Available candidates per name, in the order added ([`Sorted`] has them in order).
+    avail_by_name: IdMap<NameId, Vec<PkgId>>,
+    /// Available providers per virtual name, in the order added.
+    avail_providers: IdMap<NameId, Vec<PkgId>>,
+    pub(super) installed_by_name: IdMap<NameId, PkgId>,
+    pub(super) installed_providers: IdMap<NameId, Vec<PkgId>>,
+    /// The installed packages, in the order added.
+    installed: Vec<PkgId>,
+    /// What each name is to the universe (bits [`AVAILABLE`] … [`ASSUMED`]): one byte per
+    /// name that spares the search its map lookups for names nothing has (most alternatives
+    /// of an adversarial index).
+    flags: Vec<u8>,
+    /// Names seen only in stanzas of architectures not configured, with those architectures.
+    pub(super) wrong_arch: HashMap<String, BTreeSet<String>>,
+    pub(super) step_budget: Option<usize>,
+    pub(super) work_budget: Option<u64>,
+    sorted: OnceLock<Sorted>,
+}
+
+impl std::fmt::Debug for Universe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Universe")
+            .field("packages", &self.pkgs.len())
+            .field("names", &self.names.len())
+            .field("installed", &self.installed_by_name.len())
+            .field("step_budget", &self.step_budget)
+            .field("work_budget", &self.work_budget)
+            .finish()
+    }
+}
+
+impl Universe {
+    /// Architecture priorities from opkg.conf `arch NAME PRIO` lines (higher wins). Empty =
+    /// accept every arch.
+    pub fn new(arch_prios: &[(String, u32)]) -> Universe {
+        Universe {
+            arch_prios: arch_prios.iter().cloned().collect(),
+            ..Universe::default()
+        }
+    }
+
+    /// Sets how many candidate applications a resolution may try (default
+    /// [`DEFAULT_STEP_BUDGET`](super::DEFAULT_STEP_BUDGET)).
+    pub fn set_step_budget(&mut self, steps: usize) {
+        self.step_budget = Some(steps);
+    }
+
+    /// Sets how many relation checks a resolution may make (default
+    /// [`DEFAULT_WORK_BUDGET`](super::DEFAULT_WORK_BUDGET)).
+    pub fn set_work_budget(&mut self, checks: u64) {
+        self.work_budget = Some(checks);
+    }
+
+    /// One stanza of a verified Packages index. `feed` names the feed, `feed_order` is its
+    /// position in the config (lower = listed first). Stanzas whose Architecture is not in
+    /// `arch_prios` (when `arch_prios` is non-empty) are ignored. Bad Version/relation fields:
+    /// an error naming feed, package and field.
+    pub fn add_available(
+        &mut self,
+        stanza: &Paragraph,
+        feed: &str,
+        feed_order: usize,
+    ) -> Result<(), ResolveError> {
+        let origin = format!("feed {feed:?}");
+        let name = package_name(stanza, &origin)?;
+        let arch = stanza.get("Architecture").unwrap_or("");
+        let arch_prio = if self.arch_prios.is_empty() {
+            0
+        } else if let Some(&prio) = self.arch_prios.get(arch) {
+            prio
+        } else {
+            let shown = if arch.is_empty() { "(none)" } else { arch };
+            self.wrong_arch
+                .entry(name)
+                .or_default()
+                .insert(shown.to_string());
+            return Ok(());
+        };
+        let mut pkg = self.parse_pkg(stanza, &origin, &name, false)?;
+        pkg.arch_prio = arch_prio;
+        pkg.feed = self
+            .feeds
+            .intern(feed)
+            .ok_or_else(|| too_many(&origin, &name))?;
+        pkg.feed_order = feed_order;
+        let id = self.next_id(&origin, &name)?;
+        let mut provided: Vec<NameId> = pkg
+            .provides
+            .iter()
+            .map(|&(n, _)| n)
+            .filter(|&n| n != pkg.name)
+            .collect();
+        provided.sort_unstable();
+        provided.dedup();
+        self.avail_by_name.entry(pkg.name).or_default().push(id);
+        self.flag(pkg.name, AVAILABLE);
+        for virtual_name in provided {
+            self.avail_providers
+                .entry(virtual_name)
+                .or_default()
+                .push(id);
+            self.flag(virtual_name, PROVIDED);
+        }
+        self.pkgs.push(pkg);
+        Ok(())
+    }
+
+    /// One stanza of the installed status database (opkg status file). Entries whose state
+    /// (third word of `Status`) is `not-installed` or `config-files` are skipped; a second
+    /// entry for an installed name is ignored (the first wins).
+    pub fn add_installed(&mut self, stanza: &Paragraph) -> Result<(), ResolveError> {
+        let origin = "installed status".to_string();
+        let name = package_name(stanza, &origin)?;
+        if let Some(status) = stanza.get("Status") {
+            let state = status.split_whitespace().nth(2).unwrap_or("");
+            if matches!(state, "not-installed" | "config-files") {
+                return Ok(());
+            }
+        }
+        if self
+            .names
+            .get(&name)
+            .is_some_and(|n| self.installed_by_name.contains_key(&n))
+        {
+            return Ok(());
+        }
+        let mut pkg = self.parse_pkg(stanza, &origin, &name, true)?;
+        pkg.auto_installed = stanza
+            .get("Auto-Installed")
+            .is_some_and(|v| v.eq_ignore_ascii_case("yes"));
+        let id = self.next_id(&origin, &name)?;
+        self.installed_by_name.insert(pkg.name, id);
+        self.flag(pkg.name, INSTALLED);
+        let mut seen = IdSet::default();
+        for &(virtual_name, _) in &pkg.provides {
+            if virtual_name != pkg.name && seen.insert(virtual_name) {
+                push_unique(&mut self.installed_providers, virtual_name, id);
+                self.flag(virtual_name, INSTALLED_PROVIDED);
+            }
+        }
+        self.installed.push(id);
+        self.pkgs.push(pkg);
+        Ok(())
+    }
+
+    /// A name (package or virtual) treated as installed and satisfying any version constraint
+    /// (what OpenWrt indexes leave out: libc, kernel). `--assume-installed`.
+    pub fn assume_installed(&mut self, name: &str) {
+        if let Some(id) = self.names.intern(name) {
+            self.flag(id, ASSUMED);
+        }
+        // Pending relation names may be this one.
+        self.sorted = OnceLock::new();
+    }
+
+    /// Installed packages that depend (Depends/Pre-Depends) on `name` or on something it
+    /// provides, which would break if it were removed: a dependency group of theirs that the
+    /// installed `name` satisfies and nothing else installed (or assumed) does. Direct
+    /// dependents only, sorted. Empty when `name` is not installed.
+    pub fn reverse_dependents(&self, name: &str) -> Vec<String> {
+        let Some(&id) = self
+            .names
+            .get(name)
+            .and_then(|n| self.installed_by_name.get(&n))
+        else {
+            return Vec::new();
+        };
+        let mut out = BTreeSet::new();
+        for n in self.pkg(id).names() {
+            for &(m, g) in self.sorted().installed_rdeps.get(&n).into_iter().flatten() {
+                if m == id {
+                    continue;
+                }
+                let group = self.pkg(m).group(g as usize);
+                let broken = group.iter().any(|&d| self.satisfies(id, self.want(d)))
+                    && !group
+                        .iter()
+                        .any(|&d| self.installed_satisfies_without(d, id));
+                if broken {
+                    out.insert(self.name(self.pkg(m).name).to_string());
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// Chooses what to install for `requests`; see the module documentation for the rules.
+    pub fn resolve(&self, requests: &[Request]) -> Result<Plan, ResolveError> {
+        self.resolve_counted(requests).0
+    }
+
+    /// [`Universe::resolve`], with the steps and relation checks it took.
+    pub(super) fn resolve_counted(
+        &self,
+        requests: &[Request],
+    ) -> (Result<Plan, ResolveError>, Counts) {
+        let mut rels = Vec::with_capacity(requests.len());
+        for request in requests {
+            match request.check() {
+                Ok(rel) => rels.push(rel),
+                Err(e) => return (Err(e), Counts::default()),
+            }
+        }
+        let mut solver = Solver::new(self, requests, rels);
+        let result = solver.run().and_then(|()| solver.plan());
+        (result, solver.counts())
+    }
+
+    // --- for the solver and the explanations -----------------------------------------------
+
+    pub(super) fn pkg(&self, id: PkgId) -> &Pkg {
+        &self.pkgs[id as usize]
+    }
+
+    pub(super) fn name(&self, id: NameId) -> &str {
+        self.names.text(id)
+    }
+
+    pub(super) fn feed_name(&self, pkg: &Pkg) -> &str {
+        self.feeds.text(pkg.feed)
+    }
+
+    pub(super) fn version(&self, id: VerId) -> &Version {
+        &self.version_values[id as usize]
+    }
+
+    pub(super) fn want(&self, dep: Dep) -> Want {
+        let sorted = self.sorted();
+        Want {
+            name: dep.name(&sorted.pending),
+            op: dep.op,
+            rank: match dep.op {
+                Some(_) => sorted.rank[dep.version as usize],
+                None => 0,
+            },
+        }
+    }
+
+    /// The name of `dep` ([`NO_NAME`] when nothing has it).
+    pub(super) fn dep_name(&self, dep: Dep) -> NameId {
+        dep.name(&self.sorted().pending)
+    }
+
+    /// The name of `dep` as written.
+    pub(super) fn dep_name_text(&self, dep: Dep) -> &str {
+        if dep.raw & PENDING == 0 {
+            self.names.text(dep.raw)
+        } else {
+            self.pending_names.text(dep.raw & !PENDING)
+        }
+    }
+
+    /// The version of package `id`.
+    pub(super) fn pkg_version(&self, id: PkgId) -> &Version {
+        self.version(self.pkg(id).ver)
+    }
+
+    /// The rank of a version of the universe ([`Sorted::rank`]).
+    pub(super) fn rank(&self, version: VerId) -> u32 {
+        self.sorted().rank[version as usize]
+    }
+
+    /// The candidate lists in preference order (sorted on first use).
+    pub(super) fn sorted(&self) -> &Sorted {
+        self.sorted.get_or_init(|| self.sort())
+    }
+
+    /// What `name` is to the universe: bits [`AVAILABLE`] to [`ASSUMED`] (none for
+    /// [`NO_NAME`]).
+    pub(super) fn flags(&self, name: NameId) -> u8 {
+        self.flags.get(name as usize).copied().unwrap_or(0)
+    }
+
+    pub(super) fn is_assumed(&self, name: NameId) -> bool {
+        self.flags(name) & ASSUMED != 0
+    }
+
+    /// Whether some installed package is called `name` or provides it: only such a name can
+    /// go away during a resolution.
+    pub(super) fn installed_holds(&self, name: NameId) -> bool {
+        self.flags(name) & (INSTALLED | INSTALLED_PROVIDED) != 0
+    }
+
+    /// Whether anything in the feeds or the status file has, or provides, `name`.
+    pub(super) fn exists(&self, name: NameId) -> bool {
+        self.flags(name) & (AVAILABLE | PROVIDED | INSTALLED | INSTALLED_PROVIDED) != 0
+    }
+
+    fn flag(&mut self, name: NameId, bit: u8) {
+        let i = name as usize;
+        if self.flags.len() <= i {
+            self.flags.resize(i + 1, 0);
+        }
+        self.flags[i] |= bit;
+    }
+
+    /// Whether package `id`, by its own name and version or by one of its provides, satisfies
+    /// `want`.
+    pub(super) fn satisfies(&self, id: PkgId, want: Want) -> bool {
+        let p = self.pkg(id);
+        want.satisfied_by(p.name, Some(self.rank(p.ver))) || self.provides_for(id, want)
+    }
+
+    pub(super) fn provides_for(&self, id: PkgId, want: Want) -> bool {
+        self.pkg(id)
+            .provides
+            .iter()
+            .any(|&(name, version)| want.satisfied_by(name, version.map(|v| self.rank(v))))
+    }
+
+    pub(super) fn describe(&self, id: PkgId) -> String {
+        let p = self.pkg(id);
+        let version = self.version(p.ver);
+        if p.installed {
+            format!("installed {} {version}", self.name(p.name))
+        } else {
+            format!("{} {version}", self.name(p.name))
+        }
+    }
+
+    fn installed_satisfies_without(&self, dep: Dep, excluded: PkgId) -> bool {
+        let want = self.want(dep);
+        if self.is_assumed(want.name) {
+            return true;
+        }
+        let by_name = self
+            .installed_by_name
+            .get(&want.name)
+            .is_some_and(|&i| i != excluded && self.satisfies(i, want));
+        by_name
+            || self
+                .installed_providers
+                .get(&want.name)
+                .into_iter()
+                .flatten()
+                .any(|&i| i != excluded && self.provides_for(i, want))
+    }
+
+    fn sort(&self) -> Sorted {
+        let n = u32::try_from(self.version_values.len()).unwrap_or(u32::MAX);
+        let mut ordered: Vec<VerId> = (0..n).collect();
+        ordered.sort_unstable_by(|&a, &b| self.version(a).cmp(self.version(b)));
+        let mut rank = vec![0; ordered.len()];
+        let mut r = 1u32;
+        for (i, &v) in ordered.iter().enumerate() {
+            if i > 0 && self.version(ordered[i - 1]) != self.version(v) {
+                r = r.saturating_add(2);
+            }
+            rank[v as usize] = r;
+        }
+        // Candidate order: newest version, higher arch priority, earlier feed, earlier stanza.
+        let preference = |a: PkgId, b: PkgId| -> Ordering {
+            let (x, y) = (self.pkg(a), self.pkg(b));
+            rank[y.ver as usize]
+                .cmp(&rank[x.ver as usize])
+                .then(y.arch_prio.cmp(&x.arch_prio))
+                .then(x.feed_order.cmp(&y.feed_order))
+                .then(a.cmp(&b))
+        };
+        let mut by_name = self.avail_by_name.clone();
+        for list in by_name.values_mut() {
+            list.sort_unstable_by(|&a, &b| preference(a, b));
+        }
+        let mut providers = self.avail_providers.clone();
+        for list in providers.values_mut() {
+            list.sort_unstable_by(|&a, &b| {
+                let (x, y) = (self.pkg(a).name, self.pkg(b).name);
+                self.name(x)
+                    .cmp(self.name(y))
+                    .then_with(|| preference(a, b))
+            });
+        }
+        let pending: Vec<NameId> = (0..self.pending_names.len())
+            .map(|i| {
+                let text = self.pending_names.text(i as u32);
+                self.names.get(text).unwrap_or(NO_NAME)
+            })
+            .collect();
+        let mut installed_declared = IdMap::default();
+        let mut installed_rdeps = IdMap::default();
+        for &id in &self.installed {
+            let p = self.pkg(id);
+            for (index, (dep, _)) in p.conflicts.iter().enumerate() {
+                let name = dep.name(&pending);
+                if name != NO_NAME {
+                    push_unique(&mut installed_declared, name, (id, index as u32));
+                }
+            }
+            for g in 0..p.group_count() {
+                for dep in p.group(g) {
+                    let name = dep.name(&pending);
+                    if name != NO_NAME {
+                        push_unique(&mut installed_rdeps, name, (id, g as u32));
+                    }
+                }
+            }
+        }
+        Sorted {
+            rank,
+            ordered,
+            pending,
+            installed_declared,
+            installed_rdeps,
+            by_name,
+            providers,
+        }
+    }
+
+    fn next_id(&self, origin: &str, name: &str) -> Result<PkgId, ResolveError> {
+        u32::try_from(self.pkgs.len())
+            .ok()
+            .filter(|&id| id < u32::MAX)
+            .ok_or_else(|| too_many(origin, name))
+    }
+
+    fn dep(&mut self, rel: &Relation, bad: &dyn Fn() -> ResolveError) -> Result<Dep, ResolveError> {
+        let raw = match self.names.get(rel.name()) {
+            Some(id) => id,
+            None => PENDING | self.pending_names.push(rel.name()).ok_or_else(bad)?,
+        };
+        let (op, version) = match rel.constraint() {
+            None => (None, 0),
+            Some((op, version)) => (Some(op), self.version_id(version).ok_or_else(bad)?),
+        };
+        Ok(Dep { raw, op, version })
+    }
+
+    fn version_id(&mut self, version: &Version) -> Option<VerId> {
+        let before = self.versions.len();
+        let id = self.versions.intern(version.as_str())?;
+        if self.versions.len() > before {
+            self.version_values.push(version.clone());
+        }
+        Some(id)
+    }
+
+    /// Parses the fields resolution needs; arch priority, feed and flags are filled in by the
+    /// caller.
+    fn parse_pkg(
+        &mut self,
+        stanza: &Paragraph,
+        origin: &str,
+        name: &str,
+        installed: bool,
+    ) -> Result<Pkg, ResolveError> {
+        let bad = |field: &str, message: String| ResolveError::BadField {
+            origin: origin.to_string(),
+            package: name.to_string(),
+            field: field.to_string(),
+            message,
+        };
+        // New versions change the ranks, and a new package the candidate lists.
+        self.sorted = OnceLock::new();
+        let full = || too_many(origin, name);
+        let version = match stanza.get("Version") {
+            None | Some("") => return Err(bad("Version", "missing".into())),
+            Some(text) => Version::parse(text).map_err(|e| bad("Version", e.to_string()))?,
+        };
+        let ver = self.version_id(&version).ok_or_else(full)?;
+        let groups = |field: &str| {
+            parse_relations(stanza.get(field).unwrap_or("")).map_err(|e| bad(field, e.to_string()))
+        };
+        let single = |field: &str| -> Result<Vec<Relation>, ResolveError> {
+            let mut out = Vec::new();
+            for group in groups(field)? {
+                match group.relations() {
+                    [rel] => out.push(rel.clone()),
+                    _ => {
+                        return Err(bad(
+                            field,
+                            format!("alternatives (`|`) are not allowed here, found {group}"),
+                        ));
+                    }
+                }
+            }
+            Ok(out)
+        };
+        let mut alts = Vec::new();
+        let mut group_ends = Vec::new();
+        for (field, pre) in [("Pre-Depends", true), ("Depends", false)] {
+            for group in groups(field)? {
+                for rel in group.relations() {
+                    alts.push(self.dep(rel, &full)?);
+                }
+                let end = u32::try_from(alts.len()).map_err(|_| full())?;
+                group_ends.push((end, pre));
+            }
+        }
+        let mut provides = Vec::new();
+        for rel in single("Provides")? {
+            let version = match rel.constraint() {
+                None => None,
+                Some((Op::Eq, v)) => Some(self.version_id(v).ok_or_else(full)?),
+                Some(_) => {
+                    return Err(bad(
+                        "Provides",
+                        format!("only `=` versions are allowed in Provides, found {rel}"),
+                    ));
+                }
+            };
+            provides.push((self.names.intern(rel.name()).ok_or_else(full)?, version));
+        }
+        let mut conflicts = Vec::new();
+        for (field, breaks) in [("Conflicts", false), ("Breaks", true)] {
+            for rel in single(field)? {
+                conflicts.push((self.dep(&rel, &full)?, breaks));
+            }
+        }
+        let mut replaces = Vec::new();
+        for rel in single("Replaces")? {
+            replaces.push(self.dep(&rel, &full)?);
+        }
+        Ok(Pkg {
+            name: self.names.intern(name).ok_or_else(full)?,
+            ver,
+            arch_prio: 0,
+            feed: 0,
+            feed_order: 0,
+            stanza: stanza.clone(),
+            alts,
+            groups: group_ends,
+            provides,
+            conflicts,
+            replaces,
+            installed,
+            auto_installed: false,
+        })
+    }
+}
+
+/// Steps and relation checks one resolution took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Counts {
+    pub(super) steps: usize,
+    pub(super) checks: u64,
+}
+
+fn too_many(origin: &str, name: &str) -> ResolveError {
+    ResolveError::BadField {
+        origin: origin.to_string(),
+        package: name.to_string(),
+        field: "Package".into(),
+        message: "too many packages, names or versions for one resolution".into(),
+    }
+}
+
+fn push_unique<T: PartialEq>(map: &mut IdMap<NameId, Vec<T>>, key: NameId, item: T) {
+    let list = map.entry(key).or_default();
+    if list.last() != Some(&item) {
+        list.push(item);
+    }
+}
+
+/// dpkg's rule: a letter or digit, then letters, digits, `+`, `-`, `.` or `_`.
+pub(super) fn is_package_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-._".contains(c))
+}
+
+fn package_name(stanza: &Paragraph, origin: &str) -> Result<String, ResolveError> {
+    let name = stanza.get("Package").unwrap_or("");
+    let message = if name.is_empty() {
+        "missing (every stanza needs a package name)".to_string()
+    } else if !is_package_name(name) {
+        "not a valid package name (expected a letter or digit, then letters, digits, `+`, `-`, `.` or `_`)".to_string()
+    } else {
+        return Ok(name.to_string());
+    };
+    Err(ResolveError::BadField {
+        origin: origin.to_string(),
+        package: name.to_string(),
+        field: "Package".into(),
+        message,
+    })
+}
+
+/// The relations of one entry of a relation field as written in `stanza`: entry `index`
+/// (empty entries skipped, as [`parse_relations`] does) of `field`, its alternatives from
+/// `skip`, at most `take` of them, each in canonical form; and how many alternatives the
+/// entry has. None when the field does not have that entry (it always does for a stanza the
+/// universe accepted).
+pub(super) fn relation_texts(
+    stanza: &Paragraph,
+    field: &str,
+    index: usize,
+    skip: usize,
+    take: usize,
+) -> Option<(Vec<String>, usize)> {
+    let entry = stanza
+        .get(field)?
+        .split(',')
+        .filter(|e| !e.trim().is_empty())
+        .nth(index)?;
+    let shown = entry
+        .split('|')
+        .skip(skip)
+        .take(take)
+        .map(|r| Relation::parse(r).map(|r| r.to_string()).ok())
+        .collect::<Option<Vec<String>>>()?;
+    Some((shown, entry.split('|').count()))
+}
