@@ -192,6 +192,9 @@ pub struct Client {
     config: Config,
     fetcher: Fetcher,
     store: FeedStore,
+    /// The root, opened once: the configuration, the feed store and the download cache are
+    /// all reached through it (docs/threats.md §18).
+    root: std::sync::Arc<Root>,
     trust: Trust,
     /// Narrower trust for the feeds named in `option signed_by` (docs/threats.md §23).
     feed_trust: std::collections::BTreeMap<String, Trust>,
@@ -274,6 +277,7 @@ impl Client {
             config,
             fetcher,
             store,
+            root,
             trust,
             feed_trust,
         })
@@ -287,7 +291,7 @@ impl Client {
                 fs::create_dir_all(dir).map_err(io_at(dir))?;
                 Ok(dir.clone())
             }
-            None => Ok(Root::open(&self.opts.root)?.resolve_dir(CACHE_DIR, true)?),
+            None => Ok(self.root.resolve_dir(CACHE_DIR, true)?),
         }
     }
 
@@ -335,14 +339,12 @@ impl Client {
         let mut db = Db::open(&self.opts.root, &self.config.db_dir())?;
         db.set_fsync(self.opts.durable);
         // Packages never write the package manager's own state (docs/threats.md §19).
-        for dir in [
+        db.reserve(&[
             self.config.lists_rel().as_str(),
             STATE_ROOT,
             CACHE_DIR,
             OPKG_LOCK_DIR,
-        ] {
-            db.reserve(dir);
-        }
+        ]);
         if let Some(done) = install::recover(&mut db)? {
             progress.message(&done);
         }

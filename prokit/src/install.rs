@@ -325,20 +325,8 @@ fn install_in(
             if !owners.file_of(&r.path, &name) {
                 continue;
             }
-            match removal_of(db, tx, &r.path)? {
-                Removal::Absent => continue,
-                Removal::Keep(reason) => {
-                    left_in_place.push(LeftInPlace {
-                        path: r.path.clone(),
-                        reason,
-                    });
-                    continue;
-                }
-                Removal::Rmdir => {
-                    tx.rmdir_later(&r.path)?;
-                    continue;
-                }
-                Removal::Delete => {}
+            if !plan_removal(db, tx, &r.path, &mut left_in_place)? {
+                continue;
             }
             if let Some((_, h)) = old_conffiles.iter().find(|(p, _)| *p == r.path)
                 && unpack::conffile_modified_at(tx.dirs(), &r.path, h)?
@@ -510,20 +498,8 @@ fn remove_in(
         if !owners.file_of(&r.path, name) {
             continue;
         }
-        match removal_of(db, tx, &r.path)? {
-            Removal::Absent => continue,
-            Removal::Keep(reason) => {
-                left_in_place.push(LeftInPlace {
-                    path: r.path.clone(),
-                    reason,
-                });
-                continue;
-            }
-            Removal::Rmdir => {
-                tx.rmdir_later(&r.path)?;
-                continue;
-            }
-            Removal::Delete => {}
+        if !plan_removal(db, tx, &r.path, &mut left_in_place)? {
+            continue;
         }
         if let Some((_, h)) = conffiles.iter().find(|(p, _)| *p == r.path)
             && unpack::conffile_modified_at(tx.dirs(), &r.path, h)?
@@ -604,6 +580,32 @@ fn confined(db: &Db, path: &str) -> Result<(), String> {
 /// deleting through the link would delete a file that is not the package's, possibly outside
 /// the root, while refusing the whole removal would leave the package impossible to remove.
 /// (The transaction itself never goes through a symlink either way.)
+/// Plans what removing `path` takes, per [`removal_of`]: a path left in place is recorded in
+/// `left`, a directory is removed at the end if empty. True when the caller should go on and
+/// delete the file (after its conffile check).
+fn plan_removal(
+    db: &Db,
+    tx: &mut Transaction,
+    path: &str,
+    left: &mut Vec<LeftInPlace>,
+) -> Result<bool, InstallError> {
+    match removal_of(db, tx, path)? {
+        Removal::Absent => Ok(false),
+        Removal::Keep(reason) => {
+            left.push(LeftInPlace {
+                path: path.to_string(),
+                reason,
+            });
+            Ok(false)
+        }
+        Removal::Rmdir => {
+            tx.rmdir_later(path)?;
+            Ok(false)
+        }
+        Removal::Delete => Ok(true),
+    }
+}
+
 fn removal_of(db: &Db, tx: &Transaction, path: &str) -> Result<Removal, InstallError> {
     if let Err(reason) = confined(db, path) {
         return Ok(Removal::Keep(reason));

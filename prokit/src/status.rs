@@ -41,7 +41,6 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use feeds::control::{ControlLimits, Paragraph, ParagraphReader};
-use md5::Md5;
 use sha2::{Digest, Sha256};
 
 /// The database directory opkg-lede uses, relative to the root.
@@ -345,22 +344,25 @@ impl Db {
         self.fsync
     }
 
-    /// Adds the directory `rel` (inside the root: the lists directory, prokit's state, the
+    /// Adds the directories `dirs` (inside the root: the lists directory, prokit's state, the
     /// download cache, the lock directory) to what packages may never write, both as
     /// configured and as it resolves inside the root (docs/threats.md §19).
-    pub fn reserve(&mut self, rel: &str) {
-        let Ok(confined) = safe_fs::Root::confine(rel) else {
-            return;
-        };
-        if confined.is_empty() {
-            return;
-        }
-        self.reserved.push(format!("/{confined}"));
-        if let Ok(root) = safe_fs::Root::open(&self.root)
-            && let Ok(dir) = root.resolve_dir(&confined, false)
-            && let Some(r) = rel_of(&self.root, &dir)
-        {
-            self.reserved.push(format!("/{r}"));
+    pub fn reserve(&mut self, dirs: &[&str]) {
+        let root = safe_fs::Root::open(&self.root).ok();
+        for rel in dirs {
+            let Ok(confined) = safe_fs::Root::confine(rel) else {
+                continue;
+            };
+            if confined.is_empty() {
+                continue;
+            }
+            self.reserved.push(format!("/{confined}"));
+            if let Some(root) = &root
+                && let Ok(dir) = root.resolve_dir(&confined, false)
+                && let Some(r) = rel_of(&self.root, &dir)
+            {
+                self.reserved.push(format!("/{r}"));
+            }
         }
         self.reserved.sort();
         self.reserved.dedup();
@@ -530,33 +532,9 @@ pub fn conffiles_of(p: &Paragraph) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// Whether the file at `path` (inside `root`) differs from `recorded`, an MD5 (32 hex digits)
-/// or SHA-256 (64) as opkg records conffiles. A file that is not a regular file counts as
-/// modified; a missing one does not.
-pub fn conffile_modified(root: &Path, path: &str, recorded: &str) -> io::Result<bool> {
-    let full = join_root(root, path);
-    match fs::symlink_metadata(&full) {
-        Ok(m) if m.is_file() => {}
-        Ok(_) => return Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e),
-    }
-    let recorded = recorded.to_ascii_lowercase();
-    let current = if recorded.len() <= 33 {
-        md5_file(&full)?
-    } else {
-        sha256_file(&full)?
-    };
-    Ok(current != recorded)
-}
-
 /// The lower-case hex SHA-256 of a file (not following a final symlink).
 pub fn sha256_file(path: &Path) -> io::Result<String> {
     hash_file(path, Sha256::new())
-}
-
-fn md5_file(path: &Path) -> io::Result<String> {
-    hash_file(path, Md5::new())
 }
 
 fn hash_file<D: Digest>(path: &Path, mut d: D) -> io::Result<String> {
@@ -1302,21 +1280,6 @@ mod tests {
             db.files("nope"),
             Err(StatusError::NotInstalled(_))
         ));
-    }
-
-    #[test]
-    fn conffile_modification_is_detected_with_md5_and_sha256() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(dir.path().join("etc")).unwrap();
-        fs::write(dir.path().join("etc/x"), b"hello\n").unwrap();
-        let sha = "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03";
-        let md5 = "b1946ac92492d2347c6235b4d2611184";
-        assert!(!conffile_modified(dir.path(), "/etc/x", sha).unwrap());
-        assert!(!conffile_modified(dir.path(), "/etc/x", md5).unwrap());
-        fs::write(dir.path().join("etc/x"), b"changed\n").unwrap();
-        assert!(conffile_modified(dir.path(), "/etc/x", sha).unwrap());
-        assert!(conffile_modified(dir.path(), "/etc/x", md5).unwrap());
-        assert!(!conffile_modified(dir.path(), "/etc/missing", sha).unwrap());
     }
 
     #[test]

@@ -22,17 +22,14 @@
 //! root is read.
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
 use std::io::{self, Read};
 use std::path::Path;
 
 use feeds::package::{Package, PackageFileError, ReadOptions, read_package_file};
 use sha2::{Digest, Sha256};
 
-use crate::status::{
-    Db, FileKind, FileRecord, StatusError, conffile_modified, io_err, join_root, sha256_file,
-};
-use crate::unpack::normalize_name;
+use crate::status::{Db, FileKind, FileRecord, StatusError};
+use crate::unpack::{Parent, RootDirs, UnpackError, conffile_modified_at, normalize_name};
 
 /// What `verify` found. Each list holds (package, path) pairs, sorted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,28 +75,25 @@ enum Outcome {
     Unverifiable,
 }
 
-/// Whether every ancestor of `path` (absolute in the root) below the root is a real
-/// directory; answers are cached per directory.
-fn parents_are_dirs(root: &Path, path: &str, cache: &mut HashMap<String, bool>) -> bool {
-    let mut end = 0;
-    while let Some(i) = path[end + 1..].find('/') {
-        end += 1 + i;
-        let dir = &path[..end];
-        let ok = *cache.entry(dir.to_string()).or_insert_with(|| {
-            fs::symlink_metadata(join_root(root, dir)).is_ok_and(|m| m.is_dir())
-        });
-        if !ok {
-            return false;
-        }
+/// A failure of the descriptor walk, as the database error `verify` reports.
+fn walk_err(root: &Path) -> impl Fn(UnpackError) -> StatusError + '_ {
+    move |e| match e {
+        UnpackError::Io { path, source } => StatusError::Io { path, source },
+        other => StatusError::Io {
+            path: root.to_path_buf(),
+            source: io::Error::other(other.to_string()),
+        },
     }
-    true
 }
 
 /// Checks every installed package, or only those named in `only` (each must be installed).
 pub fn verify(db: &Db, only: Option<&[String]>) -> Result<VerifyReport, StatusError> {
     let names = selected(db, only)?;
     let mut report = VerifyReport::default();
-    let mut dirs_ok: HashMap<String, bool> = HashMap::new();
+    // Every path is reached through its directory's descriptor, walked from the root
+    // without following a symlink (the install journal's own walker).
+    let dirs = RootDirs::open(db.root()).map_err(walk_err(db.root()))?;
+    let err = walk_err(db.root());
     for name in &names {
         let conffiles: HashMap<String, String> = db
             .conffiles(name)
@@ -107,24 +101,17 @@ pub fn verify(db: &Db, only: Option<&[String]>) -> Result<VerifyReport, StatusEr
             .filter(|(_, h)| matches!(h.len(), 32 | 64) && h.bytes().all(|b| b.is_ascii_hexdigit()))
             .collect();
         for r in db.files(name)? {
-            let full = join_root(db.root(), &r.path);
-            let meta = if parents_are_dirs(db.root(), &r.path, &mut dirs_ok) {
-                match fs::symlink_metadata(&full) {
-                    Ok(m) => Some(m),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                    Err(e) => return Err(io_err(&full)(e)),
-                }
-            } else {
-                None
+            // A parent that is no longer a real directory: nothing there is followed.
+            let meta = match dirs.check_parent(&r.path).map_err(&err)? {
+                Parent::Real => dirs.lstat(&r.path).map_err(&err)?,
+                Parent::Missing | Parent::Blocked { .. } => None,
             };
             let entry = (name.clone(), r.path.clone());
             if let Some(recorded) = conffiles.get(&r.path) {
                 // The status file's hash is the reference, as for opkg.
                 let modified = match &meta {
                     None => true,
-                    Some(_) => {
-                        conffile_modified(db.root(), &r.path, recorded).map_err(io_err(&full))?
-                    }
+                    Some(_) => conffile_modified_at(&dirs, &r.path, recorded).map_err(&err)?,
                 };
                 if modified {
                     report.conffiles_changed.push(entry);
@@ -141,8 +128,8 @@ pub fn verify(db: &Db, only: Option<&[String]>) -> Result<VerifyReport, StatusEr
                     } else {
                         match &r.sha256 {
                             Some(want) => {
-                                let got = sha256_file(&full).map_err(io_err(&full))?;
-                                if &got == want {
+                                let got = dirs.digest::<Sha256>(&r.path).map_err(&err)?;
+                                if got.as_ref() == Some(want) {
                                     Outcome::Same
                                 } else {
                                     Outcome::Changed
@@ -153,11 +140,12 @@ pub fn verify(db: &Db, only: Option<&[String]>) -> Result<VerifyReport, StatusEr
                     }
                 }
                 (Some(m), FileKind::Symlink) => {
-                    if !m.file_type().is_symlink() {
+                    if !m.is_symlink() {
                         Outcome::Changed
                     } else {
-                        let got = fs::read_link(&full).map_err(io_err(&full))?;
-                        if Some(got.to_string_lossy().as_ref()) == r.link_target.as_deref() {
+                        let got = dirs.read_link(&r.path).map_err(&err)?.unwrap_or_default();
+                        if Some(String::from_utf8_lossy(&got).as_ref()) == r.link_target.as_deref()
+                        {
                             Outcome::Same
                         } else {
                             Outcome::Changed
@@ -172,7 +160,7 @@ pub fn verify(db: &Db, only: Option<&[String]>) -> Result<VerifyReport, StatusEr
                     Outcome::Changed
                 }
                 (Some(m), FileKind::Special) => {
-                    if m.is_file() || m.is_dir() || m.file_type().is_symlink() {
+                    if m.is_file() || m.is_dir() || m.is_symlink() {
                         Outcome::Changed
                     } else {
                         Outcome::Same
@@ -341,6 +329,7 @@ mod tests {
     use crate::install::{ScriptMode, install};
     use crate::unpack::test_support::*;
     use feeds::build::PackageBuilder;
+    use std::fs;
 
     fn setup() -> (tempfile::TempDir, std::path::PathBuf, Db) {
         let tmp = tempfile::tempdir().unwrap();

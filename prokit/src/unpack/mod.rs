@@ -330,6 +330,28 @@ pub(crate) fn conffile_modified_at(
     Ok(current.as_deref() != Some(recorded.as_str()))
 }
 
+#[cfg(test)]
+mod conffile_tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn conffile_modification_is_detected_with_md5_and_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("etc")).unwrap();
+        fs::write(dir.path().join("etc/x"), b"hello\n").unwrap();
+        let sha = "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03";
+        let md5 = "b1946ac92492d2347c6235b4d2611184";
+        let dirs = RootDirs::open(dir.path()).unwrap();
+        assert!(!conffile_modified_at(&dirs, "/etc/x", sha).unwrap());
+        assert!(!conffile_modified_at(&dirs, "/etc/x", md5).unwrap());
+        fs::write(dir.path().join("etc/x"), b"changed\n").unwrap();
+        assert!(conffile_modified_at(&dirs, "/etc/x", sha).unwrap());
+        assert!(conffile_modified_at(&dirs, "/etc/x", md5).unwrap());
+        assert!(!conffile_modified_at(&dirs, "/etc/missing", sha).unwrap());
+    }
+}
+
 /// Fixtures shared by the tests of `unpack`, `install` and `verify`.
 #[cfg(test)]
 pub(crate) mod test_support {
@@ -665,14 +687,12 @@ mod tests {
     fn threat_19_package_writing_the_lists_dir_is_refused() {
         let (tmp, root) = setup();
         let reserve = |db: &mut Db| {
-            for dir in [
+            db.reserve(&[
                 "/var/opkg-lists",
                 "var/lib/prokit",
                 "var/cache/prokit",
                 "var/lock",
-            ] {
-                db.reserve(dir);
-            }
+            ]);
         };
         let mut o = opts(ScriptMode::Skip);
         o.allow_special = true;
