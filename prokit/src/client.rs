@@ -446,6 +446,8 @@ impl Client {
         progress: &dyn Progress,
     ) -> Result<Vec<InstallReport>, ClientError> {
         let mut db = self.open_db(progress)?;
+        // One journal file for all the packages (unpack/journal.rs, `end_journal`).
+        db.set_reuse_journal(true);
         let universe = self.universe(&db, true, progress)?;
         let requests: Vec<Request> = packages
             .iter()

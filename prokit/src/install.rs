@@ -189,7 +189,7 @@ fn transact<T>(
     body: impl FnOnce(&mut Db, &mut Transaction) -> Result<T, InstallError>,
 ) -> Result<T, InstallError> {
     let mut tx = Transaction::begin(db, op)?;
-    match body(db, &mut tx) {
+    let result = match body(db, &mut tx) {
         Ok(v) => Ok(v),
         Err(e) => {
             if !unpack::killed() && !tx.is_done() {
@@ -197,7 +197,11 @@ fn transact<T>(
             }
             Err(e)
         }
+    };
+    if let Some(f) = tx.into_spare() {
+        db.keep_spare_journal(f);
     }
+    result
 }
 
 /// Installs the package file (already downloaded and hash-checked by the caller) into the
@@ -414,7 +418,7 @@ fn install_in(
         opts.installed_time,
         !offline && has_scripts,
     );
-    tx.stage_status(&status_text_with(db.package_map(), &name, Some(&stanza)))?;
+    tx.stage_status(status_text_with(db.package_map(), &name, Some(&stanza)))?;
 
     tx.commit()?;
 
@@ -519,7 +523,7 @@ fn remove_in(
     for suffix in info_suffixes(db, name)? {
         tx.del(&format!("{info_rel}/{name}.{suffix}"))?;
     }
-    tx.stage_status(&status_text_with(db.package_map(), name, None))?;
+    tx.stage_status(status_text_with(db.package_map(), name, None))?;
     tx.commit()?;
     if let Some(s) = &postrm {
         run_script(db, name, "postrm", s, &["remove"], false)?;
@@ -905,6 +909,38 @@ mod tests {
         let db = open(&root);
         assert_eq!(db.files("foo").unwrap(), files);
         assert!(!db.journal_path().exists());
+    }
+
+    #[test]
+    fn a_reused_journal_is_emptied_between_installs_and_deleted_with_the_database() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let v1 = write_pkg(tmp.path(), "foo_1.0_all.ipk", foo("1.0", "a=1\n", &[]));
+        let v2 = write_pkg(tmp.path(), "foo_1.1_all.ipk", foo("1.1", "a=1\n", &[]));
+        let mut db = open(&root);
+        db.set_reuse_journal(true);
+        let journal = db.journal_path();
+        install(&mut db, &v1, false, &opts(ScriptMode::Skip)).unwrap();
+        assert_eq!(fs::metadata(&journal).unwrap().len(), 0);
+        // Empty: nothing to recover.
+        assert_eq!(recover(&mut db).unwrap(), None);
+        install(&mut db, &v2, false, &opts(ScriptMode::Skip)).unwrap();
+        assert_eq!(fs::metadata(&journal).unwrap().len(), 0);
+        assert_eq!(fs::read(root.join("usr/bin/foo")).unwrap(), b"foo 1.1\n");
+        drop(db);
+        assert!(!journal.exists());
+        // An empty journal a killed run left is taken over, not reported as pending.
+        fs::write(&journal, "").unwrap();
+        let mut db = open(&root);
+        assert_eq!(recover(&mut db).unwrap(), None);
+        install(&mut db, &v1, false, &opts(ScriptMode::Skip)).unwrap();
+        assert!(!journal.exists());
+        // One that is not empty is pending work, not taken over.
+        fs::write(&journal, "prokit-journal\t1\nop\tinstall x\n").unwrap();
+        let Err(err) = Transaction::begin(&mut db, "install y") else {
+            panic!("a journal with records was taken over");
+        };
+        assert!(matches!(err, UnpackError::Pending { .. }), "{err}");
     }
 
     #[test]
@@ -1417,8 +1453,9 @@ mod tests {
                 break;
             }
             assert!(!ok, "a killed run reports failure");
+            // Killed before the journal's first record: nothing to recover, nothing done.
             assert!(
-                recovered.is_some(),
+                recovered.is_some() || got == old,
                 "step {n}: a journal was left to recover"
             );
             if check(n, &got) {

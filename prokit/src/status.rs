@@ -197,6 +197,10 @@ pub struct Db {
     /// Paths (absolute in the root) packages may not write at or below.
     reserved: Vec<String>,
     fsync: bool,
+    /// Transactions empty their journal for the next one instead of deleting it.
+    reuse_journal: bool,
+    /// The journal a finished transaction emptied, kept for the next one (unpack/journal.rs).
+    spare_journal: Option<File>,
     _locks: Vec<File>,
 }
 
@@ -207,6 +211,18 @@ impl std::fmt::Debug for Db {
             .field("db_dir", &self.db_dir)
             .field("packages", &self.packages.len())
             .finish()
+    }
+}
+
+impl Drop for Db {
+    /// Deletes the emptied journal kept between transactions (still under the locks); a
+    /// failure only leaves an empty journal, which the next run takes over.
+    fn drop(&mut self) {
+        if let Some(f) = self.spare_journal.take()
+            && f.metadata().is_ok_and(|m| m.len() == 0)
+        {
+            let _ = fs::remove_file(self.journal_path());
+        }
     }
 }
 
@@ -284,6 +300,8 @@ impl Db {
             owners: None,
             reserved,
             fsync: true,
+            reuse_journal: false,
+            spare_journal: None,
             _locks: locks,
         };
         db.reload()?;
@@ -501,6 +519,32 @@ impl Db {
     /// The interrupted-operation journal.
     pub(crate) fn journal_path(&self) -> PathBuf {
         self.dir.join("prokit-journal")
+    }
+
+    /// Lets the transactions of this process keep one journal file, emptied between them,
+    /// instead of creating and deleting one each (for installs of many packages); an empty
+    /// journal left by a killed run holds nothing to recover. Deleted when `self` is dropped.
+    pub fn set_reuse_journal(&mut self, on: bool) {
+        self.reuse_journal = on;
+    }
+
+    pub(crate) fn reuses_journal(&self) -> bool {
+        self.reuse_journal
+    }
+
+    /// Whether an emptied journal is kept open for the next transaction.
+    pub(crate) fn holds_spare_journal(&self) -> bool {
+        self.spare_journal.is_some()
+    }
+
+    /// The empty journal a finished transaction left, if any.
+    pub(crate) fn take_spare_journal(&mut self) -> Option<File> {
+        self.spare_journal.take()
+    }
+
+    /// Keeps the emptied journal of a finished transaction for the next one.
+    pub(crate) fn keep_spare_journal(&mut self, f: File) {
+        self.spare_journal = Some(f);
     }
 
     /// Where maintainer scripts are put to run.

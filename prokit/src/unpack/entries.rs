@@ -16,6 +16,9 @@ use super::journal::{RootDirs, Transaction, parent_of};
 use super::{Planned, UnpackError, UnpackOptions, Unpacked, conffile_modified_at, io_at};
 use crate::status::{Db, FileKind, conffiles_of};
 
+/// Files up to this size are read whole and created later, with the package's others.
+const SMALL_FILE: u64 = 1 << 20;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
     File,
@@ -321,6 +324,8 @@ impl<'a> Stager<'a> {
                     let t = &self.entries[i];
                     (t.tmp.clone().unwrap_or_default(), t.sha256.clone(), t.mode)
                 };
+                // The file linked to may still be waiting to be created.
+                self.tx.flush_writes()?;
                 self.dirs().hard_link(&src_tmp, &tmp)?;
                 self.plan(&path, &shown, Kind::File, tmode, sha, None, Some(tmp));
             }
@@ -462,21 +467,31 @@ impl<'a> Stager<'a> {
         mode: u32,
         mtime: u64,
     ) -> Result<String, UnpackError> {
+        let read_error = |e: &DataEntry<'_, '_>, err: io::Error| UnpackError::Entry {
+            package: self.label.clone(),
+            entry: String::from_utf8_lossy(&e.path_bytes()).into_owned(),
+            reason: format!("reading the archive: {err}"),
+        };
+        let mut h = Sha256::new();
+        // A small file is read whole and created with the package's others, in parallel
+        // (`Transaction::write_later`); a big one is streamed to disk here.
+        if e.size() <= SMALL_FILE {
+            let mut data = Vec::with_capacity(e.size() as usize);
+            e.take(SMALL_FILE + 1)
+                .read_to_end(&mut data)
+                .map_err(|err| read_error(e, err))?;
+            h.update(&data);
+            self.tx.write_later(tmp, data, mode, Some(mtime))?;
+            return Ok(hex::encode(h.finalize()));
+        }
         let tfull = self.dirs().full(tmp);
         let mut f = self.dirs().create(tmp)?;
-        let mut h = Sha256::new();
         loop {
             let n = match e.read(&mut self.buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => {
-                    return Err(UnpackError::Entry {
-                        package: self.label.clone(),
-                        entry: String::from_utf8_lossy(&e.path_bytes()).into_owned(),
-                        reason: format!("reading the archive: {err}"),
-                    });
-                }
+                Err(err) => return Err(read_error(e, err)),
             };
             h.update(&self.buf[..n]);
             f.write_all(&self.buf[..n]).map_err(io_at(&tfull))?;

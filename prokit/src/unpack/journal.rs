@@ -16,13 +16,15 @@
 use std::cell::RefCell;
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::{Duration, SystemTime};
 
+use rayon::prelude::*;
 use sha2::Digest;
 
 use super::{UnpackError, fail_point, io_at};
@@ -129,6 +131,46 @@ fn fchmod(fd: RawFd, mode: u32) -> io::Result<()> {
     cvt(|| unsafe { libc::fchmod(fd, mode as libc::mode_t) })?;
     Ok(())
 }
+
+/// A temporary file of a transaction, journaled and with its directory open, whose creation
+/// waits for [`Transaction::flush_writes`]: creating files is most of the time an install
+/// takes (the file system's inode allocation), and the files of a package are created
+/// together on every core instead of one after another (docs/crash-safety.md §5: the journal
+/// names each one before it can exist, so recovery treats a pending one like any other).
+struct PendingWrite {
+    dir: OwnedFd,
+    name: CString,
+    full: PathBuf,
+    data: Vec<u8>,
+    mode: u32,
+    mtime: Option<u64>,
+    sync: bool,
+}
+
+impl PendingWrite {
+    /// Creates the file (`O_CREAT|O_EXCL|O_NOFOLLOW`), writes it, gives it exactly its mode
+    /// (and mtime), fsyncs it when asked.
+    fn write(&self) -> Result<(), UnpackError> {
+        let flags =
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let fd =
+            open_at(self.dir.as_raw_fd(), &self.name, flags, 0o600).map_err(io_at(&self.full))?;
+        let mut f = File::from(fd);
+        f.write_all(&self.data).map_err(io_at(&self.full))?;
+        fchmod(f.as_raw_fd(), self.mode).map_err(io_at(&self.full))?;
+        if let Some(t) = self.mtime {
+            let _ = f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(t));
+        }
+        if self.sync {
+            f.sync_all().map_err(io_at(&self.full))?;
+        }
+        Ok(())
+    }
+}
+
+/// Pending writes held back at most (files, bytes) before they are flushed anyway.
+const MAX_PENDING_FILES: usize = 256;
+const MAX_PENDING_BYTES: usize = 8 << 20;
 
 /// `path` (absolute in the root: `/usr/bin/x`) split into its directory (`/usr/bin`, `` for
 /// the root) and its name; `None` when it is not a normalized absolute path.
@@ -436,22 +478,28 @@ impl RootDirs {
         Ok(File::from(fd))
     }
 
-    /// Writes a new file `path` holding `data`, with exactly `mode` (fsynced with `sync`).
-    pub(crate) fn write_new(
+    /// The file `path` as a [`PendingWrite`], its directory reached now (so a symlink on the
+    /// way fails here, in order) and the file created later, on any thread.
+    fn pending_write(
         &self,
         path: &str,
-        data: &[u8],
+        data: Vec<u8>,
         mode: u32,
+        mtime: Option<u64>,
         sync: bool,
-    ) -> Result<(), UnpackError> {
+    ) -> Result<PendingWrite, UnpackError> {
         let full = self.full(path);
-        let mut f = self.create(path)?;
-        f.write_all(data).map_err(io_at(&full))?;
-        fchmod(f.as_raw_fd(), mode).map_err(io_at(&full))?;
-        if sync {
-            f.sync_all().map_err(io_at(&full))?;
-        }
-        Ok(())
+        let (dir, name) = self.parent_required(path)?;
+        let dir = dir.try_clone().map_err(io_at(&full))?;
+        Ok(PendingWrite {
+            dir,
+            name,
+            full,
+            data,
+            mode,
+            mtime,
+            sync,
+        })
     }
 
     /// Opens the regular file `path` to read, not through a symlink; `None` when it does not
@@ -645,7 +693,6 @@ pub(crate) fn valid_journal_path(p: &str) -> bool {
 pub struct Transaction {
     dirs: RootDirs,
     path: PathBuf,
-    db_dir: PathBuf,
     /// The status file, absolute in the root (as the database resolved it).
     status_final: String,
     file: File,
@@ -659,12 +706,20 @@ pub struct Transaction {
     fresh: Vec<bool>,
     /// Per `put`: commit backed an existing final path up.
     backed: Vec<bool>,
+    /// Temporary files journaled but not yet created (see [`PendingWrite`]).
+    pending: Vec<PendingWrite>,
+    pending_bytes: usize,
+    /// The journal was emptied: the transaction ended.
+    emptied: bool,
+    /// Empty the journal at the end rather than delete it.
+    reuse: bool,
 }
 
 impl Transaction {
-    /// Starts an operation described by `op`: creates the journal (failing with
-    /// [`UnpackError::Pending`] when one exists).
-    pub(crate) fn begin(db: &Db, op: &str) -> Result<Transaction, UnpackError> {
+    /// Starts an operation described by `op`: creates the journal, or takes the empty one a
+    /// finished transaction of this process left (failing with [`UnpackError::Pending`]
+    /// when one that is not empty exists).
+    pub(crate) fn begin(db: &mut Db, op: &str) -> Result<Transaction, UnpackError> {
         let dirs = RootDirs::open(db.root())?;
         let status_final =
             rel_path(db.root(), db.status_path()).ok_or_else(|| UnpackError::Io {
@@ -672,18 +727,9 @@ impl Transaction {
                 source: io::Error::other("the status file is not inside the root"),
             })?;
         let path = db.journal_path();
-        let file = match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(UnpackError::Pending { path });
-            }
-            Err(e) => return Err(io_at(&path)(e)),
+        let file = match db.take_spare_journal() {
+            Some(f) => f,
+            None => open_new_journal(&path)?,
         };
         let op: String = op
             .chars()
@@ -692,7 +738,6 @@ impl Transaction {
         let mut tx = Transaction {
             dirs,
             path,
-            db_dir: db.dir().to_path_buf(),
             status_final,
             file,
             journal: Journal {
@@ -704,6 +749,10 @@ impl Transaction {
             plan: String::new(),
             fresh: Vec::new(),
             backed: Vec::new(),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            emptied: false,
+            reuse: db.reuses_journal(),
         };
         tx.append(JOURNAL_MAGIC)?;
         tx.append(&format!("op\t{op}"))?;
@@ -811,16 +860,58 @@ impl Transaction {
         mode: u32,
     ) -> Result<(), UnpackError> {
         let tmp = self.new_temp(parent_of(final_path))?;
-        self.dirs.write_new(&tmp, data, mode, false)?;
+        self.write_later(&tmp, data.to_vec(), mode, None)?;
         self.put(&tmp, final_path, false)
+    }
+
+    /// Creates the temporary file `tmp` (already journaled by [`Transaction::new_temp`])
+    /// holding `data` with exactly `mode` (and `mtime`) by the next
+    /// [`Transaction::flush_writes`] at the latest; [`Transaction::commit`] flushes first.
+    pub(crate) fn write_later(
+        &mut self,
+        tmp: &str,
+        data: Vec<u8>,
+        mode: u32,
+        mtime: Option<u64>,
+    ) -> Result<(), UnpackError> {
+        let w = self.dirs.pending_write(tmp, data, mode, mtime, false)?;
+        self.queue(w)
+    }
+
+    fn queue(&mut self, w: PendingWrite) -> Result<(), UnpackError> {
+        self.pending_bytes += w.data.len();
+        self.pending.push(w);
+        if self.pending.len() >= MAX_PENDING_FILES || self.pending_bytes >= MAX_PENDING_BYTES {
+            self.flush_writes()?;
+        }
+        Ok(())
+    }
+
+    /// Creates every file [`Transaction::write_later`] queued, in parallel; the first error
+    /// (by queue order) is returned once all are done.
+    pub(crate) fn flush_writes(&mut self) -> Result<(), UnpackError> {
+        let jobs = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        match jobs.len() {
+            0 => Ok(()),
+            1 => jobs[0].write(),
+            _ => {
+                let results: Vec<Result<(), UnpackError>> =
+                    jobs.par_iter().map(PendingWrite::write).collect();
+                results.into_iter().collect()
+            }
+        }
     }
 
     /// Writes the new status file to a temporary file beside it (fsynced), renamed at the
     /// end.
-    pub(crate) fn stage_status(&mut self, data: &[u8]) -> Result<(), UnpackError> {
+    pub(crate) fn stage_status(&mut self, data: Vec<u8>) -> Result<(), UnpackError> {
         let dir = parent_of(&self.status_final).to_string();
         let tmp = self.new_temp(&dir)?;
-        self.dirs.write_new(&tmp, data, 0o644, self.sync)?;
+        let w = self
+            .dirs
+            .pending_write(&tmp, data, 0o644, None, self.sync)?;
+        self.queue(w)?;
         self.plan_line(&format!("status\t{tmp}"));
         self.journal.status = Some(tmp);
         Ok(())
@@ -832,6 +923,7 @@ impl Transaction {
     /// stays until the end and tells recovery that the path is new); every `del` path is
     /// renamed to its backup.
     pub(crate) fn commit(&mut self) -> Result<(), UnpackError> {
+        self.flush_writes()?;
         let mut plan = std::mem::take(&mut self.plan);
         plan.push_str("commit");
         self.append(&plan)?;
@@ -885,13 +977,73 @@ impl Transaction {
             &self.status_final,
             self.sync,
         )?;
-        remove_journal(&self.path, &self.db_dir, self.sync)
+        self.end_journal()
     }
 
     /// Undoes whatever was done (see the module documentation); the root is as before.
     pub(crate) fn rollback(&mut self) -> Result<(), UnpackError> {
+        self.pending.clear();
         undo(&self.dirs, &self.journal)?;
-        remove_journal(&self.path, &self.db_dir, self.sync)
+        self.end_journal()
+    }
+
+    /// Ends the journal: deletes it, or — when the database keeps it between transactions
+    /// ([`Db::set_reuse_journal`]) — empties it (an empty journal holds nothing to recover),
+    /// so that the next transaction of this process writes the same file: installing many
+    /// packages does not create and delete a file per package (on ext4 without a journal,
+    /// each inode freed in the last minute slows every later file creation in its group).
+    /// [`Transaction::into_spare`] hands it back; `Db` deletes it when dropped.
+    fn end_journal(&mut self) -> Result<(), UnpackError> {
+        if !self.reuse {
+            return remove_journal(&self.path, self.sync);
+        }
+        fail_point().map_err(io_at(&self.path))?;
+        self.file.set_len(0).map_err(io_at(&self.path))?;
+        self.file
+            .seek(io::SeekFrom::Start(0))
+            .map_err(io_at(&self.path))?;
+        if self.sync {
+            // Durably empty before a next transaction writes over it from the start.
+            self.file.sync_all().map_err(io_at(&self.path))?;
+        }
+        self.emptied = true;
+        Ok(())
+    }
+
+    /// The journal file, when the transaction ended (finished or rolled back) and left it
+    /// empty, for the next transaction of this process ([`Db::keep_spare_journal`]).
+    pub(crate) fn into_spare(self) -> Option<File> {
+        self.emptied.then_some(self.file)
+    }
+}
+
+/// Creates the journal at `path`; an empty one left there (a run killed after it emptied
+/// its journal) is taken over, any other is [`UnpackError::Pending`].
+fn open_new_journal(path: &Path) -> Result<File, UnpackError> {
+    let open = |create: bool| {
+        let mut o = OpenOptions::new();
+        o.write(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+        if create {
+            o.create_new(true);
+        }
+        o.open(path)
+    };
+    match open(true) {
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let f = open(false).map_err(io_at(path))?;
+            let m = f.metadata().map_err(io_at(path))?;
+            if m.is_file() && m.len() == 0 {
+                Ok(f)
+            } else {
+                Err(UnpackError::Pending {
+                    path: path.to_path_buf(),
+                })
+            }
+        }
+        Err(e) => Err(io_at(path)(e)),
     }
 }
 
@@ -1005,14 +1157,14 @@ fn finalize(
     Ok(())
 }
 
-fn remove_journal(path: &Path, db_dir: &Path, sync: bool) -> Result<(), UnpackError> {
+fn remove_journal(path: &Path, sync: bool) -> Result<(), UnpackError> {
     fail_point().map_err(io_at(path))?;
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_at(path)(e)),
     }
-    if sync {
+    if sync && let Some(db_dir) = path.parent() {
         crate::status::fsync_dir(db_dir).map_err(io_at(db_dir))?;
     }
     Ok(())
@@ -1020,12 +1172,29 @@ fn remove_journal(path: &Path, db_dir: &Path, sync: bool) -> Result<(), UnpackEr
 
 /// Reads a journal; only complete lines count (a killed run may leave half a line).
 pub(crate) fn read_journal(path: &Path) -> Result<Option<Journal>, UnpackError> {
-    let file = match File::open(path) {
+    // Never through a symlink: the root is hostile input (docs/threats.md §18).
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_at(path)(e)),
     };
-    let len = file.metadata().map_err(io_at(path))?.len();
+    let meta = file.metadata().map_err(io_at(path))?;
+    let len = meta.len();
+    if len == 0 && meta.is_file() {
+        // Emptied by a transaction that ended: nothing pending.
+        return Ok(None);
+    }
+    if !meta.is_file() {
+        return Err(UnpackError::Journal {
+            path: path.to_path_buf(),
+            line: 0,
+            reason: "not a regular file".into(),
+        });
+    }
     if len > MAX_JOURNAL {
         return Err(UnpackError::Journal {
             path: path.to_path_buf(),
@@ -1099,6 +1268,12 @@ pub(crate) fn read_journal(path: &Path) -> Result<Option<Journal>, UnpackError> 
 pub(crate) fn recover_journal(db: &Db) -> Result<Option<String>, UnpackError> {
     let path = db.journal_path();
     let Some(j) = read_journal(&path)? else {
+        // An empty journal holds nothing; one this process does not keep for its next
+        // transaction was left by a run killed before its first record or after it
+        // emptied it: deleted, so the root is exactly as before.
+        if !db.holds_spare_journal() {
+            remove_journal(&path, db.fsync_enabled())?;
+        }
         return Ok(None);
     };
     let dirs = RootDirs::open(db.root())?;
@@ -1139,7 +1314,7 @@ pub(crate) fn recover_journal(db: &Db) -> Result<Option<String>, UnpackError> {
         format!("undid the interrupted {what}")
     };
     let _ = std::fs::remove_dir_all(db.scripts_dir());
-    remove_journal(&path, db.dir(), db.fsync_enabled())?;
+    remove_journal(&path, db.fsync_enabled())?;
     Ok(Some(msg))
 }
 
@@ -1214,7 +1389,8 @@ mod tests {
             dirs.mkdir("/usr/lib/new", 0o755),
             dirs.create("/usr/lib/new-file").map(|_| ()),
             dirs.symlink("/etc/shadow", "/usr/lib/link"),
-            dirs.write_new("/usr/lib/sentinel2", b"x", 0o644, false),
+            dirs.pending_write("/usr/lib/sentinel2", b"x".to_vec(), 0o644, None, false)
+                .map(|_| ()),
             dirs.lstat("/usr/lib/sentinel").map(|_| ()),
             dirs.chmod_dir("/usr/lib/sub", 0o777).map(|_| ()),
         ];
@@ -1257,9 +1433,9 @@ mod tests {
         let mut db = crate::status::Db::open(&root, crate::status::DEFAULT_DB_DIR).unwrap();
         db.set_fsync(false);
         {
-            let mut tx = Transaction::begin(&db, "install evil").unwrap();
+            let mut tx = Transaction::begin(&mut db, "install evil").unwrap();
             let t = tx.new_temp("/usr/lib").unwrap();
-            tx.dirs().write_new(&t, b"new", 0o644, false).unwrap();
+            tx.write_later(&t, b"new".to_vec(), 0o644, None).unwrap();
             tx.put(&t, "/usr/lib/sentinel", false).unwrap();
             tx.commit().unwrap();
             // Killed here: the journal stays.
