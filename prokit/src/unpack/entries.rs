@@ -16,8 +16,9 @@ use super::journal::{RootDirs, Transaction, parent_of};
 use super::{Planned, UnpackError, UnpackOptions, Unpacked, conffile_modified_at, io_at};
 use crate::status::{Db, FileKind, conffiles_of};
 
-/// Files up to this size are read whole and created later, with the package's others.
-const SMALL_FILE: u64 = 1 << 20;
+/// Files up to this size are read whole and created later, with the package's others (a
+/// bigger limit costs peak memory: bench/bootstrap measures both).
+const SMALL_FILE: u64 = 64 << 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
