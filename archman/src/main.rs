@@ -130,12 +130,17 @@ enum KeyringCmd {
         #[arg(long, value_name = "DURATION", value_parser = index::parse_duration, default_value = "365d")]
         expires: i64,
     },
-    /// Add an active root or feed key.
+    /// Add an active root, feed or developer key.
     AddKey {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
         #[arg(long, value_enum)]
         role: RoleArg,
+        /// For a developer key: the package names it may sign, as globs (`*` any run of
+        /// characters, `?` one), comma-separated: 'luci-app-*,pbr'. Without it the key may
+        /// sign any package.
+        #[arg(long, value_name = "GLOBS")]
+        packages: Option<String>,
         #[arg(value_name = "PUB")]
         public: PathBuf,
     },
@@ -191,8 +196,12 @@ enum KeyringCmd {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum RoleArg {
+    /// Signs keyring serials (kept offline).
     Root,
+    /// Signs the feed's index (Packages, Release).
     Feed,
+    /// Signs package files (archman sign-package), within its --packages scope.
+    Developer,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -739,7 +748,8 @@ fn cmd_fingerprint(of: FingerprintArgs) -> Result<ExitCode> {
 }
 
 fn cmd_keyring(cmd: KeyringCmd) -> Result<ExitCode> {
-    use keyring_pkg::{manifest::Role, workdir};
+    use keyring_pkg::manifest::{KeyEntry, Role, Scope};
+    use keyring_pkg::workdir;
     let now = feeds::release::unix_now();
     match cmd {
         KeyringCmd::Init {
@@ -767,13 +777,29 @@ fn cmd_keyring(cmd: KeyringCmd) -> Result<ExitCode> {
                 feeds.len()
             );
         }
-        KeyringCmd::AddKey { dir, role, public } => {
+        KeyringCmd::AddKey {
+            dir,
+            role,
+            packages,
+            public,
+        } => {
             let key = PublicKey::read_path(&public)?;
             let role = match role {
                 RoleArg::Root => Role::Root,
                 RoleArg::Feed => Role::Feed,
+                RoleArg::Developer => Role::Developer,
             };
-            describe_change(&workdir::add_key(&dir, role, &key, now)?)?;
+            let mut entry = KeyEntry::new(&key, role);
+            if let Some(globs) = packages {
+                if role != Role::Developer {
+                    anyhow::bail!("--packages: only a developer key has a package scope");
+                }
+                entry.scope = Some(
+                    Scope::parse(&globs)
+                        .map_err(|e| anyhow::anyhow!("--packages {globs:?}: {e}"))?,
+                );
+            }
+            describe_change(&workdir::add_key_entry(&dir, entry, now)?)?;
         }
         KeyringCmd::Retire { dir, fingerprint } => {
             describe_change(&workdir::retire(&dir, parse_fp(&fingerprint)?, now)?)?

@@ -50,14 +50,19 @@ pub const MAX_NAME_LEN: usize = 64;
 pub const MAX_COMMENT_LEN: usize = 200;
 
 const HEADER_FIELDS: [&str; 5] = ["Keyring", "Serial", "Date", "Expires", "Root-Threshold"];
-const KEY_FIELDS: [&str; 6] = [
+const KEY_FIELDS: [&str; 7] = [
     "Fingerprint",
     "Public-Key",
     "Role",
     "Status",
+    "Packages",
     "Not-After",
     "Comment",
 ];
+/// The most globs a developer key's `Packages` scope may list.
+pub const MAX_SCOPE_GLOBS: usize = 64;
+/// The longest glob of a scope, in bytes.
+pub const MAX_GLOB_LEN: usize = 100;
 const DATE_EXPECTED: &str = "an RFC 2822 UTC date like \"Sun, 22 Nov 2026 02:40:00 UTC\"";
 
 /// What a key may do.
@@ -67,6 +72,9 @@ pub enum Role {
     Root,
     /// Signs `Release` and `Packages` (kept on the build host).
     Feed,
+    /// Signs package files, of the names in its scope (kept by a developer;
+    /// docs/trust-model.md, developer signatures).
+    Developer,
 }
 
 impl Role {
@@ -75,6 +83,7 @@ impl Role {
         match self {
             Role::Root => "root",
             Role::Feed => "feed",
+            Role::Developer => "developer",
         }
     }
 }
@@ -92,7 +101,10 @@ impl FromStr for Role {
         match s {
             "root" => Ok(Role::Root),
             "feed" => Ok(Role::Feed),
-            _ => Err(format!("unknown role {s:?} (expected root or feed)")),
+            "developer" => Ok(Role::Developer),
+            _ => Err(format!(
+                "unknown role {s:?} (expected root, feed or developer)"
+            )),
         }
     }
 }
@@ -138,6 +150,81 @@ impl FromStr for Status {
             )),
         }
     }
+}
+
+/// The package names a developer key may sign: `Packages: luci-app-*, pbr` — globs where
+/// `*` is any run of characters and `?` any one, over package-name characters
+/// (`a-z 0-9 + - .`). A key without a scope may sign any name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Scope {
+    globs: Vec<String>,
+}
+
+impl Scope {
+    /// Parses `glob[, glob...]` (blanks around commas allowed; canonical form `a, b`).
+    pub fn parse(text: &str) -> Result<Scope, String> {
+        let globs: Vec<String> = text.split(',').map(|g| g.trim().to_string()).collect();
+        if globs.len() > MAX_SCOPE_GLOBS {
+            return Err(format!("more than {MAX_SCOPE_GLOBS} globs"));
+        }
+        for g in &globs {
+            if g.is_empty() {
+                return Err("an empty glob (two commas, or a comma at an end)".into());
+            }
+            if g.len() > MAX_GLOB_LEN {
+                return Err(format!("glob {g:?} is longer than {MAX_GLOB_LEN} bytes"));
+            }
+            if let Some(c) = g
+                .chars()
+                .find(|&c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.*?".contains(c)))
+            {
+                return Err(format!(
+                    "glob {g:?} holds {c:?}: only a-z, 0-9, `+`, `-`, `.` and the wildcards `*` and `?` are allowed"
+                ));
+            }
+        }
+        Ok(Scope { globs })
+    }
+
+    /// The globs, in order.
+    pub fn globs(&self) -> &[String] {
+        &self.globs
+    }
+
+    /// True when some glob matches the whole of `name`.
+    pub fn covers(&self, name: &str) -> bool {
+        self.globs
+            .iter()
+            .any(|g| glob_matches(g.as_bytes(), name.as_bytes()))
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.globs.join(", "))
+    }
+}
+
+/// `*` and `?` glob matching, linear in the lengths (the classic backtrack to the last `*`).
+fn glob_matches(glob: &[u8], name: &[u8]) -> bool {
+    let (mut g, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        if g < glob.len() && (glob[g] == b'?' || glob[g] == name[n]) {
+            g += 1;
+            n += 1;
+        } else if g < glob.len() && glob[g] == b'*' {
+            star = Some((g, n));
+            g += 1;
+        } else if let Some((sg, sn)) = star {
+            g = sg + 1;
+            n = sn + 1;
+            star = Some((sg, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    glob[g..].iter().all(|&c| c == b'*')
 }
 
 /// Which stanza an error is about.
@@ -236,6 +323,13 @@ pub enum ManifestError {
         fingerprint: Fingerprint,
         reason: String,
     },
+    #[error(
+        "keyring: key {fingerprint}: a Packages scope is only for developer keys, this one is a {role} key"
+    )]
+    ScopeNotDeveloper {
+        fingerprint: Fingerprint,
+        role: Role,
+    },
     #[error("keyring: entry stored under {listed} is key {actual}")]
     MisfiledKey {
         listed: Fingerprint,
@@ -258,6 +352,8 @@ pub struct KeyEntry {
     pub public_key: PublicKey,
     pub role: Role,
     pub status: Status,
+    /// For a developer key: the package names it may sign (`None`: any).
+    pub scope: Option<Scope>,
     /// The key is not trusted after this time (seconds since the epoch).
     pub not_after: Option<i64>,
     /// Free text for people; never used for a decision. One line, no leading or trailing
@@ -273,9 +369,16 @@ impl KeyEntry {
             public_key: canonical_public_key(public_key),
             role,
             status: Status::Active,
+            scope: None,
             not_after: None,
             comment: None,
         }
+    }
+
+    /// True for a developer key usable at `now` whose scope covers the package `name`.
+    pub fn may_sign_package(&self, name: &str, now: i64) -> bool {
+        self.is_usable_as(Role::Developer, now)
+            && self.scope.as_ref().is_none_or(|s| s.covers(name))
     }
 
     /// The key's fingerprint.
@@ -527,6 +630,12 @@ impl Keyring {
                     reason,
                 });
             }
+            if entry.scope.is_some() && entry.role != Role::Developer {
+                return Err(ManifestError::ScopeNotDeveloper {
+                    fingerprint: listed,
+                    role: entry.role,
+                });
+            }
         }
         if self.root_threshold == 0 {
             return Err(ManifestError::ThresholdZero {
@@ -577,6 +686,9 @@ impl Keyring {
             line("Public-Key", &BASE64.encode(key_blob(&key.public_key)));
             line("Role", key.role.as_str());
             line("Status", key.status.as_str());
+            if let Some(scope) = &key.scope {
+                line("Packages", &scope.to_string());
+            }
             if let Some(t) = key.not_after {
                 line("Not-After", &format_date(t));
             }
@@ -773,11 +885,24 @@ fn parse_key(para: &Paragraph, number: usize) -> Result<KeyEntry, ManifestError>
     let role_text = required(para, &stanza, "Role")?;
     let role = role_text
         .parse::<Role>()
-        .map_err(|_| bad(&stanza, "Role", role_text, "root or feed"))?;
+        .map_err(|_| bad(&stanza, "Role", role_text, "root, feed or developer"))?;
     let status_text = required(para, &stanza, "Status")?;
     let status = status_text
         .parse::<Status>()
         .map_err(|_| bad(&stanza, "Status", status_text, "active, retired or revoked"))?;
+    let scope = para
+        .get("Packages")
+        .map(|t| {
+            Scope::parse(t).map_err(|reason| {
+                bad(
+                    &stanza,
+                    "Packages",
+                    t,
+                    &format!("a list of package-name globs like \"luci-app-*, pbr\" ({reason})"),
+                )
+            })
+        })
+        .transpose()?;
     let not_after = para
         .get("Not-After")
         .map(|t| date(&stanza, "Not-After", t))
@@ -795,6 +920,7 @@ fn parse_key(para: &Paragraph, number: usize) -> Result<KeyEntry, ManifestError>
         public_key,
         role,
         status,
+        scope,
         not_after,
         comment,
     })
@@ -915,13 +1041,115 @@ mod tests {
         let t = text().replace("Role: root", "Role: admin");
         assert_eq!(
             parse_err(&t),
-            "keyring: key 9f01000000000001: field Role: \"admin\" is not root or feed"
+            "keyring: key 9f01000000000001: field Role: \"admin\" is not root, feed or developer"
         );
         let t = text().replace("Status: revoked", "Status: compromised");
         assert_eq!(
             parse_err(&t),
             "keyring: key 6b2d000000000003: field Status: \"compromised\" is not active, retired or revoked"
         );
+    }
+
+    fn with_developer(scope: Option<&str>) -> Keyring {
+        let mut k = sample();
+        let mut dev = KeyEntry::new(&key(4, 0xd000_0000_0000_0004), Role::Developer);
+        dev.scope = scope.map(|s| Scope::parse(s).unwrap());
+        k.add_key(dev).unwrap();
+        k
+    }
+
+    #[test]
+    fn developer_key_with_a_scope_round_trips_byte_for_byte() {
+        let k = with_developer(Some("luci-app-*,  pbr"));
+        let bytes = k.to_bytes().unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            text.contains("Fingerprint: d000000000000004\nPublic-Key: ")
+                && text.contains("Role: developer\nStatus: active\nPackages: luci-app-*, pbr\n"),
+            "{text}"
+        );
+        let back = Keyring::parse(&bytes).unwrap();
+        assert_eq!(back, k);
+        let dev = back
+            .key(Fingerprint::new(0xd000_0000_0000_0004u64.to_be_bytes()))
+            .unwrap();
+        assert!(dev.may_sign_package("luci-app-pbr", DATE));
+        assert!(dev.may_sign_package("pbr", DATE));
+        assert!(!dev.may_sign_package("pbr-extra", DATE));
+        assert!(!dev.may_sign_package("luci-app", DATE));
+        // A developer key signs packages only: never usable as a feed or root key.
+        assert!(!dev.is_usable_as(Role::Feed, DATE));
+        // No scope: any name.
+        let any = with_developer(None);
+        let dev = any
+            .key(Fingerprint::new(0xd000_0000_0000_0004u64.to_be_bytes()))
+            .unwrap();
+        assert!(dev.may_sign_package("anything", DATE));
+        // A non-canonical separator is refused like any other non-canonical form.
+        let t = text.replace("Packages: luci-app-*, pbr", "Packages: luci-app-*,pbr");
+        assert!(
+            parse_err(&t).contains("not in canonical form"),
+            "{}",
+            parse_err(&t)
+        );
+    }
+
+    #[test]
+    fn bad_scopes_are_refused_naming_the_key_and_why() {
+        let text = String::from_utf8(with_developer(Some("pbr")).to_bytes().unwrap()).unwrap();
+        for (scope, why) in [
+            ("luci-app-[a-z]", "holds '['"),
+            ("pbr,, x", "an empty glob"),
+            ("Pbr", "holds 'P'"),
+        ] {
+            let t = text.replace("Packages: pbr", &format!("Packages: {scope}"));
+            let err = parse_err(&t);
+            assert!(
+                err.starts_with("keyring: key d000000000000004: field Packages: ")
+                    && err.contains(why),
+                "{scope}: {err}"
+            );
+        }
+        // A scope on a feed key.
+        let t = text.replace(
+            "Role: feed\nStatus: active\n",
+            "Role: feed\nStatus: active\nPackages: x\n",
+        );
+        assert_eq!(
+            parse_err(&t),
+            "keyring: key 0b26f36ae0f4106d: a Packages scope is only for developer keys, this one is a feed key"
+        );
+    }
+
+    #[test]
+    fn globs_match_whole_names() {
+        let s = Scope::parse("luci-*-de, a?c, *-dev, x*y*z, exact").unwrap();
+        for yes in [
+            "luci-app-de",
+            "luci--de",
+            "abc",
+            "a-c",
+            "foo-dev",
+            "-dev",
+            "xyz",
+            "x1y2z",
+            "exact",
+        ] {
+            assert!(s.covers(yes), "{yes}");
+        }
+        for no in [
+            "luci-app-en",
+            "ac",
+            "abbc",
+            "dev",
+            "xy",
+            "exact2",
+            "an-exact",
+            "",
+        ] {
+            assert!(!s.covers(no), "{no}");
+        }
+        assert!(Scope::parse("*").unwrap().covers(""));
     }
 
     #[test]

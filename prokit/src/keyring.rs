@@ -149,6 +149,8 @@ pub struct KeyLine {
     pub fingerprint: String,
     pub role: String,
     pub status: String,
+    /// A developer key's package-name scope (`luci-app-*, pbr`), if it has one.
+    pub scope: Option<String>,
     pub not_after: Option<i64>,
     /// Active and expiring within the warning window (or already expired).
     pub expiring: bool,
@@ -189,6 +191,7 @@ pub fn status(root: &Path, warn_days: u32, now: i64) -> Result<Vec<StatusReport>
                 fingerprint: e.public_key.fingerprint().to_string(),
                 role: e.role.to_string(),
                 status: e.status.to_string(),
+                scope: e.scope.as_ref().map(|s| s.to_string()),
                 not_after: e.not_after,
                 expiring: e.status == Status::Active && e.not_after.is_some_and(|t| t <= horizon),
             })

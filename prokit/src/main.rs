@@ -723,7 +723,17 @@ fn cmd_keyring_status(cli: &Cli, a: &KeyringStatusArgs) -> Result<ExitCode> {
                 .map(|t| format!(", not after {}", date(t)))
                 .unwrap_or_default();
             let soon = if k.expiring { " (EXPIRES SOON)" } else { "" };
-            cli_support::outln!("  {} {} {}{until}{soon}", k.fingerprint, k.role, k.status)?;
+            let scope = match (&k.scope, k.role.as_str()) {
+                (Some(s), _) => format!(", packages {s}"),
+                (None, "developer") => ", any package".to_string(),
+                _ => String::new(),
+            };
+            cli_support::outln!(
+                "  {} {} {}{scope}{until}{soon}",
+                k.fingerprint,
+                k.role,
+                k.status
+            )?;
         }
     }
     if !ok {
