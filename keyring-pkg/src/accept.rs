@@ -439,8 +439,10 @@ pub enum UntrustedReason {
         serial: u64,
         on: i64,
     },
-    /// A root key: root keys sign keyrings, not feeds.
-    RootKey {
+    /// A root or developer key: root keys sign keyrings, developer keys package files; only
+    /// feed keys sign feeds.
+    NotFeedKey {
+        role: Role,
         keyring: String,
         serial: u64,
     },
@@ -473,9 +475,13 @@ impl fmt::Display for UntrustedReason {
                 "expired on {} (keyring {keyring} serial {serial})",
                 format_date(*on)
             ),
-            UntrustedReason::RootKey { keyring, serial } => write!(
+            UntrustedReason::NotFeedKey {
+                role,
+                keyring,
+                serial,
+            } => write!(
                 f,
-                "a root key, not a feed key, in keyring {keyring} serial {serial}"
+                "a {role} key, not a feed key, in keyring {keyring} serial {serial}"
             ),
             UntrustedReason::KeyringExpired {
                 keyring,
@@ -499,7 +505,11 @@ pub fn feed_key_state(keyring: &Keyring, fingerprint: Fingerprint, now: i64) -> 
         None => UntrustedReason::Unknown { keyring: k, serial },
         Some(e) if e.status == Status::Revoked => UntrustedReason::Revoked { keyring: k, serial },
         Some(e) if e.status == Status::Retired => UntrustedReason::Retired { keyring: k, serial },
-        Some(e) if e.role == Role::Root => UntrustedReason::RootKey { keyring: k, serial },
+        Some(e) if e.role != Role::Feed => UntrustedReason::NotFeedKey {
+            role: e.role,
+            keyring: k,
+            serial,
+        },
         Some(e) if e.is_expired(now) => UntrustedReason::Expired {
             keyring: k,
             serial,
@@ -568,6 +578,9 @@ mod tests {
         let mut k = Keyring::new("example", 3, NOW - 10, NOW + 100, 1).unwrap();
         k.add_key(KeyEntry::new(&root.public_key(), Role::Root))
             .unwrap();
+        let developer = SecretKey::generate(None).unwrap().0;
+        k.add_key(KeyEntry::new(&developer.public_key(), Role::Developer))
+            .unwrap();
         for key in &keys {
             k.add_key(KeyEntry::new(&key.public_key(), Role::Feed))
                 .unwrap();
@@ -599,10 +612,16 @@ mod tests {
             reason(root.fingerprint()),
             "a root key, not a feed key, in keyring example serial 3"
         );
+        // An active developer key signs package files, never a feed.
+        assert_eq!(
+            reason(developer.fingerprint()),
+            "a developer key, not a feed key, in keyring example serial 3"
+        );
         let stranger = SecretKey::generate(None).unwrap().0.fingerprint();
         assert_eq!(reason(stranger), "not in keyring example serial 3");
         assert_eq!(trusted_feed_keys(&k, NOW), vec![&keys[0].public_key()]);
-        assert_eq!(distrusted_keys(&k, NOW).len(), 4);
+        // Retired, revoked, expired, root and developer: none may sign a feed.
+        assert_eq!(distrusted_keys(&k, NOW).len(), 5);
         // After the keyring expires nothing is trusted.
         assert!(trusted_feed_keys(&k, NOW + 101).is_empty());
         let FeedKeyState::NotTrusted(u) = feed_key_state(&k, keys[0].fingerprint(), NOW + 101)

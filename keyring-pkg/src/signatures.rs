@@ -174,7 +174,7 @@ impl SignatureSet {
                 None => Some(NotCounted::UnknownKey),
                 Some(k) if k.status == Status::Revoked => Some(NotCounted::Revoked),
                 Some(k) if k.status == Status::Retired => Some(NotCounted::Retired),
-                Some(k) if k.role != Role::Root => Some(NotCounted::FeedKey),
+                Some(k) if k.role != Role::Root => Some(NotCounted::NotRootKey(k.role)),
                 Some(k) if k.is_expired(now) => Some(NotCounted::Expired {
                     on: k.not_after.unwrap_or_default(),
                 }),
@@ -209,8 +209,8 @@ impl SignatureSet {
 pub enum NotCounted {
     /// The keyring does not list the key.
     UnknownKey,
-    /// A feed key: feed keys do not sign keyrings.
-    FeedKey,
+    /// A feed or developer key: only root keys sign keyrings.
+    NotRootKey(Role),
     Retired,
     Revoked,
     /// The key's `Not-After` has passed.
@@ -225,7 +225,7 @@ impl fmt::Display for NotCounted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             NotCounted::UnknownKey => f.write_str("unknown key"),
-            NotCounted::FeedKey => f.write_str("a feed key, not a root key"),
+            NotCounted::NotRootKey(role) => write!(f, "a {role} key, not a root key"),
             NotCounted::Retired => f.write_str("retired"),
             NotCounted::Revoked => f.write_str("revoked"),
             NotCounted::Expired { on } => write!(f, "expired on {}", format_date(*on)),
@@ -510,7 +510,7 @@ mod tests {
         );
         assert_eq!(
             tally.not_counted[&f.feed.fingerprint()],
-            NotCounted::FeedKey
+            NotCounted::NotRootKey(Role::Feed)
         );
         assert_eq!(
             tally.not_counted[&stranger.fingerprint()],

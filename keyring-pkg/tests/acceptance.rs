@@ -328,7 +328,7 @@ fn keyring_signed_only_by_a_feed_key_is_refused() {
     };
     assert_eq!(
         tally.not_counted.get(&feed.fingerprint()),
-        Some(&NotCounted::FeedKey)
+        Some(&NotCounted::NotRootKey(Role::Feed))
     );
     assert!(
         err.to_string().contains("(a feed key, not a root key)"),
