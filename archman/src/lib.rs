@@ -6,13 +6,15 @@
 //! - [`check`]: verify a published feed (signatures, Release, files, strays, dependencies);
 //! - [`usign_compat`]: OpenWrt usign's command-line interface;
 //! - [`build`]: the `ipkg-build` equivalent;
-//! - [`keys`]: usign-compatible key generation, signing, verification, fingerprints.
+//! - [`keys`]: usign-compatible key generation, signing, verification, fingerprints;
+//! - [`devsig`]: developer signatures on package files (sign-package, verify-package).
 
 pub mod build;
 // geteuid(2): the cache key must belong to the user running archman.
 #[allow(unsafe_code)]
 pub mod cache;
 pub mod check;
+pub mod devsig;
 pub mod index;
 pub mod keys;
 pub mod usign_compat;

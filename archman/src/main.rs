@@ -97,6 +97,21 @@ enum Command {
     ///
     /// Example: archman verify -m Packages -P /etc/opkg/keys
     Verify(VerifyArgs),
+    /// Sign package files as their developer: writes <PKG>.sig, a detached usign signature
+    /// over the file's bytes (ar or tar.gz .ipk, .deb), which `usign -V -m PKG` and
+    /// `signify -V -m PKG -x PKG.sig` verify too. The store checks it at `archman index
+    /// --developer-signatures` and clients at install, against the developer keys of the
+    /// keyring (archman keyring add-key --role developer).
+    ///
+    /// Example: archman sign-package -s dev.sec luci-app-pbr_1.2_all.ipk
+    SignPackage(SignPackageArgs),
+    /// Check developer signatures (<PKG>.sig) on package files: against a public key (-p), a
+    /// key directory (-P), or a keyring directory (--keyring: an active developer key whose
+    /// scope covers the package's name). Every package is checked; the exit status is 1 if
+    /// any fails, each failure naming the package, the key and why.
+    ///
+    /// Example: archman verify-package --keyring ./keyring luci-app-pbr_1.2_all.ipk
+    VerifyPackage(VerifyPackageArgs),
     /// Print the fingerprint of a secret key, public key or signature.
     Fingerprint {
         #[command(flatten)]
@@ -358,6 +373,42 @@ struct VerifyArgs {
 }
 
 #[derive(Args)]
+struct SignPackageArgs {
+    /// The developer's secret key.
+    #[arg(short = 's', value_name = "SEC")]
+    secret: PathBuf,
+    /// Package files to sign.
+    #[arg(value_name = "PKG", required = true)]
+    packages: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct VerifyPackageArgs {
+    #[command(flatten)]
+    trust: PackageTrustArgs,
+    /// Print nothing for packages that verify.
+    #[arg(short = 'q')]
+    quiet: bool,
+    /// Package files to check (each against <PKG>.sig).
+    #[arg(value_name = "PKG", required = true)]
+    packages: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct PackageTrustArgs {
+    /// Public key file.
+    #[arg(short = 'p', value_name = "PUB")]
+    public: Option<PathBuf>,
+    /// Directory of public keys named by fingerprint.
+    #[arg(short = 'P', value_name = "KEYDIR")]
+    keydir: Option<PathBuf>,
+    /// A keyring directory (archman keyring init): its current serial's developer keys.
+    #[arg(long, value_name = "DIR")]
+    keyring: Option<PathBuf>,
+}
+
+#[derive(Args)]
 #[group(required = true, multiple = false)]
 struct TrustArgs {
     /// Public key file.
@@ -509,6 +560,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Keygen(a) => cmd_keygen(a),
         Command::Sign(a) => cmd_sign(a),
         Command::Verify(a) => cmd_verify(a),
+        Command::SignPackage(a) => cmd_sign_package(a),
+        Command::VerifyPackage(a) => cmd_verify_package(a),
         Command::Fingerprint { of } => cmd_fingerprint(of),
         Command::Keyring(cmd) => cmd_keyring(cmd),
     }
@@ -732,6 +785,69 @@ fn cmd_verify(a: VerifyArgs) -> Result<ExitCode> {
     let fp = keys::verify(&a.message, trust, &sig)?;
     if !a.quiet {
         outln!("OK: {} signed by key {fp}", a.message.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_sign_package(a: SignPackageArgs) -> Result<ExitCode> {
+    let key = SecretKey::read_path(&a.secret, None)?;
+    for p in &a.packages {
+        let (file, sig) = archman::devsig::sign_package(&key, p)?;
+        outln!(
+            "{}: {} {} signed by developer key {}",
+            sig.display(),
+            file.package.name(),
+            file.package.version(),
+            key.fingerprint()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_verify_package(a: VerifyPackageArgs) -> Result<ExitCode> {
+    use archman::devsig::{PackageTrust, verify_package};
+    let now = feeds::release::unix_now();
+    let (public, keyring);
+    let trust = match (&a.trust.public, &a.trust.keydir, &a.trust.keyring) {
+        (Some(p), _, _) => {
+            public = PublicKey::read_path(p)?;
+            PackageTrust::Key(&public)
+        }
+        (_, Some(d), _) => PackageTrust::Dir(d),
+        (_, _, Some(dir)) => {
+            keyring = keyring_pkg::workdir::Workdir::open(dir)?
+                .current()
+                .keyring()
+                .clone();
+            PackageTrust::Keyring(&keyring, now)
+        }
+        _ => unreachable!("clap requires -p, -P or --keyring"),
+    };
+    let mut failed = 0;
+    for p in &a.packages {
+        match verify_package(p, None, &trust) {
+            Ok((file, fp)) => {
+                if !a.quiet {
+                    outln!(
+                        "OK: {}: {} {} signed by developer key {fp}",
+                        p.display(),
+                        file.package.name(),
+                        file.package.version()
+                    );
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("archman: {}", cli_support::error_message(&e));
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!(
+            "archman: {failed} of {} package signatures failed",
+            a.packages.len()
+        );
+        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }

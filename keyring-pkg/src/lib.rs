@@ -4,8 +4,9 @@
 //! revoked key or too few root signatures.
 //!
 //! - [`manifest`]: the `keyring` file (deb822): header (`Keyring`, `Serial`, `Date`, `Expires`,
-//!   `Root-Threshold`) and one stanza per key (`Fingerprint`, `Public-Key`, `Role: root|feed`,
-//!   `Status: active|retired|revoked`, `Not-After`, `Comment`); strict parsing, canonical
+//!   `Root-Threshold`) and one stanza per key (`Fingerprint`, `Public-Key`,
+//!   `Role: root|feed|developer`, `Status: active|retired|revoked`, `Packages` (a developer
+//!   key's scope), `Not-After`, `Comment`); strict parsing, canonical
 //!   writing;
 //! - [`signatures`]: `keyring.sig`, several usign signature blocks over one manifest, counted per
 //!   distinct active, unexpired root key; [`SignedKeyring`] binds manifest bytes and blocks;
@@ -14,6 +15,9 @@
 //!   revocation ([`check_step`]); the serial-by-serial chain walk with rollback, fork and gap
 //!   refusal ([`accept_chain`]); explicit bootstrap ([`accept_initial`]); and which feed keys a
 //!   keyring lets sign feeds ([`feed_key_state`], [`trusted_feed_keys`], [`distrusted_keys`]);
+//! - [`developer`]: developer signatures on package files, the second signing layer: a
+//!   detached usign signature counts by an active developer key whose `Packages` scope covers
+//!   the package name ([`developer::check`]);
 //! - [`package`]: the reproducible `<name>-keyring_<serial>_all.ipk` (gzipped-tar container,
 //!   opkg-lede installable) with `etc/opkg/keys/<fp>`, the keyring and its full history;
 //!   building refuses a keyring that fails its own rules; reading is bounded and path-checked;
@@ -31,6 +35,7 @@
 
 pub mod accept;
 pub mod apply;
+pub mod developer;
 pub mod manifest;
 pub mod package;
 pub mod signatures;
@@ -41,7 +46,8 @@ pub use accept::{
     distrusted_keys, feed_key_state, trusted_feed_keys,
 };
 pub use apply::{ApplyError, ApplyReport, KeyringLock, apply, load_trusted, lock};
-pub use manifest::{KeyEntry, Keyring, ManifestError, Role, Status};
+pub use developer::DeveloperError;
+pub use manifest::{KeyEntry, Keyring, ManifestError, Role, Scope, Status};
 pub use package::{KeyringPackage, build_package, read_keyring_package};
 pub use signatures::{SignatureSet, SignedKeyring, Tally};
 
