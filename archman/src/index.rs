@@ -34,7 +34,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -43,7 +43,7 @@ use std::time::Duration;
 use feeds::index as findex;
 use feeds::package::{Container, ReadOptions, read_package};
 use feeds::release::{FileHash, Release, format_date};
-use feeds::usign::SecretKey;
+use feeds::usign::{SecretKey, Signature};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -100,6 +100,32 @@ pub struct IndexOptions {
     /// When another run holds the feed (or cache) lock: wait for it (true), or fail at once
     /// with [`IndexError::Locked`].
     pub wait: bool,
+    /// Developer signatures on the packages (`<file>.sig`): whether and against what they
+    /// are checked.
+    pub developer: DeveloperPolicy,
+}
+
+/// `archman index --developer-signatures`: what is done with developer signatures
+/// (docs/trust-model.md §9).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeveloperMode {
+    /// Not looked at; no developer fields are published.
+    #[default]
+    Off,
+    /// A package with `<file>.sig` must verify; one without is published unsigned.
+    Check,
+    /// Every package must carry a signature that verifies.
+    Require,
+}
+
+/// Developer signatures and the keyring they are checked against.
+#[derive(Debug, Clone, Default)]
+pub struct DeveloperPolicy {
+    pub mode: DeveloperMode,
+    /// The keyring whose developer keys count (required unless `mode` is `Off`).
+    pub keyring: Option<keyring_pkg::Keyring>,
+    /// The time keys and the keyring are judged at (seconds since the epoch).
+    pub now: i64,
 }
 
 /// Where the requested Release `Date` comes from.
@@ -439,12 +465,51 @@ fn walk(
     Ok(found)
 }
 
+/// The largest package whose developer signature is checked (it is read whole).
+const MAX_SIGNED_PACKAGE: u64 = 1 << 30;
+
+/// The control fields that carry a developer signature in the index: never taken from a
+/// package's own control file.
+const DEVELOPER_FIELDS: [&str; 2] = ["Signed-By", "Signature"];
+
+/// A package's developer signature: `<file>.sig`, parsed, and the base64 line the index
+/// publishes in `Signature:`.
+struct DeveloperSig {
+    sig: Signature,
+    line: String,
+}
+
+/// Reads `<file>.sig` next to the package, if there is one (a symlink or anything but a
+/// small regular file is an error).
+fn developer_signature(f: &Found) -> Result<Option<DeveloperSig>, BadFile> {
+    let sig_path = crate::keys::default_sig_path(&f.path);
+    let bad = |reason: String| BadFile {
+        path: format!("{}.sig", f.rel),
+        reason,
+    };
+    let Some(bytes) = safe_fs::read_bounded(&sig_path, 4096).map_err(|e| bad(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    let sig = Signature::parse(&bytes)
+        .map_err(|e| bad(format!("not a developer signature: {}", e.root())))?;
+    let text = String::from_utf8(sig.to_file_bytes()).unwrap_or_default();
+    let line = text.lines().nth(1).unwrap_or_default().to_string();
+    Ok(Some(DeveloperSig { sig, line }))
+}
+
+/// The value of `Signature:` in stanza text this program wrote, if any.
+fn stanza_signature(stanza: &str) -> Option<&str> {
+    stanza.lines().find_map(|l| l.strip_prefix("Signature: "))
+}
+
 /// Reads one package (or takes it from the cache) and builds its stanza.
 fn know(
     f: &Found,
     cached: Option<cache::Entry>,
     md5: bool,
     profile: Profile,
+    dev: &DeveloperPolicy,
 ) -> Result<Known, BadFile> {
     // apt reads only `SHA256`; OpenWrt's layout has only `SHA256sum`.
     let apt = profile == Profile::Full;
@@ -452,13 +517,53 @@ fn know(
         path: f.rel.clone(),
         reason,
     };
+    let devsig = match dev.mode {
+        DeveloperMode::Off => None,
+        _ => developer_signature(f)?,
+    };
+    // Under `require` every package needs one, but the keyring's own package: the root
+    // signatures inside it vouch for it (docs/trust-model.md §9).
+    let unsigned = |name: &str| {
+        let keyring_package = dev
+            .keyring
+            .as_ref()
+            .is_some_and(|k| name == format!("{}-keyring", k.name()));
+        if dev.mode == DeveloperMode::Require && devsig.is_none() && !keyring_package {
+            Err(bad(format!(
+                "no developer signature ({}.sig is missing) and --developer-signatures require",
+                f.rel
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    let keyring = match (&devsig, &dev.keyring) {
+        (Some(_), Some(k)) => Some(k),
+        (Some(_), None) => return Err(bad("no keyring to check developer signatures".into())),
+        _ => None,
+    };
+    // A cached stanza is used for a signed package only when it carries this very signature
+    // (it was verified over the bytes read then, and the file is unchanged); the key is
+    // judged against today's keyring again. The OpenWrt layout does not publish the
+    // signature, so a signed package is read again there.
+    let same_signature = |stanza: &str| match &devsig {
+        // A signature removed since: the cached stanza must not carry it on.
+        None => stanza_signature(stanza).is_none(),
+        Some(d) => profile == Profile::Full && stanza_signature(stanza) == Some(d.line.as_str()),
+    };
     if let Some(e) = cached
         && e.key == f.key
         && (!md5 || e.md5.is_some())
+        && same_signature(&e.stanza)
     {
         // The stanza was built and checked when the package was read; only the fields
         // that order the index are picked out again.
         let [package, version, arch] = sort_fields(&e.stanza);
+        unsigned(package)?;
+        if let (Some(d), Some(k)) = (&devsig, keyring) {
+            keyring_pkg::developer::check_key(k, package, d.sig.fingerprint(), dev.now)
+                .map_err(|e| bad(e.to_string()))?;
+        }
         let key = findex::SortKey::new(package, version, arch, &f.rel);
         return Ok(Known {
             rel: f.rel.clone(),
@@ -492,13 +597,44 @@ fn know(
             })
     };
     let before = identity(&file)?;
-    let pkg = read_package(BufReader::with_capacity(128 * 1024, &file), &opts, None)
-        .map_err(|e| bad(e.to_string()))?;
+    let pkg = match (&devsig, keyring) {
+        (Some(d), Some(k)) => {
+            // The signature is over the whole file: read it whole, then hash and parse
+            // those very bytes.
+            let mut bytes = Vec::with_capacity(usize::try_from(before.size).unwrap_or(0));
+            (&file)
+                .take(MAX_SIGNED_PACKAGE + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| bad(feeds::package::PackageError::Io(e).to_string()))?;
+            let pkg = read_package(&bytes[..], &opts, None).map_err(|e| bad(e.to_string()))?;
+            keyring_pkg::developer::check(k, pkg.name(), &bytes, &d.sig, dev.now)
+                .map_err(|e| bad(e.to_string()))?;
+            pkg
+        }
+        _ => read_package(BufReader::with_capacity(128 * 1024, &file), &opts, None)
+            .map_err(|e| bad(e.to_string()))?,
+    };
     if pkg.size != before.size || identity(&file)? != before {
         return Err(bad("the file changed while it was being read".into()));
     }
-    let stanza = findex::stanza_for(&pkg, &f.rel, findex::HashFields { md5, apt })
+    unsigned(pkg.name())?;
+    if let Some(field) = DEVELOPER_FIELDS.iter().find(|n| pkg.control.contains(n)) {
+        return Err(bad(format!(
+            "its control file has a {field} field, which only the index may carry (the developer signature)"
+        )));
+    }
+    let mut stanza = findex::stanza_for(&pkg, &f.rel, findex::HashFields { md5, apt })
         .map_err(|e| bad(e.to_string()))?;
+    if let Some(d) = &devsig
+        && profile == Profile::Full
+    {
+        // After the hashes, before the description (docs/formats.md, developer fields).
+        let fp = d.sig.fingerprint().to_string();
+        stanza
+            .insert_before("Description", "Signed-By", &fp)
+            .and_then(|()| stanza.insert_before("Description", "Signature", &d.line))
+            .map_err(|e| bad(e.to_string()))?;
+    }
     Ok(Known {
         rel: f.rel.clone(),
         key: findex::sort_key(&stanza),
@@ -1276,11 +1412,17 @@ pub fn index_feed(
     }
     let canon = dir.canonicalize().map_err(io_err(dir))?;
     // Cached stanzas depend on the layout and the hash fields, so those key the cache too.
+    // Stanzas of a run that checks developer signatures carry them: another cache.
     let feed_id = format!(
-        "{} md5={} profile={:?}",
+        "{} md5={} profile={:?}{}",
         canon.display(),
         u8::from(opts.md5),
-        opts.profile
+        opts.profile,
+        if opts.developer.mode == DeveloperMode::Off {
+            ""
+        } else {
+            " developer-signatures"
+        }
     );
     let mut warn = |w: String| {
         progress.warn(&w);
@@ -1359,7 +1501,7 @@ pub fn index_feed(
                             path,
                             key: FileKey::of(&meta),
                         };
-                        know(&f, e, opts.md5, opts.profile)
+                        know(&f, e, opts.md5, opts.profile, &opts.developer)
                     }
                     Err(err) => Err(BadFile {
                         path: rel,

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
-use archman::index::{self, CacheMode, DateSource, IndexOptions, Profile};
+use archman::index::{
+    self, CacheMode, DateSource, DeveloperMode, DeveloperPolicy, IndexOptions, Profile,
+};
 use archman::keys::{self, FingerprintOf, Trust};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use feeds::usign::{PublicKey, SecretKey};
@@ -219,6 +221,13 @@ enum RoleArg {
     Developer,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DeveloperArg {
+    Off,
+    Check,
+    Require,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     /// Gzipped tar: OpenWrt's opkg (opkg-lede) and prokit read it.
@@ -280,6 +289,19 @@ struct IndexArgs {
     /// Release refuse the new one as a rollback or replay until a later one is published.
     #[arg(long)]
     allow_date_rollback: bool,
+    /// Developer signatures (<PKG>.sig, from `archman sign-package`): off (not read), check
+    /// (a package that has one must verify), require (every package must have one that
+    /// verifies). A signature counts by an active developer key of --keyring whose scope
+    /// covers the package name; a package failing that is a bad package (the feed is not
+    /// changed; --skip-bad leaves it out). The full profile publishes `Signed-By` and
+    /// `Signature` in the package's stanza; --profile openwrt checks but does not publish
+    /// them (its Packages stays OpenWrt's).
+    #[arg(long, value_enum, default_value = "off", value_name = "MODE")]
+    developer_signatures: DeveloperArg,
+    /// The keyring directory (archman keyring init) whose developer keys count: its newest
+    /// serial that carries its root signatures.
+    #[arg(long, value_name = "DIR")]
+    keyring: Option<PathBuf>,
     /// No progress bar, no summary.
     #[arg(short = 'q', long)]
     quiet: bool,
@@ -622,7 +644,24 @@ fn cmd_index(a: IndexArgs) -> Result<ExitCode> {
         Some(d) => (d, DateSource::Fixed),
         None => (feeds::release::unix_now(), DateSource::Clock),
     };
+    let now = feeds::release::unix_now();
+    let developer = DeveloperPolicy {
+        mode: match a.developer_signatures {
+            DeveloperArg::Off => DeveloperMode::Off,
+            DeveloperArg::Check => DeveloperMode::Check,
+            DeveloperArg::Require => DeveloperMode::Require,
+        },
+        keyring: match (&a.keyring, a.developer_signatures) {
+            (_, DeveloperArg::Off) => None,
+            (None, _) => anyhow::bail!(
+                "--developer-signatures check|require needs --keyring DIR (the keyring with the developer keys)"
+            ),
+            (Some(dir), _) => Some(published_keyring(dir)?),
+        },
+        now,
+    };
     let opts = IndexOptions {
+        developer,
         key: a.key,
         profile: match a.profile {
             ProfileArg::Full => Profile::Full,
@@ -787,6 +826,24 @@ fn cmd_verify(a: VerifyArgs) -> Result<ExitCode> {
         outln!("OK: {} signed by key {fp}", a.message.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The newest serial of the keyring directory `dir` that carries its root signatures (the
+/// current one, or the one before a draft).
+fn published_keyring(dir: &Path) -> Result<keyring_pkg::Keyring> {
+    let wd = keyring_pkg::workdir::Workdir::open(dir)?;
+    if wd.is_complete() {
+        return Ok(wd.current().keyring().clone());
+    }
+    match wd.previous() {
+        Some(p) => Ok(p.keyring().clone()),
+        None => anyhow::bail!(
+            "{}: keyring serial {} is not signed yet (archman keyring sign {} -s ROOT_SEC)",
+            dir.display(),
+            wd.current().serial(),
+            dir.display()
+        ),
+    }
 }
 
 fn cmd_sign_package(a: SignPackageArgs) -> Result<ExitCode> {

@@ -88,7 +88,24 @@ pub fn check(
     signature: &Signature,
     now: i64,
 ) -> Result<Fingerprint, DeveloperError> {
-    let fingerprint = signature.fingerprint();
+    let key = check_key(keyring, package, signature.fingerprint(), now)?;
+    key.public_key
+        .verify(bytes, signature)
+        .map_err(|_| DeveloperError::BadSignature {
+            package: package.to_string(),
+            fingerprint: signature.fingerprint(),
+        })?;
+    Ok(signature.fingerprint())
+}
+
+/// The keyring's half of [`check`]: whether the key `fingerprint` may sign the package named
+/// `package` at `now` (for a signature already verified over unchanged bytes).
+pub fn check_key<'k>(
+    keyring: &'k Keyring,
+    package: &str,
+    fingerprint: Fingerprint,
+    now: i64,
+) -> Result<&'k crate::manifest::KeyEntry, DeveloperError> {
     let (name, serial) = (keyring.name().to_string(), keyring.serial());
     let package = package.to_string();
     let Some(key) = keyring.key(fingerprint) else {
@@ -145,13 +162,7 @@ pub fn check(
             serial,
         });
     }
-    key.public_key
-        .verify(bytes, signature)
-        .map_err(|_| DeveloperError::BadSignature {
-            package,
-            fingerprint,
-        })?;
-    Ok(fingerprint)
+    Ok(key)
 }
 
 #[cfg(test)]

@@ -159,6 +159,44 @@ pub enum ClientError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// The second signing layer refused a package (docs/trust-model.md §9).
+    #[error("refused {package} (from {url}): {reason}")]
+    Developer {
+        package: String,
+        url: String,
+        reason: String,
+    },
+}
+
+/// An installed package whose developer key no longer counts (`prokit verify --signatures`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureFinding {
+    pub package: String,
+    pub version: String,
+    /// Revoked, dropped from the keyring or no longer a developer key: what exit status 1
+    /// reports. Otherwise retired, expired or out of scope: reported only.
+    pub revoked: bool,
+    pub reason: String,
+}
+
+/// `option developer_signatures off|check|require` (docs/trust-model.md §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeveloperMode {
+    /// Developer signatures are not looked at.
+    Off,
+    /// A package whose index stanza carries a developer signature installs only if it
+    /// verifies (the default). Without `option keyring` there are no developer keys, and
+    /// signatures cannot be judged: they are not checked.
+    Check,
+    /// Every package must carry a developer signature that verifies.
+    Require,
+}
+
+/// The developer-signature policy and the trusted keyring whose developer keys count.
+#[derive(Debug, Clone)]
+struct DeveloperPolicy {
+    mode: DeveloperMode,
+    keyring: Option<keyring_pkg::Keyring>,
 }
 
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
@@ -198,6 +236,7 @@ pub struct Client {
     trust: Trust,
     /// Narrower trust for the feeds named in `option signed_by` (docs/threats.md §23).
     feed_trust: std::collections::BTreeMap<String, Trust>,
+    developer: DeveloperPolicy,
 }
 
 /// Where prokit keeps all its own state inside a root (feeds, keyrings).
@@ -210,6 +249,8 @@ pub const KEYS_DIR: &str = "etc/opkg/keys";
 pub const CACHE_DIR: &str = "var/cache/prokit";
 /// Where opkg-lede keeps its lock file (`opkg.lock`) inside a root.
 pub const OPKG_LOCK_DIR: &str = "var/lock";
+/// The largest package file whose developer signature is checked (it is read whole).
+const MAX_DEVELOPER_SIGNED: u64 = 1 << 30;
 
 impl Client {
     /// Reads the root's configuration and trusted keys.
@@ -272,6 +313,29 @@ impl Client {
             };
             feed_trust.insert(feed.clone(), narrowed);
         }
+        let developer = DeveloperPolicy {
+            mode: match config.option("developer_signatures") {
+                None | Some("check") => DeveloperMode::Check,
+                Some("off") => DeveloperMode::Off,
+                Some("require") => DeveloperMode::Require,
+                Some(other) => {
+                    return Err(ClientError::Invalid(format!(
+                        "option developer_signatures {other:?}: expected off, check or require"
+                    )));
+                }
+            },
+            keyring: match config.option("keyring") {
+                Some(name) => keyring_pkg::apply::load_trusted(&opts.root, name)
+                    .map_err(KeyringError::from)?
+                    .map(|k| k.keyring().clone()),
+                None => None,
+            },
+        };
+        if developer.mode == DeveloperMode::Require && developer.keyring.is_none() {
+            return Err(ClientError::Invalid(
+                "option developer_signatures require needs a trusted keyring (option keyring NAME): developer keys come from it".into(),
+            ));
+        }
         Ok(Client {
             opts,
             config,
@@ -280,6 +344,7 @@ impl Client {
             root,
             trust,
             feed_trust,
+            developer,
         })
     }
 
@@ -293,6 +358,62 @@ impl Client {
             }
             None => Ok(self.root.resolve_dir(CACHE_DIR, true)?),
         }
+    }
+
+    /// The second layer (docs/trust-model.md §9): checks the developer signature the verified
+    /// index gives the downloaded `file` (already checked against the index's SHA-256) with
+    /// the trusted keyring's developer keys; returns the developer key when one verified.
+    fn verify_developer(
+        &self,
+        file: &Path,
+        exp: &install::Expected,
+    ) -> Result<Option<String>, String> {
+        let (by, line) = match (self.developer.mode, &exp.index_signature) {
+            (DeveloperMode::Off, _) | (DeveloperMode::Check, None) => return Ok(None),
+            // The keyring's own package: the root signatures inside it vouch for it.
+            (DeveloperMode::Require, None)
+                if self
+                    .developer
+                    .keyring
+                    .as_ref()
+                    .is_some_and(|k| exp.name == format!("{}-keyring", k.name())) =>
+            {
+                return Ok(None);
+            }
+            (DeveloperMode::Require, None) => {
+                return Err(format!(
+                    "package {}: the index of {} gives it no developer signature, and option developer_signatures require",
+                    exp.name, exp.origin
+                ));
+            }
+            (_, Some(s)) => s,
+        };
+        let Some(keyring) = &self.developer.keyring else {
+            return Ok(None);
+        };
+        let text = format!("untrusted comment: signed by key {by}\n{line}\n");
+        let sig = feeds::usign::Signature::parse(text.as_bytes()).map_err(|e| {
+            format!(
+                "package {}: its Signature field in the index of {} does not decode: {}",
+                exp.name,
+                exp.origin,
+                e.root()
+            )
+        })?;
+        if sig.fingerprint().to_string() != *by {
+            return Err(format!(
+                "package {}: the index of {} says Signed-By {by:?}, but its Signature is by key {}",
+                exp.name,
+                exp.origin,
+                sig.fingerprint()
+            ));
+        }
+        let bytes = safe_fs::read_bounded(file, MAX_DEVELOPER_SIGNED)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{}: no such file", file.display()))?;
+        keyring_pkg::developer::check(keyring, &exp.name, &bytes, &sig, self.opts.now)
+            .map(|fp| Some(fp.to_string()))
+            .map_err(|e| e.to_string())
     }
 
     /// The keys trusted for `feed`: those of its `option signed_by`, else every trusted key.
@@ -489,6 +610,11 @@ impl Client {
                 name: step.name.clone(),
                 version: step.version.clone(),
                 arch: step.arch.clone(),
+                index_signature: step.stanza.get("Signature").map(|sig| {
+                    let by = step.stanza.get("Signed-By").unwrap_or("").trim();
+                    (by.to_string(), sig.trim().to_string())
+                }),
+                signed_by: None,
             })
             .collect();
         // The index stanzas were needed for the downloads only.
@@ -501,13 +627,20 @@ impl Client {
         let mut reports = Vec::new();
         let mut install_one = |db: &mut Db, i: usize| -> Result<(), ClientError> {
             let (step, item) = (&plan.steps[i], &items[i]);
-            let report =
-                install::install_expecting(db, &item.dest, step.auto, &opts, Some(&expected[i]))
-                    .map_err(|source| ClientError::InstallOf {
-                        package: format!("{} {}", step.name, step.version),
-                        url: item.url.clone(),
-                        source: Box::new(source),
-                    })?;
+            let mut exp = expected[i].clone();
+            exp.signed_by = self.verify_developer(&item.dest, &exp).map_err(|reason| {
+                ClientError::Developer {
+                    package: format!("{} {}", step.name, step.version),
+                    url: item.url.clone(),
+                    reason,
+                }
+            })?;
+            let report = install::install_expecting(db, &item.dest, step.auto, &opts, Some(&exp))
+                .map_err(|source| ClientError::InstallOf {
+                package: format!("{} {}", step.name, step.version),
+                url: item.url.clone(),
+                source: Box::new(source),
+            })?;
             for c in &report.kept_conffiles {
                 progress.message(&format!(
                     "{}: kept the modified {c}; the new version is {c}-opkg",
@@ -720,6 +853,65 @@ impl Client {
             return Err(ClientError::NotInstalled(n.clone()));
         }
         Ok(verify::verify(&db, only)?)
+    }
+
+    /// `verify --signatures`: every installed package (or those in `only`) that recorded a
+    /// developer key (`Signed-By` in the status file), judged against today's trusted keyring
+    /// (docs/trust-model.md §9): what is wrong with each one whose key no longer counts.
+    pub fn verify_signatures(
+        &self,
+        only: Option<&[String]>,
+    ) -> Result<Vec<SignatureFinding>, ClientError> {
+        let db = Db::open(&self.opts.root, &self.config.db_dir())?;
+        if let Some(names) = only
+            && let Some(n) = names.iter().find(|n| db.get(n).is_none())
+        {
+            return Err(ClientError::NotInstalled(n.clone()));
+        }
+        let Some(keyring) = &self.developer.keyring else {
+            return Err(ClientError::Invalid(
+                "verify --signatures needs a trusted keyring (option keyring NAME): developer keys come from it".into(),
+            ));
+        };
+        let mut out = Vec::new();
+        for (name, p) in db.package_map() {
+            if only.is_some_and(|o| !o.contains(name)) {
+                continue;
+            }
+            let Some(fp) = p.get("Signed-By").map(str::trim) else {
+                continue;
+            };
+            let version = p.get("Version").unwrap_or("").trim().to_string();
+            let Ok(fingerprint) = fp.parse::<feeds::usign::Fingerprint>() else {
+                out.push(SignatureFinding {
+                    package: name.clone(),
+                    version,
+                    revoked: true,
+                    reason: format!("package {name}: Signed-By {fp:?} is not a key fingerprint"),
+                });
+                continue;
+            };
+            if let Err(e) =
+                keyring_pkg::developer::check_key(keyring, name, fingerprint, self.opts.now)
+            {
+                use keyring_pkg::DeveloperError as D;
+                let revoked = matches!(
+                    e,
+                    D::NotActive {
+                        status: keyring_pkg::Status::Revoked,
+                        ..
+                    } | D::UnknownKey { .. }
+                        | D::NotDeveloper { .. }
+                );
+                out.push(SignatureFinding {
+                    package: name.clone(),
+                    version,
+                    revoked,
+                    reason: e.to_string(),
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// `verify --from-feed`: first makes the records prokit lacks (packages another tool

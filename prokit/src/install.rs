@@ -84,6 +84,11 @@ pub struct Expected {
     pub version: String,
     /// Empty when the stanza has no `Architecture`.
     pub arch: String,
+    /// The stanza's developer signature (`Signed-By`, `Signature`), when it has one.
+    pub index_signature: Option<(String, String)>,
+    /// The developer key whose signature over the downloaded file was verified (recorded
+    /// in the status file as `Signed-By`).
+    pub signed_by: Option<String>,
 }
 
 /// What an install did.
@@ -411,13 +416,17 @@ fn install_in(
         .and_then(|p| p.get("Status"))
         .is_some_and(|s| s.split_whitespace().nth(1) == Some("user"));
     let has_scripts = !staged.package.scripts().is_empty();
-    let stanza = status_stanza(
+    let mut stanza = status_stanza(
         &staged.package.control,
         !auto || was_user,
         &staged.conffiles,
         opts.installed_time,
         !offline && has_scripts,
     );
+    if let Some(fp) = expected.and_then(|e| e.signed_by.as_deref()) {
+        // Which developer vouched for this version (`prokit verify --signatures`).
+        let _ = stanza.set("Signed-By", fp);
+    }
     tx.stage_status(status_text_with(db.package_map(), &name, Some(&stanza)))?;
 
     tx.commit()?;

@@ -176,6 +176,11 @@ struct VerifyArgs {
     /// the package's own bytes, and keep the records for next time.
     #[arg(long)]
     from_feed: bool,
+    /// Instead of the files: check the developer key each installed package was verified
+    /// with (Signed-By in the status file) against the trusted keyring today, listing the
+    /// packages whose key was revoked or retired since (exit 1 when one was revoked).
+    #[arg(long, conflicts_with = "from_feed")]
+    signatures: bool,
 }
 
 #[derive(Args)]
@@ -610,6 +615,30 @@ impl<'a> From<&'a Recorded> for RecordedJson<'a> {
 fn cmd_verify(cli: &Cli, a: &VerifyArgs) -> Result<ExitCode> {
     let client = cli.client(None)?;
     let only = (!a.packages.is_empty()).then_some(a.packages.as_slice());
+    if a.signatures {
+        let findings = client.verify_signatures(only)?;
+        for f in &findings {
+            cli_support::outln!(
+                "{}: {} {}: {}",
+                if f.revoked { "REVOKED" } else { "warning" },
+                f.package,
+                f.version,
+                f.reason
+            )?;
+        }
+        let revoked = findings.iter().filter(|f| f.revoked).count();
+        if !cli.quiet {
+            eprintln!(
+                "prokit: developer signatures: {revoked} revoked, {} other warnings",
+                findings.len() - revoked
+            );
+        }
+        return Ok(if revoked > 0 {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
     let (r, recorded) = if a.from_feed {
         client.verify_from_feed(only, &cli.reporter())?
     } else {

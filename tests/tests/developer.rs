@@ -3,11 +3,14 @@
 //! --packages`), `archman sign-package` and `archman verify-package`, and signify-openbsd
 //! verifying the detached signature with the developer's public key.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use e2e::{bin, have_tool, run};
+use common::{Fixture, prokit, status_of};
+use e2e::{HttpServer, bin, have_tool, run};
 
 fn archman(args: &[&str]) -> (bool, String, String) {
     run(Command::new(bin("archman")).args(args))
@@ -213,4 +216,420 @@ fn scoped_developer_keys_sign_and_verify_packages() {
     let (ok, _, err) = archman(&["verify-package", "-p", &b_pub, pbr.to_str().unwrap()]);
     assert!(!ok, "a tampered package verified");
     assert!(err.contains("pbr"), "{err}");
+}
+
+/// Reads `Packages` of `feed` into (package, stanza text) pairs.
+fn stanzas(feed: &Path) -> Vec<(String, String)> {
+    fs::read_to_string(feed.join("Packages"))
+        .unwrap_or_default()
+        .split("\n\n")
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            let name = s
+                .lines()
+                .find_map(|l| l.strip_prefix("Package: "))
+                .unwrap_or_default()
+                .to_string();
+            (name, s.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn store_index_checks_developer_signatures_against_the_keyring() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (root_sec, _) = keygen(t, "root");
+    let (feed_sec, _) = keygen(t, "feed");
+    let (a_sec, a_pub) = keygen(t, "devA");
+    let (b_sec, b_pub) = keygen(t, "devB");
+    let ring = t.join("ring");
+    let ring_s = ring.to_str().unwrap();
+    for args in [
+        vec![
+            "keyring",
+            "init",
+            ring_s,
+            "--name",
+            "demo",
+            "--root-key",
+            &root_sec,
+        ],
+        vec![
+            "keyring",
+            "add-key",
+            ring_s,
+            "--role",
+            "developer",
+            "--packages",
+            "luci-app-*",
+            &a_pub,
+        ],
+        vec![
+            "keyring",
+            "add-key",
+            ring_s,
+            "--role",
+            "developer",
+            "--packages",
+            "pbr",
+            &b_pub,
+        ],
+        vec!["keyring", "sign", ring_s, "-s", &root_sec],
+    ] {
+        let (ok, _, err) = archman(&args);
+        assert!(ok, "{args:?}: {err}");
+    }
+    let feed = t.join("feed");
+    let feed_s = feed.to_str().unwrap();
+    let app = package(t, &feed, "luci-app-x");
+    let pbr = package(t, &feed, "pbr");
+    let other = package(t, &feed, "dnsmasq");
+    for (key, pkg) in [(&a_sec, &app), (&b_sec, &pbr), (&b_sec, &other)] {
+        let (ok, _, err) = archman(&["sign-package", "-s", key, pkg.to_str().unwrap()]);
+        assert!(ok, "{err}");
+    }
+    let index = |extra: &[&str]| {
+        let mut args = vec![
+            "index",
+            "-q",
+            "--key",
+            &feed_sec,
+            "--developer-signatures",
+            "require",
+            "--keyring",
+            ring_s,
+        ];
+        args.extend_from_slice(extra);
+        args.push(feed_s);
+        archman(&args)
+    };
+    // B signed dnsmasq, outside B's scope: a bad package; the feed is not written.
+    let (ok, out, err) = index(&[]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("dnsmasq_1.0_all.ipk")
+            && err.contains("package dnsmasq: outside the scope of developer key"),
+        "{err}"
+    );
+    assert!(!feed.join("Packages").exists());
+    // --skip-bad publishes the rest, each stanza carrying its developer signature.
+    let (ok, _, err) = index(&["--skip-bad"]);
+    assert!(!ok, "exit 3 expected: {err}");
+    let published = stanzas(&feed);
+    let names: Vec<&str> = published.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["luci-app-x", "pbr"]);
+    let sig_line = |p: &Path| {
+        fs::read_to_string(format!("{}.sig", p.display()))
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    let a_fp = fs::read_to_string(&a_pub).unwrap();
+    let a_fp = a_fp
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let app_stanza = &published[0].1;
+    assert!(
+        app_stanza.contains("\nSHA256: ")
+            && app_stanza.contains(&format!(
+                "\nSigned-By: {a_fp}\nSignature: {}\nDescription: ",
+                sig_line(&app)
+            )),
+        "{app_stanza}"
+    );
+    // Unsigned under require, and a package claiming a signature in its own control file.
+    fs::remove_file(&other).unwrap();
+    fs::remove_file(format!("{}.sig", other.display())).unwrap();
+    let unsigned = package(t, &feed, "luci-app-unsigned");
+    let (ok, _, err) = index(&[]);
+    assert!(!ok);
+    assert!(
+        err.contains("luci-app-unsigned_1.0_all.ipk") && err.contains("no developer signature"),
+        "{err}"
+    );
+    fs::remove_file(&unsigned).unwrap();
+    // Nothing changed since the last publish: the cached stanzas (signatures included) are
+    // used, and the output is the same.
+    let before = fs::read(feed.join("Packages")).unwrap();
+    let (ok, _, err) = index(&[]);
+    assert!(ok, "{err}");
+    assert_eq!(fs::read(feed.join("Packages")).unwrap(), before);
+    // The roots revoke A: the next index refuses A's package although its stanza is cached.
+    let a_fp_arg = a_fp.clone();
+    for args in [
+        vec!["keyring", "revoke", ring_s, &a_fp_arg],
+        vec!["keyring", "sign", ring_s, "-s", &root_sec],
+    ] {
+        let (ok, _, err) = archman(&args);
+        assert!(ok, "{args:?}: {err}");
+    }
+    let (ok, _, err) = index(&[]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "package luci-app-x: developer key {a_fp} revoked in keyring demo serial 3"
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read(feed.join("Packages")).unwrap(),
+        before,
+        "a refused run changed the feed"
+    );
+}
+
+fn fingerprint(public: &str) -> String {
+    feeds::usign::PublicKey::read_path(Path::new(public))
+        .unwrap()
+        .fingerprint()
+        .to_string()
+}
+
+/// The store over HTTP: two developers with scoped keys, one feed key, one root; a
+/// malicious store's forged stanzas refused by the client; a revocation reaching clients.
+#[test]
+fn store_scenario_two_developers_forged_stanzas_and_a_revocation_over_http() {
+    let f = Fixture::new();
+    let t = f.tmp.path();
+    let (root_sec, _) = keygen(t, "root");
+    let (a_sec, a_pub) = keygen(t, "devA");
+    let (b_sec, b_pub) = keygen(t, "devB");
+    let (x_sec, x_pub) = keygen(t, "stranger");
+    let ring = t.join("ring");
+    let ring_s = ring.to_str().unwrap().to_string();
+    let feed_pub = f.public.to_str().unwrap().to_string();
+    for args in [
+        vec![
+            "keyring",
+            "init",
+            &ring_s,
+            "--name",
+            "demo",
+            "--root-key",
+            &root_sec,
+            "--feed-key",
+            &feed_pub,
+        ],
+        vec![
+            "keyring",
+            "add-key",
+            &ring_s,
+            "--role",
+            "developer",
+            "--packages",
+            "luci-app-*",
+            &a_pub,
+        ],
+        vec![
+            "keyring",
+            "add-key",
+            &ring_s,
+            "--role",
+            "developer",
+            "--packages",
+            "pbr",
+            &b_pub,
+        ],
+        vec!["keyring", "sign", &ring_s, "-s", &root_sec],
+    ] {
+        let (ok, _, err) = archman(&args);
+        assert!(ok, "{args:?}: {err}");
+    }
+    let sign = |sec: &str, p: &Path| {
+        let (ok, _, err) = archman(&["sign-package", "-s", sec, p.to_str().unwrap()]);
+        assert!(ok, "{err}");
+    };
+    let x = f.add("luci-app-x", "1.0", "", &[("usr/share/x", "x")], None);
+    let y = f.add("luci-app-y", "1.0", "", &[("usr/share/y", "y")], None);
+    let pbr = f.add("pbr", "1.0", "", &[("usr/share/pbr", "pbr")], None);
+    sign(&a_sec, &x);
+    sign(&a_sec, &y);
+    sign(&b_sec, &pbr);
+    let (ok, _, err) = archman(&["keyring", "build", &ring_s, f.feed.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    f.index_with(&["--developer-signatures", "require", "--keyring", &ring_s]);
+    let Some(server) = HttpServer::serve(&f.feed) else {
+        return;
+    };
+    let root = t.join("root");
+    let root_s = root.to_str().unwrap().to_string();
+    let keyring_pkg = f.feed.join("demo-keyring_2_all.ipk");
+    let (ok, out, err) = prokit(
+        None,
+        &[
+            "bootstrap",
+            &root_s,
+            "--feed",
+            &format!("main={}", server.url("")),
+            "--keyring",
+            keyring_pkg.to_str().unwrap(),
+            "--root-fingerprint",
+            &fingerprint(&fingerprint_pub(t, "root")),
+            "luci-app-x",
+            "pbr",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    // Each installed package records the developer key that vouched for it.
+    assert!(
+        status_of(&root, "luci-app-x").contains(&format!("Signed-By: {}", fingerprint(&a_pub)))
+    );
+    assert!(status_of(&root, "pbr").contains(&format!("Signed-By: {}", fingerprint(&b_pub))));
+    let conf = root.join("etc/opkg.conf");
+    let with_option = |opt: &str| {
+        let text = fs::read_to_string(&conf).unwrap();
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with("option developer_signatures"))
+            .collect();
+        fs::write(
+            &conf,
+            format!("{}\noption developer_signatures {opt}\n", kept.join("\n")),
+        )
+        .unwrap();
+    };
+    with_option("require");
+
+    // A malicious store with the feed key: a stanza whose Signature is by a key the roots
+    // never listed (the store's own keyring says otherwise), and an unsigned package.
+    let (evil_root_sec, _) = keygen(t, "evilroot");
+    let evil_ring = t.join("evil-ring");
+    let evil_ring_s = evil_ring.to_str().unwrap().to_string();
+    for args in [
+        vec![
+            "keyring",
+            "init",
+            &evil_ring_s,
+            "--name",
+            "demo",
+            "--root-key",
+            &evil_root_sec,
+            "--feed-key",
+            &feed_pub,
+        ],
+        vec![
+            "keyring",
+            "add-key",
+            &evil_ring_s,
+            "--role",
+            "developer",
+            &x_pub,
+        ],
+        vec![
+            "keyring",
+            "add-key",
+            &evil_ring_s,
+            "--role",
+            "developer",
+            &a_pub,
+        ],
+        vec![
+            "keyring",
+            "add-key",
+            &evil_ring_s,
+            "--role",
+            "developer",
+            &b_pub,
+        ],
+        vec!["keyring", "sign", &evil_ring_s, "-s", &evil_root_sec],
+    ] {
+        let (ok, _, err) = archman(&args);
+        assert!(ok, "{args:?}: {err}");
+    }
+    let evil = f.add(
+        "luci-app-evil",
+        "1.0",
+        "",
+        &[("usr/share/evil", "evil")],
+        None,
+    );
+    sign(&x_sec, &evil);
+    f.index_with(&["--developer-signatures", "check", "--keyring", &evil_ring_s]);
+    let packages = fs::read_to_string(f.feed.join("Packages")).unwrap();
+    assert!(
+        packages.contains(&format!("Signed-By: {}", fingerprint(&x_pub))),
+        "{packages}"
+    );
+    let (ok, out, err) = prokit(Some(&root_s), &["update"]);
+    assert!(ok, "{out}{err}");
+    let before = fs::read_to_string(root.join("usr/lib/opkg/status")).unwrap();
+    let (ok, out, err) = prokit(Some(&root_s), &["install", "luci-app-evil"]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("refused luci-app-evil 1.0")
+            && err.contains(&format!(
+                "package luci-app-evil: developer key {} is not in keyring demo serial 2",
+                fingerprint(&x_pub)
+            )),
+        "{err}"
+    );
+    assert!(!root.join("usr/share/evil").exists());
+    assert_eq!(
+        fs::read_to_string(root.join("usr/lib/opkg/status")).unwrap(),
+        before
+    );
+    // Unsigned, under require.
+    fs::remove_file(format!("{}.sig", evil.display())).unwrap();
+    f.index_with(&["--developer-signatures", "check", "--keyring", &ring_s]);
+    let (ok, out, err) = prokit(Some(&root_s), &["update"]);
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = prokit(Some(&root_s), &["install", "luci-app-evil"]);
+    assert!(!ok);
+    assert!(
+        err.contains("gives it no developer signature, and option developer_signatures require"),
+        "{err}"
+    );
+    fs::remove_file(&evil).unwrap();
+
+    // The roots revoke A in serial 3; the store (lagging, or hostile) still publishes A's
+    // packages with A's signatures. After a refresh, A's packages are refused and the
+    // installed one is flagged.
+    let old_ring = t.join("ring-2");
+    let (ok, _, err) = run(Command::new("cp").arg("-a").arg(&ring).arg(&old_ring));
+    assert!(ok, "{err}");
+    for args in [
+        vec!["keyring", "revoke", &ring_s, &fingerprint(&a_pub)],
+        vec!["keyring", "sign", &ring_s, "-s", &root_sec],
+    ] {
+        let (ok, _, err) = archman(&args);
+        assert!(ok, "{args:?}: {err}");
+    }
+    let (ok, _, err) = archman(&["keyring", "build", &ring_s, f.feed.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    f.index_with(&[
+        "--developer-signatures",
+        "require",
+        "--keyring",
+        old_ring.to_str().unwrap(),
+    ]);
+    let (ok, out, err) = prokit(Some(&root_s), &["keyring", "refresh"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = prokit(Some(&root_s), &["verify", "--signatures"]);
+    assert!(!ok, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "REVOKED: luci-app-x 1.0: package luci-app-x: developer key {} revoked in keyring demo serial 3",
+            fingerprint(&a_pub)
+        )) && !out.contains("pbr"),
+        "{out}"
+    );
+    let (ok, _, err) = prokit(Some(&root_s), &["install", "luci-app-y"]);
+    assert!(!ok);
+    assert!(err.contains("revoked in keyring demo serial 3"), "{err}");
+    assert!(!root.join("usr/share/y").exists());
+    // B's package is untouched by A's revocation.
+    let (ok, out, err) = prokit(Some(&root_s), &["verify", "--signatures", "pbr"]);
+    assert!(ok, "{out}{err}");
+}
+
+fn fingerprint_pub(dir: &Path, name: &str) -> String {
+    dir.join(format!("{name}.pub")).display().to_string()
 }
