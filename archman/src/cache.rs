@@ -239,6 +239,13 @@ impl CacheKey {
         CacheKey(bytes)
     }
 
+    /// HMAC-SHA256 of `data` under this key (for the records kept beside the cache).
+    pub fn mac(&self, data: &[u8]) -> [u8; 32] {
+        let mut m = self.hmac();
+        m.update(data);
+        m.finalize().into_bytes().into()
+    }
+
     fn hmac(&self) -> HmacSha256 {
         // HMAC takes keys of any length; only fixed-length MACs can refuse one.
         <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC accepts any key length")

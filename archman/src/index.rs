@@ -365,6 +365,8 @@ struct Found {
 struct Known {
     rel: String,
     entry: cache::Entry,
+    /// The developer key whose signature was checked (developer signatures on).
+    signed_by: Option<feeds::usign::Fingerprint>,
     /// Package, Version, Architecture and Filename, for sorting and duplicate checks.
     key: findex::SortKey,
     cached: bool,
@@ -570,6 +572,7 @@ fn know(
             entry: e,
             key,
             cached: true,
+            signed_by: devsig.as_ref().map(|d| d.sig.fingerprint()),
         });
     }
     let opts = ReadOptions {
@@ -646,6 +649,7 @@ fn know(
             stanza: stanza.to_text(),
         },
         cached: false,
+        signed_by: devsig.as_ref().map(|d| d.sig.fingerprint()),
     })
 }
 
@@ -1292,6 +1296,39 @@ struct CacheFile {
     _lock: File,
 }
 
+/// The record of package signers: beside the cache file.
+const SIGNERS_FILE: &str = "signers";
+
+fn signers_path(cache: &Path) -> PathBuf {
+    cache.parent().unwrap_or(Path::new(".")).join(SIGNERS_FILE)
+}
+
+/// The record of who signed each name last (crate::signers): kept beside the cache; rebuilt
+/// from the published index when missing or unusable (trusted only when its Packages.sig
+/// verifies with this run's key).
+fn load_signers(
+    dir: &Path,
+    cache: Option<&CacheFile>,
+    feed_id: &str,
+    key: Option<&SecretKey>,
+    warn: &mut dyn FnMut(String),
+) -> crate::signers::Signers {
+    use crate::signers::Signers;
+    if let Some(c) = cache {
+        let path = signers_path(&c.path);
+        match Signers::load(&path, feed_id, &c.key) {
+            Ok(Some(s)) => return s,
+            Ok(None) => {}
+            Err(e) => warn(format!(
+                "{}: {e}; rebuilding the record of package signers from the published index",
+                path.display()
+            )),
+        }
+    }
+    key.and_then(|k| Signers::from_published(dir, &k.public_key()))
+        .unwrap_or_default()
+}
+
 /// Sets up the cache for the feed at `canon`: resolves its place, loads the key, locks it.
 /// Whatever keeps it from being used is a warning (the run then reads every package);
 /// only a lock that is held, without `wait`, is an error.
@@ -1524,6 +1561,39 @@ pub fn index_feed(
             Err(b) => bad.push(b),
         }
     }
+    // Key consistency: a name keeps its developer key until the roots transfer it.
+    let mut signers = None;
+    if let Some(keyring) = &opts.developer.keyring
+        && opts.developer.mode != DeveloperMode::Off
+    {
+        let record = load_signers(dir, cache_file.as_ref(), &feed_id, key.as_ref(), &mut warn);
+        let mut kept = Vec::with_capacity(known.len());
+        for k in known {
+            let name = k.key.package();
+            match (k.signed_by, record.get(name)) {
+                (Some(new), Some(old))
+                    if new != old
+                        && !crate::signers::transferred(
+                            keyring,
+                            name,
+                            old,
+                            new,
+                            opts.developer.now,
+                        ) =>
+                {
+                    bad.push(BadFile {
+                        path: k.rel.clone(),
+                        reason: format!(
+                            "package {name} is signed by developer key {new}, but its published versions were signed by {old}; until the keyring transfers the name (lists {name} itself in {new}'s Packages, or takes it from {old}), only {old} may sign it"
+                        ),
+                    });
+                }
+                _ => kept.push(k),
+            }
+        }
+        known = kept;
+        signers = Some(record);
+    }
     bad.sort_by(|a, b| a.path.cmp(&b.path));
     if opts.profile == Profile::OpenWrt {
         let mut ar: Vec<&str> = known
@@ -1665,6 +1735,26 @@ pub fn index_feed(
         summary.written = publish(dir, &tag, &out)?;
         summary.date = Some(date);
         checked_sig = out.checked_sig;
+    }
+    if let (Some(mut record), Some(c)) = (signers, &cache_file) {
+        for k in &known {
+            if let Some(fp) = k.signed_by {
+                record.set(k.key.package(), fp);
+            }
+        }
+        let path = signers_path(&c.path);
+        let bytes = record.to_bytes(&feed_id, &c.key);
+        let parent = path.parent().unwrap_or(Path::new("."));
+        if let Err(e) = write_temp(parent, &tag, SIGNERS_FILE, &bytes, true).and_then(|tmp| {
+            fs::rename(&tmp, &path).map_err(|e| {
+                let _ = fs::remove_file(&tmp);
+                io_err(&tmp)(e)
+            })
+        }) {
+            let w = format!("record of package signers not updated: {e}");
+            progress.warn(&w);
+            summary.warnings.push(w);
+        }
     }
     if let Some(CacheFile {
         path: p, key: ckey, ..

@@ -7,7 +7,8 @@
 //! - [`usign_compat`]: OpenWrt usign's command-line interface;
 //! - [`build`]: the `ipkg-build` equivalent;
 //! - [`keys`]: usign-compatible key generation, signing, verification, fingerprints;
-//! - [`devsig`]: developer signatures on package files (sign-package, verify-package).
+//! - [`devsig`]: developer signatures on package files (sign-package, verify-package);
+//! - [`signers`]: which developer key signed each package name last (key consistency).
 
 pub mod build;
 // geteuid(2): the cache key must belong to the user running archman.
@@ -17,4 +18,5 @@ pub mod check;
 pub mod devsig;
 pub mod index;
 pub mod keys;
+pub mod signers;
 pub mod usign_compat;

@@ -345,6 +345,9 @@ fn store_index_checks_developer_signatures_against_the_keyring() {
             )),
         "{app_stanza}"
     );
+    for (_, stanza) in &published {
+        opkg_lede_skips_the_developer_fields(stanza);
+    }
     // Unsigned under require, and a package claiming a signature in its own control file.
     fs::remove_file(&other).unwrap();
     fs::remove_file(format!("{}.sig", other.display())).unwrap();
@@ -632,4 +635,152 @@ fn store_scenario_two_developers_forged_stanzas_and_a_revocation_over_http() {
 
 fn fingerprint_pub(dir: &Path, name: &str) -> String {
     dir.join(format!("{name}.pub")).display().to_string()
+}
+
+/// opkg-lede (openwrt/opkg-lede 38eccbb) reads `Packages` with `pkg_parse_line`
+/// (`libopkg/pkg_parse.c`), which dispatches on a line's first character: under `case 'S'`
+/// (lines 311–325) only `Section`, `SHA256sum`, `Size`, `Source`, `Status` and `Suggests` are
+/// recognised, so `Signed-By:` and `Signature:` reach `break` having set nothing, and the
+/// description and conffiles continuation flags are reset after them (lines 366–371). They are
+/// therefore skipped as long as each is a single line and none of them is read as a
+/// continuation — what this checks of a published stanza. Checked by hand with opkg-cl built
+/// from 38eccbb: `update` and `install` from a feed carrying both fields install the package,
+/// and `opkg info` shows it without them.
+fn opkg_lede_skips_the_developer_fields(stanza: &str) {
+    const OPKG_S_FIELDS: [&str; 6] = [
+        "Section",
+        "SHA256sum",
+        "Size",
+        "Source",
+        "Status",
+        "Suggests",
+    ];
+    let lines: Vec<&str> = stanza.lines().collect();
+    for field in ["Signed-By", "Signature"] {
+        assert!(!OPKG_S_FIELDS.contains(&field));
+        let i = lines
+            .iter()
+            .position(|l| l.starts_with(&format!("{field}: ")))
+            .unwrap_or_else(|| panic!("no {field} in {stanza}"));
+        // One line: the next line starts a field, it is not a continuation.
+        assert!(
+            lines
+                .get(i + 1)
+                .is_none_or(|n| !n.starts_with(' ') && !n.starts_with('\t')),
+            "{stanza}"
+        );
+        // Before Description, whose continuation lines opkg collects.
+        let d = lines.iter().position(|l| l.starts_with("Description:"));
+        assert!(d.is_none_or(|d| i < d), "{stanza}");
+    }
+}
+
+/// Key consistency: once luci-app-x was published signed by A, version 1.1 signed by C (also
+/// active and in scope) is refused until the roots transfer the name; the record lives beside
+/// the cache and is rebuilt from the signed published index when the cache is gone.
+#[test]
+fn a_name_keeps_its_developer_key_until_the_keyring_transfers_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let xdg = t.join("xdg");
+    let (root_sec, _) = keygen(t, "root");
+    let (feed_sec, _) = keygen(t, "feed");
+    let (a_sec, a_pub) = keygen(t, "devA");
+    let (c_sec, c_pub) = keygen(t, "devC");
+    let ring = t.join("ring");
+    let ring_s = ring.to_str().unwrap().to_string();
+    let keyring = |args: &[&str]| {
+        let mut all = vec!["keyring"];
+        all.extend_from_slice(args);
+        let (ok, _, err) = archman(&all);
+        assert!(ok, "{all:?}: {err}");
+    };
+    keyring(&["init", &ring_s, "--name", "demo", "--root-key", &root_sec]);
+    keyring(&[
+        "add-key",
+        &ring_s,
+        "--role",
+        "developer",
+        "--packages",
+        "luci-app-*",
+        &a_pub,
+    ]);
+    keyring(&[
+        "add-key",
+        &ring_s,
+        "--role",
+        "developer",
+        "--packages",
+        "luci-*",
+        &c_pub,
+    ]);
+    keyring(&["sign", &ring_s, "-s", &root_sec]);
+    let feed = t.join("feed");
+    let feed_s = feed.to_str().unwrap().to_string();
+    let sign = |sec: &str, p: &Path| {
+        let (ok, _, err) = archman(&["sign-package", "-s", sec, p.to_str().unwrap()]);
+        assert!(ok, "{err}");
+    };
+    let build = |version: &str| {
+        let src = t.join(format!("src-{version}"));
+        fs::create_dir_all(src.join("CONTROL")).unwrap();
+        fs::write(
+            src.join("CONTROL/control"),
+            format!("Package: luci-app-x\nVersion: {version}\nArchitecture: all\nDescription: x\n"),
+        )
+        .unwrap();
+        fs::create_dir_all(src.join("usr/share/x")).unwrap();
+        fs::write(src.join("usr/share/x/v"), version).unwrap();
+        let (ok, out, err) = run(Command::new(bin("archman"))
+            .arg("build")
+            .arg(&src)
+            .arg(&feed)
+            .env("SOURCE_DATE_EPOCH", "1795315200"));
+        assert!(ok, "{err}");
+        PathBuf::from(out.trim())
+    };
+    let index = || {
+        run(Command::new(bin("archman"))
+            .args([
+                "index",
+                "-q",
+                "--key",
+                &feed_sec,
+                "--developer-signatures",
+                "require",
+            ])
+            .args(["--keyring", &ring_s, &feed_s])
+            .env("XDG_CACHE_HOME", &xdg))
+    };
+    let v1 = build("1.0");
+    sign(&a_sec, &v1);
+    let (ok, _, err) = index();
+    assert!(ok, "{err}");
+    let v2 = build("1.1");
+    sign(&c_sec, &v2);
+    let (ok, _, err) = index();
+    assert!(!ok);
+    let (fa, fc) = (fingerprint(&a_pub), fingerprint(&c_pub));
+    let refusal = format!(
+        "package luci-app-x is signed by developer key {fc}, but its published versions were signed by {fa}"
+    );
+    assert!(
+        err.contains("luci-app-x_1.1_all.ipk") && err.contains(&refusal),
+        "{err}"
+    );
+    // The cache (and the record beside it) lost: rebuilt from the signed published index.
+    fs::remove_dir_all(&xdg).unwrap();
+    let (ok, _, err) = index();
+    assert!(!ok && err.contains(&refusal), "{err}");
+    // The roots take the name from A (retired): C's version is published, A's 1.0 no longer.
+    keyring(&["retire", &ring_s, &fa]);
+    keyring(&["sign", &ring_s, "-s", &root_sec]);
+    fs::remove_file(&v1).unwrap();
+    let (ok, _, err) = index();
+    assert!(ok, "{err}");
+    let packages = fs::read_to_string(feed.join("Packages")).unwrap();
+    assert!(
+        packages.contains("Version: 1.1") && packages.contains(&format!("Signed-By: {fc}")),
+        "{packages}"
+    );
 }

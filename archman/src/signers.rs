@@ -1,0 +1,196 @@
+//! Which developer key signed each package name of a feed last: the record behind key
+//! consistency (docs/trust-model.md §9). Once a name was published signed by one developer
+//! key, a later version signed by another is a bad package until the roots transfer the name
+//! ([`transferred`]).
+//!
+//! The record is kept beside the index cache, outside the feed (whoever can write the feed
+//! must not be able to rewrite it), authenticated with the cache's per-host key:
+//!
+//! ```text
+//! archman-signers 1
+//! feed <feed id>
+//! <name> <16-hex fingerprint>
+//! ...
+//! mac <HMAC-SHA256 hex over everything above>
+//! ```
+//!
+//! When it is missing (first run, a lost cache, `--no-cache`) it is rebuilt from the published
+//! `Packages`, trusted only when its `Packages.sig` verifies with the key this run signs with.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use feeds::usign::{Fingerprint, PublicKey, Signature};
+use keyring_pkg::Keyring;
+
+use crate::cache::CacheKey;
+
+const MAGIC: &str = "archman-signers 1";
+const MAX_LEN: u64 = 64 << 20;
+
+/// Package name → the developer key that signed its last published version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Signers {
+    map: BTreeMap<String, Fingerprint>,
+}
+
+impl Signers {
+    pub fn get(&self, name: &str) -> Option<Fingerprint> {
+        self.map.get(name).copied()
+    }
+
+    pub fn set(&mut self, name: &str, fp: Fingerprint) {
+        self.map.insert(name.to_string(), fp);
+    }
+
+    fn body(&self, feed_id: &str) -> String {
+        let mut out = format!("{MAGIC}\nfeed {feed_id}\n");
+        for (name, fp) in &self.map {
+            out.push_str(&format!("{name} {fp}\n"));
+        }
+        out
+    }
+
+    /// The file's bytes, MAC included.
+    pub fn to_bytes(&self, feed_id: &str, key: &CacheKey) -> Vec<u8> {
+        let body = self.body(feed_id);
+        let mac = hex::encode(key.mac(body.as_bytes()));
+        format!("{body}mac {mac}\n").into_bytes()
+    }
+
+    /// Reads the record at `path`: `Ok(None)` when there is none; an error (for a warning)
+    /// when it is not this feed's, does not parse, or fails its MAC.
+    pub fn load(path: &Path, feed_id: &str, key: &CacheKey) -> Result<Option<Signers>, String> {
+        let bytes = match safe_fs::read_bounded(path, MAX_LEN) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let text = String::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
+        let Some((body, mac_line)) = text.trim_end_matches('\n').rsplit_once('\n') else {
+            return Err("truncated".into());
+        };
+        let body = format!("{body}\n");
+        let want = hex::encode(key.mac(body.as_bytes()));
+        if mac_line != format!("mac {want}") {
+            return Err("its MAC does not verify (changed, or made with another key)".into());
+        }
+        let mut lines = body.lines();
+        if lines.next() != Some(MAGIC) || lines.next() != Some(&format!("feed {feed_id}")) {
+            return Err("made for another feed or format".into());
+        }
+        let mut map = BTreeMap::new();
+        for l in lines {
+            let (name, fp) = l.split_once(' ').ok_or("a line without a fingerprint")?;
+            let fp = fp.parse().map_err(|_| format!("bad fingerprint {fp:?}"))?;
+            map.insert(name.to_string(), fp);
+        }
+        Ok(Some(Signers { map }))
+    }
+
+    /// The record a published index gives: each stanza's `Package` and `Signed-By`, from
+    /// `Packages` only when `Packages.sig` verifies with `public` (this run's own key).
+    pub fn from_published(feed: &Path, public: &PublicKey) -> Option<Signers> {
+        let packages = safe_fs::read_bounded(&feed.join("Packages"), MAX_LEN).ok()??;
+        let sig = safe_fs::read_bounded(&feed.join("Packages.sig"), 4096).ok()??;
+        let sig = Signature::parse(&sig).ok()?;
+        public.verify(&packages, &sig).ok()?;
+        let text = String::from_utf8(packages).ok()?;
+        let mut map = BTreeMap::new();
+        for stanza in text.split("\n\n") {
+            let field = |n: &str| {
+                stanza
+                    .lines()
+                    .find_map(|l| l.strip_prefix(n).and_then(|v| v.strip_prefix(": ")))
+            };
+            if let (Some(name), Some(fp)) = (field("Package"), field("Signed-By"))
+                && let Ok(fp) = fp.trim().parse()
+            {
+                map.insert(name.trim().to_string(), fp);
+            }
+        }
+        Some(Signers { map })
+    }
+}
+
+/// Whether the keyring moved the name `name` from key `old` to key `new`: `new`'s scope lists
+/// the name itself (not only a glob covering it), or `old` may no longer sign it (revoked,
+/// retired, expired, gone, or its scope narrowed).
+pub fn transferred(
+    keyring: &Keyring,
+    name: &str,
+    old: Fingerprint,
+    new: Fingerprint,
+    now: i64,
+) -> bool {
+    let listed = keyring
+        .key(new)
+        .and_then(|k| k.scope.as_ref())
+        .is_some_and(|s| s.globs().iter().any(|g| g == name));
+    listed || keyring_pkg::developer::check_key(keyring, name, old, now).is_err()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use feeds::usign::SecretKey;
+    use keyring_pkg::{KeyEntry, Role, Scope};
+
+    #[test]
+    fn record_round_trips_and_refuses_tampering_or_another_feed() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = CacheKey::from_bytes([7; 32]);
+        let mut s = Signers::default();
+        s.set("pbr", Fingerprint::new([1; 8]));
+        s.set("luci-app-x", Fingerprint::new([2; 8]));
+        let p = dir.path().join("signers");
+        std::fs::write(&p, s.to_bytes("/srv/feed", &key)).unwrap();
+        assert_eq!(
+            Signers::load(&p, "/srv/feed", &key).unwrap(),
+            Some(s.clone())
+        );
+        assert!(Signers::load(&p, "/srv/other", &key).is_err());
+        assert!(Signers::load(&p, "/srv/feed", &CacheKey::from_bytes([8; 32])).is_err());
+        let forged = String::from_utf8(s.to_bytes("/srv/feed", &key))
+            .unwrap()
+            .replace("pbr 0101010101010101", "pbr 0303030303030303");
+        std::fs::write(&p, forged).unwrap();
+        assert!(
+            Signers::load(&p, "/srv/feed", &key)
+                .unwrap_err()
+                .contains("MAC")
+        );
+        assert_eq!(
+            Signers::load(&dir.path().join("none"), "/srv/feed", &key),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn a_name_moves_to_another_key_only_when_the_roots_say_so() {
+        let now = 1_800_000_000;
+        let root = SecretKey::generate(None).unwrap().0;
+        let (a, b) = (
+            SecretKey::generate(None).unwrap().0,
+            SecretKey::generate(None).unwrap().0,
+        );
+        let mut k = Keyring::new("demo", 1, now, now + 100, 1).unwrap();
+        k.add_key(KeyEntry::new(&root.public_key(), Role::Root))
+            .unwrap();
+        for (key, scope) in [(&a, "luci-app-*"), (&b, "luci-*")] {
+            let mut e = KeyEntry::new(&key.public_key(), Role::Developer);
+            e.scope = Some(Scope::parse(scope).unwrap());
+            k.add_key(e).unwrap();
+        }
+        let (fa, fb) = (a.fingerprint(), b.fingerprint());
+        // Both may sign luci-app-x; A did first: B may not take it over.
+        assert!(!transferred(&k, "luci-app-x", fa, fb, now));
+        // The roots list the name itself for B.
+        k.key_mut(fb).unwrap().scope = Some(Scope::parse("luci-*, luci-app-x").unwrap());
+        assert!(transferred(&k, "luci-app-x", fa, fb, now));
+        // Or take it out of A's hands.
+        k.key_mut(fb).unwrap().scope = Some(Scope::parse("luci-*").unwrap());
+        k.key_mut(fa).unwrap().status = keyring_pkg::Status::Retired;
+        assert!(transferred(&k, "luci-app-x", fa, fb, now));
+    }
+}
