@@ -601,6 +601,17 @@ impl Client {
                 })?;
             items.push(download_item(&step.stanza, source, &cache, &step.feed)?);
         }
+        // The feed key that signed each feed's index, recorded with what it vouched for.
+        let mut feed_keys = std::collections::BTreeMap::new();
+        for step in &plan.steps {
+            if !feed_keys.contains_key(&step.feed) {
+                let fp = self
+                    .store
+                    .signer(&step.feed, self.trust_for(&step.feed))?
+                    .map(|f| f.to_string());
+                feed_keys.insert(step.feed.clone(), fp);
+            }
+        }
         // What each package file must say of itself (docs/threats.md §17).
         let expected: Vec<install::Expected> = plan
             .steps
@@ -615,6 +626,7 @@ impl Client {
                     (by.to_string(), sig.trim().to_string())
                 }),
                 signed_by: None,
+                feed_key: feed_keys.get(&step.feed).cloned().flatten(),
             })
             .collect();
         // The index stanzas were needed for the downloads only.

@@ -961,6 +961,33 @@ impl FeedStore {
     /// no longer accepted). When a `Release` was accepted for the feed, the list must be the
     /// one it describes (see the module docs).
     pub fn load(&self, feed_name: &str, trust: &Trust) -> Result<Option<PackagesFile>, FeedError> {
+        let Some((packages, file, _)) = self.read_verified(feed_name, trust)? else {
+            return Ok(None);
+        };
+        let index = PackagesFile::parse(&packages).map_err(|e| FeedError::BadIndex {
+            feed: feed_name.into(),
+            file,
+            reason: e.to_string(),
+        })?;
+        Ok(Some(index))
+    }
+
+    /// The key that signed the stored index of `feed_name` (verified again against `trust`,
+    /// as [`FeedStore::load`] does); `None` when signatures are not checked or nothing is
+    /// stored.
+    pub fn signer(&self, feed_name: &str, trust: &Trust) -> Result<Option<Fingerprint>, FeedError> {
+        Ok(self
+            .read_verified(feed_name, trust)?
+            .and_then(|(_, _, fp)| fp))
+    }
+
+    /// The stored index of `feed_name`, checked as [`FeedStore::load`] says, decompressed;
+    /// with its file name and the key that signed it.
+    fn read_verified(
+        &self,
+        feed_name: &str,
+        trust: &Trust,
+    ) -> Result<Option<(Vec<u8>, String, Option<Fingerprint>)>, FeedError> {
         check_name(feed_name)?;
         let path = self.list_path(feed_name);
         let io = |path: &Path, reason: String| FeedError::Io {
@@ -994,14 +1021,10 @@ impl FeedStore {
                     feed: feed_name.into(),
                     file: sig_path.display().to_string(),
                 })?;
-            trust.verify(feed_name, &file, &packages, &sig)?;
+            let fp = trust.verify(feed_name, &file, &packages, &sig)?;
+            return Ok(Some((packages, file, Some(fp))));
         }
-        let index = PackagesFile::parse(&packages).map_err(|e| FeedError::BadIndex {
-            feed: feed_name.into(),
-            file,
-            reason: e.to_string(),
-        })?;
-        Ok(Some(index))
+        Ok(Some((packages, file, None)))
     }
 
     /// Decompresses a gzip'd index within the download bounds (threats 8, 9). Something

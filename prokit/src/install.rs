@@ -89,6 +89,9 @@ pub struct Expected {
     /// The developer key whose signature over the downloaded file was verified (recorded
     /// in the status file as `Signed-By`).
     pub signed_by: Option<String>,
+    /// The feed key whose signature over the index vouched for the file (recorded as
+    /// `Prokit-Feed-Key`).
+    pub feed_key: Option<String>,
 }
 
 /// What an install did.
@@ -426,6 +429,10 @@ fn install_in(
     if let Some(fp) = expected.and_then(|e| e.signed_by.as_deref()) {
         // Which developer vouched for this version (`prokit verify --signatures`).
         let _ = stanza.set("Signed-By", fp);
+    }
+    if let Some(fp) = expected.and_then(|e| e.feed_key.as_deref()) {
+        // And which feed key (`prokit info`).
+        let _ = stanza.set("Prokit-Feed-Key", fp);
     }
     tx.stage_status(status_text_with(db.package_map(), &name, Some(&stanza)))?;
 

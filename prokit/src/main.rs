@@ -112,7 +112,9 @@ enum Command {
     Remove(RemoveArgs),
     /// List the packages the feeds offer, or with --installed the installed ones.
     List(ListArgs),
-    /// Show the installed and available stanzas of a package.
+    /// Show the installed and available stanzas of a package. The installed one names the
+    /// keys that vouched for it: Signed-By (the developer key) and Prokit-Feed-Key (the key
+    /// that signed the feed's index).
     Info(InfoArgs),
     /// Check every installed file (or those of the given packages) against the SHA-256
     /// recorded at install: reports changed and missing files (exit 1), and conffiles whose

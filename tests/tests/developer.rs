@@ -486,6 +486,15 @@ fn store_scenario_two_developers_forged_stanzas_and_a_revocation_over_http() {
         status_of(&root, "luci-app-x").contains(&format!("Signed-By: {}", fingerprint(&a_pub)))
     );
     assert!(status_of(&root, "pbr").contains(&format!("Signed-By: {}", fingerprint(&b_pub))));
+    // prokit info names both keys that vouched for the installed version.
+    let (ok, out, err) = prokit(Some(&root_s), &["info", "luci-app-x"]);
+    assert!(ok, "{err}");
+    let installed = out.split("# feed").next().unwrap_or_default();
+    assert!(
+        installed.contains(&format!("Signed-By: {}", fingerprint(&a_pub)))
+            && installed.contains(&format!("Prokit-Feed-Key: {}", f.fingerprint())),
+        "{out}"
+    );
     let conf = root.join("etc/opkg.conf");
     let with_option = |opt: &str| {
         let text = fs::read_to_string(&conf).unwrap();
