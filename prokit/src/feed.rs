@@ -142,6 +142,15 @@ impl Default for FeedLimits {
     }
 }
 
+/// A stored index, checked and decompressed ([`FeedStore::load`]).
+struct VerifiedList {
+    packages: Vec<u8>,
+    /// Its path, for messages.
+    file: String,
+    /// The key that signed it, when signatures are checked.
+    signer: Option<Fingerprint>,
+}
+
 /// What an update found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpdateReport {
@@ -961,12 +970,12 @@ impl FeedStore {
     /// no longer accepted). When a `Release` was accepted for the feed, the list must be the
     /// one it describes (see the module docs).
     pub fn load(&self, feed_name: &str, trust: &Trust) -> Result<Option<PackagesFile>, FeedError> {
-        let Some((packages, file, _)) = self.read_verified(feed_name, trust)? else {
+        let Some(list) = self.read_verified(feed_name, trust)? else {
             return Ok(None);
         };
-        let index = PackagesFile::parse(&packages).map_err(|e| FeedError::BadIndex {
+        let index = PackagesFile::parse(&list.packages).map_err(|e| FeedError::BadIndex {
             feed: feed_name.into(),
-            file,
+            file: list.file,
             reason: e.to_string(),
         })?;
         Ok(Some(index))
@@ -987,7 +996,7 @@ impl FeedStore {
         &self,
         feed_name: &str,
         trust: &Trust,
-    ) -> Result<Option<(Vec<u8>, String, Option<Fingerprint>)>, FeedError> {
+    ) -> Result<Option<VerifiedList>, FeedError> {
         check_name(feed_name)?;
         let path = self.list_path(feed_name);
         let io = |path: &Path, reason: String| FeedError::Io {
@@ -1022,9 +1031,17 @@ impl FeedStore {
                     file: sig_path.display().to_string(),
                 })?;
             let fp = trust.verify(feed_name, &file, &packages, &sig)?;
-            return Ok(Some((packages, file, Some(fp))));
+            return Ok(Some(VerifiedList {
+                packages,
+                file,
+                signer: Some(fp),
+            }));
         }
-        Ok(Some((packages, file, None)))
+        Ok(Some(VerifiedList {
+            packages,
+            file,
+            signer: None,
+        }))
     }
 
     /// Decompresses a gzip'd index within the download bounds (threats 8, 9). Something
