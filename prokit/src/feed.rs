@@ -985,9 +985,7 @@ impl FeedStore {
     /// as [`FeedStore::load`] does); `None` when signatures are not checked or nothing is
     /// stored.
     pub fn signer(&self, feed_name: &str, trust: &Trust) -> Result<Option<Fingerprint>, FeedError> {
-        Ok(self
-            .read_verified(feed_name, trust)?
-            .and_then(|(_, _, fp)| fp))
+        Ok(self.read_verified(feed_name, trust)?.and_then(|l| l.signer))
     }
 
     /// The stored index of `feed_name`, checked as [`FeedStore::load`] says, decompressed;
