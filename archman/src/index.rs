@@ -467,9 +467,6 @@ fn walk(
     Ok(found)
 }
 
-/// The largest package whose developer signature is checked (it is read whole).
-const MAX_SIGNED_PACKAGE: u64 = 1 << 30;
-
 /// The control fields that carry a developer signature in the index: never taken from a
 /// package's own control file.
 const DEVELOPER_FIELDS: [&str; 2] = ["Signed-By", "Signature"];
@@ -503,6 +500,22 @@ fn developer_signature(f: &Found) -> Result<Option<DeveloperSig>, BadFile> {
 /// The value of `Signature:` in stanza text this program wrote, if any.
 fn stanza_signature(stanza: &str) -> Option<&str> {
     stanza.lines().find_map(|l| l.strip_prefix("Signature: "))
+}
+
+/// A reader that feeds what passes through it to a signature check.
+struct Verified<'v, R> {
+    inner: R,
+    verifier: Option<&'v mut feeds::usign::Verifier>,
+}
+
+impl<R: Read> Read for Verified<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(v) = self.verifier.as_deref_mut() {
+            v.update(&buf[..n]);
+        }
+        Ok(n)
+    }
 }
 
 /// Reads one package (or takes it from the cache) and builds its stanza.
@@ -600,23 +613,36 @@ fn know(
             })
     };
     let before = identity(&file)?;
-    let pkg = match (&devsig, keyring) {
-        (Some(d), Some(k)) => {
-            // The signature is over the whole file: read it whole, then hash and parse
-            // those very bytes.
-            let mut bytes = Vec::with_capacity(usize::try_from(before.size).unwrap_or(0));
-            (&file)
-                .take(MAX_SIGNED_PACKAGE + 1)
-                .read_to_end(&mut bytes)
-                .map_err(|e| bad(feeds::package::PackageError::Io(e).to_string()))?;
-            let pkg = read_package(&bytes[..], &opts, None).map_err(|e| bad(e.to_string()))?;
-            keyring_pkg::developer::check(k, pkg.name(), &bytes, &d.sig, dev.now)
-                .map_err(|e| bad(e.to_string()))?;
-            pkg
-        }
-        _ => read_package(BufReader::with_capacity(128 * 1024, &file), &opts, None)
+    // The developer signature is over the whole file: checked on the bytes as they are read
+    // and hashed, never holding the file whole (its key is looked up now; whether it may
+    // sign this package is decided once the name is read).
+    let mut verifier = match (&devsig, keyring) {
+        (Some(d), Some(k)) => k
+            .key(d.sig.fingerprint())
+            .map(|e| e.public_key.verifier(&d.sig))
+            .transpose()
             .map_err(|e| bad(e.to_string()))?,
+        _ => None,
     };
+    let reader = Verified {
+        inner: BufReader::with_capacity(128 * 1024, &file),
+        verifier: verifier.as_mut(),
+    };
+    let pkg = read_package(reader, &opts, None).map_err(|e| bad(e.to_string()))?;
+    if let (Some(d), Some(k)) = (&devsig, keyring) {
+        let fp = d.sig.fingerprint();
+        keyring_pkg::developer::check_key(k, pkg.name(), fp, dev.now)
+            .map_err(|e| bad(e.to_string()))?;
+        verifier
+            .map_or(Ok(()), feeds::usign::Verifier::finish)
+            .map_err(|_| {
+                bad(keyring_pkg::DeveloperError::BadSignature {
+                    package: pkg.name().to_string(),
+                    fingerprint: fp,
+                }
+                .to_string())
+            })?;
+    }
     if pkg.size != before.size || identity(&file)? != before {
         return Err(bad("the file changed while it was being read".into()));
     }

@@ -280,6 +280,24 @@ impl PublicKey {
         Ok(self)
     }
 
+    /// Starts checking `signature` over a message given in parts ([`Verifier::update`]), so
+    /// that a large file need not be held whole in memory.
+    pub fn verifier(&self, signature: &Signature) -> Result<Verifier, VerifyError> {
+        if signature.fingerprint != self.fingerprint {
+            return Err(VerifyError::FingerprintMismatch {
+                key: self.fingerprint,
+                signature: signature.fingerprint,
+            });
+        }
+        let state = ed25519_compact::PublicKey::new(self.key)
+            .verify_incremental(&ed25519_compact::Signature::new(signature.sig))
+            .map_err(|_| VerifyError::BadSignature(self.fingerprint))?;
+        Ok(Verifier {
+            state,
+            fingerprint: self.fingerprint,
+        })
+    }
+
     /// Checks that `signature` is this key's signature of `message`.
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), VerifyError> {
         if signature.fingerprint != self.fingerprint {
@@ -290,6 +308,26 @@ impl PublicKey {
         }
         ed25519_compact::PublicKey::new(self.key)
             .verify(message, &ed25519_compact::Signature::new(signature.sig))
+            .map_err(|_| VerifyError::BadSignature(self.fingerprint))
+    }
+}
+
+/// A signature check over a message given in parts ([`PublicKey::verifier`]).
+pub struct Verifier {
+    state: ed25519_compact::VerifyingState,
+    fingerprint: Fingerprint,
+}
+
+impl Verifier {
+    /// Adds the next part of the message.
+    pub fn update(&mut self, part: &[u8]) {
+        self.state.absorb(part);
+    }
+
+    /// Whether the signature is valid for everything given.
+    pub fn finish(self) -> Result<(), VerifyError> {
+        self.state
+            .verify()
             .map_err(|_| VerifyError::BadSignature(self.fingerprint))
     }
 }
@@ -796,6 +834,26 @@ fn write_atomic(kind: FileKind, path: &Path, bytes: &[u8], mode: u32) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_verifier_fed_in_parts_agrees_with_verify() {
+        let (sk, pk) = SecretKey::generate(None).unwrap();
+        let msg: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let sig = sk.sign(&msg).unwrap();
+        let mut v = pk.verifier(&sig).unwrap();
+        for part in msg.chunks(7_777) {
+            v.update(part);
+        }
+        v.finish().unwrap();
+        let mut v = pk.verifier(&sig).unwrap();
+        v.update(&msg[..msg.len() - 1]);
+        assert!(matches!(v.finish(), Err(VerifyError::BadSignature(_))));
+        let (_, other) = SecretKey::generate(None).unwrap();
+        assert!(matches!(
+            other.verifier(&sig),
+            Err(VerifyError::FingerprintMismatch { .. })
+        ));
+    }
     use std::os::unix::fs::PermissionsExt;
 
     const RFC_SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";

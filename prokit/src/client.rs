@@ -249,8 +249,6 @@ pub const KEYS_DIR: &str = "etc/opkg/keys";
 pub const CACHE_DIR: &str = "var/cache/prokit";
 /// Where opkg-lede keeps its lock file (`opkg.lock`) inside a root.
 pub const OPKG_LOCK_DIR: &str = "var/lock";
-/// The largest package file whose developer signature is checked (it is read whole).
-const MAX_DEVELOPER_SIGNED: u64 = 1 << 30;
 
 impl Client {
     /// Reads the root's configuration and trusted keys.
@@ -408,12 +406,29 @@ impl Client {
                 sig.fingerprint()
             ));
         }
-        let bytes = safe_fs::read_bounded(file, MAX_DEVELOPER_SIGNED)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("{}: no such file", file.display()))?;
-        keyring_pkg::developer::check(keyring, &exp.name, &bytes, &sig, self.opts.now)
-            .map(|fp| Some(fp.to_string()))
-            .map_err(|e| e.to_string())
+        let key =
+            keyring_pkg::developer::check_key(keyring, &exp.name, sig.fingerprint(), self.opts.now)
+                .map_err(|e| e.to_string())?;
+        // Over the file as it was downloaded and hash-checked, read in parts.
+        let mut v = key.public_key.verifier(&sig).map_err(|e| e.to_string())?;
+        let mut f = fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match std::io::Read::read(&mut f, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => v.update(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("{}: {e}", file.display())),
+            }
+        }
+        v.finish().map_err(|_| {
+            keyring_pkg::DeveloperError::BadSignature {
+                package: exp.name.clone(),
+                fingerprint: sig.fingerprint(),
+            }
+            .to_string()
+        })?;
+        Ok(Some(sig.fingerprint().to_string()))
     }
 
     /// The keys trusted for `feed`: those of its `option signed_by`, else every trusted key.
