@@ -1596,7 +1596,7 @@ pub fn index_feed(
         let mut kept = Vec::with_capacity(known.len());
         for k in known {
             let name = k.key.package();
-            match (k.signed_by, record.get(name)) {
+            match (k.signed_by, record.previous_for(name, k.key.version())) {
                 (Some(new), Some(old))
                     if new != old
                         && !crate::signers::transferred(
@@ -1610,7 +1610,8 @@ pub fn index_feed(
                     bad.push(BadFile {
                         path: k.rel.clone(),
                         reason: format!(
-                            "package {name} is signed by developer key {new}, but its published versions were signed by {old}; until the keyring transfers the name (lists {name} itself in {new}'s Packages, or takes it from {old}), only {old} may sign it"
+                            "package {name} {} is signed by developer key {new}, but its newest published version was signed by {old}; until the keyring transfers the name (lists {name} itself in {new}'s Packages, or takes it from {old}), only {old} may sign newer versions",
+                            k.key.version()
                         ),
                     });
                 }
@@ -1765,7 +1766,7 @@ pub fn index_feed(
     if let (Some(mut record), Some(c)) = (signers, &cache_file) {
         for k in &known {
             if let Some(fp) = k.signed_by {
-                record.set(k.key.package(), fp);
+                record.publish(k.key.package(), k.key.version(), fp);
             }
         }
         let path = signers_path(&c.path);

@@ -161,6 +161,23 @@ enum KeyringCmd {
         #[arg(value_name = "PUB")]
         public: PathBuf,
     },
+    /// Set a developer key's package scope (comma-separated globs, or --any): how the roots
+    /// move a package name from one developer to another. archman index refuses a name
+    /// signed by a new key while the key that signed it before may still sign it, unless the
+    /// new key's scope lists the name itself.
+    ///
+    /// Example: archman keyring set-scope ring 0123456789abcdef 'luci-app-*,pbr'
+    SetScope {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(value_name = "FP")]
+        fingerprint: String,
+        #[arg(value_name = "GLOBS", required_unless_present = "any")]
+        packages: Option<String>,
+        /// No scope: the key may sign any package.
+        #[arg(long, conflicts_with = "packages")]
+        any: bool,
+    },
     /// Retire a key: no longer trusted, not a compromise.
     Retire {
         #[arg(value_name = "DIR")]
@@ -973,6 +990,22 @@ fn cmd_keyring(cmd: KeyringCmd) -> Result<ExitCode> {
                 );
             }
             describe_change(&workdir::add_key_entry(&dir, entry, now)?)?;
+        }
+        KeyringCmd::SetScope {
+            dir,
+            fingerprint,
+            packages,
+            any: _,
+        } => {
+            let scope = packages
+                .map(|g| Scope::parse(&g).map_err(|e| anyhow::anyhow!("{g:?}: {e}")))
+                .transpose()?;
+            describe_change(&workdir::set_scope(
+                &dir,
+                parse_fp(&fingerprint)?,
+                scope,
+                now,
+            )?)?
         }
         KeyringCmd::Retire { dir, fingerprint } => {
             describe_change(&workdir::retire(&dir, parse_fp(&fingerprint)?, now)?)?

@@ -1,7 +1,8 @@
-//! Which developer key signed each package name of a feed last: the record behind key
-//! consistency (docs/trust-model.md §9). Once a name was published signed by one developer
-//! key, a later version signed by another is a bad package until the roots transfer the name
-//! ([`transferred`]).
+//! Which developer key signed the newest published version of each package name of a feed:
+//! the record behind key consistency (docs/trust-model.md §9). Once a name was published
+//! signed by one developer key, a *later* version signed by another is a bad package until
+//! the roots transfer the name ([`transferred`]); versions up to the recorded one stay as
+//! they were published.
 //!
 //! The record is kept beside the index cache, outside the feed (whoever can write the feed
 //! must not be able to rewrite it), authenticated with the cache's per-host key:
@@ -9,7 +10,7 @@
 //! ```text
 //! archman-signers 1
 //! feed <feed id>
-//! <name> <16-hex fingerprint>
+//! <name> <16-hex fingerprint> <version>
 //! ...
 //! mac <HMAC-SHA256 hex over everything above>
 //! ```
@@ -21,6 +22,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use feeds::usign::{Fingerprint, PublicKey, Signature};
+use feeds::version::Version;
 use keyring_pkg::Keyring;
 
 use crate::cache::CacheKey;
@@ -28,25 +30,43 @@ use crate::cache::CacheKey;
 const MAGIC: &str = "archman-signers 1";
 const MAX_LEN: u64 = 64 << 20;
 
-/// Package name → the developer key that signed its last published version.
+/// Package name → the developer key that signed its newest published version, and that
+/// version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Signers {
-    map: BTreeMap<String, Fingerprint>,
+    map: BTreeMap<String, (Fingerprint, String)>,
+}
+
+/// True when version text `a` sorts after `b` (unparsable text never does).
+fn newer(a: &str, b: &str) -> bool {
+    match (Version::parse(a), Version::parse(b)) {
+        (Ok(a), Ok(b)) => a > b,
+        _ => false,
+    }
 }
 
 impl Signers {
-    pub fn get(&self, name: &str) -> Option<Fingerprint> {
-        self.map.get(name).copied()
+    /// The key that signed `name`'s newest published version, when `version` is newer than
+    /// that one (the versions it covers were published as they are).
+    pub fn previous_for(&self, name: &str, version: &str) -> Option<Fingerprint> {
+        let (fp, recorded) = self.map.get(name)?;
+        newer(version, recorded).then_some(*fp)
     }
 
-    pub fn set(&mut self, name: &str, fp: Fingerprint) {
-        self.map.insert(name.to_string(), fp);
+    /// Records that `name` `version` was published signed by `fp`, when it is the newest.
+    pub fn publish(&mut self, name: &str, version: &str, fp: Fingerprint) {
+        match self.map.get(name) {
+            Some((_, v)) if !newer(version, v) && v != version => {}
+            _ => {
+                self.map.insert(name.to_string(), (fp, version.to_string()));
+            }
+        }
     }
 
     fn body(&self, feed_id: &str) -> String {
         let mut out = format!("{MAGIC}\nfeed {feed_id}\n");
-        for (name, fp) in &self.map {
-            out.push_str(&format!("{name} {fp}\n"));
+        for (name, (fp, version)) in &self.map {
+            out.push_str(&format!("{name} {fp} {version}\n"));
         }
         out
     }
@@ -81,9 +101,12 @@ impl Signers {
         }
         let mut map = BTreeMap::new();
         for l in lines {
-            let (name, fp) = l.split_once(' ').ok_or("a line without a fingerprint")?;
+            let mut f = l.splitn(3, ' ');
+            let (Some(name), Some(fp), Some(version)) = (f.next(), f.next(), f.next()) else {
+                return Err(format!("bad line {l:?}"));
+            };
             let fp = fp.parse().map_err(|_| format!("bad fingerprint {fp:?}"))?;
-            map.insert(name.to_string(), fp);
+            map.insert(name.to_string(), (fp, version.to_string()));
         }
         Ok(Some(Signers { map }))
     }
@@ -96,20 +119,21 @@ impl Signers {
         let sig = Signature::parse(&sig).ok()?;
         public.verify(&packages, &sig).ok()?;
         let text = String::from_utf8(packages).ok()?;
-        let mut map = BTreeMap::new();
+        let mut out = Signers::default();
         for stanza in text.split("\n\n") {
             let field = |n: &str| {
                 stanza
                     .lines()
                     .find_map(|l| l.strip_prefix(n).and_then(|v| v.strip_prefix(": ")))
             };
-            if let (Some(name), Some(fp)) = (field("Package"), field("Signed-By"))
+            if let (Some(name), Some(version), Some(fp)) =
+                (field("Package"), field("Version"), field("Signed-By"))
                 && let Ok(fp) = fp.trim().parse()
             {
-                map.insert(name.trim().to_string(), fp);
+                out.publish(name.trim(), version.trim(), fp);
             }
         }
-        Some(Signers { map })
+        Some(out)
     }
 }
 
@@ -141,8 +165,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = CacheKey::from_bytes([7; 32]);
         let mut s = Signers::default();
-        s.set("pbr", Fingerprint::new([1; 8]));
-        s.set("luci-app-x", Fingerprint::new([2; 8]));
+        s.publish("pbr", "1.0", Fingerprint::new([1; 8]));
+        s.publish("luci-app-x", "2.0-r1", Fingerprint::new([2; 8]));
+        // An older version does not move the record; a newer one does.
+        s.publish("pbr", "0.9", Fingerprint::new([4; 8]));
+        assert_eq!(s.previous_for("pbr", "1.1"), Some(Fingerprint::new([1; 8])));
+        assert_eq!(s.previous_for("pbr", "1.0"), None);
+        s.publish("pbr", "1.2", Fingerprint::new([1; 8]));
+        assert_eq!(s.previous_for("pbr", "1.1"), None);
         let p = dir.path().join("signers");
         std::fs::write(&p, s.to_bytes("/srv/feed", &key)).unwrap();
         assert_eq!(
@@ -154,6 +184,10 @@ mod tests {
         let forged = String::from_utf8(s.to_bytes("/srv/feed", &key))
             .unwrap()
             .replace("pbr 0101010101010101", "pbr 0303030303030303");
+        assert_ne!(
+            forged,
+            String::from_utf8(s.to_bytes("/srv/feed", &key)).unwrap()
+        );
         std::fs::write(&p, forged).unwrap();
         assert!(
             Signers::load(&p, "/srv/feed", &key)

@@ -34,7 +34,7 @@ use feeds::usign::{Fingerprint, PublicKey, SecretKey};
 use safe_fs::{FsError, WriteOptions};
 
 use crate::accept::{Refusal, check_self, check_step};
-use crate::manifest::{KeyEntry, Keyring, MAX_MANIFEST_LEN, ManifestError, Role, Status};
+use crate::manifest::{KeyEntry, Keyring, MAX_MANIFEST_LEN, ManifestError, Role, Scope, Status};
 use crate::package::{BuildError, MAX_HISTORY, write_package};
 use crate::signatures::{
     MAX_SIGNATURE_FILE_LEN, ParseError, SignatureFileError, SignatureSet, SignedKeyring, Tally,
@@ -475,6 +475,37 @@ pub fn revoke(dir: &Path, fingerprint: Fingerprint, now: i64) -> Result<Change, 
             return Err(WorkdirError::AlreadyRevoked { fingerprint });
         }
         set_status(k, fingerprint, Status::Revoked);
+        Ok(())
+    })
+}
+
+/// Sets (or with `None` clears) a developer key's `Packages` scope: how the roots transfer a
+/// package name from one developer to another (docs/trust-model.md §9). A key of another
+/// role, or one already with that scope, is an error.
+pub fn set_scope(
+    dir: &Path,
+    fingerprint: Fingerprint,
+    scope: Option<Scope>,
+    now: i64,
+) -> Result<Change, WorkdirError> {
+    change(dir, now, |k| {
+        let e = existing(k, fingerprint)?;
+        if e.role != Role::Developer {
+            return Err(WorkdirError::Unchanged {
+                what: format!(
+                    "key {fingerprint} is a {} key; only developer keys have a package scope",
+                    e.role
+                ),
+            });
+        }
+        if e.scope == scope {
+            return Err(WorkdirError::Unchanged {
+                what: format!("key {fingerprint} already has that scope"),
+            });
+        }
+        if let Some(e) = k.key_mut(fingerprint) {
+            e.scope = scope;
+        }
         Ok(())
     })
 }

@@ -771,7 +771,7 @@ fn a_name_keeps_its_developer_key_until_the_keyring_transfers_it() {
     assert!(!ok);
     let (fa, fc) = (fingerprint(&a_pub), fingerprint(&c_pub));
     let refusal = format!(
-        "package luci-app-x is signed by developer key {fc}, but its published versions were signed by {fa}"
+        "package luci-app-x 1.1 is signed by developer key {fc}, but its newest published version was signed by {fa}"
     );
     assert!(
         err.contains("luci-app-x_1.1_all.ipk") && err.contains(&refusal),
@@ -781,6 +781,18 @@ fn a_name_keeps_its_developer_key_until_the_keyring_transfers_it() {
     fs::remove_dir_all(&xdg).unwrap();
     let (ok, _, err) = index();
     assert!(!ok && err.contains(&refusal), "{err}");
+    // The roots list the name itself in C's scope: C's 1.1 is accepted beside A's 1.0.
+    let (ok, _, err) = archman(&["keyring", "set-scope", &ring_s, &fa, "luci-app-[x"]);
+    assert!(!ok && err.contains("holds '['"), "{err}");
+    keyring(&["set-scope", &ring_s, &fc, "luci-*,luci-app-x"]);
+    keyring(&["sign", &ring_s, "-s", &root_sec]);
+    let (ok, _, err) = index();
+    assert!(ok, "{err}");
+    let packages = fs::read_to_string(feed.join("Packages")).unwrap();
+    assert!(
+        packages.contains("Version: 1.0") && packages.contains("Version: 1.1"),
+        "{packages}"
+    );
     // The roots take the name from A (retired): C's version is published, A's 1.0 no longer.
     keyring(&["retire", &ring_s, &fa]);
     keyring(&["sign", &ring_s, "-s", &root_sec]);
