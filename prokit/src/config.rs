@@ -4,7 +4,8 @@
 //! `<root>/etc/opkg/*.conf`; so does prokit. Options prokit adds (opkg ignores unknown ones):
 //! `option keyring NAME`, `option require_release 1`, `option db_dir PATH` (Yocto keeps the
 //! database in `/var/lib/opkg`), `option ca_file PATH`, `option signed_by FEED FP...` (only
-//! these keys are trusted for that feed, like apt's `signed-by`). `option check_signature 0` turns
+//! these keys are trusted for that feed, like apt's `signed-by`), `option developer_signatures
+//! off|check|require` (docs/trust-model.md §9). `option check_signature 0` turns
 //! signature checking off explicitly; prokit checks signatures unless told not to.
 //!
 //! Every path in the configuration is a path inside the root: `lists_dir ext /var/opkg-lists`
