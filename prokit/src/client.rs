@@ -652,15 +652,33 @@ impl Client {
         let opts = self.install_options();
         let jobs = self.opts.jobs.max(1);
         let mut reports = Vec::new();
+        // Developer signatures are checked by the download workers as each file arrives, in
+        // parallel and off the install thread; what a worker did not check is checked before
+        // the install.
+        let verdicts: Vec<std::sync::OnceLock<Result<Option<String>, String>>> = (0..items.len())
+            .map(|_| std::sync::OnceLock::new())
+            .collect();
+        let by_dest: std::collections::HashMap<&Path, usize> = items
+            .iter()
+            .enumerate()
+            .map(|(i, it)| (it.dest.as_path(), i))
+            .collect();
+        let check_arrived = |item: &download::DownloadItem| -> Option<usize> {
+            let i = *by_dest.get(item.dest.as_path())?;
+            let _ = verdicts[i].set(self.verify_developer(&item.dest, &expected[i]));
+            Some(i)
+        };
         let mut install_one = |db: &mut Db, i: usize| -> Result<(), ClientError> {
             let (step, item) = (&plan.steps[i], &items[i]);
             let mut exp = expected[i].clone();
-            exp.signed_by = self.verify_developer(&item.dest, &exp).map_err(|reason| {
-                ClientError::Developer {
-                    package: format!("{} {}", step.name, step.version),
-                    url: item.url.clone(),
-                    reason,
-                }
+            let verdict = match verdicts[i].get() {
+                Some(v) => v.clone(),
+                None => self.verify_developer(&item.dest, &exp),
+            };
+            exp.signed_by = verdict.map_err(|reason| ClientError::Developer {
+                package: format!("{} {}", step.name, step.version),
+                url: item.url.clone(),
+                reason,
             })?;
             let report = install::install_expecting(db, &item.dest, step.auto, &opts, Some(&exp))
                 .map_err(|source| ClientError::InstallOf {
@@ -690,7 +708,8 @@ impl Client {
         if !self.opts.pipeline || !plan.removes.is_empty() {
             // apt's order: every package downloaded and verified before anything changes.
             download::download_all(&self.fetcher, &items, jobs, &|item, cached| {
-                progress.downloaded(&item.url, cached)
+                progress.downloaded(&item.url, cached);
+                check_arrived(item);
             })?;
             // Packages the plan replaces (Conflicts + Replaces) go first.
             for name in &plan.removes {
@@ -704,11 +723,6 @@ impl Client {
         }
         // A fresh root: install each package (still verified whole first) as soon as it and
         // everything before it in dependency order has arrived, while later ones download.
-        let index: std::collections::HashMap<&Path, usize> = items
-            .iter()
-            .enumerate()
-            .map(|(i, it)| (it.dest.as_path(), i))
-            .collect();
         let (tx, rx) = std::sync::mpsc::channel::<usize>();
         let fetcher = &self.fetcher;
         let items_ref = &items;
@@ -717,7 +731,7 @@ impl Client {
                 let tx = tx;
                 download::download_all(fetcher, items_ref, jobs, &|item, cached| {
                     progress.downloaded(&item.url, cached);
-                    if let Some(&i) = index.get(item.dest.as_path()) {
+                    if let Some(i) = check_arrived(item) {
                         let _ = tx.send(i);
                     }
                 })
