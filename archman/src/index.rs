@@ -1610,7 +1610,7 @@ pub fn index_feed(
                     bad.push(BadFile {
                         path: k.rel.clone(),
                         reason: format!(
-                            "package {name} {} is signed by developer key {new}, but its newest published version was signed by {old}; until the keyring transfers the name (lists {name} itself in {new}'s Packages, or takes it from {old}), only {old} may sign newer versions",
+                            "package {name} {} is signed by developer key {new}, but its published versions were signed by {old}; until the keyring transfers the name (lists {name} itself in {new}'s Packages, or takes it from {old}), only {old} may sign it",
                             k.key.version()
                         ),
                     });

@@ -1,8 +1,8 @@
-//! Which developer key signed the newest published version of each package name of a feed:
-//! the record behind key consistency (docs/trust-model.md §9). Once a name was published
-//! signed by one developer key, a *later* version signed by another is a bad package until
-//! the roots transfer the name ([`transferred`]); versions up to the recorded one stay as
-//! they were published.
+//! Which developer key signed each published version of each package name of a feed: the
+//! record behind key consistency (docs/trust-model.md §9). Once a name was published signed
+//! by one developer key, any version signed by another — newer, older or the same version
+//! re-signed — is a bad package until the roots transfer the name ([`transferred`]): a version
+//! published before must keep its signer, a new one must have the signer of the newest.
 //!
 //! The record is kept beside the index cache, outside the feed (whoever can write the feed
 //! must not be able to rewrite it), authenticated with the cache's per-host key:
@@ -30,43 +30,46 @@ use crate::cache::CacheKey;
 const MAGIC: &str = "archman-signers 1";
 const MAX_LEN: u64 = 64 << 20;
 
-/// Package name → the developer key that signed its newest published version, and that
-/// version.
+/// Package name → version → the developer key that signed that published version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Signers {
-    map: BTreeMap<String, (Fingerprint, String)>,
+    map: BTreeMap<String, BTreeMap<String, Fingerprint>>,
 }
 
-/// True when version text `a` sorts after `b` (unparsable text never does).
-fn newer(a: &str, b: &str) -> bool {
-    match (Version::parse(a), Version::parse(b)) {
-        (Ok(a), Ok(b)) => a > b,
-        _ => false,
-    }
+/// The version sort of version text (unparsable text sorts first, by its text).
+fn version_key(v: &str) -> (Option<Version>, &str) {
+    (Version::parse(v).ok(), v)
 }
 
 impl Signers {
-    /// The key that signed `name`'s newest published version, when `version` is newer than
-    /// that one (the versions it covers were published as they are).
+    /// The key `version` of `name` must be signed by unless the name was transferred: the
+    /// key of that very version when it was published before, else the key of the newest
+    /// version published. `None` for a name never published signed.
     pub fn previous_for(&self, name: &str, version: &str) -> Option<Fingerprint> {
-        let (fp, recorded) = self.map.get(name)?;
-        newer(version, recorded).then_some(*fp)
+        let versions = self.map.get(name)?;
+        if let Some(fp) = versions.get(version) {
+            return Some(*fp);
+        }
+        versions
+            .iter()
+            .max_by(|a, b| version_key(a.0).cmp(&version_key(b.0)))
+            .map(|(_, fp)| *fp)
     }
 
-    /// Records that `name` `version` was published signed by `fp`, when it is the newest.
+    /// Records that `name` `version` was published signed by `fp`.
     pub fn publish(&mut self, name: &str, version: &str, fp: Fingerprint) {
-        match self.map.get(name) {
-            Some((_, v)) if !newer(version, v) && v != version => {}
-            _ => {
-                self.map.insert(name.to_string(), (fp, version.to_string()));
-            }
-        }
+        self.map
+            .entry(name.to_string())
+            .or_default()
+            .insert(version.to_string(), fp);
     }
 
     fn body(&self, feed_id: &str) -> String {
         let mut out = format!("{MAGIC}\nfeed {feed_id}\n");
-        for (name, (fp, version)) in &self.map {
-            out.push_str(&format!("{name} {fp} {version}\n"));
+        for (name, versions) in &self.map {
+            for (version, fp) in versions {
+                out.push_str(&format!("{name} {fp} {version}\n"));
+            }
         }
         out
     }
@@ -106,7 +109,9 @@ impl Signers {
                 return Err(format!("bad line {l:?}"));
             };
             let fp = fp.parse().map_err(|_| format!("bad fingerprint {fp:?}"))?;
-            map.insert(name.to_string(), (fp, version.to_string()));
+            map.entry(name.to_string())
+                .or_insert_with(BTreeMap::new)
+                .insert(version.to_string(), fp);
         }
         Ok(Some(Signers { map }))
     }
@@ -167,12 +172,14 @@ mod tests {
         let mut s = Signers::default();
         s.publish("pbr", "1.0", Fingerprint::new([1; 8]));
         s.publish("luci-app-x", "2.0-r1", Fingerprint::new([2; 8]));
-        // An older version does not move the record; a newer one does.
-        s.publish("pbr", "0.9", Fingerprint::new([4; 8]));
+        // A new version, newer or older, must have the newest one's signer; a published one
+        // its own.
         assert_eq!(s.previous_for("pbr", "1.1"), Some(Fingerprint::new([1; 8])));
-        assert_eq!(s.previous_for("pbr", "1.0"), None);
-        s.publish("pbr", "1.2", Fingerprint::new([1; 8]));
-        assert_eq!(s.previous_for("pbr", "1.1"), None);
+        assert_eq!(s.previous_for("pbr", "0.9"), Some(Fingerprint::new([1; 8])));
+        s.publish("pbr", "1.2", Fingerprint::new([4; 8]));
+        assert_eq!(s.previous_for("pbr", "1.0"), Some(Fingerprint::new([1; 8])));
+        assert_eq!(s.previous_for("pbr", "1.1"), Some(Fingerprint::new([4; 8])));
+        assert_eq!(s.previous_for("luci", "1.0"), None);
         let p = dir.path().join("signers");
         std::fs::write(&p, s.to_bytes("/srv/feed", &key)).unwrap();
         assert_eq!(

@@ -771,12 +771,21 @@ fn a_name_keeps_its_developer_key_until_the_keyring_transfers_it() {
     assert!(!ok);
     let (fa, fc) = (fingerprint(&a_pub), fingerprint(&c_pub));
     let refusal = format!(
-        "package luci-app-x 1.1 is signed by developer key {fc}, but its newest published version was signed by {fa}"
+        "package luci-app-x 1.1 is signed by developer key {fc}, but its published versions were signed by {fa}"
     );
     assert!(
         err.contains("luci-app-x_1.1_all.ipk") && err.contains(&refusal),
         "{err}"
     );
+    // Nor an older version: 0.9 signed by C is C's claim on A's name just the same.
+    let v0 = build("0.9");
+    sign(&c_sec, &v0);
+    let (ok, _, err) = index();
+    assert!(
+        !ok && err.contains("package luci-app-x 0.9 is signed by developer key"),
+        "{err}"
+    );
+    fs::remove_file(&v0).unwrap();
     // The cache (and the record beside it) lost: rebuilt from the signed published index.
     fs::remove_dir_all(&xdg).unwrap();
     let (ok, _, err) = index();
