@@ -636,6 +636,8 @@ pub struct KeySummary {
     pub fingerprint: Fingerprint,
     pub role: Role,
     pub status: Status,
+    /// A developer key's package scope.
+    pub scope: Option<Scope>,
     pub not_after: Option<i64>,
     pub comment: Option<String>,
     /// The key has a signature block on the current manifest that verifies.
@@ -672,6 +674,7 @@ pub fn show(dir: &Path, now: i64) -> Result<Summary, WorkdirError> {
             fingerprint: e.fingerprint(),
             role: e.role,
             status: e.status,
+            scope: e.scope.clone(),
             not_after: e.not_after,
             comment: e.comment.clone(),
             signed: wd
@@ -715,6 +718,11 @@ impl fmt::Display for Summary {
         writeln!(f, "keys:")?;
         for k in &self.keys {
             write!(f, "  {} {} {}", k.fingerprint, k.role, k.status)?;
+            match (&k.scope, k.role) {
+                (Some(s), _) => write!(f, ", packages {s}")?,
+                (None, Role::Developer) => write!(f, ", any package")?,
+                _ => {}
+            }
             if let Some(t) = k.not_after {
                 let state = if t < self.now { "expired" } else { "until" };
                 write!(f, ", {state} {}", format_date(t))?;

@@ -93,6 +93,13 @@ fn scoped_developer_keys_sign_and_verify_packages() {
         &b_pub,
     ]);
     assert!(ok, "{err}");
+    let (ok, out, err) = archman(&["keyring", "show", ring_s]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("developer active, packages luci-app-*")
+            && out.contains("developer active, packages pbr"),
+        "{out}"
+    );
     let manifest = fs::read_to_string(ring.join("keyring")).unwrap_or_default();
     let listed = fs::read_dir(&ring)
         .unwrap()
