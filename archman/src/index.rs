@@ -1173,6 +1173,26 @@ fn write_temp(
     Ok(tmp)
 }
 
+/// Replaces `dest` (in `dir`) with `data`: this run's temporary file, renamed over it; the
+/// temporary is removed when the rename fails.
+fn replace_via_temp(
+    dir: &Path,
+    tag: &str,
+    dest: &Path,
+    data: &[u8],
+    sync: bool,
+) -> Result<(), IndexError> {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = write_temp(dir, tag, &name, data, sync)?;
+    fs::rename(&tmp, dest).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io_err(&tmp)(e)
+    })
+}
+
 fn sync_dir(dir: &Path) -> Result<(), IndexError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -1772,12 +1792,7 @@ pub fn index_feed(
         let path = signers_path(&c.path);
         let bytes = record.to_bytes(&feed_id, &c.key);
         let parent = path.parent().unwrap_or(Path::new("."));
-        if let Err(e) = write_temp(parent, &tag, SIGNERS_FILE, &bytes, true).and_then(|tmp| {
-            fs::rename(&tmp, &path).map_err(|e| {
-                let _ = fs::remove_file(&tmp);
-                io_err(&tmp)(e)
-            })
-        }) {
+        if let Err(e) = replace_via_temp(parent, &tag, &path, &bytes, true) {
             let w = format!("record of package signers not updated: {e}");
             progress.warn(&w);
             summary.warnings.push(w);
@@ -1826,18 +1841,9 @@ pub fn index_feed(
                 }
                 let bytes = new_cache.to_bytes(&feed_id, ckey);
                 let parent = p.parent().unwrap_or(Path::new("."));
-                let name = p
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
                 // Not synced: a cache torn by a crash fails its MAC or does not parse, and is
                 // only ignored, so waiting for the disk here would buy nothing.
-                write_temp(parent, &tag, &name, &bytes, false).and_then(|tmp| {
-                    fs::rename(&tmp, p).map_err(|e| {
-                        let _ = fs::remove_file(&tmp);
-                        io_err(&tmp)(e)
-                    })
-                })
+                replace_via_temp(parent, &tag, p, &bytes, false)
             };
             if let Err(e) = written {
                 let w =

@@ -9,6 +9,7 @@
 //! checked against its SHA-256 while streaming; then install package by package in dependency
 //! order, each one crash-safe.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -167,6 +168,13 @@ pub enum ClientError {
         reason: String,
     },
 }
+
+/// A feed's verified stanzas and the key that signed its index ([`Client::indexes`]).
+type SignedIndex<'a> = (
+    &'a Source,
+    Vec<Paragraph>,
+    Option<feeds::usign::Fingerprint>,
+);
 
 /// An installed package whose developer key no longer counts (`prokit verify --signatures`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -495,6 +503,15 @@ impl Client {
         &self,
         progress: &dyn Progress,
     ) -> Result<Vec<(&Source, Vec<Paragraph>)>, ClientError> {
+        Ok(self
+            .indexes_signed(progress)?
+            .into_iter()
+            .map(|(s, stanzas, _)| (s, stanzas))
+            .collect())
+    }
+
+    /// [`Client::indexes`], each with the key that signed it.
+    fn indexes_signed(&self, progress: &dyn Progress) -> Result<Vec<SignedIndex<'_>>, ClientError> {
         if self.config.sources.is_empty() {
             return Err(ClientError::NoFeeds(self.conf_name()));
         }
@@ -503,11 +520,11 @@ impl Client {
         for s in &self.config.sources {
             let loaded = self
                 .store
-                .load(&s.name, self.trust_for(&s.name))
+                .load_signed(&s.name, self.trust_for(&s.name))
                 .map_err(ClientError::from)
                 .and_then(|index| index.ok_or_else(|| ClientError::NotUpdated(s.name.clone())));
             match loaded {
-                Ok(index) => out.push((s, index.stanzas)),
+                Ok((index, signer)) => out.push((s, index.stanzas, signer)),
                 Err(e) => {
                     progress.message(&format!("warning: feed {:?} left out: {e}", s.name));
                     first_error.get_or_insert(e);
@@ -526,6 +543,18 @@ impl Client {
         with_feeds: bool,
         progress: &dyn Progress,
     ) -> Result<Universe, ClientError> {
+        Ok(self.universe_signed(db, with_feeds, progress)?.0)
+    }
+
+    /// [`Client::universe`], with the key that signed each feed's index (by feed name), taken
+    /// from the same verified load.
+    fn universe_signed(
+        &self,
+        db: &Db,
+        with_feeds: bool,
+        progress: &dyn Progress,
+    ) -> Result<(Universe, BTreeMap<String, Option<String>>), ClientError> {
+        let mut signers = BTreeMap::new();
         let mut u = Universe::new(&self.config.arch);
         for p in db.packages() {
             u.add_installed(p)?;
@@ -533,7 +562,9 @@ impl Client {
         if with_feeds {
             // Consumed as it is added, so the index and the universe are not both whole in
             // memory at once.
-            for (i, (s, stanzas)) in self.indexes(progress)?.into_iter().enumerate() {
+            for (i, (s, stanzas, signer)) in self.indexes_signed(progress)?.into_iter().enumerate()
+            {
+                signers.insert(s.name.clone(), signer.map(|f| f.to_string()));
                 // A stanza the resolver cannot read is left out with a warning naming the
                 // feed, the stanza's line and the reason; the rest of the feed, and the other
                 // feeds, stay usable (docs/threats.md §22).
@@ -559,7 +590,7 @@ impl Client {
         for a in &self.opts.assume_installed {
             u.assume_installed(a);
         }
-        Ok(u)
+        Ok((u, signers))
     }
 
     fn install_options(&self) -> InstallOptions {
@@ -584,7 +615,8 @@ impl Client {
         let mut db = self.open_db(progress)?;
         // One journal file for all the packages (unpack/journal.rs, `end_journal`).
         db.set_reuse_journal(true);
-        let universe = self.universe(&db, true, progress)?;
+        // The feed key that signed each feed's index, recorded with what it vouched for.
+        let (universe, feed_keys) = self.universe_signed(&db, true, progress)?;
         let requests: Vec<Request> = packages
             .iter()
             .map(|p| match p.split_once('=') {
@@ -615,17 +647,6 @@ impl Client {
                     reason: "feed not configured".into(),
                 })?;
             items.push(download_item(&step.stanza, source, &cache, &step.feed)?);
-        }
-        // The feed key that signed each feed's index, recorded with what it vouched for.
-        let mut feed_keys = std::collections::BTreeMap::new();
-        for step in &plan.steps {
-            if !feed_keys.contains_key(&step.feed) {
-                let fp = self
-                    .store
-                    .signer(&step.feed, self.trust_for(&step.feed))?
-                    .map(|f| f.to_string());
-                feed_keys.insert(step.feed.clone(), fp);
-            }
         }
         // What each package file must say of itself (docs/threats.md §17).
         let expected: Vec<install::Expected> = plan

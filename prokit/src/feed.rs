@@ -970,6 +970,16 @@ impl FeedStore {
     /// no longer accepted). When a `Release` was accepted for the feed, the list must be the
     /// one it describes (see the module docs).
     pub fn load(&self, feed_name: &str, trust: &Trust) -> Result<Option<PackagesFile>, FeedError> {
+        Ok(self.load_signed(feed_name, trust)?.map(|(index, _)| index))
+    }
+
+    /// [`FeedStore::load`], with the key that signed the index (`None` when signatures are
+    /// not checked).
+    pub fn load_signed(
+        &self,
+        feed_name: &str,
+        trust: &Trust,
+    ) -> Result<Option<(PackagesFile, Option<Fingerprint>)>, FeedError> {
         let Some(list) = self.read_verified(feed_name, trust)? else {
             return Ok(None);
         };
@@ -978,14 +988,7 @@ impl FeedStore {
             file: list.file,
             reason: e.to_string(),
         })?;
-        Ok(Some(index))
-    }
-
-    /// The key that signed the stored index of `feed_name` (verified again against `trust`,
-    /// as [`FeedStore::load`] does); `None` when signatures are not checked or nothing is
-    /// stored.
-    pub fn signer(&self, feed_name: &str, trust: &Trust) -> Result<Option<Fingerprint>, FeedError> {
-        Ok(self.read_verified(feed_name, trust)?.and_then(|l| l.signer))
+        Ok(Some((index, list.signer)))
     }
 
     /// The stored index of `feed_name`, checked as [`FeedStore::load`] says, decompressed;
