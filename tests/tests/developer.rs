@@ -9,12 +9,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Fixture, prokit, status_of};
+use common::{Fixture, archman, prokit, status_of};
 use e2e::{HttpServer, bin, have_tool, run};
-
-fn archman(args: &[&str]) -> (bool, String, String) {
-    run(Command::new(bin("archman")).args(args))
-}
 
 fn keygen(dir: &Path, name: &str) -> (String, String) {
     let (sec, public) = (

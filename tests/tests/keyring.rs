@@ -11,12 +11,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Fixture, prokit};
+use common::{Fixture, archman, prokit};
 use e2e::{HttpServer, bin, have_tool, run};
-
-fn archman(args: &[&str]) -> (bool, String, String) {
-    run(Command::new(bin("archman")).args(args))
-}
 
 struct Keys {
     dir: PathBuf,

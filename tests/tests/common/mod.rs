@@ -129,6 +129,11 @@ impl Fixture {
     }
 }
 
+/// Runs archman with `args`; returns (success, stdout, stderr).
+pub fn archman(args: &[&str]) -> (bool, String, String) {
+    run(Command::new(bin("archman")).args(args))
+}
+
 /// Runs prokit (with `--root ROOT` when given); returns (success, stdout, stderr).
 pub fn prokit(root: Option<&str>, args: &[&str]) -> (bool, String, String) {
     let mut cmd = Command::new(bin("prokit"));
