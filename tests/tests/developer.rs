@@ -817,3 +817,128 @@ fn a_name_keeps_its_developer_key_until_the_keyring_transfers_it() {
         "{packages}"
     );
 }
+
+/// Stanzas a store with the feed key writes by hand: a `Signature` that does not decode, and
+/// one whose `Signed-By` names another key than the signature's. Each is refused naming the
+/// package and why, and nothing is installed.
+#[test]
+fn forged_signature_fields_in_a_signed_index_are_refused() {
+    let f = Fixture::new();
+    let t = f.tmp.path();
+    let (root_sec, _) = keygen(t, "root");
+    let (a_sec, a_pub) = keygen(t, "devA");
+    let ring = t.join("ring");
+    let ring_s = ring.to_str().unwrap().to_string();
+    let feed_pub = f.public.to_str().unwrap().to_string();
+    for args in [
+        vec![
+            "keyring",
+            "init",
+            &ring_s,
+            "--name",
+            "demo",
+            "--root-key",
+            &root_sec,
+            "--feed-key",
+            &feed_pub,
+        ],
+        vec!["keyring", "add-key", &ring_s, "--role", "developer", &a_pub],
+        vec!["keyring", "sign", &ring_s, "-s", &root_sec],
+        vec!["keyring", "build", &ring_s, f.feed.to_str().unwrap()],
+    ] {
+        let (ok, _, err) = archman(&args);
+        assert!(ok, "{args:?}: {err}");
+    }
+    for name in ["app-one", "app-two"] {
+        let p = f.add(
+            name,
+            "1.0",
+            "",
+            &[(&format!("usr/share/{name}"), name)],
+            None,
+        );
+        let (ok, _, err) = archman(&["sign-package", "-s", &a_sec, p.to_str().unwrap()]);
+        assert!(ok, "{err}");
+    }
+    f.index_with(&["--developer-signatures", "require", "--keyring", &ring_s]);
+    // The store rewrites the stanzas and signs the result with the feed key; no Release.
+    let packages = fs::read_to_string(f.feed.join("Packages")).unwrap();
+    let a_fp = fingerprint(&a_pub);
+    let mut forged = String::new();
+    for stanza in packages.split_inclusive("\n\n") {
+        let stanza = if stanza.contains("Package: app-one\n") {
+            let line = stanza
+                .lines()
+                .find(|l| l.starts_with("Signature: "))
+                .unwrap();
+            stanza.replace(line, "Signature: not-base64!")
+        } else if stanza.contains("Package: app-two\n") {
+            stanza.replace(&format!("Signed-By: {a_fp}"), "Signed-By: 0123456789abcdef")
+        } else {
+            stanza.to_string()
+        };
+        forged.push_str(&stanza);
+    }
+    fs::write(f.feed.join("Packages"), &forged).unwrap();
+    let gz = Command::new("gzip")
+        .args(["-9n", "-c"])
+        .arg(f.feed.join("Packages"))
+        .output()
+        .unwrap();
+    fs::write(f.feed.join("Packages.gz"), gz.stdout).unwrap();
+    for file in ["Release", "Release.sig", "Packages.sig"] {
+        let _ = fs::remove_file(f.feed.join(file));
+    }
+    let (ok, _, err) = archman(&[
+        "sign",
+        "-s",
+        f.sec.to_str().unwrap(),
+        "-m",
+        f.feed.join("Packages").to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let Some(server) = HttpServer::serve(&f.feed) else {
+        return;
+    };
+    let root = t.join("root");
+    let root_s = root.to_str().unwrap().to_string();
+    let keyring_pkg = f.feed.join("demo-keyring_2_all.ipk");
+    let (ok, out, err) = prokit(
+        None,
+        &[
+            "bootstrap",
+            &root_s,
+            "--feed",
+            &format!("main={}", server.url("")),
+            "--keyring",
+            keyring_pkg.to_str().unwrap(),
+            "--root-fingerprint",
+            &fingerprint(&fingerprint_pub(t, "root")),
+            "demo-keyring",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let status = fs::read_to_string(root.join("usr/lib/opkg/status")).unwrap();
+    let (ok, _, err) = prokit(Some(&root_s), &["install", "app-one"]);
+    assert!(!ok);
+    assert!(
+        err.contains("refused app-one 1.0")
+            && err.contains(
+                "package app-one: its Signature field in the index of feed \"main\" does not decode"
+            ),
+        "{err}"
+    );
+    let (ok, _, err) = prokit(Some(&root_s), &["install", "app-two"]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "package app-two: the index of feed \"main\" says Signed-By \"0123456789abcdef\", but its Signature is by key {a_fp}"
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("usr/lib/opkg/status")).unwrap(),
+        status
+    );
+    assert!(!root.join("usr/share/app-one").exists() && !root.join("usr/share/app-two").exists());
+}
