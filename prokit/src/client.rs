@@ -23,7 +23,9 @@ use crate::feed::{FeedError, FeedSource, FeedStore, Trust, UpdateReport};
 use crate::fetch::{FetchError, FetchOptions, Fetcher, MinRate};
 use crate::install::{self, InstallError, InstallOptions, InstallReport, RemoveReport, ScriptMode};
 use crate::keyring::{self, KeyringError};
+use crate::policy::Policy;
 use crate::resolve::{Request, ResolveError, Universe};
+use crate::review::{Provenance, Review};
 use crate::rootfs::{self, TarError};
 use crate::status::{Db, StatusError};
 use crate::verify::{self, VerifyReport};
@@ -41,6 +43,26 @@ pub trait Progress: Sync {
 /// Reports nothing.
 pub struct Quiet;
 impl Progress for Quiet {}
+
+/// What an install shows and asks before it changes anything (`--review`, the terminal
+/// question, `prokit review`). The default reviews nothing and asks nothing.
+pub trait Gate {
+    /// Whether to read every package's permission review (the policy reads them anyway
+    /// when it has rules).
+    fn wants_review(&self) -> bool {
+        false
+    }
+    /// Called once with every package's review, after all are downloaded and verified and
+    /// the policy let them through, before anything changes: false stops the install with
+    /// nothing changed ([`ClientError::Declined`]).
+    fn confirm(&mut self, _reviews: &[Review]) -> bool {
+        true
+    }
+}
+
+/// Asks nothing.
+pub struct NoGate;
+impl Gate for NoGate {}
 
 /// Settings common to every operation.
 #[derive(Debug, Clone)]
@@ -160,6 +182,24 @@ pub enum ClientError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// The install policy refused a package (docs/trust-model.md §10).
+    #[error("refused {package} by policy {rule}: {detail}; nothing was changed")]
+    Policy {
+        package: String,
+        rule: String,
+        detail: String,
+    },
+    #[error(transparent)]
+    PolicyFile(#[from] crate::policy::PolicyError),
+    #[error("{package}: cannot review the downloaded package: {source}")]
+    Review {
+        package: String,
+        #[source]
+        source: Box<feeds::package::PackageFileError>,
+    },
+    /// The user answered no to the review; nothing was changed.
+    #[error("not installed: the review was declined; nothing was changed")]
+    Declined,
     /// The second signing layer refused a package (docs/trust-model.md §9).
     #[error("refused {package} (from {url}): {reason}")]
     Developer {
@@ -245,6 +285,8 @@ pub struct Client {
     /// Narrower trust for the feeds named in `option signed_by` (docs/threats.md §23).
     feed_trust: std::collections::BTreeMap<String, Trust>,
     developer: DeveloperPolicy,
+    /// `etc/prokit/policy.conf` (docs/trust-model.md §10).
+    policy: Policy,
 }
 
 /// Where prokit keeps all its own state inside a root (feeds, keyrings).
@@ -342,6 +384,7 @@ impl Client {
                 "option developer_signatures require needs a trusted keyring (option keyring NAME): developer keys come from it".into(),
             ));
         }
+        let policy = Policy::load(&root)?;
         Ok(Client {
             opts,
             config,
@@ -351,6 +394,7 @@ impl Client {
             trust,
             feed_trust,
             developer,
+            policy,
         })
     }
 
@@ -596,7 +640,8 @@ impl Client {
     fn install_options(&self) -> InstallOptions {
         InstallOptions {
             scripts: self.opts.scripts,
-            allow_special: self.opts.allow_special,
+            // A policy that denies setuid files or devices holds at unpacking too.
+            allow_special: self.opts.allow_special && !self.policy.denies_special(),
             installed_time: self.opts.installed_time,
             trust_package: self
                 .config
@@ -611,6 +656,18 @@ impl Client {
         &self,
         packages: &[String],
         progress: &dyn Progress,
+    ) -> Result<Vec<InstallReport>, ClientError> {
+        self.install_gated(packages, progress, &mut NoGate)
+    }
+
+    /// [`Client::install`], with every package reviewed and judged by the policy (when it
+    /// has rules or `gate` wants reviews) after all are downloaded and verified, and `gate`
+    /// asked before anything changes.
+    pub fn install_gated(
+        &self,
+        packages: &[String],
+        progress: &dyn Progress,
+        gate: &mut dyn Gate,
     ) -> Result<Vec<InstallReport>, ClientError> {
         let mut db = self.open_db(progress)?;
         // One journal file for all the packages (unpack/journal.rs, `end_journal`).
@@ -726,12 +783,52 @@ impl Client {
             }
             Ok(())
         };
-        if !self.opts.pipeline || !plan.removes.is_empty() {
+        let reviewing = gate.wants_review() || !self.policy.is_empty();
+        if !self.opts.pipeline || !plan.removes.is_empty() || reviewing {
             // apt's order: every package downloaded and verified before anything changes.
             download::download_all(&self.fetcher, &items, jobs, &|item, cached| {
                 progress.downloaded(&item.url, cached);
                 check_arrived(item);
             })?;
+            if reviewing {
+                let mut reviews = Vec::with_capacity(items.len());
+                let owned = &db.owners()?.files;
+                for (i, item) in items.iter().enumerate() {
+                    let step = &plan.steps[i];
+                    let package = format!("{} {}", step.name, step.version);
+                    let verdict = verdicts[i]
+                        .get_or_init(|| self.verify_developer(&item.dest, &expected[i]))
+                        .clone()
+                        .map_err(|reason| ClientError::Developer {
+                            package: package.clone(),
+                            url: item.url.clone(),
+                            reason,
+                        })?;
+                    let provenance = Provenance {
+                        feed: step.feed.clone(),
+                        feed_key: expected[i].feed_key.clone(),
+                        developer_key: verdict,
+                    };
+                    let review = crate::review::review_package(&item.dest, &provenance, &|p| {
+                        owned.get(p).cloned()
+                    })
+                    .map_err(|source| ClientError::Review {
+                        package: package.clone(),
+                        source: Box::new(source),
+                    })?;
+                    if let Some(d) = self.policy.judge(&review).into_iter().find(|d| !d.allowed) {
+                        return Err(ClientError::Policy {
+                            package,
+                            rule: d.rule.to_string(),
+                            detail: d.detail,
+                        });
+                    }
+                    reviews.push(review);
+                }
+                if !gate.confirm(&reviews) {
+                    return Err(ClientError::Declined);
+                }
+            }
             // Packages the plan replaces (Conflicts + Replaces) go first.
             for name in &plan.removes {
                 let r = install::remove(&mut db, name, &opts)?;

@@ -15,7 +15,9 @@ pub mod feed;
 pub mod fetch;
 pub mod install;
 pub mod keyring;
+pub mod policy;
 pub mod resolve;
+pub mod review;
 pub mod rootfs;
 // The database lock (fcntl(2) open file description locks, flock(2)).
 #[allow(unsafe_code)]

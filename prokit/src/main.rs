@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use prokit::client::{self, Bootstrap, Client, ListEntry, Options, Progress, Recorded};
 use prokit::install::{InstallReport, ScriptMode};
+use prokit::review::{self, Review};
 use prokit::verify::VerifyReport;
 use serde::Serialize;
 
@@ -108,6 +109,15 @@ enum Command {
     /// Resolve, download, verify and install packages (NAME or NAME=VERSION). An unsatisfiable
     /// request fails before anything is downloaded, with the chain that explains it.
     Install(InstallCmd),
+    /// Show what installing packages would do, and change nothing: resolve, download and
+    /// verify them as install does, then list per package its maintainer scripts,
+    /// setuid/setgid files, device nodes, files outside /etc /usr /lib /www /bin /sbin,
+    /// conffiles, files taken over from other packages, services, users and groups, and
+    /// size, read from the verified package files. Also says which policy rule
+    /// (etc/prokit/policy.conf) would refuse a package (exit 1).
+    ///
+    /// Example: prokit --root ./rootfs review -v dropbear
+    Review(ReviewCmd),
     /// Remove installed packages (modified conffiles are kept).
     Remove(RemoveArgs),
     /// List the packages the feeds offer, or with --installed the installed ones.
@@ -139,6 +149,24 @@ enum Command {
 
 #[derive(Args)]
 struct InstallCmd {
+    #[arg(required = true, value_name = "PKG")]
+    packages: Vec<String>,
+    /// Print what each package will do (scripts, setuid files, devices, services, files
+    /// taken over, ...; with -v each script's text) before installing it. On a terminal the
+    /// review is always shown and asked about when a package requests more than plain
+    /// files; --json prints it as one JSON document.
+    #[arg(long)]
+    review: bool,
+    /// Do not ask: install after the review (the policy in etc/prokit/policy.conf still
+    /// decides).
+    #[arg(short = 'y', long)]
+    yes: bool,
+    #[command(flatten)]
+    args: InstallArgs,
+}
+
+#[derive(Args)]
+struct ReviewCmd {
     #[arg(required = true, value_name = "PKG")]
     packages: Vec<String>,
     #[command(flatten)]
@@ -358,6 +386,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Update => cmd_update(cli),
         Command::Install(a) => cmd_install(cli, a),
+        Command::Review(a) => cmd_review(cli, a),
         Command::Remove(a) => cmd_remove(cli, a),
         Command::List(a) => cmd_list(cli, a),
         Command::Info(a) => cmd_info(cli, a),
@@ -441,14 +470,133 @@ fn cmd_update(cli: &Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `install` shows and asks before changing anything (`client::Gate`).
+struct ReviewGate<'a> {
+    cli: &'a Cli,
+    /// Print the reviews (--review, -v, --json, or a terminal).
+    show: bool,
+    /// Ask on the terminal when a package requests more than plain files.
+    ask: bool,
+    /// `prokit review`: show, then stop with nothing changed.
+    only: bool,
+    shown: Vec<Review>,
+}
+
+impl client::Gate for ReviewGate<'_> {
+    fn wants_review(&self) -> bool {
+        self.show || self.ask || self.only
+    }
+
+    fn confirm(&mut self, reviews: &[Review]) -> bool {
+        self.shown = reviews.to_vec();
+        if !self.cli.json && (self.show || self.ask) {
+            // Asked without --review: only what needs an answer is shown.
+            let mut plain = 0;
+            for r in reviews {
+                if !self.show && !r.requests_permissions() {
+                    plain += 1;
+                    continue;
+                }
+                // A closed stdout must not decide the answer: the text is dropped.
+                let _ = cli_support::write_stdout(format_args!(
+                    "{}",
+                    review::render(r, self.cli.verbose)
+                ));
+            }
+            if plain > 0 {
+                let _ = cli_support::outln!("{plain} more packages place plain files only");
+            }
+        }
+        if self.cli.json && !self.only {
+            let _ = print_json(&ReviewJson::new(reviews));
+        }
+        if self.only {
+            return false;
+        }
+        if self.ask && reviews.iter().any(Review::requests_permissions) {
+            return ask_yes_no("Install these packages with the permissions listed above?");
+        }
+        true
+    }
+}
+
+/// One `--json` review document: what a UI needs for an "this app requests …" prompt.
+#[derive(Serialize)]
+struct ReviewJson<'a> {
+    requests_permissions: bool,
+    packages: &'a [Review],
+}
+
+impl<'a> ReviewJson<'a> {
+    fn new(packages: &'a [Review]) -> Self {
+        ReviewJson {
+            requests_permissions: packages.iter().any(Review::requests_permissions),
+            packages,
+        }
+    }
+}
+
+/// Asks on the terminal; anything but y/yes is no.
+fn ask_yes_no(question: &str) -> bool {
+    use std::io::Write;
+    let mut err = std::io::stderr();
+    let _ = write!(err, "{question} [y/N] ");
+    let _ = err.flush();
+    let mut answer = String::new();
+    if std::io::stdin().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
 fn cmd_install(cli: &Cli, a: &InstallCmd) -> Result<ExitCode> {
-    let reports = cli
-        .client(Some(&a.args))?
-        .install(&a.packages, &cli.reporter())?;
+    use std::io::IsTerminal;
+    let terminal = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    let mut gate = ReviewGate {
+        cli,
+        show: a.review || cli.json || cli.verbose,
+        ask: terminal && !a.yes,
+        only: false,
+        shown: Vec::new(),
+    };
+    let reports =
+        cli.client(Some(&a.args))?
+            .install_gated(&a.packages, &cli.reporter(), &mut gate)?;
     if reports.is_empty() && !cli.quiet {
         cli_support::outln!("Nothing to do: {} already installed", a.packages.join(", "))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_review(cli: &Cli, a: &ReviewCmd) -> Result<ExitCode> {
+    let mut gate = ReviewGate {
+        cli,
+        show: true,
+        ask: false,
+        only: true,
+        shown: Vec::new(),
+    };
+    match cli
+        .client(Some(&a.args))?
+        .install_gated(&a.packages, &cli.reporter(), &mut gate)
+    {
+        Err(client::ClientError::Declined) => {
+            if cli.json {
+                print_json(&ReviewJson::new(&gate.shown))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(_) => {
+            if !cli.quiet {
+                cli_support::outln!(
+                    "Nothing to review: {} already installed",
+                    a.packages.join(", ")
+                )?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn cmd_remove(cli: &Cli, a: &RemoveArgs) -> Result<ExitCode> {
