@@ -79,6 +79,8 @@ pub enum CacheMode {
 #[derive(Debug, Clone)]
 pub struct IndexOptions {
     pub key: Option<PathBuf>,
+    /// The passphrase of a protected `key` (`--passphrase-file`); an unprotected key ignores it.
+    pub key_passphrase: Option<Vec<u8>>,
     pub profile: Profile,
     pub md5: bool,
     /// `Valid-Until` = `Date` + this many seconds.
@@ -1473,7 +1475,7 @@ pub fn index_feed(
     let key = opts
         .key
         .as_deref()
-        .map(|k| SecretKey::read_path(k, None))
+        .map(|k| SecretKey::read_path(k, opts.key_passphrase.as_deref()))
         .transpose()?;
     let mut summary = Summary {
         fingerprint: key.as_ref().map(|k| k.fingerprint().to_string()),

@@ -7,6 +7,8 @@
 //! - [`usign_compat`]: OpenWrt usign's command-line interface;
 //! - [`build`]: the `ipkg-build` equivalent;
 //! - [`keys`]: usign-compatible key generation, signing, verification, fingerprints;
+//! - [`keygen`]: keys derived from a secret (HKDF) or read from PEM, passphrase files;
+//! - [`tty`]: passphrases typed on the terminal with echo off (`keygen --ask`);
 //! - [`devsig`]: developer signatures on package files (sign-package, verify-package);
 //! - [`signers`]: which developer key signed each package name last (key consistency).
 
@@ -17,6 +19,8 @@ pub mod cache;
 pub mod check;
 pub mod devsig;
 pub mod index;
+pub mod keygen;
 pub mod keys;
 pub mod signers;
+pub mod tty;
 pub mod usign_compat;

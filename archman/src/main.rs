@@ -16,7 +16,8 @@ use anyhow::Result;
 use archman::index::{
     self, CacheMode, DateSource, DeveloperMode, DeveloperPolicy, IndexOptions, Profile,
 };
-use archman::keys::{self, FingerprintOf, Trust};
+use archman::keygen;
+use archman::keys::{self, FingerprintOf, KeySource, Trust};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use feeds::usign::{PublicKey, SecretKey};
 use serde::Serialize;
@@ -87,13 +88,41 @@ enum Command {
     /// `archman usign`. Run `archman usign` alone for usign's usage text.
     #[command(disable_help_flag = true)]
     Usign(UsignArgs),
-    /// Generate a usign key pair (secret key written 0600).
+    /// Make a usign key pair and print its fingerprint (key number); the secret key is
+    /// written 0600. The key is random, derived from a secret, or imported from PEM.
+    ///
+    /// Random (the default): a new key and key number, as usign -G makes them.
+    ///
+    /// Derived, for CI (--seed-env VAR, --seed-file FILE): the same secret always makes the
+    /// same key, key number and files, so a pipeline can re-create its signing key from a
+    /// stored secret instead of storing a key file. The secret must be at least 32 bytes
+    /// (make one with `openssl rand -hex 32`); it is never printed nor written. The Ed25519
+    /// seed is HKDF-SHA-256 of the secret (salt "archman usign key derivation v1", info
+    /// "archman keygen seed v1"), the key number HKDF-SHA-256 of the public key (info
+    /// "archman key number v1"): docs/formats.md §4.6.
+    ///
+    /// Imported (--import-pem FILE): an Ed25519 private key in PKCS#8 PEM, as `openssl
+    /// genpkey -algorithm ed25519` writes it. PEM has no key number: it is derived from the
+    /// public key as above, so one PEM key always gets the same one.
+    ///
+    /// With --passphrase-file or --ask the secret key file is protected by a passphrase as
+    /// signify protects it (bcrypt_pbkdf, 42 rounds); archman sign and sign-package then need
+    /// --passphrase-file, and signify-openbsd asks for it.
     ///
     /// Example: archman keygen -s feed.sec -p feed.pub -c "example feed key"
+    ///
+    /// Example: archman keygen --seed-env CI_KEY_SEED -s feed.sec -p feed.pub
+    ///
+    /// Example: archman keygen --import-pem ed25519.pem -s feed.sec -p feed.pub --ask
     Keygen(KeygenArgs),
-    /// Sign a file; the signature goes to <FILE>.sig unless -x is given.
+    /// Sign a file with a usign secret key (-s) or a PEM key (--pem); the signature goes to
+    /// <FILE>.sig unless -x is given.
     ///
     /// Example: archman sign -s feed.sec -m Packages
+    ///
+    /// Example: archman sign -s feed.sec --passphrase-file /run/secrets/feed.pass -m Packages
+    ///
+    /// Example: archman sign --pem ed25519.pem -m Packages
     Sign(SignArgs),
     /// Verify a signature with a public key (-p) or a key directory (-P); exit 1 if it fails.
     ///
@@ -114,6 +143,9 @@ enum Command {
     ///
     /// Example: archman verify-package --keyring ./keyring luci-app-pbr_1.2_all.ipk
     VerifyPackage(VerifyPackageArgs),
+    /// Convert keys to other formats (archman keygen --import-pem reads PEM).
+    #[command(subcommand)]
+    Key(KeyCmd),
     /// Print the fingerprint of a secret key, public key or signature.
     Fingerprint {
         #[command(flatten)]
@@ -124,6 +156,22 @@ enum Command {
     /// each root-key holder then signs it separately, offline.
     #[command(subcommand)]
     Keyring(KeyringCmd),
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Write a usign key as PEM for OpenSSL and other tools: a secret key (-s) as PKCS#8
+    /// (-----BEGIN PRIVATE KEY-----, written 0600; an existing file is replaced only with
+    /// --force), a public key (-p) as SubjectPublicKeyInfo (-----BEGIN PUBLIC KEY-----).
+    ///
+    /// PEM has no key number and no comment. Read back (keygen --import-pem, sign --pem) a
+    /// key gets the key number derived from its public key: the one it had if archman derived
+    /// or imported it, a different one for a random key (a note on stderr says which).
+    ///
+    /// Example: archman key export --pem -p feed.pub -o feed.pub.pem
+    ///
+    /// Example: archman key export --pem -s feed.sec -o feed.pem
+    Export(KeyExportArgs),
 }
 
 #[derive(Subcommand)]
@@ -268,6 +316,12 @@ struct IndexArgs {
     /// usign secret key: also write Packages.sig and Release.sig.
     #[arg(long, value_name = "SECRET_KEY")]
     key: Option<PathBuf>,
+    /// The passphrase of a protected --key: the first line of FILE, its newline stripped as
+    /// signify reads one line.
+    ///
+    /// Example: archman index --key feed.sec --passphrase-file /run/secrets/feed.pass /srv/feed
+    #[arg(long, value_name = "FILE", requires = "key")]
+    passphrase_file: Option<PathBuf>,
     /// Index layout.
     #[arg(long, value_enum, default_value = "full")]
     profile: ProfileArg,
@@ -382,18 +436,119 @@ struct KeygenArgs {
     /// Overwrite existing key files.
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    source: KeySourceArgs,
+    #[command(flatten)]
+    protect: ProtectArgs,
+}
+
+/// Where the key comes from (random when none is given).
+#[derive(Args)]
+#[group(multiple = false)]
+struct KeySourceArgs {
+    /// Derive the key from the secret in environment variable VAR: its bytes exactly, at
+    /// least 32 of them. The same secret always makes the same key and files.
+    ///
+    /// Example: archman keygen --seed-env CI_KEY_SEED -s feed.sec -p feed.pub
+    #[arg(long, value_name = "VAR")]
+    seed_env: Option<String>,
+    /// Derive the key from the secret in FILE: the file's bytes exactly, a trailing newline
+    /// included (so `printf %s "$S" >FILE` and `echo "$S" >FILE` make different keys), at
+    /// least 32 of them; a pipe is read too.
+    ///
+    /// Example: archman keygen --seed-file /run/secrets/key-seed -s feed.sec -p feed.pub
+    #[arg(long, value_name = "FILE")]
+    seed_file: Option<PathBuf>,
+    /// Import an Ed25519 private key in PKCS#8 PEM (made by `openssl genpkey -algorithm
+    /// ed25519 -out FILE`); its key number is derived from its public key.
+    ///
+    /// Example: archman keygen --import-pem ed25519.pem -s feed.sec -p feed.pub
+    #[arg(long, value_name = "FILE")]
+    import_pem: Option<PathBuf>,
+}
+
+/// How the new secret key file is protected (not at all when none is given).
+#[derive(Args)]
+#[group(multiple = false)]
+struct ProtectArgs {
+    /// Protect the secret key with the passphrase on the first line of FILE (the line's
+    /// newline is not part of it, as signify reads one line); signify-compatible
+    /// bcrypt_pbkdf, 42 rounds.
+    ///
+    /// Example: archman keygen -s feed.sec -p feed.pub --passphrase-file /run/secrets/feed.pass
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+    /// Protect the secret key with a passphrase typed twice on the terminal (/dev/tty, not
+    /// echoed); an error when there is no terminal.
+    ///
+    /// Example: archman keygen -s feed.sec -p feed.pub --ask
+    #[arg(long)]
+    ask: bool,
 }
 
 #[derive(Args)]
 struct SignArgs {
-    #[arg(short = 's', value_name = "SEC")]
-    secret: PathBuf,
+    #[command(flatten)]
+    key: SigningKeyArgs,
+    /// The passphrase of a protected secret key (-s): the first line of FILE, its newline
+    /// stripped as signify reads one line.
+    ///
+    /// Example: archman sign -s feed.sec --passphrase-file /run/secrets/feed.pass -m Packages
+    #[arg(long, value_name = "FILE", conflicts_with = "pem")]
+    passphrase_file: Option<PathBuf>,
     /// The file to sign.
     #[arg(short = 'm', value_name = "FILE")]
     message: PathBuf,
     /// Signature file (default <FILE>.sig).
     #[arg(short = 'x', value_name = "SIG")]
     sig: Option<PathBuf>,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct SigningKeyArgs {
+    /// usign/signify secret key file.
+    #[arg(short = 's', value_name = "SEC")]
+    secret: Option<PathBuf>,
+    /// Sign with an Ed25519 private key in PKCS#8 PEM (openssl genpkey -algorithm ed25519)
+    /// instead. The signature's key number is derived from the public key, as keygen
+    /// --import-pem derives it, so the public key that command writes verifies it.
+    ///
+    /// Example: archman sign --pem ed25519.pem -m Packages
+    #[arg(long, value_name = "KEY.pem")]
+    pem: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct KeyExportArgs {
+    /// Write PEM (required: the one format for now).
+    #[arg(long, required = true)]
+    pem: bool,
+    #[command(flatten)]
+    key: ExportKeyArgs,
+    /// The passphrase of a protected secret key (-s): the first line of FILE, its newline
+    /// stripped.
+    ///
+    /// Example: archman key export --pem -s feed.sec --passphrase-file feed.pass -o feed.pem
+    #[arg(long, value_name = "FILE", requires = "secret")]
+    passphrase_file: Option<PathBuf>,
+    /// The PEM file to write.
+    #[arg(short = 'o', value_name = "FILE")]
+    out: PathBuf,
+    /// Replace an existing private key file (-s); a public key file is always replaced.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct ExportKeyArgs {
+    /// usign/signify secret key: written as PKCS#8 (-----BEGIN PRIVATE KEY-----), 0600.
+    #[arg(short = 's', value_name = "SEC")]
+    secret: Option<PathBuf>,
+    /// usign/signify public key: written as SubjectPublicKeyInfo (-----BEGIN PUBLIC KEY-----).
+    #[arg(short = 'p', value_name = "PUB")]
+    public: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -416,6 +571,12 @@ struct SignPackageArgs {
     /// The developer's secret key.
     #[arg(short = 's', value_name = "SEC")]
     secret: PathBuf,
+    /// The passphrase of a protected secret key: the first line of FILE, its newline
+    /// stripped as signify reads one line.
+    ///
+    /// Example: archman sign-package -s dev.sec --passphrase-file dev.pass hello_1.0_all.ipk
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
     /// Package files to sign.
     #[arg(value_name = "PKG", required = true)]
     packages: Vec<PathBuf>,
@@ -601,6 +762,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify(a) => cmd_verify(a),
         Command::SignPackage(a) => cmd_sign_package(a),
         Command::VerifyPackage(a) => cmd_verify_package(a),
+        Command::Key(KeyCmd::Export(a)) => cmd_key_export(a),
         Command::Fingerprint { of } => cmd_fingerprint(of),
         Command::Keyring(cmd) => cmd_keyring(cmd),
     }
@@ -677,9 +839,16 @@ fn cmd_index(a: IndexArgs) -> Result<ExitCode> {
         },
         now,
     };
+    // The key is read here first for the clear errors of archman sign (a protected key
+    // without --passphrase-file, a wrong passphrase) before the feed is locked or read.
+    let key_passphrase = passphrase_from(a.passphrase_file.as_deref())?;
+    if let Some(key) = &a.key {
+        keys::read_secret(key, key_passphrase.as_deref())?;
+    }
     let opts = IndexOptions {
         developer,
         key: a.key,
+        key_passphrase,
         profile: match a.profile {
             ProfileArg::Full => Profile::Full,
             ProfileArg::Openwrt => Profile::OpenWrt,
@@ -820,14 +989,93 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
 }
 
 fn cmd_keygen(a: KeygenArgs) -> Result<ExitCode> {
-    let fp = keys::keygen(&a.secret, &a.public, a.comment.as_deref(), a.force)?;
+    // Everything that can fail is read before a passphrase is asked for.
+    let secret = match (&a.source.seed_env, &a.source.seed_file) {
+        (Some(var), _) => Some(keygen::Secret::from_env(var)?),
+        (None, Some(file)) => Some(keygen::Secret::from_file(file)?),
+        (None, None) => None,
+    };
+    let source = match (&secret, &a.source.import_pem) {
+        (Some(secret), _) => KeySource::Derived(secret),
+        (None, Some(pem)) => KeySource::Imported(keygen::read_pem(pem)?),
+        (None, None) => KeySource::Random,
+    };
+    let mut files = keys::KeyFiles {
+        secret: &a.secret,
+        public: &a.public,
+        comment: a.comment.as_deref(),
+        passphrase: None,
+        force: a.force,
+    };
+    keys::check_new(&files)?;
+    let passphrase = match (&a.protect.passphrase_file, a.protect.ask) {
+        (Some(file), _) => Some(keygen::read_passphrase_file(file)?),
+        (None, true) => Some(ask_new_passphrase()?),
+        (None, false) => None,
+    };
+    files.passphrase = passphrase.as_deref();
+    let fp = keys::keygen(source, &files)?;
     outln!("{fp}");
     Ok(ExitCode::SUCCESS)
 }
 
+/// `archman keygen --ask`: a new passphrase, typed twice on the terminal with echo off.
+fn ask_new_passphrase() -> Result<Vec<u8>> {
+    let ask = |e: archman::tty::TtyError| match e {
+        archman::tty::TtyError::NoTerminal(_) => {
+            anyhow::anyhow!("--ask: {e}; give --passphrase-file FILE instead")
+        }
+        _ => anyhow::anyhow!("--ask: reading the passphrase: {e}; no key was written"),
+    };
+    let mut tty = archman::tty::Tty::open().map_err(ask)?;
+    let first = tty.read_passphrase("passphrase: ").map_err(ask)?;
+    if first.is_empty() {
+        anyhow::bail!("--ask: empty passphrase; no key was written");
+    }
+    let second = tty.read_passphrase("confirm passphrase: ").map_err(ask)?;
+    if first != second {
+        anyhow::bail!("--ask: the passphrases differ; no key was written");
+    }
+    Ok(first)
+}
+
+/// The passphrase in `--passphrase-file FILE`, if given.
+fn passphrase_from(file: Option<&Path>) -> Result<Option<Vec<u8>>> {
+    Ok(file.map(keygen::read_passphrase_file).transpose()?)
+}
+
 fn cmd_sign(a: SignArgs) -> Result<ExitCode> {
     let sig = a.sig.unwrap_or_else(|| keys::default_sig_path(&a.message));
-    keys::sign(&a.secret, &a.message, &sig)?;
+    let key = match (&a.key.secret, &a.key.pem) {
+        (Some(sec), _) => {
+            let passphrase = passphrase_from(a.passphrase_file.as_deref())?;
+            keys::read_secret(sec, passphrase.as_deref())?
+        }
+        (None, Some(pem)) => keygen::read_pem(pem)?,
+        (None, None) => unreachable!("clap requires -s or --pem"),
+    };
+    keys::sign(&key, &a.message, &sig)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_key_export(a: KeyExportArgs) -> Result<ExitCode> {
+    match (&a.key.secret, &a.key.public) {
+        (Some(sec), _) => {
+            let passphrase = passphrase_from(a.passphrase_file.as_deref())?;
+            let key = keys::read_secret(sec, passphrase.as_deref())?;
+            keys::export_secret_pem(&key, &a.out, a.force)?;
+            let derived = keygen::key_number(key.public_key().as_bytes());
+            if derived != key.fingerprint() {
+                eprintln!(
+                    "note: PEM has no key number: read back (keygen --import-pem, sign --pem) \
+                     this key gets key number {derived}, not {}",
+                    key.fingerprint()
+                );
+            }
+        }
+        (None, Some(public)) => keys::export_public_pem(&PublicKey::read_path(public)?, &a.out)?,
+        (None, None) => unreachable!("clap requires -s or -p"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -864,7 +1112,8 @@ fn published_keyring(dir: &Path) -> Result<keyring_pkg::Keyring> {
 }
 
 fn cmd_sign_package(a: SignPackageArgs) -> Result<ExitCode> {
-    let key = SecretKey::read_path(&a.secret, None)?;
+    let passphrase = passphrase_from(a.passphrase_file.as_deref())?;
+    let key = keys::read_secret(&a.secret, passphrase.as_deref())?;
     for p in &a.packages {
         let (file, sig) = archman::devsig::sign_package(&key, p)?;
         outln!(

@@ -28,6 +28,12 @@
 //!   usign before 2020 (which printed no leading zeros), under [`Fingerprint::unpadded`].
 //! - Encrypted secret keys may claim at most [`MAX_KDF_ROUNDS`] rounds (signify always uses
 //!   42), so a hostile key file cannot stall us in the KDF.
+//! - PEM (OpenSSL's forms, docs/formats.md §4.6): an Ed25519 private key is read and written
+//!   as PKCS#8 v1 (`-----BEGIN PRIVATE KEY-----`, version 0, no attributes, no embedded public
+//!   key: what `openssl genpkey -algorithm ed25519` writes), a public key is written as
+//!   SubjectPublicKeyInfo (`-----BEGIN PUBLIC KEY-----`). Neither carries usign's key number
+//!   nor a comment: the caller supplies the key number when reading
+//!   ([`SecretKey::from_pkcs8_pem`]).
 
 use std::fmt;
 use std::fs::{self, File};
@@ -151,6 +157,53 @@ pub enum Error {
     Random(getrandom::Error),
     #[error("signing failed: the new signature does not verify")]
     SelfCheck,
+    /// A PEM file is not an Ed25519 private key in the PKCS#8 form read here.
+    #[error(transparent)]
+    Pem(#[from] PemError),
+}
+
+/// Why a PEM file is not an Ed25519 private key that [`SecretKey::from_pkcs8_pem`] reads. Each
+/// message says what was found and what is expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PemError {
+    #[error("not a PEM file: it is not text")]
+    NotText,
+    #[error("not a PEM file: no -----BEGIN ...----- line; {PEM_EXPECTED}")]
+    NoBlock,
+    #[error("{}", wrong_block(label))]
+    WrongBlock { label: String },
+    #[error("the -----BEGIN PRIVATE KEY----- block has no -----END PRIVATE KEY----- line")]
+    Unterminated,
+    #[error("bad base64 inside the -----BEGIN PRIVATE KEY----- block")]
+    Base64,
+    #[error("not an Ed25519 key: the PKCS#8 block holds {0}; {PEM_EXPECTED}")]
+    NotEd25519(&'static str),
+    #[error(
+        "an Ed25519 key in a PKCS#8 form that is not read here (only version 0 without \
+         attributes or an embedded public key, as OpenSSL writes it)"
+    )]
+    OtherForm,
+    #[error("the Ed25519 seed is all zeros")]
+    ZeroSeed,
+}
+
+/// What a private key PEM file must be, for error messages.
+const PEM_EXPECTED: &str = "expected an Ed25519 private key in PKCS#8 PEM \
+    (-----BEGIN PRIVATE KEY-----, as `openssl genpkey -algorithm ed25519` writes)";
+
+fn wrong_block(label: &str) -> String {
+    let what = match label {
+        "PUBLIC KEY" => "a public key, but a private key is needed",
+        "ENCRYPTED PRIVATE KEY" => {
+            "an encrypted PKCS#8 key, which is not read: decrypt it first \
+             (openssl pkey -in FILE -out PLAIN.pem asks for its passphrase)"
+        }
+        "OPENSSH PRIVATE KEY" => "an OpenSSH private key, which is not read",
+        "RSA PRIVATE KEY" => "an RSA key",
+        "EC PRIVATE KEY" => "an EC key",
+        _ => "not a private key this reads",
+    };
+    format!("-----BEGIN {label}-----: {what}; {PEM_EXPECTED}")
 }
 
 impl Error {
@@ -270,6 +323,12 @@ impl PublicKey {
         &self.key
     }
 
+    /// The key as SubjectPublicKeyInfo PEM (`-----BEGIN PUBLIC KEY-----`), byte for byte what
+    /// `openssl pkey -pubout` writes for it. The key number and comment are not in it.
+    pub fn to_spki_pem(&self) -> String {
+        ed25519_compact::PublicKey::new(self.key).to_pem()
+    }
+
     pub fn comment(&self) -> &str {
         &self.comment
     }
@@ -364,15 +423,83 @@ impl SecretKey {
         }
     }
 
-    /// The key pair of a given seed and fingerprint (for tests and known answers).
+    /// The key pair of a given seed and fingerprint, with usign's zero salt and default
+    /// comment: the same arguments give the same files.
     pub fn from_seed(seed: [u8; 32], fingerprint: Fingerprint) -> Result<SecretKey, Error> {
         let keypair = KeyPair::try_from_seed(Seed::new(seed)).map_err(|_| Error::ZeroSeed)?;
-        Ok(SecretKey {
+        Ok(SecretKey::from_keypair(keypair, fingerprint))
+    }
+
+    /// [`SecretKey::from_seed`] with the key number made from the Ed25519 public key by
+    /// `key_number` (keys that come with no key number of their own: derived, or read from
+    /// PEM).
+    pub fn from_seed_with_key_number(
+        seed: [u8; 32],
+        key_number: impl FnOnce(&[u8; 32]) -> Fingerprint,
+    ) -> Result<SecretKey, Error> {
+        let keypair = KeyPair::try_from_seed(Seed::new(seed)).map_err(|_| Error::ZeroSeed)?;
+        let fingerprint = key_number(&keypair.pk);
+        Ok(SecretKey::from_keypair(keypair, fingerprint))
+    }
+
+    fn from_keypair(keypair: KeyPair, fingerprint: Fingerprint) -> SecretKey {
+        SecretKey {
             fingerprint,
             keypair,
             salt: [0; 16],
             comment: format!("private key {fingerprint}"),
+        }
+    }
+
+    /// Reads an Ed25519 private key in PKCS#8 PEM, as `openssl genpkey -algorithm ed25519`
+    /// writes it (the first `-----BEGIN PRIVATE KEY-----` block; other blocks are ignored).
+    /// PEM has no key number: `key_number` makes it from the public key. Errors say what the
+    /// file holds instead ([`PemError`]).
+    pub fn from_pkcs8_pem(
+        pem: &[u8],
+        key_number: impl FnOnce(&[u8; 32]) -> Fingerprint,
+    ) -> Result<SecretKey, Error> {
+        let text = std::str::from_utf8(pem).map_err(|_| PemError::NotText)?;
+        let labels: Vec<&str> = text
+            .lines()
+            .filter_map(|line| {
+                line.trim()
+                    .strip_prefix("-----BEGIN ")?
+                    .strip_suffix("-----")
+            })
+            .collect();
+        if !labels.contains(&"PRIVATE KEY") {
+            return Err(match labels.first() {
+                None => PemError::NoBlock,
+                Some(label) => PemError::WrongBlock {
+                    label: (*label).into(),
+                },
+            }
+            .into());
+        }
+        let keypair = KeyPair::from_pem(text).map_err(|err| match err {
+            ed25519_compact::Error::InvalidSeed => PemError::ZeroSeed,
+            _ => pkcs8_problem(text),
+        })?;
+        let seed: [u8; 32] = *keypair.sk.seed();
+        SecretKey::from_seed_with_key_number(seed, key_number)
+    }
+
+    /// [`SecretKey::from_pkcs8_pem`] of the file at `path` (at most [`MAX_FILE_LEN`] bytes);
+    /// errors name the path.
+    pub fn read_pkcs8_pem_path(
+        path: &Path,
+        key_number: impl FnOnce(&[u8; 32]) -> Fingerprint,
+    ) -> Result<SecretKey, Error> {
+        read_path(FileKind::SecretKey, path, |bytes| {
+            SecretKey::from_pkcs8_pem(bytes, key_number)
         })
+    }
+
+    /// The key as PKCS#8 v1 PEM, byte for byte what `openssl pkey` writes for it. It holds
+    /// the secret seed: write it mode 0600. The key number and comment are not in it.
+    pub fn to_pkcs8_pem(&self) -> String {
+        self.keypair.sk.to_pem()
     }
 
     /// Parses a secret key file. A passphrase-protected key needs `passphrase` (else
@@ -641,6 +768,43 @@ impl KeyDir {
     }
 }
 
+/// Why the `PRIVATE KEY` block of `text` is not the PKCS#8 Ed25519 key that
+/// `ed25519_compact` reads: the block unterminated or not base64, or the algorithm named by
+/// the object identifier in its DER (RFC 8410 section 3, RFC 5480, RFC 8017).
+fn pkcs8_problem(text: &str) -> PemError {
+    const OIDS: [(&[u8], &str); 6] = [
+        (&[0x06, 0x03, 0x2b, 0x65, 0x6e], "an X25519 key"),
+        (&[0x06, 0x03, 0x2b, 0x65, 0x6f], "an X448 key"),
+        (&[0x06, 0x03, 0x2b, 0x65, 0x71], "an Ed448 key"),
+        (
+            &[
+                0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
+            ],
+            "an RSA key",
+        ),
+        (
+            &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01],
+            "an EC key",
+        ),
+        (&[0x06, 0x03, 0x2b, 0x65, 0x70], ""),
+    ];
+    let Some((_, after)) = text.split_once("-----BEGIN PRIVATE KEY-----") else {
+        return PemError::NoBlock;
+    };
+    let Some((body, _)) = after.split_once("-----END PRIVATE KEY-----") else {
+        return PemError::Unterminated;
+    };
+    let Ok(der) = BASE64.decode(without_spaces(body.as_bytes())) else {
+        return PemError::Base64;
+    };
+    let has = |oid: &[u8]| der.windows(oid.len()).any(|w| w == oid);
+    match OIDS.iter().find(|(oid, _)| has(oid)) {
+        Some((_, "")) => PemError::OtherForm,
+        Some((_, what)) => PemError::NotEd25519(what),
+        None => PemError::NotEd25519("no key of a known type"),
+    }
+}
+
 /// Splits a file into its comment and its decoded blob of exactly `N` bytes starting `Ed`,
 /// reading what usign reads (see the module documentation).
 fn parse_file<const N: usize>(kind: FileKind, bytes: &[u8]) -> Result<(String, [u8; N]), Error> {
@@ -890,6 +1054,138 @@ mod tests {
             &b"untrusted comment: private key 0123456789abcdef\n\
                RWRCSwAAAAAAAAAAAAAAAAAAAAAAAAAASulvySzYtIABI0VniavN751hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n"[..]
         );
+    }
+
+    /// RFC 8032 TEST 1's key as `openssl pkey` writes it (checked with OpenSSL 3.0: `openssl
+    /// pkey -in` this file prints it back unchanged, and `-pubout` prints [`RFC_SPKI_PEM`]).
+    const RFC_PKCS8_PEM: &str = "-----BEGIN PRIVATE KEY-----\n\
+        MC4CAQAwBQYDK2VwBCIEIJ1hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g\n\
+        -----END PRIVATE KEY-----\n";
+    const RFC_SPKI_PEM: &str = "-----BEGIN PUBLIC KEY-----\n\
+        MCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n\
+        -----END PUBLIC KEY-----\n";
+
+    #[test]
+    fn pem_known_answer_and_round_trip() {
+        let key = rfc_key();
+        assert_eq!(key.to_pkcs8_pem(), RFC_PKCS8_PEM);
+        assert_eq!(key.public_key().to_spki_pem(), RFC_SPKI_PEM);
+        // the key number comes from the caller, given the public key
+        let mut seen = None;
+        let read = SecretKey::from_pkcs8_pem(RFC_PKCS8_PEM.as_bytes(), |pk| {
+            seen = Some(*pk);
+            FP
+        })
+        .unwrap();
+        assert_eq!(seen.as_ref(), Some(key.public_key().as_bytes()));
+        assert_eq!(read.to_file_bytes(), key.to_file_bytes());
+        // other blocks around it, CRLF line ends and the base64 split differently are read
+        let noisy = format!(
+            "junk before\r\n{RFC_SPKI_PEM}{}",
+            RFC_PKCS8_PEM.replace('\n', "\r\n").replace("Bw", "B\r\nw")
+        );
+        let read = SecretKey::from_pkcs8_pem(noisy.as_bytes(), |_| FP).unwrap();
+        assert_eq!(read.public_key(), key.public_key());
+        let numbered = SecretKey::from_seed_with_key_number(
+            hex::decode(RFC_SEED).unwrap().try_into().unwrap(),
+            |_| FP,
+        )
+        .unwrap();
+        assert_eq!(numbered.to_file_bytes(), key.to_file_bytes());
+    }
+
+    #[test]
+    fn pem_errors_say_what_the_file_holds() {
+        let err = |pem: &[u8]| {
+            SecretKey::from_pkcs8_pem(pem, |_| FP)
+                .unwrap_err()
+                .to_string()
+        };
+        let pem = |label: &str, body: &str| {
+            format!("-----BEGIN {label}-----\n{body}\n-----END {label}-----\n")
+        };
+        assert_eq!(
+            err(RFC_SPKI_PEM.as_bytes()),
+            "-----BEGIN PUBLIC KEY-----: a public key, but a private key is needed; expected an \
+             Ed25519 private key in PKCS#8 PEM (-----BEGIN PRIVATE KEY-----, as `openssl genpkey \
+             -algorithm ed25519` writes)"
+        );
+        assert!(
+            err(pem("ENCRYPTED PRIVATE KEY", "MIGb").as_bytes())
+                .starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----: an encrypted PKCS#8 key")
+        );
+        assert!(
+            err(pem("OPENSSH PRIVATE KEY", "b3Bl").as_bytes())
+                .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----: an OpenSSH private key")
+        );
+        assert!(
+            err(b"untrusted comment: a usign key\nRWRCSw==\n")
+                .starts_with("not a PEM file: no -----BEGIN ...----- line; expected an Ed25519")
+        );
+        assert_eq!(err(b"\xff\xfe"), "not a PEM file: it is not text");
+        assert_eq!(
+            err(b"-----BEGIN PRIVATE KEY-----\nMC4CAQAw\n"),
+            "the -----BEGIN PRIVATE KEY----- block has no -----END PRIVATE KEY----- line"
+        );
+        assert_eq!(
+            err(pem("PRIVATE KEY", "MC4C!AQAw").as_bytes()),
+            "bad base64 inside the -----BEGIN PRIVATE KEY----- block"
+        );
+        // `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256` and
+        // `-algorithm x25519` (throwaway keys)
+        let ec = pem(
+            "PRIVATE KEY",
+            "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgy68HfheMSxajh8Ld\n\
+             Gh/nzk5U5++i32r77NqjP+voChehRANCAAQvCBp3007fgva4lZfNapsdLN5OQ468\n\
+             vhH5izwMDWVUswPIgy/FdTX301XNCtu1zbxKedzUv8O+pDkiQVu8hPHk",
+        );
+        assert!(
+            err(ec.as_bytes())
+                .starts_with("not an Ed25519 key: the PKCS#8 block holds an EC key; expected")
+        );
+        let x25519 = pem(
+            "PRIVATE KEY",
+            "MC4CAQAwBQYDK2VuBCIEILj81jRsp8WLY7kWk3dqWornZLEWlFLnLJELvCrFrBd6",
+        );
+        assert!(err(x25519.as_bytes()).contains("holds an X25519 key"));
+        assert!(
+            err(pem("PRIVATE KEY", "AAAA").as_bytes()).contains("holds no key of a known type")
+        );
+        // RFC 5958 version 1 with the public key [1]: an Ed25519 form not read
+        let v2 = pem(
+            "PRIVATE KEY",
+            "MFECAQEwBQYDK2VwBCIEIJ1hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g\
+             gSEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=",
+        );
+        assert!(matches!(
+            SecretKey::from_pkcs8_pem(v2.as_bytes(), |_| FP),
+            Err(Error::Pem(PemError::OtherForm))
+        ));
+        let zero = pem(
+            "PRIVATE KEY",
+            "MC4CAQAwBQYDK2VwBCIEIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        );
+        assert_eq!(err(zero.as_bytes()), "the Ed25519 seed is all zeros");
+    }
+
+    #[test]
+    fn pem_files_on_disk_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        fs::write(&path, RFC_SPKI_PEM).unwrap();
+        let err = SecretKey::read_pkcs8_pem_path(&path, |_| FP).unwrap_err();
+        assert!(matches!(
+            err.root(),
+            Error::Pem(PemError::WrongBlock { .. })
+        ));
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}: -----BEGIN PUBLIC KEY-----: ", path.display())),
+            "{err}"
+        );
+        fs::write(&path, RFC_PKCS8_PEM).unwrap();
+        let key = SecretKey::read_pkcs8_pem_path(&path, |_| FP).unwrap();
+        assert_eq!(key.public_key(), rfc_key().public_key());
     }
 
     #[test]
