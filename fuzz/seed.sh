@@ -20,7 +20,7 @@ if [ ! -d "$REAL" ]; then
     exit 1
 fi
 REAL="$(cd "$REAL" && pwd)"
-TARGETS="control version relation package usign index release parse_date prokit_config prokit_status prokit_resolve keyring_manifest keyring_signatures keyring_package"
+TARGETS="control version relation package usign index release parse_date prokit_config prokit_status prokit_resolve keyring_manifest keyring_signatures keyring_package audit_log"
 
 for t in $TARGETS; do
     mkdir -p "$CORPUS/$t"
@@ -501,6 +501,26 @@ keyring_ipk() { # out serial with-history
 keyring_ipk "$CORPUS/keyring_package/example-keyring_1_all.ipk" 1 0
 keyring_ipk "$CORPUS/keyring_package/example-keyring_2_all.ipk" 2 1
 echo "keyring_package: 2 packages"
+
+# --- audit_log: logs as audit_log::Log writes them (docs/on-disk-state.md §5) ---------------
+sha() { printf '%s' "$1" | sha256sum | cut -c1-64; }
+audit_line() { # prev event [fields, as JSON members]: a record, `hash` last
+    local body="{\"prev\":\"$1\",\"time\":\"2026-12-05T00:01:02Z\",\"tool\":\"prokit\",\"version\":\"0.1.0\",\"user\":\"root\",\"host\":\"box\",\"pid\":4242,\"event\":\"$2\"${3:+,$3}"
+    printf '%s,"hash":"%s"}' "$body" "$(sha "$body")"
+}
+a1="$(audit_line "$(printf '%064d' 0)" package-installed '"name":"foo","package_version":"1.0-r1"')"
+a2="$(audit_line "$(sha "$a1")" key-added '"fingerprint":"0123456789abcdef","role":"feed"')"
+a3="$(audit_line "$(sha "$a2")" package-removed '"name":"foo","url":"https://feed.example/ipk?token=***"')"
+torn="${a3:0:100}"
+restart="$(audit_line "$(sha "$torn")" chain-restarted '"reason":"torn last line 3","torn_line":3')"
+a4="$(audit_line "$(sha "$restart")" signature-check-disabled '"feed":"base","nested":{"a":[1,2.5,null,true]}')"
+printf '%s\n%s\n%s\n' "$a1" "$a2" "$a3" >"$CORPUS/audit_log/intact"
+printf '%s\n%s\n%s\n%s\n%s\n' "$a1" "$a2" "$torn" "$restart" "$a4" >"$CORPUS/audit_log/torn-and-restarted"
+printf '%s\n%s\n%s' "$a1" "$a2" "$torn" >"$CORPUS/audit_log/torn-end"
+printf '%s\n%s\n' "$a2" "$a3" >"$CORPUS/audit_log/first-line-deleted"
+printf '%s\n%s\n' "$a1" "${a2/0123/4567}" >"$CORPUS/audit_log/altered"
+: >"$CORPUS/audit_log/empty"
+echo "audit_log: 6 seeds"
 
 for t in $TARGETS; do
     printf '%-18s %5d files\n' "$t" "$(find "$CORPUS/$t" -type f | wc -l)"

@@ -16,10 +16,14 @@
 //!   walking with `openat(O_NOFOLLOW)` from descriptor to descriptor so that a concurrent
 //!   swap cannot redirect a read or a write outside. [`Root::confine`] checks a configured
 //!   path lexically.
+//! - [`Dir::open_append`] and [`lock_exclusive`] ([`append`]): an append-only file (a log),
+//!   opened to append, never through a symlink, created with an exact mode; an exclusive
+//!   `flock(2)` held while a record is written.
 //!
 //! The crate never prints and never panics on I/O; it is Unix-only (it is built on the `*at`
 //! system calls).
 
+pub mod append;
 pub mod atomic;
 pub mod dir;
 pub mod error;
@@ -29,6 +33,7 @@ pub mod root;
 #[allow(unsafe_code)]
 mod sys;
 
+pub use append::{FileLock, lock_exclusive};
 pub use atomic::{
     WriteOptions, is_temp_name, random_hex, remove_file_durably, sync_dir, temp_name, write_atomic,
     write_atomic_with, write_new,
