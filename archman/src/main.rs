@@ -12,7 +12,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use archman::index::{
     self, CacheMode, DateSource, DeveloperMode, DeveloperPolicy, IndexOptions, Profile,
 };
@@ -29,6 +29,12 @@ use serde::Serialize;
 #[derive(Parser)]
 #[command(name = "archman", version, about, long_about)]
 struct Cli {
+    /// Append what `index` decides (the feed published with each file's SHA-256 and the key,
+    /// packages refused) to this audit log: one JSON line per event, each carrying the SHA-256
+    /// of the line before (check it with `prokit audit verify FILE`). Default:
+    /// $ARCHMAN_AUDIT_LOG when set; none otherwise.
+    #[arg(long, global = true, value_name = "FILE")]
+    audit_log: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -752,8 +758,13 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    let audit = cli.audit_log.or_else(|| {
+        std::env::var_os("ARCHMAN_AUDIT_LOG")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
     match cli.command {
-        Command::Index(a) => cmd_index(a),
+        Command::Index(a) => cmd_index(a, audit.as_deref()),
         Command::Check(a) => cmd_check(a),
         Command::Usign(a) => cmd_usign(a),
         Command::Build(a) => cmd_build(a),
@@ -818,7 +829,71 @@ fn print_json(value: &impl Serialize) -> Result<()> {
     Ok(())
 }
 
-fn cmd_index(a: IndexArgs) -> Result<ExitCode> {
+/// The events of one `archman index` run for the audit log (`--audit-log`).
+fn audit_index(
+    log: &Path,
+    feed: &Path,
+    outcome: &Result<index::Summary, index::IndexError>,
+) -> Result<()> {
+    let mut log = audit_log::Log::open(log, "archman", env!("CARGO_PKG_VERSION"))?;
+    let feed_s = feed.display().to_string();
+    let refused = |log: &mut audit_log::Log, bad: &[index::BadFile]| -> Result<()> {
+        for b in bad {
+            log.append(
+                "package-refused",
+                &serde_json::json!({ "feed": feed_s, "file": b.path, "reason": b.reason }),
+            )?;
+        }
+        Ok(())
+    };
+    match outcome {
+        Ok(s) => {
+            refused(&mut log, &s.bad)?;
+            if s.written.is_empty() {
+                log.append(
+                    "feed-unchanged",
+                    &serde_json::json!({ "feed": feed_s, "packages": s.packages }),
+                )?;
+            } else {
+                let mut files = Vec::new();
+                for name in &s.written {
+                    let bytes = std::fs::read(feed.join(name)).with_context(|| {
+                        format!("{}: cannot read back", feed.join(name).display())
+                    })?;
+                    files.push(serde_json::json!({
+                        "name": name,
+                        "sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+                    }));
+                }
+                log.append(
+                    "feed-published",
+                    &serde_json::json!({
+                        "feed": feed_s,
+                        "files": files,
+                        "key": s.fingerprint,
+                        "packages": s.packages,
+                        "read": s.read,
+                        "cached": s.cached,
+                        "release_date": s.date.map(audit_log::format_rfc3339),
+                    }),
+                )?;
+            }
+        }
+        Err(e) => {
+            if let index::IndexError::BadPackages(bad) = e {
+                refused(&mut log, bad)?;
+            }
+            log.append(
+                "feed-not-published",
+                &serde_json::json!({ "feed": feed_s, "reason": e.to_string() }),
+            )?;
+        }
+    }
+    log.finish()?;
+    Ok(())
+}
+
+fn cmd_index(a: IndexArgs, audit: Option<&Path>) -> Result<ExitCode> {
     let (date, date_source) = match feeds::release::source_date_epoch()? {
         Some(d) => (d, DateSource::Fixed),
         None => (feeds::release::unix_now(), DateSource::Clock),
@@ -885,7 +960,11 @@ fn cmd_index(a: IndexArgs) -> Result<ExitCode> {
         quiet: a.quiet,
     };
     let started = std::time::Instant::now();
-    let s = index::index_feed(&a.feed_dir, &opts, &reporter)?;
+    let outcome = index::index_feed(&a.feed_dir, &opts, &reporter);
+    if let Some(log) = audit {
+        audit_index(log, &a.feed_dir, &outcome)?;
+    }
+    let s = outcome?;
     for b in &s.bad {
         eprintln!(
             "error: {}: {}",

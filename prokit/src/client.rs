@@ -17,6 +17,7 @@ use feeds::control::Paragraph;
 use feeds::usign::PublicKey;
 use safe_fs::{FsError, Root, WriteOptions};
 
+use crate::audit::{Audit, AuditError, redact, split_package};
 use crate::config::{Config, ConfigError, Source};
 use crate::download::{self, DownloadError, DownloadItem};
 use crate::feed::{FeedError, FeedSource, FeedStore, Trust, UpdateReport};
@@ -191,6 +192,8 @@ pub enum ClientError {
     },
     #[error(transparent)]
     PolicyFile(#[from] crate::policy::PolicyError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     #[error("{package}: cannot review the downloaded package: {source}")]
     Review {
         package: String,
@@ -287,6 +290,8 @@ pub struct Client {
     developer: DeveloperPolicy,
     /// `etc/prokit/policy.conf` (docs/trust-model.md §10).
     policy: Policy,
+    /// The audit trail (`option audit_log`, src/audit.rs).
+    audit: Audit,
 }
 
 /// Where prokit keeps all its own state inside a root (feeds, keyrings).
@@ -385,6 +390,7 @@ impl Client {
             ));
         }
         let policy = Policy::load(&root)?;
+        let audit = Audit::configured(root.clone(), config.option("audit_log"))?;
         Ok(Client {
             opts,
             config,
@@ -395,6 +401,7 @@ impl Client {
             feed_trust,
             developer,
             policy,
+            audit,
         })
     }
 
@@ -507,7 +514,7 @@ impl Client {
         if self.config.sources.is_empty() {
             return Err(ClientError::NoFeeds(self.conf_name()));
         }
-        Ok(self
+        let outcomes: Vec<FeedOutcome> = self
             .config
             .sources
             .iter()
@@ -520,7 +527,34 @@ impl Client {
                     self.opts.now,
                 ),
             })
-            .collect())
+            .collect();
+        for (o, s) in outcomes.iter().zip(&self.config.sources) {
+            match &o.result {
+                Ok(r) => self.audit.record(
+                    "feed-verified",
+                    serde_json::json!({
+                        "feed": o.name,
+                        "url": audit_log::url_without_credentials(&r.index_url),
+                        "file": r.index_url.rsplit('/').next().unwrap_or(""),
+                        "key": r.fingerprint,
+                        "sha256": r.sha256,
+                        "release_date": r.release_date.map(audit_log::format_rfc3339),
+                        "packages": r.packages,
+                        "unchanged": r.unchanged,
+                    }),
+                )?,
+                Err(e) => self.audit.record(
+                    "feed-refused",
+                    serde_json::json!({
+                        "feed": o.name,
+                        "url": audit_log::url_without_credentials(&s.url),
+                        "reason": redact(&e.to_string()),
+                    }),
+                )?,
+            }
+        }
+        self.audit.sync()?;
+        Ok(outcomes)
     }
 
     fn open_db(&self, progress: &dyn Progress) -> Result<Db, ClientError> {
@@ -669,6 +703,114 @@ impl Client {
         progress: &dyn Progress,
         gate: &mut dyn Gate,
     ) -> Result<Vec<InstallReport>, ClientError> {
+        let result = self.install_inner(packages, progress, gate);
+        if let Err(e) = &result {
+            self.audit_refusal(e)?;
+        }
+        self.audit.sync()?;
+        result
+    }
+
+    /// Records a keyring decision made outside a client (`prokit keyring init`): the
+    /// keyring first trusted, or why it was refused.
+    pub fn audit_keyring_init(
+        &self,
+        outcome: Result<&keyring_pkg::apply::ApplyReport, String>,
+        root_fingerprint: &str,
+    ) -> Result<(), ClientError> {
+        match outcome {
+            Ok(r) => self.audit.record(
+                "keyring-updated",
+                serde_json::json!({
+                    "name": r.name,
+                    "serial_from": r.previous,
+                    "serial_to": r.serial,
+                    "changed": r.state_replaced,
+                    "root_keys": [root_fingerprint],
+                    "first_trust": true,
+                }),
+            )?,
+            Err(reason) => self.audit.record(
+                "keyring-refused",
+                serde_json::json!({
+                    "root_fingerprint": root_fingerprint,
+                    "reason": redact(&reason),
+                    "first_trust": true,
+                }),
+            )?,
+        }
+        self.audit.sync()?;
+        Ok(())
+    }
+
+    /// The root's audit log opened for reading through the root (never through a symlink
+    /// out of it), with the path to name it by; `None` when `option audit_log off` or the
+    /// log does not exist yet.
+    pub fn open_audit_log(&self) -> Result<Option<(fs::File, PathBuf)>, ClientError> {
+        let Some(rel) = self.audit_rel() else {
+            return Ok(None);
+        };
+        let path = self.opts.root.join(&rel);
+        Ok(self.root.open_file(&rel)?.map(|f| (f, path)))
+    }
+
+    /// The configured log's path relative to the root (`None`: off).
+    fn audit_rel(&self) -> Option<String> {
+        match self.config.option("audit_log").map(str::trim) {
+            Some("off") => None,
+            Some(p) => crate::audit::option_path(p).ok(),
+            None => Some(crate::audit::DEFAULT_AUDIT_LOG.to_string()),
+        }
+    }
+
+    fn audit_removed(&self, r: &RemoveReport, why: &str) -> Result<(), ClientError> {
+        self.audit.record(
+            "package-removed",
+            serde_json::json!({
+                "name": r.name,
+                "package_version": r.version,
+                "files": r.files,
+                "conffiles_kept": r.kept_conffiles,
+                "reason": why,
+                "scripts": match self.opts.scripts {
+                    ScriptMode::Offline => "run",
+                    ScriptMode::Skip => "skipped",
+                },
+            }),
+        )?;
+        Ok(())
+    }
+
+    /// Records why an install stopped, when a package was refused (not when the user said
+    /// no, or the request could not be resolved).
+    fn audit_refusal(&self, e: &ClientError) -> Result<(), ClientError> {
+        let (package, url) = match e {
+            ClientError::Developer { package, url, .. }
+            | ClientError::InstallOf { package, url, .. } => (package.as_str(), Some(url)),
+            ClientError::Policy { package, .. } | ClientError::Review { package, .. } => {
+                (package.as_str(), None)
+            }
+            _ => return Ok(()),
+        };
+        let (name, version) = split_package(package);
+        self.audit.record(
+            "package-refused",
+            serde_json::json!({
+                "name": name,
+                "package_version": version,
+                "url": url.map(|u| audit_log::url_without_credentials(u)),
+                "reason": redact(&e.to_string()),
+            }),
+        )?;
+        Ok(())
+    }
+
+    fn install_inner(
+        &self,
+        packages: &[String],
+        progress: &dyn Progress,
+        gate: &mut dyn Gate,
+    ) -> Result<Vec<InstallReport>, ClientError> {
         let mut db = self.open_db(progress)?;
         // One journal file for all the packages (unpack/journal.rs, `end_journal`).
         db.set_reuse_journal(true);
@@ -722,6 +864,12 @@ impl Client {
                 feed_key: feed_keys.get(&step.feed).cloned().flatten(),
             })
             .collect();
+        // What the audit trail records of each package: the verified index's SHA-256.
+        let sha256s: Vec<String> = plan
+            .steps
+            .iter()
+            .map(|st| st.stanza.get("SHA256").unwrap_or("").trim().to_string())
+            .collect();
         // The index stanzas were needed for the downloads only.
         let mut plan = plan;
         for step in &mut plan.steps {
@@ -758,12 +906,41 @@ impl Client {
                 url: item.url.clone(),
                 reason,
             })?;
+            self.audit.record(
+                "package-verified",
+                serde_json::json!({
+                    "name": step.name,
+                    "package_version": step.version,
+                    "sha256": sha256s[i],
+                    "feed": step.feed,
+                    "url": audit_log::url_without_credentials(&item.url),
+                    "feed_key": exp.feed_key,
+                    "developer_key": exp.signed_by,
+                }),
+            )?;
             let report = install::install_expecting(db, &item.dest, step.auto, &opts, Some(&exp))
                 .map_err(|source| ClientError::InstallOf {
                 package: format!("{} {}", step.name, step.version),
                 url: item.url.clone(),
                 source: Box::new(source),
             })?;
+            self.audit.record(
+                if report.upgraded_from.is_some() {
+                    "package-upgraded"
+                } else {
+                    "package-installed"
+                },
+                serde_json::json!({
+                    "name": report.name,
+                    "package_version": report.version,
+                    "from_version": report.upgraded_from,
+                    "files": report.files,
+                    "conffiles_kept": report.kept_conffiles,
+                    "special_granted": report.special,
+                    "scripts": report.scripts,
+                    "auto_installed": step.auto,
+                }),
+            )?;
             for c in &report.kept_conffiles {
                 progress.message(&format!(
                     "{}: kept the modified {c}; the new version is {c}-opkg",
@@ -789,7 +966,8 @@ impl Client {
             download::download_all(&self.fetcher, &items, jobs, &|item, cached| {
                 progress.downloaded(&item.url, cached);
                 check_arrived(item);
-            })?;
+            })
+            .map_err(|e| self.download_refused(&items, &plan.steps, e))?;
             if reviewing {
                 let mut reviews = Vec::with_capacity(items.len());
                 let owned = &db.owners()?.files;
@@ -816,7 +994,20 @@ impl Client {
                         package: package.clone(),
                         source: Box::new(source),
                     })?;
-                    if let Some(d) = self.policy.judge(&review).into_iter().find(|d| !d.allowed) {
+                    let decisions = self.policy.judge(&review);
+                    for d in &decisions {
+                        self.audit.record(
+                            "policy-decision",
+                            serde_json::json!({
+                                "name": d.package,
+                                "package_version": d.version,
+                                "rule": d.rule.to_string(),
+                                "outcome": if d.allowed { "allowed" } else { "refused" },
+                                "detail": d.detail,
+                            }),
+                        )?;
+                    }
+                    if let Some(d) = decisions.into_iter().find(|d| !d.allowed) {
                         return Err(ClientError::Policy {
                             package,
                             rule: d.rule.to_string(),
@@ -832,6 +1023,7 @@ impl Client {
             // Packages the plan replaces (Conflicts + Replaces) go first.
             for name in &plan.removes {
                 let r = install::remove(&mut db, name, &opts)?;
+                self.audit_removed(&r, "replaced")?;
                 progress.message(&format!("Removed {} (replaced)", r.name));
             }
             for i in 0..items.len() {
@@ -878,10 +1070,38 @@ impl Client {
             if let Some(e) = failed {
                 return Err(e);
             }
-            downloaded?;
+            downloaded.map_err(|e| self.download_refused(&items, &plan.steps, e))?;
             Ok(())
         })?;
         Ok(reports)
+    }
+
+    /// A download that failed its checks (Size, SHA-256, …) refuses its package: recorded
+    /// under the package's name, found by the URL the error names.
+    fn download_refused(
+        &self,
+        items: &[DownloadItem],
+        steps: &[crate::resolve::Step],
+        e: DownloadError,
+    ) -> ClientError {
+        let text = e.to_string();
+        if let Some((item, step)) = items
+            .iter()
+            .zip(steps)
+            .find(|(item, _)| text.contains(&item.url))
+            && let Err(audit) = self.audit.record(
+                "package-refused",
+                serde_json::json!({
+                    "name": step.name,
+                    "package_version": step.version,
+                    "url": audit_log::url_without_credentials(&item.url),
+                    "reason": redact(&text),
+                }),
+            )
+        {
+            return audit.into();
+        }
+        e.into()
     }
 
     /// Removes installed packages; refuses when other installed packages depend on them,
@@ -914,6 +1134,7 @@ impl Client {
         let mut out = Vec::new();
         for n in names {
             let report = install::remove(&mut db, n, &opts)?;
+            self.audit_removed(&report, "requested")?;
             for l in &report.left_in_place {
                 progress.message(&format!(
                     "warning: {}: left {} in place: {}",
@@ -922,6 +1143,7 @@ impl Client {
             }
             out.push(report);
         }
+        self.audit.sync()?;
         Ok(out)
     }
 
@@ -1194,6 +1416,34 @@ impl Client {
     /// Holds the keyring lock throughout, so concurrent refreshes serialise. Any feed that
     /// fails to update fails the refresh, which then changes nothing.
     pub fn refresh_keyring(&self, progress: &dyn Progress) -> Result<Refreshed, ClientError> {
+        let result = self.refresh_keyring_inner(progress);
+        let name = self.config.option("keyring").unwrap_or("");
+        match &result {
+            Ok((r, signers)) => self.audit.record(
+                "keyring-updated",
+                serde_json::json!({
+                    "name": r.name,
+                    "serial_from": r.from.unwrap_or(r.serial),
+                    "serial_to": r.serial,
+                    "changed": r.from.is_some(),
+                    "root_keys": signers,
+                }),
+            )?,
+            Err(e) => self.audit.record(
+                "keyring-refused",
+                serde_json::json!({ "name": name, "reason": redact(&e.to_string()) }),
+            )?,
+        }
+        self.audit.sync()?;
+        result.map(|(r, _)| r)
+    }
+
+    /// The refresh itself; also returns the root keys whose signatures the trusted serial
+    /// carries.
+    fn refresh_keyring_inner(
+        &self,
+        progress: &dyn Progress,
+    ) -> Result<(Refreshed, Vec<String>), ClientError> {
         let name = self
             .config
             .option("keyring")
@@ -1243,12 +1493,33 @@ impl Client {
             .map_err(KeyringError::from)?;
         let report = keyring_pkg::apply::apply(&lock, &verified, self.opts.now)
             .map_err(KeyringError::from)?;
-        Ok(Refreshed {
-            name,
-            serial: report.serial,
-            from: report.previous.filter(|p| *p != report.serial),
-        })
+        let signers = root_signers(verified.signed(), current.keyring());
+        Ok((
+            Refreshed {
+                name,
+                serial: report.serial,
+                from: report.previous.filter(|p| *p != report.serial),
+            },
+            signers,
+        ))
     }
+}
+
+/// The root keys (of the keyring trusted before, or of the new one) whose signatures `signed`
+/// carries, for the audit trail.
+pub fn root_signers(
+    signed: &keyring_pkg::signatures::SignedKeyring,
+    before: &keyring_pkg::Keyring,
+) -> Vec<String> {
+    use keyring_pkg::manifest::Role;
+    let is_root = |k: &keyring_pkg::Keyring, fp| k.key(fp).is_some_and(|e| e.role == Role::Root);
+    signed
+        .signatures()
+        .fingerprints()
+        .into_iter()
+        .filter(|fp| is_root(before, *fp) || is_root(signed.keyring(), *fp))
+        .map(|fp| fp.to_string())
+        .collect()
 }
 
 /// The CA file that `option ca_file PATH` names inside the root: its directory resolved
@@ -1334,6 +1605,9 @@ pub struct Bootstrap {
     pub tar: Option<PathBuf>,
     /// mtime of every entry in the tarball.
     pub tar_mtime: u64,
+    /// `option audit_log` for the new root (a path inside it, or `off`); `None` keeps the
+    /// default, `var/log/prokit/audit.jsonl`.
+    pub audit_log: Option<String>,
 }
 
 /// Makes a root filesystem: writes its opkg.conf and trusted keys (so the root can update
@@ -1378,6 +1652,13 @@ pub fn bootstrap(
     // No `arch` lines: every architecture is accepted.
     config.arch = b.arch.clone();
     config.options.insert("check_signature".into(), "1".into());
+    if let Some(a) = &b.audit_log {
+        // Checked before anything is written.
+        if a.trim() != "off" {
+            crate::audit::option_path(a)?;
+        }
+        config.options.insert("audit_log".into(), a.clone());
+    }
     confined.write_atomic(
         "etc/opkg.conf",
         config.to_text().as_bytes(),
@@ -1411,9 +1692,13 @@ pub fn bootstrap(
     if let Some(out) = &b.tar {
         let cache = client.opts.cache_dir.clone();
         // The lock directory goes into the tarball (opkg needs it), its lock files do not.
+        // Nor does the audit log of the build (its times, host and pids would make every
+        // tarball differ): it stays in ROOT, the record of how the image was made.
+        let audit = client.audit_rel();
         let skip = |p: &Path| {
             cache.is_none() && p.starts_with(CACHE_DIR)
                 || p.starts_with(OPKG_LOCK_DIR) && p != Path::new(OPKG_LOCK_DIR)
+                || audit.as_deref().is_some_and(|a| p == Path::new(a))
         };
         rootfs::write_tar(root, out, b.tar_mtime, &skip)?;
     }

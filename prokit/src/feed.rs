@@ -162,6 +162,10 @@ pub struct UpdateReport {
     pub release_date: Option<i64>,
     /// Nothing changed since the last update (the stored files were left as they were).
     pub unchanged: bool,
+    /// The index fetched (`…/Packages.gz` or `…/Packages`), as configured.
+    pub index_url: String,
+    /// The SHA-256 of the uncompressed `Packages` whose signature was verified.
+    pub sha256: String,
 }
 
 /// Why an update or a load failed. Every message names the feed and the file (URL or path),
@@ -835,6 +839,8 @@ impl FeedStore {
             fingerprint: fingerprint.map(|f| f.to_string()),
             release_date: release.map(|r| r.date),
             unchanged,
+            sha256: sha256_hex(packages),
+            index_url,
         })
     }
 

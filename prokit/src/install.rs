@@ -109,6 +109,12 @@ pub struct InstallReport {
     pub upgraded_from: Option<String>,
     /// Files of the old version that were not deleted, and why (to show as warnings).
     pub left_in_place: Vec<LeftInPlace>,
+    /// setuid/setgid files and device nodes or FIFOs installed (`/usr/bin/su (mode 4755)`),
+    /// for the audit trail.
+    pub special: Vec<String>,
+    /// Each maintainer script the package carries and what became of it (`postinst run`,
+    /// `postinst skipped`).
+    pub scripts: Vec<String>,
 }
 
 /// What a removal did.
@@ -458,6 +464,20 @@ fn install_in(
     owners.add_package(&name, &new_records);
     db.set_package(&name, Some(stanza));
 
+    let special = new_records
+        .iter()
+        .filter(|r| r.kind == FileKind::Special || r.mode.is_some_and(|m| m & 0o6000 != 0))
+        .map(|r| match r.mode {
+            Some(m) => format!("{} (mode {m:o})", r.path),
+            None => r.path.clone(),
+        })
+        .collect();
+    let scripts = staged
+        .package
+        .scripts()
+        .into_iter()
+        .map(|n| format!("{n} {}", if offline { "run" } else { "skipped" }))
+        .collect();
     Ok(InstallReport {
         name,
         version,
@@ -468,6 +488,8 @@ fn install_in(
         kept_conffiles: staged.kept_conffiles,
         upgraded_from: old_version,
         left_in_place,
+        special,
+        scripts,
     })
 }
 
@@ -883,6 +905,8 @@ mod tests {
                 kept_conffiles: vec![],
                 upgraded_from: None,
                 left_in_place: vec![],
+                special: vec![],
+                scripts: vec!["postinst skipped".into()],
             }
         );
         assert_eq!(fs::read(root.join("usr/bin/foo")).unwrap(), b"foo 1.0\n");

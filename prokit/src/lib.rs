@@ -8,6 +8,7 @@
 //! The library never prints or exits; it reports progress through [`client::Progress`] and
 //! returns typed errors that name the feed, URL, file or package concerned.
 
+pub mod audit;
 pub mod client;
 pub mod config;
 pub mod download;

@@ -140,6 +140,12 @@ enum Command {
     /// report on it.
     #[command(subcommand)]
     Keyring(KeyringCmd),
+    /// The audit trail: every security decision (feeds verified or refused, keyrings
+    /// updated, packages verified, refused, installed, upgraded, removed, policy decisions)
+    /// is one JSON line in <root>/var/log/prokit/audit.jsonl (`option audit_log PATH`, or
+    /// `off`), each carrying the SHA-256 of the line before it.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Make a root filesystem in one shot (for build hosts; no root privileges needed):
     /// create ROOT, write its etc/opkg.conf and trusted keys, update, install PKG..., and
     /// optionally write a reproducible tarball (same inputs + SOURCE_DATE_EPOCH give the same
@@ -238,13 +244,49 @@ struct BootstrapArgs {
     /// --arch x86_64:10. Without any, every architecture in the feeds is accepted.
     #[arg(long = "arch", value_name = "ARCH[:PRIO]")]
     arch: Vec<String>,
-    /// Write a reproducible tarball of the root here.
+    /// Write a reproducible tarball of the root here (the root's audit log is left out:
+    /// it records how the image was made, with times and pids).
     #[arg(long, value_name = "OUT.tar")]
     tar: Option<PathBuf>,
+    /// The new root's audit log (`option audit_log`): a path inside the root, or `off`
+    /// (default var/log/prokit/audit.jsonl).
+    #[arg(long, value_name = "PATH|off")]
+    audit_log: Option<String>,
     #[arg(required = true, value_name = "PKG")]
     packages: Vec<String>,
     #[command(flatten)]
     args: InstallArgs,
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the log's hash chain: every line a record, each `prev` the SHA-256 of the line
+    /// before, each record's own `hash`. Exit status: 0 the chain verifies (torn lines that a
+    /// later record acknowledges are noted); 1 a line was changed, removed, inserted or moved
+    /// (the first such line is named, with the hash expected and found); 3 only the last
+    /// line is torn (a write cut short; the next append repairs it).
+    ///
+    /// Example: prokit --root ./rootfs audit verify
+    Verify {
+        /// A log file on this host instead of the root's (read as given).
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Print the log for humans (or with --json, each record as its JSON line).
+    ///
+    /// Example: prokit audit show --since 2026-12-01 --event 'package-*'
+    Show {
+        /// A log file on this host instead of the root's.
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Only records at or after DATE (YYYY-MM-DD, or RFC 3339 such as
+        /// 2026-12-05T10:00:00Z).
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+        /// Only these events (a glob: package-*, feed-refused).
+        #[arg(long, value_name = "NAME")]
+        event: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -395,6 +437,10 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Keyring(KeyringCmd::Refresh) => cmd_keyring_refresh(cli),
         Command::Keyring(KeyringCmd::Status(a)) => cmd_keyring_status(cli, a),
         Command::Bootstrap(a) => cmd_bootstrap(cli, a),
+        Command::Audit(AuditCmd::Verify { file }) => cmd_audit_verify(cli, file.as_deref()),
+        Command::Audit(AuditCmd::Show { file, since, event }) => {
+            cmd_audit_show(cli, file.as_deref(), since.as_deref(), event.as_deref())
+        }
     }
 }
 
@@ -846,9 +892,96 @@ fn cmd_verify(cli: &Cli, a: &VerifyArgs) -> Result<ExitCode> {
     })
 }
 
+/// The log to read: FILE as given, or the root's (opened through the root).
+fn audit_source(cli: &Cli, file: Option<&Path>) -> Result<(std::fs::File, PathBuf)> {
+    if let Some(f) = file {
+        let opened =
+            std::fs::File::open(f).with_context(|| format!("{}: cannot open", f.display()))?;
+        return Ok((opened, f.to_path_buf()));
+    }
+    cli.client(None)?.open_audit_log()?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: no audit log (nothing recorded yet, or option audit_log off)",
+            cli.root.display()
+        )
+    })
+}
+
+fn cmd_audit_verify(cli: &Cli, file: Option<&Path>) -> Result<ExitCode> {
+    let (f, path) = audit_source(cli, file)?;
+    match audit_log::verify_from(std::io::BufReader::new(f), &path) {
+        Ok(report) => {
+            for note in report.notes() {
+                eprintln!("note: {}: {note}", path.display());
+            }
+            if !cli.quiet {
+                cli_support::outln!(
+                    "{}: {} records, chain verifies; last line's SHA-256 {}",
+                    path.display(),
+                    report.records,
+                    report.last_hash
+                )?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ audit_log::Error::TornLastLine { .. }) => {
+            eprintln!("prokit: {e}");
+            Ok(ExitCode::from(3))
+        }
+        Err(e @ audit_log::Error::Fs(_)) => Err(e.into()),
+        Err(e) => {
+            eprintln!("prokit: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn cmd_audit_show(
+    cli: &Cli,
+    file: Option<&Path>,
+    since: Option<&str>,
+    event: Option<&str>,
+) -> Result<ExitCode> {
+    let (f, path) = audit_source(cli, file)?;
+    let mut filter = audit_log::Filter::default();
+    if let Some(s) = since {
+        filter = filter.since(s).with_context(|| format!("--since {s:?}"))?;
+    }
+    if let Some(e) = event {
+        filter = filter.event(e);
+    }
+    let listing = audit_log::read_from(std::io::BufReader::new(f), &path)?;
+    for r in listing.records.iter().filter(|r| filter.matches(r)) {
+        if cli.json {
+            cli_support::outln!("{}", r.raw)?;
+        } else {
+            cli_support::outln!("{}", audit_log::human(r))?;
+        }
+    }
+    for line in &listing.skipped {
+        eprintln!(
+            "note: {}: line {line} is not a record (torn or damaged; see prokit audit verify)",
+            path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn cmd_keyring_init(cli: &Cli, a: &KeyringInitArgs) -> Result<ExitCode> {
     let o = cli.options(&cli.root, None)?;
-    let r = prokit::keyring::init(&o.root, &a.keyring, parse_fp(&a.root_fingerprint)?, o.now)?;
+    let fp = parse_fp(&a.root_fingerprint)?;
+    let result = prokit::keyring::init(&o.root, &a.keyring, fp, o.now);
+    // The decision goes to the root's audit trail (a root that cannot be opened has none).
+    if let Ok(client) = cli.client(None) {
+        let outcome = result.as_ref().map_err(|e| e.to_string());
+        if let Err(e) = client.audit_keyring_init(outcome, &fp.to_string()) {
+            if result.is_ok() {
+                return Err(e.into());
+            }
+            eprintln!("warning: {e}");
+        }
+    }
+    let r = result?;
     if !cli.quiet {
         cli_support::outln!(
             "trusting keyring {} serial {} ({} feed keys written)",
@@ -949,6 +1082,7 @@ fn cmd_bootstrap(cli: &Cli, a: &BootstrapArgs) -> Result<ExitCode> {
         packages: a.packages.clone(),
         tar: a.tar.clone(),
         tar_mtime: source_date_epoch()?.unwrap_or(0).max(0) as u64,
+        audit_log: a.audit_log.clone(),
     };
     let options = cli.options(&a.target, Some(&a.args))?;
     let reports = client::bootstrap(options, &b, &cli.reporter())?;
