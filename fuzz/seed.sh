@@ -20,7 +20,7 @@ if [ ! -d "$REAL" ]; then
     exit 1
 fi
 REAL="$(cd "$REAL" && pwd)"
-TARGETS="control version relation package usign index release parse_date prokit_config prokit_status prokit_resolve keyring_manifest keyring_signatures keyring_package audit_log"
+TARGETS="control version relation package usign index release parse_date prokit_config prokit_policy prokit_status prokit_resolve keyring_manifest keyring_signatures keyring_package audit_log"
 
 for t in $TARGETS; do
     mkdir -p "$CORPUS/$t"
@@ -279,6 +279,22 @@ arch raspberrypi3_64 21
 arch all 2
 EOF
 echo "prokit_config: 4 seeds"
+
+# --- prokit_policy: policy.conf files ---------------------------------------------------------
+cat >"$CORPUS/prokit_policy/every-rule" <<'EOF'
+# site policy
+deny setuid
+deny devices
+deny scripts
+allow scripts base-files luci-*
+deny packages telnetd *-dev
+require developer-signature
+allow keys 0123456789abcdef FEDCBA9876543210  # the store
+EOF
+printf 'deny setuid\ndeny suid\n' >"$CORPUS/prokit_policy/unknown-rule"
+printf 'allow scripts x\n' >"$CORPUS/prokit_policy/allow-without-deny"
+printf 'allow keys 1234\n' >"$CORPUS/prokit_policy/short-key"
+echo "prokit_policy: 4 seeds"
 
 # --- prokit_status: status files (NUL, then the first package's .list, NUL, its sidecar) -----
 hash64=063d3536d4dcfa8589a3fc74c760b4a43ae91458783f26ffce1cfd92ad78f876
