@@ -47,6 +47,8 @@ fn review(name: &str, everything: bool) -> Review {
         takes_over: vec![],
         services: vec![],
         users: vec![],
+        boot_scripts: vec![],
+        trust_changes: vec![],
         files: 1,
         installed_size: 1,
     }

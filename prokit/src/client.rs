@@ -59,6 +59,10 @@ pub trait Gate {
     fn confirm(&mut self, _reviews: &[Review]) -> bool {
         true
     }
+    /// True for `prokit review`, which never installs: its records say `"mode":"review"`.
+    fn review_only(&self) -> bool {
+        false
+    }
 }
 
 /// Asks nothing.
@@ -560,13 +564,18 @@ impl Client {
     fn open_db(&self, progress: &dyn Progress) -> Result<Db, ClientError> {
         let mut db = Db::open(&self.opts.root, &self.config.db_dir())?;
         db.set_fsync(self.opts.durable);
-        // Packages never write the package manager's own state (docs/threats.md §19).
-        db.reserve(&[
-            self.config.lists_rel().as_str(),
-            STATE_ROOT,
-            CACHE_DIR,
-            OPKG_LOCK_DIR,
-        ]);
+        // Packages never write the package manager's own state (docs/threats.md §19), the
+        // audit trail included (§27).
+        let audit = self.audit_rel();
+        let mut reserved = vec![
+            self.config.lists_rel(),
+            STATE_ROOT.to_string(),
+            CACHE_DIR.to_string(),
+            OPKG_LOCK_DIR.to_string(),
+        ];
+        reserved.extend(audit);
+        let reserved: Vec<&str> = reserved.iter().map(String::as_str).collect();
+        db.reserve(&reserved);
         if let Some(done) = install::recover(&mut db)? {
             progress.message(&done);
         }
@@ -674,8 +683,7 @@ impl Client {
     fn install_options(&self) -> InstallOptions {
         InstallOptions {
             scripts: self.opts.scripts,
-            // A policy that denies setuid files or devices holds at unpacking too.
-            allow_special: self.opts.allow_special && !self.policy.denies_special(),
+            allow_special: self.opts.allow_special,
             installed_time: self.opts.installed_time,
             trust_package: self
                 .config
@@ -703,9 +711,10 @@ impl Client {
         progress: &dyn Progress,
         gate: &mut dyn Gate,
     ) -> Result<Vec<InstallReport>, ClientError> {
+        let review_only = gate.review_only();
         let result = self.install_inner(packages, progress, gate);
         if let Err(e) = &result {
-            self.audit_refusal(e)?;
+            self.audit_refusal(e, review_only)?;
         }
         self.audit.sync()?;
         result
@@ -783,7 +792,7 @@ impl Client {
 
     /// Records why an install stopped, when a package was refused (not when the user said
     /// no, or the request could not be resolved).
-    fn audit_refusal(&self, e: &ClientError) -> Result<(), ClientError> {
+    fn audit_refusal(&self, e: &ClientError, review_only: bool) -> Result<(), ClientError> {
         let (package, url) = match e {
             ClientError::Developer { package, url, .. }
             | ClientError::InstallOf { package, url, .. } => (package.as_str(), Some(url)),
@@ -800,6 +809,7 @@ impl Client {
                 "package_version": version,
                 "url": url.map(|u| audit_log::url_without_credentials(u)),
                 "reason": redact(&e.to_string()),
+                "mode": if review_only { "review" } else { "install" },
             }),
         )?;
         Ok(())
@@ -851,7 +861,8 @@ impl Client {
         let expected: Vec<install::Expected> = plan
             .steps
             .iter()
-            .map(|step| install::Expected {
+            .enumerate()
+            .map(|(i, step)| install::Expected {
                 origin: format!("feed {:?}", step.feed),
                 name: step.name.clone(),
                 version: step.version.clone(),
@@ -862,13 +873,8 @@ impl Client {
                 }),
                 signed_by: None,
                 feed_key: feed_keys.get(&step.feed).cloned().flatten(),
+                sha256: Some(items[i].sha256.clone()),
             })
-            .collect();
-        // What the audit trail records of each package: the verified index's SHA-256.
-        let sha256s: Vec<String> = plan
-            .steps
-            .iter()
-            .map(|st| st.stanza.get("SHA256").unwrap_or("").trim().to_string())
             .collect();
         // The index stanzas were needed for the downloads only.
         let mut plan = plan;
@@ -911,7 +917,7 @@ impl Client {
                 serde_json::json!({
                     "name": step.name,
                     "package_version": step.version,
-                    "sha256": sha256s[i],
+                    "sha256": item.sha256,
                     "feed": step.feed,
                     "url": audit_log::url_without_credentials(&item.url),
                     "feed_key": exp.feed_key,
@@ -969,6 +975,11 @@ impl Client {
             })
             .map_err(|e| self.download_refused(&items, &plan.steps, e))?;
             if reviewing {
+                let mode = if gate.review_only() {
+                    "review"
+                } else {
+                    "install"
+                };
                 let mut reviews = Vec::with_capacity(items.len());
                 let owned = &db.owners()?.files;
                 for (i, item) in items.iter().enumerate() {
@@ -994,7 +1005,27 @@ impl Client {
                         package: package.clone(),
                         source: Box::new(source),
                     })?;
-                    let decisions = self.policy.judge(&review);
+                    // The review read the file the install will read (bound to the index by
+                    // SHA-256 here, and again at unpacking).
+                    if !review.sha256.eq_ignore_ascii_case(item.sha256.trim()) {
+                        return Err(ClientError::Review {
+                            package,
+                            source: Box::new(feeds::package::PackageFileError {
+                                path: item.dest.clone(),
+                                source: feeds::package::PackageError::Io(std::io::Error::other(
+                                    format!(
+                                        "the file changed after it was checked (SHA-256 {}, the index gives {})",
+                                        review.sha256, item.sha256
+                                    ),
+                                )),
+                            }),
+                        });
+                    }
+                    let keyring_package = self
+                        .config
+                        .option("keyring")
+                        .map(keyring_pkg::package::package_name);
+                    let decisions = self.policy.judge_with(&review, keyring_package.as_deref());
                     for d in &decisions {
                         self.audit.record(
                             "policy-decision",
@@ -1004,6 +1035,7 @@ impl Client {
                                 "rule": d.rule.to_string(),
                                 "outcome": if d.allowed { "allowed" } else { "refused" },
                                 "detail": d.detail,
+                                "mode": mode,
                             }),
                         )?;
                     }
@@ -1017,6 +1049,14 @@ impl Client {
                     reviews.push(review);
                 }
                 if !gate.confirm(&reviews) {
+                    if !gate.review_only() {
+                        let names: Vec<String> = reviews
+                            .iter()
+                            .map(|r| format!("{} {}", r.name, r.version))
+                            .collect();
+                        self.audit
+                            .record("install-declined", serde_json::json!({ "packages": names }))?;
+                    }
                     return Err(ClientError::Declined);
                 }
             }
@@ -1133,7 +1173,14 @@ impl Client {
         let opts = self.install_options();
         let mut out = Vec::new();
         for n in names {
-            let report = install::remove(&mut db, n, &opts)?;
+            let report = match install::remove(&mut db, n, &opts) {
+                Ok(r) => r,
+                Err(e) => {
+                    // What was removed before is on record, durably.
+                    self.audit.sync()?;
+                    return Err(e.into());
+                }
+            };
             self.audit_removed(&report, "requested")?;
             for l in &report.left_in_place {
                 progress.message(&format!(

@@ -92,6 +92,11 @@ pub struct Expected {
     /// The feed key whose signature over the index vouched for the file (recorded as
     /// `Prokit-Feed-Key`).
     pub feed_key: Option<String>,
+    /// The SHA-256 (hex) the verified index gives: the bytes unpacked must hash to it. The
+    /// download checked it already; this check is over the very read that unpacks, so a
+    /// file swapped in the cache after the download (and after the review and the policy
+    /// judged it) is refused.
+    pub sha256: Option<String>,
 }
 
 /// What an install did.
@@ -165,6 +170,15 @@ pub enum InstallError {
     },
     #[error("package {0} is not installed")]
     NotInstalled(String),
+    /// The package file changed after it was downloaded and checked.
+    #[error(
+        "{file}: refused: its bytes hash to SHA-256 {got}, but the verified index gives {want}: the file changed after it was downloaded and checked"
+    )]
+    ChangedSinceVerified {
+        file: String,
+        want: String,
+        got: String,
+    },
     /// The package file is not what the index stanza it was downloaded for describes.
     #[error(
         "{file}: refused: its control file says {field} {got:?}, but the verified index of {origin} lists it as {field} {want:?}: a package installs only under the identity the signed index gives it"
@@ -257,6 +271,15 @@ fn check_identity(
     package: &feeds::package::Package,
     want: &Expected,
 ) -> Result<(), InstallError> {
+    if let Some(sha) = &want.sha256
+        && !sha.trim().eq_ignore_ascii_case(&package.sha256_hex())
+    {
+        return Err(InstallError::ChangedSinceVerified {
+            file: pkg_file.display().to_string(),
+            want: sha.trim().to_string(),
+            got: package.sha256_hex(),
+        });
+    }
     let fields = [
         ("Package", want.name.as_str(), package.name()),
         ("Version", want.version.as_str(), package.version()),
@@ -476,7 +499,15 @@ fn install_in(
         .package
         .scripts()
         .into_iter()
-        .map(|n| format!("{n} {}", if offline { "run" } else { "skipped" }))
+        .map(|n| {
+            let what = match (offline, n) {
+                (false, _) => "skipped",
+                (true, "preinst" | "postinst") => "run",
+                // Kept in the database, run when the package is upgraded or removed.
+                (true, _) => "kept",
+            };
+            format!("{n} {what}")
+        })
         .collect();
     Ok(InstallReport {
         name,
@@ -1741,6 +1772,39 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut db = open(tmp.path());
         assert_eq!(recover(&mut db).unwrap(), None);
+    }
+
+    #[test]
+    fn a_file_changed_after_it_was_checked_is_refused_at_unpacking() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        fs::create_dir_all(&root).unwrap();
+        let pkg = write_pkg(t.path(), "foo.ipk", foo("1.0", "a=1\n", &[]));
+        let mut db = open(&root);
+        let want = Expected {
+            origin: "feed \"main\"".into(),
+            name: "foo".into(),
+            version: "1.0".into(),
+            arch: "all".into(),
+            index_signature: None,
+            signed_by: None,
+            feed_key: None,
+            sha256: Some("00".repeat(32)),
+        };
+        let before = snapshot(&root);
+        let e = install_expecting(&mut db, &pkg, false, &opts(ScriptMode::Skip), Some(&want))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("the file changed after it was downloaded and checked"),
+            "{e}"
+        );
+        assert_eq!(snapshot(&root), before);
+        let right = Expected {
+            sha256: Some(sha(&fs::read(&pkg).unwrap())),
+            ..want
+        };
+        install_expecting(&mut db, &pkg, false, &opts(ScriptMode::Skip), Some(&right)).unwrap();
     }
 
     #[test]

@@ -263,8 +263,9 @@ enum AuditCmd {
     /// Check the log's hash chain: every line a record, each `prev` the SHA-256 of the line
     /// before, each record's own `hash`. Exit status: 0 the chain verifies (torn lines that a
     /// later record acknowledges are noted); 1 a line was changed, removed, inserted or moved
-    /// (the first such line is named, with the hash expected and found); 3 only the last
-    /// line is torn (a write cut short; the next append repairs it).
+    /// (the first such line is named, with the hash expected and found); 2 the log cannot be
+    /// read (missing, unreadable); 3 only the last line is torn (a write cut short; the next
+    /// append repairs it).
     ///
     /// Example: prokit --root ./rootfs audit verify
     Verify {
@@ -531,6 +532,10 @@ struct ReviewGate<'a> {
 impl client::Gate for ReviewGate<'_> {
     fn wants_review(&self) -> bool {
         self.show || self.ask || self.only
+    }
+
+    fn review_only(&self) -> bool {
+        self.only
     }
 
     fn confirm(&mut self, reviews: &[Review]) -> bool {
@@ -908,7 +913,14 @@ fn audit_source(cli: &Cli, file: Option<&Path>) -> Result<(std::fs::File, PathBu
 }
 
 fn cmd_audit_verify(cli: &Cli, file: Option<&Path>) -> Result<ExitCode> {
-    let (f, path) = audit_source(cli, file)?;
+    // Exit 2 when the log cannot be read at all: 1 says it was tampered with.
+    let (f, path) = match audit_source(cli, file) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {}", cli_support::error_message(e.as_ref()));
+            return Ok(ExitCode::from(2));
+        }
+    };
     match audit_log::verify_from(std::io::BufReader::new(f), &path) {
         Ok(report) => {
             for note in report.notes() {
@@ -928,7 +940,10 @@ fn cmd_audit_verify(cli: &Cli, file: Option<&Path>) -> Result<ExitCode> {
             eprintln!("prokit: {e}");
             Ok(ExitCode::from(3))
         }
-        Err(e @ audit_log::Error::Fs(_)) => Err(e.into()),
+        Err(e @ audit_log::Error::Fs(_)) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(2))
+        }
         Err(e) => {
             eprintln!("prokit: {e}");
             Ok(ExitCode::from(1))

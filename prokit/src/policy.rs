@@ -188,21 +188,16 @@ impl Policy {
             && self.require_developer.is_none()
     }
 
-    /// True when a rule needs the data archive read (setuid, devices); the others are
-    /// decided from the control part and the keys.
-    pub fn needs_review(&self) -> bool {
-        !self.is_empty()
-    }
-
-    /// Whether the policy refuses setuid/setgid files or device nodes outright (unpacking then
-    /// refuses them too, whatever `--allow-special` says).
-    pub fn denies_special(&self) -> bool {
-        self.deny_setuid.is_some() || self.deny_devices.is_some()
-    }
-
     /// Every rule's verdict on `r`, in file order of the rule kinds; a package is refused
     /// when any decision is not allowed.
     pub fn judge(&self, r: &Review) -> Vec<Decision> {
+        self.judge_with(r, None)
+    }
+
+    /// [`Policy::judge`], with `keyring_package` (the configured keyring's package) exempt
+    /// from `require developer-signature`: the root signatures inside it vouch for it, as
+    /// `option developer_signatures require` exempts it too (docs/trust-model.md §9).
+    pub fn judge_with(&self, r: &Review, keyring_package: Option<&str>) -> Vec<Decision> {
         let mut out = Vec::new();
         let mut decide = |rule: &RuleAt, allowed: bool, detail: String| {
             out.push(Decision {
@@ -242,7 +237,7 @@ impl Policy {
             }
         }
         if let Some(rule) = &self.deny_scripts {
-            if r.scripts.is_empty() {
+            if r.scripts.is_empty() && r.boot_scripts.is_empty() {
                 decide(rule, true, "no maintainer scripts".into());
             } else if let Some((allow, scope)) =
                 self.allow_scripts.iter().find(|(_, s)| s.covers(&r.name))
@@ -253,7 +248,12 @@ impl Policy {
                     format!("scripts allowed: {} matches {scope}", r.name),
                 );
             } else {
-                let names: Vec<&str> = r.scripts.iter().map(|s| s.name.as_str()).collect();
+                let names: Vec<&str> = r
+                    .scripts
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .chain(r.boot_scripts.iter().map(String::as_str))
+                    .collect();
                 decide(
                     rule,
                     false,
@@ -264,6 +264,11 @@ impl Policy {
         if let Some(rule) = &self.require_developer {
             match &r.developer_key {
                 Some(k) => decide(rule, true, format!("signed by developer key {k}")),
+                None if keyring_package == Some(r.name.as_str()) => decide(
+                    rule,
+                    true,
+                    "the configured keyring package: its root signatures vouch for it".into(),
+                ),
                 None => decide(rule, false, "no verified developer signature".into()),
             }
         }
@@ -327,6 +332,8 @@ mod tests {
             takes_over: vec![],
             services: vec![],
             users: vec![],
+            boot_scripts: vec![],
+            trust_changes: vec![],
             files: 1,
             installed_size: 1,
         }

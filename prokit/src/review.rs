@@ -13,7 +13,8 @@ use std::path::Path;
 use feeds::package::{DataEntry, PackageError, ReadOptions, read_package_file};
 use serde::Serialize;
 
-use crate::unpack::normalize_name;
+use crate::status::FileKind;
+use crate::unpack::{normalize_name, trust_reason};
 
 /// The trees a package's files usually live in; anything else is listed as "outside".
 pub const USUAL_TREES: [&str; 6] = ["/etc", "/usr", "/lib", "/www", "/bin", "/sbin"];
@@ -86,6 +87,12 @@ pub struct Review {
     /// Users and groups it declares or creates: the `Require-User` field, shipped
     /// `/etc/passwd`, `/etc/group` or `/etc/shadow`, scripts that add users or groups.
     pub users: Vec<String>,
+    /// Scripts OpenWrt runs as root at the next boot (`/etc/uci-defaults/*`): maintainer
+    /// scripts by another name, and judged as such by `deny scripts`.
+    pub boot_scripts: Vec<String>,
+    /// Files that would change which feeds and keys are trusted, or the install policy
+    /// (installed only for the configured keyring package or with `--allow-trust-changes`).
+    pub trust_changes: Vec<String>,
     /// Non-directory entries in the data archive.
     pub files: usize,
     /// Bytes of regular files (the data archive's own count, not the index's).
@@ -102,7 +109,9 @@ impl Review {
             && self.outside.is_empty()
             && self.takes_over.is_empty()
             && self.services.is_empty()
-            && self.users.is_empty())
+            && self.users.is_empty()
+            && self.boot_scripts.is_empty()
+            && self.trust_changes.is_empty())
     }
 }
 
@@ -157,6 +166,8 @@ pub fn review_package(
         takes_over: Vec::new(),
         services: Vec::new(),
         users: Vec::new(),
+        boot_scripts: Vec::new(),
+        trust_changes: Vec::new(),
         files: 0,
         installed_size: 0,
     };
@@ -183,6 +194,14 @@ pub fn review_package(
     for (path, kind, mode, size) in entries {
         use tar::EntryType as T;
         if kind == T::Directory {
+            // A setgid (or setuid) directory is refused at unpacking like a file.
+            if mode & 0o6000 != 0 {
+                r.setid.push(Special {
+                    path,
+                    what: "setgid/setuid directory".into(),
+                    mode: format!("{mode:o}"),
+                });
+            }
             continue;
         }
         r.files += 1;
@@ -218,6 +237,19 @@ pub fn review_package(
         }
         if is_service(&path) {
             r.services.push(path.clone());
+        }
+        if path
+            .strip_prefix("/etc/uci-defaults/")
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+        {
+            r.boot_scripts.push(path.clone());
+        }
+        let file_kind = match kind {
+            T::Symlink => FileKind::Symlink,
+            _ => FileKind::File,
+        };
+        if trust_reason(&path, file_kind).is_some() {
+            r.trust_changes.push(path.clone());
         }
         if matches!(
             path.as_str(),
@@ -266,8 +298,24 @@ fn mentions_command(text: &str, word: &str) -> bool {
 
 /// The review as text for a terminal: one block per package. `verbose` adds each script's
 /// text.
+/// Text from a package, fit for a terminal: control characters (an escape sequence could
+/// hide lines above the question), bidirectional and zero-width characters escaped.
+fn clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let hidden = matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}');
+        if (c.is_control() && c != '\t') || hidden {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 pub fn render(r: &Review, verbose: bool) -> String {
     use std::fmt::Write;
+    let r = &cleaned(r);
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -312,10 +360,61 @@ pub fn render(r: &Review, verbose: bool) -> String {
     for u in &r.users {
         let _ = writeln!(s, "  users/groups: {u}");
     }
+    for p in &r.boot_scripts {
+        let _ = writeln!(s, "  runs at the next boot: {p}");
+    }
+    for p in &r.trust_changes {
+        let _ = writeln!(s, "  changes trust: {p}");
+    }
     for c in &r.conffiles {
         let _ = writeln!(s, "  conffile {c}");
     }
     s
+}
+
+/// Every text of `r` through [`clean`].
+fn cleaned(r: &Review) -> Review {
+    let list = |v: &[String]| v.iter().map(|x| clean(x)).collect::<Vec<_>>();
+    let special = |v: &[Special]| {
+        v.iter()
+            .map(|x| Special {
+                path: clean(&x.path),
+                what: x.what.clone(),
+                mode: x.mode.clone(),
+            })
+            .collect::<Vec<_>>()
+    };
+    Review {
+        name: clean(&r.name),
+        version: clean(&r.version),
+        architecture: clean(&r.architecture),
+        scripts: r
+            .scripts
+            .iter()
+            .map(|x| Script {
+                name: x.name.clone(),
+                size: x.size,
+                text: x.text.lines().map(clean).collect::<Vec<_>>().join("\n"),
+            })
+            .collect(),
+        setid: special(&r.setid),
+        devices: special(&r.devices),
+        outside: list(&r.outside),
+        conffiles: list(&r.conffiles),
+        takes_over: r
+            .takes_over
+            .iter()
+            .map(|t| Takeover {
+                path: clean(&t.path),
+                owner: clean(&t.owner),
+            })
+            .collect(),
+        services: list(&r.services),
+        users: list(&r.users),
+        boot_scripts: list(&r.boot_scripts),
+        trust_changes: list(&r.trust_changes),
+        ..r.clone()
+    }
 }
 
 fn human_size(n: u64) -> String {
@@ -424,6 +523,31 @@ mod tests {
         let r = review_package(&path, &Provenance::default(), &|_| None).unwrap();
         assert!(!r.requests_permissions(), "{r:?}");
         assert!(render(&r, false).contains("requests nothing beyond placing plain files"));
+    }
+
+    #[test]
+    fn package_text_cannot_steer_the_terminal() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("esc.ipk");
+        let bytes = raw_ipk(
+            &control("esc", "1", ""),
+            &[("postinst", 0o755, b"#!/bin/sh\n\x1b[1A\x1b[2Khidden\n")],
+            &[
+                Raw::File("./etc/uci-defaults/90-esc", 0o755, b"x"),
+                Raw::File("./etc/opkg/keys/0123456789abcdef", 0o644, b"k"),
+                Raw::Dir("./usr/share/esc/", 0o2755),
+            ],
+        );
+        std::fs::write(&path, bytes).unwrap();
+        let r = review_package(&path, &Provenance::default(), &|_| None).unwrap();
+        assert_eq!(r.boot_scripts, ["/etc/uci-defaults/90-esc"]);
+        assert_eq!(r.trust_changes, ["/etc/opkg/keys/0123456789abcdef"]);
+        assert_eq!(r.setid[0].path, "/usr/share/esc");
+        let text = render(&r, true);
+        assert!(!text.contains('\x1b'), "{text:?}");
+        assert!(text.contains("\\u{1b}[1A"), "{text}");
+        assert!(text.contains("runs at the next boot: /etc/uci-defaults/90-esc"));
+        assert!(text.contains("changes trust: /etc/opkg/keys/0123456789abcdef"));
     }
 
     #[test]

@@ -65,11 +65,13 @@ impl Scene {
         prokit(Some(self.r()), &all)
     }
 
-    /// Everything outside the root, and the root without the download cache.
+    /// Everything outside the root, and the root without the download cache and the audit
+    /// log (which records the refusal).
     fn state(&self) -> BTreeMap<String, String> {
         let mut out = snapshot(&self.outside);
         for (k, v) in snapshot(&self.root) {
-            if !k.starts_with("var/cache/") && k != "var/cache" {
+            if !k.starts_with("var/cache/") && k != "var/cache" && k != "var/log/prokit/audit.jsonl"
+            {
                 out.insert(format!("root/{k}"), v);
             }
         }

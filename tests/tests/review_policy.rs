@@ -79,8 +79,9 @@ fn snapshot(dir: &Path) -> BTreeMap<String, String> {
         for e in rd {
             let p = e.unwrap().path();
             let rel = p.strip_prefix(dir).unwrap().display().to_string();
-            // The download cache and lock files may change; the installed state may not.
-            if rel.starts_with("var/cache") || rel.ends_with("lock") {
+            // The download cache, lock files and the audit log (which records the refusal)
+            // may change; the installed state may not.
+            if rel.starts_with("var/cache") || rel.ends_with("lock") || rel.starts_with("var/log") {
                 continue;
             }
             let m = fs::symlink_metadata(&p).unwrap();
@@ -449,4 +450,61 @@ fn a_terminal_install_asks_and_no_changes_nothing() {
     ]));
     assert!(ok, "{err}");
     drop(s.server);
+}
+
+#[test]
+fn threat_19_a_package_cannot_rewrite_the_policy_or_the_audit_log() {
+    let Some(s) = scene(|f| {
+        f.add(
+            "unpolicy",
+            "1.0",
+            "",
+            &[("etc/prokit/policy.conf", "# nothing denied\n")],
+            None,
+        );
+        f.add(
+            "unaudit",
+            "1.0",
+            "",
+            &[("var/log/prokit/audit.jsonl", "{}\n")],
+            None,
+        );
+    }) else {
+        return;
+    };
+    let r = s.root.to_str().unwrap();
+    fs::create_dir_all(s.root.join("etc/prokit")).unwrap();
+    fs::write(s.root.join("etc/prokit/policy.conf"), "deny setuid\n").unwrap();
+    let log = s.root.join("var/log/prokit/audit.jsonl");
+    for (pkg, why) in [
+        ("unpolicy", "prokit's install policy (/etc/prokit)"),
+        (
+            "unaudit",
+            "a package may never write the package manager's state",
+        ),
+    ] {
+        let before = snapshot(&s.root);
+        let log_before = fs::read(&log).unwrap();
+        let (ok, out, err) = prokit(Some(r), &["install", pkg]);
+        assert!(!ok, "{pkg}: installed\n{out}{err}");
+        assert!(err.contains(why), "{why:?} not in:\n{err}");
+        assert_eq!(snapshot(&s.root), before, "{pkg}");
+        // The log only grew: the refusal was appended to it, nothing replaced it.
+        let after = fs::read(&log).unwrap();
+        assert!(after.starts_with(&log_before) && after.len() > log_before.len());
+        assert_eq!(
+            fs::read_to_string(s.root.join("etc/prokit/policy.conf")).unwrap(),
+            "deny setuid\n"
+        );
+        assert_eq!(fs::read_to_string(&s.sentinel).unwrap(), "untouched");
+    }
+    // The review says so before anything is downloaded into place.
+    let (ok, out, err) = prokit(Some(r), &["review", "unpolicy"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("changes trust: /etc/prokit/policy.conf"),
+        "{out}"
+    );
+    let (ok, out, err) = prokit(Some(r), &["audit", "verify"]);
+    assert!(ok, "{out}{err}");
 }

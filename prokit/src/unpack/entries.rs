@@ -128,6 +128,10 @@ pub(crate) fn trust_reason(path: &str, kind: FileKind) -> Option<&'static str> {
     if path == "/etc" || path == "/etc/opkg" {
         return Some("it would replace the directory of opkg's configuration and trusted keys");
     }
+    // The install policy decides which packages may land at all (docs/trust-model.md §10).
+    if path == "/etc/prokit" || path.starts_with("/etc/prokit/") {
+        return Some("prokit's install policy (/etc/prokit)");
+    }
     None
 }
 

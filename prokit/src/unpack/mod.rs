@@ -82,7 +82,7 @@ use sha2::Sha256;
 
 use crate::status::{Db, FileKind, FileRecord, StatusError};
 
-pub(crate) use entries::{normalize_name, reserved_what};
+pub(crate) use entries::{normalize_name, reserved_what, trust_reason};
 pub use journal::Transaction;
 pub(crate) use journal::{Parent, RootDirs, recover_journal};
 
