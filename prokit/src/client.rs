@@ -1711,13 +1711,18 @@ pub fn bootstrap(
         config.to_text().as_bytes(),
         WriteOptions::default(),
     )?;
-    if let Some((source, root_fp)) = &b.keyring {
-        keyring::init(root, source, *root_fp, opts.now)?;
-    }
+    let first_trust = match &b.keyring {
+        Some((source, root_fp)) => {
+            Some((keyring::init(root, source, *root_fp, opts.now)?, *root_fp))
+        }
+        None => None,
+    };
+    let mut trusted = Vec::new();
     for k in &b.pubkeys {
         let key = PublicKey::read_path(k).map_err(|e| ClientError::Invalid(e.to_string()))?;
         let dest = format!("{KEYS_DIR}/{}", key.fingerprint());
         confined.write_atomic(&dest, &key.to_file_bytes(), WriteOptions::default())?;
+        trusted.push(key.fingerprint().to_string());
     }
     // A fresh root is redone after a power loss anyway: skip the fsyncs (kill -9 safety
     // does not depend on them).
@@ -1727,6 +1732,16 @@ pub fn bootstrap(
         pipeline: true,
         ..opts
     })?;
+    // The trust the root starts from is the first thing on its record.
+    if let Some((report, fp)) = &first_trust {
+        client.audit_keyring_init(Ok(report), &fp.to_string())?;
+    }
+    if !trusted.is_empty() {
+        client.audit.record(
+            "keys-trusted",
+            serde_json::json!({ "keys": trusted, "source": "bootstrap --pubkey" }),
+        )?;
+    }
     let failed: Vec<String> = client
         .update()?
         .into_iter()

@@ -58,6 +58,22 @@ impl Dir {
                 Ok(fd) => {
                     let file = File::from(fd);
                     check_regular(&file, &path)?;
+                    // A second name for the file may be outside the directory (a hard link
+                    // to a host file, made in a root someone else controls): never append
+                    // through one.
+                    let links = std::os::unix::fs::MetadataExt::nlink(
+                        &file
+                            .metadata()
+                            .map_err(|e| FsError::new(&path, "stat", e))?,
+                    );
+                    if links != 1 {
+                        return Err(FsError::other(
+                            &path,
+                            "open",
+                            io::ErrorKind::InvalidInput,
+                            "the file has other hard links (it may be another file's): refusing to append to it",
+                        ));
+                    }
                     return Ok((file, false));
                 }
                 // Removed between the two opens: create it after all.
@@ -118,6 +134,19 @@ impl Drop for FileLock<'_> {
 mod tests {
     use super::*;
     use std::fs;
+
+    #[test]
+    fn a_hard_linked_file_is_never_appended_to() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = t.path().join("host-file");
+        fs::write(&outside, "host\n").unwrap();
+        fs::create_dir(t.path().join("root")).unwrap();
+        fs::hard_link(&outside, t.path().join("root/log")).unwrap();
+        let d = Dir::open(&t.path().join("root")).unwrap();
+        let e = d.open_append("log", 0o640).unwrap_err().to_string();
+        assert!(e.contains("other hard links"), "{e}");
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "host\n");
+    }
     use std::io::Write;
     use std::os::unix::fs::{PermissionsExt, symlink};
     use std::sync::mpsc;

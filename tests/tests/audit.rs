@@ -198,7 +198,9 @@ fn a_session_leaves_the_expected_events_in_order_and_any_edit_breaks_the_chain()
     assert_eq!(
         events(&log),
         [
-            // bootstrap: the feed, then each package verified and installed in order.
+            // bootstrap: the first trust, the feed, then each package verified and installed
+            // in order.
+            "keyring-updated",
             "feed-verified",
             "package-verified",
             "package-installed",
@@ -217,16 +219,17 @@ fn a_session_leaves_the_expected_events_in_order_and_any_edit_breaks_the_chain()
     let text = fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     for (needle, line) in [
-        (format!("\"key\":\"{}\"", f.fingerprint()), 0),
-        ("\"name\":\"libx\"".to_string(), 1),
-        (format!("\"feed_key\":\"{}\"", f.fingerprint()), 1),
-        ("\"auto_installed\":true".to_string(), 2),
-        ("not a usign signature".to_string(), 5),
-        ("\"name\":\"victim\"".to_string(), 6),
-        ("\"serial_from\":1".to_string(), 8),
-        ("\"serial_to\":2".to_string(), 8),
-        (format!("\"root_keys\":[\"{}\"]", fingerprint(&root_pub)), 8),
-        ("\"reason\":\"requested\"".to_string(), 9),
+        ("\"first_trust\":true".to_string(), 0),
+        (format!("\"key\":\"{}\"", f.fingerprint()), 1),
+        ("\"name\":\"libx\"".to_string(), 2),
+        (format!("\"feed_key\":\"{}\"", f.fingerprint()), 2),
+        ("\"auto_installed\":true".to_string(), 3),
+        ("not a usign signature".to_string(), 6),
+        ("\"name\":\"victim\"".to_string(), 7),
+        ("\"serial_from\":1".to_string(), 9),
+        ("\"serial_to\":2".to_string(), 9),
+        (format!("\"root_keys\":[\"{}\"]", fingerprint(&root_pub)), 9),
+        ("\"reason\":\"requested\"".to_string(), 10),
     ] {
         assert!(
             lines[line].contains(&needle),
@@ -250,7 +253,7 @@ fn a_session_leaves_the_expected_events_in_order_and_any_edit_breaks_the_chain()
 
     let (ok, out, err) = prokit(Some(r), &["audit", "verify"]);
     assert!(ok, "{out}{err}");
-    assert!(out.contains("10 records, chain verifies"), "{out}");
+    assert!(out.contains("11 records, chain verifies"), "{out}");
     let (ok, out, err) = prokit(Some(r), &["audit", "show", "--event", "package-*"]);
     assert!(ok, "{err}");
     assert_eq!(out.lines().count(), 6, "{out}");
@@ -526,4 +529,49 @@ fn archman_records_what_it_publishes_and_refuses_and_no_secret_reaches_a_log() {
     let (code, out) = verify(&root.join(LOG));
     assert_eq!(code, 0, "{out}");
     let _: PathBuf = root;
+}
+
+#[test]
+fn concurrent_writers_share_one_chain() {
+    // Four archman runs on four feeds (each its own feed lock) append to one log at once:
+    // flock makes them take turns, and every record links to the one before.
+    let t = tempfile::tempdir().unwrap();
+    let log = t.path().join("shared-audit.jsonl");
+    let feeds: Vec<Fixture> = (0..4)
+        .map(|i| {
+            let f = Fixture::new();
+            for j in 0..30 {
+                f.add(
+                    &format!("p{i}-{j}"),
+                    "1.0",
+                    "",
+                    &[("usr/share/x", "x")],
+                    None,
+                );
+            }
+            f
+        })
+        .collect();
+    for round in 0..3 {
+        let children: Vec<_> = feeds
+            .iter()
+            .map(|f| {
+                Command::new(bin("archman"))
+                    .arg("--audit-log")
+                    .arg(&log)
+                    .args(["index", "-q", "--refresh", "--key"])
+                    .arg(&f.sec)
+                    .arg(&f.feed)
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut c in children {
+            assert!(c.wait().unwrap().success(), "round {round}");
+        }
+    }
+    let (code, out) = verify(&log);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("12 records, chain verifies"), "{out}");
+    assert!(events(&log).iter().all(|e| e == "feed-published"));
 }
