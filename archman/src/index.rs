@@ -79,6 +79,9 @@ pub enum CacheMode {
 #[derive(Debug, Clone)]
 pub struct IndexOptions {
     pub key: Option<PathBuf>,
+    /// Whether `InRelease` and `Release.gpg` (OpenPGP, for apt) are written beside
+    /// `Release.sig` when signing (docs/formats.md §6).
+    pub openpgp: OpenPgpMode,
     /// The passphrase of a protected `key` (`--passphrase-file`); an unprotected key ignores it.
     pub key_passphrase: Option<Vec<u8>>,
     pub profile: Profile,
@@ -105,6 +108,18 @@ pub struct IndexOptions {
     /// Developer signatures on the packages (`<file>.sig`): whether and against what they
     /// are checked.
     pub developer: DeveloperPolicy,
+}
+
+/// When `archman index --key` also signs for apt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OpenPgpMode {
+    /// When the feed holds a `.deb` (apt reads it).
+    #[default]
+    Auto,
+    /// Always (`--openpgp`).
+    Always,
+    /// Never (`--no-openpgp`).
+    Never,
 }
 
 /// `archman index --developer-signatures`: what is done with developer signatures
@@ -319,6 +334,8 @@ pub enum IndexError {
     BadPackages(Vec<BadFile>),
     #[error("{a} and {b} are both {what}; the feed was not changed")]
     Duplicate { a: String, b: String, what: String },
+    #[error("OpenPGP signature for apt (InRelease, Release.gpg): {0}")]
+    OpenPgp(String),
     #[error("cannot start {jobs} worker threads: {reason}")]
     Threads { jobs: usize, reason: String },
     #[error("{}: refusing to publish: {conflict}; the feed was not changed ({})", path.display(), conflict.advice())]
@@ -753,20 +770,48 @@ impl Outputs {
     }
 
     /// Appends `Release` dated `date` and, with a key, `Release.sig`: the last files published.
+    /// With an OpenPGP signer, `InRelease` (the Release clear-signed) and `Release.gpg`
+    /// (detached, armored) come before `Release.sig`, all signed at the Release's Date.
     fn seal(
         &mut self,
         date: i64,
         valid_for: Option<i64>,
         key: Option<&SecretKey>,
+        openpgp: Option<&usign_openpgp::Signer>,
     ) -> Result<(), IndexError> {
         let release = self.release_text(date, valid_for);
         let sig = key.map(|k| k.sign(&release)).transpose()?;
+        let pgp = openpgp
+            .map(|p| openpgp_signatures(p, &release, date))
+            .transpose()
+            .map_err(|e| IndexError::OpenPgp(e.to_string()))?;
         self.files.push(("Release", release));
+        if let Some((inrelease, detached)) = pgp {
+            self.files.push(("Release.gpg", detached.into_bytes()));
+            self.files.push(("InRelease", inrelease.into_bytes()));
+        }
         if let Some(sig) = sig {
             self.files.push(("Release.sig", sig.to_file_bytes()));
         }
         Ok(())
     }
+}
+
+/// `InRelease` and `Release.gpg` over `release`, signed at its Date and checked against the
+/// key's own certificate before they are published (as `Release.sig` is).
+fn openpgp_signatures(
+    signer: &usign_openpgp::Signer,
+    release: &[u8],
+    date: i64,
+) -> Result<(String, String), usign_openpgp::Error> {
+    let text = std::str::from_utf8(release).expect("a Release is UTF-8 text");
+    let time = u32::try_from(date.max(0)).unwrap_or(u32::MAX);
+    let inrelease = signer.clearsign(text, time)?;
+    let detached = signer.detached_armored(release, time)?;
+    let cert = signer.certificate("self-check")?;
+    cert.verify_clearsigned(&inrelease)?;
+    cert.verify_detached(&detached, release)?;
+    Ok((inrelease, detached))
 }
 
 /// The published Release, as far as dating the next one goes.
@@ -885,13 +930,16 @@ fn published_release(
 }
 
 /// The files a published feed consists of, for a profile and whether it is signed.
-fn feed_file_names(profile: Profile, signed: bool) -> Vec<&'static str> {
+fn feed_file_names(profile: Profile, signed: bool, openpgp: bool) -> Vec<&'static str> {
     let mut names = vec!["Packages", "Packages.gz", "Release"];
     if profile == Profile::OpenWrt {
         names.push("Packages.manifest");
     }
     if signed {
         names.extend(["Packages.sig", "Release.sig"]);
+    }
+    if openpgp {
+        names.extend(["InRelease", "Release.gpg"]);
     }
     names.sort();
     names
@@ -904,9 +952,10 @@ fn record_published(
     index_hashes: &[FileHash],
     profile: Profile,
     signed: bool,
+    openpgp: bool,
 ) -> Vec<cache::Published> {
     let mut out = Vec::new();
-    for name in feed_file_names(profile, signed) {
+    for name in feed_file_names(profile, signed, openpgp) {
         let Ok(meta) = fs::symlink_metadata(dir.join(name)) else {
             return Vec::new();
         };
@@ -929,8 +978,9 @@ fn published_as_recorded(
     recorded: &[cache::Published],
     profile: Profile,
     signed: bool,
+    openpgp: bool,
 ) -> Option<Vec<FileHash>> {
-    let names = feed_file_names(profile, signed);
+    let names = feed_file_names(profile, signed, openpgp);
     if !recorded
         .iter()
         .map(|p| p.name.as_str())
@@ -1096,6 +1146,13 @@ fn settle_date(
     Ok(next.date())
 }
 
+/// How this run signs: the usign key, and whether apt's OpenPGP signatures are written.
+#[derive(Clone, Copy)]
+struct Signing<'a> {
+    key: Option<&'a SecretKey>,
+    openpgp: bool,
+}
+
 /// True when the published Release `old` already covers these index files with the same
 /// settings, and (when signing) the signatures are by the same key.
 fn unchanged(
@@ -1105,7 +1162,7 @@ fn unchanged(
     known: &[Known],
     opts: &IndexOptions,
     feed_name: &str,
-    key: Option<&SecretKey>,
+    Signing { key, openpgp }: Signing<'_>,
 ) -> bool {
     let same_files = index_hashes.iter().all(|h| old.file(&h.name) == Some(h))
         && old.file("Packages.gz").is_some()
@@ -1122,7 +1179,12 @@ fn unchanged(
                 .is_ok_and(|sig| sig.fingerprint() == k.fingerprint())
         }),
     };
-    same_files && same_settings && same_signing
+    // apt's signatures are there exactly when they should be (a feed that gains its first
+    // .deb gets them; --no-openpgp removes them).
+    let same_openpgp = ["InRelease", "Release.gpg"]
+        .iter()
+        .all(|n| dir.join(n).exists() == openpgp);
+    same_files && same_settings && same_signing && same_openpgp
 }
 
 /// The tag that makes this run's temporary names its own: `<pid>-<8 random hex>`.
@@ -1283,7 +1345,8 @@ pub fn recover(dir: &Path) -> Result<bool, IndexError> {
         let valid = complete
             && tag.is_none_or(valid_tag)
             && names.iter().all(|n| {
-                !n.contains('/') && (n.starts_with("Packages") || n.starts_with("Release"))
+                !n.contains('/')
+                    && (n.starts_with("Packages") || n.starts_with("Release") || *n == "InRelease")
             });
         if valid {
             for name in names {
@@ -1329,7 +1392,13 @@ fn publish(dir: &Path, tag: &str, out: &Outputs) -> Result<Vec<String>, IndexErr
     fs::remove_file(&j).map_err(io_err(&j))?;
     // Signatures from an earlier signed run must not outlive an unsigned one.
     let names: Vec<String> = out.files.iter().map(|(n, _)| n.to_string()).collect();
-    for stale in ["Packages.sig", "Release.sig", "Packages.manifest"] {
+    for stale in [
+        "Packages.sig",
+        "Release.sig",
+        "Packages.manifest",
+        "InRelease",
+        "Release.gpg",
+    ] {
         if !names.iter().any(|n| n == stale) {
             let _ = fs::remove_file(dir.join(stale));
         }
@@ -1691,13 +1760,27 @@ pub fn index_feed(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "feed".into());
     let signed = key.is_some();
+    // apt's OpenPGP signatures: with a key, on a feed with a .deb (or --openpgp).
+    let openpgp = match (&key, opts.openpgp) {
+        (None, _) | (_, OpenPgpMode::Never) => None,
+        (Some(k), mode) => (mode == OpenPgpMode::Always
+            || known.iter().any(|k| k.rel.ends_with(".deb")))
+        .then(|| usign_openpgp::Signer::from_seed(&k.seed()))
+        .transpose()
+        .map_err(|e| IndexError::OpenPgp(e.to_string()))?,
+    };
+    let signing = Signing {
+        key: key.as_ref(),
+        openpgp: openpgp.is_some(),
+    };
     // Nothing read, nothing gone, and every published file as the last consistent run left
     // it: the feed is up to date unless the settings changed, which the small Release shows.
     let nothing_new =
         summary.read == 0 && gone.is_empty() && !cache_unusable && summary.bad.is_empty();
     if nothing_new
         && !opts.refresh
-        && let Some(index_hashes) = published_as_recorded(dir, &old_published, opts.profile, signed)
+        && let Some(index_hashes) =
+            published_as_recorded(dir, &old_published, opts.profile, signed, openpgp.is_some())
     {
         let old = fs::read_to_string(dir.join("Release"))
             .ok()
@@ -1710,7 +1793,7 @@ pub fn index_feed(
                 &known,
                 opts,
                 &feed_name,
-                key.as_ref(),
+                signing,
             )
         }) {
             return Ok(summary);
@@ -1730,7 +1813,7 @@ pub fn index_feed(
             &known,
             opts,
             &feed_name,
-            key.as_ref(),
+            signing,
         )
     });
     if opts.refresh || !up_to_date {
@@ -1780,7 +1863,7 @@ pub fn index_feed(
             progress,
             &mut summary.warnings,
         )?;
-        out.seal(date, opts.valid_for, key.as_ref())?;
+        out.seal(date, opts.valid_for, key.as_ref(), openpgp.as_ref())?;
         summary.written = publish(dir, &tag, &out)?;
         summary.date = Some(date);
         checked_sig = out.checked_sig;
@@ -1805,7 +1888,8 @@ pub fn index_feed(
     }) = &cache_file
     {
         // The feed now matches the entries: remember how its files look on disk.
-        let published = record_published(dir, &index_hashes, opts.profile, signed);
+        let published =
+            record_published(dir, &index_hashes, opts.profile, signed, openpgp.is_some());
         let sig_changed = checked_sig != old_checked_sig;
         let published_changed = published != old_published;
         let read = || known.iter().filter(|k| !k.cached);

@@ -37,6 +37,8 @@ pub enum KeyError {
     Exists { path: PathBuf },
     #[error(transparent)]
     Write(#[from] safe_fs::FsError),
+    #[error("OpenPGP: {0}")]
+    OpenPgp(#[from] usign_openpgp::Error),
 }
 
 /// Where the trusted public keys come from.
@@ -153,6 +155,28 @@ pub fn export_secret_pem(key: &SecretKey, out: &Path, force: bool) -> Result<(),
 pub fn export_public_pem(key: &PublicKey, out: &Path) -> Result<(), KeyError> {
     safe_fs::write_atomic(out, key.to_spki_pem().as_bytes(), WriteOptions::default())?;
     Ok(())
+}
+
+/// Writes the OpenPGP certificate of `key` (binary, or armored with `armor`) to `out`, mode
+/// 0644, atomically; returns its OpenPGP fingerprint.
+pub fn export_openpgp(
+    key: &SecretKey,
+    name: Option<&str>,
+    armor: bool,
+    out: &Path,
+) -> Result<String, KeyError> {
+    let signer = usign_openpgp::Signer::from_seed(&key.seed())?;
+    let cert = signer.certificate(&usign_openpgp::user_id(
+        name,
+        &key.fingerprint().to_string(),
+    ))?;
+    let bytes = if armor {
+        cert.to_armored()?.into_bytes()
+    } else {
+        cert.to_binary()?
+    };
+    safe_fs::write_atomic(out, &bytes, WriteOptions::default())?;
+    Ok(cert.fingerprint())
 }
 
 /// Verifies the signature `sig` over `message`; returns the fingerprint of the key that made it.

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use archman::index::{
-    self, CacheMode, DateSource, DeveloperMode, DeveloperPolicy, IndexOptions, Profile,
+    self, CacheMode, DateSource, DeveloperMode, DeveloperPolicy, IndexOptions, OpenPgpMode, Profile,
 };
 use archman::keygen;
 use archman::keys::{self, FingerprintOf, KeySource, Trust};
@@ -177,6 +177,14 @@ enum KeyCmd {
     /// Example: archman key export --pem -p feed.pub -o feed.pub.pem
     ///
     /// Example: archman key export --pem -s feed.sec -o feed.pem
+    ///
+    /// With --openpgp, the feed key's OpenPGP certificate for apt: the public key in the form
+    /// `signed-by=` reads (binary, for /usr/share/keyrings/NAME.gpg; --armor for an .asc),
+    /// self-signed, so it is made from the secret key (-s). The OpenPGP key is the same
+    /// Ed25519 key with a fixed creation time (2000-01-01), so its fingerprint never changes
+    /// and `archman index --key` signs InRelease/Release.gpg with it.
+    ///
+    /// Example: archman key export --openpgp -s feed.sec --name demo -o demo-archive-keyring.gpg
     Export(KeyExportArgs),
 }
 
@@ -328,6 +336,14 @@ struct IndexArgs {
     /// Example: archman index --key feed.sec --passphrase-file /run/secrets/feed.pass /srv/feed
     #[arg(long, value_name = "FILE", requires = "key")]
     passphrase_file: Option<PathBuf>,
+    /// With --key, also sign for apt: InRelease (the Release clear-signed) and Release.gpg
+    /// (detached), OpenPGP, by the same key (see `archman key export --openpgp`). The default
+    /// does so when the feed holds a .deb.
+    #[arg(long, requires = "key", conflicts_with = "no_openpgp")]
+    openpgp: bool,
+    /// Never write InRelease/Release.gpg (an existing pair is removed).
+    #[arg(long)]
+    no_openpgp: bool,
     /// Index layout.
     #[arg(long, value_enum, default_value = "full")]
     profile: ProfileArg,
@@ -526,10 +542,21 @@ struct SigningKeyArgs {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("format").required(true).args(["pem", "openpgp"])))]
 struct KeyExportArgs {
-    /// Write PEM (required: the one format for now).
-    #[arg(long, required = true)]
+    /// Write PEM.
+    #[arg(long)]
     pem: bool,
+    /// Write the OpenPGP certificate apt's signed-by= reads (needs -s: the certificate is
+    /// self-signed).
+    #[arg(long)]
+    openpgp: bool,
+    /// With --openpgp: ASCII armor (.asc) instead of binary (.gpg).
+    #[arg(long, requires = "openpgp")]
+    armor: bool,
+    /// With --openpgp: the name in the certificate's user ID, `NAME feed key (usign FP)`.
+    #[arg(long, value_name = "NAME", requires = "openpgp")]
+    name: Option<String>,
     #[command(flatten)]
     key: ExportKeyArgs,
     /// The passphrase of a protected secret key (-s): the first line of FILE, its newline
@@ -538,7 +565,7 @@ struct KeyExportArgs {
     /// Example: archman key export --pem -s feed.sec --passphrase-file feed.pass -o feed.pem
     #[arg(long, value_name = "FILE", requires = "secret")]
     passphrase_file: Option<PathBuf>,
-    /// The PEM file to write.
+    /// The file to write.
     #[arg(short = 'o', value_name = "FILE")]
     out: PathBuf,
     /// Replace an existing private key file (-s); a public key file is always replaced.
@@ -922,6 +949,11 @@ fn cmd_index(a: IndexArgs, audit: Option<&Path>) -> Result<ExitCode> {
     }
     let opts = IndexOptions {
         developer,
+        openpgp: match (a.openpgp, a.no_openpgp) {
+            (true, _) => OpenPgpMode::Always,
+            (_, true) => OpenPgpMode::Never,
+            _ => OpenPgpMode::Auto,
+        },
         key: a.key,
         key_passphrase,
         profile: match a.profile {
@@ -1138,6 +1170,9 @@ fn cmd_sign(a: SignArgs) -> Result<ExitCode> {
 }
 
 fn cmd_key_export(a: KeyExportArgs) -> Result<ExitCode> {
+    if a.openpgp {
+        return cmd_key_export_openpgp(a);
+    }
     match (&a.key.secret, &a.key.public) {
         (Some(sec), _) => {
             let passphrase = passphrase_from(a.passphrase_file.as_deref())?;
@@ -1155,6 +1190,27 @@ fn cmd_key_export(a: KeyExportArgs) -> Result<ExitCode> {
         (None, Some(public)) => keys::export_public_pem(&PublicKey::read_path(public)?, &a.out)?,
         (None, None) => unreachable!("clap requires -s or -p"),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_key_export_openpgp(a: KeyExportArgs) -> Result<ExitCode> {
+    let Some(sec) = &a.key.secret else {
+        let public = a.key.public.as_deref().unwrap_or(Path::new("-"));
+        anyhow::bail!(
+            "{}: an OpenPGP certificate must be self-signed by its secret key (gpgv and apt \
+             refuse a bare public key: \"Can't check signature: Bad public key\"); give the \
+             secret key with -s, or for a keyring package use archman keyring add-openpgp",
+            public.display()
+        );
+    };
+    let passphrase = passphrase_from(a.passphrase_file.as_deref())?;
+    let key = keys::read_secret(sec, passphrase.as_deref())?;
+    let fp = keys::export_openpgp(&key, a.name.as_deref(), a.armor, &a.out)?;
+    eprintln!(
+        "{}: OpenPGP certificate {fp} of usign key {}",
+        a.out.display(),
+        key.fingerprint()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -605,6 +605,12 @@ impl SecretKey {
         self.fingerprint
     }
 
+    /// The 32-byte Ed25519 seed the key pair is made from: what the OpenPGP form of the key
+    /// (`usign-openpgp`) is built from. Secret: never print or log it.
+    pub fn seed(&self) -> [u8; 32] {
+        *self.keypair.sk.seed()
+    }
+
     pub fn comment(&self) -> &str {
         &self.comment
     }

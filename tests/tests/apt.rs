@@ -1,0 +1,331 @@
+//! Stock apt verifies archman's feeds natively (issue 13, docs/trust-model.md §11): the feed key
+//! that signs `Packages.sig`/`Release.sig` for opkg also signs `InRelease` and `Release.gpg`
+//! as an OpenPGP key derived from the same secret; `archman key export --openpgp` writes the
+//! key apt's `signed-by=` names. Real apt (a private state directory, no `trusted=yes`
+//! anywhere) over HTTP on 127.0.0.1: `apt-get update` and a verified download succeed, and each
+//! attack fails with apt's own message. gpgv checks both signature files directly.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::archman;
+use e2e::{HttpServer, have_tool, run};
+
+/// A `.deb` built by the real dpkg-deb.
+fn deb(out: &Path, name: &str, version: &str) -> PathBuf {
+    let src = out.with_file_name(format!("src-{name}-{version}"));
+    fs::create_dir_all(src.join("DEBIAN")).unwrap();
+    fs::create_dir_all(src.join("usr/share").join(name)).unwrap();
+    fs::write(
+        src.join("DEBIAN/control"),
+        format!(
+            "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: T <t@example.org>\nDescription: {name} for apt\n"
+        ),
+    )
+    .unwrap();
+    fs::write(src.join("usr/share").join(name).join("data"), name).unwrap();
+    let file = out.join(format!("{name}_{version}_all.deb"));
+    let (ok, _, err) = run(Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-Zgzip", "-b"])
+        .arg(&src)
+        .arg(&file));
+    assert!(ok, "dpkg-deb: {err}");
+    file
+}
+
+/// apt with every directory of its own under `dir`: nothing of the host's apt is read or
+/// written, and no privileges are dropped (the tests may run as root).
+struct Apt {
+    dir: PathBuf,
+}
+
+impl Apt {
+    fn new(dir: &Path) -> Apt {
+        for d in [
+            "state/lists/partial",
+            "cache/archives/partial",
+            "etc/apt.conf.d",
+            "etc/sources.list.d",
+            "etc/preferences.d",
+            "etc/trusted.gpg.d",
+            "log",
+        ] {
+            fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        fs::write(dir.join("status"), "").unwrap();
+        let d = dir.display();
+        fs::write(
+            dir.join("apt.conf"),
+            format!(
+                "Dir \"/\";\nDir::State \"{d}/state/\";\nDir::State::status \"{d}/status\";\n\
+                 Dir::Cache \"{d}/cache/\";\nDir::Etc \"{d}/etc/\";\n\
+                 Dir::Etc::SourceList \"{d}/etc/sources.list\";\n\
+                 Dir::Etc::SourceParts \"{d}/etc/sources.list.d/\";\n\
+                 Dir::Etc::Parts \"{d}/etc/apt.conf.d/\";\n\
+                 Dir::Etc::Preferences \"{d}/etc/preferences\";\n\
+                 Dir::Etc::PreferencesParts \"{d}/etc/preferences.d/\";\n\
+                 Dir::Etc::Trusted \"{d}/etc/trusted.gpg\";\n\
+                 Dir::Etc::TrustedParts \"{d}/etc/trusted.gpg.d/\";\n\
+                 Dir::Log \"{d}/log/\";\nAPT::Sandbox::User \"root\";\n\
+                 Debug::NoLocking \"true\";\nAcquire::Languages \"none\";\n\
+                 APT::Architecture \"amd64\";\n"
+            ),
+        )
+        .unwrap();
+        Apt {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Points apt at `line` (one sources.list line) and forgets what it fetched before.
+    fn source(&self, line: &str) {
+        fs::write(self.dir.join("etc/sources.list"), format!("{line}\n")).unwrap();
+        let _ = fs::remove_dir_all(self.dir.join("state/lists"));
+        fs::create_dir_all(self.dir.join("state/lists/partial")).unwrap();
+    }
+
+    /// `apt-get ARGS`: (success, stdout + stderr).
+    fn get(&self, args: &[&str]) -> (bool, String) {
+        let (ok, out, err) = run(Command::new("apt-get")
+            .args(args)
+            .env("APT_CONFIG", self.dir.join("apt.conf"))
+            .env("LC_ALL", "C"));
+        (ok, format!("{out}{err}"))
+    }
+}
+
+/// A flat feed of two `.deb`s indexed and signed by archman, its key exported for apt.
+struct Feed {
+    tmp: tempfile::TempDir,
+    feed: PathBuf,
+    sec: PathBuf,
+    keyring: PathBuf,
+}
+
+fn feed() -> Feed {
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("feed");
+    fs::create_dir(&feed).unwrap();
+    deb(&feed, "hello-apt", "1.0");
+    deb(&feed, "other-apt", "2.0");
+    let (sec, public) = (tmp.path().join("feed.sec"), tmp.path().join("feed.pub"));
+    let (ok, _, err) = archman(&[
+        "keygen",
+        "-s",
+        sec.to_str().unwrap(),
+        "-p",
+        public.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = archman(&[
+        "index",
+        "-q",
+        "--valid-for",
+        "7d",
+        "--key",
+        sec.to_str().unwrap(),
+        feed.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let keyring = tmp.path().join("feed-archive-keyring.gpg");
+    let (ok, _, err) = archman(&[
+        "key",
+        "export",
+        "--openpgp",
+        "-s",
+        sec.to_str().unwrap(),
+        "-o",
+        keyring.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    Feed {
+        tmp,
+        feed,
+        sec,
+        keyring,
+    }
+}
+
+fn have_apt() -> bool {
+    have_tool("apt-get") && have_tool("dpkg-deb") && have_tool("gpgv")
+}
+
+#[test]
+fn gpgv_verifies_inrelease_and_release_gpg_with_the_exported_key() {
+    if !have_apt() {
+        return;
+    }
+    let f = feed();
+    for file in ["InRelease", "Release.gpg"] {
+        assert!(f.feed.join(file).is_file(), "{file} not written");
+    }
+    let gpgv = |args: &[&Path]| {
+        let mut cmd = Command::new("gpgv");
+        cmd.arg("--keyring").arg(&f.keyring).args(args);
+        run(&mut cmd)
+    };
+    let (ok, _, err) = gpgv(&[&f.feed.join("InRelease")]);
+    assert!(ok && err.contains("Good signature"), "{err}");
+    let (ok, _, err) = gpgv(&[&f.feed.join("Release.gpg"), &f.feed.join("Release")]);
+    assert!(ok && err.contains("Good signature"), "{err}");
+    // InRelease carries exactly the Release that Release.sig and Release.gpg sign.
+    let inrelease = fs::read_to_string(f.feed.join("InRelease")).unwrap();
+    let release = fs::read_to_string(f.feed.join("Release")).unwrap();
+    let body = inrelease
+        .split_once("\n\n")
+        .unwrap()
+        .1
+        .split("\n-----BEGIN PGP SIGNATURE-----")
+        .next()
+        .unwrap();
+    assert_eq!(format!("{body}\n"), release);
+    // A Release edited after signing.
+    let edited = f.tmp.path().join("Release.edited");
+    fs::write(&edited, release.replace("Origin:", "Origin: x")).unwrap();
+    let (ok, _, err) = gpgv(&[&f.feed.join("Release.gpg"), &edited]);
+    assert!(!ok && err.contains("BAD signature"), "{err}");
+}
+
+#[test]
+fn apt_updates_and_downloads_from_the_feed_with_signed_by_and_refuses_each_attack() {
+    if !have_apt() {
+        return;
+    }
+    let f = feed();
+    let Some(server) = HttpServer::serve(&f.feed) else {
+        return;
+    };
+    let apt = Apt::new(&f.tmp.path().join("apt"));
+    let line = format!(
+        "deb [signed-by={}] {} ./",
+        f.keyring.display(),
+        server.url("")
+    );
+    apt.source(&line);
+    let (ok, out) = apt.get(&["update"]);
+    assert!(ok, "{out}");
+    assert!(!out.contains("W:") && !out.contains("E:"), "{out}");
+    assert!(out.contains("InRelease"), "{out}");
+    let (ok, out) = apt.get(&["install", "-y", "--download-only", "hello-apt"]);
+    assert!(ok, "{out}");
+    assert!(
+        apt.dir
+            .join("cache/archives/hello-apt_1.0_all.deb")
+            .is_file(),
+        "{out}"
+    );
+
+    // The deb822 `.sources` form says the same.
+    fs::write(apt.dir.join("etc/sources.list"), "").unwrap();
+    fs::write(
+        apt.dir.join("etc/sources.list.d/feed.sources"),
+        format!(
+            "Types: deb\nURIs: {}\nSuites: ./\nSigned-By: {}\n",
+            server.url(""),
+            f.keyring.display()
+        ),
+    )
+    .unwrap();
+    let _ = fs::remove_dir_all(apt.dir.join("state/lists"));
+    fs::create_dir_all(apt.dir.join("state/lists/partial")).unwrap();
+    let (ok, out) = apt.get(&["update"]);
+    assert!(ok && !out.contains("W:"), "{out}");
+    fs::remove_file(apt.dir.join("etc/sources.list.d/feed.sources")).unwrap();
+
+    // A key that is not the feed's in signed-by.
+    let (other_sec, other_pub) = (f.tmp.path().join("o.sec"), f.tmp.path().join("o.pub"));
+    let (ok, _, err) = archman(&[
+        "keygen",
+        "-s",
+        other_sec.to_str().unwrap(),
+        "-p",
+        other_pub.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let other = f.tmp.path().join("other.gpg");
+    let (ok, _, err) = archman(&[
+        "key",
+        "export",
+        "--openpgp",
+        "-s",
+        other_sec.to_str().unwrap(),
+        "-o",
+        other.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    apt.source(&format!(
+        "deb [signed-by={}] {} ./",
+        other.display(),
+        server.url("")
+    ));
+    let (_, out) = apt.get(&["update"]);
+    assert!(out.contains("NO_PUBKEY"), "{out}");
+    assert!(out.contains("is not signed"), "{out}");
+
+    // A Release edited after signing: InRelease's signature no longer matches.
+    let inrelease = f.feed.join("InRelease");
+    let good = fs::read_to_string(&inrelease).unwrap();
+    fs::write(&inrelease, good.replacen("Origin: ", "Origin: evil-", 1)).unwrap();
+    apt.source(&line);
+    let (_, out) = apt.get(&["update"]);
+    assert!(
+        out.contains("BADSIG") || out.contains("invalid signature"),
+        "{out}"
+    );
+    fs::write(&inrelease, &good).unwrap();
+
+    // A Packages changed after publishing: its hash no longer matches the signed Release.
+    let gz = f.feed.join("Packages.gz");
+    let saved = fs::read(&gz).unwrap();
+    let changed = {
+        let text = fs::read_to_string(f.feed.join("Packages")).unwrap();
+        feeds::index::gzip(text.replace("for apt", "for evil").as_bytes())
+    };
+    fs::write(&gz, &changed).unwrap();
+    fs::write(
+        f.feed.join("Packages"),
+        fs::read_to_string(f.feed.join("Packages"))
+            .unwrap()
+            .replace("for apt", "for evil"),
+    )
+    .unwrap();
+    apt.source(&line);
+    let (ok, out) = apt.get(&["update"]);
+    assert!(!ok || out.contains("E:"), "{out}");
+    assert!(
+        out.contains("Hash Sum mismatch") || out.contains("File has unexpected size"),
+        "{out}"
+    );
+    fs::write(&gz, saved).unwrap();
+
+    // An expired Valid-Until: a feed dated two days ago, valid for one.
+    let old = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 2 * 86400)
+        .to_string();
+    let expired = f.tmp.path().join("expired");
+    fs::create_dir(&expired).unwrap();
+    deb(&expired, "hello-apt", "1.0");
+    let (ok, _, err) = run(Command::new(e2e::bin("archman"))
+        .args(["index", "-q", "--valid-for", "1d", "--key"])
+        .arg(&f.sec)
+        .arg(&expired)
+        .env("SOURCE_DATE_EPOCH", &old));
+    assert!(ok, "{err}");
+    let Some(server2) = HttpServer::serve(&expired) else {
+        return;
+    };
+    apt.source(&format!(
+        "deb [signed-by={}] {} ./",
+        f.keyring.display(),
+        server2.url("")
+    ));
+    let (_, out) = apt.get(&["update"]);
+    assert!(out.contains("is expired (invalid since"), "{out}");
+    drop(server);
+}
