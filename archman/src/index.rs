@@ -32,6 +32,9 @@
 //! With `--profile openwrt`, every `ar` `.ipk` is reported on every run: OpenWrt's opkg
 //! (opkg-lede) reads only the gzipped-tar container (see [`AR_IPK_WARNING`]).
 
+mod debian;
+pub use debian::DebianLayout;
+
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
@@ -82,6 +85,8 @@ pub struct IndexOptions {
     /// Whether `InRelease` and `Release.gpg` (OpenPGP, for apt) are written beside
     /// `Release.sig` when signing (docs/formats.md §6).
     pub openpgp: OpenPgpMode,
+    /// `--layout debian`: publish `dists/<suite>/…` instead of the flat index (None: flat).
+    pub debian: Option<DebianLayout>,
     /// The passphrase of a protected `key` (`--passphrase-file`); an unprotected key ignores it.
     pub key_passphrase: Option<Vec<u8>>,
     pub profile: Profile,
@@ -336,6 +341,8 @@ pub enum IndexError {
     Duplicate { a: String, b: String, what: String },
     #[error("OpenPGP signature for apt (InRelease, Release.gpg): {0}")]
     OpenPgp(String),
+    #[error("Debian archive layout: {0}")]
+    Layout(String),
     #[error("cannot start {jobs} worker threads: {reason}")]
     Threads { jobs: usize, reason: String },
     #[error("{}: refusing to publish: {conflict}; the feed was not changed ({})", path.display(), conflict.advice())]
@@ -1075,6 +1082,7 @@ fn finish_outputs(
     let archs: BTreeSet<&str> = known.iter().map(|k| k.key.architecture()).collect();
     let origin = opts.origin.clone().unwrap_or_else(|| feed_name.to_string());
     let release = Release {
+        archive: None,
         origin: Some(origin.clone()),
         label: Some(origin),
         date: 0,
@@ -1342,18 +1350,19 @@ pub fn recover(dir: &Path) -> Result<bool, IndexError> {
             Some((first, rest)) if first.starts_with("tmp ") => (Some(&first[4..]), rest),
             _ => (None, &lines[..]),
         };
-        let valid = complete
-            && tag.is_none_or(valid_tag)
-            && names.iter().all(|n| {
-                !n.contains('/')
-                    && (n.starts_with("Packages") || n.starts_with("Release") || *n == "InRelease")
-            });
+        let valid =
+            complete && tag.is_none_or(valid_tag) && names.iter().all(|n| journal_name_ok(n));
         if valid {
+            let mut parents = BTreeSet::new();
             for name in names {
-                let tmp = dir.join(temp_name(tag, name));
-                if tmp.exists() {
+                let tmp = temp_path(dir, tag, name);
+                if fs::symlink_metadata(&tmp).is_ok_and(|m| m.is_file()) {
                     fs::rename(&tmp, dir.join(name)).map_err(io_err(&tmp))?;
+                    parents.insert(dir.join(name).parent().unwrap_or(dir).to_path_buf());
                 }
+            }
+            for p in &parents {
+                sync_dir(p)?;
             }
             sync_dir(dir)?;
         }
@@ -1371,25 +1380,7 @@ pub fn recover(dir: &Path) -> Result<bool, IndexError> {
 
 /// Publishes the outputs: temporaries, journal, renames in order, journal removed.
 fn publish(dir: &Path, tag: &str, out: &Outputs) -> Result<Vec<String>, IndexError> {
-    for (name, data) in &out.files {
-        write_temp(dir, tag, name, data, true)?;
-    }
-    let mut journal = format!("tmp {tag}\n");
-    for (name, _) in &out.files {
-        journal.push_str(name);
-        journal.push('\n');
-    }
-    journal.push_str("END\n");
-    let jtmp = write_temp(dir, tag, "journal", journal.as_bytes(), true)?;
-    fs::rename(&jtmp, dir.join(JOURNAL)).map_err(io_err(&jtmp))?;
-    sync_dir(dir)?;
-    for (name, _) in &out.files {
-        let tmp = dir.join(temp_name(Some(tag), name));
-        fs::rename(&tmp, dir.join(name)).map_err(io_err(&tmp))?;
-    }
-    sync_dir(dir)?;
-    let j = dir.join(JOURNAL);
-    fs::remove_file(&j).map_err(io_err(&j))?;
+    publish_files(dir, tag, &out.files)?;
     // Signatures from an earlier signed run must not outlive an unsigned one.
     let names: Vec<String> = out.files.iter().map(|(n, _)| n.to_string()).collect();
     for stale in [
@@ -1404,6 +1395,68 @@ fn publish(dir: &Path, tag: &str, out: &Outputs) -> Result<Vec<String>, IndexErr
         }
     }
     Ok(names)
+}
+
+/// The temporary file of `name` (a path relative to `dir`, perhaps in a subdirectory): in the
+/// directory `name` is in, so the rename that publishes it stays in one directory.
+fn temp_path(dir: &Path, tag: Option<&str>, name: &str) -> PathBuf {
+    match name.rsplit_once('/') {
+        Some((parent, base)) => dir.join(parent).join(temp_name(tag, base)),
+        None => dir.join(temp_name(tag, name)),
+    }
+}
+
+/// Whether a journal may name `name`: a path relative to the journal's directory, without
+/// `.`/`..` or hidden components, whose last component is an index or Release file.
+fn journal_name_ok(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('/').collect();
+    parts.iter().all(|p| !p.is_empty() && !p.starts_with('.'))
+        && parts.last().is_some_and(|base| {
+            base.starts_with("Packages") || base.starts_with("Release") || *base == "InRelease"
+        })
+}
+
+/// Publishes `files` (names relative to `dir`, in publish order) as one step that a crash
+/// cannot leave half done: each written to a temporary beside its destination and synced, a
+/// journal naming them all, the renames in order, the directories synced, the journal
+/// removed. A run killed after the journal is complete is rolled forward by [`recover`];
+/// one killed before leaves the old files, and temporaries that `recover` removes.
+fn publish_files<N: AsRef<str>>(
+    dir: &Path,
+    tag: &str,
+    files: &[(N, Vec<u8>)],
+) -> Result<(), IndexError> {
+    for (name, data) in files {
+        let name = name.as_ref();
+        let (parent, base) = match name.rsplit_once('/') {
+            Some((parent, base)) => (dir.join(parent), base),
+            None => (dir.to_path_buf(), name),
+        };
+        write_temp(&parent, tag, base, data, true)?;
+    }
+    let mut journal = format!("tmp {tag}\n");
+    for (name, _) in files {
+        journal.push_str(name.as_ref());
+        journal.push('\n');
+    }
+    journal.push_str("END\n");
+    let jtmp = write_temp(dir, tag, "journal", journal.as_bytes(), true)?;
+    fs::rename(&jtmp, dir.join(JOURNAL)).map_err(io_err(&jtmp))?;
+    sync_dir(dir)?;
+    let mut parents = BTreeSet::new();
+    for (name, _) in files {
+        let name = name.as_ref();
+        let tmp = temp_path(dir, Some(tag), name);
+        fs::rename(&tmp, dir.join(name)).map_err(io_err(&tmp))?;
+        parents.insert(dir.join(name).parent().unwrap_or(dir).to_path_buf());
+    }
+    for p in &parents {
+        sync_dir(p)?;
+    }
+    sync_dir(dir)?;
+    let j = dir.join(JOURNAL);
+    fs::remove_file(&j).map_err(io_err(&j))?;
+    Ok(())
 }
 
 /// The cache of one run: where it is, its key, and the lock held on it.
@@ -1773,101 +1826,102 @@ pub fn index_feed(
         key: key.as_ref(),
         openpgp: openpgp.is_some(),
     };
-    // Nothing read, nothing gone, and every published file as the last consistent run left
-    // it: the feed is up to date unless the settings changed, which the small Release shows.
-    let nothing_new =
-        summary.read == 0 && gone.is_empty() && !cache_unusable && summary.bad.is_empty();
-    if nothing_new
-        && !opts.refresh
-        && let Some(index_hashes) =
-            published_as_recorded(dir, &old_published, opts.profile, signed, openpgp.is_some())
-    {
-        let old = fs::read_to_string(dir.join("Release"))
-            .ok()
-            .and_then(|t| Release::parse(&t).ok());
-        if old.is_some_and(|old| {
-            unchanged(
-                dir,
-                &old,
+    let index_hashes = if let Some(layout) = &opts.debian {
+        debian::publish(
+            dir,
+            layout,
+            &known,
+            opts,
+            &feed_name,
+            key.as_ref(),
+            openpgp.as_ref(),
+            &tag,
+            progress,
+            &mut summary,
+        )?;
+        Vec::new()
+    } else {
+        // Nothing read, nothing gone, and every published file as the last consistent run left
+        // it: the feed is up to date unless the settings changed, which the small Release shows.
+        let nothing_new =
+            summary.read == 0 && gone.is_empty() && !cache_unusable && summary.bad.is_empty();
+        if nothing_new
+            && !opts.refresh
+            && let Some(index_hashes) =
+                published_as_recorded(dir, &old_published, opts.profile, signed, openpgp.is_some())
+        {
+            let old = fs::read_to_string(dir.join("Release"))
+                .ok()
+                .and_then(|t| Release::parse(&t).ok());
+            if old.is_some_and(|old| {
+                unchanged(dir, &old, &index_hashes, &known, opts, &feed_name, signing)
+            }) {
+                return Ok(summary);
+            }
+        }
+        let index = index_files(&known, opts.profile);
+        let index_hashes: Vec<FileHash> = index.iter().map(|(n, d)| file_hash(n, d)).collect();
+        let published = published_release(dir, &index, &index_hashes);
+        let same_index = published
+            .as_ref()
+            .is_some_and(|old| index_hashes.iter().all(|h| old.file(&h.name) == Some(h)));
+        let up_to_date = published.as_ref().is_some_and(|old| {
+            unchanged(dir, old, &index_hashes, &known, opts, &feed_name, signing)
+        });
+        if opts.refresh || !up_to_date {
+            // An unchanged Packages keeps its Packages.gz: no need to compress again. Only when
+            // it holds exactly the new Packages, though: the published Release that lists it is
+            // not authenticated here, and whoever can write the feed could have replaced both.
+            let new_packages = index
+                .iter()
+                .find(|(n, _)| *n == "Packages")
+                .map(|(_, d)| d.as_slice());
+            let reuse_gz = if same_index {
+                fs::read(dir.join("Packages.gz")).ok().filter(|gz| {
+                    published
+                        .as_ref()
+                        .and_then(|old| old.file("Packages.gz"))
+                        .is_some_and(|f| *f == file_hash("Packages.gz", gz))
+                        && findex::gunzip(gz, &Default::default())
+                            .is_ok_and(|plain| Some(plain.as_slice()) == new_packages)
+                })
+            } else {
+                None
+            };
+            // Likewise its signature, checked before reuse.
+            let reuse_sig = if same_index {
+                fs::read(dir.join("Packages.sig")).ok()
+            } else {
+                None
+            };
+            let mut out = finish_outputs(
+                index,
                 &index_hashes,
+                Reuse {
+                    gz: reuse_gz,
+                    sig: reuse_sig,
+                    checked: old_checked_sig.clone(),
+                },
                 &known,
                 opts,
                 &feed_name,
-                signing,
-            )
-        }) {
-            return Ok(summary);
+                key.as_ref(),
+            )?;
+            let date = settle_date(
+                dir,
+                &out,
+                opts,
+                key.as_ref(),
+                progress,
+                &mut summary.warnings,
+            )?;
+            out.seal(date, opts.valid_for, key.as_ref(), openpgp.as_ref())?;
+            summary.written = publish(dir, &tag, &out)?;
+            summary.date = Some(date);
+            checked_sig = out.checked_sig;
         }
-    }
-    let index = index_files(&known, opts.profile);
-    let index_hashes: Vec<FileHash> = index.iter().map(|(n, d)| file_hash(n, d)).collect();
-    let published = published_release(dir, &index, &index_hashes);
-    let same_index = published
-        .as_ref()
-        .is_some_and(|old| index_hashes.iter().all(|h| old.file(&h.name) == Some(h)));
-    let up_to_date = published.as_ref().is_some_and(|old| {
-        unchanged(
-            dir,
-            old,
-            &index_hashes,
-            &known,
-            opts,
-            &feed_name,
-            signing,
-        )
-    });
-    if opts.refresh || !up_to_date {
-        // An unchanged Packages keeps its Packages.gz: no need to compress again. Only when
-        // it holds exactly the new Packages, though: the published Release that lists it is
-        // not authenticated here, and whoever can write the feed could have replaced both.
-        let new_packages = index
-            .iter()
-            .find(|(n, _)| *n == "Packages")
-            .map(|(_, d)| d.as_slice());
-        let reuse_gz = if same_index {
-            fs::read(dir.join("Packages.gz")).ok().filter(|gz| {
-                published
-                    .as_ref()
-                    .and_then(|old| old.file("Packages.gz"))
-                    .is_some_and(|f| *f == file_hash("Packages.gz", gz))
-                    && findex::gunzip(gz, &Default::default())
-                        .is_ok_and(|plain| Some(plain.as_slice()) == new_packages)
-            })
-        } else {
-            None
-        };
-        // Likewise its signature, checked before reuse.
-        let reuse_sig = if same_index {
-            fs::read(dir.join("Packages.sig")).ok()
-        } else {
-            None
-        };
-        let mut out = finish_outputs(
-            index,
-            &index_hashes,
-            Reuse {
-                gz: reuse_gz,
-                sig: reuse_sig,
-                checked: old_checked_sig.clone(),
-            },
-            &known,
-            opts,
-            &feed_name,
-            key.as_ref(),
-        )?;
-        let date = settle_date(
-            dir,
-            &out,
-            opts,
-            key.as_ref(),
-            progress,
-            &mut summary.warnings,
-        )?;
-        out.seal(date, opts.valid_for, key.as_ref(), openpgp.as_ref())?;
-        summary.written = publish(dir, &tag, &out)?;
-        summary.date = Some(date);
-        checked_sig = out.checked_sig;
-    }
+        index_hashes
+    };
     if let (Some(mut record), Some(c)) = (signers, &cache_file) {
         for k in &known {
             if let Some(fp) = k.signed_by {

@@ -323,6 +323,14 @@ enum ProfileArg {
     Openwrt,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum LayoutArg {
+    /// The index files in the feed directory (`deb URL ./`; opkg's `src/gz NAME URL`).
+    Flat,
+    /// A Debian archive: dists/SUITE/… (`deb URL SUITE COMPONENT`).
+    Debian,
+}
+
 #[derive(Args)]
 struct IndexArgs {
     /// The feed directory.
@@ -347,6 +355,31 @@ struct IndexArgs {
     /// Index layout.
     #[arg(long, value_enum, default_value = "full")]
     profile: ProfileArg,
+    /// Archive layout: flat (Packages, Release… in FEED_DIR: `deb URL ./`) or debian
+    /// (dists/SUITE/COMPONENT/binary-ARCH/Packages{,.gz,.xz} with by-hash copies, and
+    /// dists/SUITE/{Release,InRelease,Release.gpg}: `deb URL SUITE COMPONENT`). The packages
+    /// stay where they are in FEED_DIR (pool/ by convention).
+    ///
+    /// Example: archman index --layout debian --suite stable --codename demo --key feed.sec /srv/archive
+    #[arg(long, value_enum, default_value = "flat")]
+    layout: LayoutArg,
+    /// With --layout debian: the suite (required; the directory under dists/).
+    #[arg(long, value_name = "NAME", required_if_eq("layout", "debian"))]
+    suite: Option<String>,
+    /// With --layout debian: the Release's Codename (sources may name the suite by either).
+    #[arg(long, value_name = "NAME", requires = "suite")]
+    codename: Option<String>,
+    /// With --layout debian: the component.
+    #[arg(long, value_name = "NAME", default_value = "main")]
+    component: String,
+    /// With --layout debian: the architectures published besides all (default: those of
+    /// the packages).
+    #[arg(long = "arch", value_name = "A,...", value_delimiter = ',')]
+    archs: Vec<String>,
+    /// With --layout debian: keep the by-hash copies of the last N Releases, so a client
+    /// that read an older InRelease while a publish ran still finds what it names.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    by_hash_keep: usize,
     /// Add MD5Sum fields (for old opkg).
     #[arg(long)]
     md5: bool,
@@ -947,7 +980,32 @@ fn cmd_index(a: IndexArgs, audit: Option<&Path>) -> Result<ExitCode> {
     if let Some(key) = &a.key {
         keys::read_secret(key, key_passphrase.as_deref())?;
     }
+    let debian = match a.layout {
+        LayoutArg::Flat => {
+            if a.suite.is_some() || !a.archs.is_empty() {
+                anyhow::bail!("--suite and --arch belong to --layout debian");
+            }
+            None
+        }
+        LayoutArg::Debian => {
+            if matches!(a.profile, ProfileArg::Openwrt) {
+                anyhow::bail!(
+                    "--layout debian publishes apt's archive; --profile openwrt is OpenWrt's flat feed"
+                );
+            }
+            let layout = index::DebianLayout {
+                suite: a.suite.clone().unwrap_or_default(),
+                codename: a.codename.clone(),
+                component: a.component.clone(),
+                archs: a.archs.clone(),
+                by_hash_keep: a.by_hash_keep,
+            };
+            layout.check()?;
+            Some(layout)
+        }
+    };
     let opts = IndexOptions {
+        debian,
         developer,
         openpgp: match (a.openpgp, a.no_openpgp) {
             (true, _) => OpenPgpMode::Always,

@@ -371,6 +371,7 @@ impl Feed {
 
     fn write_release(&self, valid_until: Option<i64>) {
         let release = Release {
+            archive: None,
             origin: Some("test".into()),
             label: Some("test".into()),
             date: DATE,

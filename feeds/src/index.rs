@@ -325,6 +325,15 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     enc.finish().unwrap_or_default()
 }
 
+/// `data` xz-compressed (preset 6, CRC-64, as `xz` writes by default): the `Packages.xz` of
+/// a Debian archive layout.
+pub fn xz(data: &[u8]) -> Vec<u8> {
+    let mut enc = liblzma::write::XzEncoder::new(Vec::new(), 6);
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(data);
+    enc.finish().unwrap_or_default()
+}
+
 /// Gunzips `data`, bounded by `limits.max_index` and the decompression ratio limit.
 pub fn gunzip(data: &[u8], limits: &Limits) -> Result<Vec<u8>, IndexError> {
     let (counting, count) = Counting::new(data);

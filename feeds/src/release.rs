@@ -46,6 +46,19 @@ pub struct FileHash {
     pub name: String,
 }
 
+/// The fields of a Debian archive's `dists/<suite>/Release` that a flat feed's lacks.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Archive {
+    pub suite: String,
+    pub codename: Option<String>,
+    pub components: Vec<String>,
+    /// `Acquire-By-Hash: yes`: every index is also at `…/by-hash/SHA256/<hash>`.
+    pub acquire_by_hash: bool,
+    /// `No-Support-for-Architecture-all: Packages`: each `binary-<arch>/Packages` lists the
+    /// `Architecture: all` packages too, so apt need not fetch `binary-all`.
+    pub all_in_arch_indexes: bool,
+}
+
 /// A parsed `Release` file.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Release {
@@ -57,6 +70,8 @@ pub struct Release {
     pub valid_until: Option<i64>,
     pub architectures: Vec<String>,
     pub sha256: Vec<FileHash>,
+    /// The archive fields, in a Debian layout's Release (`Suite` present).
+    pub archive: Option<Archive>,
 }
 
 impl Release {
@@ -74,15 +89,30 @@ impl Release {
         if let Some(l) = &self.label {
             out.push_str(&format!("Label: {l}\n"));
         }
+        if let Some(a) = &self.archive {
+            out.push_str(&format!("Suite: {}\n", a.suite));
+            if let Some(c) = &a.codename {
+                out.push_str(&format!("Codename: {c}\n"));
+            }
+        }
         out.push_str(&format!("Date: {}\n", format_date(self.date)));
         if let Some(v) = self.valid_until {
             out.push_str(&format!("Valid-Until: {}\n", format_date(v)));
+        }
+        if self.archive.as_ref().is_some_and(|a| a.acquire_by_hash) {
+            out.push_str("Acquire-By-Hash: yes\n");
         }
         if !self.architectures.is_empty() {
             out.push_str(&format!(
                 "Architectures: {}\n",
                 self.architectures.join(" ")
             ));
+        }
+        if let Some(a) = &self.archive {
+            if a.all_in_arch_indexes {
+                out.push_str("No-Support-for-Architecture-all: Packages\n");
+            }
+            out.push_str(&format!("Components: {}\n", a.components.join(" ")));
         }
         out.push_str("SHA256:\n");
         for f in &self.sha256 {
@@ -150,6 +180,16 @@ impl Release {
                 .map(|a| a.split_whitespace().map(str::to_string).collect())
                 .unwrap_or_default(),
             sha256,
+            archive: p.get("Suite").map(|suite| Archive {
+                suite: suite.to_string(),
+                codename: p.get("Codename").map(str::to_string),
+                components: p
+                    .get("Components")
+                    .map(|c| c.split_whitespace().map(str::to_string).collect())
+                    .unwrap_or_default(),
+                acquire_by_hash: p.get("Acquire-By-Hash") == Some("yes"),
+                all_in_arch_indexes: p.get("No-Support-for-Architecture-all") == Some("Packages"),
+            }),
         })
     }
 }
@@ -291,6 +331,7 @@ mod tests {
 
     fn sample() -> Release {
         Release {
+            archive: None,
             origin: Some("example".into()),
             label: Some("example".into()),
             date: 1_795_315_200, // Sun, 22 Nov 2026 02:40:00 UTC

@@ -150,7 +150,7 @@ fn feed() -> Feed {
 }
 
 fn have_apt() -> bool {
-    have_tool("apt-get") && have_tool("dpkg-deb") && have_tool("gpgv")
+    have_tool("apt-get") && have_tool("dpkg-deb") && have_tool("gpgv") && have_tool("gpg")
 }
 
 #[test]
@@ -159,6 +159,18 @@ fn gpgv_verifies_inrelease_and_release_gpg_with_the_exported_key() {
         return;
     }
     let f = feed();
+    // The certificate's fingerprint, as gpg computes it: the one gpgv and sqv report.
+    let listing = run(Command::new("gpg")
+        .args(["--homedir"])
+        .arg(f.tmp.path())
+        .args(["--with-colons", "--show-keys"])
+        .arg(&f.keyring));
+    let fingerprint = listing
+        .1
+        .lines()
+        .find_map(|l| l.strip_prefix("fpr:::::::::"))
+        .map(|l| l.trim_end_matches(':').to_string())
+        .unwrap_or_else(|| panic!("gpg --show-keys: {}", listing.2));
     for file in ["InRelease", "Release.gpg"] {
         assert!(f.feed.join(file).is_file(), "{file} not written");
     }
@@ -169,6 +181,7 @@ fn gpgv_verifies_inrelease_and_release_gpg_with_the_exported_key() {
     };
     let (ok, _, err) = gpgv(&[&f.feed.join("InRelease")]);
     assert!(ok && err.contains("Good signature"), "{err}");
+    assert!(err.contains(&fingerprint), "{err}");
     let (ok, _, err) = gpgv(&[&f.feed.join("Release.gpg"), &f.feed.join("Release")]);
     assert!(ok && err.contains("Good signature"), "{err}");
     // InRelease carries exactly the Release that Release.sig and Release.gpg sign.
@@ -182,6 +195,34 @@ fn gpgv_verifies_inrelease_and_release_gpg_with_the_exported_key() {
         .next()
         .unwrap();
     assert_eq!(format!("{body}\n"), release);
+    // sqv (Sequoia's verifier, which newer apt runs instead of gpgv): Debian 12's sqv 1.1.0
+    // reads detached signatures only, so InRelease is checked as apt splits it (the signed
+    // text without its last line break, and the signature block).
+    if have_tool("sqv") {
+        let sig_block = &inrelease[inrelease.find("-----BEGIN PGP SIGNATURE-----").unwrap()..];
+        let (text, sig) = (f.tmp.path().join("ir.text"), f.tmp.path().join("ir.sig"));
+        fs::write(&text, body).unwrap();
+        fs::write(&sig, sig_block).unwrap();
+        for (sig, data) in [
+            (&sig, &text),
+            (&f.feed.join("Release.gpg"), &f.feed.join("Release")),
+        ] {
+            let (ok, out, err) = run(Command::new("sqv")
+                .arg("--keyring")
+                .arg(&f.keyring)
+                .arg(sig)
+                .arg(data));
+            assert!(ok, "sqv {}: {err}", sig.display());
+            assert!(out.contains(&fingerprint), "sqv names the key: {out}");
+        }
+        fs::write(&text, body.replace("Origin:", "Origin: x")).unwrap();
+        let (ok, _, err) = run(Command::new("sqv")
+            .arg("--keyring")
+            .arg(&f.keyring)
+            .arg(&sig)
+            .arg(&text));
+        assert!(!ok && err.contains("manipulated"), "{err}");
+    }
     // A Release edited after signing.
     let edited = f.tmp.path().join("Release.edited");
     fs::write(&edited, release.replace("Origin:", "Origin: x")).unwrap();
@@ -327,5 +368,143 @@ fn apt_updates_and_downloads_from_the_feed_with_signed_by_and_refuses_each_attac
     ));
     let (_, out) = apt.get(&["update"]);
     assert!(out.contains("is expired (invalid since"), "{out}");
+    drop(server);
+}
+
+/// A `.deb` of `arch` built by dpkg-deb into `archive/pool/main`.
+fn pool_deb(archive: &Path, name: &str, version: &str, arch: &str) -> PathBuf {
+    let pool = archive.join("pool/main");
+    fs::create_dir_all(&pool).unwrap();
+    let src = archive
+        .parent()
+        .unwrap()
+        .join(format!("src-{name}-{version}-{arch}"));
+    fs::create_dir_all(src.join("DEBIAN")).unwrap();
+    fs::create_dir_all(src.join("usr/share").join(name)).unwrap();
+    fs::write(
+        src.join("DEBIAN/control"),
+        format!(
+            "Package: {name}\nVersion: {version}\nArchitecture: {arch}\nMaintainer: T <t@example.org>\nDescription: {name} for apt\n"
+        ),
+    )
+    .unwrap();
+    fs::write(src.join("usr/share").join(name).join("data"), name).unwrap();
+    let file = pool.join(format!("{name}_{version}_{arch}.deb"));
+    let (ok, _, err) = run(Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-Zgzip", "-b"])
+        .arg(&src)
+        .arg(&file));
+    assert!(ok, "dpkg-deb: {err}");
+    file
+}
+
+/// `archman index --layout debian --suite stable --codename demo` at `epoch`.
+fn index_archive(archive: &Path, sec: &Path, epoch: u64) {
+    let (ok, _, err) = run(Command::new(e2e::bin("archman"))
+        .args([
+            "index",
+            "-q",
+            "--layout",
+            "debian",
+            "--suite",
+            "stable",
+            "--codename",
+            "demo",
+            "--valid-for",
+            "7d",
+            "--key",
+        ])
+        .arg(sec)
+        .arg(archive)
+        .env("SOURCE_DATE_EPOCH", epoch.to_string()));
+    assert!(ok, "{err}");
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn apt_reads_the_debian_layout_and_by_hash_carries_a_client_across_a_publish() {
+    if !have_apt() {
+        return;
+    }
+    let f = feed();
+    let archive = f.tmp.path().join("archive");
+    pool_deb(&archive, "hello-apt", "1.0", "all");
+    pool_deb(&archive, "tool-apt", "1.0", "amd64");
+    let t0 = now() - 600;
+    index_archive(&archive, &f.sec, t0);
+    let Some(server) = HttpServer::serve(&archive) else {
+        return;
+    };
+    let apt = Apt::new(&f.tmp.path().join("apt-debian"));
+    // By suite and by codename.
+    for dist in ["stable", "demo"] {
+        apt.source(&format!(
+            "deb [signed-by={}] {} {dist} main",
+            f.keyring.display(),
+            server.url("")
+        ));
+        let (ok, out) = apt.get(&["update"]);
+        assert!(ok, "{out}");
+        assert!(!out.contains("W:") && !out.contains("E:"), "{out}");
+        assert!(out.contains(&format!("{dist} InRelease")), "{out}");
+    }
+    let (ok, out) = apt.get(&["install", "-y", "--download-only", "hello-apt", "tool-apt"]);
+    assert!(ok, "{out}");
+    for file in ["hello-apt_1.0_all.deb", "tool-apt_1.0_amd64.deb"] {
+        assert!(apt.dir.join("cache/archives").join(file).is_file(), "{out}");
+    }
+
+    // A client that read InRelease just before a publish and fetches the indexes just after
+    // it: served the old InRelease with the new tree, it finds every index it names by hash.
+    let suite = archive.join("dists/stable");
+    let old: Vec<(&str, Vec<u8>)> = ["InRelease", "Release", "Release.gpg"]
+        .into_iter()
+        .map(|n| (n, fs::read(suite.join(n)).unwrap()))
+        .collect();
+    pool_deb(&archive, "newer-apt", "1.0", "all");
+    index_archive(&archive, &f.sec, t0 + 60);
+    let new_inrelease = fs::read(suite.join("InRelease")).unwrap();
+    assert_ne!(new_inrelease, old[0].1, "the publish changed nothing");
+    for (n, d) in &old {
+        fs::write(suite.join(n), d).unwrap();
+    }
+    apt.source(&format!(
+        "deb [signed-by={}] {} stable main",
+        f.keyring.display(),
+        server.url("")
+    ));
+    let (ok, out) = apt.get(&["update"]);
+    assert!(ok && !out.contains("E:") && !out.contains("W:"), "{out}");
+    let (ok, out) = apt.get(&["install", "-y", "--download-only", "hello-apt"]);
+    assert!(ok, "{out}");
+    // What it read is the old generation, complete: the new package is not in it.
+    let (ok, out) = apt.get(&["install", "-y", "--download-only", "newer-apt"]);
+    assert!(
+        !ok && out.contains("Unable to locate package newer-apt"),
+        "{out}"
+    );
+
+    // Without the by-hash copies the same client fails: they are what carried it across.
+    for arch in ["all", "amd64"] {
+        fs::remove_dir_all(suite.join(format!("main/binary-{arch}/by-hash"))).unwrap();
+    }
+    apt.source(&format!(
+        "deb [signed-by={}] {} stable main",
+        f.keyring.display(),
+        server.url("")
+    ));
+    // (apt falls back from the missing by-hash name to the plain one, which is the new
+    // generation: "File has unexpected size … Mirror sync in progress?")
+    let (_, out) = apt.get(&["update"]);
+    assert!(
+        out.contains("Mirror sync in progress?") || out.contains("Hash Sum mismatch"),
+        "{out}"
+    );
     drop(server);
 }
