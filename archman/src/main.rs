@@ -277,11 +277,46 @@ enum KeyringCmd {
     },
     /// Build <name>-keyring_<serial>_all.ipk with the full history into OUT_DIR; refuses a
     /// keyring whose signatures do not meet its own rules.
+    ///
+    /// With --deb, also <name>-archive-keyring_<serial>_all.deb for apt users: it installs
+    /// /usr/share/keyrings/<name>-archive-keyring.gpg with the OpenPGP certificate of every
+    /// usable feed key of the serial (retired, revoked and expired keys left out), the file
+    /// `deb [signed-by=…]` names. Each such key needs its certificate in DIR (keyring
+    /// add-openpgp).
+    ///
+    /// Example: archman keyring build ring out/ --deb
     Build {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
         #[arg(value_name = "OUT_DIR")]
         out: PathBuf,
+        /// Also build the archive keyring .deb for apt.
+        #[arg(long)]
+        deb: bool,
+    },
+    /// Keep a feed key's OpenPGP certificate in DIR (openpgp/<fp>.gpg) for `build --deb`.
+    /// The certificate is self-signed, so its holder makes it: from the feed secret key
+    /// (-s), or a file `archman key export --openpgp -s FEED_SEC` wrote. Refused unless its
+    /// key is a feed key of the keyring. The keyring's serial does not change.
+    ///
+    /// Example: archman keyring add-openpgp ring -s feed.sec --name demo
+    ///
+    /// Example: archman keyring add-openpgp ring feed.gpg
+    AddOpenpgp {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Certificate files (binary or armored).
+        #[arg(value_name = "CERT", required_unless_present = "secret")]
+        certs: Vec<PathBuf>,
+        /// Make the certificate from this feed secret key instead.
+        #[arg(short = 's', value_name = "FEED_SEC", conflicts_with = "certs")]
+        secret: Option<PathBuf>,
+        /// With -s: the name in the certificate's user ID (default: the keyring's name).
+        #[arg(long, value_name = "NAME", requires = "secret")]
+        name: Option<String>,
+        /// With -s: the passphrase of a protected key, the first line of FILE.
+        #[arg(long, value_name = "FILE", requires = "secret")]
+        passphrase_file: Option<PathBuf>,
     },
     /// Print the keyring: serial, threshold, keys, roles, states, expiries, signatures.
     Show {
@@ -1479,7 +1514,44 @@ fn cmd_keyring(cmd: KeyringCmd) -> Result<ExitCode> {
                 outln!("against serial {}: {}", s.serial - 1, prev.describe());
             }
         }
-        KeyringCmd::Build { dir, out } => {
+        KeyringCmd::AddOpenpgp {
+            dir,
+            certs,
+            secret,
+            name,
+            passphrase_file,
+        } => {
+            let mut blobs: Vec<(String, Vec<u8>)> = Vec::new();
+            if let Some(sec) = &secret {
+                let passphrase = passphrase_from(passphrase_file.as_deref())?;
+                let key = keys::read_secret(sec, passphrase.as_deref())?;
+                let ring = workdir::Workdir::open(&dir)?;
+                let name = name.unwrap_or_else(|| ring.current().name().to_string());
+                let signer = usign_openpgp::Signer::from_seed(&key.seed())?;
+                let cert = signer.certificate(&usign_openpgp::user_id(
+                    Some(&name),
+                    &key.fingerprint().to_string(),
+                ))?;
+                blobs.push((sec.display().to_string(), cert.to_binary()?));
+            }
+            for c in &certs {
+                let bytes =
+                    std::fs::read(c).map_err(|e| anyhow::anyhow!("{}: {e}", c.display()))?;
+                blobs.push((c.display().to_string(), bytes));
+            }
+            for (from, bytes) in blobs {
+                let added = workdir::add_openpgp(&dir, &bytes)
+                    .map_err(|e| anyhow::anyhow!("{from}: {e}"))?;
+                outln!(
+                    "{}: OpenPGP certificate {} of feed key {} ({})",
+                    added.path.display(),
+                    added.openpgp,
+                    added.fingerprint,
+                    added.user_ids.join(", ")
+                );
+            }
+        }
+        KeyringCmd::Build { dir, out, deb } => {
             let mtime = match feeds::release::source_date_epoch()? {
                 Some(m) => m as u64,
                 None => workdir::Workdir::open(&dir)?
@@ -1489,8 +1561,9 @@ fn cmd_keyring(cmd: KeyringCmd) -> Result<ExitCode> {
                     .max(0) as u64,
             };
             std::fs::create_dir_all(&out).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
-            let path = workdir::build(&dir, &out, mtime, now)?;
-            outln!("{}", path.display());
+            for path in workdir::build_all(&dir, &out, mtime, now, deb)? {
+                outln!("{}", path.display());
+            }
         }
         KeyringCmd::Show { dir } => outln!("{}", workdir::show(&dir, now)?),
     }

@@ -35,6 +35,7 @@
 
 pub mod accept;
 pub mod apply;
+pub mod archive;
 pub mod developer;
 pub mod manifest;
 pub mod package;

@@ -69,6 +69,24 @@ pub enum BuildError {
         "refusing to build keyring {name} serial {serial}: more than {MAX_HISTORY} history serials"
     )]
     HistoryTooLong { name: String, serial: u64 },
+    #[error(
+        "refusing to build the archive keyring of {name} serial {serial}: feed key {fingerprint} has no OpenPGP certificate (archman key export --openpgp -s FEED_SEC -o CERT, then archman keyring add-openpgp DIR CERT)"
+    )]
+    NoCertificate {
+        name: String,
+        serial: u64,
+        fingerprint: Fingerprint,
+    },
+    #[error("the OpenPGP certificate kept for feed key {fingerprint}: {source}")]
+    BadCertificate {
+        fingerprint: Fingerprint,
+        #[source]
+        source: crate::archive::CertificateError,
+    },
+    #[error(
+        "refusing to build the archive keyring of {name} serial {serial}: it has no usable feed key"
+    )]
+    NoFeedKeys { name: String, serial: u64 },
     #[error("writing the package: {0}")]
     Write(#[source] io::Error),
     #[error(transparent)]

@@ -117,6 +117,11 @@ pub enum WorkdirError {
     BadHistory { path: PathBuf, reason: String },
     #[error(transparent)]
     Build(#[from] BuildError),
+    #[error("not the OpenPGP certificate of a feed key: {source}")]
+    Certificate {
+        #[source]
+        source: crate::archive::CertificateError,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WorkdirError + '_ {
@@ -628,6 +633,110 @@ pub fn build(dir: &Path, out_dir: &Path, mtime: u64, now: i64) -> Result<PathBuf
         mtime,
         now,
     )?)
+}
+
+/// The largest certificate file read from `openpgp/` (one key, one user ID: a few hundred
+/// bytes).
+const MAX_CERTIFICATE_LEN: usize = 64 * 1024;
+
+/// What [`add_openpgp`] stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddedCertificate {
+    /// The usign feed key it belongs to.
+    pub fingerprint: Fingerprint,
+    /// Its OpenPGP fingerprint.
+    pub openpgp: String,
+    pub path: PathBuf,
+    /// The user IDs it carries.
+    pub user_ids: Vec<String>,
+}
+
+/// Keeps `bytes`, the OpenPGP certificate of one of the keyring's feed keys, as
+/// `openpgp/<fp>.gpg` (replacing an earlier one), for the archive keyring `.deb`. Refused,
+/// with the reason, unless its self-signature verifies and its key is a feed key of the
+/// current serial (`crate::archive::check_certificate`). The manifest is not changed.
+pub fn add_openpgp(dir: &Path, bytes: &[u8]) -> Result<AddedCertificate, WorkdirError> {
+    let wd = Workdir::open(dir)?;
+    let (fingerprint, cert) = crate::archive::check_certificate(wd.current.keyring(), bytes)
+        .map_err(|source| WorkdirError::Certificate { source })?;
+    let certs = dir.join(crate::archive::OPENPGP_DIR);
+    match fs::symlink_metadata(&certs) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(WorkdirError::Io {
+                path: certs,
+                source: io::Error::other("not a directory"),
+            });
+        }
+        Err(_) => fs::create_dir(&certs).map_err(io_err(&certs))?,
+    }
+    let path = certs.join(crate::archive::certificate_file_name(fingerprint));
+    let binary = cert.to_binary().map_err(|e| WorkdirError::Certificate {
+        source: crate::archive::CertificateError::Unreadable(e.to_string()),
+    })?;
+    write(&path, &binary)?;
+    Ok(AddedCertificate {
+        fingerprint,
+        openpgp: cert.fingerprint(),
+        path,
+        user_ids: cert.user_ids(),
+    })
+}
+
+/// The certificates kept in `dir/openpgp/`, by the usign fingerprint their file is named
+/// after (checked against the key when the package is built).
+fn read_certificates(dir: &Path) -> Result<BTreeMap<Fingerprint, Vec<u8>>, WorkdirError> {
+    let certs = dir.join(crate::archive::OPENPGP_DIR);
+    let mut out = BTreeMap::new();
+    let entries = match fs::read_dir(&certs) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_err(&certs)(e)),
+    };
+    for e in entries {
+        let e = e.map_err(io_err(&certs))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(fp) = name
+            .strip_suffix(".gpg")
+            .and_then(|f| f.parse::<Fingerprint>().ok())
+        else {
+            continue;
+        };
+        if let Some(bytes) = read(&e.path(), MAX_CERTIFICATE_LEN)? {
+            out.insert(fp, bytes);
+        }
+    }
+    Ok(out)
+}
+
+/// [`build`], and with `deb` the archive keyring `.deb` for apt too
+/// (`crate::archive::build_archive_keyring_deb`), both into `out_dir`; returns their paths.
+pub fn build_all(
+    dir: &Path,
+    out_dir: &Path,
+    mtime: u64,
+    now: i64,
+    deb: bool,
+) -> Result<Vec<PathBuf>, WorkdirError> {
+    let wd = Workdir::open(dir)?;
+    // Everything is built before anything is written: a refused .deb leaves no new .ipk.
+    let ipk = crate::package::build_package(&wd.current, &wd.history, mtime, now)?;
+    let mut built = vec![ipk];
+    if deb {
+        built.push(crate::archive::build_archive_keyring_deb(
+            &wd.current,
+            &read_certificates(dir)?,
+            mtime,
+            now,
+        )?);
+    }
+    let mut paths = Vec::new();
+    for b in built {
+        let path = out_dir.join(&b.file_name);
+        write(&path, &b.bytes)?;
+        paths.push(path);
+    }
+    Ok(paths)
 }
 
 /// One key, for [`Summary`].

@@ -1261,6 +1261,7 @@ mod tests {
         let (release, release_sig) = match date {
             Some(date) => {
                 let r = Release {
+                    archive: None,
                     origin: Some("test".into()),
                     label: Some("test".into()),
                     date,

@@ -508,3 +508,182 @@ fn apt_reads_the_debian_layout_and_by_hash_carries_a_client_across_a_publish() {
     );
     drop(server);
 }
+
+/// `archman ARGS`, asserting success; its stdout.
+fn archman_ok(args: &[&str]) -> String {
+    let (ok, out, err) = archman(args);
+    assert!(ok, "archman {args:?}: {err}");
+    out
+}
+
+/// A key pair made by `archman keygen` in `dir`: (secret path, public path, fingerprint).
+fn key_pair(dir: &Path, name: &str) -> (String, String, String) {
+    let (sec, public) = (
+        dir.join(format!("{name}.sec")),
+        dir.join(format!("{name}.pub")),
+    );
+    archman_ok(&[
+        "keygen",
+        "-s",
+        sec.to_str().unwrap(),
+        "-p",
+        public.to_str().unwrap(),
+    ]);
+    let fp = feeds::usign::PublicKey::read_path(&public)
+        .unwrap()
+        .fingerprint()
+        .to_string();
+    (
+        sec.to_str().unwrap().into(),
+        public.to_str().unwrap().into(),
+        fp,
+    )
+}
+
+/// Installs `deb` into the dpkg root `root` with the real dpkg.
+fn dpkg_install(root: &Path, deb: &Path) {
+    for d in ["var/lib/dpkg/updates", "var/lib/dpkg/info", "var/log"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let status = root.join("var/lib/dpkg/status");
+    if !status.exists() {
+        fs::write(&status, "").unwrap();
+    }
+    let (ok, out, err) = run(Command::new("dpkg")
+        .arg(format!("--root={}", root.display()))
+        .args(["--force-not-root", "--log=/dev/null", "-i"])
+        .arg(deb));
+    assert!(ok, "dpkg -i {}: {out}{err}", deb.display());
+}
+
+#[test]
+fn the_archive_keyring_deb_is_what_apt_trusts_across_a_key_rotation() {
+    if !have_apt() || !have_tool("dpkg") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (root_sec, _, _) = key_pair(d, "root");
+    let (old_sec, old_pub, old_fp) = key_pair(d, "feed-old");
+    let (new_sec, new_pub, _) = key_pair(d, "feed-new");
+    let ring = d.join("ring");
+    let ring = ring.to_str().unwrap();
+    let out = d.join("out");
+    let out_s = out.to_str().unwrap();
+    archman_ok(&[
+        "keyring",
+        "init",
+        "--name",
+        "demo",
+        "--root-key",
+        &root_sec,
+        "--feed-key",
+        &old_pub,
+        ring,
+    ]);
+    // No certificate yet: the .deb is refused, saying how to add one, and nothing is written.
+    let (ok, _, err) = archman(&["keyring", "build", ring, out_s, "--deb"]);
+    assert!(
+        !ok && err.contains(&format!("feed key {old_fp} has no OpenPGP certificate")),
+        "{err}"
+    );
+    assert!(!out.join("demo-keyring_1_all.ipk").exists());
+    archman_ok(&["keyring", "add-openpgp", ring, "-s", &old_sec]);
+    // A certificate of a key that is not a feed key of the ring is refused.
+    let stranger = d.join("stranger.gpg");
+    archman_ok(&[
+        "key",
+        "export",
+        "--openpgp",
+        "-s",
+        &new_sec,
+        "-o",
+        stranger.to_str().unwrap(),
+    ]);
+    let (ok, _, err) = archman(&["keyring", "add-openpgp", ring, stranger.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("is no feed key of keyring demo"),
+        "{err}"
+    );
+    archman_ok(&["keyring", "build", ring, out_s, "--deb"]);
+    let deb1 = out.join("demo-archive-keyring_1_all.deb");
+    let first = fs::read(&deb1).unwrap();
+    // Reproducible: built again, the same bytes.
+    archman_ok(&["keyring", "build", ring, out_s, "--deb"]);
+    assert_eq!(fs::read(&deb1).unwrap(), first);
+    let (ok, info, err) = run(Command::new("dpkg-deb").arg("-I").arg(&deb1));
+    assert!(
+        ok && info.contains("Package: demo-archive-keyring"),
+        "{err}"
+    );
+
+    let system = d.join("system");
+    dpkg_install(&system, &deb1);
+    let keyring_file = system.join("usr/share/keyrings/demo-archive-keyring.gpg");
+    assert!(keyring_file.is_file());
+
+    // A feed signed by the old key: apt trusts it through the installed file alone.
+    let feed = d.join("feed");
+    fs::create_dir(&feed).unwrap();
+    deb(&feed, "hello-apt", "1.0");
+    let index = |feed: &Path, sec: &str, epoch: u64| {
+        let (ok, _, err) = run(Command::new(e2e::bin("archman"))
+            .args(["index", "-q", "--valid-for", "7d", "--key", sec])
+            .arg(feed)
+            .env("SOURCE_DATE_EPOCH", epoch.to_string()));
+        assert!(ok, "{err}");
+    };
+    let t0 = now() - 3600;
+    index(&feed, &old_sec, t0);
+    let Some(server) = HttpServer::serve(&feed) else {
+        return;
+    };
+    let apt = Apt::new(&d.join("apt"));
+    let line = format!(
+        "deb [signed-by={}] {} ./",
+        keyring_file.display(),
+        server.url("")
+    );
+    apt.source(&line);
+    let (ok, out_text) = apt.get(&["update"]);
+    assert!(
+        ok && !out_text.contains("W:") && !out_text.contains("E:"),
+        "{out_text}"
+    );
+
+    // Rotation: serial 2 adds the new feed key and retires the old one.
+    archman_ok(&["keyring", "add-key", ring, "--role", "feed", &new_pub]);
+    archman_ok(&["keyring", "retire", ring, &old_fp]);
+    archman_ok(&["keyring", "sign", ring, "-s", &root_sec]);
+    archman_ok(&["keyring", "add-openpgp", ring, stranger.to_str().unwrap()]);
+    archman_ok(&["keyring", "build", ring, out_s, "--deb"]);
+    let deb2 = out.join("demo-archive-keyring_2_all.deb");
+    dpkg_install(&system, &deb2);
+    // The upgrade replaced the file: only the new key is in it.
+    let (_, listing, _) = run(Command::new("gpg")
+        .arg("--homedir")
+        .arg(d)
+        .args(["--with-colons", "--show-keys"])
+        .arg(&keyring_file));
+    assert_eq!(
+        listing.matches("\npub:").count() + usize::from(listing.starts_with("pub:")),
+        1,
+        "{listing}"
+    );
+
+    // The feed still signed by the retired key is refused...
+    apt.source(&line);
+    let (_, out_text) = apt.get(&["update"]);
+    assert!(out_text.contains("NO_PUBKEY"), "{out_text}");
+    // ...and once signed by the new key, accepted.
+    index(&feed, &new_sec, t0 + 60);
+    apt.source(&line);
+    let (ok, out_text) = apt.get(&["update"]);
+    assert!(
+        ok && !out_text.contains("W:") && !out_text.contains("E:"),
+        "{out_text}"
+    );
+    let (ok, out_text) = apt.get(&["install", "-y", "--download-only", "hello-apt"]);
+    assert!(ok, "{out_text}");
+    drop(server);
+}
