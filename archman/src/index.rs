@@ -317,6 +317,8 @@ pub struct Summary {
     /// Files written (empty when the feed was already up to date).
     pub written: Vec<String>,
     pub fingerprint: Option<String>,
+    /// The OpenPGP fingerprint of the key that signs InRelease/Release.gpg (when it does).
+    pub openpgp_fingerprint: Option<String>,
     pub warnings: Vec<String>,
     /// The `Date` of the Release written (`None` when nothing was written).
     pub date: Option<i64>,
@@ -1826,6 +1828,7 @@ pub fn index_feed(
         key: key.as_ref(),
         openpgp: openpgp.is_some(),
     };
+    summary.openpgp_fingerprint = openpgp.as_ref().map(usign_openpgp::Signer::fingerprint);
     let index_hashes = if let Some(layout) = &opts.debian {
         debian::publish(
             dir,

@@ -885,6 +885,9 @@ struct IndexJson<'a> {
     written: &'a [String],
     unchanged: bool,
     fingerprint: Option<&'a str>,
+    /// The OpenPGP fingerprint of InRelease/Release.gpg's key, when they are written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    openpgp_fingerprint: Option<&'a str>,
     /// Wall-clock seconds, to the millisecond.
     seconds: f64,
 }
@@ -913,6 +916,7 @@ impl<'a> IndexJson<'a> {
             written: &s.written,
             unchanged: s.written.is_empty(),
             fingerprint: s.fingerprint.as_deref(),
+            openpgp_fingerprint: s.openpgp_fingerprint.as_deref(),
             seconds: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
         }
     }
@@ -1108,7 +1112,10 @@ fn cmd_index(a: IndexArgs, audit: Option<&Path>) -> Result<ExitCode> {
         let signed = s
             .fingerprint
             .as_deref()
-            .map(|f| format!(", signed by key {f}"))
+            .map(|f| match &s.openpgp_fingerprint {
+                Some(o) => format!(", signed by key {f} (OpenPGP {o})"),
+                None => format!(", signed by key {f}"),
+            })
             .unwrap_or_default();
         eprintln!(
             "{}: {} packages ({} read, {} cached), {what}{signed} in {:.2}s",

@@ -687,3 +687,89 @@ fn the_archive_keyring_deb_is_what_apt_trusts_across_a_key_rotation() {
     assert!(ok, "{out_text}");
     drop(server);
 }
+
+#[test]
+fn openpgp_signatures_follow_the_feed_and_a_protected_key_makes_them() {
+    if !have_apt() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    fs::write(d.join("pass"), "correct horse\n").unwrap();
+    let (sec, public) = (d.join("p.sec"), d.join("p.pub"));
+    let (ok, _, err) = run(Command::new(e2e::bin("archman"))
+        .args(["keygen", "--passphrase-file"])
+        .arg(d.join("pass"))
+        .arg("-s")
+        .arg(&sec)
+        .arg("-p")
+        .arg(&public));
+    assert!(ok, "{err}");
+    let feed = d.join("feed");
+    fs::create_dir(&feed).unwrap();
+    // An opkg-only feed (an .ipk): no OpenPGP signatures unless asked for.
+    fs::write(
+        feed.join("opkg-only_1.0_all.ipk"),
+        feeds::build::PackageBuilder::new(
+            "Package: opkg-only\nVersion: 1.0\nArchitecture: all\nDescription: x\n",
+        )
+        .file("usr/share/x", 0o644, "x")
+        .build()
+        .unwrap(),
+    )
+    .unwrap();
+    let mut epoch = now() - 3600;
+    let mut index = |extra: &[&str]| {
+        epoch += 10;
+        let (ok, out, err) = run(Command::new(e2e::bin("archman"))
+            .args(["index", "--json", "--passphrase-file"])
+            .arg(d.join("pass"))
+            .arg("--key")
+            .arg(&sec)
+            .args(extra)
+            .arg(&feed)
+            .env("SOURCE_DATE_EPOCH", epoch.to_string()));
+        assert!(ok, "{err}");
+        out
+    };
+    index(&[]);
+    assert!(!feed.join("InRelease").exists() && !feed.join("Release.gpg").exists());
+    let out = index(&["--openpgp"]);
+    assert!(out.contains("\"openpgp_fingerprint\""), "{out}");
+    assert!(feed.join("InRelease").exists());
+    index(&["--no-openpgp"]);
+    assert!(!feed.join("InRelease").exists() && !feed.join("Release.gpg").exists());
+    // The feed gains its first .deb: the next run signs for apt by itself.
+    deb(&feed, "hello-apt", "1.0");
+    index(&[]);
+    let cert = d.join("p.gpg");
+    let (ok, _, err) = run(Command::new(e2e::bin("archman"))
+        .args(["key", "export", "--openpgp", "--passphrase-file"])
+        .arg(d.join("pass"))
+        .arg("-s")
+        .arg(&sec)
+        .arg("-o")
+        .arg(&cert));
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(Command::new("gpgv")
+        .arg("--keyring")
+        .arg(&cert)
+        .arg(feed.join("InRelease")));
+    assert!(ok && err.contains("Good signature"), "{err}");
+    // Nothing new: nothing rewritten, the signatures stay.
+    let before = fs::read(feed.join("InRelease")).unwrap();
+    let out = index(&[]);
+    assert!(out.contains("\"written\":[]"), "{out}");
+    assert_eq!(fs::read(feed.join("InRelease")).unwrap(), before);
+    // An OpenPGP key cannot be exported from a public key: it needs its self-signature.
+    let (ok, _, err) = run(Command::new(e2e::bin("archman"))
+        .args(["key", "export", "--openpgp", "-p"])
+        .arg(&public)
+        .arg("-o")
+        .arg(d.join("bare.gpg")));
+    assert!(
+        !ok && err.contains("must be self-signed by its secret key"),
+        "{err}"
+    );
+    assert!(!d.join("bare.gpg").exists());
+}

@@ -8,7 +8,7 @@
 //! the fingerprint a function of the usign key alone. EdDSALegacy rather than RFC 9580's
 //! Ed25519 (algorithm 27) because that is what GnuPG 2.2 (Debian 12's gpgv, which apt runs)
 //! reads. Packets are made by rPGP (`pgp` crate); nothing here writes packet bytes by hand. The
-//! format is described in `docs/formats.md` §9.
+//! format is described in `docs/formats.md` §6.
 //!
 //! Everything is deterministic: Ed25519 signatures are, and every signature time is given by
 //! the caller, so the same key and inputs give the same bytes (reproducible keyring packages).

@@ -1,5 +1,5 @@
 //! `archman index --layout debian`: the feed published as a Debian archive, the tree apt reads
-//! with `deb URL SUITE COMPONENT` (docs/formats.md §10):
+//! with `deb URL SUITE COMPONENT` (docs/formats.md §7):
 //!
 //! ```text
 //! dists/<suite>/Release, InRelease, Release.gpg, Release.sig
@@ -12,7 +12,7 @@
 //! packages and the `Architecture: all` ones (`No-Support-for-Architecture-all: Packages`, as
 //! Debian's own archive does); `binary-all` lists the latter alone.
 //!
-//! Publishing order (docs/crash-safety.md §6): the by-hash copies first (new names, nothing
+//! Publishing order (docs/crash-safety.md §2.5): the by-hash copies first (new names, nothing
 //! a client reads changes), then the indexes and the Release group under one journal, as the
 //! flat layout publishes. A client that read the old InRelease while this ran fetches by
 //! hash (`Acquire-By-Hash: yes`) and finds every file it names: the copies of the last
