@@ -970,6 +970,7 @@ fn audit_index(
                         "feed": feed_s,
                         "files": files,
                         "key": s.fingerprint,
+                        "openpgp_key": s.openpgp_fingerprint,
                         "packages": s.packages,
                         "read": s.read,
                         "cached": s.cached,

@@ -1,7 +1,7 @@
 //! `archman index --layout debian` through the real binary: the dists/ tree and its Release,
 //! the by-hash copies and how many are kept, unchanged reruns, kill -9 at any moment, and
-//! hostile trees (a symlinked dists/, bad suite names). apt itself reads the result in
-//! tests/tests/apt.rs.
+//! hostile trees (a symlinked dists/, bad suite names), the audit record, and `archman check`
+//! verifying InRelease/Release.gpg. apt itself reads the result in tests/tests/apt.rs.
 
 // Tests say on stderr what they measured.
 #![allow(clippy::print_stderr)]
@@ -405,4 +405,114 @@ fn bad_layout_arguments_are_refused_before_anything_is_written() {
     let o = archman(&["index", "--layout", "debian"], &feed);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--suite"), "{}", stderr(&o));
+}
+
+#[test]
+fn the_audit_log_records_every_file_of_the_archive_with_both_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("archive");
+    deb(&feed, "hello", "1.0", "amd64");
+    let (key, _) = keygen(tmp.path());
+    let log = tmp.path().join("audit.jsonl");
+    let o = archman(
+        &[
+            "--audit-log",
+            log.to_str().unwrap(),
+            "index",
+            "-q",
+            "--layout",
+            "debian",
+            "--suite",
+            "stable",
+            "--codename",
+            "demo",
+            "--key",
+            &key,
+        ],
+        &feed,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(feed.join("dists/demo/Release").is_file(), "codename link");
+    let text = fs::read_to_string(&log).unwrap();
+    let record: serde_json::Value =
+        serde_json::from_str(text.lines().find(|l| l.contains("feed-published")).unwrap()).unwrap();
+    let files: Vec<&str> = record["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    for f in [
+        "dists/stable/InRelease",
+        "dists/stable/Release.gpg",
+        "dists/stable/Release",
+        "dists/stable/main/binary-amd64/Packages.xz",
+    ] {
+        assert!(files.contains(&f), "{f} not recorded: {files:?}");
+    }
+    assert_eq!(
+        record["openpgp_key"].as_str().map(str::len),
+        Some(40),
+        "{record}"
+    );
+}
+
+#[test]
+fn archman_check_verifies_inrelease_and_release_gpg() {
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("feed");
+    fs::create_dir_all(&feed).unwrap();
+    deb(&feed, "hello", "1.0", "all");
+    let (key, _) = keygen(tmp.path());
+    let public = tmp.path().join("k.pub");
+    let public = public.to_str().unwrap();
+    let o = archman(&["index", "-q", "--key", &key], &feed);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let check = |feed: &Path| {
+        let o = Command::new(ARCHMAN)
+            .args(["check", "-p", public])
+            .arg(feed)
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o)),
+        )
+    };
+    let (ok, out) = check(&feed);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("InRelease by key") && out.contains("Release.gpg by key"),
+        "{out}"
+    );
+    // A stale InRelease: validly signed, over an earlier Release.
+    let old = fs::read(feed.join("InRelease")).unwrap();
+    deb(&feed, "other", "1.0", "all");
+    let o = archman_at(&["index", "-q", "--key", &key], &feed, Some(EPOCH + 60));
+    assert!(o.status.success(), "{}", stderr(&o));
+    fs::write(feed.join("InRelease"), &old).unwrap();
+    let (ok, out) = check(&feed);
+    assert!(
+        !ok && out.contains("the text it carries is not Release"),
+        "{out}"
+    );
+    // An edited one, and a Release.gpg over other bytes.
+    let text = String::from_utf8(old)
+        .unwrap()
+        .replace("Origin: feed", "Origin: evil");
+    fs::write(feed.join("InRelease"), text).unwrap();
+    fs::write(
+        feed.join("Release.gpg"),
+        fs::read_to_string(feed.join("Release.gpg"))
+            .unwrap()
+            .replace('A', "B"),
+    )
+    .unwrap();
+    let (ok, out) = check(&feed);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("InRelease: not an OpenPGP signature of Release"),
+        "{out}"
+    );
+    assert!(out.contains("Release.gpg: "), "{out}");
 }

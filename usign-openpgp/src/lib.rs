@@ -84,6 +84,29 @@ pub fn fingerprint_of_public(public: &[u8; 32]) -> Result<String> {
     Ok(hex_upper(public_packet(public)?.fingerprint().as_bytes()))
 }
 
+/// Checks a clear-signed message (InRelease) against the OpenPGP form of the Ed25519 public
+/// key `public` (no certificate needed: the key packet alone verifies); returns the signed
+/// text.
+pub fn verify_clearsigned_by(public: &[u8; 32], armored: &str) -> Result<String> {
+    let (message, _) = CleartextSignedMessage::from_string(armored)?;
+    message.verify(&public_packet(public)?)?;
+    Ok(signed_text(&message))
+}
+
+/// The text a clear signature covers, with LF line breaks (as apt extracts it): dash-escapes
+/// undone, trailing blanks of each line removed, no final line break.
+fn signed_text(message: &CleartextSignedMessage) -> String {
+    message.signed_text().replace("\r\n", "\n")
+}
+
+/// Checks an armored detached signature (Release.gpg) over `data` against the OpenPGP form of
+/// the Ed25519 public key `public`.
+pub fn verify_detached_by(public: &[u8; 32], armored: &str, data: &[u8]) -> Result<()> {
+    let (signature, _) = DetachedSignature::from_armor_single(armored.as_bytes())?;
+    signature.verify(&public_packet(public)?, data)?;
+    Ok(())
+}
+
 fn hex_upper(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
@@ -279,11 +302,12 @@ impl Certificate {
         Ok(Certificate { key })
     }
 
-    /// Checks a clear-signed message against this key; returns the signed text.
+    /// Checks a clear-signed message against this key; returns the signed text (LF line
+    /// breaks, no final one).
     pub fn verify_clearsigned(&self, armored: &str) -> Result<String> {
         let (message, _) = CleartextSignedMessage::from_string(armored)?;
         message.verify(&self.key.primary_key)?;
-        Ok(message.signed_text())
+        Ok(signed_text(&message))
     }
 
     /// Checks an armored detached signature over `data` against this key.
@@ -356,7 +380,10 @@ mod tests {
         let signed = s.clearsign(text, 1_700_000_000).unwrap();
         assert!(signed.starts_with("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\n"));
         assert!(signed.contains(text));
-        parsed.verify_clearsigned(&signed).unwrap();
+        assert_eq!(
+            parsed.verify_clearsigned(&signed).unwrap(),
+            text.strip_suffix('\n').unwrap()
+        );
         let edited = signed.replace("Suite: stable", "Suite: evil!");
         assert!(parsed.verify_clearsigned(&edited).is_err());
 
@@ -364,6 +391,16 @@ mod tests {
         assert!(detached.starts_with("-----BEGIN PGP SIGNATURE-----"));
         parsed.verify_detached(&detached, text.as_bytes()).unwrap();
         assert!(parsed.verify_detached(&detached, b"other").is_err());
+
+        let public = parsed.ed25519_public().unwrap();
+        assert_eq!(
+            verify_clearsigned_by(&public, &signed).unwrap(),
+            parsed.verify_clearsigned(&signed).unwrap()
+        );
+        verify_detached_by(&public, &detached, text.as_bytes()).unwrap();
+        assert!(verify_clearsigned_by(&public, &edited).is_err());
+        assert!(verify_detached_by(&public, &detached, b"other").is_err());
+        assert!(verify_clearsigned_by(&[5; 32], &signed).is_err());
 
         let other = Signer::from_seed(&[9; 32]).unwrap();
         let other_cert = other.certificate("o").unwrap();

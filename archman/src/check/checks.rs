@@ -275,6 +275,66 @@ impl Checker<'_, '_> {
         }
         if let Some(release) = release {
             self.verify(verifier, "Release.sig", "Release", release);
+            self.verify_openpgp(verifier, release);
+        }
+    }
+
+    /// apt's signatures (docs/formats.md §6), when the feed has them: `InRelease` must carry
+    /// exactly `Release` and both it and `Release.gpg` must verify with the OpenPGP form of
+    /// a trusted key.
+    fn verify_openpgp(&mut self, verifier: &Verifier, release: &[u8]) {
+        let invalid = FindingKind::SignatureInvalid;
+        let keys: Vec<PublicKey> = match verifier {
+            Verifier::Key(k) => vec![k.clone()],
+            Verifier::Dir(d) => d
+                .keys()
+                .map(|v| v.into_iter().map(|(_, k)| k).collect())
+                .unwrap_or_default(),
+        };
+        for name in ["InRelease", "Release.gpg"] {
+            let bytes = match open_regular(&self.root.join(name)) {
+                Ok(None) => continue,
+                Ok(Some(file)) => read_to_end_bounded(file, 4 * release.len() as u64 + 64 * 1024)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let text = bytes.and_then(|b| String::from_utf8(b).map_err(|_| "not text".into()));
+            let text = match text {
+                Ok(t) => t,
+                Err(e) => return self.error(invalid, Some(name), None, format!("{name}: {e}")),
+            };
+            let want = release.strip_suffix(b"\n").unwrap_or(release);
+            let mut stale = None;
+            let by = keys.iter().find_map(|k| {
+                let ok = if name == "InRelease" {
+                    match usign_openpgp::verify_clearsigned_by(k.as_bytes(), &text) {
+                        Ok(signed) if signed.as_bytes() == want => true,
+                        Ok(_) => {
+                            stale = Some(k.fingerprint());
+                            false
+                        }
+                        Err(_) => false,
+                    }
+                } else {
+                    usign_openpgp::verify_detached_by(k.as_bytes(), &text, release).is_ok()
+                };
+                ok.then(|| k.fingerprint())
+            });
+            match (by, stale) {
+                (Some(fp), _) => self.verified.push((name.to_string(), fp)),
+                (None, Some(fp)) => {
+                    let msg = format!(
+                        "{name}: signed by key {fp}, but the text it carries is not Release (a stale InRelease?)"
+                    );
+                    self.error(invalid, Some(name), None, msg);
+                }
+                (None, None) => {
+                    let msg = format!(
+                        "{name}: not an OpenPGP signature of Release by a trusted key (edited, or by another key)"
+                    );
+                    self.error(invalid, Some(name), None, msg);
+                }
+            }
         }
     }
 

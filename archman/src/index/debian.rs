@@ -455,10 +455,7 @@ fn link_codename(
         Ok(target) => format!("a symlink to {}", target.display()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             match std::os::unix::fs::symlink(suite, &link) {
-                Ok(()) => {
-                    summary.written.push(format!("dists/{codename}"));
-                    return;
-                }
+                Ok(()) => return,
                 Err(e) => e.to_string(),
             }
         }
