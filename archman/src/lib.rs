@@ -22,5 +22,6 @@ pub mod index;
 pub mod keygen;
 pub mod keys;
 pub mod signers;
+pub mod token;
 pub mod tty;
 pub mod usign_compat;

@@ -162,6 +162,47 @@ enum Command {
     /// each root-key holder then signs it separately, offline.
     #[command(subcommand)]
     Keyring(KeyringCmd),
+    /// Access tokens for a private feed, and the nginx lines that accept them: each client
+    /// name gets a random token (DIR/NAME.token, 0600); DIR/nginx-bearer.conf (a `map` of
+    /// the bearer tokens, include it in http {}) and DIR/htpasswd (SHA-512-crypt, for
+    /// auth_basic_user_file) are rewritten on every change. Rolling a token replaces it and
+    /// drops the old one from both files: reload nginx and the old token is refused; give
+    /// the client the new one with `prokit auth set FEED --token-file FILE`.
+    ///
+    /// Example: archman token new --name device-17 --dir /etc/nginx/feed-tokens --out device-17.token
+    ///
+    /// Example: archman token roll --name device-17 --dir /etc/nginx/feed-tokens --out device-17.token
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Make a token for a new client name (a name that has one is refused: roll it).
+    New(TokenArgs),
+    /// Replace a name's token; the server files no longer accept the old one.
+    Roll(TokenArgs),
+    /// Remove a name's token from the directory and the server files.
+    Remove(TokenArgs),
+    /// List the names that have a token (never the tokens).
+    List {
+        /// The token directory.
+        #[arg(long, value_name = "DIR", default_value = "archman-tokens")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The client's name (letters, digits, '.', '_', '-').
+    #[arg(long, value_name = "NAME")]
+    name: String,
+    /// The token directory (made 0700 when missing).
+    #[arg(long, value_name = "DIR", default_value = "archman-tokens")]
+    dir: PathBuf,
+    /// Also write the token here (0600; replaced), for handing to the client.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -869,6 +910,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::SignPackage(a) => cmd_sign_package(a),
         Command::VerifyPackage(a) => cmd_verify_package(a),
         Command::Key(KeyCmd::Export(a)) => cmd_key_export(a),
+        Command::Token(t) => cmd_token(t),
         Command::Fingerprint { of } => cmd_fingerprint(of),
         Command::Keyring(cmd) => cmd_keyring(cmd),
     }
@@ -1312,6 +1354,72 @@ fn cmd_key_export_openpgp(a: KeyExportArgs) -> Result<ExitCode> {
         a.out.display(),
         key.fingerprint()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_token(cmd: TokenCmd) -> Result<ExitCode> {
+    use archman::token::{NGINX_VARIABLE, TokenDir};
+    let (a, verb) = match cmd {
+        TokenCmd::List { dir } => {
+            for (name, _) in TokenDir::open(&dir)?.tokens()? {
+                outln!("{name}");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        TokenCmd::Remove(a) => {
+            TokenDir::open(&a.dir)?.remove(&a.name)?;
+            outln!(
+                "token {} removed; reload the server (nginx -s reload) and it is refused",
+                a.name
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        TokenCmd::New(a) => (a, "new"),
+        TokenCmd::Roll(a) => (a, "roll"),
+    };
+    let dir = TokenDir::open(&a.dir)?;
+    let w = if verb == "new" {
+        dir.new_token(&a.name)?
+    } else {
+        dir.roll(&a.name)?
+    };
+    if let Some(out) = &a.out {
+        safe_fs::write_atomic(
+            out,
+            format!("{}\n", w.token.expose()).as_bytes(),
+            safe_fs::WriteOptions::default().mode(0o600),
+        )?;
+    }
+    let abs = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    outln!(
+        "token {} {}: {}{}",
+        w.name,
+        if verb == "new" {
+            "made"
+        } else {
+            "rolled (the old one is dropped)"
+        },
+        w.token_file.display(),
+        a.out
+            .as_ref()
+            .map(|o| format!(" and {}", o.display()))
+            .unwrap_or_default()
+    );
+    outln!("nginx, bearer tokens: in http {{}}:");
+    outln!("    include {};", abs(&w.bearer_file).display());
+    outln!("  and in the feed's location:");
+    outln!("    if ({NGINX_VARIABLE} = 0) {{ return 401; }}");
+    outln!(
+        "nginx, basic auth (login {}, the token as password):",
+        w.name
+    );
+    outln!("    auth_basic \"feed\";");
+    outln!(
+        "    auth_basic_user_file {};",
+        abs(&w.htpasswd_file).display()
+    );
+    outln!("  its line: {}", w.htpasswd_line);
+    outln!("then: nginx -s reload; on the client: prokit auth set FEED --token-file FILE");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -134,6 +134,8 @@ pub enum ClientError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    #[error(transparent)]
     Fetch(#[from] FetchError),
     #[error(transparent)]
     Feed(#[from] FeedError),
@@ -296,6 +298,8 @@ pub struct Client {
     policy: Policy,
     /// The audit trail (`option audit_log`, src/audit.rs).
     audit: Audit,
+    /// What opening the root found worth saying (the binary prints them).
+    warnings: Vec<String>,
 }
 
 /// Where prokit keeps all its own state inside a root (feeds, keyrings).
@@ -337,8 +341,34 @@ impl Client {
             config.option("fetch_min_rate"),
             config.option("fetch_grace"),
         )?;
+        // Credentials (docs/trust-model.md §13): etc/prokit/auth.conf{,.d/*.conf}, then the
+        // userinfo of feed URLs in opkg.conf (said once, on stderr: that file is readable by
+        // every user of the machine).
+        let mut credentials = crate::auth::Credentials::load(&root)?;
+        let mut warnings = Vec::new();
+        for s in &config.sources {
+            if let Some((login, password)) = &s.userinfo {
+                warnings.push(format!(
+                    "feed {}: credentials in its URL in opkg.conf, which every user can read; keep them in /{} (prokit auth set {} …) instead",
+                    s.name,
+                    crate::auth::AUTH_CONF_D,
+                    s.name
+                ));
+                if let Some(machine) = crate::auth::Machine::for_url(&s.url) {
+                    credentials.push(crate::auth::Entry {
+                        origin: format!("opkg.conf feed {}", s.name),
+                        machine,
+                        credential: crate::auth::Credential::Basic {
+                            login: login.clone(),
+                            password: password.clone(),
+                        },
+                    });
+                }
+            }
+        }
         let fetcher = Fetcher::new(&FetchOptions {
             ca_file,
+            credentials,
             ..FetchOptions::default()
         })?
         .with_min_rate(min_rate);
@@ -406,7 +436,13 @@ impl Client {
             developer,
             policy,
             audit,
+            warnings,
         })
+    }
+
+    /// What opening the root found worth a warning (credentials in opkg.conf URLs).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The download cache: `--cache-dir` (a host path the user chose), else
@@ -1689,10 +1725,12 @@ pub fn bootstrap(
                 "--feed {name}={url}: the name must be letters, digits, '.', '_', '-', '+'"
             )));
         }
+        let (url, userinfo) = crate::auth::split_userinfo(url.trim_end_matches('/'));
         config.sources.push(Source {
             name: name.clone(),
-            url: url.trim_end_matches('/').to_string(),
+            url,
             gz: true,
+            userinfo,
         });
     }
     config.dests.push(("root".into(), "/".into()));

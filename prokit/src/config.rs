@@ -31,6 +31,29 @@ pub struct Source {
     pub url: String,
     /// `src/gz`: fetch `Packages.gz`; `src`: fetch `Packages`.
     pub gz: bool,
+    /// The userinfo of the URL as written (`https://user:pass@host/…`, which opkg-lede sends
+    /// as basic auth), split out of `url` so that the URL can be shown, logged and stored
+    /// without it (src/auth.rs).
+    pub userinfo: Option<(String, crate::auth::Secret)>,
+}
+
+impl Source {
+    /// The URL as written in opkg.conf, userinfo included (for writing the file back).
+    pub fn url_as_written(&self) -> String {
+        match &self.userinfo {
+            None => self.url.clone(),
+            Some((user, pass)) => {
+                let i = self.url.find("://").map_or(0, |i| i + 3);
+                format!(
+                    "{}{}:{}@{}",
+                    &self.url[..i],
+                    user,
+                    pass.expose(),
+                    &self.url[i..]
+                )
+            }
+        }
+    }
 }
 
 /// The parsed configuration.
@@ -49,6 +72,9 @@ pub struct Config {
     /// `option signed_by FEED FP [FP...]`: the only keys trusted for that feed (apt's
     /// `signed-by`), as written (1 to 16 hex digits each).
     pub signed_by: BTreeMap<String, Vec<String>>,
+    /// `option mirror FEED URL`: further URLs serving the same feed, tried in order after
+    /// its own (opkg-lede ignores the option).
+    pub mirrors: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for Config {
@@ -60,6 +86,7 @@ impl Default for Config {
             arch: Vec::new(),
             options: BTreeMap::new(),
             signed_by: BTreeMap::new(),
+            mirrors: BTreeMap::new(),
         }
     }
 }
@@ -135,10 +162,12 @@ impl Config {
                     if url.trim_end_matches('/').is_empty() {
                         return Err(err(format!("feed {name:?}: {url:?} is not a URL")));
                     }
+                    let (url, userinfo) = crate::auth::split_userinfo(url.trim_end_matches('/'));
                     self.sources.push(Source {
                         name: name.to_string(),
-                        url: url.trim_end_matches('/').to_string(),
+                        url,
                         gz: kind == "src/gz",
+                        userinfo,
                     });
                 }
                 ["dest", name, path] => {
@@ -176,6 +205,18 @@ impl Config {
                         .entry(feed.to_string())
                         .or_default()
                         .extend(keys);
+                }
+                ["option", "mirror", feed, url] => {
+                    if !url.contains("://") {
+                        return Err(err(format!(
+                            "option mirror {feed}: {:?} is not a URL",
+                            excerpt(url)
+                        )));
+                    }
+                    self.mirrors
+                        .entry(feed.to_string())
+                        .or_default()
+                        .push(url.trim_end_matches('/').to_string());
                 }
                 ["option", name] => {
                     self.options.insert(name.into(), "1".into());
@@ -324,7 +365,7 @@ impl Config {
         let mut out = String::new();
         for s in &self.sources {
             let kind = if s.gz { "src/gz" } else { "src" };
-            out.push_str(&format!("{kind} {} {}\n", s.name, s.url));
+            out.push_str(&format!("{kind} {} {}\n", s.name, s.url_as_written()));
         }
         for (name, path) in &self.dests {
             out.push_str(&format!("dest {name} {path}\n"));
@@ -338,6 +379,11 @@ impl Config {
         }
         for (feed, fps) in &self.signed_by {
             out.push_str(&format!("option signed_by {feed} {}\n", fps.join(" ")));
+        }
+        for (feed, urls) in &self.mirrors {
+            for url in urls {
+                out.push_str(&format!("option mirror {feed} {url}\n"));
+            }
         }
         out
     }

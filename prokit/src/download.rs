@@ -334,6 +334,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             retries: 0,
             ca_file: None,
+            credentials: Default::default(),
         })
         .unwrap()
     }

@@ -1214,6 +1214,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             retries: 0,
             ca_file: None,
+            credentials: Default::default(),
         })
         .unwrap()
     }

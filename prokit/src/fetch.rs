@@ -181,6 +181,8 @@ pub struct FetchOptions {
     pub retries: u32,
     /// A PEM file of CA certificates that replaces the built-in roots for `https://`.
     pub ca_file: Option<PathBuf>,
+    /// What to send to which machine (docs/trust-model.md §13).
+    pub credentials: crate::auth::Credentials,
 }
 
 impl Default for FetchOptions {
@@ -189,6 +191,7 @@ impl Default for FetchOptions {
             timeout: Duration::from_secs(30),
             retries: 3,
             ca_file: None,
+            credentials: Default::default(),
         }
     }
 }
@@ -202,6 +205,19 @@ pub enum FetchError {
     /// More than the allowed bytes arrived (or were announced); the transfer was stopped.
     #[error("{url}: more than {limit} bytes; download stopped at the limit")]
     TooLarge { url: String, limit: u64 },
+    /// 401 or 403: the credentials were refused, or none were sent. Not retried.
+    #[error("{url}: {status} {}: {}", status_text(*status), unauthorized_advice(machine.as_deref()))]
+    Unauthorized {
+        url: String,
+        status: u16,
+        /// The `machine` whose credentials were sent, when some were.
+        machine: Option<String>,
+    },
+    /// A credential names this URL, but it is plain http to another machine.
+    #[error(
+        "{url}: not sending the credentials for {machine} over plain http to another machine (use https; http carries them only to a loopback address)"
+    )]
+    InsecureCredentials { url: String, machine: String },
     /// The server answered with an error status.
     #[error("{url}: HTTP status {status}{}", attempts_note(*attempts))]
     Http {
@@ -262,6 +278,21 @@ pub enum FetchError {
         value: String,
         reason: String,
     },
+}
+
+fn status_text(status: u16) -> &'static str {
+    match status {
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        _ => "refused",
+    }
+}
+
+fn unauthorized_advice(machine: Option<&str>) -> String {
+    match machine {
+        Some(m) => format!("the credentials for {m} were refused; roll them with prokit auth set"),
+        None => "the server wants credentials and none are configured for this URL; add them with prokit auth set FEED".into(),
+    }
 }
 
 fn attempts_note(attempts: u32) -> String {
@@ -346,6 +377,7 @@ pub struct Fetcher {
     retries: u32,
     backoff: Duration,
     min_rate: MinRate,
+    credentials: crate::auth::Credentials,
 }
 
 impl std::fmt::Debug for Fetcher {
@@ -406,6 +438,9 @@ impl Fetcher {
                 .user_agent(USER_AGENT)
                 .accept_encoding("identity")
                 .max_redirects(MAX_REDIRECTS)
+                // A credential never follows a redirect, not even to the same host
+                // (docs/trust-model.md §13).
+                .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
                 .timeout_resolve(Some(opts.timeout))
                 .timeout_connect(Some(opts.timeout))
                 .timeout_per_read(Some(opts.timeout))
@@ -423,6 +458,7 @@ impl Fetcher {
             retries: opts.retries,
             backoff: FIRST_BACKOFF,
             min_rate: MinRate::default(),
+            credentials: opts.credentials.clone(),
         })
     }
 
@@ -521,7 +557,22 @@ impl Fetcher {
         };
         let is_deadline =
             |e: &ureq::Error| matches!(e, ureq::Error::Timeout(ureq::Timeout::Global));
-        let request = agent.get(url);
+        let mut request = agent.get(url);
+        // The credential for this URL, if any: only over https or to loopback, and never
+        // along a redirect (the agent drops Authorization when it follows one).
+        let machine = match self.credentials.lookup(url) {
+            crate::auth::Lookup::None => None,
+            crate::auth::Lookup::Insecure(e) => {
+                return Err(Attempt::Final(FetchError::InsecureCredentials {
+                    url: url.into(),
+                    machine: e.machine.text.clone(),
+                }));
+            }
+            crate::auth::Lookup::Send(e) => {
+                request = request.header("Authorization", e.credential.header());
+                Some(e.machine.text.clone())
+            }
+        };
         let response = match rate.deadline(max_bytes) {
             Some(deadline) => request
                 .config()
@@ -541,6 +592,13 @@ impl Fetcher {
         match status {
             200..=299 => {}
             404 | 410 => return Err(Attempt::Final(FetchError::NotFound { url: url.into() })),
+            401 | 403 => {
+                return Err(Attempt::Final(FetchError::Unauthorized {
+                    url: url.into(),
+                    status,
+                    machine,
+                }));
+            }
             429 | 500..=599 => {
                 return Err(Attempt::Retry(FetchError::Http {
                     url: url.into(),
@@ -970,6 +1028,7 @@ mod tests {
             timeout,
             retries,
             ca_file: None,
+            credentials: Default::default(),
         };
         // No proxy from the environment: these tests talk to 127.0.0.1 directly.
         let mut f = Fetcher::with_proxies(&opts, None, None, NoProxy::default()).unwrap();
@@ -1124,11 +1183,11 @@ mod tests {
         let hits2 = Arc::clone(&hits);
         let base = canned(10, move |_, _, s| {
             hits2.fetch_add(1, Ordering::SeqCst);
-            respond(s, "403 Forbidden", b"no");
+            respond(s, "400 Bad Request", b"no");
         });
         let f = fetcher(Duration::from_secs(10), 3);
         let e = f.get_bytes(&format!("{base}/x"), 100).unwrap_err();
-        assert!(matches!(e, FetchError::Http { status: 403, .. }), "{e}");
+        assert!(matches!(e, FetchError::Http { status: 400, .. }), "{e}");
         assert_eq!(hits.load(Ordering::SeqCst), 1);
     }
 
@@ -1539,6 +1598,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             retries: 0,
             ca_file: Some(d.join("ca.pem")),
+            credentials: Default::default(),
         };
         let f = Fetcher::with_proxies(&opts, None, None, NoProxy::default()).unwrap();
         assert_eq!(f.get_bytes(&url, 100).unwrap(), b"Package: a\n");
@@ -1563,5 +1623,136 @@ mod tests {
         };
         let e = Fetcher::new(&opts).unwrap_err();
         assert!(matches!(e, FetchError::CaFile { .. }), "{e}");
+    }
+
+    fn with_credentials(text: &str) -> Fetcher {
+        let opts = FetchOptions {
+            timeout: Duration::from_secs(10),
+            retries: 2,
+            ca_file: None,
+            credentials: crate::auth::Credentials::from_entries(
+                crate::auth::parse(text, "auth.conf").unwrap(),
+            ),
+        };
+        Fetcher::with_proxies(&opts, None, None, NoProxy::default()).unwrap()
+    }
+
+    /// The Authorization header of a request head, if any.
+    fn authorization(head: &str) -> Option<String> {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("authorization")
+                .then(|| v.trim().to_string())
+        })
+    }
+
+    #[test]
+    fn credentials_reach_their_machine_and_not_a_redirect_target() {
+        use std::sync::{Arc, Mutex};
+        let seen_other: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = seen_other.clone();
+        let other = canned(1, move |_, head, stream| {
+            seen.lock().unwrap().push(head.to_string());
+            respond(stream, "200 OK", b"from the other host");
+        });
+        let seen_private: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = seen_private.clone();
+        let target = format!("{other}/elsewhere");
+        let private = canned(2, move |i, head, stream| {
+            seen.lock().unwrap().push(head.to_string());
+            if i == 0 {
+                respond(stream, "200 OK", b"private");
+            } else {
+                let head = format!(
+                    "HTTP/1.1 302 Found\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = std::io::Write::write_all(stream, head.as_bytes());
+            }
+        });
+        let port = private.rsplit(':').next().unwrap();
+        let f = with_credentials(&format!(
+            "machine 127.0.0.1:{port}/feed token s3cret-token\n"
+        ));
+        assert_eq!(
+            f.get_bytes(&format!("{private}/feed/Packages"), 100)
+                .unwrap(),
+            b"private"
+        );
+        assert_eq!(
+            authorization(&seen_private.lock().unwrap()[0]).as_deref(),
+            Some("Bearer s3cret-token")
+        );
+        // The redirect is followed, but the credential stays behind.
+        assert_eq!(
+            f.get_bytes(&format!("{private}/feed/moved"), 100).unwrap(),
+            b"from the other host"
+        );
+        let other_heads = seen_other.lock().unwrap();
+        assert_eq!(other_heads.len(), 1);
+        assert_eq!(authorization(&other_heads[0]), None, "{}", other_heads[0]);
+        // Another path on the same host gets nothing either.
+        let url = canned(1, |_, head, stream| {
+            let body = if authorization(head).is_some() {
+                "leaked"
+            } else {
+                "none"
+            };
+            respond(stream, "200 OK", body.as_bytes());
+        });
+        let port = url.rsplit(':').next().unwrap();
+        let f = with_credentials(&format!("machine 127.0.0.1:{port}/feed token t\n"));
+        assert_eq!(
+            f.get_bytes(&format!("{url}/other/Packages"), 100).unwrap(),
+            b"none"
+        );
+    }
+
+    #[test]
+    fn a_refused_credential_is_one_clear_error_not_a_retry_storm() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        let url = canned(3, move |_, _, stream| {
+            h.fetch_add(1, Ordering::SeqCst);
+            respond(stream, "401 Unauthorized", b"no");
+        });
+        let port = url.rsplit(':').next().unwrap();
+        let f = with_credentials(&format!(
+            "machine 127.0.0.1:{port} login u password wrong-pass\n"
+        ));
+        let e = f.get_bytes(&format!("{url}/Packages.gz"), 100).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{url}/Packages.gz: 401 Unauthorized: the credentials for 127.0.0.1:{port} were refused; roll them with prokit auth set"
+            )
+        );
+        assert!(!format!("{e} {e:?}").contains("wrong-pass"));
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "retried a 401");
+        // Without credentials: says none are configured.
+        let url = canned(1, |_, _, stream| respond(stream, "403 Forbidden", b""));
+        let f = with_credentials("");
+        let e = f.get_bytes(&format!("{url}/x"), 100).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("403 Forbidden: the server wants credentials and none are configured"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn credentials_are_not_sent_over_plain_http_to_another_machine() {
+        let f = with_credentials("machine example.invalid token t\n");
+        let e = f
+            .get_bytes("http://example.invalid/feed/Packages", 100)
+            .unwrap_err();
+        assert!(matches!(e, FetchError::InsecureCredentials { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("not sending the credentials for example.invalid over plain http"),
+            "{e}"
+        );
     }
 }

@@ -9,6 +9,7 @@
 //! returns typed errors that name the feed, URL, file or package concerned.
 
 pub mod audit;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod download;

@@ -140,6 +140,16 @@ enum Command {
     /// report on it.
     #[command(subcommand)]
     Keyring(KeyringCmd),
+    /// Credentials for private feeds, kept in <root>/etc/prokit/auth.conf.d/FEED.conf (mode
+    /// 0600, apt's auth.conf format; <root>/etc/prokit/auth.conf is read too). A credential
+    /// is sent only to the host and path of its feed, only over https (or http to
+    /// 127.0.0.1), never along a redirect; files others can read are refused.
+    ///
+    /// Example: prokit auth set private --token-file /run/secrets/feed-token
+    ///
+    /// Example: prokit auth set private --login alice --password-file /run/secrets/pw
+    #[command(subcommand)]
+    Auth(AuthCmd),
     /// The audit trail: every security decision (feeds verified or refused, keyrings
     /// updated, packages verified, refused, installed, upgraded, removed, policy decisions)
     /// is one JSON line in <root>/var/log/prokit/audit.jsonl (`option audit_log PATH`, or
@@ -291,6 +301,39 @@ enum AuditCmd {
 }
 
 #[derive(Subcommand)]
+enum AuthCmd {
+    /// Write FEED's credential (replacing an earlier one): a bearer token, or a login and
+    /// password, each read from the first line of a file (one trailing newline removed; an
+    /// empty file is refused). Secrets are never taken from the command line.
+    Set(AuthSetArgs),
+    /// Show every credential: the machine it is for, where it is written, the login; never
+    /// a secret.
+    List,
+    /// Remove FEED's credential file.
+    Remove {
+        #[arg(value_name = "FEED")]
+        feed: String,
+    },
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("secret").required(true).args(["token_file", "password_file"])))]
+struct AuthSetArgs {
+    /// The feed (a `src`/`src/gz` name of opkg.conf).
+    #[arg(value_name = "FEED")]
+    feed: String,
+    /// A bearer token (sent as `Authorization: Bearer`).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// The login for basic auth (with --password-file).
+    #[arg(long, value_name = "USER", requires = "password_file")]
+    login: Option<String>,
+    /// The password for basic auth (with --login).
+    #[arg(long, value_name = "FILE", requires = "login")]
+    password_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
 enum KeyringCmd {
     /// Install the first trust: a keyring package or manifest, signed by the root key whose
     /// fingerprint you confirm (a mismatch is refused). Adds `option keyring NAME` to
@@ -406,9 +449,15 @@ impl Cli {
         Ok(o)
     }
 
-    /// A client of `--root`.
+    /// A client of `--root`; what opening it found worth a warning goes to stderr.
     fn client(&self, args: Option<&InstallArgs>) -> Result<Client> {
-        Ok(Client::open(self.options(&self.root, args)?)?)
+        let client = Client::open(self.options(&self.root, args)?)?;
+        if !self.quiet {
+            for w in client.warnings() {
+                eprintln!("warning: {w}");
+            }
+        }
+        Ok(client)
     }
 }
 
@@ -438,6 +487,9 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Keyring(KeyringCmd::Refresh) => cmd_keyring_refresh(cli),
         Command::Keyring(KeyringCmd::Status(a)) => cmd_keyring_status(cli, a),
         Command::Bootstrap(a) => cmd_bootstrap(cli, a),
+        Command::Auth(AuthCmd::Set(a)) => cmd_auth_set(cli, a),
+        Command::Auth(AuthCmd::List) => cmd_auth_list(cli),
+        Command::Auth(AuthCmd::Remove { feed }) => cmd_auth_remove(cli, feed),
         Command::Audit(AuditCmd::Verify { file }) => cmd_audit_verify(cli, file.as_deref()),
         Command::Audit(AuditCmd::Show { file, since, event }) => {
             cmd_audit_show(cli, file.as_deref(), since.as_deref(), event.as_deref())
@@ -1019,6 +1071,103 @@ fn cmd_keyring_refresh(cli: &Cli) -> Result<ExitCode> {
             )?,
             None => cli_support::outln!("keyring {}: already at serial {}", r.name, r.serial)?,
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The root and its configuration, for the auth commands (no credentials read: a broken
+/// credentials file must not stop its own repair).
+fn auth_root(cli: &Cli) -> Result<(safe_fs::Root, prokit::config::Config)> {
+    let config = prokit::config::Config::load(&cli.root, cli.conf.as_deref())?;
+    Ok((safe_fs::Root::open(&cli.root)?, config))
+}
+
+fn read_secret_file(path: &Path) -> Result<prokit::auth::Secret> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    prokit::auth::secret_from_file(&bytes, &path.display().to_string()).map_err(anyhow::Error::msg)
+}
+
+fn cmd_auth_set(cli: &Cli, a: &AuthSetArgs) -> Result<ExitCode> {
+    use prokit::auth::Credential;
+    let (root, config) = auth_root(cli)?;
+    let Some(source) = config.sources.iter().find(|s| s.name == a.feed) else {
+        bail!(
+            "no feed {:?} in {}/etc/opkg.conf (the feeds: {})",
+            a.feed,
+            cli.root.display(),
+            config
+                .sources
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    let credential = match (&a.token_file, &a.login, &a.password_file) {
+        (Some(t), _, _) => Credential::Bearer {
+            token: read_secret_file(t)?,
+        },
+        (None, Some(login), Some(p)) => Credential::Basic {
+            login: login.clone(),
+            password: read_secret_file(p)?,
+        },
+        _ => bail!("give --token-file FILE, or --login USER with --password-file FILE"),
+    };
+    let (file, machine) = prokit::auth::set(&root, &a.feed, &source.url, &credential)?;
+    if !cli.quiet {
+        cli_support::outln!(
+            "{file}: {} for {machine} (feed {}), mode 0600",
+            credential.masked(),
+            a.feed
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_auth_list(cli: &Cli) -> Result<ExitCode> {
+    let root = safe_fs::Root::open(&cli.root)?;
+    let creds = prokit::auth::Credentials::load(&root)?;
+    if cli.json {
+        let entries: Vec<serde_json::Value> = creds
+            .entries()
+            .iter()
+            .map(|e| {
+                let (kind, login) = match &e.credential {
+                    prokit::auth::Credential::Basic { login, .. } => ("basic", Some(login)),
+                    prokit::auth::Credential::Bearer { .. } => ("token", None),
+                };
+                serde_json::json!({
+                    "machine": e.machine.text,
+                    "file": e.origin,
+                    "kind": kind,
+                    "login": login,
+                })
+            })
+            .collect();
+        cli_support::outln!("{}", serde_json::to_string(&entries)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in creds.entries() {
+        cli_support::outln!(
+            "machine {} {} ({})",
+            e.machine.text,
+            e.credential.masked(),
+            e.origin
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_auth_remove(cli: &Cli, feed: &str) -> Result<ExitCode> {
+    let root = safe_fs::Root::open(&cli.root)?;
+    if !prokit::auth::remove(&root, feed)? {
+        bail!(
+            "no credentials file for feed {feed} (/{})",
+            prokit::auth::feed_file(feed)
+        );
+    }
+    if !cli.quiet {
+        cli_support::outln!("/{}: removed", prokit::auth::feed_file(feed))?;
     }
     Ok(ExitCode::SUCCESS)
 }
