@@ -263,8 +263,10 @@ impl TokenDir {
         &self,
         tokens: &[(String, Token)],
     ) -> Result<std::collections::BTreeMap<String, String>, TokenError> {
+        // A key is `Bearer ` and 43 characters: past nginx's default map bucket of 64 bytes
+        // on some builds (an http-level directive: drop it if the http block sets it too).
         let mut bearer = format!(
-            "# archman token: the bearer tokens nginx accepts; include it in http {{}} and\n# refuse the rest in the feed's location: if ({NGINX_VARIABLE} = 0) {{ return 401; }}\nmap $http_authorization {NGINX_VARIABLE} {{\n    default 0;\n"
+            "# archman token: the bearer tokens nginx accepts; include it in http {{}} and\n# refuse the rest in the feed's location: if ({NGINX_VARIABLE} = 0) {{ return 401; }}\nmap_hash_bucket_size 128;\nmap $http_authorization {NGINX_VARIABLE} {{\n    default 0;\n"
         );
         let mut htpasswd = String::new();
         let mut lines = std::collections::BTreeMap::new();

@@ -397,7 +397,7 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<Entry>, AuthError> {
             return Err(err(
                 line,
                 format!(
-                    "expected `machine HOST[/PATH]` to start an entry, found {:?}",
+                    "expected `machine HOST[/PATH]` to start an entry, found {}",
                     crate::config::excerpt(word)
                 ),
             ));
@@ -409,7 +409,7 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<Entry>, AuthError> {
             err(
                 line,
                 format!(
-                    "machine {:?}: expected [https://]HOST[:PORT][/PATH]",
+                    "machine {}: expected [https://]HOST[:PORT][/PATH]",
                     crate::config::excerpt(host)
                 ),
             )
@@ -431,7 +431,7 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<Entry>, AuthError> {
                     return Err(err(
                         l,
                         format!(
-                            "unknown word {:?} in the entry for machine {} (expected login, password or token)",
+                            "unknown word {} in the entry for machine {} (expected login, password or token)",
                             crate::config::excerpt(other),
                             machine.text
                         ),

@@ -209,7 +209,7 @@ impl Config {
                 ["option", "mirror", feed, url] => {
                     if !url.contains("://") {
                         return Err(err(format!(
-                            "option mirror {feed}: {:?} is not a URL",
+                            "option mirror {feed}: {} is not a URL",
                             excerpt(url)
                         )));
                     }
