@@ -267,6 +267,25 @@ fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
 pub struct FeedOutcome {
     pub name: String,
     pub result: Result<UpdateReport, FeedError>,
+    /// The URL whose index was accepted: the feed's own, or one of its mirrors.
+    pub served_by: Option<String>,
+    /// URLs tried before it (or all of them, on failure), each with why it was passed over.
+    pub skipped: Vec<(String, String)>,
+}
+
+impl FeedError {
+    /// An error of this machine (the root's state, a key file, the store), not of the URL
+    /// tried: another mirror would not help.
+    fn is_local(&self) -> bool {
+        matches!(
+            self,
+            FeedError::State { .. }
+                | FeedError::Io { .. }
+                | FeedError::KeyFile { .. }
+                | FeedError::ListReplaced { .. }
+                | FeedError::BadName { .. }
+        )
+    }
 }
 
 /// One line of `prokit list`.
@@ -366,12 +385,16 @@ impl Client {
                 }
             }
         }
-        let fetcher = Fetcher::new(&FetchOptions {
+        let fetch_options = FetchOptions {
             ca_file,
             credentials,
             ..FetchOptions::default()
-        })?
-        .with_min_rate(min_rate);
+        }
+        .with_config(
+            config.option("fetch_timeout"),
+            config.option("fetch_retries"),
+        )?;
+        let fetcher = Fetcher::new(&fetch_options)?.with_min_rate(min_rate);
         let store = FeedStore::new(root.clone(), &config.lists_rel(), STATE_DIR)?;
         let keys = root.open_dir(KEYS_DIR, false).is_ok();
         let mut trust = if let Some(name) = config.option("keyring") {
@@ -558,15 +581,7 @@ impl Client {
             .config
             .sources
             .iter()
-            .map(|s| FeedOutcome {
-                name: s.name.clone(),
-                result: self.store.update(
-                    &feed_source(s),
-                    self.trust_for(&s.name),
-                    &self.fetcher,
-                    self.opts.now,
-                ),
-            })
+            .map(|s| self.update_feed(s))
             .collect();
         for (o, s) in outcomes.iter().zip(&self.config.sources) {
             match &o.result {
@@ -595,6 +610,70 @@ impl Client {
         }
         self.audit.sync()?;
         Ok(outcomes)
+    }
+
+    /// The `option mirror` URLs of a feed.
+    fn mirrors_of(&self, feed: &str) -> &[String] {
+        self.config.mirrors.get(feed).map_or(&[], Vec::as_slice)
+    }
+
+    /// The URLs of a feed: its own, then its `option mirror` lines in order.
+    fn urls_of(&self, s: &Source) -> Vec<String> {
+        std::iter::once(s.url.clone())
+            .chain(
+                self.config
+                    .mirrors
+                    .get(&s.name)
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            )
+            .collect()
+    }
+
+    /// Updates one feed from its URL, or, when that fails for a reason of the server (it is
+    /// down, slow, failing, serves an older or badly signed index), from each mirror in turn
+    /// (docs/trust-model.md §14): the signature, not the transport, is what is trusted, so
+    /// any URL whose index verifies against the feed's trust and state is as good as another.
+    fn update_feed(&self, s: &Source) -> FeedOutcome {
+        let mut skipped = Vec::new();
+        let mut last = None;
+        for url in self.urls_of(s) {
+            let source = FeedSource {
+                name: s.name.clone(),
+                url: url.clone(),
+                gz: s.gz,
+            };
+            match self.store.update(
+                &source,
+                self.trust_for(&s.name),
+                &self.fetcher,
+                self.opts.now,
+            ) {
+                Ok(r) => {
+                    return FeedOutcome {
+                        name: s.name.clone(),
+                        result: Ok(r),
+                        served_by: Some(url),
+                        skipped,
+                    };
+                }
+                Err(e) if e.is_local() => {
+                    last = Some(e);
+                    break;
+                }
+                Err(e) => {
+                    skipped.push((url, e.to_string()));
+                    last = Some(e);
+                }
+            }
+        }
+        FeedOutcome {
+            name: s.name.clone(),
+            result: Err(last.expect("a feed has at least one URL")),
+            served_by: None,
+            skipped,
+        }
     }
 
     fn open_db(&self, progress: &dyn Progress) -> Result<Db, ClientError> {
@@ -891,7 +970,13 @@ impl Client {
                     package: format!("{} {}", step.name, step.version),
                     reason: "feed not configured".into(),
                 })?;
-            items.push(download_item(&step.stanza, source, &cache, &step.feed)?);
+            items.push(download_item(
+                &step.stanza,
+                source,
+                self.mirrors_of(&source.name),
+                &cache,
+                &step.feed,
+            )?);
         }
         // What each package file must say of itself (docs/threats.md §17).
         let expected: Vec<install::Expected> = plan
@@ -1450,7 +1535,13 @@ impl Client {
         stanza: &Paragraph,
         cache: &Path,
     ) -> Result<String, ClientError> {
-        let item = download_item(stanza, source, cache, &source.name)?;
+        let item = download_item(
+            stanza,
+            source,
+            self.mirrors_of(&source.name),
+            cache,
+            &source.name,
+        )?;
         download::download_all(&self.fetcher, std::slice::from_ref(&item), 1, &|_, _| {})?;
         let (package, records) = verify::package_records(&item.dest)
             .map_err(|e| ClientError::Invalid(format!("cannot read the feed's package: {e}")))?;
@@ -1567,7 +1658,13 @@ impl Client {
             return Err(KeyringError::NoPackage { name, package }.into());
         };
         let cache = self.cache_dir()?;
-        let item = download_item(&stanza, source, &cache, &source.name)?;
+        let item = download_item(
+            &stanza,
+            source,
+            self.mirrors_of(&source.name),
+            &cache,
+            &source.name,
+        )?;
         download::download_all(&self.fetcher, std::slice::from_ref(&item), 1, &|_, _| {})?;
         let pkg =
             keyring_pkg::package::read_keyring_package(&item.dest).map_err(KeyringError::from)?;
@@ -1630,6 +1727,7 @@ fn ca_file_in_root(root: &Root, path: &str) -> Result<PathBuf, ClientError> {
 fn download_item(
     stanza: &Paragraph,
     source: &Source,
+    mirrors: &[String],
     cache: &Path,
     feed: &str,
 ) -> Result<DownloadItem, ClientError> {
@@ -1655,22 +1753,24 @@ fn download_item(
         .map(|s| s.trim().to_ascii_lowercase())
         .filter(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
         .ok_or_else(|| bad("no valid SHA256sum field".into()))?;
-    let url = download::package_url(&source.url, filename.trim())?;
+    // The feed's URL and its mirrors, rotated by the package's hash: downloads spread over
+    // them, each falling over to the next (the SHA-256 from the verified index is checked
+    // whichever serves it).
+    let mut urls = vec![download::package_url(&source.url, filename.trim())?];
+    for m in mirrors {
+        urls.push(download::package_url(m, filename.trim())?);
+    }
+    let start = usize::from_str_radix(&sha256[..2], 16).unwrap_or(0) % urls.len();
+    urls.rotate_left(start);
+    let url = urls.remove(0);
     let base = filename.trim().rsplit('/').next().unwrap_or("package.ipk");
     Ok(DownloadItem {
         url,
+        mirrors: urls,
         size,
         dest: cache.join(format!("{}-{base}", &sha256[..16])),
         sha256,
     })
-}
-
-fn feed_source(s: &Source) -> FeedSource {
-    FeedSource {
-        name: s.name.clone(),
-        url: s.url.clone(),
-        gz: s.gz,
-    }
 }
 
 /// What `prokit bootstrap` is asked to make.

@@ -524,6 +524,28 @@ arch x86_64 10
     }
 
     #[test]
+    fn mirrors_and_url_credentials_parse_and_write_back() {
+        let text = "src/gz a https://u:p%40ss@example.org/feed\noption mirror a https://m1.example.org/feed/\noption mirror a http://127.0.0.1:8080/feed\n";
+        let c = Config::parse(text, "x.conf").unwrap();
+        assert_eq!(c.sources[0].url, "https://example.org/feed");
+        let (user, pass) = c.sources[0].userinfo.as_ref().unwrap();
+        assert_eq!((user.as_str(), pass.expose()), ("u", "p@ss"));
+        assert!(!format!("{c:?}").contains("p@ss"), "a secret in Debug");
+        assert_eq!(
+            c.mirrors["a"],
+            ["https://m1.example.org/feed", "http://127.0.0.1:8080/feed"]
+        );
+        let again = Config::parse(&c.to_text(), "y.conf").unwrap();
+        assert_eq!(again.mirrors, c.mirrors);
+        assert_eq!(again.sources[0].url, c.sources[0].url);
+        let e = Config::parse("option mirror a not-a-url\n", "x.conf").unwrap_err();
+        assert!(
+            e.to_string().starts_with("x.conf:1: option mirror a"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn errors_name_file_and_line() {
         let e = Config::parse("arch all 1\nsrc/gz only-a-name\n", "x.conf").unwrap_err();
         assert_eq!(

@@ -125,6 +125,9 @@ fn starts_with_scheme(name: &str) -> bool {
 pub struct DownloadItem {
     /// Where to fetch it (see [`package_url`]).
     pub url: String,
+    /// Further URLs of the same file (the feed's mirrors), tried in order when `url` fails
+    /// for a reason of the server; whichever serves it, its size and SHA-256 are checked.
+    pub mirrors: Vec<String>,
     /// The `Size` from the verified index: the download is capped at it.
     pub size: u64,
     /// The SHA-256 (hex) from the verified index.
@@ -217,6 +220,27 @@ fn download_one(fetcher: &Fetcher, item: &DownloadItem) -> Result<bool, Download
     if cached_copy_matches(item, &expected)? {
         return Ok(true);
     }
+    let mut first = None;
+    for url in std::iter::once(&item.url).chain(&item.mirrors) {
+        match download_from(fetcher, item, url, &expected) {
+            Ok(()) => return Ok(false),
+            // This machine's own trouble: another mirror would not help.
+            Err(e @ DownloadError::Io { .. }) => return Err(e),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    Err(first.expect("at least one URL"))
+}
+
+/// One attempt at `item` from `url`: streamed to a temporary file, checked, renamed.
+fn download_from(
+    fetcher: &Fetcher,
+    item: &DownloadItem,
+    url: &str,
+    expected: &str,
+) -> Result<(), DownloadError> {
     let io_err = |path: &Path, what: &str, e: io::Error| DownloadError::Io {
         path: path.into(),
         reason: format!("{what}: {e}"),
@@ -247,8 +271,8 @@ fn download_one(fetcher: &Fetcher, item: &DownloadItem) -> Result<bool, Download
         written: 0,
     };
     let result = (|| {
-        let url = item.url.clone();
-        match fetcher.get(&item.url, item.size, &mut sink) {
+        let url = url.to_string();
+        match fetcher.get(&url, item.size, &mut sink) {
             Ok(_) => {}
             Err(FetchError::NotFound { .. }) => return Err(DownloadError::NotFound { url }),
             Err(FetchError::TooLarge { .. }) => {
@@ -270,7 +294,7 @@ fn download_one(fetcher: &Fetcher, item: &DownloadItem) -> Result<bool, Download
         if actual != expected {
             return Err(DownloadError::Hash {
                 url,
-                expected,
+                expected: expected.to_string(),
                 actual,
             });
         }
@@ -280,7 +304,7 @@ fn download_one(fetcher: &Fetcher, item: &DownloadItem) -> Result<bool, Download
     if result.is_err() {
         let _ = fs::remove_file(&part);
     }
-    result.map(|()| false)
+    result
 }
 
 /// Whether `dest` already holds exactly the item (size, then SHA-256 of at most `size` bytes).
@@ -390,6 +414,7 @@ mod tests {
                 .iter()
                 .map(|(name, data)| DownloadItem {
                     url: package_url(base, name).unwrap(),
+                    mirrors: Vec::new(),
                     size: data.len() as u64,
                     sha256: sha(data),
                     dest: self.cache.path().join(name.rsplit('/').next().unwrap()),
@@ -568,6 +593,7 @@ mod tests {
         });
         let item = DownloadItem {
             url: package_url(&base, "endless.ipk").unwrap(),
+            mirrors: Vec::new(),
             size: 100_000,
             sha256: "00".repeat(32),
             dest: f.cache.path().join("endless.ipk"),
@@ -651,5 +677,35 @@ mod tests {
         let (r, seen) = run(&items, 1);
         assert!(matches!(r.unwrap_err(), DownloadError::BadItem { .. }));
         assert!(seen.is_empty());
+    }
+
+    #[test]
+    fn a_package_falls_over_to_a_mirror_and_is_checked_whichever_serves_it() {
+        let f = feed(1);
+        let (name, data) = f.files[0].clone();
+        // The first mirror serves other bytes under the name, the second is the real one;
+        // the package's own URL is down.
+        let other = tempfile::tempdir().unwrap();
+        fs::create_dir_all(other.path().join("pool")).unwrap();
+        fs::write(other.path().join(&name), b"an evil package!").unwrap();
+        let evil = PyServer::start(other.path());
+        let down = format!("http://127.0.0.1:{}", {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        });
+        let mut items = f.items(&down);
+        items[0].mirrors = vec![
+            package_url(&evil.url(), &name).unwrap(),
+            package_url(&f.server.url(), &name).unwrap(),
+        ];
+        let (r, _) = run(&items, 1);
+        r.unwrap();
+        assert_eq!(fs::read(&items[0].dest).unwrap(), data);
+        // Every URL failing: the first URL's error.
+        fs::remove_file(&items[0].dest).unwrap();
+        items[0].mirrors.pop();
+        let (r, _) = run(&items, 1);
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains(&down), "{e}");
     }
 }

@@ -141,6 +141,43 @@ impl MinRate {
     }
 }
 
+impl FetchOptions {
+    /// `option fetch_timeout SECONDS` (1 to 3600: the wait for a connection or for any
+    /// data) and `option fetch_retries N` (0 to 10) over these options: a device on a slow
+    /// line waits longer, a client with mirrors moves on sooner.
+    pub fn with_config(
+        mut self,
+        timeout: Option<&str>,
+        retries: Option<&str>,
+    ) -> Result<FetchOptions, FetchError> {
+        if let Some(text) = timeout {
+            let secs = text
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|s| (1..=3600).contains(s));
+            self.timeout = Duration::from_secs(secs.ok_or_else(|| FetchError::BadOption {
+                name: "fetch_timeout".into(),
+                value: text.into(),
+                expected: "whole seconds, 1 to 3600".into(),
+            })?);
+        }
+        if let Some(text) = retries {
+            self.retries = text
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n <= 10)
+                .ok_or_else(|| FetchError::BadOption {
+                    name: "fetch_retries".into(),
+                    value: text.into(),
+                    expected: "a number, 0 to 10".into(),
+                })?;
+        }
+        Ok(self)
+    }
+}
+
 /// The longest `fetch_grace` accepted: one day.
 const MAX_GRACE_SECS: u64 = 86_400;
 

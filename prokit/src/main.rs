@@ -513,12 +513,22 @@ enum UpdateJson<'a> {
         packages: usize,
         unchanged: bool,
         fingerprint: Option<&'a str>,
+        /// The URL (the feed's or a mirror's) whose index was accepted.
+        served_by: Option<&'a str>,
+        skipped: Vec<SkippedJson<'a>>,
     },
     Failed {
         feed: &'a str,
         ok: bool,
         error: String,
+        skipped: Vec<SkippedJson<'a>>,
     },
+}
+
+#[derive(Serialize)]
+struct SkippedJson<'a> {
+    url: &'a str,
+    reason: &'a str,
 }
 
 fn cmd_update(cli: &Cli) -> Result<ExitCode> {
@@ -526,16 +536,32 @@ fn cmd_update(cli: &Cli) -> Result<ExitCode> {
     let mut failed = 0;
     let mut json = Vec::new();
     for o in &outcomes {
+        let skipped: Vec<SkippedJson> = o
+            .skipped
+            .iter()
+            .map(|(url, reason)| SkippedJson { url, reason })
+            .collect();
+        let mirrored = !o.skipped.is_empty();
         match &o.result {
             Ok(r) => {
+                if !cli.quiet && !cli.json {
+                    for (url, reason) in &o.skipped {
+                        eprintln!("warning: feed {}: {url} skipped: {reason}", o.name);
+                    }
+                }
                 if !cli.quiet && !cli.json {
                     let by = r
                         .fingerprint
                         .as_deref()
                         .map(|f| format!(", signed by {f}"))
                         .unwrap_or_default();
+                    let from = match (&o.served_by, mirrored) {
+                        (Some(url), true) => format!(", from mirror {url}"),
+                        (Some(url), false) if cli.verbose => format!(", from {url}"),
+                        _ => String::new(),
+                    };
                     let state = if r.unchanged { "unchanged" } else { "updated" };
-                    cli_support::outln!("{}: {state}, {} packages{by}", o.name, r.packages)?;
+                    cli_support::outln!("{}: {state}, {} packages{by}{from}", o.name, r.packages)?;
                 }
                 json.push(UpdateJson::Updated {
                     feed: &o.name,
@@ -543,15 +569,29 @@ fn cmd_update(cli: &Cli) -> Result<ExitCode> {
                     packages: r.packages,
                     unchanged: r.unchanged,
                     fingerprint: r.fingerprint.as_deref(),
+                    served_by: o.served_by.as_deref(),
+                    skipped,
                 });
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("error: {e}");
+                if o.skipped.len() > 1 {
+                    eprintln!(
+                        "error: feed {}: every URL failed ({} tried):",
+                        o.name,
+                        o.skipped.len()
+                    );
+                    for (url, reason) in &o.skipped {
+                        eprintln!("  {url}: {reason}");
+                    }
+                } else {
+                    eprintln!("error: {e}");
+                }
                 json.push(UpdateJson::Failed {
                     feed: &o.name,
                     ok: false,
                     error: e.to_string(),
+                    skipped,
                 });
             }
         }
@@ -1282,6 +1322,8 @@ mod tests {
                 packages: 3,
                 unchanged: false,
                 fingerprint: Some("53715f35adf4b2d5"),
+                served_by: Some("http://a.example/feed"),
+                skipped: vec![],
             },
             UpdateJson::Updated {
                 feed: "b",
@@ -1289,19 +1331,25 @@ mod tests {
                 packages: 0,
                 unchanged: true,
                 fingerprint: None,
+                served_by: Some("http://m2.example/b"),
+                skipped: vec![SkippedJson {
+                    url: "http://m1.example/b",
+                    reason: "timed out",
+                }],
             },
             UpdateJson::Failed {
                 feed: "c",
                 ok: false,
                 error: "Packages.sig: starts with \"<html>\t\"\nx".into(),
+                skipped: vec![],
             },
         ];
         assert_eq!(
             json(&feeds),
             concat!(
-                r#"[{"feed":"a","ok":true,"packages":3,"unchanged":false,"fingerprint":"53715f35adf4b2d5"},"#,
-                r#"{"feed":"b","ok":true,"packages":0,"unchanged":true,"fingerprint":null},"#,
-                r#"{"feed":"c","ok":false,"error":"Packages.sig: starts with \"<html>\t\"\nx"}]"#
+                r#"[{"feed":"a","ok":true,"packages":3,"unchanged":false,"fingerprint":"53715f35adf4b2d5","served_by":"http://a.example/feed","skipped":[]},"#,
+                r#"{"feed":"b","ok":true,"packages":0,"unchanged":true,"fingerprint":null,"served_by":"http://m2.example/b","skipped":[{"url":"http://m1.example/b","reason":"timed out"}]},"#,
+                r#"{"feed":"c","ok":false,"error":"Packages.sig: starts with \"<html>\t\"\nx","skipped":[]}]"#
             )
         );
     }
