@@ -463,6 +463,28 @@ impl Client {
         })
     }
 
+    /// The installed database, read-only (for the queries of src/query.rs).
+    pub fn installed_db(&self) -> Result<Db, ClientError> {
+        Ok(Db::open(&self.opts.root, &self.config.db_dir())?)
+    }
+
+    /// Every stanza of the verified feed indexes, with its feed's name.
+    pub fn available(
+        &self,
+        progress: &dyn Progress,
+    ) -> Result<Vec<(String, Paragraph)>, ClientError> {
+        Ok(self
+            .indexes(progress)?
+            .into_iter()
+            .flat_map(|(s, stanzas)| stanzas.into_iter().map(|p| (s.name.clone(), p)))
+            .collect())
+    }
+
+    /// The configured `arch` lines (architecture, priority).
+    pub fn architectures(&self) -> &[(String, u32)] {
+        &self.config.arch
+    }
+
     /// What opening the root found worth a warning (credentials in opkg.conf URLs).
     pub fn warnings(&self) -> &[String] {
         &self.warnings
@@ -1333,7 +1355,8 @@ impl Client {
         let installed_version = |name: &str| db.get(name).map(|p| field(p, "Version"));
         let mut out = Vec::new();
         if installed_only {
-            for p in db.packages() {
+            // A `deinstall`/`not-installed` entry is not an installed package.
+            for p in db.packages().filter(|p| crate::status::is_installed(p)) {
                 let name = field(p, "Package");
                 // The status file has no Description; the package's control file does.
                 let control = db

@@ -18,6 +18,7 @@ pub mod fetch;
 pub mod install;
 pub mod keyring;
 pub mod policy;
+pub mod query;
 pub mod resolve;
 pub mod review;
 pub mod rootfs;

@@ -150,6 +150,48 @@ enum Command {
     /// Example: prokit auth set private --login alice --password-file /run/secrets/pw
     #[command(subcommand)]
     Auth(AuthCmd),
+    /// List the files an installed package owns.
+    Files {
+        #[arg(value_name = "PKG")]
+        package: String,
+    },
+    /// Which installed package owns a path: FILE-GLOB (`*`, `?`) matched against whole
+    /// paths, or, without a `/`, against file names too.
+    ///
+    /// Example: prokit search '/usr/bin/*'
+    Search {
+        #[arg(value_name = "FILE-GLOB")]
+        glob: String,
+    },
+    /// The installed packages that depend on PKG (or on what it provides); -r follows the
+    /// chain (what depends on those, and so on).
+    Whatdepends {
+        /// Recursively.
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        #[arg(value_name = "PKG")]
+        package: String,
+    },
+    /// The packages, installed or in the verified feeds, that are or provide NAME.
+    Whatprovides {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// The Depends and Pre-Depends of PKG: the installed version, or else the newest the
+    /// feeds offer.
+    Depends {
+        #[arg(value_name = "PKG")]
+        package: String,
+    },
+    /// Compare two versions as opkg does; exit 0 when `V1 OP V2` holds, 1 when not. OP is
+    /// one of <= >= << >> = (and < > as opkg reads them: <= and >=).
+    ///
+    /// Example: prokit compare-versions 1.2.0-r1 '<<' 1.2.0-r2 && echo older
+    #[command(alias = "compare_versions")]
+    CompareVersions { v1: String, op: String, v2: String },
+    /// Print the accepted architectures and their priorities (`arch` lines), as opkg does.
+    #[command(alias = "print_architecture")]
+    PrintArchitecture,
     /// The audit trail: every security decision (feeds verified or refused, keyrings
     /// updated, packages verified, refused, installed, upgraded, removed, policy decisions)
     /// is one JSON line in <root>/var/log/prokit/audit.jsonl (`option audit_log PATH`, or
@@ -487,6 +529,13 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Keyring(KeyringCmd::Refresh) => cmd_keyring_refresh(cli),
         Command::Keyring(KeyringCmd::Status(a)) => cmd_keyring_status(cli, a),
         Command::Bootstrap(a) => cmd_bootstrap(cli, a),
+        Command::Files { package } => cmd_files(cli, package),
+        Command::Search { glob } => cmd_search(cli, glob),
+        Command::Whatdepends { recursive, package } => cmd_whatdepends(cli, package, *recursive),
+        Command::Whatprovides { name } => cmd_whatprovides(cli, name),
+        Command::Depends { package } => cmd_depends(cli, package),
+        Command::CompareVersions { v1, op, v2 } => cmd_compare_versions(v1, op, v2),
+        Command::PrintArchitecture => cmd_print_architecture(cli),
         Command::Auth(AuthCmd::Set(a)) => cmd_auth_set(cli, a),
         Command::Auth(AuthCmd::List) => cmd_auth_list(cli),
         Command::Auth(AuthCmd::Remove { feed }) => cmd_auth_remove(cli, feed),
@@ -1110,6 +1159,157 @@ fn cmd_keyring_refresh(cli: &Cli) -> Result<ExitCode> {
                 r.serial
             )?,
             None => cli_support::outln!("keyring {}: already at serial {}", r.name, r.serial)?,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_files(cli: &Cli, package: &str) -> Result<ExitCode> {
+    let db = cli.client(None)?.installed_db()?;
+    let files = prokit::query::files(&db, package)?;
+    if cli.json {
+        print_json(&files)?;
+    } else {
+        if !cli.quiet {
+            cli_support::outln!("Package {package} is installed and has these files:")?;
+        }
+        for f in &files {
+            cli_support::outln!("{f}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_search(cli: &Cli, glob: &str) -> Result<ExitCode> {
+    let db = cli.client(None)?.installed_db()?;
+    let hits = prokit::query::search(&db, glob)?;
+    if cli.json {
+        let items: Vec<serde_json::Value> = hits
+            .iter()
+            .map(|(p, f)| serde_json::json!({ "package": p, "path": f }))
+            .collect();
+        print_json(&items)?;
+    } else {
+        for (p, f) in &hits {
+            cli_support::outln!("{p} - {f}")?;
+        }
+    }
+    // As grep: no match is exit status 1.
+    Ok(if hits.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn cmd_whatdepends(cli: &Cli, package: &str, recursive: bool) -> Result<ExitCode> {
+    let db = cli.client(None)?.installed_db()?;
+    let found = prokit::query::whatdepends(&db, package, recursive);
+    if cli.json {
+        print_json(&found)?;
+    } else {
+        if !cli.quiet {
+            cli_support::outln!("What depends on {package}:")?;
+        }
+        for p in &found {
+            cli_support::outln!("\t{p}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_whatprovides(cli: &Cli, name: &str) -> Result<ExitCode> {
+    let client = cli.client(None)?;
+    let db = client.installed_db()?;
+    let available = client.available(&cli.reporter())?;
+    let found = prokit::query::whatprovides(&db, &available, name);
+    if cli.json {
+        let items: Vec<serde_json::Value> = found
+            .iter()
+            .map(|(p, v, w)| serde_json::json!({ "package": p, "version": v, "where": w }))
+            .collect();
+        print_json(&items)?;
+    } else {
+        if !cli.quiet {
+            cli_support::outln!("What provides {name}:")?;
+        }
+        for (p, v, w) in &found {
+            cli_support::outln!("\t{p} {v} ({w})")?;
+        }
+    }
+    Ok(if found.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn cmd_depends(cli: &Cli, package: &str) -> Result<ExitCode> {
+    let client = cli.client(None)?;
+    let db = client.installed_db()?;
+    let installed = db
+        .get(package)
+        .filter(|p| prokit::status::is_installed(p))
+        .cloned();
+    let stanza = match installed {
+        Some(p) => p,
+        None => {
+            let mut offered: Vec<feeds::control::Paragraph> = client
+                .available(&cli.reporter())?
+                .into_iter()
+                .filter(|(_, p)| p.get("Package").map(str::trim) == Some(package))
+                .map(|(_, p)| p)
+                .collect();
+            offered.sort_by(|a, b| {
+                let v = |p: &feeds::control::Paragraph| {
+                    feeds::version::Version::parse(p.get("Version").unwrap_or("0").trim()).ok()
+                };
+                v(a).cmp(&v(b))
+            });
+            offered.pop().ok_or_else(|| {
+                anyhow::anyhow!("package {package} is neither installed nor in any feed")
+            })?
+        }
+    };
+    let deps = prokit::query::depends(&stanza);
+    if cli.json {
+        print_json(&deps)?;
+    } else {
+        cli_support::outln!("{package} depends on:")?;
+        for d in &deps {
+            cli_support::outln!("\t{d}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_compare_versions(v1: &str, op: &str, v2: &str) -> Result<ExitCode> {
+    match prokit::query::compare_versions(v1, op, v2) {
+        Ok(true) => Ok(ExitCode::SUCCESS),
+        Ok(false) => Ok(ExitCode::from(1)),
+        // Neither true nor false: exit 2, so that a script's `if` cannot take it for either.
+        Err(e) => {
+            eprintln!("error: compare-versions: {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn cmd_print_architecture(cli: &Cli) -> Result<ExitCode> {
+    let client = cli.client(None)?;
+    let archs = client.architectures();
+    if cli.json {
+        let items: Vec<serde_json::Value> = archs
+            .iter()
+            .map(|(a, p)| serde_json::json!({ "arch": a, "priority": p }))
+            .collect();
+        print_json(&items)?;
+    } else {
+        for (a, p) in archs {
+            cli_support::outln!("arch {a} {p}")?;
+        }
+        if archs.is_empty() && !cli.quiet {
+            eprintln!("no arch lines: every architecture is accepted");
         }
     }
     Ok(ExitCode::SUCCESS)
