@@ -103,6 +103,8 @@ pub struct Options {
     /// Let any package change which keys and feeds are trusted (`--allow-trust-changes`);
     /// otherwise only the configured keyring package may (docs/threats.md §19).
     pub allow_trust_changes: bool,
+    /// Change held packages (`prokit flag hold`) too (`--force-hold`).
+    pub force_hold: bool,
 }
 
 impl Options {
@@ -124,6 +126,7 @@ impl Options {
             durable: true,
             pipeline: false,
             allow_trust_changes: false,
+            force_hold: false,
         }
     }
 }
@@ -209,6 +212,12 @@ pub enum ClientError {
     /// The user answered no to the review; nothing was changed.
     #[error("not installed: the review was declined; nothing was changed")]
     Declined,
+    /// Packages held by `prokit flag hold` would change.
+    #[error(
+        "{} held (prokit flag hold): not changed; name {} with --force-hold, or release {} with prokit flag ok; nothing was changed",
+        held_list(.0), if .0.len() == 1 { "it" } else { "them" }, if .0.len() == 1 { "it" } else { "them" }
+    )]
+    Held(Vec<String>),
     /// The second signing layer refused a package (docs/trust-model.md §9).
     #[error("refused {package} (from {url}): {reason}")]
     Developer {
@@ -254,6 +263,24 @@ pub enum DeveloperMode {
 struct DeveloperPolicy {
     mode: DeveloperMode,
     keyring: Option<keyring_pkg::Keyring>,
+}
+
+fn held_list(names: &[String]) -> String {
+    match names {
+        [one] => format!("package {one} is"),
+        many => format!("packages {} are", many.join(", ")),
+    }
+}
+
+/// An installed package a verified feed offers a newer version of (`list-upgradable`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Upgradable {
+    pub name: String,
+    pub installed: String,
+    pub available: String,
+    pub feed: String,
+    /// Held (`prokit flag hold`): `upgrade` leaves it alone.
+    pub held: bool,
 }
 
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
@@ -461,6 +488,134 @@ impl Client {
             audit,
             warnings,
         })
+    }
+
+    /// The installed packages a verified feed offers a newer version of: the newest
+    /// version among the stanzas of an accepted architecture (the higher `arch` priority on
+    /// equal versions), held ones marked.
+    pub fn upgradable(&self, progress: &dyn Progress) -> Result<Vec<Upgradable>, ClientError> {
+        let db = self.installed_db()?;
+        let arch_prio = |a: &str| -> Option<u32> {
+            if self.config.arch.is_empty() {
+                Some(0)
+            } else {
+                self.config
+                    .arch
+                    .iter()
+                    .find(|(x, _)| x == a)
+                    .map(|(_, p)| *p)
+            }
+        };
+        let field = |p: &Paragraph, f: &str| p.get(f).unwrap_or("").trim().to_string();
+        let mut best: std::collections::BTreeMap<
+            String,
+            (feeds::version::Version, u32, String, String),
+        > = std::collections::BTreeMap::new();
+        for (feed, p) in self.available(progress)? {
+            let name = field(&p, "Package");
+            let Some(prio) = arch_prio(&field(&p, "Architecture")) else {
+                continue;
+            };
+            let Ok(v) = feeds::version::Version::parse(&field(&p, "Version")) else {
+                continue;
+            };
+            let better = best
+                .get(&name)
+                .is_none_or(|(bv, bp, _, _)| (&v, prio) > (bv, *bp));
+            if better {
+                let text = field(&p, "Version");
+                best.insert(name, (v, prio, text, feed));
+            }
+        }
+        let mut out = Vec::new();
+        for p in db.packages().filter(|p| crate::status::is_installed(p)) {
+            let name = field(p, "Package");
+            let Ok(have) = feeds::version::Version::parse(&field(p, "Version")) else {
+                continue;
+            };
+            if let Some((v, _, text, feed)) = best.get(&name)
+                && *v > have
+            {
+                out.push(Upgradable {
+                    installed: field(p, "Version"),
+                    available: text.clone(),
+                    feed: feed.clone(),
+                    held: crate::status::is_held(p),
+                    name,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// `prokit upgrade [PKG…]`: every upgradable installed package (or the named ones) to
+    /// the newest version the verified feeds offer, as one transaction resolved, downloaded
+    /// and verified before anything changes (as install). Held packages are left alone
+    /// (returned as skipped) unless named with `--force-hold`. Auto-Installed flags are kept.
+    pub fn upgrade_gated(
+        &self,
+        names: &[String],
+        progress: &dyn Progress,
+        gate: &mut dyn Gate,
+    ) -> Result<(Vec<InstallReport>, Vec<Upgradable>), ClientError> {
+        let upgradable = self.upgradable(progress)?;
+        let (mut targets, mut skipped) = (Vec::new(), Vec::new());
+        if names.is_empty() {
+            for u in upgradable {
+                if u.held && !self.opts.force_hold {
+                    skipped.push(u);
+                } else {
+                    targets.push(u.name);
+                }
+            }
+        } else {
+            let db = self.installed_db()?;
+            for n in names {
+                let Some(p) = db.get(n).filter(|p| crate::status::is_installed(p)) else {
+                    return Err(ClientError::Invalid(format!(
+                        "package {n} is not installed (prokit install installs it)"
+                    )));
+                };
+                if crate::status::is_held(p) && !self.opts.force_hold {
+                    return Err(ClientError::Held(vec![n.clone()]));
+                }
+                if upgradable.iter().any(|u| &u.name == n) {
+                    targets.push(n.clone());
+                }
+            }
+        }
+        if targets.is_empty() {
+            return Ok((Vec::new(), skipped));
+        }
+        let review_only = gate.review_only();
+        let result = self.install_inner(&targets, progress, gate, true);
+        if let Err(e) = &result {
+            self.audit_refusal(e, review_only)?;
+        }
+        self.audit.sync()?;
+        Ok((result?, skipped))
+    }
+
+    /// `prokit flag hold|user|ok|noprune PKG…`: sets each installed package's flags as
+    /// opkg-lede's `opkg flag` does; every name is checked before any is changed.
+    pub fn flag(&self, flag: &str, names: &[String]) -> Result<(), ClientError> {
+        if !["hold", "user", "ok", "noprune"].contains(&flag) {
+            return Err(ClientError::Invalid(format!(
+                "flag {flag:?}: expected hold, user, ok or noprune"
+            )));
+        }
+        let mut db = self.open_db(&Quiet)?;
+        for n in names {
+            if !db.get(n).is_some_and(crate::status::is_installed) {
+                return Err(ClientError::Invalid(format!(
+                    "package {n} is not installed"
+                )));
+            }
+        }
+        for n in names {
+            db.set_flag(n, flag)?;
+        }
+        Ok(())
     }
 
     /// The installed database, read-only (for the queries of src/query.rs).
@@ -849,7 +1004,7 @@ impl Client {
         gate: &mut dyn Gate,
     ) -> Result<Vec<InstallReport>, ClientError> {
         let review_only = gate.review_only();
-        let result = self.install_inner(packages, progress, gate);
+        let result = self.install_inner(packages, progress, gate, false);
         if let Err(e) = &result {
             self.audit_refusal(e, review_only)?;
         }
@@ -957,6 +1112,7 @@ impl Client {
         packages: &[String],
         progress: &dyn Progress,
         gate: &mut dyn Gate,
+        upgrade: bool,
     ) -> Result<Vec<InstallReport>, ClientError> {
         let mut db = self.open_db(progress)?;
         // One journal file for all the packages (unpack/journal.rs, `end_journal`).
@@ -976,9 +1132,35 @@ impl Client {
                 },
             })
             .collect();
-        let plan = universe.resolve(&requests)?;
+        let mut plan = universe.resolve(&requests)?;
         // Only the plan is needed from here on; the universe is as big as the feeds.
         drop(universe);
+        // Held packages change only when named with --force-hold (opkg-lede:
+        // libopkg/opkg_upgrade.c line 32 skips them on upgrade).
+        if !self.opts.force_hold {
+            let mut held: Vec<String> = plan
+                .steps
+                .iter()
+                .filter(|s| s.upgrade_from.is_some())
+                .map(|s| s.name.clone())
+                .chain(plan.removes.iter().cloned())
+                .filter(|n| db.get(n).is_some_and(crate::status::is_held))
+                .collect();
+            held.sort();
+            held.dedup();
+            if !held.is_empty() {
+                return Err(ClientError::Held(held));
+            }
+        }
+        // An upgrade changes versions, not who asked for a package: what was pulled in as
+        // a dependency stays Auto-Installed.
+        if upgrade {
+            for step in &mut plan.steps {
+                if step.upgrade_from.is_some() {
+                    step.auto = true;
+                }
+            }
+        }
         let cache = self.cache_dir()?;
         let mut items = Vec::with_capacity(plan.steps.len());
         for step in &plan.steps {
@@ -1020,7 +1202,6 @@ impl Client {
             })
             .collect();
         // The index stanzas were needed for the downloads only.
-        let mut plan = plan;
         for step in &mut plan.steps {
             step.stanza = Paragraph::new();
         }

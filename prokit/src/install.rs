@@ -455,6 +455,10 @@ fn install_in(
         opts.installed_time,
         !offline && has_scripts,
     );
+    // A held package changed with --force-hold stays held.
+    if old.as_ref().is_some_and(crate::status::is_held) {
+        let _ = stanza.set("Status", "install hold installed");
+    }
     if let Some(fp) = expected.and_then(|e| e.signed_by.as_deref()) {
         // Which developer vouched for this version (`prokit verify --signatures`).
         let _ = stanza.set("Signed-By", fp);

@@ -98,6 +98,9 @@ struct InstallArgs {
     /// Keep downloaded packages in the cache after installing them.
     #[arg(long)]
     keep_cache: bool,
+    /// Change packages held with `prokit flag hold` too.
+    #[arg(long)]
+    force_hold: bool,
 }
 
 #[derive(Subcommand)]
@@ -118,6 +121,28 @@ enum Command {
     ///
     /// Example: prokit --root ./rootfs review -v dropbear
     Review(ReviewCmd),
+    /// Upgrade every installed package (or the named ones) to the newest version the
+    /// verified feeds offer: one transaction, resolved (new dependencies pulled in),
+    /// downloaded and verified before anything changes, as install. Held packages (prokit
+    /// flag hold) are left alone unless named with --force-hold; Auto-Installed flags are
+    /// kept.
+    ///
+    /// Example (cron): prokit -q update && prokit -q upgrade
+    Upgrade(UpgradeCmd),
+    /// List the installed packages a verified feed offers a newer version of:
+    /// `NAME - INSTALLED - AVAILABLE`, held ones marked.
+    ListUpgradable,
+    /// Set installed packages' flags, stored as opkg-lede stores them (`Status: install hold
+    /// installed`): hold (upgrade leaves it alone, install refuses to change it without
+    /// --force-hold), user (installed on request), ok (neither), noprune.
+    ///
+    /// Example: prokit flag hold dropbear
+    Flag {
+        #[arg(value_name = "hold|user|ok|noprune")]
+        flag: String,
+        #[arg(required = true, value_name = "PKG")]
+        packages: Vec<String>,
+    },
     /// Remove installed packages (modified conffiles are kept).
     Remove(RemoveArgs),
     /// List the packages the feeds offer, or with --installed the installed ones.
@@ -217,6 +242,17 @@ struct InstallCmd {
     review: bool,
     /// Do not ask: install after the review (the policy in etc/prokit/policy.conf still
     /// decides).
+    #[arg(short = 'y', long)]
+    yes: bool,
+    #[command(flatten)]
+    args: InstallArgs,
+}
+
+#[derive(Args)]
+struct UpgradeCmd {
+    #[arg(value_name = "PKG")]
+    packages: Vec<String>,
+    /// Do not ask: upgrade after the review (the policy still decides).
     #[arg(short = 'y', long)]
     yes: bool,
     #[command(flatten)]
@@ -487,6 +523,7 @@ impl Cli {
             o.allow_trust_changes = a.allow_trust_changes;
             o.jobs = a.jobs.max(1);
             o.keep_cache = a.keep_cache;
+            o.force_hold = a.force_hold;
         }
         Ok(o)
     }
@@ -522,6 +559,9 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Install(a) => cmd_install(cli, a),
         Command::Review(a) => cmd_review(cli, a),
         Command::Remove(a) => cmd_remove(cli, a),
+        Command::Upgrade(a) => cmd_upgrade(cli, a),
+        Command::ListUpgradable => cmd_list_upgradable(cli),
+        Command::Flag { flag, packages } => cmd_flag(cli, flag, packages),
         Command::List(a) => cmd_list(cli, a),
         Command::Info(a) => cmd_info(cli, a),
         Command::Verify(a) => cmd_verify(cli, a),
@@ -756,6 +796,56 @@ fn cmd_install(cli: &Cli, a: &InstallCmd) -> Result<ExitCode> {
             .install_gated(&a.packages, &cli.reporter(), &mut gate)?;
     if reports.is_empty() && !cli.quiet {
         cli_support::outln!("Nothing to do: {} already installed", a.packages.join(", "))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_upgrade(cli: &Cli, a: &UpgradeCmd) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    let terminal = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    let mut gate = ReviewGate {
+        cli,
+        show: cli.json || cli.verbose,
+        ask: terminal && !a.yes,
+        only: false,
+        shown: Vec::new(),
+    };
+    let (reports, held) =
+        cli.client(Some(&a.args))?
+            .upgrade_gated(&a.packages, &cli.reporter(), &mut gate)?;
+    if !cli.quiet {
+        for h in &held {
+            eprintln!(
+                "Not upgrading {} {} to {}: held (prokit flag ok {} releases it)",
+                h.name, h.installed, h.available, h.name
+            );
+        }
+        if reports.is_empty() {
+            cli_support::outln!("Nothing to upgrade")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_list_upgradable(cli: &Cli) -> Result<ExitCode> {
+    let list = cli.client(None)?.upgradable(&cli.reporter())?;
+    if cli.json {
+        print_json(&list)?;
+    } else {
+        for u in &list {
+            let held = if u.held { " [held]" } else { "" };
+            cli_support::outln!("{} - {} - {}{held}", u.name, u.installed, u.available)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_flag(cli: &Cli, flag: &str, packages: &[String]) -> Result<ExitCode> {
+    cli.client(None)?.flag(flag, packages)?;
+    if !cli.quiet {
+        for p in packages {
+            cli_support::outln!("Setting flags for package {p} to {flag}.")?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -553,6 +553,71 @@ impl Db {
     }
 }
 
+/// The flags of a status stanza (`Status: WANT FLAGS STATE`, FLAGS comma-separated:
+/// `ok`, `hold`, `user`, `noprune`, …), as opkg-lede writes them (libopkg/pkg.c
+/// `pkg_state_flag_to_str`).
+pub fn status_flags(p: &Paragraph) -> Vec<String> {
+    p.get("Status")
+        .and_then(|s| s.split_whitespace().nth(1))
+        .map(|f| f.split(',').map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Whether an installed package is held (`flag hold`): upgrade leaves it alone and install
+/// refuses to change it without `--force-hold`.
+pub fn is_held(p: &Paragraph) -> bool {
+    status_flags(p).iter().any(|f| f == "hold")
+}
+
+impl Db {
+    /// `prokit flag FLAG NAME`: sets the package's flags to `flag` alone, as opkg-lede's
+    /// `opkg flag` does (`pkg->state_flag = pkg_state_flag_from_str(flags)`, libopkg/opkg_cmd.c
+    /// line 949), and writes the status file atomically under the database lock.
+    pub fn set_flag(&mut self, name: &str, flag: &str) -> Result<(), StatusError> {
+        let mut stanza = self
+            .get(name)
+            .filter(|p| is_installed(p))
+            .cloned()
+            .ok_or_else(|| StatusError::NotInstalled(name.to_string()))?;
+        let status = stanza
+            .get("Status")
+            .unwrap_or("install ok installed")
+            .to_string();
+        let mut words: Vec<&str> = status.split_whitespace().collect();
+        if words.len() != 3 {
+            words = vec!["install", "ok", "installed"];
+        }
+        let new = format!("{} {flag} {}", words[0], words[2]);
+        stanza.set("Status", &new).map_err(|e| StatusError::Parse {
+            path: self.status_path().to_path_buf(),
+            line: 0,
+            message: e.to_string(),
+        })?;
+        let text = status_text_with(self.package_map(), name, Some(&stanza));
+        let root = safe_fs::Root::open(self.root()).map_err(|e| StatusError::Io {
+            path: self.root().to_path_buf(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        let rel = self
+            .status_path()
+            .strip_prefix(self.root())
+            .ok()
+            .and_then(|r| r.to_str())
+            .map(|r| r.trim_start_matches('/').to_string())
+            .ok_or_else(|| StatusError::BadDbDir {
+                dir: self.db_dir().to_string(),
+                reason: "the status file is not inside the root".into(),
+            })?;
+        root.write_atomic(&rel, &text, safe_fs::WriteOptions::default())
+            .map_err(|e| StatusError::Io {
+                path: self.status_path().to_path_buf(),
+                source: io::Error::other(e.to_string()),
+            })?;
+        self.set_package(name, Some(stanza));
+        Ok(())
+    }
+}
+
 /// Whether a status stanza describes an installed package (`Status: * * installed`, or
 /// `unpacked`/`half-configured`, which opkg also counts as present).
 pub fn is_installed(p: &Paragraph) -> bool {
