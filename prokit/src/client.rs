@@ -105,6 +105,9 @@ pub struct Options {
     pub allow_trust_changes: bool,
     /// Change held packages (`prokit flag hold`) too (`--force-hold`).
     pub force_hold: bool,
+    /// Download and verify the packages an install or upgrade needs, then stop: the cache
+    /// is filled (and kept), the root unchanged (`--download-only`).
+    pub download_only: bool,
 }
 
 impl Options {
@@ -127,6 +130,7 @@ impl Options {
             pipeline: false,
             allow_trust_changes: false,
             force_hold: false,
+            download_only: false,
         }
     }
 }
@@ -270,6 +274,47 @@ fn held_list(names: &[String]) -> String {
         [one] => format!("package {one} is"),
         many => format!("packages {} are", many.join(", ")),
     }
+}
+
+/// The request list of package arguments (`NAME` or `NAME=VERSION`).
+fn requests_of(packages: &[String]) -> Vec<Request> {
+    packages
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((n, v)) => Request {
+                name: n.to_string(),
+                version: Some(v.to_string()),
+            },
+            None => Request {
+                name: p.clone(),
+                version: None,
+            },
+        })
+        .collect()
+}
+
+/// What an install or upgrade would do (`--noaction`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PlanReport {
+    pub steps: Vec<PlannedStep>,
+    /// Installed packages it would remove (replaced by a package of `steps`).
+    pub removes: Vec<String>,
+    /// Requested packages already at the version chosen.
+    pub already_installed: Vec<String>,
+}
+
+/// One package of a [`PlanReport`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PlannedStep {
+    pub name: String,
+    pub version: String,
+    /// The installed version it replaces (an upgrade), if any.
+    pub from: Option<String>,
+    pub feed: String,
+    /// The download size (`Size` from the verified index).
+    pub size: u64,
+    /// Pulled in as a dependency.
+    pub auto: bool,
 }
 
 /// An installed package a verified feed offers a newer version of (`list-upgradable`).
@@ -490,6 +535,137 @@ impl Client {
         })
     }
 
+    /// Held packages change only when named with --force-hold (opkg-lede:
+    /// libopkg/opkg_upgrade.c line 32 skips them on upgrade).
+    fn check_holds(&self, db: &Db, plan: &crate::resolve::Plan) -> Result<(), ClientError> {
+        if self.opts.force_hold {
+            return Ok(());
+        }
+        let mut held: Vec<String> = plan
+            .steps
+            .iter()
+            .filter(|s| s.upgrade_from.is_some())
+            .map(|s| s.name.clone())
+            .chain(plan.removes.iter().cloned())
+            .filter(|n| db.get(n).is_some_and(crate::status::is_held))
+            .collect();
+        held.sort();
+        held.dedup();
+        if held.is_empty() {
+            Ok(())
+        } else {
+            Err(ClientError::Held(held))
+        }
+    }
+
+    /// What `install` (or, with `upgrade`, `upgrade`) of `packages` would do, resolved
+    /// against the verified indexes and the installed database, downloading nothing and
+    /// changing nothing (`--noaction`).
+    pub fn plan(
+        &self,
+        packages: &[String],
+        upgrade: bool,
+        progress: &dyn Progress,
+    ) -> Result<PlanReport, ClientError> {
+        let db = self.open_db(progress)?;
+        let (universe, _) = self.universe_signed(&db, true, progress)?;
+        let plan = universe.resolve(&requests_of(packages))?;
+        drop(universe);
+        self.check_holds(&db, &plan)?;
+        let steps = plan
+            .steps
+            .iter()
+            .map(|s| PlannedStep {
+                name: s.name.clone(),
+                version: s.version.clone(),
+                from: s.upgrade_from.clone(),
+                feed: s.feed.clone(),
+                size: s
+                    .stanza
+                    .get("Size")
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0),
+                auto: s.auto || (upgrade && s.upgrade_from.is_some()),
+            })
+            .collect();
+        Ok(PlanReport {
+            steps,
+            removes: plan.removes,
+            already_installed: plan.already_installed,
+        })
+    }
+
+    /// The packages `upgrade NAMES` would change, and the held ones it leaves alone.
+    pub fn upgrade_targets(
+        &self,
+        names: &[String],
+        progress: &dyn Progress,
+    ) -> Result<(Vec<String>, Vec<Upgradable>), ClientError> {
+        let upgradable = self.upgradable(progress)?;
+        let (mut targets, mut skipped) = (Vec::new(), Vec::new());
+        if names.is_empty() {
+            for u in upgradable {
+                if u.held && !self.opts.force_hold {
+                    skipped.push(u);
+                } else {
+                    targets.push(u.name);
+                }
+            }
+        } else {
+            let db = self.installed_db()?;
+            for n in names {
+                let Some(p) = db.get(n).filter(|p| crate::status::is_installed(p)) else {
+                    return Err(ClientError::Invalid(format!(
+                        "package {n} is not installed (prokit install installs it)"
+                    )));
+                };
+                if crate::status::is_held(p) && !self.opts.force_hold {
+                    return Err(ClientError::Held(vec![n.clone()]));
+                }
+                if upgradable.iter().any(|u| &u.name == n) {
+                    targets.push(n.clone());
+                }
+            }
+        }
+        Ok((targets, skipped))
+    }
+
+    /// What `remove NAMES` would remove (name, version, files), after the same checks,
+    /// changing nothing (`remove --noaction`).
+    pub fn remove_plan(
+        &self,
+        names: &[String],
+        force_depends: bool,
+        progress: &dyn Progress,
+    ) -> Result<Vec<(String, String, usize)>, ClientError> {
+        let db = self.open_db(progress)?;
+        let universe = self.universe(&db, false, progress)?;
+        let mut out = Vec::new();
+        for n in names {
+            let Some(p) = db.get(n) else {
+                return Err(ClientError::NotInstalled(n.clone()));
+            };
+            let dependents: Vec<String> = universe
+                .reverse_dependents(n)
+                .into_iter()
+                .filter(|d| !names.contains(d))
+                .collect();
+            if !dependents.is_empty() && !force_depends {
+                return Err(ClientError::Dependents {
+                    name: n.clone(),
+                    dependents,
+                });
+            }
+            let files = db.files(n).map(|f| f.len()).unwrap_or(0);
+            out.push((
+                n.clone(),
+                p.get("Version").unwrap_or("").trim().to_string(),
+                files,
+            ));
+        }
+        Ok(out)
+    }
+
     /// The installed packages a verified feed offers a newer version of: the newest
     /// version among the stanzas of an accepted architecture (the higher `arch` priority on
     /// equal versions), held ones marked.
@@ -558,32 +734,7 @@ impl Client {
         progress: &dyn Progress,
         gate: &mut dyn Gate,
     ) -> Result<(Vec<InstallReport>, Vec<Upgradable>), ClientError> {
-        let upgradable = self.upgradable(progress)?;
-        let (mut targets, mut skipped) = (Vec::new(), Vec::new());
-        if names.is_empty() {
-            for u in upgradable {
-                if u.held && !self.opts.force_hold {
-                    skipped.push(u);
-                } else {
-                    targets.push(u.name);
-                }
-            }
-        } else {
-            let db = self.installed_db()?;
-            for n in names {
-                let Some(p) = db.get(n).filter(|p| crate::status::is_installed(p)) else {
-                    return Err(ClientError::Invalid(format!(
-                        "package {n} is not installed (prokit install installs it)"
-                    )));
-                };
-                if crate::status::is_held(p) && !self.opts.force_hold {
-                    return Err(ClientError::Held(vec![n.clone()]));
-                }
-                if upgradable.iter().any(|u| &u.name == n) {
-                    targets.push(n.clone());
-                }
-            }
-        }
+        let (targets, skipped) = self.upgrade_targets(names, progress)?;
         if targets.is_empty() {
             return Ok((Vec::new(), skipped));
         }
@@ -594,6 +745,115 @@ impl Client {
         }
         self.audit.sync()?;
         Ok((result?, skipped))
+    }
+
+    /// `prokit download PKG…`: each package's file (the newest the verified feeds offer, or
+    /// `NAME=VERSION`), downloaded into `dir` under its own file name and checked against the
+    /// verified index (size, SHA-256, and its developer signature under the policy in force);
+    /// no dependency, nothing installed.
+    pub fn download_to(
+        &self,
+        names: &[String],
+        dir: &Path,
+        progress: &dyn Progress,
+    ) -> Result<Vec<PathBuf>, ClientError> {
+        let (indexes, feed_keys) = {
+            let signed = self.indexes_signed(progress)?;
+            let keys: std::collections::BTreeMap<String, Option<String>> = signed
+                .iter()
+                .map(|(s, _, k)| (s.name.clone(), k.map(|f| f.to_string())))
+                .collect();
+            let idx: Vec<(Source, Vec<Paragraph>)> =
+                signed.into_iter().map(|(s, p, _)| (s.clone(), p)).collect();
+            (idx, keys)
+        };
+        let accepted =
+            |a: &str| self.config.arch.is_empty() || self.config.arch.iter().any(|(x, _)| x == a);
+        let field = |p: &Paragraph, f: &str| p.get(f).unwrap_or("").trim().to_string();
+        let mut items = Vec::new();
+        let mut expected = Vec::new();
+        for request in requests_of(names) {
+            let mut best: Option<(feeds::version::Version, &Source, &Paragraph)> = None;
+            for (source, stanzas) in &indexes {
+                for p in stanzas {
+                    if field(p, "Package") != request.name || !accepted(&field(p, "Architecture")) {
+                        continue;
+                    }
+                    let Ok(v) = feeds::version::Version::parse(&field(p, "Version")) else {
+                        continue;
+                    };
+                    if request
+                        .version
+                        .as_deref()
+                        .is_some_and(|want| want != field(p, "Version"))
+                    {
+                        continue;
+                    }
+                    if best.as_ref().is_none_or(|(bv, _, _)| v > *bv) {
+                        best = Some((v, source, p));
+                    }
+                }
+            }
+            let Some((_, source, stanza)) = best else {
+                return Err(ClientError::Invalid(format!(
+                    "package {} is in no verified feed{}",
+                    request.name,
+                    request
+                        .version
+                        .map(|v| format!(" at version {v}"))
+                        .unwrap_or_default()
+                )));
+            };
+            let mut item = download_item(
+                stanza,
+                source,
+                self.mirrors_of(&source.name),
+                dir,
+                &source.name,
+            )?;
+            let base = field(stanza, "Filename");
+            let base = base.rsplit('/').next().unwrap_or(&base).to_string();
+            if base.is_empty() || base.starts_with('.') {
+                return Err(ClientError::BadStanza {
+                    feed: source.name.clone(),
+                    package: request.name.clone(),
+                    reason: "no usable file name".into(),
+                });
+            }
+            item.dest = dir.join(&base);
+            expected.push(install::Expected {
+                origin: format!("feed {:?}", source.name),
+                name: field(stanza, "Package"),
+                version: field(stanza, "Version"),
+                arch: field(stanza, "Architecture"),
+                index_signature: stanza
+                    .get("Signature")
+                    .map(|sig| (field(stanza, "Signed-By"), sig.trim().to_string())),
+                signed_by: None,
+                feed_key: feed_keys.get(&source.name).cloned().flatten(),
+                sha256: Some(item.sha256.clone()),
+            });
+            items.push(item);
+        }
+        download::download_all(
+            &self.fetcher,
+            &items,
+            self.opts.jobs.max(1),
+            &|item, cached| {
+                progress.downloaded(&item.url, cached);
+            },
+        )?;
+        for (item, exp) in items.iter().zip(&expected) {
+            if let Err(reason) = self.verify_developer(&item.dest, exp) {
+                let _ = fs::remove_file(&item.dest);
+                return Err(ClientError::Developer {
+                    package: format!("{} {}", exp.name, exp.version),
+                    url: item.url.clone(),
+                    reason,
+                });
+            }
+        }
+        Ok(items.into_iter().map(|i| i.dest).collect())
     }
 
     /// `prokit flag hold|user|ok|noprune PKG…`: sets each installed package's flags as
@@ -1119,39 +1379,10 @@ impl Client {
         db.set_reuse_journal(true);
         // The feed key that signed each feed's index, recorded with what it vouched for.
         let (universe, feed_keys) = self.universe_signed(&db, true, progress)?;
-        let requests: Vec<Request> = packages
-            .iter()
-            .map(|p| match p.split_once('=') {
-                Some((n, v)) => Request {
-                    name: n.to_string(),
-                    version: Some(v.to_string()),
-                },
-                None => Request {
-                    name: p.clone(),
-                    version: None,
-                },
-            })
-            .collect();
-        let mut plan = universe.resolve(&requests)?;
+        let mut plan = universe.resolve(&requests_of(packages))?;
         // Only the plan is needed from here on; the universe is as big as the feeds.
         drop(universe);
-        // Held packages change only when named with --force-hold (opkg-lede:
-        // libopkg/opkg_upgrade.c line 32 skips them on upgrade).
-        if !self.opts.force_hold {
-            let mut held: Vec<String> = plan
-                .steps
-                .iter()
-                .filter(|s| s.upgrade_from.is_some())
-                .map(|s| s.name.clone())
-                .chain(plan.removes.iter().cloned())
-                .filter(|n| db.get(n).is_some_and(crate::status::is_held))
-                .collect();
-            held.sort();
-            held.dedup();
-            if !held.is_empty() {
-                return Err(ClientError::Held(held));
-            }
-        }
+        self.check_holds(&db, &plan)?;
         // An upgrade changes versions, not who asked for a package: what was pulled in as
         // a dependency stays Auto-Installed.
         if upgrade {
@@ -1290,6 +1521,33 @@ impl Client {
             }
             Ok(())
         };
+        if self.opts.download_only {
+            // Everything fetched and verified (index SHA-256 and developer signatures) into
+            // the cache, which is kept; nothing of the root changes.
+            download::download_all(&self.fetcher, &items, jobs, &|item, cached| {
+                progress.downloaded(&item.url, cached);
+                check_arrived(item);
+            })
+            .map_err(|e| self.download_refused(&items, &plan.steps, e))?;
+            for (i, item) in items.iter().enumerate() {
+                let step = &plan.steps[i];
+                verdicts[i]
+                    .get_or_init(|| self.verify_developer(&item.dest, &expected[i]))
+                    .clone()
+                    .map_err(|reason| ClientError::Developer {
+                        package: format!("{} {}", step.name, step.version),
+                        url: item.url.clone(),
+                        reason,
+                    })?;
+                progress.message(&format!(
+                    "Downloaded {} {}: {}",
+                    step.name,
+                    step.version,
+                    item.dest.display()
+                ));
+            }
+            return Ok(Vec::new());
+        }
         let reviewing = gate.wants_review() || !self.policy.is_empty();
         if !self.opts.pipeline || !plan.removes.is_empty() || reviewing {
             // apt's order: every package downloaded and verified before anything changes.

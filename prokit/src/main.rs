@@ -101,6 +101,14 @@ struct InstallArgs {
     /// Change packages held with `prokit flag hold` too.
     #[arg(long)]
     force_hold: bool,
+    /// Print the plan (installs, upgrades, removals, download sizes) and change nothing;
+    /// nothing is downloaded.
+    #[arg(long, visible_alias = "dry-run", conflicts_with = "download_only")]
+    noaction: bool,
+    /// Download and verify everything the install needs into the cache (kept), and stop:
+    /// the root is not changed.
+    #[arg(long)]
+    download_only: bool,
 }
 
 #[derive(Subcommand)]
@@ -129,6 +137,12 @@ enum Command {
     ///
     /// Example (cron): prokit -q update && prokit -q upgrade
     Upgrade(UpgradeCmd),
+    /// Download packages (NAME or NAME=VERSION; no dependencies) into the current
+    /// directory, each checked against the verified index.
+    Download {
+        #[arg(required = true, value_name = "PKG")]
+        packages: Vec<String>,
+    },
     /// List the installed packages a verified feed offers a newer version of:
     /// `NAME - INSTALLED - AVAILABLE`, held ones marked.
     ListUpgradable,
@@ -274,6 +288,9 @@ struct RemoveArgs {
     /// Remove even when other installed packages depend on them.
     #[arg(long)]
     force_depends: bool,
+    /// Print what would be removed and change nothing.
+    #[arg(long, visible_alias = "dry-run")]
+    noaction: bool,
     /// Maintainer scripts: skip (default) or offline.
     #[arg(long, value_enum, default_value = "skip")]
     scripts: Scripts,
@@ -524,6 +541,9 @@ impl Cli {
             o.jobs = a.jobs.max(1);
             o.keep_cache = a.keep_cache;
             o.force_hold = a.force_hold;
+            o.download_only = a.download_only;
+            // The cache is what --download-only is for.
+            o.keep_cache |= a.download_only;
         }
         Ok(o)
     }
@@ -561,6 +581,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Remove(a) => cmd_remove(cli, a),
         Command::Upgrade(a) => cmd_upgrade(cli, a),
         Command::ListUpgradable => cmd_list_upgradable(cli),
+        Command::Download { packages } => cmd_download(cli, packages),
         Command::Flag { flag, packages } => cmd_flag(cli, flag, packages),
         Command::List(a) => cmd_list(cli, a),
         Command::Info(a) => cmd_info(cli, a),
@@ -791,9 +812,15 @@ fn cmd_install(cli: &Cli, a: &InstallCmd) -> Result<ExitCode> {
         only: false,
         shown: Vec::new(),
     };
-    let reports =
-        cli.client(Some(&a.args))?
-            .install_gated(&a.packages, &cli.reporter(), &mut gate)?;
+    let client = cli.client(Some(&a.args))?;
+    if a.args.noaction {
+        print_plan(cli, &client.plan(&a.packages, false, &cli.reporter())?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let reports = client.install_gated(&a.packages, &cli.reporter(), &mut gate)?;
+    if a.args.download_only {
+        return Ok(ExitCode::SUCCESS);
+    }
     if reports.is_empty() && !cli.quiet {
         cli_support::outln!("Nothing to do: {} already installed", a.packages.join(", "))?;
     }
@@ -810,9 +837,31 @@ fn cmd_upgrade(cli: &Cli, a: &UpgradeCmd) -> Result<ExitCode> {
         only: false,
         shown: Vec::new(),
     };
-    let (reports, held) =
-        cli.client(Some(&a.args))?
-            .upgrade_gated(&a.packages, &cli.reporter(), &mut gate)?;
+    let client = cli.client(Some(&a.args))?;
+    if a.args.noaction {
+        let (targets, held) = client.upgrade_targets(&a.packages, &cli.reporter())?;
+        for h in &held {
+            eprintln!(
+                "Not upgrading {} {} to {}: held",
+                h.name, h.installed, h.available
+            );
+        }
+        let plan = if targets.is_empty() {
+            client::PlanReport {
+                steps: Vec::new(),
+                removes: Vec::new(),
+                already_installed: Vec::new(),
+            }
+        } else {
+            client.plan(&targets, true, &cli.reporter())?
+        };
+        print_plan(cli, &plan)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (reports, held) = client.upgrade_gated(&a.packages, &cli.reporter(), &mut gate)?;
+    if a.args.download_only {
+        return Ok(ExitCode::SUCCESS);
+    }
     if !cli.quiet {
         for h in &held {
             eprintln!(
@@ -822,6 +871,58 @@ fn cmd_upgrade(cli: &Cli, a: &UpgradeCmd) -> Result<ExitCode> {
         }
         if reports.is_empty() {
             cli_support::outln!("Nothing to upgrade")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The plan of `--noaction`.
+fn print_plan(cli: &Cli, plan: &client::PlanReport) -> Result<()> {
+    if cli.json {
+        return print_json(plan);
+    }
+    for r in &plan.removes {
+        cli_support::outln!("Would remove {r} (replaced)")?;
+    }
+    for s in &plan.steps {
+        let why = if s.auto { ", dependency" } else { "" };
+        match &s.from {
+            Some(from) => cli_support::outln!(
+                "Would upgrade {} {from} -> {} (feed {}, {} bytes{why})",
+                s.name,
+                s.version,
+                s.feed,
+                s.size
+            )?,
+            None => cli_support::outln!(
+                "Would install {} {} (feed {}, {} bytes{why})",
+                s.name,
+                s.version,
+                s.feed,
+                s.size
+            )?,
+        }
+    }
+    for a in &plan.already_installed {
+        cli_support::outln!("{a} is already installed at that version")?;
+    }
+    let total: u64 = plan.steps.iter().map(|s| s.size).sum();
+    cli_support::outln!(
+        "{} package(s) to download, {total} bytes; nothing was changed (--noaction).",
+        plan.steps.len()
+    )?;
+    Ok(())
+}
+
+/// `prokit download PKG…` into the current directory.
+fn cmd_download(cli: &Cli, packages: &[String]) -> Result<ExitCode> {
+    let dir = std::env::current_dir()?;
+    for path in cli
+        .client(None)?
+        .download_to(packages, &dir, &cli.reporter())?
+    {
+        if !cli.quiet {
+            cli_support::outln!("Downloaded {}", path.display())?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -885,6 +986,22 @@ fn cmd_remove(cli: &Cli, a: &RemoveArgs) -> Result<ExitCode> {
     let mut o = cli.options(&cli.root, None)?;
     o.scripts = a.scripts.into();
     let client = Client::open(o)?;
+    if a.noaction {
+        let plan = client.remove_plan(&a.packages, a.force_depends, &cli.reporter())?;
+        if cli.json {
+            let items: Vec<serde_json::Value> = plan
+                .iter()
+                .map(|(n, v, f)| serde_json::json!({ "name": n, "version": v, "files": f }))
+                .collect();
+            print_json(&items)?;
+        } else {
+            for (n, v, f) in &plan {
+                cli_support::outln!("Would remove {n} {v} ({f} files)")?;
+            }
+            cli_support::outln!("Nothing was changed (--noaction).")?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     for r in client.remove(&a.packages, a.force_depends, &cli.reporter())? {
         if !cli.quiet {
             cli_support::outln!("Removed {}", r.name)?;

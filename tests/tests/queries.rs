@@ -6,26 +6,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
 
-use common::{Fixture, prokit};
+use common::{Fixture, prokit, snapshot};
 use e2e::HttpServer;
-
-/// Every file of the root with its bytes: the root must come out of the queries unchanged.
-fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    for e in walkdir::WalkDir::new(root).into_iter().flatten() {
-        if e.file_type().is_file() {
-            out.insert(
-                e.path().display().to_string(),
-                fs::read(e.path()).unwrap_or_default(),
-            );
-        }
-    }
-    out
-}
 
 #[test]
 fn queries_answer_from_the_database_and_change_nothing() {

@@ -13,7 +13,7 @@ mod common;
 
 use std::fs;
 
-use common::{Fixture, prokit, status_of};
+use common::{Fixture, prokit, snapshot, status_of};
 use e2e::HttpServer;
 
 #[test]
@@ -154,5 +154,123 @@ fn upgrade_pulls_new_dependencies_respects_holds_and_keeps_auto_flags() {
     let (ok, _, _) = prokit(Some(r), &["flag", "ok", "tool"]);
     assert!(ok);
     assert!(status("tool").contains("Status: install ok installed"));
+    drop(server);
+}
+
+#[test]
+fn noaction_changes_nothing_download_only_fills_the_cache_and_download_fetches_verified() {
+    let f = Fixture::new();
+    f.add("base", "1.0", "", &[("etc/base", "1.0\n")], None);
+    f.add(
+        "app",
+        "1.0",
+        "Depends: base\n",
+        &[("usr/bin/app", "app 1.0")],
+        None,
+    );
+    f.index();
+    let Some(server) = HttpServer::serve(&f.feed) else {
+        return;
+    };
+    let root = f.tmp.path().join("root");
+    let r = root.to_str().unwrap();
+    let (ok, out, err) = prokit(
+        None,
+        &[
+            "bootstrap",
+            r,
+            "--feed",
+            &format!("main={}", server.url("")),
+            "--pubkey",
+            f.public.to_str().unwrap(),
+            "app",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    f.add(
+        "app",
+        "2.0",
+        "Depends: base, extra\n",
+        &[("usr/bin/app", "app 2.0")],
+        None,
+    );
+    f.add("extra", "1.0", "", &[("usr/share/extra", "e")], None);
+    f.index();
+    let (ok, _, err) = prokit(Some(r), &["update"]);
+    assert!(ok, "{err}");
+    let before = snapshot(&root);
+
+    // --noaction / --dry-run: the plan, and not a byte of the root changed.
+    let (ok, out, err) = prokit(Some(r), &["upgrade", "--noaction"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("Would upgrade app 1.0 -> 2.0 (feed main, "),
+        "{out}"
+    );
+    assert!(
+        out.contains("Would install extra 1.0 (feed main, ") && out.contains("dependency)"),
+        "{out}"
+    );
+    assert!(out.contains("2 package(s) to download"), "{out}");
+    let (ok, out, _) = prokit(Some(r), &["--json", "install", "--dry-run", "app"]);
+    assert!(ok, "{out}");
+    let plan: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(plan["steps"].as_array().unwrap().len(), 2, "{out}");
+    let (ok, out, _) = prokit(Some(r), &["remove", "--noaction", "app"]);
+    assert!(ok && out.contains("Would remove app 1.0 ("), "{out}");
+    let (ok, _, err) = prokit(Some(r), &["remove", "--noaction", "base"]);
+    assert!(
+        !ok && err.contains("app"),
+        "dependents are still checked: {err}"
+    );
+    assert_eq!(snapshot(&root), before, "--noaction changed the root");
+
+    // --download-only: the cache filled and kept, nothing else changed.
+    let cache = f.tmp.path().join("cache");
+    let (ok, out, err) = prokit(
+        Some(r),
+        &[
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "upgrade",
+            "--download-only",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert_eq!(snapshot(&root), before, "--download-only changed the root");
+    let cached: Vec<String> = fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(cached.len(), 2, "{cached:?}");
+    assert!(
+        cached.iter().any(|n| n.ends_with("app_2.0_all.ipk")),
+        "{cached:?}"
+    );
+
+    // download: the file itself, verified, into the current directory.
+    let here = f.tmp.path().join("here");
+    fs::create_dir(&here).unwrap();
+    let o = std::process::Command::new(e2e::bin("prokit"))
+        .arg("--root")
+        .arg(&root)
+        .args(["download", "app", "base=1.0"])
+        .current_dir(&here)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        fs::read(here.join("app_2.0_all.ipk")).unwrap(),
+        fs::read(f.feed.join("app_2.0_all.ipk")).unwrap()
+    );
+    assert!(here.join("base_1.0_all.ipk").is_file());
+    assert_eq!(snapshot(&root), before);
+    // The real upgrade afterwards uses what is there.
+    let (ok, out, err) = prokit(Some(r), &["upgrade"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        fs::read_to_string(root.join("usr/bin/app")).unwrap(),
+        "app 2.0"
+    );
     drop(server);
 }

@@ -219,3 +219,19 @@ pub fn corpus(n: usize, format: &str) -> Option<PathBuf> {
     assert!(ok, "make-corpus: {err}");
     Some(dir)
 }
+
+/// Every file under `root` with its bytes (symlinks as their targets): what a command that
+/// must change nothing is checked against.
+pub fn snapshot(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).into_iter().flatten() {
+        let key = e.path().display().to_string();
+        if e.file_type().is_file() {
+            out.insert(key, fs::read(e.path()).unwrap_or_default());
+        } else if e.file_type().is_symlink() {
+            let target = fs::read_link(e.path()).unwrap_or_default();
+            out.insert(key, target.to_string_lossy().into_owned().into_bytes());
+        }
+    }
+    out
+}
