@@ -630,6 +630,12 @@ impl Client {
         Ok((targets, skipped))
     }
 
+    /// The auto-installed packages nothing installed on request needs any more
+    /// (`autoremove`; see [`crate::query::orphans`]).
+    pub fn orphans(&self) -> Result<Vec<String>, ClientError> {
+        Ok(crate::query::orphans(&self.installed_db()?))
+    }
+
     /// What `remove NAMES` would remove (name, version, files), after the same checks,
     /// changing nothing (`remove --noaction`).
     pub fn remove_plan(
@@ -1839,14 +1845,18 @@ impl Client {
         progress: &dyn Progress,
     ) -> Result<Vec<(Option<String>, Paragraph)>, ClientError> {
         let db = Db::open(&self.opts.root, &self.config.db_dir())?;
+        // NAME, or a glob (`*`, `?`) over names, as opkg's info takes.
+        let matches = |n: &str| crate::query::glob_matches(name, n);
         let mut out = Vec::new();
-        if let Some(p) = db.get(name) {
-            out.push((None, p.clone()));
+        for p in db.packages() {
+            if matches(p.get("Package").unwrap_or("").trim()) {
+                out.push((None, p.clone()));
+            }
         }
         if let Ok(indexes) = self.indexes(progress) {
             for (s, stanzas) in indexes {
                 for p in stanzas {
-                    if p.get("Package").map(str::trim) == Some(name) {
+                    if matches(p.get("Package").unwrap_or("").trim()) {
                         out.push((Some(s.name.clone()), p));
                     }
                 }

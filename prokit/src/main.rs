@@ -159,6 +159,14 @@ enum Command {
     },
     /// Remove installed packages (modified conffiles are kept).
     Remove(RemoveArgs),
+    /// Remove the packages installed only as dependencies (`Auto-Installed: yes`, as opkg
+    /// writes it) that no package installed on request needs any more. Held packages, and
+    /// what they need, stay.
+    Autoremove {
+        /// Print what would be removed and change nothing.
+        #[arg(long, visible_alias = "dry-run")]
+        noaction: bool,
+    },
     /// List the packages the feeds offer, or with --installed the installed ones.
     List(ListArgs),
     /// Show the installed and available stanzas of a package. The installed one names the
@@ -291,6 +299,10 @@ struct RemoveArgs {
     /// Print what would be removed and change nothing.
     #[arg(long, visible_alias = "dry-run")]
     noaction: bool,
+    /// Then remove the packages installed only as their dependencies that nothing else
+    /// needs (as `prokit autoremove`).
+    #[arg(long)]
+    autoremove: bool,
     /// Maintainer scripts: skip (default) or offline.
     #[arg(long, value_enum, default_value = "skip")]
     scripts: Scripts,
@@ -298,12 +310,17 @@ struct RemoveArgs {
 
 #[derive(Args)]
 struct ListArgs {
+    /// Installed packages only (not a `deinstall`/`not-installed` entry).
     #[arg(long)]
     installed: bool,
+    /// Only names matching this glob (`*`, `?`), as opkg's `list PATTERN`.
+    #[arg(value_name = "PATTERN")]
+    pattern: Option<String>,
 }
 
 #[derive(Args)]
 struct InfoArgs {
+    /// A package name, or a glob (`*`, `?`) over names.
     #[arg(value_name = "PKG")]
     package: String,
 }
@@ -579,6 +596,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Install(a) => cmd_install(cli, a),
         Command::Review(a) => cmd_review(cli, a),
         Command::Remove(a) => cmd_remove(cli, a),
+        Command::Autoremove { noaction } => cmd_autoremove(cli, *noaction),
         Command::Upgrade(a) => cmd_upgrade(cli, a),
         Command::ListUpgradable => cmd_list_upgradable(cli),
         Command::Download { packages } => cmd_download(cli, packages),
@@ -876,6 +894,38 @@ fn cmd_upgrade(cli: &Cli, a: &UpgradeCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn cmd_autoremove(cli: &Cli, noaction: bool) -> Result<ExitCode> {
+    let client = cli.client(None)?;
+    autoremove_with(cli, &client, noaction)
+}
+
+fn autoremove_with(cli: &Cli, client: &Client, noaction: bool) -> Result<ExitCode> {
+    let orphans = client.orphans()?;
+    if noaction {
+        if cli.json {
+            print_json(&orphans)?;
+        } else {
+            for o in &orphans {
+                cli_support::outln!("Would remove {o} (no longer needed)")?;
+            }
+            cli_support::outln!("Nothing was changed (--noaction).")?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if orphans.is_empty() {
+        if !cli.quiet {
+            cli_support::outln!("Nothing to remove: every auto-installed package is needed")?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in client.remove(&orphans, false, &cli.reporter())? {
+        if !cli.quiet {
+            cli_support::outln!("Removed {} (no longer needed)", r.name)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The plan of `--noaction`.
 fn print_plan(cli: &Cli, plan: &client::PlanReport) -> Result<()> {
     if cli.json {
@@ -1002,6 +1052,7 @@ fn cmd_remove(cli: &Cli, a: &RemoveArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let autoremove = a.autoremove;
     for r in client.remove(&a.packages, a.force_depends, &cli.reporter())? {
         if !cli.quiet {
             cli_support::outln!("Removed {}", r.name)?;
@@ -1009,6 +1060,9 @@ fn cmd_remove(cli: &Cli, a: &RemoveArgs) -> Result<ExitCode> {
                 cli_support::outln!("  kept modified conffile {c}")?;
             }
         }
+    }
+    if autoremove {
+        return autoremove_with(cli, &client, false);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1038,7 +1092,10 @@ impl<'a> From<&'a ListEntry> for ListJson<'a> {
 }
 
 fn cmd_list(cli: &Cli, a: &ListArgs) -> Result<ExitCode> {
-    let list = cli.client(None)?.list(a.installed, &cli.reporter())?;
+    let mut list = cli.client(None)?.list(a.installed, &cli.reporter())?;
+    if let Some(p) = &a.pattern {
+        list.retain(|e| prokit::query::glob_matches(p, &e.name));
+    }
     if cli.json {
         print_json(&list.iter().map(ListJson::from).collect::<Vec<_>>())?;
     } else {

@@ -189,6 +189,41 @@ pub fn depends(p: &Paragraph) -> Vec<String> {
     out
 }
 
+/// The installed packages that were pulled in as dependencies (`Auto-Installed: yes`) and
+/// that nothing installed on request needs any more, directly or through other packages'
+/// `Depends`/`Pre-Depends` (a name is met by a package of that name or one providing it).
+/// Held packages are kept, and so is everything they need. Sorted.
+pub fn orphans(db: &Db) -> Vec<String> {
+    let all = installed(db);
+    let auto = |p: &Paragraph| field(p, "Auto-Installed") == "yes";
+    let mut providers: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for (n, p) in &all {
+        for name in provided_names(p) {
+            providers.entry(name).or_default().push(n.as_str());
+        }
+    }
+    let mut needed: BTreeSet<&str> = all
+        .iter()
+        .filter(|(_, p)| !auto(p) || crate::status::is_held(p))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let mut queue: Vec<&str> = needed.iter().copied().collect();
+    while let Some(n) = queue.pop() {
+        let Some(p) = all.get(n) else { continue };
+        for dep in dependency_names(p) {
+            for &q in providers.get(&dep).map(Vec::as_slice).unwrap_or(&[]) {
+                if needed.insert(q) {
+                    queue.push(q);
+                }
+            }
+        }
+    }
+    all.keys()
+        .filter(|n| !needed.contains(n.as_str()))
+        .cloned()
+        .collect()
+}
+
 /// Why `compare-versions` could not answer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CompareError {

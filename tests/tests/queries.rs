@@ -157,6 +157,24 @@ fn queries_answer_from_the_database_and_change_nothing() {
         "{out}"
     );
 
+    // Glob patterns on list and info, as opkg takes them.
+    let (ok, out, _) = q(&["list", "--installed", "lib*"]);
+    assert!(
+        ok && out.starts_with("libfoo - 1.0") && out.lines().count() == 1,
+        "{out}"
+    );
+    let (ok, out, _) = q(&["list", "?im"]);
+    assert!(
+        ok && out.starts_with("vim - 9.0") && out.lines().count() == 1,
+        "{out}"
+    );
+    let (ok, out, _) = q(&["info", "na*"]);
+    assert!(
+        ok && out.contains("# installed\nPackage: nano")
+            && out.contains("# feed main\nPackage: nano"),
+        "{out}"
+    );
+
     assert_eq!(snapshot(&root), before, "a query changed the root");
     drop(server);
 }

@@ -274,3 +274,89 @@ fn noaction_changes_nothing_download_only_fills_the_cache_and_download_fetches_v
     );
     drop(server);
 }
+
+#[test]
+fn autoremove_removes_exactly_the_orphaned_auto_installed_packages() {
+    let f = Fixture::new();
+    f.add("libshared", "1.0", "", &[("usr/lib/libshared", "s")], None);
+    f.add(
+        "libone",
+        "1.0",
+        "Depends: libshared\n",
+        &[("usr/lib/libone", "1")],
+        None,
+    );
+    f.add("libkept", "1.0", "", &[("usr/lib/libkept", "k")], None);
+    f.add(
+        "app",
+        "1.0",
+        "Depends: libone\n",
+        &[("usr/bin/app", "a")],
+        None,
+    );
+    f.add(
+        "other",
+        "1.0",
+        "Depends: libkept\n",
+        &[("usr/bin/other", "o")],
+        None,
+    );
+    f.add("held-dep", "1.0", "", &[("usr/lib/held", "h")], None);
+    f.add(
+        "user",
+        "1.0",
+        "Depends: held-dep\n",
+        &[("usr/bin/user", "u")],
+        None,
+    );
+    f.index();
+    let Some(server) = HttpServer::serve(&f.feed) else {
+        return;
+    };
+    let root = f.tmp.path().join("root");
+    let r = root.to_str().unwrap();
+    let (ok, out, err) = prokit(
+        None,
+        &[
+            "bootstrap",
+            r,
+            "--feed",
+            &format!("main={}", server.url("")),
+            "--pubkey",
+            f.public.to_str().unwrap(),
+            "app",
+            "other",
+            "user",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(status_of(&root, "libone").contains("Auto-Installed: yes"));
+    let (ok, out, _) = prokit(Some(r), &["autoremove", "--noaction"]);
+    assert!(
+        ok && out == "Nothing was changed (--noaction).\n",
+        "nothing orphaned yet: {out}"
+    );
+    // app and user go: libone and libshared are orphans; held-dep is held, so it stays.
+    let (ok, _, err) = prokit(Some(r), &["flag", "hold", "held-dep"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = prokit(Some(r), &["remove", "app", "user"]);
+    assert!(ok, "{out}{err}");
+    let before = snapshot(&root);
+    let (ok, out, _) = prokit(Some(r), &["--json", "autoremove", "--noaction"]);
+    assert!(ok);
+    assert_eq!(out.trim(), r#"["libone","libshared"]"#);
+    assert_eq!(snapshot(&root), before);
+    let (ok, out, err) = prokit(Some(r), &["autoremove"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("Removed libone (no longer needed)"), "{out}");
+    assert!(!root.join("usr/lib/libone").exists() && !root.join("usr/lib/libshared").exists());
+    for kept in ["usr/lib/libkept", "usr/bin/other", "usr/lib/held"] {
+        assert!(root.join(kept).is_file(), "{kept} was removed");
+    }
+    // remove --autoremove: other goes, and libkept with it.
+    let (ok, out, err) = prokit(Some(r), &["remove", "--autoremove", "other"]);
+    assert!(ok, "{out}{err}");
+    assert!(!root.join("usr/lib/libkept").exists(), "{out}");
+    assert!(root.join("usr/lib/held").is_file());
+    drop(server);
+}
