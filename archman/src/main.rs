@@ -174,6 +174,20 @@ enum Command {
     /// Example: archman token roll --name device-17 --dir /etc/nginx/feed-tokens --out device-17.token
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// Example: archman completions bash > /etc/bash_completion.d/archman
+    Completions {
+        #[arg(value_enum)]
+        shell: cli_support::Shell,
+    },
+    /// Write the man pages (archman.1 and one per subcommand, archman-index.1, …) into DIR.
+    ///
+    /// Example: archman man /usr/local/share/man/man1
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -911,6 +925,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::VerifyPackage(a) => cmd_verify_package(a),
         Command::Key(KeyCmd::Export(a)) => cmd_key_export(a),
         Command::Token(t) => cmd_token(t),
+        Command::Completions { shell } => {
+            cli_support::write_completions(&mut <Cli as clap::CommandFactory>::command(), shell)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => {
+            for p in cli_support::write_man_pages(&<Cli as clap::CommandFactory>::command(), &dir)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
+            {
+                outln!("{}", p.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Fingerprint { of } => cmd_fingerprint(of),
         Command::Keyring(cmd) => cmd_keyring(cmd),
     }

@@ -1,6 +1,7 @@
 //! `cli-support` owns what the two binaries, `archman` and `prokit`, share at their edge and
 //! nothing else: the one format in which an error is shown, and the rule that a closed
-//! standard output (`prokit list | head`) is a normal end, not a failure (as ripgrep does).
+//! standard output (`prokit list | head`) is a normal end, not a failure (as ripgrep does);
+//! and the shell completions and man pages both generate from their clap definitions.
 
 use std::error::Error;
 use std::io;
@@ -55,6 +56,48 @@ macro_rules! outln {
     ($($arg:tt)*) => {
         $crate::write_stdout(::std::format_args!("{}\n", ::std::format_args!($($arg)*)))
     };
+}
+
+/// The shells `completions` writes for.
+pub use clap_complete::Shell;
+
+/// Writes `cmd`'s completion script for `shell` to standard output.
+pub fn write_completions(cmd: &mut clap::Command, shell: Shell) -> io::Result<()> {
+    let name = cmd.get_name().to_string();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, cmd, name, &mut out);
+    io::Write::write_all(&mut io::stdout().lock(), &out)
+}
+
+/// Writes the man pages of `cmd` and of each of its subcommands (`archman-index.1`, …, as
+/// git names its pages) into `dir`; returns the files written.
+pub fn write_man_pages(
+    cmd: &clap::Command,
+    dir: &std::path::Path,
+) -> io::Result<Vec<std::path::PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let mut written = Vec::new();
+    let mut pages = vec![(cmd.get_name().to_string(), cmd.clone())];
+    let mut i = 0;
+    while i < pages.len() {
+        let (name, page) = pages[i].clone();
+        for sub in page.get_subcommands() {
+            if sub.get_name() == "help" {
+                continue;
+            }
+            let sub_name = format!("{name}-{}", sub.get_name());
+            pages.push((sub_name.clone(), sub.clone().name(sub_name)));
+        }
+        i += 1;
+    }
+    for (name, page) in pages {
+        let mut bytes = Vec::new();
+        clap_mangen::Man::new(page).render(&mut bytes)?;
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, bytes)?;
+        written.push(path);
+    }
+    Ok(written)
 }
 
 #[cfg(test)]

@@ -239,6 +239,20 @@ enum Command {
     /// Print the accepted architectures and their priorities (`arch` lines), as opkg does.
     #[command(alias = "print_architecture")]
     PrintArchitecture,
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// Example: prokit completions bash > /etc/bash_completion.d/prokit
+    Completions {
+        #[arg(value_enum)]
+        shell: cli_support::Shell,
+    },
+    /// Write the man pages (prokit.1 and one per subcommand, prokit-install.1, …) into DIR.
+    ///
+    /// Example: prokit man /usr/local/share/man/man1
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// The audit trail: every security decision (feeds verified or refused, keyrings
     /// updated, packages verified, refused, installed, upgraded, removed, policy decisions)
     /// is one JSON line in <root>/var/log/prokit/audit.jsonl (`option audit_log PATH`, or
@@ -615,6 +629,18 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Depends { package } => cmd_depends(cli, package),
         Command::CompareVersions { v1, op, v2 } => cmd_compare_versions(v1, op, v2),
         Command::PrintArchitecture => cmd_print_architecture(cli),
+        Command::Completions { shell } => {
+            cli_support::write_completions(&mut <Cli as clap::CommandFactory>::command(), *shell)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => {
+            for p in cli_support::write_man_pages(&<Cli as clap::CommandFactory>::command(), dir)
+                .with_context(|| dir.display().to_string())?
+            {
+                cli_support::outln!("{}", p.display())?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Auth(AuthCmd::Set(a)) => cmd_auth_set(cli, a),
         Command::Auth(AuthCmd::List) => cmd_auth_list(cli),
         Command::Auth(AuthCmd::Remove { feed }) => cmd_auth_remove(cli, feed),
