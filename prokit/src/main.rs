@@ -961,7 +961,11 @@ fn print_plan(cli: &Cli, plan: &client::PlanReport) -> Result<()> {
         cli_support::outln!("Would remove {r} (replaced)")?;
     }
     for s in &plan.steps {
-        let why = if s.auto { ", dependency" } else { "" };
+        let why = if s.auto && s.from.is_none() {
+            ", dependency"
+        } else {
+            ""
+        };
         match &s.from {
             Some(from) => cli_support::outln!(
                 "Would upgrade {} {from} -> {} (feed {}, {} bytes{why})",
