@@ -1248,6 +1248,7 @@ impl Client {
                 .option("keyring")
                 .map(keyring_pkg::package::package_name),
             allow_trust_changes: self.opts.allow_trust_changes,
+            released: Default::default(),
         }
     }
 
@@ -1562,6 +1563,30 @@ impl Client {
                 check_arrived(item);
             })
             .map_err(|e| self.download_refused(&items, &plan.steps, e))?;
+            // Files leaving the packages this transaction upgrades (the old version ships
+            // them, the new one does not): another package here may take them over.
+            let mut released = install::Released::new();
+            for (i, step) in plan.steps.iter().enumerate() {
+                if step.upgrade_from.is_none() {
+                    continue;
+                }
+                let new = crate::review::package_paths(&items[i].dest).map_err(|source| {
+                    ClientError::Review {
+                        package: format!("{} {}", step.name, step.version),
+                        source: Box::new(source),
+                    }
+                })?;
+                let gone: std::collections::BTreeSet<String> = db
+                    .files(&step.name)?
+                    .into_iter()
+                    .filter(|r| r.kind != crate::status::FileKind::Dir && !new.contains(&r.path))
+                    .map(|r| r.path)
+                    .collect();
+                if !gone.is_empty() {
+                    released.insert(step.name.clone(), gone);
+                }
+            }
+            let _ = opts.released.set(released);
             if reviewing {
                 let mode = if gate.review_only() {
                     "review"

@@ -59,7 +59,15 @@ pub struct InstallOptions {
     pub trust_package: Option<String>,
     /// Let any package change which keys and feeds are trusted (`--allow-trust-changes`).
     pub allow_trust_changes: bool,
+    /// Paths that packages upgraded in this transaction ship no more, by package: another
+    /// package of the transaction may take such a path over without `Replaces` (a file
+    /// moving from the old version of a to a new b, as opkg allows). Set once every package
+    /// of the transaction is downloaded and verified.
+    pub released: std::sync::Arc<std::sync::OnceLock<Released>>,
 }
+
+/// See [`InstallOptions::released`].
+pub type Released = std::collections::BTreeMap<String, std::collections::BTreeSet<String>>;
 
 /// A path of the installed package that was to be deleted but was left in place, and why
 /// (docs/threats.md §19): its `.list` names a path no package can own, or a directory on the
@@ -311,6 +319,7 @@ fn install_in(
         allow_special: opts.allow_special,
         trust_package: opts.trust_package.clone(),
         allow_trust_changes: opts.allow_trust_changes,
+        released: opts.released.clone(),
     };
     let staged = unpack::unpack(db, tx, pkg_file, &unpack_opts)?;
     if let Some(want) = expected {

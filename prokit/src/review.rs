@@ -125,6 +125,28 @@ pub struct Provenance {
 
 /// Reads the package at `path` and lists what it will do. `owner_of` names the installed
 /// package that owns a path today (for takeovers); `None` for paths nobody owns.
+/// The paths (not directories) the package file at `path` installs, as unpacking names
+/// them.
+pub fn package_paths(
+    path: &Path,
+) -> Result<std::collections::BTreeSet<String>, feeds::package::PackageFileError> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut visit = |data: &mut feeds::package::DataTar<'_>| -> Result<(), PackageError> {
+        data.for_each_entry(|e: &mut DataEntry<'_, '_>| -> Result<(), PackageError> {
+            if e.header().entry_type() == tar::EntryType::Directory {
+                return Ok(());
+            }
+            if let Ok(Some(p)) = normalize_name(&e.path_bytes()) {
+                out.insert(p);
+            }
+            Ok(())
+        })?;
+        Ok(())
+    };
+    read_package_file(path, &ReadOptions::default(), Some(&mut visit))?;
+    Ok(out)
+}
+
 pub fn review_package(
     path: &Path,
     provenance: &Provenance,

@@ -360,3 +360,62 @@ fn autoremove_removes_exactly_the_orphaned_auto_installed_packages() {
     assert!(root.join("usr/lib/held").is_file());
     drop(server);
 }
+
+#[test]
+fn a_file_moving_from_the_old_version_of_a_to_a_new_b_is_taken_over_without_replaces() {
+    let f = Fixture::new();
+    f.add(
+        "a",
+        "1.0",
+        "",
+        &[("usr/bin/a", "a 1"), ("usr/share/moved", "from a\n")],
+        None,
+    );
+    f.add("c", "1.0", "", &[("usr/share/moved", "from c\n")], None);
+    f.index();
+    let Some(server) = HttpServer::serve(&f.feed) else {
+        return;
+    };
+    let root = f.tmp.path().join("root");
+    let r = root.to_str().unwrap();
+    let (ok, out, err) = prokit(
+        None,
+        &[
+            "bootstrap",
+            r,
+            "--feed",
+            &format!("main={}", server.url("")),
+            "--pubkey",
+            f.public.to_str().unwrap(),
+            "a",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    // Any other overlap stays refused: c is no part of an upgrade of a.
+    let (ok, _, err) = prokit(Some(r), &["install", "c"]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains(
+            "/usr/share/moved is already owned by package a (c does not declare Replaces: a)"
+        ),
+        "{err}"
+    );
+    // a 2.0 moves the file to a new package b, which does not declare Replaces.
+    f.add("a", "2.0", "Depends: b\n", &[("usr/bin/a", "a 2")], None);
+    f.add("b", "1.0", "", &[("usr/share/moved", "from b\n")], None);
+    f.index();
+    let (ok, _, err) = prokit(Some(r), &["update"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = prokit(Some(r), &["upgrade"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        fs::read_to_string(root.join("usr/share/moved")).unwrap(),
+        "from b\n"
+    );
+    assert_eq!(fs::read_to_string(root.join("usr/bin/a")).unwrap(), "a 2");
+    let (ok, out, _) = prokit(Some(r), &["search", "/usr/share/moved"]);
+    assert!(ok && out == "b - /usr/share/moved\n", "{out}");
+    let (ok, out, _) = prokit(Some(r), &["verify"]);
+    assert!(ok, "{out}");
+    drop(server);
+}

@@ -652,6 +652,14 @@ pub(super) fn settle(
                         None => r.constraint().is_none(),
                     }
             });
+            // A file moving: the owner is upgraded in this same transaction to a version
+            // that does not ship the path any more.
+            let moved = opts
+                .released
+                .get()
+                .and_then(|r| r.get(owner))
+                .is_some_and(|paths| paths.contains(path.as_str()));
+            let replaced = replaced || moved;
             if !replaced {
                 return Err(UnpackError::Conflict {
                     package: name.clone(),

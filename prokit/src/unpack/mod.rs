@@ -97,6 +97,8 @@ pub struct UnpackOptions {
     pub trust_package: Option<String>,
     /// Let any package change which keys and feeds are trusted (`--allow-trust-changes`).
     pub allow_trust_changes: bool,
+    /// Paths other packages of the transaction ship no more ([`crate::install::InstallOptions::released`]).
+    pub released: std::sync::Arc<std::sync::OnceLock<crate::install::Released>>,
 }
 
 /// Why a package could not be unpacked (or a transaction could not proceed).
