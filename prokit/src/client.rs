@@ -105,6 +105,8 @@ pub struct Options {
     pub allow_trust_changes: bool,
     /// Change held packages (`prokit flag hold`) too (`--force-hold`).
     pub force_hold: bool,
+    /// Take over files other packages own, without `Replaces` (`--force-overwrite`).
+    pub force_overwrite: bool,
     /// Download and verify the packages an install or upgrade needs, then stop: the cache
     /// is filled (and kept), the root unchanged (`--download-only`).
     pub download_only: bool,
@@ -130,6 +132,7 @@ impl Options {
             pipeline: false,
             allow_trust_changes: false,
             force_hold: false,
+            force_overwrite: false,
             download_only: false,
         }
     }
@@ -1249,6 +1252,7 @@ impl Client {
                 .map(keyring_pkg::package::package_name),
             allow_trust_changes: self.opts.allow_trust_changes,
             released: Default::default(),
+            force_overwrite: self.opts.force_overwrite,
         }
     }
 

@@ -64,6 +64,8 @@ pub struct InstallOptions {
     /// moving from the old version of a to a new b, as opkg allows). Set once every package
     /// of the transaction is downloaded and verified.
     pub released: std::sync::Arc<std::sync::OnceLock<Released>>,
+    /// Take over files owned by other packages without `Replaces` (`--force-overwrite`).
+    pub force_overwrite: bool,
 }
 
 /// See [`InstallOptions::released`].
@@ -320,6 +322,7 @@ fn install_in(
         trust_package: opts.trust_package.clone(),
         allow_trust_changes: opts.allow_trust_changes,
         released: opts.released.clone(),
+        force_overwrite: opts.force_overwrite,
     };
     let staged = unpack::unpack(db, tx, pkg_file, &unpack_opts)?;
     if let Some(want) = expected {

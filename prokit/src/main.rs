@@ -101,6 +101,10 @@ struct InstallArgs {
     /// Change packages held with `prokit flag hold` too.
     #[arg(long)]
     force_hold: bool,
+    /// Take over files that other installed packages own, even without `Replaces` (the
+    /// new owner is recorded; the old package no longer lists them).
+    #[arg(long)]
+    force_overwrite: bool,
     /// Print the plan (installs, upgrades, removals, download sizes) and change nothing;
     /// nothing is downloaded.
     #[arg(long, visible_alias = "dry-run", conflicts_with = "download_only")]
@@ -572,6 +576,7 @@ impl Cli {
             o.jobs = a.jobs.max(1);
             o.keep_cache = a.keep_cache;
             o.force_hold = a.force_hold;
+            o.force_overwrite = a.force_overwrite;
             o.download_only = a.download_only;
             // The cache is what --download-only is for.
             o.keep_cache |= a.download_only;

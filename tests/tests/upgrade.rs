@@ -417,5 +417,16 @@ fn a_file_moving_from_the_old_version_of_a_to_a_new_b_is_taken_over_without_repl
     assert!(ok && out == "b - /usr/share/moved\n", "{out}");
     let (ok, out, _) = prokit(Some(r), &["verify"]);
     assert!(ok, "{out}");
+    // --force-overwrite takes a file over anyway, and records the new owner.
+    let (ok, _, err) = prokit(Some(r), &["install", "c"]);
+    assert!(!ok && err.contains("already owned by package b"), "{err}");
+    let (ok, out, err) = prokit(Some(r), &["install", "--force-overwrite", "c"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        fs::read_to_string(root.join("usr/share/moved")).unwrap(),
+        "from c\n"
+    );
+    let (_, out, _) = prokit(Some(r), &["search", "/usr/share/moved"]);
+    assert_eq!(out, "c - /usr/share/moved\n");
     drop(server);
 }

@@ -659,7 +659,7 @@ pub(super) fn settle(
                 .get()
                 .and_then(|r| r.get(owner))
                 .is_some_and(|paths| paths.contains(path.as_str()));
-            let replaced = replaced || moved;
+            let replaced = replaced || moved || opts.force_overwrite;
             if !replaced {
                 return Err(UnpackError::Conflict {
                     package: name.clone(),

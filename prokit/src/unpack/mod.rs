@@ -99,6 +99,9 @@ pub struct UnpackOptions {
     pub allow_trust_changes: bool,
     /// Paths other packages of the transaction ship no more ([`crate::install::InstallOptions::released`]).
     pub released: std::sync::Arc<std::sync::OnceLock<crate::install::Released>>,
+    /// Take over files owned by other packages even without `Replaces` (`--force-overwrite`);
+    /// the takeover is recorded as with `Replaces`.
+    pub force_overwrite: bool,
 }
 
 /// Why a package could not be unpacked (or a transaction could not proceed).
