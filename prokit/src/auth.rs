@@ -507,10 +507,10 @@ pub fn entry_text(machine: &str, credential: &Credential) -> String {
     }
 }
 
-/// Splits the userinfo out of a feed URL: the URL without it, and the credential it held
-/// (opkg-lede sends `https://user:pass@host/…` as basic auth). Percent-escapes in the
-/// userinfo are decoded.
-pub fn split_userinfo(url: &str) -> (String, Option<(String, Secret)>) {
+/// Splits the userinfo out of a feed URL: the URL without it, and the userinfo exactly as
+/// written (`user:pass`, percent-escapes and all; [`decode_userinfo`] makes the credential
+/// opkg-lede would send of it).
+pub fn split_userinfo(url: &str) -> (String, Option<Secret>) {
     let Some(i) = url.find("://") else {
         return (url.to_string(), None);
     };
@@ -523,11 +523,14 @@ pub fn split_userinfo(url: &str) -> (String, Option<(String, Secret)>) {
     };
     let userinfo = &url[start..start + at];
     let clean = format!("{}{}", &url[..start], &url[start + at + 1..]);
-    let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-    (
-        clean,
-        Some((percent_decode(user), Secret::new(percent_decode(pass)))),
-    )
+    (clean, Some(Secret::new(userinfo)))
+}
+
+/// The login and password of a URL's userinfo, percent-escapes decoded.
+pub fn decode_userinfo(raw: &Secret) -> (String, Secret) {
+    let raw = raw.expose();
+    let (user, pass) = raw.split_once(':').unwrap_or((raw, ""));
+    (percent_decode(user), Secret::new(percent_decode(pass)))
 }
 
 fn percent_decode(s: &str) -> String {
@@ -535,9 +538,12 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
         if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+            && let Some(v) = hex
         {
             out.push(v);
             i += 3;
@@ -713,10 +719,16 @@ mod tests {
 
     #[test]
     fn url_userinfo_is_split_out_and_masked() {
-        let (clean, cred) = split_userinfo("https://al%40ice:p%3Ass@example.org:8443/feed/x");
+        let (clean, raw) = split_userinfo("https://al%40ice:p%3Ass@example.org:8443/feed/x");
         assert_eq!(clean, "https://example.org:8443/feed/x");
-        let (user, pass) = cred.unwrap();
+        let raw = raw.unwrap();
+        assert_eq!(raw.expose(), "al%40ice:p%3Ass");
+        let (user, pass) = decode_userinfo(&raw);
         assert_eq!((user.as_str(), pass.expose()), ("al@ice", "p:ss"));
+        // A % before a multi-byte character is kept as it is (found by the prokit_config
+        // fuzz target as a panic in an earlier version).
+        let (user, _) = decode_userinfo(&Secret::new("%é%A:x"));
+        assert_eq!(user, "%é%A");
         assert_eq!(
             shown_url("https://u:p@example.org/feed"),
             "https://***@example.org/feed"

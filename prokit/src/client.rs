@@ -441,7 +441,8 @@ impl Client {
         let mut credentials = crate::auth::Credentials::load(&root)?;
         let mut warnings = Vec::new();
         for s in &config.sources {
-            if let Some((login, password)) = &s.userinfo {
+            if let Some(raw) = &s.userinfo {
+                let (login, password) = crate::auth::decode_userinfo(raw);
                 warnings.push(format!(
                     "feed {}: credentials in its URL in opkg.conf, which every user can read; keep them in /{} (prokit auth set {} …) instead",
                     s.name,

@@ -34,7 +34,7 @@ pub struct Source {
     /// The userinfo of the URL as written (`https://user:pass@host/…`, which opkg-lede sends
     /// as basic auth), split out of `url` so that the URL can be shown, logged and stored
     /// without it (src/auth.rs).
-    pub userinfo: Option<(String, crate::auth::Secret)>,
+    pub userinfo: Option<crate::auth::Secret>,
 }
 
 impl Source {
@@ -42,15 +42,9 @@ impl Source {
     pub fn url_as_written(&self) -> String {
         match &self.userinfo {
             None => self.url.clone(),
-            Some((user, pass)) => {
+            Some(raw) => {
                 let i = self.url.find("://").map_or(0, |i| i + 3);
-                format!(
-                    "{}{}:{}@{}",
-                    &self.url[..i],
-                    user,
-                    pass.expose(),
-                    &self.url[i..]
-                )
+                format!("{}{}@{}", &self.url[..i], raw.expose(), &self.url[i..])
             }
         }
     }
@@ -528,7 +522,7 @@ arch x86_64 10
         let text = "src/gz a https://u:p%40ss@example.org/feed\noption mirror a https://m1.example.org/feed/\noption mirror a http://127.0.0.1:8080/feed\n";
         let c = Config::parse(text, "x.conf").unwrap();
         assert_eq!(c.sources[0].url, "https://example.org/feed");
-        let (user, pass) = c.sources[0].userinfo.as_ref().unwrap();
+        let (user, pass) = crate::auth::decode_userinfo(c.sources[0].userinfo.as_ref().unwrap());
         assert_eq!((user.as_str(), pass.expose()), ("u", "p@ss"));
         assert!(!format!("{c:?}").contains("p@ss"), "a secret in Debug");
         assert_eq!(
@@ -543,6 +537,17 @@ arch x86_64 10
             e.to_string().starts_with("x.conf:1: option mirror a"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_url_with_odd_userinfo_round_trips() {
+        // Found by the prokit_config fuzz target: userinfo with escapes and colons must be
+        // written back exactly as read.
+        let text = "src/gz base http://.edf\0z\0AAA::%:::AAA%%%%%%AA\0,\0@\0\0\n";
+        let c = Config::parse(text, "x.conf").unwrap();
+        let again = Config::parse(&c.to_text(), "y.conf").unwrap();
+        assert_eq!(again, c);
+        assert_eq!(again.to_text(), c.to_text());
     }
 
     #[test]
