@@ -40,8 +40,16 @@ fn review(name: &str, everything: bool) -> Review {
         } else {
             vec![]
         },
-        setid: if everything { vec![special("setuid")] } else { vec![] },
-        devices: if everything { vec![special("fifo")] } else { vec![] },
+        setid: if everything {
+            vec![special("setuid")]
+        } else {
+            vec![]
+        },
+        devices: if everything {
+            vec![special("fifo")]
+        } else {
+            vec![]
+        },
         outside: vec![],
         conffiles: vec![],
         takes_over: vec![],
@@ -71,7 +79,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let all = p.judge(&review("pkg-all", true));
     assert_eq!(all.is_empty(), p.is_empty());
-    assert!(all.len() <= 6 + all.iter().filter(|d| d.rule.text.starts_with("deny packages")).count());
+    assert!(
+        all.len()
+            <= 6 + all
+                .iter()
+                .filter(|d| d.rule.text.starts_with("deny packages"))
+                .count()
+    );
     for d in &all {
         assert!(d.rule.line >= 1 && d.rule.line <= lines, "{d:?}");
     }
