@@ -16,6 +16,7 @@
 
 pub mod build;
 pub mod control;
+pub mod glob;
 pub mod index;
 pub mod limits;
 pub mod package;

@@ -205,26 +205,12 @@ impl fmt::Display for Scope {
     }
 }
 
-/// `*` and `?` glob matching, linear in the lengths (the classic backtrack to the last `*`).
+/// `*` and `?` glob matching over the whole name (`feeds::glob`).
 fn glob_matches(glob: &[u8], name: &[u8]) -> bool {
-    let (mut g, mut n) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
-        if g < glob.len() && (glob[g] == b'?' || glob[g] == name[n]) {
-            g += 1;
-            n += 1;
-        } else if g < glob.len() && glob[g] == b'*' {
-            star = Some((g, n));
-            g += 1;
-        } else if let Some((sg, sn)) = star {
-            g = sg + 1;
-            n = sn + 1;
-            star = Some((sg, sn + 1));
-        } else {
-            return false;
-        }
+    match (std::str::from_utf8(glob), std::str::from_utf8(name)) {
+        (Ok(g), Ok(n)) => feeds::glob::matches(g, n),
+        _ => false,
     }
-    glob[g..].iter().all(|&c| c == b'*')
 }
 
 /// Which stanza an error is about.

@@ -279,6 +279,33 @@ fn held_list(names: &[String]) -> String {
     }
 }
 
+/// Whether `names` may be removed together: each installed, and (unless `force_depends`)
+/// nothing else installed depending on it.
+fn check_removable(
+    db: &Db,
+    universe: &Universe,
+    names: &[String],
+    force_depends: bool,
+) -> Result<(), ClientError> {
+    for n in names {
+        if db.get(n).is_none() {
+            return Err(ClientError::NotInstalled(n.clone()));
+        }
+        let dependents: Vec<String> = universe
+            .reverse_dependents(n)
+            .into_iter()
+            .filter(|d| !names.contains(d))
+            .collect();
+        if !dependents.is_empty() && !force_depends {
+            return Err(ClientError::Dependents {
+                name: n.clone(),
+                dependents,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The request list of package arguments (`NAME` or `NAME=VERSION`).
 fn requests_of(packages: &[String]) -> Vec<Request> {
     packages
@@ -650,22 +677,12 @@ impl Client {
     ) -> Result<Vec<(String, String, usize)>, ClientError> {
         let db = self.open_db(progress)?;
         let universe = self.universe(&db, false, progress)?;
+        check_removable(&db, &universe, names, force_depends)?;
         let mut out = Vec::new();
         for n in names {
             let Some(p) = db.get(n) else {
                 return Err(ClientError::NotInstalled(n.clone()));
             };
-            let dependents: Vec<String> = universe
-                .reverse_dependents(n)
-                .into_iter()
-                .filter(|d| !names.contains(d))
-                .collect();
-            if !dependents.is_empty() && !force_depends {
-                return Err(ClientError::Dependents {
-                    name: n.clone(),
-                    dependents,
-                });
-            }
             let files = db.files(n).map(|f| f.len()).unwrap_or(0);
             out.push((
                 n.clone(),
@@ -1772,22 +1789,7 @@ impl Client {
     ) -> Result<Vec<RemoveReport>, ClientError> {
         let mut db = self.open_db(progress)?;
         let universe = self.universe(&db, false, progress)?;
-        for n in names {
-            if db.get(n).is_none() {
-                return Err(ClientError::NotInstalled(n.clone()));
-            }
-            let dependents: Vec<String> = universe
-                .reverse_dependents(n)
-                .into_iter()
-                .filter(|d| !names.contains(d))
-                .collect();
-            if !dependents.is_empty() && !force_depends {
-                return Err(ClientError::Dependents {
-                    name: n.clone(),
-                    dependents,
-                });
-            }
-        }
+        check_removable(&db, &universe, names, force_depends)?;
         let opts = self.install_options();
         let mut out = Vec::new();
         for n in names {

@@ -12,29 +12,8 @@ use feeds::version::Version;
 
 use crate::status::{Db, FileKind, StatusError, is_installed};
 
-/// `*` and `?` glob matching, whole string (`/` is an ordinary character, as in opkg's
-/// `search`, which uses fnmatch without FNM_PATHNAME).
-pub fn glob_matches(glob: &str, text: &str) -> bool {
-    let (glob, name) = (glob.as_bytes(), text.as_bytes());
-    let (mut g, mut n) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
-        if g < glob.len() && (glob[g] == b'?' || glob[g] == name[n]) {
-            g += 1;
-            n += 1;
-        } else if g < glob.len() && glob[g] == b'*' {
-            star = Some((g, n));
-            g += 1;
-        } else if let Some((sg, sn)) = star {
-            g = sg + 1;
-            n = sn + 1;
-            star = Some((sg, sn + 1));
-        } else {
-            return false;
-        }
-    }
-    glob[g..].iter().all(|&c| c == b'*')
-}
+/// `*` and `?` glob matching over a whole string (`feeds::glob`).
+pub use feeds::glob::matches as glob_matches;
 
 fn field<'a>(p: &'a Paragraph, name: &str) -> &'a str {
     p.get(name).unwrap_or("").trim()
@@ -258,14 +237,6 @@ pub fn compare_versions(v1: &str, op: &str, v2: &str) -> Result<bool, CompareErr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs_match_as_fnmatch_without_pathname() {
-        assert!(glob_matches("*.conf", "/etc/x/y.conf"));
-        assert!(glob_matches("/usr/bin/?s", "/usr/bin/ls"));
-        assert!(!glob_matches("/usr/bin/?s", "/usr/bin/lss"));
-        assert!(glob_matches("*", ""));
-    }
 
     #[test]
     fn compare_versions_uses_opkgs_operators() {

@@ -14,26 +14,33 @@ use std::process::Command;
 use common::archman;
 use e2e::{HttpServer, have_tool, run};
 
-/// A `.deb` built by the real dpkg-deb.
-fn deb(out: &Path, name: &str, version: &str) -> PathBuf {
-    let src = out.with_file_name(format!("src-{name}-{version}"));
+/// A `.deb` of `arch` built by the real dpkg-deb into `dest`, from a source tree made under
+/// `work`.
+fn build_deb(dest: &Path, work: &Path, name: &str, version: &str, arch: &str) -> PathBuf {
+    let src = work.join(format!("src-{name}-{version}-{arch}"));
     fs::create_dir_all(src.join("DEBIAN")).unwrap();
     fs::create_dir_all(src.join("usr/share").join(name)).unwrap();
     fs::write(
         src.join("DEBIAN/control"),
         format!(
-            "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: T <t@example.org>\nDescription: {name} for apt\n"
+            "Package: {name}\nVersion: {version}\nArchitecture: {arch}\nMaintainer: T <t@example.org>\nDescription: {name} for apt\n"
         ),
     )
     .unwrap();
     fs::write(src.join("usr/share").join(name).join("data"), name).unwrap();
-    let file = out.join(format!("{name}_{version}_all.deb"));
+    fs::create_dir_all(dest).unwrap();
+    let file = dest.join(format!("{name}_{version}_{arch}.deb"));
     let (ok, _, err) = run(Command::new("dpkg-deb")
         .args(["--root-owner-group", "-Zgzip", "-b"])
         .arg(&src)
         .arg(&file));
     assert!(ok, "dpkg-deb: {err}");
     file
+}
+
+/// An `Architecture: all` `.deb` in the flat feed `out`.
+fn deb(out: &Path, name: &str, version: &str) -> PathBuf {
+    build_deb(out, out.parent().unwrap(), name, version, "all")
 }
 
 /// apt with every directory of its own under `dir`: nothing of the host's apt is read or
@@ -371,31 +378,15 @@ fn apt_updates_and_downloads_from_the_feed_with_signed_by_and_refuses_each_attac
     drop(server);
 }
 
-/// A `.deb` of `arch` built by dpkg-deb into `archive/pool/main`.
+/// A `.deb` of `arch` in `archive/pool/main`.
 fn pool_deb(archive: &Path, name: &str, version: &str, arch: &str) -> PathBuf {
-    let pool = archive.join("pool/main");
-    fs::create_dir_all(&pool).unwrap();
-    let src = archive
-        .parent()
-        .unwrap()
-        .join(format!("src-{name}-{version}-{arch}"));
-    fs::create_dir_all(src.join("DEBIAN")).unwrap();
-    fs::create_dir_all(src.join("usr/share").join(name)).unwrap();
-    fs::write(
-        src.join("DEBIAN/control"),
-        format!(
-            "Package: {name}\nVersion: {version}\nArchitecture: {arch}\nMaintainer: T <t@example.org>\nDescription: {name} for apt\n"
-        ),
+    build_deb(
+        &archive.join("pool/main"),
+        archive.parent().unwrap(),
+        name,
+        version,
+        arch,
     )
-    .unwrap();
-    fs::write(src.join("usr/share").join(name).join("data"), name).unwrap();
-    let file = pool.join(format!("{name}_{version}_{arch}.deb"));
-    let (ok, _, err) = run(Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-Zgzip", "-b"])
-        .arg(&src)
-        .arg(&file));
-    assert!(ok, "dpkg-deb: {err}");
-    file
 }
 
 /// `archman index --layout debian --suite stable --codename demo` at `epoch`.

@@ -8,7 +8,7 @@ mod common;
 
 use std::fs;
 
-use common::{Fixture, prokit, snapshot};
+use common::{Fixture, bootstrap, prokit, snapshot};
 use e2e::HttpServer;
 
 #[test]
@@ -49,22 +49,7 @@ fn queries_answer_from_the_database_and_change_nothing() {
     };
     let root = f.tmp.path().join("root");
     let r = root.to_str().unwrap();
-    let (ok, out, err) = prokit(
-        None,
-        &[
-            "bootstrap",
-            r,
-            "--feed",
-            &format!("main={}", server.url("")),
-            "--pubkey",
-            f.public.to_str().unwrap(),
-            "--arch",
-            "all:1",
-            "app",
-            "nano",
-        ],
-    );
-    assert!(ok, "{out}{err}");
+    bootstrap(&f, &server, &root, &["--arch", "all:1", "app", "nano"]);
     // An entry opkg leaves after a removal: not installed, so not listed as installed.
     let status = root.join("usr/lib/opkg/status");
     let mut text = fs::read_to_string(&status).unwrap();

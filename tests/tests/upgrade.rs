@@ -13,7 +13,7 @@ mod common;
 
 use std::fs;
 
-use common::{Fixture, prokit, snapshot, status_of};
+use common::{Fixture, bootstrap, prokit, snapshot, status_of};
 use e2e::HttpServer;
 
 #[test]
@@ -34,20 +34,7 @@ fn upgrade_pulls_new_dependencies_respects_holds_and_keeps_auto_flags() {
     };
     let root = f.tmp.path().join("root");
     let r = root.to_str().unwrap();
-    let (ok, out, err) = prokit(
-        None,
-        &[
-            "bootstrap",
-            r,
-            "--feed",
-            &format!("main={}", server.url("")),
-            "--pubkey",
-            f.public.to_str().unwrap(),
-            "app",
-            "tool",
-        ],
-    );
-    assert!(ok, "{out}{err}");
+    bootstrap(&f, &server, &root, &["app", "tool"]);
     assert!(status_of(&root, "base").contains("Status: install ok installed"));
 
     // New versions: app 2.0 needs a new package; base and tool move on too.
@@ -174,19 +161,7 @@ fn noaction_changes_nothing_download_only_fills_the_cache_and_download_fetches_v
     };
     let root = f.tmp.path().join("root");
     let r = root.to_str().unwrap();
-    let (ok, out, err) = prokit(
-        None,
-        &[
-            "bootstrap",
-            r,
-            "--feed",
-            &format!("main={}", server.url("")),
-            "--pubkey",
-            f.public.to_str().unwrap(),
-            "app",
-        ],
-    );
-    assert!(ok, "{out}{err}");
+    bootstrap(&f, &server, &root, &["app"]);
     f.add(
         "app",
         "2.0",
@@ -315,21 +290,7 @@ fn autoremove_removes_exactly_the_orphaned_auto_installed_packages() {
     };
     let root = f.tmp.path().join("root");
     let r = root.to_str().unwrap();
-    let (ok, out, err) = prokit(
-        None,
-        &[
-            "bootstrap",
-            r,
-            "--feed",
-            &format!("main={}", server.url("")),
-            "--pubkey",
-            f.public.to_str().unwrap(),
-            "app",
-            "other",
-            "user",
-        ],
-    );
-    assert!(ok, "{out}{err}");
+    bootstrap(&f, &server, &root, &["app", "other", "user"]);
     assert!(status_of(&root, "libone").contains("Auto-Installed: yes"));
     let (ok, out, _) = prokit(Some(r), &["autoremove", "--noaction"]);
     assert!(
@@ -378,19 +339,7 @@ fn a_file_moving_from_the_old_version_of_a_to_a_new_b_is_taken_over_without_repl
     };
     let root = f.tmp.path().join("root");
     let r = root.to_str().unwrap();
-    let (ok, out, err) = prokit(
-        None,
-        &[
-            "bootstrap",
-            r,
-            "--feed",
-            &format!("main={}", server.url("")),
-            "--pubkey",
-            f.public.to_str().unwrap(),
-            "a",
-        ],
-    );
-    assert!(ok, "{out}{err}");
+    bootstrap(&f, &server, &root, &["a"]);
     // Any other overlap stays refused: c is no part of an upgrade of a.
     let (ok, _, err) = prokit(Some(r), &["install", "c"]);
     assert!(!ok, "{err}");

@@ -235,3 +235,20 @@ pub fn snapshot(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     }
     out
 }
+
+/// `prokit bootstrap ROOT --feed main=<server> --pubkey <the fixture's key> ARGS…`, asserted
+/// to succeed.
+pub fn bootstrap(f: &Fixture, server: &e2e::HttpServer, root: &Path, args: &[&str]) {
+    let url = format!("main={}", server.url(""));
+    let mut all = vec![
+        "bootstrap",
+        root.to_str().unwrap(),
+        "--feed",
+        &url,
+        "--pubkey",
+        f.public.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let (ok, out, err) = prokit(None, &all);
+    assert!(ok, "bootstrap: {out}{err}");
+}
