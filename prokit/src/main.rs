@@ -509,27 +509,78 @@ fn date(t: i64) -> String {
 struct Reporter {
     quiet: bool,
     verbose: bool,
+    /// stderr is a terminal: downloads show a progress line there (plain lines otherwise).
+    terminal: bool,
+    bar: std::sync::OnceLock<indicatif::ProgressBar>,
+    fetched: std::sync::atomic::AtomicU64,
+    cached: std::sync::atomic::AtomicU64,
+}
+
+impl Reporter {
+    /// The progress line, made on the first download (never with -q or off a terminal).
+    fn bar(&self) -> Option<&indicatif::ProgressBar> {
+        if self.quiet || !self.terminal {
+            return None;
+        }
+        Some(self.bar.get_or_init(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        }))
+    }
+
+    /// Prints through the progress line when there is one, so that neither garbles the other.
+    fn print(&self, f: impl FnOnce()) {
+        match self.bar.get() {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.get() {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 impl Progress for Reporter {
     fn message(&self, text: &str) {
         if !self.quiet {
-            eprintln!("{text}");
+            self.print(|| eprintln!("{text}"));
         }
     }
     fn downloaded(&self, file: &str, cached: bool) {
+        use std::sync::atomic::Ordering;
+        let n = self.fetched.fetch_add(1, Ordering::Relaxed) + 1;
+        let c = self.cached.fetch_add(u64::from(cached), Ordering::Relaxed) + u64::from(cached);
         if self.verbose {
             let how = if cached { "cached" } else { "downloaded" };
-            eprintln!("{how} {file}");
+            self.print(|| eprintln!("{how} {file}"));
+        }
+        if let Some(bar) = self.bar() {
+            bar.set_message(format!(
+                "{n} packages downloaded and verified ({c} from the cache)"
+            ));
         }
     }
     fn installed(&self, r: &InstallReport) {
         if !self.quiet {
             // A closed stdout must not stop an install half-way: the line is dropped.
-            let _ = match &r.upgraded_from {
-                Some(old) => cli_support::outln!("Upgraded {} {} -> {}", r.name, old, r.version),
-                None => cli_support::outln!("Installed {} {}", r.name, r.version),
-            };
+            self.print(|| {
+                let _ = match &r.upgraded_from {
+                    Some(old) => {
+                        cli_support::outln!("Upgraded {} {} -> {}", r.name, old, r.version)
+                    }
+                    None => cli_support::outln!("Installed {} {}", r.name, r.version),
+                };
+            });
         }
     }
 }
@@ -553,9 +604,14 @@ fn source_date_epoch() -> Result<Option<i64>> {
 
 impl Cli {
     fn reporter(&self) -> Reporter {
+        use std::io::IsTerminal;
         Reporter {
             quiet: self.quiet,
             verbose: self.verbose,
+            terminal: std::io::stderr().is_terminal() && !self.json,
+            bar: std::sync::OnceLock::new(),
+            fetched: Default::default(),
+            cached: Default::default(),
         }
     }
 

@@ -7,7 +7,9 @@
 //! and writes `Status: install hold installed` (`libopkg/pkg.c` `pkg_state_flag_to_str` and line
 //! 878); `opkg upgrade` skips a package whose flags include `hold` ("Not upgrading package …
 //! which is marked hold", `libopkg/opkg_upgrade.c` line 32); all at 38eccbb. Requested packages
-//! carry `user` ("install user installed"), which opkg's autoremove reads.
+//! carry `user` ("install user installed"), and dependencies `Auto-Installed: yes`, the field
+//! opkg-lede reads and writes (`libopkg/pkg.c` lines 681–683) and its autoremove follows
+//! (`libopkg/opkg_remove.c` line 199).
 
 mod common;
 
