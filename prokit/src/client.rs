@@ -107,6 +107,9 @@ pub struct Options {
     pub force_hold: bool,
     /// Take over files other packages own, without `Replaces` (`--force-overwrite`).
     pub force_overwrite: bool,
+    /// Install what newly installed packages `Recommends` when it can be installed with the
+    /// rest, as opkg does (`--no-install-recommends` turns it off).
+    pub install_recommends: bool,
     /// Download and verify the packages an install or upgrade needs, then stop: the cache
     /// is filled (and kept), the root unchanged (`--download-only`).
     pub download_only: bool,
@@ -133,6 +136,7 @@ impl Options {
             allow_trust_changes: false,
             force_hold: false,
             force_overwrite: false,
+            install_recommends: true,
             download_only: false,
         }
     }
@@ -566,6 +570,68 @@ impl Client {
         })
     }
 
+    /// `plan` with what its newly installed packages `Recommends` (the first alternative of
+    /// each group): each added only when the whole still resolves, as a dependency
+    /// (`Auto-Installed`). A recommended package already installed, already planned, or that
+    /// the status file says was removed (`Status: deinstall …`, as opkg leaves it) is not
+    /// added; one that cannot be installed with the rest is left out with a note.
+    fn with_recommends(
+        &self,
+        db: &Db,
+        universe: &Universe,
+        packages: &[String],
+        mut plan: crate::resolve::Plan,
+        progress: &dyn Progress,
+    ) -> crate::resolve::Plan {
+        const MAX_RECOMMENDS: usize = 64;
+        let mut wanted: Vec<String> = Vec::new();
+        for step in plan.steps.iter().filter(|s| s.upgrade_from.is_none()) {
+            let field = step.stanza.get("Recommends").unwrap_or("");
+            let Ok(groups) = feeds::relation::parse_relations(field) else {
+                continue;
+            };
+            for g in groups {
+                let Some(first) = g.relations().first() else {
+                    continue;
+                };
+                let name = first.name().to_string();
+                let removed_by_user = db.get(&name).is_some_and(|p| {
+                    p.get("Status")
+                        .and_then(|s| s.split_whitespace().next())
+                        .is_some_and(|want| want == "deinstall" || want == "purge")
+                });
+                let present = db.get(&name).is_some_and(crate::status::is_installed)
+                    || plan.steps.iter().any(|s| s.name == name);
+                if !present && !removed_by_user && !wanted.contains(&name) {
+                    wanted.push(name);
+                }
+            }
+        }
+        wanted.truncate(MAX_RECOMMENDS);
+        let mut requested: Vec<String> = packages.to_vec();
+        let mut taken = Vec::new();
+        for name in wanted {
+            let mut trial = requested.clone();
+            trial.push(name.clone());
+            match universe.resolve(&requests_of(&trial)) {
+                Ok(p) => {
+                    plan = p;
+                    requested = trial;
+                    taken.push(name);
+                }
+                Err(_) => progress.message(&format!(
+                    "note: recommended package {name} left out: it cannot be installed with the rest"
+                )),
+            }
+        }
+        for step in &mut plan.steps {
+            if taken.contains(&step.name) {
+                step.auto = true;
+            }
+        }
+        plan
+    }
+
     /// Held packages change only when named with --force-hold (opkg-lede:
     /// libopkg/opkg_upgrade.c line 32 skips them on upgrade).
     fn check_holds(&self, db: &Db, plan: &crate::resolve::Plan) -> Result<(), ClientError> {
@@ -600,7 +666,10 @@ impl Client {
     ) -> Result<PlanReport, ClientError> {
         let db = self.open_db(progress)?;
         let (universe, _) = self.universe_signed(&db, true, progress)?;
-        let plan = universe.resolve(&requests_of(packages))?;
+        let mut plan = universe.resolve(&requests_of(packages))?;
+        if self.opts.install_recommends {
+            plan = self.with_recommends(&db, &universe, packages, plan, progress);
+        }
         drop(universe);
         self.check_holds(&db, &plan)?;
         let steps = plan
@@ -1409,6 +1478,9 @@ impl Client {
         // The feed key that signed each feed's index, recorded with what it vouched for.
         let (universe, feed_keys) = self.universe_signed(&db, true, progress)?;
         let mut plan = universe.resolve(&requests_of(packages))?;
+        if self.opts.install_recommends {
+            plan = self.with_recommends(&db, &universe, packages, plan, progress);
+        }
         // Only the plan is needed from here on; the universe is as big as the feeds.
         drop(universe);
         self.check_holds(&db, &plan)?;

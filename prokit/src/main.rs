@@ -105,6 +105,10 @@ struct InstallArgs {
     /// new owner is recorded; the old package no longer lists them).
     #[arg(long)]
     force_overwrite: bool,
+    /// Do not install what the new packages `Recommends` (installed by default, as opkg
+    /// does, when it can be installed with the rest).
+    #[arg(long)]
+    no_install_recommends: bool,
     /// Print the plan (installs, upgrades, removals, download sizes) and change nothing;
     /// nothing is downloaded.
     #[arg(long, visible_alias = "dry-run", conflicts_with = "download_only")]
@@ -633,6 +637,7 @@ impl Cli {
             o.keep_cache = a.keep_cache;
             o.force_hold = a.force_hold;
             o.force_overwrite = a.force_overwrite;
+            o.install_recommends = !a.no_install_recommends;
             o.download_only = a.download_only;
             // The cache is what --download-only is for.
             o.keep_cache |= a.download_only;

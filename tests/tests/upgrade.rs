@@ -381,3 +381,64 @@ fn a_file_moving_from_the_old_version_of_a_to_a_new_b_is_taken_over_without_repl
     assert_eq!(out, "c - /usr/share/moved\n");
     drop(server);
 }
+
+#[test]
+fn recommends_are_installed_unless_refused_removed_or_impossible() {
+    let f = Fixture::new();
+    f.add(
+        "app",
+        "1.0",
+        "Recommends: extra, nice | other, ghost\n",
+        &[("usr/bin/app", "a")],
+        None,
+    );
+    f.add("extra", "1.0", "", &[("usr/share/extra", "e")], None);
+    f.add("nice", "1.0", "", &[("usr/share/nice", "n")], None);
+    f.add("other", "1.0", "", &[("usr/share/other", "o")], None);
+    f.add("base", "1.0", "", &[("etc/base", "b")], None);
+    f.index();
+    let Some(server) = HttpServer::serve(&f.feed) else {
+        return;
+    };
+    // By default, as opkg: the first alternative of each group, as a dependency; one that
+    // cannot be installed (ghost is in no feed) is left out with a note.
+    let root = f.tmp.path().join("root");
+    bootstrap(&f, &server, &root, &["base"]);
+    let r = root.to_str().unwrap();
+    let (ok, out, err) = prokit(Some(r), &["install", "app"]);
+    assert!(ok, "{out}{err}");
+    assert!(err.contains("recommended package ghost left out"), "{err}");
+    assert!(root.join("usr/share/extra").is_file() && root.join("usr/share/nice").is_file());
+    assert!(!root.join("usr/share/other").exists());
+    assert!(status_of(&root, "extra").contains("Auto-Installed: yes"));
+    assert!(status_of(&root, "app").contains("Status: install user installed"));
+
+    // --no-install-recommends: app alone.
+    let bare = f.tmp.path().join("bare");
+    bootstrap(&f, &server, &bare, &["base"]);
+    let (ok, out, err) = prokit(
+        Some(bare.to_str().unwrap()),
+        &["install", "--no-install-recommends", "app"],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(!bare.join("usr/share/extra").exists() && !bare.join("usr/share/nice").exists());
+
+    // A recommended package the user removed (opkg leaves `Status: deinstall …`) stays out.
+    let third = f.tmp.path().join("third");
+    bootstrap(&f, &server, &third, &["base"]);
+    let status = third.join("usr/lib/opkg/status");
+    let mut text = fs::read_to_string(&status).unwrap_or_default();
+    text.push_str(
+        "Package: extra\nVersion: 1.0\nStatus: deinstall ok not-installed\nArchitecture: all\n\n",
+    );
+    fs::create_dir_all(status.parent().unwrap()).unwrap();
+    fs::write(&status, text).unwrap();
+    let (ok, out, err) = prokit(Some(third.to_str().unwrap()), &["install", "app"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        !third.join("usr/share/extra").exists(),
+        "a removed recommendation came back"
+    );
+    assert!(third.join("usr/share/nice").is_file());
+    drop(server);
+}
