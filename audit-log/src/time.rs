@@ -1,8 +1,6 @@
 //! Times of records: RFC 3339 in UTC to the second (`2026-12-05T00:01:02Z`), and the times a
 //! reader may filter by (`2026-12-05`, or RFC 3339 with any offset).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 /// A time given to filter records by that is neither `YYYY-MM-DD` nor RFC 3339.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -14,43 +12,8 @@ pub struct TimeError {
 }
 
 /// Now, in seconds since 1970-01-01 UTC (0 for a clock set before that).
-pub(crate) fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date `(year, month, day)` of a day counted from 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (
-        if m <= 2 {
-            yoe + era * 400 + 1
-        } else {
-            yoe + era * 400
-        },
-        m,
-        d,
-    )
-}
+pub(crate) use feeds::release::unix_now as now;
+use feeds::release::{civil_from_days, days_from_civil, days_in_month};
 
 /// `unix` (seconds since 1970-01-01 UTC) as RFC 3339 in UTC: `2026-12-05T00:01:02Z`. Times
 /// outside the years 0000..=9999 are clamped to them.
@@ -65,15 +28,6 @@ pub fn format_rfc3339(unix: i64) -> String {
         secs / 60 % 60,
         secs % 60
     )
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
 }
 
 /// `n` ASCII digits at the start of `s`, and the rest.

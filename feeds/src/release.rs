@@ -199,8 +199,9 @@ const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm). The
+/// workspace's one calendar: Release dates here, audit-log's RFC 3339 times.
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -210,8 +211,8 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// The date of a day count since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
+/// The date `(year, month, day)` of a day count since 1970-01-01.
+pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -229,6 +230,16 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
         m,
         d,
     )
+}
+
+/// The days of month `m` (1..=12) of year `y` in the proleptic Gregorian calendar.
+pub fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 /// Formats seconds since the epoch as RFC 2822 UTC: `Sun, 22 Nov 2026 02:40:00 UTC`.
@@ -275,22 +286,7 @@ pub fn parse_date(text: &str) -> Option<i64> {
         [h, mi, s] => (num(h, 2)?, num(mi, 2)?, num(s, 2)?),
         _ => return None,
     };
-    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
-    let month_days = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    if y < 1970 || d < 1 || d > month_days[(m - 1) as usize] || h > 23 || mi > 59 || s > 60 {
+    if y < 1970 || d < 1 || d > days_in_month(y, m) || h > 23 || mi > 59 || s > 60 {
         return None;
     }
     let offset = match zone {
@@ -483,16 +479,6 @@ mod tests {
         let leaps_before = |y: i64| (y - 1) / 4 - (y - 1) / 100 + (y - 1) / 400;
         let before_month: i64 = (1..m).map(|m| days_in_month(y, m)).sum();
         365 * (y - 1970) + leaps_before(y) - leaps_before(1970) + before_month + d - 1
-    }
-
-    fn days_in_month(y: i64, m: i64) -> i64 {
-        let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
-        match m {
-            2 if leap => 29,
-            2 => 28,
-            4 | 6 | 9 | 11 => 30,
-            _ => 31,
-        }
     }
 
     /// A date in the forms RFC 2822 allows and `parse_date` reads, with the instant it names
