@@ -72,22 +72,7 @@ impl Log {
     /// the log at `path` — a path of the caller's own: symlinks among its directories are
     /// followed, but not one at the file itself. `tool` and `version` go into every record.
     pub fn open(path: &Path, tool: &str, version: &str) -> Result<Log, Error> {
-        let invalid = |reason: &str| {
-            Error::Fs(FsError::new(
-                path,
-                "open",
-                io::Error::new(io::ErrorKind::InvalidInput, reason.to_string()),
-            ))
-        };
-        let name = path
-            .file_name()
-            .ok_or_else(|| invalid("not a file name"))?
-            .to_str()
-            .ok_or_else(|| invalid("the file name is not UTF-8"))?;
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
+        let (parent, name) = crate::read::dir_and_name(path)?;
         let dir = open_dir_creating(parent)?;
         Log::open_in(dir, name, path.to_path_buf(), tool, version)
     }

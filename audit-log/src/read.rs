@@ -70,8 +70,9 @@ impl<R: BufRead> Lines<R> {
     }
 }
 
-/// Opens the log at `path` to read: a regular file, not through a final symlink.
-pub(crate) fn open_read(path: &Path) -> Result<File, Error> {
+/// The directory of the log at `path` (`.` for a bare name) and its UTF-8 file name: how
+/// both the writer and the readers open it.
+pub(crate) fn dir_and_name(path: &Path) -> Result<(&Path, &str), FsError> {
     let invalid = |reason: &str| {
         FsError::new(
             path,
@@ -88,6 +89,12 @@ pub(crate) fn open_read(path: &Path) -> Result<File, Error> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    Ok((parent, name))
+}
+
+/// Opens the log at `path` to read: a regular file, not through a final symlink.
+pub(crate) fn open_read(path: &Path) -> Result<File, Error> {
+    let (parent, name) = dir_and_name(path)?;
     Dir::open(parent)?
         .open_file(name)?
         .ok_or_else(|| FsError::new(path, "open", io::ErrorKind::NotFound.into()).into())
