@@ -570,6 +570,25 @@ impl Client {
         })
     }
 
+    /// The plan of installing `packages`: resolved, with their Recommends (unless turned
+    /// off), holds checked. The universe is dropped here: only the plan is needed from here
+    /// on, and the universe is as big as the feeds.
+    fn resolve_plan(
+        &self,
+        db: &Db,
+        universe: Universe,
+        packages: &[String],
+        progress: &dyn Progress,
+    ) -> Result<crate::resolve::Plan, ClientError> {
+        let mut plan = universe.resolve(&requests_of(packages))?;
+        if self.opts.install_recommends {
+            plan = self.with_recommends(db, &universe, packages, plan, progress);
+        }
+        drop(universe);
+        self.check_holds(db, &plan)?;
+        Ok(plan)
+    }
+
     /// `plan` with what its newly installed packages `Recommends` (the first alternative of
     /// each group): each added only when the whole still resolves, as a dependency
     /// (`Auto-Installed`). A recommended package already installed, already planned, or that
@@ -666,12 +685,7 @@ impl Client {
     ) -> Result<PlanReport, ClientError> {
         let db = self.open_db(progress)?;
         let (universe, _) = self.universe_signed(&db, true, progress)?;
-        let mut plan = universe.resolve(&requests_of(packages))?;
-        if self.opts.install_recommends {
-            plan = self.with_recommends(&db, &universe, packages, plan, progress);
-        }
-        drop(universe);
-        self.check_holds(&db, &plan)?;
+        let plan = self.resolve_plan(&db, universe, packages, progress)?;
         let steps = plan
             .steps
             .iter()
@@ -762,22 +776,25 @@ impl Client {
         Ok(out)
     }
 
+    /// How an offered stanza ranks: its version and its architecture's `arch` priority
+    /// (0 with no `arch` lines); `None` for an architecture not accepted or a version that
+    /// does not parse.
+    fn offer_rank(&self, p: &Paragraph) -> Option<(feeds::version::Version, u32)> {
+        let arch = p.get("Architecture").unwrap_or("").trim();
+        let prio = if self.config.arch.is_empty() {
+            0
+        } else {
+            self.config.arch.iter().find(|(x, _)| x == arch)?.1
+        };
+        let v = feeds::version::Version::parse(p.get("Version").unwrap_or("").trim()).ok()?;
+        Some((v, prio))
+    }
+
     /// The installed packages a verified feed offers a newer version of: the newest
     /// version among the stanzas of an accepted architecture (the higher `arch` priority on
     /// equal versions), held ones marked.
     pub fn upgradable(&self, progress: &dyn Progress) -> Result<Vec<Upgradable>, ClientError> {
         let db = self.installed_db()?;
-        let arch_prio = |a: &str| -> Option<u32> {
-            if self.config.arch.is_empty() {
-                Some(0)
-            } else {
-                self.config
-                    .arch
-                    .iter()
-                    .find(|(x, _)| x == a)
-                    .map(|(_, p)| *p)
-            }
-        };
         let field = |p: &Paragraph, f: &str| p.get(f).unwrap_or("").trim().to_string();
         let mut best: std::collections::BTreeMap<
             String,
@@ -785,10 +802,7 @@ impl Client {
         > = std::collections::BTreeMap::new();
         for (feed, p) in self.available(progress)? {
             let name = field(&p, "Package");
-            let Some(prio) = arch_prio(&field(&p, "Architecture")) else {
-                continue;
-            };
-            let Ok(v) = feeds::version::Version::parse(&field(&p, "Version")) else {
+            let Some((v, prio)) = self.offer_rank(&p) else {
                 continue;
             };
             let better = best
@@ -863,8 +877,6 @@ impl Client {
                 signed.into_iter().map(|(s, p, _)| (s.clone(), p)).collect();
             (idx, keys)
         };
-        let accepted =
-            |a: &str| self.config.arch.is_empty() || self.config.arch.iter().any(|(x, _)| x == a);
         let field = |p: &Paragraph, f: &str| p.get(f).unwrap_or("").trim().to_string();
         let mut items = Vec::new();
         let mut expected = Vec::new();
@@ -872,10 +884,10 @@ impl Client {
             let mut best: Option<(feeds::version::Version, &Source, &Paragraph)> = None;
             for (source, stanzas) in &indexes {
                 for p in stanzas {
-                    if field(p, "Package") != request.name || !accepted(&field(p, "Architecture")) {
+                    if field(p, "Package") != request.name {
                         continue;
                     }
-                    let Ok(v) = feeds::version::Version::parse(&field(p, "Version")) else {
+                    let Some((v, _)) = self.offer_rank(p) else {
                         continue;
                     };
                     if request
@@ -1477,13 +1489,7 @@ impl Client {
         db.set_reuse_journal(true);
         // The feed key that signed each feed's index, recorded with what it vouched for.
         let (universe, feed_keys) = self.universe_signed(&db, true, progress)?;
-        let mut plan = universe.resolve(&requests_of(packages))?;
-        if self.opts.install_recommends {
-            plan = self.with_recommends(&db, &universe, packages, plan, progress);
-        }
-        // Only the plan is needed from here on; the universe is as big as the feeds.
-        drop(universe);
-        self.check_holds(&db, &plan)?;
+        let mut plan = self.resolve_plan(&db, universe, packages, progress)?;
         // An upgrade changes versions, not who asked for a package: what was pulled in as
         // a dependency stays Auto-Installed.
         if upgrade {
