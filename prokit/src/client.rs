@@ -105,6 +105,9 @@ pub struct Options {
     pub allow_trust_changes: bool,
     /// Change held packages (`prokit flag hold`) too (`--force-hold`).
     pub force_hold: bool,
+    /// Install named packages again that are already installed at the chosen version
+    /// (`--force-reinstall`).
+    pub force_reinstall: bool,
     /// Take over files other packages own, without `Replaces` (`--force-overwrite`).
     pub force_overwrite: bool,
     /// Install what newly installed packages `Recommends` when it can be installed with the
@@ -135,6 +138,7 @@ impl Options {
             pipeline: false,
             allow_trust_changes: false,
             force_hold: false,
+            force_reinstall: false,
             force_overwrite: false,
             install_recommends: true,
             download_only: false,
@@ -438,12 +442,24 @@ pub const CACHE_DIR: &str = "var/cache/prokit";
 /// Where opkg-lede keeps its lock file (`opkg.lock`) inside a root.
 pub const OPKG_LOCK_DIR: &str = "var/lock";
 
+/// Whether `root` is this system's `/` (a device changing itself), where maintainer scripts
+/// run as opkg runs them live.
+pub fn is_live_root(root: &Path) -> bool {
+    fs::canonicalize(root).is_ok_and(|p| p == Path::new("/"))
+}
+
 impl Client {
     /// Reads the root's configuration and trusted keys.
     pub fn open(opts: Options) -> Result<Client, ClientError> {
         if !opts.root.is_dir() {
             return Err(ClientError::Invalid(format!(
                 "{}: no such root directory (prokit bootstrap makes one)",
+                opts.root.display()
+            )));
+        }
+        if opts.scripts == ScriptMode::Run && !is_live_root(&opts.root) {
+            return Err(ClientError::Invalid(format!(
+                "{}: --scripts run runs maintainer scripts on this live system, whose absolute paths would miss the root: it needs --root /; for another root use --scripts offline (IPKG_INSTROOT=<root>, as OpenWrt's image build)",
                 opts.root.display()
             )));
         }
@@ -583,6 +599,24 @@ impl Client {
         let mut plan = universe.resolve(&requests_of(packages))?;
         if self.opts.install_recommends {
             plan = self.with_recommends(db, &universe, packages, plan, progress);
+        }
+        if self.opts.force_reinstall {
+            // Named packages already installed at the chosen version are installed again,
+            // from a feed offering that very version (opkg's --force-reinstall).
+            let named = requests_of(packages);
+            for name in std::mem::take(&mut plan.already_installed) {
+                if !named.iter().any(|r| r.name == name) {
+                    plan.already_installed.push(name);
+                    continue;
+                }
+                let step = universe.reinstall_step(&name).ok_or_else(|| {
+                    let v = db.get(&name).and_then(|p| p.get("Version")).unwrap_or("");
+                    ClientError::Invalid(format!(
+                        "cannot reinstall {name}: no verified feed offers its installed version {v} for its architecture"
+                    ))
+                })?;
+                plan.steps.push(step);
+            }
         }
         drop(universe);
         self.check_holds(db, &plan)?;
@@ -984,6 +1018,64 @@ impl Client {
             db.set_flag(n, flag)?;
         }
         Ok(())
+    }
+
+    /// `prokit configure [PKG…]`: runs `postinst configure` of each named package (or of
+    /// every package) that a live install left `unpacked`, dependencies first, as `opkg
+    /// configure` does; stops at the first failure. Returns the packages configured.
+    pub fn configure(&self, names: &[String]) -> Result<Vec<String>, ClientError> {
+        if !self.opts.scripts.runs() {
+            return Err(ClientError::Invalid(
+                "configure runs maintainer scripts: pass --scripts run (the live system, --root /) or --scripts offline".into(),
+            ));
+        }
+        let mut db = self.open_db(&Quiet)?;
+        for n in names {
+            if !db.get(n).is_some_and(crate::status::is_installed) {
+                return Err(ClientError::Invalid(format!(
+                    "package {n} is not installed"
+                )));
+            }
+        }
+        let pending: Vec<String> = db
+            .package_map()
+            .iter()
+            .filter(|(n, p)| {
+                (names.is_empty() || names.contains(n))
+                    && crate::status::is_installed(p)
+                    && p.get("Status").and_then(|s| s.split_whitespace().nth(2))
+                        != Some("installed")
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        // Dependencies first: a package waits while one it depends on is still pending.
+        let depends_on = |db: &Db, a: &str, b: &str| {
+            db.get(a)
+                .is_some_and(|p| crate::query::dependency_names(p).contains(b))
+        };
+        let mut order: Vec<String> = Vec::new();
+        let mut left = pending;
+        while !left.is_empty() {
+            let next = left
+                .iter()
+                .position(|a| !left.iter().any(|b| b != a && depends_on(&db, a, b)))
+                .unwrap_or(0);
+            order.push(left.remove(next));
+        }
+        let opts = self.install_options();
+        let mut done = Vec::new();
+        for n in &order {
+            if install::configure(&mut db, n, &opts).map_err(|source| ClientError::InstallOf {
+                package: n.clone(),
+                url: String::new(),
+                source: Box::new(source),
+            })? {
+                self.audit
+                    .record("package-configured", serde_json::json!({ "name": n }))?;
+                done.push(n.clone());
+            }
+        }
+        Ok(done)
     }
 
     /// The installed database, read-only (for the queries of src/query.rs).
@@ -1443,10 +1535,7 @@ impl Client {
                 "files": r.files,
                 "conffiles_kept": r.kept_conffiles,
                 "reason": why,
-                "scripts": match self.opts.scripts {
-                    ScriptMode::Offline => "run",
-                    ScriptMode::Skip => "skipped",
-                },
+                "scripts": if self.opts.scripts.runs() { "run" } else { "skipped" },
             }),
         )?;
         Ok(())

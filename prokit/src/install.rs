@@ -43,6 +43,18 @@ pub enum ScriptMode {
     Skip,
     /// Run on the host, as OpenWrt's image build does (see the module documentation).
     Offline,
+    /// Run on this live system, as opkg runs them on a device upgrading itself: the root is
+    /// `/`, `PKG_ROOT=/`, no `IPKG_INSTROOT`. A failing `postinst` (or old `postrm upgrade`)
+    /// leaves the package `unpacked`, as opkg does, for [`configure`] to finish; a failing
+    /// `postrm remove` leaves it removed (see the module documentation).
+    Run,
+}
+
+impl ScriptMode {
+    /// Whether maintainer scripts run at all.
+    pub fn runs(self) -> bool {
+        self != ScriptMode::Skip
+    }
 }
 
 /// How to install or remove.
@@ -161,7 +173,7 @@ pub enum InstallError {
         source: io::Error,
     },
     #[error(
-        "package {package}: {script} {args} failed ({}); the operation was rolled back; output:\n{output}",
+        "package {package}: {script} {args} failed ({}); {outcome}; output:\n{output}",
         match .exit_code { Some(c) => format!("exit status {c}"), None => "killed by a signal".to_string() }
     )]
     ScriptFailed {
@@ -170,6 +182,8 @@ pub enum InstallError {
         args: String,
         exit_code: Option<i32>,
         output: String,
+        /// What became of the operation ("the operation was rolled back", ...).
+        outcome: Box<str>,
     },
     #[error("package {package}: cannot run its {script} script: {source}")]
     ScriptSpawn {
@@ -180,6 +194,10 @@ pub enum InstallError {
     },
     #[error("package {0} is not installed")]
     NotInstalled(String),
+    #[error(
+        "package {0}: configuring runs its postinst: pass --scripts run (the live system) or --scripts offline"
+    )]
+    ConfigureNeedsScripts(String),
     /// The package file changed after it was downloaded and checked.
     #[error(
         "{file}: refused: its bytes hash to SHA-256 {got}, but the verified index gives {want}: the file changed after it was downloaded and checked"
@@ -200,6 +218,85 @@ pub enum InstallError {
         want: String,
         got: String,
     },
+}
+
+impl InstallError {
+    /// A script failure that did not roll the operation back says what it left.
+    fn with_outcome(self, what: String) -> InstallError {
+        match self {
+            InstallError::ScriptFailed {
+                package,
+                script,
+                args,
+                exit_code,
+                output,
+                ..
+            } => InstallError::ScriptFailed {
+                package,
+                script,
+                args,
+                exit_code,
+                output,
+                outcome: what.into(),
+            },
+            other => other,
+        }
+    }
+}
+
+/// Replaces the state word of a stanza's `Status` (`install ok installed` → `... unpacked`).
+fn set_state_word(stanza: &mut feeds::control::Paragraph, state: &str) {
+    let status = stanza.get("Status").unwrap_or("install ok installed");
+    let mut words: Vec<&str> = status.split_whitespace().collect();
+    if words.len() == 3 {
+        words[2] = state;
+        let new = words.join(" ");
+        let _ = stanza.set("Status", &new);
+    }
+}
+
+/// Finishes an installed package that a live install left `unpacked` (its `postinst
+/// configure` failed or was interrupted): runs `postinst configure` again and marks it
+/// `installed`, as `opkg configure` does. Returns false when the package needed nothing.
+pub fn configure(db: &mut Db, name: &str, opts: &InstallOptions) -> Result<bool, InstallError> {
+    recover(db)?;
+    let state = db
+        .get(name)
+        .filter(|p| crate::status::is_installed(p))
+        .ok_or_else(|| InstallError::NotInstalled(name.to_string()))?
+        .get("Status")
+        .and_then(|s| s.split_whitespace().nth(2))
+        .unwrap_or("installed")
+        .to_string();
+    if state == "installed" {
+        return Ok(false);
+    }
+    if !opts.scripts.runs() {
+        return Err(InstallError::ConfigureNeedsScripts(name.to_string()));
+    }
+    if let Some(s) = read_info_script(db, name, "postinst")? {
+        let version = db
+            .get(name)
+            .and_then(|p| p.get("Version"))
+            .unwrap_or("")
+            .to_string();
+        run_script(
+            db,
+            opts.scripts,
+            name,
+            "postinst",
+            &s,
+            &["configure"],
+            false,
+        )
+        .map_err(|e| {
+            e.with_outcome(format!(
+                "{name} {version} is still unpacked, not configured"
+            ))
+        })?;
+    }
+    db.set_state(name, "installed")?;
+    Ok(true)
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> InstallError + '_ {
@@ -334,24 +431,29 @@ fn install_in(
     let old_version = old
         .as_ref()
         .map(|p| p.get("Version").unwrap_or("").to_string());
-    let offline = opts.scripts == ScriptMode::Offline;
+    let mode = opts.scripts;
     let script = |n: &str| staged.package.control_file(n).map(|m| m.data.clone());
 
-    // Scripts before anything is visible.
+    // Scripts before anything is visible: a failure aborts, as opkg's "Aborting installation".
     let mut old_postrm = None;
-    if offline {
+    if mode.runs() {
         if let Some(ov) = &old_version {
             if let Some(s) = read_info_script(db, &name, "prerm")? {
-                run_script(db, &name, "prerm", &s, &["upgrade", &version], true)?;
+                run_script(db, mode, &name, "prerm", &s, &["upgrade", &version], true)?;
             }
             old_postrm = read_info_script(db, &name, "postrm")?;
             if let Some(s) = script("preinst") {
-                run_script(db, &name, "preinst", &s, &["upgrade", ov], true)?;
+                run_script(db, mode, &name, "preinst", &s, &["upgrade", ov], true)?;
             }
         } else if let Some(s) = script("preinst") {
-            run_script(db, &name, "preinst", &s, &["install"], false)?;
+            run_script(db, mode, &name, "preinst", &s, &["install"], false)?;
         }
     }
+    let postinst = if mode.runs() {
+        script("postinst")
+    } else {
+        None
+    };
 
     // The old version's files that the new one does not ship.
     let new_paths: HashSet<&str> = staged.entries.iter().map(|e| e.path.as_str()).collect();
@@ -412,13 +514,16 @@ fn install_in(
         sidecar_text(&name, &version, &new_records).as_bytes(),
         0o644,
     )?;
+    let mut gone_info = Vec::new();
     if old.is_some() {
         for suffix in info_suffixes(db, &name)? {
             if !new_info.contains(&suffix) {
                 tx.del(&format!("{info_rel}/{name}.{suffix}"))?;
+                gone_info.push(format!("{name}.{suffix}"));
             }
         }
     }
+    let added_info: Vec<String> = new_info.iter().map(|s| format!("{name}.{s}")).collect();
 
     // Files taken over from other packages: their lists shrink.
     let mut taken: Vec<(String, Vec<FileRecord>)> = Vec::new();
@@ -465,11 +570,18 @@ fn install_in(
         !auto || was_user,
         &staged.conffiles,
         opts.installed_time,
-        !offline && has_scripts,
+        !mode.runs() && has_scripts,
     );
     // A held package changed with --force-hold stays held.
     if old.as_ref().is_some_and(crate::status::is_held) {
         let _ = stanza.set("Status", "install hold installed");
+    }
+    // On a live system the package is `unpacked` until its scripts after the unpack succeed,
+    // as opkg records it (docs/crash-safety.md §5): a failure or a kill leaves it for
+    // `prokit configure`.
+    let live = mode == ScriptMode::Run && (postinst.is_some() || old_postrm.is_some());
+    if live {
+        set_state_word(&mut stanza, "unpacked");
     }
     if let Some(fp) = expected.and_then(|e| e.signed_by.as_deref()) {
         // Which developer vouched for this version (`prokit verify --signatures`).
@@ -483,13 +595,25 @@ fn install_in(
 
     tx.commit()?;
 
-    if offline {
-        if let (Some(s), Some(_)) = (&old_postrm, &old_version) {
-            run_script(db, &name, "postrm", s, &["upgrade", &version], true)?;
+    let after_unpack = |db: &Db| -> Result<(), InstallError> {
+        if let Some(s) = &old_postrm {
+            run_script(db, mode, &name, "postrm", s, &["upgrade", &version], true)?;
         }
-        if let Some(s) = script("postinst") {
-            run_script(db, &name, "postinst", &s, &["configure"], old.is_some())?;
+        if let Some(s) = &postinst {
+            run_script(
+                db,
+                mode,
+                &name,
+                "postinst",
+                s,
+                &["configure"],
+                old.is_some(),
+            )?;
         }
+        Ok(())
+    };
+    if mode == ScriptMode::Offline {
+        after_unpack(db)?;
     }
 
     tx.finish()?;
@@ -502,6 +626,15 @@ fn install_in(
     }
     owners.add_package(&name, &new_records);
     db.set_package(&name, Some(stanza));
+    db.note_info_names(&gone_info, &added_info);
+    if live {
+        after_unpack(db).map_err(|e| {
+            e.with_outcome(format!(
+                "{name} {version} is unpacked but not configured: `prokit configure {name}` runs its postinst again"
+            ))
+        })?;
+        db.set_state(&name, "installed")?;
+    }
 
     let special = new_records
         .iter()
@@ -516,7 +649,7 @@ fn install_in(
         .scripts()
         .into_iter()
         .map(|n| {
-            let what = match (offline, n) {
+            let what = match (mode.runs(), n) {
                 (false, _) => "skipped",
                 (true, "preinst" | "postinst") => "run",
                 // Kept in the database, run when the package is upgraded or removed.
@@ -569,11 +702,12 @@ fn remove_in(
         .unwrap_or("")
         .to_string();
     tx.set_package(name, &version)?;
-    let offline = opts.scripts == ScriptMode::Offline;
+    let mode = opts.scripts;
     let mut postrm = None;
-    if offline {
+    if mode.runs() {
+        // A failing prerm refuses the removal, as opkg's "not removing package".
         if let Some(s) = read_info_script(db, name, "prerm")? {
-            run_script(db, name, "prerm", &s, &["remove"], false)?;
+            run_script(db, mode, name, "prerm", &s, &["remove"], false)?;
         }
         postrm = read_info_script(db, name, "postrm")?;
     }
@@ -605,17 +739,26 @@ fn remove_in(
         }
     }
     let info_rel = info_rel(db)?;
+    let mut gone_info = Vec::new();
     for suffix in info_suffixes(db, name)? {
         tx.del(&format!("{info_rel}/{name}.{suffix}"))?;
+        gone_info.push(format!("{name}.{suffix}"));
     }
     tx.stage_status(status_text_with(db.package_map(), name, None))?;
     tx.commit()?;
-    if let Some(s) = &postrm {
-        run_script(db, name, "postrm", s, &["remove"], false)?;
+    if let (Some(s), ScriptMode::Offline) = (&postrm, mode) {
+        run_script(db, mode, name, "postrm", s, &["remove"], false)?;
     }
     tx.finish()?;
     db.owners()?.remove_package(name, &records);
     db.set_package(name, None);
+    db.note_info_names(&gone_info, &[]);
+    if let (Some(s), ScriptMode::Run) = (&postrm, mode) {
+        // On a live system the files are gone before postrm runs; its failure is reported
+        // and the package stays removed, as opkg-lede's opkg_remove_pkg does.
+        run_script(db, mode, name, "postrm", s, &["remove"], false)
+            .map_err(|e| e.with_outcome(format!("{name} {version} was removed")))?;
+    }
     Ok(RemoveReport {
         name: name.to_string(),
         version,
@@ -793,21 +936,16 @@ fn valid_member_name(n: &str) -> bool {
 /// The suffixes of `info/<name>.<suffix>` files present (suffixes without a dot, so that
 /// `info/<name>.foo.list` of a package `<name>.foo` is never taken for one of `<name>`'s).
 fn info_suffixes(db: &Db, name: &str) -> Result<Vec<String>, InstallError> {
-    let dir = db.info_dir();
     let prefix = format!("{name}.");
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).map_err(io_at(dir))? {
-        let e = e.map_err(io_at(dir))?;
-        let file = e.file_name();
-        let Some(f) = file.to_str() else { continue };
-        if let Some(suffix) = f.strip_prefix(&prefix)
-            && valid_member_name(suffix)
-        {
-            out.push(suffix.to_string());
-        }
-    }
-    out.sort();
-    Ok(out)
+    Ok(db
+        .info_names_with_prefix(&prefix)?
+        .into_iter()
+        .filter_map(|f| {
+            f.strip_prefix(&prefix)
+                .filter(|s| valid_member_name(s))
+                .map(str::to_string)
+        })
+        .collect())
 }
 
 /// An installed maintainer script of `name`, if any (bounded).
@@ -830,6 +968,7 @@ const MAX_OUTPUT: u64 = 64 * 1024;
 /// Runs a maintainer script (see the module documentation).
 fn run_script(
     db: &Db,
+    mode: ScriptMode,
     name: &str,
     script: &str,
     content: &[u8],
@@ -842,13 +981,15 @@ fn run_script(
     let dir = db.scripts_dir();
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir(&dir).map_err(io_at(&dir))?;
-    let result = run_script_in(db, &dir, name, script, content, args, upgrade);
+    let result = run_script_in(db, mode, &dir, name, script, content, args, upgrade);
     let _ = fs::remove_dir_all(&dir);
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_script_in(
     db: &Db,
+    mode: ScriptMode,
     dir: &Path,
     name: &str,
     script: &str,
@@ -862,11 +1003,17 @@ fn run_script_in(
     let out = File::create(&out_path).map_err(io_at(&out_path))?;
     let err = out.try_clone().map_err(io_at(&out_path))?;
     let root = db.root();
-    let status = Command::new("sh")
-        .arg(&path)
-        .args(args)
-        .current_dir(root)
-        .env("IPKG_INSTROOT", root)
+    let mut cmd = Command::new("sh");
+    cmd.arg(&path).args(args).current_dir(root);
+    if mode == ScriptMode::Offline {
+        cmd.env("IPKG_INSTROOT", root);
+    } else {
+        // On a live system opkg leaves IPKG_INSTROOT unset (libopkg/pkg.c, pkg_run_script
+        // sets PKG_ROOT and PKG_UPGRADE only), and OpenWrt's scripts test it to tell an image
+        // build from a device.
+        cmd.env_remove("IPKG_INSTROOT");
+    }
+    let status = cmd
         .env("PKG_ROOT", root)
         .env("PKG_UPGRADE", if upgrade { "1" } else { "0" })
         .stdin(Stdio::null())
@@ -891,6 +1038,7 @@ fn run_script_in(
         args: args.join(" "),
         exit_code: status.code(),
         output: String::from_utf8_lossy(&output).into_owned(),
+        outcome: "the operation was rolled back".into(),
     })
 }
 
@@ -1408,6 +1556,91 @@ mod tests {
             db.get("foo").unwrap().get("Prokit-Scripts"),
             Some("skipped")
         );
+    }
+
+    /// Live mode (`--scripts run`, a device changing itself), as opkg-lede: preinst and
+    /// prerm failures abort with nothing changed (libopkg/opkg_install.c "Aborting
+    /// installation", opkg_remove.c "not removing package"); a postinst failure leaves the
+    /// new version's files in place and the package `unpacked` (opkg_cmd.c,
+    /// opkg_configure_packages) until `configure` succeeds; a postrm failure leaves the
+    /// package removed; IPKG_INSTROOT is unset.
+    #[test]
+    fn live_scripts_leave_packages_as_opkg_does() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let flag = root.join("postinst-may-pass");
+        let postinst = "#!/bin/sh\necho \"postinst $* instroot=${IPKG_INSTROOT-unset} pkgroot=$PKG_ROOT\" >> \"$PKG_ROOT/log\"\n\
+                        [ -e \"$PKG_ROOT/postinst-may-pass\" ] || { echo cannot start foo >&2; exit 4; }\n";
+        let v1 = write_pkg(tmp.path(), "foo_1.0_all.ipk", foo("1.0", "a=1\n", &[]));
+        let v2 = write_pkg(
+            tmp.path(),
+            "foo_2.0_all.ipk",
+            foo("2.0", "a=2\n", &[("usr/share/new", "n")])
+                .control_file("postinst", 0o755, postinst)
+                .control_file("postrm", 0o755, "#!/bin/sh\nexit 5\n"),
+        );
+        let mut db = open(&root);
+        let o = opts(ScriptMode::Run);
+        install(&mut db, &v1, false, &o).unwrap();
+        let err = install(&mut db, &v2, false, &o).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("postinst configure failed (exit status 4)")
+                && msg.contains("foo 2.0 is unpacked but not configured")
+                && msg.contains("prokit configure foo")
+                && msg.contains("cannot start foo"),
+            "{msg}"
+        );
+        // The new version is in place, unpacked, on disk and in memory.
+        assert!(root.join("usr/share/new").exists());
+        let p = db.get("foo").unwrap();
+        assert_eq!(p.get("Version"), Some("2.0"));
+        assert_eq!(p.get("Status"), Some("install user unpacked"));
+        let status = |root: &Path| fs::read_to_string(root.join("usr/lib/opkg/status")).unwrap();
+        assert!(
+            status(&root).contains("Version: 2.0\nStatus: install user unpacked\n")
+                || status(&root).contains("Status: install user unpacked"),
+            "{}",
+            status(&root)
+        );
+        // configure runs it again once the cause is fixed; a second time there is nothing.
+        assert!(matches!(
+            configure(&mut db, "foo", &o),
+            Err(InstallError::ScriptFailed { .. })
+        ));
+        fs::write(&flag, "").unwrap();
+        assert!(matches!(
+            configure(&mut db, "foo", &opts(ScriptMode::Skip)),
+            Err(InstallError::ConfigureNeedsScripts(_))
+        ));
+        assert!(configure(&mut db, "foo", &o).unwrap());
+        assert!(!configure(&mut db, "foo", &o).unwrap());
+        assert!(status(&root).contains("Status: install user installed"));
+        let r = db.root().display().to_string();
+        let log = fs::read_to_string(root.join("log")).unwrap();
+        assert_eq!(
+            log.lines().collect::<Vec<_>>(),
+            vec![format!("postinst configure instroot=unset pkgroot={r}"); 3]
+        );
+        // A failing postrm remove: the package is removed all the same, and it is said.
+        let err = remove(&mut db, "foo", &o).unwrap_err().to_string();
+        assert!(
+            err.contains("postrm remove failed (exit status 5)")
+                && err.contains("foo 2.0 was removed"),
+            "{err}"
+        );
+        assert!(db.get("foo").is_none() && !status(&root).contains("Package: foo"));
+        assert!(!root.join("usr/share/new").exists());
+        // A failing preinst aborts with nothing changed.
+        let bad = write_pkg(
+            tmp.path(),
+            "foo_3.0_all.ipk",
+            foo("3.0", "a=3\n", &[]).control_file("preinst", 0o755, "exit 7\n"),
+        );
+        let before = snapshot(&root);
+        let err = install(&mut db, &bad, false, &o).unwrap_err().to_string();
+        assert!(err.contains("the operation was rolled back"), "{err}");
+        assert_eq!(snapshot(&root), before);
     }
 
     #[test]

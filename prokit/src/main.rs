@@ -64,14 +64,19 @@ enum Scripts {
     Skip,
     /// Run them on this host the way OpenWrt's image build does (IPKG_INSTROOT=<root>).
     Offline,
+    /// Run them on this live system as opkg does on a device (--root / only; PKG_ROOT=/).
+    Run,
 }
 
-impl From<Scripts> for ScriptMode {
-    fn from(s: Scripts) -> Self {
-        match s {
-            Scripts::Skip => ScriptMode::Skip,
-            Scripts::Offline => ScriptMode::Offline,
-        }
+/// The scripts mode: as given, else `run` for the live system (`--root /`), `skip` for any
+/// other root.
+fn script_mode(given: Option<Scripts>, root: &Path) -> ScriptMode {
+    match given {
+        Some(Scripts::Skip) => ScriptMode::Skip,
+        Some(Scripts::Offline) => ScriptMode::Offline,
+        Some(Scripts::Run) => ScriptMode::Run,
+        None if prokit::client::is_live_root(root) => ScriptMode::Run,
+        None => ScriptMode::Skip,
     }
 }
 
@@ -81,9 +86,12 @@ struct InstallArgs {
     /// libc,kernel).
     #[arg(long, value_name = "PKG,...", value_delimiter = ',')]
     assume_installed: Vec<String>,
-    /// Maintainer scripts: skip (default) or offline.
-    #[arg(long, value_enum, default_value = "skip")]
-    scripts: Scripts,
+    /// Maintainer scripts: run (the default for --root /, a device changing itself: as opkg,
+    /// a failing postinst leaves the package unpacked for `prokit configure`), offline
+    /// (another root, IPKG_INSTROOT=<root>, as OpenWrt's image build; a failure rolls the
+    /// package back) or skip (the default for any other root; recorded in the database).
+    #[arg(long, value_enum)]
+    scripts: Option<Scripts>,
     /// Allow setuid/setgid files and device nodes in packages.
     #[arg(long)]
     allow_special: bool,
@@ -101,6 +109,11 @@ struct InstallArgs {
     /// Change packages held with `prokit flag hold` too.
     #[arg(long)]
     force_hold: bool,
+    /// Install named packages again that are already installed at that version: their
+    /// files and database entries are written afresh from the verified package (modified
+    /// conffiles are kept, as on an upgrade).
+    #[arg(long)]
+    force_reinstall: bool,
     /// Take over files that other installed packages own, even without `Replaces` (the
     /// new owner is recorded; the old package no longer lists them).
     #[arg(long)]
@@ -167,6 +180,18 @@ enum Command {
     },
     /// Remove installed packages (modified conffiles are kept).
     Remove(RemoveArgs),
+    /// Run `postinst configure` of packages a live install left unpacked (their postinst
+    /// failed or was interrupted) and mark them installed, dependencies first; without
+    /// names, every such package.
+    ///
+    /// Example: prokit configure dropbear
+    Configure {
+        #[arg(value_name = "PKG")]
+        packages: Vec<String>,
+        /// Maintainer scripts: run (the default for --root /) or offline (another root).
+        #[arg(long, value_enum)]
+        scripts: Option<Scripts>,
+    },
     /// Remove the packages installed only as dependencies (`Auto-Installed: yes`, as opkg
     /// writes it) that no package installed on request needs any more. Held packages, and
     /// what they need, stay.
@@ -325,9 +350,12 @@ struct RemoveArgs {
     /// needs (as `prokit autoremove`).
     #[arg(long)]
     autoremove: bool,
-    /// Maintainer scripts: skip (default) or offline.
-    #[arg(long, value_enum, default_value = "skip")]
-    scripts: Scripts,
+    /// Maintainer scripts: run (the default for --root /, a device changing itself: as opkg,
+    /// a failing postinst leaves the package unpacked for `prokit configure`), offline
+    /// (another root, IPKG_INSTROOT=<root>, as OpenWrt's image build; a failure rolls the
+    /// package back) or skip (the default for any other root; recorded in the database).
+    #[arg(long, value_enum)]
+    scripts: Option<Scripts>,
 }
 
 #[derive(Args)]
@@ -579,6 +607,9 @@ impl Progress for Reporter {
             // A closed stdout must not stop an install half-way: the line is dropped.
             self.print(|| {
                 let _ = match &r.upgraded_from {
+                    Some(old) if *old == r.version => {
+                        cli_support::outln!("Reinstalled {} {}", r.name, r.version)
+                    }
                     Some(old) => {
                         cli_support::outln!("Upgraded {} {} -> {}", r.name, old, r.version)
                     }
@@ -630,12 +661,13 @@ impl Cli {
         }
         if let Some(a) = args {
             o.assume_installed = a.assume_installed.clone();
-            o.scripts = a.scripts.into();
+            o.scripts = script_mode(a.scripts, root);
             o.allow_special = a.allow_special;
             o.allow_trust_changes = a.allow_trust_changes;
             o.jobs = a.jobs.max(1);
             o.keep_cache = a.keep_cache;
             o.force_hold = a.force_hold;
+            o.force_reinstall = a.force_reinstall;
             o.force_overwrite = a.force_overwrite;
             o.install_recommends = !a.no_install_recommends;
             o.download_only = a.download_only;
@@ -681,6 +713,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         Command::ListUpgradable => cmd_list_upgradable(cli),
         Command::Download { packages } => cmd_download(cli, packages),
         Command::Flag { flag, packages } => cmd_flag(cli, flag, packages),
+        Command::Configure { packages, scripts } => cmd_configure(cli, packages, *scripts),
         Command::List(a) => cmd_list(cli, a),
         Command::Info(a) => cmd_info(cli, a),
         Command::Verify(a) => cmd_verify(cli, a),
@@ -1097,6 +1130,30 @@ fn cmd_flag(cli: &Cli, flag: &str, packages: &[String]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn cmd_configure(cli: &Cli, packages: &[String], scripts: Option<Scripts>) -> Result<ExitCode> {
+    let mut o = cli.options(&cli.root, None)?;
+    o.scripts = match script_mode(scripts, &cli.root) {
+        // Configuring another root means running its scripts for it.
+        ScriptMode::Skip => ScriptMode::Offline,
+        m => m,
+    };
+    let client = Client::open(o)?;
+    if !cli.quiet && !client.warnings().is_empty() {
+        for w in client.warnings() {
+            eprintln!("warning: {w}");
+        }
+    }
+    let done = client.configure(packages)?;
+    if cli.json {
+        cli_support::outln!("{}", serde_json::json!({ "configured": done }))?;
+    } else if !cli.quiet {
+        for p in &done {
+            cli_support::outln!("Configuring {p}.")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn cmd_review(cli: &Cli, a: &ReviewCmd) -> Result<ExitCode> {
     let mut gate = ReviewGate {
         cli,
@@ -1130,7 +1187,7 @@ fn cmd_review(cli: &Cli, a: &ReviewCmd) -> Result<ExitCode> {
 
 fn cmd_remove(cli: &Cli, a: &RemoveArgs) -> Result<ExitCode> {
     let mut o = cli.options(&cli.root, None)?;
-    o.scripts = a.scripts.into();
+    o.scripts = script_mode(a.scripts, &cli.root);
     let client = Client::open(o)?;
     if a.noaction {
         let plan = client.remove_plan(&a.packages, a.force_depends, &cli.reporter())?;

@@ -62,7 +62,7 @@ pub fn search(db: &Db, glob: &str) -> Result<Vec<(String, String)>, StatusError>
 }
 
 /// The names a package's `Depends` and `Pre-Depends` mention (each alternative).
-fn dependency_names(p: &Paragraph) -> BTreeSet<String> {
+pub(crate) fn dependency_names(p: &Paragraph) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for f in ["Depends", "Pre-Depends"] {
         if let Ok(rels) = parse_relations(field(p, f)) {

@@ -201,6 +201,9 @@ pub struct Db {
     reuse_journal: bool,
     /// The journal a finished transaction emptied, kept for the next one (unpack/journal.rs).
     spare_journal: Option<File>,
+    /// The names in the info directory, listed on first use and kept up to date by installs
+    /// and removals: an upgrade of N packages lists the directory once, not N times.
+    info_names: std::sync::OnceLock<BTreeSet<String>>,
     _locks: Vec<File>,
 }
 
@@ -302,6 +305,7 @@ impl Db {
             fsync: true,
             reuse_journal: false,
             spare_journal: None,
+            info_names: std::sync::OnceLock::new(),
             _locks: locks,
         };
         db.reload()?;
@@ -462,7 +466,58 @@ impl Db {
     pub(crate) fn reload(&mut self) -> Result<(), StatusError> {
         self.packages = read_status(&self.status_path)?;
         self.owners = None;
+        self.info_names = std::sync::OnceLock::new();
         Ok(())
+    }
+
+    /// The names of the info directory that start with `prefix`, sorted.
+    pub(crate) fn info_names_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StatusError> {
+        let names = match self.info_names.get() {
+            Some(n) => n,
+            None => {
+                let mut set = BTreeSet::new();
+                let dir = &self.info;
+                let rd = match fs::read_dir(dir) {
+                    Ok(rd) => Some(rd),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                    Err(source) => {
+                        return Err(StatusError::Io {
+                            path: dir.clone(),
+                            source,
+                        });
+                    }
+                };
+                for e in rd.into_iter().flatten() {
+                    let e = e.map_err(|source| StatusError::Io {
+                        path: dir.clone(),
+                        source,
+                    })?;
+                    if let Some(f) = e.file_name().to_str() {
+                        set.insert(f.to_string());
+                    }
+                }
+                self.info_names.get_or_init(|| set)
+            }
+        };
+        Ok(names
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|n| n.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
+
+    /// Records that the info files `gone` were deleted and `added` written (after a
+    /// transaction finished).
+    pub(crate) fn note_info_names(&mut self, gone: &[String], added: &[String]) {
+        if let Some(names) = self.info_names.get_mut() {
+            for g in gone {
+                names.remove(g);
+            }
+            names.extend(added.iter().cloned());
+        }
     }
 
     /// Which package owns which path, built on first use from every `.list` and sidecar.
@@ -574,6 +629,22 @@ impl Db {
     /// `opkg flag` does (`pkg->state_flag = pkg_state_flag_from_str(flags)`, libopkg/opkg_cmd.c
     /// line 949), and writes the status file atomically under the database lock.
     pub fn set_flag(&mut self, name: &str, flag: &str) -> Result<(), StatusError> {
+        self.set_status_words(name, Some(flag), None)
+    }
+
+    /// Sets the state word of an installed package's `Status` (`installed` once its
+    /// `postinst configure` succeeded, `unpacked` before: as opkg-lede's
+    /// `opkg_configure_packages`, libopkg/opkg_cmd.c line 423), keeping its flags.
+    pub fn set_state(&mut self, name: &str, state: &str) -> Result<(), StatusError> {
+        self.set_status_words(name, None, Some(state))
+    }
+
+    fn set_status_words(
+        &mut self,
+        name: &str,
+        flag: Option<&str>,
+        state: Option<&str>,
+    ) -> Result<(), StatusError> {
         let mut stanza = self
             .get(name)
             .filter(|p| is_installed(p))
@@ -587,7 +658,12 @@ impl Db {
         if words.len() != 3 {
             words = vec!["install", "ok", "installed"];
         }
-        let new = format!("{} {flag} {}", words[0], words[2]);
+        let new = format!(
+            "{} {} {}",
+            words[0],
+            flag.unwrap_or(words[1]),
+            state.unwrap_or(words[2])
+        );
         stanza.set("Status", &new).map_err(|e| StatusError::Parse {
             path: self.status_path().to_path_buf(),
             line: 0,

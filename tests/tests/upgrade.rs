@@ -78,6 +78,11 @@ fn upgrade_pulls_new_dependencies_respects_holds_and_keeps_auto_flags() {
         !ok && err.contains("package nothere is not installed"),
         "{err}"
     );
+    let (ok, _, err) = prokit(Some(r), &["flag", "frobnicate", "tool"]);
+    assert!(
+        !ok && err.contains("expected hold, user, ok or noprune"),
+        "{err}"
+    );
 
     // The upgrade: app and base move, newdep comes in as a dependency, tool stays.
     let (ok, out, err) = prokit(Some(r), &["upgrade"]);
@@ -441,4 +446,74 @@ fn recommends_are_installed_unless_refused_removed_or_impossible() {
     );
     assert!(third.join("usr/share/nice").is_file());
     drop(server);
+}
+
+#[test]
+fn force_reinstall_rewrites_an_installed_package_from_the_verified_feed() {
+    let f = Fixture::new();
+    f.add(
+        "app",
+        "1.0",
+        "",
+        &[("usr/bin/app", "app 1.0"), ("etc/app.conf", "x=1\n")],
+        Some("/etc/app.conf\n"),
+    );
+    f.add("flag", "1.0", "", &[("usr/bin/flag", "flag")], None);
+    f.index();
+    let Some(server) = HttpServer::serve(&f.feed) else {
+        return;
+    };
+    let root = f.tmp.path().join("root");
+    let r = root.to_str().unwrap();
+    bootstrap(&f, &server, &root, &["app"]);
+    // Damage: a binary deleted, another overwritten, the conffile edited by its user.
+    fs::write(root.join("usr/bin/app"), "tampered").unwrap();
+    fs::write(root.join("etc/app.conf"), "x=mine\n").unwrap();
+    let (ok, _, _) = prokit(Some(r), &["verify"]);
+    assert!(!ok, "verify sees the tampered file");
+    // A plain install of what is installed changes nothing.
+    let (ok, out, err) = prokit(Some(r), &["install", "app"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        fs::read_to_string(root.join("usr/bin/app")).unwrap(),
+        "tampered"
+    );
+    // --force-reinstall writes it again from the verified package; the user's conffile stays.
+    let (ok, out, err) = prokit(Some(r), &["install", "--force-reinstall", "app"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("Reinstalled app 1.0"), "{out}");
+    assert_eq!(
+        fs::read_to_string(root.join("usr/bin/app")).unwrap(),
+        "app 1.0"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("etc/app.conf")).unwrap(),
+        "x=mine\n"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("etc/app.conf-opkg")).unwrap(),
+        "x=1\n"
+    );
+    let (ok, out, err) = prokit(Some(r), &["verify"]);
+    assert!(ok, "{out}{err}");
+    let st = status_of(&root, "app");
+    assert!(
+        st.contains("Version: 1.0") && st.contains("Status: install user installed"),
+        "{st}"
+    );
+    // Only what is named is reinstalled; a version no feed offers any more is refused,
+    // naming it, with nothing changed.
+    f.add("app", "2.0", "", &[("usr/bin/app", "app 2.0")], None);
+    fs::remove_file(f.feed.join("app_1.0_all.ipk")).unwrap();
+    f.index();
+    let (ok, out, err) = prokit(Some(r), &["update"]);
+    assert!(ok, "{out}{err}");
+    let before = snapshot(&root);
+    let (ok, _, err) = prokit(Some(r), &["install", "--force-reinstall", "app=1.0"]);
+    assert!(
+        !ok && err
+            .contains("cannot reinstall app: no verified feed offers its installed version 1.0"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&root), before);
 }

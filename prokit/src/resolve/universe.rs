@@ -18,7 +18,7 @@
 
 use super::ResolveError;
 use super::solver::Solver;
-use super::{Plan, Request};
+use super::{Plan, Request, Step};
 use feeds::control::Paragraph;
 use feeds::relation::{Op, Relation, parse_relations};
 use feeds::version::Version;
@@ -549,6 +549,36 @@ impl Universe {
             }
         }
         out.into_iter().collect()
+    }
+
+    /// A step reinstalling the installed `name` from the first feed offering the same
+    /// version for the same architecture (`install --force-reinstall`); `None` when no feed
+    /// offers it.
+    pub fn reinstall_step(&self, name: &str) -> Option<Step> {
+        let n = self.names.get(name)?;
+        let &inst = self.installed_by_name.get(&n)?;
+        let ip = self.pkg(inst);
+        let installed_version = self.pkg_version(inst);
+        let (id, p) = self
+            .avail_by_name
+            .get(&n)?
+            .iter()
+            .map(|&id| (id, self.pkg(id)))
+            .filter(|(id, p)| {
+                !p.installed
+                    && self.pkg_version(*id).cmp(installed_version) == std::cmp::Ordering::Equal
+                    && p.arch() == ip.arch()
+            })
+            .min_by_key(|(_, p)| p.feed_order)?;
+        Some(Step {
+            name: name.to_string(),
+            version: self.pkg_version(id).to_string(),
+            arch: p.arch().to_string(),
+            feed: self.feed_name(p).to_string(),
+            stanza: p.stanza.clone(),
+            auto: ip.auto_installed,
+            upgrade_from: Some(installed_version.to_string()),
+        })
     }
 
     /// Chooses what to install for `requests`; see the module documentation for the rules.
