@@ -20,7 +20,7 @@ if [ ! -d "$REAL" ]; then
     exit 1
 fi
 REAL="$(cd "$REAL" && pwd)"
-TARGETS="control version relation package usign index release parse_date prokit_config prokit_policy prokit_status prokit_resolve keyring_manifest keyring_signatures keyring_package audit_log"
+TARGETS="control version relation package usign index release parse_date prokit_config prokit_policy prokit_status prokit_resolve keyring_manifest keyring_signatures keyring_package audit_log index_gz"
 
 for t in $TARGETS; do
     mkdir -p "$CORPUS/$t"
@@ -132,6 +132,15 @@ while IFS= read -r -d '' f; do
     n=$((n + 1))
 done < <(find "$REAL/feeds" -type f \( -name Packages -o -name Packages.gz -o -name Packages.txt \) -print0 | sort -z)
 echo "index: $n index files"
+
+# --- index_gz: plain Packages files (the text Packages.gz is built from) ------------------
+n=0
+while IFS= read -r -d '' f; do
+    rel="${f#"$REAL"/}"
+    head -c 262144 "$f" >"$CORPUS/index_gz/$(slug "$rel")"
+    n=$((n + 1))
+done < <(find "$REAL/feeds" -type f \( -name Packages -o -name Packages.txt \) -print0 | sort -z)
+echo "index_gz: $n index files"
 
 # --- usign: keys and signatures -----------------------------------------------------------
 n=0

@@ -322,6 +322,9 @@ pub struct Summary {
     pub warnings: Vec<String>,
     /// The `Date` of the Release written (`None` when nothing was written).
     pub date: Option<i64>,
+    /// Of the runs of stanzas `Packages.gz` was built from, how many were compressed (the
+    /// others reused from the last run), and how many there were (`None`: not written).
+    pub gz_runs: Option<(usize, usize)>,
 }
 
 /// Why nothing was published.
@@ -764,6 +767,9 @@ struct Outputs {
     checked_sig: Option<cache::CheckedSig>,
     /// The Release over `files`, still to be dated, written and signed ([`Outputs::seal`]).
     release: Release,
+    /// The compressed runs `Packages.gz` consists of, for the next run.
+    parts: crate::gz_parts::Parts,
+    gz_stats: crate::gz_parts::GzipStats,
 }
 
 impl Outputs {
@@ -869,7 +875,8 @@ impl Previous {
 /// The uncompressed index files: `Packages` and, for OpenWrt, `Packages.manifest`.
 fn index_files(known: &[Known], profile: Profile) -> Vec<(&'static str, Vec<u8>)> {
     let write = |order: &[&Known]| {
-        let mut out = Vec::with_capacity(order.len() * 1024);
+        let size: usize = order.iter().map(|k| k.entry.stanza.len() + 1).sum();
+        let mut out = Vec::with_capacity(size);
         for k in order {
             out.extend_from_slice(k.entry.stanza.as_bytes());
             out.push(b'\n');
@@ -1014,19 +1021,19 @@ fn published_as_recorded(
     Some(hashes)
 }
 
-/// Published files that may be kept as they are when `Packages` did not change.
+/// What a re-index may take over from the last run.
 struct Reuse {
-    /// `Packages.gz`, already checked against the published Release.
-    gz: Option<Vec<u8>>,
+    /// The compressed runs of the last `Packages.gz` (authenticated, crate::gz_parts).
+    parts: crate::gz_parts::Parts,
     /// `Packages.sig`, checked before use.
     sig: Option<Vec<u8>>,
     /// What the cache says a `Packages.sig` was already checked against.
     checked: Option<cache::CheckedSig>,
 }
 
-/// Completes the outputs but for the dated Release: `Packages.gz` (reused from disk when
-/// `reuse_gz` holds its verified bytes), `Packages.sig`, and the undated Release over all
-/// index files.
+/// Completes the outputs but for the dated Release: `Packages.gz` (only the runs of stanzas
+/// that changed compressed again), `Packages.sig`, and the undated Release over all index
+/// files.
 fn finish_outputs(
     mut files: Vec<(&'static str, Vec<u8>)>,
     index_hashes: &[FileHash],
@@ -1047,8 +1054,8 @@ fn finish_outputs(
         .map(|h| h.sha256.clone())
         .unwrap_or_default();
     // Compressing and signing are independent: do them on two cores.
-    let (gz, packages_sig) = rayon::join(
-        || reuse.gz.unwrap_or_else(|| findex::gzip(packages)),
+    let ((gz, parts, gz_stats), packages_sig) = rayon::join(
+        || reuse.parts.gzip(packages),
         || -> Result<Option<(Vec<u8>, cache::CheckedSig)>, IndexError> {
             let Some(k) = key else { return Ok(None) };
             let fingerprint = k.fingerprint().to_string();
@@ -1099,6 +1106,8 @@ fn finish_outputs(
         files,
         checked_sig,
         release,
+        parts,
+        gz_stats,
     })
 }
 
@@ -1676,6 +1685,20 @@ pub fn index_feed(
         },
         None => cache::Loaded::default(),
     };
+    // The compressed runs of the last Packages.gz (only with a usable cache: same key).
+    let mut gz_parts = match &cache_file {
+        Some(c) if !cache_unusable => {
+            let path = crate::gz_parts::path_for(&c.path);
+            crate::gz_parts::Parts::load(&path, &feed_id, &c.key).unwrap_or_else(|e| {
+                warn(format!(
+                    "{}: {e}; compressing every run of Packages.gz again",
+                    path.display()
+                ));
+                crate::gz_parts::Parts::default()
+            })
+        }
+        _ => crate::gz_parts::Parts::default(),
+    };
     let mut bad = Vec::new();
     let found = walk(dir, opts.profile, &mut bad)?;
     progress.start(found.len() as u64);
@@ -1872,36 +1895,18 @@ pub fn index_feed(
             unchanged(dir, old, &index_hashes, &known, opts, &feed_name, signing)
         });
         if opts.refresh || !up_to_date {
-            // An unchanged Packages keeps its Packages.gz: no need to compress again. Only when
-            // it holds exactly the new Packages, though: the published Release that lists it is
-            // not authenticated here, and whoever can write the feed could have replaced both.
-            let new_packages = index
-                .iter()
-                .find(|(n, _)| *n == "Packages")
-                .map(|(_, d)| d.as_slice());
-            let reuse_gz = if same_index {
-                fs::read(dir.join("Packages.gz")).ok().filter(|gz| {
-                    published
-                        .as_ref()
-                        .and_then(|old| old.file("Packages.gz"))
-                        .is_some_and(|f| *f == file_hash("Packages.gz", gz))
-                        && findex::gunzip(gz, &Default::default())
-                            .is_ok_and(|plain| Some(plain.as_slice()) == new_packages)
-                })
-            } else {
-                None
-            };
-            // Likewise its signature, checked before reuse.
+            // An unchanged Packages keeps its signature, checked before reuse.
             let reuse_sig = if same_index {
                 fs::read(dir.join("Packages.sig")).ok()
             } else {
                 None
             };
+            let gz_keys = gz_parts.keys();
             let mut out = finish_outputs(
                 index,
                 &index_hashes,
                 Reuse {
-                    gz: reuse_gz,
+                    parts: std::mem::take(&mut gz_parts),
                     sig: reuse_sig,
                     checked: old_checked_sig.clone(),
                 },
@@ -1921,7 +1926,20 @@ pub fn index_feed(
             out.seal(date, opts.valid_for, key.as_ref(), openpgp.as_ref())?;
             summary.written = publish(dir, &tag, &out)?;
             summary.date = Some(date);
+            summary.gz_runs = Some((out.gz_stats.compressed, out.gz_stats.runs));
             checked_sig = out.checked_sig;
+            if let Some(c) = &cache_file
+                && !out.parts.has_keys(&gz_keys)
+            {
+                let path = crate::gz_parts::path_for(&c.path);
+                let parent = path.parent().unwrap_or(Path::new("."));
+                let bytes = out.parts.to_bytes(&feed_id, &c.key);
+                if let Err(e) = replace_via_temp(parent, &tag, &path, &bytes, false) {
+                    let w = format!("compressed parts of Packages.gz not kept: {e}");
+                    progress.warn(&w);
+                    summary.warnings.push(w);
+                }
+            }
         }
         index_hashes
     };

@@ -18,6 +18,7 @@ pub mod build;
 pub mod cache;
 pub mod check;
 pub mod devsig;
+pub mod gz_parts;
 pub mod index;
 pub mod keygen;
 pub mod keys;

@@ -956,8 +956,18 @@ struct IndexJson<'a> {
     /// The OpenPGP fingerprint of InRelease/Release.gpg's key, when they are written.
     #[serde(skip_serializing_if = "Option::is_none")]
     openpgp_fingerprint: Option<&'a str>,
+    /// When Packages.gz was written: its runs of stanzas, and how many were compressed (the
+    /// others reused from the last run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    packages_gz_runs: Option<GzRunsJson>,
     /// Wall-clock seconds, to the millisecond.
     seconds: f64,
+}
+
+#[derive(Serialize)]
+struct GzRunsJson {
+    total: usize,
+    compressed: usize,
 }
 
 #[derive(Serialize)]
@@ -985,6 +995,9 @@ impl<'a> IndexJson<'a> {
             unchanged: s.written.is_empty(),
             fingerprint: s.fingerprint.as_deref(),
             openpgp_fingerprint: s.openpgp_fingerprint.as_deref(),
+            packages_gz_runs: s
+                .gz_runs
+                .map(|(compressed, total)| GzRunsJson { total, compressed }),
             seconds: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
         }
     }

@@ -455,3 +455,87 @@ fn an_exposed_cache_key_is_not_used() {
     );
     feed.assert_verifies();
 }
+
+/// `Packages.gz` is built from compressed runs of stanzas kept beside the cache (issue 16):
+/// a re-index compresses only the runs that changed, and the file is the same bytes a full
+/// index writes, one gzip member that `gzip -t` accepts and `gzip -dc` turns into exactly
+/// `Packages`. opkg-lede reads a `src/gz` index through `gzip -d -c` (libbb/gzip.c line 112,
+/// opkg-lede 38eccbb), so this is what it reads.
+#[test]
+fn packages_gz_from_reused_runs_is_what_a_full_index_writes() {
+    let names: Vec<String> = (0..300).map(|i| format!("p{i:03}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let feed = Feed::new(&refs);
+    feed.index_ok(&[]);
+    let parts = archman::gz_parts::path_for(&feed.cache());
+    assert!(parts.exists(), "{} was not kept", parts.display());
+    // A real change: one package more. One run (or two, where a cut moved) is compressed.
+    fs::write(feed.path("zz-new_1.0-1_all.ipk"), pkg("zz-new", "libc")).unwrap();
+    let o = feed.index_ok(&[]);
+    let json: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let runs = &json["packages_gz_runs"];
+    assert!(runs["total"].as_u64().unwrap() >= 3, "{json}");
+    assert!(
+        (1..=2).contains(&runs["compressed"].as_u64().unwrap()),
+        "{json}"
+    );
+    let incremental = fs::read(feed.path("Packages.gz")).unwrap();
+    feed.assert_verifies();
+    let gzip_ok = |args: &[&str]| {
+        let o = Command::new("gzip")
+            .args(args)
+            .arg(feed.path("Packages.gz"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "gzip {args:?}: {}", stderr(&o));
+        o.stdout
+    };
+    gzip_ok(&["-t"]);
+    assert_eq!(gzip_ok(&["-dc"]), fs::read(feed.path("Packages")).unwrap());
+    // The same bytes as compressing every run afresh.
+    feed.index_ok(&["--no-cache", "--refresh"]);
+    assert_eq!(fs::read(feed.path("Packages.gz")).unwrap(), incremental);
+}
+
+/// The compressed runs go into the signed Release without being inflated again, so they are
+/// authenticated like the cache: a part swapped for other deflate data under the same name
+/// (the SHA-256 of the genuine run) fails the MAC, is ignored with a warning, and every run is
+/// compressed again.
+#[test]
+fn forged_gz_parts_cannot_make_archman_sign_a_packages_gz_it_did_not_compress() {
+    let names: Vec<String> = (0..200).map(|i| format!("q{i:03}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let feed = Feed::new(&refs);
+    feed.index_ok(&[]);
+    let path = archman::gz_parts::path_for(&feed.cache());
+    let mut bytes = fs::read(&path).unwrap();
+    // The first part's data, after the header lines, its 32-byte key and 4-byte length:
+    // replaced by an evil stanza compressed the same way, length kept.
+    let header = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(1)
+        .unwrap()
+        .0
+        + 1;
+    let len = u32::from_le_bytes(bytes[header + 32..header + 36].try_into().unwrap()) as usize;
+    let mut evil = feeds::index_gz::deflate_run(b"Package: evil\nVersion: 1\n\n");
+    evil.resize(len, 0);
+    bytes[header + 36..header + 36 + len].copy_from_slice(&evil);
+    fs::write(&path, &bytes).unwrap();
+    fs::write(feed.path("zz_1.0-1_all.ipk"), pkg("zz", "libc")).unwrap();
+    let o = feed.index_ok(&[]);
+    let err = stderr(&o);
+    assert!(
+        err.contains(&path.display().to_string()) && err.contains("MAC does not verify"),
+        "{err}"
+    );
+    let plain = feeds::index::gunzip(
+        &fs::read(feed.path("Packages.gz")).unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+    assert!(!String::from_utf8_lossy(&plain).contains("Package: evil"));
+    feed.assert_verifies();
+}

@@ -16,8 +16,10 @@
 
 pub mod build;
 pub mod control;
+mod ed25519_sign;
 pub mod glob;
 pub mod index;
+pub mod index_gz;
 pub mod limits;
 pub mod package;
 pub mod relation;

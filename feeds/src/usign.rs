@@ -633,14 +633,11 @@ impl SecretKey {
     /// Signs `message` (deterministic Ed25519, like usign and signify) and checks the
     /// signature against the public key before returning it. Comment: `signed by key <fp>`.
     pub fn sign(&self, message: &[u8]) -> Result<Signature, Error> {
-        let sig = self.keypair.sk.sign(message, None);
-        self.keypair
-            .pk
-            .verify(message, &sig)
+        let sig = crate::ed25519_sign::sign(&self.keypair.sk.seed(), &self.keypair.pk, message)
             .map_err(|_| Error::SelfCheck)?;
         Ok(Signature {
             fingerprint: self.fingerprint,
-            sig: *sig,
+            sig,
             comment: format!("signed by key {}", self.fingerprint),
         })
     }

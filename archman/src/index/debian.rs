@@ -373,7 +373,7 @@ pub(super) fn publish(
         .par_iter()
         .flat_map_iter(|ix| {
             let xz = feeds::index::xz(&ix.packages);
-            let gz = feeds::index::gzip(&ix.packages);
+            let gz = feeds::index_gz::gzip_index(&ix.packages);
             [
                 (format!("{}/Packages.xz", ix.rel), xz),
                 (format!("{}/Packages.gz", ix.rel), gz),
@@ -390,6 +390,8 @@ pub(super) fn publish(
             sha256: hashes,
             ..template
         },
+        parts: Default::default(),
+        gz_stats: Default::default(),
     };
     let date = settle_date(&suite_dir, &out, opts, key, progress, &mut summary.warnings)?;
     out.seal(date, opts.valid_for, key, openpgp)?;

@@ -1,0 +1,195 @@
+//! The compressed parts of the published `Packages.gz` (see `feeds::index_gz`), kept beside
+//! the index cache so that a re-index recompresses only the runs of stanzas that changed
+//! (docs/crash-safety.md §2.3, docs/threats.md §35).
+//!
+//! Each part is filed under the SHA-256 of the run of `Packages` text it inflates to. The
+//! parts go into the signed `Release` (through the hash of `Packages.gz`) without being
+//! inflated again, so the file is a trust boundary like the cache: it lives in the cache
+//! directory, and it is authenticated with the cache's per-host key (an HMAC-SHA256 over the
+//! format, the feed and every byte). A file that is missing, damaged, made for another feed or
+//! whose MAC fails is ignored, and every run is compressed again: losing it costs time only.
+//!
+//! Format: `archman-gz-parts 1\n`, `feed <feed id>\n`, then per part its 32-byte key, its
+//! length (u32, little-endian) and its bytes, then the 32-byte MAC. It is rewritten (temporary
+//! file, rename, no fsync) whenever the set of parts changes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::cache::CacheKey;
+
+const MAGIC: &[u8] = b"archman-gz-parts 1\n";
+/// Refuse to read a parts file larger than this.
+const MAX_LEN: u64 = 1 << 30;
+
+/// The parts file of the cache file `cache`.
+pub fn path_for(cache: &Path) -> PathBuf {
+    let mut name = cache.file_name().unwrap_or_default().to_os_string();
+    name.push(".gz-parts");
+    cache.with_file_name(name)
+}
+
+/// Compressed runs by the SHA-256 of their text.
+#[derive(Debug, Default)]
+pub struct Parts {
+    parts: HashMap<[u8; 32], Vec<u8>>,
+}
+
+/// What [`Parts::gzip`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GzipStats {
+    pub runs: usize,
+    pub compressed: usize,
+}
+
+impl Parts {
+    /// Reads the parts at `path`; `Err` (for a warning) when the file is there but cannot be
+    /// used, an empty set when it is absent.
+    pub fn load(path: &Path, feed_id: &str, key: &CacheKey) -> Result<Parts, String> {
+        let bytes = match safe_fs::read_bounded(path, MAX_LEN) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(Parts::default()),
+            Err(e) => return Err(e.to_string()),
+        };
+        if bytes.len() < 32 {
+            return Err("truncated".into());
+        }
+        let (body, mac) = bytes.split_at(bytes.len() - 32);
+        if key.mac(body) != mac {
+            return Err("its MAC does not verify (changed, or made with another key)".into());
+        }
+        let head = [MAGIC, format!("feed {feed_id}\n").as_bytes()].concat();
+        let Some(mut rest) = body.strip_prefix(&head[..]) else {
+            return Err("made for another feed or format".into());
+        };
+        let mut parts = HashMap::new();
+        while !rest.is_empty() {
+            if rest.len() < 36 {
+                return Err("truncated".into());
+            }
+            let (k, tail) = rest.split_at(32);
+            let (len, tail) = tail.split_at(4);
+            let len = u32::from_le_bytes(len.try_into().unwrap_or_default()) as usize;
+            if tail.len() < len {
+                return Err("truncated".into());
+            }
+            let (data, tail) = tail.split_at(len);
+            parts.insert(k.try_into().unwrap_or_default(), data.to_vec());
+            rest = tail;
+        }
+        Ok(Parts { parts })
+    }
+
+    /// `Packages.gz` of `text`: each run's part taken from here when its text is the same,
+    /// compressed (in parallel) otherwise. Returns the file, the parts it consists of (to
+    /// [`Parts::save`] in place of these) and how many runs were compressed.
+    pub fn gzip(mut self, text: &[u8]) -> (Vec<u8>, Parts, GzipStats) {
+        let runs = feeds::index_gz::runs(text);
+        let made: Vec<([u8; 32], Option<Vec<u8>>)> = runs
+            .par_iter()
+            .map(|r| {
+                let run = &text[r.clone()];
+                let k: [u8; 32] = Sha256::digest(run).into();
+                let fresh =
+                    (!self.parts.contains_key(&k)).then(|| feeds::index_gz::deflate_run(run));
+                (k, fresh)
+            })
+            .collect();
+        let stats = GzipStats {
+            runs: made.len(),
+            compressed: made.iter().filter(|(_, f)| f.is_some()).count(),
+        };
+        let mut next = HashMap::with_capacity(made.len());
+        let mut order = Vec::with_capacity(made.len());
+        for (k, fresh) in made {
+            // A run repeated in the text was taken out of `self` at its first place.
+            if let Some(p) = fresh.or_else(|| self.parts.remove(&k)) {
+                next.entry(k).or_insert(p);
+            }
+            order.push(k);
+        }
+        let pieces: Vec<&[u8]> = order.iter().map(|k| next[k].as_slice()).collect();
+        let gz = feeds::index_gz::assemble(text, &pieces);
+        (gz, Parts { parts: next }, stats)
+    }
+
+    /// The file's bytes (see the module documentation), parts in key order.
+    pub fn to_bytes(&self, feed_id: &str, key: &CacheKey) -> Vec<u8> {
+        let size: usize = self.parts.values().map(|p| p.len() + 36).sum();
+        let mut out = Vec::with_capacity(size + 128);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(format!("feed {feed_id}\n").as_bytes());
+        let mut keys: Vec<&[u8; 32]> = self.parts.keys().collect();
+        keys.sort();
+        for k in keys {
+            let p = &self.parts[k];
+            out.extend_from_slice(k);
+            out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+            out.extend_from_slice(p);
+        }
+        let mac = key.mac(&out);
+        out.extend_from_slice(&mac);
+        out
+    }
+
+    /// The keys of the parts, to tell later whether they changed.
+    pub fn keys(&self) -> std::collections::HashSet<[u8; 32]> {
+        self.parts.keys().copied().collect()
+    }
+
+    /// Whether these parts have exactly the keys `keys` (nothing to save).
+    pub fn has_keys(&self, keys: &std::collections::HashSet<[u8; 32]>) -> bool {
+        self.parts.len() == keys.len() && self.parts.keys().all(|k| keys.contains(k))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> CacheKey {
+        CacheKey::from_bytes([7; 32])
+    }
+
+    fn text(n: usize, v: &str) -> Vec<u8> {
+        (0..n)
+            .map(|i| format!("Package: p{i}\nVersion: {v}\nFilename: p{i}.ipk\n\n"))
+            .collect::<String>()
+            .into_bytes()
+    }
+
+    #[test]
+    fn parts_round_trip_and_are_reused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("cache.gz-parts");
+        let t = text(3000, "1");
+        let (gz, parts, stats) = Parts::default().gzip(&t);
+        assert_eq!(stats.compressed, stats.runs);
+        assert_eq!(gz, feeds::index_gz::gzip_index(&t));
+        std::fs::write(&path, parts.to_bytes("feed-a", &key())).unwrap();
+        let loaded = Parts::load(&path, "feed-a", &key()).unwrap();
+        assert!(loaded.has_keys(&parts.keys()));
+        let (gz2, _, stats2) = loaded.gzip(&t);
+        assert_eq!((gz2, stats2.compressed), (gz, 0));
+        // Another feed's, or another key's, parts are not used.
+        assert!(Parts::load(&path, "feed-b", &key()).is_err());
+        assert!(Parts::load(&path, "feed-a", &CacheKey::from_bytes([8; 32])).is_err());
+    }
+
+    #[test]
+    fn a_forged_part_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("cache.gz-parts");
+        let (_, parts, _) = Parts::default().gzip(&text(500, "1"));
+        let mut bytes = parts.to_bytes("f", &key());
+        // Flip a byte inside a part: the MAC no longer verifies, nothing of it is used.
+        let at = MAGIC.len() + 10 + 40;
+        bytes[at] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Parts::load(&path, "f", &key()).unwrap_err();
+        assert!(err.contains("MAC"), "{err}");
+    }
+}
