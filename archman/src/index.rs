@@ -931,7 +931,7 @@ fn published_release(
         match index.iter().position(|(n, _)| *n == f.name) {
             // Comparing bytes is cheaper than hashing the old file again.
             Some(i) => {
-                if index_hashes[i] != *f || fs::read(dir.join(&f.name)).ok()? != index[i].1 {
+                if index_hashes[i] != *f || !file_equals(&dir.join(&f.name), &index[i].1) {
                     return None;
                 }
             }
@@ -943,6 +943,32 @@ fn published_release(
         }
     }
     Some(old)
+}
+
+/// Whether the file at `path` holds exactly `bytes` (read in pieces: an index of megabytes is
+/// not read into memory a second time).
+fn file_equals(path: &Path, bytes: &[u8]) -> bool {
+    let Ok(mut f) = File::open(path) else {
+        return false;
+    };
+    if f.metadata().map(|m| m.len()).ok() != Some(bytes.len() as u64) {
+        return false;
+    }
+    let mut buf = vec![0u8; 256 << 10];
+    let mut at = 0;
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return at == bytes.len(),
+            Ok(n) => {
+                if bytes.get(at..at + n) != Some(&buf[..n]) {
+                    return false;
+                }
+                at += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
 }
 
 /// The files a published feed consists of, for a profile and whether it is signed.
@@ -1928,12 +1954,16 @@ pub fn index_feed(
             summary.date = Some(date);
             summary.gz_runs = Some((out.gz_stats.compressed, out.gz_stats.runs));
             checked_sig = out.checked_sig;
+            // The published files are written: their bytes go before the parts are saved.
+            let parts = out.parts;
+            drop(out.files);
             if let Some(c) = &cache_file
-                && !out.parts.has_keys(&gz_keys)
+                && !parts.has_keys(&gz_keys)
             {
                 let path = crate::gz_parts::path_for(&c.path);
                 let parent = path.parent().unwrap_or(Path::new("."));
-                let bytes = out.parts.to_bytes(&feed_id, &c.key);
+                let bytes = parts.to_bytes(&feed_id, &c.key);
+                drop(parts);
                 if let Err(e) = replace_via_temp(parent, &tag, &path, &bytes, false) {
                     let w = format!("compressed parts of Packages.gz not kept: {e}");
                     progress.warn(&w);

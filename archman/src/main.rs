@@ -896,6 +896,7 @@ macro_rules! outln {
 }
 
 fn main() -> ExitCode {
+    cli_support::tune_allocator();
     match run(Cli::parse()) {
         Ok(code) => code,
         // A closed standard output (`archman check --json | head`) is a normal end.

@@ -690,6 +690,7 @@ impl Cli {
 }
 
 fn main() -> ExitCode {
+    cli_support::tune_allocator();
     let cli = Cli::parse();
     match run(&cli) {
         Ok(code) => code,
