@@ -20,6 +20,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::cache::CacheKey;
+use crate::index::body::Body;
 
 const MAGIC: &[u8] = b"archman-gz-parts 1\n";
 /// Refuse to read a parts file larger than this.
@@ -86,15 +87,28 @@ impl Parts {
     /// `Packages.gz` of `text`: each run's part taken from here when its text is the same,
     /// compressed (in parallel) otherwise. Returns the file, the parts it consists of (to
     /// [`Parts::save`] in place of these) and how many runs were compressed.
-    pub fn gzip(mut self, text: &[u8]) -> (Vec<u8>, Parts, GzipStats) {
-        let runs = feeds::index_gz::runs(text);
+    pub(crate) fn gzip(mut self, text: &Body<'_>) -> (Vec<u8>, Parts, GzipStats) {
+        // Each run as the pieces of text it is made of.
+        let runs: Vec<Vec<&[u8]>> = match text {
+            Body::Bytes(t) => feeds::index_gz::runs(t)
+                .into_iter()
+                .map(|r| vec![&t[r]])
+                .collect(),
+            Body::Stanzas(s) => feeds::index_gz::stanza_runs(s)
+                .into_iter()
+                .map(|r| s[r].iter().flat_map(|s| [*s, &b"\n"[..]]).collect())
+                .collect(),
+        };
         let made: Vec<([u8; 32], Option<Vec<u8>>)> = runs
             .par_iter()
-            .map(|r| {
-                let run = &text[r.clone()];
-                let k: [u8; 32] = Sha256::digest(run).into();
+            .map(|pieces| {
+                let mut h = Sha256::new();
+                for p in pieces {
+                    h.update(p);
+                }
+                let k: [u8; 32] = h.finalize().into();
                 let fresh =
-                    (!self.parts.contains_key(&k)).then(|| feeds::index_gz::deflate_run(run));
+                    (!self.parts.contains_key(&k)).then(|| feeds::index_gz::deflate_pieces(pieces));
                 (k, fresh)
             })
             .collect();
@@ -112,7 +126,7 @@ impl Parts {
             order.push(k);
         }
         let pieces: Vec<&[u8]> = order.iter().map(|k| next[k].as_slice()).collect();
-        let gz = feeds::index_gz::assemble(text, &pieces);
+        let gz = feeds::index_gz::assemble_parts(text.crc32(), text.len() as u64, &pieces);
         (gz, Parts { parts: next }, stats)
     }
 
@@ -166,13 +180,13 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("cache.gz-parts");
         let t = text(3000, "1");
-        let (gz, parts, stats) = Parts::default().gzip(&t);
+        let (gz, parts, stats) = Parts::default().gzip(&Body::Bytes(t.clone()));
         assert_eq!(stats.compressed, stats.runs);
         assert_eq!(gz, feeds::index_gz::gzip_index(&t));
         std::fs::write(&path, parts.to_bytes("feed-a", &key())).unwrap();
         let loaded = Parts::load(&path, "feed-a", &key()).unwrap();
         assert!(loaded.has_keys(&parts.keys()));
-        let (gz2, _, stats2) = loaded.gzip(&t);
+        let (gz2, _, stats2) = loaded.gzip(&Body::Bytes(t.clone()));
         assert_eq!((gz2, stats2.compressed), (gz, 0));
         // Another feed's, or another key's, parts are not used.
         assert!(Parts::load(&path, "feed-b", &key()).is_err());
@@ -183,7 +197,7 @@ mod tests {
     fn a_forged_part_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("cache.gz-parts");
-        let (_, parts, _) = Parts::default().gzip(&text(500, "1"));
+        let (_, parts, _) = Parts::default().gzip(&Body::Bytes(text(500, "1")));
         let mut bytes = parts.to_bytes("f", &key());
         // Flip a byte inside a part: the MAC no longer verifies, nothing of it is used.
         let at = MAGIC.len() + 10 + 40;

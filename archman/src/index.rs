@@ -32,12 +32,15 @@
 //! With `--profile openwrt`, every `ar` `.ipk` is reported on every run: OpenWrt's opkg
 //! (opkg-lede) reads only the gzipped-tar container (see [`AR_IPK_WARNING`]).
 
+pub(crate) mod body;
 mod debian;
+
+use body::Body;
 pub use debian::DebianLayout;
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -761,8 +764,8 @@ pub fn openwrt_packages(manifest: &[u8]) -> Vec<u8> {
 }
 
 /// The files of a feed index, in publish order.
-struct Outputs {
-    files: Vec<(&'static str, Vec<u8>)>,
+struct Outputs<'a> {
+    files: Vec<(&'static str, Body<'a>)>,
     /// What the published `Packages.sig` is known to sign, for the cache.
     checked_sig: Option<cache::CheckedSig>,
     /// The Release over `files`, still to be dated, written and signed ([`Outputs::seal`]).
@@ -772,7 +775,7 @@ struct Outputs {
     gz_stats: crate::gz_parts::GzipStats,
 }
 
-impl Outputs {
+impl Outputs<'_> {
     /// The Release text dated `date` (`Valid-Until` `valid_for` seconds later).
     fn release_text(&self, date: i64, valid_for: Option<i64>) -> Vec<u8> {
         Release {
@@ -800,13 +803,16 @@ impl Outputs {
             .map(|p| openpgp_signatures(p, &release, date))
             .transpose()
             .map_err(|e| IndexError::OpenPgp(e.to_string()))?;
-        self.files.push(("Release", release));
+        self.files.push(("Release", Body::Bytes(release)));
         if let Some((inrelease, detached)) = pgp {
-            self.files.push(("Release.gpg", detached.into_bytes()));
-            self.files.push(("InRelease", inrelease.into_bytes()));
+            self.files
+                .push(("Release.gpg", Body::Bytes(detached.into_bytes())));
+            self.files
+                .push(("InRelease", Body::Bytes(inrelease.into_bytes())));
         }
         if let Some(sig) = sig {
-            self.files.push(("Release.sig", sig.to_file_bytes()));
+            self.files
+                .push(("Release.sig", Body::Bytes(sig.to_file_bytes())));
         }
         Ok(())
     }
@@ -873,7 +879,7 @@ impl Previous {
 }
 
 /// The uncompressed index files: `Packages` and, for OpenWrt, `Packages.manifest`.
-fn index_files(known: &[Known], profile: Profile) -> Vec<(&'static str, Vec<u8>)> {
+fn index_files(known: &[Known], profile: Profile) -> Vec<(&'static str, Body<'_>)> {
     let write = |order: &[&Known]| {
         let size: usize = order.iter().map(|k| k.entry.stanza.len() + 1).sum();
         let mut out = Vec::with_capacity(size);
@@ -887,7 +893,8 @@ fn index_files(known: &[Known], profile: Profile) -> Vec<(&'static str, Vec<u8>)
     match profile {
         Profile::Full => {
             order.sort_by(|a, b| a.key.cmp(&b.key));
-            vec![("Packages", write(&order))]
+            let stanzas = order.iter().map(|k| k.entry.stanza.as_bytes()).collect();
+            vec![("Packages", Body::Stanzas(stanzas))]
         }
         Profile::OpenWrt => {
             // `find . -name '*.ipk' | sort` under LC_ALL=C: byte order of the paths.
@@ -897,7 +904,10 @@ fn index_files(known: &[Known], profile: Profile) -> Vec<(&'static str, Vec<u8>)
                 manifest.push(b'\n');
             }
             let packages = openwrt_packages(&manifest);
-            vec![("Packages.manifest", manifest), ("Packages", packages)]
+            vec![
+                ("Packages.manifest", Body::Bytes(manifest)),
+                ("Packages", Body::Bytes(packages)),
+            ]
         }
     }
 }
@@ -906,6 +916,14 @@ fn file_hash(name: &str, data: &[u8]) -> FileHash {
     FileHash {
         sha256: hex::encode(Sha256::digest(data)),
         size: data.len() as u64,
+        name: name.to_string(),
+    }
+}
+
+fn body_hash(name: &str, body: &Body<'_>) -> FileHash {
+    FileHash {
+        sha256: body.sha256_hex(),
+        size: body.len() as u64,
         name: name.to_string(),
     }
 }
@@ -923,7 +941,7 @@ fn hash_file(path: &Path) -> Option<(String, u64)> {
 /// and nothing of the old one is reused).
 fn published_release(
     dir: &Path,
-    index: &[(&'static str, Vec<u8>)],
+    index: &[(&'static str, Body<'_>)],
     index_hashes: &[FileHash],
 ) -> Option<Release> {
     let old = Release::parse(&fs::read_to_string(dir.join("Release")).ok()?).ok()?;
@@ -931,7 +949,7 @@ fn published_release(
         match index.iter().position(|(n, _)| *n == f.name) {
             // Comparing bytes is cheaper than hashing the old file again.
             Some(i) => {
-                if index_hashes[i] != *f || !file_equals(&dir.join(&f.name), &index[i].1) {
+                if index_hashes[i] != *f || !index[i].1.equals_file(&dir.join(&f.name)) {
                     return None;
                 }
             }
@@ -943,32 +961,6 @@ fn published_release(
         }
     }
     Some(old)
-}
-
-/// Whether the file at `path` holds exactly `bytes` (read in pieces: an index of megabytes is
-/// not read into memory a second time).
-fn file_equals(path: &Path, bytes: &[u8]) -> bool {
-    let Ok(mut f) = File::open(path) else {
-        return false;
-    };
-    if f.metadata().map(|m| m.len()).ok() != Some(bytes.len() as u64) {
-        return false;
-    }
-    let mut buf = vec![0u8; 256 << 10];
-    let mut at = 0;
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => return at == bytes.len(),
-            Ok(n) => {
-                if bytes.get(at..at + n) != Some(&buf[..n]) {
-                    return false;
-                }
-                at += n;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
-    }
 }
 
 /// The files a published feed consists of, for a profile and whether it is signed.
@@ -1060,20 +1052,21 @@ struct Reuse {
 /// Completes the outputs but for the dated Release: `Packages.gz` (only the runs of stanzas
 /// that changed compressed again), `Packages.sig`, and the undated Release over all index
 /// files.
-fn finish_outputs(
-    mut files: Vec<(&'static str, Vec<u8>)>,
+fn finish_outputs<'a>(
+    mut files: Vec<(&'static str, Body<'a>)>,
     index_hashes: &[FileHash],
     reuse: Reuse,
     known: &[Known],
     opts: &IndexOptions,
     feed_name: &str,
     key: Option<&SecretKey>,
-) -> Result<Outputs, IndexError> {
+) -> Result<Outputs<'a>, IndexError> {
+    let empty = Body::Bytes(Vec::new());
     let packages = files
         .iter()
         .find(|(n, _)| *n == "Packages")
-        .map(|(_, d)| d.as_slice())
-        .unwrap_or_default();
+        .map(|(_, d)| d)
+        .unwrap_or(&empty);
     let packages_sha256 = index_hashes
         .iter()
         .find(|h| h.name == "Packages")
@@ -1096,23 +1089,25 @@ fn finish_outputs(
             if let Some(sig) = reuse.sig {
                 let rec = record(&sig);
                 let valid = reuse.checked.as_ref() == Some(&rec)
-                    || feeds::usign::Signature::parse(&sig).is_ok_and(|s| {
-                        s.fingerprint() == k.fingerprint()
-                            && k.public_key().verify(packages, &s).is_ok()
+                    || packages.as_bytes().is_some_and(|bytes| {
+                        feeds::usign::Signature::parse(&sig).is_ok_and(|s| {
+                            s.fingerprint() == k.fingerprint()
+                                && k.public_key().verify(bytes, &s).is_ok()
+                        })
                     });
                 if valid {
                     return Ok(Some((sig, rec)));
                 }
             }
-            let sig = k.sign(packages)?.to_file_bytes();
+            let sig = k.sign_pieces(&packages.pieces())?.to_file_bytes();
             let rec = record(&sig);
             Ok(Some((sig, rec)))
         },
     );
     let (packages_sig, checked_sig) = packages_sig?.unzip();
-    files.insert(0, ("Packages.gz", gz));
     let mut hashes: Vec<FileHash> = index_hashes.to_vec();
-    hashes.push(file_hash("Packages.gz", &files[0].1));
+    hashes.push(file_hash("Packages.gz", &gz));
+    files.insert(0, ("Packages.gz", Body::Bytes(gz)));
     hashes.sort_by(|a, b| a.name.cmp(&b.name));
     let archs: BTreeSet<&str> = known.iter().map(|k| k.key.architecture()).collect();
     let origin = opts.origin.clone().unwrap_or_else(|| feed_name.to_string());
@@ -1126,7 +1121,7 @@ fn finish_outputs(
         sha256: hashes,
     };
     if let Some(sig) = packages_sig {
-        files.push(("Packages.sig", sig));
+        files.push(("Packages.sig", Body::Bytes(sig)));
     }
     Ok(Outputs {
         files,
@@ -1262,6 +1257,17 @@ fn write_temp(
     data: &[u8],
     sync: bool,
 ) -> Result<PathBuf, IndexError> {
+    write_temp_body(dir, tag, name, &Body::Bytes(data.to_vec()), sync)
+}
+
+/// [`write_temp`] of a [`Body`].
+fn write_temp_body(
+    dir: &Path,
+    tag: &str,
+    name: &str,
+    data: &Body<'_>,
+    sync: bool,
+) -> Result<PathBuf, IndexError> {
     let tmp = dir.join(temp_name(Some(tag), name));
     let written = (|| {
         let mut f = fs::OpenOptions::new()
@@ -1269,7 +1275,7 @@ fn write_temp(
             .create_new(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)?;
-        f.write_all(data)?;
+        data.write_to(&mut f)?;
         if sync {
             f.sync_all()?;
         }
@@ -1416,7 +1422,7 @@ pub fn recover(dir: &Path) -> Result<bool, IndexError> {
 }
 
 /// Publishes the outputs: temporaries, journal, renames in order, journal removed.
-fn publish(dir: &Path, tag: &str, out: &Outputs) -> Result<Vec<String>, IndexError> {
+fn publish(dir: &Path, tag: &str, out: &Outputs<'_>) -> Result<Vec<String>, IndexError> {
     publish_files(dir, tag, &out.files)?;
     // Signatures from an earlier signed run must not outlive an unsigned one.
     let names: Vec<String> = out.files.iter().map(|(n, _)| n.to_string()).collect();
@@ -1461,7 +1467,7 @@ fn journal_name_ok(name: &str) -> bool {
 fn publish_files<N: AsRef<str>>(
     dir: &Path,
     tag: &str,
-    files: &[(N, Vec<u8>)],
+    files: &[(N, Body<'_>)],
 ) -> Result<(), IndexError> {
     for (name, data) in files {
         let name = name.as_ref();
@@ -1469,7 +1475,7 @@ fn publish_files<N: AsRef<str>>(
             Some((parent, base)) => (dir.join(parent), base),
             None => (dir.to_path_buf(), name),
         };
-        write_temp(&parent, tag, base, data, true)?;
+        write_temp_body(&parent, tag, base, data, true)?;
     }
     let mut journal = format!("tmp {tag}\n");
     for (name, _) in files {
@@ -1912,7 +1918,7 @@ pub fn index_feed(
             }
         }
         let index = index_files(&known, opts.profile);
-        let index_hashes: Vec<FileHash> = index.iter().map(|(n, d)| file_hash(n, d)).collect();
+        let index_hashes: Vec<FileHash> = index.iter().map(|(n, d)| body_hash(n, d)).collect();
         let published = published_release(dir, &index, &index_hashes);
         let same_index = published
             .as_ref()

@@ -21,21 +21,21 @@ pub(crate) enum SignError {
     SelfCheck,
 }
 
-fn challenge(r: &[u8; 32], a: &[u8; 32], message: &[u8]) -> Scalar {
-    let h = Sha512::new()
-        .chain_update(r)
-        .chain_update(a)
-        .chain_update(message)
-        .finalize();
-    Scalar::from_bytes_mod_order_wide(&h.into())
+fn challenge(r: &[u8; 32], a: &[u8; 32], message: &[&[u8]]) -> Scalar {
+    let mut h = Sha512::new().chain_update(r).chain_update(a);
+    for piece in message {
+        h.update(piece);
+    }
+    Scalar::from_bytes_mod_order_wide(&h.finalize().into())
 }
 
-/// Signs `message` with the key of `seed` whose public key is `public`; checks the signature
-/// against `public` before returning it.
+/// Signs the message that is the concatenation of `message` (pieces, so that a large index is
+/// never copied into one buffer) with the key of `seed` whose public key is `public`; checks
+/// the signature against `public` before returning it.
 pub(crate) fn sign(
     seed: &[u8; 32],
     public: &[u8; 32],
-    message: &[u8],
+    message: &[&[u8]],
 ) -> Result<[u8; 64], SignError> {
     let a_point = CompressedEdwardsY(*public)
         .decompress()
@@ -47,11 +47,11 @@ pub(crate) fn sign(
     s_bytes[31] &= 127;
     s_bytes[31] |= 64;
     let s = Scalar::from_bytes_mod_order(s_bytes);
-    let nonce = Sha512::new()
-        .chain_update(&h[32..])
-        .chain_update(message)
-        .finalize();
-    let r = Scalar::from_bytes_mod_order_wide(&nonce.into());
+    let mut nonce = Sha512::new().chain_update(&h[32..]);
+    for piece in message {
+        nonce.update(piece);
+    }
+    let r = Scalar::from_bytes_mod_order_wide(&nonce.finalize().into());
     let big_r = EdwardsPoint::mul_base(&r).compress().to_bytes();
     // The signer's challenge and the check's, computed apart from each other.
     let (k, k_check) = std::thread::scope(|scope| {
@@ -89,7 +89,7 @@ mod tests {
                 .unwrap()
                 .try_into()
                 .unwrap();
-        let sig = sign(&seed, &public, &[0x72]).unwrap();
+        let sig = sign(&seed, &public, &[&[0x72]]).unwrap();
         assert_eq!(
             hex::encode(sig),
             "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da\
@@ -106,10 +106,13 @@ mod tests {
             let seed = [i as u8 + 1; 32];
             let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(seed));
             let msg: Vec<u8> = (0..len).map(|j| (j * 7 + i) as u8).collect();
-            let ours = sign(&seed, &kp.pk, &msg).unwrap();
+            let ours = sign(&seed, &kp.pk, &[&msg]).unwrap();
             assert_eq!(ours, *kp.sk.sign(&msg, None), "len {len}");
+            // In pieces, the same message gives the same signature.
+            let (a, b) = msg.split_at(len / 3);
+            assert_eq!(sign(&seed, &kp.pk, &[a, &[], b]).unwrap(), ours);
             let other = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([99; 32]));
-            assert_eq!(sign(&seed, &other.pk, &msg), Err(SignError::SelfCheck));
+            assert_eq!(sign(&seed, &other.pk, &[&msg]), Err(SignError::SelfCheck));
         }
         let not_a_point = (2u8..)
             .map(|b| {
@@ -120,7 +123,7 @@ mod tests {
             .find(|y| CompressedEdwardsY(*y).decompress().is_none())
             .unwrap();
         assert_eq!(
-            sign(&[1; 32], &not_a_point, b"x"),
+            sign(&[1; 32], &not_a_point, &[b"x"]),
             Err(SignError::BadPublicKey)
         );
     }

@@ -51,6 +51,28 @@ pub fn runs(text: &[u8]) -> Vec<Range<usize>> {
     out
 }
 
+/// Where `stanzas` — a `Packages` kept as its stanzas, each written followed by one blank
+/// line (`"\n"`) — are cut into runs: ranges of stanza indices, cut where [`runs`] cuts their
+/// concatenation.
+pub fn stanza_runs(stanzas: &[&[u8]]) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, s) in stanzas.iter().enumerate() {
+        let first_line = memchr(b'\n', s).map_or(*s, |e| &s[..e]);
+        bytes += s.len() + 1;
+        if fnv1a(first_line).is_multiple_of(RUN_SPREAD)
+            || bytes >= MAX_RUN
+            || i + 1 == stanzas.len()
+        {
+            out.push(start..i + 1);
+            start = i + 1;
+            bytes = 0;
+        }
+    }
+    out
+}
+
 /// One run compressed on its own: raw deflate ending in a sync flush (not final).
 pub fn deflate_run(run: &[u8]) -> Vec<u8> {
     let mut c = flate2::Compress::new(flate2::Compression::new(LEVEL), false);
@@ -65,8 +87,7 @@ pub fn deflate_run(run: &[u8]) -> Vec<u8> {
         let status = c
             .compress_vec(input, &mut out, flate2::FlushCompress::Sync)
             .unwrap_or(flate2::Status::StreamEnd);
-        let used = (c.total_in() - before) as usize;
-        input = &input[used..];
+        input = &input[(c.total_in() - before) as usize..];
         // Done when all input is taken and the flush completed (room was left over).
         if input.is_empty() && out.len() < out.capacity() || status == flate2::Status::StreamEnd {
             break;
@@ -75,9 +96,22 @@ pub fn deflate_run(run: &[u8]) -> Vec<u8> {
     out
 }
 
+/// [`deflate_run`] of the run that is the concatenation of `pieces`. The run is put
+/// together first (a run is at most [`MAX_RUN`] bytes and a stanza): the compressor's output
+/// depends on how its input is handed to it, and a part must be the same bytes however the
+/// text was held.
+pub fn deflate_pieces(pieces: &[&[u8]]) -> Vec<u8> {
+    deflate_run(&pieces.concat())
+}
+
 /// The gzip file of `text` from its runs' parts (in order; each from [`deflate_run`] over
 /// the corresponding range of [`runs`]).
 pub fn assemble<P: AsRef<[u8]>>(text: &[u8], parts: &[P]) -> Vec<u8> {
+    assemble_parts(crc32fast::hash(text), text.len() as u64, parts)
+}
+
+/// The gzip file of a text of `len` bytes with CRC-32 `crc`, from its runs' parts.
+pub fn assemble_parts<P: AsRef<[u8]>>(crc: u32, len: u64, parts: &[P]) -> Vec<u8> {
     let size: usize = parts.iter().map(|p| p.as_ref().len()).sum();
     let mut out = Vec::with_capacity(HEADER.len() + size + FINAL_BLOCK.len() + 8);
     out.extend_from_slice(&HEADER);
@@ -85,9 +119,9 @@ pub fn assemble<P: AsRef<[u8]>>(text: &[u8], parts: &[P]) -> Vec<u8> {
         out.extend_from_slice(p.as_ref());
     }
     out.extend_from_slice(&FINAL_BLOCK);
-    out.extend_from_slice(&crc32fast::hash(text).to_le_bytes());
+    out.extend_from_slice(&crc.to_le_bytes());
     // ISIZE: the length modulo 2^32, as RFC 1952 says.
-    out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(len as u32).to_le_bytes());
     out
 }
 
@@ -224,6 +258,37 @@ mod tests {
         let gz = assemble(&new, &parts);
         assert_eq!(gz, gzip_index(&new));
         assert_eq!(gunzip(&gz), new);
+    }
+
+    #[test]
+    fn stanza_runs_and_pieces_give_the_same_file_as_the_flat_text() {
+        for n in [1, 64, 700, 5000] {
+            let text = packages(n, "");
+            // Stanzas as written: each without the blank line that follows it.
+            let mut owned = Vec::new();
+            let mut at = 0;
+            while at < text.len() {
+                let end = find_blank_line(&text, at).unwrap() + 1;
+                owned.push(&text[at..end]);
+                at = end + 1;
+            }
+            let flat = runs(&text);
+            let by_stanza = stanza_runs(&owned);
+            assert_eq!(flat.len(), by_stanza.len());
+            let mut parts = Vec::new();
+            for (f, r) in flat.iter().zip(&by_stanza) {
+                let mut pieces: Vec<&[u8]> = Vec::new();
+                for s in &owned[r.clone()] {
+                    pieces.push(s);
+                    pieces.push(b"\n");
+                }
+                assert_eq!(pieces.concat(), &text[f.clone()]);
+                let p = deflate_pieces(&pieces);
+                assert_eq!(p, deflate_run(&text[f.clone()]));
+                parts.push(p);
+            }
+            assert_eq!(assemble(&text, &parts), gzip_index(&text));
+        }
     }
 
     #[test]

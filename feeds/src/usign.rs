@@ -633,7 +633,13 @@ impl SecretKey {
     /// Signs `message` (deterministic Ed25519, like usign and signify) and checks the
     /// signature against the public key before returning it. Comment: `signed by key <fp>`.
     pub fn sign(&self, message: &[u8]) -> Result<Signature, Error> {
-        let sig = crate::ed25519_sign::sign(&self.keypair.sk.seed(), &self.keypair.pk, message)
+        self.sign_pieces(&[message])
+    }
+
+    /// [`SecretKey::sign`] of the message that is the concatenation of `pieces` (an index
+    /// kept as its stanzas is signed without being copied into one buffer).
+    pub fn sign_pieces(&self, pieces: &[&[u8]]) -> Result<Signature, Error> {
+        let sig = crate::ed25519_sign::sign(&self.keypair.sk.seed(), &self.keypair.pk, pieces)
             .map_err(|_| Error::SelfCheck)?;
         Ok(Signature {
             fingerprint: self.fingerprint,

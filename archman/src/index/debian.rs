@@ -29,8 +29,8 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::{
-    IndexError, IndexOptions, Known, Outputs, Progress, Summary, file_hash, io_err, publish_files,
-    recover, settle_date, sync_dir, temp_name, write_temp,
+    Body, IndexError, IndexOptions, Known, Outputs, Progress, Summary, file_hash, io_err,
+    publish_files, recover, settle_date, sync_dir, temp_name, write_temp,
 };
 
 /// `--layout debian --suite … [--codename …] [--component …] [--arch …]`.
@@ -406,7 +406,10 @@ pub(super) fn publish(
         sync_dir(d)?;
     }
     // 2. The indexes and the Release group, under one journal.
-    let mut all: Vec<(String, Vec<u8>)> = files;
+    let mut all: Vec<(String, Body<'_>)> = files
+        .into_iter()
+        .map(|(n, d)| (n, Body::Bytes(d)))
+        .collect();
     all.extend(out.files.into_iter().map(|(n, d)| (n.to_string(), d)));
     publish_files(&suite_dir, tag, &all)?;
     let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
@@ -423,9 +426,9 @@ pub(super) fn publish(
 
     // 3. Forget by-hash copies no Release of the last `keep` names.
     let published = Release::parse(&String::from_utf8_lossy(
-        &all.iter()
+        all.iter()
             .find(|(n, _)| n == "Release")
-            .map(|(_, d)| d.clone())
+            .and_then(|(_, d)| d.as_bytes())
             .unwrap_or_default(),
     ))
     .map_err(|e| IndexError::Layout(format!("the Release just written does not parse: {e}")))?;

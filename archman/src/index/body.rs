@@ -1,0 +1,138 @@
+//! The bytes of a file to publish: owned, or — the `Packages` of the full profile — the
+//! stanzas the run already holds, each written followed by a blank line. An index of
+//! megabytes is thus hashed, compressed, signed, compared and written without being copied
+//! into one buffer (issue 16: index memory).
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+/// A file's contents (see the module documentation).
+pub(crate) enum Body<'a> {
+    Bytes(Vec<u8>),
+    /// Stanzas, each ending in a newline; the file is every stanza followed by `"\n"`.
+    Stanzas(Vec<&'a [u8]>),
+}
+
+impl Body<'_> {
+    /// The file's length.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Body::Bytes(b) => b.len(),
+            Body::Stanzas(s) => s.iter().map(|s| s.len() + 1).sum(),
+        }
+    }
+
+    /// The file as consecutive pieces.
+    pub(crate) fn pieces(&self) -> Vec<&[u8]> {
+        match self {
+            Body::Bytes(b) => vec![b.as_slice()],
+            Body::Stanzas(s) => s.iter().flat_map(|s| [*s, b"\n"]).collect(),
+        }
+    }
+
+    pub(crate) fn sha256_hex(&self) -> String {
+        let mut h = Sha256::new();
+        match self {
+            Body::Bytes(b) => h.update(b),
+            Body::Stanzas(s) => {
+                for s in s {
+                    h.update(s);
+                    h.update(b"\n");
+                }
+            }
+        }
+        hex::encode(h.finalize())
+    }
+
+    pub(crate) fn crc32(&self) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        match self {
+            Body::Bytes(b) => h.update(b),
+            Body::Stanzas(s) => {
+                for s in s {
+                    h.update(s);
+                    h.update(b"\n");
+                }
+            }
+        }
+        h.finalize()
+    }
+
+    /// Writes the file's bytes to `w`.
+    pub(crate) fn write_to(&self, w: &mut dyn Write) -> io::Result<()> {
+        match self {
+            Body::Bytes(b) => w.write_all(b),
+            Body::Stanzas(s) => {
+                let mut w = io::BufWriter::with_capacity(256 << 10, w);
+                for s in s {
+                    w.write_all(s)?;
+                    w.write_all(b"\n")?;
+                }
+                w.flush()
+            }
+        }
+    }
+
+    /// Whether the file at `path` holds exactly these bytes (read in pieces).
+    pub(crate) fn equals_file(&self, path: &Path) -> bool {
+        let Ok(mut f) = File::open(path) else {
+            return false;
+        };
+        if f.metadata().map(|m| m.len()).ok() != Some(self.len() as u64) {
+            return false;
+        }
+        let mut buf = vec![0u8; 64 << 10];
+        for piece in self.pieces() {
+            let mut piece = piece;
+            while !piece.is_empty() {
+                let want = piece.len().min(buf.len());
+                if f.read_exact(&mut buf[..want]).is_err() || buf[..want] != piece[..want] {
+                    return false;
+                }
+                piece = &piece[want..];
+            }
+        }
+        f.read(&mut buf[..1]).is_ok_and(|n| n == 0)
+    }
+
+    /// The owned bytes, if that is how they are held.
+    pub(crate) fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Body::Bytes(b) => Some(b),
+            Body::Stanzas(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stanzas_and_bytes_agree() {
+        let stanzas: Vec<&[u8]> = vec![b"Package: a\nVersion: 1\n", b"Package: b\n"];
+        let flat = b"Package: a\nVersion: 1\n\nPackage: b\n\n".to_vec();
+        let s = Body::Stanzas(stanzas);
+        let b = Body::Bytes(flat.clone());
+        assert_eq!(s.len(), flat.len());
+        assert_eq!(s.pieces().concat(), flat);
+        assert_eq!(s.sha256_hex(), b.sha256_hex());
+        assert_eq!(s.crc32(), crc32fast::hash(&flat));
+        let mut out = Vec::new();
+        s.write_to(&mut out).unwrap();
+        assert_eq!(out, flat);
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("Packages");
+        std::fs::write(&p, &flat).unwrap();
+        assert!(s.equals_file(&p) && b.equals_file(&p));
+        std::fs::write(&p, &flat[..flat.len() - 1]).unwrap();
+        assert!(!s.equals_file(&p));
+        let mut other = flat.clone();
+        other[3] = b'X';
+        std::fs::write(&p, &other).unwrap();
+        assert!(!s.equals_file(&p));
+    }
+}
