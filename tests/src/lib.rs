@@ -69,8 +69,9 @@ pub fn run(cmd: &mut Command) -> (bool, String, String) {
     )
 }
 
-/// A real HTTP server (`python3 -m http.server`) serving a directory on 127.0.0.1, stopped
-/// when dropped. Tests that fetch go through it, as a device would.
+/// A real HTTP server (Python's http.server, as `python3 -m http.server` runs it) serving a
+/// directory on 127.0.0.1, stopped when dropped. Tests that fetch go through it, as a device
+/// would.
 pub struct HttpServer {
     child: std::process::Child,
     port: u16,
@@ -82,33 +83,30 @@ impl HttpServer {
         if !have_tool("python3") {
             return None;
         }
-        for _ in 0..20 {
-            // Ask the kernel for a free port, then hand it to the server.
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .expect("a free port");
-            let mut child = Command::new("python3")
-                .args(["-m", "http.server", "--bind", "127.0.0.1"])
-                .arg(port.to_string())
-                .arg("--directory")
-                .arg(dir)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("spawn python3 -m http.server");
-            for _ in 0..200 {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // lost the port to someone else: try another
-                }
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Some(HttpServer { child, port });
-                }
-                std::thread::sleep(std::time::Duration::from_millis(25));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        // The server binds port 0 and says which port it got: choosing a free port first and
+        // handing it over raced with other tests' servers (a connect could reach another
+        // test's server that had taken the port meanwhile).
+        const SERVE: &str = "import functools, http.server, sys\n\
+            h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])\n\
+            s = http.server.ThreadingHTTPServer(('127.0.0.1', 0), h)\n\
+            print(s.server_address[1], flush=True)\n\
+            s.serve_forever()\n";
+        let mut child = Command::new("python3")
+            .args(["-c", SERVE])
+            .arg(dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn python3 http.server");
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
         }
+        if let Ok(port) = line.trim().parse::<u16>() {
+            return Some(HttpServer { child, port });
+        }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("could not start an HTTP server for {}", dir.display());
     }
 
