@@ -824,6 +824,29 @@ impl Client {
         Some((v, prio))
     }
 
+    /// The stanza of `name` the verified feeds offer that an install would choose: the
+    /// newest version among the stanzas of an accepted architecture, the higher `arch`
+    /// priority on equal versions. `None` when no feed offers it.
+    pub fn best_offer(
+        &self,
+        name: &str,
+        progress: &dyn Progress,
+    ) -> Result<Option<Paragraph>, ClientError> {
+        let mut best: Option<((feeds::version::Version, u32), Paragraph)> = None;
+        for (_, p) in self.available(progress)? {
+            if p.get("Package").map(str::trim) != Some(name) {
+                continue;
+            }
+            let Some(rank) = self.offer_rank(&p) else {
+                continue;
+            };
+            if best.as_ref().is_none_or(|(r, _)| rank > *r) {
+                best = Some((rank, p));
+            }
+        }
+        Ok(best.map(|(_, p)| p))
+    }
+
     /// The installed packages a verified feed offers a newer version of: the newest
     /// version among the stanzas of an accepted architecture (the higher `arch` priority on
     /// equal versions), held ones marked.
@@ -1088,10 +1111,22 @@ impl Client {
         &self,
         progress: &dyn Progress,
     ) -> Result<Vec<(String, Paragraph)>, ClientError> {
+        // Stanzas of an architecture the `arch` lines do not accept are left out, as
+        // opkg-lede leaves them out of everything it lists and installs
+        // (libopkg/pkg_hash.c line 130: "has no valid architecture, ignoring").
+        let accepted = |p: &Paragraph| {
+            let arch = p.get("Architecture").unwrap_or("").trim();
+            self.config.arch.is_empty() || self.config.arch.iter().any(|(a, _)| a == arch)
+        };
         Ok(self
             .indexes(progress)?
             .into_iter()
-            .flat_map(|(s, stanzas)| stanzas.into_iter().map(|p| (s.name.clone(), p)))
+            .flat_map(|(s, stanzas)| {
+                stanzas
+                    .into_iter()
+                    .filter(|p| accepted(p))
+                    .map(move |p| (s.name.clone(), p))
+            })
             .collect())
     }
 
@@ -2018,19 +2053,17 @@ impl Client {
                 });
             }
         } else {
-            for (s, stanzas) in self.indexes(progress)? {
-                for p in &stanzas {
-                    let name = field(p, "Package");
-                    let version = field(p, "Version");
-                    out.push(ListEntry {
-                        installed: installed_version(&name).as_deref() == Some(&version),
-                        name,
-                        version,
-                        architecture: field(p, "Architecture"),
-                        feed: Some(s.name.clone()),
-                        summary: summary(p),
-                    });
-                }
+            for (feed, p) in self.available(progress)? {
+                let name = field(&p, "Package");
+                let version = field(&p, "Version");
+                out.push(ListEntry {
+                    installed: installed_version(&name).as_deref() == Some(&version),
+                    name,
+                    version,
+                    architecture: field(&p, "Architecture"),
+                    feed: Some(feed),
+                    summary: summary(&p),
+                });
             }
         }
         out.sort_by(|a, b| (&a.name, &a.version, &a.feed).cmp(&(&b.name, &b.version, &b.feed)));
@@ -2052,12 +2085,10 @@ impl Client {
                 out.push((None, p.clone()));
             }
         }
-        if let Ok(indexes) = self.indexes(progress) {
-            for (s, stanzas) in indexes {
-                for p in stanzas {
-                    if matches(p.get("Package").unwrap_or("").trim()) {
-                        out.push((Some(s.name.clone()), p));
-                    }
+        if let Ok(offered) = self.available(progress) {
+            for (feed, p) in offered {
+                if matches(p.get("Package").unwrap_or("").trim()) {
+                    out.push((Some(feed), p));
                 }
             }
         }

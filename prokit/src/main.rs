@@ -1671,23 +1671,13 @@ fn cmd_depends(cli: &Cli, package: &str) -> Result<ExitCode> {
         .cloned();
     let stanza = match installed {
         Some(p) => p,
-        None => {
-            let mut offered: Vec<feeds::control::Paragraph> = client
-                .available(&cli.reporter())?
-                .into_iter()
-                .filter(|(_, p)| p.get("Package").map(str::trim) == Some(package))
-                .map(|(_, p)| p)
-                .collect();
-            offered.sort_by(|a, b| {
-                let v = |p: &feeds::control::Paragraph| {
-                    feeds::version::Version::parse(p.get("Version").unwrap_or("0").trim()).ok()
-                };
-                v(a).cmp(&v(b))
-            });
-            offered.pop().ok_or_else(|| {
-                anyhow::anyhow!("package {package} is neither installed nor in any feed")
-            })?
-        }
+        None => client
+            .best_offer(package, &cli.reporter())?
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "package {package} is neither installed nor offered for this machine's architectures by any feed"
+                )
+            })?,
     };
     let deps = prokit::query::depends(&stanza);
     if cli.json {

@@ -43,6 +43,16 @@ fn queries_answer_from_the_database_and_change_nothing() {
         &[("usr/bin/vim", "v")],
         None,
     );
+    // A newer vim for an architecture this machine does not take: `depends` must not show it.
+    f.write(
+        "vim_9.9_mips.ipk",
+        &feeds::build::PackageBuilder::new(
+            "Package: vim\nVersion: 9.9\nDepends: mips-only\nArchitecture: mips\nMaintainer: T <t@example.org>\nDescription: vim for mips\n",
+        )
+        .file("usr/bin/vim", 0o755, b"m".to_vec())
+        .build()
+        .unwrap(),
+    );
     f.index();
     let Some(server) = HttpServer::serve(&f.feed) else {
         return;
@@ -110,6 +120,7 @@ fn queries_answer_from_the_database_and_change_nothing() {
         ok && out == "app depends on:\n\tlibfoo-abi1\n\tbase | busybox\n",
         "{out}"
     );
+    // vim: the newest offered for an accepted architecture (9.0, all), not mips's 9.9.
     let (ok, out, _) = q(&["--json", "depends", "vim"]);
     assert!(ok && out.trim() == "[]", "{out}");
 
