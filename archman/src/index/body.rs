@@ -33,31 +33,28 @@ impl Body<'_> {
         }
     }
 
-    pub(crate) fn sha256_hex(&self) -> String {
-        let mut h = Sha256::new();
+    /// Calls `f` with each piece of the file, in order.
+    fn for_each_piece(&self, mut f: impl FnMut(&[u8])) {
         match self {
-            Body::Bytes(b) => h.update(b),
+            Body::Bytes(b) => f(b),
             Body::Stanzas(s) => {
                 for s in s {
-                    h.update(s);
-                    h.update(b"\n");
+                    f(s);
+                    f(b"\n");
                 }
             }
         }
+    }
+
+    pub(crate) fn sha256_hex(&self) -> String {
+        let mut h = Sha256::new();
+        self.for_each_piece(|p| h.update(p));
         hex::encode(h.finalize())
     }
 
     pub(crate) fn crc32(&self) -> u32 {
         let mut h = crc32fast::Hasher::new();
-        match self {
-            Body::Bytes(b) => h.update(b),
-            Body::Stanzas(s) => {
-                for s in s {
-                    h.update(s);
-                    h.update(b"\n");
-                }
-            }
-        }
+        self.for_each_piece(|p| h.update(p));
         h.finalize()
     }
 
