@@ -20,6 +20,15 @@
 //! interleaved, the first 64 KiB), and the operation is rolled back; prokit does not call
 //! dpkg's error-unwind scripts (`abort-upgrade`, ...). With [`ScriptMode::Skip`] nothing runs
 //! and the status stanza of a package that has scripts says `Prokit-Scripts: skipped`.
+//!
+//! [`ScriptMode::Run`] is the live system (the root is `/`), as opkg runs scripts on a device:
+//! `PKG_ROOT=/` and no `IPKG_INSTROOT`, the same order. `preinst` and the old `prerm` still run
+//! before anything is visible, and their failure rolls the operation back; but the package is
+//! committed as `install … unpacked` and the scripts after unpacking (the old `postrm
+//! upgrade`, `postinst configure`) run once the transaction is done: a failure leaves the new
+//! version's files in place and the package unpacked, as opkg leaves it, and [`configure`]
+//! runs `postinst` again; success marks it `installed`. A failing `postrm remove` is reported
+//! after the removal (docs/crash-safety.md §5, step 4).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File};
