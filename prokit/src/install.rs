@@ -253,17 +253,6 @@ impl InstallError {
     }
 }
 
-/// Replaces the state word of a stanza's `Status` (`install ok installed` → `... unpacked`).
-fn set_state_word(stanza: &mut feeds::control::Paragraph, state: &str) {
-    let status = stanza.get("Status").unwrap_or("install ok installed");
-    let mut words: Vec<&str> = status.split_whitespace().collect();
-    if words.len() == 3 {
-        words[2] = state;
-        let new = words.join(" ");
-        let _ = stanza.set("Status", &new);
-    }
-}
-
 /// Finishes an installed package that a live install left `unpacked` (its `postinst
 /// configure` failed or was interrupted): runs `postinst configure` again and marks it
 /// `installed`, as `opkg configure` does. Returns false when the package needed nothing.
@@ -590,7 +579,8 @@ fn install_in(
     // `prokit configure`.
     let live = mode == ScriptMode::Run && (postinst.is_some() || old_postrm.is_some());
     if live {
-        set_state_word(&mut stanza, "unpacked");
+        let unpacked = crate::status::status_with(&stanza, None, Some("unpacked"));
+        let _ = stanza.set("Status", &unpacked);
     }
     if let Some(fp) = expected.and_then(|e| e.signed_by.as_deref()) {
         // Which developer vouched for this version (`prokit verify --signatures`).

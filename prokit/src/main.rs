@@ -679,7 +679,12 @@ impl Cli {
 
     /// A client of `--root`; what opening it found worth a warning goes to stderr.
     fn client(&self, args: Option<&InstallArgs>) -> Result<Client> {
-        let client = Client::open(self.options(&self.root, args)?)?;
+        self.open_client(self.options(&self.root, args)?)
+    }
+
+    /// Opens the client with `opts`, printing what opening the root found worth a warning.
+    fn open_client(&self, opts: Options) -> Result<Client> {
+        let client = Client::open(opts)?;
         if !self.quiet {
             for w in client.warnings() {
                 eprintln!("warning: {w}");
@@ -1138,12 +1143,7 @@ fn cmd_configure(cli: &Cli, packages: &[String], scripts: Option<Scripts>) -> Re
         ScriptMode::Skip => ScriptMode::Offline,
         m => m,
     };
-    let client = Client::open(o)?;
-    if !cli.quiet && !client.warnings().is_empty() {
-        for w in client.warnings() {
-            eprintln!("warning: {w}");
-        }
-    }
+    let client = cli.open_client(o)?;
     let done = client.configure(packages)?;
     if cli.json {
         cli_support::outln!("{}", serde_json::json!({ "configured": done }))?;

@@ -650,20 +650,7 @@ impl Db {
             .filter(|p| is_installed(p))
             .cloned()
             .ok_or_else(|| StatusError::NotInstalled(name.to_string()))?;
-        let status = stanza
-            .get("Status")
-            .unwrap_or("install ok installed")
-            .to_string();
-        let mut words: Vec<&str> = status.split_whitespace().collect();
-        if words.len() != 3 {
-            words = vec!["install", "ok", "installed"];
-        }
-        let new = format!(
-            "{} {} {}",
-            words[0],
-            flag.unwrap_or(words[1]),
-            state.unwrap_or(words[2])
-        );
+        let new = status_with(&stanza, flag, state);
         stanza.set("Status", &new).map_err(|e| StatusError::Parse {
             path: self.status_path().to_path_buf(),
             line: 0,
@@ -692,6 +679,22 @@ impl Db {
         self.set_package(name, Some(stanza));
         Ok(())
     }
+}
+
+/// The `Status` of `p` with its flag word and/or its state word replaced (`install ok
+/// installed` stands in for a missing or malformed field).
+pub(crate) fn status_with(p: &Paragraph, flag: Option<&str>, state: Option<&str>) -> String {
+    let status = p.get("Status").unwrap_or("install ok installed");
+    let mut words: Vec<&str> = status.split_whitespace().collect();
+    if words.len() != 3 {
+        words = vec!["install", "ok", "installed"];
+    }
+    format!(
+        "{} {} {}",
+        words[0],
+        flag.unwrap_or(words[1]),
+        state.unwrap_or(words[2])
+    )
 }
 
 /// Whether a status stanza describes an installed package (`Status: * * installed`, or
