@@ -40,7 +40,7 @@ pub use debian::DebianLayout;
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -1257,7 +1257,7 @@ fn write_temp(
     data: &[u8],
     sync: bool,
 ) -> Result<PathBuf, IndexError> {
-    write_temp_body(dir, tag, name, &Body::Bytes(data.to_vec()), sync)
+    write_temp_with(dir, tag, name, sync, |f| f.write_all(data))
 }
 
 /// [`write_temp`] of a [`Body`].
@@ -1268,6 +1268,18 @@ fn write_temp_body(
     data: &Body<'_>,
     sync: bool,
 ) -> Result<PathBuf, IndexError> {
+    write_temp_with(dir, tag, name, sync, |f| data.write_to(f))
+}
+
+/// This run's temporary file `name` in `dir`, created new (never through a symlink), filled
+/// by `fill`, fsynced when asked; removed again when any of that fails.
+fn write_temp_with(
+    dir: &Path,
+    tag: &str,
+    name: &str,
+    sync: bool,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<PathBuf, IndexError> {
     let tmp = dir.join(temp_name(Some(tag), name));
     let written = (|| {
         let mut f = fs::OpenOptions::new()
@@ -1275,7 +1287,7 @@ fn write_temp_body(
             .create_new(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)?;
-        data.write_to(&mut f)?;
+        fill(&mut f)?;
         if sync {
             f.sync_all()?;
         }
@@ -1933,7 +1945,6 @@ pub fn index_feed(
             } else {
                 None
             };
-            let gz_keys = gz_parts.keys();
             let mut out = finish_outputs(
                 index,
                 &index_hashes,
@@ -1964,7 +1975,7 @@ pub fn index_feed(
             let parts = out.parts;
             drop(out.files);
             if let Some(c) = &cache_file
-                && !parts.has_keys(&gz_keys)
+                && out.gz_stats.changed
             {
                 let path = crate::gz_parts::path_for(&c.path);
                 let parent = path.parent().unwrap_or(Path::new("."));
