@@ -33,38 +33,39 @@ const FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
 /// ranges that cover it in order, each ending after a stanza's blank line (the last one at
 /// the end of the text).
 pub fn runs(text: &[u8]) -> Vec<Range<usize>> {
-    let mut out = Vec::new();
-    let mut start = 0;
+    // Each stanza with the blank line after it: from its start to after the next "\n\n"
+    // (or to the end).
+    let mut stanzas = Vec::new();
     let mut pos = 0;
     while pos < text.len() {
-        // The stanza starting at `pos` ends after the next "\n\n" (or at the end).
-        let first_line_end = memchr(b'\n', &text[pos..]).map_or(text.len(), |i| pos + i);
         let end = find_blank_line(text, pos).map_or(text.len(), |i| i + 2);
-        let cut =
-            fnv1a(&text[pos..first_line_end]).is_multiple_of(RUN_SPREAD) || end - start >= MAX_RUN;
+        stanzas.push(pos..end);
         pos = end;
-        if cut || pos >= text.len() {
-            out.push(start..pos);
-            start = pos;
-        }
     }
-    out
+    cut(stanzas.iter().map(|r| (&text[r.clone()], r.len())))
+        .into_iter()
+        .map(|r| stanzas[r.start].start..stanzas[r.end - 1].end)
+        .collect()
 }
 
 /// Where `stanzas` — a `Packages` kept as its stanzas, each written followed by one blank
 /// line (`"\n"`) — are cut into runs: ranges of stanza indices, cut where [`runs`] cuts their
 /// concatenation.
 pub fn stanza_runs(stanzas: &[&[u8]]) -> Vec<Range<usize>> {
+    cut(stanzas.iter().map(|s| (*s, s.len() + 1)))
+}
+
+/// Where runs end, over consecutive stanzas given as (text starting with its first line, bytes
+/// it takes in the file): ranges of stanza indices. The one rule of the module documentation.
+fn cut<'t>(stanzas: impl ExactSizeIterator<Item = (&'t [u8], usize)>) -> Vec<Range<usize>> {
+    let n = stanzas.len();
     let mut out = Vec::new();
     let mut start = 0;
     let mut bytes = 0;
-    for (i, s) in stanzas.iter().enumerate() {
-        let first_line = memchr(b'\n', s).map_or(*s, |e| &s[..e]);
-        bytes += s.len() + 1;
-        if fnv1a(first_line).is_multiple_of(RUN_SPREAD)
-            || bytes >= MAX_RUN
-            || i + 1 == stanzas.len()
-        {
+    for (i, (s, len)) in stanzas.enumerate() {
+        let first_line = memchr(b'\n', s).map_or(s, |e| &s[..e]);
+        bytes += len;
+        if fnv1a(first_line).is_multiple_of(RUN_SPREAD) || bytes >= MAX_RUN || i + 1 == n {
             out.push(start..i + 1);
             start = i + 1;
             bytes = 0;
