@@ -1567,74 +1567,18 @@ mod tests {
     fn https_with_a_private_ca() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let openssl = |args: &[&str]| {
-            let out = std::process::Command::new("openssl")
-                .args(args)
-                .current_dir(d)
-                .output()
-                .expect("openssl is needed for the HTTPS test");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=prokit test CA",
-        ]);
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "leaf.key",
-            "-out",
-            "leaf.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ]);
-        std::fs::write(d.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "leaf.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext",
-        ]);
+        let (ca, leaf, leaf_key) = e2e::throwaway_ca(d);
         let www = d.join("www");
         std::fs::create_dir(&www).unwrap();
         std::fs::write(www.join("Packages"), b"Package: a\n").unwrap();
-        let server = PyServer::start_tls(&www, &d.join("leaf.pem"), &d.join("leaf.key"));
+        let server = PyServer::start_tls(&www, &leaf, &leaf_key);
         let url = format!("https://127.0.0.1:{}/Packages", server.port);
 
         // Trusting the private CA: works.
         let opts = FetchOptions {
             timeout: Duration::from_secs(10),
             retries: 0,
-            ca_file: Some(d.join("ca.pem")),
+            ca_file: Some(ca),
             credentials: Default::default(),
         };
         let f = Fetcher::with_proxies(&opts, None, None, NoProxy::default()).unwrap();
