@@ -97,8 +97,10 @@ pub struct Options {
     /// bootstrap, whose root is thrown away and redone after a power loss anyway; kill -9
     /// safety does not depend on it).
     pub durable: bool,
-    /// Install each package as soon as it (and all before it) is downloaded and verified,
-    /// instead of downloading everything first (bootstrap of a fresh root).
+    /// Install each package as soon as it (and all before it) is downloaded and verified
+    /// (bootstrap of a fresh root). Otherwise packages are still unpacked as they arrive,
+    /// but nothing is committed before every package is downloaded and verified
+    /// (docs/crash-safety.md §5.1, "The gate").
     pub pipeline: bool,
     /// Let any package change which keys and feeds are trusted (`--allow-trust-changes`);
     /// otherwise only the configured keyring package may (docs/threats.md §19).
@@ -1667,7 +1669,40 @@ impl Client {
         for step in &mut plan.steps {
             step.stanza = Paragraph::new();
         }
-        let opts = self.install_options();
+        let mut opts = self.install_options();
+        // Files leaving the packages this transaction upgrades (the old version ships them,
+        // the new one does not) may move to another package of it: asked when a package
+        // ships a path an upgraded package owns, answered from the upgraded package's new
+        // file list once it has arrived (read then, once).
+        let arrived: std::sync::Arc<Vec<std::sync::atomic::AtomicBool>> =
+            std::sync::Arc::new((0..items.len()).map(|_| Default::default()).collect());
+        {
+            let upgraded: std::collections::HashMap<String, (PathBuf, usize)> = plan
+                .steps
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.upgrade_from.is_some())
+                .map(|(i, s)| (s.name.clone(), (items[i].dest.clone(), i)))
+                .collect();
+            let arrived = arrived.clone();
+            type Lists =
+                std::collections::HashMap<String, Option<std::collections::BTreeSet<String>>>;
+            let lists: std::sync::Mutex<Lists> = Default::default();
+            opts.released = install::Released::new(move |owner, path| {
+                let Some((dest, i)) = upgraded.get(owner) else {
+                    return false;
+                };
+                if !arrived[*i].load(std::sync::atomic::Ordering::SeqCst) {
+                    return false;
+                }
+                let mut lists = lists.lock().unwrap_or_else(|e| e.into_inner());
+                lists
+                    .entry(owner.to_string())
+                    .or_insert_with(|| crate::review::package_paths(dest).ok())
+                    .as_ref()
+                    .is_some_and(|new| !new.contains(path))
+            });
+        }
         let jobs = self.opts.jobs.max(1);
         let mut reports = Vec::new();
         // Developer signatures are checked by the download workers as each file arrives, in
@@ -1684,73 +1719,113 @@ impl Client {
         let check_arrived = |item: &download::DownloadItem| -> Option<usize> {
             let i = *by_dest.get(item.dest.as_path())?;
             let _ = verdicts[i].set(self.verify_developer(&item.dest, &expected[i]));
+            arrived[i].store(true, std::sync::atomic::Ordering::SeqCst);
             Some(i)
         };
-        let mut install_one = |db: &mut Db, i: usize| -> Result<(), ClientError> {
-            let (step, item) = (&plan.steps[i], &items[i]);
-            let mut exp = expected[i].clone();
-            let verdict = match verdicts[i].get() {
-                Some(v) => v.clone(),
-                None => self.verify_developer(&item.dest, &exp),
+        let install_one =
+            |db: &mut Db, batch: &mut install::Batch, i: usize| -> Result<(), ClientError> {
+                let (step, item) = (&plan.steps[i], &items[i]);
+                let mut exp = expected[i].clone();
+                let verdict = match verdicts[i].get() {
+                    Some(v) => v.clone(),
+                    None => self.verify_developer(&item.dest, &exp),
+                };
+                exp.signed_by = verdict.map_err(|reason| ClientError::Developer {
+                    package: format!("{} {}", step.name, step.version),
+                    url: item.url.clone(),
+                    reason,
+                })?;
+                self.audit.record(
+                    "package-verified",
+                    serde_json::json!({
+                        "name": step.name,
+                        "package_version": step.version,
+                        "sha256": item.sha256,
+                        "feed": step.feed,
+                        "url": audit_log::url_without_credentials(&item.url),
+                        "feed_key": exp.feed_key,
+                        "developer_key": exp.signed_by,
+                    }),
+                )?;
+                batch
+                    .install(db, &item.dest, step.auto, &opts, Some(&exp))
+                    .map_err(|source| ClientError::InstallOf {
+                        package: format!("{} {}", step.name, step.version),
+                        url: item.url.clone(),
+                        source: Box::new(source),
+                    })
             };
-            exp.signed_by = verdict.map_err(|reason| ClientError::Developer {
-                package: format!("{} {}", step.name, step.version),
-                url: item.url.clone(),
-                reason,
-            })?;
-            self.audit.record(
-                "package-verified",
-                serde_json::json!({
-                    "name": step.name,
-                    "package_version": step.version,
-                    "sha256": item.sha256,
-                    "feed": step.feed,
-                    "url": audit_log::url_without_credentials(&item.url),
-                    "feed_key": exp.feed_key,
-                    "developer_key": exp.signed_by,
-                }),
-            )?;
-            let report = install::install_expecting(db, &item.dest, step.auto, &opts, Some(&exp))
-                .map_err(|source| ClientError::InstallOf {
-                package: format!("{} {}", step.name, step.version),
-                url: item.url.clone(),
-                source: Box::new(source),
-            })?;
-            self.audit.record(
-                if report.upgraded_from.is_some() {
-                    "package-upgraded"
-                } else {
-                    "package-installed"
-                },
-                serde_json::json!({
-                    "name": report.name,
-                    "package_version": report.version,
-                    "from_version": report.upgraded_from,
-                    "files": report.files,
-                    "conffiles_kept": report.kept_conffiles,
-                    "special_granted": report.special,
-                    "scripts": report.scripts,
-                    "auto_installed": step.auto,
-                }),
-            )?;
-            for c in &report.kept_conffiles {
-                progress.message(&format!(
-                    "{}: kept the modified {c}; the new version is {c}-opkg",
-                    report.name
-                ));
-            }
-            for l in &report.left_in_place {
-                progress.message(&format!(
-                    "warning: {}: left {} in place: {}",
-                    report.name, l.path, l.reason
-                ));
-            }
-            progress.installed(&report);
-            reports.push(report);
-            if !self.opts.keep_cache {
-                let _ = fs::remove_file(&item.dest);
+        // What a batch committed: recorded, reported, its cache files gone.
+        let step_of: std::collections::HashMap<&str, usize> = plan
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect();
+        let settle = |batch: &mut install::Batch,
+                      reports: &mut Vec<InstallReport>|
+         -> Result<(), ClientError> {
+            for report in batch.take_done() {
+                let i = step_of[report.name.as_str()];
+                self.audit.record(
+                    if report.upgraded_from.is_some() {
+                        "package-upgraded"
+                    } else {
+                        "package-installed"
+                    },
+                    serde_json::json!({
+                        "name": report.name,
+                        "package_version": report.version,
+                        "from_version": report.upgraded_from,
+                        "files": report.files,
+                        "conffiles_kept": report.kept_conffiles,
+                        "special_granted": report.special,
+                        "scripts": report.scripts,
+                        "auto_installed": plan.steps[i].auto,
+                    }),
+                )?;
+                for c in &report.kept_conffiles {
+                    progress.message(&format!(
+                        "{}: kept the modified {c}; the new version is {c}-opkg",
+                        report.name
+                    ));
+                }
+                for l in &report.left_in_place {
+                    progress.message(&format!(
+                        "warning: {}: left {} in place: {}",
+                        report.name, l.path, l.reason
+                    ));
+                }
+                progress.installed(&report);
+                reports.push(report);
+                if !self.opts.keep_cache {
+                    let _ = fs::remove_file(&items[i].dest);
+                }
             }
             Ok(())
+        };
+        // Installs package `i` in the batch and settles what that committed; on an error the
+        // packages before it are committed and settled first.
+        let step = |db: &mut Db,
+                    batch: &mut install::Batch,
+                    reports: &mut Vec<InstallReport>,
+                    i: Option<usize>|
+         -> Result<(), ClientError> {
+            let result = match i {
+                Some(i) => install_one(db, batch, i),
+                None => batch.flush(db).map_err(ClientError::from),
+            };
+            if let Err(e) = &result
+                && i.is_some()
+                && let Err(f) = batch.flush(db)
+                && !matches!(f, install::InstallError::NotVerified)
+            {
+                progress.message(&format!(
+                    "error: after {e}: committing the packages before it failed too: {f}"
+                ));
+            }
+            settle(batch, reports)?;
+            result
         };
         if self.opts.download_only {
             // Everything fetched and verified (index SHA-256 and developer signatures) into
@@ -1780,37 +1855,13 @@ impl Client {
             return Ok(Vec::new());
         }
         let reviewing = gate.wants_review() || !self.policy.is_empty();
-        if !self.opts.pipeline || !plan.removes.is_empty() || reviewing {
+        if !plan.removes.is_empty() || reviewing {
             // apt's order: every package downloaded and verified before anything changes.
             download::download_all(&self.fetcher, &items, jobs, &|item, cached| {
                 progress.downloaded(&item.url, cached);
                 check_arrived(item);
             })
             .map_err(|e| self.download_refused(&items, &plan.steps, e))?;
-            // Files leaving the packages this transaction upgrades (the old version ships
-            // them, the new one does not): another package here may take them over.
-            let mut released = install::Released::new();
-            for (i, step) in plan.steps.iter().enumerate() {
-                if step.upgrade_from.is_none() {
-                    continue;
-                }
-                let new = crate::review::package_paths(&items[i].dest).map_err(|source| {
-                    ClientError::Review {
-                        package: format!("{} {}", step.name, step.version),
-                        source: Box::new(source),
-                    }
-                })?;
-                let gone: std::collections::BTreeSet<String> = db
-                    .files(&step.name)?
-                    .into_iter()
-                    .filter(|r| r.kind != crate::status::FileKind::Dir && !new.contains(&r.path))
-                    .map(|r| r.path)
-                    .collect();
-                if !gone.is_empty() {
-                    released.insert(step.name.clone(), gone);
-                }
-            }
-            let _ = opts.released.set(released);
             if reviewing {
                 let mode = if gate.review_only() {
                     "review"
@@ -1903,51 +1954,111 @@ impl Client {
                 self.audit_removed(&r, "replaced")?;
                 progress.message(&format!("Removed {} (replaced)", r.name));
             }
+            let mut batch = install::Batch::new(&mut db)?;
             for i in 0..items.len() {
-                install_one(&mut db, i)?;
+                step(&mut db, &mut batch, &mut reports, Some(i))?;
             }
+            step(&mut db, &mut batch, &mut reports, None)?;
             return Ok(reports);
         }
-        // A fresh root: install each package (still verified whole first) as soon as it and
-        // everything before it in dependency order has arrived, while later ones download.
+        // Each package is unpacked (still verified whole first) as soon as it and everything
+        // before it in dependency order has arrived, while later ones download. On a fresh
+        // root (bootstrap) it is installed then and there; otherwise the batch's gate holds
+        // every commit until all packages are downloaded and verified: apt's order, nothing
+        // changes before that, but the unpacking is not left waiting for the downloads.
+        let held = !self.opts.pipeline;
         let (tx, rx) = std::sync::mpsc::channel::<usize>();
+        let inbox = std::cell::RefCell::new((rx, vec![false; items.len()]));
+        let downloads_failed = std::sync::atomic::AtomicBool::new(false);
+        let refused: std::cell::RefCell<Option<ClientError>> = Default::default();
         let fetcher = &self.fetcher;
         let items_ref = &items;
         std::thread::scope(|scope| -> Result<(), ClientError> {
-            let downloads = scope.spawn(move || {
+            let downloads = scope.spawn(|| {
                 let tx = tx;
-                download::download_all(fetcher, items_ref, jobs, &|item, cached| {
+                let r = download::download_all(fetcher, items_ref, jobs, &|item, cached| {
                     progress.downloaded(&item.url, cached);
                     if let Some(i) = check_arrived(item) {
                         let _ = tx.send(i);
                     }
-                })
+                });
+                if r.is_err() {
+                    downloads_failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                r
             });
-            let mut ready = vec![false; items.len()];
+            let not_yet = || install::InstallError::NotVerified;
+            let wait_all = |_: &Db| -> Result<(), install::InstallError> {
+                {
+                    let mut a = inbox.borrow_mut();
+                    while let Ok(i) = a.0.recv() {
+                        a.1[i] = true;
+                    }
+                }
+                if downloads_failed.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(not_yet());
+                }
+                let checked = (0..items.len()).try_for_each(|i| {
+                    let step = &plan.steps[i];
+                    verdicts[i]
+                        .get_or_init(|| self.verify_developer(&items[i].dest, &expected[i]))
+                        .clone()
+                        .map(|_| ())
+                        .map_err(|reason| ClientError::Developer {
+                            package: format!("{} {}", step.name, step.version),
+                            url: items[i].url.clone(),
+                            reason,
+                        })
+                });
+                checked.map_err(|e| {
+                    *refused.borrow_mut() = Some(e);
+                    not_yet()
+                })
+            };
+            let mut batch = if held {
+                install::Batch::gated(&mut db, Box::new(wait_all))?
+            } else {
+                install::Batch::new(&mut db)?
+            };
             let mut next = 0;
             let mut failed = None;
-            while next < items.len() {
-                let Ok(i) = rx.recv() else { break };
-                ready[i] = true;
-                while next < items.len() && ready[next] {
-                    if let Err(e) = install_one(&mut db, next) {
-                        failed = Some(e);
-                        break;
+            loop {
+                // Install what has arrived, in order (the gate marks every package arrived).
+                while failed.is_none() && next < items.len() && inbox.borrow().1[next] {
+                    match step(&mut db, &mut batch, &mut reports, Some(next)) {
+                        Ok(()) => next += 1,
+                        Err(e) => failed = Some(e),
                     }
-                    next += 1;
                 }
-                if failed.is_some() {
+                if failed.is_some() || next == items.len() {
                     break;
                 }
+                let got = inbox.borrow().0.recv();
+                match got {
+                    Ok(i) => inbox.borrow_mut().1[i] = true,
+                    // The downloads ended without it: their error is returned below.
+                    Err(_) => break,
+                }
             }
-            drop(rx);
+            if failed.is_none()
+                && let Err(e) = step(&mut db, &mut batch, &mut reports, None)
+            {
+                failed = Some(e);
+            }
+            drop(batch);
+            drop(inbox);
             let downloaded = downloads
                 .join()
                 .map_err(|_| ClientError::Invalid("the download thread panicked".into()))?;
+            if let Some(e) = refused.take() {
+                return Err(e);
+            }
+            if let Err(e) = downloaded {
+                return Err(self.download_refused(&items, &plan.steps, e));
+            }
             if let Some(e) = failed {
                 return Err(e);
             }
-            downloaded.map_err(|e| self.download_refused(&items, &plan.steps, e))?;
             Ok(())
         })?;
         Ok(reports)

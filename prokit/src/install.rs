@@ -36,6 +36,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use feeds::control::Paragraph;
 use feeds::package::MAINTAINER_SCRIPTS;
 
 use crate::status::{
@@ -80,17 +81,61 @@ pub struct InstallOptions {
     pub trust_package: Option<String>,
     /// Let any package change which keys and feeds are trusted (`--allow-trust-changes`).
     pub allow_trust_changes: bool,
-    /// Paths that packages upgraded in this transaction ship no more, by package: another
-    /// package of the transaction may take such a path over without `Replaces` (a file
-    /// moving from the old version of a to a new b, as opkg allows). Set once every package
-    /// of the transaction is downloaded and verified.
-    pub released: std::sync::Arc<std::sync::OnceLock<Released>>,
+    /// Paths that packages upgraded in this transaction ship no more: another package of
+    /// the transaction may take such a path over without `Replaces` (a file moving from the
+    /// old version of a to a new b, as opkg allows).
+    pub released: Released,
     /// Take over files owned by other packages without `Replaces` (`--force-overwrite`).
     pub force_overwrite: bool,
 }
 
-/// See [`InstallOptions::released`].
-pub type Released = std::collections::BTreeMap<String, std::collections::BTreeSet<String>>;
+/// Whether a path leaves its package in this transaction ([`InstallOptions::released`]):
+/// asked, when a package ships a path that another package owns, of the owner and the path.
+/// Answers only what it knows: the client answers from the new version's file list once it
+/// has arrived, and no before (the package is then tried again once every package has).
+#[derive(Clone, Default)]
+pub struct Released(Option<std::sync::Arc<ReleasedFn>>);
+
+type ReleasedFn = dyn Fn(&str, &str) -> bool + Send + Sync;
+
+impl Released {
+    /// Answered by `leaves(owner, path)`.
+    pub fn new(leaves: impl Fn(&str, &str) -> bool + Send + Sync + 'static) -> Released {
+        Released(Some(std::sync::Arc::new(leaves)))
+    }
+
+    /// The paths that leave, by package.
+    pub fn from_map(map: BTreeMap<String, BTreeSet<String>>) -> Released {
+        Released::new(move |owner, path| map.get(owner).is_some_and(|p| p.contains(path)))
+    }
+
+    /// Whether `path`, owned by `owner` now, leaves it in this transaction.
+    pub fn leaves(&self, owner: &str, path: &str) -> bool {
+        self.0.as_ref().is_some_and(|f| f(owner, path))
+    }
+}
+
+impl std::fmt::Debug for Released {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Released(..)"
+        } else {
+            "Released(none)"
+        })
+    }
+}
+
+impl PartialEq for Released {
+    fn eq(&self, other: &Released) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Released {}
 
 /// A path of the installed package that was to be deleted but was left in place, and why
 /// (docs/threats.md §19): its `.list` names a path no package can own, or a directory on the
@@ -203,6 +248,10 @@ pub enum InstallError {
     },
     #[error("package {0} is not installed")]
     NotInstalled(String),
+    /// A [`Batch`]'s gate did not open: not every package of the transaction was downloaded
+    /// and verified, so nothing was changed.
+    #[error("stopped before anything changed: not every package was downloaded and verified")]
+    NotVerified,
     #[error(
         "package {0}: configuring runs its postinst: pass --scripts run (the live system) or --scripts offline"
     )]
@@ -370,6 +419,224 @@ pub fn install_expecting(
     })
 }
 
+/// Packages a [`Batch`] commits together at most (a bound on what one kill rolls back)…
+const GROUP_PACKAGES: usize = 256;
+/// …and the size of their package files at most (a bound on the room taken by old and new
+/// files side by side until the group commits).
+const GROUP_BYTES: u64 = 64 << 20;
+
+/// Installs several packages, committing them in groups: one transaction, one status file,
+/// one set of fsyncs for many packages instead of one per package (docs/crash-safety.md
+/// §5.1). A package joins the open group when its maintainer scripts do not run and what
+/// it plans touches nothing the group plans — no path that a package of the group writes or
+/// deletes, no directory it removes or ships; otherwise (and when it fails to stage in the
+/// group, out of room for instance) the group is committed first and the package installed
+/// alone, exactly as [`install_expecting`] installs it. A kill rolls back or completes the
+/// whole open group: the root is always the state before or after a group.
+///
+/// The database in memory follows each package as it joins (so that the next one is planned
+/// against it); when a group fails to commit it is reloaded from the disk.
+///
+/// A batch may be given a gate ([`Batch::gated`]): called before anything becomes visible
+/// (the first commit, the first script), and nothing does unless it passes. The client
+/// stages packages as they download and opens the gate once every package is downloaded and
+/// verified: apt's order (all verified before anything changes) without waiting for the
+/// downloads before unpacking.
+#[derive(Default)]
+pub struct Batch<'g> {
+    gate: Option<Gate<'g>>,
+    tx: Option<Transaction>,
+    /// Joined the open group, not yet visible.
+    planned: Vec<InstallReport>,
+    /// Size of their package files.
+    bytes: u64,
+    /// Paths the open group writes or deletes, directories it removes when empty, and the
+    /// directories its packages ship.
+    files: HashSet<String>,
+    rmdirs: HashSet<String>,
+    dirs: HashSet<String>,
+    /// Committed, not yet taken by [`Batch::take_done`].
+    done: Vec<InstallReport>,
+}
+
+/// See [`Batch::gated`].
+pub type Gate<'g> = Box<dyn FnMut(&Db) -> Result<(), InstallError> + 'g>;
+
+impl<'g> Batch<'g> {
+    /// Starts a batch on `db` (finishing what a killed run left first).
+    pub fn new(db: &mut Db) -> Result<Batch<'g>, InstallError> {
+        recover(db)?;
+        Ok(Batch::default())
+    }
+
+    /// [`Batch::new`], with `gate` called once before anything becomes visible; when it
+    /// fails, nothing does and its error is returned.
+    pub fn gated(db: &mut Db, gate: Gate<'g>) -> Result<Batch<'g>, InstallError> {
+        let mut b = Batch::new(db)?;
+        b.gate = Some(gate);
+        Ok(b)
+    }
+
+    /// Passes the gate (once).
+    fn pass(&mut self, db: &Db) -> Result<(), InstallError> {
+        if let Some(mut gate) = self.gate.take()
+            && let Err(e) = gate(db)
+        {
+            self.gate = Some(gate);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Installs `pkg_file` as [`install_expecting`] does, in the open group when it can join
+    /// it. An error leaves the packages before it committed ([`Batch::take_done`]) and this
+    /// one not installed.
+    pub fn install(
+        &mut self,
+        db: &mut Db,
+        pkg_file: &Path,
+        auto: bool,
+        opts: &InstallOptions,
+        expected: Option<&Expected>,
+    ) -> Result<(), InstallError> {
+        let size = fs::metadata(pkg_file).map_or(0, |m| m.len());
+        if !self.planned.is_empty()
+            && (self.planned.len() >= GROUP_PACKAGES || self.bytes + size > GROUP_BYTES)
+        {
+            self.flush(db)?;
+        }
+        let mut tx = match self.tx.take() {
+            Some(tx) => tx,
+            None => Transaction::begin(db, "install")?,
+        };
+        let mark = tx.mark();
+        let attempt = plan_in_group(db, &mut tx, pkg_file, auto, opts, expected);
+        if unpack::killed() {
+            // A simulated kill: nothing more happens in this process.
+            return attempt.map(|_| ());
+        }
+        if let Ok(Some(plan)) = &attempt {
+            let (files, rmdirs) = tx.planned_since(&mark);
+            let dirs: Vec<&str> = plan
+                .new_records
+                .iter()
+                .filter(|r| r.kind == FileKind::Dir)
+                .map(|r| r.path.as_str())
+                .collect();
+            let collides = files.iter().any(|f| self.files.contains(*f))
+                || rmdirs.iter().any(|d| self.dirs.contains(*d))
+                || dirs.iter().any(|d| self.rmdirs.contains(*d));
+            if !collides {
+                self.files.extend(files.iter().map(|f| f.to_string()));
+                self.rmdirs.extend(rmdirs.iter().map(|d| d.to_string()));
+                self.dirs.extend(dirs.iter().map(|d| d.to_string()));
+                let Ok(Some(plan)) = attempt else {
+                    unreachable!()
+                };
+                plan.apply(db)?;
+                self.bytes += size;
+                self.planned.push(plan.report);
+                self.tx = Some(tx);
+                return Ok(());
+            }
+        }
+        // Alone, after the group. A package that failed to stage on its own before the gate
+        // opened is tried again after it (the gate may let it take over a file that a package
+        // upgraded in the same transaction leaves: [`InstallOptions::released`]).
+        if self.planned.is_empty() {
+            let retry = self.gate.is_some();
+            self.tx = Some(tx);
+            self.flush(db)?;
+            if !retry {
+                attempt?;
+            }
+        } else {
+            let undone = tx.undo_to(&mark);
+            self.tx = Some(tx);
+            undone?;
+            self.flush(db)?;
+        }
+        self.pass(db)?;
+        let report = transact(db, "install", |db, tx| {
+            install_in(db, tx, pkg_file, auto, opts, expected)
+        })?;
+        self.done.push(report);
+        Ok(())
+    }
+
+    /// Commits the open group (the database in memory is reloaded when that fails).
+    pub fn flush(&mut self, db: &mut Db) -> Result<(), InstallError> {
+        let Some(mut tx) = self.tx.take() else {
+            return Ok(());
+        };
+        self.files.clear();
+        self.rmdirs.clear();
+        self.dirs.clear();
+        self.bytes = 0;
+        let planned = std::mem::take(&mut self.planned);
+        let result = if planned.is_empty() {
+            tx.rollback().map_err(InstallError::from)
+        } else {
+            self.pass(db).and_then(|()| {
+                tx.stage_status(status_text_with(db.package_map(), "", None))
+                    .and_then(|()| tx.commit())
+                    .and_then(|()| tx.finish())
+                    .map_err(InstallError::from)
+            })
+        };
+        if let Err(e) = result {
+            if unpack::killed() {
+                return Err(e);
+            }
+            if tx.is_done() {
+                // Rolled forward by the next recovery: installed.
+                self.done.extend(planned);
+            } else {
+                tx.rollback()?;
+                db.reload()?;
+            }
+            if let Some(f) = tx.into_spare() {
+                db.keep_spare_journal(f);
+            }
+            return Err(e);
+        }
+        self.done.extend(planned);
+        if let Some(f) = tx.into_spare() {
+            db.keep_spare_journal(f);
+        }
+        Ok(())
+    }
+
+    /// What was committed since the last call, in install order.
+    pub fn take_done(&mut self) -> Vec<InstallReport> {
+        std::mem::take(&mut self.done)
+    }
+}
+
+/// Stages and plans a package in a group's transaction; `None` when its maintainer scripts
+/// would run (a package whose scripts run is installed alone, in script order).
+fn plan_in_group(
+    db: &mut Db,
+    tx: &mut Transaction,
+    pkg_file: &Path,
+    auto: bool,
+    opts: &InstallOptions,
+    expected: Option<&Expected>,
+) -> Result<Option<InstallPlan>, InstallError> {
+    let staged = stage(db, tx, pkg_file, opts, expected)?;
+    if opts.scripts.runs() {
+        let name = staged.package.name();
+        let old_scripts = db.get(name).is_some()
+            && info_suffixes(db, name)?
+                .iter()
+                .any(|s| MAINTAINER_SCRIPTS.contains(&s.as_str()));
+        if old_scripts || !staged.package.scripts().is_empty() {
+            return Ok(None);
+        }
+    }
+    plan_install(db, tx, staged, auto, opts, expected, false).map(Some)
+}
+
 /// Compares a package's own control fields with what the index said of it.
 fn check_identity(
     pkg_file: &Path,
@@ -412,22 +679,11 @@ fn install_in(
     opts: &InstallOptions,
     expected: Option<&Expected>,
 ) -> Result<InstallReport, InstallError> {
-    let unpack_opts = UnpackOptions {
-        allow_special: opts.allow_special,
-        trust_package: opts.trust_package.clone(),
-        allow_trust_changes: opts.allow_trust_changes,
-        released: opts.released.clone(),
-        force_overwrite: opts.force_overwrite,
-    };
-    let staged = unpack::unpack(db, tx, pkg_file, &unpack_opts)?;
-    if let Some(want) = expected {
-        check_identity(pkg_file, &staged.package, want)?;
-    }
+    let staged = stage(db, tx, pkg_file, opts, expected)?;
     let name = staged.package.name().to_string();
     let version = staged.package.version().to_string();
-    let old = db.get(&name).cloned();
-    let old_version = old
-        .as_ref()
+    let old_version = db
+        .get(&name)
         .map(|p| p.get("Version").unwrap_or("").to_string());
     let mode = opts.scripts;
     let script = |n: &str| staged.package.control_file(n).map(|m| m.data.clone());
@@ -452,6 +708,121 @@ fn install_in(
     } else {
         None
     };
+    // On a live system the package is `unpacked` until its scripts after the unpack succeed,
+    // as opkg records it (docs/crash-safety.md §5): a failure or a kill leaves it for
+    // `prokit configure`.
+    let live = mode == ScriptMode::Run && (postinst.is_some() || old_postrm.is_some());
+    let plan = plan_install(db, tx, staged, auto, opts, expected, live)?;
+    tx.stage_status(status_text_with(
+        db.package_map(),
+        &plan.name,
+        Some(&plan.stanza),
+    ))?;
+
+    tx.commit()?;
+
+    let upgrade = plan.old_version.is_some();
+    let after_unpack = |db: &Db| -> Result<(), InstallError> {
+        if let Some(s) = &old_postrm {
+            run_script(db, mode, &name, "postrm", s, &["upgrade", &version], true)?;
+        }
+        if let Some(s) = &postinst {
+            run_script(db, mode, &name, "postinst", s, &["configure"], upgrade)?;
+        }
+        Ok(())
+    };
+    if mode == ScriptMode::Offline {
+        after_unpack(db)?;
+    }
+
+    tx.finish()?;
+
+    // The database in memory follows the disk.
+    plan.apply(db)?;
+    if live {
+        after_unpack(db).map_err(|e| {
+            e.with_outcome(format!(
+                "{name} {version} is unpacked but not configured: `prokit configure {name}` runs its postinst again"
+            ))
+        })?;
+        db.set_state(&name, "installed")?;
+    }
+    Ok(plan.report)
+}
+
+/// Stages a package file in `tx` (nothing visible yet) and checks it is what the index said.
+fn stage(
+    db: &mut Db,
+    tx: &mut Transaction,
+    pkg_file: &Path,
+    opts: &InstallOptions,
+    expected: Option<&Expected>,
+) -> Result<unpack::Unpacked, InstallError> {
+    let unpack_opts = UnpackOptions {
+        allow_special: opts.allow_special,
+        trust_package: opts.trust_package.clone(),
+        allow_trust_changes: opts.allow_trust_changes,
+        released: opts.released.clone(),
+        force_overwrite: opts.force_overwrite,
+    };
+    let staged = unpack::unpack(db, tx, pkg_file, &unpack_opts)?;
+    if let Some(want) = expected {
+        check_identity(pkg_file, &staged.package, want)?;
+    }
+    Ok(staged)
+}
+
+/// An install planned in a transaction: what the database becomes once it commits.
+struct InstallPlan {
+    name: String,
+    old_version: Option<String>,
+    /// The old version's records, the new ones.
+    old_records: Vec<FileRecord>,
+    new_records: Vec<FileRecord>,
+    /// The new status stanza.
+    stanza: Paragraph,
+    /// Info files gone and added (`foo.postinst`).
+    gone_info: Vec<String>,
+    added_info: Vec<String>,
+    /// Files taken over from other packages, by package.
+    taken: Vec<(String, Vec<FileRecord>)>,
+    report: InstallReport,
+}
+
+impl InstallPlan {
+    /// Makes the database in memory what the disk holds once the plan is committed.
+    fn apply(&self, db: &mut Db) -> Result<(), InstallError> {
+        let owners = db.owners()?;
+        owners.remove_package(&self.name, &self.old_records);
+        for (other, recs) in &self.taken {
+            owners.remove_package(other, recs);
+        }
+        owners.add_package(&self.name, &self.new_records);
+        db.set_package(&self.name, Some(self.stanza.clone()));
+        db.note_info_names(&self.gone_info, &self.added_info);
+        Ok(())
+    }
+}
+
+/// Plans, in `tx`, everything of an install besides its scripts and the status file: the old
+/// version's files that go, the database files, the lists of packages files are taken from,
+/// and the new status stanza (`live`: recorded `unpacked`, see [`ScriptMode::Run`]).
+fn plan_install(
+    db: &mut Db,
+    tx: &mut Transaction,
+    staged: unpack::Unpacked,
+    auto: bool,
+    opts: &InstallOptions,
+    expected: Option<&Expected>,
+    live: bool,
+) -> Result<InstallPlan, InstallError> {
+    let name = staged.package.name().to_string();
+    let version = staged.package.version().to_string();
+    let old = db.get(&name).cloned();
+    let old_version = old
+        .as_ref()
+        .map(|p| p.get("Version").unwrap_or("").to_string());
+    let mode = opts.scripts;
 
     // The old version's files that the new one does not ship.
     let new_paths: HashSet<&str> = staged.entries.iter().map(|e| e.path.as_str()).collect();
@@ -574,10 +945,6 @@ fn install_in(
     if old.as_ref().is_some_and(crate::status::is_held) {
         let _ = stanza.set("Status", "install hold installed");
     }
-    // On a live system the package is `unpacked` until its scripts after the unpack succeed,
-    // as opkg records it (docs/crash-safety.md §5): a failure or a kill leaves it for
-    // `prokit configure`.
-    let live = mode == ScriptMode::Run && (postinst.is_some() || old_postrm.is_some());
     if live {
         let unpacked = crate::status::status_with(&stanza, None, Some("unpacked"));
         let _ = stanza.set("Status", &unpacked);
@@ -589,50 +956,6 @@ fn install_in(
     if let Some(fp) = expected.and_then(|e| e.feed_key.as_deref()) {
         // And which feed key (`prokit info`).
         let _ = stanza.set("Prokit-Feed-Key", fp);
-    }
-    tx.stage_status(status_text_with(db.package_map(), &name, Some(&stanza)))?;
-
-    tx.commit()?;
-
-    let after_unpack = |db: &Db| -> Result<(), InstallError> {
-        if let Some(s) = &old_postrm {
-            run_script(db, mode, &name, "postrm", s, &["upgrade", &version], true)?;
-        }
-        if let Some(s) = &postinst {
-            run_script(
-                db,
-                mode,
-                &name,
-                "postinst",
-                s,
-                &["configure"],
-                old.is_some(),
-            )?;
-        }
-        Ok(())
-    };
-    if mode == ScriptMode::Offline {
-        after_unpack(db)?;
-    }
-
-    tx.finish()?;
-
-    // The database in memory follows the disk.
-    let owners = db.owners()?;
-    owners.remove_package(&name, &old_records);
-    for (other, recs) in &taken {
-        owners.remove_package(other, recs);
-    }
-    owners.add_package(&name, &new_records);
-    db.set_package(&name, Some(stanza));
-    db.note_info_names(&gone_info, &added_info);
-    if live {
-        after_unpack(db).map_err(|e| {
-            e.with_outcome(format!(
-                "{name} {version} is unpacked but not configured: `prokit configure {name}` runs its postinst again"
-            ))
-        })?;
-        db.set_state(&name, "installed")?;
     }
 
     let special = new_records
@@ -657,18 +980,29 @@ fn install_in(
             format!("{n} {what}")
         })
         .collect();
-    Ok(InstallReport {
-        name,
+    let report = InstallReport {
+        name: name.clone(),
         version,
         files: new_records
             .iter()
             .filter(|r| r.kind != FileKind::Dir)
             .count(),
         kept_conffiles: staged.kept_conffiles,
-        upgraded_from: old_version,
+        upgraded_from: old_version.clone(),
         left_in_place,
         special,
         scripts,
+    };
+    Ok(InstallPlan {
+        name,
+        old_version,
+        old_records,
+        new_records,
+        stanza,
+        gone_info,
+        added_info,
+        taken,
+        report,
     })
 }
 
@@ -1877,6 +2211,272 @@ mod tests {
         let (olds, news) =
             kill_everywhere(&setup_v1, &|db| remove(db, "foo", &skip).map(|_| ()), false);
         assert!(olds > 2 && news > 0, "{olds} {news}");
+    }
+
+    /// Installs `files` in one batch, committing at the end; the names committed, in order.
+    fn batch_install(
+        db: &mut Db,
+        files: &[&Path],
+        o: &InstallOptions,
+    ) -> (Vec<String>, Result<(), InstallError>) {
+        let mut batch = match Batch::new(db) {
+            Ok(b) => b,
+            Err(e) => return (Vec::new(), Err(e)),
+        };
+        let mut names = Vec::new();
+        for f in files {
+            let r = batch.install(db, f, false, o, None);
+            if let Err(e) = r {
+                if !crate::unpack::killed() {
+                    batch.flush(db).unwrap();
+                }
+                names.extend(batch.take_done().into_iter().map(|r| r.name));
+                return (names, Err(e));
+            }
+            names.extend(batch.take_done().into_iter().map(|r| r.name));
+        }
+        let r = batch.flush(db);
+        names.extend(batch.take_done().into_iter().map(|r| r.name));
+        (names, r)
+    }
+
+    fn three_packages(d: &Path) -> Vec<PathBuf> {
+        ["a", "b", "c"]
+            .iter()
+            .map(|n| {
+                write_pkg(
+                    d,
+                    &format!("{n}_1_all.ipk"),
+                    PackageBuilder::new(control(n, "1", ""))
+                        .file(&format!("usr/share/{n}/data"), 0o644, *n)
+                        .file(&format!("usr/bin/{n}"), 0o755, *n)
+                        .file(&format!("etc/{n}.conf"), 0o644, "conf")
+                        .control_file("conffiles", 0o644, format!("/etc/{n}.conf\n")),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_commits_independent_packages_together_and_a_kill_keeps_all_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let pkgs = three_packages(dir.path());
+        let refs: Vec<&Path> = pkgs.iter().map(PathBuf::as_path).collect();
+        let skip = opts(ScriptMode::Skip);
+        // Installed one by one and in a batch: the same root, byte for byte.
+        let (one, group) = (dir.path().join("one"), dir.path().join("group"));
+        {
+            let mut db = open(&one);
+            for p in &refs {
+                install(&mut db, p, false, &skip).unwrap();
+            }
+            let mut db = open(&group);
+            let (names, r) = batch_install(&mut db, &refs, &skip);
+            r.unwrap();
+            assert_eq!(names, ["a", "b", "c"]);
+        }
+        assert_eq!(snapshot(&one), snapshot(&group));
+        // One group: a kill anywhere leaves none of the three or all of them.
+        let (olds, news) = kill_everywhere(&|_| {}, &|db| batch_install(db, &refs, &skip).1, false);
+        assert!(olds > 10 && news > 0, "{olds} {news}");
+        // An upgrade of all three together, with a modified conffile kept.
+        let v2: Vec<PathBuf> = ["a", "b", "c"]
+            .iter()
+            .map(|n| {
+                write_pkg(
+                    dir.path(),
+                    &format!("{n}_2_all.ipk"),
+                    PackageBuilder::new(control(n, "2", ""))
+                        .file(&format!("usr/bin/{n}"), 0o755, format!("{n}2"))
+                        .file(&format!("usr/lib/{n}/new"), 0o644, "new")
+                        .file(&format!("etc/{n}.conf"), 0o644, "conf2")
+                        .control_file("conffiles", 0o644, format!("/etc/{n}.conf\n")),
+                )
+            })
+            .collect();
+        let v2_refs: Vec<&Path> = v2.iter().map(PathBuf::as_path).collect();
+        let setup = |root: &Path| {
+            let mut db = open(root);
+            batch_install(&mut db, &refs, &skip).1.unwrap();
+            fs::write(root.join("etc/b.conf"), "mine").unwrap();
+        };
+        let (olds, news) = kill_everywhere(
+            &setup,
+            &|db| batch_install(db, &v2_refs, &skip).1,
+            // Recovery is the same code for one package or a group: killing it at every
+            // step is `kill_at_every_step_leaves_old_or_new_state`'s.
+            false,
+        );
+        assert!(olds > 10 && news > 0, "{olds} {news}");
+        let root = dir.path().join("up");
+        setup(&root);
+        let mut db = open(&root);
+        batch_install(&mut db, &v2_refs, &skip).1.unwrap();
+        for n in ["a", "b", "c"] {
+            assert!(!root.join(format!("usr/share/{n}/data")).exists());
+            assert_eq!(
+                fs::read_to_string(root.join(format!("usr/bin/{n}"))).unwrap(),
+                format!("{n}2")
+            );
+            assert_eq!(db.get(n).unwrap().get("Version"), Some("2"));
+        }
+        assert_eq!(fs::read_to_string(root.join("etc/b.conf")).unwrap(), "mine");
+        assert_eq!(
+            fs::read_to_string(root.join("etc/b.conf-opkg")).unwrap(),
+            "conf2"
+        );
+        let map = db.package_map().clone();
+        drop(db);
+        assert_eq!(open(&root).package_map(), &map);
+    }
+
+    #[test]
+    fn a_large_upgrade_commits_and_cleans_up_through_the_thread_pool() {
+        // Enough paths that commit and cleanup take their parallel way (PARALLEL_AT).
+        let dir = tempfile::tempdir().unwrap();
+        let many = |version: &str, dropped: usize| {
+            let mut b = PackageBuilder::new(control("many", version, ""));
+            for i in dropped..300 {
+                b = b.file(
+                    &format!("usr/share/many/{}/f{i}", i % 7),
+                    0o644,
+                    format!("{version} {i}"),
+                );
+            }
+            write_pkg(dir.path(), &format!("many_{version}_all.ipk"), b)
+        };
+        let (v1, v2) = (many("1", 0), many("2", 150));
+        let root = dir.path().join("root");
+        let mut db = open(&root);
+        install(&mut db, &v1, false, &opts(ScriptMode::Skip)).unwrap();
+        install(&mut db, &v2, false, &opts(ScriptMode::Skip)).unwrap();
+        let got = snapshot(&root.join("usr/share/many"));
+        let files: Vec<(&String, &String)> =
+            got.iter().filter(|(_, v)| v.starts_with('f')).collect();
+        assert_eq!(files.len(), 150, "{got:?}");
+        for (path, v) in files {
+            let i: usize = path.rsplit("/f").next().unwrap().parse().unwrap();
+            assert!(i >= 150, "{path} left behind");
+            assert_eq!(v, &format!("f 644 2 {i}"));
+        }
+        assert!(got.keys().all(|k| !k.contains(".prokit-")), "{got:?}");
+    }
+
+    #[test]
+    fn a_file_moving_between_packages_of_a_batch_lands_with_its_new_owner_in_either_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let a1 = write_pkg(
+            d,
+            "a_1_all.ipk",
+            PackageBuilder::new(control("a", "1", ""))
+                .file("usr/bin/tool", 0o755, "a's tool")
+                .file("usr/bin/a", 0o755, "a1"),
+        );
+        let a2 = write_pkg(
+            d,
+            "a_2_all.ipk",
+            PackageBuilder::new(control("a", "2", "")).file("usr/bin/a", 0o755, "a2"),
+        );
+        let b = write_pkg(
+            d,
+            "b_1_all.ipk",
+            PackageBuilder::new(control("b", "1", "")).file("usr/bin/tool", 0o755, "b's tool"),
+        );
+        for order in [[&a2, &b], [&b, &a2]] {
+            let root = d.join(format!("root-{}", order[0] == &b));
+            let mut db = open(&root);
+            install(&mut db, &a1, false, &opts(ScriptMode::Skip)).unwrap();
+            let mut o = opts(ScriptMode::Skip);
+            o.released = Released::from_map(
+                [("a".to_string(), ["/usr/bin/tool".to_string()].into())].into(),
+            );
+            let refs: Vec<&Path> = order.iter().map(|p| p.as_path()).collect();
+            batch_install(&mut db, &refs, &o).1.unwrap();
+            assert_eq!(
+                fs::read_to_string(root.join("usr/bin/tool")).unwrap(),
+                "b's tool"
+            );
+            assert_eq!(fs::read_to_string(root.join("usr/bin/a")).unwrap(), "a2");
+            let map = db.package_map().clone();
+            drop(db);
+            let mut reopened = open(&root);
+            assert_eq!(reopened.package_map(), &map);
+            let owners = reopened.owners().unwrap();
+            assert_eq!(
+                owners.files.get("/usr/bin/tool").map(String::as_str),
+                Some("b")
+            );
+            let names: Vec<String> = walk_names(&root.join("usr/bin"));
+            assert!(
+                names.iter().all(|n| !n.starts_with(".prokit-")),
+                "{names:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failure_in_a_batch_commits_the_packages_before_it_and_nothing_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let pkgs = three_packages(d);
+        let clash = write_pkg(
+            d,
+            "clash_1_all.ipk",
+            PackageBuilder::new(control("clash", "1", ""))
+                .file("usr/share/clash/x", 0o644, "x")
+                .file("usr/bin/a", 0o755, "not a's"),
+        );
+        let root = d.join("root");
+        let mut db = open(&root);
+        let refs = [
+            pkgs[0].as_path(),
+            pkgs[1].as_path(),
+            clash.as_path(),
+            pkgs[2].as_path(),
+        ];
+        let (done, r) = batch_install(&mut db, &refs, &opts(ScriptMode::Skip));
+        let err = r.unwrap_err();
+        assert_eq!(done, ["a", "b"]);
+        assert!(
+            matches!(err, InstallError::Unpack(UnpackError::Conflict { .. })),
+            "{err}"
+        );
+        assert!(root.join("usr/bin/b").exists());
+        assert!(!root.join("usr/share/clash").exists());
+        assert!(!root.join("usr/bin/c").exists());
+        let (map, journal) = (db.package_map().clone(), db.journal_path());
+        drop(db);
+        assert!(!journal.exists());
+        let reopened = open(&root);
+        assert_eq!(reopened.package_map(), &map);
+        assert_eq!(map.keys().collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    #[test]
+    fn in_a_batch_a_package_whose_scripts_run_is_installed_alone_in_script_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let pkgs = three_packages(d);
+        let scripted = write_pkg(
+            d,
+            "s_1_all.ipk",
+            PackageBuilder::new(control("s", "1", ""))
+                .file("usr/bin/s", 0o755, "s")
+                .control_file(
+                    "postinst",
+                    0o755,
+                    "#!/bin/sh\nls \"$IPKG_INSTROOT/usr/bin\" > \"$IPKG_INSTROOT/seen\"\n",
+                ),
+        );
+        let root = d.join("root");
+        let mut db = open(&root);
+        let refs = [pkgs[0].as_path(), scripted.as_path(), pkgs[1].as_path()];
+        let (done, r) = batch_install(&mut db, &refs, &opts(ScriptMode::Offline));
+        r.unwrap();
+        assert_eq!(done, ["a", "s", "b"]);
+        // The postinst ran after a was committed, before b was.
+        assert_eq!(fs::read_to_string(root.join("seen")).unwrap(), "a\ns\n");
     }
 
     /// A scratch directory with `root/` and `outside/` holding a sentinel file, and package

@@ -198,13 +198,14 @@ fn a_session_leaves_the_expected_events_in_order_and_any_edit_breaks_the_chain()
     assert_eq!(
         events(&log),
         [
-            // bootstrap: the first trust, the feed, then each package verified and installed
-            // in order.
+            // bootstrap: the first trust, the feed, then each package verified, and the two
+            // recorded installed when the group that carries them both commits
+            // (docs/crash-safety.md §5.1).
             "keyring-updated",
             "feed-verified",
             "package-verified",
-            "package-installed",
             "package-verified",
+            "package-installed",
             "package-installed",
             // update with a forged signature.
             "feed-refused",
@@ -223,7 +224,8 @@ fn a_session_leaves_the_expected_events_in_order_and_any_edit_breaks_the_chain()
         (format!("\"key\":\"{}\"", f.fingerprint()), 1),
         ("\"name\":\"libx\"".to_string(), 2),
         (format!("\"feed_key\":\"{}\"", f.fingerprint()), 2),
-        ("\"auto_installed\":true".to_string(), 3),
+        ("\"auto_installed\":true".to_string(), 4),
+        ("\"name\":\"libx\"".to_string(), 4),
         ("not a usign signature".to_string(), 6),
         ("\"name\":\"victim\"".to_string(), 7),
         ("\"serial_from\":1".to_string(), 9),

@@ -654,12 +654,8 @@ pub(super) fn settle(
             });
             // A file moving: the owner is upgraded in this same transaction to a version
             // that does not ship the path any more.
-            let moved = opts
-                .released
-                .get()
-                .and_then(|r| r.get(owner))
-                .is_some_and(|paths| paths.contains(path.as_str()));
-            let replaced = replaced || moved || opts.force_overwrite;
+            let replaced =
+                replaced || opts.force_overwrite || opts.released.leaves(owner, path.as_str());
             if !replaced {
                 return Err(UnpackError::Conflict {
                     package: name.clone(),

@@ -137,6 +137,59 @@ fn fchmod(fd: RawFd, mode: u32) -> io::Result<()> {
 /// takes (the file system's inode allocation), and the files of a package are created
 /// together on every core instead of one after another (docs/crash-safety.md §5: the journal
 /// names each one before it can exist, so recovery treats a pending one like any other).
+/// `fstatat(AT_SYMLINK_NOFOLLOW)` of `name` in `dir`; `None` when it does not exist.
+fn stat_at(dir: RawFd, name: &CString) -> io::Result<Option<Stat>> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is valid for one `stat`, `name` NUL-terminated, `dir` open.
+    let r = cvt(|| unsafe {
+        libc::fstatat(
+            dir,
+            name.as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    });
+    match r {
+        Ok(_) => {
+            // SAFETY: fstatat succeeded.
+            let st = unsafe { st.assume_init() };
+            // `mode_t`, `ino_t` and `dev_t` differ across Unixes.
+            #[allow(clippy::unnecessary_cast)]
+            let stat = Stat {
+                mode: st.st_mode as u32,
+                ino: st.st_ino as u64,
+                dev: st.st_dev as u64,
+            };
+            Ok(Some(stat))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `renameat` of `from` in `from_dir` to `to` in `to_dir`.
+fn rename_at(from_dir: RawFd, from: &CString, to_dir: RawFd, to: &CString) -> io::Result<()> {
+    // SAFETY: open descriptors, NUL-terminated names.
+    cvt(|| unsafe { libc::renameat(from_dir, from.as_ptr(), to_dir, to.as_ptr()) }).map(|_| ())
+}
+
+/// `linkat` of `from` in `from_dir` as `to` in `to_dir` (flags 0: a symlink `from` is
+/// linked itself, not followed).
+fn link_at(from_dir: RawFd, from: &CString, to_dir: RawFd, to: &CString) -> io::Result<()> {
+    // SAFETY: open descriptors, NUL-terminated names.
+    cvt(|| unsafe { libc::linkat(from_dir, from.as_ptr(), to_dir, to.as_ptr(), 0) }).map(|_| ())
+}
+
+/// `unlinkat` of `name` in `dir`; false when it did not exist.
+fn unlink_at(dir: RawFd, name: &CString) -> io::Result<bool> {
+    // SAFETY: open descriptor, NUL-terminated name.
+    match cvt(|| unsafe { libc::unlinkat(dir, name.as_ptr(), 0) }) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 struct PendingWrite {
     dir: OwnedFd,
     name: CString,
@@ -167,6 +220,9 @@ impl PendingWrite {
         Ok(())
     }
 }
+
+/// Paths from which commit and cleanup use the thread pool (fewer are not worth it).
+const PARALLEL_AT: usize = 128;
 
 /// Pending writes held back at most (files, bytes) before they are flushed anyway.
 const MAX_PENDING_FILES: usize = 256;
@@ -342,32 +398,7 @@ impl RootDirs {
         let Some((dir, c)) = self.parent(path)? else {
             return Ok(None);
         };
-        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: `st` is valid for one `stat`, `c` NUL-terminated, `dir` open.
-        let r = cvt(|| unsafe {
-            libc::fstatat(
-                dir.as_raw_fd(),
-                c.as_ptr(),
-                st.as_mut_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        });
-        match r {
-            Ok(_) => {
-                // SAFETY: fstatat succeeded.
-                let st = unsafe { st.assume_init() };
-                // `mode_t`, `ino_t` and `dev_t` differ across Unixes.
-                #[allow(clippy::unnecessary_cast)]
-                let stat = Stat {
-                    mode: st.st_mode as u32,
-                    ino: st.st_ino as u64,
-                    dev: st.st_dev as u64,
-                };
-                Ok(Some(stat))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_at(&self.full(path))(e)),
-        }
+        stat_at(dir.as_raw_fd(), &c).map_err(io_at(&self.full(path)))
     }
 
     /// Whether `path` exists (as anything, a dangling symlink included).
@@ -379,16 +410,8 @@ impl RootDirs {
     pub(crate) fn rename(&self, from: &str, to: &str) -> Result<(), UnpackError> {
         let (fd_from, c_from) = self.parent_required(from)?;
         let (fd_to, c_to) = self.parent_required(to)?;
-        // SAFETY: open descriptors, NUL-terminated names.
-        cvt(|| unsafe {
-            libc::renameat(
-                fd_from.as_raw_fd(),
-                c_from.as_ptr(),
-                fd_to.as_raw_fd(),
-                c_to.as_ptr(),
-            )
-        })
-        .map_err(io_at(&self.full(from)))?;
+        rename_at(fd_from.as_raw_fd(), &c_from, fd_to.as_raw_fd(), &c_to)
+            .map_err(io_at(&self.full(from)))?;
         self.forget(from);
         Ok(())
     }
@@ -397,19 +420,31 @@ impl RootDirs {
     pub(crate) fn hard_link(&self, from: &str, to: &str) -> Result<(), UnpackError> {
         let (fd_from, c_from) = self.parent_required(from)?;
         let (fd_to, c_to) = self.parent_required(to)?;
-        // SAFETY: open descriptors, NUL-terminated names; flags 0: a symlink `from` is not
-        // followed.
-        cvt(|| unsafe {
-            libc::linkat(
-                fd_from.as_raw_fd(),
-                c_from.as_ptr(),
-                fd_to.as_raw_fd(),
-                c_to.as_ptr(),
-                0,
-            )
-        })
-        .map_err(io_at(&self.full(to)))?;
-        Ok(())
+        link_at(fd_from.as_raw_fd(), &c_from, fd_to.as_raw_fd(), &c_to)
+            .map_err(io_at(&self.full(to)))
+    }
+
+    /// The directory of `path` as a descriptor that can go to another thread, and the name;
+    /// `None` when the directory does not exist. `cache` keeps the last directory asked for:
+    /// consecutive paths of one directory share one descriptor.
+    fn shared_parent(
+        &self,
+        path: &str,
+        cache: &mut Option<(String, std::sync::Arc<OwnedFd>)>,
+    ) -> Result<Option<(std::sync::Arc<OwnedFd>, CString)>, UnpackError> {
+        let dir = parent_of(path);
+        if let Some((d, fd)) = cache
+            && d == dir
+        {
+            let name = cstr(&path.as_bytes()[dir.len() + 1..]).map_err(io_at(&self.full(path)))?;
+            return Ok(Some((fd.clone(), name)));
+        }
+        let Some((fd, name)) = self.parent(path)? else {
+            return Ok(None);
+        };
+        let fd = std::sync::Arc::new(fd.try_clone().map_err(io_at(&self.full(path)))?);
+        *cache = Some((dir.to_string(), fd.clone()));
+        Ok(Some((fd, name)))
     }
 
     /// Removes the file, symlink or node `path` (a symlink itself, never its target);
@@ -418,12 +453,7 @@ impl RootDirs {
         let Some((dir, c)) = self.parent(path)? else {
             return Ok(false);
         };
-        // SAFETY: open descriptor, NUL-terminated name.
-        match cvt(|| unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) }) {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(io_at(&self.full(path))(e)),
-        }
+        unlink_at(dir.as_raw_fd(), &c).map_err(io_at(&self.full(path)))
     }
 
     /// Removes the directory `path` when it is empty (errors are the caller's to ignore).
@@ -636,8 +666,8 @@ const MAX_JOURNAL: u64 = 1 << 30;
 pub(crate) struct Journal {
     /// What the operation was (`install foo_1.0_all.ipk`, `remove foo`).
     pub op: String,
-    /// The package and version, once known.
-    pub package: Option<(String, String)>,
+    /// The packages and versions, once known (several when installs are committed together).
+    pub packages: Vec<(String, String)>,
     /// Temporary files created (absolute paths in the root).
     pub news: Vec<String>,
     /// Directories created, in creation order.
@@ -658,9 +688,20 @@ pub(crate) struct Journal {
 
 impl Journal {
     fn describe(&self) -> String {
-        match &self.package {
-            Some((n, v)) => format!("{} ({n} {v})", self.op),
-            None => self.op.clone(),
+        const SHOWN: usize = 5;
+        let mut names: Vec<String> = self
+            .packages
+            .iter()
+            .take(SHOWN)
+            .map(|(n, v)| format!("{n} {v}"))
+            .collect();
+        if self.packages.len() > SHOWN {
+            names.push(format!("{} more", self.packages.len() - SHOWN));
+        }
+        if names.is_empty() {
+            self.op.clone()
+        } else {
+            format!("{} ({})", self.op, names.join(", "))
         }
     }
 }
@@ -687,6 +728,19 @@ pub(crate) fn valid_journal_path(p: &str) -> bool {
         && p[1..]
             .split('/')
             .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// A point in a transaction's plan ([`Transaction::mark`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark {
+    packages: usize,
+    news: usize,
+    dirs: usize,
+    chmods: usize,
+    puts: usize,
+    dels: usize,
+    rmdirs: usize,
+    plan: usize,
 }
 
 /// An operation on the root in progress: see the documentation of [`crate::unpack`].
@@ -789,7 +843,9 @@ impl Transaction {
     /// Records the package being operated on.
     pub(crate) fn set_package(&mut self, name: &str, version: &str) -> Result<(), UnpackError> {
         self.append(&format!("pkg\t{name}\t{version}"))?;
-        self.journal.package = Some((name.to_string(), version.to_string()));
+        self.journal
+            .packages
+            .push((name.to_string(), version.to_string()));
         Ok(())
     }
 
@@ -943,6 +999,9 @@ impl Transaction {
     }
 
     fn commit_puts(&mut self, puts: &[(u64, String, String)]) -> Result<(), UnpackError> {
+        if puts.len() >= PARALLEL_AT && !super::kill_armed() && self.commit_puts_parallel(puts)? {
+            return Ok(());
+        }
         for (i, (idx, tmp, final_path)) in puts.iter().enumerate() {
             fail_point().map_err(io_at(&self.dirs.full(final_path)))?;
             let fresh = self.fresh.get(i).copied().unwrap_or(false);
@@ -957,6 +1016,137 @@ impl Transaction {
             }
         }
         Ok(())
+    }
+
+    /// Where the plan stands now, for [`Transaction::undo_to`]: several packages share one
+    /// transaction when their installs are committed together (`install::Batch`).
+    pub(crate) fn mark(&self) -> Mark {
+        Mark {
+            packages: self.journal.packages.len(),
+            news: self.journal.news.len(),
+            dirs: self.journal.dirs.len(),
+            chmods: self.journal.chmods.len(),
+            puts: self.journal.puts.len(),
+            dels: self.journal.dels.len(),
+            rmdirs: self.journal.rmdirs.len(),
+            plan: self.plan.len(),
+        }
+    }
+
+    /// Forgets everything planned since `mark` (before `commit`, nothing of it is visible):
+    /// its temporary files and the directories it created are removed, its plan records
+    /// dropped. The journal keeps the `pkg`, `new` and `dir` records already written, which
+    /// name what no longer exists; recovery passes over them (removing a missing temporary
+    /// file or a directory that is not empty does nothing).
+    pub(crate) fn undo_to(&mut self, mark: &Mark) -> Result<(), UnpackError> {
+        debug_assert!(!self.journal.committed);
+        self.flush_writes()?;
+        for t in self.journal.news.drain(mark.news..).collect::<Vec<_>>() {
+            fail_point().map_err(io_at(&self.dirs.full(&t)))?;
+            self.dirs.remove(&t)?;
+        }
+        for d in self
+            .journal
+            .dirs
+            .drain(mark.dirs..)
+            .rev()
+            .collect::<Vec<_>>()
+        {
+            let _ = self.dirs.rmdir(&d);
+        }
+        self.journal.packages.truncate(mark.packages);
+        self.journal.chmods.truncate(mark.chmods);
+        self.journal.puts.truncate(mark.puts);
+        self.fresh.truncate(mark.puts);
+        self.journal.dels.truncate(mark.dels);
+        self.journal.rmdirs.truncate(mark.rmdirs);
+        self.plan.truncate(mark.plan);
+        Ok(())
+    }
+
+    /// The paths planned since `mark`: final paths of `put`s and `del`s, and directories to
+    /// remove when empty.
+    pub(crate) fn planned_since(&self, mark: &Mark) -> (Vec<&str>, Vec<&str>) {
+        let files = self.journal.puts[mark.puts..]
+            .iter()
+            .map(|(_, _, f)| f.as_str())
+            .chain(
+                self.journal.dels[mark.dels..]
+                    .iter()
+                    .map(|(_, p)| p.as_str()),
+            )
+            .collect();
+        let rmdirs = self.journal.rmdirs[mark.rmdirs..]
+            .iter()
+            .map(String::as_str)
+            .collect();
+        (files, rmdirs)
+    }
+
+    /// [`Transaction::commit_puts`] by the thread pool: each put's own steps in order
+    /// (backup, then rename; or the hard link), different puts at once. Each put is undone
+    /// or finished on its own (see [`undo`]: whether its temporary file still exists says
+    /// how far it got), so their order among themselves does not matter to recovery. False
+    /// (nothing done) when a put's directory cannot be reached here: the caller goes one by
+    /// one, which says why.
+    fn commit_puts_parallel(
+        &mut self,
+        puts: &[(u64, String, String)],
+    ) -> Result<bool, UnpackError> {
+        struct Job<'a> {
+            dir: std::sync::Arc<OwnedFd>,
+            tmp: CString,
+            name: CString,
+            backup: CString,
+            fresh: bool,
+            final_path: &'a str,
+        }
+        let mut cache = None;
+        let mut jobs = Vec::with_capacity(puts.len());
+        for (i, (idx, tmp, final_path)) in puts.iter().enumerate() {
+            let dir = parent_of(final_path);
+            if parent_of(tmp) != dir {
+                return Ok(false);
+            }
+            let Some((fd, name)) = self.dirs.shared_parent(final_path, &mut cache)? else {
+                return Ok(false);
+            };
+            let full = || self.dirs.full(final_path);
+            let tmp = cstr(&tmp.as_bytes()[dir.len() + 1..]).map_err(io_at(&full()))?;
+            let backup = backup_of(*idx, final_path);
+            let backup = cstr(&backup.as_bytes()[dir.len() + 1..]).map_err(io_at(&full()))?;
+            jobs.push(Job {
+                dir: fd,
+                tmp,
+                name,
+                backup,
+                fresh: self.fresh.get(i).copied().unwrap_or(false),
+                final_path,
+            });
+        }
+        let root = self.dirs.root();
+        let results: Vec<Result<bool, UnpackError>> = jobs
+            .par_iter()
+            .with_min_len(PARALLEL_AT / 2)
+            .map(|j| {
+                let d = j.dir.as_raw_fd();
+                let step = || -> io::Result<bool> {
+                    if !j.fresh && stat_at(d, &j.name)?.is_some() {
+                        rename_at(d, &j.name, d, &j.backup)?;
+                        rename_at(d, &j.tmp, d, &j.name)?;
+                        Ok(true)
+                    } else {
+                        link_at(d, &j.tmp, d, &j.name)?;
+                        Ok(false)
+                    }
+                };
+                step().map_err(io_at(&root.join(j.final_path.trim_start_matches('/'))))
+            })
+            .collect();
+        for r in results {
+            self.backed.push(r?);
+        }
+        Ok(true)
     }
 
     /// Whether `done` was journaled (from then on the operation is rolled forward).
@@ -1118,25 +1308,20 @@ fn finalize(
     status_final: &str,
     sync: bool,
 ) -> Result<(), UnpackError> {
+    // What goes: backups (the old files) and the temporary names of new paths.
+    let mut gone: Vec<String> = Vec::with_capacity(j.puts.len() + j.dels.len());
     for (i, (idx, tmp, final_path)) in j.puts.iter().enumerate() {
-        fail_point().map_err(io_at(dirs.root()))?;
         match backed.and_then(|b| b.get(i)) {
-            Some(true) => {
-                dirs.remove(&backup_of(*idx, final_path))?;
-            }
-            Some(false) => {
-                dirs.remove(tmp)?;
-            }
+            Some(true) => gone.push(backup_of(*idx, final_path)),
+            Some(false) => gone.push(tmp.clone()),
             None => {
-                dirs.remove(&backup_of(*idx, final_path))?;
-                dirs.remove(tmp)?;
+                gone.push(backup_of(*idx, final_path));
+                gone.push(tmp.clone());
             }
         }
     }
-    for (idx, path) in &j.dels {
-        fail_point().map_err(io_at(dirs.root()))?;
-        dirs.remove(&backup_of(*idx, path))?;
-    }
+    gone.extend(j.dels.iter().map(|(idx, path)| backup_of(*idx, path)));
+    remove_all(dirs, &gone)?;
     for (path, mode) in &j.chmods {
         dirs.chmod_dir(path, mode | 0o700)?;
     }
@@ -1155,6 +1340,38 @@ fn finalize(
         }
     }
     Ok(())
+}
+
+/// Removes every path of `paths` (missing ones are fine; the first error, in order, is
+/// returned). Deleting a file can wait on the device — a file system mounted with `discard`
+/// trims the freed blocks there and then — so a large set is removed by the thread pool,
+/// each path's directory reached as [`RootDirs`] reaches it (here, in order), the unlinks in
+/// parallel.
+fn remove_all(dirs: &RootDirs, paths: &[String]) -> Result<(), UnpackError> {
+    if paths.len() < PARALLEL_AT || super::kill_armed() {
+        return paths.iter().try_for_each(|p| {
+            fail_point().map_err(io_at(dirs.root()))?;
+            dirs.remove(p).map(|_| ())
+        });
+    }
+    let mut cache = None;
+    let mut jobs = Vec::with_capacity(paths.len());
+    for p in paths {
+        if let Some((fd, name)) = dirs.shared_parent(p, &mut cache)? {
+            jobs.push((fd, name, p));
+        }
+    }
+    let root = dirs.root();
+    let results: Vec<Result<(), UnpackError>> = jobs
+        .par_iter()
+        .with_min_len(PARALLEL_AT / 2)
+        .map(|(fd, name, p)| {
+            unlink_at(fd.as_raw_fd(), name)
+                .map(|_| ())
+                .map_err(io_at(&root.join(p.trim_start_matches('/'))))
+        })
+        .collect();
+    results.into_iter().collect()
 }
 
 fn remove_journal(path: &Path, sync: bool) -> Result<(), UnpackError> {
@@ -1240,7 +1457,7 @@ pub(crate) fn read_journal(path: &Path) -> Result<Option<Journal>, UnpackError> 
         let idx = |s: &str| s.parse::<u64>().map_err(|_| bad("bad index"));
         match f.as_slice() {
             ["op", op] => j.op = op.to_string(),
-            ["pkg", n, v] => j.package = Some((n.to_string(), v.to_string())),
+            ["pkg", n, v] => j.packages.push((n.to_string(), v.to_string())),
             ["new", t] => j.news.push(p(t)?),
             ["dir", d] => j.dirs.push(p(d)?),
             ["chmod", d, m] => j.chmods.push((
@@ -1335,7 +1552,7 @@ mod tests {
         )
         .unwrap();
         let j = read_journal(&p).unwrap().unwrap();
-        assert_eq!(j.package, Some(("x".into(), "1.0".into())));
+        assert_eq!(j.packages, vec![("x".into(), "1.0".into())]);
         assert_eq!(
             j.puts,
             vec![(1, "/usr/.prokit-0.new".into(), "/usr/x".into())]

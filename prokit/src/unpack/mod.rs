@@ -98,7 +98,7 @@ pub struct UnpackOptions {
     /// Let any package change which keys and feeds are trusted (`--allow-trust-changes`).
     pub allow_trust_changes: bool,
     /// Paths other packages of the transaction ship no more ([`crate::install::InstallOptions::released`]).
-    pub released: std::sync::Arc<std::sync::OnceLock<crate::install::Released>>,
+    pub released: crate::install::Released,
     /// Take over files owned by other packages even without `Replaces` (`--force-overwrite`);
     /// the takeover is recorded as with `Replaces`.
     pub force_overwrite: bool,
@@ -169,6 +169,18 @@ pub(crate) fn arm_kill(at: Option<u64>) {
     FAIL_AT.with(|f| f.set(at));
     STEPS.with(|s| s.set(0));
     KILLED.with(|k| k.set(false));
+}
+
+/// Whether a simulated kill is armed on this thread (steps then stay on it, in order).
+fn kill_armed() -> bool {
+    #[cfg(test)]
+    {
+        FAIL_AT.with(|f| f.get().is_some())
+    }
+    #[cfg(not(test))]
+    {
+        false
+    }
 }
 
 /// A step at which a killed run could stop.
