@@ -183,10 +183,12 @@ impl Loaded {
     /// True when a segment of `extra` bytes may be appended to the file: it is intact and
     /// would not then hold more overridden bytes than `live` bytes of current records.
     pub fn appendable(&self, extra: usize, live: usize) -> bool {
-        self.file_len > 0
-            && self.chain.is_some()
-            && !self.damaged_tail
-            && self.file_len + extra as u64 <= 2 * live as u64 + 64 * 1024
+        self.intact() && self.file_len + extra as u64 <= 2 * live as u64 + 64 * 1024
+    }
+
+    /// True when the file can be appended to at all (it exists and was read whole).
+    pub fn intact(&self) -> bool {
+        self.file_len > 0 && self.chain.is_some() && !self.damaged_tail
     }
 
     /// Bytes of a segment holding `records`, to append to this cache file with [`append`].
@@ -437,57 +439,107 @@ fn segment<'a>(
     records: impl IntoIterator<Item = Record<'a>>,
 ) -> Vec<u8> {
     let mut out = Vec::new();
+    write_segment(&mut out, key, chain, records).expect("writing to memory does not fail");
+    out
+}
+
+/// Writes the segment [`segment`] makes to `w`, a piece at a time (a feed's whole cache is
+/// never in memory twice); returns its MAC.
+fn write_segment<'a>(
+    w: &mut impl Write,
+    key: &CacheKey,
+    chain: &[u8; 32],
+    records: impl IntoIterator<Item = Record<'a>>,
+) -> io::Result<[u8; 32]> {
+    const PIECE: usize = 64 * 1024;
+    let mut mac = key.hmac();
+    mac.update(chain);
+    let mut out = Vec::with_capacity(PIECE + 4096);
     for r in records {
-        match r {
-            Record::Put(path, e) => {
-                out.extend_from_slice(
-                    format!(
-                        "E {} {} {} {} {} {}\n",
-                        path.len(),
-                        e.key,
-                        e.sha256,
-                        e.md5.as_deref().unwrap_or("-"),
-                        match e.container {
-                            Container::Ar => "ar",
-                            Container::TarGz => "tgz",
-                        },
-                        e.stanza.len()
-                    )
-                    .as_bytes(),
-                );
-                out.extend_from_slice(path.as_bytes());
-                out.push(b'\n');
-                out.extend_from_slice(e.stanza.as_bytes());
-                out.push(b'\n');
-            }
-            Record::Gone(path) => {
-                out.extend_from_slice(format!("D {}\n{path}\n", path.len()).as_bytes());
-            }
-            Record::Sig(None) => out.extend_from_slice(b"S -\n"),
-            Record::Published(p) => {
-                out.extend_from_slice(
-                    format!(
-                        "P {} {} {}\n{}\n",
-                        p.name.len(),
-                        p.key,
-                        p.sha256.as_deref().unwrap_or("-"),
-                        p.name
-                    )
-                    .as_bytes(),
-                );
-            }
-            Record::Sig(Some(s)) => out.extend_from_slice(
-                format!(
-                    "S {} {} {}\n",
-                    s.packages_sha256, s.sig_sha256, s.fingerprint
-                )
-                .as_bytes(),
-            ),
+        encode_record(&mut out, r);
+        if out.len() >= PIECE {
+            mac.update(&out);
+            w.write_all(&out)?;
+            out.clear();
         }
     }
-    let mac = key.segment_mac(chain, &out).finalize().into_bytes();
+    mac.update(&out);
+    let mac: [u8; 32] = mac.finalize().into_bytes().into();
     out.extend_from_slice(format!("END {}\n", hex::encode(mac)).as_bytes());
-    out
+    w.write_all(&out)?;
+    Ok(mac)
+}
+
+/// Appends one record's lines to `out`.
+fn encode_record(out: &mut Vec<u8>, r: Record<'_>) {
+    match r {
+        Record::Put(path, e) => {
+            out.extend_from_slice(
+                format!(
+                    "E {} {} {} {} {} {}\n",
+                    path.len(),
+                    e.key,
+                    e.sha256,
+                    e.md5.as_deref().unwrap_or("-"),
+                    match e.container {
+                        Container::Ar => "ar",
+                        Container::TarGz => "tgz",
+                    },
+                    e.stanza.len()
+                )
+                .as_bytes(),
+            );
+            out.extend_from_slice(path.as_bytes());
+            out.push(b'\n');
+            out.extend_from_slice(e.stanza.as_bytes());
+            out.push(b'\n');
+        }
+        Record::Gone(path) => {
+            out.extend_from_slice(format!("D {}\n{path}\n", path.len()).as_bytes());
+        }
+        Record::Sig(None) => out.extend_from_slice(b"S -\n"),
+        Record::Published(p) => {
+            out.extend_from_slice(
+                format!(
+                    "P {} {} {}\n{}\n",
+                    p.name.len(),
+                    p.key,
+                    p.sha256.as_deref().unwrap_or("-"),
+                    p.name
+                )
+                .as_bytes(),
+            );
+        }
+        Record::Sig(Some(s)) => out.extend_from_slice(
+            format!(
+                "S {} {} {}\n",
+                s.packages_sha256, s.sig_sha256, s.fingerprint
+            )
+            .as_bytes(),
+        ),
+    }
+}
+
+/// Writes a whole cache file for feed `feed_id` to `w`, authenticated with `key`: the
+/// checked signature, then `entries` (which must come in path order, so that equal caches
+/// are equal files), then the published files. What [`Cache::to_bytes`] makes, without the
+/// cache in memory.
+pub fn write_cache<'a>(
+    w: &mut impl Write,
+    feed_id: &str,
+    key: &CacheKey,
+    checked_sig: Option<&'a CheckedSig>,
+    entries: impl IntoIterator<Item = (&'a str, &'a Entry)>,
+    published: &'a [Published],
+) -> io::Result<()> {
+    let header = format!("{MAGIC}\n{}\n{feed_id}\n", feed_id.len()).into_bytes();
+    let chain = key.header_mac(&header);
+    w.write_all(&header)?;
+    let sig = checked_sig.map(|s| Record::Sig(Some(s)));
+    let puts = entries.into_iter().map(|(p, e)| Record::Put(p, e));
+    let published = published.iter().map(Record::Published);
+    write_segment(w, key, &chain, sig.into_iter().chain(puts).chain(published))?;
+    Ok(())
 }
 
 /// Appends a segment made by [`Loaded::segment`] to the cache file at `path`, in one write.
@@ -572,14 +624,18 @@ impl Cache {
     /// The bytes of the cache file for feed `feed_id`, authenticated with `key` (entries in
     /// path order, so equal caches are equal files).
     pub fn to_bytes(&self, feed_id: &str, key: &CacheKey) -> Vec<u8> {
-        let mut out = format!("{MAGIC}\n{}\n{feed_id}\n", feed_id.len()).into_bytes();
-        let chain = key.header_mac(&out);
         let mut paths: Vec<&String> = self.entries.keys().collect();
         paths.sort();
-        let sig = self.checked_sig.iter().map(|s| Record::Sig(Some(s)));
-        let puts = paths.into_iter().map(|p| Record::Put(p, &self.entries[p]));
-        let published = self.published.iter().map(Record::Published);
-        out.extend_from_slice(&segment(key, &chain, sig.chain(puts).chain(published)));
+        let mut out = Vec::new();
+        write_cache(
+            &mut out,
+            feed_id,
+            key,
+            self.checked_sig.as_ref(),
+            paths.into_iter().map(|p| (p.as_str(), &self.entries[p])),
+            &self.published,
+        )
+        .expect("writing to memory does not fail");
         out
     }
 }

@@ -396,6 +396,7 @@ struct Found {
 }
 
 /// What is known of a package after reading it or finding it in the cache.
+#[derive(Clone)]
 struct Known {
     rel: String,
     entry: cache::Entry,
@@ -404,6 +405,8 @@ struct Known {
     /// Package, Version, Architecture and Filename, for sorting and duplicate checks.
     key: findex::SortKey,
     cached: bool,
+    /// Place in the walk's order.
+    order: usize,
 }
 
 fn wanted(name: &str, profile: Profile) -> bool {
@@ -620,6 +623,7 @@ fn know(
             key,
             cached: true,
             signed_by: devsig.as_ref().map(|d| d.sig.fingerprint()),
+            order: 0,
         });
     }
     let opts = ReadOptions {
@@ -710,6 +714,7 @@ fn know(
         },
         cached: false,
         signed_by: devsig.as_ref().map(|d| d.sig.fingerprint()),
+        order: 0,
     })
 }
 
@@ -1309,11 +1314,22 @@ fn replace_via_temp(
     data: &[u8],
     sync: bool,
 ) -> Result<(), IndexError> {
+    replace_via_temp_with(dir, tag, dest, sync, |f| f.write_all(data))
+}
+
+/// [`replace_via_temp`] with the temporary file filled by `fill`.
+fn replace_via_temp_with(
+    dir: &Path,
+    tag: &str,
+    dest: &Path,
+    sync: bool,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<(), IndexError> {
     let name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = write_temp(dir, tag, &name, data, sync)?;
+    let tmp = write_temp_with(dir, tag, &name, sync, fill)?;
     fs::rename(&tmp, dest).map_err(|e| {
         let _ = fs::remove_file(&tmp);
         io_err(&tmp)(e)
@@ -1767,39 +1783,66 @@ pub fn index_feed(
     let old_checked_sig = cache.checked_sig;
     let old_published = cache.published;
     let mut checked_sig = old_checked_sig.clone();
-    let results: Vec<Result<Known, BadFile>> = pool.install(|| {
-        work.into_par_iter()
-            .map(|(rel, path, e)| {
-                let r = match fs::metadata(&path) {
-                    Ok(meta) => {
-                        let f = Found {
-                            rel,
-                            path,
-                            key: FileKey::of(&meta),
-                        };
-                        know(&f, e, opts.md5, opts.profile, &opts.developer)
-                    }
-                    Err(err) => Err(BadFile {
-                        path: rel,
-                        reason: err.to_string(),
-                    }),
-                };
-                match &r {
-                    Ok(k) => progress.file(&k.rel, k.cached),
-                    Err(b) => progress.file(&b.path, false),
-                }
-                r
+    // The workers read; this thread keeps what they found, each result copied into its own
+    // heap as it arrives. What a worker allocates for the long term sits between the
+    // temporaries of its next packages, and its allocator cannot give those holes back: kept
+    // there, the stanzas of a feed took twice their size (docs/on-disk-state.md, memory).
+    // Results arrive as workers finish them; `order` puts them back in the walk's order.
+    let mut known: Vec<Known> = Vec::with_capacity(work.len());
+    const CHUNK: usize = 64;
+    std::thread::scope(|scope| {
+        type Batch = (usize, Vec<Result<Known, BadFile>>);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(8);
+        let pool = &pool;
+        let progress = &progress;
+        scope.spawn(move || {
+            pool.install(|| {
+                work.into_par_iter()
+                    .chunks(CHUNK)
+                    .enumerate()
+                    .for_each_with(tx, |tx, (c, chunk)| {
+                        let found = chunk
+                            .into_iter()
+                            .map(|(rel, path, e)| {
+                                let r = match fs::metadata(&path) {
+                                    Ok(meta) => {
+                                        let f = Found {
+                                            rel,
+                                            path,
+                                            key: FileKey::of(&meta),
+                                        };
+                                        know(&f, e, opts.md5, opts.profile, &opts.developer)
+                                    }
+                                    Err(err) => Err(BadFile {
+                                        path: rel,
+                                        reason: err.to_string(),
+                                    }),
+                                };
+                                match &r {
+                                    Ok(k) => progress.file(&k.rel, k.cached),
+                                    Err(b) => progress.file(&b.path, false),
+                                }
+                                r
+                            })
+                            .collect();
+                        let _ = tx.send((c * CHUNK, found));
+                    })
             })
-            .collect()
-    });
-    progress.finish();
-    let mut known = Vec::with_capacity(results.len());
-    for r in results {
-        match r {
-            Ok(k) => known.push(k),
-            Err(b) => bad.push(b),
+        });
+        for (start, found) in rx {
+            for (i, r) in found.into_iter().enumerate() {
+                match r {
+                    Ok(k) => known.push(Known {
+                        order: start + i,
+                        ..k.clone()
+                    }),
+                    Err(b) => bad.push(b),
+                }
+            }
         }
-    }
+    });
+    known.sort_unstable_by_key(|k| k.order);
+    progress.finish();
     // Key consistency: a name keeps its developer key until the roots transfer it.
     let mut signers = None;
     if let Some(keyring) = &opts.developer.keyring
@@ -2022,36 +2065,46 @@ pub fn index_feed(
             || cache_unusable
         {
             // A few changes are appended as a segment; a rewrite compacts the file.
-            let seg = loaded.segment(
-                ckey,
-                read()
-                    .map(|k| cache::Record::Put(&k.rel, &k.entry))
-                    .chain(gone.iter().map(|g| cache::Record::Gone(g)))
-                    .chain(sig_changed.then_some(cache::Record::Sig(checked_sig.as_ref())))
-                    .chain(published.iter().map(cache::Record::Published)),
-            );
             let live: usize = known
                 .iter()
                 .map(|k| k.rel.len() + k.entry.stanza.len() + 160)
                 .sum();
+            let seg = (!cache_unusable && loaded.intact()).then(|| {
+                loaded.segment(
+                    ckey,
+                    read()
+                        .map(|k| cache::Record::Put(&k.rel, &k.entry))
+                        .chain(gone.iter().map(|g| cache::Record::Gone(g)))
+                        .chain(sig_changed.then_some(cache::Record::Sig(checked_sig.as_ref())))
+                        .chain(published.iter().map(cache::Record::Published)),
+                )
+            });
             // The feed is published by now: a cache that cannot be written only costs the next
             // run its reading, so it is a warning, not a failure of this run.
-            let written = if !cache_unusable && loaded.appendable(seg.len(), live) {
-                cache::append(p, &seg).map_err(io_err(p))
-            } else {
-                let mut new_cache = Cache {
-                    checked_sig,
-                    published,
-                    ..Cache::default()
-                };
-                for k in known {
-                    new_cache.entries.insert(k.rel, k.entry);
+            let written = match seg {
+                Some(seg) if loaded.appendable(seg.len(), live) => {
+                    cache::append(p, &seg).map_err(io_err(p))
                 }
-                let bytes = new_cache.to_bytes(&feed_id, ckey);
-                let parent = p.parent().unwrap_or(Path::new("."));
-                // Not synced: a cache torn by a crash fails its MAC or does not parse, and is
-                // only ignored, so waiting for the disk here would buy nothing.
-                replace_via_temp(parent, &tag, p, &bytes, false)
+                _ => {
+                    // Written as it is made, entries in path order.
+                    let mut known = known;
+                    known.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+                    let parent = p.parent().unwrap_or(Path::new("."));
+                    // Not synced: a cache torn by a crash fails its MAC or does not parse,
+                    // and is only ignored, so waiting for the disk here would buy nothing.
+                    replace_via_temp_with(parent, &tag, p, false, |f| {
+                        let mut w = io::BufWriter::with_capacity(64 * 1024, f);
+                        cache::write_cache(
+                            &mut w,
+                            &feed_id,
+                            ckey,
+                            checked_sig.as_ref(),
+                            known.iter().map(|k| (k.rel.as_str(), &k.entry)),
+                            &published,
+                        )?;
+                        w.flush()
+                    })
+                }
             };
             if let Err(e) = written {
                 let w =
