@@ -1842,6 +1842,9 @@ pub fn index_feed(
         }
     });
     known.sort_unstable_by_key(|k| k.order);
+    // The workers' temporaries are gone; what comes next (the index, its compression and
+    // signatures) need not be counted on top of the holes they left.
+    cli_support::release_free_memory();
     progress.finish();
     // Key consistency: a name keeps its developer key until the roots transfer it.
     let mut signers = None;

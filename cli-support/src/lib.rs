@@ -117,6 +117,19 @@ pub fn tune_allocator() {
     }
 }
 
+/// Gives the heap's free pages back to the system (glibc's `malloc_trim`): for a long run that
+/// frees much of what a phase built before the next phase builds again (prokit commits a group
+/// of packages, then unpacks the next), so that the peak RSS follows what is live rather than
+/// every hole the allocator kept. Does nothing with other C libraries.
+#[allow(unsafe_code)]
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: only asks the allocator to return free pages; no memory is touched.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

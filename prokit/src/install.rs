@@ -604,6 +604,8 @@ impl<'g> Batch<'g> {
         if let Some(f) = tx.into_spare() {
             db.keep_spare_journal(f);
         }
+        // The group's buffers are gone: their pages need not count in the next group's peak.
+        cli_support::release_free_memory();
         Ok(())
     }
 
