@@ -1832,9 +1832,11 @@ pub fn index_feed(
         for (start, found) in rx {
             for (i, r) in found.into_iter().enumerate() {
                 match r {
+                    // A cached entry was read by this thread already; only what a worker
+                    // read from a package moves.
                     Ok(k) => known.push(Known {
                         order: start + i,
-                        ..k.clone()
+                        ..if k.cached { k } else { k.clone() }
                     }),
                     Err(b) => bad.push(b),
                 }
