@@ -1786,7 +1786,7 @@ pub fn index_feed(
     // The workers read; this thread keeps what they found, each result copied into its own
     // heap as it arrives. What a worker allocates for the long term sits between the
     // temporaries of its next packages, and its allocator cannot give those holes back: kept
-    // there, the stanzas of a feed took twice their size (docs/on-disk-state.md, memory).
+    // there, the stanzas of a feed took twice their size (bench/README.md, "Memory").
     // Results arrive as workers finish them; `order` puts them back in the walk's order.
     let mut known: Vec<Known> = Vec::with_capacity(work.len());
     const CHUNK: usize = 64;

@@ -1131,14 +1131,20 @@ impl Transaction {
             .map(|j| {
                 let d = j.dir.as_raw_fd();
                 let step = || -> io::Result<bool> {
-                    if !j.fresh && stat_at(d, &j.name)?.is_some() {
-                        rename_at(d, &j.name, d, &j.backup)?;
+                    // The backup rename itself says whether the final path exists (one
+                    // call instead of a lookup and a rename).
+                    let backed = !j.fresh
+                        && match rename_at(d, &j.name, d, &j.backup) {
+                            Ok(()) => true,
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                            Err(e) => return Err(e),
+                        };
+                    if backed {
                         rename_at(d, &j.tmp, d, &j.name)?;
-                        Ok(true)
                     } else {
                         link_at(d, &j.tmp, d, &j.name)?;
-                        Ok(false)
                     }
+                    Ok(backed)
                 };
                 step().map_err(io_at(&root.join(j.final_path.trim_start_matches('/'))))
             })
@@ -1362,15 +1368,30 @@ fn remove_all(dirs: &RootDirs, paths: &[String]) -> Result<(), UnpackError> {
         }
     }
     let root = dirs.root();
-    let results: Vec<Result<(), UnpackError>> = jobs
-        .par_iter()
-        .with_min_len(PARALLEL_AT / 2)
-        .map(|(fd, name, p)| {
-            unlink_at(fd.as_raw_fd(), name)
-                .map(|_| ())
-                .map_err(io_at(&root.join(p.trim_start_matches('/'))))
-        })
-        .collect();
+    // Threads of their own rather than the pool's: each unlink mostly waits on the device,
+    // so more of them than cores help.
+    const THREADS: usize = 4;
+    let chunk = jobs.len().div_ceil(THREADS);
+    let results: Vec<Result<(), UnpackError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(fd, name, p)| {
+                            unlink_at(fd.as_raw_fd(), name)
+                                .map(|_| ())
+                                .map_err(io_at(&root.join(p.trim_start_matches('/'))))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
     results.into_iter().collect()
 }
 
