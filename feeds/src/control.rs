@@ -82,33 +82,34 @@ pub enum FieldError {
     Missing(String),
 }
 
-/// One field: its name as written and its raw value (the text after the colon, continuation
-/// lines joined with `\n`, without the final newline).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Field {
-    name: String,
-    raw: String,
+/// One field of a [`Paragraph`]: its name as written and its raw value (the text after the
+/// colon, continuation lines joined with `\n`, without the final newline). A view into the
+/// paragraph's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field<'a> {
+    name: &'a str,
+    raw: &'a str,
 }
 
-impl Field {
+impl<'a> Field<'a> {
     /// The field name, in its original case.
-    pub fn name(&self) -> &str {
-        &self.name
+    pub fn name(self) -> &'a str {
+        self.name
     }
 
     /// The exact text after the colon (a leading space included).
-    pub fn raw(&self) -> &str {
-        &self.raw
+    pub fn raw(self) -> &'a str {
+        self.raw
     }
 
     /// The value without the surrounding white space; continuation lines are kept as they are.
-    pub fn value(&self) -> &str {
+    pub fn value(self) -> &'a str {
         self.raw
             .trim_matches(|c: char| c == ' ' || c == '\t' || c == '\r' || c == '\n')
     }
 
     /// The first line of the value, trimmed (the synopsis of a `Description`).
-    pub fn first_line(&self) -> &str {
+    pub fn first_line(self) -> &'a str {
         self.raw.split('\n').next().unwrap_or("").trim()
     }
 }
@@ -124,16 +125,80 @@ pub fn is_valid_field_name(name: &str) -> bool {
             .all(|b| (0x21..=0x7e).contains(&b) && b != b':')
 }
 
-/// An ordered deb822 paragraph.
+/// An ordered deb822 paragraph, kept compact (an index holds tens of thousands): its text
+/// exactly as [`Paragraph::write_to`] writes it, every field `Name:raw\n`, in one string, and
+/// where each field's name, colon and end lie in it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Paragraph {
-    fields: Vec<Field>,
+    text: String,
+    /// Per field: where its name starts, where its colon is, where its final `\n` is.
+    spans: Vec<[u32; 3]>,
 }
 
 impl Paragraph {
     /// An empty paragraph.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn field_at(&self, i: usize) -> Field<'_> {
+        let [start, colon, end] = self.spans[i].map(|x| x as usize);
+        Field {
+            name: &self.text[start..colon],
+            raw: &self.text[colon + 1..end],
+        }
+    }
+
+    /// Appends field `name` with raw value `raw` (checked by the caller).
+    fn push_raw(&mut self, name: &str, raw: &str) {
+        let start = self.text.len();
+        self.text.push_str(name);
+        let colon = self.text.len();
+        self.text.push(':');
+        self.text.push_str(raw);
+        let end = self.text.len();
+        self.text.push('\n');
+        self.spans.push([start, colon, end].map(offset));
+    }
+
+    /// Appends a continuation line to the last field (the parser's).
+    fn continue_last(&mut self, line: &str) -> bool {
+        let Some(last) = self.spans.last_mut() else {
+            return false;
+        };
+        self.text.pop();
+        self.text.push('\n');
+        self.text.push_str(line);
+        last[2] = offset(self.text.len());
+        self.text.push('\n');
+        true
+    }
+
+    /// Replaces the text of field `i` (from its name to its final `\n`, both included) with
+    /// `name:raw\n`, or removes it (`None`), moving the fields after it.
+    fn splice(&mut self, i: usize, new: Option<(&str, &str)>) {
+        let [start, _, end] = self.spans[i].map(|x| x as usize);
+        let replacement = match new {
+            Some((name, raw)) => format!("{name}:{raw}\n"),
+            None => String::new(),
+        };
+        self.text.replace_range(start..end + 1, &replacement);
+        let delta = replacement.len() as i64 - (end + 1 - start) as i64;
+        for s in &mut self.spans[i + 1..] {
+            for x in s.iter_mut() {
+                *x = offset((*x as i64 + delta) as usize);
+            }
+        }
+        match new {
+            Some((name, _)) => {
+                let colon = start + name.len();
+                let end = start + replacement.len() - 1;
+                self.spans[i] = [start, colon, end].map(offset);
+            }
+            None => {
+                self.spans.remove(i);
+            }
+        }
     }
 
     /// Parses text holding exactly one paragraph (blank lines around it are allowed).
@@ -172,28 +237,28 @@ impl Paragraph {
 
     /// Number of fields.
     pub fn len(&self) -> usize {
-        self.fields.len()
+        self.spans.len()
     }
 
     /// True when there are no fields.
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
+        self.spans.is_empty()
     }
 
     /// The fields in order.
-    pub fn fields(&self) -> impl Iterator<Item = &Field> {
-        self.fields.iter()
+    pub fn fields(&self) -> impl Iterator<Item = Field<'_>> {
+        (0..self.spans.len()).map(|i| self.field_at(i))
     }
 
     fn position(&self, name: &str) -> Option<usize> {
-        self.fields
-            .iter()
-            .position(|f| f.name.eq_ignore_ascii_case(name))
+        self.spans.iter().position(|[start, colon, _]| {
+            self.text[*start as usize..*colon as usize].eq_ignore_ascii_case(name)
+        })
     }
 
     /// The field called `name` (any case).
-    pub fn field(&self, name: &str) -> Option<&Field> {
-        self.position(name).map(|i| &self.fields[i])
+    pub fn field(&self, name: &str) -> Option<Field<'_>> {
+        self.position(name).map(|i| self.field_at(i))
     }
 
     /// The trimmed value of `name` (any case).
@@ -206,7 +271,8 @@ impl Paragraph {
         self.position(name).is_some()
     }
 
-    fn make_field(name: &str, value: &str) -> Result<Field, FieldError> {
+    /// The raw text of a field `name` with `value`, checked.
+    fn make_raw(name: &str, value: &str) -> Result<String, FieldError> {
         if !is_valid_field_name(name) {
             return Err(FieldError::BadName(name.to_string()));
         }
@@ -221,14 +287,10 @@ impl Paragraph {
                 name: name.to_string(),
             });
         }
-        let raw = if value.is_empty() || value.starts_with('\n') {
+        Ok(if value.is_empty() || value.starts_with('\n') {
             value.to_string()
         } else {
             format!(" {value}")
-        };
-        Ok(Field {
-            name: name.to_string(),
-            raw,
         })
     }
 
@@ -236,10 +298,13 @@ impl Paragraph {
     /// its name's case) or appends the field. Continuation lines in `value` must start with a
     /// space or tab and must not be blank (use ` .` for an empty line).
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), FieldError> {
-        let field = Self::make_field(name, value)?;
+        let raw = Self::make_raw(name, value)?;
         match self.position(name) {
-            Some(i) => self.fields[i].raw = field.raw,
-            None => self.fields.push(field),
+            Some(i) => {
+                let kept = self.field_at(i).name.to_string();
+                self.splice(i, Some((&kept, &raw)));
+            }
+            None => self.push_raw(name, &raw),
         }
         Ok(())
     }
@@ -255,34 +320,53 @@ impl Paragraph {
         if self.contains(name) {
             return Err(FieldError::Duplicate(name.to_string()));
         }
-        let field = Self::make_field(name, value)?;
-        let at = self.position(before).unwrap_or(self.fields.len());
-        self.fields.insert(at, field);
+        let raw = Self::make_raw(name, value)?;
+        match self.position(before) {
+            None => self.push_raw(name, &raw),
+            Some(i) => {
+                let at = self.spans[i][0] as usize;
+                let ins = format!("{name}:{raw}\n");
+                self.text.insert_str(at, &ins);
+                for s in &mut self.spans[i..] {
+                    for x in s.iter_mut() {
+                        *x = offset(*x as usize + ins.len());
+                    }
+                }
+                let span = [at, at + name.len(), at + ins.len() - 1].map(offset);
+                self.spans.insert(i, span);
+            }
+        }
         Ok(())
     }
 
-    /// Removes `name`, returning its field.
-    pub fn remove(&mut self, name: &str) -> Option<Field> {
-        self.position(name).map(|i| self.fields.remove(i))
+    /// Removes `name`, returning its value (trimmed, as [`Paragraph::get`] gives it).
+    pub fn remove(&mut self, name: &str) -> Option<String> {
+        let i = self.position(name)?;
+        let value = self.field_at(i).value().to_string();
+        self.splice(i, None);
+        Some(value)
     }
 
     /// Appends the paragraph's text (each field `Name:raw\n`, no blank line) to `out`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        for f in &self.fields {
-            out.extend_from_slice(f.name.as_bytes());
-            out.push(b':');
-            out.extend_from_slice(f.raw.as_bytes());
-            out.push(b'\n');
-        }
+        out.extend_from_slice(self.text.as_bytes());
     }
 
     /// The paragraph's text (no trailing blank line).
     pub fn to_text(&self) -> String {
-        let mut out = Vec::new();
-        self.write_to(&mut out);
-        // Names and values are `str`s, and only ASCII separators were added.
-        String::from_utf8(out).unwrap_or_default()
+        self.text.clone()
     }
+
+    /// The paragraph's text, borrowed.
+    pub fn as_text(&self) -> &str {
+        &self.text
+    }
+}
+
+/// An offset into a paragraph's text (paragraphs are limited far below 4 GiB:
+/// [`ControlLimits::max_paragraph`]).
+fn offset(x: usize) -> u32 {
+    u32::try_from(x).expect("a paragraph's text is under 4 GiB")
 }
 
 impl std::fmt::Display for Paragraph {
@@ -433,11 +517,9 @@ impl<R: BufRead> Iterator for ParagraphReader<R> {
                 ));
             }
             if line.starts_with(' ') || line.starts_with('\t') {
-                let Some(last) = para.fields.last_mut() else {
+                if !para.continue_last(line) {
                     return self.err(ControlErrorKind::ContinuationWithoutField);
-                };
-                last.raw.push('\n');
-                last.raw.push_str(line);
+                }
                 continue;
             }
             let Some(colon) = line.find(':') else {
@@ -452,14 +534,10 @@ impl<R: BufRead> Iterator for ParagraphReader<R> {
                 let name = name.to_string();
                 return self.err(ControlErrorKind::DuplicateField(name));
             }
-            if para.fields.len() >= self.limits.max_fields {
+            if para.len() >= self.limits.max_fields {
                 return self.err(ControlErrorKind::TooManyFields(self.limits.max_fields));
             }
-            let field = Field {
-                name: name.to_string(),
-                raw: line[colon + 1..].to_string(),
-            };
-            para.fields.push(field);
+            para.push_raw(name, &line[colon + 1..]);
         }
     }
 }
@@ -474,6 +552,43 @@ mod tests {
     use super::*;
 
     const SAMPLE: &str = "Package: foo\nVersion: 1.0-1\nDepends: libc, bar (>= 2)\nDescription:  Two spaces stay.\n A second line.\n .\n After a blank.\n";
+
+    #[test]
+    fn edits_keep_the_compact_text_and_its_spans_in_step() {
+        let mut p = Paragraph::parse(
+            "Package: a\nVersion: 1\nDescription: short\n long\n .\n more\nSize: 9\n",
+        )
+        .unwrap();
+        p.set("version", "2.0-r1").unwrap();
+        p.insert_before("Description", "SHA256", "abc").unwrap();
+        p.insert_before("Package", "Zeroth", "z").unwrap();
+        p.set("Description", "other\n text").unwrap();
+        assert_eq!(p.remove("Size").as_deref(), Some("9"));
+        p.set("Installed-Size", "4").unwrap();
+        let text = p.to_text();
+        assert_eq!(
+            text,
+            "Zeroth: z\nPackage: a\nVersion: 2.0-r1\nSHA256: abc\nDescription: other\n text\nInstalled-Size: 4\n"
+        );
+        // The spans say what a fresh parse of the same text says.
+        assert_eq!(Paragraph::parse(&text).unwrap(), p);
+        let names: Vec<&str> = p.fields().map(Field::name).collect();
+        assert_eq!(
+            names,
+            [
+                "Zeroth",
+                "Package",
+                "Version",
+                "SHA256",
+                "Description",
+                "Installed-Size"
+            ]
+        );
+        assert_eq!(p.field("description").unwrap().first_line(), "other");
+        assert_eq!(p.remove("Zeroth").as_deref(), Some("z"));
+        assert_eq!(p.get("Package"), Some("a"));
+        assert_eq!(Paragraph::parse(&p.to_text()).unwrap(), p);
+    }
 
     #[test]
     fn parses_fields_in_order_with_case_insensitive_lookup() {
@@ -632,7 +747,7 @@ mod tests {
             Err(FieldError::BadValue { .. })
         ));
         p.set("Multi", "a\n b\n .\n c").unwrap();
-        assert_eq!(p.remove("multi").unwrap().value(), "a\n b\n .\n c");
+        assert_eq!(p.remove("multi").unwrap(), "a\n b\n .\n c");
         assert!(p.remove("multi").is_none());
         // What was built parses back to the same paragraph.
         assert_eq!(Paragraph::parse(&p.to_text()).unwrap(), p);
