@@ -515,31 +515,39 @@ impl<'g> Batch<'g> {
             // A simulated kill: nothing more happens in this process.
             return attempt.map(|_| ());
         }
-        if let Ok(Some(plan)) = &attempt {
-            let (files, rmdirs) = tx.planned_since(&mark);
-            let dirs: Vec<&str> = plan
-                .new_records
-                .iter()
-                .filter(|r| r.kind == FileKind::Dir)
-                .map(|r| r.path.as_str())
-                .collect();
-            let collides = files.iter().any(|f| self.files.contains(*f))
-                || rmdirs.iter().any(|d| self.dirs.contains(*d))
-                || dirs.iter().any(|d| self.rmdirs.contains(*d));
-            if !collides {
-                self.files.extend(files.iter().map(|f| f.to_string()));
-                self.rmdirs.extend(rmdirs.iter().map(|d| d.to_string()));
-                self.dirs.extend(dirs.iter().map(|d| d.to_string()));
-                let Ok(Some(plan)) = attempt else {
-                    unreachable!()
-                };
-                plan.apply(db)?;
-                self.bytes += size;
-                self.planned.push(plan.report);
-                self.tx = Some(tx);
-                return Ok(());
+        let attempt = match attempt {
+            Ok(Some(plan)) => {
+                let (files, rmdirs) = tx.planned_since(&mark);
+                let dirs: Vec<&str> = plan
+                    .new_records
+                    .iter()
+                    .filter(|r| r.kind == FileKind::Dir)
+                    .map(|r| r.path.as_str())
+                    .collect();
+                let collides = files.iter().any(|f| self.files.contains(*f))
+                    || rmdirs.iter().any(|d| self.dirs.contains(*d))
+                    || dirs.iter().any(|d| self.rmdirs.contains(*d));
+                if !collides {
+                    self.files.extend(files.iter().map(|f| f.to_string()));
+                    self.rmdirs.extend(rmdirs.iter().map(|d| d.to_string()));
+                    self.dirs.extend(dirs.iter().map(|d| d.to_string()));
+                    if let Err(e) = plan.apply(db) {
+                        // Nothing of the database in memory changed (its ownership map
+                        // failed to load): the package leaves the group as it came.
+                        let undone = tx.undo_to(&mark);
+                        self.tx = Some(tx);
+                        undone?;
+                        return Err(e);
+                    }
+                    self.bytes += size;
+                    self.planned.push(plan.report);
+                    self.tx = Some(tx);
+                    return Ok(());
+                }
+                Ok(None)
             }
-        }
+            other => other,
+        };
         // Alone, after the group. A package that failed to stage on its own before the gate
         // opened is tried again after it (the gate may let it take over a file that a package
         // upgraded in the same transaction leaves: [`InstallOptions::released`]).
