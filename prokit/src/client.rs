@@ -1722,19 +1722,24 @@ impl Client {
             arrived[i].store(true, std::sync::atomic::Ordering::SeqCst);
             Some(i)
         };
+        // The developer key that signed package `i` (its signature checked once, by a
+        // download worker or here), or the refusal naming the package and where it came from.
+        let developer_verdict = |i: usize| -> Result<Option<String>, ClientError> {
+            let step = &plan.steps[i];
+            verdicts[i]
+                .get_or_init(|| self.verify_developer(&items[i].dest, &expected[i]))
+                .clone()
+                .map_err(|reason| ClientError::Developer {
+                    package: format!("{} {}", step.name, step.version),
+                    url: items[i].url.clone(),
+                    reason,
+                })
+        };
         let install_one =
             |db: &mut Db, batch: &mut install::Batch, i: usize| -> Result<(), ClientError> {
                 let (step, item) = (&plan.steps[i], &items[i]);
                 let mut exp = expected[i].clone();
-                let verdict = match verdicts[i].get() {
-                    Some(v) => v.clone(),
-                    None => self.verify_developer(&item.dest, &exp),
-                };
-                exp.signed_by = verdict.map_err(|reason| ClientError::Developer {
-                    package: format!("{} {}", step.name, step.version),
-                    url: item.url.clone(),
-                    reason,
-                })?;
+                exp.signed_by = developer_verdict(i)?;
                 self.audit.record(
                     "package-verified",
                     serde_json::json!({
@@ -1837,14 +1842,7 @@ impl Client {
             .map_err(|e| self.download_refused(&items, &plan.steps, e))?;
             for (i, item) in items.iter().enumerate() {
                 let step = &plan.steps[i];
-                verdicts[i]
-                    .get_or_init(|| self.verify_developer(&item.dest, &expected[i]))
-                    .clone()
-                    .map_err(|reason| ClientError::Developer {
-                        package: format!("{} {}", step.name, step.version),
-                        url: item.url.clone(),
-                        reason,
-                    })?;
+                developer_verdict(i)?;
                 progress.message(&format!(
                     "Downloaded {} {}: {}",
                     step.name,
@@ -1873,14 +1871,7 @@ impl Client {
                 for (i, item) in items.iter().enumerate() {
                     let step = &plan.steps[i];
                     let package = format!("{} {}", step.name, step.version);
-                    let verdict = verdicts[i]
-                        .get_or_init(|| self.verify_developer(&item.dest, &expected[i]))
-                        .clone()
-                        .map_err(|reason| ClientError::Developer {
-                            package: package.clone(),
-                            url: item.url.clone(),
-                            reason,
-                        })?;
+                    let verdict = developer_verdict(i)?;
                     let provenance = Provenance {
                         feed: step.feed.clone(),
                         feed_key: expected[i].feed_key.clone(),
@@ -1987,7 +1978,6 @@ impl Client {
                 }
                 r
             });
-            let not_yet = || install::InstallError::NotVerified;
             let wait_all = |_: &Db| -> Result<(), install::InstallError> {
                 {
                     let mut a = inbox.borrow_mut();
@@ -1996,24 +1986,14 @@ impl Client {
                     }
                 }
                 if downloads_failed.load(std::sync::atomic::Ordering::SeqCst) {
-                    return Err(not_yet());
+                    return Err(install::InstallError::NotVerified);
                 }
-                let checked = (0..items.len()).try_for_each(|i| {
-                    let step = &plan.steps[i];
-                    verdicts[i]
-                        .get_or_init(|| self.verify_developer(&items[i].dest, &expected[i]))
-                        .clone()
-                        .map(|_| ())
-                        .map_err(|reason| ClientError::Developer {
-                            package: format!("{} {}", step.name, step.version),
-                            url: items[i].url.clone(),
-                            reason,
-                        })
-                });
-                checked.map_err(|e| {
-                    *refused.borrow_mut() = Some(e);
-                    not_yet()
-                })
+                (0..items.len())
+                    .try_for_each(|i| developer_verdict(i).map(|_| ()))
+                    .map_err(|e| {
+                        *refused.borrow_mut() = Some(e);
+                        install::InstallError::NotVerified
+                    })
             };
             let mut batch = if held {
                 install::Batch::gated(&mut db, Box::new(wait_all))?

@@ -565,9 +565,7 @@ impl<'g> Batch<'g> {
             self.flush(db)?;
         }
         self.pass(db)?;
-        let report = transact(db, "install", |db, tx| {
-            install_in(db, tx, pkg_file, auto, opts, expected)
-        })?;
+        let report = install_expecting(db, pkg_file, auto, opts, expected)?;
         self.done.push(report);
         Ok(())
     }

@@ -132,11 +132,6 @@ fn fchmod(fd: RawFd, mode: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// A temporary file of a transaction, journaled and with its directory open, whose creation
-/// waits for [`Transaction::flush_writes`]: creating files is most of the time an install
-/// takes (the file system's inode allocation), and the files of a package are created
-/// together on every core instead of one after another (docs/crash-safety.md §5: the journal
-/// names each one before it can exist, so recovery treats a pending one like any other).
 /// `fstatat(AT_SYMLINK_NOFOLLOW)` of `name` in `dir`; `None` when it does not exist.
 fn stat_at(dir: RawFd, name: &CString) -> io::Result<Option<Stat>> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
@@ -190,6 +185,11 @@ fn unlink_at(dir: RawFd, name: &CString) -> io::Result<bool> {
     }
 }
 
+/// A temporary file of a transaction, journaled and with its directory open, whose creation
+/// waits for [`Transaction::flush_writes`]: creating files is most of the time an install
+/// takes (the file system's inode allocation), and the files of a package are created
+/// together on every core instead of one after another (docs/crash-safety.md §5: the journal
+/// names each one before it can exist, so recovery treats a pending one like any other).
 struct PendingWrite {
     dir: OwnedFd,
     name: CString,
@@ -424,6 +424,12 @@ impl RootDirs {
             .map_err(io_at(&self.full(to)))
     }
 
+    /// The last component of `path`, for a call relative to its directory.
+    fn base_name(&self, path: &str) -> Result<CString, UnpackError> {
+        let (_, name) = split(path).ok_or_else(|| self.bad_path(path))?;
+        cstr(name.as_bytes()).map_err(io_at(&self.full(path)))
+    }
+
     /// The directory of `path` as a descriptor that can go to another thread, and the name;
     /// `None` when the directory does not exist. `cache` keeps the last directory asked for:
     /// consecutive paths of one directory share one descriptor.
@@ -436,8 +442,7 @@ impl RootDirs {
         if let Some((d, fd)) = cache
             && d == dir
         {
-            let name = cstr(&path.as_bytes()[dir.len() + 1..]).map_err(io_at(&self.full(path)))?;
-            return Ok(Some((fd.clone(), name)));
+            return Ok(Some((fd.clone(), self.base_name(path)?)));
         }
         let Some((fd, name)) = self.parent(path)? else {
             return Ok(None);
@@ -1111,10 +1116,8 @@ impl Transaction {
             let Some((fd, name)) = self.dirs.shared_parent(final_path, &mut cache)? else {
                 return Ok(false);
             };
-            let full = || self.dirs.full(final_path);
-            let tmp = cstr(&tmp.as_bytes()[dir.len() + 1..]).map_err(io_at(&full()))?;
-            let backup = backup_of(*idx, final_path);
-            let backup = cstr(&backup.as_bytes()[dir.len() + 1..]).map_err(io_at(&full()))?;
+            let tmp = self.dirs.base_name(tmp)?;
+            let backup = self.dirs.base_name(&backup_of(*idx, final_path))?;
             jobs.push(Job {
                 dir: fd,
                 tmp,
@@ -1146,7 +1149,7 @@ impl Transaction {
                     }
                     Ok(backed)
                 };
-                step().map_err(io_at(&root.join(j.final_path.trim_start_matches('/'))))
+                step().map_err(io_at(&join_root(root, j.final_path)))
             })
             .collect();
         for r in results {
@@ -1350,7 +1353,7 @@ fn finalize(
 
 /// Removes every path of `paths` (missing ones are fine; the first error, in order, is
 /// returned). Deleting a file can wait on the device — a file system mounted with `discard`
-/// trims the freed blocks there and then — so a large set is removed by the thread pool,
+/// trims the freed blocks there and then — so a large set is removed by several threads,
 /// each path's directory reached as [`RootDirs`] reaches it (here, in order), the unlinks in
 /// parallel.
 fn remove_all(dirs: &RootDirs, paths: &[String]) -> Result<(), UnpackError> {
@@ -1381,7 +1384,7 @@ fn remove_all(dirs: &RootDirs, paths: &[String]) -> Result<(), UnpackError> {
                         .map(|(fd, name, p)| {
                             unlink_at(fd.as_raw_fd(), name)
                                 .map(|_| ())
-                                .map_err(io_at(&root.join(p.trim_start_matches('/'))))
+                                .map_err(io_at(&join_root(root, p)))
                         })
                         .collect::<Vec<_>>()
                 })
