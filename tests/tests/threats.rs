@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Fixture, now, prokit, status_of};
+use common::{Fixture, now, prokit, snapshot, status_of};
 use e2e::{HttpServer, bin, run};
 
 /// A feed with a small dependency chain, indexed and served, and a root bootstrapped from it
@@ -131,6 +131,55 @@ fn threat_01_package_longer_than_indexed_size_is_cut_off() {
     assert!(!ok);
     assert!(err.contains("lib_1.0_all.ipk"), "{err}");
     assert_eq!(status_of(&s.root, "lib"), "");
+}
+
+/// `prokit install` unpacks packages as they arrive but commits nothing before every one is
+/// downloaded and verified (docs/crash-safety.md §5.1, "The gate"): a tampered package later
+/// in the install leaves the root exactly as it was, the packages staged before it included.
+#[test]
+fn threat_01_a_tampered_package_later_in_an_install_leaves_the_root_untouched() {
+    let Some(s) = Scene::new() else { return };
+    let (ok, _, err) = s.bootstrap(&["lib"]);
+    assert!(ok, "{err}");
+    s.f.add(
+        "first",
+        "1.0",
+        "",
+        &[("usr/share/first/data", "first")],
+        None,
+    );
+    s.f.add(
+        "second",
+        "1.0",
+        "Depends: first\n",
+        &[("usr/bin/second", "second")],
+        None,
+    );
+    s.f.index();
+    let (ok, _, err) = s.update();
+    assert!(ok, "{err}");
+    let victim = s.f.feed.join("second_1.0_all.ipk");
+    let mut bytes = fs::read(&victim).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x01;
+    fs::write(&victim, bytes).unwrap();
+    // The download cache and the audit trail record the attempt; nothing else may change.
+    let state = |root: &Path| {
+        let mut snap = snapshot(root);
+        let keep = |k: &String| !k.contains("var/cache/prokit") && !k.contains("var/log/prokit");
+        snap.retain(|k, _| keep(k));
+        snap
+    };
+    let before = state(&s.root);
+    let (ok, out, err) = prokit(Some(s.root()), &["install", "second"]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("second_1.0_all.ipk") && err.contains("SHA-256"),
+        "{err}"
+    );
+    assert_eq!(state(&s.root), before);
+    assert_eq!(status_of(&s.root, "first"), "");
+    assert_eq!(status_of(&s.root, "second"), "");
 }
 
 #[test]
