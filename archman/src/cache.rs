@@ -58,6 +58,7 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use feeds::package::Container;
 use hmac::{Hmac, Mac};
@@ -70,6 +71,19 @@ const MAX_CACHE: u64 = 1 << 30;
 pub const KEY_LEN: usize = 32;
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// [`CacheKey::streaming_mac`].
+pub struct StreamingMac(HmacSha256);
+
+impl StreamingMac {
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    pub fn finish(self) -> [u8; 32] {
+        self.0.finalize().into_bytes().into()
+    }
+}
 
 /// The file identity a cached entry is valid for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +145,65 @@ pub struct Entry {
     /// `.ipk` on every run, cached or not).
     pub container: Container,
     /// The package's index stanza, as published (without the blank line after it).
-    pub stanza: String,
+    pub stanza: Stanza,
+}
+
+/// The text of a stanza: made by this run, or a part of the cache file it was loaded from,
+/// which all the entries of that file share (a feed's stanzas are megabytes: loading them
+/// copies nothing).
+#[derive(Clone)]
+pub struct Stanza(StanzaText);
+
+#[derive(Clone)]
+enum StanzaText {
+    Owned(String),
+    /// `file[start..end]`.
+    Shared(Arc<String>, usize, usize),
+}
+
+impl std::ops::Deref for Stanza {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match &self.0 {
+            StanzaText::Owned(s) => s,
+            StanzaText::Shared(file, start, end) => &file[*start..*end],
+        }
+    }
+}
+
+impl Stanza {
+    /// The same text in its own allocation (for a value kept long after what it shares is
+    /// gone, or kept in another thread's heap).
+    pub fn to_owned_text(&self) -> Stanza {
+        Stanza(StanzaText::Owned(self.to_string()))
+    }
+}
+
+impl From<String> for Stanza {
+    fn from(s: String) -> Stanza {
+        Stanza(StanzaText::Owned(s))
+    }
+}
+
+impl From<&str> for Stanza {
+    fn from(s: &str) -> Stanza {
+        Stanza(StanzaText::Owned(s.to_string()))
+    }
+}
+
+impl PartialEq for Stanza {
+    fn eq(&self, other: &Stanza) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Stanza {}
+
+impl fmt::Debug for Stanza {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
 }
 
 /// A `Packages.sig` this program has already checked (or made): the signature file with
@@ -246,6 +318,11 @@ impl CacheKey {
         let mut m = self.hmac();
         m.update(data);
         m.finalize().into_bytes().into()
+    }
+
+    /// A MAC computed as the data goes by ([`CacheKey::mac`] of all that was fed).
+    pub fn streaming_mac(&self) -> StreamingMac {
+        StreamingMac(self.hmac())
     }
 
     fn hmac(&self) -> HmacSha256 {
@@ -605,7 +682,10 @@ impl Cache {
             .take(MAX_CACHE + 1)
             .read_to_end(&mut bytes)
             .map_err(io_err)?;
-        let (cache, chain, damaged_tail) = parse(&bytes, feed_id, key).map_err(|e| match e {
+        let file_len = bytes.len() as u64;
+        // The format is text; the entries' stanzas are parts of it, shared.
+        let text = Arc::new(String::from_utf8(bytes).map_err(|_| corrupt("not text".into()))?);
+        let (cache, chain, damaged_tail) = parse(&text, feed_id, key).map_err(|e| match e {
             ParseError::Foreign(reason) => CacheError::Foreign {
                 path: path.into(),
                 reason,
@@ -615,7 +695,7 @@ impl Cache {
         })?;
         Ok(Loaded {
             cache,
-            file_len: bytes.len() as u64,
+            file_len,
             damaged_tail,
             chain: Some(chain),
         })
@@ -646,31 +726,37 @@ enum ParseError {
     Unauthentic,
 }
 
-/// A bounds-checked cursor over the cache bytes.
+/// A bounds-checked cursor over the cache text.
 struct Cursor<'a> {
-    bytes: &'a [u8],
+    text: &'a str,
     at: usize,
 }
 
 impl<'a> Cursor<'a> {
     fn line(&mut self) -> Result<&'a str, ParseError> {
-        let rest = &self.bytes[self.at..];
-        let end = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or_else(|| ParseError::Corrupt("truncated".into()))?;
+        let rest = &self.text.as_bytes()[self.at..];
+        let end =
+            memchr::memchr(b'\n', rest).ok_or_else(|| ParseError::Corrupt("truncated".into()))?;
+        let line = &self.text[self.at..self.at + end];
         self.at += end + 1;
-        std::str::from_utf8(&rest[..end]).map_err(|_| ParseError::Corrupt("not text".into()))
+        Ok(line)
+    }
+
+    /// Exactly `len` bytes followed by a newline: where they are in the text.
+    fn exact_range(&mut self, len: usize) -> Result<std::ops::Range<usize>, ParseError> {
+        let start = self.at;
+        let end = start
+            .checked_add(len)
+            .filter(|&e| self.text.as_bytes().get(e) == Some(&b'\n'))
+            .ok_or_else(|| ParseError::Corrupt("truncated record".into()))?;
+        self.at = end + 1;
+        Ok(start..end)
     }
 
     /// Exactly `len` bytes followed by a newline.
     fn exact(&mut self, len: usize) -> Result<&'a str, ParseError> {
-        let rest = &self.bytes[self.at..];
-        if rest.len() < len + 1 || rest[len] != b'\n' {
-            return Err(ParseError::Corrupt("truncated record".into()));
-        }
-        self.at += len + 1;
-        std::str::from_utf8(&rest[..len]).map_err(|_| ParseError::Corrupt("not text".into()))
+        let r = self.exact_range(len)?;
+        Ok(&self.text[r])
     }
 }
 
@@ -690,7 +776,7 @@ struct Segment<'a> {
 }
 
 /// Parses the records of one segment starting at the cursor, through its MAC line.
-fn parse_segment<'a>(c: &mut Cursor<'a>) -> Result<Segment<'a>, ParseError> {
+fn parse_segment<'a>(c: &mut Cursor<'a>, file: &Arc<String>) -> Result<Segment<'a>, ParseError> {
     let corrupt = |r: &str| ParseError::Corrupt(r.to_string());
     let hexok = |s: &str, n| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
     let start = c.at;
@@ -708,7 +794,7 @@ fn parse_segment<'a>(c: &mut Cursor<'a>) -> Result<Segment<'a>, ParseError> {
                     .ok_or_else(|| corrupt("bad MAC line"))?;
                 return Ok(Segment {
                     ops,
-                    records: &c.bytes[start..line_start],
+                    records: &c.text.as_bytes()[start..line_start],
                     mac,
                 });
             }
@@ -759,7 +845,7 @@ fn parse_segment<'a>(c: &mut Cursor<'a>) -> Result<Segment<'a>, ParseError> {
             ] => {
                 let plen = unum(plen)? as usize;
                 let clen = unum(clen)? as usize;
-                if plen > 4096 || clen > c.bytes.len() {
+                if plen > 4096 || clen > c.text.len() {
                     return Err(corrupt("record length out of bounds"));
                 }
                 let key = FileKey::parse_fields([size, mtime, mnsec, ctime, cnsec, inode])
@@ -773,7 +859,7 @@ fn parse_segment<'a>(c: &mut Cursor<'a>) -> Result<Segment<'a>, ParseError> {
                     _ => return Err(corrupt("bad container")),
                 };
                 let path = c.exact(plen)?;
-                let stanza = c.exact(clen)?.to_string();
+                let stanza = c.exact_range(clen)?;
                 ops.push(Op::Put(
                     path,
                     Entry {
@@ -781,7 +867,11 @@ fn parse_segment<'a>(c: &mut Cursor<'a>) -> Result<Segment<'a>, ParseError> {
                         sha256: sha.to_string(),
                         md5: (md5 != "-").then(|| md5.to_string()),
                         container,
-                        stanza,
+                        stanza: Stanza(StanzaText::Shared(
+                            Arc::clone(file),
+                            stanza.start,
+                            stanza.end,
+                        )),
                     },
                 ));
             }
@@ -794,40 +884,69 @@ fn parse_segment<'a>(c: &mut Cursor<'a>) -> Result<Segment<'a>, ParseError> {
 /// segment was dropped. A segment that parses but whose MAC fails makes the whole file
 /// unauthentic: it was written by someone without the key.
 fn parse(
-    bytes: &[u8],
+    file: &Arc<String>,
     feed_id: &str,
     key: &CacheKey,
 ) -> Result<(Cache, [u8; 32], bool), ParseError> {
     let corrupt = |r: &str| ParseError::Corrupt(r.to_string());
-    let mut c = Cursor { bytes, at: 0 };
-    if !bytes.starts_with(MAGIC.as_bytes()) || c.line()? != MAGIC {
+    let text = file.as_str();
+    let mut c = Cursor { text, at: 0 };
+    if !text.starts_with(MAGIC) || c.line()? != MAGIC {
         return Err(ParseError::Foreign("unknown format".into()));
     }
     let id_len: usize = c.line()?.parse().map_err(|_| corrupt("bad header"))?;
     if id_len > 4096 || c.exact(id_len)? != feed_id {
         return Err(ParseError::Foreign("written for another feed".into()));
     }
-    let mut chain = key.header_mac(&bytes[..c.at]);
-    let mut cache = Cache::default();
-    let mut segments = 0;
-    while c.at < bytes.len() {
-        let seg = match parse_segment(&mut c) {
-            Ok(seg) => seg,
+    let header = &text.as_bytes()[..c.at];
+    let mut segments = Vec::new();
+    let mut damaged_tail = false;
+    while c.at < text.len() {
+        match parse_segment(&mut c, file) {
+            Ok(seg) => segments.push(seg),
             // The first segment is the cache; a later one is an append that may be cut short.
-            Err(e) if segments == 0 => return Err(e),
-            Err(_) => return Ok((cache, chain, true)),
-        };
-        key.segment_mac(&chain, seg.records)
-            .verify_slice(&seg.mac)
-            .map_err(|_| ParseError::Unauthentic)?;
-        chain.copy_from_slice(&seg.mac);
-        segments += 1;
-        let ops = seg.ops;
+            Err(e) if segments.is_empty() => return Err(e),
+            Err(_) => {
+                damaged_tail = true;
+                break;
+            }
+        }
+    }
+    if segments.is_empty() {
+        return Err(corrupt("truncated"));
+    }
+    // The MACs are checked while the records are applied (on two cores: each is a pass
+    // over megabytes); the result is used only when every MAC holds.
+    let (macs, ops): (Vec<_>, Vec<_>) = segments
+        .into_iter()
+        .map(|seg| ((seg.records, seg.mac), seg.ops))
+        .unzip();
+    let (chain, cache) = rayon::join(
+        || -> Result<[u8; 32], ParseError> {
+            let mut chain = key.header_mac(header);
+            for (records, mac) in macs {
+                key.segment_mac(&chain, records)
+                    .verify_slice(&mac)
+                    .map_err(|_| ParseError::Unauthentic)?;
+                chain.copy_from_slice(&mac);
+            }
+            Ok(chain)
+        },
+        || apply(ops.into_iter()),
+    );
+    Ok((cache, chain?, damaged_tail))
+}
+
+/// The cache the records of consecutive segments make.
+fn apply<'a>(segments: impl Iterator<Item = Vec<Op<'a>>>) -> Cache {
+    let mut cache = Cache::default();
+    for ops in segments {
         let changes_entries = ops.iter().any(|o| matches!(o, Op::Put(..) | Op::Gone(_)));
         let restates = ops.iter().any(|o| matches!(o, Op::Published(_)));
         if changes_entries || restates {
             cache.published.clear();
         }
+        cache.entries.reserve(ops.len());
         for op in ops {
             match op {
                 Op::Put(path, e) => {
@@ -841,10 +960,7 @@ fn parse(
             }
         }
     }
-    if segments == 0 {
-        return Err(corrupt("truncated"));
-    }
-    Ok((cache, chain, false))
+    cache
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! file, rename, no fsync) whenever the set of parts changes.
 
 use std::collections::HashMap;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -138,21 +139,30 @@ impl Parts {
 
     /// The file's bytes (see the module documentation), parts in key order.
     pub fn to_bytes(&self, feed_id: &str, key: &CacheKey) -> Vec<u8> {
-        let size: usize = self.parts.values().map(|p| p.len() + 36).sum();
-        let mut out = Vec::with_capacity(size + 128);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(format!("feed {feed_id}\n").as_bytes());
+        let mut out = Vec::new();
+        self.write_to(&mut out, feed_id, key)
+            .expect("writing to memory does not fail");
+        out
+    }
+
+    /// Writes [`Parts::to_bytes`] to `w` as it is made (the parts are not copied).
+    pub fn write_to(&self, w: &mut impl Write, feed_id: &str, key: &CacheKey) -> io::Result<()> {
+        let mut mac = key.streaming_mac();
+        let mut put = |bytes: &[u8]| {
+            mac.update(bytes);
+            w.write_all(bytes)
+        };
+        put(MAGIC)?;
+        put(format!("feed {feed_id}\n").as_bytes())?;
         let mut keys: Vec<&[u8; 32]> = self.parts.keys().collect();
         keys.sort();
         for k in keys {
             let p = &self.parts[k];
-            out.extend_from_slice(k);
-            out.extend_from_slice(&(p.len() as u32).to_le_bytes());
-            out.extend_from_slice(p);
+            put(k)?;
+            put(&(p.len() as u32).to_le_bytes())?;
+            put(p)?;
         }
-        let mac = key.mac(&out);
-        out.extend_from_slice(&mac);
-        out
+        w.write_all(&mac.finish())
     }
 }
 

@@ -44,6 +44,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use feeds::index as findex;
@@ -421,18 +422,25 @@ fn wanted(name: &str, profile: Profile) -> bool {
     }
 }
 
+/// What the walk of a feed found.
+#[derive(Default)]
+struct Walked {
+    /// (path relative to the feed, path) of each package file; stat'ed afterwards, in
+    /// parallel.
+    found: Vec<(String, PathBuf)>,
+    bad: Vec<BadFile>,
+    /// Temporary files at the top of the feed: left by a run killed before its journal was
+    /// complete (this run's own have not been made yet).
+    leftovers: Vec<PathBuf>,
+}
+
 /// Walks the feed: regular package files, and symlinks to package files inside the feed.
 /// Directory symlinks are not followed, so loops cannot trap the walk.
-/// Returns (path relative to the feed, path) of each package file; they are stat'ed later, in
-/// parallel.
-fn walk(
-    root: &Path,
-    profile: Profile,
-    bad: &mut Vec<BadFile>,
-) -> Result<Vec<(String, PathBuf)>, IndexError> {
+fn walk(root: &Path, profile: Profile) -> Result<Walked, IndexError> {
     let canon_root = root.canonicalize().map_err(io_err(root))?;
     let root_len = root.as_os_str().len();
-    let mut found = Vec::new();
+    let mut walked = Walked::default();
+    let (found, bad) = (&mut walked.found, &mut walked.bad);
     // Unsorted: the index is sorted afterwards, and sorting the walk costs a path parse per
     // comparison.
     for entry in walkdir::WalkDir::new(root).follow_links(false) {
@@ -452,7 +460,13 @@ fn walk(
             }
         };
         let name = entry.file_name().to_string_lossy();
-        if name.starts_with(TMP_PREFIX) || !wanted(&name, profile) {
+        if name.starts_with(TMP_PREFIX) {
+            if entry.depth() == 1 && !entry.file_type().is_dir() {
+                walked.leftovers.push(entry.into_path());
+            }
+            continue;
+        }
+        if !wanted(&name, profile) {
             continue;
         }
         // walkdir yields `root/<rel>`; slicing is much cheaper than `strip_prefix`.
@@ -501,7 +515,7 @@ fn walk(
         }
         found.push((rel, entry.into_path()));
     }
-    Ok(found)
+    Ok(walked)
 }
 
 /// The control fields that carry a developer signature in the index: never taken from a
@@ -536,7 +550,19 @@ fn developer_signature(f: &Found) -> Result<Option<DeveloperSig>, BadFile> {
 
 /// The value of `Signature:` in stanza text this program wrote, if any.
 fn stanza_signature(stanza: &str) -> Option<&str> {
-    stanza.lines().find_map(|l| l.strip_prefix("Signature: "))
+    // Looked up in every cached stanza of every run: one substring search, not a walk
+    // over its lines.
+    const FIELD: &str = "Signature: ";
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\nSignature: "));
+    let at = if stanza.starts_with(FIELD) {
+        0
+    } else {
+        FINDER.find(stanza.as_bytes())? + 1
+    };
+    let value = &stanza[at + FIELD.len()..];
+    let line = value.split('\n').next().unwrap_or_default();
+    Some(line.strip_suffix('\r').unwrap_or(line))
 }
 
 /// A reader that feeds what passes through it to a signature check.
@@ -710,7 +736,7 @@ fn know(
             sha256: pkg.sha256_hex(),
             md5: pkg.md5_hex(),
             container: pkg.container,
-            stanza: stanza.to_text(),
+            stanza: stanza.to_text().into(),
         },
         cached: false,
         signed_by: devsig.as_ref().map(|d| d.sig.fingerprint()),
@@ -1054,18 +1080,60 @@ struct Reuse {
     checked: Option<cache::CheckedSig>,
 }
 
+/// How [`finish_outputs`] gets a new signature of `Packages`: `sign` (perhaps joining one
+/// begun earlier), or, when the published one is reused, `cancel` set so that one begun
+/// earlier stops.
+struct Fresh<'c, F> {
+    sign: F,
+    cancel: &'c AtomicBool,
+}
+
+/// What [`finish_outputs`] adds to the index files.
+struct Finished {
+    gz: Vec<u8>,
+    packages_sig: Option<Vec<u8>>,
+    checked_sig: Option<cache::CheckedSig>,
+    release: Release,
+    parts: crate::gz_parts::Parts,
+    gz_stats: crate::gz_parts::GzipStats,
+}
+
+impl Finished {
+    /// The outputs: `Packages.gz`, the index files, `Packages.sig`; the Release to seal.
+    fn into_outputs<'a>(self, index: Vec<(&'static str, Body<'a>)>) -> Outputs<'a> {
+        let mut files = Vec::with_capacity(index.len() + 6);
+        files.push(("Packages.gz", Body::Bytes(self.gz)));
+        files.extend(index);
+        if let Some(sig) = self.packages_sig {
+            files.push(("Packages.sig", Body::Bytes(sig)));
+        }
+        Outputs {
+            files,
+            checked_sig: self.checked_sig,
+            release: self.release,
+            parts: self.parts,
+            gz_stats: self.gz_stats,
+        }
+    }
+}
+
 /// Completes the outputs but for the dated Release: `Packages.gz` (only the runs of stanzas
 /// that changed compressed again), `Packages.sig`, and the undated Release over all index
 /// files.
-fn finish_outputs<'a>(
-    mut files: Vec<(&'static str, Body<'a>)>,
+#[allow(clippy::too_many_arguments)]
+fn finish_outputs<F>(
+    files: &[(&'static str, Body<'_>)],
     index_hashes: &[FileHash],
     reuse: Reuse,
     known: &[Known],
     opts: &IndexOptions,
     feed_name: &str,
     key: Option<&SecretKey>,
-) -> Result<Outputs<'a>, IndexError> {
+    fresh: Fresh<'_, F>,
+) -> Result<Finished, IndexError>
+where
+    F: FnOnce(&[&[u8]], &SecretKey) -> Result<feeds::usign::Signature, feeds::usign::Error> + Send,
+{
     let empty = Body::Bytes(Vec::new());
     let packages = files
         .iter()
@@ -1101,10 +1169,11 @@ fn finish_outputs<'a>(
                         })
                     });
                 if valid {
+                    fresh.cancel.store(true, Ordering::Relaxed);
                     return Ok(Some((sig, rec)));
                 }
             }
-            let sig = k.sign_pieces(&packages.pieces())?.to_file_bytes();
+            let sig = (fresh.sign)(&packages.pieces(), k)?.to_file_bytes();
             let rec = record(&sig);
             Ok(Some((sig, rec)))
         },
@@ -1112,7 +1181,6 @@ fn finish_outputs<'a>(
     let (packages_sig, checked_sig) = packages_sig?.unzip();
     let mut hashes: Vec<FileHash> = index_hashes.to_vec();
     hashes.push(file_hash("Packages.gz", &gz));
-    files.insert(0, ("Packages.gz", Body::Bytes(gz)));
     hashes.sort_by(|a, b| a.name.cmp(&b.name));
     let archs: BTreeSet<&str> = known.iter().map(|k| k.key.architecture()).collect();
     let origin = opts.origin.clone().unwrap_or_else(|| feed_name.to_string());
@@ -1125,11 +1193,9 @@ fn finish_outputs<'a>(
         architectures: archs.into_iter().map(str::to_string).collect(),
         sha256: hashes,
     };
-    if let Some(sig) = packages_sig {
-        files.push(("Packages.sig", Body::Bytes(sig)));
-    }
-    Ok(Outputs {
-        files,
+    Ok(Finished {
+        gz,
+        packages_sig,
         checked_sig,
         release,
         parts,
@@ -1410,6 +1476,21 @@ fn lock(path: &Path, what: &str, wait: bool, progress: &dyn Progress) -> Result<
 /// the temporary files are removed and the old feed stays. Returns whether anything was done.
 /// Only for a caller holding the feed's lock ([`LOCK`]): it removes every temporary file.
 pub fn recover(dir: &Path) -> Result<bool, IndexError> {
+    let mut acted = recover_journal(dir)?;
+    // Leftover temporary files of a run killed before its journal was complete.
+    for e in fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
+        if e.file_name().as_bytes().starts_with(TMP_PREFIX.as_bytes()) {
+            acted = true;
+            let _ = fs::remove_file(e.path());
+        }
+    }
+    Ok(acted)
+}
+
+/// The first half of [`recover`]: finishes or drops the publish a journal describes. The
+/// index run removes leftover temporaries itself, from its walk of the feed (one listing of
+/// a large directory instead of two).
+fn recover_journal(dir: &Path) -> Result<bool, IndexError> {
     let journal = dir.join(JOURNAL);
     let mut acted = false;
     if let Ok(text) = fs::read_to_string(&journal) {
@@ -1439,19 +1520,17 @@ pub fn recover(dir: &Path) -> Result<bool, IndexError> {
         }
         fs::remove_file(&journal).map_err(io_err(&journal))?;
     }
-    // Leftover temporary files of a run killed before its journal was complete.
-    for e in fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
-        if e.file_name().as_bytes().starts_with(TMP_PREFIX.as_bytes()) {
-            acted = true;
-            let _ = fs::remove_file(e.path());
-        }
-    }
     Ok(acted)
 }
 
 /// Publishes the outputs: temporaries, journal, renames in order, journal removed.
-fn publish(dir: &Path, tag: &str, out: &Outputs<'_>) -> Result<Vec<String>, IndexError> {
-    publish_files(dir, tag, &out.files)?;
+fn publish(
+    dir: &Path,
+    tag: &str,
+    out: &Outputs<'_>,
+    early: Written,
+) -> Result<Vec<String>, IndexError> {
+    publish_files(dir, tag, &out.files, early)?;
     // Signatures from an earlier signed run must not outlive an unsigned one.
     let names: Vec<String> = out.files.iter().map(|(n, _)| n.to_string()).collect();
     for stale in [
@@ -1492,18 +1571,45 @@ fn journal_name_ok(name: &str) -> bool {
 /// journal naming them all, the renames in order, the directories synced, the journal
 /// removed. A run killed after the journal is complete is rolled forward by [`recover`];
 /// one killed before leaves the old files, and temporaries that `recover` removes.
-fn publish_files<N: AsRef<str>>(
+fn publish_files<N: AsRef<str> + Sync>(
     dir: &Path,
     tag: &str,
     files: &[(N, Body<'_>)],
+    mut early: Written,
 ) -> Result<(), IndexError> {
-    for (name, data) in files {
-        let name = name.as_ref();
-        let (parent, base) = match name.rsplit_once('/') {
-            Some((parent, base)) => (dir.join(parent), base),
-            None => (dir.to_path_buf(), name),
-        };
-        write_temp_body(&parent, tag, base, data, true)?;
+    // Each temporary on its own thread: their fsyncs wait on the disk together (the
+    // filesystem commits them in one journal transaction), not one after another.
+    let written: Vec<Result<PathBuf, IndexError>> = std::thread::scope(|scope| {
+        let early = &early;
+        let writers: Vec<_> = files
+            .iter()
+            .filter(|(name, _)| !early.has(name.as_ref()))
+            .map(|(name, data)| {
+                scope.spawn(move || {
+                    let name = name.as_ref();
+                    let (parent, base) = match name.rsplit_once('/') {
+                        Some((parent, base)) => (dir.join(parent), base),
+                        None => (dir.to_path_buf(), name),
+                    };
+                    write_temp_body(&parent, tag, base, data, true)
+                })
+            })
+            .collect();
+        writers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    if let Some(e) = written.iter().position(Result::is_err) {
+        // The others' temporaries go too (a later run's `recover` would remove them).
+        for t in written.iter().flatten() {
+            let _ = fs::remove_file(t);
+        }
+        return Err(written
+            .into_iter()
+            .nth(e)
+            .and_then(Result::err)
+            .expect("an error"));
     }
     let mut journal = format!("tmp {tag}\n");
     for (name, _) in files {
@@ -1525,9 +1631,30 @@ fn publish_files<N: AsRef<str>>(
         sync_dir(p)?;
     }
     sync_dir(dir)?;
+    // Renamed into place: nothing left to remove.
+    early.0.clear();
     let j = dir.join(JOURNAL);
     fs::remove_file(&j).map_err(io_err(&j))?;
     Ok(())
+}
+
+/// Temporaries of this run written before the publish ([`publish_files`] writes the rest):
+/// (name, temporary). Removed when dropped before the publish renamed them.
+#[derive(Default)]
+struct Written(Vec<(String, PathBuf)>);
+
+impl Written {
+    fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(n, _)| n == name)
+    }
+}
+
+impl Drop for Written {
+    fn drop(&mut self) {
+        for (_, tmp) in self.0.drain(..) {
+            let _ = fs::remove_file(tmp);
+        }
+    }
 }
 
 /// The cache of one run: where it is, its key, and the lock held on it.
@@ -1683,11 +1810,8 @@ pub fn index_feed(
         progress,
     )?;
     let tag = run_tag();
-    if recover(dir)? {
-        let w = "finished or cleaned up an interrupted earlier run".to_string();
-        progress.warn(&w);
-        summary.warnings.push(w);
-    }
+    const RECOVERED: &str = "finished or cleaned up an interrupted earlier run";
+    let mut recovered = recover_journal(dir)?;
     let canon = dir.canonicalize().map_err(io_err(dir))?;
     // Cached stanzas depend on the layout and the hash fields, so those key the cache too.
     // Stanzas of a run that checks developer signatures carry them: another cache.
@@ -1725,43 +1849,6 @@ pub fn index_feed(
                 .map_or(String::new(), |c| c.path.display().to_string())
         ));
     }
-    let mut cache_unusable = false;
-    let mut loaded = match &cache_file {
-        Some(c) => match Cache::load(&c.path, &feed_id, &c.key) {
-            Ok(l) => {
-                if l.damaged_tail {
-                    warn(format!(
-                        "cache {}: ignoring its damaged end (an interrupted run?)",
-                        c.path.display()
-                    ));
-                }
-                l
-            }
-            Err(e) => {
-                warn(e.to_string());
-                cache_unusable = true;
-                cache::Loaded::default()
-            }
-        },
-        None => cache::Loaded::default(),
-    };
-    // The compressed runs of the last Packages.gz (only with a usable cache: same key).
-    let mut gz_parts = match &cache_file {
-        Some(c) if !cache_unusable => {
-            let path = crate::gz_parts::path_for(&c.path);
-            crate::gz_parts::Parts::load(&path, &feed_id, &c.key).unwrap_or_else(|e| {
-                warn(format!(
-                    "{}: {e}; compressing every run of Packages.gz again",
-                    path.display()
-                ));
-                crate::gz_parts::Parts::default()
-            })
-        }
-        _ => crate::gz_parts::Parts::default(),
-    };
-    let mut bad = Vec::new();
-    let found = walk(dir, opts.profile, &mut bad)?;
-    progress.start(found.len() as u64);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.jobs.unwrap_or(0))
         .build()
@@ -1769,13 +1856,55 @@ pub fn index_feed(
             jobs: opts.jobs.unwrap_or(0),
             reason: e.to_string(),
         })?;
+    // Loading the cache and listing the feed (and taking every file's identity) are
+    // independent, and each takes tens of milliseconds on a large feed: side by side.
+    let (loaded, walked) = pool.install(|| {
+        rayon::join(
+            || load_cache(cache_file.as_ref(), &feed_id),
+            || -> Result<_, IndexError> {
+                let walked = walk(dir, opts.profile)?;
+                let keys: Vec<io::Result<FileKey>> = walked
+                    .found
+                    .par_iter()
+                    .map(|(_, path)| fs::metadata(path).map(|m| FileKey::of(&m)))
+                    .collect();
+                Ok((walked, keys))
+            },
+        )
+    });
+    let LoadedCache {
+        cache: mut loaded,
+        parts: mut gz_parts,
+        unusable: cache_unusable,
+        warnings,
+    } = loaded;
+    for w in warnings {
+        warn(w);
+    }
+    let (
+        Walked {
+            found,
+            mut bad,
+            leftovers,
+        },
+        keys,
+    ) = walked?;
+    for path in leftovers {
+        recovered = true;
+        let _ = fs::remove_file(path);
+    }
+    if recovered {
+        warn(RECOVERED.to_string());
+    }
+    progress.start(found.len() as u64);
     // Hand each file its cache entry; entries left over are files that are gone.
     let mut cache = std::mem::take(&mut loaded.cache);
-    let work: Vec<(String, PathBuf, Option<cache::Entry>)> = found
+    let work: Vec<(String, PathBuf, io::Result<FileKey>, Option<cache::Entry>)> = found
         .into_iter()
-        .map(|(rel, path)| {
+        .zip(keys)
+        .map(|((rel, path), key)| {
             let e = cache.entries.remove(&rel);
-            (rel, path, e)
+            (rel, path, key, e)
         })
         .collect();
     let mut gone: Vec<String> = cache.entries.into_keys().collect();
@@ -1803,14 +1932,10 @@ pub fn index_feed(
                     .for_each_with(tx, |tx, (c, chunk)| {
                         let found = chunk
                             .into_iter()
-                            .map(|(rel, path, e)| {
-                                let r = match fs::metadata(&path) {
-                                    Ok(meta) => {
-                                        let f = Found {
-                                            rel,
-                                            path,
-                                            key: FileKey::of(&meta),
-                                        };
+                            .map(|(rel, path, key, e)| {
+                                let r = match key {
+                                    Ok(key) => {
+                                        let f = Found { rel, path, key };
                                         know(&f, e, opts.md5, opts.profile, &opts.developer)
                                     }
                                     Err(err) => Err(BadFile {
@@ -1900,23 +2025,20 @@ pub fn index_feed(
         return Err(IndexError::BadPackages(bad));
     }
     // Two files may not claim the same (Package, Version, Architecture).
-    let mut ids: Vec<(String, &str)> = known
+    let mut ids: Vec<([&str; 3], &str)> = known
         .iter()
         .map(|k| {
             let f = &k.key;
-            (
-                format!("{} {} {}", f.package(), f.version(), f.architecture()),
-                k.rel.as_str(),
-            )
+            ([f.package(), f.version(), f.architecture()], k.rel.as_str())
         })
         .collect();
-    ids.sort();
+    ids.sort_unstable();
     for w in ids.windows(2) {
         if w[0].0 == w[1].0 {
             return Err(IndexError::Duplicate {
                 a: w[0].1.to_string(),
                 b: w[1].1.to_string(),
-                what: w[0].0.clone(),
+                what: w[0].0.join(" "),
             });
         }
     }
@@ -1978,23 +2100,58 @@ pub fn index_feed(
             }
         }
         let index = index_files(&known, opts.profile);
-        let index_hashes: Vec<FileHash> = index.iter().map(|(n, d)| body_hash(n, d)).collect();
-        let published = published_release(dir, &index, &index_hashes);
-        let same_index = published
-            .as_ref()
-            .is_some_and(|old| index_hashes.iter().all(|h| old.file(&h.name) == Some(h)));
-        let up_to_date = published.as_ref().is_some_and(|old| {
-            unchanged(dir, old, &index_hashes, &known, opts, &feed_name, signing)
-        });
-        if opts.refresh || !up_to_date {
+        // Signing `Packages` is two passes over it one after the other (docs/formats.md
+        // §4.7): begun now, beside hashing it and comparing with the published feed, and
+        // given up if those find nothing to sign.
+        let cancel = AtomicBool::new(false);
+        let stanzas = index
+            .iter()
+            .find(|(n, _)| *n == "Packages")
+            .and_then(|(_, b)| b.stanza_pieces());
+        let decided = std::thread::scope(|scope| -> Result<_, IndexError> {
+            let speculative = key
+                .as_ref()
+                .zip(stanzas.as_ref())
+                .map(|(k, pieces)| scope.spawn(|| k.sign_pieces_unless(pieces, &cancel)));
+            let index_hashes: Vec<FileHash> = index.iter().map(|(n, d)| body_hash(n, d)).collect();
+            let published = published_release(dir, &index, &index_hashes);
+            let same_index = published
+                .as_ref()
+                .is_some_and(|old| index_hashes.iter().all(|h| old.file(&h.name) == Some(h)));
+            let up_to_date = published.as_ref().is_some_and(|old| {
+                unchanged(dir, old, &index_hashes, &known, opts, &feed_name, signing)
+            });
+            if !opts.refresh && up_to_date {
+                cancel.store(true, Ordering::Relaxed);
+                return Ok((index_hashes, None));
+            }
             // An unchanged Packages keeps its signature, checked before reuse.
             let reuse_sig = if same_index {
                 fs::read(dir.join("Packages.sig")).ok()
             } else {
                 None
             };
-            let mut out = finish_outputs(
-                index,
+            let fresh = |pieces: &[&[u8]], k: &SecretKey| match speculative {
+                Some(h) => match h.join() {
+                    Ok(Ok(Some(sig))) => Ok(sig),
+                    Ok(Ok(None)) => k.sign_pieces(pieces),
+                    Ok(Err(e)) => Err(e),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+                None => k.sign_pieces(pieces),
+            };
+            // The index files' own bytes are final: written to their temporaries and synced
+            // while the signature and Packages.gz are made.
+            let early = scope.spawn(|| -> Result<Written, IndexError> {
+                let mut written = Written::default();
+                for (name, body) in &index {
+                    let tmp = write_temp_body(dir, &tag, name, body, true)?;
+                    written.0.push((name.to_string(), tmp));
+                }
+                Ok(written)
+            });
+            let finished = finish_outputs(
+                &index,
                 &index_hashes,
                 Reuse {
                     parts: std::mem::take(&mut gz_parts),
@@ -2005,7 +2162,20 @@ pub fn index_feed(
                 opts,
                 &feed_name,
                 key.as_ref(),
-            )?;
+                Fresh {
+                    sign: fresh,
+                    cancel: &cancel,
+                },
+            );
+            let early = early
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            let (finished, early) = (finished?, early?);
+            Ok((index_hashes, Some((finished, early))))
+        })?;
+        let (index_hashes, finished) = decided;
+        if let Some((finished, early)) = finished {
+            let mut out = finished.into_outputs(index);
             let date = settle_date(
                 dir,
                 &out,
@@ -2015,26 +2185,39 @@ pub fn index_feed(
                 &mut summary.warnings,
             )?;
             out.seal(date, opts.valid_for, key.as_ref(), openpgp.as_ref())?;
-            summary.written = publish(dir, &tag, &out)?;
+            // The compressed parts are saved beside the publish: each part is filed under
+            // the hash of its text, so they are right for the next run whichever of the two
+            // ends first, or fails.
+            let (written, parts_saved) = std::thread::scope(|scope| {
+                let parts_saved = cache_file
+                    .as_ref()
+                    .filter(|_| out.gz_stats.changed)
+                    .map(|c| {
+                        let (parts, tag, feed_id) = (&out.parts, &tag, &feed_id);
+                        scope.spawn(move || {
+                            let path = crate::gz_parts::path_for(&c.path);
+                            let parent = path.parent().unwrap_or(Path::new("."));
+                            replace_via_temp_with(parent, tag, &path, false, |f| {
+                                let mut w = io::BufWriter::with_capacity(64 * 1024, f);
+                                parts.write_to(&mut w, feed_id, &c.key)?;
+                                w.flush()
+                            })
+                        })
+                    });
+                let written = publish(dir, &tag, &out, early);
+                let parts_saved =
+                    parts_saved.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+                (written, parts_saved)
+            });
+            if let Some(Err(e)) = parts_saved {
+                let w = format!("compressed parts of Packages.gz not kept: {e}");
+                progress.warn(&w);
+                summary.warnings.push(w);
+            }
+            summary.written = written?;
             summary.date = Some(date);
             summary.gz_runs = Some((out.gz_stats.compressed, out.gz_stats.runs));
             checked_sig = out.checked_sig;
-            // The published files are written: their bytes go before the parts are saved.
-            let parts = out.parts;
-            drop(out.files);
-            if let Some(c) = &cache_file
-                && out.gz_stats.changed
-            {
-                let path = crate::gz_parts::path_for(&c.path);
-                let parent = path.parent().unwrap_or(Path::new("."));
-                let bytes = parts.to_bytes(&feed_id, &c.key);
-                drop(parts);
-                if let Err(e) = replace_via_temp(parent, &tag, &path, &bytes, false) {
-                    let w = format!("compressed parts of Packages.gz not kept: {e}");
-                    progress.warn(&w);
-                    summary.warnings.push(w);
-                }
-            }
         }
         index_hashes
     };
@@ -2122,6 +2305,65 @@ pub fn index_feed(
     Ok(summary)
 }
 
+/// The cache and the compressed runs of the last `Packages.gz`, as [`load_cache`] found them.
+struct LoadedCache {
+    cache: cache::Loaded,
+    parts: crate::gz_parts::Parts,
+    /// The cache could not be used (foreign, corrupt, unauthentic, unreadable): it is
+    /// rewritten whole.
+    unusable: bool,
+    /// Why a cache or its parts are ignored, to be said once the run is under way.
+    warnings: Vec<String>,
+}
+
+/// Loads the cache of `cache_file` (none: an empty one). Nothing here fails the run: a
+/// cache that cannot be used is a warning and a full read.
+fn load_cache(cache_file: Option<&CacheFile>, feed_id: &str) -> LoadedCache {
+    let mut warnings = Vec::new();
+    let Some(c) = cache_file else {
+        return LoadedCache {
+            cache: cache::Loaded::default(),
+            parts: crate::gz_parts::Parts::default(),
+            unusable: false,
+            warnings,
+        };
+    };
+    let (cache, unusable) = match Cache::load(&c.path, feed_id, &c.key) {
+        Ok(l) => {
+            if l.damaged_tail {
+                warnings.push(format!(
+                    "cache {}: ignoring its damaged end (an interrupted run?)",
+                    c.path.display()
+                ));
+            }
+            (l, false)
+        }
+        Err(e) => {
+            warnings.push(e.to_string());
+            (cache::Loaded::default(), true)
+        }
+    };
+    // The compressed runs of the last Packages.gz (only with a usable cache: same key).
+    let parts = if unusable {
+        crate::gz_parts::Parts::default()
+    } else {
+        let path = crate::gz_parts::path_for(&c.path);
+        crate::gz_parts::Parts::load(&path, feed_id, &c.key).unwrap_or_else(|e| {
+            warnings.push(format!(
+                "{}: {e}; compressing every run of Packages.gz again",
+                path.display()
+            ));
+            crate::gz_parts::Parts::default()
+        })
+    };
+    LoadedCache {
+        cache,
+        parts,
+        unusable,
+        warnings,
+    }
+}
+
 /// Parses a duration like `90m`, `12h`, `7d`, `2w` or `3600s` into seconds.
 pub fn parse_duration(text: &str) -> Result<i64, String> {
     let text = text.trim();
@@ -2147,4 +2389,33 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
     n.checked_mul(mult)
         .filter(|&s| s > 0)
         .ok_or_else(|| format!("bad duration {text:?}: out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_field_is_found_only_at_the_start_of_a_line() {
+        assert_eq!(
+            stanza_signature("Signature: abc\nPackage: a\n"),
+            Some("abc")
+        );
+        assert_eq!(
+            stanza_signature("Package: a\nSignature: abc\r\nVersion: 1\n"),
+            Some("abc")
+        );
+        assert_eq!(
+            stanza_signature("Package: a\nSignature: last"),
+            Some("last")
+        );
+        assert_eq!(stanza_signature("Package: a\nX-Signature: abc\n"), None);
+        assert_eq!(stanza_signature("Package: a\n Signature: abc\n"), None);
+        assert_eq!(stanza_signature("Package: a\n"), None);
+        // The first of two, as a walk over the lines found it.
+        assert_eq!(
+            stanza_signature("Package: a\nSignature: one\nSignature: two\n"),
+            Some("one")
+        );
+    }
 }

@@ -177,7 +177,7 @@ fn forged_cache(feed: &Feed, file: &str, key: &CacheKey) -> Vec<u8> {
             sha256: "0".repeat(64),
             md5: None,
             container: Container::TarGz,
-            stanza: stanza.trim_end().to_string(),
+            stanza: stanza.trim_end().into(),
         },
     );
     cache.to_bytes(&feed.feed_id(), key)

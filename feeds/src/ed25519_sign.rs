@@ -5,12 +5,14 @@
 //! SHA-512 passes over it: the nonce `r = H(prefix ‖ M)`, the challenge `k = H(R ‖ A ‖ M)`,
 //! and the check's own `k' = H(R ‖ A ‖ M)`. The last two depend only on `R`, so they run side
 //! by side on two threads; the check then verifies `[S]B = R + [k']A` with `k'` computed
-//! independently of the signer's `k` (docs/formats.md §4.7). The signatures are the same bytes
+//! independently of the signer's `k` (docs/formats.md §4.7). A signature may be started
+//! before it is known to be needed and given up ([`sign_unless`]). The signatures are the same bytes
 //! any RFC 8032 signer gives (tests compare with ed25519-compact and with signify).
 
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
 use sha2::{Digest, Sha512};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Why a signature was not made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,12 +23,23 @@ pub(crate) enum SignError {
     SelfCheck,
 }
 
-fn challenge(r: &[u8; 32], a: &[u8; 32], message: &[&[u8]]) -> Scalar {
-    let mut h = Sha512::new().chain_update(r).chain_update(a);
+/// Feeds `message` to `h`, in slices of at most 64 KiB, looking at `cancel` before each;
+/// `None` when it was set.
+fn hash_all(mut h: Sha512, message: &[&[u8]], cancel: &AtomicBool) -> Option<[u8; 64]> {
     for piece in message {
-        h.update(piece);
+        for chunk in piece.chunks(1 << 16) {
+            if cancel.load(Ordering::Relaxed) {
+                return None;
+            }
+            h.update(chunk);
+        }
     }
-    Scalar::from_bytes_mod_order_wide(&h.finalize().into())
+    Some(h.finalize().into())
+}
+
+fn challenge(r: &[u8; 32], a: &[u8; 32], message: &[&[u8]], cancel: &AtomicBool) -> Option<Scalar> {
+    let h = Sha512::new().chain_update(r).chain_update(a);
+    hash_all(h, message, cancel).map(|d| Scalar::from_bytes_mod_order_wide(&d))
 }
 
 /// Signs the message that is the concatenation of `message` (pieces, so that a large index is
@@ -37,6 +50,18 @@ pub(crate) fn sign(
     public: &[u8; 32],
     message: &[&[u8]],
 ) -> Result<[u8; 64], SignError> {
+    let never = AtomicBool::new(false);
+    sign_unless(seed, public, message, &never).map(|s| s.expect("not cancelled"))
+}
+
+/// [`sign`], given up (`Ok(None)`) as soon as `cancel` is set: a signature started before it
+/// is known to be needed costs no more than the time until it is known not to be.
+pub(crate) fn sign_unless(
+    seed: &[u8; 32],
+    public: &[u8; 32],
+    message: &[&[u8]],
+    cancel: &AtomicBool,
+) -> Result<Option<[u8; 64]>, SignError> {
     let a_point = CompressedEdwardsY(*public)
         .decompress()
         .ok_or(SignError::BadPublicKey)?;
@@ -47,19 +72,22 @@ pub(crate) fn sign(
     s_bytes[31] &= 127;
     s_bytes[31] |= 64;
     let s = Scalar::from_bytes_mod_order(s_bytes);
-    let mut nonce = Sha512::new().chain_update(&h[32..]);
-    for piece in message {
-        nonce.update(piece);
-    }
-    let r = Scalar::from_bytes_mod_order_wide(&nonce.finalize().into());
+    let nonce = Sha512::new().chain_update(&h[32..]);
+    let Some(nonce) = hash_all(nonce, message, cancel) else {
+        return Ok(None);
+    };
+    let r = Scalar::from_bytes_mod_order_wide(&nonce);
     let big_r = EdwardsPoint::mul_base(&r).compress().to_bytes();
     // The signer's challenge and the check's, computed apart from each other.
     let (k, k_check) = std::thread::scope(|scope| {
-        let check = scope.spawn(|| challenge(&big_r, public, message));
-        let k = challenge(&big_r, public, message);
+        let check = scope.spawn(|| challenge(&big_r, public, message, cancel));
+        let k = challenge(&big_r, public, message, cancel);
         (k, check.join())
     });
     let k_check = k_check.map_err(|_| SignError::SelfCheck)?;
+    let (Some(k), Some(k_check)) = (k, k_check) else {
+        return Ok(None);
+    };
     let big_s = k * s + r;
     // [S]B - [k']A must be R.
     let back = EdwardsPoint::vartime_double_scalar_mul_basepoint(&k_check, &-a_point, &big_s);
@@ -69,7 +97,7 @@ pub(crate) fn sign(
     let mut sig = [0u8; 64];
     sig[..32].copy_from_slice(&big_r);
     sig[32..].copy_from_slice(&big_s.to_bytes());
-    Ok(sig)
+    Ok(Some(sig))
 }
 
 #[cfg(test)]
@@ -126,5 +154,18 @@ mod tests {
             sign(&[1; 32], &not_a_point, &[b"x"]),
             Err(SignError::BadPublicKey)
         );
+    }
+
+    #[test]
+    fn a_cancelled_signature_is_none_and_an_uncancelled_one_is_the_signature() {
+        let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([3; 32]));
+        let msg = vec![7u8; 300_000];
+        let go = AtomicBool::new(false);
+        assert_eq!(
+            sign_unless(&[3; 32], &kp.pk, &[&msg], &go).unwrap(),
+            Some(*kp.sk.sign(&msg, None))
+        );
+        let stop = AtomicBool::new(true);
+        assert_eq!(sign_unless(&[3; 32], &kp.pk, &[&msg], &stop), Ok(None));
     }
 }

@@ -641,11 +641,32 @@ impl SecretKey {
     pub fn sign_pieces(&self, pieces: &[&[u8]]) -> Result<Signature, Error> {
         let sig = crate::ed25519_sign::sign(&self.keypair.sk.seed(), &self.keypair.pk, pieces)
             .map_err(|_| Error::SelfCheck)?;
-        Ok(Signature {
+        Ok(self.signature(sig))
+    }
+
+    /// [`SecretKey::sign_pieces`], given up (`Ok(None)`) once `cancel` is set: for a
+    /// signature started, on another thread, before it is known to be needed.
+    pub fn sign_pieces_unless(
+        &self,
+        pieces: &[&[u8]],
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<Option<Signature>, Error> {
+        let sig = crate::ed25519_sign::sign_unless(
+            &self.keypair.sk.seed(),
+            &self.keypair.pk,
+            pieces,
+            cancel,
+        )
+        .map_err(|_| Error::SelfCheck)?;
+        Ok(sig.map(|sig| self.signature(sig)))
+    }
+
+    fn signature(&self, sig: [u8; 64]) -> Signature {
+        Signature {
             fingerprint: self.fingerprint,
             sig,
             comment: format!("signed by key {}", self.fingerprint),
-        })
+        }
     }
 }
 

@@ -16,7 +16,7 @@ pub(crate) enum Body<'a> {
     Stanzas(Vec<&'a [u8]>),
 }
 
-impl Body<'_> {
+impl<'a> Body<'a> {
     /// The file's length.
     pub(crate) fn len(&self) -> usize {
         match self {
@@ -30,6 +30,15 @@ impl Body<'_> {
         match self {
             Body::Bytes(b) => vec![b.as_slice()],
             Body::Stanzas(s) => s.iter().flat_map(|s| [*s, b"\n"]).collect(),
+        }
+    }
+
+    /// The pieces of a file kept as stanzas, borrowed from where the stanzas are (not from
+    /// this value); `None` for owned bytes.
+    pub(crate) fn stanza_pieces(&self) -> Option<Vec<&'a [u8]>> {
+        match self {
+            Body::Bytes(_) => None,
+            Body::Stanzas(s) => Some(s.iter().flat_map(|s| [*s, &b"\n"[..]]).collect()),
         }
     }
 

@@ -29,7 +29,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Body, IndexError, IndexOptions, Known, Outputs, Progress, Summary, file_hash, io_err,
+    Body, IndexError, IndexOptions, Known, Outputs, Progress, Summary, Written, file_hash, io_err,
     publish_files, recover, settle_date, sync_dir, temp_name, write_temp,
 };
 
@@ -411,7 +411,7 @@ pub(super) fn publish(
         .map(|(n, d)| (n, Body::Bytes(d)))
         .collect();
     all.extend(out.files.into_iter().map(|(n, d)| (n.to_string(), d)));
-    publish_files(&suite_dir, tag, &all)?;
+    publish_files(&suite_dir, tag, &all, Written::default())?;
     let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
     for stale in ["Release.sig", "InRelease", "Release.gpg"] {
         if !names.contains(&stale) {
