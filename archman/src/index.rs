@@ -425,9 +425,8 @@ fn wanted(name: &str, profile: Profile) -> bool {
 /// What the walk of a feed found.
 #[derive(Default)]
 struct Walked {
-    /// (path relative to the feed, path) of each package file; stat'ed afterwards, in
-    /// parallel.
-    found: Vec<(String, PathBuf)>,
+    /// (path relative to the feed, path, identity) of each package file.
+    found: Vec<(String, PathBuf, io::Result<FileKey>)>,
     bad: Vec<BadFile>,
     /// Temporary files at the top of the feed: left by a run killed before its journal was
     /// complete (this run's own have not been made yet).
@@ -435,87 +434,129 @@ struct Walked {
 }
 
 /// Walks the feed: regular package files, and symlinks to package files inside the feed.
-/// Directory symlinks are not followed, so loops cannot trap the walk.
+/// Directory symlinks are not followed, so loops cannot trap the walk. Each file's identity
+/// is taken as it is listed, relative to the directory being listed (no path lookup from
+/// the root for each of tens of thousands of files); a symlink's is its target's.
 fn walk(root: &Path, profile: Profile) -> Result<Walked, IndexError> {
     let canon_root = root.canonicalize().map_err(io_err(root))?;
-    let root_len = root.as_os_str().len();
     let mut walked = Walked::default();
-    let (found, bad) = (&mut walked.found, &mut walked.bad);
-    // Unsorted: the index is sorted afterwards, and sorting the walk costs a path parse per
-    // comparison.
-    for entry in walkdir::WalkDir::new(root).follow_links(false) {
-        let entry = match entry {
+    // Unsorted: the index is sorted afterwards. Directories still to list: (path, its path
+    // relative to the feed with a trailing `/` as bytes, depth).
+    let mut dirs = vec![(root.to_path_buf(), Vec::new(), 0usize)];
+    while let Some((dir, prefix, depth)) = dirs.pop() {
+        let unlisted = |e: io::Error| BadFile {
+            path: String::from_utf8_lossy(prefix.strip_suffix(b"/").unwrap_or(&prefix))
+                .into_owned(),
+            reason: format!("cannot list the directory: {e}"),
+        };
+        let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
+            Err(e) if depth == 0 => return Err(io_err(root)(e)),
             Err(e) => {
-                let path = e
-                    .path()
-                    .and_then(|p| p.strip_prefix(root).ok())
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
-                bad.push(BadFile {
-                    path,
-                    reason: e.to_string(),
-                });
+                walked.bad.push(unlisted(e));
                 continue;
             }
         };
-        let name = entry.file_name().to_string_lossy();
-        if name.starts_with(TMP_PREFIX) {
-            if entry.depth() == 1 && !entry.file_type().is_dir() {
-                walked.leftovers.push(entry.into_path());
+        for entry in entries {
+            match entry {
+                Ok(entry) => walk_entry(
+                    &entry,
+                    &prefix,
+                    depth + 1,
+                    profile,
+                    &canon_root,
+                    &mut walked,
+                    &mut dirs,
+                ),
+                Err(e) => {
+                    walked.bad.push(unlisted(e));
+                    break;
+                }
             }
-            continue;
         }
-        if !wanted(&name, profile) {
-            continue;
+    }
+    Ok(walked)
+}
+
+/// One entry of the directory listed at `prefix` (see [`walk`]).
+fn walk_entry(
+    entry: &fs::DirEntry,
+    prefix: &[u8],
+    depth: usize,
+    profile: Profile,
+    canon_root: &Path,
+    walked: &mut Walked,
+    dirs: &mut Vec<(PathBuf, Vec<u8>, usize)>,
+) {
+    let name = entry.file_name();
+    let rel = || [prefix, name.as_bytes()].concat();
+    let ft = match entry.file_type() {
+        Ok(ft) => ft,
+        Err(e) => {
+            walked.bad.push(BadFile {
+                path: String::from_utf8_lossy(&rel()).into_owned(),
+                reason: e.to_string(),
+            });
+            return;
         }
-        // walkdir yields `root/<rel>`; slicing is much cheaper than `strip_prefix`.
-        let full = entry.path().as_os_str().as_encoded_bytes();
-        let Some(rel) = full.get(root_len..) else {
-            continue;
-        };
-        let rel = rel.strip_prefix(b"/").unwrap_or(rel);
-        let ft = entry.file_type();
-        if ft.is_dir() {
-            continue;
+    };
+    if name.as_bytes().starts_with(TMP_PREFIX.as_bytes()) {
+        if depth == 1 && !ft.is_dir() {
+            walked.leftovers.push(entry.path());
         }
-        // A `Filename` is text: a name that is not UTF-8 would be published mangled (U+FFFD
-        // in place of its bytes), and every client would fail to fetch it.
-        let Ok(rel) = std::str::from_utf8(rel).map(str::to_string) else {
-            let shown = std::ffi::OsStr::from_bytes(rel);
-            bad.push(BadFile {
-                path: String::from_utf8_lossy(rel).into_owned(),
+        return;
+    }
+    if ft.is_dir() {
+        let mut prefix = rel();
+        prefix.push(b'/');
+        dirs.push((entry.path(), prefix, depth));
+        return;
+    }
+    if !wanted(&name.to_string_lossy(), profile) {
+        return;
+    }
+    // A `Filename` is text: a name that is not UTF-8 would be published mangled (U+FFFD in
+    // place of its bytes), and every client would fail to fetch it.
+    let rel = match String::from_utf8(rel()) {
+        Ok(rel) => rel,
+        Err(e) => {
+            let rel = e.into_bytes();
+            let shown = std::ffi::OsStr::from_bytes(&rel);
+            walked.bad.push(BadFile {
+                path: String::from_utf8_lossy(&rel).into_owned(),
                 reason: format!(
                     "the file name {shown:?} is not valid UTF-8, so the index cannot name it in a Filename that clients can fetch; rename the file"
                 ),
             });
-            continue;
-        };
-        if ft.is_symlink() {
-            match entry.path().canonicalize() {
-                Ok(target) if !target.starts_with(&canon_root) => {
-                    bad.push(BadFile {
-                        path: rel,
-                        reason: format!("symlink points outside the feed, to {}", target.display()),
-                    });
-                    continue;
-                }
-                Ok(target) if !target.is_file() => continue,
-                Ok(_) => {}
-                Err(e) => {
-                    bad.push(BadFile {
-                        path: rel,
-                        reason: format!("broken symlink or symlink loop: {e}"),
-                    });
-                    continue;
-                }
-            }
-        } else if !ft.is_file() {
-            continue;
+            return;
         }
-        found.push((rel, entry.into_path()));
-    }
-    Ok(walked)
+    };
+    let path = entry.path();
+    let key = if ft.is_symlink() {
+        match path.canonicalize() {
+            Ok(target) if !target.starts_with(canon_root) => {
+                walked.bad.push(BadFile {
+                    path: rel,
+                    reason: format!("symlink points outside the feed, to {}", target.display()),
+                });
+                return;
+            }
+            Ok(target) if !target.is_file() => return,
+            Ok(_) => fs::metadata(&path).map(|m| FileKey::of(&m)),
+            Err(e) => {
+                walked.bad.push(BadFile {
+                    path: rel,
+                    reason: format!("broken symlink or symlink loop: {e}"),
+                });
+                return;
+            }
+        }
+    } else if ft.is_file() {
+        entry.metadata().map(|m| FileKey::of(&m))
+    } else {
+        return;
+    };
+    walked.found.push((rel, path, key));
 }
 
 /// The control fields that carry a developer signature in the index: never taken from a
@@ -583,7 +624,7 @@ impl<R: Read> Read for Verified<'_, R> {
 
 /// Reads one package (or takes it from the cache) and builds its stanza.
 fn know(
-    f: &Found,
+    f: Found,
     cached: Option<cache::Entry>,
     md5: bool,
     profile: Profile,
@@ -597,7 +638,7 @@ fn know(
     };
     let devsig = match dev.mode {
         DeveloperMode::Off => None,
-        _ => developer_signature(f)?,
+        _ => developer_signature(&f)?,
     };
     // Under `require` every package needs one, but the keyring's own package: the root
     // signatures inside it vouch for it (docs/trust-model.md §9).
@@ -644,7 +685,7 @@ fn know(
         }
         let key = findex::SortKey::new(package, version, arch, &f.rel);
         return Ok(Known {
-            rel: f.rel.clone(),
+            rel: f.rel,
             entry: e,
             key,
             cached: true,
@@ -1082,15 +1123,18 @@ struct Reuse {
 
 /// How [`finish_outputs`] gets a new signature of `Packages`: `sign` (perhaps joining one
 /// begun earlier), or, when the published one is reused, `cancel` set so that one begun
-/// earlier stops.
-struct Fresh<'c, F> {
+/// earlier stops. `write_gz` writes `Packages.gz` to its temporary as soon as it is made.
+struct Fresh<'c, F, W> {
     sign: F,
     cancel: &'c AtomicBool,
+    write_gz: W,
 }
 
 /// What [`finish_outputs`] adds to the index files.
 struct Finished {
     gz: Vec<u8>,
+    /// `Packages.gz`'s temporary, written and synced (`Fresh::write_gz`).
+    gz_written: Written,
     packages_sig: Option<Vec<u8>>,
     checked_sig: Option<cache::CheckedSig>,
     release: Release,
@@ -1121,7 +1165,7 @@ impl Finished {
 /// that changed compressed again), `Packages.sig`, and the undated Release over all index
 /// files.
 #[allow(clippy::too_many_arguments)]
-fn finish_outputs<F>(
+fn finish_outputs<F, W>(
     files: &[(&'static str, Body<'_>)],
     index_hashes: &[FileHash],
     reuse: Reuse,
@@ -1129,10 +1173,11 @@ fn finish_outputs<F>(
     opts: &IndexOptions,
     feed_name: &str,
     key: Option<&SecretKey>,
-    fresh: Fresh<'_, F>,
+    fresh: Fresh<'_, F, W>,
 ) -> Result<Finished, IndexError>
 where
     F: FnOnce(&[&[u8]], &SecretKey) -> Result<feeds::usign::Signature, feeds::usign::Error> + Send,
+    W: FnOnce(&[u8]) -> Result<Written, IndexError> + Send,
 {
     let empty = Body::Bytes(Vec::new());
     let packages = files
@@ -1146,8 +1191,12 @@ where
         .map(|h| h.sha256.clone())
         .unwrap_or_default();
     // Compressing and signing are independent: do them on two cores.
-    let ((gz, parts, gz_stats), packages_sig) = rayon::join(
-        || reuse.parts.gzip(packages),
+    let ((gz, gz_written, parts, gz_stats), packages_sig) = rayon::join(
+        || {
+            let (gz, parts, stats) = reuse.parts.gzip(packages);
+            let written = (fresh.write_gz)(&gz);
+            (gz, written, parts, stats)
+        },
         || -> Result<Option<(Vec<u8>, cache::CheckedSig)>, IndexError> {
             let Some(k) = key else { return Ok(None) };
             let fingerprint = k.fingerprint().to_string();
@@ -1178,6 +1227,7 @@ where
             Ok(Some((sig, rec)))
         },
     );
+    let gz_written = gz_written?;
     let (packages_sig, checked_sig) = packages_sig?.unzip();
     let mut hashes: Vec<FileHash> = index_hashes.to_vec();
     hashes.push(file_hash("Packages.gz", &gz));
@@ -1195,6 +1245,7 @@ where
     };
     Ok(Finished {
         gz,
+        gz_written,
         packages_sig,
         checked_sig,
         release,
@@ -1861,15 +1912,7 @@ pub fn index_feed(
     let (loaded, walked) = pool.install(|| {
         rayon::join(
             || load_cache(cache_file.as_ref(), &feed_id),
-            || -> Result<_, IndexError> {
-                let walked = walk(dir, opts.profile)?;
-                let keys: Vec<io::Result<FileKey>> = walked
-                    .found
-                    .par_iter()
-                    .map(|(_, path)| fs::metadata(path).map(|m| FileKey::of(&m)))
-                    .collect();
-                Ok((walked, keys))
-            },
+            || walk(dir, opts.profile),
         )
     });
     let LoadedCache {
@@ -1881,14 +1924,11 @@ pub fn index_feed(
     for w in warnings {
         warn(w);
     }
-    let (
-        Walked {
-            found,
-            mut bad,
-            leftovers,
-        },
-        keys,
-    ) = walked?;
+    let Walked {
+        found,
+        mut bad,
+        leftovers,
+    } = walked?;
     for path in leftovers {
         recovered = true;
         let _ = fs::remove_file(path);
@@ -1901,8 +1941,7 @@ pub fn index_feed(
     let mut cache = std::mem::take(&mut loaded.cache);
     let work: Vec<(String, PathBuf, io::Result<FileKey>, Option<cache::Entry>)> = found
         .into_iter()
-        .zip(keys)
-        .map(|((rel, path), key)| {
+        .map(|(rel, path, key)| {
             let e = cache.entries.remove(&rel);
             (rel, path, key, e)
         })
@@ -1918,7 +1957,7 @@ pub fn index_feed(
     // there, the stanzas of a feed took twice their size (bench/README.md, "Memory").
     // Results arrive as workers finish them; `order` puts them back in the walk's order.
     let mut known: Vec<Known> = Vec::with_capacity(work.len());
-    const CHUNK: usize = 64;
+    const CHUNK: usize = 256;
     std::thread::scope(|scope| {
         type Batch = (usize, Vec<Result<Known, BadFile>>);
         let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(8);
@@ -1936,7 +1975,7 @@ pub fn index_feed(
                                 let r = match key {
                                     Ok(key) => {
                                         let f = Found { rel, path, key };
-                                        know(&f, e, opts.md5, opts.profile, &opts.developer)
+                                        know(f, e, opts.md5, opts.profile, &opts.developer)
                                     }
                                     Err(err) => Err(BadFile {
                                         path: rel,
@@ -2100,20 +2139,41 @@ pub fn index_feed(
             }
         }
         let index = index_files(&known, opts.profile);
-        // Signing `Packages` is two passes over it one after the other (docs/formats.md
-        // §4.7): begun now, beside hashing it and comparing with the published feed, and
-        // given up if those find nothing to sign.
+        // Signing `Packages` (docs/formats.md §4.7) begins with its SHA-256, which the
+        // comparison with the published feed and the Release need too: the signer hashes it
+        // and hands the digest over, then goes on while the feed is compared, and is given up
+        // if there is nothing to sign.
         let cancel = AtomicBool::new(false);
         let stanzas = index
             .iter()
             .find(|(n, _)| *n == "Packages")
             .and_then(|(_, b)| b.stanza_pieces());
         let decided = std::thread::scope(|scope| -> Result<_, IndexError> {
-            let speculative = key
-                .as_ref()
-                .zip(stanzas.as_ref())
-                .map(|(k, pieces)| scope.spawn(|| k.sign_pieces_unless(pieces, &cancel)));
-            let index_hashes: Vec<FileHash> = index.iter().map(|(n, d)| body_hash(n, d)).collect();
+            let (digest_tx, digest_rx) = std::sync::mpsc::sync_channel::<[u8; 32]>(1);
+            let speculative = key.as_ref().zip(stanzas.as_ref()).map(|(k, pieces)| {
+                let cancel = &cancel;
+                scope.spawn(move || {
+                    k.sign_pieces_via_sha256_unless(pieces, cancel, |d| {
+                        let _ = digest_tx.send(*d);
+                    })
+                })
+            });
+            // None when the signer failed before hashing (it says why when joined).
+            let signed_digest = speculative
+                .is_some()
+                .then(|| digest_rx.recv().ok())
+                .flatten();
+            let index_hashes: Vec<FileHash> = index
+                .iter()
+                .map(|(n, d)| match (*n, signed_digest) {
+                    ("Packages", Some(sha256)) => FileHash {
+                        sha256: hex::encode(sha256),
+                        size: d.len() as u64,
+                        name: n.to_string(),
+                    },
+                    _ => body_hash(n, d),
+                })
+                .collect();
             let published = published_release(dir, &index, &index_hashes);
             let same_index = published
                 .as_ref()
@@ -2131,14 +2191,20 @@ pub fn index_feed(
             } else {
                 None
             };
-            let fresh = |pieces: &[&[u8]], k: &SecretKey| match speculative {
-                Some(h) => match h.join() {
-                    Ok(Ok(Some(sig))) => Ok(sig),
-                    Ok(Ok(None)) => k.sign_pieces(pieces),
-                    Ok(Err(e)) => Err(e),
-                    Err(panic) => std::panic::resume_unwind(panic),
-                },
-                None => k.sign_pieces(pieces),
+            let fresh = |pieces: &[&[u8]], k: &SecretKey| {
+                let now = |pieces: &[&[u8]]| {
+                    k.sign_pieces_via_sha256_unless(pieces, &AtomicBool::new(false), |_| {})
+                        .map(|s| s.expect("not cancelled"))
+                };
+                match speculative {
+                    Some(h) => match h.join() {
+                        Ok(Ok(Some(sig))) => Ok(sig),
+                        Ok(Ok(None)) => now(pieces),
+                        Ok(Err(e)) => Err(e),
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    },
+                    None => now(pieces),
+                }
             };
             // The index files' own bytes are final: written to their temporaries and synced
             // while the signature and Packages.gz are made.
@@ -2165,12 +2231,17 @@ pub fn index_feed(
                 Fresh {
                     sign: fresh,
                     cancel: &cancel,
+                    write_gz: |gz: &[u8]| {
+                        let tmp = write_temp(dir, &tag, "Packages.gz", gz, true)?;
+                        Ok(Written(vec![("Packages.gz".to_string(), tmp)]))
+                    },
                 },
             );
             let early = early
                 .join()
                 .unwrap_or_else(|p| std::panic::resume_unwind(p));
-            let (finished, early) = (finished?, early?);
+            let (mut finished, mut early) = (finished?, early?);
+            early.0.append(&mut finished.gz_written.0);
             Ok((index_hashes, Some((finished, early))))
         })?;
         let (index_hashes, finished) = decided;

@@ -1,13 +1,19 @@
-//! Deterministic Ed25519 signing (RFC 8032, section 5.1.6), as usign and signify sign, with
-//! the signature checked before it is returned.
+//! Deterministic Ed25519 signing, with the signature checked before it is returned.
 //!
-//! A usign signature covers the whole message, so signing a `Packages` of megabytes is three
-//! SHA-512 passes over it: the nonce `r = H(prefix ‖ M)`, the challenge `k = H(R ‖ A ‖ M)`,
-//! and the check's own `k' = H(R ‖ A ‖ M)`. The last two depend only on `R`, so they run side
-//! by side on two threads; the check then verifies `[S]B = R + [k']A` with `k'` computed
-//! independently of the signer's `k` (docs/formats.md §4.7). A signature may be started
-//! before it is known to be needed and given up ([`sign_unless`]). The signatures are the same bytes
-//! any RFC 8032 signer gives (tests compare with ed25519-compact and with signify).
+//! [`sign`] is RFC 8032 §5.1.6, as usign and signify sign: the same bytes any RFC 8032 signer
+//! gives (tests compare with ed25519-compact and with signify). A usign signature covers the
+//! whole message, so signing a `Packages` of megabytes that way is three SHA-512 passes over
+//! it: the nonce `r = H(prefix ‖ M)`, the challenge `k = H(R ‖ A ‖ M)`, and the check's own
+//! `k' = H(R ‖ A ‖ M)`. The last two depend only on `R`, so they run side by side on two
+//! threads; the check then verifies `[S]B = R + [k']A` with `k'` computed independently of
+//! the signer's `k`.
+//!
+//! [`sign_via_sha256_unless`], for the index that `archman index` signs on every change,
+//! derives the secret nonce from the message's SHA-256 instead of from the message: one
+//! SHA-256 pass (which the `Release` needs anyway, and which it hands to its caller) in place
+//! of a SHA-512 pass. Verifiers cannot tell the difference — any secret nonce makes a valid
+//! signature — and the signatures stay deterministic (docs/formats.md §4.7 says why this is
+//! safe). Either may be started before it is known to be needed and given up.
 
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
@@ -62,6 +68,59 @@ pub(crate) fn sign_unless(
     message: &[&[u8]],
     cancel: &AtomicBool,
 ) -> Result<Option<[u8; 64]>, SignError> {
+    let (a_point, s, prefix) = expand(seed, public)?;
+    let nonce = Sha512::new().chain_update(prefix);
+    let Some(nonce) = hash_all(nonce, message, cancel) else {
+        return Ok(None);
+    };
+    let r = Scalar::from_bytes_mod_order_wide(&nonce);
+    complete(public, &a_point, &s, &r, message, cancel)
+}
+
+/// What the nonce of [`sign_via_sha256_unless`] hashes before the secret prefix. Being longer
+/// than the prefix and public, it keeps the two nonce inputs apart: RFC 8032 hashes
+/// `prefix ‖ M`, this `NONCE_TAG ‖ prefix ‖ SHA-256(M)`, and they could only be equal were the
+/// secret prefix the first 32 bytes of this text.
+const NONCE_TAG: &[u8] = b"archman index signature: Ed25519 nonce from SHA-256(M), version 1";
+const _: () = assert!(NONCE_TAG.len() > 32);
+
+/// Signs `message` as [`sign_unless`] does, but for the nonce: `r = SHA-512(NONCE_TAG ‖ prefix
+/// ‖ SHA-256(M)) mod L`. The SHA-256 of the message is computed here, over exactly the
+/// pieces signed, and handed to `digest` as soon as it is known (before the challenge pass).
+/// Returns the signature; `Ok(None)` when `cancel` was set.
+pub(crate) fn sign_via_sha256_unless(
+    seed: &[u8; 32],
+    public: &[u8; 32],
+    message: &[&[u8]],
+    cancel: &AtomicBool,
+    digest: impl FnOnce(&[u8; 32]),
+) -> Result<Option<[u8; 64]>, SignError> {
+    let (a_point, s, prefix) = expand(seed, public)?;
+    let mut sha256 = sha2::Sha256::new();
+    for piece in message {
+        for chunk in piece.chunks(1 << 16) {
+            if cancel.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            sha256.update(chunk);
+        }
+    }
+    let d: [u8; 32] = sha256.finalize().into();
+    digest(&d);
+    let nonce = Sha512::new()
+        .chain_update(NONCE_TAG)
+        .chain_update(prefix)
+        .chain_update(d)
+        .finalize();
+    let r = Scalar::from_bytes_mod_order_wide(&nonce.into());
+    complete(public, &a_point, &s, &r, message, cancel)
+}
+
+/// The public point, the secret scalar and the nonce prefix of `seed` (RFC 8032 §5.1.5).
+fn expand(
+    seed: &[u8; 32],
+    public: &[u8; 32],
+) -> Result<(EdwardsPoint, Scalar, [u8; 32]), SignError> {
     let a_point = CompressedEdwardsY(*public)
         .decompress()
         .ok_or(SignError::BadPublicKey)?;
@@ -71,13 +130,22 @@ pub(crate) fn sign_unless(
     s_bytes[0] &= 248;
     s_bytes[31] &= 127;
     s_bytes[31] |= 64;
-    let s = Scalar::from_bytes_mod_order(s_bytes);
-    let nonce = Sha512::new().chain_update(&h[32..]);
-    let Some(nonce) = hash_all(nonce, message, cancel) else {
-        return Ok(None);
-    };
-    let r = Scalar::from_bytes_mod_order_wide(&nonce);
-    let big_r = EdwardsPoint::mul_base(&r).compress().to_bytes();
+    let mut prefix = [0u8; 32];
+    prefix.copy_from_slice(&h[32..]);
+    Ok((a_point, Scalar::from_bytes_mod_order(s_bytes), prefix))
+}
+
+/// The signature with nonce `r`: `R`, the challenge and the check's challenge side by side,
+/// `S`, and the check `[S]B - [k']A = R`.
+fn complete(
+    public: &[u8; 32],
+    a_point: &EdwardsPoint,
+    s: &Scalar,
+    r: &Scalar,
+    message: &[&[u8]],
+    cancel: &AtomicBool,
+) -> Result<Option<[u8; 64]>, SignError> {
+    let big_r = EdwardsPoint::mul_base(r).compress().to_bytes();
     // The signer's challenge and the check's, computed apart from each other.
     let (k, k_check) = std::thread::scope(|scope| {
         let check = scope.spawn(|| challenge(&big_r, public, message, cancel));
@@ -90,7 +158,7 @@ pub(crate) fn sign_unless(
     };
     let big_s = k * s + r;
     // [S]B - [k']A must be R.
-    let back = EdwardsPoint::vartime_double_scalar_mul_basepoint(&k_check, &-a_point, &big_s);
+    let back = EdwardsPoint::vartime_double_scalar_mul_basepoint(&k_check, &-*a_point, &big_s);
     if back.compress().to_bytes() != big_r {
         return Err(SignError::SelfCheck);
     }
@@ -153,6 +221,61 @@ mod tests {
         assert_eq!(
             sign(&[1; 32], &not_a_point, &[b"x"]),
             Err(SignError::BadPublicKey)
+        );
+    }
+
+    #[test]
+    fn a_signature_with_the_nonce_from_sha256_verifies_is_deterministic_and_hands_over_the_digest()
+    {
+        let go = AtomicBool::new(false);
+        for (i, len) in [0usize, 1, 127, 128, 65_537, 300_000]
+            .into_iter()
+            .enumerate()
+        {
+            let seed = [i as u8 + 7; 32];
+            let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(seed));
+            let msg: Vec<u8> = (0..len).map(|j| (j * 13 + i) as u8).collect();
+            let (a, b) = msg.split_at(len / 2);
+            let mut seen = None;
+            let sig = sign_via_sha256_unless(&seed, &kp.pk, &[a, b], &go, |d| seen = Some(*d))
+                .unwrap()
+                .unwrap();
+            let want: [u8; 32] = sha2::Sha256::digest(&msg).into();
+            assert_eq!(seen, Some(want), "len {len}");
+            kp.pk
+                .verify(&msg, &ed25519_compact::Signature::new(sig))
+                .unwrap_or_else(|e| panic!("len {len}: {e}"));
+            // The same key and message give the same bytes; RFC 8032's nonce gives others.
+            let again = sign_via_sha256_unless(&seed, &kp.pk, &[&msg], &go, |_| {});
+            assert_eq!(again, Ok(Some(sig)));
+            assert_ne!(sig, *kp.sk.sign(&msg, None));
+            // A signature over other bytes does not verify.
+            let mut other = msg.clone();
+            other.push(1);
+            assert!(
+                kp.pk
+                    .verify(&other, &ed25519_compact::Signature::new(sig))
+                    .is_err()
+            );
+        }
+        let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([5; 32]));
+        let stop = AtomicBool::new(true);
+        let mut called = false;
+        assert_eq!(
+            sign_via_sha256_unless(&[5; 32], &kp.pk, &[b"x"], &stop, |_| called = true),
+            Ok(None)
+        );
+        assert!(!called);
+        let wrong = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([6; 32]));
+        assert_eq!(
+            sign_via_sha256_unless(
+                &[5; 32],
+                &wrong.pk,
+                &[b"x"],
+                &AtomicBool::new(false),
+                |_| {}
+            ),
+            Err(SignError::SelfCheck)
         );
     }
 

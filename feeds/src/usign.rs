@@ -661,6 +661,28 @@ impl SecretKey {
         Ok(sig.map(|sig| self.signature(sig)))
     }
 
+    /// Signs the concatenation of `pieces` with the nonce derived from its SHA-256
+    /// (docs/formats.md §4.7): one SHA-256 pass and two SHA-512 passes (challenge and check,
+    /// side by side) instead of three SHA-512 passes. The SHA-256 goes to `digest` as soon
+    /// as it is known. Any usign or signify verifies the signature; it is deterministic, but
+    /// not the bytes [`SecretKey::sign_pieces`] gives. `Ok(None)` once `cancel` is set.
+    pub fn sign_pieces_via_sha256_unless(
+        &self,
+        pieces: &[&[u8]],
+        cancel: &std::sync::atomic::AtomicBool,
+        digest: impl FnOnce(&[u8; 32]),
+    ) -> Result<Option<Signature>, Error> {
+        let sig = crate::ed25519_sign::sign_via_sha256_unless(
+            &self.keypair.sk.seed(),
+            &self.keypair.pk,
+            pieces,
+            cancel,
+            digest,
+        )
+        .map_err(|_| Error::SelfCheck)?;
+        Ok(sig.map(|sig| self.signature(sig)))
+    }
+
     fn signature(&self, sig: [u8; 64]) -> Signature {
         Signature {
             fingerprint: self.fingerprint,
