@@ -149,6 +149,14 @@ impl Paragraph {
         }
     }
 
+    /// The paragraph holding no more memory than its text and spans take: one grown a line
+    /// at a time has up to twice that reserved, and an index keeps tens of thousands.
+    fn finished(mut self) -> Paragraph {
+        self.text.shrink_to_fit();
+        self.spans.shrink_to_fit();
+        self
+    }
+
     /// Appends field `name` with raw value `raw` (checked by the caller).
     fn push_raw(&mut self, name: &str, raw: &str) {
         let start = self.text.len();
@@ -347,6 +355,30 @@ impl Paragraph {
         Some(value)
     }
 
+    /// Keeps only the fields whose name `keep` accepts, in their order, and gives back the
+    /// memory the others took: for a paragraph kept long without fields it will never need.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        let kept: Vec<usize> = (0..self.spans.len())
+            .filter(|&i| keep(self.field_at(i).name()))
+            .collect();
+        if kept.len() == self.spans.len() {
+            return;
+        }
+        let size: usize = kept
+            .iter()
+            .map(|&i| (self.spans[i][2] - self.spans[i][0]) as usize + 1)
+            .sum();
+        let mut out = Paragraph {
+            text: String::with_capacity(size),
+            spans: Vec::with_capacity(kept.len()),
+        };
+        for i in kept {
+            let f = self.field_at(i);
+            out.push_raw(f.name(), f.raw());
+        }
+        *self = out;
+    }
+
     /// Appends the paragraph's text (each field `Name:raw\n`, no blank line) to `out`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.text.as_bytes());
@@ -392,6 +424,11 @@ pub struct ParagraphReader<R> {
 }
 
 impl<R: BufRead> ParagraphReader<R> {
+    /// The input, with whatever the reader has not taken from it.
+    pub fn into_inner(self) -> R {
+        self.input
+    }
+
     /// A reader with the default [`ControlLimits`].
     pub fn new(input: R) -> Self {
         Self::with_limits(input, ControlLimits::default())
@@ -491,7 +528,7 @@ impl<R: BufRead> Iterator for ParagraphReader<R> {
                         return None;
                     }
                     self.blank_run = 0;
-                    return Some(Ok(para));
+                    return Some(Ok(para.finished()));
                 }
                 Err(kind) => return self.err(kind),
             }
@@ -505,7 +542,7 @@ impl<R: BufRead> Iterator for ParagraphReader<R> {
                     continue;
                 }
                 self.blank_run = 1;
-                return Some(Ok(para));
+                return Some(Ok(para.finished()));
             }
             if para.is_empty() {
                 self.start_line = self.line_no;
@@ -550,6 +587,26 @@ pub fn parse_paragraphs(text: &str) -> Result<Vec<Paragraph>, ControlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retain_keeps_the_chosen_fields_in_order_and_no_more_memory() {
+        let mut p = Paragraph::parse(
+            "Package: a\nDescription: short\n long\n .\nVersion: 1\nMaintainer: m\nDepends: b\n",
+        )
+        .unwrap();
+        p.retain(|n| !matches!(n, "Description" | "Maintainer"));
+        assert_eq!(p.as_text(), "Package: a\nVersion: 1\nDepends: b\n");
+        assert_eq!(p.get("Depends"), Some("b"));
+        assert_eq!(p.get("Description"), None);
+        assert_eq!(p.text.capacity(), p.text.len());
+        assert_eq!(
+            p,
+            Paragraph::parse("Package: a\nVersion: 1\nDepends: b\n").unwrap()
+        );
+        let before = p.clone();
+        p.retain(|_| true);
+        assert_eq!(p, before);
+    }
 
     const SAMPLE: &str = "Package: foo\nVersion: 1.0-1\nDepends: libc, bar (>= 2)\nDescription:  Two spaces stay.\n A second line.\n .\n After a blank.\n";
 

@@ -336,19 +336,29 @@ pub fn xz(data: &[u8]) -> Vec<u8> {
 
 /// Gunzips `data`, bounded by `limits.max_index` and the decompression ratio limit.
 pub fn gunzip(data: &[u8], limits: &Limits) -> Result<Vec<u8>, IndexError> {
+    let mut out = Vec::new();
+    gunzip_reader(data, limits)
+        .read_to_end(&mut out)
+        .map_err(|e| gunzip_error(&e))?;
+    Ok(out)
+}
+
+/// [`gunzip`] as a stream: `data` decompressed as it is read, within the same bounds (size
+/// and ratio), so that an index need never be whole in memory. A read error means what
+/// [`gunzip_error`] says.
+pub fn gunzip_reader<'a>(data: &'a [u8], limits: &Limits) -> impl Read + 'a {
     let (counting, count) = Counting::new(data);
     let dec = flate2::read::MultiGzDecoder::new(counting);
-    let mut bounded =
-        Bounded::new(dec, limits.max_index).with_ratio(count, limits.max_ratio, limits.ratio_grace);
-    let mut out = Vec::new();
-    bounded
-        .read_to_end(&mut out)
-        .map_err(|e| match LimitError::from_io(&e) {
-            Some(LimitError::TooLarge { limit }) => IndexError::TooLarge(limit),
-            Some(LimitError::Ratio { ratio }) => IndexError::Bomb(ratio),
-            None => IndexError::Gzip(e.to_string()),
-        })?;
-    Ok(out)
+    Bounded::new(dec, limits.max_index).with_ratio(count, limits.max_ratio, limits.ratio_grace)
+}
+
+/// What a read error of [`gunzip_reader`] means.
+pub fn gunzip_error(e: &std::io::Error) -> IndexError {
+    match LimitError::from_io(e) {
+        Some(LimitError::TooLarge { limit }) => IndexError::TooLarge(limit),
+        Some(LimitError::Ratio { ratio }) => IndexError::Bomb(ratio),
+        None => IndexError::Gzip(e.to_string()),
+    }
 }
 
 #[cfg(test)]

@@ -1433,7 +1433,7 @@ impl Client {
         let mut signers = BTreeMap::new();
         let mut u = Universe::new(&self.config.arch);
         for p in db.packages() {
-            u.add_installed(p)?;
+            u.add_installed(p.clone())?;
         }
         if with_feeds {
             // Consumed as it is added, so the index and the universe are not both whole in
@@ -1450,13 +1450,12 @@ impl Client {
                         .fields()
                         .map(|f| 1 + f.raw().bytes().filter(|&b| b == b'\n').count())
                         .sum();
-                    if let Err(e) = u.add_available(&st, &s.name, i) {
+                    let name = st.get("Package").map(|n| n.trim().to_string());
+                    if let Err(e) = u.add_available(st, &s.name, i) {
                         progress.message(&format!(
                             "warning: feed {:?}: stanza at line {line} ({}) left out: {e}",
                             s.name,
-                            st.get("Package")
-                                .map(str::trim)
-                                .unwrap_or("no Package field")
+                            name.as_deref().unwrap_or("no Package field")
                         ));
                     }
                     line += lines + 1;
@@ -1667,7 +1666,7 @@ impl Client {
             .collect();
         // The index stanzas were needed for the downloads only.
         for step in &mut plan.steps {
-            step.stanza = Paragraph::new();
+            step.stanza = Default::default();
         }
         let mut opts = self.install_options();
         // Files leaving the packages this transaction upgrades (the old version ships them,

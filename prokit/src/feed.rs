@@ -52,7 +52,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use feeds::control::Paragraph;
+use feeds::control::{Paragraph, ParagraphReader};
 use feeds::index::{IndexError, PackagesFile};
 use feeds::limits::Limits;
 use feeds::release::{Release, format_date};
@@ -143,12 +143,32 @@ impl Default for FeedLimits {
 }
 
 /// A stored index, checked and decompressed ([`FeedStore::load`]).
-struct VerifiedList {
-    packages: Vec<u8>,
-    /// Its path, for messages.
-    file: String,
-    /// The key that signed it, when signatures are checked.
-    signer: Option<Fingerprint>,
+/// The text of a stored index on its way to the parser: each byte fed to the signature
+/// check (when signatures are checked), the first read error (damaged gzip, decompression
+/// bomb) kept to be reported as such rather than as a line the parser could not read.
+struct Checked<'c, R> {
+    inner: R,
+    check: Option<&'c mut SignatureCheck>,
+    error: Option<IndexError>,
+}
+
+impl<R: io::Read> io::Read for Checked<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                if let Some(c) = self.check.as_deref_mut() {
+                    c.update(&buf[..n]);
+                }
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                let err = io::Error::new(e.kind(), e.to_string());
+                self.error.get_or_insert(feeds::index::gunzip_error(&e));
+                Err(err)
+            }
+        }
+    }
 }
 
 /// What an update found.
@@ -385,6 +405,19 @@ impl Trust {
         message: &[u8],
         sig_bytes: &[u8],
     ) -> Result<Fingerprint, FeedError> {
+        let mut check = self.verifier(feed, file, sig_bytes)?;
+        check.update(message);
+        check.finish()
+    }
+
+    /// [`Trust::verify`] of a message given in parts: the signature parsed and its key found
+    /// trusted and not distrusted now, the message fed to the check as it goes by.
+    pub fn verifier(
+        &self,
+        feed: &str,
+        file: &str,
+        sig_bytes: &[u8],
+    ) -> Result<SignatureCheck, FeedError> {
         let sig = Signature::parse(sig_bytes).map_err(|e| FeedError::NotASignature {
             feed: feed.into(),
             file: file.into(),
@@ -414,13 +447,37 @@ impl Trust {
                 fingerprint,
                 scope: self.scope.clone(),
             })?;
-        key.verify(message, &sig)
-            .map_err(|_| FeedError::BadSignature {
-                feed: feed.into(),
-                file: file.into(),
-                fingerprint,
-            })?;
-        Ok(fingerprint)
+        let bad = || FeedError::BadSignature {
+            feed: feed.into(),
+            file: file.into(),
+            fingerprint,
+        };
+        let verifier = key.verifier(&sig).map_err(|_| bad())?;
+        Ok(SignatureCheck {
+            verifier,
+            bad: bad(),
+            fingerprint,
+        })
+    }
+}
+
+/// A signature check under way ([`Trust::verifier`]).
+pub struct SignatureCheck {
+    verifier: feeds::usign::Verifier,
+    /// The error if it fails.
+    bad: FeedError,
+    fingerprint: Fingerprint,
+}
+
+impl SignatureCheck {
+    pub fn update(&mut self, part: &[u8]) {
+        self.verifier.update(part);
+    }
+
+    /// The signing key's fingerprint when the signature holds for everything given.
+    pub fn finish(self) -> Result<Fingerprint, FeedError> {
+        self.verifier.finish().map_err(|_| self.bad)?;
+        Ok(self.fingerprint)
     }
 }
 
@@ -761,11 +818,17 @@ impl FeedStore {
             (None, None)
         };
 
-        let index = PackagesFile::parse(packages).map_err(|e| FeedError::BadIndex {
-            feed: name.into(),
-            file: index_url.clone(),
-            reason: e.to_string(),
-        })?;
+        // Every stanza must parse; they are counted, not kept (a Debian-size index is tens of
+        // megabytes of stanzas, and the list is stored as it came).
+        let mut stanzas = 0;
+        for p in ParagraphReader::new(packages) {
+            p.map_err(|e| FeedError::BadIndex {
+                feed: name.into(),
+                file: index_url.clone(),
+                reason: IndexError::from(e).to_string(),
+            })?;
+            stanzas += 1;
+        }
 
         // 3. Release (threats 2, 3, 5, 6, 7).
         let release_url = url_of("Release");
@@ -835,7 +898,7 @@ impl FeedStore {
             self.write(name, &list_rel, &raw)?;
         }
         Ok(UpdateReport {
-            packages: index.stanzas.len(),
+            packages: stanzas,
             fingerprint: fingerprint.map(|f| f.to_string()),
             release_date: release.map(|r| r.date),
             unchanged,
@@ -981,29 +1044,19 @@ impl FeedStore {
 
     /// [`FeedStore::load`], with the key that signed the index (`None` when signatures are
     /// not checked).
+    ///
+    /// The index is decompressed as it is parsed and every byte of it goes through the
+    /// signature check on the way, so a Debian-size index is never in memory twice (as text
+    /// and as stanzas); nothing parsed is returned unless the signature holds for all of it.
+    /// The errors come in the order of the checks: the list against the `Release`, the
+    /// signature file and its key, the decompression, the signature over the index, and
+    /// last the index's own syntax (a forged index is reported as a bad signature, whatever
+    /// it holds).
     pub fn load_signed(
         &self,
         feed_name: &str,
         trust: &Trust,
     ) -> Result<Option<(PackagesFile, Option<Fingerprint>)>, FeedError> {
-        let Some(list) = self.read_verified(feed_name, trust)? else {
-            return Ok(None);
-        };
-        let index = PackagesFile::parse(&list.packages).map_err(|e| FeedError::BadIndex {
-            feed: feed_name.into(),
-            file: list.file,
-            reason: e.to_string(),
-        })?;
-        Ok(Some((index, list.signer)))
-    }
-
-    /// The stored index of `feed_name`, checked as [`FeedStore::load`] says, decompressed;
-    /// with its file name and the key that signed it.
-    fn read_verified(
-        &self,
-        feed_name: &str,
-        trust: &Trust,
-    ) -> Result<Option<VerifiedList>, FeedError> {
         check_name(feed_name)?;
         let path = self.list_path(feed_name);
         let io = |path: &Path, reason: String| FeedError::Io {
@@ -1018,17 +1071,17 @@ impl FeedStore {
             return Ok(None);
         };
         let file = path.display().to_string();
+        let bad_index = |reason: String| FeedError::BadIndex {
+            feed: feed_name.into(),
+            file: file.clone(),
+            reason,
+        };
         let gz = stored.starts_with(&GZIP_MAGIC);
         let state = self.read_state(feed_name)?;
         if let Some((_, release_sha)) = &state.release {
             self.check_list_against_release(feed_name, &file, &stored, gz, release_sha)?;
         }
-        let packages = if gz {
-            self.gunzip(feed_name, &file, &stored)?
-        } else {
-            stored
-        };
-        if trust.require_signature {
+        let mut check = if trust.require_signature {
             let sig_path = self.root.path().join(self.sig_rel(feed_name));
             let sig = self
                 .read(&self.sig_rel(feed_name), self.limits.max_signature)
@@ -1037,18 +1090,67 @@ impl FeedStore {
                     feed: feed_name.into(),
                     file: sig_path.display().to_string(),
                 })?;
-            let fp = trust.verify(feed_name, &file, &packages, &sig)?;
-            return Ok(Some(VerifiedList {
-                packages,
-                file,
-                signer: Some(fp),
+            Some(trust.verifier(feed_name, &file, &sig)?)
+        } else {
+            None
+        };
+        let text: Box<dyn io::Read + '_> = if gz {
+            let lim = &self.limits;
+            let limits = Limits {
+                max_index: lim.max_packages,
+                max_ratio: lim.max_ratio,
+                ratio_grace: lim.ratio_grace,
+                ..Limits::default()
+            };
+            Box::new(feeds::index::gunzip_reader(&stored, &limits))
+        } else {
+            Box::new(&stored[..])
+        };
+        let mut reader = ParagraphReader::new(io::BufReader::with_capacity(
+            64 << 10,
+            Checked {
+                inner: text,
+                check: check.as_mut(),
+                error: None,
+            },
+        ));
+        let mut stanzas = Vec::new();
+        let mut syntax = None;
+        for p in reader.by_ref() {
+            match p {
+                Ok(p) => stanzas.push(p),
+                Err(e) => {
+                    syntax = Some(e);
+                    break;
+                }
+            }
+        }
+        let (trailing_blank_lines, final_newline) =
+            (reader.trailing_blank_lines(), reader.ended_with_newline());
+        // What the parser did not take still goes through the check.
+        let mut rest = reader.into_inner();
+        let _ = io::copy(&mut rest, &mut io::sink());
+        let read_error = rest.into_inner().error;
+        if let Some(e) = read_error {
+            return Err(bad_index(match e {
+                IndexError::TooLarge(n) => {
+                    format!("decompresses to more than {n} bytes (decompression bomb?)")
+                }
+                other => other.to_string(),
             }));
         }
-        Ok(Some(VerifiedList {
-            packages,
-            file,
-            signer: None,
-        }))
+        let signer = check.map(SignatureCheck::finish).transpose()?;
+        if let Some(e) = syntax {
+            return Err(bad_index(IndexError::from(e).to_string()));
+        }
+        Ok(Some((
+            PackagesFile {
+                stanzas,
+                trailing_blank_lines,
+                final_newline,
+            },
+            signer,
+        )))
     }
 
     /// Decompresses a gzip'd index within the download bounds (threats 8, 9). Something
@@ -1435,6 +1537,57 @@ mod tests {
             assert!(!r.unchanged);
             assert_eq!(fx.loaded_versions(), ["2.0", "2.0"]);
         }
+    }
+
+    /// A stored list is decompressed as it is parsed and checked: a list changed after the
+    /// update is a bad signature even when it does not parse (the signature is judged over
+    /// all of it first), one that decompresses past the bound is named as such, and a
+    /// signed list that does not parse is a bad index.
+    #[test]
+    fn a_stored_list_changed_since_the_update_is_refused_as_it_streams() {
+        let mut fx = Fixture::new();
+        fx.publish(&packages(2, "1.0"), None);
+        fx.update(true, NOW).unwrap();
+        let list = fx.store.list_path("base");
+        let load = |fx: &Fixture| fx.store.load("base", &fx.trust).unwrap_err().to_string();
+        fs::write(&list, feeds::index::gzip(b"Package: a\nnot a field line\n")).unwrap();
+        let msg = load(&fx);
+        assert!(msg.contains("signature") && !msg.contains("line"), "{msg}");
+        fs::write(&list, feeds::index::gzip(&packages(2, "6.6"))).unwrap();
+        let msg = load(&fx);
+        assert!(msg.contains("signature"), "{msg}");
+        fx.store = fx.store.clone().with_limits(FeedLimits {
+            max_packages: 1 << 20,
+            ..FeedLimits::default()
+        });
+        fs::write(&list, feeds::index::gzip(&vec![b'\n'; 2 << 20])).unwrap();
+        assert!(
+            load(&fx).contains("decompresses to more than 1048576 bytes"),
+            "{}",
+            load(&fx)
+        );
+        // Signed, but not an index: the signature holds, the syntax does not.
+        let text = b"Package: a\nnot a field line\n".to_vec();
+        fs::write(&list, feeds::index::gzip(&text)).unwrap();
+        fs::write(
+            fx.local.path().join("lists/base.sig"),
+            fx.sk.sign(&text).unwrap().to_file_bytes(),
+        )
+        .unwrap();
+        let msg = load(&fx);
+        assert!(
+            !msg.contains("signature") && msg.contains("line 2"),
+            "{msg}"
+        );
+        // And a signed, well-formed list loads.
+        let text = packages(3, "7.0");
+        fs::write(&list, feeds::index::gzip(&text)).unwrap();
+        fs::write(
+            fx.local.path().join("lists/base.sig"),
+            fx.sk.sign(&text).unwrap().to_file_bytes(),
+        )
+        .unwrap();
+        assert_eq!(fx.loaded_versions(), ["7.0", "7.0", "7.0"]);
     }
 
     #[test]

@@ -298,8 +298,10 @@ pub struct Step {
     pub arch: String,
     /// Name of the feed it comes from.
     pub feed: String,
-    /// The index stanza (Filename, Size, SHA256sum, …).
-    pub stanza: feeds::control::Paragraph,
+    /// The index stanza (Filename, Size, SHA256sum, relations, signature, …) without the
+    /// fields that only describe the package (Description, Maintainer, Section, …), shared
+    /// with the universe it was resolved in.
+    pub stanza: std::sync::Arc<feeds::control::Paragraph>,
     /// True when pulled in as a dependency; false when requested. An upgraded installed
     /// package that was not requested keeps its `Auto-Installed` flag.
     pub auto: bool,

@@ -31,7 +31,7 @@ fn index_stanza(text: &str) -> Paragraph {
 }
 
 fn avail_in(u: &mut Universe, feed: &str, order: usize, text: &str) {
-    if let Err(e) = u.add_available(&index_stanza(text), feed, order) {
+    if let Err(e) = u.add_available(index_stanza(text), feed, order) {
         panic!("{text:?} should be accepted: {e}");
     }
 }
@@ -45,7 +45,7 @@ fn installed(u: &mut Universe, text: &str) {
     if !text.contains("Status:") {
         text.push_str("\nStatus: install user installed");
     }
-    if let Err(e) = u.add_installed(&stanza(&text)) {
+    if let Err(e) = u.add_installed(stanza(&text)) {
         panic!("{text:?} should be accepted: {e}");
     }
 }
@@ -628,7 +628,7 @@ fn bad_fields_name_the_feed_the_package_and_the_field() {
         ("Package: a\nVersion: 1\nBreaks: x (", "Breaks"),
     ];
     for (text, field) in cases {
-        let e = match u.add_available(&stanza(text), "base", 0) {
+        let e = match u.add_available(stanza(text), "base", 0) {
             Ok(()) => panic!("{text:?} should be refused"),
             Err(e) => e,
         };
@@ -638,7 +638,7 @@ fn bad_fields_name_the_feed_the_package_and_the_field() {
             "{message}"
         );
     }
-    let e = u.add_installed(&stanza("Package: -a\nVersion: 1"));
+    let e = u.add_installed(stanza("Package: -a\nVersion: 1"));
     assert!(e.is_err_and(|e| {
         e.to_string()
             .starts_with("installed status: package \"-a\"")

@@ -25,7 +25,7 @@ use feeds::version::Version;
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// A package of the universe: its index in [`Universe::pkgs`].
 pub(super) type PkgId = u32;
@@ -256,7 +256,9 @@ pub(super) struct Pkg {
     /// Index into [`Universe::feeds`].
     pub(super) feed: u32,
     pub(super) feed_order: usize,
-    pub(super) stanza: Paragraph,
+    /// Shared with the plan's steps (an index of 60,000 stanzas is not copied into a plan
+    /// of thousands).
+    pub(super) stanza: Arc<Paragraph>,
     /// The alternatives of every dependency group, one group after the other.
     alts: Vec<Dep>,
     /// Per group: where its alternatives end in `alts`, and whether it is a Pre-Depends group.
@@ -424,12 +426,15 @@ impl Universe {
     /// an error naming feed, package and field.
     pub fn add_available(
         &mut self,
-        stanza: &Paragraph,
+        mut stanza: Paragraph,
         feed: &str,
         feed_order: usize,
     ) -> Result<(), ResolveError> {
+        // Kept for resolving, explaining and fetching, none of which shows what only
+        // describes the package: without it, half of a Debian-size index.
+        stanza.retain(|name| !DESCRIPTIVE.iter().any(|d| d.eq_ignore_ascii_case(name)));
         let origin = format!("feed {feed:?}");
-        let name = package_name(stanza, &origin)?;
+        let name = package_name(&stanza, &origin)?;
         let arch = stanza.get("Architecture").unwrap_or("");
         let arch_prio = if self.arch_prios.is_empty() {
             0
@@ -475,9 +480,9 @@ impl Universe {
     /// One stanza of the installed status database (opkg status file). Entries whose state
     /// (third word of `Status`) is `not-installed` or `config-files` are skipped; a second
     /// entry for an installed name is ignored (the first wins).
-    pub fn add_installed(&mut self, stanza: &Paragraph) -> Result<(), ResolveError> {
+    pub fn add_installed(&mut self, stanza: Paragraph) -> Result<(), ResolveError> {
         let origin = "installed status".to_string();
-        let name = package_name(stanza, &origin)?;
+        let name = package_name(&stanza, &origin)?;
         if let Some(status) = stanza.get("Status") {
             let state = status.split_whitespace().nth(2).unwrap_or("");
             if matches!(state, "not-installed" | "config-files") {
@@ -491,10 +496,11 @@ impl Universe {
         {
             return Ok(());
         }
-        let mut pkg = self.parse_pkg(stanza, &origin, &name, true)?;
-        pkg.auto_installed = stanza
+        let auto_installed = stanza
             .get("Auto-Installed")
             .is_some_and(|v| v.eq_ignore_ascii_case("yes"));
+        let mut pkg = self.parse_pkg(stanza, &origin, &name, true)?;
+        pkg.auto_installed = auto_installed;
         let id = self.next_id(&origin, &name)?;
         self.installed_by_name.insert(pkg.name, id);
         self.flag(pkg.name, INSTALLED);
@@ -835,7 +841,7 @@ impl Universe {
     /// caller.
     fn parse_pkg(
         &mut self,
-        stanza: &Paragraph,
+        stanza: Paragraph,
         origin: &str,
         name: &str,
         installed: bool,
@@ -913,7 +919,7 @@ impl Universe {
             arch_prio: 0,
             feed: 0,
             feed_order: 0,
-            stanza: stanza.clone(),
+            stanza: Arc::new(stanza),
             alts,
             groups: group_ends,
             provides,
@@ -924,6 +930,20 @@ impl Universe {
         })
     }
 }
+
+/// Fields of an available package's stanza that only describe it: the universe does not keep
+/// them (see [`Universe::add_available`]; [`Step::stanza`] is the rest).
+const DESCRIPTIVE: [&str; 9] = [
+    "Description",
+    "Description-md5",
+    "Maintainer",
+    "Homepage",
+    "Section",
+    "Priority",
+    "Installed-Size",
+    "License",
+    "Source",
+];
 
 /// Steps and relation checks one resolution took.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
