@@ -644,23 +644,6 @@ impl SecretKey {
         Ok(self.signature(sig))
     }
 
-    /// [`SecretKey::sign_pieces`], given up (`Ok(None)`) once `cancel` is set: for a
-    /// signature started, on another thread, before it is known to be needed.
-    pub fn sign_pieces_unless(
-        &self,
-        pieces: &[&[u8]],
-        cancel: &std::sync::atomic::AtomicBool,
-    ) -> Result<Option<Signature>, Error> {
-        let sig = crate::ed25519_sign::sign_unless(
-            &self.keypair.sk.seed(),
-            &self.keypair.pk,
-            pieces,
-            cancel,
-        )
-        .map_err(|_| Error::SelfCheck)?;
-        Ok(sig.map(|sig| self.signature(sig)))
-    }
-
     /// Signs the concatenation of `pieces` with the nonce derived from its SHA-256
     /// (docs/formats.md §4.7): one SHA-256 pass and two SHA-512 passes (challenge and check,
     /// side by side) instead of three SHA-512 passes. The SHA-256 goes to `digest` as soon

@@ -481,6 +481,16 @@ impl SignatureCheck {
     }
 }
 
+/// Why an index could not be decompressed, for a [`FeedError::BadIndex`].
+fn gunzip_reason(e: IndexError) -> String {
+    match e {
+        IndexError::TooLarge(n) => {
+            format!("decompresses to more than {n} bytes (decompression bomb?)")
+        }
+        other => other.to_string(),
+    }
+}
+
 fn same_fingerprint(text: &str, fp: Fingerprint) -> bool {
     match text.trim().parse::<Fingerprint>() {
         Ok(parsed) => parsed == fp,
@@ -1095,14 +1105,7 @@ impl FeedStore {
             None
         };
         let text: Box<dyn io::Read + '_> = if gz {
-            let lim = &self.limits;
-            let limits = Limits {
-                max_index: lim.max_packages,
-                max_ratio: lim.max_ratio,
-                ratio_grace: lim.ratio_grace,
-                ..Limits::default()
-            };
-            Box::new(feeds::index::gunzip_reader(&stored, &limits))
+            Box::new(feeds::index::gunzip_reader(&stored, &self.gunzip_limits()))
         } else {
             Box::new(&stored[..])
         };
@@ -1132,12 +1135,7 @@ impl FeedStore {
         let _ = io::copy(&mut rest, &mut io::sink());
         let read_error = rest.into_inner().error;
         if let Some(e) = read_error {
-            return Err(bad_index(match e {
-                IndexError::TooLarge(n) => {
-                    format!("decompresses to more than {n} bytes (decompression bomb?)")
-                }
-                other => other.to_string(),
-            }));
+            return Err(bad_index(gunzip_reason(e)));
         }
         let signer = check.map(SignatureCheck::finish).transpose()?;
         if let Some(e) = syntax {
@@ -1166,23 +1164,22 @@ impl FeedStore {
                 ),
             });
         }
+        feeds::index::gunzip(gz, &self.gunzip_limits()).map_err(|e| FeedError::BadIndex {
+            feed: feed.into(),
+            file: file.into(),
+            reason: gunzip_reason(e),
+        })
+    }
+
+    /// The bounds an index is decompressed within (threats 8, 9).
+    fn gunzip_limits(&self) -> Limits {
         let lim = &self.limits;
-        let limits = Limits {
+        Limits {
             max_index: lim.max_packages,
             max_ratio: lim.max_ratio,
             ratio_grace: lim.ratio_grace,
             ..Limits::default()
-        };
-        feeds::index::gunzip(gz, &limits).map_err(|e| FeedError::BadIndex {
-            feed: feed.into(),
-            file: file.into(),
-            reason: match e {
-                IndexError::TooLarge(n) => {
-                    format!("decompresses to more than {n} bytes (decompression bomb?)")
-                }
-                other => other.to_string(),
-            },
-        })
+        }
     }
 
     /// The stored list must be what the stored, last accepted `Release` lists for it
