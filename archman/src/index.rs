@@ -1670,6 +1670,9 @@ fn publish_files<N: AsRef<str> + Sync>(
     journal.push_str("END\n");
     let jtmp = write_temp(dir, tag, "journal", journal.as_bytes(), true)?;
     fs::rename(&jtmp, dir.join(JOURNAL)).map_err(io_err(&jtmp))?;
+    // The journal names every temporary now: whatever happens next, they are the next run's
+    // to roll forward, never to remove.
+    early.0.clear();
     sync_dir(dir)?;
     let mut parents = BTreeSet::new();
     for (name, _) in files {
@@ -1682,15 +1685,14 @@ fn publish_files<N: AsRef<str> + Sync>(
         sync_dir(p)?;
     }
     sync_dir(dir)?;
-    // Renamed into place: nothing left to remove.
-    early.0.clear();
     let j = dir.join(JOURNAL);
     fs::remove_file(&j).map_err(io_err(&j))?;
     Ok(())
 }
 
 /// Temporaries of this run written before the publish ([`publish_files`] writes the rest):
-/// (name, temporary). Removed when dropped before the publish renamed them.
+/// (name, temporary). Removed when dropped before the publish's journal names them; from
+/// then on they belong to the journal (a failed publish is rolled forward by the next run).
 #[derive(Default)]
 struct Written(Vec<(String, PathBuf)>);
 
@@ -2465,6 +2467,41 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A publish that fails after its journal is complete leaves every temporary the journal
+    /// names, early ones included, for the next run to roll forward; one that fails before
+    /// leaves none of this run's.
+    #[test]
+    fn temporaries_written_early_belong_to_the_journal_once_it_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let tag = "1-00000001";
+        let early = |text: &[u8]| {
+            let t = write_temp(dir, tag, "Packages", text, true).unwrap();
+            Written(vec![("Packages".to_string(), t)])
+        };
+        let files = [
+            ("Packages.gz", Body::Bytes(b"gz".to_vec())),
+            ("Packages", Body::Bytes(Vec::new())),
+            ("Release", Body::Bytes(b"release".to_vec())),
+        ];
+        // `Packages` cannot be replaced (a non-empty directory is there): the renames stop
+        // after the journal.
+        fs::create_dir(dir.join("Packages")).unwrap();
+        fs::write(dir.join("Packages/x"), "x").unwrap();
+        assert!(publish_files(dir, tag, &files, early(b"new index")).is_err());
+        assert!(dir.join(JOURNAL).exists());
+        assert!(dir.join(temp_name(Some(tag), "Packages")).exists());
+        fs::remove_dir_all(dir.join("Packages")).unwrap();
+        assert!(recover(dir).unwrap());
+        assert_eq!(fs::read(dir.join("Packages")).unwrap(), b"new index");
+        assert_eq!(fs::read(dir.join("Release")).unwrap(), b"release");
+        // Dropped before any journal: the early temporary goes.
+        let w = early(b"unpublished");
+        let t = w.0[0].1.clone();
+        drop(w);
+        assert!(!t.exists());
+    }
 
     #[test]
     fn the_signature_field_is_found_only_at_the_start_of_a_line() {
