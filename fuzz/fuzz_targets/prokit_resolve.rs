@@ -41,12 +41,13 @@ fuzz_target!(|data: &[u8]| {
             first = Some(name.to_string());
         }
         if p.get("Status").is_some() {
-            if universe.add_installed(&p).is_ok() {
-                installed.push(p.get("Package").unwrap_or("").to_string());
+            let name = p.get("Package").unwrap_or("").to_string();
+            if universe.add_installed(p).is_ok() {
+                installed.push(name);
             }
         } else {
             let feed = if i % 2 == 0 { "fuzz" } else { "fuzz2" };
-            let _ = universe.add_available(&p, feed, i % 2);
+            let _ = universe.add_available(p, feed, i % 2);
         }
     }
     for name in &installed {
