@@ -172,14 +172,6 @@ impl std::ops::Deref for Stanza {
     }
 }
 
-impl Stanza {
-    /// The same text in its own allocation (for a value kept long after what it shares is
-    /// gone, or kept in another thread's heap).
-    pub fn to_owned_text(&self) -> Stanza {
-        Stanza(StanzaText::Owned(self.to_string()))
-    }
-}
-
 impl From<String> for Stanza {
     fn from(s: String) -> Stanza {
         Stanza(StanzaText::Owned(s))

@@ -137,7 +137,9 @@ impl Parts {
         (gz, Parts { parts: next }, stats)
     }
 
-    /// The file's bytes (see the module documentation), parts in key order.
+    /// The file's bytes (see the module documentation), parts in key order ([`Parts::write_to`]
+    /// into memory; runs write the file as it is made).
+    #[cfg(test)]
     pub fn to_bytes(&self, feed_id: &str, key: &CacheKey) -> Vec<u8> {
         let mut out = Vec::new();
         self.write_to(&mut out, feed_id, key)

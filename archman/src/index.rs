@@ -1620,47 +1620,58 @@ fn journal_name_ok(name: &str) -> bool {
 /// Publishes `files` (names relative to `dir`, in publish order) as one step that a crash
 /// cannot leave half done: each written to a temporary beside its destination and synced, a
 /// journal naming them all, the renames in order, the directories synced, the journal
-/// removed. A run killed after the journal is complete is rolled forward by [`recover`];
-/// one killed before leaves the old files, and temporaries that `recover` removes.
+/// removed. `temps` holds those written already (they are not written again). A run killed
+/// after the journal is complete is rolled forward by [`recover`]; one killed before leaves
+/// the old files, and temporaries that `recover` removes; one that fails before removes its
+/// temporaries itself.
 fn publish_files<N: AsRef<str> + Sync>(
     dir: &Path,
     tag: &str,
     files: &[(N, Body<'_>)],
-    mut early: Written,
+    mut temps: Written,
 ) -> Result<(), IndexError> {
     // Each temporary on its own thread: their fsyncs wait on the disk together (the
     // filesystem commits them in one journal transaction), not one after another.
-    let written: Vec<Result<PathBuf, IndexError>> = std::thread::scope(|scope| {
-        let early = &early;
+    let written: Vec<(&str, Result<PathBuf, IndexError>)> = std::thread::scope(|scope| {
+        let written_early = &temps;
         let writers: Vec<_> = files
             .iter()
-            .filter(|(name, _)| !early.has(name.as_ref()))
+            .filter(|(name, _)| !written_early.has(name.as_ref()))
             .map(|(name, data)| {
-                scope.spawn(move || {
-                    let name = name.as_ref();
+                let name = name.as_ref();
+                let writer = scope.spawn(move || {
                     let (parent, base) = match name.rsplit_once('/') {
                         Some((parent, base)) => (dir.join(parent), base),
                         None => (dir.to_path_buf(), name),
                     };
                     write_temp_body(&parent, tag, base, data, true)
-                })
+                });
+                (name, writer)
             })
             .collect();
         writers
             .into_iter()
-            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .map(|(name, w)| {
+                (
+                    name,
+                    w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                )
+            })
             .collect()
     });
-    if let Some(e) = written.iter().position(Result::is_err) {
-        // The others' temporaries go too (a later run's `recover` would remove them).
-        for t in written.iter().flatten() {
-            let _ = fs::remove_file(t);
+    // Every temporary of this run is `temps`'s until the journal names it: a failure before
+    // then removes them all.
+    let mut failed = None;
+    for (name, tmp) in written {
+        match tmp {
+            Ok(tmp) => temps.0.push((name.to_string(), tmp)),
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
         }
-        return Err(written
-            .into_iter()
-            .nth(e)
-            .and_then(Result::err)
-            .expect("an error"));
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     let mut journal = format!("tmp {tag}\n");
     for (name, _) in files {
@@ -1672,7 +1683,7 @@ fn publish_files<N: AsRef<str> + Sync>(
     fs::rename(&jtmp, dir.join(JOURNAL)).map_err(io_err(&jtmp))?;
     // The journal names every temporary now: whatever happens next, they are the next run's
     // to roll forward, never to remove.
-    early.0.clear();
+    temps.0.clear();
     sync_dir(dir)?;
     let mut parents = BTreeSet::new();
     for (name, _) in files {
@@ -1690,8 +1701,8 @@ fn publish_files<N: AsRef<str> + Sync>(
     Ok(())
 }
 
-/// Temporaries of this run written before the publish ([`publish_files`] writes the rest):
-/// (name, temporary). Removed when dropped before the publish's journal names them; from
+/// Temporaries of this run: (name, temporary). Some are written before the publish, the rest
+/// by [`publish_files`]. Removed when dropped before the publish's journal names them; from
 /// then on they belong to the journal (a failed publish is rolled forward by the next run).
 #[derive(Default)]
 struct Written(Vec<(String, PathBuf)>);

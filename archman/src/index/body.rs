@@ -29,7 +29,7 @@ impl<'a> Body<'a> {
     pub(crate) fn pieces(&self) -> Vec<&[u8]> {
         match self {
             Body::Bytes(b) => vec![b.as_slice()],
-            Body::Stanzas(s) => s.iter().flat_map(|s| [*s, b"\n"]).collect(),
+            Body::Stanzas(_) => self.stanza_pieces().unwrap_or_default(),
         }
     }
 
