@@ -191,12 +191,7 @@ impl Paragraph {
             None => String::new(),
         };
         self.text.replace_range(start..end + 1, &replacement);
-        let delta = replacement.len() as i64 - (end + 1 - start) as i64;
-        for s in &mut self.spans[i + 1..] {
-            for x in s.iter_mut() {
-                *x = offset((*x as i64 + delta) as usize);
-            }
-        }
+        self.shift_spans(i + 1, replacement.len() as i64 - (end + 1 - start) as i64);
         match new {
             Some((name, _)) => {
                 let colon = start + name.len();
@@ -205,6 +200,16 @@ impl Paragraph {
             }
             None => {
                 self.spans.remove(i);
+            }
+        }
+    }
+
+    /// Moves the spans of fields `from..` by `delta` bytes (text inserted or removed before
+    /// them).
+    fn shift_spans(&mut self, from: usize, delta: i64) {
+        for s in &mut self.spans[from..] {
+            for x in s.iter_mut() {
+                *x = offset((*x as i64 + delta) as usize);
             }
         }
     }
@@ -335,11 +340,7 @@ impl Paragraph {
                 let at = self.spans[i][0] as usize;
                 let ins = format!("{name}:{raw}\n");
                 self.text.insert_str(at, &ins);
-                for s in &mut self.spans[i..] {
-                    for x in s.iter_mut() {
-                        *x = offset(*x as usize + ins.len());
-                    }
-                }
+                self.shift_spans(i, ins.len() as i64);
                 let span = [at, at + name.len(), at + ins.len() - 1].map(offset);
                 self.spans.insert(i, span);
             }

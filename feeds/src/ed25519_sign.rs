@@ -13,7 +13,7 @@
 //! SHA-256 pass (which the `Release` needs anyway, and which it hands to its caller) in place
 //! of a SHA-512 pass. Verifiers cannot tell the difference — any secret nonce makes a valid
 //! signature — and the signatures stay deterministic (docs/formats.md §4.7 says why this is
-//! safe). Either may be started before it is known to be needed and given up.
+//! safe). It may be started before it is known to be needed, and given up.
 
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
@@ -31,7 +31,11 @@ pub(crate) enum SignError {
 
 /// Feeds `message` to `h`, in slices of at most 64 KiB, looking at `cancel` before each;
 /// `None` when it was set.
-fn hash_all(mut h: Sha512, message: &[&[u8]], cancel: &AtomicBool) -> Option<[u8; 64]> {
+fn hash_all<D: Digest>(
+    mut h: D,
+    message: &[&[u8]],
+    cancel: &AtomicBool,
+) -> Option<sha2::digest::Output<D>> {
     for piece in message {
         for chunk in piece.chunks(1 << 16) {
             if cancel.load(Ordering::Relaxed) {
@@ -40,12 +44,12 @@ fn hash_all(mut h: Sha512, message: &[&[u8]], cancel: &AtomicBool) -> Option<[u8
             h.update(chunk);
         }
     }
-    Some(h.finalize().into())
+    Some(h.finalize())
 }
 
 fn challenge(r: &[u8; 32], a: &[u8; 32], message: &[&[u8]], cancel: &AtomicBool) -> Option<Scalar> {
     let h = Sha512::new().chain_update(r).chain_update(a);
-    hash_all(h, message, cancel).map(|d| Scalar::from_bytes_mod_order_wide(&d))
+    hash_all(h, message, cancel).map(|d| Scalar::from_bytes_mod_order_wide(&d.into()))
 }
 
 /// Signs the message that is the concatenation of `message` (pieces, so that a large index is
@@ -57,24 +61,11 @@ pub(crate) fn sign(
     message: &[&[u8]],
 ) -> Result<[u8; 64], SignError> {
     let never = AtomicBool::new(false);
-    sign_unless(seed, public, message, &never).map(|s| s.expect("not cancelled"))
-}
-
-/// [`sign`], given up (`Ok(None)`) as soon as `cancel` is set: a signature started before it
-/// is known to be needed costs no more than the time until it is known not to be.
-pub(crate) fn sign_unless(
-    seed: &[u8; 32],
-    public: &[u8; 32],
-    message: &[&[u8]],
-    cancel: &AtomicBool,
-) -> Result<Option<[u8; 64]>, SignError> {
     let (a_point, s, prefix) = expand(seed, public)?;
-    let nonce = Sha512::new().chain_update(prefix);
-    let Some(nonce) = hash_all(nonce, message, cancel) else {
-        return Ok(None);
-    };
-    let r = Scalar::from_bytes_mod_order_wide(&nonce);
-    complete(public, &a_point, &s, &r, message, cancel)
+    let nonce =
+        hash_all(Sha512::new().chain_update(prefix), message, &never).expect("never cancelled");
+    let r = Scalar::from_bytes_mod_order_wide(&nonce.into());
+    complete(public, &a_point, &s, &r, message, &never).map(|s| s.expect("never cancelled"))
 }
 
 /// What the nonce of [`sign_via_sha256_unless`] hashes before the secret prefix. Being longer
@@ -84,7 +75,7 @@ pub(crate) fn sign_unless(
 const NONCE_TAG: &[u8] = b"archman index signature: Ed25519 nonce from SHA-256(M), version 1";
 const _: () = assert!(NONCE_TAG.len() > 32);
 
-/// Signs `message` as [`sign_unless`] does, but for the nonce: `r = SHA-512(NONCE_TAG ‖ prefix
+/// Signs `message` as [`sign`] does, but for the nonce: `r = SHA-512(NONCE_TAG ‖ prefix
 /// ‖ SHA-256(M)) mod L`. The SHA-256 of the message is computed here, over exactly the
 /// pieces signed, and handed to `digest` as soon as it is known (before the challenge pass).
 /// Returns the signature; `Ok(None)` when `cancel` was set.
@@ -96,16 +87,10 @@ pub(crate) fn sign_via_sha256_unless(
     digest: impl FnOnce(&[u8; 32]),
 ) -> Result<Option<[u8; 64]>, SignError> {
     let (a_point, s, prefix) = expand(seed, public)?;
-    let mut sha256 = sha2::Sha256::new();
-    for piece in message {
-        for chunk in piece.chunks(1 << 16) {
-            if cancel.load(Ordering::Relaxed) {
-                return Ok(None);
-            }
-            sha256.update(chunk);
-        }
-    }
-    let d: [u8; 32] = sha256.finalize().into();
+    let Some(d) = hash_all(sha2::Sha256::new(), message, cancel) else {
+        return Ok(None);
+    };
+    let d: [u8; 32] = d.into();
     digest(&d);
     let nonce = Sha512::new()
         .chain_update(NONCE_TAG)
@@ -283,12 +268,16 @@ mod tests {
     fn a_cancelled_signature_is_none_and_an_uncancelled_one_is_the_signature() {
         let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([3; 32]));
         let msg = vec![7u8; 300_000];
+        assert_eq!(sign(&[3; 32], &kp.pk, &[&msg]), Ok(*kp.sk.sign(&msg, None)));
         let go = AtomicBool::new(false);
-        assert_eq!(
-            sign_unless(&[3; 32], &kp.pk, &[&msg], &go).unwrap(),
-            Some(*kp.sk.sign(&msg, None))
-        );
+        assert!(matches!(
+            sign_via_sha256_unless(&[3; 32], &kp.pk, &[&msg], &go, |_| {}),
+            Ok(Some(_))
+        ));
         let stop = AtomicBool::new(true);
-        assert_eq!(sign_unless(&[3; 32], &kp.pk, &[&msg], &stop), Ok(None));
+        assert_eq!(
+            sign_via_sha256_unless(&[3; 32], &kp.pk, &[&msg], &stop, |_| {}),
+            Ok(None)
+        );
     }
 }

@@ -272,13 +272,23 @@ impl PackagesFile {
 
     /// Parses an uncompressed `Packages` file.
     pub fn parse(bytes: &[u8]) -> Result<Self, IndexError> {
-        let mut reader = ParagraphReader::new(bytes);
-        let stanzas = reader.by_ref().collect::<Result<Vec<_>, _>>()?;
-        Ok(PackagesFile {
-            stanzas,
-            trailing_blank_lines: reader.trailing_blank_lines(),
-            final_newline: reader.ended_with_newline(),
-        })
+        Self::read_from(bytes).0
+    }
+
+    /// Parses a `Packages` file from `input`, and gives the input back with whatever the
+    /// parser did not take (the rest of a file that failed to parse).
+    pub fn read_from<R: std::io::BufRead>(input: R) -> (Result<Self, IndexError>, R) {
+        let mut reader = ParagraphReader::new(input);
+        let file = reader
+            .by_ref()
+            .collect::<Result<Vec<_>, _>>()
+            .map(|stanzas| PackagesFile {
+                stanzas,
+                trailing_blank_lines: reader.trailing_blank_lines(),
+                final_newline: reader.ended_with_newline(),
+            })
+            .map_err(IndexError::from);
+        (file, reader.into_inner())
     }
 
     /// Parses a gzipped `Packages.gz`, bounded by `limits.max_index` and the ratio limit.

@@ -142,7 +142,6 @@ impl Default for FeedLimits {
     }
 }
 
-/// A stored index, checked and decompressed ([`FeedStore::load`]).
 /// The text of a stored index on its way to the parser: each byte fed to the signature
 /// check (when signatures are checked), the first read error (damaged gzip, decompression
 /// bomb) kept to be reported as such rather than as a line the parser could not read.
@@ -1109,7 +1108,7 @@ impl FeedStore {
         } else {
             Box::new(&stored[..])
         };
-        let mut reader = ParagraphReader::new(io::BufReader::with_capacity(
+        let (index, mut rest) = PackagesFile::read_from(io::BufReader::with_capacity(
             64 << 10,
             Checked {
                 inner: text,
@@ -1117,38 +1116,14 @@ impl FeedStore {
                 error: None,
             },
         ));
-        let mut stanzas = Vec::new();
-        let mut syntax = None;
-        for p in reader.by_ref() {
-            match p {
-                Ok(p) => stanzas.push(p),
-                Err(e) => {
-                    syntax = Some(e);
-                    break;
-                }
-            }
-        }
-        let (trailing_blank_lines, final_newline) =
-            (reader.trailing_blank_lines(), reader.ended_with_newline());
         // What the parser did not take still goes through the check.
-        let mut rest = reader.into_inner();
         let _ = io::copy(&mut rest, &mut io::sink());
-        let read_error = rest.into_inner().error;
-        if let Some(e) = read_error {
+        if let Some(e) = rest.into_inner().error {
             return Err(bad_index(gunzip_reason(e)));
         }
         let signer = check.map(SignatureCheck::finish).transpose()?;
-        if let Some(e) = syntax {
-            return Err(bad_index(IndexError::from(e).to_string()));
-        }
-        Ok(Some((
-            PackagesFile {
-                stanzas,
-                trailing_blank_lines,
-                final_newline,
-            },
-            signer,
-        )))
+        let index = index.map_err(|e| bad_index(e.to_string()))?;
+        Ok(Some((index, signer)))
     }
 
     /// Decompresses a gzip'd index within the download bounds (threats 8, 9). Something

@@ -430,9 +430,6 @@ impl Universe {
         feed: &str,
         feed_order: usize,
     ) -> Result<(), ResolveError> {
-        // Kept for resolving, explaining and fetching, none of which shows what only
-        // describes the package: without it, half of a Debian-size index.
-        stanza.retain(|name| !DESCRIPTIVE.iter().any(|d| d.eq_ignore_ascii_case(name)));
         let origin = format!("feed {feed:?}");
         let name = package_name(&stanza, &origin)?;
         let arch = stanza.get("Architecture").unwrap_or("");
@@ -448,6 +445,9 @@ impl Universe {
                 .insert(shown.to_string());
             return Ok(());
         };
+        // Kept for resolving, explaining and fetching, none of which shows what only
+        // describes the package: without it, half of a Debian-size index.
+        stanza.retain(|name| !DESCRIPTIVE.iter().any(|d| d.eq_ignore_ascii_case(name)));
         let mut pkg = self.parse_pkg(stanza, &origin, &name, false)?;
         pkg.arch_prio = arch_prio;
         pkg.feed = self
