@@ -187,45 +187,88 @@ fn is_hex(s: &str, len: usize) -> bool {
 
 /// What [`sort_stanzas`] orders by: (Package, Version in dpkg order, Architecture, Filename);
 /// a version that does not parse sorts by its text after those that do.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+///
+/// The four values are kept in one allocation (an index holds a key for each of tens of
+/// thousands of packages).
+#[derive(Debug, Clone)]
 pub struct SortKey {
-    package: String,
-    unparsed_version: bool,
+    /// Package, Version, Architecture and Filename, one after the other.
+    text: Box<str>,
+    /// Where the first three end in `text`.
+    ends: [usize; 3],
     version: Option<Version>,
-    version_text: String,
-    architecture: String,
-    filename: String,
 }
 
 impl SortKey {
     /// The key of a stanza with these field values.
     pub fn new(package: &str, version: &str, architecture: &str, filename: &str) -> SortKey {
-        let parsed = Version::parse(version).ok();
+        let mut text = String::with_capacity(
+            package.len() + version.len() + architecture.len() + filename.len(),
+        );
+        let mut ends = [0; 3];
+        for (end, part) in ends.iter_mut().zip([package, version, architecture]) {
+            text.push_str(part);
+            *end = text.len();
+        }
+        text.push_str(filename);
         SortKey {
-            package: package.to_string(),
-            unparsed_version: parsed.is_none(),
-            version: parsed,
-            version_text: version.to_string(),
-            architecture: architecture.to_string(),
-            filename: filename.to_string(),
+            text: text.into_boxed_str(),
+            ends,
+            version: Version::parse(version).ok(),
         }
     }
 
     /// The `Package` value.
     pub fn package(&self) -> &str {
-        &self.package
+        &self.text[..self.ends[0]]
     }
 
     /// The `Version` value as written.
     pub fn version(&self) -> &str {
-        &self.version_text
+        &self.text[self.ends[0]..self.ends[1]]
     }
 
     /// The `Architecture` value.
     pub fn architecture(&self) -> &str {
-        &self.architecture
+        &self.text[self.ends[1]..self.ends[2]]
+    }
+
+    /// The `Filename` value.
+    pub fn filename(&self) -> &str {
+        &self.text[self.ends[2]..]
     }
 }
+
+impl Ord for SortKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.package()
+            .cmp(other.package())
+            // Parsed versions first, in dpkg order; then the text decides.
+            .then_with(|| match (&self.version, &other.version) {
+                (Some(a), Some(b)) => a.cmp(b),
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => Ordering::Equal,
+            })
+            .then_with(|| self.version().cmp(other.version()))
+            .then_with(|| self.architecture().cmp(other.architecture()))
+            .then_with(|| self.filename().cmp(other.filename()))
+    }
+}
+
+impl PartialOrd for SortKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for SortKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for SortKey {}
 
 /// The sort key of a stanza (compute it once per stanza: `sort_by_cached_key`).
 pub fn sort_key(p: &Paragraph) -> SortKey {
@@ -494,6 +537,35 @@ mod tests {
         sort_stanzas(&mut v);
         let files: Vec<_> = v.iter().map(|p| p.get("Filename").unwrap()).collect();
         assert_eq!(files, ["a9rc", "a9", "a9-dup", "a9x", "a10", "b1"]);
+    }
+
+    #[test]
+    fn sort_keys_put_parsed_versions_first_and_let_the_text_break_ties() {
+        let k = |ver: &str, file: &str| SortKey::new("a", ver, "all", file);
+        let key = SortKey::new("pkg", "1:2.0-3", "x86_64", "pool/p.ipk");
+        assert_eq!(
+            [
+                key.package(),
+                key.version(),
+                key.architecture(),
+                key.filename()
+            ],
+            ["pkg", "1:2.0-3", "x86_64", "pool/p.ipk"]
+        );
+        let mut keys = [
+            k("not a version", "n"),
+            k("1:0.1", "epoch"),
+            k("1.00", "b"),
+            k("1.0", "c"),
+            k("", "empty"),
+            k("1.0", "a"),
+        ];
+        keys.sort();
+        let files: Vec<_> = keys.iter().map(SortKey::filename).collect();
+        // 1.0 and 1.00 are the same version to dpkg: their text orders them.
+        assert_eq!(files, ["a", "c", "b", "epoch", "empty", "n"]);
+        assert_eq!(k("1.0", "a"), k("1.0", "a"));
+        assert_ne!(k("1.0", "a"), k("1.00", "a"));
     }
 
     #[test]

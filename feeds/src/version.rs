@@ -47,12 +47,16 @@ pub enum VersionErrorKind {
 }
 
 /// A parsed Debian/opkg version. Compare with `<`, `==`, `cmp` (dpkg order).
+///
+/// Held as the trimmed text with the places of its parts: one allocation per version (a
+/// resolver or an index holds one for each of tens of thousands of packages).
 #[derive(Debug, Clone)]
 pub struct Version {
+    text: Box<str>,
     epoch: u32,
-    upstream: String,
-    revision: String,
-    text: String,
+    /// `text[upstream.0..upstream.1]` is the upstream part; the revision is what follows the
+    /// `-` after it, if any.
+    upstream: (usize, usize),
 }
 
 impl Version {
@@ -98,11 +102,12 @@ impl Version {
         if let Some(c) = revision.chars().find(|&c| !allowed(c, ".+~")) {
             return Err(err(VersionErrorKind::BadRevisionChar(c)));
         }
+        // `upstream` is a part of `rest`, itself the end of `trimmed`.
+        let start = trimmed.len() - rest.len();
         Ok(Version {
+            text: trimmed.into(),
             epoch,
-            upstream: upstream.to_string(),
-            revision: revision.to_string(),
-            text: trimmed.to_string(),
+            upstream: (start, start + upstream.len()),
         })
     }
 
@@ -113,12 +118,12 @@ impl Version {
 
     /// The upstream part (between the epoch and the last `-`).
     pub fn upstream(&self) -> &str {
-        &self.upstream
+        &self.text[self.upstream.0..self.upstream.1]
     }
 
     /// The revision (after the last `-`); empty when none was written.
     pub fn revision(&self) -> &str {
-        &self.revision
+        self.text.get(self.upstream.1 + 1..).unwrap_or("")
     }
 
     /// The text this version was parsed from, trimmed.
@@ -168,8 +173,8 @@ impl Ord for Version {
     fn cmp(&self, other: &Self) -> Ordering {
         self.epoch
             .cmp(&other.epoch)
-            .then_with(|| verrevcmp(&self.upstream, &other.upstream))
-            .then_with(|| verrevcmp(&self.revision, &other.revision))
+            .then_with(|| verrevcmp(self.upstream(), other.upstream()))
+            .then_with(|| verrevcmp(self.revision(), other.revision()))
     }
 }
 
@@ -191,7 +196,7 @@ impl Hash for Version {
     /// Hashes the normalised segments, so versions dpkg calls equal hash alike.
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.epoch.hash(state);
-        for part in [&self.upstream, &self.revision] {
+        for part in [self.upstream(), self.revision()] {
             let mut segments: Vec<_> = Segments(part).collect();
             while segments.last() == Some(&("", "")) {
                 segments.pop();
