@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::cache::CacheKey;
-use crate::index::body::Body;
+use crate::index::body::{Body, Piece};
 
 const MAGIC: &[u8] = b"archman-gz-parts 1\n";
 /// Refuse to read a parts file larger than this.
@@ -34,10 +34,11 @@ pub fn path_for(cache: &Path) -> PathBuf {
     cache.with_file_name(name)
 }
 
-/// Compressed runs by the SHA-256 of their text.
+/// Compressed runs by the SHA-256 of their text. Those loaded are pieces of the file as read
+/// (not copied out of it); `Packages.gz` is made of the same pieces, shared.
 #[derive(Debug, Default)]
 pub struct Parts {
-    parts: HashMap<[u8; 32], Vec<u8>>,
+    parts: HashMap<[u8; 32], Piece>,
 }
 
 /// What [`Parts::gzip`] did.
@@ -54,15 +55,15 @@ impl Parts {
     /// Reads the parts at `path`; `Err` (for a warning) when the file is there but cannot be
     /// used, an empty set when it is absent.
     pub fn load(path: &Path, feed_id: &str, key: &CacheKey) -> Result<Parts, String> {
-        let bytes = match safe_fs::read_bounded(path, MAX_LEN) {
-            Ok(Some(b)) => b,
+        let file = match safe_fs::read_bounded(path, MAX_LEN) {
+            Ok(Some(b)) => std::sync::Arc::new(b),
             Ok(None) => return Ok(Parts::default()),
             Err(e) => return Err(e.to_string()),
         };
-        if bytes.len() < 32 {
+        if file.len() < 32 {
             return Err("truncated".into());
         }
-        let (body, mac) = bytes.split_at(bytes.len() - 32);
+        let (body, mac) = file.split_at(file.len() - 32);
         if key.mac(body) != mac {
             return Err("its MAC does not verify (changed, or made with another key)".into());
         }
@@ -81,29 +82,56 @@ impl Parts {
             if tail.len() < len {
                 return Err("truncated".into());
             }
-            let (data, tail) = tail.split_at(len);
-            parts.insert(k.try_into().unwrap_or_default(), data.to_vec());
-            rest = tail;
+            let start = file.len() - 32 - tail.len();
+            let part = Piece::of(&file, start..start + len).ok_or("truncated")?;
+            parts.insert(k.try_into().unwrap_or_default(), part);
+            rest = &tail[len..];
         }
         Ok(Parts { parts })
     }
 
+    /// The parts kept beside the cache file `cache` ([`path_for`]), loaded only when a
+    /// `Packages.gz` is to be made (a run that publishes nothing never holds them); with the
+    /// reason, for a warning, when they are there but cannot be used.
+    pub fn load_for(cache: &Path, feed_id: &str, key: &CacheKey) -> (Parts, Option<String>) {
+        let path = path_for(cache);
+        match Parts::load(&path, feed_id, key) {
+            Ok(p) => (p, None),
+            Err(e) => (
+                Parts::default(),
+                Some(format!(
+                    "{}: {e}; compressing every run of Packages.gz again",
+                    path.display()
+                )),
+            ),
+        }
+    }
+
     /// `Packages.gz` of `text`: each run's part taken from here when its text is the same,
-    /// compressed (in parallel) otherwise. Returns the file, the parts it consists of (to
-    /// [`Parts::save`] in place of these) and how many runs were compressed.
-    pub(crate) fn gzip(mut self, text: &Body<'_>) -> (Vec<u8>, Parts, GzipStats) {
-        // Each run as the pieces of text it is made of.
-        let runs: Vec<Vec<&[u8]>> = match text {
-            Body::Bytes(t) => feeds::index_gz::runs(t)
+    /// compressed (in parallel) otherwise. Returns the file (made of the parts, shared), the
+    /// parts it consists of (to [`Parts::write_to`] in place of these) and how many runs were
+    /// compressed.
+    pub(crate) fn gzip(mut self, text: &Body<'_>) -> (Body<'static>, Parts, GzipStats) {
+        // Each run as the pieces of text it is made of (a text in pieces is cut as one).
+        fn flat_runs(t: &[u8]) -> Vec<Vec<&[u8]>> {
+            feeds::index_gz::runs(t)
                 .into_iter()
                 .map(|r| vec![&t[r]])
-                .collect(),
+                .collect()
+        }
+        let joined: Vec<u8>;
+        let runs: Vec<Vec<&[u8]>> = match text {
+            Body::Bytes(t) => flat_runs(t),
+            Body::Shared(_) => {
+                joined = text.pieces().concat();
+                flat_runs(&joined)
+            }
             Body::Stanzas(s) => feeds::index_gz::stanza_runs(s)
                 .into_iter()
                 .map(|r| s[r].iter().flat_map(|s| [*s, &b"\n"[..]]).collect())
                 .collect(),
         };
-        let made: Vec<([u8; 32], Option<Vec<u8>>)> = runs
+        let made: Vec<([u8; 32], Option<Piece>)> = runs
             .par_iter()
             .map(|pieces| {
                 let mut h = Sha256::new();
@@ -111,8 +139,8 @@ impl Parts {
                     h.update(p);
                 }
                 let k: [u8; 32] = h.finalize().into();
-                let fresh =
-                    (!self.parts.contains_key(&k)).then(|| feeds::index_gz::deflate_pieces(pieces));
+                let fresh = (!self.parts.contains_key(&k))
+                    .then(|| Piece::whole(feeds::index_gz::deflate_pieces(pieces)));
                 (k, fresh)
             })
             .collect();
@@ -132,9 +160,12 @@ impl Parts {
         }
         // What is left of `self` is parts no run of this text uses.
         stats.changed = stats.compressed > 0 || !self.parts.is_empty();
-        let pieces: Vec<&[u8]> = order.iter().map(|k| next[k].as_slice()).collect();
-        let gz = feeds::index_gz::assemble_parts(text.crc32(), text.len() as u64, &pieces);
-        (gz, Parts { parts: next }, stats)
+        let (head, tail) = feeds::index_gz::frame(text.crc32(), text.len() as u64);
+        let mut pieces = Vec::with_capacity(order.len() + 2);
+        pieces.push(Piece::whole(head.to_vec()));
+        pieces.extend(order.iter().map(|k| next[k].clone()));
+        pieces.push(Piece::whole(tail.to_vec()));
+        (Body::Shared(pieces), Parts { parts: next }, stats)
     }
 
     /// The file's bytes (see the module documentation), parts in key order ([`Parts::write_to`]
@@ -159,7 +190,7 @@ impl Parts {
         let mut keys: Vec<&[u8; 32]> = self.parts.keys().collect();
         keys.sort();
         for k in keys {
-            let p = &self.parts[k];
+            let p = self.parts[k].as_slice();
             put(k)?;
             put(&(p.len() as u32).to_le_bytes())?;
             put(p)?;
@@ -189,11 +220,13 @@ mod tests {
         let path = tmp.path().join("cache.gz-parts");
         let t = text(3000, "1");
         let (gz, parts, stats) = Parts::default().gzip(&Body::Bytes(t.clone()));
+        let gz = gz.pieces().concat();
         assert_eq!(stats.compressed, stats.runs);
         assert_eq!(gz, feeds::index_gz::gzip_index(&t));
         std::fs::write(&path, parts.to_bytes("feed-a", &key())).unwrap();
         let loaded = Parts::load(&path, "feed-a", &key()).unwrap();
         let (gz2, again, stats2) = loaded.gzip(&Body::Bytes(t.clone()));
+        let gz2 = gz2.pieces().concat();
         assert_eq!((gz2, stats2.compressed, stats2.changed), (gz, 0, false));
         // A shorter text leaves parts unused: the set changed.
         let (_, _, stats3) = again.gzip(&Body::Bytes(text(100, "1")));

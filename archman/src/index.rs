@@ -425,8 +425,9 @@ fn wanted(name: &str, profile: Profile) -> bool {
 /// What the walk of a feed found.
 #[derive(Default)]
 struct Walked {
-    /// (path relative to the feed, path, identity) of each package file.
-    found: Vec<(String, PathBuf, io::Result<FileKey>)>,
+    /// (path relative to the feed, identity) of each package file (its path is the feed's
+    /// joined with the first: not kept for each of tens of thousands of files).
+    found: Vec<(String, io::Result<FileKey>)>,
     bad: Vec<BadFile>,
     /// Temporary files at the top of the feed: left by a run killed before its journal was
     /// complete (this run's own have not been made yet).
@@ -556,7 +557,7 @@ fn walk_entry(
     } else {
         return;
     };
-    walked.found.push((rel, path, key));
+    walked.found.push((rel, key));
 }
 
 /// The control fields that carry a developer signature in the index: never taken from a
@@ -1112,13 +1113,28 @@ fn published_as_recorded(
 }
 
 /// What a re-index may take over from the last run.
-struct Reuse {
-    /// The compressed runs of the last `Packages.gz` (authenticated, crate::gz_parts).
-    parts: crate::gz_parts::Parts,
+struct Reuse<'p> {
+    /// Where the compressed runs of the last `Packages.gz` are (authenticated,
+    /// crate::gz_parts): loaded when `Packages.gz` is made, beside the signing.
+    parts: Option<PartsFile<'p>>,
     /// `Packages.sig`, checked before use.
     sig: Option<Vec<u8>>,
     /// What the cache says a `Packages.sig` was already checked against.
     checked: Option<cache::CheckedSig>,
+}
+
+/// The compressed parts kept beside a cache (crate::gz_parts).
+#[derive(Clone, Copy)]
+struct PartsFile<'p> {
+    cache: &'p Path,
+    feed_id: &'p str,
+    key: &'p cache::CacheKey,
+}
+
+impl PartsFile<'_> {
+    fn load(self) -> (crate::gz_parts::Parts, Option<String>) {
+        crate::gz_parts::Parts::load_for(self.cache, self.feed_id, self.key)
+    }
 }
 
 /// How [`finish_outputs`] gets a new signature of `Packages`: `sign` (perhaps joining one
@@ -1132,7 +1148,7 @@ struct Fresh<'c, F, W> {
 
 /// What [`finish_outputs`] adds to the index files.
 struct Finished {
-    gz: Vec<u8>,
+    gz: Body<'static>,
     /// `Packages.gz`'s temporary, written and synced (`Fresh::write_gz`).
     gz_written: Written,
     packages_sig: Option<Vec<u8>>,
@@ -1140,13 +1156,15 @@ struct Finished {
     release: Release,
     parts: crate::gz_parts::Parts,
     gz_stats: crate::gz_parts::GzipStats,
+    /// Why the parts of the last `Packages.gz` were not used, for a warning.
+    parts_unusable: Option<String>,
 }
 
 impl Finished {
     /// The outputs: `Packages.gz`, the index files, `Packages.sig`; the Release to seal.
     fn into_outputs<'a>(self, index: Vec<(&'static str, Body<'a>)>) -> Outputs<'a> {
         let mut files = Vec::with_capacity(index.len() + 6);
-        files.push(("Packages.gz", Body::Bytes(self.gz)));
+        files.push(("Packages.gz", self.gz));
         files.extend(index);
         if let Some(sig) = self.packages_sig {
             files.push(("Packages.sig", Body::Bytes(sig)));
@@ -1168,7 +1186,7 @@ impl Finished {
 fn finish_outputs<F, W>(
     files: &[(&'static str, Body<'_>)],
     index_hashes: &[FileHash],
-    reuse: Reuse,
+    reuse: Reuse<'_>,
     known: &[Known],
     opts: &IndexOptions,
     feed_name: &str,
@@ -1177,7 +1195,7 @@ fn finish_outputs<F, W>(
 ) -> Result<Finished, IndexError>
 where
     F: FnOnce(&[&[u8]], &SecretKey) -> Result<feeds::usign::Signature, feeds::usign::Error> + Send,
-    W: FnOnce(&[u8]) -> Result<Written, IndexError> + Send,
+    W: FnOnce(&Body<'_>) -> Result<Written, IndexError> + Send,
 {
     let empty = Body::Bytes(Vec::new());
     let packages = files
@@ -1191,11 +1209,12 @@ where
         .map(|h| h.sha256.clone())
         .unwrap_or_default();
     // Compressing and signing are independent: do them on two cores.
-    let ((gz, gz_written, parts, gz_stats), packages_sig) = rayon::join(
+    let ((gz, gz_written, parts, gz_stats, parts_unusable), packages_sig) = rayon::join(
         || {
-            let (gz, parts, stats) = reuse.parts.gzip(packages);
+            let (old, unusable) = reuse.parts.map(PartsFile::load).unwrap_or_default();
+            let (gz, parts, stats) = old.gzip(packages);
             let written = (fresh.write_gz)(&gz);
-            (gz, written, parts, stats)
+            (gz, written, parts, stats, unusable)
         },
         || -> Result<Option<(Vec<u8>, cache::CheckedSig)>, IndexError> {
             let Some(k) = key else { return Ok(None) };
@@ -1230,7 +1249,7 @@ where
     let gz_written = gz_written?;
     let (packages_sig, checked_sig) = packages_sig?.unzip();
     let mut hashes: Vec<FileHash> = index_hashes.to_vec();
-    hashes.push(file_hash("Packages.gz", &gz));
+    hashes.push(body_hash("Packages.gz", &gz));
     hashes.sort_by(|a, b| a.name.cmp(&b.name));
     let archs: BTreeSet<&str> = known.iter().map(|k| k.key.architecture()).collect();
     let origin = opts.origin.clone().unwrap_or_else(|| feed_name.to_string());
@@ -1251,6 +1270,7 @@ where
         release,
         parts,
         gz_stats,
+        parts_unusable,
     })
 }
 
@@ -1930,10 +1950,19 @@ pub fn index_feed(
     });
     let LoadedCache {
         cache: mut loaded,
-        parts: mut gz_parts,
         unusable: cache_unusable,
         warnings,
     } = loaded;
+    // The compressed runs of the last Packages.gz (only with a usable cache: same key),
+    // read only if a Packages.gz is made.
+    let gz_parts = cache_file
+        .as_ref()
+        .filter(|_| !cache_unusable)
+        .map(|c| PartsFile {
+            cache: &c.path,
+            feed_id: &feed_id,
+            key: &c.key,
+        });
     for w in warnings {
         warn(w);
     }
@@ -1952,11 +1981,11 @@ pub fn index_feed(
     progress.start(found.len() as u64);
     // Hand each file its cache entry; entries left over are files that are gone.
     let mut cache = std::mem::take(&mut loaded.cache);
-    let work: Vec<(String, PathBuf, io::Result<FileKey>, Option<cache::Entry>)> = found
+    let work: Vec<(String, io::Result<FileKey>, Option<cache::Entry>)> = found
         .into_iter()
-        .map(|(rel, path, key)| {
+        .map(|(rel, key)| {
             let e = cache.entries.remove(&rel);
-            (rel, path, key, e)
+            (rel, key, e)
         })
         .collect();
     let mut gone: Vec<String> = cache.entries.into_keys().collect();
@@ -1984,9 +2013,10 @@ pub fn index_feed(
                     .for_each_with(tx, |tx, (c, chunk)| {
                         let found = chunk
                             .into_iter()
-                            .map(|(rel, path, key, e)| {
+                            .map(|(rel, key, e)| {
                                 let r = match key {
                                     Ok(key) => {
+                                        let path = dir.join(&rel);
                                         let f = Found { rel, path, key };
                                         know(f, e, opts.md5, opts.profile, &opts.developer)
                                     }
@@ -2233,7 +2263,7 @@ pub fn index_feed(
                 &index,
                 &index_hashes,
                 Reuse {
-                    parts: std::mem::take(&mut gz_parts),
+                    parts: gz_parts,
                     sig: reuse_sig,
                     checked: old_checked_sig.clone(),
                 },
@@ -2244,8 +2274,8 @@ pub fn index_feed(
                 Fresh {
                     sign: fresh,
                     cancel: &cancel,
-                    write_gz: |gz: &[u8]| {
-                        let tmp = write_temp(dir, &tag, "Packages.gz", gz, true)?;
+                    write_gz: |gz: &Body<'_>| {
+                        let tmp = write_temp_body(dir, &tag, "Packages.gz", gz, true)?;
                         Ok(Written(vec![("Packages.gz".to_string(), tmp)]))
                     },
                 },
@@ -2258,7 +2288,11 @@ pub fn index_feed(
             Ok((index_hashes, Some((finished, early))))
         })?;
         let (index_hashes, finished) = decided;
-        if let Some((finished, early)) = finished {
+        if let Some((mut finished, early)) = finished {
+            if let Some(w) = finished.parts_unusable.take() {
+                progress.warn(&w);
+                summary.warnings.push(w);
+            }
             let mut out = finished.into_outputs(index);
             let date = settle_date(
                 dir,
@@ -2389,14 +2423,13 @@ pub fn index_feed(
     Ok(summary)
 }
 
-/// The cache and the compressed runs of the last `Packages.gz`, as [`load_cache`] found them.
+/// The cache, as [`load_cache`] found it.
 struct LoadedCache {
     cache: cache::Loaded,
-    parts: crate::gz_parts::Parts,
     /// The cache could not be used (foreign, corrupt, unauthentic, unreadable): it is
     /// rewritten whole.
     unusable: bool,
-    /// Why a cache or its parts are ignored, to be said once the run is under way.
+    /// Why a cache is ignored, to be said once the run is under way.
     warnings: Vec<String>,
 }
 
@@ -2407,7 +2440,6 @@ fn load_cache(cache_file: Option<&CacheFile>, feed_id: &str) -> LoadedCache {
     let Some(c) = cache_file else {
         return LoadedCache {
             cache: cache::Loaded::default(),
-            parts: crate::gz_parts::Parts::default(),
             unusable: false,
             warnings,
         };
@@ -2427,22 +2459,8 @@ fn load_cache(cache_file: Option<&CacheFile>, feed_id: &str) -> LoadedCache {
             (cache::Loaded::default(), true)
         }
     };
-    // The compressed runs of the last Packages.gz (only with a usable cache: same key).
-    let parts = if unusable {
-        crate::gz_parts::Parts::default()
-    } else {
-        let path = crate::gz_parts::path_for(&c.path);
-        crate::gz_parts::Parts::load(&path, feed_id, &c.key).unwrap_or_else(|e| {
-            warnings.push(format!(
-                "{}: {e}; compressing every run of Packages.gz again",
-                path.display()
-            ));
-            crate::gz_parts::Parts::default()
-        })
-    };
     LoadedCache {
         cache,
-        parts,
         unusable,
         warnings,
     }

@@ -113,17 +113,26 @@ pub fn assemble<P: AsRef<[u8]>>(text: &[u8], parts: &[P]) -> Vec<u8> {
 
 /// The gzip file of a text of `len` bytes with CRC-32 `crc`, from its runs' parts.
 pub fn assemble_parts<P: AsRef<[u8]>>(crc: u32, len: u64, parts: &[P]) -> Vec<u8> {
+    let (head, tail) = frame(crc, len);
     let size: usize = parts.iter().map(|p| p.as_ref().len()).sum();
-    let mut out = Vec::with_capacity(HEADER.len() + size + FINAL_BLOCK.len() + 8);
-    out.extend_from_slice(&HEADER);
+    let mut out = Vec::with_capacity(head.len() + size + tail.len());
+    out.extend_from_slice(&head);
     for p in parts {
         out.extend_from_slice(p.as_ref());
     }
-    out.extend_from_slice(&FINAL_BLOCK);
-    out.extend_from_slice(&crc.to_le_bytes());
-    // ISIZE: the length modulo 2^32, as RFC 1952 says.
-    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.extend_from_slice(&tail);
     out
+}
+
+/// What comes before and after the runs' parts in the gzip file of a text of `len` bytes
+/// with CRC-32 `crc` ([`assemble_parts`] without joining them).
+pub fn frame(crc: u32, len: u64) -> ([u8; 10], [u8; 10]) {
+    let mut tail = [0u8; 10];
+    tail[..2].copy_from_slice(&FINAL_BLOCK);
+    tail[2..6].copy_from_slice(&crc.to_le_bytes());
+    // ISIZE: the length modulo 2^32, as RFC 1952 says.
+    tail[6..].copy_from_slice(&(len as u32).to_le_bytes());
+    (HEADER, tail)
 }
 
 /// `Packages.gz` of `text`, every run compressed here (one core; callers with a cache of

@@ -1,11 +1,13 @@
-//! The bytes of a file to publish: owned, or — the `Packages` of the full profile — the
-//! stanzas the run already holds, each written followed by a blank line. An index of
+//! The bytes of a file to publish: owned; or — the `Packages` of the full profile — the
+//! stanzas the run already holds, each written followed by a blank line; or — `Packages.gz`
+//! — pieces shared with what holds them for the next run (its compressed parts). An index of
 //! megabytes is thus hashed, compressed, signed, compared and written without being copied
 //! into one buffer (issue 16: index memory).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -14,6 +16,38 @@ pub(crate) enum Body<'a> {
     Bytes(Vec<u8>),
     /// Stanzas, each ending in a newline; the file is every stanza followed by `"\n"`.
     Stanzas(Vec<&'a [u8]>),
+    /// The file is these pieces one after the other.
+    Shared(Vec<Piece>),
+}
+
+/// Bytes shared with whatever else holds them: `buf[range]`.
+#[derive(Clone, Debug)]
+pub(crate) struct Piece {
+    buf: Arc<Vec<u8>>,
+    range: std::ops::Range<usize>,
+}
+
+impl Piece {
+    /// `buf[range]`; `None` when the range is not inside `buf`.
+    pub(crate) fn of(buf: &Arc<Vec<u8>>, range: std::ops::Range<usize>) -> Option<Piece> {
+        buf.get(range.clone()).map(|_| Piece {
+            buf: Arc::clone(buf),
+            range,
+        })
+    }
+
+    /// All of `bytes`.
+    pub(crate) fn whole(bytes: Vec<u8>) -> Piece {
+        let range = 0..bytes.len();
+        Piece {
+            buf: Arc::new(bytes),
+            range,
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.buf[self.range.clone()]
+    }
 }
 
 impl<'a> Body<'a> {
@@ -22,6 +56,7 @@ impl<'a> Body<'a> {
         match self {
             Body::Bytes(b) => b.len(),
             Body::Stanzas(s) => s.iter().map(|s| s.len() + 1).sum(),
+            Body::Shared(p) => p.iter().map(|p| p.range.len()).sum(),
         }
     }
 
@@ -30,6 +65,7 @@ impl<'a> Body<'a> {
         match self {
             Body::Bytes(b) => vec![b.as_slice()],
             Body::Stanzas(_) => self.stanza_pieces().unwrap_or_default(),
+            Body::Shared(p) => p.iter().map(Piece::as_slice).collect(),
         }
     }
 
@@ -37,7 +73,7 @@ impl<'a> Body<'a> {
     /// this value); `None` for owned bytes.
     pub(crate) fn stanza_pieces(&self) -> Option<Vec<&'a [u8]>> {
         match self {
-            Body::Bytes(_) => None,
+            Body::Bytes(_) | Body::Shared(_) => None,
             Body::Stanzas(s) => Some(s.iter().flat_map(|s| [*s, &b"\n"[..]]).collect()),
         }
     }
@@ -52,6 +88,7 @@ impl<'a> Body<'a> {
                     f(b"\n");
                 }
             }
+            Body::Shared(p) => p.iter().for_each(|p| f(p.as_slice())),
         }
     }
 
@@ -77,6 +114,11 @@ impl<'a> Body<'a> {
                     w.write_all(s)?;
                     w.write_all(b"\n")?;
                 }
+                w.flush()
+            }
+            Body::Shared(p) => {
+                let mut w = io::BufWriter::with_capacity(256 << 10, w);
+                p.iter().try_for_each(|p| w.write_all(p.as_slice()))?;
                 w.flush()
             }
         }
@@ -108,7 +150,7 @@ impl<'a> Body<'a> {
     pub(crate) fn as_bytes(&self) -> Option<&[u8]> {
         match self {
             Body::Bytes(b) => Some(b),
-            Body::Stanzas(_) => None,
+            Body::Stanzas(_) | Body::Shared(_) => None,
         }
     }
 }
@@ -123,6 +165,22 @@ mod tests {
         let flat = b"Package: a\nVersion: 1\n\nPackage: b\n\n".to_vec();
         let s = Body::Stanzas(stanzas);
         let b = Body::Bytes(flat.clone());
+        let all = Arc::new(flat.clone());
+        let shared = Body::Shared(vec![
+            Piece::of(&all, 0..5).unwrap(),
+            Piece::whole(Vec::new()),
+            Piece::of(&all, 5..flat.len()).unwrap(),
+        ]);
+        assert!(Piece::of(&all, 0..flat.len() + 1).is_none());
+        for body in [&b, &shared] {
+            assert_eq!(body.len(), flat.len());
+            assert_eq!(body.pieces().concat(), flat);
+            assert_eq!(body.sha256_hex(), s.sha256_hex());
+            assert_eq!(body.crc32(), crc32fast::hash(&flat));
+            let mut out = Vec::new();
+            body.write_to(&mut out).unwrap();
+            assert_eq!(out, flat);
+        }
         assert_eq!(s.len(), flat.len());
         assert_eq!(s.pieces().concat(), flat);
         assert_eq!(s.sha256_hex(), b.sha256_hex());
@@ -133,7 +191,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("Packages");
         std::fs::write(&p, &flat).unwrap();
-        assert!(s.equals_file(&p) && b.equals_file(&p));
+        assert!(s.equals_file(&p) && b.equals_file(&p) && shared.equals_file(&p));
         std::fs::write(&p, &flat[..flat.len() - 1]).unwrap();
         assert!(!s.equals_file(&p));
         let mut other = flat.clone();
