@@ -188,87 +188,54 @@ fn is_hex(s: &str, len: usize) -> bool {
 /// What [`sort_stanzas`] orders by: (Package, Version in dpkg order, Architecture, Filename);
 /// a version that does not parse sorts by its text after those that do.
 ///
-/// The four values are kept in one allocation (an index holds a key for each of tens of
-/// thousands of packages).
-#[derive(Debug, Clone)]
+/// Its values are kept apart, not in one allocation: archman's workers make these and its
+/// main thread copies them, and one block of the four values' size left more of the main
+/// heap unusable than the smaller blocks do (bench/README.md, "Memory": a full index of
+/// 10,000 packages peaked 2–5 MiB higher).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SortKey {
-    /// Package, Version, Architecture and Filename, one after the other.
-    text: Box<str>,
-    /// Where the first three end in `text`.
-    ends: [usize; 3],
+    package: String,
+    unparsed_version: bool,
     version: Option<Version>,
+    version_text: String,
+    architecture: String,
+    filename: String,
 }
 
 impl SortKey {
     /// The key of a stanza with these field values.
     pub fn new(package: &str, version: &str, architecture: &str, filename: &str) -> SortKey {
-        let mut text = String::with_capacity(
-            package.len() + version.len() + architecture.len() + filename.len(),
-        );
-        let mut ends = [0; 3];
-        for (end, part) in ends.iter_mut().zip([package, version, architecture]) {
-            text.push_str(part);
-            *end = text.len();
-        }
-        text.push_str(filename);
+        let parsed = Version::parse(version).ok();
         SortKey {
-            text: text.into_boxed_str(),
-            ends,
-            version: Version::parse(version).ok(),
+            package: package.to_string(),
+            unparsed_version: parsed.is_none(),
+            version: parsed,
+            version_text: version.to_string(),
+            architecture: architecture.to_string(),
+            filename: filename.to_string(),
         }
     }
 
     /// The `Package` value.
     pub fn package(&self) -> &str {
-        &self.text[..self.ends[0]]
+        &self.package
     }
 
     /// The `Version` value as written.
     pub fn version(&self) -> &str {
-        &self.text[self.ends[0]..self.ends[1]]
+        &self.version_text
     }
 
     /// The `Architecture` value.
     pub fn architecture(&self) -> &str {
-        &self.text[self.ends[1]..self.ends[2]]
+        &self.architecture
     }
 
     /// The `Filename` value.
     pub fn filename(&self) -> &str {
-        &self.text[self.ends[2]..]
+        &self.filename
     }
 }
-
-impl Ord for SortKey {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.package()
-            .cmp(other.package())
-            // Parsed versions first, in dpkg order; then the text decides.
-            .then_with(|| match (&self.version, &other.version) {
-                (Some(a), Some(b)) => a.cmp(b),
-                (Some(_), None) => Ordering::Less,
-                (None, Some(_)) => Ordering::Greater,
-                (None, None) => Ordering::Equal,
-            })
-            .then_with(|| self.version().cmp(other.version()))
-            .then_with(|| self.architecture().cmp(other.architecture()))
-            .then_with(|| self.filename().cmp(other.filename()))
-    }
-}
-
-impl PartialOrd for SortKey {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for SortKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for SortKey {}
 
 /// The sort key of a stanza (compute it once per stanza: `sort_by_cached_key`).
 pub fn sort_key(p: &Paragraph) -> SortKey {
