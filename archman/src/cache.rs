@@ -139,8 +139,8 @@ impl FileKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub key: FileKey,
-    pub sha256: String,
-    pub md5: Option<String>,
+    pub sha256: [u8; 32],
+    pub md5: Option<[u8; 16]>,
     /// The package's outer container (`archman index --profile openwrt` warns about an `ar`
     /// `.ipk` on every run, cached or not).
     pub container: Container,
@@ -548,8 +548,8 @@ fn encode_record(out: &mut Vec<u8>, r: Record<'_>) {
                     "E {} {} {} {} {} {}\n",
                     path.len(),
                     e.key,
-                    e.sha256,
-                    e.md5.as_deref().unwrap_or("-"),
+                    hex::encode(e.sha256),
+                    e.md5.map_or_else(|| "-".to_string(), hex::encode),
                     match e.container {
                         Container::Ar => "ar",
                         Container::TarGz => "tgz",
@@ -842,7 +842,11 @@ fn parse_segment<'a>(c: &mut Cursor<'a>, file: &Arc<String>) -> Result<Segment<'
                 }
                 let key = FileKey::parse_fields([size, mtime, mnsec, ctime, cnsec, inode])
                     .ok_or_else(|| corrupt("bad number"))?;
-                if !hexok(sha, 64) || (md5 != "-" && !hexok(md5, 32)) {
+                let mut sha256 = [0u8; 32];
+                let mut md5_bytes = [0u8; 16];
+                if hex::decode_to_slice(sha, &mut sha256).is_err()
+                    || (md5 != "-" && hex::decode_to_slice(md5, &mut md5_bytes).is_err())
+                {
                     return Err(corrupt("bad hash"));
                 }
                 let container = match container {
@@ -856,8 +860,8 @@ fn parse_segment<'a>(c: &mut Cursor<'a>, file: &Arc<String>) -> Result<Segment<'
                     path,
                     Entry {
                         key,
-                        sha256: sha.to_string(),
-                        md5: (md5 != "-").then(|| md5.to_string()),
+                        sha256,
+                        md5: (md5 != "-").then_some(md5_bytes),
                         container,
                         stanza: Stanza(StanzaText::Shared(
                             Arc::clone(file),
@@ -980,7 +984,7 @@ mod tests {
             "pool/a_1_all.ipk".into(),
             Entry {
                 key: file_key(10),
-                sha256: "ab".repeat(32),
+                sha256: [0xab; 32],
                 md5: None,
                 container: Container::TarGz,
                 stanza: "Package: a\nVersion: 1\nArchitecture: all\n".into(),
@@ -990,8 +994,8 @@ mod tests {
             "b.ipk".into(),
             Entry {
                 key: file_key(1),
-                sha256: "cd".repeat(32),
-                md5: Some("ef".repeat(16)),
+                sha256: [0xcd; 32],
+                md5: Some([0xef; 16]),
                 container: Container::Ar,
                 stanza: "Package: b\n".into(),
             },
@@ -1059,7 +1063,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("cache");
         let mut forged = sample();
-        forged.entries.get_mut("b.ipk").unwrap().sha256 = "00".repeat(32);
+        forged.entries.get_mut("b.ipk").unwrap().sha256 = [0; 32];
         let other = CacheKey::from_bytes([8; KEY_LEN]);
         fs::write(&p, forged.to_bytes("/feed", &other)).unwrap();
         let e = Cache::load(&p, "/feed", &key()).unwrap_err();

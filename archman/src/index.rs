@@ -775,8 +775,8 @@ fn know(
         key: findex::sort_key(&stanza),
         entry: cache::Entry {
             key: before,
-            sha256: pkg.sha256_hex(),
-            md5: pkg.md5_hex(),
+            sha256: pkg.sha256,
+            md5: pkg.md5,
             container: pkg.container,
             stanza: stanza.to_text().into(),
         },

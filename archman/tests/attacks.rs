@@ -174,7 +174,7 @@ fn forged_cache(feed: &Feed, file: &str, key: &CacheKey) -> Vec<u8> {
         file.to_string(),
         Entry {
             key: FileKey::of(&meta),
-            sha256: "0".repeat(64),
+            sha256: [0; 32],
             md5: None,
             container: Container::TarGz,
             stanza: stanza.trim_end().into(),
