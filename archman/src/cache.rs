@@ -10,7 +10,9 @@
 //! format version), a damaged first segment or a failed MAC is ignored — the caller warns and
 //! re-reads the packages; a damaged later segment (an append cut short) is dropped with
 //! everything after it. Dropping records is always safe: every entry is re-checked against the
-//! file's identity before use, so a lost record only costs a re-read.
+//! file's identity before use, so a lost record only costs a re-read. The file is read as a
+//! stream: each segment's records are parsed as they go by and applied only once the
+//! segment's MAC holds, and only the stanzas are kept, not the file's text.
 //!
 //! # The cache is a trust boundary
 //!
@@ -55,7 +57,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -137,7 +139,7 @@ impl FileKey {
 
 /// What is remembered about one package file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub struct Entry<S = Stanza> {
     pub key: FileKey,
     pub sha256: [u8; 32],
     pub md5: Option<[u8; 16]>,
@@ -145,19 +147,19 @@ pub struct Entry {
     /// `.ipk` on every run, cached or not).
     pub container: Container,
     /// The package's index stanza, as published (without the blank line after it).
-    pub stanza: Stanza,
+    pub stanza: S,
 }
 
 /// The text of a stanza: made by this run, or a part of the cache file it was loaded from,
-/// which all the entries of that file share (a feed's stanzas are megabytes: loading them
-/// copies nothing).
+/// read into chunks of about a megabyte that the entries whose stanzas they hold share (the
+/// file is read as a stream, and only its stanzas are kept: a feed's are megabytes).
 #[derive(Clone)]
 pub struct Stanza(StanzaText);
 
 #[derive(Clone)]
 enum StanzaText {
     Owned(String),
-    /// `file[start..end]`.
+    /// `chunk[start..end]`.
     Shared(Arc<String>, usize, usize),
 }
 
@@ -327,14 +329,6 @@ impl CacheKey {
         let mut m = self.hmac();
         m.update(header);
         m.finalize().into_bytes().into()
-    }
-
-    /// The MAC state of a segment following the one whose MAC is `chain`.
-    fn segment_mac(&self, chain: &[u8; 32], records: &[u8]) -> HmacSha256 {
-        let mut m = self.hmac();
-        m.update(chain);
-        m.update(records);
-        m
     }
 
     /// Reads the key at `path`, making one (32 random bytes, mode 0600, in a directory made
@@ -669,21 +663,28 @@ impl Cache {
         if meta.len() > MAX_CACHE {
             return Err(corrupt(format!("larger than {MAX_CACHE} bytes")));
         }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        Read::by_ref(&mut file)
-            .take(MAX_CACHE + 1)
-            .read_to_end(&mut bytes)
-            .map_err(io_err)?;
-        let file_len = bytes.len() as u64;
-        // The format is text; the entries' stanzas are parts of it, shared.
-        let text = Arc::new(String::from_utf8(bytes).map_err(|_| corrupt("not text".into()))?);
-        let (cache, chain, damaged_tail) = parse(&text, feed_id, key).map_err(|e| match e {
+        // Read as a stream: the records are parsed and authenticated as they go by, and
+        // only the stanzas are kept (packed into shared chunks), not the file's text.
+        let mut reader = Reader {
+            input: io::BufReader::with_capacity(
+                256 * 1024,
+                Read::by_ref(&mut file).take(MAX_CACHE + 1),
+            ),
+            len: meta.len(),
+            read: 0,
+            mac: None,
+            stanzas: Chunks::default(),
+        };
+        let parsed = parse(&mut reader, feed_id, key);
+        let file_len = reader.read;
+        let (cache, chain, damaged_tail) = parsed.map_err(|e| match e {
             ParseError::Foreign(reason) => CacheError::Foreign {
                 path: path.into(),
                 reason,
             },
             ParseError::Corrupt(reason) => corrupt(reason),
             ParseError::Unauthentic => CacheError::Unauthentic { path: path.into() },
+            ParseError::Io(e) => io_err(e),
         })?;
         Ok(Loaded {
             cache,
@@ -716,80 +717,183 @@ enum ParseError {
     Foreign(String),
     Corrupt(String),
     Unauthentic,
+    Io(io::Error),
 }
 
-/// A bounds-checked cursor over the cache text.
-struct Cursor<'a> {
-    text: &'a str,
-    at: usize,
+/// Longest record line the format has (a header with its numbers and hashes).
+const MAX_LINE: usize = 4096;
+/// Stanzas are packed into chunks of about this size, each shared by the entries whose
+/// stanzas it holds.
+const CHUNK: usize = 1 << 20;
+
+/// The stanzas of a cache as it is read: chunks of text, the last one still growing.
+#[derive(Default)]
+struct Chunks {
+    sealed: Vec<Arc<String>>,
+    current: Vec<u8>,
 }
 
-impl<'a> Cursor<'a> {
-    fn line(&mut self) -> Result<&'a str, ParseError> {
-        let rest = &self.text.as_bytes()[self.at..];
-        let end =
-            memchr::memchr(b'\n', rest).ok_or_else(|| ParseError::Corrupt("truncated".into()))?;
-        let line = &self.text[self.at..self.at + end];
-        self.at += end + 1;
+impl Chunks {
+    /// Room for `len` more bytes in the current chunk (sealing it when full).
+    fn reserve(&mut self, len: usize) -> Result<(), ParseError> {
+        if !self.current.is_empty() && self.current.len() + len > CHUNK {
+            self.seal()?;
+        }
+        if self.current.is_empty() {
+            self.current.reserve_exact(len.max(CHUNK));
+        }
+        Ok(())
+    }
+
+    fn seal(&mut self) -> Result<(), ParseError> {
+        let mut chunk = std::mem::take(&mut self.current);
+        chunk.shrink_to_fit();
+        let text = String::from_utf8(chunk).map_err(|_| ParseError::Corrupt("not text".into()))?;
+        self.sealed.push(Arc::new(text));
+        Ok(())
+    }
+}
+
+/// Where a parsed stanza is: `(chunk, start, end)` in [`Chunks`].
+type StanzaAt = (usize, usize, usize);
+
+/// A bounds-checked reader of the cache file that feeds what it reads to the current
+/// segment's MAC.
+struct Reader<R> {
+    input: R,
+    /// The file's length: no record may claim more than what is left of it.
+    len: u64,
+    /// Bytes read so far.
+    read: u64,
+    /// The MAC of the segment being read (none while reading the header).
+    mac: Option<HmacSha256>,
+    stanzas: Chunks,
+}
+
+impl<R: io::BufRead> Reader<R> {
+    fn consumed(&mut self, bytes: &[u8]) {
+        self.read += bytes.len() as u64;
+        if let Some(m) = &mut self.mac {
+            m.update(bytes);
+        }
+    }
+
+    /// The next line (without its newline), not fed to the MAC (the caller decides).
+    fn line_bytes(&mut self) -> Result<Vec<u8>, ParseError> {
+        let mut line = Vec::new();
+        let n = Read::by_ref(&mut self.input)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(ParseError::Io)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            return Err(ParseError::Corrupt(if line.len() > MAX_LINE {
+                "line too long".into()
+            } else {
+                "truncated".into()
+            }));
+        }
+        self.read += n as u64;
+        line.pop();
         Ok(line)
     }
 
-    /// Exactly `len` bytes followed by a newline: where they are in the text.
-    fn exact_range(&mut self, len: usize) -> Result<std::ops::Range<usize>, ParseError> {
-        let start = self.at;
-        let end = start
-            .checked_add(len)
-            .filter(|&e| self.text.as_bytes().get(e) == Some(&b'\n'))
-            .ok_or_else(|| ParseError::Corrupt("truncated record".into()))?;
-        self.at = end + 1;
-        Ok(start..end)
+    fn line(&mut self) -> Result<String, ParseError> {
+        let line = self.line_bytes()?;
+        if let Some(m) = &mut self.mac {
+            m.update(&line);
+            m.update(b"\n");
+        }
+        String::from_utf8(line).map_err(|_| ParseError::Corrupt("not text".into()))
     }
 
     /// Exactly `len` bytes followed by a newline.
-    fn exact(&mut self, len: usize) -> Result<&'a str, ParseError> {
-        let r = self.exact_range(len)?;
-        Ok(&self.text[r])
+    fn exact(&mut self, len: usize) -> Result<String, ParseError> {
+        let mut buf = vec![0; len + 1];
+        self.fill(&mut buf)?;
+        buf.pop();
+        String::from_utf8(buf).map_err(|_| ParseError::Corrupt("not text".into()))
+    }
+
+    /// Exactly `len` bytes followed by a newline, kept as a stanza.
+    fn stanza(&mut self, len: usize) -> Result<StanzaAt, ParseError> {
+        if len as u64 >= self.len.saturating_sub(self.read) {
+            return Err(ParseError::Corrupt("record length out of bounds".into()));
+        }
+        self.stanzas.reserve(len + 1)?;
+        let start = self.stanzas.current.len();
+        let mut chunk = std::mem::take(&mut self.stanzas.current);
+        chunk.resize(start + len + 1, 0);
+        let filled = self.fill(&mut chunk[start..]);
+        chunk.truncate(start + len);
+        self.stanzas.current = chunk;
+        filled?;
+        Ok((self.stanzas.sealed.len(), start, start + len))
+    }
+
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), ParseError> {
+        self.input.read_exact(buf).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => ParseError::Corrupt("truncated record".into()),
+            _ => ParseError::Io(e),
+        })?;
+        if buf.last() != Some(&b'\n') {
+            return Err(ParseError::Corrupt("truncated record".into()));
+        }
+        self.consumed(buf);
+        Ok(())
+    }
+
+    /// Whether the file has been read to its end.
+    fn at_end(&mut self) -> Result<bool, ParseError> {
+        Ok(self.input.fill_buf().map_err(ParseError::Io)?.is_empty())
     }
 }
 
 /// One parsed record, applied only once its segment's MAC holds.
-enum Op<'a> {
-    Put(&'a str, Entry),
-    Gone(&'a str),
+enum Op {
+    Put(String, Entry<StanzaAt>),
+    Gone(String),
     Sig(Option<CheckedSig>),
     Published(Published),
 }
 
-/// A parsed segment: its records, the bytes its MAC covers, and the MAC.
-struct Segment<'a> {
-    ops: Vec<Op<'a>>,
-    records: &'a [u8],
-    mac: Vec<u8>,
-}
-
-/// Parses the records of one segment starting at the cursor, through its MAC line.
-fn parse_segment<'a>(c: &mut Cursor<'a>, file: &Arc<String>) -> Result<Segment<'a>, ParseError> {
+/// Parses the records of one segment, through its MAC line, and checks its MAC (that of the
+/// segment or header before it being `chain`); returns its records and its MAC.
+fn parse_segment<R: io::BufRead>(
+    c: &mut Reader<R>,
+    key: &CacheKey,
+    chain: &[u8; 32],
+) -> Result<(Vec<Op>, [u8; 32]), ParseError> {
     let corrupt = |r: &str| ParseError::Corrupt(r.to_string());
     let hexok = |s: &str, n| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    let start = c.at;
+    let mut mac = key.hmac();
+    mac.update(chain);
+    c.mac = Some(mac);
     let mut ops = Vec::new();
     loop {
-        let line_start = c.at;
-        let head = c.line()?;
+        // The MAC line is not part of what it authenticates.
+        let head = c.line_bytes()?;
+        if let Some(mac) = head.strip_prefix(b"END ") {
+            let mac = std::str::from_utf8(mac)
+                .ok()
+                .and_then(|m| hex::decode(m).ok())
+                .filter(|m| m.len() == 32)
+                .ok_or_else(|| corrupt("bad MAC line"))?;
+            let computed = c.mac.take().expect("set above");
+            computed
+                .verify_slice(&mac)
+                .map_err(|_| ParseError::Unauthentic)?;
+            let mut chain = [0u8; 32];
+            chain.copy_from_slice(&mac);
+            return Ok((ops, chain));
+        }
+        if let Some(m) = &mut c.mac {
+            m.update(&head);
+            m.update(b"\n");
+        }
+        let head = String::from_utf8(head).map_err(|_| corrupt("not text"))?;
         let f: Vec<&str> = head.split(' ').collect();
         let unum = |s: &str| s.parse::<u64>().map_err(|_| corrupt("bad number"));
         match f[..] {
-            ["END", mac] => {
-                let mac = hex::decode(mac)
-                    .ok()
-                    .filter(|m| m.len() == 32)
-                    .ok_or_else(|| corrupt("bad MAC line"))?;
-                return Ok(Segment {
-                    ops,
-                    records: &c.text.as_bytes()[start..line_start],
-                    mac,
-                });
-            }
             ["S", "-"] => ops.push(Op::Sig(None)),
             ["S", packages, sig, fp] => {
                 if !hexok(packages, 64) || !hexok(sig, 64) || !hexok(fp, 16) {
@@ -808,10 +912,11 @@ fn parse_segment<'a>(c: &mut Cursor<'a>, file: &Arc<String>) -> Result<Segment<'
                 }
                 let key = FileKey::parse_fields([size, mtime, mnsec, ctime, cnsec, inode])
                     .ok_or_else(|| corrupt("bad number"))?;
+                let sha256 = (sha != "-").then(|| sha.to_string());
                 ops.push(Op::Published(Published {
-                    name: c.exact(nlen)?.to_string(),
+                    name: c.exact(nlen)?,
                     key,
-                    sha256: (sha != "-").then(|| sha.to_string()),
+                    sha256,
                 }));
             }
             ["D", plen] => {
@@ -836,8 +941,8 @@ fn parse_segment<'a>(c: &mut Cursor<'a>, file: &Arc<String>) -> Result<Segment<'
                 clen,
             ] => {
                 let plen = unum(plen)? as usize;
-                let clen = unum(clen)? as usize;
-                if plen > 4096 || clen > c.text.len() {
+                let clen = unum(clen)?;
+                if plen > 4096 || clen > MAX_CACHE {
                     return Err(corrupt("record length out of bounds"));
                 }
                 let key = FileKey::parse_fields([size, mtime, mnsec, ctime, cnsec, inode])
@@ -854,20 +959,17 @@ fn parse_segment<'a>(c: &mut Cursor<'a>, file: &Arc<String>) -> Result<Segment<'
                     "tgz" => Container::TarGz,
                     _ => return Err(corrupt("bad container")),
                 };
+                let md5 = (md5 != "-").then_some(md5_bytes);
                 let path = c.exact(plen)?;
-                let stanza = c.exact_range(clen)?;
+                let stanza = c.stanza(clen as usize)?;
                 ops.push(Op::Put(
                     path,
                     Entry {
                         key,
                         sha256,
-                        md5: (md5 != "-").then_some(md5_bytes),
+                        md5,
                         container,
-                        stanza: Stanza(StanzaText::Shared(
-                            Arc::clone(file),
-                            stanza.start,
-                            stanza.end,
-                        )),
+                        stanza,
                     },
                 ));
             }
@@ -876,30 +978,39 @@ fn parse_segment<'a>(c: &mut Cursor<'a>, file: &Arc<String>) -> Result<Segment<'
     }
 }
 
-/// The cache in `bytes`, the MAC of its last segment kept, and whether a damaged later
-/// segment was dropped. A segment that parses but whose MAC fails makes the whole file
-/// unauthentic: it was written by someone without the key.
-fn parse(
-    file: &Arc<String>,
+/// The cache read by `c`, the MAC of its last segment kept, and whether a damaged later
+/// segment was dropped. A segment whose MAC fails makes the whole file unauthentic: it was
+/// written by someone without the key.
+fn parse<R: io::BufRead>(
+    c: &mut Reader<R>,
     feed_id: &str,
     key: &CacheKey,
 ) -> Result<(Cache, [u8; 32], bool), ParseError> {
     let corrupt = |r: &str| ParseError::Corrupt(r.to_string());
-    let text = file.as_str();
-    let mut c = Cursor { text, at: 0 };
-    if !text.starts_with(MAGIC) || c.line()? != MAGIC {
+    let magic = c.line().map_err(|e| match e {
+        ParseError::Io(e) => ParseError::Io(e),
+        _ => ParseError::Foreign("unknown format".into()),
+    })?;
+    if magic != MAGIC {
         return Err(ParseError::Foreign("unknown format".into()));
     }
-    let id_len: usize = c.line()?.parse().map_err(|_| corrupt("bad header"))?;
+    let id_line = c.line()?;
+    let id_len: usize = id_line.parse().map_err(|_| corrupt("bad header"))?;
     if id_len > 4096 || c.exact(id_len)? != feed_id {
         return Err(ParseError::Foreign("written for another feed".into()));
     }
-    let header = &text.as_bytes()[..c.at];
+    // The header's bytes as read.
+    let header = format!("{MAGIC}\n{id_line}\n{feed_id}\n");
+    let mut chain = key.header_mac(header.as_bytes());
     let mut segments = Vec::new();
     let mut damaged_tail = false;
-    while c.at < text.len() {
-        match parse_segment(&mut c, file) {
-            Ok(seg) => segments.push(seg),
+    while !c.at_end()? {
+        match parse_segment(c, key, &chain) {
+            Ok((ops, mac)) => {
+                segments.push(ops);
+                chain = mac;
+            }
+            Err(e @ (ParseError::Unauthentic | ParseError::Io(_))) => return Err(e),
             // The first segment is the cache; a later one is an append that may be cut short.
             Err(e) if segments.is_empty() => return Err(e),
             Err(_) => {
@@ -911,30 +1022,16 @@ fn parse(
     if segments.is_empty() {
         return Err(corrupt("truncated"));
     }
-    // The MACs are checked while the records are applied (on two cores: each is a pass
-    // over megabytes); the result is used only when every MAC holds.
-    let (macs, ops): (Vec<_>, Vec<_>) = segments
-        .into_iter()
-        .map(|seg| ((seg.records, seg.mac), seg.ops))
-        .unzip();
-    let (chain, cache) = rayon::join(
-        || -> Result<[u8; 32], ParseError> {
-            let mut chain = key.header_mac(header);
-            for (records, mac) in macs {
-                key.segment_mac(&chain, records)
-                    .verify_slice(&mac)
-                    .map_err(|_| ParseError::Unauthentic)?;
-                chain.copy_from_slice(&mac);
-            }
-            Ok(chain)
-        },
-        || apply(ops.into_iter()),
-    );
-    Ok((cache, chain?, damaged_tail))
+    // Stanzas of a segment cut short belong to no entry; the chunks hold them anyway.
+    if !c.stanzas.current.is_empty() {
+        c.stanzas.seal()?;
+    }
+    let chunks = std::mem::take(&mut c.stanzas.sealed);
+    Ok((apply(segments.into_iter(), &chunks), chain, damaged_tail))
 }
 
 /// The cache the records of consecutive segments make.
-fn apply<'a>(segments: impl Iterator<Item = Vec<Op<'a>>>) -> Cache {
+fn apply(segments: impl Iterator<Item = Vec<Op>>, chunks: &[Arc<String>]) -> Cache {
     let mut cache = Cache::default();
     for ops in segments {
         let changes_entries = ops.iter().any(|o| matches!(o, Op::Put(..) | Op::Gone(_)));
@@ -946,10 +1043,21 @@ fn apply<'a>(segments: impl Iterator<Item = Vec<Op<'a>>>) -> Cache {
         for op in ops {
             match op {
                 Op::Put(path, e) => {
-                    cache.entries.insert(path.to_string(), e);
+                    let (chunk, start, end) = e.stanza;
+                    let stanza = Stanza(StanzaText::Shared(Arc::clone(&chunks[chunk]), start, end));
+                    cache.entries.insert(
+                        path,
+                        Entry {
+                            key: e.key,
+                            sha256: e.sha256,
+                            md5: e.md5,
+                            container: e.container,
+                            stanza,
+                        },
+                    );
                 }
                 Op::Gone(path) => {
-                    cache.entries.remove(path);
+                    cache.entries.remove(&path);
                 }
                 Op::Sig(s) => cache.checked_sig = s,
                 Op::Published(p) => cache.published.push(p),
@@ -1023,6 +1131,37 @@ mod tests {
         assert_eq!(Cache::load(&p, "/feed", &key()).unwrap().cache, sample());
         let absent = Cache::load(&dir.path().join("absent"), "/feed", &key()).unwrap();
         assert_eq!((absent.cache, absent.file_len), (Cache::default(), 0));
+    }
+
+    /// The stanzas are read into shared chunks of about a megabyte: many stanzas, and one
+    /// larger than a chunk, come back as they were written.
+    #[test]
+    fn stanzas_spanning_many_chunks_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cache");
+        let mut c = sample();
+        for i in 0..40 {
+            let size = if i == 7 {
+                CHUNK + CHUNK / 2
+            } else {
+                70_000 + i
+            };
+            let stanza = format!("Package: p{i}\nDescription: {}", "x".repeat(size));
+            c.entries.insert(
+                format!("pool/p{i}.ipk"),
+                Entry {
+                    key: file_key(i as i64),
+                    sha256: [i as u8; 32],
+                    md5: None,
+                    container: Container::TarGz,
+                    stanza: stanza.into(),
+                },
+            );
+        }
+        fs::write(&p, c.to_bytes("/feed", &key())).unwrap();
+        let loaded = Cache::load(&p, "/feed", &key()).unwrap();
+        assert_eq!(loaded.cache, c);
+        assert_eq!(loaded.file_len, fs::metadata(&p).unwrap().len());
     }
 
     #[test]
