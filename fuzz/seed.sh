@@ -20,7 +20,7 @@ if [ ! -d "$REAL" ]; then
     exit 1
 fi
 REAL="$(cd "$REAL" && pwd)"
-TARGETS="control version relation package usign index release parse_date prokit_config prokit_policy prokit_status prokit_resolve keyring_manifest keyring_signatures keyring_package audit_log index_gz"
+TARGETS="control version relation package usign index release parse_date prokit_config prokit_policy prokit_status prokit_resolve keyring_manifest keyring_signatures keyring_package audit_log index_gz archman_cache"
 
 for t in $TARGETS; do
     mkdir -p "$CORPUS/$t"
@@ -546,6 +546,30 @@ printf '%s\n%s\n' "$a2" "$a3" >"$CORPUS/audit_log/first-line-deleted"
 printf '%s\n%s\n' "$a1" "${a2/0123/4567}" >"$CORPUS/audit_log/altered"
 : >"$CORPUS/audit_log/empty"
 echo "audit_log: 6 seeds"
+
+# --- archman_cache: segments of records as archman writes them (archman/src/cache.rs) ------
+# A first byte of 1 has the target wrap the rest in a genuine header and MAC; 0 takes the
+# rest as the whole file.
+cache_entry() { # path stanza [md5]: an entry record
+    printf 'E %d 1234 1700000000 5 1700000100 6 42 %s %s tgz %d\n%s\n%s\n' \
+        "${#1}" "$(printf '%s' "$1" | sha256sum | cut -c1-64)" "${3:--}" "${#2}" "$1" "$2"
+}
+s1=$'Package: foo\nVersion: 1.0-r1\nArchitecture: all\nFilename: pool/foo_1.0-r1_all.ipk\nSize: 1234'
+s2=$'Package: bar\nVersion: 2:3.4~rc1-2\nDescription: a bar\n with a second line'
+{
+    printf '\001'
+    printf 'S %s %s 0123456789abcdef\n' "$(printf a | sha256sum | cut -c1-64)" "$(printf b | sha256sum | cut -c1-64)"
+    cache_entry pool/foo_1.0-r1_all.ipk "$s1"
+    cache_entry "bar_3.4.ipk" "$s2" 0123456789abcdef0123456789abcdef
+    printf 'D 9\ngone/x.ipk\n'
+    printf 'P 8 100 1700000000 1 1700000000 2 7 %s\nPackages\n' "$(printf c | sha256sum | cut -c1-64)"
+    printf 'P 11 20 1700000000 1 1700000000 2 8 -\nPackages.gz\n'
+} >"$CORPUS/archman_cache/segment"
+{ printf '\001'; cache_entry a.ipk "Package: a"; cache_entry a.ipk "Package: a2"; printf 'D 5\na.ipk\nS -\n'; } \
+    >"$CORPUS/archman_cache/override-and-gone"
+{ printf '\000archman-cache 6\n28\n/srv/feed md5=0 profile=Full\n'; cache_entry a.ipk "Package: a"; printf 'END %064d\n' 0; } \
+    >"$CORPUS/archman_cache/whole-file-bad-mac"
+echo "archman_cache: 3 seeds"
 
 for t in $TARGETS; do
     printf '%-18s %5d files\n' "$t" "$(find "$CORPUS/$t" -type f | wc -l)"
