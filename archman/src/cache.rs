@@ -797,12 +797,17 @@ impl<R: io::BufRead> Reader<R> {
         Ok(line)
     }
 
-    fn line(&mut self) -> Result<String, ParseError> {
-        let line = self.line_bytes()?;
+    /// Feeds a line read by [`Reader::line_bytes`] (and its newline) to the MAC.
+    fn mac_line(&mut self, line: &[u8]) {
         if let Some(m) = &mut self.mac {
-            m.update(&line);
+            m.update(line);
             m.update(b"\n");
         }
+    }
+
+    fn line(&mut self) -> Result<String, ParseError> {
+        let line = self.line_bytes()?;
+        self.mac_line(&line);
         String::from_utf8(line).map_err(|_| ParseError::Corrupt("not text".into()))
     }
 
@@ -886,10 +891,7 @@ fn parse_segment<R: io::BufRead>(
             chain.copy_from_slice(&mac);
             return Ok((ops, chain));
         }
-        if let Some(m) = &mut c.mac {
-            m.update(&head);
-            m.update(b"\n");
-        }
+        c.mac_line(&head);
         let head = String::from_utf8(head).map_err(|_| corrupt("not text"))?;
         let f: Vec<&str> = head.split(' ').collect();
         let unum = |s: &str| s.parse::<u64>().map_err(|_| corrupt("bad number"));
