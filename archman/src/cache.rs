@@ -1166,6 +1166,30 @@ mod tests {
         assert_eq!(loaded.file_len, fs::metadata(&p).unwrap().len());
     }
 
+    /// A record that claims a stanza longer than what is left of the file (here a gigabyte
+    /// less one byte) is refused as corrupt before anything is allocated for it, and the
+    /// file is left as it was.
+    #[test]
+    fn a_record_claiming_more_than_the_file_holds_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cache");
+        let header = format!("{MAGIC}\n5\n/feed\n");
+        let record = format!(
+            "E 5 {} {} - tgz {}\na.ipk\nPackage: a\n",
+            file_key(1),
+            "ab".repeat(32),
+            MAX_CACHE - 1
+        );
+        let bytes = [header.as_bytes(), record.as_bytes()].concat();
+        fs::write(&p, &bytes).unwrap();
+        let e = Cache::load(&p, "/feed", &key()).unwrap_err();
+        assert!(
+            matches!(&e, CacheError::Corrupt { reason, .. } if reason == "record length out of bounds"),
+            "{e}"
+        );
+        assert_eq!(fs::read(&p).unwrap(), bytes);
+    }
+
     #[test]
     fn foreign_and_corrupt_caches_are_refused() {
         let dir = tempfile::tempdir().unwrap();
