@@ -1703,7 +1703,7 @@ impl Client {
             });
         }
         let jobs = self.opts.jobs.max(1);
-        let mut reports = Vec::new();
+        let mut reports = Vec::with_capacity(items.len());
         // Developer signatures are checked by the download workers as each file arrives, in
         // parallel and off the install thread; what a worker did not check is checked before
         // the install.
@@ -1877,7 +1877,7 @@ impl Client {
                         developer_key: verdict,
                     };
                     let review = crate::review::review_package(&item.dest, &provenance, &|p| {
-                        owned.get(p).cloned()
+                        owned.get(p).map(|o| o.to_string())
                     })
                     .map_err(|source| ClientError::Review {
                         package: package.clone(),

@@ -1203,20 +1203,20 @@ fn removal_of(db: &Db, tx: &Transaction, path: &str) -> Result<Removal, InstallE
 
 /// A small view of ownership for the paths at hand (so the database can be borrowed again).
 struct OwnersView {
-    files: BTreeMap<String, String>,
-    dirs: BTreeMap<String, BTreeSet<String>>,
+    files: BTreeMap<String, std::sync::Arc<str>>,
+    dirs: BTreeMap<String, BTreeSet<std::sync::Arc<str>>>,
 }
 
 impl OwnersView {
     fn file_of(&self, path: &str, name: &str) -> bool {
-        self.files.get(path).is_some_and(|o| o == name)
+        self.files.get(path).is_some_and(|o| **o == *name)
     }
 
     /// True when no package other than `name` ships directory `path`.
     fn dir_only_of(&self, path: &str, name: &str) -> bool {
         self.dirs
             .get(path)
-            .is_none_or(|s| s.iter().all(|o| o == name))
+            .is_none_or(|s| s.iter().all(|o| **o == *name))
     }
 }
 
@@ -2411,10 +2411,7 @@ mod tests {
             let mut reopened = open(&root);
             assert_eq!(reopened.package_map(), &map);
             let owners = reopened.owners().unwrap();
-            assert_eq!(
-                owners.files.get("/usr/bin/tool").map(String::as_str),
-                Some("b")
-            );
+            assert_eq!(owners.files.get("/usr/bin/tool").map(|o| &**o), Some("b"));
             let names: Vec<String> = walk_names(&root.join("usr/bin"));
             assert!(
                 names.iter().all(|n| !n.starts_with(".prokit-")),

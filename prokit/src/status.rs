@@ -34,11 +34,12 @@
 //! beyond half a second: `open` then fails with [`StatusError::Locked`]. (opkg cannot run on a root without
 //! `var/lock`: it does not create the directory.)
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use feeds::control::{ControlLimits, Paragraph, ParagraphReader};
 use sha2::{Digest, Sha256};
@@ -145,15 +146,32 @@ pub struct FileRecord {
 }
 
 /// Which package owns which path (built from every `.list` and sidecar on first use).
+///
+/// A package's name is held once ([`Owners::name`]) and shared by every path it owns: a
+/// root of thousands of packages owns hundreds of thousands of paths, and directories
+/// such as `/usr/bin` are shipped by most packages.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Owners {
     /// Non-directory path → owning package.
-    pub files: HashMap<String, String>,
+    pub files: HashMap<String, Arc<str>>,
     /// Directory path → packages that ship it.
-    pub dirs: HashMap<String, BTreeSet<String>>,
+    pub dirs: HashMap<String, BTreeSet<Arc<str>>>,
+    /// Every name held above, once (a package removed during the run leaves its name here:
+    /// one string, taken again if it comes back).
+    names: HashSet<Arc<str>>,
 }
 
 impl Owners {
+    /// The shared copy of `name`.
+    fn name(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.names.get(name) {
+            return Arc::clone(n);
+        }
+        let n: Arc<str> = Arc::from(name);
+        self.names.insert(Arc::clone(&n));
+        n
+    }
+
     /// Forgets everything `name` owns.
     pub fn remove_package(&mut self, name: &str, records: &[FileRecord]) {
         for r in records {
@@ -164,7 +182,7 @@ impl Owners {
                         self.dirs.remove(&r.path);
                     }
                 }
-            } else if self.files.get(&r.path).map(String::as_str) == Some(name) {
+            } else if self.files.get(&r.path).map(|o| &**o) == Some(name) {
                 self.files.remove(&r.path);
             }
         }
@@ -172,14 +190,33 @@ impl Owners {
 
     /// Records `records` as owned by `name`.
     pub fn add_package(&mut self, name: &str, records: &[FileRecord]) {
+        let shared = self.name(name);
         for r in records {
             if r.kind == FileKind::Dir {
                 self.dirs
                     .entry(r.path.clone())
                     .or_default()
-                    .insert(name.to_string());
+                    .insert(Arc::clone(&shared));
             } else {
-                self.files.insert(r.path.clone(), name.to_string());
+                self.files.insert(r.path.clone(), Arc::clone(&shared));
+            }
+        }
+    }
+
+    /// Records `records` as owned by `name` where no package owns them yet (a path in two
+    /// lists keeps the first owner read).
+    fn add_listed(&mut self, name: &str, records: &[FileRecord]) {
+        let shared = self.name(name);
+        for r in records {
+            if r.kind == FileKind::Dir {
+                self.dirs
+                    .entry(r.path.clone())
+                    .or_default()
+                    .insert(Arc::clone(&shared));
+            } else {
+                self.files
+                    .entry(r.path.clone())
+                    .or_insert_with(|| Arc::clone(&shared));
             }
         }
     }
@@ -527,20 +564,7 @@ impl Db {
             let names: Vec<String> = self.packages.keys().cloned().collect();
             for name in names {
                 let records = self.files(&name)?;
-                for r in &records {
-                    if r.kind == FileKind::Dir {
-                        owners
-                            .dirs
-                            .entry(r.path.clone())
-                            .or_default()
-                            .insert(name.clone());
-                    } else {
-                        owners
-                            .files
-                            .entry(r.path.clone())
-                            .or_insert_with(|| name.clone());
-                    }
-                }
+                owners.add_listed(&name, &records);
             }
             self.owners = Some(owners);
         }
@@ -1223,6 +1247,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn owners_hold_each_package_name_once() {
+        let rec = |path: &str, kind| FileRecord {
+            path: path.into(),
+            kind,
+            sha256: None,
+            link_target: None,
+            mode: None,
+        };
+        let foo = [
+            rec("/usr", FileKind::Dir),
+            rec("/usr/bin", FileKind::Dir),
+            rec("/usr/bin/foo", FileKind::File),
+            rec("/usr/bin/foo2", FileKind::Symlink),
+        ];
+        let bar = [
+            rec("/usr/bin", FileKind::Dir),
+            rec("/usr/bin/bar", FileKind::File),
+        ];
+        let mut o = Owners::default();
+        o.add_package("foo", &foo);
+        o.add_package("bar", &bar);
+        o.add_listed("foo", &[rec("/usr/bin/bar", FileKind::File)]);
+        let shared = &o.files["/usr/bin/foo"];
+        assert!(Arc::ptr_eq(shared, &o.files["/usr/bin/foo2"]));
+        let in_dir = o.dirs["/usr/bin"].get("foo").unwrap();
+        assert!(Arc::ptr_eq(shared, in_dir));
+        // A listed path keeps the owner it has.
+        assert_eq!(&*o.files["/usr/bin/bar"], "bar");
+        assert_eq!(o.names.len(), 2);
+        o.remove_package("foo", &foo);
+        assert!(!o.files.contains_key("/usr/bin/foo") && !o.dirs.contains_key("/usr"));
+        assert_eq!(
+            o.dirs["/usr/bin"].iter().map(|n| &**n).collect::<Vec<_>>(),
+            ["bar"]
+        );
+        // The next package of that name shares the name kept.
+        o.add_package("foo", &foo[2..3]);
+        assert_eq!(o.names.len(), 2);
+    }
+
+    #[test]
     fn status_text_with_equals_a_rewrite_of_the_changed_map() {
         let stanza = |n: &str, v: &str| {
             Paragraph::parse(&format!(
@@ -1461,8 +1526,8 @@ mod tests {
                 .all(|r| r.kind == FileKind::Unknown && r.sha256.is_none())
         );
         let owners = db.owners().unwrap();
-        assert_eq!(owners.files["/usr/bin/foo"], "foo");
-        assert_eq!(owners.files["/etc/old.conf"], "old");
+        assert_eq!(&*owners.files["/usr/bin/foo"], "foo");
+        assert_eq!(&*owners.files["/etc/old.conf"], "old");
         assert!(owners.dirs["/usr/bin"].contains("foo"));
         assert!(matches!(
             db.files("nope"),

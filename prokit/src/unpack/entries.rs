@@ -188,7 +188,7 @@ impl<'a> Stager<'a> {
     fn db_owner(&self, path: &str) -> Option<String> {
         self.db
             .owners_ref()
-            .and_then(|o| o.files.get(path).cloned())
+            .and_then(|o| o.files.get(path).map(|n| n.to_string()))
     }
 
     fn dirs(&self) -> &RootDirs {
@@ -635,10 +635,10 @@ pub(super) fn settle(
             vec![&e.path, &e.final_path]
         };
         for path in paths {
-            let Some(owner) = owners.and_then(|o| o.files.get(path)) else {
+            let Some(owner) = owners.and_then(|o| o.files.get(path)).map(|o| &**o) else {
                 continue;
             };
-            if *owner == name {
+            if owner == name {
                 continue;
             }
             let owner_version = db
@@ -664,11 +664,11 @@ pub(super) fn settle(
                     } else {
                         format!("{path} (the new version of its kept conffile {})", e.path)
                     },
-                    owner: owner.clone(),
+                    owner: owner.to_string(),
                 });
             }
             takeovers
-                .entry(owner.clone())
+                .entry(owner.to_string())
                 .or_default()
                 .insert(path.clone());
         }
