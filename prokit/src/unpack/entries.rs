@@ -166,7 +166,8 @@ impl<'a> Stager<'a> {
             entries: Vec::new(),
             verified: HashSet::new(),
             created: HashSet::new(),
-            buf: vec![0u8; 256 * 1024],
+            // Made when the package has a file too big to be read whole (most have none).
+            buf: Vec::new(),
         }
     }
 
@@ -488,6 +489,9 @@ impl<'a> Stager<'a> {
             h.update(&data);
             self.tx.write_later(tmp, data, mode, Some(mtime))?;
             return Ok(hex::encode(h.finalize()));
+        }
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; 256 * 1024];
         }
         let tfull = self.dirs().full(tmp);
         let mut f = self.dirs().create(tmp)?;
