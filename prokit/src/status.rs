@@ -190,22 +190,16 @@ impl Owners {
 
     /// Records `records` as owned by `name`.
     pub fn add_package(&mut self, name: &str, records: &[FileRecord]) {
-        let shared = self.name(name);
-        for r in records {
-            if r.kind == FileKind::Dir {
-                self.dirs
-                    .entry(r.path.clone())
-                    .or_default()
-                    .insert(Arc::clone(&shared));
-            } else {
-                self.files.insert(r.path.clone(), Arc::clone(&shared));
-            }
-        }
+        self.add(name, records, true);
     }
 
     /// Records `records` as owned by `name` where no package owns them yet (a path in two
     /// lists keeps the first owner read).
     fn add_listed(&mut self, name: &str, records: &[FileRecord]) {
+        self.add(name, records, false);
+    }
+
+    fn add(&mut self, name: &str, records: &[FileRecord], take_over: bool) {
         let shared = self.name(name);
         for r in records {
             if r.kind == FileKind::Dir {
@@ -213,6 +207,8 @@ impl Owners {
                     .entry(r.path.clone())
                     .or_default()
                     .insert(Arc::clone(&shared));
+            } else if take_over {
+                self.files.insert(r.path.clone(), Arc::clone(&shared));
             } else {
                 self.files
                     .entry(r.path.clone())
