@@ -15,41 +15,63 @@
 //! signature — and the signatures stay deterministic (docs/formats.md §4.7 says why this is
 //! safe). It may be started before it is known to be needed, and given up.
 
+use crate::usign::Message;
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
 use sha2::{Digest, Sha512};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Why a signature was not made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum SignError {
     /// The public key is not a point of the curve.
     BadPublicKey,
     /// The finished signature does not verify (a fault, or a public key not of this seed).
     SelfCheck,
+    /// The message could not be read (it is held outside memory).
+    Read(std::io::Error),
+}
+
+impl PartialEq for SignError {
+    fn eq(&self, other: &SignError) -> bool {
+        match (self, other) {
+            (SignError::Read(a), SignError::Read(b)) => a.kind() == b.kind(),
+            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+        }
+    }
 }
 
 /// Feeds `message` to `h`, in slices of at most 64 KiB, looking at `cancel` before each;
 /// `None` when it was set.
 fn hash_all<D: Digest>(
     mut h: D,
-    message: &[&[u8]],
+    message: &(impl Message + ?Sized),
     cancel: &AtomicBool,
-) -> Option<sha2::digest::Output<D>> {
-    for piece in message {
-        for chunk in piece.chunks(1 << 16) {
-            if cancel.load(Ordering::Relaxed) {
-                return None;
+) -> Result<Option<sha2::digest::Output<D>>, SignError> {
+    let mut cancelled = false;
+    message
+        .each_piece(&mut |piece| {
+            for chunk in piece.chunks(1 << 16) {
+                if cancel.load(Ordering::Relaxed) {
+                    cancelled = true;
+                    return false;
+                }
+                h.update(chunk);
             }
-            h.update(chunk);
-        }
-    }
-    Some(h.finalize())
+            true
+        })
+        .map_err(SignError::Read)?;
+    Ok((!cancelled).then(|| h.finalize()))
 }
 
-fn challenge(r: &[u8; 32], a: &[u8; 32], message: &[&[u8]], cancel: &AtomicBool) -> Option<Scalar> {
+fn challenge(
+    r: &[u8; 32],
+    a: &[u8; 32],
+    message: &(impl Message + ?Sized),
+    cancel: &AtomicBool,
+) -> Result<Option<Scalar>, SignError> {
     let h = Sha512::new().chain_update(r).chain_update(a);
-    hash_all(h, message, cancel).map(|d| Scalar::from_bytes_mod_order_wide(&d.into()))
+    Ok(hash_all(h, message, cancel)?.map(|d| Scalar::from_bytes_mod_order_wide(&d.into())))
 }
 
 /// Signs the message that is the concatenation of `message` (pieces, so that a large index is
@@ -63,7 +85,7 @@ pub(crate) fn sign(
     let never = AtomicBool::new(false);
     let (a_point, s, prefix) = expand(seed, public)?;
     let nonce =
-        hash_all(Sha512::new().chain_update(prefix), message, &never).expect("never cancelled");
+        hash_all(Sha512::new().chain_update(prefix), message, &never)?.expect("never cancelled");
     let r = Scalar::from_bytes_mod_order_wide(&nonce.into());
     complete(public, &a_point, &s, &r, message, &never).map(|s| s.expect("never cancelled"))
 }
@@ -82,12 +104,12 @@ const _: () = assert!(NONCE_TAG.len() > 32);
 pub(crate) fn sign_via_sha256_unless(
     seed: &[u8; 32],
     public: &[u8; 32],
-    message: &[&[u8]],
+    message: &(impl Message + ?Sized),
     cancel: &AtomicBool,
     digest: impl FnOnce(&[u8; 32]),
 ) -> Result<Option<[u8; 64]>, SignError> {
     let (a_point, s, prefix) = expand(seed, public)?;
-    let Some(d) = hash_all(sha2::Sha256::new(), message, cancel) else {
+    let Some(d) = hash_all(sha2::Sha256::new(), message, cancel)? else {
         return Ok(None);
     };
     let d: [u8; 32] = d.into();
@@ -127,7 +149,7 @@ fn complete(
     a_point: &EdwardsPoint,
     s: &Scalar,
     r: &Scalar,
-    message: &[&[u8]],
+    message: &(impl Message + ?Sized),
     cancel: &AtomicBool,
 ) -> Result<Option<[u8; 64]>, SignError> {
     let big_r = EdwardsPoint::mul_base(r).compress().to_bytes();
@@ -137,8 +159,8 @@ fn complete(
         let k = challenge(&big_r, public, message, cancel);
         (k, check.join())
     });
-    let k_check = k_check.map_err(|_| SignError::SelfCheck)?;
-    let (Some(k), Some(k_check)) = (k, k_check) else {
+    let k_check = k_check.map_err(|_| SignError::SelfCheck)??;
+    let (Some(k), Some(k_check)) = (k?, k_check) else {
         return Ok(None);
     };
     let big_s = k * s + r;

@@ -61,17 +61,35 @@ fn cut<'t>(stanzas: impl ExactSizeIterator<Item = (&'t [u8], usize)>) -> Vec<Ran
     let n = stanzas.len();
     let mut out = Vec::new();
     let mut start = 0;
-    let mut bytes = 0;
+    let mut cutter = RunCutter::default();
     for (i, (s, len)) in stanzas.enumerate() {
-        let first_line = memchr(b'\n', s).map_or(s, |e| &s[..e]);
-        bytes += len;
-        if fnv1a(first_line).is_multiple_of(RUN_SPREAD) || bytes >= MAX_RUN || i + 1 == n {
+        if cutter.ends_run(s, len, i + 1 == n) {
             out.push(start..i + 1);
             start = i + 1;
-            bytes = 0;
         }
     }
     out
+}
+
+/// The rule of [`stanza_runs`] applied one stanza at a time, for a `Packages` that is not
+/// held in memory as a whole.
+#[derive(Default)]
+pub struct RunCutter {
+    bytes: usize,
+}
+
+impl RunCutter {
+    /// Whether the run ends after this stanza: `stanza` is its text (at least its first
+    /// line), `len` the bytes it takes in the file, `last` whether it is the file's last.
+    pub fn ends_run(&mut self, stanza: &[u8], len: usize, last: bool) -> bool {
+        let first_line = memchr(b'\n', stanza).map_or(stanza, |e| &stanza[..e]);
+        self.bytes += len;
+        let ends = fnv1a(first_line).is_multiple_of(RUN_SPREAD) || self.bytes >= MAX_RUN || last;
+        if ends {
+            self.bytes = 0;
+        }
+        ends
+    }
 }
 
 /// One run compressed on its own: raw deflate ending in a sync flush (not final).
@@ -94,6 +112,9 @@ pub fn deflate_run(run: &[u8]) -> Vec<u8> {
             break;
         }
     }
+    // Parts are kept (a feed's whole Packages.gz, in parts): not with a third of the run's
+    // size reserved for each.
+    out.shrink_to_fit();
     out
 }
 

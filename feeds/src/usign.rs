@@ -137,6 +137,8 @@ pub enum Error {
     PublicKeyMismatch,
     #[error("fingerprint {text:?}: expected 1 to 16 hex digits")]
     Fingerprint { text: String },
+    #[error("reading the message to sign: {0}")]
+    ReadMessage(io::Error),
     #[error("{kind} {}: {source}", path.display())]
     Io {
         kind: FileKind,
@@ -644,14 +646,14 @@ impl SecretKey {
         Ok(self.signature(sig))
     }
 
-    /// Signs the concatenation of `pieces` with the nonce derived from its SHA-256
+    /// Signs the message of `message` with the nonce derived from its SHA-256
     /// (docs/formats.md §4.7): one SHA-256 pass and two SHA-512 passes (challenge and check,
     /// side by side) instead of three SHA-512 passes. The SHA-256 goes to `digest` as soon
     /// as it is known. Any usign or signify verifies the signature; it is deterministic, but
     /// not the bytes [`SecretKey::sign_pieces`] gives. `Ok(None)` once `cancel` is set.
     pub fn sign_pieces_via_sha256_unless(
         &self,
-        pieces: &[&[u8]],
+        pieces: &(impl Message + ?Sized),
         cancel: &std::sync::atomic::AtomicBool,
         digest: impl FnOnce(&[u8; 32]),
     ) -> Result<Option<Signature>, Error> {
@@ -662,7 +664,10 @@ impl SecretKey {
             cancel,
             digest,
         )
-        .map_err(|_| Error::SelfCheck)?;
+        .map_err(|e| match e {
+            crate::ed25519_sign::SignError::Read(e) => Error::ReadMessage(e),
+            _ => Error::SelfCheck,
+        })?;
         Ok(sig.map(|sig| self.signature(sig)))
     }
 
@@ -672,6 +677,31 @@ impl SecretKey {
             sig,
             comment: format!("signed by key {}", self.fingerprint),
         }
+    }
+}
+
+/// A message to sign held in pieces (a large index is never copied into one buffer, and may
+/// be kept outside memory), gone through once for each hashing pass signing makes.
+pub trait Message: Sync {
+    /// Calls `f` with the message's bytes, in order, in pieces, for as long as it returns
+    /// true.
+    fn each_piece(&self, f: &mut dyn FnMut(&[u8]) -> bool) -> io::Result<()>;
+}
+
+impl<T: AsRef<[u8]> + Sync> Message for [T] {
+    fn each_piece(&self, f: &mut dyn FnMut(&[u8]) -> bool) -> io::Result<()> {
+        for piece in self {
+            if !f(piece.as_ref()) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<T: AsRef<[u8]> + Sync, const N: usize> Message for [T; N] {
+    fn each_piece(&self, f: &mut dyn FnMut(&[u8]) -> bool) -> io::Result<()> {
+        self[..].each_piece(f)
     }
 }
 
