@@ -53,7 +53,6 @@
 //!   still one archman built from bytes it read, and clients refuse the file whose hash no
 //!   longer matches it.
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::fs;
@@ -62,6 +61,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::spill::Spill;
 use feeds::package::Container;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -92,10 +92,10 @@ impl StreamingMac {
 pub struct FileKey {
     pub size: u64,
     pub mtime: i64,
-    pub mtime_nsec: i64,
+    pub mtime_nsec: u32,
     /// The inode change time: set by the kernel on every change, and by no user.
     pub ctime: i64,
-    pub ctime_nsec: i64,
+    pub ctime_nsec: u32,
     pub inode: u64,
 }
 
@@ -129,9 +129,10 @@ impl FileKey {
         FileKey {
             size: meta.len(),
             mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
+            // Nanoseconds: 0 to 999,999,999 (an impossible value only fails to match).
+            mtime_nsec: u32::try_from(meta.mtime_nsec()).unwrap_or(u32::MAX),
             ctime: meta.ctime(),
-            ctime_nsec: meta.ctime_nsec(),
+            ctime_nsec: u32::try_from(meta.ctime_nsec()).unwrap_or(u32::MAX),
             inode: meta.ino(),
         }
     }
@@ -152,7 +153,8 @@ pub struct Entry<S = Stanza> {
 
 /// The text of a stanza: made by this run, or a part of the cache file it was loaded from,
 /// read into chunks of about a megabyte that the entries whose stanzas they hold share (the
-/// file is read as a stream, and only its stanzas are kept: a feed's are megabytes).
+/// file is read as a stream, and only its stanzas are kept: a feed's are megabytes); or,
+/// past the run's budget for stanza text in memory, kept in its [`Spill`].
 #[derive(Clone)]
 pub struct Stanza(StanzaText);
 
@@ -161,15 +163,68 @@ enum StanzaText {
     Owned(String),
     /// `chunk[start..end]`.
     Shared(Arc<String>, usize, usize),
+    /// `len` bytes at `at` in the spill.
+    Stored(Arc<Spill>, u64, usize),
 }
 
-impl std::ops::Deref for Stanza {
-    type Target = str;
+/// Where a stanza's text is ([`Stanza::location`]).
+pub enum Location<'a> {
+    Memory(&'a str),
+    Stored(&'a Arc<Spill>, u64, usize),
+}
 
-    fn deref(&self) -> &str {
+impl Stanza {
+    /// `text` kept in memory if `spill`'s budget allows, in the spill otherwise.
+    pub fn keep(text: String, spill: &Arc<Spill>) -> io::Result<Stanza> {
+        if spill.keep_in_memory(text.len()) {
+            Ok(Stanza(StanzaText::Owned(text)))
+        } else {
+            let at = spill.put(text.as_bytes())?;
+            Ok(Stanza(StanzaText::Stored(
+                Arc::clone(spill),
+                at,
+                text.len(),
+            )))
+        }
+    }
+
+    pub fn len(&self) -> usize {
         match &self.0 {
-            StanzaText::Owned(s) => s,
-            StanzaText::Shared(file, start, end) => &file[*start..*end],
+            StanzaText::Owned(s) => s.len(),
+            StanzaText::Shared(_, start, end) => end - start,
+            StanzaText::Stored(_, _, len) => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn location(&self) -> Location<'_> {
+        match &self.0 {
+            StanzaText::Owned(s) => Location::Memory(s),
+            StanzaText::Shared(file, start, end) => Location::Memory(&file[*start..*end]),
+            StanzaText::Stored(spill, at, len) => Location::Stored(spill, *at, *len),
+        }
+    }
+
+    /// The text in memory, or `None` when it is in the spill.
+    pub fn in_memory(&self) -> Option<&str> {
+        match self.location() {
+            Location::Memory(s) => Some(s),
+            Location::Stored(..) => None,
+        }
+    }
+
+    /// The text: in memory, or read from the spill into `buf`.
+    pub fn text<'a>(&'a self, buf: &'a mut Vec<u8>) -> io::Result<&'a str> {
+        match self.location() {
+            Location::Memory(s) => Ok(s),
+            Location::Stored(spill, at, len) => {
+                buf.resize(len, 0);
+                spill.read_at(at, buf)?;
+                std::str::from_utf8(buf).map_err(|_| io::Error::other("stored stanza is not text"))
+            }
         }
     }
 }
@@ -188,7 +243,11 @@ impl From<&str> for Stanza {
 
 impl PartialEq for Stanza {
     fn eq(&self, other: &Stanza) -> bool {
-        **self == **other
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        match (self.text(&mut a), other.text(&mut b)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        }
     }
 }
 
@@ -196,7 +255,11 @@ impl Eq for Stanza {}
 
 impl fmt::Debug for Stanza {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self, f)
+        let mut buf = Vec::new();
+        match self.text(&mut buf) {
+            Ok(t) => fmt::Debug::fmt(t, f),
+            Err(e) => write!(f, "<unreadable stanza: {e}>"),
+        }
     }
 }
 
@@ -226,11 +289,84 @@ pub struct Published {
 /// Cached entries by path relative to the feed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Cache {
-    pub entries: HashMap<String, Entry>,
+    pub entries: Entries,
     pub checked_sig: Option<CheckedSig>,
     /// The published files, valid only together with exactly these entries (a segment that
     /// changes entries without restating them clears them).
     pub published: Vec<Published>,
+}
+
+/// Cache entries by path: a list in path order. At 60,000 entries a hash table's buckets
+/// took twice the memory, and a B-tree's many small nodes, freed one by one as the entries
+/// are handed out, left the heap in holes (bench/README.md, "Memory").
+#[derive(Debug, Default, Clone)]
+pub struct Entries(Vec<(String, Option<Entry>)>);
+
+impl Entries {
+    fn find(&self, path: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(p, _)| p.as_str().cmp(path))
+    }
+
+    /// Adds or replaces the entry of `path`.
+    pub fn insert(&mut self, path: String, entry: Entry) {
+        match self.find(&path) {
+            Ok(i) => self.0[i].1 = Some(entry),
+            Err(i) => self.0.insert(i, (path, Some(entry))),
+        }
+    }
+
+    /// Takes the entry of `path` out.
+    pub fn remove(&mut self, path: &str) -> Option<Entry> {
+        self.find(path).ok().and_then(|i| self.0[i].1.take())
+    }
+
+    pub fn get(&self, path: &str) -> Option<&Entry> {
+        self.find(path).ok().and_then(|i| self.0[i].1.as_ref())
+    }
+
+    pub fn get_mut(&mut self, path: &str) -> Option<&mut Entry> {
+        self.find(path).ok().and_then(|i| self.0[i].1.as_mut())
+    }
+
+    /// The entries in path order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
+        self.0
+            .iter()
+            .filter_map(|(p, e)| e.as_ref().map(|e| (p.as_str(), e)))
+    }
+
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    /// The paths that have an entry, in order.
+    pub fn into_paths(self) -> impl Iterator<Item = String> {
+        self.0.into_iter().filter_map(|(p, e)| e.map(|_| p))
+    }
+
+    fn reserve(&mut self, n: usize) {
+        self.0.reserve(n);
+    }
+}
+
+impl PartialEq for Entries {
+    fn eq(&self, other: &Entries) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Entries {}
+
+impl std::ops::Index<&str> for Entries {
+    type Output = Entry;
+
+    fn index(&self, path: &str) -> &Entry {
+        self.get(path).expect("no entry for this path")
+    }
 }
 
 /// A cache as loaded from disk, with what decides between appending to it and rewriting it.
@@ -262,7 +398,7 @@ impl Loaded {
         &self,
         key: &CacheKey,
         records: impl IntoIterator<Item = Record<'a>>,
-    ) -> Vec<u8> {
+    ) -> io::Result<Vec<u8>> {
         segment(key, &self.chain.unwrap_or_default(), records)
     }
 }
@@ -500,10 +636,10 @@ fn segment<'a>(
     key: &CacheKey,
     chain: &[u8; 32],
     records: impl IntoIterator<Item = Record<'a>>,
-) -> Vec<u8> {
+) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
-    write_segment(&mut out, key, chain, records).expect("writing to memory does not fail");
-    out
+    write_segment(&mut out, key, chain, records)?;
+    Ok(out)
 }
 
 /// Writes the segment [`segment`] makes to `w`, a piece at a time (a feed's whole cache is
@@ -518,8 +654,9 @@ fn write_segment<'a>(
     let mut mac = key.hmac();
     mac.update(chain);
     let mut out = Vec::with_capacity(PIECE + 4096);
+    let mut buf = Vec::new();
     for r in records {
-        encode_record(&mut out, r);
+        encode_record(&mut out, r, &mut buf)?;
         if out.len() >= PIECE {
             mac.update(&out);
             w.write_all(&out)?;
@@ -533,8 +670,8 @@ fn write_segment<'a>(
     Ok(mac)
 }
 
-/// Appends one record's lines to `out`.
-fn encode_record(out: &mut Vec<u8>, r: Record<'_>) {
+/// Appends one record's lines to `out` (`buf`: room to read a stanza from the spill).
+fn encode_record(out: &mut Vec<u8>, r: Record<'_>, buf: &mut Vec<u8>) -> io::Result<()> {
     match r {
         Record::Put(path, e) => {
             out.extend_from_slice(
@@ -554,7 +691,7 @@ fn encode_record(out: &mut Vec<u8>, r: Record<'_>) {
             );
             out.extend_from_slice(path.as_bytes());
             out.push(b'\n');
-            out.extend_from_slice(e.stanza.as_bytes());
+            out.extend_from_slice(e.stanza.text(buf)?.as_bytes());
             out.push(b'\n');
         }
         Record::Gone(path) => {
@@ -581,6 +718,7 @@ fn encode_record(out: &mut Vec<u8>, r: Record<'_>) {
             .as_bytes(),
         ),
     }
+    Ok(())
 }
 
 /// Writes a whole cache file for feed `feed_id` to `w`, authenticated with `key`: the
@@ -639,6 +777,16 @@ impl Cache {
     /// empty cache; anything unreadable, foreign, corrupt or unauthentic is an error the
     /// caller reports and ignores.
     pub fn load(path: &Path, feed_id: &str, key: &CacheKey) -> Result<Loaded, CacheError> {
+        Cache::load_into(path, feed_id, key, &Arc::new(Spill::new(usize::MAX, None)))
+    }
+
+    /// [`Cache::load`], the stanzas past `spill`'s budget kept in it.
+    pub fn load_into(
+        path: &Path,
+        feed_id: &str,
+        key: &CacheKey,
+        spill: &Arc<Spill>,
+    ) -> Result<Loaded, CacheError> {
         let io_err = |source| CacheError::Io {
             path: path.into(),
             source,
@@ -673,7 +821,11 @@ impl Cache {
             len: meta.len(),
             read: 0,
             mac: None,
-            stanzas: Chunks::default(),
+            stanzas: Chunks {
+                sealed: Vec::new(),
+                current: Vec::new(),
+                spill: Arc::clone(spill),
+            },
         };
         let parsed = parse(&mut reader, feed_id, key);
         let file_len = reader.read;
@@ -697,15 +849,13 @@ impl Cache {
     /// The bytes of the cache file for feed `feed_id`, authenticated with `key` (entries in
     /// path order, so equal caches are equal files).
     pub fn to_bytes(&self, feed_id: &str, key: &CacheKey) -> Vec<u8> {
-        let mut paths: Vec<&String> = self.entries.keys().collect();
-        paths.sort();
         let mut out = Vec::new();
         write_cache(
             &mut out,
             feed_id,
             key,
             self.checked_sig.as_ref(),
-            paths.into_iter().map(|p| (p.as_str(), &self.entries[p])),
+            self.entries.iter(),
             &self.published,
         )
         .expect("writing to memory does not fail");
@@ -726,11 +876,18 @@ const MAX_LINE: usize = 4096;
 /// stanzas it holds.
 const CHUNK: usize = 1 << 20;
 
-/// The stanzas of a cache as it is read: chunks of text, the last one still growing.
-#[derive(Default)]
+/// The stanzas of a cache as it is read: chunks of text, the last one still growing; a
+/// chunk past the spill's budget is kept there.
 struct Chunks {
-    sealed: Vec<Arc<String>>,
+    sealed: Vec<Chunk>,
     current: Vec<u8>,
+    spill: Arc<Spill>,
+}
+
+enum Chunk {
+    Memory(Arc<String>),
+    /// At this offset in the spill.
+    Stored(u64),
 }
 
 impl Chunks {
@@ -749,7 +906,11 @@ impl Chunks {
         let mut chunk = std::mem::take(&mut self.current);
         chunk.shrink_to_fit();
         let text = String::from_utf8(chunk).map_err(|_| ParseError::Corrupt("not text".into()))?;
-        self.sealed.push(Arc::new(text));
+        self.sealed.push(if self.spill.keep_in_memory(text.len()) {
+            Chunk::Memory(Arc::new(text))
+        } else {
+            Chunk::Stored(self.spill.put(text.as_bytes()).map_err(ParseError::Io)?)
+        });
         Ok(())
     }
 }
@@ -1029,11 +1190,15 @@ fn parse<R: io::BufRead>(
         c.stanzas.seal()?;
     }
     let chunks = std::mem::take(&mut c.stanzas.sealed);
-    Ok((apply(segments.into_iter(), &chunks), chain, damaged_tail))
+    Ok((
+        apply(segments.into_iter(), &chunks, &c.stanzas.spill),
+        chain,
+        damaged_tail,
+    ))
 }
 
 /// The cache the records of consecutive segments make.
-fn apply(segments: impl Iterator<Item = Vec<Op>>, chunks: &[Arc<String>]) -> Cache {
+fn apply(segments: impl Iterator<Item = Vec<Op>>, chunks: &[Chunk], spill: &Arc<Spill>) -> Cache {
     let mut cache = Cache::default();
     for ops in segments {
         let changes_entries = ops.iter().any(|o| matches!(o, Op::Put(..) | Op::Gone(_)));
@@ -1041,12 +1206,19 @@ fn apply(segments: impl Iterator<Item = Vec<Op>>, chunks: &[Arc<String>]) -> Cac
         if changes_entries || restates {
             cache.published.clear();
         }
-        cache.entries.reserve(ops.len());
+        if cache.entries.0.is_empty() {
+            cache.entries.reserve(ops.len());
+        }
         for op in ops {
             match op {
                 Op::Put(path, e) => {
                     let (chunk, start, end) = e.stanza;
-                    let stanza = Stanza(StanzaText::Shared(Arc::clone(&chunks[chunk]), start, end));
+                    let stanza = Stanza(match &chunks[chunk] {
+                        Chunk::Memory(text) => StanzaText::Shared(Arc::clone(text), start, end),
+                        Chunk::Stored(at) => {
+                            StanzaText::Stored(Arc::clone(spill), at + start as u64, end - start)
+                        }
+                    });
                     cache.entries.insert(
                         path,
                         Entry {
@@ -1257,10 +1429,10 @@ mod tests {
         fs::write(&p, &base).unwrap();
         let loaded = Cache::load(&p, "/feed", &key()).unwrap();
         let e = sample().entries["b.ipk"].clone();
-        let one = loaded.segment(&key(), [Record::Put("x.ipk", &e)]);
+        let one = loaded.segment(&key(), [Record::Put("x.ipk", &e)]).unwrap();
         append(&p, &one).unwrap();
         let loaded2 = Cache::load(&p, "/feed", &key()).unwrap();
-        let two = loaded2.segment(&key(), [Record::Gone("x.ipk")]);
+        let two = loaded2.segment(&key(), [Record::Gone("x.ipk")]).unwrap();
         // In order: fine.
         fs::write(&p, [&base[..], &one, &two].concat()).unwrap();
         assert!(Cache::load(&p, "/feed", &key()).is_ok());
@@ -1292,14 +1464,16 @@ mod tests {
         let loaded = Cache::load(&p, "/feed", &key()).unwrap();
         let mut changed = sample().entries["b.ipk"].clone();
         changed.stanza = "Package: b\nVersion: 2\n".into();
-        let seg = loaded.segment(
-            &key(),
-            [
-                Record::Put("b.ipk", &changed),
-                Record::Gone("pool/a_1_all.ipk"),
-                Record::Sig(None),
-            ],
-        );
+        let seg = loaded
+            .segment(
+                &key(),
+                [
+                    Record::Put("b.ipk", &changed),
+                    Record::Gone("pool/a_1_all.ipk"),
+                    Record::Sig(None),
+                ],
+            )
+            .unwrap();
         append(&p, &seg).unwrap();
         let loaded = Cache::load(&p, "/feed", &key()).unwrap();
         assert!(!loaded.damaged_tail);

@@ -111,7 +111,7 @@ impl Parts {
     /// compressed (in parallel) otherwise. Returns the file (made of the parts, shared), the
     /// parts it consists of (to [`Parts::write_to`] in place of these) and how many runs were
     /// compressed.
-    pub(crate) fn gzip(mut self, text: &Body<'_>) -> (Body<'static>, Parts, GzipStats) {
+    pub(crate) fn gzip(mut self, text: &Body<'_>) -> io::Result<(Body<'static>, Parts, GzipStats)> {
         // Each run as the pieces of text it is made of (a text in pieces is cut as one).
         fn flat_runs(t: &[u8]) -> Vec<Vec<&[u8]>> {
             feeds::index_gz::runs(t)
@@ -123,27 +123,37 @@ impl Parts {
         let runs: Vec<Vec<&[u8]>> = match text {
             Body::Bytes(t) => flat_runs(t),
             Body::Shared(_) => {
-                joined = text.pieces().concat();
+                joined = text.pieces().unwrap_or_default().concat();
                 flat_runs(&joined)
             }
             Body::Stanzas(s) => feeds::index_gz::stanza_runs(s)
                 .into_iter()
                 .map(|r| s[r].iter().flat_map(|s| [*s, &b"\n"[..]]).collect())
                 .collect(),
+            // Cut as it was written out; each run read back by the worker compressing it.
+            Body::Spilled { .. } => Vec::new(),
         };
-        let made: Vec<([u8; 32], Option<Piece>)> = runs
-            .par_iter()
-            .map(|pieces| {
-                let mut h = Sha256::new();
-                for p in pieces {
-                    h.update(p);
-                }
-                let k: [u8; 32] = h.finalize().into();
-                let fresh = (!self.parts.contains_key(&k))
-                    .then(|| Piece::whole(feeds::index_gz::deflate_pieces(pieces)));
-                (k, fresh)
-            })
-            .collect();
+        // A run's key (the SHA-256 of its text) and its part, unless `self` has it.
+        let part = |pieces: &[&[u8]]| {
+            let mut h = Sha256::new();
+            for p in pieces {
+                h.update(p);
+            }
+            let k: [u8; 32] = h.finalize().into();
+            let fresh = (!self.parts.contains_key(&k))
+                .then(|| Piece::whole(feeds::index_gz::deflate_pieces(pieces)));
+            (k, fresh)
+        };
+        let made: Vec<([u8; 32], Option<Piece>)> = match text {
+            Body::Spilled { runs, .. } => runs
+                .par_iter()
+                .map_init(Vec::new, |buf, r| {
+                    text.read_spilled(r.clone(), buf)?;
+                    Ok(part(&[buf.as_slice()]))
+                })
+                .collect::<io::Result<_>>()?,
+            _ => runs.par_iter().map(|pieces| part(pieces)).collect(),
+        };
         let mut stats = GzipStats {
             runs: made.len(),
             compressed: made.iter().filter(|(_, f)| f.is_some()).count(),
@@ -160,12 +170,12 @@ impl Parts {
         }
         // What is left of `self` is parts no run of this text uses.
         stats.changed = stats.compressed > 0 || !self.parts.is_empty();
-        let (head, tail) = feeds::index_gz::frame(text.crc32(), text.len() as u64);
+        let (head, tail) = feeds::index_gz::frame(text.crc32()?, text.len() as u64);
         let mut pieces = Vec::with_capacity(order.len() + 2);
         pieces.push(Piece::whole(head.to_vec()));
         pieces.extend(order.iter().map(|k| next[k].clone()));
         pieces.push(Piece::whole(tail.to_vec()));
-        (Body::Shared(pieces), Parts { parts: next }, stats)
+        Ok((Body::Shared(pieces), Parts { parts: next }, stats))
     }
 
     /// The file's bytes (see the module documentation), parts in key order ([`Parts::write_to`]
@@ -219,17 +229,17 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("cache.gz-parts");
         let t = text(3000, "1");
-        let (gz, parts, stats) = Parts::default().gzip(&Body::Bytes(t.clone()));
-        let gz = gz.pieces().concat();
+        let (gz, parts, stats) = Parts::default().gzip(&Body::Bytes(t.clone())).unwrap();
+        let gz = gz.pieces().unwrap().concat();
         assert_eq!(stats.compressed, stats.runs);
         assert_eq!(gz, feeds::index_gz::gzip_index(&t));
         std::fs::write(&path, parts.to_bytes("feed-a", &key())).unwrap();
         let loaded = Parts::load(&path, "feed-a", &key()).unwrap();
-        let (gz2, again, stats2) = loaded.gzip(&Body::Bytes(t.clone()));
-        let gz2 = gz2.pieces().concat();
+        let (gz2, again, stats2) = loaded.gzip(&Body::Bytes(t.clone())).unwrap();
+        let gz2 = gz2.pieces().unwrap().concat();
         assert_eq!((gz2, stats2.compressed, stats2.changed), (gz, 0, false));
         // A shorter text leaves parts unused: the set changed.
-        let (_, _, stats3) = again.gzip(&Body::Bytes(text(100, "1")));
+        let (_, _, stats3) = again.gzip(&Body::Bytes(text(100, "1"))).unwrap();
         assert!(stats3.changed && stats3.runs < stats.runs, "{stats3:?}");
         // Another feed's, or another key's, parts are not used.
         assert!(Parts::load(&path, "feed-b", &key()).is_err());
@@ -240,7 +250,7 @@ mod tests {
     fn a_forged_part_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("cache.gz-parts");
-        let (_, parts, _) = Parts::default().gzip(&Body::Bytes(text(500, "1")));
+        let (_, parts, _) = Parts::default().gzip(&Body::Bytes(text(500, "1"))).unwrap();
         let mut bytes = parts.to_bytes("f", &key());
         // Flip a byte inside a part: the MAC no longer verifies, nothing of it is used.
         let at = MAGIC.len() + 10 + 40;

@@ -34,6 +34,7 @@
 
 pub(crate) mod body;
 mod debian;
+mod key;
 
 use body::Body;
 pub use debian::DebianLayout;
@@ -44,6 +45,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -55,6 +57,8 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::cache::{self, Cache, FileKey};
+use crate::spill::Spill;
+use key::PackedKey;
 
 /// Which files the index consists of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +121,9 @@ pub struct IndexOptions {
     /// Developer signatures on the packages (`<file>.sig`): whether and against what they
     /// are checked.
     pub developer: DeveloperPolicy,
+    /// Bytes of stanza text held in memory; the rest goes to a file without a name
+    /// (crate::spill).
+    pub stanza_memory: usize,
 }
 
 /// When `archman index --key` also signs for apt.
@@ -360,6 +367,8 @@ pub enum IndexError {
         path: PathBuf,
         conflict: DateConflict,
     },
+    #[error("stanzas kept in a temporary file: {0}")]
+    Spill(#[source] io::Error),
     /// Another run holds the lock, and waiting was not wanted.
     #[error("{}: another archman index holds this lock (on {what}); the feed was not changed", lock.display())]
     Locked { lock: PathBuf, what: String },
@@ -404,16 +413,46 @@ struct Known {
     signed_by: Option<feeds::usign::Fingerprint>,
     /// Package, Version, Architecture and Filename (the path relative to the feed: see
     /// [`Known::rel`]), for sorting and duplicate checks.
-    key: findex::SortKey,
+    key: PackedKey,
     cached: bool,
     /// Place in the walk's order.
-    order: usize,
+    order: u32,
 }
 
 impl Known {
     /// The path relative to the feed, kept once: as the sort key's `Filename`.
     fn rel(&self) -> &str {
         self.key.filename()
+    }
+
+    /// A copy made in this thread's heap, its stanza kept within `spill`'s budget or in the
+    /// spill (see the collecting loop of [`index_feed`]).
+    fn moved_here(self, spill: &Arc<Spill>) -> io::Result<Known> {
+        let Known {
+            entry,
+            signed_by,
+            key,
+            cached,
+            order,
+        } = self;
+        let text = entry.stanza.in_memory().map_or_else(
+            || {
+                let mut buf = Vec::new();
+                entry.stanza.text(&mut buf).map(str::to_string)
+            },
+            |t| Ok(t.to_string()),
+        )?;
+        Ok(Known {
+            entry: cache::Entry {
+                stanza: cache::Stanza::keep(text, spill)?,
+                ..entry
+            },
+            signed_by,
+            // Copied with its batch's (see the collecting loop).
+            key,
+            cached,
+            order,
+        })
     }
 }
 
@@ -678,20 +717,23 @@ fn know(
         None => stanza_signature(stanza).is_none(),
         Some(d) => profile == Profile::Full && stanza_signature(stanza) == Some(d.line.as_str()),
     };
+    // A cached stanza that cannot be read back from the spill is as good as none.
+    let mut buf = Vec::new();
     if let Some(e) = cached
         && e.key == f.key
         && (!md5 || e.md5.is_some())
-        && same_signature(&e.stanza)
+        && let Ok(text) = e.stanza.text(&mut buf)
+        && same_signature(text)
     {
         // The stanza was built and checked when the package was read; only the fields
         // that order the index are picked out again.
-        let [package, version, arch] = sort_fields(&e.stanza);
+        let [package, version, arch] = sort_fields(text);
         unsigned(package)?;
         if let (Some(d), Some(k)) = (&devsig, keyring) {
             keyring_pkg::developer::check_key(k, package, d.sig.fingerprint(), dev.now)
                 .map_err(|e| bad(e.to_string()))?;
         }
-        let key = findex::SortKey::new(package, version, arch, &f.rel);
+        let key = PackedKey::new(package, version, arch, &f.rel);
         return Ok(Known {
             entry: e,
             key,
@@ -778,7 +820,7 @@ fn know(
     }
     let field = |name| stanza.get(name).unwrap_or("");
     Ok(Known {
-        key: findex::SortKey::new(
+        key: PackedKey::new(
             field("Package"),
             field("Version"),
             field("Architecture"),
@@ -985,27 +1027,35 @@ impl Previous {
 }
 
 /// The uncompressed index files: `Packages` and, for OpenWrt, `Packages.manifest`.
-fn index_files(known: &[Known], profile: Profile) -> Vec<(&'static str, Body<'_>)> {
+fn index_files<'k>(
+    known: &'k [Known],
+    profile: Profile,
+    spill: &Arc<Spill>,
+) -> Result<Vec<(&'static str, Body<'k>)>, IndexError> {
     let write = |order: &[&Known]| {
         let size: usize = order.iter().map(|k| k.entry.stanza.len() + 1).sum();
         let mut out = Vec::with_capacity(size);
+        let mut buf = Vec::new();
         for k in order {
-            out.extend_from_slice(k.entry.stanza.as_bytes());
+            let text = k.entry.stanza.text(&mut buf).map_err(IndexError::Spill)?;
+            out.extend_from_slice(text.as_bytes());
             out.push(b'\n');
         }
-        out
+        Ok::<_, IndexError>(out)
     };
     let mut order: Vec<&Known> = known.iter().collect();
-    match profile {
+    Ok(match profile {
         Profile::Full => {
             order.sort_by(|a, b| a.key.cmp(&b.key));
-            let stanzas = order.iter().map(|k| k.entry.stanza.as_bytes()).collect();
-            vec![("Packages", Body::Stanzas(stanzas))]
+            let stanzas: Vec<&cache::Stanza> = order.iter().map(|k| &k.entry.stanza).collect();
+            drop(order);
+            let body = Body::of_stanzas(&stanzas, spill).map_err(IndexError::Spill)?;
+            vec![("Packages", body)]
         }
         Profile::OpenWrt => {
             // `find . -name '*.ipk' | sort` under LC_ALL=C: byte order of the paths.
             order.sort_by(|a, b| a.rel().as_bytes().cmp(b.rel().as_bytes()));
-            let mut manifest = write(&order);
+            let mut manifest = write(&order)?;
             if order.is_empty() {
                 manifest.push(b'\n');
             }
@@ -1015,7 +1065,7 @@ fn index_files(known: &[Known], profile: Profile) -> Vec<(&'static str, Body<'_>
                 ("Packages", Body::Bytes(packages)),
             ]
         }
-    }
+    })
 }
 
 fn file_hash(name: &str, data: &[u8]) -> FileHash {
@@ -1026,12 +1076,12 @@ fn file_hash(name: &str, data: &[u8]) -> FileHash {
     }
 }
 
-fn body_hash(name: &str, body: &Body<'_>) -> FileHash {
-    FileHash {
-        sha256: body.sha256_hex(),
+fn body_hash(name: &str, body: &Body<'_>) -> Result<FileHash, IndexError> {
+    Ok(FileHash {
+        sha256: body.sha256_hex().map_err(IndexError::Spill)?,
         size: body.len() as u64,
         name: name.to_string(),
-    }
+    })
 }
 
 /// The SHA-256 and size of a file on disk, streamed.
@@ -1227,7 +1277,7 @@ fn finish_outputs<F, W>(
     fresh: Fresh<'_, F, W>,
 ) -> Result<Finished, IndexError>
 where
-    F: FnOnce(&[&[u8]], &SecretKey) -> Result<feeds::usign::Signature, feeds::usign::Error> + Send,
+    F: FnOnce(&Body<'_>, &SecretKey) -> Result<feeds::usign::Signature, feeds::usign::Error> + Send,
     W: FnOnce(&Body<'_>) -> Result<Written, IndexError> + Send,
 {
     let empty = Body::Bytes(Vec::new());
@@ -1242,12 +1292,12 @@ where
         .map(|h| h.sha256.clone())
         .unwrap_or_default();
     // Compressing and signing are independent: do them on two cores.
-    let ((gz, gz_written, parts, gz_stats, parts_unusable), packages_sig) = rayon::join(
+    let (compressed, packages_sig) = rayon::join(
         || {
             let (old, unusable) = reuse.parts.map(PartsFile::load).unwrap_or_default();
-            let (gz, parts, stats) = old.gzip(packages);
+            let (gz, parts, stats) = old.gzip(packages).map_err(IndexError::Spill)?;
             let written = (fresh.write_gz)(&gz);
-            (gz, written, parts, stats, unusable)
+            Ok::<_, IndexError>((gz, written, parts, stats, unusable))
         },
         || -> Result<Option<(Vec<u8>, cache::CheckedSig)>, IndexError> {
             let Some(k) = key else { return Ok(None) };
@@ -1274,15 +1324,16 @@ where
                     return Ok(Some((sig, rec)));
                 }
             }
-            let sig = (fresh.sign)(&packages.pieces(), k)?.to_file_bytes();
+            let sig = (fresh.sign)(packages, k)?.to_file_bytes();
             let rec = record(&sig);
             Ok(Some((sig, rec)))
         },
     );
+    let (gz, gz_written, parts, gz_stats, parts_unusable) = compressed?;
     let gz_written = gz_written?;
     let (packages_sig, checked_sig) = packages_sig?.unzip();
     let mut hashes: Vec<FileHash> = index_hashes.to_vec();
-    hashes.push(body_hash("Packages.gz", &gz));
+    hashes.push(body_hash("Packages.gz", &gz)?);
     hashes.sort_by(|a, b| a.name.cmp(&b.name));
     let archs: BTreeSet<&str> = known.iter().map(|k| k.key.architecture()).collect();
     let origin = opts.origin.clone().unwrap_or_else(|| feed_name.to_string());
@@ -1973,11 +2024,17 @@ pub fn index_feed(
             jobs: opts.jobs.unwrap_or(0),
             reason: e.to_string(),
         })?;
+    // Stanza text past the budget goes to a file without a name, beside the cache (on the
+    // disk of the user's cache, not in a temporary directory that may be memory).
+    let spill = Arc::new(Spill::new(
+        opts.stanza_memory,
+        cache_file.as_ref().and_then(|c| c.path.parent()),
+    ));
     // Loading the cache and listing the feed (and taking every file's identity) are
     // independent, and each takes tens of milliseconds on a large feed: side by side.
     let (loaded, walked) = pool.install(|| {
         rayon::join(
-            || load_cache(cache_file.as_ref(), &feed_id),
+            || load_cache(cache_file.as_ref(), &feed_id, &spill),
             || walk(dir, opts.profile),
         )
     });
@@ -2021,8 +2078,10 @@ pub fn index_feed(
             (rel, key, e)
         })
         .collect();
-    let mut gone: Vec<String> = cache.entries.into_keys().collect();
-    gone.sort();
+    // In path order. (Extended, not collected: collected, the list would be made in place
+    // of the entries' and keep all their memory.)
+    let mut gone: Vec<String> = Vec::new();
+    gone.extend(cache.entries.into_paths());
     let old_checked_sig = cache.checked_sig;
     let old_published = cache.published;
     let mut checked_sig = old_checked_sig.clone();
@@ -2032,6 +2091,7 @@ pub fn index_feed(
     // there, the stanzas of a feed took twice their size (bench/README.md, "Memory").
     // Results arrive as workers finish them; `order` puts them back in the walk's order.
     let mut known: Vec<Known> = Vec::with_capacity(work.len());
+    let mut spill_failed = None;
     const CHUNK: usize = 256;
     std::thread::scope(|scope| {
         type Batch = (usize, Vec<Result<Known, BadFile>>);
@@ -2070,19 +2130,38 @@ pub fn index_feed(
             })
         });
         for (start, found) in rx {
+            let from = known.len();
             for (i, r) in found.into_iter().enumerate() {
                 match r {
                     // A cached entry was read by this thread already; only what a worker
-                    // read from a package moves.
-                    Ok(k) => known.push(Known {
-                        order: start + i,
-                        ..if k.cached { k } else { k.clone() }
+                    // read from a package moves (its stanza perhaps to the spill).
+                    Ok(k) if k.cached => known.push(Known {
+                        order: (start + i) as u32,
+                        ..k
                     }),
+                    Ok(k) => match k.moved_here(&spill) {
+                        Ok(k) => known.push(Known {
+                            order: (start + i) as u32,
+                            ..k
+                        }),
+                        Err(e) => {
+                            spill_failed.get_or_insert(e);
+                        }
+                    },
                     Err(b) => bad.push(b),
                 }
             }
+            // The batch's keys, copied into one text of this thread's.
+            let batch = &mut known[from..];
+            let keys = PackedKey::pack(batch.iter().map(|k| k.key.values()));
+            for (k, key) in batch.iter_mut().zip(keys) {
+                k.key = key;
+            }
         }
     });
+    if let Some(e) = spill_failed {
+        return Err(IndexError::Spill(e));
+    }
     known.sort_unstable_by_key(|k| k.order);
     // The workers' temporaries are gone; what comes next (the index, its compression and
     // signatures) need not be counted on top of the holes they left.
@@ -2197,7 +2276,7 @@ pub fn index_feed(
                 return Ok(summary);
             }
         }
-        let index = index_files(&known, opts.profile);
+        let index = index_files(&known, opts.profile, &spill)?;
         // Signing `Packages` (docs/formats.md §4.7) begins with its SHA-256, which the
         // comparison with the published feed and the Release need too: the signer hashes it
         // and hands the digest over, then goes on while the feed is compared, and is given up
@@ -2205,11 +2284,11 @@ pub fn index_feed(
         let cancel = AtomicBool::new(false);
         let stanzas = index
             .iter()
-            .find(|(n, _)| *n == "Packages")
-            .and_then(|(_, b)| b.stanza_pieces());
+            .find(|(n, b)| *n == "Packages" && b.is_stanzas())
+            .map(|(_, b)| b);
         let decided = std::thread::scope(|scope| -> Result<_, IndexError> {
             let (digest_tx, digest_rx) = std::sync::mpsc::sync_channel::<[u8; 32]>(1);
-            let speculative = key.as_ref().zip(stanzas.as_ref()).map(|(k, pieces)| {
+            let speculative = key.as_ref().zip(stanzas).map(|(k, pieces)| {
                 let cancel = &cancel;
                 scope.spawn(move || {
                     k.sign_pieces_via_sha256_unless(pieces, cancel, |d| {
@@ -2225,14 +2304,14 @@ pub fn index_feed(
             let index_hashes: Vec<FileHash> = index
                 .iter()
                 .map(|(n, d)| match (*n, signed_digest) {
-                    ("Packages", Some(sha256)) => FileHash {
+                    ("Packages", Some(sha256)) => Ok(FileHash {
                         sha256: hex::encode(sha256),
                         size: d.len() as u64,
                         name: n.to_string(),
-                    },
+                    }),
                     _ => body_hash(n, d),
                 })
-                .collect();
+                .collect::<Result<_, _>>()?;
             let published = published_release(dir, &index, &index_hashes);
             let same_index = published
                 .as_ref()
@@ -2250,8 +2329,8 @@ pub fn index_feed(
             } else {
                 None
             };
-            let fresh = |pieces: &[&[u8]], k: &SecretKey| {
-                let now = |pieces: &[&[u8]]| {
+            let fresh = |pieces: &Body<'_>, k: &SecretKey| {
+                let now = |pieces: &Body<'_>| {
                     k.sign_pieces_via_sha256_unless(pieces, &AtomicBool::new(false), |_| {})
                         .map(|s| s.expect("not cancelled"))
                 };
@@ -2387,11 +2466,11 @@ pub fn index_feed(
             || cache_unusable
         {
             // A few changes are appended as a segment; a rewrite compacts the file.
-            let live: usize = known
-                .iter()
-                .map(|k| k.rel().len() + k.entry.stanza.len() + 160)
-                .sum();
-            let seg = (!cache_unusable && loaded.intact()).then(|| {
+            let record_len = |k: &Known| k.rel().len() + k.entry.stanza.len() + 160;
+            let live: usize = known.iter().map(record_len).sum();
+            // A segment is made (in memory) only when its entries alone would be appended.
+            let entries_len: usize = read().map(record_len).sum();
+            let seg = (!cache_unusable && loaded.appendable(entries_len, live)).then(|| {
                 loaded.segment(
                     ckey,
                     read()
@@ -2404,7 +2483,7 @@ pub fn index_feed(
             // The feed is published by now: a cache that cannot be written only costs the next
             // run its reading, so it is a warning, not a failure of this run.
             let written = match seg {
-                Some(seg) if loaded.appendable(seg.len(), live) => {
+                Some(Ok(seg)) if loaded.appendable(seg.len(), live) => {
                     cache::append(p, &seg).map_err(io_err(p))
                 }
                 _ => {
@@ -2451,7 +2530,7 @@ struct LoadedCache {
 
 /// Loads the cache of `cache_file` (none: an empty one). Nothing here fails the run: a
 /// cache that cannot be used is a warning and a full read.
-fn load_cache(cache_file: Option<&CacheFile>, feed_id: &str) -> LoadedCache {
+fn load_cache(cache_file: Option<&CacheFile>, feed_id: &str, spill: &Arc<Spill>) -> LoadedCache {
     let mut warnings = Vec::new();
     let Some(c) = cache_file else {
         return LoadedCache {
@@ -2460,7 +2539,7 @@ fn load_cache(cache_file: Option<&CacheFile>, feed_id: &str) -> LoadedCache {
             warnings,
         };
     };
-    let (cache, unusable) = match Cache::load(&c.path, feed_id, &c.key) {
+    let (cache, unusable) = match Cache::load_into(&c.path, feed_id, &c.key, spill) {
         Ok(l) => {
             if l.damaged_tail {
                 warnings.push(format!(
@@ -2480,6 +2559,31 @@ fn load_cache(cache_file: Option<&CacheFile>, feed_id: &str) -> LoadedCache {
         unusable,
         warnings,
     }
+}
+
+/// Parses a size in bytes like `8M`, `512K`, `1G` or `4096` (binary multiples).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let shift = match unit {
+        "" | "B" => 0,
+        "K" | "k" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        _ => {
+            return Err(format!(
+                "{text:?}: expected a number of bytes, with K, M or G after it"
+            ));
+        }
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{text:?}: expected a number of bytes, with K, M or G after it"))
 }
 
 /// Parses a duration like `90m`, `12h`, `7d`, `2w` or `3600s` into seconds.

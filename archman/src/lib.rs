@@ -10,7 +10,8 @@
 //! - [`keygen`]: keys derived from a secret (HKDF) or read from PEM, passphrase files;
 //! - [`tty`]: passphrases typed on the terminal with echo off (`keygen --ask`);
 //! - [`devsig`]: developer signatures on package files (sign-package, verify-package);
-//! - [`signers`]: which developer key signed each package name last (key consistency).
+//! - [`signers`]: which developer key signed each package name last (key consistency);
+//! - [`spill`]: stanza text past the memory budget, kept in a file without a name.
 
 pub mod build;
 // geteuid(2): the cache key must belong to the user running archman.
@@ -23,6 +24,7 @@ pub mod index;
 pub mod keygen;
 pub mod keys;
 pub mod signers;
+pub mod spill;
 pub mod token;
 pub mod tty;
 pub mod usign_compat;

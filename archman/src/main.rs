@@ -482,6 +482,11 @@ struct IndexArgs {
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
+    /// Stanza text to hold in memory (e.g. 8M, 512K, 0); past it, stanzas go to a file
+    /// without a name beside the cache (or in $TMPDIR) and are read back when the index is
+    /// written. Bounds memory on feeds of tens of thousands of packages.
+    #[arg(long, value_name = "SIZE", value_parser = index::parse_size, default_value = "8M")]
+    stanza_memory: usize,
     /// Read every package; neither use nor update the cache.
     #[arg(long)]
     no_cache: bool,
@@ -1144,6 +1149,7 @@ fn cmd_index(a: IndexArgs, audit: Option<&Path>) -> Result<ExitCode> {
         valid_for: a.valid_for,
         origin: a.origin,
         jobs: a.jobs,
+        stanza_memory: a.stanza_memory,
         cache: match (a.no_cache, a.cache) {
             (true, _) => CacheMode::Off,
             (false, path) => CacheMode::On {

@@ -602,6 +602,109 @@ fn output_does_not_depend_on_jobs_or_scan_order() {
     assert_eq!(order, sorted);
 }
 
+/// Stanzas past `--stanza-memory` go to a file without a name and are read back from it when
+/// the index is hashed, compressed, signed, compared and written, and when the cache is
+/// written: the feed published is the same, byte for byte, whether all, some or none of them
+/// stayed in memory — from scratch, from the cache, after a change and after a removal — and
+/// nothing of the file is left behind.
+#[test]
+fn stanzas_kept_outside_memory_publish_the_same_feed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sec, public) = (tmp.path().join("k.sec"), tmp.path().join("k.pub"));
+    let o = Command::new(ARCHMAN)
+        .args(["keygen", "-s"])
+        .arg(&sec)
+        .arg("-p")
+        .arg(&public)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let names: Vec<String> = (0..300).map(|i| format!("p{i:03}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    // Every stanza in memory (the default), none, and the first few only.
+    let budgets = ["8M", "0", "2K"];
+    let feeds: Vec<_> = budgets
+        .iter()
+        .map(|b| {
+            let feed = tmp.path().join(format!("feed-{b}"));
+            make_feed(&feed, &names);
+            feed
+        })
+        .collect();
+    let run = |feed: &Path, budget: &str, epoch: i64| {
+        let args = [
+            "index",
+            "--json",
+            "--origin",
+            "t",
+            "--key",
+            sec.to_str().unwrap(),
+            "--stanza-memory",
+            budget,
+        ];
+        let o = archman_at(&args, feed, Some(epoch));
+        assert!(o.status.success(), "{budget}: {}", stderr(&o));
+        json(&o)
+    };
+    let all_same = |what: &str| {
+        let want = snapshot(&feeds[0]);
+        assert!(want.iter().any(|(n, _)| n == "Packages.gz"));
+        for f in &feeds[1..] {
+            assert!(snapshot(f) == want, "{what}: {} differs", f.display());
+        }
+        let packages = fs::read(feeds[1].join("Packages")).unwrap();
+        let sig = feeds::usign::Signature::read_path(&feeds[1].join("Packages.sig")).unwrap();
+        feeds::usign::PublicKey::read_path(&public)
+            .unwrap()
+            .verify(&packages, &sig)
+            .unwrap();
+    };
+    for (f, b) in feeds.iter().zip(budgets) {
+        assert!(run(f, b, EPOCH).contains("\"read\":300,\"cached\":0"));
+    }
+    all_same("from scratch");
+    // From the cache (with the stanzas loaded from it spilled), one package replaced.
+    for (f, b) in feeds.iter().zip(budgets) {
+        fs::write(
+            f.join("p150_1.0-1_all.ipk"),
+            pkg("p150", "1.0-1", Some("p001")),
+        )
+        .unwrap();
+        let out = run(f, b, EPOCH + 3600);
+        assert!(out.contains("\"read\":1,\"cached\":299"), "{b}: {out}");
+    }
+    all_same("one package replaced");
+    // One removed, one added.
+    for (f, b) in feeds.iter().zip(budgets) {
+        fs::remove_file(f.join("p007_1.0-1_all.ipk")).unwrap();
+        fs::write(f.join("zz_1.0-1_all.ipk"), pkg("zz", "1.0-1", None)).unwrap();
+        let out = run(f, b, EPOCH + 7200);
+        assert!(out.contains("\"read\":1,\"cached\":299"), "{b}: {out}");
+    }
+    all_same("one removed, one added");
+    let text = fs::read_to_string(feeds[1].join("Packages")).unwrap();
+    assert!(text.contains("Package: zz\n") && !text.contains("Package: p007\n"));
+    // Nothing changed: nothing read, nothing written.
+    for (f, b) in feeds.iter().zip(budgets) {
+        let out = run(f, b, EPOCH + 7200);
+        assert!(out.contains("\"read\":0,\"cached\":300"), "{b}: {out}");
+        assert!(out.contains("\"unchanged\":true"), "{b}: {out}");
+    }
+    // The spill was beside the cache, without a name: the cache directories hold the same
+    // files whatever the budget.
+    let files = |feed: &Path| {
+        let mut names: Vec<String> = walkdir::WalkDir::new(xdg(feed))
+            .into_iter()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with("feed-"))
+            .collect();
+        names.sort();
+        names
+    };
+    let dirs: Vec<Vec<String>> = feeds.iter().map(|f| files(f)).collect();
+    assert!(dirs.iter().all(|d| d.len() == dirs[0].len()), "{dirs:?}");
+}
+
 fn json(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -129,7 +129,7 @@ fn arch_indexes(
     known: &[Known],
     layout: &DebianLayout,
     warn: &mut dyn FnMut(String),
-) -> (Vec<String>, Vec<ArchIndex>) {
+) -> Result<(Vec<String>, Vec<ArchIndex>), IndexError> {
     let mut order: Vec<&Known> = known.iter().collect();
     order.sort_by(|a, b| a.key.cmp(&b.key));
     let found: BTreeSet<&str> = order
@@ -152,23 +152,25 @@ fn arch_indexes(
     };
     let text = |pred: &dyn Fn(&str) -> bool| {
         let mut out = Vec::new();
+        let mut buf = Vec::new();
         for k in order.iter().filter(|k| pred(k.key.architecture())) {
-            out.extend_from_slice(k.entry.stanza.as_bytes());
+            let stanza = k.entry.stanza.text(&mut buf).map_err(IndexError::Spill)?;
+            out.extend_from_slice(stanza.as_bytes());
             out.push(b'\n');
         }
-        out
+        Ok::<_, IndexError>(out)
     };
     let mut out = vec![ArchIndex {
         rel: format!("{}/binary-all", layout.component),
-        packages: text(&|a| a == "all"),
+        packages: text(&|a| a == "all")?,
     }];
     for arch in &archs {
         out.push(ArchIndex {
             rel: format!("{}/binary-{arch}", layout.component),
-            packages: text(&|a| a == "all" || a == arch),
+            packages: text(&|a| a == "all" || a == arch)?,
         });
     }
-    (archs, out)
+    Ok((archs, out))
 }
 
 /// The Release fields other than the hashes and dates.
@@ -333,7 +335,7 @@ pub(super) fn publish(
         summary.warnings.push(w);
     }
     let mut warnings = Vec::new();
-    let (archs, indexes) = arch_indexes(known, layout, &mut |w| warnings.push(w));
+    let (archs, indexes) = arch_indexes(known, layout, &mut |w| warnings.push(w))?;
     for w in warnings {
         progress.warn(&w);
         summary.warnings.push(w);
