@@ -40,5 +40,5 @@ pub use atomic::{
 };
 pub use dir::{Dir, EntryKind, TempFile};
 pub use error::{FsError, Result};
-pub use read::read_bounded;
+pub use read::{Bounded, open_bounded, read_bounded};
 pub use root::{ConfineError, MAX_SYMLINK_HOPS, Root};

@@ -24,6 +24,52 @@ pub fn read_bounded(path: &Path, max: u64) -> Result<Option<Vec<u8>>> {
     }
 }
 
+/// Opens the regular file at `path` to be read as a stream, with what [`read_bounded`]
+/// checks (no final symlink, nothing but a regular file, no blocking) and a reader that fails
+/// with `FileTooLarge` past `max` bytes; `Ok(None)` when it does not exist. For a file too
+/// large to hold whole (a feed's `Packages`).
+pub fn open_bounded(path: &Path, max: u64) -> Result<Option<Bounded>> {
+    let c = sys::cstring(path.as_os_str()).map_err(|e| FsError::new(path, "open", e))?;
+    match sys::open_at(None, &c, sys::READ_FLAGS, 0) {
+        Ok(fd) => {
+            let file = std::fs::File::from(fd);
+            check_regular(&file, path)?;
+            Ok(Some(Bounded {
+                file,
+                left: max,
+                max,
+            }))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(open_error(None, &c, path.to_path_buf(), e)),
+    }
+}
+
+/// A file opened by [`open_bounded`]: reads fail once more than its bound was read.
+pub struct Bounded {
+    file: std::fs::File,
+    left: u64,
+    max: u64,
+}
+
+impl Read for Bounded {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // One byte past the bound is asked for, to notice a file larger than it.
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX));
+        let n = self.file.read(&mut buf[..want])?;
+        if n as u64 > self.left {
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!("larger than {} bytes", self.max),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// Reads the file `fd` (shown as `path`), which must be a regular file of at most `max`
 /// bytes.
 pub(crate) fn read_fd(fd: OwnedFd, path: &Path, max: u64) -> Result<Vec<u8>> {
@@ -90,6 +136,31 @@ mod tests {
         // With no writer, a blocking open would hang this test.
         let err = read_bounded(&fifo, 4).unwrap_err();
         assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn open_bounded_streams_within_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"12345").unwrap();
+        let mut out = Vec::new();
+        open_bounded(&path, 5)
+            .unwrap()
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, b"12345");
+        let err = open_bounded(&path, 4)
+            .unwrap()
+            .unwrap()
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
+        assert!(open_bounded(&dir.path().join("none"), 4).unwrap().is_none());
+        let link = dir.path().join("link");
+        symlink(&path, &link).unwrap();
+        assert!(open_bounded(&link, 100).is_err());
+        assert!(open_bounded(dir.path(), 100).is_err());
     }
 
     #[test]
