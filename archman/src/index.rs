@@ -2558,36 +2558,40 @@ fn load_cache(cache_file: Option<&CacheFile>, feed_id: &str, spill: &Arc<Spill>)
 
 /// Parses a size in bytes like `8M`, `512K`, `1G` or `4096` (binary multiples).
 pub fn parse_size(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
+    let bad = || {
+        format!(
+            "{:?}: expected a number of bytes, with K, M or G after it",
+            text.trim()
+        )
+    };
+    let (digits, unit) = number_and_unit(text);
     let shift = match unit {
         "" | "B" => 0,
         "K" | "k" | "KiB" => 10,
         "M" | "MiB" => 20,
         "G" | "GiB" => 30,
-        _ => {
-            return Err(format!(
-                "{text:?}: expected a number of bytes, with K, M or G after it"
-            ));
-        }
+        _ => return Err(bad()),
     };
     digits
         .parse::<usize>()
         .ok()
         .and_then(|n| n.checked_mul(1 << shift))
-        .ok_or_else(|| format!("{text:?}: expected a number of bytes, with K, M or G after it"))
+        .ok_or_else(bad)
+}
+
+/// `text` without surrounding blanks, cut where its leading digits end.
+fn number_and_unit(text: &str) -> (&str, &str) {
+    let text = text.trim();
+    text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    )
 }
 
 /// Parses a duration like `90m`, `12h`, `7d`, `2w` or `3600s` into seconds.
 pub fn parse_duration(text: &str) -> Result<i64, String> {
+    let (num, unit) = number_and_unit(text);
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (num, unit) = text.split_at(split);
     let n: i64 = num.parse().map_err(|_| {
         format!("bad duration {text:?}: expected a number and a unit, like 90m, 12h, 7d")
     })?;
@@ -2645,6 +2649,18 @@ mod tests {
         let t = w.0[0].1.clone();
         drop(w);
         assert!(!t.exists());
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units_and_bad_ones_are_named() {
+        assert_eq!(parse_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_size(" 512K "), Ok(512 << 10));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("3GiB"), Ok(3 << 30));
+        for bad in ["", "M", "8X", "-1", "8 M", "99999999999999999999G"] {
+            let e = parse_size(bad).unwrap_err();
+            assert!(e.contains("expected a number of bytes"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

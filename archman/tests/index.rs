@@ -70,6 +70,20 @@ fn make_feed(dir: &Path, names: &[&str]) {
     }
 }
 
+/// A new key pair in `dir`: (secret key, public key).
+fn keygen(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (sec, public) = (dir.join("k.sec"), dir.join("k.pub"));
+    let o = Command::new(ARCHMAN)
+        .args(["keygen", "-s"])
+        .arg(&sec)
+        .arg("-p")
+        .arg(&public)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    (sec, public)
+}
+
 fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<_> = fs::read_dir(dir)
         .unwrap()
@@ -140,15 +154,7 @@ fn signatures_verify_with_signify() {
     let tmp = tempfile::tempdir().unwrap();
     let feed = tmp.path().join("feed");
     make_feed(&feed, &["alpha", "beta"]);
-    let (sec, public) = (tmp.path().join("k.sec"), tmp.path().join("k.pub"));
-    let o = Command::new(ARCHMAN)
-        .args(["keygen", "-s"])
-        .arg(&sec)
-        .arg("-p")
-        .arg(&public)
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    let (sec, public) = keygen(tmp.path());
     let o = archman(
         &[
             "index",
@@ -610,15 +616,7 @@ fn output_does_not_depend_on_jobs_or_scan_order() {
 #[test]
 fn stanzas_kept_outside_memory_publish_the_same_feed() {
     let tmp = tempfile::tempdir().unwrap();
-    let (sec, public) = (tmp.path().join("k.sec"), tmp.path().join("k.pub"));
-    let o = Command::new(ARCHMAN)
-        .args(["keygen", "-s"])
-        .arg(&sec)
-        .arg("-p")
-        .arg(&public)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (sec, public) = keygen(tmp.path());
     let names: Vec<String> = (0..300).map(|i| format!("p{i:03}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     // Every stanza in memory (the default), none, and the first few only.
