@@ -370,16 +370,16 @@ pub(super) fn publish(
         return Ok(());
     }
 
-    // Compress, in parallel: xz is the slow one.
+    // Compress, in parallel: xz is the slow one. Each text moves into the files (no copy).
     let files: Vec<(String, Vec<u8>)> = indexes
-        .par_iter()
+        .into_par_iter()
         .flat_map_iter(|ix| {
             let xz = feeds::index::xz(&ix.packages);
             let gz = feeds::index_gz::gzip_index(&ix.packages);
             [
                 (format!("{}/Packages.xz", ix.rel), xz),
                 (format!("{}/Packages.gz", ix.rel), gz),
-                (format!("{}/Packages", ix.rel), ix.packages.clone()),
+                (format!("{}/Packages", ix.rel), ix.packages),
             ]
         })
         .collect();
