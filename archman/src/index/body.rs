@@ -24,12 +24,14 @@ pub(crate) enum Body<'a> {
     /// The file is these pieces one after the other.
     Shared(Vec<Piece>),
     /// The file is `len` bytes at `at` in the spill, made of stanzas cut into `runs` (byte
-    /// ranges of the file) as `feeds::index_gz::stanza_runs` cuts them.
+    /// ranges of the file) as `feeds::index_gz::stanza_runs` cuts them; `crc` is its CRC-32
+    /// (for `Packages.gz`), taken as it was written out.
     Spilled {
         spill: Arc<Spill>,
         at: u64,
         len: u64,
         runs: Vec<Range<u64>>,
+        crc: u32,
     },
 }
 
@@ -79,6 +81,7 @@ impl<'a> Body<'a> {
         }
         let mut reader = spill::Reader::new(spill);
         let mut cutter = feeds::index_gz::RunCutter::default();
+        let mut crc = crc32fast::Hasher::new();
         let mut runs = Vec::new();
         let (mut at, mut run_start, mut len) = (None, 0, 0u64);
         for (i, s) in stanzas.iter().enumerate() {
@@ -88,6 +91,8 @@ impl<'a> Body<'a> {
             };
             let here = spill.put(text)?;
             spill.put(b"\n")?;
+            crc.update(text);
+            crc.update(b"\n");
             at.get_or_insert(here);
             len += text.len() as u64 + 1;
             if cutter.ends_run(text, text.len() + 1, i + 1 == stanzas.len()) {
@@ -100,6 +105,7 @@ impl<'a> Body<'a> {
             at: at.unwrap_or(0),
             len,
             runs,
+            crc: crc.finalize(),
         })
     }
 
@@ -147,6 +153,9 @@ impl<'a> Body<'a> {
     }
 
     pub(crate) fn crc32(&self) -> io::Result<u32> {
+        if let Body::Spilled { crc, .. } = self {
+            return Ok(*crc);
+        }
         let mut h = crc32fast::Hasher::new();
         self.each(|p| h.update(p))?;
         Ok(h.finalize())
