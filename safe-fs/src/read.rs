@@ -16,9 +16,17 @@ use crate::sys;
 /// bytes". The directories on the way are the caller's own path (followed like any path); to
 /// stay inside a root use [`Root::read_file`](crate::Root::read_file).
 pub fn read_bounded(path: &Path, max: u64) -> Result<Option<Vec<u8>>> {
+    open_for_reading(path)?
+        .map(|fd| read_fd(fd, path, max))
+        .transpose()
+}
+
+/// `path` opened for reading without following a final symlink and without blocking;
+/// `Ok(None)` when it does not exist.
+fn open_for_reading(path: &Path) -> Result<Option<OwnedFd>> {
     let c = sys::cstring(path.as_os_str()).map_err(|e| FsError::new(path, "open", e))?;
     match sys::open_at(None, &c, sys::READ_FLAGS, 0) {
-        Ok(fd) => read_fd(fd, path, max).map(Some),
+        Ok(fd) => Ok(Some(fd)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(open_error(None, &c, path.to_path_buf(), e)),
     }
@@ -29,20 +37,17 @@ pub fn read_bounded(path: &Path, max: u64) -> Result<Option<Vec<u8>>> {
 /// with `FileTooLarge` past `max` bytes; `Ok(None)` when it does not exist. For a file too
 /// large to hold whole (a feed's `Packages`).
 pub fn open_bounded(path: &Path, max: u64) -> Result<Option<Bounded>> {
-    let c = sys::cstring(path.as_os_str()).map_err(|e| FsError::new(path, "open", e))?;
-    match sys::open_at(None, &c, sys::READ_FLAGS, 0) {
-        Ok(fd) => {
+    open_for_reading(path)?
+        .map(|fd| {
             let file = std::fs::File::from(fd);
             check_regular(&file, path)?;
-            Ok(Some(Bounded {
+            Ok(Bounded {
                 file,
                 left: max,
                 max,
-            }))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(open_error(None, &c, path.to_path_buf(), e)),
-    }
+            })
+        })
+        .transpose()
 }
 
 /// A file opened by [`open_bounded`]: reads fail once more than its bound was read.
