@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use archman::cache::{Cache, CacheKey, Entry, FileKey, KEY_LEN};
@@ -54,15 +54,7 @@ impl Feed {
         for n in names {
             fs::write(dir.join(format!("{n}_1.0-1_all.ipk")), pkg(n, "libc")).unwrap();
         }
-        let (sec, public) = (tmp.path().join("k.sec"), tmp.path().join("k.pub"));
-        let o = Command::new(ARCHMAN)
-            .args(["keygen", "-s"])
-            .arg(&sec)
-            .arg("-p")
-            .arg(&public)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", stderr(&o));
+        let (sec, public) = e2e::archman_keygen(Path::new(ARCHMAN), tmp.path());
         Feed {
             tmp,
             dir,

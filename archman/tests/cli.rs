@@ -25,15 +25,7 @@ fn signed_feed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
             .build()
             .unwrap();
     fs::write(feed.join("a_1_all.ipk"), ipk).unwrap();
-    let (sec, public) = (dir.join("k.sec"), dir.join("k.pub"));
-    let o = Command::new(ARCHMAN)
-        .args(["keygen", "-s"])
-        .arg(&sec)
-        .arg("-p")
-        .arg(&public)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (sec, public) = e2e::archman_keygen(Path::new(ARCHMAN), dir);
     let o = Command::new(ARCHMAN)
         .args(["index", "-q", "--no-cache", "--key"])
         .arg(&sec)

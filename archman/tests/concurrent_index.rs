@@ -54,17 +54,7 @@ fn two_runs_at_once_always_leave_a_complete_verifiable_feed() {
         )
         .unwrap();
     }
-    let (sec, public) = (tmp.path().join("k.sec"), tmp.path().join("k.pub"));
-    ok(
-        Command::new(ARCHMAN)
-            .args(["keygen", "-s"])
-            .arg(&sec)
-            .arg("-p")
-            .arg(&public)
-            .output()
-            .unwrap(),
-        "keygen",
-    );
+    let (sec, public) = e2e::archman_keygen(Path::new(ARCHMAN), tmp.path());
     let signify = e2e::have_tool("signify-openbsd");
     let xdg = tmp.path().join("xdg-cache");
     // Dated by the clock, as cron and people run it: a run in the same second as the last

@@ -53,15 +53,7 @@ fn deb(dir: &Path, name: &str, version: &str, arch: &str) {
 }
 
 fn keygen(dir: &Path) -> (String, feeds::usign::PublicKey) {
-    let (sec, public) = (dir.join("k.sec"), dir.join("k.pub"));
-    let o = Command::new(ARCHMAN)
-        .args(["keygen", "-s"])
-        .arg(&sec)
-        .arg("-p")
-        .arg(&public)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (sec, public) = e2e::archman_keygen(Path::new(ARCHMAN), dir);
     (
         sec.to_str().unwrap().to_string(),
         feeds::usign::PublicKey::read_path(&public).unwrap(),

@@ -72,16 +72,7 @@ fn make_feed(dir: &Path, names: &[&str]) {
 
 /// A new key pair in `dir`: (secret key, public key).
 fn keygen(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (sec, public) = (dir.join("k.sec"), dir.join("k.pub"));
-    let o = Command::new(ARCHMAN)
-        .args(["keygen", "-s"])
-        .arg(&sec)
-        .arg("-p")
-        .arg(&public)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    (sec, public)
+    e2e::archman_keygen(Path::new(ARCHMAN), dir)
 }
 
 fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -846,15 +837,7 @@ fn a_published_file_changed_behind_our_back_is_republished() {
     let tmp = tempfile::tempdir().unwrap();
     let feed = tmp.path().join("feed");
     make_feed(&feed, &["a", "b", "c"]);
-    let key = tmp.path().join("k.sec");
-    let o = Command::new(ARCHMAN)
-        .args(["keygen", "-s"])
-        .arg(&key)
-        .arg("-p")
-        .arg(tmp.path().join("k.pub"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (key, _) = keygen(tmp.path());
     let key = key.to_str().unwrap();
     assert!(
         archman(&["index", "-q", "--key", key], &feed)
@@ -914,18 +897,7 @@ fn kill_9_at_any_moment_leaves_a_complete_feed() {
     let feed = tmp.path().join("feed");
     let names: Vec<String> = (0..120).map(|i| format!("pkg{i:03}")).collect();
     make_feed(&feed, &names.iter().map(String::as_str).collect::<Vec<_>>());
-    let (sec, public) = (tmp.path().join("k.sec"), tmp.path().join("k.pub"));
-    assert!(
-        Command::new(ARCHMAN)
-            .args(["keygen", "-s"])
-            .arg(&sec)
-            .arg("-p")
-            .arg(&public)
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    let (sec, public) = keygen(tmp.path());
     let public = feeds::usign::PublicKey::read_path(&public).unwrap();
     let key = sec.to_str().unwrap().to_string();
     let o = archman(&["index", "-q", "--key", &key], &feed);
@@ -1407,15 +1379,7 @@ fn a_fixed_date_not_later_than_the_published_one_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let feed = tmp.path().join("feed");
     make_feed(&feed, &["a", "b"]);
-    let key = tmp.path().join("k.sec");
-    let o = Command::new(ARCHMAN)
-        .args(["keygen", "-s"])
-        .arg(&key)
-        .arg("-p")
-        .arg(tmp.path().join("k.pub"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (key, _) = keygen(tmp.path());
     let key = key.to_str().unwrap();
     assert!(
         archman(&["index", "-q", "--key", key], &feed)

@@ -57,6 +57,19 @@ pub fn have_tool(tool: &str) -> bool {
     false
 }
 
+/// A new usign key pair made by `archman keygen` (the binary at `archman`) in `dir`:
+/// (`dir/k.sec`, `dir/k.pub`). Panics, with archman's message, when it fails.
+pub fn archman_keygen(archman: &Path, dir: &Path) -> (PathBuf, PathBuf) {
+    let (sec, public) = (dir.join("k.sec"), dir.join("k.pub"));
+    let (ok, _, err) = run(Command::new(archman)
+        .args(["keygen", "-s"])
+        .arg(&sec)
+        .arg("-p")
+        .arg(&public));
+    assert!(ok, "archman keygen: {err}");
+    (sec, public)
+}
+
 /// Runs a command, returning (success, stdout, stderr).
 pub fn run(cmd: &mut Command) -> (bool, String, String) {
     let out = cmd
