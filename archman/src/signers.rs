@@ -76,41 +76,25 @@ impl Signers {
         }
     }
 
-    /// [`Signers::publish`] of many, in any order (one sort and one merge, not an insertion
-    /// into the list for each).
+    /// [`Signers::publish`] of many, in any order: appended, then one (stable) sort, the
+    /// last given for a version winning — not an insertion into the list for each.
     pub fn publish_all<'a>(
         &mut self,
         entries: impl IntoIterator<Item = (&'a str, &'a str, Fingerprint)>,
     ) {
-        let mut new: Vec<(Box<str>, Box<str>, Fingerprint)> = entries
-            .into_iter()
-            .map(|(n, v, fp)| (n.into(), v.into(), fp))
-            .collect();
-        // Stable: of two for one version, the later is kept (as publishing one after the other).
-        new.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        new.reverse();
-        new.dedup_by(|later, earlier| (&later.0, &later.1) == (&earlier.0, &earlier.1));
-        new.reverse();
-        let old = std::mem::take(&mut self.list);
-        let mut merged = Vec::with_capacity(old.len() + new.len());
-        let (mut old, mut new) = (old.into_iter().peekable(), new.into_iter().peekable());
-        loop {
-            let take_new = match (old.peek(), new.peek()) {
-                (None, None) => break,
-                (Some(_), None) => false,
-                (None, Some(_)) => true,
-                (Some(o), Some(n)) => match (&o.0, &o.1).cmp(&(&n.0, &n.1)) {
-                    std::cmp::Ordering::Less => false,
-                    std::cmp::Ordering::Greater => true,
-                    std::cmp::Ordering::Equal => {
-                        old.next();
-                        true
-                    }
-                },
-            };
-            merged.extend(if take_new { new.next() } else { old.next() });
-        }
-        self.list = merged;
+        self.list.extend(
+            entries
+                .into_iter()
+                .map(|(n, v, fp)| (n.into(), v.into(), fp)),
+        );
+        self.list.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        self.list.dedup_by(|later, kept| {
+            let same = (&later.0, &later.1) == (&kept.0, &kept.1);
+            if same {
+                kept.2 = later.2;
+            }
+            same
+        });
     }
 
     fn body(&self, feed_id: &str) -> String {

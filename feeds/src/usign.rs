@@ -646,7 +646,7 @@ impl SecretKey {
         Ok(self.signature(sig))
     }
 
-    /// Signs the message of `message` with the nonce derived from its SHA-256
+    /// Signs `pieces` (any [`Message`]: slices, or a text read back in pieces) with the nonce derived from its SHA-256
     /// (docs/formats.md §4.7): one SHA-256 pass and two SHA-512 passes (challenge and check,
     /// side by side) instead of three SHA-512 passes. The SHA-256 goes to `digest` as soon
     /// as it is known. Any usign or signify verifies the signature; it is deterministic, but
