@@ -694,6 +694,41 @@ fn stanzas_kept_outside_memory_publish_the_same_feed() {
     assert!(dirs.iter().all(|d| d.len() == dirs[0].len()), "{dirs:?}");
 }
 
+/// When the file for stanzas outside memory cannot be made (no cache, and `$TMPDIR` does not
+/// exist), the run fails before publishing, saying why, and the published feed is as it was.
+#[test]
+fn a_spill_that_cannot_be_written_fails_the_run_and_leaves_the_feed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("feed");
+    make_feed(&feed, &["a", "b", "c"]);
+    let o = archman(&["index", "-q", "--no-cache"], &feed);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = snapshot(&feed);
+    fs::write(feed.join("d_1.0-1_all.ipk"), pkg("d", "1.0-1", None)).unwrap();
+    let o = Command::new(ARCHMAN)
+        .args(["index", "-q", "--no-cache", "--stanza-memory", "0"])
+        .arg(&feed)
+        .env("SOURCE_DATE_EPOCH", (EPOCH + 60).to_string())
+        .env("TMPDIR", tmp.path().join("no such directory"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).starts_with("error: stanzas kept in a temporary file: "),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(snapshot(&feed), before);
+    assert!(
+        fs::read_dir(&feed).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".archman-tmp")),
+        "no temporaries left"
+    );
+}
+
 fn json(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
