@@ -1645,29 +1645,36 @@ impl Client {
                 &step.feed,
             )?);
         }
-        // What each package file must say of itself (docs/threats.md §17).
-        let expected: Vec<install::Expected> = plan
+        // The developer signatures the index stanzas carry (the stanzas were needed for the
+        // downloads only and go now).
+        let index_signatures: Vec<Option<(String, String)>> = plan
             .steps
             .iter()
-            .enumerate()
-            .map(|(i, step)| install::Expected {
+            .map(|step| {
+                step.stanza.get("Signature").map(|sig| {
+                    let by = step.stanza.get("Signed-By").unwrap_or("").trim();
+                    (by.to_string(), sig.trim().to_string())
+                })
+            })
+            .collect();
+        for step in &mut plan.steps {
+            step.stanza = Default::default();
+        }
+        // What package file `i` must say of itself (docs/threats.md §17), made when needed:
+        // a list of them would hold another copy of every name, version and hash of the plan.
+        let expected = |i: usize| {
+            let step = &plan.steps[i];
+            install::Expected {
                 origin: format!("feed {:?}", step.feed),
                 name: step.name.clone(),
                 version: step.version.clone(),
                 arch: step.arch.clone(),
-                index_signature: step.stanza.get("Signature").map(|sig| {
-                    let by = step.stanza.get("Signed-By").unwrap_or("").trim();
-                    (by.to_string(), sig.trim().to_string())
-                }),
+                index_signature: index_signatures[i].clone(),
                 signed_by: None,
                 feed_key: feed_keys.get(&step.feed).cloned().flatten(),
                 sha256: Some(items[i].sha256.clone()),
-            })
-            .collect();
-        // The index stanzas were needed for the downloads only.
-        for step in &mut plan.steps {
-            step.stanza = Default::default();
-        }
+            }
+        };
         let mut opts = self.install_options();
         // Files leaving the packages this transaction upgrades (the old version ships them,
         // the new one does not) may move to another package of it: asked when a package
@@ -1717,7 +1724,7 @@ impl Client {
             .collect();
         let check_arrived = |item: &download::DownloadItem| -> Option<usize> {
             let i = *by_dest.get(item.dest.as_path())?;
-            let _ = verdicts[i].set(self.verify_developer(&item.dest, &expected[i]));
+            let _ = verdicts[i].set(self.verify_developer(&item.dest, &expected(i)));
             arrived[i].store(true, std::sync::atomic::Ordering::SeqCst);
             Some(i)
         };
@@ -1726,7 +1733,7 @@ impl Client {
         let developer_verdict = |i: usize| -> Result<Option<String>, ClientError> {
             let step = &plan.steps[i];
             verdicts[i]
-                .get_or_init(|| self.verify_developer(&items[i].dest, &expected[i]))
+                .get_or_init(|| self.verify_developer(&items[i].dest, &expected(i)))
                 .clone()
                 .map_err(|reason| ClientError::Developer {
                     package: format!("{} {}", step.name, step.version),
@@ -1737,7 +1744,7 @@ impl Client {
         let install_one =
             |db: &mut Db, batch: &mut install::Batch, i: usize| -> Result<(), ClientError> {
                 let (step, item) = (&plan.steps[i], &items[i]);
-                let mut exp = expected[i].clone();
+                let mut exp = expected(i);
                 exp.signed_by = developer_verdict(i)?;
                 self.audit.record(
                     "package-verified",
@@ -1866,18 +1873,18 @@ impl Client {
                     "install"
                 };
                 let mut reviews = Vec::with_capacity(items.len());
-                let owned = &db.owners()?.files;
+                let owned = db.owners()?;
                 for (i, item) in items.iter().enumerate() {
                     let step = &plan.steps[i];
                     let package = format!("{} {}", step.name, step.version);
                     let verdict = developer_verdict(i)?;
                     let provenance = Provenance {
                         feed: step.feed.clone(),
-                        feed_key: expected[i].feed_key.clone(),
+                        feed_key: feed_keys.get(&step.feed).cloned().flatten(),
                         developer_key: verdict,
                     };
                     let review = crate::review::review_package(&item.dest, &provenance, &|p| {
-                        owned.get(p).map(|o| o.to_string())
+                        owned.file_owner(p).map(|o| o.to_string())
                     })
                     .map_err(|source| ClientError::Review {
                         package: package.clone(),

@@ -41,7 +41,7 @@ use feeds::package::MAINTAINER_SCRIPTS;
 
 use crate::status::{
     Db, FileKind, FileRecord, SIDECAR_SUFFIX, StatusError, list_text, sidecar_text, status_stanza,
-    status_text_with, write_new_file,
+    write_new_file, write_status_with,
 };
 use crate::unpack::{self, Parent, Transaction, UnpackError, UnpackOptions};
 
@@ -584,7 +584,7 @@ impl<'g> Batch<'g> {
             tx.rollback().map_err(InstallError::from)
         } else {
             self.pass(db).and_then(|()| {
-                tx.stage_status(status_text_with(db.package_map(), "", None))
+                tx.stage_status(|out| write_status_with(out, db.package_map(), "", None))
                     .and_then(|()| tx.commit())
                     .and_then(|()| tx.finish())
                     .map_err(InstallError::from)
@@ -721,11 +721,9 @@ fn install_in(
     // `prokit configure`.
     let live = mode == ScriptMode::Run && (postinst.is_some() || old_postrm.is_some());
     let plan = plan_install(db, tx, staged, auto, opts, expected, live)?;
-    tx.stage_status(status_text_with(
-        db.package_map(),
-        &plan.name,
-        Some(&plan.stanza),
-    ))?;
+    tx.stage_status(|out| {
+        write_status_with(out, db.package_map(), &plan.name, Some(&plan.stanza))
+    })?;
 
     tx.commit()?;
 
@@ -1085,7 +1083,7 @@ fn remove_in(
         tx.del(&format!("{info_rel}/{name}.{suffix}"))?;
         gone_info.push(format!("{name}.{suffix}"));
     }
-    tx.stage_status(status_text_with(db.package_map(), name, None))?;
+    tx.stage_status(|out| write_status_with(out, db.package_map(), name, None))?;
     tx.commit()?;
     if let (Some(s), ScriptMode::Offline) = (&postrm, mode) {
         run_script(db, mode, name, "postrm", s, &["remove"], false)?;
@@ -1231,11 +1229,12 @@ impl CloneFor for crate::status::Owners {
             dirs: BTreeMap::new(),
         };
         for r in records {
-            if let Some(o) = self.files.get(&r.path) {
+            if let Some(o) = self.file_owner(&r.path) {
                 v.files.insert(r.path.clone(), o.clone());
             }
-            if let Some(s) = self.dirs.get(&r.path) {
-                v.dirs.insert(r.path.clone(), s.clone());
+            let shippers: BTreeSet<_> = self.dir_owners(&r.path).cloned().collect();
+            if !shippers.is_empty() {
+                v.dirs.insert(r.path.clone(), shippers);
             }
         }
         v
@@ -2411,7 +2410,7 @@ mod tests {
             let mut reopened = open(&root);
             assert_eq!(reopened.package_map(), &map);
             let owners = reopened.owners().unwrap();
-            assert_eq!(owners.files.get("/usr/bin/tool").map(|o| &**o), Some("b"));
+            assert_eq!(owners.file_owner("/usr/bin/tool").map(|o| &**o), Some("b"));
             let names: Vec<String> = walk_names(&root.join("usr/bin"));
             assert!(
                 names.iter().all(|n| !n.starts_with(".prokit-")),

@@ -34,7 +34,7 @@
 //! beyond half a second: `open` then fails with [`StatusError::Locked`]. (opkg cannot run on a root without
 //! `var/lock`: it does not create the directory.)
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -147,43 +147,107 @@ pub struct FileRecord {
 
 /// Which package owns which path (built from every `.list` and sidecar on first use).
 ///
-/// A package's name is held once ([`Owners::name`]) and shared by every path it owns: a
-/// root of thousands of packages owns hundreds of thousands of paths, and directories
-/// such as `/usr/bin` are shipped by most packages.
+/// Kept small because it holds every path of the root (a root of thousands of packages owns
+/// hundreds of thousands): a package's name is held once and paths refer to it by number;
+/// a directory shipped by one package (most are: `/usr/share/<pkg>`) costs no allocation
+/// beyond its path, one shipped by many (`/usr/bin`) a list of numbers.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Owners {
-    /// Non-directory path → owning package.
-    pub files: HashMap<String, Arc<str>>,
+    /// Non-directory path → owning package (its number in `names`).
+    files: HashMap<Box<str>, u32>,
     /// Directory path → packages that ship it.
-    pub dirs: HashMap<String, BTreeSet<Arc<str>>>,
+    dirs: HashMap<Box<str>, DirOwners>,
     /// Every name held above, once (a package removed during the run leaves its name here:
-    /// one string, taken again if it comes back).
-    names: HashSet<Arc<str>>,
+    /// one string, taken again if it comes back); `ids` finds a name's number.
+    names: Vec<Arc<str>>,
+    ids: HashMap<Arc<str>, u32>,
+}
+
+/// The packages that ship a directory: one, or several (sorted, no repeats).
+#[derive(Debug, Clone)]
+enum DirOwners {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl DirOwners {
+    fn ids(&self) -> &[u32] {
+        match self {
+            DirOwners::One(id) => std::slice::from_ref(id),
+            DirOwners::Many(ids) => ids,
+        }
+    }
+
+    fn add(&mut self, id: u32) {
+        match self {
+            DirOwners::One(o) if *o == id => {}
+            DirOwners::One(o) => {
+                let mut ids = vec![*o, id];
+                ids.sort_unstable();
+                *self = DirOwners::Many(ids);
+            }
+            DirOwners::Many(ids) => {
+                if let Err(at) = ids.binary_search(&id) {
+                    ids.insert(at, id);
+                }
+            }
+        }
+    }
 }
 
 impl Owners {
-    /// The shared copy of `name`.
-    fn name(&mut self, name: &str) -> Arc<str> {
-        if let Some(n) = self.names.get(name) {
-            return Arc::clone(n);
+    /// The number of `name`, taken when new.
+    fn id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
         }
+        let id = u32::try_from(self.names.len()).expect("fewer than 2^32 package names");
         let n: Arc<str> = Arc::from(name);
-        self.names.insert(Arc::clone(&n));
-        n
+        self.names.push(Arc::clone(&n));
+        self.ids.insert(n, id);
+        id
+    }
+
+    /// The package that owns the non-directory `path`.
+    pub fn file_owner(&self, path: &str) -> Option<&Arc<str>> {
+        self.files.get(path).map(|&id| &self.names[id as usize])
+    }
+
+    /// The packages that ship the directory `path` (none when no package does).
+    pub fn dir_owners(&self, path: &str) -> impl Iterator<Item = &Arc<str>> {
+        self.dirs
+            .get(path)
+            .map(DirOwners::ids)
+            .unwrap_or_default()
+            .iter()
+            .map(|&id| &self.names[id as usize])
     }
 
     /// Forgets everything `name` owns.
     pub fn remove_package(&mut self, name: &str, records: &[FileRecord]) {
+        let Some(&id) = self.ids.get(name) else {
+            return;
+        };
         for r in records {
             if r.kind == FileKind::Dir {
-                if let Some(set) = self.dirs.get_mut(&r.path) {
-                    set.remove(name);
-                    if set.is_empty() {
-                        self.dirs.remove(&r.path);
+                let Some(owners) = self.dirs.get_mut(r.path.as_str()) else {
+                    continue;
+                };
+                let empty = match owners {
+                    DirOwners::One(o) => *o == id,
+                    DirOwners::Many(ids) => {
+                        ids.retain(|&o| o != id);
+                        if let [last] = ids[..] {
+                            *owners = DirOwners::One(last);
+                        }
+                        false
                     }
+                };
+                if empty {
+                    self.dirs.remove(r.path.as_str());
                 }
-            } else if self.files.get(&r.path).map(|o| &**o) == Some(name) {
-                self.files.remove(&r.path);
+            } else if self.files.get(r.path.as_str()) == Some(&id) {
+                self.files.remove(r.path.as_str());
             }
         }
     }
@@ -200,19 +264,24 @@ impl Owners {
     }
 
     fn add(&mut self, name: &str, records: &[FileRecord], take_over: bool) {
-        let shared = self.name(name);
+        let id = self.id(name);
         for r in records {
             if r.kind == FileKind::Dir {
-                self.dirs
-                    .entry(r.path.clone())
-                    .or_default()
-                    .insert(Arc::clone(&shared));
+                match self.dirs.get_mut(r.path.as_str()) {
+                    Some(owners) => owners.add(id),
+                    None => {
+                        self.dirs.insert(r.path.as_str().into(), DirOwners::One(id));
+                    }
+                }
             } else if take_over {
-                self.files.insert(r.path.clone(), Arc::clone(&shared));
-            } else {
-                self.files
-                    .entry(r.path.clone())
-                    .or_insert_with(|| Arc::clone(&shared));
+                match self.files.get_mut(r.path.as_str()) {
+                    Some(o) => *o = id,
+                    None => {
+                        self.files.insert(r.path.as_str().into(), id);
+                    }
+                }
+            } else if !self.files.contains_key(r.path.as_str()) {
+                self.files.insert(r.path.as_str().into(), id);
             }
         }
     }
@@ -1195,25 +1264,41 @@ pub(crate) fn status_text_with(
     stanza: Option<&Paragraph>,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(packages.len() * 400 + 1024);
+    write_status_with(&mut out, packages, name, stanza).expect("writing to memory");
+    out
+}
+
+/// [`status_text_with`] written to `out` as it goes (the transactions stream the status
+/// file to disk: its text is never whole in memory).
+pub(crate) fn write_status_with(
+    out: &mut dyn Write,
+    packages: &BTreeMap<String, Paragraph>,
+    name: &str,
+    stanza: Option<&Paragraph>,
+) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut put = |out: &mut dyn Write, p: &Paragraph| {
+        buf.clear();
+        p.write_to(&mut buf);
+        buf.push(b'\n');
+        out.write_all(&buf)
+    };
     let mut pending = stanza;
     for (k, p) in packages {
         if k.as_str() > name
             && let Some(s) = pending.take()
         {
-            s.write_to(&mut out);
-            out.push(b'\n');
+            put(out, s)?;
         }
         if k == name {
             continue;
         }
-        p.write_to(&mut out);
-        out.push(b'\n');
+        put(out, p)?;
     }
     if let Some(s) = pending {
-        s.write_to(&mut out);
-        out.push(b'\n');
+        put(out, s)?;
     }
-    out
+    Ok(())
 }
 
 /// Writes `data` to a new file `path` (which must not exist), with `mode`, fsynced when
@@ -1265,19 +1350,33 @@ mod tests {
         o.add_package("foo", &foo);
         o.add_package("bar", &bar);
         o.add_listed("foo", &[rec("/usr/bin/bar", FileKind::File)]);
-        let shared = &o.files["/usr/bin/foo"];
-        assert!(Arc::ptr_eq(shared, &o.files["/usr/bin/foo2"]));
-        let in_dir = o.dirs["/usr/bin"].get("foo").unwrap();
+        let shared = o.file_owner("/usr/bin/foo").unwrap();
+        assert!(Arc::ptr_eq(shared, o.file_owner("/usr/bin/foo2").unwrap()));
+        let dir = |o: &Owners, path: &str| {
+            o.dir_owners(path)
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+        };
+        // Sorted by when the name was first seen; each package once.
+        assert_eq!(dir(&o, "/usr/bin"), ["foo", "bar"]);
+        assert!(matches!(o.dirs["/usr"], DirOwners::One(_)));
+        let in_dir = o.dir_owners("/usr/bin").next().unwrap();
         assert!(Arc::ptr_eq(shared, in_dir));
         // A listed path keeps the owner it has.
-        assert_eq!(&*o.files["/usr/bin/bar"], "bar");
+        assert_eq!(&**o.file_owner("/usr/bin/bar").unwrap(), "bar");
         assert_eq!(o.names.len(), 2);
+        // Adding a package twice changes nothing.
+        o.add_package("bar", &bar);
+        assert_eq!(dir(&o, "/usr/bin"), ["foo", "bar"]);
         o.remove_package("foo", &foo);
-        assert!(!o.files.contains_key("/usr/bin/foo") && !o.dirs.contains_key("/usr"));
-        assert_eq!(
-            o.dirs["/usr/bin"].iter().map(|n| &**n).collect::<Vec<_>>(),
-            ["bar"]
-        );
+        assert!(o.file_owner("/usr/bin/foo").is_none() && !o.dirs.contains_key("/usr"));
+        assert_eq!(dir(&o, "/usr/bin"), ["bar"]);
+        assert!(matches!(o.dirs["/usr/bin"], DirOwners::One(_)));
+        // A package that owns nothing (or is unknown) removes nothing.
+        o.remove_package("baz", &bar);
+        assert_eq!(dir(&o, "/usr/bin"), ["bar"]);
+        o.remove_package("bar", &bar);
+        assert!(o.dirs.is_empty() && o.files.is_empty());
         // The next package of that name shares the name kept.
         o.add_package("foo", &foo[2..3]);
         assert_eq!(o.names.len(), 2);
@@ -1522,9 +1621,12 @@ mod tests {
                 .all(|r| r.kind == FileKind::Unknown && r.sha256.is_none())
         );
         let owners = db.owners().unwrap();
-        assert_eq!(&*owners.files["/usr/bin/foo"], "foo");
-        assert_eq!(&*owners.files["/etc/old.conf"], "old");
-        assert!(owners.dirs["/usr/bin"].contains("foo"));
+        assert_eq!(owners.file_owner("/usr/bin/foo").map(|o| &**o), Some("foo"));
+        assert_eq!(
+            owners.file_owner("/etc/old.conf").map(|o| &**o),
+            Some("old")
+        );
+        assert!(owners.dir_owners("/usr/bin").any(|o| &**o == "foo"));
         assert!(matches!(
             db.files("nope"),
             Err(StatusError::NotInstalled(_))

@@ -189,7 +189,7 @@ impl<'a> Stager<'a> {
     fn db_owner(&self, path: &str) -> Option<String> {
         self.db
             .owners_ref()
-            .and_then(|o| o.files.get(path).map(|n| n.to_string()))
+            .and_then(|o| o.file_owner(path).map(|n| n.to_string()))
     }
 
     fn dirs(&self) -> &RootDirs {
@@ -639,7 +639,7 @@ pub(super) fn settle(
             vec![&e.path, &e.final_path]
         };
         for path in paths {
-            let Some(owner) = owners.and_then(|o| o.files.get(path)).map(|o| &**o) else {
+            let Some(owner) = owners.and_then(|o| o.file_owner(path)).map(|o| &**o) else {
                 continue;
             };
             if owner == name {
@@ -723,7 +723,7 @@ fn recorded_conffile_hash(db: &Db, path: &str, name: &str) -> Option<String> {
     if let Some(h) = find(name) {
         return Some(h);
     }
-    if let Some(owner) = db.owners_ref().and_then(|o| o.files.get(path))
+    if let Some(owner) = db.owners_ref().and_then(|o| o.file_owner(path))
         && let Some(h) = find(owner)
     {
         return Some(h);

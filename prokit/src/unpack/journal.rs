@@ -204,12 +204,20 @@ impl PendingWrite {
     /// Creates the file (`O_CREAT|O_EXCL|O_NOFOLLOW`), writes it, gives it exactly its mode
     /// (and mtime), fsyncs it when asked.
     fn write(&self) -> Result<(), UnpackError> {
+        self.write_with(|mut f| f.write_all(&self.data))
+    }
+
+    /// [`PendingWrite::write`], the contents written by `contents` (now, on this thread).
+    fn write_with(
+        &self,
+        contents: impl FnOnce(&File) -> io::Result<()>,
+    ) -> Result<(), UnpackError> {
         let flags =
             libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         let fd =
             open_at(self.dir.as_raw_fd(), &self.name, flags, 0o600).map_err(io_at(&self.full))?;
-        let mut f = File::from(fd);
-        f.write_all(&self.data).map_err(io_at(&self.full))?;
+        let f = File::from(fd);
+        contents(&f).map_err(io_at(&self.full))?;
         fchmod(f.as_raw_fd(), self.mode).map_err(io_at(&self.full))?;
         if let Some(t) = self.mtime {
             let _ = f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(t));
@@ -965,14 +973,20 @@ impl Transaction {
     }
 
     /// Writes the new status file to a temporary file beside it (fsynced), renamed at the
-    /// end.
-    pub(crate) fn stage_status(&mut self, data: Vec<u8>) -> Result<(), UnpackError> {
+    /// end; `write` streams its text (a root's whole status is never built in memory).
+    pub(crate) fn stage_status(
+        &mut self,
+        write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<(), UnpackError> {
         let dir = parent_of(&self.status_final).to_string();
         let tmp = self.new_temp(&dir)?;
-        let w = self
-            .dirs
-            .pending_write(&tmp, data, 0o644, None, self.sync)?;
-        self.queue(w)?;
+        self.dirs
+            .pending_write(&tmp, Vec::new(), 0o644, None, self.sync)?
+            .write_with(|f| {
+                let mut out = io::BufWriter::with_capacity(128 * 1024, f);
+                write(&mut out)?;
+                out.flush()
+            })?;
         self.plan_line(&format!("status\t{tmp}"));
         self.journal.status = Some(tmp);
         Ok(())
