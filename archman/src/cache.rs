@@ -369,6 +369,9 @@ impl std::ops::Index<&str> for Entries {
     }
 }
 
+/// The largest segment appended to a cache (bytes): beyond it the file is rewritten.
+pub const MAX_SEGMENT: usize = 4 << 20;
+
 /// A cache as loaded from disk, with what decides between appending to it and rewriting it.
 #[derive(Debug, Default)]
 pub struct Loaded {
@@ -382,10 +385,17 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// True when a segment of `extra` bytes may be appended to the file: it is intact and
-    /// would not then hold more overridden bytes than `live` bytes of current records.
+    /// True when a segment of `extra` bytes may be appended to the file: it is intact, the
+    /// segment is small ([`MAX_SEGMENT`], and at most a quarter of the `live` bytes of
+    /// current records unless that is under 64 KiB), and the file would not then hold more
+    /// overridden bytes than live ones. A segment is made in memory before it is appended;
+    /// a rewrite is streamed: when most packages were read again (every ctime changed by a
+    /// copy, a restore or a `touch`) the cache is rewritten, not doubled from a copy of it
+    /// in memory (docs/on-disk-state.md §1.2).
     pub fn appendable(&self, extra: usize, live: usize) -> bool {
-        self.intact() && self.file_len + extra as u64 <= 2 * live as u64 + 64 * 1024
+        self.intact()
+            && extra <= (live / 4).clamp(64 * 1024, MAX_SEGMENT)
+            && self.file_len + extra as u64 <= 2 * live as u64 + 64 * 1024
     }
 
     /// True when the file can be appended to at all (it exists and was read whole).
@@ -1305,6 +1315,38 @@ mod tests {
         assert_eq!(Cache::load(&p, "/feed", &key()).unwrap().cache, sample());
         let absent = Cache::load(&dir.path().join("absent"), "/feed", &key()).unwrap();
         assert_eq!((absent.cache, absent.file_len), (Cache::default(), 0));
+    }
+
+    /// Small segments are appended; one that most of the packages would fill, or one past
+    /// [`MAX_SEGMENT`], makes a rewrite (streamed) instead of a copy in memory.
+    #[test]
+    fn only_small_segments_are_appended() {
+        const MB: usize = 1 << 20;
+        let at = |file_len: usize| Loaded {
+            file_len: file_len as u64,
+            chain: Some([0; 32]),
+            ..Loaded::default()
+        };
+        // A small feed: anything under 64 KiB, as long as the file stays compact.
+        assert!(at(1000).appendable(10, 1000));
+        assert!(at(1000).appendable(1500, 1000));
+        assert!(!at(1000).appendable(65 * 1024, 1000));
+        // A large one: a few changed packages are appended...
+        assert!(at(40 * MB).appendable(3 * MB, 40 * MB));
+        // ...but not every package read again (a `touch` of the tree), nor more than 4 MiB.
+        assert!(!at(40 * MB).appendable(40 * MB, 40 * MB));
+        assert!(!at(40 * MB).appendable(5 * MB, 40 * MB));
+        assert!(!at(8 * MB).appendable(3 * MB, 8 * MB));
+        assert!(at(8 * MB).appendable(2 * MB, 8 * MB));
+        // A file already twice the live records is compacted.
+        assert!(!at(80 * MB).appendable(MB, 40 * MB));
+        // Nothing is appended to a file that was not read whole.
+        assert!(!Loaded::default().appendable(10, 1000));
+        let damaged = Loaded {
+            damaged_tail: true,
+            ..at(1000)
+        };
+        assert!(!damaged.appendable(10, 1000));
     }
 
     /// The stanzas are read into shared chunks of about a megabyte: many stanzas, and one
