@@ -1208,7 +1208,7 @@ impl Client {
         // Over the file as it was downloaded and hash-checked, read in parts.
         let mut v = key.public_key.verifier(&sig).map_err(|e| e.to_string())?;
         let mut f = fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let mut buf = vec![0u8; 256 * 1024];
+        let mut buf = vec![0u8; cli_support::READ_BUFFER];
         loop {
             match std::io::Read::read(&mut f, &mut buf) {
                 Ok(0) => break,

@@ -491,7 +491,7 @@ impl<'a> Stager<'a> {
             return Ok(hex::encode(h.finalize()));
         }
         if self.buf.is_empty() {
-            self.buf = vec![0u8; 256 * 1024];
+            self.buf = vec![0u8; cli_support::READ_BUFFER];
         }
         let tfull = self.dirs().full(tmp);
         let mut f = self.dirs().create(tmp)?;
