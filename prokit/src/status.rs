@@ -236,7 +236,9 @@ impl Owners {
                 let empty = match owners {
                     DirOwners::One(o) => *o == id,
                     DirOwners::Many(ids) => {
-                        ids.retain(|&o| o != id);
+                        if let Ok(at) = ids.binary_search(&id) {
+                            ids.remove(at);
+                        }
                         if let [last] = ids[..] {
                             *owners = DirOwners::One(last);
                         }
