@@ -747,7 +747,6 @@ impl Db {
             line: 0,
             message: e.to_string(),
         })?;
-        let text = status_text_with(self.package_map(), name, Some(&stanza));
         let root = safe_fs::Root::open(self.root()).map_err(|e| StatusError::Io {
             path: self.root().to_path_buf(),
             source: io::Error::other(e.to_string()),
@@ -762,11 +761,15 @@ impl Db {
                 dir: self.db_dir().to_string(),
                 reason: "the status file is not inside the root".into(),
             })?;
-        root.write_atomic(&rel, &text, safe_fs::WriteOptions::default())
-            .map_err(|e| StatusError::Io {
-                path: self.status_path().to_path_buf(),
-                source: io::Error::other(e.to_string()),
-            })?;
+        root.write_atomic_with(&rel, safe_fs::WriteOptions::default(), |f| {
+            let mut out = io::BufWriter::with_capacity(128 * 1024, f);
+            write_status_with(&mut out, self.package_map(), name, Some(&stanza))?;
+            out.flush()
+        })
+        .map_err(|e| StatusError::Io {
+            path: self.status_path().to_path_buf(),
+            source: io::Error::other(e.to_string()),
+        })?;
         self.set_package(name, Some(stanza));
         Ok(())
     }
@@ -1257,9 +1260,8 @@ pub(crate) fn status_text(packages: &BTreeMap<String, Paragraph>) -> Vec<u8> {
     out
 }
 
-/// The text of the status file `packages` would give with package `name`'s stanza replaced
-/// by `stanza` (added when new; removed when `None`), without copying the map: installing
-/// package k of a bootstrap costs one pass over k stanzas, not k clones.
+/// The text [`write_status_with`] writes.
+#[cfg(test)]
 pub(crate) fn status_text_with(
     packages: &BTreeMap<String, Paragraph>,
     name: &str,
@@ -1270,20 +1272,19 @@ pub(crate) fn status_text_with(
     out
 }
 
-/// [`status_text_with`] written to `out` as it goes (the transactions stream the status
-/// file to disk: its text is never whole in memory).
+/// Writes the status file `packages` would give with package `name`'s stanza replaced by
+/// `stanza` (added when new; removed when `None`) to `out` as it goes, without copying the
+/// map: installing package k of a bootstrap costs one pass over k stanzas, not k clones, and
+/// the file's text is never whole in memory.
 pub(crate) fn write_status_with(
     out: &mut dyn Write,
     packages: &BTreeMap<String, Paragraph>,
     name: &str,
     stanza: Option<&Paragraph>,
 ) -> io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut put = |out: &mut dyn Write, p: &Paragraph| {
-        buf.clear();
-        p.write_to(&mut buf);
-        buf.push(b'\n');
-        out.write_all(&buf)
+    let put = |out: &mut dyn Write, p: &Paragraph| {
+        out.write_all(p.as_text().as_bytes())?;
+        out.write_all(b"\n")
     };
     let mut pending = stanza;
     for (k, p) in packages {
