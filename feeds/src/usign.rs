@@ -646,11 +646,12 @@ impl SecretKey {
         Ok(self.signature(sig))
     }
 
-    /// Signs `pieces` (any [`Message`]: slices, or a text read back in pieces) with the nonce derived from its SHA-256
-    /// (docs/formats.md §4.7): one SHA-256 pass and two SHA-512 passes (challenge and check,
-    /// side by side) instead of three SHA-512 passes. The SHA-256 goes to `digest` as soon
-    /// as it is known. Any usign or signify verifies the signature; it is deterministic, but
-    /// not the bytes [`SecretKey::sign_pieces`] gives. `Ok(None)` once `cancel` is set.
+    /// Signs `pieces` (any [`Message`]: slices, or a text read back in pieces) with the nonce
+    /// derived from its SHA-256 (docs/formats.md §4.7): one SHA-256 pass and two SHA-512
+    /// passes (challenge and check, side by side) instead of three SHA-512 passes. The
+    /// SHA-256 goes to `digest` as soon as it is known. Any usign or signify verifies the
+    /// signature; it is deterministic, but not the bytes [`SecretKey::sign_pieces`] gives.
+    /// `Ok(None)` once `cancel` is set.
     pub fn sign_pieces_via_sha256_unless(
         &self,
         pieces: &(impl Message + ?Sized),
