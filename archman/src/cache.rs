@@ -124,6 +124,18 @@ impl FileKey {
         })
     }
 
+    /// The key of a file's `stat`.
+    pub fn of_stat(st: &safe_fs::Stat) -> FileKey {
+        FileKey {
+            size: st.len,
+            mtime: st.mtime,
+            mtime_nsec: u32::try_from(st.mtime_nsec).unwrap_or(u32::MAX),
+            ctime: st.ctime,
+            ctime_nsec: u32::try_from(st.ctime_nsec).unwrap_or(u32::MAX),
+            inode: st.ino,
+        }
+    }
+
     /// The key of a file's metadata.
     pub fn of(meta: &fs::Metadata) -> FileKey {
         FileKey {
@@ -1268,6 +1280,16 @@ mod tests {
             ctime_nsec: 6,
             inode: 42 + n as u64,
         }
+    }
+
+    #[test]
+    fn a_stat_and_the_metadata_of_a_file_give_one_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("p.ipk"), b"package").unwrap();
+        let dir = safe_fs::Dir::open(tmp.path()).unwrap();
+        let st = dir.stat(std::ffi::OsStr::new("p.ipk")).unwrap().unwrap();
+        let meta = std::fs::metadata(tmp.path().join("p.ipk")).unwrap();
+        assert_eq!(FileKey::of_stat(&st), FileKey::of(&meta));
     }
 
     fn sample() -> Cache {

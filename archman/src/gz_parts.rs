@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -107,11 +108,23 @@ impl Parts {
         }
     }
 
+    /// [`Parts::gzip_unless`], never cancelled.
+    #[cfg(test)]
+    pub(crate) fn gzip(self, text: &Body<'_>) -> io::Result<(Body<'static>, Parts, GzipStats)> {
+        let go = AtomicBool::new(false);
+        Ok(self.gzip_unless(text, &go)?.expect("not cancelled"))
+    }
+
     /// `Packages.gz` of `text`: each run's part taken from here when its text is the same,
     /// compressed (in parallel) otherwise. Returns the file (made of the parts, shared), the
     /// parts it consists of (to [`Parts::write_to`] in place of these) and how many runs were
-    /// compressed.
-    pub(crate) fn gzip(mut self, text: &Body<'_>) -> io::Result<(Body<'static>, Parts, GzipStats)> {
+    /// compressed; `None` when `cancel` was set before it was done (it is begun before it is
+    /// known to be needed).
+    pub(crate) fn gzip_unless(
+        mut self,
+        text: &Body<'_>,
+        cancel: &AtomicBool,
+    ) -> io::Result<Option<(Body<'static>, Parts, GzipStats)>> {
         // Each run as the pieces of text it is made of (a text in pieces is cut as one).
         fn flat_runs(t: &[u8]) -> Vec<Vec<&[u8]>> {
             feeds::index_gz::runs(t)
@@ -133,8 +146,12 @@ impl Parts {
             // Cut as it was written out; each run read back by the worker compressing it.
             Body::Spilled { .. } => Vec::new(),
         };
-        // A run's key (the SHA-256 of its text) and its part, unless `self` has it.
+        // A run's key (the SHA-256 of its text) and its part, unless `self` has it; nothing
+        // once cancelled.
         let part = |pieces: &[&[u8]]| {
+            if cancel.load(Ordering::Relaxed) {
+                return ([0; 32], None);
+            }
             let mut h = Sha256::new();
             for p in pieces {
                 h.update(p);
@@ -154,6 +171,9 @@ impl Parts {
                 .collect::<io::Result<_>>()?,
             _ => runs.par_iter().map(|pieces| part(pieces)).collect(),
         };
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let mut stats = GzipStats {
             runs: made.len(),
             compressed: made.iter().filter(|(_, f)| f.is_some()).count(),
@@ -175,7 +195,7 @@ impl Parts {
         pieces.push(Piece::whole(head.to_vec()));
         pieces.extend(order.iter().map(|k| next[k].clone()));
         pieces.push(Piece::whole(tail.to_vec()));
-        Ok((Body::Shared(pieces), Parts { parts: next }, stats))
+        Ok(Some((Body::Shared(pieces), Parts { parts: next }, stats)))
     }
 
     /// The file's bytes (see the module documentation), parts in key order ([`Parts::write_to`]
@@ -244,6 +264,19 @@ mod tests {
         // Another feed's, or another key's, parts are not used.
         assert!(Parts::load(&path, "feed-b", &key()).is_err());
         assert!(Parts::load(&path, "feed-a", &CacheKey::from_bytes([8; 32])).is_err());
+    }
+
+    #[test]
+    fn a_cancelled_gzip_gives_nothing() {
+        let stop = AtomicBool::new(true);
+        let t = Body::Bytes(text(3000, "1"));
+        assert!(Parts::default().gzip_unless(&t, &stop).unwrap().is_none());
+        let go = AtomicBool::new(false);
+        let (gz, _, _) = Parts::default().gzip_unless(&t, &go).unwrap().unwrap();
+        assert_eq!(
+            gz.pieces().unwrap().concat(),
+            feeds::index_gz::gzip_index(&text(3000, "1"))
+        );
     }
 
     #[test]

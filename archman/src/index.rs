@@ -469,16 +469,48 @@ struct Walked {
     /// (path relative to the feed, identity) of each package file (its path is the feed's
     /// joined with the first: not kept for each of tens of thousands of files).
     found: Vec<(String, io::Result<FileKey>)>,
+    /// For each of `found`: the directory of `listed` to take its identity in, once every
+    /// directory is listed (on all threads), or [`Walked::STATED`].
+    stat_in: Vec<u32>,
+    /// The directories listed, open, with the length of their prefix in `found`'s paths.
+    listed: Vec<(safe_fs::Dir, usize)>,
     bad: Vec<BadFile>,
     /// Temporary files at the top of the feed: left by a run killed before its journal was
     /// complete (this run's own have not been made yet).
     leftovers: Vec<PathBuf>,
 }
 
+impl Walked {
+    /// In `stat_in`: the identity is already in `found`.
+    const STATED: u32 = u32::MAX;
+
+    /// Takes the identities left to take, on all threads.
+    fn finish(&mut self) {
+        let listed = &self.listed;
+        self.found
+            .par_iter_mut()
+            .zip(self.stat_in.par_iter())
+            .with_min_len(64)
+            .filter(|(_, d)| **d != Walked::STATED)
+            .for_each(|((rel, key), d)| {
+                let (dir, prefix) = &listed[*d as usize];
+                let name = std::ffi::OsStr::new(&rel[*prefix..]);
+                *key = match dir.stat(name) {
+                    Ok(Some(st)) => Ok(FileKey::of_stat(&st)),
+                    Ok(None) => Err(io::ErrorKind::NotFound.into()),
+                    Err(e) => Err(io::Error::new(e.kind(), e.io_error().to_string())),
+                };
+            });
+        self.stat_in = Vec::new();
+        self.listed = Vec::new();
+    }
+}
+
 /// Walks the feed: regular package files, and symlinks to package files inside the feed.
 /// Directory symlinks are not followed, so loops cannot trap the walk. Each file's identity
 /// is taken as it is listed, relative to the directory being listed (no path lookup from
-/// the root for each of tens of thousands of files); a symlink's is its target's.
+/// the root for each of tens of thousands of files), on all threads once the directories are
+/// listed; a symlink's is its target's.
 fn walk(root: &Path, profile: Profile) -> Result<Walked, IndexError> {
     let canon_root = root.canonicalize().map_err(io_err(root))?;
     let mut walked = Walked::default();
@@ -499,10 +531,17 @@ fn walk(root: &Path, profile: Profile) -> Result<Walked, IndexError> {
                 continue;
             }
         };
+        // Where its files' identities are taken (each by its entry as it is listed if the
+        // directory cannot be opened again).
+        let stat_in = safe_fs::Dir::open(&dir).ok().map(|d| {
+            walked.listed.push((d, prefix.len()));
+            (walked.listed.len() - 1) as u32
+        });
         for entry in entries {
             match entry {
                 Ok(entry) => walk_entry(
                     &entry,
+                    stat_in,
                     &prefix,
                     depth + 1,
                     profile,
@@ -517,12 +556,15 @@ fn walk(root: &Path, profile: Profile) -> Result<Walked, IndexError> {
             }
         }
     }
+    walked.finish();
     Ok(walked)
 }
 
 /// One entry of the directory listed at `prefix` (see [`walk`]).
+#[allow(clippy::too_many_arguments)]
 fn walk_entry(
     entry: &fs::DirEntry,
+    stat_in: Option<u32>,
     prefix: &[u8],
     depth: usize,
     profile: Profile,
@@ -573,8 +615,8 @@ fn walk_entry(
             return;
         }
     };
-    let path = entry.path();
     let key = if ft.is_symlink() {
+        let path = entry.path();
         match path.canonicalize() {
             Ok(target) if !target.starts_with(canon_root) => {
                 walked.bad.push(BadFile {
@@ -594,11 +636,20 @@ fn walk_entry(
             }
         }
     } else if ft.is_file() {
-        entry.metadata().map(|m| FileKey::of(&m))
+        match stat_in {
+            Some(d) => {
+                // Taken by `Walked::finish`.
+                walked.found.push((rel, Err(io::ErrorKind::Other.into())));
+                walked.stat_in.push(d);
+                return;
+            }
+            None => entry.metadata().map(|m| FileKey::of(&m)),
+        }
     } else {
         return;
     };
     walked.found.push((rel, key));
+    walked.stat_in.push(Walked::STATED);
 }
 
 /// The control fields that carry a developer signature in the index: never taken from a
@@ -1191,10 +1242,7 @@ fn published_as_recorded(
 }
 
 /// What a re-index may take over from the last run.
-struct Reuse<'p> {
-    /// Where the compressed runs of the last `Packages.gz` are (authenticated,
-    /// crate::gz_parts): loaded when `Packages.gz` is made, beside the signing.
-    parts: Option<PartsFile<'p>>,
+struct Reuse {
     /// `Packages.sig`, checked before use.
     sig: Option<Vec<u8>>,
     /// What the cache says a `Packages.sig` was already checked against.
@@ -1215,12 +1263,46 @@ impl PartsFile<'_> {
     }
 }
 
+/// `Packages.gz`, made from the parts of the last one where its runs are the same.
+struct Gzipped {
+    gz: Body<'static>,
+    /// The parts it is made of.
+    parts: crate::gz_parts::Parts,
+    stats: crate::gz_parts::GzipStats,
+    /// Why the parts of the last `Packages.gz` were not used, for a warning.
+    unusable: Option<String>,
+}
+
+/// `Packages.gz` of `text`, with the parts kept at `parts` (crate::gz_parts); `None` when
+/// `cancel` was set before it was done (it is begun before it is known to be needed).
+fn gzip_with_parts(
+    parts: Option<PartsFile<'_>>,
+    text: &Body<'_>,
+    cancel: &AtomicBool,
+) -> Result<Option<Gzipped>, IndexError> {
+    if cancel.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    let (old, unusable) = parts.map(PartsFile::load).unwrap_or_default();
+    Ok(old
+        .gzip_unless(text, cancel)
+        .map_err(IndexError::Spill)?
+        .map(|(gz, parts, stats)| Gzipped {
+            gz,
+            parts,
+            stats,
+            unusable,
+        }))
+}
+
 /// How [`finish_outputs`] gets a new signature of `Packages`: `sign` (perhaps joining one
 /// begun earlier), or, when the published one is reused, `cancel` set so that one begun
-/// earlier stops. `write_gz` writes `Packages.gz` to its temporary as soon as it is made.
-struct Fresh<'c, F, W> {
+/// earlier stops. `gzipped` gives `Packages.gz` (joining the work begun earlier), and
+/// `write_gz` writes it to its temporary as soon as it is made.
+struct Fresh<'c, F, G, W> {
     sign: F,
     cancel: &'c AtomicBool,
+    gzipped: G,
     write_gz: W,
 }
 
@@ -1261,19 +1343,20 @@ impl Finished {
 /// that changed compressed again), `Packages.sig`, and the undated Release over all index
 /// files.
 #[allow(clippy::too_many_arguments)]
-fn finish_outputs<F, W>(
+fn finish_outputs<F, G, W>(
     files: &[(&'static str, Body<'_>)],
     index_hashes: &[FileHash],
-    reuse: Reuse<'_>,
+    reuse: Reuse,
     known: &[Known],
     opts: &IndexOptions,
     feed_name: &str,
     key: Option<&SecretKey>,
-    fresh: Fresh<'_, F, W>,
+    fresh: Fresh<'_, F, G, W>,
 ) -> Result<Finished, IndexError>
 where
-    F: FnOnce(&Body<'_>, &SecretKey) -> Result<feeds::usign::Signature, feeds::usign::Error> + Send,
-    W: FnOnce(&Body<'_>) -> Result<Written, IndexError> + Send,
+    F: FnOnce(&Body<'_>, &SecretKey) -> Result<feeds::usign::Signature, feeds::usign::Error>,
+    G: FnOnce() -> Result<Gzipped, IndexError>,
+    W: FnOnce(&Body<'_>) -> Result<Written, IndexError>,
 {
     let empty = Body::Bytes(Vec::new());
     let packages = files
@@ -1286,49 +1369,49 @@ where
         .find(|h| h.name == "Packages")
         .map(|h| h.sha256.clone())
         .unwrap_or_default();
-    // Compressing and signing are independent: do them on two cores.
-    let (compressed, packages_sig) = rayon::join(
-        || {
-            let (old, unusable) = reuse.parts.map(PartsFile::load).unwrap_or_default();
-            let (gz, parts, stats) = old.gzip(packages).map_err(IndexError::Spill)?;
-            let written = (fresh.write_gz)(&gz);
-            Ok::<_, IndexError>((gz, written, parts, stats, unusable))
-        },
-        || -> Result<Option<(Vec<u8>, cache::CheckedSig)>, IndexError> {
-            let Some(k) = key else { return Ok(None) };
-            let fingerprint = k.fingerprint().to_string();
-            let record = |sig: &[u8]| cache::CheckedSig {
-                packages_sha256: packages_sha256.clone(),
-                sig_sha256: hex::encode(Sha256::digest(sig)),
-                fingerprint: fingerprint.clone(),
-            };
-            // Ed25519 is deterministic: a published signature by this key that verifies over
-            // these bytes is exactly what signing again would give, at a third of the cost —
-            // and nothing at all when the cache records having checked exactly this pair.
-            if let Some(sig) = reuse.sig {
-                let rec = record(&sig);
-                let valid = reuse.checked.as_ref() == Some(&rec)
-                    || packages.as_bytes().is_some_and(|bytes| {
-                        feeds::usign::Signature::parse(&sig).is_ok_and(|s| {
-                            s.fingerprint() == k.fingerprint()
-                                && k.public_key().verify(bytes, &s).is_ok()
-                        })
-                    });
-                if valid {
-                    fresh.cancel.store(true, Ordering::Relaxed);
-                    return Ok(Some((sig, rec)));
-                }
-            }
-            let sig = (fresh.sign)(packages, k)?.to_file_bytes();
+    // Compressing and signing were begun on threads of their own; each is joined here in
+    // turn (not on rayon's workers, which the compression needs, and which could take this
+    // up while waiting, and block).
+    let compressed = (|| {
+        let gzipped = (fresh.gzipped)()?;
+        let written = (fresh.write_gz)(&gzipped.gz);
+        let hash = body_hash("Packages.gz", &gzipped.gz);
+        Ok::<_, IndexError>((gzipped, written, hash))
+    })();
+    let packages_sig = (|| -> Result<Option<(Vec<u8>, cache::CheckedSig)>, IndexError> {
+        let Some(k) = key else { return Ok(None) };
+        let fingerprint = k.fingerprint().to_string();
+        let record = |sig: &[u8]| cache::CheckedSig {
+            packages_sha256: packages_sha256.clone(),
+            sig_sha256: hex::encode(Sha256::digest(sig)),
+            fingerprint: fingerprint.clone(),
+        };
+        // Ed25519 is deterministic: a published signature by this key that verifies over
+        // these bytes is exactly what signing again would give, at a third of the cost —
+        // and nothing at all when the cache records having checked exactly this pair.
+        if let Some(sig) = reuse.sig {
             let rec = record(&sig);
-            Ok(Some((sig, rec)))
-        },
-    );
-    let (gz, gz_written, parts, gz_stats, parts_unusable) = compressed?;
+            let valid = reuse.checked.as_ref() == Some(&rec)
+                || packages.as_bytes().is_some_and(|bytes| {
+                    feeds::usign::Signature::parse(&sig).is_ok_and(|s| {
+                        s.fingerprint() == k.fingerprint()
+                            && k.public_key().verify(bytes, &s).is_ok()
+                    })
+                });
+            if valid {
+                fresh.cancel.store(true, Ordering::Relaxed);
+                return Ok(Some((sig, rec)));
+            }
+        }
+        let sig = (fresh.sign)(packages, k)?.to_file_bytes();
+        let rec = record(&sig);
+        Ok(Some((sig, rec)))
+    })();
+    let (gzipped, gz_written, gz_hash) = compressed?;
     let gz_written = gz_written?;
     let (packages_sig, checked_sig) = packages_sig?.unzip();
     let mut hashes: Vec<FileHash> = index_hashes.to_vec();
-    hashes.push(body_hash("Packages.gz", &gz)?);
+    hashes.push(gz_hash?);
     hashes.sort_by(|a, b| a.name.cmp(&b.name));
     let archs: BTreeSet<&str> = known.iter().map(|k| k.key.architecture()).collect();
     let origin = opts.origin.clone().unwrap_or_else(|| feed_name.to_string());
@@ -1342,14 +1425,14 @@ where
         sha256: hashes,
     };
     Ok(Finished {
-        gz,
+        gz: gzipped.gz,
         gz_written,
         packages_sig,
         checked_sig,
         release,
-        parts,
-        gz_stats,
-        parts_unusable,
+        parts: gzipped.parts,
+        gz_stats: gzipped.stats,
+        parts_unusable: gzipped.unusable,
     })
 }
 
@@ -2055,6 +2138,7 @@ pub fn index_feed(
         found,
         mut bad,
         leftovers,
+        ..
     } = walked?;
     for path in leftovers {
         recovered = true;
@@ -2281,7 +2365,15 @@ pub fn index_feed(
             .iter()
             .find(|(n, b)| *n == "Packages" && b.is_stanzas())
             .map(|(_, b)| b);
+        // Packages.gz is begun at once too, on the core the signer leaves free while it hashes,
+        // and given up with it if there is nothing to publish.
+        let (gz_cancel, no_packages) = (AtomicBool::new(false), Body::Bytes(Vec::new()));
+        let packages = index
+            .iter()
+            .find(|(n, _)| *n == "Packages")
+            .map_or(&no_packages, |(_, b)| b);
         let decided = std::thread::scope(|scope| -> Result<_, IndexError> {
+            let gz_job = scope.spawn(|| gzip_with_parts(gz_parts, packages, &gz_cancel));
             let (digest_tx, digest_rx) = std::sync::mpsc::sync_channel::<[u8; 32]>(1);
             let speculative = key.as_ref().zip(stanzas).map(|(k, pieces)| {
                 let cancel = &cancel;
@@ -2316,6 +2408,7 @@ pub fn index_feed(
             });
             if !opts.refresh && up_to_date {
                 cancel.store(true, Ordering::Relaxed);
+                gz_cancel.store(true, Ordering::Relaxed);
                 return Ok((index_hashes, None));
             }
             // An unchanged Packages keeps its signature, checked before reuse.
@@ -2353,7 +2446,6 @@ pub fn index_feed(
                 &index,
                 &index_hashes,
                 Reuse {
-                    parts: gz_parts,
                     sig: reuse_sig,
                     checked: old_checked_sig.clone(),
                 },
@@ -2364,6 +2456,17 @@ pub fn index_feed(
                 Fresh {
                     sign: fresh,
                     cancel: &cancel,
+                    gzipped: move || match gz_job.join() {
+                        Ok(Ok(Some(gzipped))) => Ok(gzipped),
+                        Ok(Ok(None)) => {
+                            Ok(
+                                gzip_with_parts(gz_parts, packages, &AtomicBool::new(false))?
+                                    .expect("not cancelled"),
+                            )
+                        }
+                        Ok(Err(e)) => Err(e),
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    },
                     write_gz: |gz: &Body<'_>| {
                         let tmp = write_temp_body(dir, &tag, "Packages.gz", gz, true)?;
                         Ok(Written(vec![("Packages.gz".to_string(), tmp)]))

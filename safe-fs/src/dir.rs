@@ -27,6 +27,28 @@ pub struct Dir {
     path: PathBuf,
 }
 
+/// What `stat(2)` says of a name ([`Dir::stat`]): the fields that tell whether a file is still
+/// the one seen before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    /// Type and permission bits (`st_mode`).
+    pub mode: u32,
+    pub len: u64,
+    pub dev: u64,
+    pub ino: u64,
+    pub mtime: i64,
+    pub mtime_nsec: i64,
+    pub ctime: i64,
+    pub ctime_nsec: i64,
+}
+
+impl Stat {
+    /// Whether it is a regular file.
+    pub fn is_file(&self) -> bool {
+        sys::is_type(self.mode, libc::S_IFREG)
+    }
+}
+
 /// What a name in a directory is (the name itself: a symlink is not followed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryKind {
@@ -161,6 +183,17 @@ impl Dir {
         } else {
             EntryKind::Other
         }))
+    }
+
+    /// What `fstatat(2)` says of `name`, without following a symlink; `Ok(None)` when it does
+    /// not exist. For the many files of a directory listed once: one lookup of one name each.
+    pub fn stat(&self, name: &OsStr) -> Result<Option<Stat>> {
+        let c = self.name(name)?;
+        match sys::stat_at(Some(self.fd()), &c) {
+            Ok(st) => Ok(Some(st)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(FsError::new(self.child(name), "stat", e)),
+        }
     }
 
     /// Replaces `name` with `bytes` atomically (docs/crash-safety.md §1): a temporary file
@@ -725,6 +758,27 @@ mod tests {
         assert!(d.open_or_create("bad", 0o644).is_err());
         assert!(!outside.path().join("planted").exists());
         assert!(d.open_or_create("s", 0o644).is_err());
+    }
+
+    #[test]
+    fn stat_is_of_the_name_itself() {
+        let (t, d) = dir();
+        fs::write(t.path().join("f"), b"abcd").unwrap();
+        symlink("f", t.path().join("s")).unwrap();
+        let st = d.stat(OsStr::new("f")).unwrap().unwrap();
+        let meta = fs::symlink_metadata(t.path().join("f")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert!(st.is_file());
+        assert_eq!(
+            (st.len, st.dev, st.ino, st.mtime, st.mtime_nsec),
+            (4, meta.dev(), meta.ino(), meta.mtime(), meta.mtime_nsec())
+        );
+        assert_eq!((st.ctime, st.ctime_nsec), (meta.ctime(), meta.ctime_nsec()));
+        // A symlink is not followed.
+        let link = d.stat(OsStr::new("s")).unwrap().unwrap();
+        assert!(!link.is_file() && link.ino != st.ino);
+        assert_eq!(d.stat(OsStr::new("none")).unwrap(), None);
+        assert!(d.stat(OsStr::new("a/f")).is_err());
     }
 
     #[test]

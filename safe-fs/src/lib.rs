@@ -38,7 +38,7 @@ pub use atomic::{
     WriteOptions, is_temp_name, random_hex, remove_file_durably, sync_dir, temp_name, write_atomic,
     write_atomic_with, write_new,
 };
-pub use dir::{Dir, EntryKind, TempFile};
+pub use dir::{Dir, EntryKind, Stat, TempFile};
 pub use error::{FsError, Result};
 pub use read::{Bounded, open_bounded, read_bounded};
 pub use root::{ConfineError, MAX_SYMLINK_HOPS, Root};

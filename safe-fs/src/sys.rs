@@ -126,6 +126,11 @@ pub(crate) type Mode = libc::mode_t;
 
 /// What `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)` says about `name`: its mode and size.
 pub(crate) fn lstat_at(dir: Option<BorrowedFd<'_>>, name: &CStr) -> io::Result<(Mode, u64)> {
+    stat_at(dir, name).map(|st| (st.mode, st.len))
+}
+
+/// What `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)` says about `name`.
+pub(crate) fn stat_at(dir: Option<BorrowedFd<'_>>, name: &CStr) -> io::Result<crate::Stat> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `st` is valid for writing one `stat`; fstatat fills it on success.
     retry(|| unsafe {
@@ -138,7 +143,16 @@ pub(crate) fn lstat_at(dir: Option<BorrowedFd<'_>>, name: &CStr) -> io::Result<(
     })?;
     // SAFETY: fstatat succeeded, so `st` is initialised.
     let st = unsafe { st.assume_init() };
-    Ok((st.st_mode, u64::try_from(st.st_size).unwrap_or(0)))
+    Ok(crate::Stat {
+        mode: st.st_mode,
+        len: u64::try_from(st.st_size).unwrap_or(0),
+        dev: st.st_dev,
+        ino: st.st_ino,
+        mtime: st.st_mtime,
+        mtime_nsec: st.st_mtime_nsec,
+        ctime: st.st_ctime,
+        ctime_nsec: st.st_ctime_nsec,
+    })
 }
 
 /// Whether a `stat` mode is of type `kind` (`S_IFREG`, `S_IFDIR`, `S_IFLNK`).
