@@ -17,6 +17,7 @@
 pub mod build;
 pub mod control;
 mod ed25519_sign;
+mod ed25519_verify;
 pub mod glob;
 pub mod index;
 pub mod index_gz;

@@ -350,9 +350,8 @@ impl PublicKey {
                 signature: signature.fingerprint,
             });
         }
-        let state = ed25519_compact::PublicKey::new(self.key)
-            .verify_incremental(&ed25519_compact::Signature::new(signature.sig))
-            .map_err(|_| VerifyError::BadSignature(self.fingerprint))?;
+        let state = crate::ed25519_verify::Verifying::new(&self.key, &signature.sig)
+            .ok_or(VerifyError::BadSignature(self.fingerprint))?;
         Ok(Verifier {
             state,
             fingerprint: self.fingerprint,
@@ -367,15 +366,15 @@ impl PublicKey {
                 signature: signature.fingerprint,
             });
         }
-        ed25519_compact::PublicKey::new(self.key)
-            .verify(message, &ed25519_compact::Signature::new(signature.sig))
-            .map_err(|_| VerifyError::BadSignature(self.fingerprint))
+        crate::ed25519_verify::verify(&self.key, &signature.sig, message)
+            .then_some(())
+            .ok_or(VerifyError::BadSignature(self.fingerprint))
     }
 }
 
 /// A signature check over a message given in parts ([`PublicKey::verifier`]).
 pub struct Verifier {
-    state: ed25519_compact::VerifyingState,
+    state: crate::ed25519_verify::Verifying,
     fingerprint: Fingerprint,
 }
 
@@ -389,7 +388,8 @@ impl Verifier {
     pub fn finish(self) -> Result<(), VerifyError> {
         self.state
             .verify()
-            .map_err(|_| VerifyError::BadSignature(self.fingerprint))
+            .then_some(())
+            .ok_or(VerifyError::BadSignature(self.fingerprint))
     }
 }
 
