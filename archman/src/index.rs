@@ -469,11 +469,9 @@ struct Walked {
     /// (path relative to the feed, identity) of each package file (its path is the feed's
     /// joined with the first: not kept for each of tens of thousands of files).
     found: Vec<(String, io::Result<FileKey>)>,
-    /// For each of `found`: the directory of `listed` to take its identity in, once every
-    /// directory is listed (on all threads), or [`Walked::STATED`].
-    stat_in: Vec<u32>,
-    /// The directories listed, open, with the length of their prefix in `found`'s paths.
-    listed: Vec<(safe_fs::Dir, usize)>,
+    /// For each of `found` since the directory being listed began: whether its identity is
+    /// still to take ([`Walked::take_identities`]).
+    unstated: Vec<bool>,
     bad: Vec<BadFile>,
     /// Temporary files at the top of the feed: left by a run killed before its journal was
     /// complete (this run's own have not been made yet).
@@ -481,35 +479,32 @@ struct Walked {
 }
 
 impl Walked {
-    /// In `stat_in`: the identity is already in `found`.
-    const STATED: u32 = u32::MAX;
-
-    /// Takes the identities left to take, on all threads.
-    fn finish(&mut self) {
-        let listed = &self.listed;
-        self.found
+    /// Takes the identities of the files just listed in `dir` (whose paths in `found` begin
+    /// with `prefix` bytes), on all threads; the directory is closed after (a pool of
+    /// thousands of directories never holds more than one open).
+    fn take_identities(&mut self, dir: &safe_fs::Dir, prefix: usize) {
+        let from = self.found.len() - self.unstated.len();
+        self.found[from..]
             .par_iter_mut()
-            .zip(self.stat_in.par_iter())
+            .zip(self.unstated.par_iter())
             .with_min_len(64)
-            .filter(|(_, d)| **d != Walked::STATED)
-            .for_each(|((rel, key), d)| {
-                let (dir, prefix) = &listed[*d as usize];
-                let name = std::ffi::OsStr::new(&rel[*prefix..]);
+            .filter(|(_, unstated)| **unstated)
+            .for_each(|((rel, key), _)| {
+                let name = std::ffi::OsStr::new(&rel[prefix..]);
                 *key = match dir.stat(name) {
                     Ok(Some(st)) => Ok(FileKey::of_stat(&st)),
                     Ok(None) => Err(io::ErrorKind::NotFound.into()),
                     Err(e) => Err(io::Error::new(e.kind(), e.io_error().to_string())),
                 };
             });
-        self.stat_in = Vec::new();
-        self.listed = Vec::new();
+        self.unstated.clear();
     }
 }
 
 /// Walks the feed: regular package files, and symlinks to package files inside the feed.
 /// Directory symlinks are not followed, so loops cannot trap the walk. Each file's identity
 /// is taken as it is listed, relative to the directory being listed (no path lookup from
-/// the root for each of tens of thousands of files), on all threads once the directories are
+/// the root for each of tens of thousands of files), on all threads once the directory is
 /// listed; a symlink's is its target's.
 fn walk(root: &Path, profile: Profile) -> Result<Walked, IndexError> {
     let canon_root = root.canonicalize().map_err(io_err(root))?;
@@ -533,15 +528,12 @@ fn walk(root: &Path, profile: Profile) -> Result<Walked, IndexError> {
         };
         // Where its files' identities are taken (each by its entry as it is listed if the
         // directory cannot be opened again).
-        let stat_in = safe_fs::Dir::open(&dir).ok().map(|d| {
-            walked.listed.push((d, prefix.len()));
-            (walked.listed.len() - 1) as u32
-        });
+        let at = safe_fs::Dir::open(&dir).ok();
         for entry in entries {
             match entry {
                 Ok(entry) => walk_entry(
                     &entry,
-                    stat_in,
+                    at.is_some(),
                     &prefix,
                     depth + 1,
                     profile,
@@ -555,8 +547,11 @@ fn walk(root: &Path, profile: Profile) -> Result<Walked, IndexError> {
                 }
             }
         }
+        match at {
+            Some(at) => walked.take_identities(&at, prefix.len()),
+            None => walked.unstated.clear(),
+        }
     }
-    walked.finish();
     Ok(walked)
 }
 
@@ -564,7 +559,7 @@ fn walk(root: &Path, profile: Profile) -> Result<Walked, IndexError> {
 #[allow(clippy::too_many_arguments)]
 fn walk_entry(
     entry: &fs::DirEntry,
-    stat_in: Option<u32>,
+    stat_later: bool,
     prefix: &[u8],
     depth: usize,
     profile: Profile,
@@ -636,20 +631,18 @@ fn walk_entry(
             }
         }
     } else if ft.is_file() {
-        match stat_in {
-            Some(d) => {
-                // Taken by `Walked::finish`.
-                walked.found.push((rel, Err(io::ErrorKind::Other.into())));
-                walked.stat_in.push(d);
-                return;
-            }
-            None => entry.metadata().map(|m| FileKey::of(&m)),
+        if stat_later {
+            // Taken by `Walked::take_identities`.
+            walked.found.push((rel, Err(io::ErrorKind::Other.into())));
+            walked.unstated.push(true);
+            return;
         }
+        entry.metadata().map(|m| FileKey::of(&m))
     } else {
         return;
     };
     walked.found.push((rel, key));
-    walked.stat_in.push(Walked::STATED);
+    walked.unstated.push(false);
 }
 
 /// The control fields that carry a developer signature in the index: never taken from a
@@ -2752,6 +2745,52 @@ mod tests {
         let t = w.0[0].1.clone();
         drop(w);
         assert!(!t.exists());
+    }
+
+    /// Every package file of a deep tree is found with the identity `stat` gives, the
+    /// directories listed one by one (none left open).
+    #[test]
+    fn the_walk_finds_every_package_with_its_identity() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let mut want = std::collections::BTreeMap::new();
+        for i in 0..300 {
+            let d = format!("pool/{}/p{i}", i % 7);
+            fs::create_dir_all(root.join(&d)).unwrap();
+            for j in 0..(i % 3) {
+                let rel = format!("{d}/p{i}-{j}_1_all.ipk");
+                fs::write(root.join(&rel), format!("{i} {j}")).unwrap();
+                fs::write(root.join(format!("{rel}.sig")), "not a package").unwrap();
+                want.insert(rel, ());
+            }
+        }
+        std::os::unix::fs::symlink("p1-0_1_all.ipk", root.join("pool/1/p1/link_1_all.ipk"))
+            .unwrap();
+        want.insert("pool/1/p1/link_1_all.ipk".into(), ());
+        // Many files in one directory: taken on all threads.
+        for i in 0..500 {
+            let rel = format!("flat-{i}_1_all.ipk");
+            fs::write(root.join(&rel), "x").unwrap();
+            want.insert(rel, ());
+        }
+        let next_fd = || {
+            File::open(root)
+                .map(|f| std::os::fd::AsRawFd::as_raw_fd(&f))
+                .unwrap()
+        };
+        let before = next_fd();
+        let walked = walk(root, Profile::Full).unwrap();
+        assert_eq!(next_fd(), before, "a directory was left open");
+        assert!(walked.bad.is_empty());
+        let found: std::collections::BTreeMap<_, _> = walked.found.into_iter().collect();
+        assert_eq!(
+            found.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>()
+        );
+        for (rel, key) in found {
+            let meta = fs::metadata(root.join(&rel)).unwrap();
+            assert_eq!(key.unwrap(), FileKey::of(&meta), "{rel}");
+        }
     }
 
     #[test]
