@@ -92,8 +92,8 @@ impl Parts {
     }
 
     /// The parts kept beside the cache file `cache` ([`path_for`]), loaded only when a
-    /// `Packages.gz` is to be made (a run that publishes nothing never holds them); with the
-    /// reason, for a warning, when they are there but cannot be used.
+    /// `Packages.gz` may be made (a run that finds the feed as recorded never holds them);
+    /// with the reason, for a warning, when they are there but cannot be used.
     pub fn load_for(cache: &Path, feed_id: &str, key: &CacheKey) -> (Parts, Option<String>) {
         let path = path_for(cache);
         match Parts::load(&path, feed_id, key) {
@@ -165,6 +165,9 @@ impl Parts {
             Body::Spilled { runs, .. } => runs
                 .par_iter()
                 .map_init(Vec::new, |buf, r| {
+                    if cancel.load(Ordering::Relaxed) {
+                        return Ok(([0; 32], None));
+                    }
                     text.read_spilled(r.clone(), buf)?;
                     Ok(part(&[buf.as_slice()]))
                 })

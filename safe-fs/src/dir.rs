@@ -44,8 +44,9 @@ pub struct Stat {
 
 impl Stat {
     /// Whether it is a regular file.
+    #[allow(clippy::unnecessary_cast)]
     pub fn is_file(&self) -> bool {
-        sys::is_type(self.mode, libc::S_IFREG)
+        self.mode & libc::S_IFMT as u32 == libc::S_IFREG as u32
     }
 }
 

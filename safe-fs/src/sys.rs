@@ -126,11 +126,28 @@ pub(crate) type Mode = libc::mode_t;
 
 /// What `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)` says about `name`: its mode and size.
 pub(crate) fn lstat_at(dir: Option<BorrowedFd<'_>>, name: &CStr) -> io::Result<(Mode, u64)> {
-    stat_at(dir, name).map(|st| (st.mode, st.len))
+    fstatat(dir, name).map(|st| (st.st_mode, u64::try_from(st.st_size).unwrap_or(0)))
 }
 
-/// What `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)` says about `name`.
+/// What `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)` says about `name`, in the fields of
+/// [`crate::Stat`] (whose widths are the same on every system; `stat`'s are not).
+#[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
 pub(crate) fn stat_at(dir: Option<BorrowedFd<'_>>, name: &CStr) -> io::Result<crate::Stat> {
+    let st = fstatat(dir, name)?;
+    Ok(crate::Stat {
+        mode: st.st_mode as u32,
+        len: u64::try_from(st.st_size).unwrap_or(0),
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+        mtime: st.st_mtime as i64,
+        mtime_nsec: st.st_mtime_nsec as i64,
+        ctime: st.st_ctime as i64,
+        ctime_nsec: st.st_ctime_nsec as i64,
+    })
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
+fn fstatat(dir: Option<BorrowedFd<'_>>, name: &CStr) -> io::Result<libc::stat> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `st` is valid for writing one `stat`; fstatat fills it on success.
     retry(|| unsafe {
@@ -142,17 +159,7 @@ pub(crate) fn stat_at(dir: Option<BorrowedFd<'_>>, name: &CStr) -> io::Result<cr
         )
     })?;
     // SAFETY: fstatat succeeded, so `st` is initialised.
-    let st = unsafe { st.assume_init() };
-    Ok(crate::Stat {
-        mode: st.st_mode,
-        len: u64::try_from(st.st_size).unwrap_or(0),
-        dev: st.st_dev,
-        ino: st.st_ino,
-        mtime: st.st_mtime,
-        mtime_nsec: st.st_mtime_nsec,
-        ctime: st.st_ctime,
-        ctime_nsec: st.st_ctime_nsec,
-    })
+    Ok(unsafe { st.assume_init() })
 }
 
 /// Whether a `stat` mode is of type `kind` (`S_IFREG`, `S_IFDIR`, `S_IFLNK`).
