@@ -126,26 +126,44 @@ impl FileKey {
 
     /// The key of a file's `stat`.
     pub fn of_stat(st: &safe_fs::Stat) -> FileKey {
-        FileKey {
-            size: st.len,
-            mtime: st.mtime,
-            mtime_nsec: u32::try_from(st.mtime_nsec).unwrap_or(u32::MAX),
-            ctime: st.ctime,
-            ctime_nsec: u32::try_from(st.ctime_nsec).unwrap_or(u32::MAX),
-            inode: st.ino,
-        }
+        FileKey::from_stat_fields(
+            st.len,
+            st.mtime,
+            st.mtime_nsec,
+            st.ctime,
+            st.ctime_nsec,
+            st.ino,
+        )
     }
 
     /// The key of a file's metadata.
     pub fn of(meta: &fs::Metadata) -> FileKey {
+        FileKey::from_stat_fields(
+            meta.len(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec(),
+            meta.ino(),
+        )
+    }
+
+    fn from_stat_fields(
+        size: u64,
+        mtime: i64,
+        mtime_nsec: i64,
+        ctime: i64,
+        ctime_nsec: i64,
+        inode: u64,
+    ) -> FileKey {
         FileKey {
-            size: meta.len(),
-            mtime: meta.mtime(),
+            size,
+            mtime,
             // Nanoseconds: 0 to 999,999,999 (an impossible value only fails to match).
-            mtime_nsec: u32::try_from(meta.mtime_nsec()).unwrap_or(u32::MAX),
-            ctime: meta.ctime(),
-            ctime_nsec: u32::try_from(meta.ctime_nsec()).unwrap_or(u32::MAX),
-            inode: meta.ino(),
+            mtime_nsec: u32::try_from(mtime_nsec).unwrap_or(u32::MAX),
+            ctime,
+            ctime_nsec: u32::try_from(ctime_nsec).unwrap_or(u32::MAX),
+            inode,
         }
     }
 }

@@ -2376,7 +2376,8 @@ pub fn index_feed(
             .map_or(&no_packages, |(_, b)| b);
         let stanzas = packages.is_stanzas().then_some(packages);
         let decided = std::thread::scope(|scope| -> Result<_, IndexError> {
-            // Left by an error: what was begun stops before the scope waits for it.
+            // However the scope is left (up to date, an error, or done), what was begun is
+            // told to stop before the scope waits for it.
             let _stop = StopOnDrop(&[&cancel, &gz_cancel]);
             let pool = &pool;
             let gz_job =
@@ -2414,8 +2415,6 @@ pub fn index_feed(
                 unchanged(dir, old, &index_hashes, &known, opts, &feed_name, signing)
             });
             if !opts.refresh && up_to_date {
-                cancel.store(true, Ordering::Relaxed);
-                gz_cancel.store(true, Ordering::Relaxed);
                 return Ok((index_hashes, None));
             }
             // An unchanged Packages keeps its signature, checked before reuse.
@@ -2463,17 +2462,9 @@ pub fn index_feed(
                 Fresh {
                     sign: fresh,
                     cancel: &cancel,
+                    // `gz_cancel` is set only as the scope is left, after this.
                     gzipped: move || match gz_job.join() {
-                        Ok(Ok(Some(gzipped))) => Ok(gzipped),
-                        // Not cancelled on this path (only when up to date, which returns
-                        // before); made again rather than trusted to be so.
-                        Ok(Ok(None)) => {
-                            Ok(
-                                gzip_with_parts(gz_parts, packages, &AtomicBool::new(false))?
-                                    .expect("not cancelled"),
-                            )
-                        }
-                        Ok(Err(e)) => Err(e),
+                        Ok(done) => Ok(done?.expect("not cancelled")),
                         Err(panic) => std::panic::resume_unwind(panic),
                     },
                     write_gz: |gz: &Body<'_>| {

@@ -762,9 +762,7 @@ impl Db {
                 reason: "the status file is not inside the root".into(),
             })?;
         root.write_atomic_with(&rel, safe_fs::WriteOptions::default(), |f| {
-            let mut out = io::BufWriter::with_capacity(128 * 1024, f);
-            write_status_with(&mut out, self.package_map(), name, Some(&stanza))?;
-            out.flush()
+            write_status_with(f, self.package_map(), name, Some(&stanza))
         })
         .map_err(|e| StatusError::Io {
             path: self.status_path().to_path_buf(),
@@ -1275,14 +1273,16 @@ pub(crate) fn status_text_with(
 /// Writes the status file `packages` would give with package `name`'s stanza replaced by
 /// `stanza` (added when new; removed when `None`) to `out` as it goes, without copying the
 /// map: installing package k of a bootstrap costs one pass over k stanzas, not k clones, and
-/// the file's text is never whole in memory.
+/// the file's text is never whole in memory. Its many small writes go through a buffer of its
+/// own, flushed before it returns.
 pub(crate) fn write_status_with(
     out: &mut dyn Write,
     packages: &BTreeMap<String, Paragraph>,
     name: &str,
     stanza: Option<&Paragraph>,
 ) -> io::Result<()> {
-    let put = |out: &mut dyn Write, p: &Paragraph| {
+    let out = &mut io::BufWriter::with_capacity(128 * 1024, out);
+    let put = |out: &mut io::BufWriter<&mut dyn Write>, p: &Paragraph| {
         out.write_all(p.as_text().as_bytes())?;
         out.write_all(b"\n")
     };
@@ -1301,7 +1301,7 @@ pub(crate) fn write_status_with(
     if let Some(s) = pending {
         put(out, s)?;
     }
-    Ok(())
+    out.flush()
 }
 
 /// Writes `data` to a new file `path` (which must not exist), with `mode`, fsynced when

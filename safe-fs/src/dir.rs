@@ -46,7 +46,7 @@ impl Stat {
     /// Whether it is a regular file.
     #[allow(clippy::unnecessary_cast)]
     pub fn is_file(&self) -> bool {
-        self.mode & libc::S_IFMT as u32 == libc::S_IFREG as u32
+        sys::is_type(self.mode as sys::Mode, libc::S_IFREG)
     }
 }
 

@@ -982,11 +982,7 @@ impl Transaction {
         let tmp = self.new_temp(&dir)?;
         self.dirs
             .pending_write(&tmp, Vec::new(), 0o644, None, self.sync)?
-            .write_with(|f| {
-                let mut out = io::BufWriter::with_capacity(128 * 1024, f);
-                write(&mut out)?;
-                out.flush()
-            })?;
+            .write_with(|mut f| write(&mut f))?;
         self.plan_line(&format!("status\t{tmp}"));
         self.journal.status = Some(tmp);
         Ok(())
