@@ -2793,6 +2793,32 @@ mod tests {
         }
     }
 
+    /// A file gone between its listing and its `stat` is reported as gone, by its path; the
+    /// others keep their identities.
+    #[test]
+    fn a_file_gone_since_the_listing_is_named_as_gone() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("here_1_all.ipk"), "x").unwrap();
+        let dir = safe_fs::Dir::open(tmp.path()).unwrap();
+        let mut walked = Walked::default();
+        for rel in ["sub/here_1_all.ipk", "sub/gone_1_all.ipk"] {
+            walked
+                .found
+                .push((rel.to_string(), Err(io::ErrorKind::Other.into())));
+            walked.unstated.push(true);
+        }
+        walked.take_identities(&dir, "sub/".len());
+        let meta = fs::metadata(tmp.path().join("here_1_all.ipk")).unwrap();
+        assert_eq!(*walked.found[0].1.as_ref().unwrap(), FileKey::of(&meta));
+        let err = walked.found[1].1.as_ref().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(
+            err.to_string().contains("No such file or directory"),
+            "{err}"
+        );
+        assert!(walked.unstated.is_empty());
+    }
+
     #[test]
     fn sizes_parse_with_binary_units_and_bad_ones_are_named() {
         assert_eq!(parse_size("8M"), Ok(8 << 20));
