@@ -1432,20 +1432,26 @@ impl Client {
     ) -> Result<(Universe, BTreeMap<String, Option<String>>), ClientError> {
         let mut signers = BTreeMap::new();
         let mut u = Universe::new(&self.config.arch);
+        u.reserve(db.packages().len());
         for p in db.packages() {
             u.add_installed(p.clone())?;
         }
         if with_feeds {
-            // Consumed as it is added, so the index and the universe are not both whole in
-            // memory at once.
-            for (i, (s, stanzas, signer)) in self.indexes_signed(progress)?.into_iter().enumerate()
-            {
-                signers.insert(s.name.clone(), signer.map(|f| f.to_string()));
-                // A stanza the resolver cannot read is left out with a warning naming the
-                // feed, the stanza's line and the reason; the rest of the feed, and the other
-                // feeds, stay usable (docs/threats.md §22).
+            if self.config.sources.is_empty() {
+                return Err(ClientError::NoFeeds(self.conf_name()));
+            }
+            let mut first_error = None;
+            for (i, s) in self.config.sources.iter().enumerate() {
+                // Each stanza goes into the universe as it is read (once the whole index has
+                // been verified): the index is never whole in memory beside the universe. A
+                // stanza the resolver cannot read is left out with a warning naming the feed,
+                // the stanza's line and the reason; the rest of the feed, and the other feeds,
+                // stay usable (docs/threats.md §22).
                 let mut line = 1;
-                for st in stanzas {
+                let mut add = |st: Paragraph, stanzas: usize| {
+                    if line == 1 {
+                        u.reserve(stanzas);
+                    }
                     let lines: usize = st
                         .fields()
                         .map(|f| 1 + f.raw().bytes().filter(|&b| b == b'\n').count())
@@ -1459,7 +1465,24 @@ impl Client {
                         ));
                     }
                     line += lines + 1;
+                };
+                let loaded = self
+                    .store
+                    .for_each_stanza(&s.name, self.trust_for(&s.name), &mut add)
+                    .map_err(ClientError::from)
+                    .and_then(|r| r.ok_or_else(|| ClientError::NotUpdated(s.name.clone())));
+                match loaded {
+                    Ok((_, signer)) => {
+                        signers.insert(s.name.clone(), signer.map(|f| f.to_string()));
+                    }
+                    Err(e) => {
+                        progress.message(&format!("warning: feed {:?} left out: {e}", s.name));
+                        first_error.get_or_insert(e);
+                    }
                 }
+            }
+            if let Some(e) = first_error.filter(|_| signers.is_empty()) {
+                return Err(e);
             }
         }
         for a in &self.opts.assume_installed {

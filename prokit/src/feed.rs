@@ -142,13 +142,26 @@ impl Default for FeedLimits {
     }
 }
 
-/// The text of a stored index on its way to the parser: each byte fed to the signature
-/// check (when signatures are checked), the first read error (damaged gzip, decompression
-/// bomb) kept to be reported as such rather than as a line the parser could not read.
+/// The text of an index on its way to the parser: each byte fed to the signature check (when
+/// signatures are checked) and, when asked, counted and hashed (SHA-256, for `Release`); the
+/// first read error (damaged gzip, decompression bomb) kept to be reported as such rather
+/// than as a line the parser could not read.
 struct Checked<'c, R> {
     inner: R,
     check: Option<&'c mut SignatureCheck>,
+    digest: Option<(Sha256, u64)>,
     error: Option<IndexError>,
+}
+
+impl<'c, R> Checked<'c, R> {
+    fn new(inner: R, check: Option<&'c mut SignatureCheck>) -> Self {
+        Checked {
+            inner,
+            check,
+            digest: None,
+            error: None,
+        }
+    }
 }
 
 impl<R: io::Read> io::Read for Checked<'_, R> {
@@ -158,6 +171,10 @@ impl<R: io::Read> io::Read for Checked<'_, R> {
                 if let Some(c) = self.check.as_deref_mut() {
                     c.update(&buf[..n]);
                 }
+                if let Some((sha, len)) = &mut self.digest {
+                    sha.update(&buf[..n]);
+                    *len += n as u64;
+                }
                 Ok(n)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
@@ -166,6 +183,48 @@ impl<R: io::Read> io::Read for Checked<'_, R> {
                 self.error.get_or_insert(feeds::index::gunzip_error(&e));
                 Err(err)
             }
+        }
+    }
+}
+
+/// A feed's stored list as read, and the check its text must pass ([`FeedStore::open_list`]).
+struct StoredList {
+    feed: String,
+    file: String,
+    bytes: Vec<u8>,
+    gz: bool,
+    limits: Limits,
+}
+
+/// The text of a [`StoredList`] on its way to the parser.
+type ListReader<'a> = io::BufReader<Checked<'a, Box<dyn io::Read + 'a>>>;
+
+impl StoredList {
+    /// The list's text, decompressed when it is gzip'd, through `check` when given.
+    fn reader<'a>(&'a self, check: Option<&'a mut SignatureCheck>) -> ListReader<'a> {
+        let text: Box<dyn io::Read + 'a> = if self.gz {
+            Box::new(feeds::index::gunzip_reader(&self.bytes, &self.limits))
+        } else {
+            Box::new(&self.bytes[..])
+        };
+        io::BufReader::with_capacity(64 << 10, Checked::new(text, check))
+    }
+
+    /// Ends a checked pass: what the parser did not take still goes through the check, and a
+    /// damaged stream (gzip, decompression bomb) is reported.
+    fn drain(&self, mut rest: ListReader<'_>) -> Result<(), FeedError> {
+        let _ = io::copy(&mut rest, &mut io::sink());
+        match rest.into_inner().error {
+            Some(e) => Err(self.bad_index(gunzip_reason(e))),
+            None => Ok(()),
+        }
+    }
+
+    fn bad_index(&self, reason: String) -> FeedError {
+        FeedError::BadIndex {
+            feed: self.feed.clone(),
+            file: self.file.clone(),
+            reason,
         }
     }
 }
@@ -806,37 +865,64 @@ impl FeedStore {
             lim.max_packages
         };
         let raw = fetcher.get_bytes(&index_url, max).map_err(fetch_err)?;
-        let gunzipped = if feed.gz {
-            Some(self.gunzip(name, &index_url, &raw)?)
-        } else {
-            None
-        };
-        let packages: &[u8] = gunzipped.as_deref().unwrap_or(&raw);
+        if feed.gz {
+            self.check_gzip(name, &index_url, &raw)?;
+        }
 
         // 2. Its signature, over the uncompressed Packages (threats 2, 3, 4, 14).
         let sig_url = url_of("Packages.sig");
-        let (packages_sig, fingerprint) = if trust.require_signature {
+        let (packages_sig, mut check) = if trust.require_signature {
             let sig = fetch_signature(fetcher, name, &sig_url, lim.max_signature)?;
             let sig = sig.ok_or_else(|| FeedError::Unsigned {
                 feed: name.into(),
                 file: sig_url.clone(),
             })?;
-            let fp = trust.verify(name, &sig_url, packages, &sig)?;
-            (Some(sig), Some(fp))
+            let check = trust.verifier(name, &sig_url, &sig)?;
+            (Some(sig), Some(check))
         } else {
             (None, None)
         };
 
-        // Every stanza must parse; they are counted, not kept (a Debian-size index is tens of
-        // megabytes of stanzas, and the list is stored as it came).
+        // One pass over the uncompressed index, never whole in memory (a Debian-size one is
+        // tens of megabytes): decompressed within the caps (threats 8, 9), through the
+        // signature check, counted and hashed for Release, and every stanza parsed (counted,
+        // not kept: the list is stored as it came). A damaged stream is reported first, then
+        // a bad signature, then a stanza that does not parse.
+        let text: Box<dyn io::Read + '_> = if feed.gz {
+            Box::new(feeds::index::gunzip_reader(&raw, &self.gunzip_limits()))
+        } else {
+            Box::new(&raw[..])
+        };
+        let mut checked = Checked::new(text, check.as_mut());
+        checked.digest = Some((Sha256::new(), 0));
+        let mut reader = ParagraphReader::new(io::BufReader::with_capacity(64 << 10, checked));
         let mut stanzas = 0;
-        for p in ParagraphReader::new(packages) {
-            p.map_err(|e| FeedError::BadIndex {
-                feed: name.into(),
-                file: index_url.clone(),
-                reason: IndexError::from(e).to_string(),
-            })?;
-            stanzas += 1;
+        let mut unparsed = None;
+        for p in reader.by_ref() {
+            match p {
+                Ok(_) => stanzas += 1,
+                Err(e) => {
+                    unparsed = Some(e);
+                    break;
+                }
+            }
+        }
+        let mut rest = reader.into_inner();
+        let _ = io::copy(&mut rest, &mut io::sink());
+        let checked = rest.into_inner();
+        let bad_index = |reason: String| FeedError::BadIndex {
+            feed: name.into(),
+            file: index_url.clone(),
+            reason,
+        };
+        if let Some(e) = checked.error {
+            return Err(bad_index(gunzip_reason(e)));
+        }
+        let (sha, len) = checked.digest.expect("asked for above");
+        let packages_sha = hex::encode(sha.finalize());
+        let fingerprint = check.map(SignatureCheck::finish).transpose()?;
+        if let Some(e) = unparsed {
+            return Err(bad_index(IndexError::from(e).to_string()));
         }
 
         // 3. Release (threats 2, 3, 5, 6, 7).
@@ -871,7 +957,7 @@ impl FeedStore {
                 &state,
                 now,
                 (index_name, &raw),
-                gunzipped.as_deref(),
+                feed.gz.then_some((len, packages_sha.as_str())),
             )?),
         };
 
@@ -911,7 +997,7 @@ impl FeedStore {
             fingerprint: fingerprint.map(|f| f.to_string()),
             release_date: release.map(|r| r.date),
             unchanged,
-            sha256: sha256_hex(packages),
+            sha256: packages_sha,
             index_url,
         })
     }
@@ -929,7 +1015,7 @@ impl FeedStore {
         state: &State,
         now: i64,
         (index_name, raw): (&str, &[u8]),
-        gunzipped: Option<&[u8]>,
+        uncompressed: Option<(u64, &str)>,
     ) -> Result<AcceptedRelease, FeedError> {
         let file = format!("{base}/Release");
         let sig = if trust.require_signature {
@@ -953,7 +1039,10 @@ impl FeedStore {
         let release = Release::parse(text).map_err(|e| bad(e.to_string()))?;
 
         // The fetched index must be listed, and match; the uncompressed one too when listed.
-        let check = |name: &str, data: &[u8], required: bool| -> Result<(), FeedError> {
+        let check = |name: &str,
+                     (size, sha): (u64, &str),
+                     required: bool|
+         -> Result<(), FeedError> {
             let url = format!("{base}/{name}");
             let Some(entry) = release.file(name) else {
                 return if required {
@@ -966,23 +1055,20 @@ impl FeedStore {
                     Ok(())
                 };
             };
-            let sha = sha256_hex(data);
-            if entry.size != data.len() as u64 || entry.sha256 != sha {
+            if entry.size != size || entry.sha256 != sha {
                 return Err(FeedError::ReleaseMismatch {
                     feed: feed.into(),
                     file: url,
                     detail: format!(
-                        "size {} and SHA-256 {sha}, but Release says size {} and SHA-256 {}",
-                        data.len(),
-                        entry.size,
-                        entry.sha256
+                        "size {size} and SHA-256 {sha}, but Release says size {} and SHA-256 {}",
+                        entry.size, entry.sha256
                     ),
                 });
             }
             Ok(())
         };
-        check(index_name, raw, true)?;
-        if let Some(packages) = gunzipped {
+        check(index_name, (raw.len() as u64, &sha256_hex(raw)), true)?;
+        if let Some(packages) = uncompressed {
             check("Packages", packages, false)?;
         }
 
@@ -1059,13 +1145,77 @@ impl FeedStore {
     /// and as stanzas); nothing parsed is returned unless the signature holds for all of it.
     /// The errors come in the order of the checks: the list against the `Release`, the
     /// signature file and its key, the decompression, the signature over the index, and
-    /// last the index's own syntax (a forged index is reported as a bad signature, whatever
-    /// it holds).
+    /// last the index's own syntax.
     pub fn load_signed(
         &self,
         feed_name: &str,
         trust: &Trust,
     ) -> Result<Option<(PackagesFile, Option<Fingerprint>)>, FeedError> {
+        let Some((stored, mut check)) = self.open_list(feed_name, trust)? else {
+            return Ok(None);
+        };
+        let (index, rest) = PackagesFile::read_from(stored.reader(check.as_mut()));
+        stored.drain(rest)?;
+        let signer = check.map(SignatureCheck::finish).transpose()?;
+        let index = index.map_err(|e| stored.bad_index(e.to_string()))?;
+        Ok(Some((index, signer)))
+    }
+
+    /// The stored, verified index of a feed handed over one stanza at a time, in file order,
+    /// so that neither its text nor all its stanzas are ever whole in memory: what a
+    /// universe of tens of thousands of packages is built from. `None` if the feed was never
+    /// updated; else how many stanzas were handed over and the key that signed the index.
+    /// `each` gets each stanza with how many the index has.
+    ///
+    /// Nothing is handed over before all of the index has been checked: a first pass
+    /// decompresses it through the signature check and parses every stanza (keeping none),
+    /// with the errors of [`FeedStore::load_signed`] in the same order; the second pass
+    /// parses the same bytes, held in memory since they were read (and compressed when the
+    /// list is: a tenth of the text), again and hands the stanzas over.
+    pub fn for_each_stanza(
+        &self,
+        feed_name: &str,
+        trust: &Trust,
+        each: &mut dyn FnMut(Paragraph, usize),
+    ) -> Result<Option<(usize, Option<Fingerprint>)>, FeedError> {
+        let Some((stored, mut check)) = self.open_list(feed_name, trust)? else {
+            return Ok(None);
+        };
+        let mut reader = ParagraphReader::new(stored.reader(check.as_mut()));
+        let mut unparsed = None;
+        let mut stanzas = 0;
+        for p in reader.by_ref() {
+            match p {
+                Ok(_) => stanzas += 1,
+                Err(e) => {
+                    unparsed = Some(e);
+                    break;
+                }
+            }
+        }
+        stored.drain(reader.into_inner())?;
+        let signer = check.map(SignatureCheck::finish).transpose()?;
+        if let Some(e) = unparsed {
+            return Err(stored.bad_index(IndexError::from(e).to_string()));
+        }
+        let mut count = 0;
+        for p in ParagraphReader::new(stored.reader(None)) {
+            // The bytes parsed above: they cannot fail now, but if they did, nothing more is
+            // handed over.
+            let p = p.map_err(|e| stored.bad_index(IndexError::from(e).to_string()))?;
+            each(p, stanzas);
+            count += 1;
+        }
+        Ok(Some((count, signer)))
+    }
+
+    /// A feed's stored list, checked against its accepted `Release`, with the check of its
+    /// signature ready (when signatures are checked); `None` when the feed was never updated.
+    fn open_list(
+        &self,
+        feed_name: &str,
+        trust: &Trust,
+    ) -> Result<Option<(StoredList, Option<SignatureCheck>)>, FeedError> {
         check_name(feed_name)?;
         let path = self.list_path(feed_name);
         let io = |path: &Path, reason: String| FeedError::Io {
@@ -1073,24 +1223,19 @@ impl FeedStore {
             path: path.into(),
             reason,
         };
-        let Some(stored) = self
+        let Some(bytes) = self
             .read(&self.list_rel(feed_name), self.limits.max_packages)
             .map_err(|r| io(&path, r))?
         else {
             return Ok(None);
         };
         let file = path.display().to_string();
-        let bad_index = |reason: String| FeedError::BadIndex {
-            feed: feed_name.into(),
-            file: file.clone(),
-            reason,
-        };
-        let gz = stored.starts_with(&GZIP_MAGIC);
+        let gz = bytes.starts_with(&GZIP_MAGIC);
         let state = self.read_state(feed_name)?;
         if let Some((_, release_sha)) = &state.release {
-            self.check_list_against_release(feed_name, &file, &stored, gz, release_sha)?;
+            self.check_list_against_release(feed_name, &file, &bytes, gz, release_sha)?;
         }
-        let mut check = if trust.require_signature {
+        let check = if trust.require_signature {
             let sig_path = self.root.path().join(self.sig_rel(feed_name));
             let sig = self
                 .read(&self.sig_rel(feed_name), self.limits.max_signature)
@@ -1103,32 +1248,19 @@ impl FeedStore {
         } else {
             None
         };
-        let text: Box<dyn io::Read + '_> = if gz {
-            Box::new(feeds::index::gunzip_reader(&stored, &self.gunzip_limits()))
-        } else {
-            Box::new(&stored[..])
+        let stored = StoredList {
+            feed: feed_name.into(),
+            file,
+            bytes,
+            gz,
+            limits: self.gunzip_limits(),
         };
-        let (index, mut rest) = PackagesFile::read_from(io::BufReader::with_capacity(
-            64 << 10,
-            Checked {
-                inner: text,
-                check: check.as_mut(),
-                error: None,
-            },
-        ));
-        // What the parser did not take still goes through the check.
-        let _ = io::copy(&mut rest, &mut io::sink());
-        if let Some(e) = rest.into_inner().error {
-            return Err(bad_index(gunzip_reason(e)));
-        }
-        let signer = check.map(SignatureCheck::finish).transpose()?;
-        let index = index.map_err(|e| bad_index(e.to_string()))?;
-        Ok(Some((index, signer)))
+        Ok(Some((stored, check)))
     }
 
-    /// Decompresses a gzip'd index within the download bounds (threats 8, 9). Something
-    /// that is not gzip at all (a captive portal's login page) is named by its start.
-    fn gunzip(&self, feed: &str, file: &str, gz: &[u8]) -> Result<Vec<u8>, FeedError> {
+    /// Refuses a gzip'd index that is not gzip at all (a captive portal's login page), naming
+    /// it by its start.
+    fn check_gzip(&self, feed: &str, file: &str, gz: &[u8]) -> Result<(), FeedError> {
         if !gz.starts_with(&GZIP_MAGIC) {
             return Err(FeedError::BadIndex {
                 feed: feed.into(),
@@ -1139,11 +1271,7 @@ impl FeedStore {
                 ),
             });
         }
-        feeds::index::gunzip(gz, &self.gunzip_limits()).map_err(|e| FeedError::BadIndex {
-            feed: feed.into(),
-            file: file.into(),
-            reason: gunzip_reason(e),
-        })
+        Ok(())
     }
 
     /// The bounds an index is decompressed within (threats 8, 9).
@@ -1514,14 +1642,27 @@ mod tests {
     /// A stored list is decompressed as it is parsed and checked: a list changed after the
     /// update is a bad signature even when it does not parse (the signature is judged over
     /// all of it first), one that decompresses past the bound is named as such, and a
-    /// signed list that does not parse is a bad index.
+    /// signed list that does not parse is a bad index. Handed over a stanza at a time
+    /// (`for_each_stanza`, what a universe is built from), the errors are the same and no
+    /// stanza of a refused list is handed over, not even those before the damage.
     #[test]
     fn a_stored_list_changed_since_the_update_is_refused_as_it_streams() {
         let mut fx = Fixture::new();
         fx.publish(&packages(2, "1.0"), None);
         fx.update(true, NOW).unwrap();
         let list = fx.store.list_path("base");
-        let load = |fx: &Fixture| fx.store.load("base", &fx.trust).unwrap_err().to_string();
+        let load = |fx: &Fixture| {
+            let whole = fx.store.load("base", &fx.trust).unwrap_err().to_string();
+            let mut handed = 0;
+            let each = fx
+                .store
+                .for_each_stanza("base", &fx.trust, &mut |_, _| handed += 1)
+                .unwrap_err()
+                .to_string();
+            assert_eq!(each, whole);
+            assert_eq!(handed, 0, "stanzas of a refused list were handed over");
+            whole
+        };
         fs::write(&list, feeds::index::gzip(b"Package: a\nnot a field line\n")).unwrap();
         let msg = load(&fx);
         assert!(msg.contains("signature") && !msg.contains("line"), "{msg}");
@@ -1539,7 +1680,7 @@ mod tests {
             load(&fx)
         );
         // Signed, but not an index: the signature holds, the syntax does not.
-        let text = b"Package: a\nnot a field line\n".to_vec();
+        let text = b"Package: a\nVersion: 1\n\nPackage: b\nnot a field line\n".to_vec();
         fs::write(&list, feeds::index::gzip(&text)).unwrap();
         fs::write(
             fx.local.path().join("lists/base.sig"),
@@ -1548,7 +1689,7 @@ mod tests {
         .unwrap();
         let msg = load(&fx);
         assert!(
-            !msg.contains("signature") && msg.contains("line 2"),
+            !msg.contains("signature") && msg.contains("line 5"),
             "{msg}"
         );
         // And a signed, well-formed list loads.
@@ -1560,6 +1701,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(fx.loaded_versions(), ["7.0", "7.0", "7.0"]);
+        let mut handed = Vec::new();
+        let (count, signer) = fx
+            .store
+            .for_each_stanza("base", &fx.trust, &mut |p, total| {
+                handed.push((p.get("Version").unwrap().to_string(), total))
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(count, 3);
+        assert_eq!(signer, Some(fx.sk.public_key().fingerprint()));
+        assert_eq!(handed, vec![("7.0".to_string(), 3); 3]);
     }
 
     #[test]

@@ -419,7 +419,7 @@ impl Db {
     /// Every stanza of the status file, sorted by package name. (prokit writes only
     /// installed packages; a database opkg wrote may hold other states: see
     /// [`is_installed`].)
-    pub fn packages(&self) -> impl Iterator<Item = &Paragraph> {
+    pub fn packages(&self) -> impl ExactSizeIterator<Item = &Paragraph> {
         self.packages.values()
     }
 

@@ -298,9 +298,10 @@ pub struct Step {
     pub arch: String,
     /// Name of the feed it comes from.
     pub feed: String,
-    /// The index stanza (Filename, Size, SHA256sum, relations, signature, …) without the
-    /// fields that only describe the package (Description, Maintainer, Section, …), shared
-    /// with the universe it was resolved in.
+    /// The index stanza's fields needed after resolution: the relations, `Filename`, `Size`,
+    /// `SHA256sum`/`SHA256`, `Signature` and `Signed-By` (not the name, version and
+    /// architecture, which are the fields above, nor what only describes the package),
+    /// shared with the universe it was resolved in.
     pub stanza: std::sync::Arc<feeds::control::Paragraph>,
     /// True when pulled in as a dependency; false when requested. An upgraded installed
     /// package that was not requested keeps its `Auto-Installed` flag.

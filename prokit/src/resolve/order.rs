@@ -68,7 +68,7 @@ impl Solver<'_> {
                 Step {
                     name: u.name(p.name).to_string(),
                     version: u.pkg_version(id).to_string(),
-                    arch: p.arch().to_string(),
+                    arch: self.u.arch(p).to_string(),
                     feed: u.feed_name(p).to_string(),
                     stanza: p.stanza.clone(),
                     auto: !requested && installed.is_none_or(|&o| self.pkg(o).auto_installed),

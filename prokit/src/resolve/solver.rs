@@ -302,14 +302,14 @@ impl<'u> Solver<'u> {
         if !self.has(name, AVAILABLE) {
             return &[];
         }
-        self.sorted.by_name.get(&name).map_or(&[], Vec::as_slice)
+        self.sorted.by_name.get(name)
     }
 
     pub(super) fn providers(&self, name: NameId) -> &'u [PkgId] {
         if !self.has(name, PROVIDED) {
             return &[];
         }
-        self.sorted.providers.get(&name).map_or(&[], Vec::as_slice)
+        self.sorted.providers.get(name)
     }
 
     fn installed(&self, name: NameId) -> Option<PkgId> {

@@ -337,6 +337,62 @@ fn newest_version_across_feeds_then_earlier_feed() {
     assert_eq!(p.steps[1].stanza.get("Filename"), Some("b.ipk"));
 }
 
+/// The universe keeps of a stanza only what the plan and the explanations read: a Debian
+/// stanza's description, maintainer, sizes and its second SHA-256 field are not held for each
+/// of tens of thousands of packages.
+#[test]
+fn a_step_carries_the_fields_read_after_resolution_and_no_others() {
+    let sha = "ab".repeat(32);
+    let mut u = universe();
+    u.add_available(
+        stanza(&format!(
+            "Package: a\nVersion: 1.0\nDepends: b\nSource: a-src\nMaintainer: M <m@x>\n\
+             Architecture: all\nInstalled-Size: 10\nFilename: a.deb\nSize: 9\n\
+             SHA256sum: {sha}\nSHA256: {sha}\nSignature: sig\nSigned-By: key\n\
+             Recommends: c\nDescription: the a\n more"
+        )),
+        "base",
+        0,
+    )
+    .unwrap();
+    u.add_available(
+        stanza(&format!(
+            "Package: b\nVersion: 1.0\nFilename: b.deb\nSize: 9\nSHA256: {sha}\nTag: x"
+        )),
+        "base",
+        0,
+    )
+    .unwrap();
+    let p = plan(&u, &["a"]);
+    let fields = |i: usize| -> Vec<String> {
+        p.steps[i]
+            .stanza
+            .fields()
+            .map(|f| f.name().to_string())
+            .collect()
+    };
+    assert_eq!(steps(&p), ["b 1.0", "a 1.0"]);
+    assert_eq!(
+        fields(1),
+        [
+            "Depends",
+            "Filename",
+            "Size",
+            "SHA256sum",
+            "Signature",
+            "Signed-By",
+            "Recommends"
+        ]
+    );
+    assert_eq!(p.steps[1].stanza.get("SHA256sum"), Some(sha.as_str()));
+    assert_eq!(
+        (p.steps[1].arch.as_str(), p.steps[1].version.as_str()),
+        ("all", "1.0")
+    );
+    // Without SHA256sum, SHA256 is what the download reads: it stays.
+    assert_eq!(fields(0), ["Filename", "Size", "SHA256"]);
+}
+
 #[test]
 fn architecture_priority_breaks_ties_between_equal_versions() {
     let arches = [("all", 1), ("mips", 10), ("mipsel", 20)].map(|(a, p)| (a.to_string(), p));

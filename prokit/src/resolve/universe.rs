@@ -8,8 +8,10 @@
 //! adversarial index) are never hashed into a big table. Each distinct version text is parsed
 //! once, and all versions are ranked once (sorted in dpkg order), so that the search compares
 //! two integers where it would compare two version strings (whose length an index chooses).
-//! The stanza is kept as it came: the plan hands it on, and explanations re-read the relation
-//! fields from it (so they show a relation as dpkg would write it, arch qualifiers included).
+//! Of the stanza, the fields read after resolution are kept as they came ([`KEPT`]): the plan
+//! hands them on, and explanations re-read the relation fields from them (so they show a
+//! relation as dpkg would write it, arch qualifiers included). Candidate and provider lists
+//! are one array each ([`Lists`]), not a vector per name.
 //!
 //! What depends on every stanza — version ranks, relation names looked up, candidate lists in
 //! preference order, the installed packages' relations by name — is made once ([`Sorted`]),
@@ -247,27 +249,30 @@ impl Want {
     }
 }
 
-/// A parsed package, available or installed.
+/// A parsed package, available or installed. Kept small (a Debian-size universe holds tens
+/// of thousands): its lists are boxed slices, exactly as long as they are.
 pub(super) struct Pkg {
     pub(super) name: NameId,
     /// Its version (display it with [`Universe::pkg_version`], compare ranks).
     pub(super) ver: VerId,
+    /// Its architecture, interned ([`Universe::arch`]).
+    arch: u32,
     pub(super) arch_prio: u32,
     /// Index into [`Universe::feeds`].
     pub(super) feed: u32,
-    pub(super) feed_order: usize,
-    /// Shared with the plan's steps (an index of 60,000 stanzas is not copied into a plan
-    /// of thousands).
+    pub(super) feed_order: u32,
+    /// The stanza's fields the plan and the explanations read ([`KEPT`]), shared with the
+    /// plan's steps (an index of 60,000 stanzas is not copied into a plan of thousands).
     pub(super) stanza: Arc<Paragraph>,
     /// The alternatives of every dependency group, one group after the other.
-    alts: Vec<Dep>,
+    alts: Box<[Dep]>,
     /// Per group: where its alternatives end in `alts`, and whether it is a Pre-Depends group.
     /// Pre-Depends groups come first, then Depends, each in field order.
-    groups: Vec<(u32, bool)>,
-    pub(super) provides: Vec<(NameId, Option<VerId>)>,
+    groups: Box<[(u32, bool)]>,
+    pub(super) provides: Box<[(NameId, Option<VerId>)]>,
     /// Conflicts (flag false) and Breaks (flag true), in that order.
-    pub(super) conflicts: Vec<(Dep, bool)>,
-    pub(super) replaces: Vec<Dep>,
+    pub(super) conflicts: Box<[(Dep, bool)]>,
+    pub(super) replaces: Box<[Dep]>,
     pub(super) installed: bool,
     pub(super) auto_installed: bool,
 }
@@ -305,14 +310,10 @@ impl Pkg {
         std::iter::once(self.name).chain(self.provides.iter().map(|&(n, _)| n))
     }
 
-    pub(super) fn arch(&self) -> &str {
-        self.stanza.get("Architecture").unwrap_or("")
-    }
-
     /// Whether `other` has the same version (in dpkg's order: `1.0` is `0:1.0-0`) and arch,
     /// given the version ranks.
     pub(super) fn same_build(&self, other: &Pkg, rank: &[u32]) -> bool {
-        rank[self.ver as usize] == rank[other.ver as usize] && self.arch() == other.arch()
+        rank[self.ver as usize] == rank[other.ver as usize] && self.arch == other.arch
     }
 }
 
@@ -334,9 +335,63 @@ pub(super) struct Sorted {
     /// Installed packages' dependency groups by the names they mention: (package, group).
     pub(super) installed_rdeps: IdMap<NameId, Vec<(PkgId, u32)>>,
     /// Available candidates per name, best first.
-    pub(super) by_name: IdMap<NameId, Vec<PkgId>>,
+    pub(super) by_name: Lists,
     /// Available providers per virtual name, by provider name then best first.
-    pub(super) providers: IdMap<NameId, Vec<PkgId>>,
+    pub(super) providers: Lists,
+}
+
+/// A list of packages per name, all in one array (a map of vectors would cost an allocation
+/// and a table entry per name: most names have one package).
+#[derive(Default)]
+pub(super) struct Lists {
+    /// Where the list of each [`NameId`] starts in `ids` (one more entry, the end).
+    starts: Vec<u32>,
+    ids: Vec<PkgId>,
+}
+
+impl Lists {
+    /// The lists of `names` names, each package `id` in the lists of the names `names_of(id)`
+    /// gives (in the order of the ids).
+    fn build<I: Iterator<Item = NameId>>(
+        names: usize,
+        pkgs: impl Iterator<Item = PkgId> + Clone,
+        names_of: impl Fn(PkgId) -> I,
+    ) -> Lists {
+        let mut starts = vec![0u32; names + 1];
+        for id in pkgs.clone() {
+            for n in names_of(id) {
+                starts[n as usize + 1] += 1;
+            }
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut fill = starts.clone();
+        let mut ids = vec![0; starts[names] as usize];
+        for id in pkgs {
+            for n in names_of(id) {
+                ids[fill[n as usize] as usize] = id;
+                fill[n as usize] += 1;
+            }
+        }
+        Lists { starts, ids }
+    }
+
+    /// The list of `name` (empty for a name it has none for, or [`NO_NAME`]).
+    pub(super) fn get(&self, name: NameId) -> &[PkgId] {
+        let i = name as usize;
+        match (self.starts.get(i), self.starts.get(i + 1)) {
+            (Some(&a), Some(&b)) => &self.ids[a as usize..b as usize],
+            _ => &[],
+        }
+    }
+
+    /// Sorts each list with `cmp`.
+    fn sort_each(&mut self, cmp: impl Fn(PkgId, PkgId) -> Ordering) {
+        for w in self.starts.windows(2) {
+            self.ids[w[0] as usize..w[1] as usize].sort_unstable_by(|&a, &b| cmp(a, b));
+        }
+    }
 }
 
 impl Sorted {
@@ -366,11 +421,9 @@ pub struct Universe {
     /// The parsed version of each [`VerId`].
     version_values: Vec<Version>,
     feeds: Interner,
+    /// Architectures, interned ([`Pkg::arch`]).
+    arches: Interner,
     pub(super) pkgs: Vec<Pkg>,
-    /// Available candidates per name, in the order added ([`Sorted`] has them in order).
-    avail_by_name: IdMap<NameId, Vec<PkgId>>,
-    /// Available providers per virtual name, in the order added.
-    avail_providers: IdMap<NameId, Vec<PkgId>>,
     pub(super) installed_by_name: IdMap<NameId, PkgId>,
     pub(super) installed_providers: IdMap<NameId, Vec<PkgId>>,
     /// The installed packages, in the order added.
@@ -420,13 +473,19 @@ impl Universe {
         self.work_budget = Some(checks);
     }
 
+    /// Makes room for `stanzas` more packages at once (the package records are the
+    /// universe's biggest array: grown by doubling, up to half of it would be unused).
+    pub fn reserve(&mut self, stanzas: usize) {
+        self.pkgs.reserve_exact(stanzas);
+    }
+
     /// One stanza of a verified Packages index. `feed` names the feed, `feed_order` is its
     /// position in the config (lower = listed first). Stanzas whose Architecture is not in
     /// `arch_prios` (when `arch_prios` is non-empty) are ignored. Bad Version/relation fields:
     /// an error naming feed, package and field.
     pub fn add_available(
         &mut self,
-        mut stanza: Paragraph,
+        stanza: Paragraph,
         feed: &str,
         feed_order: usize,
     ) -> Result<(), ResolveError> {
@@ -445,32 +504,16 @@ impl Universe {
                 .insert(shown.to_string());
             return Ok(());
         };
-        // Kept for resolving, explaining and fetching, none of which shows what only
-        // describes the package: without it, half of a Debian-size index.
-        stanza.retain(|name| !DESCRIPTIVE.iter().any(|d| d.eq_ignore_ascii_case(name)));
         let mut pkg = self.parse_pkg(stanza, &origin, &name, false)?;
         pkg.arch_prio = arch_prio;
         pkg.feed = self
             .feeds
             .intern(feed)
             .ok_or_else(|| too_many(&origin, &name))?;
-        pkg.feed_order = feed_order;
-        let id = self.next_id(&origin, &name)?;
-        let mut provided: Vec<NameId> = pkg
-            .provides
-            .iter()
-            .map(|&(n, _)| n)
-            .filter(|&n| n != pkg.name)
-            .collect();
-        provided.sort_unstable();
-        provided.dedup();
-        self.avail_by_name.entry(pkg.name).or_default().push(id);
+        pkg.feed_order = u32::try_from(feed_order).unwrap_or(u32::MAX);
+        self.next_id(&origin, &name)?;
         self.flag(pkg.name, AVAILABLE);
-        for virtual_name in provided {
-            self.avail_providers
-                .entry(virtual_name)
-                .or_default()
-                .push(id);
+        for virtual_name in provided_names(&pkg) {
             self.flag(virtual_name, PROVIDED);
         }
         self.pkgs.push(pkg);
@@ -566,20 +609,21 @@ impl Universe {
         let ip = self.pkg(inst);
         let installed_version = self.pkg_version(inst);
         let (id, p) = self
-            .avail_by_name
-            .get(&n)?
+            .sorted()
+            .by_name
+            .get(n)
             .iter()
             .map(|&id| (id, self.pkg(id)))
             .filter(|(id, p)| {
                 !p.installed
                     && self.pkg_version(*id).cmp(installed_version) == std::cmp::Ordering::Equal
-                    && p.arch() == ip.arch()
+                    && p.arch == ip.arch
             })
             .min_by_key(|(_, p)| p.feed_order)?;
         Some(Step {
             name: name.to_string(),
             version: self.pkg_version(id).to_string(),
-            arch: p.arch().to_string(),
+            arch: self.arch(p).to_string(),
             feed: self.feed_name(p).to_string(),
             stanza: p.stanza.clone(),
             auto: ip.auto_installed,
@@ -621,6 +665,11 @@ impl Universe {
 
     pub(super) fn feed_name(&self, pkg: &Pkg) -> &str {
         self.feeds.text(pkg.feed)
+    }
+
+    /// The architecture of `pkg`, as written in its stanza.
+    pub(super) fn arch(&self, pkg: &Pkg) -> &str {
+        self.arches.text(pkg.arch)
     }
 
     pub(super) fn version(&self, id: VerId) -> &Version {
@@ -760,19 +809,21 @@ impl Universe {
                 .then(x.feed_order.cmp(&y.feed_order))
                 .then(a.cmp(&b))
         };
-        let mut by_name = self.avail_by_name.clone();
-        for list in by_name.values_mut() {
-            list.sort_unstable_by(|&a, &b| preference(a, b));
-        }
-        let mut providers = self.avail_providers.clone();
-        for list in providers.values_mut() {
-            list.sort_unstable_by(|&a, &b| {
-                let (x, y) = (self.pkg(a).name, self.pkg(b).name);
-                self.name(x)
-                    .cmp(self.name(y))
-                    .then_with(|| preference(a, b))
-            });
-        }
+        let n_pkgs = u32::try_from(self.pkgs.len()).unwrap_or(u32::MAX);
+        let available = (0..n_pkgs).filter(|&id| !self.pkg(id).installed);
+        let mut by_name = Lists::build(self.names.len(), available.clone(), |id| {
+            std::iter::once(self.pkg(id).name)
+        });
+        by_name.sort_each(preference);
+        let mut providers = Lists::build(self.names.len(), available, |id| {
+            provided_names(self.pkg(id)).into_iter()
+        });
+        providers.sort_each(|a, b| {
+            let (x, y) = (self.pkg(a).name, self.pkg(b).name);
+            self.name(x)
+                .cmp(self.name(y))
+                .then_with(|| preference(a, b))
+        });
         let pending: Vec<NameId> = (0..self.pending_names.len())
             .map(|i| {
                 let text = self.pending_names.text(i as u32);
@@ -841,7 +892,7 @@ impl Universe {
     /// caller.
     fn parse_pkg(
         &mut self,
-        stanza: Paragraph,
+        mut stanza: Paragraph,
         origin: &str,
         name: &str,
         installed: bool,
@@ -913,36 +964,58 @@ impl Universe {
         for rel in single("Replaces")? {
             replaces.push(self.dep(&rel, &full)?);
         }
+        let arch = self
+            .arches
+            .intern(stanza.get("Architecture").unwrap_or(""))
+            .ok_or_else(full)?;
+        // What is parsed above (name, version, architecture) and what only describes the
+        // package is not kept: the rest is what the plan and the explanations read. Of the
+        // two names of the package's SHA-256 (OpenWrt's `SHA256sum`, Debian's `SHA256`) the
+        // one the download reads is kept.
+        let sha_sum = stanza.contains("SHA256sum");
+        stanza.retain(|field| {
+            KEPT.iter().any(|k| k.eq_ignore_ascii_case(field))
+                && !(sha_sum && field.eq_ignore_ascii_case("SHA256"))
+        });
         Ok(Pkg {
             name: self.names.intern(name).ok_or_else(full)?,
             ver,
+            arch,
             arch_prio: 0,
             feed: 0,
             feed_order: 0,
             stanza: Arc::new(stanza),
-            alts,
-            groups: group_ends,
-            provides,
-            conflicts,
-            replaces,
+            alts: alts.into(),
+            groups: group_ends.into(),
+            provides: provides.into(),
+            conflicts: conflicts.into(),
+            replaces: replaces.into(),
             installed,
             auto_installed: false,
         })
     }
 }
 
-/// Fields of an available package's stanza that only describe it: the universe does not keep
-/// them (see [`Universe::add_available`]; [`Step::stanza`] is the rest).
-const DESCRIPTIVE: [&str; 9] = [
-    "Description",
-    "Description-md5",
-    "Maintainer",
-    "Homepage",
-    "Section",
-    "Priority",
-    "Installed-Size",
-    "License",
-    "Source",
+/// The fields of a stanza the universe keeps ([`Step::stanza`]): the relations (the
+/// explanations quote them as written, Recommends is read after resolution), where and what
+/// to fetch (`SHA256` only without `SHA256sum`, which the download prefers), and the
+/// developer signature. Name, version and architecture are kept parsed;
+/// what only describes the package (Description, Maintainer, Section, …) is dropped: half of a
+/// Debian-size index.
+const KEPT: [&str; 13] = [
+    "Pre-Depends",
+    "Depends",
+    "Recommends",
+    "Provides",
+    "Conflicts",
+    "Breaks",
+    "Replaces",
+    "Filename",
+    "Size",
+    "SHA256sum",
+    "SHA256",
+    "Signature",
+    "Signed-By",
 ];
 
 /// Steps and relation checks one resolution took.
@@ -959,6 +1032,19 @@ fn too_many(origin: &str, name: &str) -> ResolveError {
         field: "Package".into(),
         message: "too many packages, names or versions for one resolution".into(),
     }
+}
+
+/// The virtual names `pkg` provides (not its own), each once.
+fn provided_names(pkg: &Pkg) -> Vec<NameId> {
+    let mut provided: Vec<NameId> = pkg
+        .provides
+        .iter()
+        .map(|&(n, _)| n)
+        .filter(|&n| n != pkg.name)
+        .collect();
+    provided.sort_unstable();
+    provided.dedup();
+    provided
 }
 
 fn push_unique<T: PartialEq>(map: &mut IdMap<NameId, Vec<T>>, key: NameId, item: T) {
