@@ -1006,7 +1006,7 @@ impl Client {
             &self.fetcher,
             &items,
             self.opts.jobs.max(1),
-            &|item, cached| {
+            &|_, item, cached| {
                 progress.downloaded(&item.url, cached);
             },
         )?;
@@ -1668,20 +1668,22 @@ impl Client {
                 &step.feed,
             )?);
         }
-        // The developer signatures the index stanzas carry (the stanzas were needed for the
-        // downloads only and go now).
-        let index_signatures: Vec<Option<(String, String)>> = plan
+        // The developer signatures the index stanzas carry, by step (the stanzas were needed
+        // for the downloads only and go now, all for one shared empty one).
+        let index_signatures: BTreeMap<usize, (String, String)> = plan
             .steps
             .iter()
-            .map(|step| {
+            .enumerate()
+            .filter_map(|(i, step)| {
                 step.stanza.get("Signature").map(|sig| {
                     let by = step.stanza.get("Signed-By").unwrap_or("").trim();
-                    (by.to_string(), sig.trim().to_string())
+                    (i, (by.to_string(), sig.trim().to_string()))
                 })
             })
             .collect();
+        let no_stanza = std::sync::Arc::new(Paragraph::default());
         for step in &mut plan.steps {
-            step.stanza = Default::default();
+            step.stanza = no_stanza.clone();
         }
         // What package file `i` must say of itself (docs/threats.md §17), made when needed:
         // a list of them would hold another copy of every name, version and hash of the plan.
@@ -1692,7 +1694,7 @@ impl Client {
                 name: step.name.clone(),
                 version: step.version.clone(),
                 arch: step.arch.clone(),
-                index_signature: index_signatures[i].clone(),
+                index_signature: index_signatures.get(&i).cloned(),
                 signed_by: None,
                 feed_key: feed_keys.get(&step.feed).cloned().flatten(),
                 sha256: Some(items[i].sha256.clone()),
@@ -1740,16 +1742,9 @@ impl Client {
         let verdicts: Vec<std::sync::OnceLock<Result<Option<String>, String>>> = (0..items.len())
             .map(|_| std::sync::OnceLock::new())
             .collect();
-        let by_dest: std::collections::HashMap<&Path, usize> = items
-            .iter()
-            .enumerate()
-            .map(|(i, it)| (it.dest.as_path(), i))
-            .collect();
-        let check_arrived = |item: &download::DownloadItem| -> Option<usize> {
-            let i = *by_dest.get(item.dest.as_path())?;
-            let _ = verdicts[i].set(self.verify_developer(&item.dest, &expected(i)));
+        let check_arrived = |i: usize| {
+            let _ = verdicts[i].set(self.verify_developer(&items[i].dest, &expected(i)));
             arrived[i].store(true, std::sync::atomic::Ordering::SeqCst);
-            Some(i)
         };
         // The developer key that signed package `i` (its signature checked once, by a
         // download worker or here), or the refusal naming the package and where it came from.
@@ -1790,17 +1785,25 @@ impl Client {
                     })
             };
         // What a batch committed: recorded, reported, its cache files gone.
-        let step_of: std::collections::HashMap<&str, usize> = plan
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name.as_str(), i))
-            .collect();
+        // The steps in name order, to find a report's (4 bytes a step, not a table of names).
+        let mut by_name: Vec<u32> =
+            (0..u32::try_from(plan.steps.len()).unwrap_or(u32::MAX)).collect();
+        by_name.sort_unstable_by(|&a, &b| {
+            plan.steps[a as usize]
+                .name
+                .cmp(&plan.steps[b as usize].name)
+        });
+        let step_of = |name: &str| -> usize {
+            let at = by_name
+                .binary_search_by(|&j| plan.steps[j as usize].name.as_str().cmp(name))
+                .expect("every report is of a step");
+            by_name[at] as usize
+        };
         let settle = |batch: &mut install::Batch,
                       reports: &mut Vec<InstallReport>|
          -> Result<(), ClientError> {
             for report in batch.take_done() {
-                let i = step_of[report.name.as_str()];
+                let i = step_of(&report.name);
                 self.audit.record(
                     if report.upgraded_from.is_some() {
                         "package-upgraded"
@@ -1864,9 +1867,9 @@ impl Client {
         if self.opts.download_only {
             // Everything fetched and verified (index SHA-256 and developer signatures) into
             // the cache, which is kept; nothing of the root changes.
-            download::download_all(&self.fetcher, &items, jobs, &|item, cached| {
+            download::download_all(&self.fetcher, &items, jobs, &|i, item, cached| {
                 progress.downloaded(&item.url, cached);
-                check_arrived(item);
+                check_arrived(i);
             })
             .map_err(|e| self.download_refused(&items, &plan.steps, e))?;
             for (i, item) in items.iter().enumerate() {
@@ -1884,9 +1887,9 @@ impl Client {
         let reviewing = gate.wants_review() || !self.policy.is_empty();
         if !plan.removes.is_empty() || reviewing {
             // apt's order: every package downloaded and verified before anything changes.
-            download::download_all(&self.fetcher, &items, jobs, &|item, cached| {
+            download::download_all(&self.fetcher, &items, jobs, &|i, item, cached| {
                 progress.downloaded(&item.url, cached);
-                check_arrived(item);
+                check_arrived(i);
             })
             .map_err(|e| self.download_refused(&items, &plan.steps, e))?;
             if reviewing {
@@ -1996,11 +1999,10 @@ impl Client {
         std::thread::scope(|scope| -> Result<(), ClientError> {
             let downloads = scope.spawn(|| {
                 let tx = tx;
-                let r = download::download_all(fetcher, items_ref, jobs, &|item, cached| {
+                let r = download::download_all(fetcher, items_ref, jobs, &|i, item, cached| {
                     progress.downloaded(&item.url, cached);
-                    if let Some(i) = check_arrived(item) {
-                        let _ = tx.send(i);
-                    }
+                    check_arrived(i);
+                    let _ = tx.send(i);
                 });
                 if r.is_err() {
                     downloads_failed.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -2364,7 +2366,7 @@ impl Client {
             cache,
             &source.name,
         )?;
-        download::download_all(&self.fetcher, std::slice::from_ref(&item), 1, &|_, _| {})?;
+        download::download_all(&self.fetcher, std::slice::from_ref(&item), 1, &|_, _, _| {})?;
         let (package, records) = verify::package_records(&item.dest)
             .map_err(|e| ClientError::Invalid(format!("cannot read the feed's package: {e}")))?;
         if package.name() != name || package.version() != version {
@@ -2487,7 +2489,7 @@ impl Client {
             &cache,
             &source.name,
         )?;
-        download::download_all(&self.fetcher, std::slice::from_ref(&item), 1, &|_, _| {})?;
+        download::download_all(&self.fetcher, std::slice::from_ref(&item), 1, &|_, _, _| {})?;
         let pkg =
             keyring_pkg::package::read_keyring_package(&item.dest).map_err(KeyringError::from)?;
         let _ = fs::remove_file(&item.dest);
@@ -2586,11 +2588,14 @@ fn download_item(
     urls.rotate_left(start);
     let url = urls.remove(0);
     let base = filename.trim().rsplit('/').next().unwrap_or("package.ipk");
+    let mut dest = cache.join(format!("{}-{base}", &sha256[..16]));
+    // A plan keeps one for each of its packages.
+    dest.shrink_to_fit();
     Ok(DownloadItem {
         url,
         mirrors: urls,
         size,
-        dest: cache.join(format!("{}-{base}", &sha256[..16])),
+        dest,
         sha256,
     })
 }

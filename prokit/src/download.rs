@@ -105,6 +105,8 @@ pub fn package_url(base: &str, filename: &str) -> Result<String, DownloadError> 
             out.push_str(&format!("%{b:02X}"));
         }
     }
+    // Reserved for every byte escaped; a plan keeps one for each of its packages.
+    out.shrink_to_fit();
     Ok(out)
 }
 
@@ -140,8 +142,8 @@ pub struct DownloadItem {
 /// is re-hashed and reused only if its size and SHA-256 match (else it is replaced). Each
 /// download is capped at the item's size (one byte more is an error), hashed while it streams
 /// to a temporary file beside `dest`, and renamed into place only when size and hash match.
-/// `progress` is called once per item that finished well, with `true` when it came from the
-/// cache.
+/// `progress` is called once per item that finished well, with its index in `items` and `true`
+/// when it came from the cache.
 ///
 /// After the first failure no new download starts; the running ones finish, and the error of
 /// the failed item that comes first in `items` is returned. Temporary files are always removed.
@@ -149,7 +151,7 @@ pub fn download_all(
     fetcher: &Fetcher,
     items: &[DownloadItem],
     workers: usize,
-    progress: &(dyn Fn(&DownloadItem, bool) + Sync),
+    progress: &(dyn Fn(usize, &DownloadItem, bool) + Sync),
 ) -> Result<(), DownloadError> {
     for item in items {
         if item.sha256.len() != 64 || !item.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -172,7 +174,7 @@ pub fn download_all(
                         break;
                     };
                     match download_one(fetcher, item) {
-                        Ok(reused) => progress(item, reused),
+                        Ok(reused) => progress(i, item, reused),
                         Err(e) => {
                             failed.store(true, Ordering::SeqCst);
                             errors
@@ -438,7 +440,7 @@ mod tests {
         workers: usize,
     ) -> (Result<(), DownloadError>, Vec<(String, bool)>) {
         let seen = Mutex::new(Vec::new());
-        let r = download_all(&fetcher(), items, workers, &|item, reused| {
+        let r = download_all(&fetcher(), items, workers, &|_, item, reused| {
             seen.lock().unwrap().push((item.url.clone(), reused));
         });
         let mut seen = seen.into_inner().unwrap();

@@ -17,6 +17,7 @@ pub mod feed;
 pub mod fetch;
 pub mod install;
 pub mod keyring;
+mod path_table;
 pub mod policy;
 pub mod query;
 pub mod resolve;

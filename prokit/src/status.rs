@@ -34,6 +34,7 @@
 //! beyond half a second: `open` then fails with [`StatusError::Locked`]. (opkg cannot run on a root without
 //! `var/lock`: it does not create the directory.)
 
+use crate::path_table::PathTable;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -148,15 +149,16 @@ pub struct FileRecord {
 /// Which package owns which path (built from every `.list` and sidecar on first use).
 ///
 /// Kept small because it holds every path of the root (a root of thousands of packages owns
-/// hundreds of thousands): a package's name is held once and paths refer to it by number;
-/// a directory shipped by one package (most are: `/usr/share/<pkg>`) costs no allocation
-/// beyond its path, one shipped by many (`/usr/bin`) a list of numbers.
+/// hundreds of thousands): the paths are in one arena each ([`PathTable`]), a package's name
+/// is held once and paths refer to it by number; a directory shipped by one package (most
+/// are: `/usr/share/<pkg>`) costs no allocation, one shipped by many (`/usr/bin`) a list of
+/// numbers.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Owners {
     /// Non-directory path → owning package (its number in `names`).
-    files: HashMap<Box<str>, u32>,
+    files: PathTable<u32>,
     /// Directory path → packages that ship it.
-    dirs: HashMap<Box<str>, DirOwners>,
+    dirs: PathTable<DirOwners>,
     /// Every name held above, once (a package removed during the run leaves its name here:
     /// one string, taken again if it comes back); `ids` finds a name's number.
     names: Vec<Arc<str>>,
@@ -272,18 +274,18 @@ impl Owners {
                 match self.dirs.get_mut(r.path.as_str()) {
                     Some(owners) => owners.add(id),
                     None => {
-                        self.dirs.insert(r.path.as_str().into(), DirOwners::One(id));
+                        self.dirs.insert(&r.path, DirOwners::One(id));
                     }
                 }
             } else if take_over {
                 match self.files.get_mut(r.path.as_str()) {
                     Some(o) => *o = id,
                     None => {
-                        self.files.insert(r.path.as_str().into(), id);
+                        self.files.insert(&r.path, id);
                     }
                 }
             } else if !self.files.contains_key(r.path.as_str()) {
-                self.files.insert(r.path.as_str().into(), id);
+                self.files.insert(&r.path, id);
             }
         }
     }
@@ -1362,7 +1364,7 @@ mod tests {
         };
         // Sorted by when the name was first seen; each package once.
         assert_eq!(dir(&o, "/usr/bin"), ["foo", "bar"]);
-        assert!(matches!(o.dirs["/usr"], DirOwners::One(_)));
+        assert!(matches!(o.dirs.get("/usr").unwrap(), DirOwners::One(_)));
         let in_dir = o.dir_owners("/usr/bin").next().unwrap();
         assert!(Arc::ptr_eq(shared, in_dir));
         // A listed path keeps the owner it has.
@@ -1374,7 +1376,7 @@ mod tests {
         o.remove_package("foo", &foo);
         assert!(o.file_owner("/usr/bin/foo").is_none() && !o.dirs.contains_key("/usr"));
         assert_eq!(dir(&o, "/usr/bin"), ["bar"]);
-        assert!(matches!(o.dirs["/usr/bin"], DirOwners::One(_)));
+        assert!(matches!(o.dirs.get("/usr/bin").unwrap(), DirOwners::One(_)));
         // A package that owns nothing (or is unknown) removes nothing.
         o.remove_package("baz", &bar);
         assert_eq!(dir(&o, "/usr/bin"), ["bar"]);

@@ -6,7 +6,7 @@
 //! ends. An explanation therefore costs O(`MAX_LISTED`) per link however wide the relations
 //! are (an index with 100,000 alternatives in one `Depends` once made a 1 MB error line).
 
-use super::solver::{LinkKind, RelAt, RelWhy, Solver, Why};
+use super::solver::{LinkKind, NO_LINK, RelAt, RelWhy, Solver, Why};
 use super::universe::{Dep, PkgId, relation_texts};
 use super::{MAX_CHAIN, MAX_LISTED, Request, ResolveError, explain};
 use std::collections::HashSet;
@@ -37,7 +37,7 @@ impl Solver<'_> {
         };
         // The links below the root have depths 1..=depth; a long chain keeps both ends and
         // words only those.
-        let depth = best.chain.depth;
+        let depth = self.link(best.chain).depth as usize;
         let (keep_head, keep_tail) = if depth > MAX_CHAIN {
             (MAX_CHAIN / 2, MAX_CHAIN - MAX_CHAIN / 2)
         } else {
@@ -46,15 +46,17 @@ impl Solver<'_> {
         let mut head = Vec::new();
         let mut tail = Vec::new();
         let mut request = String::new();
-        let mut at = Some(&best.chain);
-        while let Some(link) = at {
+        let mut at = best.chain;
+        while at != NO_LINK {
+            let link = self.link(at);
+            let d = link.depth as usize;
             match link.kind {
                 LinkKind::Request(i) => request = self.requests[i].label(),
-                kind if link.depth <= keep_head => head.push(self.link_text(kind)),
-                kind if link.depth > depth - keep_tail => tail.push(self.link_text(kind)),
+                kind if d <= keep_head => head.push(self.link_text(kind)),
+                kind if d > depth - keep_tail => tail.push(self.link_text(kind)),
                 _ => {}
             }
-            at = link.parent.as_ref();
+            at = link.parent;
         }
         head.reverse();
         tail.reverse();
@@ -144,7 +146,11 @@ impl Solver<'_> {
     /// The relation at `at`, as written.
     fn rel_text(&self, at: RelAt) -> String {
         match at {
-            RelAt::Request(i) => self.request_rels[i].to_string(),
+            // Checked before the search began (the relations are not kept: a bootstrap makes
+            // one for each of its thousands of requests).
+            RelAt::Request(i) => self.requests[i]
+                .check()
+                .map_or_else(|_| self.requests[i].label(), |r| r.to_string()),
             RelAt::Alt { pkg, group, alt } => {
                 let p = self.pkg(pkg);
                 let (field, index) = p.group_origin(group as usize);

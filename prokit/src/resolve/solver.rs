@@ -12,7 +12,6 @@ use super::universe::{Dep, IdMap, IdSet, NameId, Pkg, PkgId, Sorted, Universe, W
 use super::{DEFAULT_STEP_BUDGET, DEFAULT_WORK_BUDGET, MAX_LISTED, Request, ResolveError};
 use feeds::relation::Relation;
 use std::cell::Cell;
-use std::rc::Rc;
 
 /// What has been decided about a name in the current branch. Names without a decision are
 /// as the status file says (installed or absent).
@@ -36,13 +35,19 @@ enum Opt {
     Remove { victim: PkgId, by: PkgId },
 }
 
-/// A link of the explanation chain, shared by everything that descends from it.
+/// A link of the explanation chain, shared by everything that descends from it: an entry of
+/// [`Solver::links`] (an arena: a link is 12 bytes there, where a reference-counted one
+/// would be an allocation each, and a large install makes one per dependency).
 #[derive(Debug)]
 pub(super) struct Link {
     pub(super) kind: LinkKind,
-    pub(super) parent: Option<Rc<Link>>,
-    pub(super) depth: usize,
+    /// The link it descends from ([`NO_LINK`] for a request's).
+    pub(super) parent: Chain,
+    pub(super) depth: u32,
 }
+
+/// The parent of a root link.
+pub(super) const NO_LINK: Chain = Chain::MAX;
 
 #[derive(Debug, Clone, Copy)]
 pub(super) enum LinkKind {
@@ -60,28 +65,8 @@ pub(super) enum LinkKind {
     },
 }
 
-impl Drop for Link {
-    /// Unlinks long chains iteratively (the default drop would recurse once per link).
-    fn drop(&mut self) {
-        let mut next = self.parent.take();
-        while let Some(rc) = next {
-            match Rc::try_unwrap(rc) {
-                Ok(mut link) => next = link.parent.take(),
-                Err(_) => break,
-            }
-        }
-    }
-}
-
-pub(super) type Chain = Rc<Link>;
-
-fn extend(parent: &Chain, kind: LinkKind) -> Chain {
-    Rc::new(Link {
-        kind,
-        parent: Some(parent.clone()),
-        depth: parent.depth + 1,
-    })
-}
+/// The last link of a chain: its index in [`Solver::links`].
+pub(super) type Chain = u32;
 
 #[derive(Debug, Clone, Copy)]
 enum ObKind {
@@ -165,6 +150,8 @@ struct Choice {
     applied: Option<Opt>,
     trail_len: usize,
     queue_len: usize,
+    /// Every link made after this choice was applied hangs off an obligation queued after it.
+    links_len: usize,
 }
 
 enum Undo {
@@ -178,11 +165,13 @@ pub(super) struct Solver<'u> {
     pub(super) u: &'u Universe,
     sorted: &'u Sorted,
     pub(super) requests: &'u [Request],
-    pub(super) request_rels: Vec<Relation>,
     /// The relation each request stands for.
     request_wants: Vec<Want>,
     pub(super) decisions: IdMap<NameId, Decision>,
     trail: Vec<Undo>,
+    /// The links of every chain (undone with the obligations on backtracking, but for those
+    /// of the deepest failure, [`Solver::best`]).
+    pub(super) links: Vec<Link>,
     queue: Vec<Obligation>,
     head: usize,
     /// Planned packages by the virtual names they provide.
@@ -204,25 +193,24 @@ pub(super) struct Solver<'u> {
 }
 
 impl<'u> Solver<'u> {
-    pub(super) fn new(
-        u: &'u Universe,
-        requests: &'u [Request],
-        request_rels: Vec<Relation>,
-    ) -> Self {
+    pub(super) fn new(u: &'u Universe, requests: &'u [Request], request_rels: &[Relation]) -> Self {
+        let links = (0..requests.len())
+            .map(|i| Link {
+                kind: LinkKind::Request(i),
+                parent: NO_LINK,
+                depth: 0,
+            })
+            .collect();
         let queue = (0..requests.len())
             .map(|i| Obligation {
                 kind: ObKind::Request(i),
-                chain: Rc::new(Link {
-                    kind: LinkKind::Request(i),
-                    parent: None,
-                    depth: 0,
-                }),
+                chain: Chain::try_from(i).expect("fewer than 2^32 requests"),
             })
             .collect();
         let sorted = u.sorted();
         let request_wants = requests
             .iter()
-            .zip(&request_rels)
+            .zip(request_rels)
             .map(|(r, rel)| Want {
                 name: u.names.get(&r.name).unwrap_or(NO_NAME),
                 op: rel.constraint().map(|(op, _)| op),
@@ -235,10 +223,10 @@ impl<'u> Solver<'u> {
             u,
             sorted,
             requests,
-            request_rels,
             request_wants,
             decisions: IdMap::default(),
             trail: Vec::new(),
+            links,
             queue,
             head: 0,
             sel_providers: IdMap::default(),
@@ -611,7 +599,7 @@ impl<'u> Solver<'u> {
                 fixed: false,
             };
         }
-        let why = match self.queue[ob].chain.kind {
+        let why = match self.link(self.queue[ob].chain).kind {
             LinkKind::Conflict {
                 declarer,
                 index,
@@ -782,7 +770,7 @@ impl<'u> Solver<'u> {
         }
     }
 
-    fn apply(&mut self, opt: Opt, chain: &Chain) -> Result<(), Why> {
+    fn apply(&mut self, opt: Opt, chain: Chain) -> Result<(), Why> {
         match opt {
             Opt::Keep(id) => {
                 self.set_decision(self.pkg(id).name, Decision::Keep(id));
@@ -797,7 +785,7 @@ impl<'u> Solver<'u> {
         }
     }
 
-    fn install(&mut self, id: PkgId, requested: bool, chain: &Chain) -> Result<(), Why> {
+    fn install(&mut self, id: PkgId, requested: bool, chain: Chain) -> Result<(), Why> {
         let x = self.pkg(id);
         let name = x.name;
         // Its names are looked up below, and its provides indexed.
@@ -904,7 +892,7 @@ impl<'u> Solver<'u> {
         for (victim, declarer, index, target, removable) in doomed {
             let by = removable.then_some(id);
             self.set_decision(self.pkg(victim).name, Decision::Doomed { by: id });
-            let link = extend(
+            let link = self.extend(
                 chain,
                 LinkKind::Conflict {
                     declarer,
@@ -915,9 +903,9 @@ impl<'u> Solver<'u> {
             );
             self.queue.push(Obligation {
                 kind: ObKind::Replace { victim, by },
-                chain: link.clone(),
+                chain: link,
             });
-            self.recheck(victim, &link);
+            self.recheck(victim, link);
         }
         if previous.is_none()
             && let Some(&old) = self.u.installed_by_name.get(&name)
@@ -926,9 +914,10 @@ impl<'u> Solver<'u> {
         }
         for group in 0..x.group_count() {
             let group = group as u32;
+            let chain = self.extend(chain, LinkKind::Dep { from: id, group });
             self.queue.push(Obligation {
                 kind: ObKind::Dep { from: id, group },
-                chain: extend(chain, LinkKind::Dep { from: id, group }),
+                chain,
             });
         }
         Ok(())
@@ -936,7 +925,7 @@ impl<'u> Solver<'u> {
 
     /// After the installed `gone` stopped being present: re-examines every present package
     /// with a dependency on one of its names, and queues those now unmet.
-    fn recheck(&mut self, gone: PkgId, chain: &Chain) {
+    fn recheck(&mut self, gone: PkgId, chain: Chain) {
         let mut seen = IdSet::default();
         let mut queued = Vec::new();
         self.tick(self.pkg(gone).provides.len());
@@ -956,11 +945,28 @@ impl<'u> Solver<'u> {
             }
         }
         for (from, group) in queued {
+            let chain = self.extend(chain, LinkKind::Dep { from, group });
             self.queue.push(Obligation {
                 kind: ObKind::Dep { from, group },
-                chain: extend(chain, LinkKind::Dep { from, group }),
+                chain,
             });
         }
+    }
+
+    /// A new link below `parent`.
+    fn extend(&mut self, parent: Chain, kind: LinkKind) -> Chain {
+        let depth = self.link(parent).depth + 1;
+        let at = Chain::try_from(self.links.len()).expect("fewer than 2^32 links");
+        self.links.push(Link {
+            kind,
+            parent,
+            depth,
+        });
+        at
+    }
+
+    pub(super) fn link(&self, chain: Chain) -> &Link {
+        &self.links[chain as usize]
     }
 
     // --- the search loop -------------------------------------------------------------------
@@ -974,7 +980,7 @@ impl<'u> Solver<'u> {
             match eval {
                 Eval::Done => {}
                 Eval::Fail { why, fixed } => {
-                    let chain = self.queue[ob].chain.clone();
+                    let chain = self.queue[ob].chain;
                     self.record(chain, why);
                     if fixed {
                         self.obligation_impossible(ob)?;
@@ -990,6 +996,7 @@ impl<'u> Solver<'u> {
                         applied: None,
                         trail_len: self.trail.len(),
                         queue_len: self.queue.len(),
+                        links_len: self.links.len(),
                     });
                     self.advance()?;
                 }
@@ -1032,7 +1039,8 @@ impl<'u> Solver<'u> {
             let Some(top) = self.choices.last_mut() else {
                 return Err(self.failure_error());
             };
-            let (ob, trail_len, queue_len) = (top.ob, top.trail_len, top.queue_len);
+            let (ob, trail_len, queue_len, links_len) =
+                (top.ob, top.trail_len, top.queue_len, top.links_len);
             if top.next == top.options.len() {
                 let all_dead = top.fixed
                     && top
@@ -1052,6 +1060,10 @@ impl<'u> Solver<'u> {
             top.applied = Some(opt);
             self.undo_to(trail_len);
             self.queue.truncate(queue_len);
+            // A chain's links come before its last one (parents are made first): keeping up to
+            // the deepest failure's keeps all of its chain.
+            let kept = self.best.as_ref().map_or(0, |b| b.chain as usize + 1);
+            self.links.truncate(links_len.max(kept));
             self.head = ob + 1;
             if matches!(opt, Opt::Install { id, .. } if self.is_dead(id)) {
                 continue;
@@ -1065,8 +1077,8 @@ impl<'u> Solver<'u> {
                     }),
                 });
             }
-            let chain = self.queue[ob].chain.clone();
-            let applied = self.apply(opt, &chain);
+            let chain = self.queue[ob].chain;
+            let applied = self.apply(opt, chain);
             self.check_work()?;
             match applied {
                 Ok(()) => return Ok(()),
@@ -1079,7 +1091,7 @@ impl<'u> Solver<'u> {
         if self
             .best
             .as_ref()
-            .is_none_or(|b| chain.depth > b.chain.depth)
+            .is_none_or(|b| self.link(chain).depth > self.link(b.chain).depth)
         {
             self.best = Some(Failure { chain, why });
         }

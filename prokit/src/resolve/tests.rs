@@ -545,6 +545,27 @@ fn deepest_failure_is_reported_when_every_alternative_fails() {
     assert_eq!(failure(&u, &["a"]).to_string(), message, "deterministic");
 }
 
+/// The explanation links of a branch are undone when the search backtracks out of it, but for
+/// the deepest failure's: found in the first alternative, it is still the one reported after
+/// the second failed with links of its own made in the same places.
+#[test]
+fn deepest_failure_of_an_abandoned_branch_keeps_its_chain() {
+    let mut u = universe();
+    avail(&mut u, "Package: a\nVersion: 1.0\nDepends: c | b");
+    avail(&mut u, "Package: c\nVersion: 1.0\nDepends: y");
+    avail(&mut u, "Package: y\nVersion: 1.0\nDepends: w, z (>= 2)");
+    avail(&mut u, "Package: w\nVersion: 1.0");
+    avail(&mut u, "Package: b\nVersion: 1.0\nDepends: p, q, x");
+    avail(&mut u, "Package: p\nVersion: 1.0");
+    avail(&mut u, "Package: q\nVersion: 1.0");
+    let message = failure(&u, &["a"]).to_string();
+    assert_eq!(
+        message,
+        "cannot install a: a 1.0 depends on c | b, c 1.0 depends on y, y 1.0 depends on \
+         z (>= 2), but z is not in any feed (not assumed installed either)"
+    );
+}
+
 #[test]
 fn dependencies_never_downgrade_an_installed_package() {
     let mut u = universe();

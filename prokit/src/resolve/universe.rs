@@ -648,7 +648,8 @@ impl Universe {
                 Err(e) => return (Err(e), Counts::default()),
             }
         }
-        let mut solver = Solver::new(self, requests, rels);
+        let mut solver = Solver::new(self, requests, &rels);
+        drop(rels);
         let result = solver.run().and_then(|()| solver.plan());
         (result, solver.counts())
     }

@@ -1,0 +1,246 @@
+//! A map from paths to small values that holds every path once, in one arena.
+//!
+//! The ownership map of a root ([`crate::status`]) holds every path of every installed package:
+//! hundreds of thousands in a large root. As a `HashMap<Box<str>, V>` each path costs an
+//! allocation (its bytes rounded up, plus the allocator's header) and a 24-byte table entry;
+//! here it costs its bytes in one string, an entry of 8 bytes plus the value, and 4 bytes of
+//! open-addressing table. Paths are hashed with the standard library's keyed hasher, as in
+//! `HashMap` (they come from packages: a crafted set must not degrade the table).
+//!
+//! A removed path leaves its bytes in the arena until the table is next rebuilt, when the live
+//! entries are copied into a new one; that happens before the removed entries outnumber the
+//! live ones (by more than 16).
+
+use std::hash::{BuildHasher, RandomState};
+
+/// A slot of the table never used.
+const EMPTY: u32 = 0;
+/// A slot whose entry was removed (probing goes on past it).
+const REMOVED: u32 = u32::MAX;
+
+#[derive(Debug, Clone)]
+struct Entry<V> {
+    start: u32,
+    len: u32,
+    /// `None` once removed.
+    value: Option<V>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PathTable<V> {
+    arena: String,
+    entries: Vec<Entry<V>>,
+    /// Per slot: [`EMPTY`], [`REMOVED`] or the entry's index plus one. A power of two long.
+    slots: Vec<u32>,
+    /// Slots not [`EMPTY`] (live or removed).
+    used: usize,
+    live: usize,
+    state: RandomState,
+}
+
+impl<V> Default for PathTable<V> {
+    fn default() -> Self {
+        PathTable {
+            arena: String::new(),
+            entries: Vec::new(),
+            slots: Vec::new(),
+            used: 0,
+            live: 0,
+            state: RandomState::new(),
+        }
+    }
+}
+
+impl<V> PathTable<V> {
+    /// How many paths it holds.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.live
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    fn text(&self, e: &Entry<V>) -> &str {
+        &self.arena[e.start as usize..(e.start + e.len) as usize]
+    }
+
+    /// The slot holding `path`, or None.
+    fn find(&self, path: &str) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut at = self.state.hash_one(path) as usize & mask;
+        loop {
+            match self.slots[at] {
+                EMPTY => return None,
+                REMOVED => {}
+                i => {
+                    let e = &self.entries[i as usize - 1];
+                    if e.value.is_some() && self.text(e) == path {
+                        return Some(at);
+                    }
+                }
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    pub(crate) fn get(&self, path: &str) -> Option<&V> {
+        let at = self.find(path)?;
+        self.entries[self.slots[at] as usize - 1].value.as_ref()
+    }
+
+    pub(crate) fn get_mut(&mut self, path: &str) -> Option<&mut V> {
+        let at = self.find(path)?;
+        self.entries[self.slots[at] as usize - 1].value.as_mut()
+    }
+
+    pub(crate) fn contains_key(&self, path: &str) -> bool {
+        self.find(path).is_some()
+    }
+
+    /// Sets the value of `path`, adding it when new.
+    pub(crate) fn insert(&mut self, path: &str, value: V) {
+        if let Some(v) = self.get_mut(path) {
+            *v = value;
+            return;
+        }
+        // Grown when 7/8 of the slots are taken, or when removed entries are as many as the
+        // live ones (a path put back after its removal takes a removed slot, not a new one).
+        if (self.used + 1) * 8 > self.slots.len() * 7 || self.entries.len() >= 2 * self.live + 16 {
+            self.rebuild();
+        }
+        let start = u32::try_from(self.arena.len()).expect("paths under 4 GiB in all");
+        let len = u32::try_from(path.len()).expect("a path under 4 GiB");
+        self.arena.push_str(path);
+        self.entries.push(Entry {
+            start,
+            len,
+            value: Some(value),
+        });
+        let index = u32::try_from(self.entries.len()).expect("fewer than 2^32 - 1 paths");
+        self.place(path, index);
+        self.live += 1;
+    }
+
+    /// Removes `path`; its value, if it was there.
+    pub(crate) fn remove(&mut self, path: &str) -> Option<V> {
+        let at = self.find(path)?;
+        let i = self.slots[at] as usize - 1;
+        self.slots[at] = REMOVED;
+        self.live -= 1;
+        self.entries[i].value.take()
+    }
+
+    /// Puts entry number `index` (its index plus one) in the first free slot of `path`'s
+    /// probe sequence.
+    fn place(&mut self, path: &str, index: u32) {
+        let mask = self.slots.len() - 1;
+        let mut at = self.state.hash_one(path) as usize & mask;
+        while !matches!(self.slots[at], EMPTY | REMOVED) {
+            at = (at + 1) & mask;
+        }
+        if self.slots[at] == EMPTY {
+            self.used += 1;
+        }
+        self.slots[at] = index;
+    }
+
+    /// A table twice the live entries (at least 16 slots), with only the live entries and
+    /// their paths.
+    fn rebuild(&mut self) {
+        let slots = ((self.live + 1) * 2).next_power_of_two().max(16);
+        let live_bytes: usize = self
+            .entries
+            .iter()
+            .filter(|e| e.value.is_some())
+            .map(|e| e.len as usize)
+            .sum();
+        let fresh = PathTable {
+            arena: String::with_capacity(live_bytes),
+            entries: Vec::with_capacity(self.live + 1),
+            slots: vec![EMPTY; slots],
+            used: 0,
+            live: 0,
+            state: self.state.clone(),
+        };
+        let mut old = std::mem::replace(self, fresh);
+        for e in std::mem::take(&mut old.entries) {
+            if let Some(value) = e.value {
+                let path = &old.arena[e.start as usize..(e.start + e.len) as usize];
+                let start = self.arena.len() as u32;
+                self.arena.push_str(path);
+                self.entries.push(Entry {
+                    start,
+                    len: e.len,
+                    value: Some(value),
+                });
+                let index = self.entries.len() as u32;
+                self.place(path, index);
+                self.live += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn it_holds_what_a_hash_map_holds_through_inserts_replacements_and_removals() {
+        let mut table = PathTable::default();
+        let mut model = HashMap::new();
+        // A deterministic mix: paths that share prefixes, come back after removal, and
+        // replace values, over several growths.
+        let mut x: u64 = 7;
+        for step in 0..20_000u32 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let path = format!("/usr/lib/p{}/f{}", (x >> 33) % 300, (x >> 20) % 7);
+            match (x >> 60) % 4 {
+                0 => assert_eq!(table.remove(&path), model.remove(&path), "step {step}"),
+                _ => {
+                    table.insert(&path, step);
+                    model.insert(path.clone(), step);
+                }
+            }
+            assert_eq!(table.get(&path), model.get(&path), "step {step}: {path}");
+        }
+        assert_eq!(table.len(), model.len());
+        for (path, value) in &model {
+            assert_eq!(table.get(path), Some(value));
+            assert!(table.contains_key(path));
+        }
+        assert_eq!(table.get("/usr/lib/p1"), None);
+        assert_eq!(table.get(""), None);
+        // What removals leave behind never outnumbers what is live (by more than 16).
+        assert!(table.entries.len() <= 2 * table.len() + 16);
+        // Nor does a path put back and removed again and again pile up.
+        for _ in 0..10_000 {
+            table.insert("/tmp/x", 1);
+            table.remove("/tmp/x");
+        }
+        assert!(table.entries.len() <= 2 * table.len() + 16);
+        assert_eq!(table.len(), model.len());
+    }
+
+    #[test]
+    fn an_empty_table_finds_nothing_and_removes_nothing() {
+        let mut table: PathTable<u32> = PathTable::default();
+        assert_eq!(table.get("/a"), None);
+        assert_eq!(table.remove("/a"), None);
+        table.insert("/a", 1);
+        table.insert("/a", 2);
+        assert_eq!((table.get("/a"), table.len()), (Some(&2), 1));
+        *table.get_mut("/a").unwrap() = 3;
+        assert_eq!(table.remove("/a"), Some(3));
+        assert_eq!((table.get("/a"), table.len()), (None, 0));
+    }
+}
