@@ -229,6 +229,21 @@ impl StoredList {
     }
 }
 
+/// Parses every stanza `reader` gives, keeping none: how many there were, and the error that
+/// stopped the reader, if one did.
+fn count_stanzas<R: io::BufRead>(
+    reader: &mut ParagraphReader<R>,
+) -> (usize, Option<feeds::control::ControlError>) {
+    let mut stanzas = 0;
+    for p in reader.by_ref() {
+        match p {
+            Ok(_) => stanzas += 1,
+            Err(e) => return (stanzas, Some(e)),
+        }
+    }
+    (stanzas, None)
+}
+
 /// What an update found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpdateReport {
@@ -896,17 +911,7 @@ impl FeedStore {
         let mut checked = Checked::new(text, check.as_mut());
         checked.digest = Some((Sha256::new(), 0));
         let mut reader = ParagraphReader::new(io::BufReader::with_capacity(64 << 10, checked));
-        let mut stanzas = 0;
-        let mut unparsed = None;
-        for p in reader.by_ref() {
-            match p {
-                Ok(_) => stanzas += 1,
-                Err(e) => {
-                    unparsed = Some(e);
-                    break;
-                }
-            }
-        }
+        let (stanzas, unparsed) = count_stanzas(&mut reader);
         let mut rest = reader.into_inner();
         let _ = io::copy(&mut rest, &mut io::sink());
         let checked = rest.into_inner();
@@ -1182,17 +1187,7 @@ impl FeedStore {
             return Ok(None);
         };
         let mut reader = ParagraphReader::new(stored.reader(check.as_mut()));
-        let mut unparsed = None;
-        let mut stanzas = 0;
-        for p in reader.by_ref() {
-            match p {
-                Ok(_) => stanzas += 1,
-                Err(e) => {
-                    unparsed = Some(e);
-                    break;
-                }
-            }
-        }
+        let (stanzas, unparsed) = count_stanzas(&mut reader);
         stored.drain(reader.into_inner())?;
         let signer = check.map(SignatureCheck::finish).transpose()?;
         if let Some(e) = unparsed {
