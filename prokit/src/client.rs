@@ -1388,19 +1388,35 @@ impl Client {
 
     /// [`Client::indexes`], each with the key that signed it.
     fn indexes_signed(&self, progress: &dyn Progress) -> Result<Vec<SignedIndex<'_>>, ClientError> {
+        Ok(self
+            .each_feed(progress, |_, s| {
+                self.store.load_signed(&s.name, self.trust_for(&s.name))
+            })?
+            .into_iter()
+            .map(|(s, (index, signer))| (s, index.stanzas, signer))
+            .collect())
+    }
+
+    /// `load` of every configured feed (its position in the configuration, and the feed),
+    /// in order. A feed that does not load (never updated, refused) is left out with a
+    /// warning naming it, so one bad feed does not stop the others (docs/threats.md §22);
+    /// when no feed loads at all, the first failure is the error.
+    fn each_feed<'s, T>(
+        &'s self,
+        progress: &dyn Progress,
+        mut load: impl FnMut(usize, &'s Source) -> Result<Option<T>, FeedError>,
+    ) -> Result<Vec<(&'s Source, T)>, ClientError> {
         if self.config.sources.is_empty() {
             return Err(ClientError::NoFeeds(self.conf_name()));
         }
         let mut out = Vec::new();
         let mut first_error = None;
-        for s in &self.config.sources {
-            let loaded = self
-                .store
-                .load_signed(&s.name, self.trust_for(&s.name))
+        for (i, s) in self.config.sources.iter().enumerate() {
+            let loaded = load(i, s)
                 .map_err(ClientError::from)
-                .and_then(|index| index.ok_or_else(|| ClientError::NotUpdated(s.name.clone())));
+                .and_then(|r| r.ok_or_else(|| ClientError::NotUpdated(s.name.clone())));
             match loaded {
-                Ok((index, signer)) => out.push((s, index.stanzas, signer)),
+                Ok(t) => out.push((s, t)),
                 Err(e) => {
                     progress.message(&format!("warning: feed {:?} left out: {e}", s.name));
                     first_error.get_or_insert(e);
@@ -1437,16 +1453,12 @@ impl Client {
             u.add_installed(p.clone())?;
         }
         if with_feeds {
-            if self.config.sources.is_empty() {
-                return Err(ClientError::NoFeeds(self.conf_name()));
-            }
-            let mut first_error = None;
-            for (i, s) in self.config.sources.iter().enumerate() {
-                // Each stanza goes into the universe as it is read (once the whole index has
-                // been verified): the index is never whole in memory beside the universe. A
-                // stanza the resolver cannot read is left out with a warning naming the feed,
-                // the stanza's line and the reason; the rest of the feed, and the other feeds,
-                // stay usable (docs/threats.md §22).
+            // Each stanza goes into the universe as it is read (once the whole index has been
+            // verified): the index is never whole in memory beside the universe. A stanza the
+            // resolver cannot read is left out with a warning naming the feed, the stanza's
+            // line and the reason; the rest of the feed, and the other feeds, stay usable
+            // (docs/threats.md §22).
+            let loaded = self.each_feed(progress, |i, s| {
                 let mut line = 1;
                 let mut add = |st: Paragraph, stanzas: usize| {
                     if line == 1 {
@@ -1466,23 +1478,11 @@ impl Client {
                     }
                     line += lines + 1;
                 };
-                let loaded = self
-                    .store
+                self.store
                     .for_each_stanza(&s.name, self.trust_for(&s.name), &mut add)
-                    .map_err(ClientError::from)
-                    .and_then(|r| r.ok_or_else(|| ClientError::NotUpdated(s.name.clone())));
-                match loaded {
-                    Ok((_, signer)) => {
-                        signers.insert(s.name.clone(), signer.map(|f| f.to_string()));
-                    }
-                    Err(e) => {
-                        progress.message(&format!("warning: feed {:?} left out: {e}", s.name));
-                        first_error.get_or_insert(e);
-                    }
-                }
-            }
-            if let Some(e) = first_error.filter(|_| signers.is_empty()) {
-                return Err(e);
+            })?;
+            for (s, (_, signer)) in loaded {
+                signers.insert(s.name.clone(), signer.map(|f| f.to_string()));
             }
         }
         for a in &self.opts.assume_installed {

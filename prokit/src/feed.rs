@@ -187,7 +187,8 @@ impl<R: io::Read> io::Read for Checked<'_, R> {
     }
 }
 
-/// A feed's stored list as read, and the check its text must pass ([`FeedStore::open_list`]).
+/// An index as fetched or as stored, with what decompressing it needs: its text is read
+/// through [`StoredList::reader`] ([`FeedStore::update`], [`FeedStore::open_list`]).
 struct StoredList {
     feed: String,
     file: String,
@@ -211,12 +212,14 @@ impl StoredList {
     }
 
     /// Ends a checked pass: what the parser did not take still goes through the check, and a
-    /// damaged stream (gzip, decompression bomb) is reported.
-    fn drain(&self, mut rest: ListReader<'_>) -> Result<(), FeedError> {
+    /// damaged stream (gzip, decompression bomb) is reported. The size and SHA-256 of the
+    /// text when the reader was asked for them.
+    fn drain(&self, mut rest: ListReader<'_>) -> Result<Option<(Sha256, u64)>, FeedError> {
         let _ = io::copy(&mut rest, &mut io::sink());
-        match rest.into_inner().error {
+        let checked = rest.into_inner();
+        match checked.error {
             Some(e) => Err(self.bad_index(gunzip_reason(e))),
-            None => Ok(()),
+            None => Ok(checked.digest),
         }
     }
 
@@ -903,32 +906,26 @@ impl FeedStore {
         // signature check, counted and hashed for Release, and every stanza parsed (counted,
         // not kept: the list is stored as it came). A damaged stream is reported first, then
         // a bad signature, then a stanza that does not parse.
-        let text: Box<dyn io::Read + '_> = if feed.gz {
-            Box::new(feeds::index::gunzip_reader(&raw, &self.gunzip_limits()))
-        } else {
-            Box::new(&raw[..])
-        };
-        let mut checked = Checked::new(text, check.as_mut());
-        checked.digest = Some((Sha256::new(), 0));
-        let mut reader = ParagraphReader::new(io::BufReader::with_capacity(64 << 10, checked));
-        let (stanzas, unparsed) = count_stanzas(&mut reader);
-        let mut rest = reader.into_inner();
-        let _ = io::copy(&mut rest, &mut io::sink());
-        let checked = rest.into_inner();
-        let bad_index = |reason: String| FeedError::BadIndex {
+        let fetched = StoredList {
             feed: name.into(),
             file: index_url.clone(),
-            reason,
+            bytes: raw,
+            gz: feed.gz,
+            limits: self.gunzip_limits(),
         };
-        if let Some(e) = checked.error {
-            return Err(bad_index(gunzip_reason(e)));
-        }
-        let (sha, len) = checked.digest.expect("asked for above");
+        let mut text = fetched.reader(check.as_mut());
+        text.get_mut().digest = Some((Sha256::new(), 0));
+        let mut reader = ParagraphReader::new(text);
+        let (stanzas, unparsed) = count_stanzas(&mut reader);
+        let (sha, len) = fetched
+            .drain(reader.into_inner())?
+            .expect("asked for above");
         let packages_sha = hex::encode(sha.finalize());
         let fingerprint = check.map(SignatureCheck::finish).transpose()?;
         if let Some(e) = unparsed {
-            return Err(bad_index(IndexError::from(e).to_string()));
+            return Err(fetched.bad_index(IndexError::from(e).to_string()));
         }
+        let raw = fetched.bytes;
 
         // 3. Release (threats 2, 3, 5, 6, 7).
         let release_url = url_of("Release");

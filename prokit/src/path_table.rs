@@ -4,8 +4,9 @@
 //! hundreds of thousands in a large root. As a `HashMap<Box<str>, V>` each path costs an
 //! allocation (its bytes rounded up, plus the allocator's header) and a 24-byte table entry;
 //! here it costs its bytes in one string, an entry of 8 bytes plus the value, and 8 to 16
-//! bytes of open-addressing table (kept at most half full). Paths are hashed with the standard library's keyed hasher, as in
-//! `HashMap` (they come from packages: a crafted set must not degrade the table).
+//! bytes of open-addressing table (kept at most half full). Paths are hashed with the
+//! standard library's keyed hasher, as in `HashMap` (they come from packages: a crafted set
+//! must not degrade the table).
 //!
 //! A removed path leaves its bytes in the arena until the table is next rebuilt, when the live
 //! entries are copied into a new one; that happens before the removed entries outnumber the
@@ -22,7 +23,7 @@ const REMOVED: u32 = u32::MAX;
 struct Entry<V> {
     start: u32,
     len: u32,
-    /// `None` once removed.
+    /// `None` once removed (no slot refers to it then).
     value: Option<V>,
 }
 
@@ -67,20 +68,23 @@ impl<V> PathTable<V> {
         &self.arena[e.start as usize..(e.start + e.len) as usize]
     }
 
-    /// The slot holding `path`, or None.
-    fn find(&self, path: &str) -> Option<usize> {
+    fn hash(&self, path: &str) -> u64 {
+        self.state.hash_one(path)
+    }
+
+    /// The slot holding `path` (whose [`PathTable::hash`] is `hash`), or None.
+    fn find(&self, path: &str, hash: u64) -> Option<usize> {
         if self.slots.is_empty() {
             return None;
         }
         let mask = self.slots.len() - 1;
-        let mut at = self.state.hash_one(path) as usize & mask;
+        let mut at = hash as usize & mask;
         loop {
             match self.slots[at] {
                 EMPTY => return None,
                 REMOVED => {}
                 i => {
-                    let e = &self.entries[i as usize - 1];
-                    if e.value.is_some() && self.text(e) == path {
+                    if self.text(&self.entries[i as usize - 1]) == path {
                         return Some(at);
                     }
                 }
@@ -89,24 +93,34 @@ impl<V> PathTable<V> {
         }
     }
 
+    /// The entry in slot `at` (one [`PathTable::find`] gave).
+    fn entry(&self, at: usize) -> &Entry<V> {
+        &self.entries[self.slots[at] as usize - 1]
+    }
+
+    fn entry_mut(&mut self, at: usize) -> &mut Entry<V> {
+        &mut self.entries[self.slots[at] as usize - 1]
+    }
+
     pub(crate) fn get(&self, path: &str) -> Option<&V> {
-        let at = self.find(path)?;
-        self.entries[self.slots[at] as usize - 1].value.as_ref()
+        let at = self.find(path, self.hash(path))?;
+        self.entry(at).value.as_ref()
     }
 
     pub(crate) fn get_mut(&mut self, path: &str) -> Option<&mut V> {
-        let at = self.find(path)?;
-        self.entries[self.slots[at] as usize - 1].value.as_mut()
+        let at = self.find(path, self.hash(path))?;
+        self.entry_mut(at).value.as_mut()
     }
 
     pub(crate) fn contains_key(&self, path: &str) -> bool {
-        self.find(path).is_some()
+        self.find(path, self.hash(path)).is_some()
     }
 
     /// Sets the value of `path`, adding it when new.
     pub(crate) fn insert(&mut self, path: &str, value: V) {
-        if let Some(v) = self.get_mut(path) {
-            *v = value;
+        let hash = self.hash(path);
+        if let Some(at) = self.find(path, hash) {
+            self.entry_mut(at).value = Some(value);
             return;
         }
         // Rebuilt when half the slots are taken (linear probing slows fast past that: a miss
@@ -116,6 +130,20 @@ impl<V> PathTable<V> {
         if (self.used + 1) * 2 > self.slots.len() || self.entries.len() >= 2 * self.live + 16 {
             self.rebuild();
         }
+        self.append(path, hash, value);
+    }
+
+    /// Removes `path`; its value, if it was there.
+    pub(crate) fn remove(&mut self, path: &str) -> Option<V> {
+        let at = self.find(path, self.hash(path))?;
+        let value = self.entry_mut(at).value.take();
+        self.slots[at] = REMOVED;
+        self.live -= 1;
+        value
+    }
+
+    /// Adds `path`, known to be absent, in a table with a free slot for it.
+    fn append(&mut self, path: &str, hash: u64, value: V) {
         let start = u32::try_from(self.arena.len()).expect("paths under 4 GiB in all");
         let len = u32::try_from(path.len()).expect("a path under 4 GiB");
         self.arena.push_str(path);
@@ -125,24 +153,15 @@ impl<V> PathTable<V> {
             value: Some(value),
         });
         let index = u32::try_from(self.entries.len()).expect("fewer than 2^32 - 1 paths");
-        self.place(path, index);
+        self.place(hash, index);
         self.live += 1;
     }
 
-    /// Removes `path`; its value, if it was there.
-    pub(crate) fn remove(&mut self, path: &str) -> Option<V> {
-        let at = self.find(path)?;
-        let i = self.slots[at] as usize - 1;
-        self.slots[at] = REMOVED;
-        self.live -= 1;
-        self.entries[i].value.take()
-    }
-
-    /// Puts entry number `index` (its index plus one) in the first free slot of `path`'s
-    /// probe sequence.
-    fn place(&mut self, path: &str, index: u32) {
+    /// Puts entry number `index` (its index plus one) in the first free slot of the probe
+    /// sequence of `hash`.
+    fn place(&mut self, hash: u64, index: u32) {
         let mask = self.slots.len() - 1;
-        let mut at = self.state.hash_one(path) as usize & mask;
+        let mut at = hash as usize & mask;
         while !matches!(self.slots[at], EMPTY | REMOVED) {
             at = (at + 1) & mask;
         }
@@ -174,16 +193,7 @@ impl<V> PathTable<V> {
         for e in std::mem::take(&mut old.entries) {
             if let Some(value) = e.value {
                 let path = &old.arena[e.start as usize..(e.start + e.len) as usize];
-                let start = self.arena.len() as u32;
-                self.arena.push_str(path);
-                self.entries.push(Entry {
-                    start,
-                    len: e.len,
-                    value: Some(value),
-                });
-                let index = self.entries.len() as u32;
-                self.place(path, index);
-                self.live += 1;
+                self.append(path, self.hash(path), value);
             }
         }
     }
