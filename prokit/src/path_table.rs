@@ -1,16 +1,24 @@
-//! A map from paths to small values that holds every path once, in one arena.
+//! A map from paths to small values that holds a 128-bit keyed fingerprint of each path, not
+//! the path.
 //!
 //! The ownership map of a root ([`crate::status`]) holds every path of every installed package:
 //! hundreds of thousands in a large root. As a `HashMap<Box<str>, V>` each path costs an
 //! allocation (its bytes rounded up, plus the allocator's header) and a 24-byte table entry;
-//! here it costs its bytes in one string, an entry of 8 bytes plus the value, and 8 to 16
-//! bytes of open-addressing table (kept at most half full). Paths are hashed with the
-//! standard library's keyed hasher, as in `HashMap` (they come from packages: a crafted set
-//! must not degrade the table).
+//! kept in one arena it still costs its bytes (~50 on average). Here it costs 16 bytes of
+//! fingerprint, the value, and 8 to 16 bytes of open-addressing table (kept at most half full),
+//! whatever its length. Nothing reads a path back out of the map: it is asked about paths the
+//! caller holds (a package's file list, an entry being unpacked).
 //!
-//! A removed path leaves its bytes in the arena until the table is next rebuilt, when the live
-//! entries are copied into a new one; that happens before the removed entries outnumber the
-//! live ones (by more than 16).
+//! The fingerprint is two SipHash values of the path under two random keys drawn for each map
+//! (the standard library's `RandomState`, as `HashMap` keys its table). Two paths are taken for
+//! one only if both 64-bit values collide: for a root of a million paths the chance that any
+//! two do is below 10⁻²⁶, and paths come from packages written before the keys exist, so no
+//! package can choose paths that collide (nor degrade the table: the slot comes from the keyed
+//! value too). docs/on-disk-state.md, §3.5 "The ownership map".
+//!
+//! A removed path leaves its entry until the table is next rebuilt, when the live entries are
+//! copied into a new one; that happens before the removed entries outnumber the live ones (by
+//! more than 16).
 
 use std::hash::{BuildHasher, RandomState};
 
@@ -19,35 +27,35 @@ const EMPTY: u32 = 0;
 /// A slot whose entry was removed (probing goes on past it).
 const REMOVED: u32 = u32::MAX;
 
+/// A path's fingerprint: its hashes under the map's two keys.
+type Key = [u64; 2];
+
 #[derive(Debug, Clone)]
 struct Entry<V> {
-    start: u32,
-    len: u32,
+    key: Key,
     /// `None` once removed (no slot refers to it then).
     value: Option<V>,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct PathTable<V> {
-    arena: String,
     entries: Vec<Entry<V>>,
     /// Per slot: [`EMPTY`], [`REMOVED`] or the entry's index plus one. A power of two long.
     slots: Vec<u32>,
     /// Slots not [`EMPTY`] (live or removed).
     used: usize,
     live: usize,
-    state: RandomState,
+    keys: [RandomState; 2],
 }
 
 impl<V> Default for PathTable<V> {
     fn default() -> Self {
         PathTable {
-            arena: String::new(),
             entries: Vec::new(),
             slots: Vec::new(),
             used: 0,
             live: 0,
-            state: RandomState::new(),
+            keys: [RandomState::new(), RandomState::new()],
         }
     }
 }
@@ -64,27 +72,23 @@ impl<V> PathTable<V> {
         self.live == 0
     }
 
-    fn text(&self, e: &Entry<V>) -> &str {
-        &self.arena[e.start as usize..(e.start + e.len) as usize]
+    fn key(&self, path: &str) -> Key {
+        [self.keys[0].hash_one(path), self.keys[1].hash_one(path)]
     }
 
-    fn hash(&self, path: &str) -> u64 {
-        self.state.hash_one(path)
-    }
-
-    /// The slot holding `path` (whose [`PathTable::hash`] is `hash`), or None.
-    fn find(&self, path: &str, hash: u64) -> Option<usize> {
+    /// The slot holding the entry of `key`, or None.
+    fn find(&self, key: Key) -> Option<usize> {
         if self.slots.is_empty() {
             return None;
         }
         let mask = self.slots.len() - 1;
-        let mut at = hash as usize & mask;
+        let mut at = key[0] as usize & mask;
         loop {
             match self.slots[at] {
                 EMPTY => return None,
                 REMOVED => {}
                 i => {
-                    if self.text(&self.entries[i as usize - 1]) == path {
+                    if self.entries[i as usize - 1].key == key {
                         return Some(at);
                     }
                 }
@@ -103,23 +107,23 @@ impl<V> PathTable<V> {
     }
 
     pub(crate) fn get(&self, path: &str) -> Option<&V> {
-        let at = self.find(path, self.hash(path))?;
+        let at = self.find(self.key(path))?;
         self.entry(at).value.as_ref()
     }
 
     pub(crate) fn get_mut(&mut self, path: &str) -> Option<&mut V> {
-        let at = self.find(path, self.hash(path))?;
+        let at = self.find(self.key(path))?;
         self.entry_mut(at).value.as_mut()
     }
 
     pub(crate) fn contains_key(&self, path: &str) -> bool {
-        self.find(path, self.hash(path)).is_some()
+        self.find(self.key(path)).is_some()
     }
 
     /// Sets the value of `path`, adding it when new.
     pub(crate) fn insert(&mut self, path: &str, value: V) {
-        let hash = self.hash(path);
-        if let Some(at) = self.find(path, hash) {
+        let key = self.key(path);
+        if let Some(at) = self.find(key) {
             self.entry_mut(at).value = Some(value);
             return;
         }
@@ -130,38 +134,27 @@ impl<V> PathTable<V> {
         if (self.used + 1) * 2 > self.slots.len() || self.entries.len() >= 2 * self.live + 16 {
             self.rebuild();
         }
-        self.append(path, hash, value);
+        self.append(key, value);
     }
 
     /// Removes `path`; its value, if it was there.
     pub(crate) fn remove(&mut self, path: &str) -> Option<V> {
-        let at = self.find(path, self.hash(path))?;
+        let at = self.find(self.key(path))?;
         let value = self.entry_mut(at).value.take();
         self.slots[at] = REMOVED;
         self.live -= 1;
         value
     }
 
-    /// Adds `path`, known to be absent, in a table with a free slot for it.
-    fn append(&mut self, path: &str, hash: u64, value: V) {
-        let start = u32::try_from(self.arena.len()).expect("paths under 4 GiB in all");
-        let len = u32::try_from(path.len()).expect("a path under 4 GiB");
-        self.arena.push_str(path);
+    /// Adds the entry of `key`, known to be absent, in a table with a free slot for it.
+    fn append(&mut self, key: Key, value: V) {
         self.entries.push(Entry {
-            start,
-            len,
+            key,
             value: Some(value),
         });
         let index = u32::try_from(self.entries.len()).expect("fewer than 2^32 - 1 paths");
-        self.place(hash, index);
-        self.live += 1;
-    }
-
-    /// Puts entry number `index` (its index plus one) in the first free slot of the probe
-    /// sequence of `hash`.
-    fn place(&mut self, hash: u64, index: u32) {
         let mask = self.slots.len() - 1;
-        let mut at = hash as usize & mask;
+        let mut at = key[0] as usize & mask;
         while !matches!(self.slots[at], EMPTY | REMOVED) {
             at = (at + 1) & mask;
         }
@@ -169,31 +162,25 @@ impl<V> PathTable<V> {
             self.used += 1;
         }
         self.slots[at] = index;
+        self.live += 1;
     }
 
-    /// A table of four slots per live entry (at least 16), with only the live entries and
-    /// their paths.
+    /// A table of four slots per live entry (at least 16), with only the live entries; room
+    /// for as many entries as it takes before the next rebuild (half the slots), so that the
+    /// entries are not copied once more by a growth in between.
     fn rebuild(&mut self) {
         let slots = ((self.live + 1) * 4).next_power_of_two().max(16);
-        let live_bytes: usize = self
-            .entries
-            .iter()
-            .filter(|e| e.value.is_some())
-            .map(|e| e.len as usize)
-            .sum();
         let fresh = PathTable {
-            arena: String::with_capacity(live_bytes),
-            entries: Vec::with_capacity(self.live + 1),
+            entries: Vec::with_capacity(slots / 2),
             slots: vec![EMPTY; slots],
             used: 0,
             live: 0,
-            state: self.state.clone(),
+            keys: self.keys.clone(),
         };
-        let mut old = std::mem::replace(self, fresh);
-        for e in std::mem::take(&mut old.entries) {
+        let old = std::mem::replace(self, fresh);
+        for e in old.entries {
             if let Some(value) = e.value {
-                let path = &old.arena[e.start as usize..(e.start + e.len) as usize];
-                self.append(path, self.hash(path), value);
+                self.append(e.key, value);
             }
         }
     }
