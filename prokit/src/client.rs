@@ -24,6 +24,7 @@ use crate::feed::{FeedError, FeedSource, FeedStore, Trust, UpdateReport};
 use crate::fetch::{FetchError, FetchOptions, Fetcher, MinRate};
 use crate::install::{self, InstallError, InstallOptions, InstallReport, RemoveReport, ScriptMode};
 use crate::keyring::{self, KeyringError};
+use crate::planned::Planned;
 use crate::policy::Policy;
 use crate::resolve::{Request, ResolveError, Universe};
 use crate::review::{Provenance, Review};
@@ -902,10 +903,10 @@ impl Client {
         names: &[String],
         progress: &dyn Progress,
         gate: &mut dyn Gate,
-    ) -> Result<(Vec<InstallReport>, Vec<Upgradable>), ClientError> {
+    ) -> Result<(usize, Vec<Upgradable>), ClientError> {
         let (targets, skipped) = self.upgrade_targets(names, progress)?;
         if targets.is_empty() {
-            return Ok((Vec::new(), skipped));
+            return Ok((0, skipped));
         }
         let review_only = gate.review_only();
         let result = self.install_inner(&targets, progress, gate, true);
@@ -1506,12 +1507,15 @@ impl Client {
         }
     }
 
-    /// Resolves, downloads, verifies and installs `packages` (`name` or `name=version`).
+    /// Resolves, downloads, verifies and installs `packages` (`name` or `name=version`);
+    /// how many packages were installed or upgraded. Each one's report goes to
+    /// [`Progress::installed`] as it is committed, and is not kept (a bootstrap of tens of
+    /// thousands of packages would hold them all).
     pub fn install(
         &self,
         packages: &[String],
         progress: &dyn Progress,
-    ) -> Result<Vec<InstallReport>, ClientError> {
+    ) -> Result<usize, ClientError> {
         self.install_gated(packages, progress, &mut NoGate)
     }
 
@@ -1523,7 +1527,7 @@ impl Client {
         packages: &[String],
         progress: &dyn Progress,
         gate: &mut dyn Gate,
-    ) -> Result<Vec<InstallReport>, ClientError> {
+    ) -> Result<usize, ClientError> {
         let review_only = gate.review_only();
         let result = self.install_inner(packages, progress, gate, false);
         if let Err(e) = &result {
@@ -1631,7 +1635,7 @@ impl Client {
         progress: &dyn Progress,
         gate: &mut dyn Gate,
         upgrade: bool,
-    ) -> Result<Vec<InstallReport>, ClientError> {
+    ) -> Result<usize, ClientError> {
         let mut db = self.open_db(progress)?;
         // One journal file for all the packages (unpack/journal.rs, `end_journal`).
         db.set_reuse_journal(true);
@@ -1648,57 +1652,72 @@ impl Client {
             }
         }
         let cache = self.cache_dir()?;
-        let mut items = Vec::with_capacity(plan.steps.len());
-        for step in &plan.steps {
-            let source = self
+        // The plan as the install reads it: one compact record per package (planned.rs).
+        let feeds = self
+            .config
+            .sources
+            .iter()
+            .map(|s| crate::planned::PlannedFeed {
+                name: s.name.clone(),
+                bases: std::iter::once(&s.url)
+                    .chain(self.mirrors_of(&s.name))
+                    .cloned()
+                    .collect(),
+            })
+            .collect();
+        let mut planned = Planned::new(feeds, cache, plan.steps.len());
+        // The developer signatures the index stanzas carry, by package.
+        let mut index_signatures: BTreeMap<usize, (String, String)> = BTreeMap::new();
+        let removes = std::mem::take(&mut plan.removes);
+        for step in std::mem::take(&mut plan.steps) {
+            let package = || format!("{} {}", step.name, step.version);
+            let bad = |reason: String| ClientError::BadStanza {
+                feed: step.feed.clone(),
+                package: package(),
+                reason,
+            };
+            let feed = self
                 .config
                 .sources
                 .iter()
-                .find(|s| s.name == step.feed)
-                .ok_or_else(|| ClientError::BadStanza {
-                    feed: step.feed.clone(),
-                    package: format!("{} {}", step.name, step.version),
-                    reason: "feed not configured".into(),
-                })?;
-            items.push(download_item(
-                &step.stanza,
-                source,
-                self.mirrors_of(&source.name),
-                &cache,
-                &step.feed,
-            )?);
-        }
-        // The developer signatures the index stanzas carry, by step (the stanzas were needed
-        // for the downloads only and go now, all for one shared empty one).
-        let index_signatures: BTreeMap<usize, (String, String)> = plan
-            .steps
-            .iter()
-            .enumerate()
-            .filter_map(|(i, step)| {
-                step.stanza.get("Signature").map(|sig| {
-                    let by = step.stanza.get("Signed-By").unwrap_or("").trim();
-                    (i, (by.to_string(), sig.trim().to_string()))
+                .position(|s| s.name == step.feed)
+                .ok_or_else(|| bad("feed not configured".into()))?;
+            let (filename, size, sha256) = package_fields(&step.stanza, &step.feed, &package)?;
+            if let Some(sig) = step.stanza.get("Signature") {
+                let by = step.stanza.get("Signed-By").unwrap_or("").trim();
+                index_signatures.insert(planned.len(), (by.to_string(), sig.trim().to_string()));
+            }
+            planned
+                .push(crate::planned::NewPackage {
+                    name: &step.name,
+                    version: &step.version,
+                    arch: &step.arch,
+                    filename,
+                    size,
+                    sha256: &sha256,
+                    feed,
+                    auto: step.auto,
+                    upgrade_from: step.upgrade_from.clone(),
                 })
-            })
-            .collect();
-        let no_stanza = std::sync::Arc::new(Paragraph::default());
-        for step in &mut plan.steps {
-            step.stanza = no_stanza.clone();
+                .map_err(|e| match e {
+                    crate::planned::PlannedError::Download(d) => ClientError::from(d),
+                    other => bad(other.to_string()),
+                })?;
         }
+        planned.shrink_to_fit();
+        drop(plan);
+        let planned = &planned;
         // What package file `i` must say of itself (docs/threats.md §17), made when needed:
         // a list of them would hold another copy of every name, version and hash of the plan.
-        let expected = |i: usize| {
-            let step = &plan.steps[i];
-            install::Expected {
-                origin: format!("feed {:?}", step.feed),
-                name: step.name.clone(),
-                version: step.version.clone(),
-                arch: step.arch.clone(),
-                index_signature: index_signatures.get(&i).cloned(),
-                signed_by: None,
-                feed_key: feed_keys.get(&step.feed).cloned().flatten(),
-                sha256: Some(items[i].sha256.clone()),
-            }
+        let expected = |i: usize| install::Expected {
+            origin: format!("feed {:?}", planned.feed(i)),
+            name: planned.name(i).to_string(),
+            version: planned.version(i).to_string(),
+            arch: planned.arch(i).to_string(),
+            index_signature: index_signatures.get(&i).cloned(),
+            signed_by: None,
+            feed_key: feed_keys.get(planned.feed(i)).cloned().flatten(),
+            sha256: Some(planned.sha256(i)),
         };
         let mut opts = self.install_options();
         // Files leaving the packages this transaction upgrades (the old version ships them,
@@ -1706,14 +1725,11 @@ impl Client {
         // ships a path an upgraded package owns, answered from the upgraded package's new
         // file list once it has arrived (read then, once).
         let arrived: std::sync::Arc<Vec<std::sync::atomic::AtomicBool>> =
-            std::sync::Arc::new((0..items.len()).map(|_| Default::default()).collect());
+            std::sync::Arc::new((0..planned.len()).map(|_| Default::default()).collect());
         {
-            let upgraded: std::collections::HashMap<String, (PathBuf, usize)> = plan
-                .steps
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.upgrade_from.is_some())
-                .map(|(i, s)| (s.name.clone(), (items[i].dest.clone(), i)))
+            let upgraded: std::collections::HashMap<String, (PathBuf, usize)> = (0..planned.len())
+                .filter(|&i| planned.upgrade_from(i).is_some())
+                .map(|i| (planned.name(i).to_string(), (planned.dest(i), i)))
                 .collect();
             let arrived = arrived.clone();
             type Lists =
@@ -1735,117 +1751,113 @@ impl Client {
             });
         }
         let jobs = self.opts.jobs.max(1);
-        let mut reports = Vec::with_capacity(items.len());
+        // How many packages were committed.
+        let mut committed = 0usize;
         // Developer signatures are checked by the download workers as each file arrives, in
         // parallel and off the install thread; what a worker did not check is checked before
         // the install.
-        let verdicts: Vec<std::sync::OnceLock<Result<Option<String>, String>>> = (0..items.len())
+        let verdicts: Vec<std::sync::OnceLock<Result<Option<String>, String>>> = (0..planned.len())
             .map(|_| std::sync::OnceLock::new())
             .collect();
-        let check_arrived = |i: usize| {
-            let _ = verdicts[i].set(self.verify_developer(&items[i].dest, &expected(i)));
+        let check_arrived = |i: usize, item: &DownloadItem| {
+            let _ = verdicts[i].set(self.verify_developer(&item.dest, &expected(i)));
             arrived[i].store(true, std::sync::atomic::Ordering::SeqCst);
         };
         // The developer key that signed package `i` (its signature checked once, by a
         // download worker or here), or the refusal naming the package and where it came from.
         let developer_verdict = |i: usize| -> Result<Option<String>, ClientError> {
-            let step = &plan.steps[i];
             verdicts[i]
-                .get_or_init(|| self.verify_developer(&items[i].dest, &expected(i)))
+                .get_or_init(|| self.verify_developer(&planned.dest(i), &expected(i)))
                 .clone()
                 .map_err(|reason| ClientError::Developer {
-                    package: format!("{} {}", step.name, step.version),
-                    url: items[i].url.clone(),
+                    package: planned.label(i),
+                    url: planned.url(i),
                     reason,
                 })
         };
         let install_one =
             |db: &mut Db, batch: &mut install::Batch, i: usize| -> Result<(), ClientError> {
-                let (step, item) = (&plan.steps[i], &items[i]);
+                // The few texts the install needs, made here (not a whole download item: an
+                // install allocates as little per package as it can, bench/README.md).
+                let dest = planned.dest(i);
                 let mut exp = expected(i);
                 exp.signed_by = developer_verdict(i)?;
                 self.audit.record(
                     "package-verified",
                     serde_json::json!({
-                        "name": step.name,
-                        "package_version": step.version,
-                        "sha256": item.sha256,
-                        "feed": step.feed,
-                        "url": audit_log::url_without_credentials(&item.url),
+                        "name": planned.name(i),
+                        "package_version": planned.version(i),
+                        "sha256": exp.sha256,
+                        "feed": planned.feed(i),
+                        "url": audit_log::url_without_credentials(&planned.url(i)),
                         "feed_key": exp.feed_key,
                         "developer_key": exp.signed_by,
                     }),
                 )?;
                 batch
-                    .install(db, &item.dest, step.auto, &opts, Some(&exp))
+                    .install(db, &dest, planned.auto(i), &opts, Some(&exp))
                     .map_err(|source| ClientError::InstallOf {
-                        package: format!("{} {}", step.name, step.version),
-                        url: item.url.clone(),
+                        package: planned.label(i),
+                        url: planned.url(i),
                         source: Box::new(source),
                     })
             };
         // What a batch committed: recorded, reported, its cache files gone.
         // The steps in name order, to find a report's (4 bytes a step, not a table of names).
-        let mut by_name: Vec<u32> =
-            (0..u32::try_from(plan.steps.len()).unwrap_or(u32::MAX)).collect();
-        by_name.sort_unstable_by(|&a, &b| {
-            plan.steps[a as usize]
-                .name
-                .cmp(&plan.steps[b as usize].name)
-        });
+        let mut by_name: Vec<u32> = (0..u32::try_from(planned.len()).unwrap_or(u32::MAX)).collect();
+        by_name.sort_unstable_by(|&a, &b| planned.name(a as usize).cmp(planned.name(b as usize)));
         let step_of = |name: &str| -> usize {
             let at = by_name
-                .binary_search_by(|&j| plan.steps[j as usize].name.as_str().cmp(name))
+                .binary_search_by(|&j| planned.name(j as usize).cmp(name))
                 .expect("every report is of a step");
             by_name[at] as usize
         };
-        let settle = |batch: &mut install::Batch,
-                      reports: &mut Vec<InstallReport>|
-         -> Result<(), ClientError> {
-            for report in batch.take_done() {
-                let i = step_of(&report.name);
-                self.audit.record(
-                    if report.upgraded_from.is_some() {
-                        "package-upgraded"
-                    } else {
-                        "package-installed"
-                    },
-                    serde_json::json!({
-                        "name": report.name,
-                        "package_version": report.version,
-                        "from_version": report.upgraded_from,
-                        "files": report.files,
-                        "conffiles_kept": report.kept_conffiles,
-                        "special_granted": report.special,
-                        "scripts": report.scripts,
-                        "auto_installed": plan.steps[i].auto,
-                    }),
-                )?;
-                for c in &report.kept_conffiles {
-                    progress.message(&format!(
-                        "{}: kept the modified {c}; the new version is {c}-opkg",
-                        report.name
-                    ));
+        let settle =
+            |batch: &mut install::Batch, committed: &mut usize| -> Result<(), ClientError> {
+                for report in batch.take_done() {
+                    let i = step_of(&report.name);
+                    self.audit.record(
+                        if report.upgraded_from.is_some() {
+                            "package-upgraded"
+                        } else {
+                            "package-installed"
+                        },
+                        serde_json::json!({
+                            "name": report.name,
+                            "package_version": report.version,
+                            "from_version": report.upgraded_from,
+                            "files": report.files,
+                            "conffiles_kept": report.kept_conffiles,
+                            "special_granted": report.special,
+                            "scripts": report.scripts,
+                            "auto_installed": planned.auto(i),
+                        }),
+                    )?;
+                    for c in &report.kept_conffiles {
+                        progress.message(&format!(
+                            "{}: kept the modified {c}; the new version is {c}-opkg",
+                            report.name
+                        ));
+                    }
+                    for l in &report.left_in_place {
+                        progress.message(&format!(
+                            "warning: {}: left {} in place: {}",
+                            report.name, l.path, l.reason
+                        ));
+                    }
+                    progress.installed(&report);
+                    *committed += 1;
+                    if !self.opts.keep_cache {
+                        let _ = fs::remove_file(planned.dest(i));
+                    }
                 }
-                for l in &report.left_in_place {
-                    progress.message(&format!(
-                        "warning: {}: left {} in place: {}",
-                        report.name, l.path, l.reason
-                    ));
-                }
-                progress.installed(&report);
-                reports.push(report);
-                if !self.opts.keep_cache {
-                    let _ = fs::remove_file(&items[i].dest);
-                }
-            }
-            Ok(())
-        };
+                Ok(())
+            };
         // Installs package `i` in the batch and settles what that committed; on an error the
         // packages before it are committed and settled first.
         let step = |db: &mut Db,
                     batch: &mut install::Batch,
-                    reports: &mut Vec<InstallReport>,
+                    committed: &mut usize,
                     i: Option<usize>|
          -> Result<(), ClientError> {
             let result = match i {
@@ -1861,52 +1873,48 @@ impl Client {
                     "error: after {e}: committing the packages before it failed too: {f}"
                 ));
             }
-            settle(batch, reports)?;
+            settle(batch, committed)?;
             result
         };
         if self.opts.download_only {
             // Everything fetched and verified (index SHA-256 and developer signatures) into
             // the cache, which is kept; nothing of the root changes.
-            download::download_all(&self.fetcher, &items, jobs, &|i, item, cached| {
+            self.download_planned(planned, jobs, &|i, item, cached| {
                 progress.downloaded(&item.url, cached);
-                check_arrived(i);
-            })
-            .map_err(|e| self.download_refused(&items, &plan.steps, e))?;
-            for (i, item) in items.iter().enumerate() {
-                let step = &plan.steps[i];
+                check_arrived(i, item);
+            })?;
+            for i in 0..planned.len() {
                 developer_verdict(i)?;
                 progress.message(&format!(
-                    "Downloaded {} {}: {}",
-                    step.name,
-                    step.version,
-                    item.dest.display()
+                    "Downloaded {}: {}",
+                    planned.label(i),
+                    planned.dest(i).display()
                 ));
             }
-            return Ok(Vec::new());
+            return Ok(0);
         }
         let reviewing = gate.wants_review() || !self.policy.is_empty();
-        if !plan.removes.is_empty() || reviewing {
+        if !removes.is_empty() || reviewing {
             // apt's order: every package downloaded and verified before anything changes.
-            download::download_all(&self.fetcher, &items, jobs, &|i, item, cached| {
+            self.download_planned(planned, jobs, &|i, item, cached| {
                 progress.downloaded(&item.url, cached);
-                check_arrived(i);
-            })
-            .map_err(|e| self.download_refused(&items, &plan.steps, e))?;
+                check_arrived(i, item);
+            })?;
             if reviewing {
                 let mode = if gate.review_only() {
                     "review"
                 } else {
                     "install"
                 };
-                let mut reviews = Vec::with_capacity(items.len());
+                let mut reviews = Vec::with_capacity(planned.len());
                 let owned = db.owners()?;
-                for (i, item) in items.iter().enumerate() {
-                    let step = &plan.steps[i];
-                    let package = format!("{} {}", step.name, step.version);
+                for i in 0..planned.len() {
+                    let item = planned.item(i);
+                    let package = planned.label(i);
                     let verdict = developer_verdict(i)?;
                     let provenance = Provenance {
-                        feed: step.feed.clone(),
-                        feed_key: feed_keys.get(&step.feed).cloned().flatten(),
+                        feed: planned.feed(i).to_string(),
+                        feed_key: feed_keys.get(planned.feed(i)).cloned().flatten(),
                         developer_key: verdict,
                     };
                     let review = crate::review::review_package(&item.dest, &provenance, &|p| {
@@ -1972,17 +1980,17 @@ impl Client {
                 }
             }
             // Packages the plan replaces (Conflicts + Replaces) go first.
-            for name in &plan.removes {
+            for name in &removes {
                 let r = install::remove(&mut db, name, &opts)?;
                 self.audit_removed(&r, "replaced")?;
                 progress.message(&format!("Removed {} (replaced)", r.name));
             }
             let mut batch = install::Batch::new(&mut db)?;
-            for i in 0..items.len() {
-                step(&mut db, &mut batch, &mut reports, Some(i))?;
+            for i in 0..planned.len() {
+                step(&mut db, &mut batch, &mut committed, Some(i))?;
             }
-            step(&mut db, &mut batch, &mut reports, None)?;
-            return Ok(reports);
+            step(&mut db, &mut batch, &mut committed, None)?;
+            return Ok(committed);
         }
         // Each package is unpacked (still verified whole first) as soon as it and everything
         // before it in dependency order has arrived, while later ones download. On a fresh
@@ -1991,19 +1999,25 @@ impl Client {
         // changes before that, but the unpacking is not left waiting for the downloads.
         let held = !self.opts.pipeline;
         let (tx, rx) = std::sync::mpsc::channel::<usize>();
-        let inbox = std::cell::RefCell::new((rx, vec![false; items.len()]));
+        let inbox = std::cell::RefCell::new((rx, vec![false; planned.len()]));
         let downloads_failed = std::sync::atomic::AtomicBool::new(false);
         let refused: std::cell::RefCell<Option<ClientError>> = Default::default();
         let fetcher = &self.fetcher;
-        let items_ref = &items;
         std::thread::scope(|scope| -> Result<(), ClientError> {
             let downloads = scope.spawn(|| {
                 let tx = tx;
-                let r = download::download_all(fetcher, items_ref, jobs, &|i, item, cached| {
-                    progress.downloaded(&item.url, cached);
-                    check_arrived(i);
-                    let _ = tx.send(i);
-                });
+                let item = |i| planned.item(i);
+                let r = download::download_each(
+                    fetcher,
+                    planned.len(),
+                    &item,
+                    jobs,
+                    &|i, item, cached| {
+                        progress.downloaded(&item.url, cached);
+                        check_arrived(i, item);
+                        let _ = tx.send(i);
+                    },
+                );
                 if r.is_err() {
                     downloads_failed.store(true, std::sync::atomic::Ordering::SeqCst);
                 }
@@ -2019,7 +2033,7 @@ impl Client {
                 if downloads_failed.load(std::sync::atomic::Ordering::SeqCst) {
                     return Err(install::InstallError::NotVerified);
                 }
-                (0..items.len())
+                (0..planned.len())
                     .try_for_each(|i| developer_verdict(i).map(|_| ()))
                     .map_err(|e| {
                         *refused.borrow_mut() = Some(e);
@@ -2035,13 +2049,13 @@ impl Client {
             let mut failed = None;
             loop {
                 // Install what has arrived, in order (the gate marks every package arrived).
-                while failed.is_none() && next < items.len() && inbox.borrow().1[next] {
-                    match step(&mut db, &mut batch, &mut reports, Some(next)) {
+                while failed.is_none() && next < planned.len() && inbox.borrow().1[next] {
+                    match step(&mut db, &mut batch, &mut committed, Some(next)) {
                         Ok(()) => next += 1,
                         Err(e) => failed = Some(e),
                     }
                 }
-                if failed.is_some() || next == items.len() {
+                if failed.is_some() || next == planned.len() {
                     break;
                 }
                 let got = inbox.borrow().0.recv();
@@ -2052,7 +2066,7 @@ impl Client {
                 }
             }
             if failed.is_none()
-                && let Err(e) = step(&mut db, &mut batch, &mut reports, None)
+                && let Err(e) = step(&mut db, &mut batch, &mut committed, None)
             {
                 failed = Some(e);
             }
@@ -2065,35 +2079,45 @@ impl Client {
                 return Err(e);
             }
             if let Err(e) = downloaded {
-                return Err(self.download_refused(&items, &plan.steps, e));
+                return Err(self.download_refused(planned, e));
             }
             if let Some(e) = failed {
                 return Err(e);
             }
             Ok(())
         })?;
-        Ok(reports)
+        Ok(committed)
+    }
+
+    /// Downloads the packages of `planned` (see [`download::download_each`]); a refused one
+    /// is recorded ([`Client::download_refused`]).
+    fn download_planned(
+        &self,
+        planned: &Planned,
+        jobs: usize,
+        progress: &(dyn Fn(usize, &DownloadItem, bool) + Sync),
+    ) -> Result<(), ClientError> {
+        download::download_each(
+            &self.fetcher,
+            planned.len(),
+            &|i| planned.item(i),
+            jobs,
+            progress,
+        )
+        .map_err(|e| self.download_refused(planned, e))
     }
 
     /// A download that failed its checks (Size, SHA-256, …) refuses its package: recorded
     /// under the package's name, found by the URL the error names.
-    fn download_refused(
-        &self,
-        items: &[DownloadItem],
-        steps: &[crate::resolve::Step],
-        e: DownloadError,
-    ) -> ClientError {
+    fn download_refused(&self, planned: &Planned, e: DownloadError) -> ClientError {
         let text = e.to_string();
-        if let Some((item, step)) = items
-            .iter()
-            .zip(steps)
-            .find(|(item, _)| text.contains(&item.url))
+        if let Some(i) = (0..planned.len()).find(|&i| text.contains(&planned.item(i).url))
             && let Err(audit) = self.audit.record(
                 "package-refused",
                 serde_json::json!({
-                    "name": step.name,
-                    "package_version": step.version,
-                    "url": audit_log::url_without_credentials(&item.url),
+                    "name": planned.name(i),
+                    "package_version": planned.version(i),
+                    "url": audit_log::url_without_credentials(&planned.item(i).url),
                     "reason": redact(&text),
                 }),
             )
@@ -2548,6 +2572,35 @@ fn ca_file_in_root(root: &Root, path: &str) -> Result<PathBuf, ClientError> {
 
 /// The download of the package an index stanza describes, checked against its Size and
 /// SHA-256.
+/// The download fields of a verified stanza of `feed` for `package` (named in errors):
+/// `Filename`, `Size`, and the SHA-256 (`SHA256sum`, or Debian's `SHA256`) as lower-case hex.
+fn package_fields<'s>(
+    stanza: &'s Paragraph,
+    feed: &str,
+    package: &dyn Fn() -> String,
+) -> Result<(&'s str, u64, String), ClientError> {
+    let bad = |reason: &str| ClientError::BadStanza {
+        feed: feed.to_string(),
+        package: package(),
+        reason: reason.into(),
+    };
+    let filename = stanza
+        .get("Filename")
+        .ok_or_else(|| bad("no Filename field"))?;
+    let size: u64 = stanza
+        .get("Size")
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| bad("no valid Size field"))?;
+    let sha256 = stanza
+        .get("SHA256sum")
+        .or_else(|| stanza.get("SHA256"))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| bad("no valid SHA256sum field"))?;
+    Ok((filename.trim(), size, sha256))
+}
+
+/// What to download for the package a verified stanza of `source` describes.
 fn download_item(
     stanza: &Paragraph,
     source: &Source,
@@ -2555,49 +2608,19 @@ fn download_item(
     cache: &Path,
     feed: &str,
 ) -> Result<DownloadItem, ClientError> {
-    let bad = |reason: String| ClientError::BadStanza {
-        feed: feed.to_string(),
-        package: format!(
+    let package = || {
+        format!(
             "{} {}",
             stanza.get("Package").unwrap_or("?").trim(),
             stanza.get("Version").unwrap_or("?").trim()
-        ),
-        reason,
+        )
     };
-    let filename = stanza
-        .get("Filename")
-        .ok_or_else(|| bad("no Filename field".into()))?;
-    let size: u64 = stanza
-        .get("Size")
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| bad("no valid Size field".into()))?;
-    let sha256 = stanza
-        .get("SHA256sum")
-        .or_else(|| stanza.get("SHA256"))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .filter(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or_else(|| bad("no valid SHA256sum field".into()))?;
-    // The feed's URL and its mirrors, rotated by the package's hash: downloads spread over
-    // them, each falling over to the next (the SHA-256 from the verified index is checked
-    // whichever serves it).
-    let mut urls = vec![download::package_url(&source.url, filename.trim())?];
-    for m in mirrors {
-        urls.push(download::package_url(m, filename.trim())?);
-    }
-    let start = usize::from_str_radix(&sha256[..2], 16).unwrap_or(0) % urls.len();
-    urls.rotate_left(start);
-    let url = urls.remove(0);
-    let base = filename.trim().rsplit('/').next().unwrap_or("package.ipk");
-    let mut dest = cache.join(format!("{}-{base}", &sha256[..16]));
-    // A plan keeps one for each of its packages.
-    dest.shrink_to_fit();
-    Ok(DownloadItem {
-        url,
-        mirrors: urls,
-        size,
-        dest,
-        sha256,
-    })
+    let (filename, size, sha256) = package_fields(stanza, feed, &package)?;
+    let bases: Vec<String> = std::iter::once(&source.url)
+        .chain(mirrors)
+        .cloned()
+        .collect();
+    Ok(download::item_for(filename, size, &sha256, &bases, cache)?)
 }
 
 /// What `prokit bootstrap` is asked to make.
@@ -2627,7 +2650,7 @@ pub fn bootstrap(
     opts: Options,
     b: &Bootstrap,
     progress: &dyn Progress,
-) -> Result<Vec<InstallReport>, ClientError> {
+) -> Result<usize, ClientError> {
     if b.feeds.is_empty() {
         return Err(ClientError::Invalid(
             "bootstrap needs at least one --feed NAME=URL".into(),
@@ -2715,7 +2738,7 @@ pub fn bootstrap(
     if !failed.is_empty() {
         return Err(ClientError::UpdateFailed { failed });
     }
-    let reports = client.install(&b.packages, progress)?;
+    let installed = client.install(&b.packages, progress)?;
     if let Some(out) = &b.tar {
         let cache = client.opts.cache_dir.clone();
         // The lock directory goes into the tarball (opkg needs it), its lock files do not.
@@ -2729,5 +2752,5 @@ pub fn bootstrap(
         };
         rootfs::write_tar(root, out, b.tar_mtime, &skip)?;
     }
-    Ok(reports)
+    Ok(installed)
 }

@@ -105,8 +105,6 @@ pub fn package_url(base: &str, filename: &str) -> Result<String, DownloadError> 
             out.push_str(&format!("%{b:02X}"));
         }
     }
-    // Reserved for every byte escaped; a plan keeps one for each of its packages.
-    out.shrink_to_fit();
     Ok(out)
 }
 
@@ -138,7 +136,91 @@ pub struct DownloadItem {
     pub dest: PathBuf,
 }
 
-/// Downloads every item with at most `workers` in parallel (std threads). An existing `dest`
+/// What to download for the package file `filename` of a verified index, whose size and
+/// SHA-256 (64 hex digits) the index gives, from a feed at `bases` (its URL, then its
+/// mirrors; at least one), into the cache directory `cache`. The URLs are rotated by the
+/// package's hash, so that downloads spread over the mirrors (each falls over to the next;
+/// the hash is checked whichever serves it). The cache name starts with the hash, so two
+/// packages of one file name never share it.
+pub fn item_for(
+    filename: &str,
+    size: u64,
+    sha256: &str,
+    bases: &[String],
+    cache: &Path,
+) -> Result<DownloadItem, DownloadError> {
+    let filename = filename.trim();
+    let bad_hash = || DownloadError::BadItem {
+        url: filename.to_string(),
+        sha256: sha256.to_string(),
+    };
+    let (Some(first), Some(prefix)) = (sha256.get(..2), sha256.get(..16)) else {
+        return Err(bad_hash());
+    };
+    let mut urls = bases
+        .iter()
+        .map(|b| package_url(b, filename))
+        .collect::<Result<Vec<_>, _>>()?;
+    if urls.is_empty() {
+        return Err(DownloadError::BadFilename {
+            filename: filename.into(),
+            reason: "no feed URL to fetch it from",
+        });
+    }
+    if u8::from_str_radix(first, 16).is_err() || prefix.bytes().any(|b| !b.is_ascii_hexdigit()) {
+        return Err(bad_hash());
+    }
+    let start = first_base(sha256, urls.len());
+    urls.rotate_left(start);
+    let url = urls.remove(0);
+    Ok(DownloadItem {
+        url,
+        mirrors: urls,
+        size,
+        sha256: sha256.to_string(),
+        dest: cache_path(cache, sha256, filename),
+    })
+}
+
+/// Which of `n` base URLs a package whose SHA-256 is `sha256` (hex) is fetched from first.
+pub(crate) fn first_base(sha256: &str, n: usize) -> usize {
+    let first = sha256
+        .get(..2)
+        .and_then(|h| usize::from_str_radix(h, 16).ok());
+    first.unwrap_or(0) % n.max(1)
+}
+
+/// The cache path of package file `filename` whose SHA-256 is `sha256` (hex): the hash's
+/// first 16 digits, `-`, the file's own name.
+pub(crate) fn cache_path(cache: &Path, sha256: &str, filename: &str) -> PathBuf {
+    let base = filename.trim().rsplit('/').next().unwrap_or("package.ipk");
+    let prefix = sha256.get(..16).unwrap_or(sha256);
+    let mut name = std::ffi::OsString::with_capacity(prefix.len() + 1 + base.len());
+    name.push(prefix);
+    name.push("-");
+    name.push(base);
+    cache.join(name)
+}
+
+/// [`download_each`] over a list of items.
+pub fn download_all(
+    fetcher: &Fetcher,
+    items: &[DownloadItem],
+    workers: usize,
+    progress: &(dyn Fn(usize, &DownloadItem, bool) + Sync),
+) -> Result<(), DownloadError> {
+    download_each(
+        fetcher,
+        items.len(),
+        &|i| items[i].clone(),
+        workers,
+        progress,
+    )
+}
+
+/// Downloads items `0..count`, each made by `item` when it is needed (a plan of thousands
+/// of packages keeps compact records, not every URL and cache path: [`crate::planned`]),
+/// with at most `workers` in parallel (std threads). An existing `dest`
 /// is re-hashed and reused only if its size and SHA-256 match (else it is replaced). Each
 /// download is capped at the item's size (one byte more is an error), hashed while it streams
 /// to a temporary file beside `dest`, and renamed into place only when size and hash match.
@@ -147,34 +229,37 @@ pub struct DownloadItem {
 ///
 /// After the first failure no new download starts; the running ones finish, and the error of
 /// the failed item that comes first in `items` is returned. Temporary files are always removed.
-pub fn download_all(
+pub fn download_each(
     fetcher: &Fetcher,
-    items: &[DownloadItem],
+    count: usize,
+    item: &(dyn Fn(usize) -> DownloadItem + Sync),
     workers: usize,
     progress: &(dyn Fn(usize, &DownloadItem, bool) + Sync),
 ) -> Result<(), DownloadError> {
-    for item in items {
+    for i in 0..count {
+        let item = item(i);
         if item.sha256.len() != 64 || !item.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(DownloadError::BadItem {
-                url: item.url.clone(),
-                sha256: item.sha256.clone(),
+                url: item.url,
+                sha256: item.sha256,
             });
         }
     }
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let errors: Mutex<Vec<(usize, DownloadError)>> = Mutex::new(Vec::new());
-    let workers = workers.clamp(1, items.len().max(1));
+    let workers = workers.clamp(1, count.max(1));
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
                 while !failed.load(Ordering::SeqCst) {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(item) = items.get(i) else {
+                    if i >= count {
                         break;
-                    };
-                    match download_one(fetcher, item) {
-                        Ok(reused) => progress(i, item, reused),
+                    }
+                    let item = item(i);
+                    match download_one(fetcher, &item) {
+                        Ok(reused) => progress(i, &item, reused),
                         Err(e) => {
                             failed.store(true, Ordering::SeqCst);
                             errors

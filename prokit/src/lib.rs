@@ -18,6 +18,7 @@ pub mod fetch;
 pub mod install;
 pub mod keyring;
 mod path_table;
+mod planned;
 pub mod policy;
 pub mod query;
 pub mod resolve;

@@ -966,11 +966,11 @@ fn cmd_install(cli: &Cli, a: &InstallCmd) -> Result<ExitCode> {
         print_plan(cli, &client.plan(&a.packages, false, &cli.reporter())?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let reports = client.install_gated(&a.packages, &cli.reporter(), &mut gate)?;
+    let installed = client.install_gated(&a.packages, &cli.reporter(), &mut gate)?;
     if a.args.download_only {
         return Ok(ExitCode::SUCCESS);
     }
-    if reports.is_empty() && !cli.quiet {
+    if installed == 0 && !cli.quiet {
         cli_support::outln!("Nothing to do: {} already installed", a.packages.join(", "))?;
     }
     Ok(ExitCode::SUCCESS)
@@ -1007,7 +1007,7 @@ fn cmd_upgrade(cli: &Cli, a: &UpgradeCmd) -> Result<ExitCode> {
         print_plan(cli, &plan)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let (reports, held) = client.upgrade_gated(&a.packages, &cli.reporter(), &mut gate)?;
+    let (upgraded, held) = client.upgrade_gated(&a.packages, &cli.reporter(), &mut gate)?;
     if a.args.download_only {
         return Ok(ExitCode::SUCCESS);
     }
@@ -1018,7 +1018,7 @@ fn cmd_upgrade(cli: &Cli, a: &UpgradeCmd) -> Result<ExitCode> {
                 h.name, h.installed, h.available, h.name
             );
         }
-        if reports.is_empty() {
+        if upgraded == 0 {
             cli_support::outln!("Nothing to upgrade")?;
         }
     }
@@ -1897,13 +1897,13 @@ fn cmd_bootstrap(cli: &Cli, a: &BootstrapArgs) -> Result<ExitCode> {
         audit_log: a.audit_log.clone(),
     };
     let options = cli.options(&a.target, Some(&a.args))?;
-    let reports = client::bootstrap(options, &b, &cli.reporter())?;
+    let installed = client::bootstrap(options, &b, &cli.reporter())?;
     if !cli.quiet {
         eprintln!(
             "bootstrapped {} with {} package{}{}",
             a.target.display(),
-            reports.len(),
-            if reports.len() == 1 { "" } else { "s" },
+            installed,
+            if installed == 1 { "" } else { "s" },
             a.tar
                 .as_ref()
                 .map(|t| format!("; tarball {}", t.display()))
