@@ -165,11 +165,12 @@ impl<V> PathTable<V> {
         self.live += 1;
     }
 
-    /// A table of four slots per live entry (at least 16), with only the live entries; room
-    /// for as many entries as it takes before the next rebuild (half the slots), so that the
-    /// entries are not copied once more by a growth in between.
+    /// A table of three to six slots per live entry (a power of two, at least 16), with only
+    /// the live entries, and room for as many as it takes before the next rebuild (half the
+    /// slots), so that they are not copied by a growth in between. (Four slots per entry
+    /// rounded up would make eight: 4 MB for the 37,613 files of a 10,000-package root.)
     fn rebuild(&mut self) {
-        let slots = ((self.live + 1) * 4).next_power_of_two().max(16);
+        let slots = ((self.live + 1) * 3).next_power_of_two().max(16);
         let fresh = PathTable {
             entries: Vec::with_capacity(slots / 2),
             slots: vec![EMPTY; slots],

@@ -12,8 +12,83 @@ use super::universe::{IdMap, PkgId};
 use super::{MAX_CHAIN, Plan, ResolveError, Step};
 use std::collections::BTreeSet;
 
-/// Edges of the dependency graph between planned packages: (target, is Pre-Depends).
-type Edges = Vec<Vec<(usize, bool)>>;
+/// The dependency graph between planned packages: each package's edges (target, is
+/// Pre-Depends) in one array, a bound per package in another (a vector per package would be
+/// an allocation each, for a plan of tens of thousands).
+struct Edges {
+    /// Where package `v`'s edges end in `to` (they start where `v - 1`'s end).
+    ends: Vec<u32>,
+    /// Target `w` and the Pre-Depends flag, as `w << 1 | pre`.
+    to: Vec<u32>,
+}
+
+fn decode(e: u32) -> (usize, bool) {
+    ((e >> 1) as usize, e & 1 == 1)
+}
+
+impl Edges {
+    fn with_capacity(n: usize) -> Edges {
+        Edges {
+            ends: Vec::with_capacity(n),
+            to: Vec::new(),
+        }
+    }
+
+    /// Adds an edge of the package being added (the one after the last finished).
+    fn push(&mut self, w: usize, pre: bool) {
+        let w = u32::try_from(w).expect("fewer than 2^31 planned packages");
+        self.to.push(w << 1 | u32::from(pre));
+    }
+
+    /// Finishes the package being added.
+    fn finish(&mut self) {
+        self.ends
+            .push(u32::try_from(self.to.len()).expect("fewer than 2^32 edges"));
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn of(&self, v: usize) -> &[u32] {
+        let start = if v == 0 { 0 } else { self.ends[v - 1] as usize };
+        &self.to[start..self.ends[v] as usize]
+    }
+
+    fn out(&self, v: usize) -> impl Iterator<Item = (usize, bool)> + '_ {
+        self.of(v).iter().map(|&e| decode(e))
+    }
+
+    /// Edge number `k` of package `v`.
+    fn edge(&self, v: usize, k: usize) -> Option<(usize, bool)> {
+        self.of(v).get(k).map(|&e| decode(e))
+    }
+
+    /// The same graph with every edge reversed.
+    fn reversed(&self) -> Edges {
+        let n = self.len();
+        let mut count = vec![0u32; n];
+        for &e in &self.to {
+            count[(e >> 1) as usize] += 1;
+        }
+        let mut ends = Vec::with_capacity(n);
+        let mut total = 0;
+        for c in &count {
+            total += c;
+            ends.push(total);
+        }
+        // Filled from each package's end backwards, so `count` ends as each one's start.
+        let mut to = vec![0u32; self.to.len()];
+        let mut fill: Vec<u32> = ends.clone();
+        for v in (0..n).rev() {
+            for (w, pre) in self.out(v) {
+                fill[w] -= 1;
+                to[fill[w] as usize] = (v as u32) << 1 | u32::from(pre);
+            }
+        }
+        Edges { ends, to }
+    }
+}
 
 impl Solver<'_> {
     /// The decisions of a finished search, as a plan.
@@ -39,7 +114,7 @@ impl Solver<'_> {
             .map(|(i, &(id, _))| (id, i))
             .collect();
         // Edges: package -> the planned package meeting each of its dependency groups.
-        let mut edges: Edges = vec![Vec::new(); planned.len()];
+        let mut edges = Edges::with_capacity(planned.len());
         for (i, &(id, _)) in planned.iter().enumerate() {
             let p = self.pkg(id);
             for group in 0..p.group_count() {
@@ -51,13 +126,15 @@ impl Solver<'_> {
                         if let Some(&j) = index.get(&s)
                             && j != i
                         {
-                            edges[i].push((j, p.is_pre(group)));
+                            edges.push(j, p.is_pre(group));
                         }
                         break;
                     }
                 }
             }
+            edges.finish();
         }
+        drop(index);
         let order = self.install_order(&planned, &edges)?;
         let steps = order
             .into_iter()
@@ -92,34 +169,39 @@ impl Solver<'_> {
         edges: &Edges,
     ) -> Result<Vec<usize>, ResolveError> {
         let n = edges.len();
-        let components = tarjan(edges);
-        let mut component_of = vec![0; n];
-        for (c, component) in components.iter().enumerate() {
+        let (members, component_ends) = tarjan(edges);
+        let components = component_ends.iter().scan(0usize, |start, &end| {
+            let c = &members[*start..end as usize];
+            *start = end as usize;
+            Some(c)
+        });
+        let mut component_of = vec![0u32; n];
+        for (c, component) in components.clone().enumerate() {
             for &v in component {
-                component_of[v] = c;
+                component_of[v as usize] = c as u32;
             }
         }
         // Per package, the edges inside its component still pending: [Depends, Pre-Depends];
-        // and the reverse edges inside components, to update them.
-        let mut pending = vec![[0usize; 2]; n];
-        let mut reverse: Edges = vec![Vec::new(); n];
-        for (v, out) in edges.iter().enumerate() {
-            for &(w, pre) in out {
+        // the reverse edges (those inside a component update them).
+        let mut pending = vec![[0u32; 2]; n];
+        for v in 0..n {
+            for (w, pre) in edges.out(v) {
                 if component_of[w] == component_of[v] {
                     pending[v][usize::from(pre)] += 1;
-                    reverse[w].push((v, pre));
                 }
             }
         }
+        let reverse = edges.reversed();
         let mut done = vec![false; n];
         let mut order = Vec::with_capacity(n);
         for component in components {
             if let [only] = component[..] {
-                order.push(only);
-                done[only] = true;
+                order.push(only as usize);
+                done[only as usize] = true;
                 continue;
             }
-            let mut ready: BTreeSet<(usize, usize)> = component
+            let component: Vec<usize> = component.iter().map(|&v| v as usize).collect();
+            let mut ready: BTreeSet<(u32, usize)> = component
                 .iter()
                 .filter(|&&v| pending[v][1] == 0)
                 .map(|&v| (pending[v][0], v))
@@ -133,8 +215,8 @@ impl Solver<'_> {
                 };
                 done[v] = true;
                 order.push(v);
-                for &(x, pre) in &reverse[v] {
-                    if done[x] {
+                for (x, pre) in reverse.out(v) {
+                    if done[x] || component_of[x] != component_of[v] {
                         continue;
                     }
                     let [depends, pre_depends] = &mut pending[x];
@@ -170,10 +252,10 @@ impl Solver<'_> {
         let mut path: Vec<usize> = left.iter().take(1).copied().collect();
         let mut position: IdMap<usize, usize> = path.iter().map(|&v| (v, 0)).collect();
         while let Some(&v) = path.last() {
-            let next = edges[v]
-                .iter()
-                .find(|&&(w, pre)| pre && in_left[w])
-                .map(|&(w, _)| w);
+            let next = edges
+                .out(v)
+                .find(|&(w, pre)| pre && in_left[w])
+                .map(|(w, _)| w);
             let Some(w) = next else { break };
             if let Some(&start) = position.get(&w) {
                 path.drain(..start);
@@ -206,15 +288,17 @@ impl Solver<'_> {
 }
 
 /// Tarjan's strongly connected components, iteratively; components come out dependencies
-/// first (every edge points to the same or an earlier component).
-fn tarjan(edges: &Edges) -> Vec<Vec<usize>> {
+/// first (every edge points to the same or an earlier component): their members one after
+/// the other, and where each component's members end.
+fn tarjan(edges: &Edges) -> (Vec<u32>, Vec<u32>) {
     const UNSEEN: usize = usize::MAX;
     let n = edges.len();
     let mut index = vec![UNSEEN; n];
     let mut low = vec![0; n];
     let mut on_stack = vec![false; n];
     let mut stack = Vec::new();
-    let mut components = Vec::new();
+    let mut members = Vec::with_capacity(n);
+    let mut ends = Vec::new();
     let mut next = 0;
     for root in 0..n {
         if index[root] != UNSEEN {
@@ -227,7 +311,7 @@ fn tarjan(edges: &Edges) -> Vec<Vec<usize>> {
         stack.push(root);
         on_stack[root] = true;
         while let Some(&(v, edge)) = calls.last() {
-            if let Some(&(w, _)) = edges[v].get(edge) {
+            if let Some((w, _)) = edges.edge(v, edge) {
                 if let Some(top) = calls.last_mut() {
                     top.1 += 1;
                 }
@@ -248,17 +332,79 @@ fn tarjan(edges: &Edges) -> Vec<Vec<usize>> {
                 low[parent] = low[parent].min(low[v]);
             }
             if low[v] == index[v] {
-                let mut component = Vec::new();
                 while let Some(w) = stack.pop() {
                     on_stack[w] = false;
-                    component.push(w);
+                    members.push(w as u32);
                     if w == v {
                         break;
                     }
                 }
-                components.push(component);
+                ends.push(members.len() as u32);
             }
         }
     }
-    components
+    (members, ends)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph(out: &[&[(usize, bool)]]) -> Edges {
+        let mut e = Edges::with_capacity(out.len());
+        for edges in out {
+            for &(w, pre) in *edges {
+                e.push(w, pre);
+            }
+            e.finish();
+        }
+        e
+    }
+
+    #[test]
+    fn the_reversed_graph_has_every_edge_backwards_in_source_order() {
+        let g = graph(&[
+            &[(1, false), (2, true)],
+            &[(2, false)],
+            &[],
+            &[(2, true), (0, false)],
+        ]);
+        let r = g.reversed();
+        let all = |e: &Edges| -> Vec<Vec<(usize, bool)>> {
+            (0..e.len()).map(|v| e.out(v).collect()).collect()
+        };
+        assert_eq!(
+            all(&r),
+            vec![
+                vec![(3, false)],
+                vec![(0, false)],
+                vec![(0, true), (1, false), (3, true)],
+                vec![],
+            ]
+        );
+        // Back again: the same edges, each package's in target order.
+        let mut back = all(&g);
+        back.iter_mut().for_each(|out| out.sort_unstable());
+        assert_eq!(all(&r.reversed()), back);
+        assert_eq!(g.edge(3, 1), Some((0, false)));
+        assert_eq!(g.edge(2, 0), None);
+    }
+
+    #[test]
+    fn components_come_out_dependencies_first() {
+        // 0 -> 1 -> 2 -> 1 (a cycle of 1 and 2), 3 -> 0.
+        let g = graph(&[&[(1, false)], &[(2, false)], &[(1, true)], &[(0, false)]]);
+        let (members, ends) = tarjan(&g);
+        let mut start = 0;
+        let comps: Vec<Vec<u32>> = ends
+            .iter()
+            .map(|&end| {
+                let mut c = members[start..end as usize].to_vec();
+                c.sort_unstable();
+                start = end as usize;
+                c
+            })
+            .collect();
+        assert_eq!(comps, vec![vec![1, 2], vec![0], vec![3]]);
+    }
 }

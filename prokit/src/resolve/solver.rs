@@ -243,6 +243,22 @@ impl<'u> Solver<'u> {
         }
     }
 
+    /// Frees what only the search needed (its links, obligations, choices, undo trail, the
+    /// planned packages' conflicts and dependencies by name, the learnt dead candidates) once
+    /// it has succeeded: the plan reads the decisions and the providers, and is made while
+    /// the universe is still held, so this is the resolution's peak (a bootstrap of 10,000
+    /// packages: ~5 MB).
+    pub(super) fn release_search(&mut self) {
+        self.links = Vec::new();
+        self.queue = Vec::new();
+        self.choices = Vec::new();
+        self.trail = Vec::new();
+        self.sel_declared = Default::default();
+        self.sel_rdeps = Default::default();
+        self.dead = Default::default();
+        self.request_wants = Vec::new();
+    }
+
     pub(super) fn counts(&self) -> Counts {
         Counts {
             steps: self.steps,

@@ -650,7 +650,10 @@ impl Universe {
         }
         let mut solver = Solver::new(self, requests, &rels);
         drop(rels);
-        let result = solver.run().and_then(|()| solver.plan());
+        let result = solver.run().and_then(|()| {
+            solver.release_search();
+            solver.plan()
+        });
         (result, solver.counts())
     }
 
