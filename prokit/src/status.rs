@@ -149,8 +149,8 @@ pub struct FileRecord {
 /// Which package owns which path (built from every `.list` and sidecar on first use).
 ///
 /// Kept small because it holds every path of the root (a root of thousands of packages owns
-/// hundreds of thousands): the paths are in one arena each ([`PathTable`]), a package's name
-/// is held once and paths refer to it by number; a directory shipped by one package (most
+/// hundreds of thousands): a path is held as a 128-bit keyed fingerprint, not its text
+/// ([`PathTable`]), a package's name is held once and paths refer to it by number; a directory shipped by one package (most
 /// are: `/usr/share/<pkg>`) costs no allocation, one shipped by many (`/usr/bin`) a list of
 /// numbers.
 #[derive(Debug, Default, Clone)]
