@@ -1162,7 +1162,7 @@ impl Client {
         &self,
         file: &Path,
         exp: &install::Expected,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<feeds::usign::Fingerprint>, String> {
         let (by, line) = match (self.developer.mode, &exp.index_signature) {
             (DeveloperMode::Off, _) | (DeveloperMode::Check, None) => return Ok(None),
             // The keyring's own package: the root signatures inside it vouch for it.
@@ -1225,7 +1225,7 @@ impl Client {
             }
             .to_string()
         })?;
-        Ok(Some(sig.fingerprint().to_string()))
+        Ok(Some(sig.fingerprint()))
     }
 
     /// The keys trusted for `feed`: those of its `option signed_by`, else every trusted key.
@@ -1709,16 +1709,22 @@ impl Client {
         let planned = &planned;
         // What package file `i` must say of itself (docs/threats.md §17), made when needed:
         // a list of them would hold another copy of every name, version and hash of the plan.
-        let expected = |i: usize| install::Expected {
+        // The index's developer signature goes only to its check (the install does not read
+        // it): a copy made for each install and freed after it would be one more small
+        // allocation among the unpacking's (bench/README.md, "Memory the allocator keeps").
+        let expected_with = |i: usize, signature: bool| install::Expected {
             origin: format!("feed {:?}", planned.feed(i)),
             name: planned.name(i).to_string(),
             version: planned.version(i).to_string(),
             arch: planned.arch(i).to_string(),
-            index_signature: index_signatures.get(&i).cloned(),
+            index_signature: signature
+                .then(|| index_signatures.get(&i).cloned())
+                .flatten(),
             signed_by: None,
             feed_key: feed_keys.get(planned.feed(i)).cloned().flatten(),
             sha256: Some(planned.sha256(i)),
         };
+        let expected = |i: usize| expected_with(i, true);
         let mut opts = self.install_options();
         // Files leaving the packages this transaction upgrades (the old version ships them,
         // the new one does not) may move to another package of it: asked when a package
@@ -1755,8 +1761,10 @@ impl Client {
         let mut committed = 0usize;
         // Developer signatures are checked by the download workers as each file arrives, in
         // parallel and off the install thread; what a worker did not check is checked before
-        // the install.
-        let verdicts: Vec<std::sync::OnceLock<Result<Option<String>, String>>> = (0..planned.len())
+        // the install. A verdict is kept as the key's 8 bytes, not as text made by a worker
+        // and held to the end.
+        type Verdict = Result<Option<feeds::usign::Fingerprint>, String>;
+        let verdicts: Vec<std::sync::OnceLock<Verdict>> = (0..planned.len())
             .map(|_| std::sync::OnceLock::new())
             .collect();
         let check_arrived = |i: usize, item: &DownloadItem| {
@@ -1769,6 +1777,7 @@ impl Client {
             verdicts[i]
                 .get_or_init(|| self.verify_developer(&planned.dest(i), &expected(i)))
                 .clone()
+                .map(|key| key.map(|k| k.to_string()))
                 .map_err(|reason| ClientError::Developer {
                     package: planned.label(i),
                     url: planned.url(i),
@@ -1780,7 +1789,7 @@ impl Client {
                 // The few texts the install needs, made here (not a whole download item: an
                 // install allocates as little per package as it can, bench/README.md).
                 let dest = planned.dest(i);
-                let mut exp = expected(i);
+                let mut exp = expected_with(i, false);
                 exp.signed_by = developer_verdict(i)?;
                 self.audit.record(
                     "package-verified",
