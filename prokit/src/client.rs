@@ -2120,13 +2120,15 @@ impl Client {
     /// under the package's name, found by the URL the error names.
     fn download_refused(&self, planned: &Planned, e: DownloadError) -> ClientError {
         let text = e.to_string();
-        if let Some(i) = (0..planned.len()).find(|&i| text.contains(&planned.item(i).url))
+        if let Some((i, url)) = (0..planned.len())
+            .map(|i| (i, planned.url(i)))
+            .find(|(_, url)| text.contains(url.as_str()))
             && let Err(audit) = self.audit.record(
                 "package-refused",
                 serde_json::json!({
                     "name": planned.name(i),
                     "package_version": planned.version(i),
-                    "url": audit_log::url_without_credentials(&planned.item(i).url),
+                    "url": audit_log::url_without_credentials(&url),
                     "reason": redact(&text),
                 }),
             )

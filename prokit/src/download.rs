@@ -154,9 +154,13 @@ pub fn item_for(
         url: filename.to_string(),
         sha256: sha256.to_string(),
     };
-    let (Some(first), Some(prefix)) = (sha256.get(..2), sha256.get(..16)) else {
+    // The hash names the cache file and picks the first mirror: its first 16 digits at least.
+    if !sha256
+        .get(..16)
+        .is_some_and(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
         return Err(bad_hash());
-    };
+    }
     let mut urls = bases
         .iter()
         .map(|b| package_url(b, filename))
@@ -166,9 +170,6 @@ pub fn item_for(
             filename: filename.into(),
             reason: "no feed URL to fetch it from",
         });
-    }
-    if u8::from_str_radix(first, 16).is_err() || prefix.bytes().any(|b| !b.is_ascii_hexdigit()) {
-        return Err(bad_hash());
     }
     let start = first_base(sha256, urls.len());
     urls.rotate_left(start);

@@ -64,24 +64,26 @@ impl Edges {
         self.of(v).get(k).map(|&e| decode(e))
     }
 
-    /// The same graph with every edge reversed.
-    fn reversed(&self) -> Edges {
+    /// The edges `v -> w` for which `keep(v, w)`, reversed; each package's in source order.
+    fn reversed(&self, keep: impl Fn(usize, usize) -> bool) -> Edges {
         let n = self.len();
-        let mut count = vec![0u32; n];
-        for &e in &self.to {
-            count[(e >> 1) as usize] += 1;
+        let mut ends = vec![0u32; n];
+        for v in 0..n {
+            for (w, _) in self.out(v).filter(|&(w, _)| keep(v, w)) {
+                ends[w] += 1;
+            }
         }
-        let mut ends = Vec::with_capacity(n);
         let mut total = 0;
-        for c in &count {
-            total += c;
-            ends.push(total);
+        for end in &mut ends {
+            total += *end;
+            *end = total;
         }
-        // Filled from each package's end backwards, so `count` ends as each one's start.
-        let mut to = vec![0u32; self.to.len()];
-        let mut fill: Vec<u32> = ends.clone();
+        // Each package's edges are placed from its end backwards, the last source first;
+        // `fill` ends as each one's start.
+        let mut to = vec![0u32; total as usize];
+        let mut fill = ends.clone();
         for v in (0..n).rev() {
-            for (w, pre) in self.out(v) {
+            for (w, pre) in self.out(v).filter(|&(w, _)| keep(v, w)) {
                 fill[w] -= 1;
                 to[fill[w] as usize] = (v as u32) << 1 | u32::from(pre);
             }
@@ -182,7 +184,7 @@ impl Solver<'_> {
             }
         }
         // Per package, the edges inside its component still pending: [Depends, Pre-Depends];
-        // the reverse edges (those inside a component update them).
+        // and the reverse edges inside components, to update them.
         let mut pending = vec![[0u32; 2]; n];
         for v in 0..n {
             for (w, pre) in edges.out(v) {
@@ -191,7 +193,7 @@ impl Solver<'_> {
                 }
             }
         }
-        let reverse = edges.reversed();
+        let reverse = edges.reversed(|v, w| component_of[v] == component_of[w]);
         let mut done = vec![false; n];
         let mut order = Vec::with_capacity(n);
         for component in components {
@@ -216,7 +218,7 @@ impl Solver<'_> {
                 done[v] = true;
                 order.push(v);
                 for (x, pre) in reverse.out(v) {
-                    if done[x] || component_of[x] != component_of[v] {
+                    if done[x] {
                         continue;
                     }
                     let [depends, pre_depends] = &mut pending[x];
@@ -369,7 +371,7 @@ mod tests {
             &[],
             &[(2, true), (0, false)],
         ]);
-        let r = g.reversed();
+        let r = g.reversed(|_, _| true);
         let all = |e: &Edges| -> Vec<Vec<(usize, bool)>> {
             (0..e.len()).map(|v| e.out(v).collect()).collect()
         };
@@ -385,7 +387,18 @@ mod tests {
         // Back again: the same edges, each package's in target order.
         let mut back = all(&g);
         back.iter_mut().for_each(|out| out.sort_unstable());
-        assert_eq!(all(&r.reversed()), back);
+        assert_eq!(all(&r.reversed(|_, _| true)), back);
+        // Only the edges kept.
+        let into_2 = g.reversed(|_, w| w == 2);
+        assert_eq!(
+            all(&into_2),
+            vec![
+                vec![],
+                vec![],
+                vec![(0, true), (1, false), (3, true)],
+                vec![]
+            ]
+        );
         assert_eq!(g.edge(3, 1), Some((0, false)));
         assert_eq!(g.edge(2, 0), None);
     }
