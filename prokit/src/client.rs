@@ -9,7 +9,7 @@
 //! checked against its SHA-256 while streaming; then install package by package in dependency
 //! order, each one crash-safe.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -299,7 +299,7 @@ fn check_removable(
     force_depends: bool,
 ) -> Result<(), ClientError> {
     for n in names {
-        if db.get(n).is_none() {
+        if !db.has(n) {
             return Err(ClientError::NotInstalled(n.clone()));
         }
         let dependents: Vec<String> = universe
@@ -601,7 +601,7 @@ impl Client {
     ) -> Result<crate::resolve::Plan, ClientError> {
         let mut plan = universe.resolve(&requests_of(packages))?;
         if self.opts.install_recommends {
-            plan = self.with_recommends(db, &universe, packages, plan, progress);
+            plan = self.with_recommends(db, &universe, packages, plan, progress)?;
         }
         if self.opts.force_reinstall {
             // Named packages already installed at the chosen version are installed again,
@@ -612,12 +612,16 @@ impl Client {
                     plan.already_installed.push(name);
                     continue;
                 }
-                let step = universe.reinstall_step(&name).ok_or_else(|| {
-                    let v = db.get(&name).and_then(|p| p.get("Version")).unwrap_or("");
-                    ClientError::Invalid(format!(
+                let Some(step) = universe.reinstall_step(&name) else {
+                    let installed = db.get(&name)?;
+                    let v = installed
+                        .as_ref()
+                        .and_then(|p| p.get("Version"))
+                        .unwrap_or("");
+                    return Err(ClientError::Invalid(format!(
                         "cannot reinstall {name}: no verified feed offers its installed version {v} for its architecture"
-                    ))
-                })?;
+                    )));
+                };
                 plan.steps.push(step);
             }
         }
@@ -638,11 +642,12 @@ impl Client {
         packages: &[String],
         mut plan: crate::resolve::Plan,
         progress: &dyn Progress,
-    ) -> crate::resolve::Plan {
+    ) -> Result<crate::resolve::Plan, ClientError> {
         const MAX_RECOMMENDS: usize = 64;
         let mut wanted: Vec<String> = Vec::new();
         for step in plan.steps.iter().filter(|s| s.upgrade_from.is_none()) {
-            let field = step.stanza.get("Recommends").unwrap_or("");
+            let stanza = step.stanza.read()?;
+            let field = stanza.get("Recommends").unwrap_or("");
             let Ok(groups) = feeds::relation::parse_relations(field) else {
                 continue;
             };
@@ -651,12 +656,15 @@ impl Client {
                     continue;
                 };
                 let name = first.name().to_string();
-                let removed_by_user = db.get(&name).is_some_and(|p| {
+                let status = db.get(&name)?;
+                let removed_by_user = status.as_ref().is_some_and(|p| {
                     p.get("Status")
                         .and_then(|s| s.split_whitespace().next())
                         .is_some_and(|want| want == "deinstall" || want == "purge")
                 });
-                let present = db.get(&name).is_some_and(crate::status::is_installed)
+                let present = status
+                    .as_ref()
+                    .is_some_and(|p| crate::status::is_installed(p))
                     || plan.steps.iter().any(|s| s.name == name);
                 if !present && !removed_by_user && !wanted.contains(&name) {
                     wanted.push(name);
@@ -685,7 +693,7 @@ impl Client {
                 step.auto = true;
             }
         }
-        plan
+        Ok(plan)
     }
 
     /// Held packages change only when named with --force-hold (opkg-lede:
@@ -694,14 +702,18 @@ impl Client {
         if self.opts.force_hold {
             return Ok(());
         }
-        let mut held: Vec<String> = plan
+        let mut held: Vec<String> = Vec::new();
+        for n in plan
             .steps
             .iter()
             .filter(|s| s.upgrade_from.is_some())
-            .map(|s| s.name.clone())
-            .chain(plan.removes.iter().cloned())
-            .filter(|n| db.get(n).is_some_and(crate::status::is_held))
-            .collect();
+            .map(|s| &s.name)
+            .chain(&plan.removes)
+        {
+            if db.get(n)?.is_some_and(|p| crate::status::is_held(&p)) {
+                held.push(n.clone());
+            }
+        }
         held.sort();
         held.dedup();
         if held.is_empty() {
@@ -723,22 +735,22 @@ impl Client {
         let db = self.open_db(progress)?;
         let (universe, _) = self.universe_signed(&db, true, progress)?;
         let plan = self.resolve_plan(&db, universe, packages, progress)?;
-        let steps = plan
-            .steps
-            .iter()
-            .map(|s| PlannedStep {
+        let mut steps = Vec::with_capacity(plan.steps.len());
+        for s in &plan.steps {
+            steps.push(PlannedStep {
                 name: s.name.clone(),
                 version: s.version.clone(),
                 from: s.upgrade_from.clone(),
                 feed: s.feed.clone(),
                 size: s
                     .stanza
+                    .read()?
                     .get("Size")
                     .and_then(|v| v.trim().parse().ok())
                     .unwrap_or(0),
                 auto: s.auto || (upgrade && s.upgrade_from.is_some()),
-            })
-            .collect();
+            });
+        }
         Ok(PlanReport {
             steps,
             removes: plan.removes,
@@ -765,12 +777,12 @@ impl Client {
         } else {
             let db = self.installed_db()?;
             for n in names {
-                let Some(p) = db.get(n).filter(|p| crate::status::is_installed(p)) else {
+                let Some(p) = db.installed(n)? else {
                     return Err(ClientError::Invalid(format!(
                         "package {n} is not installed (prokit install installs it)"
                     )));
                 };
-                if crate::status::is_held(p) && !self.opts.force_hold {
+                if crate::status::is_held(&p) && !self.opts.force_hold {
                     return Err(ClientError::Held(vec![n.clone()]));
                 }
                 if upgradable.iter().any(|u| &u.name == n) {
@@ -784,7 +796,7 @@ impl Client {
     /// The auto-installed packages nothing installed on request needs any more
     /// (`autoremove`; see [`crate::query::orphans`]).
     pub fn orphans(&self) -> Result<Vec<String>, ClientError> {
-        Ok(crate::query::orphans(&self.installed_db()?))
+        Ok(crate::query::orphans(&self.installed_db()?)?)
     }
 
     /// What `remove NAMES` would remove (name, version, files), after the same checks,
@@ -800,7 +812,7 @@ impl Client {
         check_removable(&db, &universe, names, force_depends)?;
         let mut out = Vec::new();
         for n in names {
-            let Some(p) = db.get(n) else {
+            let Some(p) = db.get(n)? else {
                 return Err(ClientError::NotInstalled(n.clone()));
             };
             let files = db.files(n).map(|f| f.len()).unwrap_or(0);
@@ -874,7 +886,12 @@ impl Client {
             }
         }
         let mut out = Vec::new();
-        for p in db.packages().filter(|p| crate::status::is_installed(p)) {
+        for p in db.packages() {
+            let p = p?;
+            if !crate::status::is_installed(&p) {
+                continue;
+            }
+            let p = &*p;
             let name = field(p, "Package");
             let Ok(have) = feeds::version::Version::parse(&field(p, "Version")) else {
                 continue;
@@ -1034,7 +1051,7 @@ impl Client {
         }
         let mut db = self.open_db(&Quiet)?;
         for n in names {
-            if !db.get(n).is_some_and(crate::status::is_installed) {
+            if db.installed(n)?.is_none() {
                 return Err(ClientError::Invalid(format!(
                     "package {n} is not installed"
                 )));
@@ -1057,36 +1074,33 @@ impl Client {
         }
         let mut db = self.open_db(&Quiet)?;
         for n in names {
-            if !db.get(n).is_some_and(crate::status::is_installed) {
+            if db.installed(n)?.is_none() {
                 return Err(ClientError::Invalid(format!(
                     "package {n} is not installed"
                 )));
             }
         }
-        let pending: Vec<String> = db
-            .package_map()
-            .iter()
-            .filter(|(n, p)| {
-                (names.is_empty() || names.contains(n))
-                    && crate::status::is_installed(p)
-                    && p.get("Status").and_then(|s| s.split_whitespace().nth(2))
-                        != Some("installed")
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
+        // The packages unpacked but not configured, with what they depend on.
+        let mut pending: Vec<(String, BTreeSet<String>)> = Vec::new();
+        for p in db.packages() {
+            let p = p?;
+            let name = p.get("Package").unwrap_or("").trim();
+            if (names.is_empty() || names.iter().any(|n| n == name))
+                && crate::status::is_installed(&p)
+                && p.get("Status").and_then(|s| s.split_whitespace().nth(2)) != Some("installed")
+            {
+                pending.push((name.to_string(), crate::query::dependency_names(&p)));
+            }
+        }
         // Dependencies first: a package waits while one it depends on is still pending.
-        let depends_on = |db: &Db, a: &str, b: &str| {
-            db.get(a)
-                .is_some_and(|p| crate::query::dependency_names(p).contains(b))
-        };
         let mut order: Vec<String> = Vec::new();
         let mut left = pending;
         while !left.is_empty() {
             let next = left
                 .iter()
-                .position(|a| !left.iter().any(|b| b != a && depends_on(&db, a, b)))
+                .position(|(a, deps)| !left.iter().any(|(b, _)| b != a && deps.contains(b)))
                 .unwrap_or(0);
-            order.push(left.remove(next));
+            order.push(left.remove(next).0);
         }
         let opts = self.install_options();
         let mut done = Vec::new();
@@ -1449,9 +1463,9 @@ impl Client {
     ) -> Result<(Universe, BTreeMap<String, Option<String>>), ClientError> {
         let mut signers = BTreeMap::new();
         let mut u = Universe::new(&self.config.arch);
-        u.reserve(db.packages().len());
+        u.reserve(db.package_count());
         for p in db.packages() {
-            u.add_installed(p.clone())?;
+            u.add_installed(p?.into_owned())?;
         }
         if with_feeds {
             // Each stanza goes into the universe as it is read (once the whole index has been
@@ -1682,9 +1696,10 @@ impl Client {
                 .iter()
                 .position(|s| s.name == step.feed)
                 .ok_or_else(|| bad("feed not configured".into()))?;
-            let (filename, size, sha256) = package_fields(&step.stanza, &step.feed, &package)?;
-            if let Some(sig) = step.stanza.get("Signature") {
-                let by = step.stanza.get("Signed-By").unwrap_or("").trim();
+            let stanza = step.stanza.read()?;
+            let (filename, size, sha256) = package_fields(&stanza, &step.feed, &package)?;
+            if let Some(sig) = stanza.get("Signature") {
+                let by = stanza.get("Signed-By").unwrap_or("").trim();
                 index_signatures.insert(planned.len(), (by.to_string(), sig.trim().to_string()));
             }
             planned
@@ -2188,11 +2203,15 @@ impl Client {
                 .trim()
                 .to_string()
         };
-        let installed_version = |name: &str| db.get(name).map(|p| field(p, "Version"));
         let mut out = Vec::new();
         if installed_only {
             // A `deinstall`/`not-installed` entry is not an installed package.
-            for p in db.packages().filter(|p| crate::status::is_installed(p)) {
+            for p in db.packages() {
+                let p = p?;
+                if !crate::status::is_installed(&p) {
+                    continue;
+                }
+                let p = &*p;
                 let name = field(p, "Package");
                 // The status file has no Description; the package's control file does.
                 let control = db
@@ -2213,8 +2232,9 @@ impl Client {
             for (feed, p) in self.available(progress)? {
                 let name = field(&p, "Package");
                 let version = field(&p, "Version");
+                let installed = db.get(&name)?.map(|p| field(&p, "Version"));
                 out.push(ListEntry {
-                    installed: installed_version(&name).as_deref() == Some(&version),
+                    installed: installed.as_deref() == Some(&version),
                     name,
                     version,
                     architecture: field(&p, "Architecture"),
@@ -2237,9 +2257,9 @@ impl Client {
         // NAME, or a glob (`*`, `?`) over names, as opkg's info takes.
         let matches = |n: &str| crate::query::glob_matches(name, n);
         let mut out = Vec::new();
-        for p in db.packages() {
-            if matches(p.get("Package").unwrap_or("").trim()) {
-                out.push((None, p.clone()));
+        for name in db.package_names().filter(|n| matches(n)) {
+            if let Some(p) = db.get(name)? {
+                out.push((None, p.into_owned()));
             }
         }
         if let Ok(offered) = self.available(progress) {
@@ -2256,7 +2276,7 @@ impl Client {
     pub fn verify(&self, only: Option<&[String]>) -> Result<VerifyReport, ClientError> {
         let db = Db::open(&self.opts.root, &self.config.db_dir())?;
         if let Some(names) = only
-            && let Some(n) = names.iter().find(|n| db.get(n).is_none())
+            && let Some(n) = names.iter().find(|n| !db.has(n))
         {
             return Err(ClientError::NotInstalled(n.clone()));
         }
@@ -2272,7 +2292,7 @@ impl Client {
     ) -> Result<Vec<SignatureFinding>, ClientError> {
         let db = Db::open(&self.opts.root, &self.config.db_dir())?;
         if let Some(names) = only
-            && let Some(n) = names.iter().find(|n| db.get(n).is_none())
+            && let Some(n) = names.iter().find(|n| !db.has(n))
         {
             return Err(ClientError::NotInstalled(n.clone()));
         }
@@ -2282,7 +2302,9 @@ impl Client {
             ));
         };
         let mut out = Vec::new();
-        for (name, p) in db.package_map() {
+        for p in db.packages() {
+            let p = p?;
+            let name = &p.get("Package").unwrap_or("").trim().to_string();
             if only.is_some_and(|o| !o.contains(name)) {
                 continue;
             }
@@ -2346,7 +2368,7 @@ impl Client {
         let cache = self.cache_dir()?;
         let mut outcomes = Vec::new();
         for name in wanted {
-            let Some(installed) = db.get(&name) else {
+            let Some(installed) = db.get(&name)? else {
                 continue;
             };
             let version = installed.get("Version").unwrap_or("").trim().to_string();

@@ -41,7 +41,7 @@ use feeds::package::MAINTAINER_SCRIPTS;
 
 use crate::status::{
     Db, FileKind, FileRecord, SIDECAR_SUFFIX, StatusError, list_text, sidecar_text, status_stanza,
-    write_new_file, write_status_with,
+    write_new_file,
 };
 use crate::unpack::{self, Parent, Transaction, UnpackError, UnpackOptions};
 
@@ -308,8 +308,7 @@ impl InstallError {
 pub fn configure(db: &mut Db, name: &str, opts: &InstallOptions) -> Result<bool, InstallError> {
     recover(db)?;
     let state = db
-        .get(name)
-        .filter(|p| crate::status::is_installed(p))
+        .installed(name)?
         .ok_or_else(|| InstallError::NotInstalled(name.to_string()))?
         .get("Status")
         .and_then(|s| s.split_whitespace().nth(2))
@@ -323,10 +322,9 @@ pub fn configure(db: &mut Db, name: &str, opts: &InstallOptions) -> Result<bool,
     }
     if let Some(s) = read_info_script(db, name, "postinst")? {
         let version = db
-            .get(name)
-            .and_then(|p| p.get("Version"))
-            .unwrap_or("")
-            .to_string();
+            .get(name)?
+            .and_then(|p| p.get("Version").map(str::to_string))
+            .unwrap_or_default();
         run_script(
             db,
             opts.scripts,
@@ -584,7 +582,7 @@ impl<'g> Batch<'g> {
             tx.rollback().map_err(InstallError::from)
         } else {
             self.pass(db).and_then(|()| {
-                tx.stage_status(|out| write_status_with(out, db.package_map(), "", None))
+                tx.stage_status(|out| db.write_status_with(out, "", None))
                     .and_then(|()| tx.commit())
                     .and_then(|()| tx.finish())
                     .map_err(InstallError::from)
@@ -634,7 +632,7 @@ fn plan_in_group(
     let staged = stage(db, tx, pkg_file, opts, expected)?;
     if opts.scripts.runs() {
         let name = staged.package.name();
-        let old_scripts = db.get(name).is_some()
+        let old_scripts = db.has(name)
             && info_suffixes(db, name)?
                 .iter()
                 .any(|s| MAINTAINER_SCRIPTS.contains(&s.as_str()));
@@ -690,9 +688,7 @@ fn install_in(
     let staged = stage(db, tx, pkg_file, opts, expected)?;
     let name = staged.package.name().to_string();
     let version = staged.package.version().to_string();
-    let old_version = db
-        .get(&name)
-        .map(|p| p.get("Version").unwrap_or("").to_string());
+    let old_version = db.version_of(&name)?;
     let mode = opts.scripts;
     let script = |n: &str| staged.package.control_file(n).map(|m| m.data.clone());
 
@@ -721,9 +717,7 @@ fn install_in(
     // `prokit configure`.
     let live = mode == ScriptMode::Run && (postinst.is_some() || old_postrm.is_some());
     let plan = plan_install(db, tx, staged, auto, opts, expected, live)?;
-    tx.stage_status(|out| {
-        write_status_with(out, db.package_map(), &plan.name, Some(&plan.stanza))
-    })?;
+    tx.stage_status(|out| db.write_status_with(out, &plan.name, Some(&plan.stanza)))?;
 
     tx.commit()?;
 
@@ -824,7 +818,7 @@ fn plan_install(
 ) -> Result<InstallPlan, InstallError> {
     let name = staged.package.name().to_string();
     let version = staged.package.version().to_string();
-    let old = db.get(&name).cloned();
+    let old = db.get(&name)?.map(std::borrow::Cow::into_owned);
     let old_version = old
         .as_ref()
         .map(|p| p.get("Version").unwrap_or("").to_string());
@@ -840,7 +834,7 @@ fn plan_install(
     };
     let mut left_in_place = Vec::new();
     {
-        let old_conffiles = db.conffiles(&name);
+        let old_conffiles = db.conffiles(&name)?;
         let owners = db.owners()?.clone_for(&old_records);
         for r in &old_records {
             if new_paths.contains(r.path.as_str()) {
@@ -915,11 +909,7 @@ fn plan_install(
             0o644,
         )?;
         if had_sidecar {
-            let v = db
-                .get(other)
-                .and_then(|p| p.get("Version"))
-                .unwrap_or("")
-                .to_string();
+            let v = db.version_of(other)?.unwrap_or_default();
             let known: Vec<FileRecord> = left
                 .iter()
                 .filter(|r| r.kind != FileKind::Unknown)
@@ -1021,7 +1011,7 @@ pub fn remove(
     opts: &InstallOptions,
 ) -> Result<RemoveReport, InstallError> {
     recover(db)?;
-    if db.get(name).is_none() {
+    if !db.has(name) {
         return Err(InstallError::NotInstalled(name.to_string()));
     }
     transact(db, &format!("remove {name}"), |db, tx| {
@@ -1035,11 +1025,7 @@ fn remove_in(
     name: &str,
     opts: &InstallOptions,
 ) -> Result<RemoveReport, InstallError> {
-    let version = db
-        .get(name)
-        .and_then(|p| p.get("Version"))
-        .unwrap_or("")
-        .to_string();
+    let version = db.version_of(name)?.unwrap_or_default();
     tx.set_package(name, &version)?;
     let mode = opts.scripts;
     let mut postrm = None;
@@ -1051,7 +1037,7 @@ fn remove_in(
         postrm = read_info_script(db, name, "postrm")?;
     }
     let records = db.files(name)?;
-    let conffiles = db.conffiles(name);
+    let conffiles = db.conffiles(name)?;
     let owners = db.owners()?.clone_for(&records);
     let mut removed = 0;
     let mut kept = Vec::new();
@@ -1083,7 +1069,7 @@ fn remove_in(
         tx.del(&format!("{info_rel}/{name}.{suffix}"))?;
         gone_info.push(format!("{name}.{suffix}"));
     }
-    tx.stage_status(|out| write_status_with(out, db.package_map(), name, None))?;
+    tx.stage_status(|out| db.write_status_with(out, name, None))?;
     tx.commit()?;
     if let (Some(s), ScriptMode::Offline) = (&postrm, mode) {
         run_script(db, mode, name, "postrm", s, &["remove"], false)?;
@@ -1529,7 +1515,7 @@ mod tests {
         );
         let mut db = open(&root);
         install(&mut db, &lib, true, &opts(ScriptMode::Skip)).unwrap();
-        let st = db.get("lib").unwrap();
+        let st = db.stanza("lib").unwrap();
         assert_eq!(st.get("Status"), Some("install ok installed"));
         assert_eq!(st.get("Auto-Installed"), Some("yes"));
         assert_eq!(
@@ -1539,11 +1525,11 @@ mod tests {
         );
         install(&mut db, &lib, false, &opts(ScriptMode::Skip)).unwrap();
         assert_eq!(
-            db.get("lib").unwrap().get("Status"),
+            db.stanza("lib").unwrap().get("Status"),
             Some("install user installed")
         );
         install(&mut db, &lib, true, &opts(ScriptMode::Skip)).unwrap();
-        let st = db.get("lib").unwrap();
+        let st = db.stanza("lib").unwrap();
         assert_eq!(st.get("Status"), Some("install user installed"));
         assert_eq!(st.get("Auto-Installed"), None);
     }
@@ -1576,7 +1562,7 @@ mod tests {
         );
         assert!(text.contains("package a") && text.contains("b"), "{text}");
         assert_eq!(snapshot(&root), before);
-        assert!(db.get("b").is_none());
+        assert!(db.stanza("b").is_none());
     }
 
     #[test]
@@ -1694,7 +1680,7 @@ mod tests {
         // opkg's rule: the recorded hash is the new version's, so the next upgrade keeps the
         // user's file again.
         assert_eq!(
-            db.conffiles("foo"),
+            db.conffiles("foo").unwrap(),
             vec![
                 ("/etc/foo.conf".to_string(), sha(b"a=2\n")),
                 ("/etc/other.conf".to_string(), sha(b"o=2\n")),
@@ -1775,7 +1761,7 @@ mod tests {
             fs::read_to_string(info.join("foo.list")).unwrap(),
             "/etc/foo.conf\n/usr/bin/f\n/usr/bin/foo\n/usr/lib/foo/new.so\n"
         );
-        let st = db.get("foo").unwrap();
+        let st = db.stanza("foo").unwrap();
         assert_eq!(st.get("Version"), Some("2.0"));
         assert_eq!(st.get("Auto-Installed"), Some("yes"));
         assert!(crate::verify::verify(&db, None).unwrap().ok());
@@ -1811,7 +1797,7 @@ mod tests {
         assert_eq!(r.files, 4);
         assert!(r.kept_conffiles.is_empty());
         assert_eq!(snapshot(&root), with_other, "exactly the state before foo");
-        assert!(db.get("foo").is_none());
+        assert!(db.stanza("foo").is_none());
         assert!(matches!(
             remove(&mut db, "foo", &opts(ScriptMode::Skip)),
             Err(InstallError::NotInstalled(_))
@@ -1860,16 +1846,16 @@ mod tests {
         }
         assert!(err.to_string().contains("exit status 3"), "{err}");
         assert_eq!(snapshot(&root), empty);
-        assert!(db.get("foo").is_none());
+        assert!(db.stanza("foo").is_none());
         // An upgrade that fails leaves the old version, complete.
         install(&mut db, &v1, false, &opts(ScriptMode::Offline)).unwrap();
         let old = snapshot(&root);
         install(&mut db, &v2, false, &opts(ScriptMode::Offline)).unwrap_err();
         assert_eq!(snapshot(&root), old);
-        assert_eq!(db.get("foo").unwrap().get("Version"), Some("1.0"));
+        assert_eq!(db.stanza("foo").unwrap().get("Version"), Some("1.0"));
         drop(db);
         let db = open(&root);
-        assert_eq!(db.get("foo").unwrap().get("Version"), Some("1.0"));
+        assert_eq!(db.stanza("foo").unwrap().get("Version"), Some("1.0"));
         assert!(crate::verify::verify(&db, None).unwrap().ok());
     }
 
@@ -1893,7 +1879,7 @@ mod tests {
         // Skipping scripts installs it, and records that they were skipped.
         install(&mut db, &pkg, false, &opts(ScriptMode::Skip)).unwrap();
         assert_eq!(
-            db.get("foo").unwrap().get("Prokit-Scripts"),
+            db.stanza("foo").unwrap().get("Prokit-Scripts"),
             Some("skipped")
         );
     }
@@ -1933,7 +1919,7 @@ mod tests {
         );
         // The new version is in place, unpacked, on disk and in memory.
         assert!(root.join("usr/share/new").exists());
-        let p = db.get("foo").unwrap();
+        let p = db.stanza("foo").unwrap();
         assert_eq!(p.get("Version"), Some("2.0"));
         assert_eq!(p.get("Status"), Some("install user unpacked"));
         let status = |root: &Path| fs::read_to_string(root.join("usr/lib/opkg/status")).unwrap();
@@ -1969,7 +1955,7 @@ mod tests {
                 && err.contains("foo 2.0 was removed"),
             "{err}"
         );
-        assert!(db.get("foo").is_none() && !status(&root).contains("Package: foo"));
+        assert!(db.stanza("foo").is_none() && !status(&root).contains("Package: foo"));
         assert!(!root.join("usr/share/new").exists());
         // A failing preinst aborts with nothing changed.
         let bad = write_pkg(
@@ -2031,8 +2017,8 @@ mod tests {
         .collect();
         assert_eq!(got.lines().collect::<Vec<_>>(), want);
         assert!(
-            db.get("foo")
-                .unwrap_or(&Default::default())
+            db.stanza("foo")
+                .unwrap_or_default()
                 .get("Prokit-Scripts")
                 .is_none()
         );
@@ -2325,16 +2311,16 @@ mod tests {
                 fs::read_to_string(root.join(format!("usr/bin/{n}"))).unwrap(),
                 format!("{n}2")
             );
-            assert_eq!(db.get(n).unwrap().get("Version"), Some("2"));
+            assert_eq!(db.stanza(n).unwrap().get("Version"), Some("2"));
         }
         assert_eq!(fs::read_to_string(root.join("etc/b.conf")).unwrap(), "mine");
         assert_eq!(
             fs::read_to_string(root.join("etc/b.conf-opkg")).unwrap(),
             "conf2"
         );
-        let map = db.package_map().clone();
+        let map = db.package_map();
         drop(db);
-        assert_eq!(open(&root).package_map(), &map);
+        assert_eq!(open(&root).package_map(), map);
     }
 
     #[test]
@@ -2405,10 +2391,10 @@ mod tests {
                 "b's tool"
             );
             assert_eq!(fs::read_to_string(root.join("usr/bin/a")).unwrap(), "a2");
-            let map = db.package_map().clone();
+            let map = db.package_map();
             drop(db);
             let mut reopened = open(&root);
-            assert_eq!(reopened.package_map(), &map);
+            assert_eq!(reopened.package_map(), map);
             let owners = reopened.owners().unwrap();
             assert_eq!(owners.file_owner("/usr/bin/tool").map(|o| &**o), Some("b"));
             let names: Vec<String> = walk_names(&root.join("usr/bin"));
@@ -2449,11 +2435,11 @@ mod tests {
         assert!(root.join("usr/bin/b").exists());
         assert!(!root.join("usr/share/clash").exists());
         assert!(!root.join("usr/bin/c").exists());
-        let (map, journal) = (db.package_map().clone(), db.journal_path());
+        let (map, journal) = (db.package_map(), db.journal_path());
         drop(db);
         assert!(!journal.exists());
         let reopened = open(&root);
-        assert_eq!(reopened.package_map(), &map);
+        assert_eq!(reopened.package_map(), map);
         assert_eq!(map.keys().collect::<Vec<_>>(), ["a", "b"]);
     }
 
@@ -2544,7 +2530,7 @@ mod tests {
             }]
         );
         assert!(!root.join("usr/bin/foo").exists());
-        assert!(db.get("foo").is_none());
+        assert!(db.stanza("foo").is_none());
 
         // 3. Lines naming the package manager's own state or prokit's temporaries: left.
         let (_tmp, root, _outside, db) = scene_with_foo();

@@ -1622,7 +1622,7 @@ fn cmd_search(cli: &Cli, glob: &str) -> Result<ExitCode> {
 
 fn cmd_whatdepends(cli: &Cli, package: &str, recursive: bool) -> Result<ExitCode> {
     let db = cli.client(None)?.installed_db()?;
-    let found = prokit::query::whatdepends(&db, package, recursive);
+    let found = prokit::query::whatdepends(&db, package, recursive)?;
     if cli.json {
         print_json(&found)?;
     } else {
@@ -1640,7 +1640,7 @@ fn cmd_whatprovides(cli: &Cli, name: &str) -> Result<ExitCode> {
     let client = cli.client(None)?;
     let db = client.installed_db()?;
     let available = client.available(&cli.reporter())?;
-    let found = prokit::query::whatprovides(&db, &available, name);
+    let found = prokit::query::whatprovides(&db, &available, name)?;
     if cli.json {
         let items: Vec<serde_json::Value> = found
             .iter()
@@ -1665,10 +1665,7 @@ fn cmd_whatprovides(cli: &Cli, name: &str) -> Result<ExitCode> {
 fn cmd_depends(cli: &Cli, package: &str) -> Result<ExitCode> {
     let client = cli.client(None)?;
     let db = client.installed_db()?;
-    let installed = db
-        .get(package)
-        .filter(|p| prokit::status::is_installed(p))
-        .cloned();
+    let installed = db.installed(package)?.map(std::borrow::Cow::into_owned);
     let stanza = match installed {
         Some(p) => p,
         None => client

@@ -20,16 +20,20 @@ fn field<'a>(p: &'a Paragraph, name: &str) -> &'a str {
 }
 
 /// The installed packages (a `deinstall`/`not-installed` entry is not one), by name.
-pub fn installed(db: &Db) -> BTreeMap<String, &Paragraph> {
-    db.packages()
-        .filter(|p| is_installed(p))
-        .map(|p| (field(p, "Package").to_string(), p))
-        .collect()
+pub fn installed(db: &Db) -> Result<BTreeMap<String, Paragraph>, StatusError> {
+    let mut out = BTreeMap::new();
+    for p in db.packages() {
+        let p = p?;
+        if is_installed(&p) {
+            out.insert(field(&p, "Package").to_string(), p.into_owned());
+        }
+    }
+    Ok(out)
 }
 
 /// The files (not directories) of installed package `name`, sorted.
 pub fn files(db: &Db, name: &str) -> Result<Vec<String>, StatusError> {
-    if !db.get(name).is_some_and(is_installed) {
+    if db.installed(name)?.is_none() {
         return Err(StatusError::NotInstalled(name.to_string()));
     }
     Ok(db
@@ -44,7 +48,7 @@ pub fn files(db: &Db, name: &str) -> Result<Vec<String>, StatusError> {
 /// without a `/`, on the file name): (package, path), sorted.
 pub fn search(db: &Db, glob: &str) -> Result<Vec<(String, String)>, StatusError> {
     let mut out = Vec::new();
-    for name in installed(db).keys() {
+    for name in installed(db)?.keys() {
         for path in files(db, name)? {
             let base = path.rsplit('/').next().unwrap_or(&path);
             let hit = if glob.contains('/') {
@@ -91,8 +95,8 @@ fn provided_names(p: &Paragraph) -> BTreeSet<String> {
 
 /// The installed packages that depend on `name` (or on something it provides); with
 /// `recursive`, also those that depend on those, and so on. Sorted, without `name`.
-pub fn whatdepends(db: &Db, name: &str, recursive: bool) -> Vec<String> {
-    let all = installed(db);
+pub fn whatdepends(db: &Db, name: &str, recursive: bool) -> Result<Vec<String>, StatusError> {
+    let all = installed(db)?;
     let mut wanted: BTreeSet<String> = match all.get(name) {
         Some(p) => provided_names(p),
         None => BTreeSet::from([name.to_string()]),
@@ -121,7 +125,7 @@ pub fn whatdepends(db: &Db, name: &str, recursive: bool) -> Vec<String> {
             break;
         }
     }
-    found.into_iter().collect()
+    Ok(found.into_iter().collect())
 }
 
 /// The packages (installed, or offered by a feed) that are or provide `name`:
@@ -130,11 +134,11 @@ pub fn whatprovides(
     db: &Db,
     available: &[(String, Paragraph)],
     name: &str,
-) -> Vec<(String, String, String)> {
+) -> Result<Vec<(String, String, String)>, StatusError> {
     let mut out = BTreeSet::new();
-    for (n, p) in installed(db) {
-        if provided_names(p).contains(name) {
-            out.insert((n, field(p, "Version").to_string(), "installed".to_string()));
+    for (n, p) in installed(db)? {
+        if provided_names(&p).contains(name) {
+            out.insert((n, field(&p, "Version").to_string(), "installed".to_string()));
         }
     }
     for (feed, p) in available {
@@ -146,7 +150,7 @@ pub fn whatprovides(
             ));
         }
     }
-    out.into_iter().collect()
+    Ok(out.into_iter().collect())
 }
 
 /// A package's `Depends` and `Pre-Depends`, one relation group (alternatives joined by `|`)
@@ -172,8 +176,8 @@ pub fn depends(p: &Paragraph) -> Vec<String> {
 /// that nothing installed on request needs any more, directly or through other packages'
 /// `Depends`/`Pre-Depends` (a name is met by a package of that name or one providing it).
 /// Held packages are kept, and so is everything they need. Sorted.
-pub fn orphans(db: &Db) -> Vec<String> {
-    let all = installed(db);
+pub fn orphans(db: &Db) -> Result<Vec<String>, StatusError> {
+    let all = installed(db)?;
     let auto = |p: &Paragraph| field(p, "Auto-Installed") == "yes";
     let mut providers: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     for (n, p) in &all {
@@ -197,10 +201,11 @@ pub fn orphans(db: &Db) -> Vec<String> {
             }
         }
     }
-    all.keys()
+    Ok(all
+        .keys()
         .filter(|n| !needed.contains(n.as_str()))
         .cloned()
-        .collect()
+        .collect())
 }
 
 /// Why `compare-versions` could not answer.

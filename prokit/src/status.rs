@@ -35,6 +35,11 @@
 //! `var/lock`: it does not create the directory.)
 
 use crate::path_table::PathTable;
+use crate::stanza_store::StanzaStore;
+
+/// A status stanza as the database hands it out: borrowed when it is in memory, read back
+/// from the database's scratch file otherwise (stanza_store.rs).
+pub type Stanza<'a> = std::borrow::Cow<'a, Paragraph>;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -298,7 +303,8 @@ pub struct Db {
     dir: PathBuf,
     info: PathBuf,
     status_path: PathBuf,
-    packages: BTreeMap<String, Paragraph>,
+    /// The status file's stanzas, held in a scratch file (stanza_store.rs).
+    packages: StanzaStore,
     owners: Option<Owners>,
     /// Paths (absolute in the root) packages may not write at or below.
     reserved: Vec<String>,
@@ -405,7 +411,7 @@ impl Db {
             dir,
             info,
             status_path,
-            packages: BTreeMap::new(),
+            packages: StanzaStore::new(STATUS_LIMITS),
             owners: None,
             reserved,
             fsync: true,
@@ -418,16 +424,51 @@ impl Db {
         Ok(db)
     }
 
-    /// Every stanza of the status file, sorted by package name. (prokit writes only
-    /// installed packages; a database opkg wrote may hold other states: see
-    /// [`is_installed`].)
-    pub fn packages(&self) -> impl ExactSizeIterator<Item = &Paragraph> {
-        self.packages.values()
+    /// Every stanza of the status file, sorted by package name, read back one at a time.
+    /// (prokit writes only installed packages; a database opkg wrote may hold other
+    /// states: see [`is_installed`].)
+    pub fn packages(&self) -> impl Iterator<Item = Result<Stanza<'_>, StatusError>> + '_ {
+        self.packages.iter().map(|r| r.map_err(self.scratch_err()))
+    }
+
+    /// How many stanzas the status file has.
+    pub fn package_count(&self) -> usize {
+        self.packages.len()
+    }
+
+    /// The names of the status file's stanzas, sorted (read from memory).
+    pub fn package_names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.packages.names()
+    }
+
+    /// Whether the status file has a stanza for `name` (read from memory).
+    pub fn has(&self, name: &str) -> bool {
+        self.packages.contains(name)
     }
 
     /// The status stanza of `name`.
-    pub fn get(&self, name: &str) -> Option<&Paragraph> {
-        self.packages.get(name)
+    pub fn get(&self, name: &str) -> Result<Option<Stanza<'_>>, StatusError> {
+        self.packages.get(name).map_err(self.scratch_err())
+    }
+
+    /// The status stanza of `name` when it describes an installed package ([`is_installed`]).
+    pub fn installed(&self, name: &str) -> Result<Option<Stanza<'_>>, StatusError> {
+        Ok(self.get(name)?.filter(|p| is_installed(p)))
+    }
+
+    /// The `Version` of `name`'s stanza (empty when it has none); `None` without a stanza.
+    pub fn version_of(&self, name: &str) -> Result<Option<String>, StatusError> {
+        Ok(self
+            .get(name)?
+            .map(|p| p.get("Version").unwrap_or("").to_string()))
+    }
+
+    /// An error of the scratch file holding the stanzas, named after the status file.
+    fn scratch_err(&self) -> impl Fn(io::Error) -> StatusError + '_ {
+        |e| StatusError::Io {
+            path: self.status_path.clone(),
+            source: io::Error::new(e.kind(), format!("its copy in a temporary file: {e}")),
+        }
     }
 
     /// The root (canonical, absolute).
@@ -510,7 +551,7 @@ impl Db {
     /// the sidecar records. Sorted by path. A package without a `.list` has no files.
     pub fn files(&self, name: &str) -> Result<Vec<FileRecord>, StatusError> {
         let version = self
-            .get(name)
+            .get(name)?
             .ok_or_else(|| StatusError::NotInstalled(name.to_string()))?
             .get("Version")
             .unwrap_or("")
@@ -547,8 +588,11 @@ impl Db {
     }
 
     /// The `Conffiles` of an installed package: (path, recorded hash) pairs.
-    pub fn conffiles(&self, name: &str) -> Vec<(String, String)> {
-        self.get(name).map(conffiles_of).unwrap_or_default()
+    pub fn conffiles(&self, name: &str) -> Result<Vec<(String, String)>, StatusError> {
+        Ok(self
+            .get(name)?
+            .map(|p| conffiles_of(&p))
+            .unwrap_or_default())
     }
 
     /// The bytes of `info/<name>.<suffix>` (at most `max`), never through a symlink; `None`
@@ -630,10 +674,9 @@ impl Db {
     pub(crate) fn owners(&mut self) -> Result<&mut Owners, StatusError> {
         if self.owners.is_none() {
             let mut owners = Owners::default();
-            let names: Vec<String> = self.packages.keys().cloned().collect();
-            for name in names {
-                let records = self.files(&name)?;
-                owners.add_listed(&name, &records);
+            for name in self.packages.names() {
+                let records = self.files(name)?;
+                owners.add_listed(name, &records);
             }
             self.owners = Some(owners);
         }
@@ -649,19 +692,39 @@ impl Db {
     /// Records (`Some`) or forgets (`None`) one package's stanza in memory (after the status
     /// file was written).
     pub(crate) fn set_package(&mut self, name: &str, stanza: Option<Paragraph>) {
-        match stanza {
-            Some(p) => {
-                self.packages.insert(name.to_string(), p);
-            }
-            None => {
-                self.packages.remove(name);
-            }
-        }
+        self.packages.set(name, stanza);
     }
 
-    /// The in-memory stanzas.
-    pub(crate) fn package_map(&self) -> &BTreeMap<String, Paragraph> {
-        &self.packages
+    /// Writes the status file the database would have with package `name`'s stanza replaced
+    /// by `stanza` (added when new; removed when `None`) to `out` as it goes: installing
+    /// package k of a bootstrap costs one pass over k stanzas, and the file's text is never
+    /// whole in memory. Its many small writes go through a buffer of its own, flushed before
+    /// it returns.
+    pub(crate) fn write_status_with(
+        &self,
+        out: &mut dyn Write,
+        name: &str,
+        stanza: Option<&Paragraph>,
+    ) -> io::Result<()> {
+        let out = &mut io::BufWriter::with_capacity(128 * 1024, out);
+        self.packages
+            .for_each_text_with(name, stanza, &mut |_, text| {
+                out.write_all(text)?;
+                out.write_all(b"\n")
+            })?;
+        out.flush()
+    }
+
+    /// The stanza of `name`, owned (tests).
+    #[cfg(test)]
+    pub(crate) fn stanza(&self, name: &str) -> Option<Paragraph> {
+        self.get(name).unwrap().map(std::borrow::Cow::into_owned)
+    }
+
+    /// Every stanza, in a map (tests compare a database before and after).
+    #[cfg(test)]
+    pub(crate) fn package_map(&self) -> BTreeMap<String, Paragraph> {
+        self.packages.to_map()
     }
 
     /// The interrupted-operation journal.
@@ -739,10 +802,9 @@ impl Db {
         state: Option<&str>,
     ) -> Result<(), StatusError> {
         let mut stanza = self
-            .get(name)
-            .filter(|p| is_installed(p))
-            .cloned()
-            .ok_or_else(|| StatusError::NotInstalled(name.to_string()))?;
+            .installed(name)?
+            .ok_or_else(|| StatusError::NotInstalled(name.to_string()))?
+            .into_owned();
         let new = status_with(&stanza, flag, state);
         stanza.set("Status", &new).map_err(|e| StatusError::Parse {
             path: self.status_path().to_path_buf(),
@@ -764,7 +826,7 @@ impl Db {
                 reason: "the status file is not inside the root".into(),
             })?;
         root.write_atomic_with(&rel, safe_fs::WriteOptions::default(), |f| {
-            write_status_with(f, self.package_map(), name, Some(&stanza))
+            self.write_status_with(f, name, Some(&stanza))
         })
         .map_err(|e| StatusError::Io {
             path: self.status_path().to_path_buf(),
@@ -967,18 +1029,20 @@ fn open_bounded(path: &Path, limit: u64) -> Result<Option<io::Take<File>>, Statu
     Ok(Some(file.take(limit)))
 }
 
-/// Parses a status file (absent: empty).
-fn read_status(path: &Path) -> Result<BTreeMap<String, Paragraph>, StatusError> {
-    let mut out = BTreeMap::new();
+/// The limits a status file is parsed under (and its stanzas read back from the scratch file).
+const STATUS_LIMITS: ControlLimits = ControlLimits {
+    max_line: 1 << 20,
+    max_fields: 4096,
+    max_paragraph: 16 << 20,
+};
+
+/// Parses a status file (absent: empty) into a store, a stanza at a time.
+fn read_status(path: &Path) -> Result<StanzaStore, StatusError> {
+    let mut out = StanzaStore::new(STATUS_LIMITS);
     let Some(file) = open_bounded(path, MAX_STATUS)? else {
         return Ok(out);
     };
-    let limits = ControlLimits {
-        max_line: 1 << 20,
-        max_fields: 4096,
-        max_paragraph: 16 << 20,
-    };
-    let mut reader = ParagraphReader::with_limits(BufReader::new(file), limits);
+    let mut reader = ParagraphReader::with_limits(BufReader::new(file), STATUS_LIMITS);
     while let Some(item) = reader.next() {
         let p = item.map_err(|e| StatusError::Parse {
             path: path.to_path_buf(),
@@ -1005,14 +1069,14 @@ fn read_status(path: &Path) -> Result<BTreeMap<String, Paragraph>, StatusError> 
                 ),
             });
         }
-        if out.contains_key(&name) {
+        if out.contains(&name) {
             return Err(StatusError::Parse {
                 path: path.to_path_buf(),
                 line,
                 message: format!("second stanza for package {name}"),
             });
         }
-        out.insert(name, p);
+        out.set(&name, Some(p));
     }
     Ok(out)
 }
@@ -1249,63 +1313,6 @@ pub(crate) fn status_stanza(
     p
 }
 
-/// The text of a whole status file: stanzas sorted by name, each followed by a blank line.
-#[cfg(test)]
-pub(crate) fn status_text(packages: &BTreeMap<String, Paragraph>) -> Vec<u8> {
-    let mut out = Vec::new();
-    for p in packages.values() {
-        p.write_to(&mut out);
-        out.push(b'\n');
-    }
-    out
-}
-
-/// The text [`write_status_with`] writes.
-#[cfg(test)]
-pub(crate) fn status_text_with(
-    packages: &BTreeMap<String, Paragraph>,
-    name: &str,
-    stanza: Option<&Paragraph>,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(packages.len() * 400 + 1024);
-    write_status_with(&mut out, packages, name, stanza).expect("writing to memory");
-    out
-}
-
-/// Writes the status file `packages` would give with package `name`'s stanza replaced by
-/// `stanza` (added when new; removed when `None`) to `out` as it goes, without copying the
-/// map: installing package k of a bootstrap costs one pass over k stanzas, not k clones, and
-/// the file's text is never whole in memory. Its many small writes go through a buffer of its
-/// own, flushed before it returns.
-pub(crate) fn write_status_with(
-    out: &mut dyn Write,
-    packages: &BTreeMap<String, Paragraph>,
-    name: &str,
-    stanza: Option<&Paragraph>,
-) -> io::Result<()> {
-    let out = &mut io::BufWriter::with_capacity(128 * 1024, out);
-    let put = |out: &mut io::BufWriter<&mut dyn Write>, p: &Paragraph| {
-        out.write_all(p.as_text().as_bytes())?;
-        out.write_all(b"\n")
-    };
-    let mut pending = stanza;
-    for (k, p) in packages {
-        if k.as_str() > name
-            && let Some(s) = pending.take()
-        {
-            put(out, s)?;
-        }
-        if k == name {
-            continue;
-        }
-        put(out, p)?;
-    }
-    if let Some(s) = pending {
-        put(out, s)?;
-    }
-    out.flush()
-}
-
 /// Writes `data` to a new file `path` (which must not exist), with `mode`, fsynced when
 /// `sync`.
 pub(crate) fn write_new_file(path: &Path, data: &[u8], mode: u32, sync: bool) -> io::Result<()> {
@@ -1387,44 +1394,6 @@ mod tests {
         assert_eq!(o.names.len(), 2);
     }
 
-    #[test]
-    fn status_text_with_equals_a_rewrite_of_the_changed_map() {
-        let stanza = |n: &str, v: &str| {
-            Paragraph::parse(&format!(
-                "Package: {n}\nVersion: {v}\nStatus: install ok installed\n"
-            ))
-            .unwrap()
-        };
-        let mut map = BTreeMap::new();
-        for n in ["b", "d", "f"] {
-            map.insert(n.to_string(), stanza(n, "1"));
-        }
-        for (name, new) in [
-            ("a", Some(stanza("a", "2"))),
-            ("d", Some(stanza("d", "2"))),
-            ("e", Some(stanza("e", "2"))),
-            ("g", Some(stanza("g", "2"))),
-            ("d", None),
-            ("f", None),
-            ("x", None),
-        ] {
-            let mut changed = map.clone();
-            match &new {
-                Some(p) => {
-                    changed.insert(name.to_string(), p.clone());
-                }
-                None => {
-                    changed.remove(name);
-                }
-            }
-            assert_eq!(
-                status_text_with(&map, name, new.as_ref()),
-                status_text(&changed),
-                "{name} {new:?}"
-            );
-        }
-    }
-
     fn sample_control() -> Paragraph {
         Paragraph::parse(
             "Package: foo\nVersion: 1.0-1\nDepends: libc, bar (>= 2)\nProvides: foo-any\n\
@@ -1444,10 +1413,17 @@ mod tests {
         let user = status_stanza(&sample_control(), true, &conffiles, 1700000000, false);
         let auto_ctl = Paragraph::parse("Package: bar\nVersion: 2\nArchitecture: all\n").unwrap();
         let auto = status_stanza(&auto_ctl, false, &[], 1700000001, true);
-        let mut map = BTreeMap::new();
-        map.insert("foo".to_string(), user.clone());
-        map.insert("bar".to_string(), auto.clone());
-        let text = String::from_utf8(status_text(&map)).unwrap();
+        let root = dir.path();
+        let mut db = Db::open(root, "usr/lib/opkg").unwrap();
+        db.set_package("foo", Some(user.clone()));
+        db.set_package("bar", Some(auto.clone()));
+        let status_text = |db: &Db| {
+            let mut out = Vec::new();
+            db.write_status_with(&mut out, "", None).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let text = status_text(&db);
+        drop(db);
         // Byte for byte what opkg-lede's pkg_print_status writes, stanzas sorted by name.
         assert_eq!(
             text,
@@ -1458,19 +1434,20 @@ mod tests {
              /etc/config/foo e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n\
              Installed-Time: 1700000000\n\n"
         );
-        let root = dir.path();
         let db_path = root.join("usr/lib/opkg");
-        fs::create_dir_all(&db_path).unwrap();
         fs::write(db_path.join("status"), &text).unwrap();
         let db = Db::open(root, "usr/lib/opkg").unwrap();
-        let names: Vec<&str> = db.packages().map(|p| p.get("Package").unwrap()).collect();
+        let names: Vec<String> = db
+            .packages()
+            .map(|p| p.unwrap().get("Package").unwrap().to_string())
+            .collect();
         assert_eq!(names, ["bar", "foo"]);
-        assert_eq!(db.get("foo"), Some(&user));
-        assert_eq!(db.get("bar"), Some(&auto));
-        assert_eq!(db.conffiles("foo"), conffiles);
-        assert!(is_installed(db.get("bar").unwrap()));
+        assert_eq!(db.stanza("foo"), Some(user));
+        assert_eq!(db.stanza("bar"), Some(auto));
+        assert_eq!(db.conffiles("foo").unwrap(), conffiles);
+        assert!(is_installed(&db.stanza("bar").unwrap()));
         // Rewriting what was read gives the same bytes.
-        assert_eq!(status_text(db.package_map()), text.as_bytes());
+        assert_eq!(status_text(&db), text);
     }
 
     #[test]

@@ -96,7 +96,7 @@ pub fn verify(db: &Db, only: Option<&[String]>) -> Result<VerifyReport, StatusEr
     let err = walk_err(db.root());
     for name in &names {
         let conffiles: HashMap<String, String> = db
-            .conffiles(name)
+            .conffiles(name)?
             .into_iter()
             .filter(|(_, h)| matches!(h.len(), 32 | 64) && h.bytes().all(|b| b.is_ascii_hexdigit()))
             .collect();
@@ -192,7 +192,7 @@ pub fn selected(db: &Db, only: Option<&[String]>) -> Result<Vec<String>, StatusE
     Ok(match only {
         Some(names) => {
             for n in names {
-                if db.get(n).is_none() {
+                if !db.has(n) {
                     return Err(StatusError::NotInstalled(n.clone()));
                 }
             }
@@ -201,10 +201,7 @@ pub fn selected(db: &Db, only: Option<&[String]>) -> Result<Vec<String>, StatusE
             v.dedup();
             v
         }
-        None => db
-            .packages()
-            .filter_map(|p| p.get("Package").map(str::to_string))
-            .collect(),
+        None => db.package_names().map(str::to_string).collect(),
     })
 }
 

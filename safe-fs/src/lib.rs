@@ -20,6 +20,9 @@
 //!   opened to append, never through a symlink, created with an exact mode; an exclusive
 //!   `flock(2)` held while a record is written.
 //!
+//! - [`scratch_file`] ([`scratch`]): an unnamed temporary file for data a process would
+//!   otherwise hold in memory.
+//!
 //! The crate never prints and never panics on I/O; it is Unix-only (it is built on the `*at`
 //! system calls).
 
@@ -29,6 +32,7 @@ pub mod dir;
 pub mod error;
 pub mod read;
 pub mod root;
+pub mod scratch;
 // The system calls themselves: the crate's only unsafe code.
 #[allow(unsafe_code)]
 mod sys;
@@ -42,3 +46,4 @@ pub use dir::{Dir, EntryKind, Stat, TempFile};
 pub use error::{FsError, Result};
 pub use read::{Bounded, open_bounded, read_bounded};
 pub use root::{ConfineError, MAX_SYMLINK_HOPS, Root};
+pub use scratch::scratch_file;

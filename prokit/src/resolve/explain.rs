@@ -105,6 +105,7 @@ impl Solver<'_> {
                 index,
                 target,
                 victim,
+                ..
             } => format!(
                 "{} ({} must be upgraded or removed)",
                 self.conflict_text(declarer, index, target),
@@ -118,15 +119,19 @@ impl Solver<'_> {
         let p = self.pkg(from);
         let deps = p.group(group);
         let (field, index) = p.group_origin(group);
-        let shown = relation_texts(&p.stanza, field, index, 0, MAX_LISTED).map_or_else(
-            || {
-                deps.iter()
-                    .take(MAX_LISTED)
-                    .map(|&d| self.dep_text(d))
-                    .collect()
-            },
-            |(texts, _)| texts,
-        );
+        let stanza = self.u.kept_paragraph(from);
+        let shown = stanza
+            .as_ref()
+            .and_then(|s| relation_texts(s, field, index, 0, MAX_LISTED))
+            .map_or_else(
+                || {
+                    deps.iter()
+                        .take(MAX_LISTED)
+                        .map(|&d| self.dep_text(d))
+                        .collect()
+                },
+                |(texts, _)| texts,
+            );
         let mut out = shown.join(" | ");
         if deps.len() > shown.len() {
             out.push_str(&format!(" | … and {} more", deps.len() - shown.len()));
@@ -154,7 +159,9 @@ impl Solver<'_> {
             RelAt::Alt { pkg, group, alt } => {
                 let p = self.pkg(pkg);
                 let (field, index) = p.group_origin(group as usize);
-                relation_texts(&p.stanza, field, index, alt as usize, 1)
+                self.u
+                    .kept_paragraph(pkg)
+                    .and_then(|s| relation_texts(&s, field, index, alt as usize, 1))
                     .and_then(|(mut texts, _)| texts.pop())
                     .unwrap_or_else(|| self.dep_text(p.group(group as usize)[alt as usize]))
             }
@@ -187,7 +194,10 @@ impl Solver<'_> {
             .iter()
             .filter(|(_, b)| *b == breaks)
             .count();
-        let rel = relation_texts(&d.stanza, field, position, 0, 1)
+        let rel = self
+            .u
+            .kept_paragraph(declarer)
+            .and_then(|s| relation_texts(&s, field, position, 0, 1))
             .and_then(|(mut texts, _)| texts.pop())
             .unwrap_or_else(|| self.dep_text(dep));
         format!("{declarer_text} {verb} {rel}, which {target_text} provides")

@@ -104,6 +104,7 @@
 //! enough and keeps the error messages in the user's terms.
 
 mod explain;
+mod kept;
 mod order;
 mod solver;
 mod universe;
@@ -111,6 +112,7 @@ mod universe;
 #[cfg(test)]
 mod tests;
 
+pub use kept::KeptStanza;
 pub use universe::Universe;
 
 use feeds::relation::Relation;
@@ -176,6 +178,12 @@ pub enum ResolveError {
         /// The packages of the cycle, `name version`, the first repeated at the end (a cycle
         /// longer than [`MAX_CHAIN`] has one "… N more" entry in the middle).
         cycle: Vec<String>,
+    },
+    /// The scratch file holding the stanzas' kept fields could not be written or read.
+    #[error("the resolver's scratch file (in the temporary directory): {reason}")]
+    Scratch {
+        /// What failed.
+        reason: String,
     },
     /// The search used up its step budget.
     #[error(
@@ -302,7 +310,7 @@ pub struct Step {
     /// `SHA256sum`/`SHA256`, `Signature` and `Signed-By` (not the name, version and
     /// architecture, which are the fields above, nor what only describes the package),
     /// shared with the universe it was resolved in.
-    pub stanza: std::sync::Arc<feeds::control::Paragraph>,
+    pub stanza: KeptStanza,
     /// True when pulled in as a dependency; false when requested. An upgraded installed
     /// package that was not requested keeps its `Auto-Installed` flag.
     pub auto: bool,

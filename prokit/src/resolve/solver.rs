@@ -35,16 +35,33 @@ enum Opt {
     Remove { victim: PkgId, by: PkgId },
 }
 
-/// A link of the explanation chain, shared by everything that descends from it: an entry of
-/// [`Solver::links`] (an arena: a link is 12 bytes there, where a reference-counted one
-/// would be an allocation each, and a large install makes one per dependency).
-#[derive(Debug)]
+/// A link of the explanation chain, shared by everything that descends from it, as
+/// [`Solver::link`] gives it.
+#[derive(Debug, Clone, Copy)]
 pub(super) struct Link {
     pub(super) kind: LinkKind,
     /// The link it descends from ([`NO_LINK`] for a request's).
     pub(super) parent: Chain,
     pub(super) depth: u32,
 }
+
+/// A link as [`Solver::links`] keeps it: 16 bytes in an arena (a reference-counted link
+/// would be an allocation each, and a large install makes one per dependency: 50,000 for a
+/// bootstrap of 10,000 packages). `a` and `b` are a request's number, a dependency's package
+/// and group, or a conflict's entry in [`Solver::conflict_links`] (conflicts are few, and
+/// take four numbers); the kind is in the top two bits of `tag_depth`, the depth below.
+#[derive(Debug)]
+struct PackedLink {
+    a: u32,
+    b: u32,
+    parent: Chain,
+    tag_depth: u32,
+}
+
+const LINK_DEPTH: u32 = (1 << 30) - 1;
+const LINK_REQUEST: u32 = 0;
+const LINK_DEP: u32 = 1 << 30;
+const LINK_CONFLICT: u32 = 2 << 30;
 
 /// The parent of a root link.
 pub(super) const NO_LINK: Chain = Chain::MAX;
@@ -56,38 +73,39 @@ pub(super) enum LinkKind {
     /// `from` (pre-)depends on its group number `group`.
     Dep { from: PkgId, group: u32 },
     /// `declarer`'s conflict number `index` hits `target`; `victim` (one of the two, the
-    /// installed one) must be upgraded or removed.
+    /// installed one) must be upgraded, or removed in favour of `by` (which conflicts with
+    /// and replaces it) unless that is [`NO_PKG`].
     Conflict {
         declarer: PkgId,
         index: u32,
         target: PkgId,
         victim: PkgId,
+        by: PkgId,
     },
 }
 
 /// The last link of a chain: its index in [`Solver::links`].
 pub(super) type Chain = u32;
 
+/// What an obligation is. The queue holds an obligation as its link ([`Solver::queue`]): a
+/// request's, a dependency group's, or a conflict's, whose [`LinkKind`] says as much.
 #[derive(Debug, Clone, Copy)]
 enum ObKind {
-    Request(usize),
+    Request(u32),
     Dep {
         from: PkgId,
         group: u32,
     },
     /// `victim` (installed, doomed) must be upgraded, or removed in favour of `by` (which
-    /// conflicts with and replaces it) when that is set.
+    /// conflicts with and replaces it) unless that is [`NO_PKG`].
     Replace {
         victim: PkgId,
-        by: Option<PkgId>,
+        by: PkgId,
     },
 }
 
-#[derive(Debug)]
-struct Obligation {
-    kind: ObKind,
-    chain: Chain,
-}
+/// No package (an [`ObKind::Replace`] without a package to remove the victim for).
+const NO_PKG: PkgId = PkgId::MAX;
 
 /// Where a relation comes from: request number `i`, or alternative `alt` of dependency group
 /// `group` of `pkg`.
@@ -140,18 +158,28 @@ enum Eval {
     Fail { why: Why, fixed: bool },
 }
 
+/// A choice point: 40 bytes, its options in [`Solver::options`] (a vector each would be an
+/// allocation per choice, and a large install makes one choice per package).
 struct Choice {
-    ob: usize,
-    options: Vec<Opt>,
+    ob: u32,
+    /// Where its options start in [`Solver::options`]; they end where the next choice's
+    /// start (the last choice's at the end).
+    options_start: u32,
+    /// The next option to try, counted from `options_start`.
+    next: u32,
+    trail_len: u32,
+    queue_len: u32,
+    /// Every link made after this choice was applied hangs off an obligation queued after it.
+    links_len: u32,
+    applied: Option<Opt>,
     /// True when the options did not depend on earlier decisions (only on the universe and
     /// on dead candidates): if they all die, so does the obligation's owner.
     fixed: bool,
-    next: usize,
-    applied: Option<Opt>,
-    trail_len: usize,
-    queue_len: usize,
-    /// Every link made after this choice was applied hangs off an obligation queued after it.
-    links_len: usize,
+}
+
+/// A length kept in a [`Choice`] (the budgets keep the search far below 2^32 of anything).
+fn len32(n: usize) -> u32 {
+    u32::try_from(n).expect("fewer than 2^32 search entries")
 }
 
 enum Undo {
@@ -171,8 +199,13 @@ pub(super) struct Solver<'u> {
     trail: Vec<Undo>,
     /// The links of every chain (undone with the obligations on backtracking, but for those
     /// of the deepest failure, [`Solver::best`]).
-    pub(super) links: Vec<Link>,
-    queue: Vec<Obligation>,
+    links: Vec<PackedLink>,
+    /// The conflicts of [`LinkKind::Conflict`] links, with their link, in link order:
+    /// (link, declarer, index, target, victim, by).
+    conflict_links: Vec<(Chain, [u32; 5])>,
+    /// The obligations, each as its link (the last of its chain): 4 bytes each where the
+    /// obligation and its link would repeat the same package and group.
+    queue: Vec<Chain>,
     head: usize,
     /// Planned packages by the virtual names they provide.
     sel_providers: IdMap<NameId, Vec<PkgId>>,
@@ -182,6 +215,8 @@ pub(super) struct Solver<'u> {
     /// package holds (only those can go away): (package, group).
     sel_rdeps: IdMap<NameId, Vec<(PkgId, u32)>>,
     choices: Vec<Choice>,
+    /// The options of every choice on the stack, one after the other.
+    options: Vec<Opt>,
     /// Candidates that can never be installed (learnt; kept across backtracking).
     dead: IdSet<PkgId>,
     dead_changed: bool,
@@ -195,17 +230,15 @@ pub(super) struct Solver<'u> {
 impl<'u> Solver<'u> {
     pub(super) fn new(u: &'u Universe, requests: &'u [Request], request_rels: &[Relation]) -> Self {
         let links = (0..requests.len())
-            .map(|i| Link {
-                kind: LinkKind::Request(i),
+            .map(|i| PackedLink {
+                a: u32::try_from(i).expect("fewer than 2^32 requests"),
+                b: 0,
                 parent: NO_LINK,
-                depth: 0,
+                tag_depth: LINK_REQUEST,
             })
             .collect();
         let queue = (0..requests.len())
-            .map(|i| Obligation {
-                kind: ObKind::Request(i),
-                chain: Chain::try_from(i).expect("fewer than 2^32 requests"),
-            })
+            .map(|i| Chain::try_from(i).expect("fewer than 2^32 requests"))
             .collect();
         let sorted = u.sorted();
         let request_wants = requests
@@ -227,12 +260,14 @@ impl<'u> Solver<'u> {
             decisions: IdMap::default(),
             trail: Vec::new(),
             links,
+            conflict_links: Vec::new(),
             queue,
             head: 0,
             sel_providers: IdMap::default(),
             sel_declared: IdMap::default(),
             sel_rdeps: IdMap::default(),
             choices: Vec::new(),
+            options: Vec::new(),
             dead: IdSet::default(),
             dead_changed: false,
             best: None,
@@ -250,8 +285,10 @@ impl<'u> Solver<'u> {
     /// packages: ~5 MB).
     pub(super) fn release_search(&mut self) {
         self.links = Vec::new();
+        self.conflict_links = Vec::new();
         self.queue = Vec::new();
         self.choices = Vec::new();
+        self.options = Vec::new();
         self.trail = Vec::new();
         self.sel_declared = Default::default();
         self.sel_rdeps = Default::default();
@@ -446,10 +483,12 @@ impl<'u> Solver<'u> {
     // --- evaluating obligations ------------------------------------------------------------
 
     fn evaluate(&self, ob: usize) -> Eval {
-        match self.queue[ob].kind {
-            ObKind::Request(i) => self.eval_request(i),
+        match self.ob_kind(ob) {
+            ObKind::Request(i) => self.eval_request(i as usize),
             ObKind::Dep { from, group } => self.eval_dep(from, group),
-            ObKind::Replace { victim, by } => self.eval_replace(ob, victim, by),
+            ObKind::Replace { victim, by } => {
+                self.eval_replace(ob, victim, (by != NO_PKG).then_some(by))
+            }
         }
     }
 
@@ -615,7 +654,7 @@ impl<'u> Solver<'u> {
                 fixed: false,
             };
         }
-        let why = match self.link(self.queue[ob].chain).kind {
+        let why = match self.link(self.queue[ob]).kind {
             LinkKind::Conflict {
                 declarer,
                 index,
@@ -906,7 +945,6 @@ impl<'u> Solver<'u> {
             }
         }
         for (victim, declarer, index, target, removable) in doomed {
-            let by = removable.then_some(id);
             self.set_decision(self.pkg(victim).name, Decision::Doomed { by: id });
             let link = self.extend(
                 chain,
@@ -915,12 +953,10 @@ impl<'u> Solver<'u> {
                     index,
                     target,
                     victim,
+                    by: if removable { id } else { NO_PKG },
                 },
             );
-            self.queue.push(Obligation {
-                kind: ObKind::Replace { victim, by },
-                chain: link,
-            });
+            self.queue.push(link);
             self.recheck(victim, link);
         }
         if previous.is_none()
@@ -931,10 +967,7 @@ impl<'u> Solver<'u> {
         for group in 0..x.group_count() {
             let group = group as u32;
             let chain = self.extend(chain, LinkKind::Dep { from: id, group });
-            self.queue.push(Obligation {
-                kind: ObKind::Dep { from: id, group },
-                chain,
-            });
+            self.queue.push(chain);
         }
         Ok(())
     }
@@ -962,27 +995,87 @@ impl<'u> Solver<'u> {
         }
         for (from, group) in queued {
             let chain = self.extend(chain, LinkKind::Dep { from, group });
-            self.queue.push(Obligation {
-                kind: ObKind::Dep { from, group },
-                chain,
-            });
+            self.queue.push(chain);
         }
     }
 
     /// A new link below `parent`.
     fn extend(&mut self, parent: Chain, kind: LinkKind) -> Chain {
-        let depth = self.link(parent).depth + 1;
+        let depth = (self.links[parent as usize].tag_depth & LINK_DEPTH) + 1;
+        assert!(depth <= LINK_DEPTH, "chains shorter than 2^30 links");
         let at = Chain::try_from(self.links.len()).expect("fewer than 2^32 links");
-        self.links.push(Link {
-            kind,
+        let (a, b, tag) = match kind {
+            LinkKind::Request(i) => (
+                u32::try_from(i).expect("fewer than 2^32 requests"),
+                0,
+                LINK_REQUEST,
+            ),
+            LinkKind::Dep { from, group } => (from, group, LINK_DEP),
+            LinkKind::Conflict {
+                declarer,
+                index,
+                target,
+                victim,
+                by,
+            } => {
+                let entry =
+                    u32::try_from(self.conflict_links.len()).expect("fewer than 2^32 links");
+                self.conflict_links
+                    .push((at, [declarer, index, target, victim, by]));
+                (entry, 0, LINK_CONFLICT)
+            }
+        };
+        self.links.push(PackedLink {
+            a,
+            b,
             parent,
-            depth,
+            tag_depth: tag | depth,
         });
         at
     }
 
-    pub(super) fn link(&self, chain: Chain) -> &Link {
-        &self.links[chain as usize]
+    pub(super) fn link(&self, chain: Chain) -> Link {
+        let l = &self.links[chain as usize];
+        let kind = match l.tag_depth & !LINK_DEPTH {
+            LINK_REQUEST => LinkKind::Request(l.a as usize),
+            LINK_DEP => LinkKind::Dep {
+                from: l.a,
+                group: l.b,
+            },
+            _ => {
+                let [declarer, index, target, victim, by] = self.conflict_links[l.a as usize].1;
+                LinkKind::Conflict {
+                    declarer,
+                    index,
+                    target,
+                    victim,
+                    by,
+                }
+            }
+        };
+        Link {
+            kind,
+            parent: l.parent,
+            depth: l.tag_depth & LINK_DEPTH,
+        }
+    }
+
+    /// What obligation `ob` is, from its link.
+    fn ob_kind(&self, ob: usize) -> ObKind {
+        match self.link(self.queue[ob]).kind {
+            LinkKind::Request(i) => ObKind::Request(len32(i)),
+            LinkKind::Dep { from, group } => ObKind::Dep { from, group },
+            LinkKind::Conflict { victim, by, .. } => ObKind::Replace { victim, by },
+        }
+    }
+
+    /// Keeps the first `len` links (and the conflicts of those).
+    fn truncate_links(&mut self, len: usize) {
+        self.links.truncate(len);
+        let keep = self
+            .conflict_links
+            .partition_point(|&(link, _)| (link as usize) < len);
+        self.conflict_links.truncate(keep);
     }
 
     // --- the search loop -------------------------------------------------------------------
@@ -996,7 +1089,7 @@ impl<'u> Solver<'u> {
             match eval {
                 Eval::Done => {}
                 Eval::Fail { why, fixed } => {
-                    let chain = self.queue[ob].chain;
+                    let chain = self.queue[ob];
                     self.record(chain, why);
                     if fixed {
                         self.obligation_impossible(ob)?;
@@ -1005,15 +1098,16 @@ impl<'u> Solver<'u> {
                 }
                 Eval::Options { options, fixed } => {
                     self.choices.push(Choice {
-                        ob,
-                        options,
-                        fixed,
+                        ob: len32(ob),
+                        options_start: len32(self.options.len()),
                         next: 0,
+                        trail_len: len32(self.trail.len()),
+                        queue_len: len32(self.queue.len()),
+                        links_len: len32(self.links.len()),
                         applied: None,
-                        trail_len: self.trail.len(),
-                        queue_len: self.queue.len(),
-                        links_len: self.links.len(),
+                        fixed,
                     });
+                    self.options.extend_from_slice(&options);
                     self.advance()?;
                 }
             }
@@ -1024,7 +1118,7 @@ impl<'u> Solver<'u> {
     /// An obligation can never be met, whatever is decided: its owner is dead (or, for a
     /// request, there is no solution at all).
     fn obligation_impossible(&mut self, ob: usize) -> Result<(), ResolveError> {
-        match self.queue[ob].kind {
+        match self.ob_kind(ob) {
             ObKind::Request(_) => Err(self.failure_error()),
             ObKind::Dep { from, .. } if !self.pkg(from).installed => {
                 if self.dead.insert(from) {
@@ -1047,7 +1141,10 @@ impl<'u> Solver<'u> {
                 let first_dead = self.choices.iter().position(
                     |c| matches!(c.applied, Some(Opt::Install { id, .. }) if dead.contains(&id)),
                 );
-                if let Some(at) = first_dead {
+                if let Some(at) = first_dead
+                    && let Some(after) = self.choices.get(at + 1)
+                {
+                    self.options.truncate(after.options_start as usize);
                     self.choices.truncate(at + 1);
                 }
             }
@@ -1055,23 +1152,28 @@ impl<'u> Solver<'u> {
             let Some(top) = self.choices.last_mut() else {
                 return Err(self.failure_error());
             };
-            let (ob, trail_len, queue_len, links_len) =
-                (top.ob, top.trail_len, top.queue_len, top.links_len);
-            if top.next == top.options.len() {
+            let (ob, trail_len, queue_len, links_len) = (
+                top.ob as usize,
+                top.trail_len as usize,
+                top.queue_len as usize,
+                top.links_len as usize,
+            );
+            let options = &self.options[top.options_start as usize..];
+            if top.next as usize == options.len() {
                 let all_dead = top.fixed
-                    && top
-                        .options
+                    && options
                         .iter()
                         .all(|o| matches!(o, Opt::Install { id, .. } if self.dead.contains(id)));
-                let options = top.options.len();
+                let count = options.len();
+                self.options.truncate(top.options_start as usize);
                 self.choices.pop();
-                self.tick(options);
+                self.tick(count);
                 if all_dead {
                     self.obligation_impossible(ob)?;
                 }
                 continue;
             }
-            let opt = top.options[top.next];
+            let opt = options[top.next as usize];
             top.next += 1;
             top.applied = Some(opt);
             self.undo_to(trail_len);
@@ -1079,7 +1181,7 @@ impl<'u> Solver<'u> {
             // A chain's links come before its last one (parents are made first): keeping up to
             // the deepest failure's keeps all of its chain.
             let kept = self.best.as_ref().map_or(0, |b| b.chain as usize + 1);
-            self.links.truncate(links_len.max(kept));
+            self.truncate_links(links_len.max(kept));
             self.head = ob + 1;
             if matches!(opt, Opt::Install { id, .. } if self.is_dead(id)) {
                 continue;
@@ -1093,7 +1195,7 @@ impl<'u> Solver<'u> {
                     }),
                 });
             }
-            let chain = self.queue[ob].chain;
+            let chain = self.queue[ob];
             let applied = self.apply(opt, chain);
             self.check_work()?;
             match applied {
@@ -1128,5 +1230,18 @@ fn finish(options: Vec<Opt>, fixed: bool, shown: Vec<RelWhy>, more: usize) -> Ev
 fn pop_from<T>(map: &mut IdMap<NameId, Vec<T>>, key: NameId) {
     if let Some(list) = map.get_mut(&key) {
         list.pop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The search's per-dependency records stay as small as documented: a bootstrap of
+    /// 10,000 packages makes ~50,000 links and obligations and ~10,000 choices.
+    #[test]
+    fn search_records_stay_small() {
+        assert_eq!(std::mem::size_of::<PackedLink>(), 16);
+        assert_eq!(std::mem::size_of::<Choice>(), 40);
     }
 }

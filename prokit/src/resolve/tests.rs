@@ -334,7 +334,10 @@ fn newest_version_across_feeds_then_earlier_feed() {
     assert_eq!(steps(&p), ["a 1.1", "b 1.0"]);
     assert_eq!(p.steps[0].feed, "extra");
     assert_eq!(p.steps[1].feed, "base");
-    assert_eq!(p.steps[1].stanza.get("Filename"), Some("b.ipk"));
+    assert_eq!(
+        p.steps[1].stanza.read().unwrap().get("Filename"),
+        Some("b.ipk")
+    );
 }
 
 /// The universe keeps of a stanza only what the plan and the explanations read: a Debian
@@ -367,6 +370,8 @@ fn a_step_carries_the_fields_read_after_resolution_and_no_others() {
     let fields = |i: usize| -> Vec<String> {
         p.steps[i]
             .stanza
+            .read()
+            .unwrap()
             .fields()
             .map(|f| f.name().to_string())
             .collect()
@@ -384,7 +389,10 @@ fn a_step_carries_the_fields_read_after_resolution_and_no_others() {
             "Recommends"
         ]
     );
-    assert_eq!(p.steps[1].stanza.get("SHA256sum"), Some(sha.as_str()));
+    assert_eq!(
+        p.steps[1].stanza.read().unwrap().get("SHA256sum"),
+        Some(sha.as_str())
+    );
     assert_eq!(
         (p.steps[1].arch.as_str(), p.steps[1].version.as_str()),
         ("all", "1.0")
@@ -1122,7 +1130,7 @@ fn assert_ordered(plan: &Plan) {
     let planned: HashSet<&str> = plan.steps.iter().map(|s| s.name.as_str()).collect();
     for step in &plan.steps {
         for field in ["Pre-Depends", "Depends"] {
-            let groups = parse_relations(step.stanza.get(field).unwrap_or(""));
+            let groups = parse_relations(step.stanza.read().unwrap().get(field).unwrap_or(""));
             for group in groups.into_iter().flatten() {
                 let names: Vec<&str> = group.relations().iter().map(|r| r.name()).collect();
                 if names.iter().any(|n| planned.contains(n)) {

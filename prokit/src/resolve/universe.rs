@@ -8,9 +8,10 @@
 //! adversarial index) are never hashed into a big table. Each distinct version text is parsed
 //! once, and all versions are ranked once (sorted in dpkg order), so that the search compares
 //! two integers where it would compare two version strings (whose length an index chooses).
-//! Of the stanza, the fields read after resolution are kept as they came ([`KEPT`]): the plan
-//! hands them on, and explanations re-read the relation fields from them (so they show a
-//! relation as dpkg would write it, arch qualifiers included). Candidate and provider lists
+//! Of the stanza, the fields read after resolution are kept as they came ([`KEPT`]), in a
+//! scratch file ([`super::kept`]): the plan hands them on, and explanations re-read the
+//! relation fields from them (so they show a relation as dpkg would write it, arch
+//! qualifiers included). Candidate and provider lists
 //! are one array each ([`Lists`]), not a vector per name.
 //!
 //! What depends on every stanza — version ranks, relation names looked up, candidate lists in
@@ -19,6 +20,7 @@
 //! added. (Sorting candidate lists on insertion would cost O(n²) for n versions of one name.)
 
 use super::ResolveError;
+use super::kept::{KeptStanza, KeptTexts, Span};
 use super::solver::Solver;
 use super::{Plan, Request, Step};
 use feeds::control::Paragraph;
@@ -261,9 +263,9 @@ pub(super) struct Pkg {
     /// Index into [`Universe::feeds`].
     pub(super) feed: u32,
     pub(super) feed_order: u32,
-    /// The stanza's fields the plan and the explanations read ([`KEPT`]), shared with the
-    /// plan's steps (an index of 60,000 stanzas is not copied into a plan of thousands).
-    pub(super) stanza: Arc<Paragraph>,
+    /// Where the stanza's fields the plan and the explanations read ([`KEPT`]) are in
+    /// [`Universe::kept`] (read with [`Universe::kept_stanza`]).
+    stanza: Span,
     /// The alternatives of every dependency group, one group after the other.
     alts: Box<[Dep]>,
     /// Per group: where its alternatives end in `alts`, and whether it is a Pre-Depends group.
@@ -437,6 +439,8 @@ pub struct Universe {
     pub(super) step_budget: Option<usize>,
     pub(super) work_budget: Option<u64>,
     sorted: OnceLock<Sorted>,
+    /// The kept fields of every stanza ([`Pkg::stanza`]), shared with the plans' steps.
+    kept: Arc<KeptTexts>,
 }
 
 impl std::fmt::Debug for Universe {
@@ -625,7 +629,7 @@ impl Universe {
             version: self.pkg_version(id).to_string(),
             arch: self.arch(p).to_string(),
             feed: self.feed_name(p).to_string(),
-            stanza: p.stanza.clone(),
+            stanza: self.kept_stanza(id),
             auto: ip.auto_installed,
             upgrade_from: Some(installed_version.to_string()),
         })
@@ -658,6 +662,17 @@ impl Universe {
     }
 
     // --- for the solver and the explanations -----------------------------------------------
+
+    /// The kept fields of package `id`'s stanza, as a plan step carries them.
+    pub(super) fn kept_stanza(&self, id: PkgId) -> KeptStanza {
+        KeptStanza::new(&self.kept, self.pkg(id).stanza)
+    }
+
+    /// The kept fields of package `id`'s stanza, read back; `None` when the scratch file
+    /// cannot be read (an explanation then words a relation from its parsed form).
+    pub(super) fn kept_paragraph(&self, id: PkgId) -> Option<Paragraph> {
+        self.kept.paragraph(self.pkg(id).stanza).ok()
+    }
 
     pub(super) fn pkg(&self, id: PkgId) -> &Pkg {
         &self.pkgs[id as usize]
@@ -981,6 +996,12 @@ impl Universe {
             KEPT.iter().any(|k| k.eq_ignore_ascii_case(field))
                 && !(sha_sum && field.eq_ignore_ascii_case("SHA256"))
         });
+        let kept = self
+            .kept
+            .push(stanza.as_text())
+            .map_err(|e| ResolveError::Scratch {
+                reason: e.to_string(),
+            })?;
         Ok(Pkg {
             name: self.names.intern(name).ok_or_else(full)?,
             ver,
@@ -988,7 +1009,7 @@ impl Universe {
             arch_prio: 0,
             feed: 0,
             feed_order: 0,
-            stanza: Arc::new(stanza),
+            stanza: kept,
             alts: alts.into(),
             groups: group_ends.into(),
             provides: provides.into(),

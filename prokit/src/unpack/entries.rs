@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 
 use super::journal::{RootDirs, Transaction, parent_of};
 use super::{Planned, UnpackError, UnpackOptions, Unpacked, conffile_modified_at, io_at};
-use crate::status::{Db, FileKind, conffiles_of};
+use crate::status::{Db, FileKind, StatusError, conffiles_of};
+use feeds::control::Paragraph;
 
 /// Files up to this size are read whole and created later, with the package's others (a
 /// bigger limit costs peak memory: bench/bootstrap measures both).
@@ -555,7 +556,7 @@ pub(super) fn settle(
                         if cur.as_deref() == Some(new_hash.as_str()) {
                             false
                         } else {
-                            match recorded_conffile_hash(db, &p, &name) {
+                            match recorded_conffile_hash(db, &p, &name)? {
                                 Some(rec) => conffile_modified_at(dirs, &p, &rec)?,
                                 None => true,
                             }
@@ -645,10 +646,7 @@ pub(super) fn settle(
             if owner == name {
                 continue;
             }
-            let owner_version = db
-                .get(owner)
-                .and_then(|p| p.get("Version"))
-                .and_then(|v| Version::parse(v).ok());
+            let owner_version = db.version_of(owner)?.and_then(|v| Version::parse(&v).ok());
             let replaced = replaces.iter().flat_map(|a| a.relations()).any(|r| {
                 r.name() == owner
                     && match &owner_version {
@@ -711,27 +709,26 @@ fn unchanged(dirs: &RootDirs, e: &Planned) -> Result<bool, UnpackError> {
 
 /// The hash recorded for conffile `path`: by the installed version of `name`, else by the
 /// package that owns the path, else by any package that lists it.
-fn recorded_conffile_hash(db: &Db, path: &str, name: &str) -> Option<String> {
-    let find = |pkg: &str| {
-        db.get(pkg).and_then(|p| {
-            conffiles_of(p)
-                .into_iter()
-                .find(|(c, _)| c == path)
-                .map(|(_, h)| h)
-        })
-    };
-    if let Some(h) = find(name) {
-        return Some(h);
-    }
-    if let Some(owner) = db.owners_ref().and_then(|o| o.file_owner(path))
-        && let Some(h) = find(owner)
-    {
-        return Some(h);
-    }
-    db.packages().find_map(|p| {
+fn recorded_conffile_hash(db: &Db, path: &str, name: &str) -> Result<Option<String>, StatusError> {
+    let hash_in = |p: &Paragraph| {
         conffiles_of(p)
             .into_iter()
             .find(|(c, _)| c == path)
             .map(|(_, h)| h)
-    })
+    };
+    let find = |pkg: &str| Ok::<_, StatusError>(db.get(pkg)?.and_then(|p| hash_in(&p)));
+    if let Some(h) = find(name)? {
+        return Ok(Some(h));
+    }
+    if let Some(owner) = db.owners_ref().and_then(|o| o.file_owner(path))
+        && let Some(h) = find(owner)?
+    {
+        return Ok(Some(h));
+    }
+    for p in db.packages() {
+        if let Some(h) = hash_in(&*p?) {
+            return Ok(Some(h));
+        }
+    }
+    Ok(None)
 }

@@ -621,7 +621,7 @@ mod tests {
             "something was written outside the root: {text}"
         );
         assert_eq!(fs::read(&sentinel).unwrap(), b"host file");
-        assert!(db.get("evil").is_none());
+        assert!(db.stanza("evil").is_none());
         assert!(!db.journal_path().exists());
         let (who, reason) = refused(err);
         assert!(who.contains("evil"), "the error names the package: {who}");
@@ -995,7 +995,7 @@ mod tests {
             fs::read(root.join("etc/app.conf-opkg")).unwrap(),
             b"victim's file"
         );
-        assert!(db.get("evil").is_none());
+        assert!(db.stanza("evil").is_none());
         // The `-opkg` copy on a directory of the root is refused as well.
         drop(db);
         let (tmp2, root2) = setup();
