@@ -1,5 +1,5 @@
 //! The installed database's stanzas, held in a private scratch file instead of in memory
-//! (docs/on-disk-state.md §3.6 "The status stanzas in memory").
+//! (docs/on-disk-state.md §3.5, "The status stanzas in memory").
 //!
 //! A root of 10,000 packages has a status file of ~2.6 MB, and as parsed paragraphs in a map
 //! it took ~4.4 MB of the install's memory, growing by ~450 bytes with every package. Here

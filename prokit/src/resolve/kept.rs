@@ -9,7 +9,8 @@
 //! the process) through a 64 KiB buffer, and a package keeps where its text is: 12 bytes.
 //! A plan step carries a [`KeptStanza`], read back (one positioned read and a parse) when
 //! the install gets to it. The file holds only text prokit parsed from verified indexes and
-//! the installed database: it is the same trust as memory.
+//! the installed database: it is the same trust as memory (docs/on-disk-state.md §3.5,
+//! "The status stanzas in memory").
 
 use super::ResolveError;
 use feeds::control::Paragraph;
