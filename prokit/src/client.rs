@@ -1941,13 +1941,25 @@ impl Client {
                         feed_key: feed_keys.get(planned.feed(i)).cloned().flatten(),
                         developer_key: verdict,
                     };
-                    let review = crate::review::review_package(&item.dest, &provenance, &|p| {
-                        owned.file_owner(p).map(|o| o.to_string())
-                    })
-                    .map_err(|source| ClientError::Review {
-                        package: package.clone(),
-                        source: Box::new(source),
-                    })?;
+                    // A path's owner the map cannot read fails the review after it.
+                    let unreadable = std::cell::RefCell::new(None);
+                    let review =
+                        crate::review::review_package(&item.dest, &provenance, &|p| match owned
+                            .file_owner(p)
+                        {
+                            Ok(o) => o.map(|o| o.to_string()),
+                            Err(e) => {
+                                unreadable.borrow_mut().get_or_insert(e);
+                                None
+                            }
+                        })
+                        .map_err(|source| ClientError::Review {
+                            package: package.clone(),
+                            source: Box::new(source),
+                        })?;
+                    if let Some(e) = unreadable.into_inner() {
+                        return Err(e.into());
+                    }
                     // The review read the file the install will read (bound to the index by
                     // SHA-256 here, and again at unpacking).
                     if !review.sha256.eq_ignore_ascii_case(item.sha256.trim()) {

@@ -793,11 +793,18 @@ impl InstallPlan {
     /// Makes the database in memory what the disk holds once the plan is committed.
     fn apply(&self, db: &mut Db) -> Result<(), InstallError> {
         let owners = db.owners()?;
-        owners.remove_package(&self.name, &self.old_records);
-        for (other, recs) in &self.taken {
-            owners.remove_package(other, recs);
+        let updated = owners
+            .remove_package(&self.name, &self.old_records)
+            .and_then(|()| {
+                self.taken
+                    .iter()
+                    .try_for_each(|(other, recs)| owners.remove_package(other, recs))
+            })
+            .and_then(|()| owners.add_package(&self.name, &self.new_records));
+        if updated.is_err() {
+            // The map is what the `.list` files say: made again from them when next needed.
+            db.forget_owners();
         }
-        owners.add_package(&self.name, &self.new_records);
         db.set_package(&self.name, Some(self.stanza.clone()));
         db.note_info_names(&self.gone_info, &self.added_info);
         Ok(())
@@ -835,7 +842,7 @@ fn plan_install(
     let mut left_in_place = Vec::new();
     {
         let old_conffiles = db.conffiles(&name)?;
-        let owners = db.owners()?.clone_for(&old_records);
+        let owners = db.owners()?.clone_for(&old_records)?;
         for r in &old_records {
             if new_paths.contains(r.path.as_str()) {
                 continue;
@@ -1038,7 +1045,7 @@ fn remove_in(
     }
     let records = db.files(name)?;
     let conffiles = db.conffiles(name)?;
-    let owners = db.owners()?.clone_for(&records);
+    let owners = db.owners()?.clone_for(&records)?;
     let mut removed = 0;
     let mut kept = Vec::new();
     let mut left_in_place = Vec::new();
@@ -1075,7 +1082,10 @@ fn remove_in(
         run_script(db, mode, name, "postrm", s, &["remove"], false)?;
     }
     tx.finish()?;
-    db.owners()?.remove_package(name, &records);
+    if db.owners()?.remove_package(name, &records).is_err() {
+        // Made again from the `.list` files when next needed.
+        db.forget_owners();
+    }
     db.set_package(name, None);
     db.note_info_names(&gone_info, &[]);
     if let (Some(s), ScriptMode::Run) = (&postrm, mode) {
@@ -1205,17 +1215,17 @@ impl OwnersView {
 }
 
 trait CloneFor {
-    fn clone_for(&self, records: &[FileRecord]) -> OwnersView;
+    fn clone_for(&self, records: &[FileRecord]) -> Result<OwnersView, StatusError>;
 }
 
 impl CloneFor for crate::status::Owners {
-    fn clone_for(&self, records: &[FileRecord]) -> OwnersView {
+    fn clone_for(&self, records: &[FileRecord]) -> Result<OwnersView, StatusError> {
         let mut v = OwnersView {
             files: BTreeMap::new(),
             dirs: BTreeMap::new(),
         };
         for r in records {
-            if let Some(o) = self.file_owner(&r.path) {
+            if let Some(o) = self.file_owner(&r.path)? {
                 v.files.insert(r.path.clone(), o.clone());
             }
             let shippers: BTreeSet<_> = self.dir_owners(&r.path).cloned().collect();
@@ -1223,7 +1233,7 @@ impl CloneFor for crate::status::Owners {
                 v.dirs.insert(r.path.clone(), shippers);
             }
         }
-        v
+        Ok(v)
     }
 }
 
@@ -2396,7 +2406,10 @@ mod tests {
             let mut reopened = open(&root);
             assert_eq!(reopened.package_map(), map);
             let owners = reopened.owners().unwrap();
-            assert_eq!(owners.file_owner("/usr/bin/tool").map(|o| &**o), Some("b"));
+            assert_eq!(
+                owners.file_owner("/usr/bin/tool").unwrap().map(|o| &**o),
+                Some("b")
+            );
             let names: Vec<String> = walk_names(&root.join("usr/bin"));
             assert!(
                 names.iter().all(|n| !n.starts_with(".prokit-")),

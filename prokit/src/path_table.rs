@@ -116,6 +116,7 @@ impl<V> PathTable<V> {
         self.entry_mut(at).value.as_mut()
     }
 
+    #[cfg(test)]
     pub(crate) fn contains_key(&self, path: &str) -> bool {
         self.find(self.key(path)).is_some()
     }

@@ -35,6 +35,7 @@
 //! `var/lock`: it does not create the directory.)
 
 use crate::path_table::PathTable;
+use crate::scratch_table::ScratchTable;
 use crate::stanza_store::StanzaStore;
 
 /// A status stanza as the database hands it out: borrowed when it is in memory, read back
@@ -90,6 +91,8 @@ pub enum StatusError {
     BadDbDir { dir: String, reason: String },
     #[error("package {0} is not installed")]
     NotInstalled(String),
+    #[error("the ownership map's scratch file (in the temporary directory): {0}")]
+    OwnersScratch(#[source] io::Error),
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StatusError + '_ {
@@ -154,14 +157,15 @@ pub struct FileRecord {
 /// Which package owns which path (built from every `.list` and sidecar on first use).
 ///
 /// Kept small because it holds every path of the root (a root of thousands of packages owns
-/// hundreds of thousands): a path is held as a 128-bit keyed fingerprint, not its text
-/// ([`PathTable`]), a package's name is held once and paths refer to it by number; a directory shipped by one package (most
-/// are: `/usr/share/<pkg>`) costs no allocation, one shipped by many (`/usr/bin`) a list of
-/// numbers.
-#[derive(Debug, Default, Clone)]
+/// hundreds of thousands): a path is held as a 128-bit keyed fingerprint, not its text; the
+/// files' entries are in a scratch file with a byte per slot in memory ([`ScratchTable`]),
+/// the directories' in memory ([`PathTable`]); a package's name is held once and paths refer
+/// to it by number; a directory shipped by one package (most are: `/usr/share/<pkg>`) costs
+/// no allocation, one shipped by many (`/usr/bin`) a list of numbers.
+#[derive(Debug, Default)]
 pub(crate) struct Owners {
     /// Non-directory path → owning package (its number in `names`).
-    files: PathTable<u32>,
+    files: ScratchTable,
     /// Directory path → packages that ship it.
     dirs: PathTable<DirOwners>,
     /// Every name held above, once (a package removed during the run leaves its name here:
@@ -216,8 +220,9 @@ impl Owners {
     }
 
     /// The package that owns the non-directory `path`.
-    pub fn file_owner(&self, path: &str) -> Option<&Arc<str>> {
-        self.files.get(path).map(|&id| &self.names[id as usize])
+    pub fn file_owner(&self, path: &str) -> Result<Option<&Arc<str>>, StatusError> {
+        let id = self.files.get(path).map_err(StatusError::OwnersScratch)?;
+        Ok(id.map(|id| &self.names[id as usize]))
     }
 
     /// The packages that ship the directory `path` (none when no package does).
@@ -231,9 +236,13 @@ impl Owners {
     }
 
     /// Forgets everything `name` owns.
-    pub fn remove_package(&mut self, name: &str, records: &[FileRecord]) {
+    pub fn remove_package(
+        &mut self,
+        name: &str,
+        records: &[FileRecord],
+    ) -> Result<(), StatusError> {
         let Some(&id) = self.ids.get(name) else {
-            return;
+            return Ok(());
         };
         for r in records {
             if r.kind == FileKind::Dir {
@@ -255,24 +264,37 @@ impl Owners {
                 if empty {
                     self.dirs.remove(r.path.as_str());
                 }
-            } else if self.files.get(r.path.as_str()) == Some(&id) {
-                self.files.remove(r.path.as_str());
+            } else if self.file_owner_id(&r.path)? == Some(id) {
+                self.files
+                    .remove(&r.path)
+                    .map_err(StatusError::OwnersScratch)?;
             }
         }
+        Ok(())
     }
 
     /// Records `records` as owned by `name`.
-    pub fn add_package(&mut self, name: &str, records: &[FileRecord]) {
-        self.add(name, records, true);
+    pub fn add_package(&mut self, name: &str, records: &[FileRecord]) -> Result<(), StatusError> {
+        self.add(name, records, true)
     }
 
     /// Records `records` as owned by `name` where no package owns them yet (a path in two
     /// lists keeps the first owner read).
-    fn add_listed(&mut self, name: &str, records: &[FileRecord]) {
-        self.add(name, records, false);
+    fn add_listed(&mut self, name: &str, records: &[FileRecord]) -> Result<(), StatusError> {
+        self.add(name, records, false)
     }
 
-    fn add(&mut self, name: &str, records: &[FileRecord], take_over: bool) {
+    /// The number of the package that owns the non-directory `path`.
+    fn file_owner_id(&self, path: &str) -> Result<Option<u32>, StatusError> {
+        self.files.get(path).map_err(StatusError::OwnersScratch)
+    }
+
+    fn add(
+        &mut self,
+        name: &str,
+        records: &[FileRecord],
+        take_over: bool,
+    ) -> Result<(), StatusError> {
         let id = self.id(name);
         for r in records {
             if r.kind == FileKind::Dir {
@@ -282,17 +304,13 @@ impl Owners {
                         self.dirs.insert(&r.path, DirOwners::One(id));
                     }
                 }
-            } else if take_over {
-                match self.files.get_mut(r.path.as_str()) {
-                    Some(o) => *o = id,
-                    None => {
-                        self.files.insert(&r.path, id);
-                    }
-                }
-            } else if !self.files.contains_key(r.path.as_str()) {
-                self.files.insert(&r.path, id);
+            } else if take_over || self.file_owner_id(&r.path)?.is_none() {
+                self.files
+                    .insert(&r.path, id)
+                    .map_err(StatusError::OwnersScratch)?;
             }
         }
+        Ok(())
     }
 }
 
@@ -676,12 +694,18 @@ impl Db {
             let mut owners = Owners::default();
             for name in self.packages.names() {
                 let records = self.files(name)?;
-                owners.add_listed(name, &records);
+                owners.add_listed(name, &records)?;
             }
             self.owners = Some(owners);
         }
         // Just filled in above.
         Ok(self.owners.get_or_insert_with(Owners::default))
+    }
+
+    /// Drops the ownership map (it is built again from the `.list` files when next needed):
+    /// after it could not follow a change that the disk holds.
+    pub(crate) fn forget_owners(&mut self) {
+        self.owners = None;
     }
 
     /// The ownership map, when [`Db::owners`] built it.
@@ -1359,11 +1383,15 @@ mod tests {
             rec("/usr/bin/bar", FileKind::File),
         ];
         let mut o = Owners::default();
-        o.add_package("foo", &foo);
-        o.add_package("bar", &bar);
-        o.add_listed("foo", &[rec("/usr/bin/bar", FileKind::File)]);
-        let shared = o.file_owner("/usr/bin/foo").unwrap();
-        assert!(Arc::ptr_eq(shared, o.file_owner("/usr/bin/foo2").unwrap()));
+        o.add_package("foo", &foo).unwrap();
+        o.add_package("bar", &bar).unwrap();
+        o.add_listed("foo", &[rec("/usr/bin/bar", FileKind::File)])
+            .unwrap();
+        let shared = o.file_owner("/usr/bin/foo").unwrap().unwrap();
+        assert!(Arc::ptr_eq(
+            shared,
+            o.file_owner("/usr/bin/foo2").unwrap().unwrap()
+        ));
         let dir = |o: &Owners, path: &str| {
             o.dir_owners(path)
                 .map(|n| n.to_string())
@@ -1375,22 +1403,22 @@ mod tests {
         let in_dir = o.dir_owners("/usr/bin").next().unwrap();
         assert!(Arc::ptr_eq(shared, in_dir));
         // A listed path keeps the owner it has.
-        assert_eq!(&**o.file_owner("/usr/bin/bar").unwrap(), "bar");
+        assert_eq!(&**o.file_owner("/usr/bin/bar").unwrap().unwrap(), "bar");
         assert_eq!(o.names.len(), 2);
         // Adding a package twice changes nothing.
-        o.add_package("bar", &bar);
+        o.add_package("bar", &bar).unwrap();
         assert_eq!(dir(&o, "/usr/bin"), ["foo", "bar"]);
-        o.remove_package("foo", &foo);
-        assert!(o.file_owner("/usr/bin/foo").is_none() && !o.dirs.contains_key("/usr"));
+        o.remove_package("foo", &foo).unwrap();
+        assert!(o.file_owner("/usr/bin/foo").unwrap().is_none() && !o.dirs.contains_key("/usr"));
         assert_eq!(dir(&o, "/usr/bin"), ["bar"]);
         assert!(matches!(o.dirs.get("/usr/bin").unwrap(), DirOwners::One(_)));
         // A package that owns nothing (or is unknown) removes nothing.
-        o.remove_package("baz", &bar);
+        o.remove_package("baz", &bar).unwrap();
         assert_eq!(dir(&o, "/usr/bin"), ["bar"]);
-        o.remove_package("bar", &bar);
-        assert!(o.dirs.is_empty() && o.files.is_empty());
+        o.remove_package("bar", &bar).unwrap();
+        assert!(o.dirs.is_empty() && o.files.len() == 0);
         // The next package of that name shares the name kept.
-        o.add_package("foo", &foo[2..3]);
+        o.add_package("foo", &foo[2..3]).unwrap();
         assert_eq!(o.names.len(), 2);
     }
 
@@ -1603,9 +1631,12 @@ mod tests {
                 .all(|r| r.kind == FileKind::Unknown && r.sha256.is_none())
         );
         let owners = db.owners().unwrap();
-        assert_eq!(owners.file_owner("/usr/bin/foo").map(|o| &**o), Some("foo"));
         assert_eq!(
-            owners.file_owner("/etc/old.conf").map(|o| &**o),
+            owners.file_owner("/usr/bin/foo").unwrap().map(|o| &**o),
+            Some("foo")
+        );
+        assert_eq!(
+            owners.file_owner("/etc/old.conf").unwrap().map(|o| &**o),
             Some("old")
         );
         assert!(owners.dir_owners("/usr/bin").any(|o| &**o == "foo"));

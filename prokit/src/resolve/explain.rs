@@ -182,7 +182,7 @@ impl Solver<'_> {
         let d = self.pkg(declarer);
         let t = self.pkg(target);
         let (declarer_text, target_text) = (self.u.describe(declarer), self.u.describe(target));
-        let Some(&(dep, breaks)) = d.conflicts.get(index as usize) else {
+        let Some(&(dep, breaks)) = d.conflicts().get(index as usize) else {
             return format!("{declarer_text} conflicts with {target_text}");
         };
         let verb = if breaks { "breaks" } else { "conflicts with" };
@@ -190,7 +190,7 @@ impl Solver<'_> {
             return format!("{declarer_text} {verb} {target_text}");
         }
         let field = if breaks { "Breaks" } else { "Conflicts" };
-        let position = d.conflicts[..index as usize]
+        let position = d.conflicts()[..index as usize]
             .iter()
             .filter(|(_, b)| *b == breaks)
             .count();
@@ -333,7 +333,7 @@ impl Solver<'_> {
             .collect();
         for &id in providers.iter().take(MAX_LISTED) {
             let p = self.pkg(id);
-            for &(n, v) in p.provides.iter().filter(|(n, _)| *n == want.name) {
+            for &(n, v) in p.provides().iter().filter(|(n, _)| *n == want.name) {
                 let n = u.name(n);
                 parts.push(match v {
                     None if want.op.is_some() => format!(

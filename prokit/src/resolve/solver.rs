@@ -8,7 +8,7 @@
 //! application that spent it, so no search runs longer than the budget plus one step.
 
 use super::universe::{AVAILABLE, Counts, INSTALLED, INSTALLED_PROVIDED, NO_NAME, PROVIDED};
-use super::universe::{Dep, IdMap, IdSet, NameId, Pkg, PkgId, Sorted, Universe, Want};
+use super::universe::{Dep, IdMap, IdSet, NameId, PkgId, PkgRef, Sorted, Universe, Want};
 use super::{DEFAULT_STEP_BUDGET, DEFAULT_WORK_BUDGET, MAX_LISTED, Request, ResolveError};
 use feeds::relation::Relation;
 use std::cell::Cell;
@@ -330,7 +330,7 @@ impl<'u> Solver<'u> {
 
     // --- the world as the current branch sees it -------------------------------------------
 
-    pub(super) fn pkg(&self, id: PkgId) -> &'u Pkg {
+    pub(super) fn pkg(&self, id: PkgId) -> PkgRef<'u> {
         self.u.pkg(id)
     }
 
@@ -391,12 +391,12 @@ impl<'u> Solver<'u> {
     }
 
     fn satisfies(&self, id: PkgId, want: Want) -> bool {
-        self.tick(1 + self.pkg(id).provides.len());
+        self.tick(1 + self.pkg(id).provides().len());
         self.u.satisfies(id, want)
     }
 
     fn provides_for(&self, id: PkgId, want: Want) -> bool {
-        self.tick(self.pkg(id).provides.len());
+        self.tick(self.pkg(id).provides().len());
         self.u.provides_for(id, want)
     }
 
@@ -465,7 +465,7 @@ impl<'u> Solver<'u> {
     fn same_as_installed(&self, id: PkgId) -> bool {
         let p = self.pkg(id);
         self.installed(p.name)
-            .is_some_and(|i| self.pkg(i).same_build(p, &self.sorted.rank))
+            .is_some_and(|i| self.pkg(i).same_build(&p, &self.sorted.rank))
     }
 
     /// Whether installing `id` would be a fresh install or an upgrade (not a reinstall, not a
@@ -844,10 +844,10 @@ impl<'u> Solver<'u> {
         let x = self.pkg(id);
         let name = x.name;
         // Its names are looked up below, and its provides indexed.
-        self.tick(2 * x.provides.len());
+        self.tick(2 * x.provides().len());
         // Conflicts and Breaks, both ways, with everything that will be present.
         let mut hits: Vec<(PkgId, u32, PkgId)> = Vec::new(); // (declarer, index, target)
-        for (index, &(dep, _)) in x.conflicts.iter().enumerate() {
+        for (index, &(dep, _)) in x.conflicts().iter().enumerate() {
             if !self.tick(1) {
                 break;
             }
@@ -873,7 +873,7 @@ impl<'u> Solver<'u> {
                 if dp.name == name {
                     continue;
                 }
-                let (dep, _) = dp.conflicts[index as usize];
+                let (dep, _) = dp.conflicts()[index as usize];
                 if self.satisfies(id, self.u.want(dep)) {
                     hits.push((d, index, id));
                 }
@@ -895,7 +895,7 @@ impl<'u> Solver<'u> {
                 continue;
             }
             let removable = x
-                .replaces
+                .replaces()
                 .iter()
                 .any(|&r| self.satisfies(other, self.u.want(r)));
             let upgradable = self
@@ -910,13 +910,13 @@ impl<'u> Solver<'u> {
 
         let previous = self.decision(name);
         self.set_decision(name, Decision::Install { id, requested });
-        for &(virtual_name, _) in &x.provides {
+        for &(virtual_name, _) in x.provides() {
             if virtual_name != x.name {
                 self.sel_providers.entry(virtual_name).or_default().push(id);
                 self.trail.push(Undo::Provider(virtual_name));
             }
         }
-        for (index, &(dep, _)) in x.conflicts.iter().enumerate() {
+        for (index, &(dep, _)) in x.conflicts().iter().enumerate() {
             let name = self.dep_name(dep);
             if name == NO_NAME {
                 continue; // nothing can be hit
@@ -977,7 +977,7 @@ impl<'u> Solver<'u> {
     fn recheck(&mut self, gone: PkgId, chain: Chain) {
         let mut seen = IdSet::default();
         let mut queued = Vec::new();
-        self.tick(self.pkg(gone).provides.len());
+        self.tick(self.pkg(gone).provides().len());
         for n in self.pkg(gone).names() {
             let installed = self.sorted.installed_rdeps.get(&n).into_iter().flatten();
             let planned = self.sel_rdeps.get(&n).into_iter().flatten();
@@ -1243,5 +1243,7 @@ mod tests {
     fn search_records_stay_small() {
         assert_eq!(std::mem::size_of::<PackedLink>(), 16);
         assert_eq!(std::mem::size_of::<Choice>(), 40);
+        // And a package of the universe, its lists in the universe's arrays.
+        assert_eq!(std::mem::size_of::<super::super::universe::Pkg>(), 88);
     }
 }

@@ -252,7 +252,8 @@ impl Want {
 }
 
 /// A parsed package, available or installed. Kept small (a Debian-size universe holds tens
-/// of thousands): its lists are boxed slices, exactly as long as they are.
+/// of thousands): 88 bytes, its lists in the universe's arrays ([`Lists`]), not a
+/// vector each. Read it through a [`PkgRef`] ([`Universe::pkg`]), which has the lists.
 pub(super) struct Pkg {
     pub(super) name: NameId,
     /// Its version (display it with [`Universe::pkg_version`], compare ranks).
@@ -267,39 +268,111 @@ pub(super) struct Pkg {
     /// [`Universe::kept`] (read with [`Universe::kept_stanza`]).
     stanza: Span,
     /// The alternatives of every dependency group, one group after the other.
-    alts: Box<[Dep]>,
+    alts: Slice,
     /// Per group: where its alternatives end in `alts`, and whether it is a Pre-Depends group.
     /// Pre-Depends groups come first, then Depends, each in field order.
-    groups: Box<[(u32, bool)]>,
-    pub(super) provides: Box<[(NameId, Option<VerId>)]>,
+    groups: Slice,
+    provides: Slice,
     /// Conflicts (flag false) and Breaks (flag true), in that order.
-    pub(super) conflicts: Box<[(Dep, bool)]>,
-    pub(super) replaces: Box<[Dep]>,
+    conflicts: Slice,
+    replaces: Slice,
     pub(super) installed: bool,
     pub(super) auto_installed: bool,
 }
 
 impl Pkg {
-    pub(super) fn group_count(&self) -> usize {
-        self.groups.len()
+    /// Whether `other` has the same version (in dpkg's order: `1.0` is `0:1.0-0`) and arch,
+    /// given the version ranks.
+    pub(super) fn same_build(&self, other: &Pkg, rank: &[u32]) -> bool {
+        rank[self.ver as usize] == rank[other.ver as usize] && self.arch == other.arch
+    }
+}
+
+/// Where a package's list is in one of the universe's arrays.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slice {
+    start: u32,
+    len: u32,
+}
+
+impl Slice {
+    fn of<T>(self, all: &[T]) -> &[T] {
+        &all[self.start as usize..(self.start + self.len) as usize]
+    }
+}
+
+/// The lists of every package, one array per kind ([`Pkg`] says where its own are).
+#[derive(Default)]
+struct PkgLists {
+    alts: Vec<Dep>,
+    groups: Vec<(u32, bool)>,
+    provides: Vec<(NameId, Option<VerId>)>,
+    conflicts: Vec<(Dep, bool)>,
+    replaces: Vec<Dep>,
+}
+
+/// Appends `items` to `all`; where they are (None past 2^32 entries).
+fn append<T>(all: &mut Vec<T>, items: Vec<T>) -> Option<Slice> {
+    let start = u32::try_from(all.len()).ok()?;
+    let len = u32::try_from(items.len()).ok()?;
+    start.checked_add(len)?;
+    all.extend(items);
+    Some(Slice { start, len })
+}
+
+/// A package with its lists.
+#[derive(Clone, Copy)]
+pub(super) struct PkgRef<'u> {
+    pkg: &'u Pkg,
+    lists: &'u PkgLists,
+}
+
+impl std::ops::Deref for PkgRef<'_> {
+    type Target = Pkg;
+
+    fn deref(&self) -> &Pkg {
+        self.pkg
+    }
+}
+
+impl<'u> PkgRef<'u> {
+    pub(super) fn provides(self) -> &'u [(NameId, Option<VerId>)] {
+        self.pkg.provides.of(&self.lists.provides)
+    }
+
+    pub(super) fn conflicts(self) -> &'u [(Dep, bool)] {
+        self.pkg.conflicts.of(&self.lists.conflicts)
+    }
+
+    pub(super) fn replaces(self) -> &'u [Dep] {
+        self.pkg.replaces.of(&self.lists.replaces)
+    }
+
+    fn groups(self) -> &'u [(u32, bool)] {
+        self.pkg.groups.of(&self.lists.groups)
+    }
+
+    pub(super) fn group_count(self) -> usize {
+        self.pkg.groups.len as usize
     }
 
     /// The alternatives of dependency group `g`.
-    pub(super) fn group(&self, g: usize) -> &[Dep] {
+    pub(super) fn group(self, g: usize) -> &'u [Dep] {
+        let groups = self.groups();
         let start = match g {
             0 => 0,
-            _ => self.groups[g - 1].0 as usize,
+            _ => groups[g - 1].0 as usize,
         };
-        &self.alts[start..self.groups[g].0 as usize]
+        &self.pkg.alts.of(&self.lists.alts)[start..groups[g].0 as usize]
     }
 
-    pub(super) fn is_pre(&self, g: usize) -> bool {
-        self.groups[g].1
+    pub(super) fn is_pre(self, g: usize) -> bool {
+        self.groups()[g].1
     }
 
     /// The field group `g` was read from, and its position among that field's groups.
-    pub(super) fn group_origin(&self, g: usize) -> (&'static str, usize) {
-        let pre = self.groups.iter().take_while(|(_, pre)| *pre).count();
+    pub(super) fn group_origin(self, g: usize) -> (&'static str, usize) {
+        let pre = self.groups().iter().take_while(|(_, pre)| *pre).count();
         if g < pre {
             ("Pre-Depends", g)
         } else {
@@ -308,14 +381,8 @@ impl Pkg {
     }
 
     /// Its own name, then the names it provides.
-    pub(super) fn names(&self) -> impl Iterator<Item = NameId> + '_ {
-        std::iter::once(self.name).chain(self.provides.iter().map(|&(n, _)| n))
-    }
-
-    /// Whether `other` has the same version (in dpkg's order: `1.0` is `0:1.0-0`) and arch,
-    /// given the version ranks.
-    pub(super) fn same_build(&self, other: &Pkg, rank: &[u32]) -> bool {
-        rank[self.ver as usize] == rank[other.ver as usize] && self.arch == other.arch
+    pub(super) fn names(self) -> impl Iterator<Item = NameId> + 'u {
+        std::iter::once(self.pkg.name).chain(self.provides().iter().map(|&(n, _)| n))
     }
 }
 
@@ -441,6 +508,8 @@ pub struct Universe {
     sorted: OnceLock<Sorted>,
     /// The kept fields of every stanza ([`Pkg::stanza`]), shared with the plans' steps.
     kept: Arc<KeptTexts>,
+    /// Every package's relations and provides.
+    lists: PkgLists,
 }
 
 impl std::fmt::Debug for Universe {
@@ -515,12 +584,12 @@ impl Universe {
             .intern(feed)
             .ok_or_else(|| too_many(&origin, &name))?;
         pkg.feed_order = u32::try_from(feed_order).unwrap_or(u32::MAX);
-        self.next_id(&origin, &name)?;
+        let id = self.next_id(&origin, &name)?;
         self.flag(pkg.name, AVAILABLE);
-        for virtual_name in provided_names(&pkg) {
+        self.pkgs.push(pkg);
+        for virtual_name in provided_names(self.pkg(id)) {
             self.flag(virtual_name, PROVIDED);
         }
-        self.pkgs.push(pkg);
         Ok(())
     }
 
@@ -551,15 +620,12 @@ impl Universe {
         let id = self.next_id(&origin, &name)?;
         self.installed_by_name.insert(pkg.name, id);
         self.flag(pkg.name, INSTALLED);
-        let mut seen = IdSet::default();
-        for &(virtual_name, _) in &pkg.provides {
-            if virtual_name != pkg.name && seen.insert(virtual_name) {
-                push_unique(&mut self.installed_providers, virtual_name, id);
-                self.flag(virtual_name, INSTALLED_PROVIDED);
-            }
-        }
         self.installed.push(id);
         self.pkgs.push(pkg);
+        for virtual_name in provided_names(self.pkg(id)) {
+            push_unique(&mut self.installed_providers, virtual_name, id);
+            self.flag(virtual_name, INSTALLED_PROVIDED);
+        }
         Ok(())
     }
 
@@ -627,8 +693,8 @@ impl Universe {
         Some(Step {
             name: name.to_string(),
             version: self.pkg_version(id).to_string(),
-            arch: self.arch(p).to_string(),
-            feed: self.feed_name(p).to_string(),
+            arch: self.arch(&p).to_string(),
+            feed: self.feed_name(&p).to_string(),
             stanza: self.kept_stanza(id),
             auto: ip.auto_installed,
             upgrade_from: Some(installed_version.to_string()),
@@ -674,8 +740,11 @@ impl Universe {
         self.kept.paragraph(self.pkg(id).stanza).ok()
     }
 
-    pub(super) fn pkg(&self, id: PkgId) -> &Pkg {
-        &self.pkgs[id as usize]
+    pub(super) fn pkg(&self, id: PkgId) -> PkgRef<'_> {
+        PkgRef {
+            pkg: &self.pkgs[id as usize],
+            lists: &self.lists,
+        }
     }
 
     pub(super) fn name(&self, id: NameId) -> &str {
@@ -774,7 +843,7 @@ impl Universe {
 
     pub(super) fn provides_for(&self, id: PkgId, want: Want) -> bool {
         self.pkg(id)
-            .provides
+            .provides()
             .iter()
             .any(|&(name, version)| want.satisfied_by(name, version.map(|v| self.rank(v))))
     }
@@ -853,7 +922,7 @@ impl Universe {
         let mut installed_rdeps = IdMap::default();
         for &id in &self.installed {
             let p = self.pkg(id);
-            for (index, (dep, _)) in p.conflicts.iter().enumerate() {
+            for (index, (dep, _)) in p.conflicts().iter().enumerate() {
                 let name = dep.name(&pending);
                 if name != NO_NAME {
                     push_unique(&mut installed_declared, name, (id, index as u32));
@@ -1010,11 +1079,11 @@ impl Universe {
             feed: 0,
             feed_order: 0,
             stanza: kept,
-            alts: alts.into(),
-            groups: group_ends.into(),
-            provides: provides.into(),
-            conflicts: conflicts.into(),
-            replaces: replaces.into(),
+            alts: append(&mut self.lists.alts, alts).ok_or_else(full)?,
+            groups: append(&mut self.lists.groups, group_ends).ok_or_else(full)?,
+            provides: append(&mut self.lists.provides, provides).ok_or_else(full)?,
+            conflicts: append(&mut self.lists.conflicts, conflicts).ok_or_else(full)?,
+            replaces: append(&mut self.lists.replaces, replaces).ok_or_else(full)?,
             installed,
             auto_installed: false,
         })
@@ -1060,9 +1129,9 @@ fn too_many(origin: &str, name: &str) -> ResolveError {
 }
 
 /// The virtual names `pkg` provides (not its own), each once.
-fn provided_names(pkg: &Pkg) -> Vec<NameId> {
+fn provided_names(pkg: PkgRef<'_>) -> Vec<NameId> {
     let mut provided: Vec<NameId> = pkg
-        .provides
+        .provides()
         .iter()
         .map(|&(n, _)| n)
         .filter(|&n| n != pkg.name)

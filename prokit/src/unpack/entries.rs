@@ -182,15 +182,17 @@ impl<'a> Stager<'a> {
 
     fn owner_note(&self, path: &str) -> String {
         match self.db_owner(path) {
-            Some(o) => format!("installed by package {o}"),
-            None => "already in the root, owned by no package".into(),
+            Ok(Some(o)) => format!("installed by package {o}"),
+            Ok(None) => "already in the root, owned by no package".into(),
+            Err(e) => format!("already in the root (its owner is unknown: {e})"),
         }
     }
 
-    fn db_owner(&self, path: &str) -> Option<String> {
-        self.db
-            .owners_ref()
-            .and_then(|o| o.file_owner(path).map(|n| n.to_string()))
+    fn db_owner(&self, path: &str) -> Result<Option<String>, StatusError> {
+        match self.db.owners_ref() {
+            Some(o) => Ok(o.file_owner(path)?.map(|n| n.to_string())),
+            None => Ok(None),
+        }
     }
 
     fn dirs(&self) -> &RootDirs {
@@ -640,7 +642,11 @@ pub(super) fn settle(
             vec![&e.path, &e.final_path]
         };
         for path in paths {
-            let Some(owner) = owners.and_then(|o| o.file_owner(path)).map(|o| &**o) else {
+            let owner = match owners {
+                Some(o) => o.file_owner(path)?,
+                None => None,
+            };
+            let Some(owner) = owner.map(|o| &**o) else {
                 continue;
             };
             if owner == name {
@@ -720,7 +726,11 @@ fn recorded_conffile_hash(db: &Db, path: &str, name: &str) -> Result<Option<Stri
     if let Some(h) = find(name)? {
         return Ok(Some(h));
     }
-    if let Some(owner) = db.owners_ref().and_then(|o| o.file_owner(path))
+    let owner = match db.owners_ref() {
+        Some(o) => o.file_owner(path)?,
+        None => None,
+    };
+    if let Some(owner) = owner
         && let Some(h) = find(owner)?
     {
         return Ok(Some(h));
