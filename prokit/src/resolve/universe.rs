@@ -105,16 +105,20 @@ pub(super) type IdSet<K> = HashSet<K, BuildHasherDefault<IdHasher>>;
 #[derive(Default)]
 pub(super) struct Texts {
     arena: String,
-    starts: Vec<usize>,
+    /// Where each string starts in `arena`.
+    starts: Vec<u32>,
 }
 
 impl Texts {
-    /// Stores `text`; its number, or None when no number below [`PENDING`] is left.
+    /// Stores `text`; its number, or None when no number below [`PENDING`] is left (or the
+    /// arena would pass 4 GiB).
     fn push(&mut self, text: &str) -> Option<u32> {
         let id = u32::try_from(self.starts.len())
             .ok()
             .filter(|&id| id < PENDING)?;
-        self.starts.push(self.arena.len());
+        let start = u32::try_from(self.arena.len()).ok()?;
+        u32::try_from(self.arena.len() + text.len()).ok()?;
+        self.starts.push(start);
         self.arena.push_str(text);
         Some(id)
     }
@@ -125,8 +129,11 @@ impl Texts {
         let Some(&start) = self.starts.get(i) else {
             return "";
         };
-        let end = self.starts.get(i + 1).copied().unwrap_or(self.arena.len());
-        &self.arena[start..end]
+        let end = self
+            .starts
+            .get(i + 1)
+            .map_or(self.arena.len(), |&e| e as usize);
+        &self.arena[start as usize..end]
     }
 
     fn len(&self) -> usize {
@@ -135,58 +142,62 @@ impl Texts {
 }
 
 /// Distinct strings, each stored once and numbered in the order first seen.
+///
+/// Found through an open-addressing table of ids (4 bytes a slot, at most half of the slots
+/// taken) probed from the text's keyed hash, the texts compared in the arena: ~12 bytes a
+/// string where a map from hashes to ids took ~40.
 #[derive(Default)]
 pub(super) struct Interner {
     texts: Texts,
-    /// The newest id of each full hash; older ids with the same hash chain through `next`.
-    heads: IdMap<u64, u32>,
-    next: Vec<u32>,
+    /// Per slot: 0 (empty) or an id plus one. A power of two long (or empty).
+    slots: Vec<u32>,
     state: RandomState,
 }
 
 impl Interner {
-    /// The id of `text`, if it has one.
-    pub(super) fn get(&self, text: &str) -> Option<u32> {
-        let mut at = *self.heads.get(&self.state.hash_one(text))?;
+    /// The slot of `text`: the one holding its id, or the empty one where it would go.
+    fn slot(&self, text: &str) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut at = self.state.hash_one(text) as usize & mask;
         loop {
-            if self.text(at) == text {
-                return Some(at);
-            }
-            at = self.next[at as usize];
-            if at == u32::MAX {
-                return None;
+            match self.slots[at] {
+                0 => return at,
+                id if self.texts.text(id - 1) == text => return at,
+                _ => at = (at + 1) & mask,
             }
         }
     }
 
+    /// The id of `text`, if it has one.
+    pub(super) fn get(&self, text: &str) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        self.slots[self.slot(text)].checked_sub(1)
+    }
+
     /// The id of `text`, numbering it if it is new; None when no number is left.
     pub(super) fn intern(&mut self, text: &str) -> Option<u32> {
-        let hash = self.state.hash_one(text);
-        let id = u32::try_from(self.texts.len())
-            .ok()
-            .filter(|&id| id < PENDING)?;
-        let older = match self.heads.entry(hash) {
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(id);
-                u32::MAX
-            }
-            std::collections::hash_map::Entry::Occupied(mut slot) => {
-                let mut at = *slot.get();
-                loop {
-                    if self.texts.text(at) == text {
-                        return Some(at);
-                    }
-                    at = self.next[at as usize];
-                    if at == u32::MAX {
-                        break;
-                    }
-                }
-                slot.insert(id)
-            }
-        };
-        self.texts.push(text)?;
-        self.next.push(older);
+        if let Some(id) = self.get(text) {
+            return Some(id);
+        }
+        if (self.texts.len() + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        let at = self.slot(text);
+        let id = self.texts.push(text)?;
+        self.slots[at] = id + 1;
         Some(id)
+    }
+
+    /// Doubles the table (at least 64 slots) and puts every id back.
+    fn grow(&mut self) {
+        let len = (self.slots.len() * 2).max(64);
+        self.slots = vec![0; len];
+        for id in 0..self.texts.len() as u32 {
+            let at = self.slot(self.texts.text(id));
+            self.slots[at] = id + 1;
+        }
     }
 
     /// The text of `id` (empty for an id it never gave out).
