@@ -741,7 +741,7 @@ impl Client {
                 name: s.name.clone(),
                 version: s.version.clone(),
                 from: s.upgrade_from.clone(),
-                feed: s.feed.clone(),
+                feed: s.feed.to_string(),
                 size: s
                     .stanza
                     .read()?
@@ -1686,7 +1686,7 @@ impl Client {
         for step in std::mem::take(&mut plan.steps) {
             let package = || format!("{} {}", step.name, step.version);
             let bad = |reason: String| ClientError::BadStanza {
-                feed: step.feed.clone(),
+                feed: step.feed.to_string(),
                 package: package(),
                 reason,
             };
@@ -1694,7 +1694,7 @@ impl Client {
                 .config
                 .sources
                 .iter()
-                .position(|s| s.name == step.feed)
+                .position(|s| *s.name == *step.feed)
                 .ok_or_else(|| bad("feed not configured".into()))?;
             let stanza = step.stanza.read()?;
             let (filename, size, sha256) = package_fields(&stanza, &step.feed, &package)?;

@@ -302,10 +302,10 @@ pub struct Step {
     pub name: String,
     /// Version, as written in the index.
     pub version: String,
-    /// Architecture, as written in the index.
-    pub arch: String,
-    /// Name of the feed it comes from.
-    pub feed: String,
+    /// Architecture, as written in the index (shared by the steps of that architecture).
+    pub arch: std::sync::Arc<str>,
+    /// Name of the feed it comes from (shared by the steps of that feed).
+    pub feed: std::sync::Arc<str>,
     /// The index stanza's fields needed after resolution: the relations, `Filename`, `Size`,
     /// `SHA256sum`/`SHA256`, `Signature` and `Signed-By` (not the name, version and
     /// architecture, which are the fields above, nor what only describes the package),

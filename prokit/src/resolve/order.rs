@@ -147,8 +147,8 @@ impl Solver<'_> {
                 Step {
                     name: u.name(p.name).to_string(),
                     version: u.pkg_version(id).to_string(),
-                    arch: self.u.arch(&p).to_string(),
-                    feed: u.feed_name(&p).to_string(),
+                    arch: u.shared_arch(&p),
+                    feed: u.shared_feed(&p),
                     stanza: u.kept_stanza(id),
                     auto: !requested && installed.is_none_or(|&o| self.pkg(o).auto_installed),
                     upgrade_from: installed.map(|&o| u.pkg_version(o).to_string()),

@@ -332,8 +332,8 @@ fn newest_version_across_feeds_then_earlier_feed() {
     avail_in(&mut u, "base", 0, "Package: b\nVersion: 1.0");
     let p = plan(&u, &["a", "b"]);
     assert_eq!(steps(&p), ["a 1.1", "b 1.0"]);
-    assert_eq!(p.steps[0].feed, "extra");
-    assert_eq!(p.steps[1].feed, "base");
+    assert_eq!(&*p.steps[0].feed, "extra");
+    assert_eq!(&*p.steps[1].feed, "base");
     assert_eq!(
         p.steps[1].stanza.read().unwrap().get("Filename"),
         Some("b.ipk")
@@ -394,7 +394,7 @@ fn a_step_carries_the_fields_read_after_resolution_and_no_others() {
         Some(sha.as_str())
     );
     assert_eq!(
-        (p.steps[1].arch.as_str(), p.steps[1].version.as_str()),
+        (&*p.steps[1].arch, p.steps[1].version.as_str()),
         ("all", "1.0")
     );
     // Without SHA256sum, SHA256 is what the download reads: it stays.
@@ -413,9 +413,9 @@ fn architecture_priority_breaks_ties_between_equal_versions() {
     avail(&mut u, "Package: c\nVersion: 1.0\nArchitecture: mipsel");
     let p = plan(&u, &["a", "c"]);
     assert_eq!(steps(&p), ["a 1.0", "c 1.1"]);
-    assert_eq!(p.steps[0].arch, "mipsel");
+    assert_eq!(&*p.steps[0].arch, "mipsel");
     // A newer version beats a better architecture.
-    assert_eq!(p.steps[1].arch, "mips");
+    assert_eq!(&*p.steps[1].arch, "mips");
     assert_eq!(
         failure(&u, &["b"]).to_string(),
         "cannot install b: b is in the feeds only for architecture arm, which is not \

@@ -410,6 +410,10 @@ pub(super) struct Sorted {
     ordered: Vec<VerId>,
     /// The name each pending relation name turned out to be, [`NO_NAME`] when nothing has it.
     pub(super) pending: Vec<NameId>,
+    /// Every feed name and architecture, shared by the plan steps that name them (a plan of
+    /// 10,000 steps would hold 20,000 copies of a handful of texts).
+    feed_names: Vec<Arc<str>>,
+    arch_names: Vec<Arc<str>>,
     /// Installed packages' Conflicts/Breaks by the name they hit: (declarer, conflict index).
     pub(super) installed_declared: IdMap<NameId, Vec<(PkgId, u32)>>,
     /// Installed packages' dependency groups by the names they mention: (package, group).
@@ -704,8 +708,8 @@ impl Universe {
         Some(Step {
             name: name.to_string(),
             version: self.pkg_version(id).to_string(),
-            arch: self.arch(&p).to_string(),
-            feed: self.feed_name(&p).to_string(),
+            arch: self.shared_arch(&p),
+            feed: self.shared_feed(&p),
             stanza: self.kept_stanza(id),
             auto: ip.auto_installed,
             upgrade_from: Some(installed_version.to_string()),
@@ -762,13 +766,14 @@ impl Universe {
         self.names.text(id)
     }
 
-    pub(super) fn feed_name(&self, pkg: &Pkg) -> &str {
-        self.feeds.text(pkg.feed)
+    /// The architecture of `pkg`, shared ([`Step::arch`]).
+    pub(super) fn shared_arch(&self, pkg: &Pkg) -> Arc<str> {
+        Arc::clone(&self.sorted().arch_names[pkg.arch as usize])
     }
 
-    /// The architecture of `pkg`, as written in its stanza.
-    pub(super) fn arch(&self, pkg: &Pkg) -> &str {
-        self.arches.text(pkg.arch)
+    /// The feed of `pkg`, shared ([`Step::feed`]).
+    pub(super) fn shared_feed(&self, pkg: &Pkg) -> Arc<str> {
+        Arc::clone(&self.sorted().feed_names[pkg.feed as usize])
     }
 
     pub(super) fn version(&self, id: VerId) -> &Version {
@@ -948,10 +953,17 @@ impl Universe {
                 }
             }
         }
+        let shared = |texts: &Interner| -> Vec<Arc<str>> {
+            (0..texts.len() as u32)
+                .map(|i| Arc::from(texts.text(i)))
+                .collect()
+        };
         Sorted {
             rank,
             ordered,
             pending,
+            feed_names: shared(&self.feeds),
+            arch_names: shared(&self.arches),
             installed_declared,
             installed_rdeps,
             by_name,
