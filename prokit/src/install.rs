@@ -1226,9 +1226,10 @@ impl CloneFor for crate::status::Owners {
         };
         for r in records {
             if let Some(o) = self.file_owner(&r.path)? {
-                v.files.insert(r.path.clone(), o.clone());
+                v.files.insert(r.path.clone(), std::sync::Arc::from(o));
             }
-            let shippers: BTreeSet<_> = self.dir_owners(&r.path).cloned().collect();
+            let shippers: BTreeSet<_> =
+                self.dir_owners(&r.path).map(std::sync::Arc::from).collect();
             if !shippers.is_empty() {
                 v.dirs.insert(r.path.clone(), shippers);
             }
@@ -2406,10 +2407,7 @@ mod tests {
             let mut reopened = open(&root);
             assert_eq!(reopened.package_map(), map);
             let owners = reopened.owners().unwrap();
-            assert_eq!(
-                owners.file_owner("/usr/bin/tool").unwrap().map(|o| &**o),
-                Some("b")
-            );
+            assert_eq!(owners.file_owner("/usr/bin/tool").unwrap(), Some("b"));
             let names: Vec<String> = walk_names(&root.join("usr/bin"));
             assert!(
                 names.iter().all(|n| !n.starts_with(".prokit-")),

@@ -46,7 +46,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use feeds::control::{ControlLimits, Paragraph, ParagraphReader};
 use sha2::{Digest, Sha256};
@@ -170,8 +169,12 @@ pub(crate) struct Owners {
     dirs: PathTable<DirOwners>,
     /// Every name held above, once (a package removed during the run leaves its name here:
     /// one string, taken again if it comes back); `ids` finds a name's number.
-    names: Vec<Arc<str>>,
-    ids: HashMap<Arc<str>, u32>,
+    /// The names one after the other, in one allocation (a name per installed package, kept
+    /// as long as the map: scattered among what an install frees, they would pin its pages).
+    names: String,
+    /// Where each name ends in `names`.
+    name_ends: Vec<u32>,
+    ids: PathTable<u32>,
 }
 
 /// The packages that ship a directory: one, or several (sorted, no repeats).
@@ -212,27 +215,38 @@ impl Owners {
         if let Some(&id) = self.ids.get(name) {
             return id;
         }
-        let id = u32::try_from(self.names.len()).expect("fewer than 2^32 package names");
-        let n: Arc<str> = Arc::from(name);
-        self.names.push(Arc::clone(&n));
-        self.ids.insert(n, id);
+        let id = u32::try_from(self.name_ends.len()).expect("fewer than 2^32 package names");
+        self.names.push_str(name);
+        let end = u32::try_from(self.names.len()).expect("package names shorter than 4 GiB");
+        self.name_ends.push(end);
+        self.ids.insert(name, id);
         id
     }
 
+    /// The name of number `id`.
+    fn name(&self, id: u32) -> &str {
+        let i = id as usize;
+        let start = match i {
+            0 => 0,
+            _ => self.name_ends[i - 1] as usize,
+        };
+        &self.names[start..self.name_ends[i] as usize]
+    }
+
     /// The package that owns the non-directory `path`.
-    pub fn file_owner(&self, path: &str) -> Result<Option<&Arc<str>>, StatusError> {
+    pub fn file_owner(&self, path: &str) -> Result<Option<&str>, StatusError> {
         let id = self.files.get(path).map_err(StatusError::OwnersScratch)?;
-        Ok(id.map(|id| &self.names[id as usize]))
+        Ok(id.map(|id| self.name(id)))
     }
 
     /// The packages that ship the directory `path` (none when no package does).
-    pub fn dir_owners(&self, path: &str) -> impl Iterator<Item = &Arc<str>> {
+    pub fn dir_owners(&self, path: &str) -> impl Iterator<Item = &str> {
         self.dirs
             .get(path)
             .map(DirOwners::ids)
             .unwrap_or_default()
             .iter()
-            .map(|&id| &self.names[id as usize])
+            .map(|&id| self.name(id))
     }
 
     /// Forgets everything `name` owns.
@@ -1387,8 +1401,10 @@ mod tests {
         o.add_package("bar", &bar).unwrap();
         o.add_listed("foo", &[rec("/usr/bin/bar", FileKind::File)])
             .unwrap();
+        // One name, in one arena, for every path of a package.
         let shared = o.file_owner("/usr/bin/foo").unwrap().unwrap();
-        assert!(Arc::ptr_eq(
+        assert_eq!(shared, "foo");
+        assert!(std::ptr::eq(
             shared,
             o.file_owner("/usr/bin/foo2").unwrap().unwrap()
         ));
@@ -1401,10 +1417,10 @@ mod tests {
         assert_eq!(dir(&o, "/usr/bin"), ["foo", "bar"]);
         assert!(matches!(o.dirs.get("/usr").unwrap(), DirOwners::One(_)));
         let in_dir = o.dir_owners("/usr/bin").next().unwrap();
-        assert!(Arc::ptr_eq(shared, in_dir));
+        assert!(std::ptr::eq(shared, in_dir));
         // A listed path keeps the owner it has.
-        assert_eq!(&**o.file_owner("/usr/bin/bar").unwrap().unwrap(), "bar");
-        assert_eq!(o.names.len(), 2);
+        assert_eq!(o.file_owner("/usr/bin/bar").unwrap().unwrap(), "bar");
+        assert_eq!((o.name_ends.len(), o.names.as_str()), (2, "foobar"));
         // Adding a package twice changes nothing.
         o.add_package("bar", &bar).unwrap();
         assert_eq!(dir(&o, "/usr/bin"), ["foo", "bar"]);
@@ -1419,7 +1435,7 @@ mod tests {
         assert!(o.dirs.is_empty() && o.files.len() == 0);
         // The next package of that name shares the name kept.
         o.add_package("foo", &foo[2..3]).unwrap();
-        assert_eq!(o.names.len(), 2);
+        assert_eq!(o.name_ends.len(), 2);
     }
 
     fn sample_control() -> Paragraph {
@@ -1631,15 +1647,9 @@ mod tests {
                 .all(|r| r.kind == FileKind::Unknown && r.sha256.is_none())
         );
         let owners = db.owners().unwrap();
-        assert_eq!(
-            owners.file_owner("/usr/bin/foo").unwrap().map(|o| &**o),
-            Some("foo")
-        );
-        assert_eq!(
-            owners.file_owner("/etc/old.conf").unwrap().map(|o| &**o),
-            Some("old")
-        );
-        assert!(owners.dir_owners("/usr/bin").any(|o| &**o == "foo"));
+        assert_eq!(owners.file_owner("/usr/bin/foo").unwrap(), Some("foo"));
+        assert_eq!(owners.file_owner("/etc/old.conf").unwrap(), Some("old"));
+        assert!(owners.dir_owners("/usr/bin").any(|o| o == "foo"));
         assert!(matches!(
             db.files("nope"),
             Err(StatusError::NotInstalled(_))

@@ -646,7 +646,7 @@ pub(super) fn settle(
                 Some(o) => o.file_owner(path)?,
                 None => None,
             };
-            let Some(owner) = owner.map(|o| &**o) else {
+            let Some(owner) = owner else {
                 continue;
             };
             if owner == name {
