@@ -529,9 +529,10 @@ impl<'g> Batch<'g> {
                     self.files.extend(files.iter().map(|f| f.to_string()));
                     self.rmdirs.extend(rmdirs.iter().map(|d| d.to_string()));
                     self.dirs.extend(dirs.iter().map(|d| d.to_string()));
-                    if let Err(e) = plan.apply(db) {
-                        // Nothing of the database in memory changed (its ownership map
-                        // failed to load): the package leaves the group as it came.
+                    if let Err(e) = plan.apply(db, false) {
+                        // Nothing of the database in memory changed but the ownership map,
+                        // dropped until the group ends: the package leaves the group as it
+                        // came.
                         let undone = tx.undo_to(&mark);
                         self.tx = Some(tx);
                         undone?;
@@ -598,6 +599,7 @@ impl<'g> Batch<'g> {
             } else {
                 tx.rollback()?;
                 db.reload()?;
+                db.transaction_ended();
             }
             if let Some(f) = tx.into_spare() {
                 db.keep_spare_journal(f);
@@ -605,6 +607,7 @@ impl<'g> Batch<'g> {
             return Err(e);
         }
         self.done.extend(planned);
+        db.transaction_ended();
         if let Some(f) = tx.into_spare() {
             db.keep_spare_journal(f);
         }
@@ -738,7 +741,7 @@ fn install_in(
     tx.finish()?;
 
     // The database in memory follows the disk.
-    plan.apply(db)?;
+    plan.apply(db, true)?;
     if live {
         after_unpack(db).map_err(|e| {
             e.with_outcome(format!(
@@ -790,8 +793,12 @@ struct InstallPlan {
 }
 
 impl InstallPlan {
-    /// Makes the database in memory what the disk holds once the plan is committed.
-    fn apply(&self, db: &mut Db) -> Result<(), InstallError> {
+    /// Makes the database in memory what the disk holds once the plan is committed
+    /// (`committed`: it is). When the ownership map cannot follow, it is dropped: after a
+    /// commit that is all (the map is made again from the `.list` files); before one, the
+    /// plan is refused and nothing else in memory changes (the map is not made again until
+    /// the transaction ends: the disk does not hold the group's changes yet).
+    fn apply(&self, db: &mut Db, committed: bool) -> Result<(), InstallError> {
         let owners = db.owners()?;
         let updated = owners
             .remove_package(&self.name, &self.old_records)
@@ -801,9 +808,11 @@ impl InstallPlan {
                     .try_for_each(|(other, recs)| owners.remove_package(other, recs))
             })
             .and_then(|()| owners.add_package(&self.name, &self.new_records));
-        if updated.is_err() {
-            // The map is what the `.list` files say: made again from them when next needed.
-            db.forget_owners();
+        if let Err(e) = updated {
+            db.forget_owners(committed);
+            if !committed {
+                return Err(e.into());
+            }
         }
         db.set_package(&self.name, Some(self.stanza.clone()));
         db.note_info_names(&self.gone_info, &self.added_info);
@@ -1083,8 +1092,8 @@ fn remove_in(
     }
     tx.finish()?;
     if db.owners()?.remove_package(name, &records).is_err() {
-        // Made again from the `.list` files when next needed.
-        db.forget_owners();
+        // Committed: made again from the `.list` files when next needed.
+        db.forget_owners(true);
     }
     db.set_package(name, None);
     db.note_info_names(&gone_info, &[]);

@@ -30,13 +30,54 @@ type Key = [u64; 2];
 
 pub(crate) struct ScratchTable {
     /// The records, `tags.len()` of them (none until the first insert).
-    file: Option<File>,
+    records: Option<Records>,
     /// Per slot: [`EMPTY`], [`REMOVED`] or the tag of its entry's fingerprint.
     tags: Vec<u8>,
     /// Slots not [`EMPTY`].
     used: usize,
     live: usize,
     keys: [RandomState; 2],
+    /// Keep the records in memory (the tests of that fallback).
+    memory: bool,
+}
+
+/// Where the records are: the scratch file, or memory when no scratch file can be made (a
+/// missing or read-only `$TMPDIR`): as correct, only bigger.
+enum Records {
+    File(File),
+    Memory(Vec<u8>),
+}
+
+impl Records {
+    /// `slots` empty records, in a scratch file unless `memory`.
+    fn new(slots: usize, memory: bool) -> Records {
+        let len = slots * RECORD;
+        match (memory, safe_fs::scratch_file()) {
+            (false, Ok(f)) if f.set_len(len as u64).is_ok() => Records::File(f),
+            _ => Records::Memory(vec![0; len]),
+        }
+    }
+
+    fn read(&self, slot: usize) -> io::Result<[u8; RECORD]> {
+        let mut r = [0u8; RECORD];
+        let at = slot * RECORD;
+        match self {
+            Records::File(f) => f.read_exact_at(&mut r, at as u64)?,
+            Records::Memory(m) => r.copy_from_slice(&m[at..at + RECORD]),
+        }
+        Ok(r)
+    }
+
+    fn write(&mut self, slot: usize, r: &[u8; RECORD]) -> io::Result<()> {
+        let at = slot * RECORD;
+        match self {
+            Records::File(f) => f.write_all_at(r, at as u64),
+            Records::Memory(m) => {
+                m[at..at + RECORD].copy_from_slice(r);
+                Ok(())
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for ScratchTable {
@@ -51,11 +92,12 @@ impl std::fmt::Debug for ScratchTable {
 impl Default for ScratchTable {
     fn default() -> Self {
         ScratchTable {
-            file: None,
+            records: None,
             tags: Vec::new(),
             used: 0,
             live: 0,
             keys: [RandomState::new(), RandomState::new()],
+            memory: false,
         }
     }
 }
@@ -76,21 +118,9 @@ impl ScratchTable {
         [self.keys[0].hash_one(path), self.keys[1].hash_one(path)]
     }
 
-    fn file(&self) -> io::Result<&File> {
-        self.file
-            .as_ref()
-            .ok_or_else(|| io::Error::other("the ownership map's scratch file is missing"))
-    }
-
     fn read_record(&self, slot: usize) -> io::Result<(Key, u32)> {
-        let mut r = [0u8; RECORD];
-        self.file()?.read_exact_at(&mut r, (slot * RECORD) as u64)?;
-        Ok(decode(&r))
-    }
-
-    fn write_record(&self, slot: usize, key: Key, value: u32) -> io::Result<()> {
-        self.file()?
-            .write_all_at(&encode(key, value), (slot * RECORD) as u64)
+        let records = self.records.as_ref().ok_or_else(missing)?;
+        Ok(decode(&records.read(slot)?))
     }
 
     /// The slot holding `key`, and its value.
@@ -124,7 +154,8 @@ impl ScratchTable {
     pub(crate) fn insert(&mut self, path: &str, value: u32) -> io::Result<()> {
         let key = self.key(path);
         if let Some((at, _)) = self.find(key)? {
-            return self.write_record(at, key, value);
+            let records = self.records.as_mut().ok_or_else(missing)?;
+            return records.write(at, &encode(key, value));
         }
         // Rebuilt when half the slots are taken, or when removed entries are as many as the
         // live ones (as PathTable is).
@@ -134,14 +165,12 @@ impl ScratchTable {
         self.append(key, value)
     }
 
-    /// Adds `key`, known to be absent, in a table with a free slot for it.
+    /// Adds `key`, known to be absent, in a table with a free slot for it. On an error the
+    /// table is as it was.
     fn append(&mut self, key: Key, value: u32) -> io::Result<()> {
-        let mask = self.tags.len() - 1;
-        let mut at = key[0] as usize & mask;
-        while !matches!(self.tags[at], EMPTY | REMOVED) {
-            at = (at + 1) & mask;
-        }
-        self.write_record(at, key, value)?;
+        let records = self.records.as_mut().ok_or_else(missing)?;
+        let at = free_slot(&self.tags, key);
+        records.write(at, &encode(key, value))?;
         if self.tags[at] == EMPTY {
             self.used += 1;
         }
@@ -160,28 +189,73 @@ impl ScratchTable {
         Ok(Some(value))
     }
 
-    /// A new file of three to six slots per live entry (a power of two, at least 64), with the
-    /// live entries only: read in order from the old file, written where they go in the new.
+    /// A new table of three to six slots per live entry (a power of two, at least 64), with
+    /// the live entries only: read in order from the old records, written where they go in
+    /// the new. Built aside and swapped in whole: on an error the table is as it was.
     fn rebuild(&mut self) -> io::Result<()> {
         let slots = ((self.live + 1) * 3).next_power_of_two().max(64);
-        let file = safe_fs::scratch_file().map_err(|e| io::Error::new(e.kind(), e.to_string()))?;
-        file.set_len((slots * RECORD) as u64)?;
-        let old_tags = std::mem::replace(&mut self.tags, vec![EMPTY; slots]);
-        let old_file = self.file.replace(file);
-        self.used = 0;
-        self.live = 0;
-        if let Some(old) = old_file {
-            let mut reader = BufReader::with_capacity(64 * 1024, &old);
-            let mut r = [0u8; RECORD];
-            for &t in &old_tags {
-                reader.read_exact(&mut r)?;
-                if t > REMOVED {
-                    let (key, value) = decode(&r);
-                    self.append(key, value)?;
+        let mut records = Records::new(slots, self.memory);
+        let mut tags = vec![EMPTY; slots];
+        let mut put = |key: Key, value: u32| -> io::Result<()> {
+            let at = free_slot(&tags, key);
+            records.write(at, &encode(key, value))?;
+            tags[at] = tag(key);
+            Ok(())
+        };
+        match &self.records {
+            None => {}
+            Some(Records::Memory(m)) => {
+                for (r, &t) in m.chunks_exact(RECORD).zip(&self.tags) {
+                    if t > REMOVED {
+                        let (key, value) = decode(r.try_into().expect("a record"));
+                        put(key, value)?;
+                    }
+                }
+            }
+            Some(Records::File(old)) => {
+                let mut reader = BufReader::with_capacity(64 * 1024, FileAt { file: old, at: 0 });
+                let mut r = [0u8; RECORD];
+                for &t in &self.tags {
+                    reader.read_exact(&mut r)?;
+                    if t > REMOVED {
+                        let (key, value) = decode(&r);
+                        put(key, value)?;
+                    }
                 }
             }
         }
+        self.records = Some(records);
+        self.tags = tags;
+        self.used = self.live;
         Ok(())
+    }
+}
+
+/// The first empty or removed slot from `key`'s (one exists: at most half are taken).
+fn free_slot(tags: &[u8], key: Key) -> usize {
+    let mask = tags.len() - 1;
+    let mut at = key[0] as usize & mask;
+    while !matches!(tags[at], EMPTY | REMOVED) {
+        at = (at + 1) & mask;
+    }
+    at
+}
+
+fn missing() -> io::Error {
+    io::Error::other("the ownership map's records are missing")
+}
+
+/// A file read from a position on with positioned reads (`&File` has no cursor of its own).
+struct FileAt<'f> {
+    file: &'f File,
+    at: u64,
+}
+
+impl Read for FileAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
     }
 }
 
@@ -206,7 +280,23 @@ mod tests {
 
     #[test]
     fn it_holds_what_a_hash_map_holds_through_inserts_replacements_and_removals() {
-        let mut table = ScratchTable::default();
+        holds_what_a_hash_map_holds(ScratchTable::default());
+        assert!(matches!(
+            ScratchTable::default().records,
+            None | Some(Records::File(_))
+        ));
+    }
+
+    /// The same with the records in memory, as when no scratch file can be made.
+    #[test]
+    fn records_kept_in_memory_hold_the_same() {
+        holds_what_a_hash_map_holds(ScratchTable {
+            memory: true,
+            ..ScratchTable::default()
+        });
+    }
+
+    fn holds_what_a_hash_map_holds(mut table: ScratchTable) {
         let mut model = HashMap::new();
         let mut x: u64 = 11;
         for step in 0..20_000u32 {
@@ -246,6 +336,11 @@ mod tests {
         assert_eq!(table.len(), model.len());
         // One byte of memory per slot, at most six slots per path.
         assert!(table.tags.len() <= 6 * table.len().max(11));
+        // The records are where they were asked for.
+        assert_eq!(
+            matches!(table.records, Some(Records::Memory(_))),
+            table.memory
+        );
     }
 
     #[test]

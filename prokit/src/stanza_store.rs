@@ -46,6 +46,9 @@ pub(crate) struct StanzaStore {
     overlay: BTreeMap<String, Option<Paragraph>>,
     /// How many stanzas there are, the file's and the overlay's together.
     len: usize,
+    /// How many changes the overlay holds before they are merged: [`OVERLAY_MAX`], twice as
+    /// many as it held when a merge failed (each later change would retry the whole merge).
+    merge_at: usize,
     limits: ControlLimits,
 }
 
@@ -64,6 +67,7 @@ impl StanzaStore {
     pub(crate) fn new(limits: ControlLimits) -> StanzaStore {
         StanzaStore {
             limits,
+            merge_at: OVERLAY_MAX,
             ..StanzaStore::default()
         }
     }
@@ -233,7 +237,8 @@ impl StanzaStore {
         Ok(())
     }
 
-    /// Every stanza, parsed, in name order.
+    /// Every stanza, parsed, in name order; nothing more after an error (the reader's place
+    /// in the file is then unknown).
     pub(crate) fn iter(&self) -> impl Iterator<Item = io::Result<Stanza<'_>>> + '_ {
         let mut reader = self
             .file
@@ -241,8 +246,12 @@ impl StanzaStore {
             .map(|f| BufReader::with_capacity(64 * 1024, FileAt { file: f, at: 0 }));
         let mut buf = Vec::new();
         let mut walk = self.walk();
+        let mut failed = false;
         std::iter::from_fn(move || {
             loop {
+                if failed {
+                    return None;
+                }
                 let (k, from) = walk.next()?;
                 let file_text = match from {
                     From::File(i) => Some(i),
@@ -256,6 +265,7 @@ impl StanzaStore {
                         r.read_exact(&mut buf)
                     };
                     if let Err(e) = read() {
+                        failed = true;
                         return Some(Err(e));
                     }
                 }
@@ -272,6 +282,25 @@ impl StanzaStore {
     /// [`OVERLAY_MAX`] changes they are merged into a new scratch file; when that fails
     /// (the temporary directory is full) they stay in memory, where they are as correct.
     pub(crate) fn set(&mut self, name: &str, stanza: Option<Paragraph>) {
+        self.set_with(name, stanza, false);
+    }
+
+    /// [`StanzaStore::set`] for the stanzas of a status file being read, in its order: the
+    /// overlay may grow to a quarter of the stanzas before a merge, so that a file not
+    /// sorted by name (each merge then rewrites the scratch file) costs O(n log n), not
+    /// O(n²). [`StanzaStore::settle`] merges the rest.
+    pub(crate) fn load(&mut self, name: &str, stanza: Paragraph) {
+        self.set_with(name, Some(stanza), true);
+    }
+
+    /// Merges what the overlay holds (kept in memory when that fails).
+    pub(crate) fn settle(&mut self) {
+        if self.merge().is_err() {
+            self.merge_at = self.merge_at.max(self.overlay.len() * 2);
+        }
+    }
+
+    fn set_with(&mut self, name: &str, stanza: Option<Paragraph>, loading: bool) {
         let had = self.contains(name);
         let has = stanza.is_some();
         if !has && self.file_find(name).is_err() {
@@ -284,8 +313,16 @@ impl StanzaStore {
             (true, false) => self.len -= 1,
             _ => {}
         }
-        if self.overlay.len() >= OVERLAY_MAX {
-            let _ = self.merge();
+        let at = if loading {
+            self.merge_at.max(self.len / 4)
+        } else {
+            self.merge_at
+        };
+        if self.overlay.len() >= at {
+            self.merge_at = match self.merge() {
+                Ok(()) => OVERLAY_MAX,
+                Err(_) => self.overlay.len() * 2,
+            };
         }
     }
 
@@ -499,5 +536,23 @@ mod tests {
             }
         }
         assert!(store.file.is_some(), "the overlay was merged into a file");
+    }
+
+    /// A status file read in an order that is not the names' (an opkg-written one): every
+    /// stanza kept, and nothing left in memory once settled.
+    #[test]
+    fn stanzas_loaded_out_of_order_are_all_kept() {
+        let mut store = StanzaStore::new(ControlLimits::default());
+        let mut map = BTreeMap::new();
+        for i in (0..5000u32).map(|i| (i * 7919) % 5000) {
+            let name = format!("p{i:05}");
+            let p = stanza(&name, "1");
+            map.insert(name.clone(), p.clone());
+            store.load(&name, p);
+        }
+        store.settle();
+        assert!(store.overlay.is_empty());
+        assert_eq!(store.len(), 5000);
+        assert_eq!(store.to_map(), map);
     }
 }

@@ -92,6 +92,10 @@ pub enum StatusError {
     NotInstalled(String),
     #[error("the ownership map's scratch file (in the temporary directory): {0}")]
     OwnersScratch(#[source] io::Error),
+    #[error(
+        "the ownership map could not follow the changes of the open transaction; it is made again from the database once that transaction ends"
+    )]
+    OwnersStale,
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StatusError + '_ {
@@ -338,6 +342,9 @@ pub struct Db {
     /// The status file's stanzas, held in a scratch file (stanza_store.rs).
     packages: StanzaStore,
     owners: Option<Owners>,
+    /// The ownership map was dropped while a transaction held changes the disk does not have
+    /// yet: it cannot be made again from the `.list` files until that transaction ends.
+    owners_stale: bool,
     /// Paths (absolute in the root) packages may not write at or below.
     reserved: Vec<String>,
     fsync: bool,
@@ -445,6 +452,7 @@ impl Db {
             status_path,
             packages: StanzaStore::new(STATUS_LIMITS),
             owners: None,
+            owners_stale: false,
             reserved,
             fsync: true,
             reuse_journal: false,
@@ -648,6 +656,7 @@ impl Db {
     pub(crate) fn reload(&mut self) -> Result<(), StatusError> {
         self.packages = read_status(&self.status_path)?;
         self.owners = None;
+        self.owners_stale = false;
         self.info_names = std::sync::OnceLock::new();
         Ok(())
     }
@@ -704,6 +713,9 @@ impl Db {
 
     /// Which package owns which path, built on first use from every `.list` and sidecar.
     pub(crate) fn owners(&mut self) -> Result<&mut Owners, StatusError> {
+        if self.owners.is_none() && self.owners_stale {
+            return Err(StatusError::OwnersStale);
+        }
         if self.owners.is_none() {
             let mut owners = Owners::default();
             for name in self.packages.names() {
@@ -716,10 +728,19 @@ impl Db {
         Ok(self.owners.get_or_insert_with(Owners::default))
     }
 
-    /// Drops the ownership map (it is built again from the `.list` files when next needed):
-    /// after it could not follow a change that the disk holds.
-    pub(crate) fn forget_owners(&mut self) {
+    /// Drops the ownership map after it could not follow a change: it is built again from
+    /// the `.list` files when next needed, once they hold the change. `committed`: they do
+    /// already; otherwise the change is in an open transaction, and the map is not built
+    /// again until [`Db::transaction_ended`].
+    pub(crate) fn forget_owners(&mut self, committed: bool) {
         self.owners = None;
+        self.owners_stale |= !committed;
+    }
+
+    /// The open transaction committed or rolled back: the disk is whole again, and an
+    /// ownership map dropped during it can be built from it.
+    pub(crate) fn transaction_ended(&mut self) {
+        self.owners_stale = false;
     }
 
     /// The ownership map, when [`Db::owners`] built it.
@@ -1114,8 +1135,9 @@ fn read_status(path: &Path) -> Result<StanzaStore, StatusError> {
                 message: format!("second stanza for package {name}"),
             });
         }
-        out.set(&name, Some(p));
+        out.load(&name, p);
     }
+    out.settle();
     Ok(out)
 }
 
@@ -1445,6 +1467,24 @@ mod tests {
              Description:  Foo.\n More.\n",
         )
         .unwrap()
+    }
+
+    /// The ownership map dropped inside an open transaction is not made again from the
+    /// disk (which does not hold the transaction's changes) until the transaction ends.
+    #[test]
+    fn ownership_map_dropped_in_a_transaction_waits_for_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(dir.path(), "usr/lib/opkg").unwrap();
+        db.owners().unwrap();
+        db.forget_owners(true);
+        assert!(
+            db.owners().is_ok(),
+            "a committed change: made again at once"
+        );
+        db.forget_owners(false);
+        assert!(matches!(db.owners(), Err(StatusError::OwnersStale)));
+        db.transaction_ended();
+        assert!(db.owners().is_ok());
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! parsed paragraphs took 3.1 MB of a 10,000-package bootstrap's resolution and 18 MB of a
 //! 60,000-stanza index's. Here their text goes to an unnamed temporary file
 //! (`safe_fs::scratch_file`: it has no name another process could open, and disappears with
-//! the process) through a 64 KiB buffer, and a package keeps where its text is: 12 bytes.
+//! the process) through a 64 KiB buffer, and a package keeps where its text is: 16 bytes.
+//! When no scratch file can be made or written, the texts stay in memory.
 //! A plan step carries a [`KeptStanza`], read back (one positioned read and a parse) when
 //! the install gets to it. The file holds only text prokit parsed from verified indexes and
 //! the installed database: it is the same trust as memory (docs/on-disk-state.md §3.5,
@@ -42,6 +43,8 @@ struct Inner {
     /// How many bytes the file holds; the buffer's come after them.
     flushed: u64,
     buf: Vec<u8>,
+    /// A scratch file could not be made or written: everything stays in the buffer.
+    in_memory: bool,
 }
 
 impl KeptTexts {
@@ -50,15 +53,17 @@ impl KeptTexts {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends `text`; where it is.
+    /// Appends `text`; where it is (an error only for a text of 4 GiB or more).
     pub(super) fn push(&self, text: &str) -> io::Result<Span> {
         let len = u32::try_from(text.len())
             .map_err(|_| io::Error::other("a stanza longer than 4 GiB"))?;
         let mut inner = self.inner();
         let off = inner.flushed + inner.buf.len() as u64;
         inner.buf.extend_from_slice(text.as_bytes());
-        if inner.buf.len() >= BUFFER {
-            inner.flush()?;
+        if inner.buf.len() >= BUFFER && !inner.in_memory && inner.flush().is_err() {
+            // No scratch file can be made or written (a missing or full `$TMPDIR`): the
+            // texts stay in the buffer, as correct, only in memory.
+            inner.in_memory = true;
         }
         Ok(Span { off, len })
     }
@@ -149,6 +154,9 @@ impl std::fmt::Debug for KeptStanza {
 
 impl PartialEq for KeptStanza {
     fn eq(&self, other: &Self) -> bool {
+        if Arc::ptr_eq(&self.texts, &other.texts) && self.span == other.span {
+            return true;
+        }
         match (self.texts.read(self.span), other.texts.read(other.span)) {
             (Ok(a), Ok(b)) => a == b,
             _ => false,
@@ -166,13 +174,28 @@ mod tests {
     /// flushes.
     #[test]
     fn kept_texts_read_back_from_buffer_and_file() {
-        let texts = Arc::new(KeptTexts::default());
+        read_back(Arc::new(KeptTexts::default()), true);
+    }
+
+    /// The same when no scratch file can be made: everything stays in the buffer.
+    #[test]
+    fn kept_texts_stay_in_memory_without_a_scratch_file() {
+        let texts = KeptTexts::default();
+        texts.inner().in_memory = true;
+        read_back(Arc::new(texts), false);
+    }
+
+    fn read_back(texts: Arc<KeptTexts>, to_file: bool) {
         let mut spans = Vec::new();
         for i in 0..3000 {
             let text = format!("Filename: p{i}.ipk\nSize: {}\n", i * 7);
             spans.push((texts.push(&text).unwrap(), text));
         }
-        assert!(texts.inner().file.is_some(), "the buffer was written out");
+        assert_eq!(
+            texts.inner().file.is_some(),
+            to_file,
+            "where the texts went"
+        );
         for (span, text) in &spans {
             let p = KeptStanza::new(&texts, *span).read().unwrap();
             assert_eq!(p.as_text(), text.as_str());
