@@ -85,15 +85,28 @@ fuzz_target!(|data: &[u8]| {
         Err(StatusError::Locked { path }) => panic!("fuzz root locked: {}", path.display()),
         Err(_) => return,
     };
-    let names: Vec<String> = db
+    // The stanzas are read back from the database's scratch file: in this process, that
+    // cannot fail.
+    let stanzas: Vec<_> = db
         .packages()
+        .map(|p| p.expect("a stanza read back").into_owned())
+        .collect();
+    let names: Vec<String> = stanzas
+        .iter()
         .map(|p| p.get("Package").unwrap_or("").to_string())
         .collect();
-    for (p, name) in db.packages().zip(&names) {
+    assert_eq!(db.package_names().collect::<Vec<_>>(), names);
+    assert_eq!(db.package_count(), names.len());
+    for (p, name) in stanzas.iter().zip(&names) {
         assert!(!name.is_empty(), "stanza without a Package name accepted");
-        assert_eq!(db.get(name), Some(p), "stanza not found by its own name");
+        assert!(db.has(name));
+        assert_eq!(
+            db.get(name).expect("a stanza read back").as_deref(),
+            Some(p),
+            "stanza not found by its own name"
+        );
         let _ = is_installed(p);
-        assert_eq!(conffiles_of(p), db.conffiles(name));
+        assert_eq!(Some(conffiles_of(p)), db.conffiles(name).ok());
         if plain_name(name) {
             let _ = db.files(name);
         }
