@@ -1206,20 +1206,23 @@ fn removal_of(db: &Db, tx: &Transaction, path: &str) -> Result<Removal, InstallE
 
 /// A small view of ownership for the paths at hand (so the database can be borrowed again).
 struct OwnersView {
-    files: BTreeMap<String, std::sync::Arc<str>>,
-    dirs: BTreeMap<String, BTreeSet<std::sync::Arc<str>>>,
+    files: BTreeMap<String, String>,
+    /// The directories some package ships: with its name when exactly one does (a root's
+    /// `/usr` is shipped by most of its packages: the view does not list them all).
+    dirs: BTreeMap<String, Option<String>>,
 }
 
 impl OwnersView {
     fn file_of(&self, path: &str, name: &str) -> bool {
-        self.files.get(path).is_some_and(|o| **o == *name)
+        self.files.get(path).is_some_and(|o| o == name)
     }
 
     /// True when no package other than `name` ships directory `path`.
     fn dir_only_of(&self, path: &str, name: &str) -> bool {
-        self.dirs
-            .get(path)
-            .is_none_or(|s| s.iter().all(|o| **o == *name))
+        match self.dirs.get(path) {
+            None => true,
+            Some(only) => only.as_deref() == Some(name),
+        }
     }
 }
 
@@ -1235,12 +1238,13 @@ impl CloneFor for crate::status::Owners {
         };
         for r in records {
             if let Some(o) = self.file_owner(&r.path)? {
-                v.files.insert(r.path.clone(), std::sync::Arc::from(o));
+                v.files.insert(r.path.clone(), o.to_string());
             }
-            let shippers: BTreeSet<_> =
-                self.dir_owners(&r.path).map(std::sync::Arc::from).collect();
-            if !shippers.is_empty() {
-                v.dirs.insert(r.path.clone(), shippers);
+            // Packages that ship a directory are distinct: a second one means another.
+            let mut shippers = self.dir_owners(&r.path);
+            if let Some(first) = shippers.next() {
+                let only = shippers.next().is_none().then(|| first.to_string());
+                v.dirs.insert(r.path.clone(), only);
             }
         }
         Ok(v)
