@@ -14,6 +14,7 @@
 //!
 //! [`PathTable`]: crate::path_table::PathTable
 
+use safe_fs::FileAt;
 use std::fs::File;
 use std::hash::{BuildHasher, RandomState};
 use std::io::{self, BufReader, Read};
@@ -213,7 +214,7 @@ impl ScratchTable {
                 }
             }
             Some(Records::File(old)) => {
-                let mut reader = BufReader::with_capacity(64 * 1024, FileAt { file: old, at: 0 });
+                let mut reader = BufReader::with_capacity(64 * 1024, FileAt::new(old, 0));
                 let mut r = [0u8; RECORD];
                 for &t in &self.tags {
                     reader.read_exact(&mut r)?;
@@ -243,20 +244,6 @@ fn free_slot(tags: &[u8], key: Key) -> usize {
 
 fn missing() -> io::Error {
     io::Error::other("the ownership map's records are missing")
-}
-
-/// A file read from a position on with positioned reads (`&File` has no cursor of its own).
-struct FileAt<'f> {
-    file: &'f File,
-    at: u64,
-}
-
-impl Read for FileAt<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read_at(buf, self.at)?;
-        self.at += n as u64;
-        Ok(n)
-    }
 }
 
 fn encode(key: Key, value: u32) -> [u8; RECORD] {

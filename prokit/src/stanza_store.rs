@@ -19,6 +19,7 @@
 
 use crate::status::Stanza;
 use feeds::control::{ControlLimits, Paragraph, ParagraphReader};
+use safe_fs::FileAt;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -199,7 +200,7 @@ impl StanzaStore {
         let mut reader = self
             .file
             .as_ref()
-            .map(|f| BufReader::with_capacity(64 * 1024, FileAt { file: f, at: 0 }));
+            .map(|f| BufReader::with_capacity(64 * 1024, FileAt::new(f, 0)));
         let mut buf = Vec::new();
         let mut at = 0u64;
         let mut pending = stanza;
@@ -243,7 +244,7 @@ impl StanzaStore {
         let mut reader = self
             .file
             .as_ref()
-            .map(|f| BufReader::with_capacity(64 * 1024, FileAt { file: f, at: 0 }));
+            .map(|f| BufReader::with_capacity(64 * 1024, FileAt::new(f, 0)));
         let mut buf = Vec::new();
         let mut walk = self.walk();
         let mut failed = false;
@@ -347,13 +348,7 @@ impl StanzaStore {
             let mut end = self.text_ends.last().copied().unwrap_or(0);
             let (before, names_before) = (self.name_ends.len(), self.names.len());
             let written = (|| -> io::Result<()> {
-                let mut out = BufWriter::with_capacity(
-                    64 * 1024,
-                    FileAt {
-                        file: &file,
-                        at: end,
-                    },
-                );
+                let mut out = BufWriter::with_capacity(64 * 1024, FileAt::new(&file, end));
                 for (name, p) in &self.overlay {
                     let text = p.as_ref().map_or("", |p| p.as_text());
                     out.write_all(text.as_bytes())?;
@@ -380,7 +375,7 @@ impl StanzaStore {
             let mut text_ends = Vec::with_capacity(self.len);
             let mut end = 0u64;
             {
-                let mut out = BufWriter::with_capacity(64 * 1024, FileAt { file: &file, at: 0 });
+                let mut out = BufWriter::with_capacity(64 * 1024, FileAt::new(&file, 0));
                 self.for_each_text_with("", None, &mut |name, text| {
                     out.write_all(text)?;
                     end += text.len() as u64;
@@ -424,25 +419,6 @@ enum From<'a> {
     Gone,
 }
 
-/// A file read from a position on, with positioned reads (a shared `&File` has no cursor of
-/// its own to move).
-struct FileAt<'f> {
-    file: &'f File,
-    at: u64,
-}
-
-impl Write for FileAt<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write_at(buf, self.at)?;
-        self.at += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// A new scratch file (safe-fs).
 fn scratch() -> io::Result<File> {
     safe_fs::scratch_file().map_err(|e| io::Error::new(e.kind(), e.to_string()))
@@ -456,14 +432,6 @@ fn missing_file() -> io::Error {
 fn name_end(names: &str) -> io::Result<u32> {
     u32::try_from(names.len())
         .map_err(|_| io::Error::other("status stanza names longer than 4 GiB"))
-}
-
-impl Read for FileAt<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read_at(buf, self.at)?;
-        self.at += n as u64;
-        Ok(n)
-    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@
 //!   `flock(2)` held while a record is written.
 //!
 //! - [`scratch_file`] ([`scratch`]): an unnamed temporary file for data a process would
-//!   otherwise hold in memory.
+//!   otherwise hold in memory, and [`FileAt`] to read or write it from a position.
 //!
 //! The crate never prints and never panics on I/O; it is Unix-only (it is built on the `*at`
 //! system calls).
@@ -46,4 +46,4 @@ pub use dir::{Dir, EntryKind, Stat, TempFile};
 pub use error::{FsError, Result};
 pub use read::{Bounded, open_bounded, read_bounded};
 pub use root::{ConfineError, MAX_SYMLINK_HOPS, Root};
-pub use scratch::scratch_file;
+pub use scratch::{FileAt, scratch_file};
