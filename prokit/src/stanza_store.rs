@@ -202,7 +202,6 @@ impl StanzaStore {
             .as_ref()
             .map(|f| BufReader::with_capacity(64 * 1024, FileAt::new(f, 0)));
         let mut buf = Vec::new();
-        let mut at = 0u64;
         let mut pending = stanza;
         for (k, from) in self.walk() {
             if k > name
@@ -211,18 +210,7 @@ impl StanzaStore {
                 each(name, s.as_text().as_bytes())?;
             }
             // The file's bytes of `k` are read even when skipped, so the reader stays in step.
-            let file_text = match from {
-                From::File(i) => Some(i),
-                _ => self.file_find(k).ok(),
-            };
-            if let Some(i) = file_text {
-                let (start, end) = self.file_range(i);
-                debug_assert_eq!(start, at);
-                let r = reader.as_mut().ok_or_else(missing_file)?;
-                buf.resize((end - start) as usize, 0);
-                r.read_exact(&mut buf)?;
-                at = end;
-            }
+            self.read_in_step(k, from, &mut reader, &mut buf)?;
             if k == name {
                 continue;
             }
@@ -234,6 +222,30 @@ impl StanzaStore {
         }
         if let Some(s) = pending {
             each(name, s.as_text().as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Reads the file's text of `k` (found by [`StanzaStore::walk`] as `from`) into `buf`,
+    /// when the file has one: the sequential `reader` of the file stays in step with the walk
+    /// whether the text is used (a stanza of the file) or not (one the overlay replaced or
+    /// removed).
+    fn read_in_step(
+        &self,
+        k: &str,
+        from: From<'_>,
+        reader: &mut Option<BufReader<FileAt<'_>>>,
+        buf: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        let in_file = match from {
+            From::File(i) => Some(i),
+            _ => self.file_find(k).ok(),
+        };
+        if let Some(i) = in_file {
+            let (start, end) = self.file_range(i);
+            let r = reader.as_mut().ok_or_else(missing_file)?;
+            buf.resize((end - start) as usize, 0);
+            r.read_exact(buf)?;
         }
         Ok(())
     }
@@ -254,21 +266,9 @@ impl StanzaStore {
                     return None;
                 }
                 let (k, from) = walk.next()?;
-                let file_text = match from {
-                    From::File(i) => Some(i),
-                    _ => self.file_find(k).ok(),
-                };
-                if let Some(i) = file_text {
-                    let (start, end) = self.file_range(i);
-                    let mut read = || -> io::Result<()> {
-                        let r = reader.as_mut().ok_or_else(missing_file)?;
-                        buf.resize((end - start) as usize, 0);
-                        r.read_exact(&mut buf)
-                    };
-                    if let Err(e) = read() {
-                        failed = true;
-                        return Some(Err(e));
-                    }
+                if let Err(e) = self.read_in_step(k, from, &mut reader, &mut buf) {
+                    failed = true;
+                    return Some(Err(e));
                 }
                 match from {
                     From::File(_) => return Some(self.parse(&buf).map(Cow::Owned)),
@@ -343,7 +343,7 @@ impl StanzaStore {
         if appends {
             let file = match self.file.take() {
                 Some(f) => f,
-                None => scratch()?,
+                None => safe_fs::scratch_file()?,
             };
             let mut end = self.text_ends.last().copied().unwrap_or(0);
             let (before, names_before) = (self.name_ends.len(), self.names.len());
@@ -369,7 +369,7 @@ impl StanzaStore {
                 return Err(e);
             }
         } else {
-            let file = scratch()?;
+            let file = safe_fs::scratch_file()?;
             let mut names = String::with_capacity(self.names.len());
             let mut name_ends = Vec::with_capacity(self.len);
             let mut text_ends = Vec::with_capacity(self.len);
@@ -417,11 +417,6 @@ enum From<'a> {
     Overlay(&'a Paragraph),
     /// In the file, removed since.
     Gone,
-}
-
-/// A new scratch file (safe-fs).
-fn scratch() -> io::Result<File> {
-    safe_fs::scratch_file().map_err(|e| io::Error::new(e.kind(), e.to_string()))
 }
 
 fn missing_file() -> io::Error {

@@ -107,8 +107,7 @@ impl Inner {
             return Ok(());
         }
         if self.file.is_none() {
-            let file =
-                safe_fs::scratch_file().map_err(|e| io::Error::new(e.kind(), e.to_string()))?;
+            let file = safe_fs::scratch_file()?;
             self.file = Some(file);
         }
         if let Some(file) = &self.file {
