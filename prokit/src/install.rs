@@ -1241,7 +1241,7 @@ impl CloneFor for crate::status::Owners {
                 v.files.insert(r.path.clone(), o.to_string());
             }
             // Packages that ship a directory are distinct: a second one means another.
-            let mut shippers = self.dir_owners(&r.path);
+            let mut shippers = self.dir_owners(&r.path)?;
             if let Some(first) = shippers.next() {
                 let only = shippers.next().is_none().then(|| first.to_string());
                 v.dirs.insert(r.path.clone(), only);

@@ -17,7 +17,6 @@ pub mod feed;
 pub mod fetch;
 pub mod install;
 pub mod keyring;
-mod path_table;
 mod planned;
 pub mod policy;
 pub mod query;

@@ -1,18 +1,17 @@
-//! A map from paths to numbers whose entries live in a scratch file, with one byte per slot in
-//! memory.
+//! A map from paths (or names) to numbers whose entries live in a scratch file, with one byte
+//! per slot in memory.
 //!
 //! The ownership map's files ([`crate::status`]) are every non-directory path of every
-//! installed package: 37,613 in a root of 10,000 packages, ~2 MB as [`PathTable`] entries
-//! (crate::path_table) even without the paths' text. Here a path is the same 128-bit keyed
-//! fingerprint (docs/on-disk-state.md §3.5, "The ownership map"), and its entry — the
-//! fingerprint and the number — is a 20-byte record in an unnamed scratch file
-//! (`safe_fs::scratch_file`), in an open-addressing table of slots (a power of two, at most
-//! half of them taken). Memory keeps one byte per slot: empty, removed, or eight bits of the
-//! fingerprint (a *tag*). A lookup walks the tags and reads from the file only the records
-//! whose tag matches (1 in 254 of the others), so that a path no package owns — most of what a
-//! bootstrap asks — costs no read at all, and adding one costs one write.
-//!
-//! [`PathTable`]: crate::path_table::PathTable
+//! installed package: 37,613 in a root of 10,000 packages, ~2 MB as entries of an in-memory
+//! table even without the paths' text; its directories and package names are three tables of
+//! this kind together. Here a key is a 128-bit keyed fingerprint (docs/on-disk-state.md §3.5,
+//! "The ownership map"), and its entry — the fingerprint and the number — is a 20-byte record
+//! in an unnamed scratch file (`safe_fs::scratch_file`), in an open-addressing table of slots
+//! (a power of two, at most half of them taken). Memory keeps one byte per slot: empty,
+//! removed, or eight bits of the fingerprint (a *tag*). A lookup walks the tags and reads from
+//! the file only the records whose tag matches (1 in 254 of the others), so that a path no
+//! package owns — most of what a bootstrap asks — costs no read at all, and adding one costs
+//! one write.
 
 use safe_fs::FileAt;
 use std::fs::File;
@@ -27,7 +26,8 @@ const REMOVED: u8 = 1;
 /// A record: the fingerprint's two halves and the value, little-endian.
 const RECORD: usize = 20;
 
-type Key = [u64; 2];
+/// A path's keyed 128-bit fingerprint ([`ScratchTable::key`]).
+pub(crate) type Key = [u64; 2];
 
 pub(crate) struct ScratchTable {
     /// The records, `tags.len()` of them (none until the first insert).
@@ -115,7 +115,8 @@ impl ScratchTable {
         self.live
     }
 
-    fn key(&self, path: &str) -> Key {
+    /// The fingerprint of `path` in this table (keyed per table).
+    pub(crate) fn key(&self, path: &str) -> Key {
         [self.keys[0].hash_one(path), self.keys[1].hash_one(path)]
     }
 
@@ -148,18 +149,27 @@ impl ScratchTable {
     }
 
     pub(crate) fn get(&self, path: &str) -> io::Result<Option<u32>> {
-        Ok(self.find(self.key(path))?.map(|(_, v)| v))
+        self.get_key(self.key(path))
+    }
+
+    /// [`ScratchTable::get`] of a fingerprint [`ScratchTable::key`] made.
+    pub(crate) fn get_key(&self, key: Key) -> io::Result<Option<u32>> {
+        Ok(self.find(key)?.map(|(_, v)| v))
     }
 
     /// Sets the value of `path`, adding it when new.
     pub(crate) fn insert(&mut self, path: &str, value: u32) -> io::Result<()> {
-        let key = self.key(path);
+        self.insert_key(self.key(path), value)
+    }
+
+    /// [`ScratchTable::insert`] of a fingerprint [`ScratchTable::key`] made.
+    pub(crate) fn insert_key(&mut self, key: Key, value: u32) -> io::Result<()> {
         if let Some((at, _)) = self.find(key)? {
             let records = self.records.as_mut().ok_or_else(missing)?;
             return records.write(at, &encode(key, value));
         }
         // Rebuilt when half the slots are taken, or when removed entries are as many as the
-        // live ones (as PathTable is).
+        // live ones.
         if (self.used + 1) * 2 > self.tags.len() || self.used >= 2 * self.live + 16 {
             self.rebuild()?;
         }
@@ -182,7 +192,12 @@ impl ScratchTable {
 
     /// Removes `path`; its value, if it was there.
     pub(crate) fn remove(&mut self, path: &str) -> io::Result<Option<u32>> {
-        let Some((at, value)) = self.find(self.key(path))? else {
+        self.remove_key(self.key(path))
+    }
+
+    /// [`ScratchTable::remove`] of a fingerprint [`ScratchTable::key`] made.
+    pub(crate) fn remove_key(&mut self, key: Key) -> io::Result<Option<u32>> {
+        let Some((at, value)) = self.find(key)? else {
             return Ok(None);
         };
         self.tags[at] = REMOVED;

@@ -34,8 +34,7 @@
 //! beyond half a second: `open` then fails with [`StatusError::Locked`]. (opkg cannot run on a root without
 //! `var/lock`: it does not create the directory.)
 
-use crate::path_table::PathTable;
-use crate::scratch_table::ScratchTable;
+use crate::scratch_table::{Key, ScratchTable};
 use crate::stanza_store::StanzaStore;
 
 /// A status stanza as the database hands it out: borrowed when it is in memory, read back
@@ -160,17 +159,22 @@ pub struct FileRecord {
 /// Which package owns which path (built from every `.list` and sidecar on first use).
 ///
 /// Kept small because it holds every path of the root (a root of thousands of packages owns
-/// hundreds of thousands): a path is held as a 128-bit keyed fingerprint, not its text; the
-/// files' entries are in a scratch file with a byte per slot in memory ([`ScratchTable`]),
-/// the directories' in memory ([`PathTable`]); a package's name is held once and paths refer
-/// to it by number; a directory shipped by one package (most are: `/usr/share/<pkg>`) costs
-/// no allocation, one shipped by many (`/usr/bin`) a list of numbers.
+/// hundreds of thousands): a path is held as a 128-bit keyed fingerprint, not its text, in a
+/// scratch file with a byte per slot in memory ([`ScratchTable`]), for the files, the
+/// directories and the package names alike; a package's name is held once, in memory, and
+/// paths refer to it by number; a directory shipped by one package (most are:
+/// `/usr/share/<pkg>`) costs no allocation, one shipped by many (`/usr/bin`) a list of
+/// numbers.
 #[derive(Debug, Default)]
 pub(crate) struct Owners {
     /// Non-directory path → owning package (its number in `names`).
     files: ScratchTable,
-    /// Directory path → packages that ship it.
-    dirs: PathTable<DirOwners>,
+    /// Directory path shipped by one package → that package.
+    dirs: ScratchTable,
+    /// Directory shipped by several packages (`/usr/bin`; few, and looked up by every
+    /// package that ships them: kept in memory) → those packages, sorted, no repeats. Keyed
+    /// by its fingerprint in `dirs` ([`ScratchTable::key`]). A directory is in one of the two.
+    shared: HashMap<Key, Vec<u32>>,
     /// Every name held above, once (a package removed during the run leaves its name here:
     /// one string, taken again if it comes back); `ids` finds a name's number.
     /// The names one after the other, in one allocation (a name per installed package, kept
@@ -178,53 +182,25 @@ pub(crate) struct Owners {
     names: String,
     /// Where each name ends in `names`.
     name_ends: Vec<u32>,
-    ids: PathTable<u32>,
+    ids: ScratchTable,
 }
 
-/// The packages that ship a directory: one, or several (sorted, no repeats).
-#[derive(Debug, Clone)]
-enum DirOwners {
-    One(u32),
-    Many(Vec<u32>),
-}
-
-impl DirOwners {
-    fn ids(&self) -> &[u32] {
-        match self {
-            DirOwners::One(id) => std::slice::from_ref(id),
-            DirOwners::Many(ids) => ids,
-        }
-    }
-
-    fn add(&mut self, id: u32) {
-        match self {
-            DirOwners::One(o) if *o == id => {}
-            DirOwners::One(o) => {
-                let mut ids = vec![*o, id];
-                ids.sort_unstable();
-                *self = DirOwners::Many(ids);
-            }
-            DirOwners::Many(ids) => {
-                if let Err(at) = ids.binary_search(&id) {
-                    ids.insert(at, id);
-                }
-            }
-        }
-    }
+fn scratch(e: io::Error) -> StatusError {
+    StatusError::OwnersScratch(e)
 }
 
 impl Owners {
     /// The number of `name`, taken when new.
-    fn id(&mut self, name: &str) -> u32 {
-        if let Some(&id) = self.ids.get(name) {
-            return id;
+    fn id(&mut self, name: &str) -> Result<u32, StatusError> {
+        if let Some(id) = self.ids.get(name).map_err(scratch)? {
+            return Ok(id);
         }
         let id = u32::try_from(self.name_ends.len()).expect("fewer than 2^32 package names");
+        self.ids.insert(name, id).map_err(scratch)?;
         self.names.push_str(name);
         let end = u32::try_from(self.names.len()).expect("package names shorter than 4 GiB");
         self.name_ends.push(end);
-        self.ids.insert(name, id);
-        id
+        Ok(id)
     }
 
     /// The name of number `id`.
@@ -239,18 +215,22 @@ impl Owners {
 
     /// The package that owns the non-directory `path`.
     pub fn file_owner(&self, path: &str) -> Result<Option<&str>, StatusError> {
-        let id = self.files.get(path).map_err(StatusError::OwnersScratch)?;
+        let id = self.files.get(path).map_err(scratch)?;
         Ok(id.map(|id| self.name(id)))
     }
 
-    /// The packages that ship the directory `path` (none when no package does).
-    pub fn dir_owners(&self, path: &str) -> impl Iterator<Item = &str> {
-        self.dirs
-            .get(path)
-            .map(DirOwners::ids)
-            .unwrap_or_default()
-            .iter()
-            .map(|&id| self.name(id))
+    /// The packages that ship the directory `path` (none when no package does), in the
+    /// order their names were first seen.
+    pub fn dir_owners(&self, path: &str) -> Result<impl Iterator<Item = &str>, StatusError> {
+        let key = self.dirs.key(path);
+        let (one, many): (Option<u32>, &[u32]) = match self.shared.get(&key) {
+            Some(ids) => (None, ids),
+            None => (self.dirs.get_key(key).map_err(scratch)?, &[]),
+        };
+        Ok(one
+            .into_iter()
+            .chain(many.iter().copied())
+            .map(|id| self.name(id)))
     }
 
     /// Forgets everything `name` owns.
@@ -259,33 +239,14 @@ impl Owners {
         name: &str,
         records: &[FileRecord],
     ) -> Result<(), StatusError> {
-        let Some(&id) = self.ids.get(name) else {
+        let Some(id) = self.ids.get(name).map_err(scratch)? else {
             return Ok(());
         };
         for r in records {
             if r.kind == FileKind::Dir {
-                let Some(owners) = self.dirs.get_mut(r.path.as_str()) else {
-                    continue;
-                };
-                let empty = match owners {
-                    DirOwners::One(o) => *o == id,
-                    DirOwners::Many(ids) => {
-                        if let Ok(at) = ids.binary_search(&id) {
-                            ids.remove(at);
-                        }
-                        if let [last] = ids[..] {
-                            *owners = DirOwners::One(last);
-                        }
-                        false
-                    }
-                };
-                if empty {
-                    self.dirs.remove(r.path.as_str());
-                }
+                self.remove_dir_owner(&r.path, id)?;
             } else if self.file_owner_id(&r.path)? == Some(id) {
-                self.files
-                    .remove(&r.path)
-                    .map_err(StatusError::OwnersScratch)?;
+                self.files.remove(&r.path).map_err(scratch)?;
             }
         }
         Ok(())
@@ -304,7 +265,7 @@ impl Owners {
 
     /// The number of the package that owns the non-directory `path`.
     fn file_owner_id(&self, path: &str) -> Result<Option<u32>, StatusError> {
-        self.files.get(path).map_err(StatusError::OwnersScratch)
+        self.files.get(path).map_err(scratch)
     }
 
     fn add(
@@ -313,20 +274,59 @@ impl Owners {
         records: &[FileRecord],
         take_over: bool,
     ) -> Result<(), StatusError> {
-        let id = self.id(name);
+        let id = self.id(name)?;
         for r in records {
             if r.kind == FileKind::Dir {
-                match self.dirs.get_mut(r.path.as_str()) {
-                    Some(owners) => owners.add(id),
-                    None => {
-                        self.dirs.insert(&r.path, DirOwners::One(id));
-                    }
-                }
+                self.add_dir_owner(&r.path, id)?;
             } else if take_over || self.file_owner_id(&r.path)?.is_none() {
-                self.files
-                    .insert(&r.path, id)
-                    .map_err(StatusError::OwnersScratch)?;
+                self.files.insert(&r.path, id).map_err(scratch)?;
             }
+        }
+        Ok(())
+    }
+
+    fn add_dir_owner(&mut self, path: &str, id: u32) -> Result<(), StatusError> {
+        let key = self.dirs.key(path);
+        if let Some(ids) = self.shared.get_mut(&key) {
+            if let Err(at) = ids.binary_search(&id) {
+                ids.insert(at, id);
+            }
+            return Ok(());
+        }
+        match self.dirs.get_key(key).map_err(scratch)? {
+            None => self.dirs.insert_key(key, id).map_err(scratch)?,
+            Some(one) if one == id => {}
+            Some(one) => {
+                self.dirs.remove_key(key).map_err(scratch)?;
+                let mut ids = vec![one, id];
+                ids.sort_unstable();
+                self.shared.insert(key, ids);
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_dir_owner(&mut self, path: &str, id: u32) -> Result<(), StatusError> {
+        let key = self.dirs.key(path);
+        if let Some(ids) = self.shared.get_mut(&key) {
+            if let Ok(at) = ids.binary_search(&id) {
+                ids.remove(at);
+            }
+            match ids[..] {
+                [] => {
+                    self.shared.remove(&key);
+                }
+                // Back to the table; until that is done it stays a list of one, as true.
+                [last] => {
+                    self.dirs.insert_key(key, last).map_err(scratch)?;
+                    self.shared.remove(&key);
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+        if self.dirs.get_key(key).map_err(scratch)? == Some(id) {
+            self.dirs.remove_key(key).map_err(scratch)?;
         }
         Ok(())
     }
@@ -1399,6 +1399,67 @@ pub(crate) fn fsync_dir(path: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    /// The directories' owners, in the table or in memory once shared, against a model,
+    /// through random installs and removals (a directory moves to the shared lists at its
+    /// second package and back at its last but one).
+    #[test]
+    fn directory_owners_match_a_model_through_adds_and_removes() {
+        let mut o = Owners::default();
+        let mut model: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut installed: BTreeMap<String, Vec<FileRecord>> = BTreeMap::new();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for step in 0..3000 {
+            let name = format!("p{}", next(60));
+            if let Some(records) = installed.remove(&name) {
+                o.remove_package(&name, &records).unwrap();
+                for r in &records {
+                    let owners = model.get_mut(&r.path).unwrap();
+                    owners.remove(&name);
+                    if owners.is_empty() {
+                        model.remove(&r.path);
+                    }
+                }
+            } else {
+                let mut paths: BTreeSet<String> = BTreeSet::new();
+                for _ in 0..1 + next(4) {
+                    paths.insert(format!("/d{}", next(25)));
+                }
+                let records: Vec<FileRecord> = paths
+                    .iter()
+                    .map(|p| FileRecord {
+                        path: p.clone(),
+                        kind: FileKind::Dir,
+                        sha256: None,
+                        link_target: None,
+                        mode: None,
+                    })
+                    .collect();
+                o.add_package(&name, &records).unwrap();
+                for p in paths {
+                    model.entry(p).or_default().insert(name.clone());
+                }
+                installed.insert(name, records);
+            }
+            if step % 50 == 0 || step == 2999 {
+                for d in 0..25 {
+                    let path = format!("/d{d}");
+                    let got: BTreeSet<String> =
+                        o.dir_owners(&path).unwrap().map(str::to_string).collect();
+                    assert_eq!(got, model.get(&path).cloned().unwrap_or_default(), "{path}");
+                    let in_table = o.dirs.get(&path).unwrap().is_some();
+                    let shared = o.shared.contains_key(&o.dirs.key(&path));
+                    assert!(!(in_table && shared), "{path} in both");
+                }
+            }
+        }
+    }
+
     #[test]
     fn owners_hold_each_package_name_once() {
         let rec = |path: &str, kind| FileRecord {
@@ -1432,13 +1493,14 @@ mod tests {
         ));
         let dir = |o: &Owners, path: &str| {
             o.dir_owners(path)
+                .unwrap()
                 .map(|n| n.to_string())
                 .collect::<Vec<_>>()
         };
         // Sorted by when the name was first seen; each package once.
         assert_eq!(dir(&o, "/usr/bin"), ["foo", "bar"]);
-        assert!(matches!(o.dirs.get("/usr").unwrap(), DirOwners::One(_)));
-        let in_dir = o.dir_owners("/usr/bin").next().unwrap();
+        assert!(o.dirs.get("/usr").unwrap().is_some() && o.shared.len() == 1);
+        let in_dir = o.dir_owners("/usr/bin").unwrap().next().unwrap();
         assert!(std::ptr::eq(shared, in_dir));
         // A listed path keeps the owner it has.
         assert_eq!(o.file_owner("/usr/bin/bar").unwrap().unwrap(), "bar");
@@ -1447,14 +1509,17 @@ mod tests {
         o.add_package("bar", &bar).unwrap();
         assert_eq!(dir(&o, "/usr/bin"), ["foo", "bar"]);
         o.remove_package("foo", &foo).unwrap();
-        assert!(o.file_owner("/usr/bin/foo").unwrap().is_none() && !o.dirs.contains_key("/usr"));
+        assert!(
+            o.file_owner("/usr/bin/foo").unwrap().is_none()
+                && o.dirs.get("/usr").unwrap().is_none()
+        );
         assert_eq!(dir(&o, "/usr/bin"), ["bar"]);
-        assert!(matches!(o.dirs.get("/usr/bin").unwrap(), DirOwners::One(_)));
+        assert!(o.dirs.get("/usr/bin").unwrap().is_some() && o.shared.is_empty());
         // A package that owns nothing (or is unknown) removes nothing.
         o.remove_package("baz", &bar).unwrap();
         assert_eq!(dir(&o, "/usr/bin"), ["bar"]);
         o.remove_package("bar", &bar).unwrap();
-        assert!(o.dirs.is_empty() && o.files.len() == 0);
+        assert!(o.dirs.len() == 0 && o.files.len() == 0 && o.shared.is_empty());
         // The next package of that name shares the name kept.
         o.add_package("foo", &foo[2..3]).unwrap();
         assert_eq!(o.name_ends.len(), 2);
@@ -1689,7 +1754,7 @@ mod tests {
         let owners = db.owners().unwrap();
         assert_eq!(owners.file_owner("/usr/bin/foo").unwrap(), Some("foo"));
         assert_eq!(owners.file_owner("/etc/old.conf").unwrap(), Some("old"));
-        assert!(owners.dir_owners("/usr/bin").any(|o| o == "foo"));
+        assert!(owners.dir_owners("/usr/bin").unwrap().any(|o| o == "foo"));
         assert!(matches!(
             db.files("nope"),
             Err(StatusError::NotInstalled(_))
