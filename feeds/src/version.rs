@@ -150,6 +150,29 @@ fn parse_epoch(epoch: &str) -> Result<u32, VersionErrorKind> {
     }
 }
 
+/// Compares two texts [`Version::parse`] accepted (as [`Version::as_str`] gives them) in dpkg
+/// order, as their [`Version`]s compare, without making them again: for tables that keep
+/// many versions as text (a resolver's universe holds one per package). On texts `parse`
+/// refuses the order is unspecified, but still total.
+pub fn cmp_accepted(a: &str, b: &str) -> Ordering {
+    let (ea, ua, ra) = parts_of_accepted(a);
+    let (eb, ub, rb) = parts_of_accepted(b);
+    ea.cmp(&eb)
+        .then_with(|| verrevcmp(ua, ub))
+        .then_with(|| verrevcmp(ra, rb))
+}
+
+/// The epoch, upstream and revision of a text [`Version::parse`] accepted, split as it splits
+/// them (an epoch that is not a number, in a text it would refuse, counts as 0).
+fn parts_of_accepted(text: &str) -> (u32, &str, &str) {
+    let (epoch, rest) = match text.split_once(':') {
+        None => (0, text),
+        Some((epoch, rest)) => (parse_epoch(epoch).unwrap_or(0), rest),
+    };
+    let (upstream, revision) = rest.rsplit_once('-').unwrap_or((rest, ""));
+    (epoch, upstream, revision)
+}
+
 /// Compares two version strings in dpkg order.
 pub fn compare(a: &str, b: &str) -> Result<Ordering, VersionError> {
     Ok(Version::parse(a)?.cmp(&Version::parse(b)?))
@@ -409,6 +432,9 @@ mod tests {
     fn compare_helper() {
         assert_eq!(compare("1.0", "1.1"), Ok(Ordering::Less));
         assert_eq!(compare("1.0", "1.0-0"), Ok(Ordering::Equal));
+        assert_eq!(cmp_accepted("1.0", "0:1.0-0"), Ordering::Equal);
+        assert_eq!(cmp_accepted("1:0.9", "2.0-r1"), Ordering::Greater);
+        assert_eq!(cmp_accepted("1.0~rc1-1", "1.0-1"), Ordering::Less);
         assert!(compare("1.0", "x y").is_err());
         assert_eq!("1.0".parse::<Version>().map(|v| v.epoch()), Ok(0));
     }
@@ -433,6 +459,8 @@ mod tests {
             c in "([0-9]:)?[0-9a~+.]{1,6}(-[0-9a~+.]{1,4})?",
         ) {
             let (a, b, c) = (v(&a), v(&b), v(&c));
+            prop_assert_eq!(cmp_accepted(a.as_str(), b.as_str()), a.cmp(&b));
+            prop_assert_eq!(cmp_accepted(b.as_str(), c.as_str()), b.cmp(&c));
             prop_assert_eq!(a.cmp(&b), b.cmp(&a).reverse());
             prop_assert_eq!(a.cmp(&a), Ordering::Equal);
             if a <= b && b <= c {

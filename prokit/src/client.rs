@@ -172,6 +172,8 @@ pub enum ClientError {
     Tar(#[from] TarError),
     #[error(transparent)]
     Keyring(#[from] KeyringError),
+    #[error(transparent)]
+    Plan(#[from] crate::planned::PlannedError),
     #[error("no feeds are configured (add `src/gz NAME URL` to {0})")]
     NoFeeds(String),
     #[error("feed {0:?} has no verified index yet: run `prokit update` first")]
@@ -318,20 +320,8 @@ fn check_removable(
 }
 
 /// The request list of package arguments (`NAME` or `NAME=VERSION`).
-fn requests_of(packages: &[String]) -> Vec<Request> {
-    packages
-        .iter()
-        .map(|p| match p.split_once('=') {
-            Some((n, v)) => Request {
-                name: n.to_string(),
-                version: Some(v.to_string()),
-            },
-            None => Request {
-                name: p.clone(),
-                version: None,
-            },
-        })
-        .collect()
+fn requests_of(packages: &[String]) -> Vec<Request<'_>> {
+    packages.iter().map(|p| Request::of(p)).collect()
 }
 
 /// What an install or upgrade would do (`--noaction`).
@@ -608,7 +598,7 @@ impl Client {
             // from a feed offering that very version (opkg's --force-reinstall).
             let named = requests_of(packages);
             for name in std::mem::take(&mut plan.already_installed) {
-                if !named.iter().any(|r| r.name == name) {
+                if !named.iter().any(|r| r.name() == name) {
                     plan.already_installed.push(name);
                     continue;
                 }
@@ -961,15 +951,14 @@ impl Client {
             let mut best: Option<(feeds::version::Version, &Source, &Paragraph)> = None;
             for (source, stanzas) in &indexes {
                 for p in stanzas {
-                    if field(p, "Package") != request.name {
+                    if field(p, "Package") != request.name() {
                         continue;
                     }
                     let Some((v, _)) = self.offer_rank(p) else {
                         continue;
                     };
                     if request
-                        .version
-                        .as_deref()
+                        .version()
                         .is_some_and(|want| want != field(p, "Version"))
                     {
                         continue;
@@ -982,9 +971,9 @@ impl Client {
             let Some((_, source, stanza)) = best else {
                 return Err(ClientError::Invalid(format!(
                     "package {} is in no verified feed{}",
-                    request.name,
+                    request.name(),
                     request
-                        .version
+                        .version()
                         .map(|v| format!(" at version {v}"))
                         .unwrap_or_default()
                 )));
@@ -1001,7 +990,7 @@ impl Client {
             if base.is_empty() || base.starts_with('.') {
                 return Err(ClientError::BadStanza {
                     feed: source.name.clone(),
-                    package: request.name.clone(),
+                    package: request.name().to_string(),
                     reason: "no usable file name".into(),
                 });
             }
@@ -1712,7 +1701,7 @@ impl Client {
                     sha256: &sha256,
                     feed,
                     auto: step.auto,
-                    upgrade_from: step.upgrade_from.clone(),
+                    upgrade_from: step.upgrade_from.as_deref(),
                 })
                 .map_err(|e| match e {
                     crate::planned::PlannedError::Download(d) => ClientError::from(d),
@@ -1727,19 +1716,19 @@ impl Client {
         // The index's developer signature goes only to its check (the install does not read
         // it): a copy made for each install and freed after it would be one more small
         // allocation among the unpacking's (bench/README.md, "Memory the allocator keeps").
-        let expected_with = |i: usize, signature: bool| install::Expected {
-            origin: format!("feed {:?}", planned.feed(i)),
-            name: planned.name(i).to_string(),
-            version: planned.version(i).to_string(),
-            arch: planned.arch(i).to_string(),
-            index_signature: signature
-                .then(|| index_signatures.get(&i).cloned())
-                .flatten(),
-            signed_by: None,
-            feed_key: feed_keys.get(planned.feed(i)).cloned().flatten(),
-            sha256: Some(planned.sha256(i)),
-        };
-        let expected = |i: usize| expected_with(i, true);
+        let expected_with =
+            |p: &crate::planned::Package<'_>, i: usize, signature: bool| install::Expected {
+                origin: format!("feed {:?}", p.feed()),
+                name: p.name().to_string(),
+                version: p.version().to_string(),
+                arch: p.arch().to_string(),
+                index_signature: signature
+                    .then(|| index_signatures.get(&i).cloned())
+                    .flatten(),
+                signed_by: None,
+                feed_key: feed_keys.get(p.feed()).cloned().flatten(),
+                sha256: Some(p.sha256()),
+            };
         let mut opts = self.install_options();
         // Files leaving the packages this transaction upgrades (the old version ships them,
         // the new one does not) may move to another package of it: asked when a package
@@ -1748,10 +1737,14 @@ impl Client {
         let arrived: std::sync::Arc<Vec<std::sync::atomic::AtomicBool>> =
             std::sync::Arc::new((0..planned.len()).map(|_| Default::default()).collect());
         {
-            let upgraded: std::collections::HashMap<String, (PathBuf, usize)> = (0..planned.len())
-                .filter(|&i| planned.upgrade_from(i).is_some())
-                .map(|i| (planned.name(i).to_string(), (planned.dest(i), i)))
-                .collect();
+            let mut upgraded: std::collections::HashMap<String, (PathBuf, usize)> =
+                Default::default();
+            for i in 0..planned.len() {
+                let p = planned.get(i)?;
+                if p.upgrade_from().is_some() {
+                    upgraded.insert(p.name().to_string(), (p.dest(), i));
+                }
+            }
             let arrived = arrived.clone();
             type Lists =
                 std::collections::HashMap<String, Option<std::collections::BTreeSet<String>>>;
@@ -1776,53 +1769,80 @@ impl Client {
         let mut committed = 0usize;
         // Developer signatures are checked by the download workers as each file arrives, in
         // parallel and off the install thread; what a worker did not check is checked before
-        // the install. A verdict is kept as the key's 8 bytes, not as text made by a worker
-        // and held to the end.
-        type Verdict = Result<Option<feeds::usign::Fingerprint>, String>;
-        let verdicts: Vec<std::sync::OnceLock<Verdict>> = (0..planned.len())
+        // the install. A verdict is kept as the key's 8 bytes (16 with its lock), not as text
+        // made by a worker and held to the end: `Some(key)` when it verified (`None` for a
+        // package no developer signed), `None` when it was refused, the reason kept aside
+        // (refusals end the install: there are few).
+        let verdicts: Vec<std::sync::OnceLock<Option<Option<feeds::usign::Fingerprint>>>> = (0
+            ..planned.len())
             .map(|_| std::sync::OnceLock::new())
             .collect();
+        let refusals: std::sync::Mutex<BTreeMap<usize, String>> = Default::default();
+        let judged = |i: usize, verdict: Result<Option<feeds::usign::Fingerprint>, String>| {
+            verdict
+                .map_err(|reason| {
+                    let mut refusals = refusals.lock().unwrap_or_else(|e| e.into_inner());
+                    refusals.entry(i).or_insert(reason);
+                })
+                .ok()
+        };
         let check_arrived = |i: usize, item: &DownloadItem| {
-            let _ = verdicts[i].set(self.verify_developer(&item.dest, &expected(i)));
+            let verdict = match planned.get(i) {
+                Ok(p) => self.verify_developer(&item.dest, &expected_with(&p, i, true)),
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = verdicts[i].get_or_init(|| judged(i, verdict));
             arrived[i].store(true, std::sync::atomic::Ordering::SeqCst);
         };
         // The developer key that signed package `i` (its signature checked once, by a
         // download worker or here), or the refusal naming the package and where it came from.
-        let developer_verdict = |i: usize| -> Result<Option<String>, ClientError> {
-            verdicts[i]
-                .get_or_init(|| self.verify_developer(&planned.dest(i), &expected(i)))
-                .clone()
-                .map(|key| key.map(|k| k.to_string()))
-                .map_err(|reason| ClientError::Developer {
-                    package: planned.label(i),
-                    url: planned.url(i),
-                    reason,
-                })
-        };
+        let developer_verdict =
+            |p: &crate::planned::Package<'_>, i: usize| -> Result<Option<String>, ClientError> {
+                let verdict = verdicts[i].get_or_init(|| {
+                    judged(
+                        i,
+                        self.verify_developer(&p.dest(), &expected_with(p, i, true)),
+                    )
+                });
+                match verdict {
+                    Some(key) => Ok(key.map(|k| k.to_string())),
+                    None => Err(ClientError::Developer {
+                        package: p.label(),
+                        url: p.url(),
+                        reason: refusals
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get(&i)
+                            .cloned()
+                            .unwrap_or_default(),
+                    }),
+                }
+            };
         let install_one =
             |db: &mut Db, batch: &mut install::Batch, i: usize| -> Result<(), ClientError> {
                 // The few texts the install needs, made here (not a whole download item: an
                 // install allocates as little per package as it can, bench/README.md).
-                let dest = planned.dest(i);
-                let mut exp = expected_with(i, false);
-                exp.signed_by = developer_verdict(i)?;
+                let p = planned.get(i)?;
+                let dest = p.dest();
+                let mut exp = expected_with(&p, i, false);
+                exp.signed_by = developer_verdict(&p, i)?;
                 self.audit.record(
                     "package-verified",
                     serde_json::json!({
-                        "name": planned.name(i),
-                        "package_version": planned.version(i),
+                        "name": p.name(),
+                        "package_version": p.version(),
                         "sha256": exp.sha256,
-                        "feed": planned.feed(i),
-                        "url": audit_log::url_without_credentials(&planned.url(i)),
+                        "feed": p.feed(),
+                        "url": audit_log::url_without_credentials(&p.url()),
                         "feed_key": exp.feed_key,
                         "developer_key": exp.signed_by,
                     }),
                 )?;
                 batch
-                    .install(db, &dest, planned.auto(i), &opts, Some(&exp))
+                    .install(db, &dest, p.auto(), &opts, Some(&exp))
                     .map_err(|source| ClientError::InstallOf {
-                        package: planned.label(i),
-                        url: planned.url(i),
+                        package: p.label(),
+                        url: p.url(),
                         source: Box::new(source),
                     })
             };
@@ -1839,7 +1859,7 @@ impl Client {
         let settle =
             |batch: &mut install::Batch, committed: &mut usize| -> Result<(), ClientError> {
                 for report in batch.take_done() {
-                    let i = step_of(&report.name);
+                    let p = planned.get(step_of(&report.name))?;
                     self.audit.record(
                         if report.upgraded_from.is_some() {
                             "package-upgraded"
@@ -1854,7 +1874,7 @@ impl Client {
                             "conffiles_kept": report.kept_conffiles,
                             "special_granted": report.special,
                             "scripts": report.scripts,
-                            "auto_installed": planned.auto(i),
+                            "auto_installed": p.auto(),
                         }),
                     )?;
                     for c in &report.kept_conffiles {
@@ -1872,7 +1892,7 @@ impl Client {
                     progress.installed(&report);
                     *committed += 1;
                     if !self.opts.keep_cache {
-                        let _ = fs::remove_file(planned.dest(i));
+                        let _ = fs::remove_file(p.dest());
                     }
                 }
                 Ok(())
@@ -1908,12 +1928,9 @@ impl Client {
                 check_arrived(i, item);
             })?;
             for i in 0..planned.len() {
-                developer_verdict(i)?;
-                progress.message(&format!(
-                    "Downloaded {}: {}",
-                    planned.label(i),
-                    planned.dest(i).display()
-                ));
+                let p = planned.get(i)?;
+                developer_verdict(&p, i)?;
+                progress.message(&format!("Downloaded {}: {}", p.label(), p.dest().display()));
             }
             return Ok(0);
         }
@@ -1933,12 +1950,13 @@ impl Client {
                 let mut reviews = Vec::with_capacity(planned.len());
                 let owned = db.owners()?;
                 for i in 0..planned.len() {
-                    let item = planned.item(i);
-                    let package = planned.label(i);
-                    let verdict = developer_verdict(i)?;
+                    let p = planned.get(i)?;
+                    let item = p.item();
+                    let package = p.label();
+                    let verdict = developer_verdict(&p, i)?;
                     let provenance = Provenance {
-                        feed: planned.feed(i).to_string(),
-                        feed_key: feed_keys.get(planned.feed(i)).cloned().flatten(),
+                        feed: p.feed().to_string(),
+                        feed_key: feed_keys.get(p.feed()).cloned().flatten(),
                         developer_key: verdict,
                     };
                     // A path's owner the map cannot read fails the review after it.
@@ -2042,7 +2060,7 @@ impl Client {
         std::thread::scope(|scope| -> Result<(), ClientError> {
             let downloads = scope.spawn(|| {
                 let tx = tx;
-                let item = |i| planned.item(i);
+                let item = |i| Ok(planned.get(i)?.item());
                 let r = download::download_each(
                     fetcher,
                     planned.len(),
@@ -2070,7 +2088,7 @@ impl Client {
                     return Err(install::InstallError::NotVerified);
                 }
                 (0..planned.len())
-                    .try_for_each(|i| developer_verdict(i).map(|_| ()))
+                    .try_for_each(|i| developer_verdict(&planned.get(i)?, i).map(|_| ()))
                     .map_err(|e| {
                         *refused.borrow_mut() = Some(e);
                         install::InstallError::NotVerified
@@ -2136,7 +2154,7 @@ impl Client {
         download::download_each(
             &self.fetcher,
             planned.len(),
-            &|i| planned.item(i),
+            &|i| Ok(planned.get(i)?.item()),
             jobs,
             progress,
         )
@@ -2147,14 +2165,18 @@ impl Client {
     /// under the package's name, found by the URL the error names.
     fn download_refused(&self, planned: &Planned, e: DownloadError) -> ClientError {
         let text = e.to_string();
-        if let Some((i, url)) = (0..planned.len())
-            .map(|i| (i, planned.url(i)))
+        if let Some((p, url)) = (0..planned.len())
+            .filter_map(|i| planned.get(i).ok())
+            .map(|p| {
+                let url = p.url();
+                (p, url)
+            })
             .find(|(_, url)| text.contains(url.as_str()))
             && let Err(audit) = self.audit.record(
                 "package-refused",
                 serde_json::json!({
-                    "name": planned.name(i),
-                    "package_version": planned.version(i),
+                    "name": p.name(),
+                    "package_version": p.version(),
                     "url": audit_log::url_without_credentials(&url),
                     "reason": redact(&text),
                 }),
@@ -2669,7 +2691,7 @@ fn download_item(
 }
 
 /// What `prokit bootstrap` is asked to make.
-pub struct Bootstrap {
+pub struct Bootstrap<'a> {
     /// `NAME=URL` feeds, in priority order.
     pub feeds: Vec<(String, String)>,
     /// usign public keys trusted for the feeds (copied into `<root>/etc/opkg/keys/<fp>`).
@@ -2678,7 +2700,9 @@ pub struct Bootstrap {
     pub keyring: Option<(PathBuf, feeds::usign::Fingerprint)>,
     /// `arch` lines; empty accepts every architecture.
     pub arch: Vec<(String, u32)>,
-    pub packages: Vec<String>,
+    /// What to install, as on a command line (`name` or `name=version`); borrowed, as a
+    /// bootstrap's thousands of names would otherwise be held twice through the install.
+    pub packages: &'a [String],
     /// Write a reproducible tarball of the root here when done.
     pub tar: Option<PathBuf>,
     /// mtime of every entry in the tarball.
@@ -2693,7 +2717,7 @@ pub struct Bootstrap {
 /// packages, and optionally writes a reproducible tarball of the result.
 pub fn bootstrap(
     opts: Options,
-    b: &Bootstrap,
+    b: &Bootstrap<'_>,
     progress: &dyn Progress,
 ) -> Result<usize, ClientError> {
     if b.feeds.is_empty() {
@@ -2783,7 +2807,7 @@ pub fn bootstrap(
     if !failed.is_empty() {
         return Err(ClientError::UpdateFailed { failed });
     }
-    let installed = client.install(&b.packages, progress)?;
+    let installed = client.install(b.packages, progress)?;
     if let Some(out) = &b.tar {
         let cache = client.opts.cache_dir.clone();
         // The lock directory goes into the tarball (opkg needs it), its lock files do not.

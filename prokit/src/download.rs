@@ -61,6 +61,9 @@ pub enum DownloadError {
     /// Reading the cache or writing the download failed.
     #[error("{}: {reason}", path.display())]
     Io { path: PathBuf, reason: String },
+    /// What to download could not be read back from the plan (crate::planned).
+    #[error("{0}")]
+    Plan(String),
 }
 
 /// Joins a feed base URL and a `Filename` from a verified index; refuses a `Filename` that
@@ -213,7 +216,7 @@ pub fn download_all(
     download_each(
         fetcher,
         items.len(),
-        &|i| items[i].clone(),
+        &|i| Ok(items[i].clone()),
         workers,
         progress,
     )
@@ -233,12 +236,12 @@ pub fn download_all(
 pub fn download_each(
     fetcher: &Fetcher,
     count: usize,
-    item: &(dyn Fn(usize) -> DownloadItem + Sync),
+    item: &(dyn Fn(usize) -> Result<DownloadItem, DownloadError> + Sync),
     workers: usize,
     progress: &(dyn Fn(usize, &DownloadItem, bool) + Sync),
 ) -> Result<(), DownloadError> {
     for i in 0..count {
-        let item = item(i);
+        let item = item(i)?;
         if item.sha256.len() != 64 || !item.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(DownloadError::BadItem {
                 url: item.url,
@@ -258,9 +261,10 @@ pub fn download_each(
                     if i >= count {
                         break;
                     }
-                    let item = item(i);
-                    match download_one(fetcher, &item) {
-                        Ok(reused) => progress(i, &item, reused),
+                    match item(i)
+                        .and_then(|item| download_one(fetcher, &item).map(|reused| (item, reused)))
+                    {
+                        Ok((item, reused)) => progress(i, &item, reused),
                         Err(e) => {
                             failed.store(true, Ordering::SeqCst);
                             errors

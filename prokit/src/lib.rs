@@ -23,6 +23,7 @@ pub mod query;
 pub mod resolve;
 pub mod review;
 pub mod rootfs;
+mod scratch_log;
 mod scratch_table;
 mod stanza_store;
 // The database lock (fcntl(2) open file description locks, flock(2)).

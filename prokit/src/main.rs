@@ -696,6 +696,7 @@ impl Cli {
 
 fn main() -> ExitCode {
     cli_support::tune_allocator();
+    cli_support::limit_arenas(2);
     let cli = Cli::parse();
     match run(&cli) {
         Ok(code) => code,
@@ -1888,7 +1889,7 @@ fn cmd_bootstrap(cli: &Cli, a: &BootstrapArgs) -> Result<ExitCode> {
         keyring,
         pubkeys: a.pubkeys.clone(),
         arch,
-        packages: a.packages.clone(),
+        packages: &a.packages,
         tar: a.tar.clone(),
         tar_mtime: source_date_epoch()?.unwrap_or(0).max(0) as u64,
         audit_log: a.audit_log.clone(),

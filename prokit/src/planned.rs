@@ -1,15 +1,19 @@
-//! The packages of a plan as the install reads them: one compact record each.
+//! The packages of a plan as the install reads them: a record each, in a scratch file.
 //!
 //! An install holds every package of its plan from the downloads to the last commit: a
 //! bootstrap of 10,000 packages holds 10,000. As a resolver [`Step`](crate::resolve::Step)
 //! plus a [`DownloadItem`] each, a package costs ~600 bytes in a dozen allocations (its name,
-//! version, architecture and feed name, its URL, cache path and hash as text). Here it costs
-//! its name, version, architecture and `Filename` once, in one string shared by all, and a
-//! fixed record (the SHA-256 as 32 bytes): ~150 bytes. The URL, mirrors and cache path of a
-//! package are made when a download or the install asks for them ([`Planned::item`]), by
-//! the same code that makes them for a single download ([`download::item_for`]).
+//! version, architecture and feed name, its URL, cache path and hash as text). Here its
+//! record (version, architecture, `Filename`, size, the SHA-256 as 32 bytes, feed, …) goes to
+//! a scratch file ([`ScratchLog`]), read back once or twice as the install gets to the
+//! package ([`Planned::get`]); memory keeps its name (packages are found by name) and where
+//! its record ends: ~25 bytes. The URL, mirrors and cache path of a package are made when a
+//! download or the install asks for them ([`Package::item`]), by the same code that makes
+//! them for a single download ([`download::item_for`]).
 
 use crate::download::{self, DownloadError, DownloadItem};
+use crate::scratch_log::{ScratchLog, Span};
+use std::io;
 use std::path::PathBuf;
 
 /// A feed packages come from: its name and base URLs (the configured one, then its mirrors).
@@ -31,49 +35,75 @@ pub(crate) struct NewPackage<'a> {
     /// Index into the feeds given to [`Planned::new`].
     pub(crate) feed: usize,
     pub(crate) auto: bool,
-    pub(crate) upgrade_from: Option<String>,
+    pub(crate) upgrade_from: Option<&'a str>,
 }
 
-#[derive(Debug)]
-struct Row {
-    /// Where the name starts in [`Planned::text`]; the version, architecture and file name
-    /// follow it, with the lengths in `lens`.
-    at: u32,
-    lens: [u16; 4],
-    feed: u16,
-    auto: bool,
-    size: u64,
-    sha256: [u8; 32],
-    upgrade_from: Option<Box<str>>,
-}
+/// A record: the SHA-256 (32 bytes), the size (8), the feed (2), whether auto-installed
+/// (1), whether an upgrade (1), the lengths of the version, architecture, file name and
+/// version upgraded from (2 each), then those texts.
+const HEAD: usize = 32 + 8 + 2 + 1 + 1 + 4 * 2;
 
 /// The plan's packages, in install order.
-#[derive(Debug)]
 pub(crate) struct Planned {
-    text: String,
-    rows: Vec<Row>,
+    records: ScratchLog,
+    /// Where each package's record ends in `records`.
+    ends: Vec<u32>,
+    /// The names one after the other, and where each ends.
+    names: String,
+    name_ends: Vec<u32>,
     feeds: Vec<PlannedFeed>,
     cache: PathBuf,
 }
 
-/// Why a package could not be added.
+impl std::fmt::Debug for Planned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Planned")
+            .field("packages", &self.len())
+            .finish()
+    }
+}
+
+/// Why a package could not be added or read back.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum PlannedError {
+pub enum PlannedError {
     #[error("{0}")]
     Download(#[from] DownloadError),
     #[error("its name, version, architecture or Filename is longer than 65,535 bytes")]
     TooLong,
     #[error("its SHA-256 is not 64 hex digits")]
     BadHash,
+    #[error("the plan's scratch file (in the temporary directory): {0}")]
+    Scratch(#[source] io::Error),
+}
+
+impl From<PlannedError> for DownloadError {
+    /// What a download reports when the package it was to fetch could not be read back.
+    fn from(e: PlannedError) -> DownloadError {
+        match e {
+            PlannedError::Download(d) => d,
+            other => DownloadError::Plan(other.to_string()),
+        }
+    }
 }
 
 impl Planned {
     /// An empty table for packages from `feeds`, cached under `cache`, with room for
     /// `packages`.
     pub(crate) fn new(feeds: Vec<PlannedFeed>, cache: PathBuf, packages: usize) -> Planned {
+        Planned::with_records(ScratchLog::default(), feeds, cache, packages)
+    }
+
+    fn with_records(
+        records: ScratchLog,
+        feeds: Vec<PlannedFeed>,
+        cache: PathBuf,
+        packages: usize,
+    ) -> Planned {
         Planned {
-            text: String::new(),
-            rows: Vec::with_capacity(packages),
+            records,
+            ends: Vec::with_capacity(packages),
+            names: String::new(),
+            name_ends: Vec::with_capacity(packages),
             feeds,
             cache,
         }
@@ -89,100 +119,183 @@ impl Planned {
         // Refused here, not when the download starts: the URLs are made again from the
         // same texts then.
         download::item_for(p.filename, p.size, p.sha256, &feed.bases, &self.cache)?;
-        let texts = [p.name, p.version, p.arch, p.filename];
-        let mut lens = [0u16; 4];
-        for (len, t) in lens.iter_mut().zip(texts) {
-            *len = u16::try_from(t.len()).map_err(|_| PlannedError::TooLong)?;
+        let texts = [
+            p.version,
+            p.arch,
+            p.filename,
+            p.upgrade_from.unwrap_or_default(),
+        ];
+        let mut record = Vec::with_capacity(HEAD + texts.iter().map(|t| t.len()).sum::<usize>());
+        record.extend_from_slice(&sha256);
+        record.extend_from_slice(&p.size.to_le_bytes());
+        let feed = u16::try_from(p.feed).expect("fewer than 65,536 feeds");
+        record.extend_from_slice(&feed.to_le_bytes());
+        record.push(u8::from(p.auto));
+        record.push(u8::from(p.upgrade_from.is_some()));
+        for t in texts.iter().copied().chain([p.name]) {
+            u16::try_from(t.len()).map_err(|_| PlannedError::TooLong)?;
         }
-        let at = u32::try_from(self.text.len()).map_err(|_| PlannedError::TooLong)?;
-        texts.iter().for_each(|t| self.text.push_str(t));
-        self.rows.push(Row {
-            at,
-            lens,
-            feed: u16::try_from(p.feed).expect("fewer than 65,536 feeds"),
-            auto: p.auto,
-            size: p.size,
-            sha256,
-            upgrade_from: p.upgrade_from.map(String::into_boxed_str),
-        });
+        for t in texts {
+            record.extend_from_slice(&(t.len() as u16).to_le_bytes());
+        }
+        texts
+            .iter()
+            .for_each(|t| record.extend_from_slice(t.as_bytes()));
+        let too_long = |_| PlannedError::TooLong;
+        let end = u32::try_from(self.records.len() + record.len() as u64).map_err(too_long)?;
+        let name_end = u32::try_from(self.names.len() + p.name.len()).map_err(too_long)?;
+        self.records.push(&record).map_err(PlannedError::Scratch)?;
+        self.ends.push(end);
+        self.names.push_str(p.name);
+        self.name_ends.push(name_end);
         Ok(())
     }
 
     /// Frees what the table reserved and did not use.
     pub(crate) fn shrink_to_fit(&mut self) {
-        self.text.shrink_to_fit();
-        self.rows.shrink_to_fit();
+        self.records.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        self.names.shrink_to_fit();
+        self.name_ends.shrink_to_fit();
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.rows.len()
+        self.ends.len()
     }
 
-    /// Text number `k` (0 name, 1 version, 2 architecture, 3 file name) of package `i`.
-    fn text(&self, i: usize, k: usize) -> &str {
-        let row = &self.rows[i];
-        let start = row.at as usize + row.lens[..k].iter().map(|&l| l as usize).sum::<usize>();
-        &self.text[start..start + row.lens[k] as usize]
-    }
-
+    /// The name of package `i` (held in memory: no read).
     pub(crate) fn name(&self, i: usize) -> &str {
-        self.text(i, 0)
+        let start = match i {
+            0 => 0,
+            _ => self.name_ends[i - 1] as usize,
+        };
+        &self.names[start..self.name_ends[i] as usize]
     }
 
-    pub(crate) fn version(&self, i: usize) -> &str {
-        self.text(i, 1)
+    /// Package `i`, read back.
+    pub(crate) fn get(&self, i: usize) -> Result<Package<'_>, PlannedError> {
+        let start = match i {
+            0 => 0,
+            _ => self.ends[i - 1],
+        };
+        let span = Span {
+            off: u64::from(start),
+            len: self.ends[i] - start,
+        };
+        let record = self.records.read(span).map_err(PlannedError::Scratch)?;
+        let bad =
+            || PlannedError::Scratch(io::Error::other("a plan record read back is cut short"));
+        if record.len() < HEAD {
+            return Err(bad());
+        }
+        let u16_at = |at: usize| u16::from_le_bytes([record[at], record[at + 1]]) as usize;
+        let mut ends = [0usize; 4];
+        let mut at = HEAD;
+        for (k, end) in ends.iter_mut().enumerate() {
+            at += u16_at(HEAD - 8 + 2 * k);
+            *end = at;
+        }
+        if at != record.len() || std::str::from_utf8(&record[HEAD..]).is_err() {
+            return Err(bad());
+        }
+        Ok(Package {
+            table: self,
+            index: i,
+            record,
+            ends,
+        })
+    }
+}
+
+/// A package of a [`Planned`] table, read back.
+pub(crate) struct Package<'a> {
+    table: &'a Planned,
+    index: usize,
+    record: Vec<u8>,
+    /// Where the version, architecture, file name and version upgraded from end.
+    ends: [usize; 4],
+}
+
+impl Package<'_> {
+    /// Text number `k` (0 version, 1 architecture, 2 file name, 3 version upgraded from).
+    fn text(&self, k: usize) -> &str {
+        let start = match k {
+            0 => HEAD,
+            _ => self.ends[k - 1],
+        };
+        // Checked to be UTF-8 when read back.
+        std::str::from_utf8(&self.record[start..self.ends[k]]).unwrap_or_default()
     }
 
-    pub(crate) fn arch(&self, i: usize) -> &str {
-        self.text(i, 2)
+    pub(crate) fn name(&self) -> &str {
+        self.table.name(self.index)
+    }
+
+    pub(crate) fn version(&self) -> &str {
+        self.text(0)
+    }
+
+    pub(crate) fn arch(&self) -> &str {
+        self.text(1)
+    }
+
+    fn filename(&self) -> &str {
+        self.text(2)
     }
 
     /// `name version`, as errors name a package.
-    pub(crate) fn label(&self, i: usize) -> String {
-        format!("{} {}", self.name(i), self.version(i))
+    pub(crate) fn label(&self) -> String {
+        format!("{} {}", self.name(), self.version())
     }
 
-    /// The name of the feed package `i` comes from.
-    pub(crate) fn feed(&self, i: usize) -> &str {
-        &self.feeds[self.rows[i].feed as usize].name
+    fn feed_index(&self) -> usize {
+        u16::from_le_bytes([self.record[40], self.record[41]]) as usize
     }
 
-    pub(crate) fn auto(&self, i: usize) -> bool {
-        self.rows[i].auto
+    /// The name of the feed the package comes from.
+    pub(crate) fn feed(&self) -> &str {
+        &self.table.feeds[self.feed_index()].name
     }
 
-    /// The installed version package `i` replaces, if any.
-    pub(crate) fn upgrade_from(&self, i: usize) -> Option<&str> {
-        self.rows[i].upgrade_from.as_deref()
+    pub(crate) fn auto(&self) -> bool {
+        self.record[42] != 0
+    }
+
+    /// The installed version the package replaces, if any.
+    pub(crate) fn upgrade_from(&self) -> Option<&str> {
+        (self.record[43] != 0).then(|| self.text(3))
+    }
+
+    fn size(&self) -> u64 {
+        u64::from_le_bytes(self.record[32..40].try_into().expect("8 bytes"))
     }
 
     /// The SHA-256 the verified index gives, lower-case hex.
-    pub(crate) fn sha256(&self, i: usize) -> String {
-        hex::encode(self.rows[i].sha256)
+    pub(crate) fn sha256(&self) -> String {
+        hex::encode(&self.record[..32])
     }
 
-    /// Package `i`'s place in the cache (as in [`Planned::item`]).
-    pub(crate) fn dest(&self, i: usize) -> PathBuf {
-        download::cache_path(&self.cache, &self.sha256(i), self.text(i, 3))
+    /// The package's place in the cache (as in [`Package::item`]).
+    pub(crate) fn dest(&self) -> PathBuf {
+        download::cache_path(&self.table.cache, &self.sha256(), self.filename())
     }
 
-    /// The URL package `i` is fetched from first (as in [`Planned::item`]).
-    pub(crate) fn url(&self, i: usize) -> String {
-        let bases = &self.feeds[self.rows[i].feed as usize].bases;
-        let base = &bases[download::first_base(&self.sha256(i), bases.len())];
-        download::package_url(base, self.text(i, 3)).expect("checked when the package was added")
+    /// The URL the package is fetched from first (as in [`Package::item`]).
+    pub(crate) fn url(&self) -> String {
+        let bases = &self.table.feeds[self.feed_index()].bases;
+        let base = &bases[download::first_base(&self.sha256(), bases.len())];
+        download::package_url(base, self.filename()).expect("checked when the package was added")
     }
 
-    /// What to download for package `i`: its URL (the feed's or a mirror's, spread by the
-    /// hash), the other URLs, its size and hash, its place in the cache.
-    pub(crate) fn item(&self, i: usize) -> DownloadItem {
-        let row = &self.rows[i];
+    /// What to download: its URL (the feed's or a mirror's, spread by the hash), the other
+    /// URLs, its size and hash, its place in the cache.
+    pub(crate) fn item(&self) -> DownloadItem {
         download::item_for(
-            self.text(i, 3),
-            row.size,
-            &self.sha256(i),
-            &self.feeds[row.feed as usize].bases,
-            &self.cache,
+            self.filename(),
+            self.size(),
+            &self.sha256(),
+            &self.table.feeds[self.feed_index()].bases,
+            &self.table.cache,
         )
         .expect("checked when the package was added")
     }
@@ -225,14 +338,20 @@ mod tests {
             sha256,
             feed: 1,
             auto: true,
-            upgrade_from: Some("0.9".into()),
+            upgrade_from: Some("0.9"),
         }
     }
 
     #[test]
     fn a_package_reads_back_as_it_went_in_and_downloads_as_a_single_item_would() {
+        for records in [ScratchLog::default(), ScratchLog::in_memory()] {
+            reads_back(records);
+        }
+    }
+
+    fn reads_back(records: ScratchLog) {
         let sha = "ab".repeat(32);
-        let mut t = Planned::new(feeds(), PathBuf::from("/cache"), 2);
+        let mut t = Planned::with_records(records, feeds(), PathBuf::from("/cache"), 2);
         t.push(NewPackage {
             feed: 0,
             auto: false,
@@ -244,15 +363,19 @@ mod tests {
             .unwrap();
         t.shrink_to_fit();
         assert_eq!(t.len(), 2);
+        let (p0, p1) = (t.get(0).unwrap(), t.get(1).unwrap());
         assert_eq!(
-            (t.name(1), t.version(1), t.arch(1), t.feed(1)),
+            (p1.name(), p1.version(), p1.arch(), p1.feed()),
             ("second", "1.0-r1", "all", "extra")
         );
-        assert_eq!((t.auto(0), t.upgrade_from(0)), (false, None));
-        assert_eq!((t.auto(1), t.upgrade_from(1)), (true, Some("0.9")));
-        assert_eq!(t.label(0), "first 1.0-r1");
-        assert_eq!(t.sha256(1), sha);
-        let item = t.item(1);
+        assert_eq!((p0.auto(), p0.upgrade_from()), (false, None));
+        assert_eq!((p1.auto(), p1.upgrade_from()), (true, Some("0.9")));
+        assert_eq!(
+            (t.name(0), p0.label()),
+            ("first", "first 1.0-r1".to_string())
+        );
+        assert_eq!(p1.sha256(), sha);
+        let item = p1.item();
         let single = download::item_for(
             "sub/second_1.0-r1_all.ipk",
             42,
@@ -262,12 +385,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(item, single);
-        assert_eq!((t.dest(1), t.url(1)), (item.dest.clone(), item.url.clone()));
+        assert_eq!((p1.dest(), p1.url()), (item.dest.clone(), item.url.clone()));
         assert_eq!(
             item.dest,
             PathBuf::from(format!("/cache/{}-second_1.0-r1_all.ipk", &sha[..16]))
         );
-        assert_eq!(t.item(0).url, "http://a.example/feed/first_1.0_all.ipk");
+        assert_eq!(p0.item().url, "http://a.example/feed/first_1.0_all.ipk");
     }
 
     #[test]
@@ -296,6 +419,6 @@ mod tests {
             Err(PlannedError::TooLong)
         ));
         assert_eq!(t.len(), 0);
-        assert!(t.text.is_empty());
+        assert!(t.names.is_empty() && t.records.len() == 0);
     }
 }

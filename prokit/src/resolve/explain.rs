@@ -171,7 +171,7 @@ impl Solver<'_> {
     /// The name the relation at `at` is about.
     fn rel_name(&self, at: RelAt) -> &str {
         match at {
-            RelAt::Request(i) => &self.requests[i].name,
+            RelAt::Request(i) => self.requests[i].name(),
             RelAt::Alt { pkg, group, alt } => self
                 .u
                 .dep_name_text(self.pkg(pkg).group(group as usize)[alt as usize]),
@@ -310,7 +310,7 @@ impl Solver<'_> {
         let mut seen = HashSet::new();
         let mut versions: Vec<String> = Vec::new();
         for &id in self.candidates(want.name) {
-            let v = u.pkg_version(id).as_str();
+            let v = u.pkg_version(id);
             if seen.insert(v) && versions.len() < MAX_LISTED {
                 versions.push(v.to_string());
             }

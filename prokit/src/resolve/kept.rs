@@ -14,80 +14,27 @@
 //! "The status stanzas in memory").
 
 use super::ResolveError;
+use crate::scratch_log::ScratchLog;
+pub(super) use crate::scratch_log::Span;
 use feeds::control::Paragraph;
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex};
-
-/// Bytes buffered before they are written to the file.
-const BUFFER: usize = 64 << 10;
-
-/// Where a kept text is: its offset in the [`KeptTexts`] and its length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(super) struct Span {
-    off: u64,
-    len: u32,
-}
+use std::sync::Arc;
 
 /// The kept texts of a universe, appended one after the other.
 #[derive(Default)]
 pub(super) struct KeptTexts {
-    inner: Mutex<Inner>,
-}
-
-#[derive(Default)]
-struct Inner {
-    /// The scratch file, made when the buffer first fills.
-    file: Option<File>,
-    /// How many bytes the file holds; the buffer's come after them.
-    flushed: u64,
-    buf: Vec<u8>,
-    /// A scratch file could not be made or written: everything stays in the buffer.
-    in_memory: bool,
+    log: ScratchLog,
 }
 
 impl KeptTexts {
-    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while the lock was held leaves texts that are whole or not referred to.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Appends `text`; where it is (an error only for a text of 4 GiB or more).
     pub(super) fn push(&self, text: &str) -> io::Result<Span> {
-        let len = u32::try_from(text.len())
-            .map_err(|_| io::Error::other("a stanza longer than 4 GiB"))?;
-        let mut inner = self.inner();
-        let off = inner.flushed + inner.buf.len() as u64;
-        inner.buf.extend_from_slice(text.as_bytes());
-        if inner.buf.len() >= BUFFER && !inner.in_memory && inner.flush().is_err() {
-            // No scratch file can be made or written (a missing or full `$TMPDIR`): the
-            // texts stay in the buffer, as correct, only in memory.
-            inner.in_memory = true;
-        }
-        Ok(Span { off, len })
+        self.log.push(text.as_bytes())
     }
 
     /// The text at `span`.
     fn read(&self, span: Span) -> io::Result<Vec<u8>> {
-        let inner = self.inner();
-        let mut out = vec![0; span.len as usize];
-        if span.off >= inner.flushed {
-            // A text is appended whole to the buffer, and the buffer written whole.
-            let start = (span.off - inner.flushed) as usize;
-            let part = inner
-                .buf
-                .get(start..start + out.len())
-                .ok_or_else(|| io::Error::other("a kept stanza past the end of its file"))?;
-            out.copy_from_slice(part);
-        } else {
-            let file = inner
-                .file
-                .as_ref()
-                .ok_or_else(|| io::Error::other("the kept stanzas' scratch file is missing"))?;
-            file.read_exact_at(&mut out, span.off)?;
-        }
-        Ok(out)
+        self.log.read(span)
     }
 
     /// The paragraph at `span`.
@@ -98,24 +45,6 @@ impl KeptTexts {
             return Ok(Paragraph::new());
         }
         Paragraph::parse_bytes(&text).map_err(|e| scratch(format!("a kept stanza read back: {e}")))
-    }
-}
-
-impl Inner {
-    fn flush(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        if self.file.is_none() {
-            let file = safe_fs::scratch_file()?;
-            self.file = Some(file);
-        }
-        if let Some(file) = &self.file {
-            file.write_all_at(&self.buf, self.flushed)?;
-        }
-        self.flushed += self.buf.len() as u64;
-        self.buf.clear();
-        Ok(())
     }
 }
 
@@ -179,8 +108,9 @@ mod tests {
     /// The same when no scratch file can be made: everything stays in the buffer.
     #[test]
     fn kept_texts_stay_in_memory_without_a_scratch_file() {
-        let texts = KeptTexts::default();
-        texts.inner().in_memory = true;
+        let texts = KeptTexts {
+            log: ScratchLog::in_memory(),
+        };
         read_back(Arc::new(texts), false);
     }
 
@@ -190,11 +120,7 @@ mod tests {
             let text = format!("Filename: p{i}.ipk\nSize: {}\n", i * 7);
             spans.push((texts.push(&text).unwrap(), text));
         }
-        assert_eq!(
-            texts.inner().file.is_some(),
-            to_file,
-            "where the texts went"
-        );
+        assert_eq!(texts.log.on_file(), to_file, "where the texts went");
         for (span, text) in &spans {
             let p = KeptStanza::new(&texts, *span).read().unwrap();
             assert_eq!(p.as_text(), text.as_str());

@@ -220,42 +220,49 @@ fn explain(chain: &[String], reason: &str) -> String {
 }
 
 /// One thing to install: a package (or virtual) name, optionally pinned to an exact version.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    /// Package name, or a virtual name some package provides.
-    pub name: String,
-    /// `pkg=version`: this exact version (compared as dpkg does).
-    pub version: Option<String>,
+///
+/// It is the text it was read from, borrowed (a command line's argument, `name` or
+/// `name=version`): a bootstrap asks for thousands of packages, and a copy of each, or even
+/// its two parts, would be held through the whole resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request<'a> {
+    text: &'a str,
 }
 
-impl Request {
-    /// A request for the best candidate of `name`.
-    pub fn new(name: &str) -> Request {
-        Request {
-            name: name.to_string(),
-            version: None,
-        }
+impl<'a> Request<'a> {
+    /// A request for the best candidate of `name` (a name with `=` is read as `name=version`).
+    pub fn new(name: &'a str) -> Request<'a> {
+        Request { text: name }
+    }
+
+    /// Reads the command-line form `name` or `name=version`, unchecked: the resolution
+    /// checks it ([`Request::parse`] checks it now).
+    pub fn of(text: &'a str) -> Request<'a> {
+        Request { text }
     }
 
     /// Parses the command-line form `name` or `name=version`.
-    pub fn parse(text: &str) -> Result<Request, ResolveError> {
-        let request = match text.split_once('=') {
-            Some((name, version)) => Request {
-                name: name.to_string(),
-                version: Some(version.to_string()),
-            },
-            None => Request::new(text),
-        };
+    pub fn parse(text: &'a str) -> Result<Request<'a>, ResolveError> {
+        let request = Request::of(text);
         request.check()?;
         Ok(request)
     }
 
+    /// Package name, or a virtual name some package provides.
+    pub fn name(&self) -> &'a str {
+        self.text
+            .split_once('=')
+            .map_or(self.text, |(name, _)| name)
+    }
+
+    /// `pkg=version`: this exact version (compared as dpkg does).
+    pub fn version(&self) -> Option<&'a str> {
+        self.text.split_once('=').map(|(_, version)| version)
+    }
+
     /// `name` or `name=version`, as written on a command line.
     pub fn label(&self) -> String {
-        match &self.version {
-            Some(v) => format!("{}={v}", self.name),
-            None => self.name.clone(),
-        }
+        self.text.to_string()
     }
 
     /// Checks the name and the pinned version; returns the relation the request stands for.
@@ -264,18 +271,18 @@ impl Request {
             request: self.label(),
             message,
         };
-        if !universe::is_package_name(&self.name) {
+        let name = self.name();
+        if !universe::is_package_name(name) {
             return Err(bad(format!(
-                "{:?} is not a package name (expected a letter or digit, then letters, digits, `+`, `-`, `.` or `_`)",
-                self.name
+                "{name:?} is not a package name (expected a letter or digit, then letters, digits, `+`, `-`, `.` or `_`)"
             )));
         }
-        let text = match &self.version {
+        let text = match self.version() {
             Some(v) => {
                 Version::parse(v).map_err(|e| bad(e.to_string()))?;
-                format!("{} (= {v})", self.name)
+                format!("{name} (= {v})")
             }
-            None => self.name.clone(),
+            None => name.to_string(),
         };
         Relation::parse(&text).map_err(|e| bad(e.to_string()))
     }

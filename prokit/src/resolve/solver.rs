@@ -192,7 +192,7 @@ enum Undo {
 pub(super) struct Solver<'u> {
     pub(super) u: &'u Universe,
     sorted: &'u Sorted,
-    pub(super) requests: &'u [Request],
+    pub(super) requests: &'u [Request<'u>],
     /// The relation each request stands for.
     request_wants: Vec<Want>,
     pub(super) decisions: IdMap<NameId, Decision>,
@@ -228,7 +228,11 @@ pub(super) struct Solver<'u> {
 }
 
 impl<'u> Solver<'u> {
-    pub(super) fn new(u: &'u Universe, requests: &'u [Request], request_rels: &[Relation]) -> Self {
+    pub(super) fn new(
+        u: &'u Universe,
+        requests: &'u [Request<'u>],
+        request_rels: &[Relation],
+    ) -> Self {
         let links = (0..requests.len())
             .map(|i| PackedLink {
                 a: u32::try_from(i).expect("fewer than 2^32 requests"),
@@ -245,7 +249,7 @@ impl<'u> Solver<'u> {
             .iter()
             .zip(request_rels)
             .map(|(r, rel)| Want {
-                name: u.names.get(&r.name).unwrap_or(NO_NAME),
+                name: u.names.get(r.name()).unwrap_or(NO_NAME),
                 op: rel.constraint().map(|(op, _)| op),
                 rank: rel
                     .constraint()
@@ -546,7 +550,7 @@ impl<'u> Solver<'u> {
                     .iter()
                     .copied()
                     .filter(|&id| fits(id) && !self.same_as_installed(id))
-                    .filter(|&id| request.version.is_some() || self.new_or_newer(id))
+                    .filter(|&id| request.version().is_some() || self.new_or_newer(id))
                     .filter(|id| !self.is_dead(*id))
                     .map(|id| Opt::Install {
                         id,
@@ -560,7 +564,7 @@ impl<'u> Solver<'u> {
                 let mut options = Vec::new();
                 let candidates = available.iter().copied().filter(|&id| fits(id));
                 match installed {
-                    Some(inst) if request.version.is_none() => {
+                    Some(inst) if request.version().is_none() => {
                         // Upgrade when the feeds have something newer; else keep.
                         let current = self.rank(inst);
                         options.extend(candidates.filter(|&id| self.rank(id) > current).map(

@@ -25,7 +25,7 @@ use super::solver::Solver;
 use super::{Plan, Request, Step};
 use feeds::control::Paragraph;
 use feeds::relation::{Op, Relation, parse_relations};
-use feeds::version::Version;
+use feeds::version::{Version, cmp_accepted};
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
@@ -213,10 +213,10 @@ impl Interner {
 /// One relation: a name and an optional version constraint (`op` with version `version`).
 ///
 /// The name is *raw*: the [`NameId`] when a package, provide or assumption had defined it
-/// when the relation was read, else [`PENDING`] plus an index into the universe's list of
-/// relation names still to look up; [`Universe::dep_name`] resolves it. Only names that
-/// something defines are interned: the names no stanza has (most alternatives of an
-/// adversarial index) are stored once each, never hashed into a big table.
+/// when the relation was read, else [`PENDING`] plus the number of the name among the
+/// relation names still to look up (each distinct name once: a feed's packages name `libc`
+/// thousands of times); [`Universe::dep_name`] resolves it. The names no stanza has (most
+/// alternatives of an adversarial index) stay there, apart from the names something defines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct Dep {
     raw: u32,
@@ -481,9 +481,11 @@ impl Lists {
 impl Sorted {
     /// The rank of any version, in the universe or not (a pinned request's).
     pub(super) fn rank_of(&self, u: &Universe, version: &Version) -> u32 {
-        let at = self.ordered.partition_point(|&v| u.version(v) < version);
+        let version = version.as_str();
+        let cmp = |v: VerId| cmp_accepted(u.version(v), version);
+        let at = self.ordered.partition_point(|&v| cmp(v) == Ordering::Less);
         match self.ordered.get(at) {
-            Some(&v) if u.version(v) == version => self.rank[v as usize],
+            Some(&v) if cmp(v) == Ordering::Equal => self.rank[v as usize],
             Some(&v) => self.rank[v as usize] - 1,
             None => self
                 .ordered
@@ -500,10 +502,10 @@ pub struct Universe {
     /// Names something defines: packages, provides, assumptions.
     pub(super) names: Interner,
     /// Relation names not defined when read, to be looked up in `names` once all are in.
-    pending_names: Texts,
+    pending_names: Interner,
+    /// Every version, as the text [`Version::parse`] accepted: compared as text
+    /// ([`cmp_accepted`]), not held parsed (one more allocation per version).
     versions: Interner,
-    /// The parsed version of each [`VerId`].
-    version_values: Vec<Version>,
     feeds: Interner,
     /// Architectures, interned ([`Pkg::arch`]).
     arches: Interner,
@@ -701,7 +703,7 @@ impl Universe {
             .map(|&id| (id, self.pkg(id)))
             .filter(|(id, p)| {
                 !p.installed
-                    && self.pkg_version(*id).cmp(installed_version) == std::cmp::Ordering::Equal
+                    && cmp_accepted(self.pkg_version(*id), installed_version) == Ordering::Equal
                     && p.arch == ip.arch
             })
             .min_by_key(|(_, p)| p.feed_order)?;
@@ -776,8 +778,9 @@ impl Universe {
         Arc::clone(&self.sorted().feed_names[pkg.feed as usize])
     }
 
-    pub(super) fn version(&self, id: VerId) -> &Version {
-        &self.version_values[id as usize]
+    /// Version `id`, as written (trimmed); compare with [`cmp_accepted`] or by rank.
+    pub(super) fn version(&self, id: VerId) -> &str {
+        self.versions.text(id)
     }
 
     pub(super) fn want(&self, dep: Dep) -> Want {
@@ -807,7 +810,7 @@ impl Universe {
     }
 
     /// The version of package `id`.
-    pub(super) fn pkg_version(&self, id: PkgId) -> &Version {
+    pub(super) fn pkg_version(&self, id: PkgId) -> &str {
         self.version(self.pkg(id).ver)
     }
 
@@ -893,13 +896,15 @@ impl Universe {
     }
 
     fn sort(&self) -> Sorted {
-        let n = u32::try_from(self.version_values.len()).unwrap_or(u32::MAX);
+        let n = u32::try_from(self.versions.len()).unwrap_or(u32::MAX);
         let mut ordered: Vec<VerId> = (0..n).collect();
-        ordered.sort_unstable_by(|&a, &b| self.version(a).cmp(self.version(b)));
+        ordered.sort_unstable_by(|&a, &b| cmp_accepted(self.version(a), self.version(b)));
         let mut rank = vec![0; ordered.len()];
         let mut r = 1u32;
         for (i, &v) in ordered.iter().enumerate() {
-            if i > 0 && self.version(ordered[i - 1]) != self.version(v) {
+            if i > 0
+                && cmp_accepted(self.version(ordered[i - 1]), self.version(v)) != Ordering::Equal
+            {
                 r = r.saturating_add(2);
             }
             rank[v as usize] = r;
@@ -981,7 +986,7 @@ impl Universe {
     fn dep(&mut self, rel: &Relation, bad: &dyn Fn() -> ResolveError) -> Result<Dep, ResolveError> {
         let raw = match self.names.get(rel.name()) {
             Some(id) => id,
-            None => PENDING | self.pending_names.push(rel.name()).ok_or_else(bad)?,
+            None => PENDING | self.pending_names.intern(rel.name()).ok_or_else(bad)?,
         };
         let (op, version) = match rel.constraint() {
             None => (None, 0),
@@ -991,12 +996,7 @@ impl Universe {
     }
 
     fn version_id(&mut self, version: &Version) -> Option<VerId> {
-        let before = self.versions.len();
-        let id = self.versions.intern(version.as_str())?;
-        if self.versions.len() > before {
-            self.version_values.push(version.clone());
-        }
-        Some(id)
+        self.versions.intern(version.as_str())
     }
 
     /// Parses the fields resolution needs; arch priority, feed and flags are filled in by the
