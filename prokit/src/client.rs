@@ -585,10 +585,11 @@ impl Client {
     fn resolve_plan(
         &self,
         db: &Db,
-        universe: Universe,
+        mut universe: Universe,
         packages: &[String],
         progress: &dyn Progress,
     ) -> Result<crate::resolve::Plan, ClientError> {
+        universe.finish_reading();
         let mut plan = universe.resolve(&requests_of(packages))?;
         if self.opts.install_recommends {
             plan = self.with_recommends(db, &universe, packages, plan, progress)?;

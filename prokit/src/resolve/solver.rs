@@ -10,7 +10,8 @@
 use super::universe::{AVAILABLE, Counts, INSTALLED, INSTALLED_PROVIDED, NO_NAME, PROVIDED};
 use super::universe::{Dep, IdMap, IdSet, NameId, PkgId, PkgRef, Sorted, Universe, Want};
 use super::{DEFAULT_STEP_BUDGET, DEFAULT_WORK_BUDGET, MAX_LISTED, Request, ResolveError};
-use feeds::relation::Relation;
+use feeds::relation::Op;
+use feeds::version::Version;
 use std::cell::Cell;
 
 /// What has been decided about a name in the current branch. Names without a decision are
@@ -193,8 +194,6 @@ pub(super) struct Solver<'u> {
     pub(super) u: &'u Universe,
     sorted: &'u Sorted,
     pub(super) requests: &'u [Request<'u>],
-    /// The relation each request stands for.
-    request_wants: Vec<Want>,
     pub(super) decisions: IdMap<NameId, Decision>,
     trail: Vec<Undo>,
     /// The links of every chain (undone with the obligations on backtracking, but for those
@@ -228,11 +227,7 @@ pub(super) struct Solver<'u> {
 }
 
 impl<'u> Solver<'u> {
-    pub(super) fn new(
-        u: &'u Universe,
-        requests: &'u [Request<'u>],
-        request_rels: &[Relation],
-    ) -> Self {
+    pub(super) fn new(u: &'u Universe, requests: &'u [Request<'u>]) -> Self {
         let links = (0..requests.len())
             .map(|i| PackedLink {
                 a: u32::try_from(i).expect("fewer than 2^32 requests"),
@@ -245,22 +240,10 @@ impl<'u> Solver<'u> {
             .map(|i| Chain::try_from(i).expect("fewer than 2^32 requests"))
             .collect();
         let sorted = u.sorted();
-        let request_wants = requests
-            .iter()
-            .zip(request_rels)
-            .map(|(r, rel)| Want {
-                name: u.names.get(r.name()).unwrap_or(NO_NAME),
-                op: rel.constraint().map(|(op, _)| op),
-                rank: rel
-                    .constraint()
-                    .map_or(0, |(_, version)| sorted.rank_of(u, version)),
-            })
-            .collect();
         Solver {
             u,
             sorted,
             requests,
-            request_wants,
             decisions: IdMap::default(),
             trail: Vec::new(),
             links,
@@ -297,7 +280,6 @@ impl<'u> Solver<'u> {
         self.sel_declared = Default::default();
         self.sel_rdeps = Default::default();
         self.dead = Default::default();
-        self.request_wants = Vec::new();
     }
 
     pub(super) fn counts(&self) -> Counts {
@@ -374,10 +356,23 @@ impl<'u> Solver<'u> {
             .map_or(&[], Vec::as_slice)
     }
 
+    /// The relation request `i` stands for (`name`, or `name (= version)`), made when asked
+    /// for rather than kept (a bootstrap makes thousands of requests): a request was checked
+    /// before the search began ([`Request::check`](super::Request)).
+    fn request_want(&self, i: usize) -> Want {
+        let request = self.requests[i];
+        let version = request.version().and_then(|v| Version::parse(v).ok());
+        Want {
+            name: self.u.names.get(request.name()).unwrap_or(NO_NAME),
+            op: version.as_ref().map(|_| Op::Eq),
+            rank: version.map_or(0, |v| self.sorted.rank_of(self.u, &v)),
+        }
+    }
+
     /// The relation at `at`, ready to be checked.
     pub(super) fn want(&self, at: RelAt) -> Want {
         match at {
-            RelAt::Request(i) => self.request_wants[i],
+            RelAt::Request(i) => self.request_want(i),
             RelAt::Alt { pkg, group, alt } => self
                 .u
                 .want(self.pkg(pkg).group(group as usize)[alt as usize]),

@@ -1576,3 +1576,46 @@ fn stanzas_and_assumptions_added_after_a_resolution_count_for_the_next() {
     avail(&mut u, "Package: b\nVersion: 3");
     assert_eq!(steps(&plan(&u, &["a"])), ["b 3", "a 1"]);
 }
+
+/// An interner whose table was dropped still finds every text (slowly) and, at its next
+/// intern, makes the table again without numbering a known text twice.
+#[test]
+fn interner_without_its_table_keeps_every_id() {
+    let mut i = universe::Interner::default();
+    let texts: Vec<String> = (0..1000).map(|n| format!("name-{n}")).collect();
+    for (n, t) in texts.iter().enumerate() {
+        assert_eq!(i.intern(t), Some(n as u32));
+    }
+    i.drop_table();
+    assert_eq!(i.get("name-999"), Some(999));
+    assert_eq!(i.get("absent"), None);
+    assert_eq!(i.intern("name-5"), Some(5));
+    assert_eq!(i.intern("new"), Some(1000));
+    for (n, t) in texts.iter().enumerate() {
+        assert_eq!((i.get(t), i.text(n as u32)), (Some(n as u32), t.as_str()));
+    }
+    assert_eq!(i.len(), 1001);
+}
+
+/// Reading more stanzas after `finish_reading` numbers their versions and names as before.
+#[test]
+fn stanzas_read_after_finish_reading_resolve_alike() {
+    let mut u = universe();
+    let mut v = universe();
+    for u in [&mut u, &mut v] {
+        avail(u, "Package: base\nVersion: 1.0\n");
+        avail(u, "Package: base\nVersion: 0.9\n");
+    }
+    u.finish_reading();
+    for u in [&mut u, &mut v] {
+        avail(
+            u,
+            "Package: late\nVersion: 2.0\nDepends: base (>= 1.0), gone\n",
+        );
+        avail(u, "Package: gone\nVersion: 1.0\nDepends: base (= 0.9)\n");
+        avail(u, "Package: gone\nVersion: 0.5\n");
+    }
+    for names in [&["late"][..], &["late", "base=1.0"][..]] {
+        assert_eq!(steps(&plan(&u, names)), steps(&plan(&v, names)));
+    }
+}

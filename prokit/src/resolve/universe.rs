@@ -168,16 +168,28 @@ impl Interner {
         }
     }
 
-    /// The id of `text`, if it has one.
+    /// The id of `text`, if it has one (a search through every text after
+    /// [`Interner::drop_table`], until the next [`Interner::intern`]).
     pub(super) fn get(&self, text: &str) -> Option<u32> {
         if self.slots.is_empty() {
-            return None;
+            return (0..self.texts.len() as u32).find(|&id| self.texts.text(id) == text);
         }
         self.slots[self.slot(text)].checked_sub(1)
     }
 
+    /// Frees the table that finds a text's id, for an interner whose ids are only turned
+    /// back into texts from now on (the versions and the pending relation names once the
+    /// universe is read: at 10,000 packages, 200 KB); the next [`Interner::intern`] makes
+    /// it again.
+    pub(super) fn drop_table(&mut self) {
+        self.slots = Vec::new();
+    }
+
     /// The id of `text`, numbering it if it is new; None when no number is left.
     pub(super) fn intern(&mut self, text: &str) -> Option<u32> {
+        if self.slots.is_empty() && self.texts.len() > 0 {
+            self.grow();
+        }
         if let Some(id) = self.get(text) {
             return Some(id);
         }
@@ -190,9 +202,12 @@ impl Interner {
         Some(id)
     }
 
-    /// Doubles the table (at least 64 slots) and puts every id back.
+    /// Doubles the table (at least 64 slots, at least twice the texts) and puts every id
+    /// back.
     fn grow(&mut self) {
-        let len = (self.slots.len() * 2).max(64);
+        let len = (self.slots.len() * 2)
+            .max((self.texts.len() + 1).next_power_of_two() * 2)
+            .max(64);
         self.slots = vec![0; len];
         for id in 0..self.texts.len() as u32 {
             let at = self.slot(self.texts.text(id));
@@ -563,6 +578,13 @@ impl Universe {
         self.work_budget = Some(checks);
     }
 
+    /// Frees what only reading stanzas needed, once every stanza is in: the tables that
+    /// find a version's or a pending relation name's number (later stanzas make them again).
+    pub fn finish_reading(&mut self) {
+        self.versions.drop_table();
+        self.pending_names.drop_table();
+    }
+
     /// Makes room for `stanzas` more packages at once (the package records are the
     /// universe's biggest array: grown by doubling, up to half of it would be unused).
     pub fn reserve(&mut self, stanzas: usize) {
@@ -728,15 +750,12 @@ impl Universe {
         &self,
         requests: &[Request],
     ) -> (Result<Plan, ResolveError>, Counts) {
-        let mut rels = Vec::with_capacity(requests.len());
         for request in requests {
-            match request.check() {
-                Ok(rel) => rels.push(rel),
-                Err(e) => return (Err(e), Counts::default()),
+            if let Err(e) = request.check() {
+                return (Err(e), Counts::default());
             }
         }
-        let mut solver = Solver::new(self, requests, &rels);
-        drop(rels);
+        let mut solver = Solver::new(self, requests);
         let result = solver.run().and_then(|()| {
             solver.release_search();
             solver.plan()
