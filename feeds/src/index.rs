@@ -366,7 +366,7 @@ pub fn gunzip(data: &[u8], limits: &Limits) -> Result<Vec<u8>, IndexError> {
 /// [`gunzip`] as a stream: `data` decompressed as it is read, within the same bounds (size
 /// and ratio), so that an index need never be whole in memory. A read error means what
 /// [`gunzip_error`] says.
-pub fn gunzip_reader<'a>(data: &'a [u8], limits: &Limits) -> impl Read + 'a {
+pub fn gunzip_reader<'a, R: Read + 'a>(data: R, limits: &Limits) -> impl Read + 'a {
     let (counting, count) = Counting::new(data);
     let dec = flate2::read::MultiGzDecoder::new(counting);
     Bounded::new(dec, limits.max_index).with_ratio(count, limits.max_ratio, limits.ratio_grace)

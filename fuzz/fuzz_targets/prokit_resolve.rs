@@ -22,7 +22,7 @@ use std::collections::HashSet;
 
 use feeds::control::ParagraphReader;
 use libfuzzer_sys::fuzz_target;
-use prokit::resolve::{Request, Universe};
+use prokit::resolve::{Request, RequestList, Universe};
 
 const MAX_PARAGRAPHS: usize = 64;
 
@@ -58,25 +58,25 @@ fuzz_target!(|data: &[u8]| {
         let _ = universe.reverse_dependents(name);
     }
     let Some(name) = first else { return };
-    let Ok(request) = Request::parse(&name) else {
+    if Request::parse(&name).is_err() {
         return;
-    };
-    let Ok(plan) = universe.resolve(std::slice::from_ref(&request)) else {
+    }
+    let Ok(plan) = universe.resolve(&RequestList::of(&[name])) else {
         return;
     };
     let mut seen = HashSet::new();
     for step in &plan.steps {
         assert!(
-            seen.insert(step.name.as_str()),
+            seen.insert(step.name()),
             "plan installs {} twice: {plan:?}",
-            step.name
+            step.name()
         );
         // Every step is a package some accepted stanza offered (the step's stanza keeps only
         // the fields read after resolution: not the name).
         assert!(
-            available.contains(&step.name),
+            available.contains(step.name()),
             "plan installs {}, which no stanza offered: {plan:?}",
-            step.name
+            step.name()
         );
     }
 });

@@ -9,6 +9,7 @@
 //! checked against its SHA-256 while streaming; then install package by package in dependency
 //! order, each one crash-safe.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ use crate::install::{self, InstallError, InstallOptions, InstallReport, RemoveRe
 use crate::keyring::{self, KeyringError};
 use crate::planned::Planned;
 use crate::policy::Policy;
-use crate::resolve::{Request, ResolveError, Universe};
+use crate::resolve::{Request, RequestList, ResolveError, Universe};
 use crate::review::{Provenance, Review};
 use crate::rootfs::{self, TarError};
 use crate::status::{Db, StatusError};
@@ -586,20 +587,20 @@ impl Client {
         &self,
         db: &Db,
         mut universe: Universe,
-        packages: &[String],
+        packages: &RequestList,
         progress: &dyn Progress,
     ) -> Result<crate::resolve::Plan, ClientError> {
         universe.finish_reading();
-        let mut plan = universe.resolve(&requests_of(packages))?;
+        let mut plan = universe.resolve(packages)?;
         if self.opts.install_recommends {
             plan = self.with_recommends(db, &universe, packages, plan, progress)?;
         }
         if self.opts.force_reinstall {
             // Named packages already installed at the chosen version are installed again,
             // from a feed offering that very version (opkg's --force-reinstall).
-            let named = requests_of(packages);
+            let named = packages;
             for name in std::mem::take(&mut plan.already_installed) {
-                if !named.iter().any(|r| r.name() == name) {
+                if !named.iter().any(|r| Request::of(r).name() == name) {
                     plan.already_installed.push(name);
                     continue;
                 }
@@ -630,13 +631,13 @@ impl Client {
         &self,
         db: &Db,
         universe: &Universe,
-        packages: &[String],
+        packages: &RequestList,
         mut plan: crate::resolve::Plan,
         progress: &dyn Progress,
     ) -> Result<crate::resolve::Plan, ClientError> {
         const MAX_RECOMMENDS: usize = 64;
         let mut wanted: Vec<String> = Vec::new();
-        for step in plan.steps.iter().filter(|s| s.upgrade_from.is_none()) {
+        for step in plan.steps.iter().filter(|s| s.upgrade_from().is_none()) {
             let stanza = step.stanza.read()?;
             let field = stanza.get("Recommends").unwrap_or("");
             let Ok(groups) = feeds::relation::parse_relations(field) else {
@@ -656,19 +657,22 @@ impl Client {
                 let present = status
                     .as_ref()
                     .is_some_and(|p| crate::status::is_installed(p))
-                    || plan.steps.iter().any(|s| s.name == name);
+                    || plan.steps.iter().any(|s| s.name() == name);
                 if !present && !removed_by_user && !wanted.contains(&name) {
                     wanted.push(name);
                 }
             }
         }
         wanted.truncate(MAX_RECOMMENDS);
-        let mut requested: Vec<String> = packages.to_vec();
+        if wanted.is_empty() {
+            return Ok(plan);
+        }
+        let mut requested = packages.clone();
         let mut taken = Vec::new();
         for name in wanted {
             let mut trial = requested.clone();
-            trial.push(name.clone());
-            match universe.resolve(&requests_of(&trial)) {
+            trial.push(&name);
+            match universe.resolve(&trial) {
                 Ok(p) => {
                     plan = p;
                     requested = trial;
@@ -680,7 +684,7 @@ impl Client {
             }
         }
         for step in &mut plan.steps {
-            if taken.contains(&step.name) {
+            if taken.iter().any(|t| t == step.name()) {
                 step.auto = true;
             }
         }
@@ -697,12 +701,12 @@ impl Client {
         for n in plan
             .steps
             .iter()
-            .filter(|s| s.upgrade_from.is_some())
-            .map(|s| &s.name)
-            .chain(&plan.removes)
+            .filter(|s| s.upgrade_from().is_some())
+            .map(|s| s.name())
+            .chain(plan.removes.iter().map(String::as_str))
         {
             if db.get(n)?.is_some_and(|p| crate::status::is_held(&p)) {
-                held.push(n.clone());
+                held.push(n.to_string());
             }
         }
         held.sort();
@@ -719,7 +723,7 @@ impl Client {
     /// changing nothing (`--noaction`).
     pub fn plan(
         &self,
-        packages: &[String],
+        packages: &RequestList,
         upgrade: bool,
         progress: &dyn Progress,
     ) -> Result<PlanReport, ClientError> {
@@ -729,9 +733,9 @@ impl Client {
         let mut steps = Vec::with_capacity(plan.steps.len());
         for s in &plan.steps {
             steps.push(PlannedStep {
-                name: s.name.clone(),
-                version: s.version.clone(),
-                from: s.upgrade_from.clone(),
+                name: s.name().to_string(),
+                version: s.version().to_string(),
+                from: s.upgrade_from().map(str::to_string),
                 feed: s.feed.to_string(),
                 size: s
                     .stanza
@@ -739,7 +743,7 @@ impl Client {
                     .get("Size")
                     .and_then(|v| v.trim().parse().ok())
                     .unwrap_or(0),
-                auto: s.auto || (upgrade && s.upgrade_from.is_some()),
+                auto: s.auto || (upgrade && s.upgrade_from().is_some()),
             });
         }
         Ok(PlanReport {
@@ -917,7 +921,8 @@ impl Client {
             return Ok((0, skipped));
         }
         let review_only = gate.review_only();
-        let result = self.install_inner(&targets, progress, gate, true);
+        let result =
+            self.install_inner(Cow::Owned(RequestList::new(targets)), progress, gate, true);
         if let Err(e) = &result {
             self.audit_refusal(e, review_only)?;
         }
@@ -1517,7 +1522,7 @@ impl Client {
     /// thousands of packages would hold them all).
     pub fn install(
         &self,
-        packages: &[String],
+        packages: &RequestList,
         progress: &dyn Progress,
     ) -> Result<usize, ClientError> {
         self.install_gated(packages, progress, &mut NoGate)
@@ -1528,7 +1533,17 @@ impl Client {
     /// asked before anything changes.
     pub fn install_gated(
         &self,
-        packages: &[String],
+        packages: &RequestList,
+        progress: &dyn Progress,
+        gate: &mut dyn Gate,
+    ) -> Result<usize, ClientError> {
+        self.install_audited(Cow::Borrowed(packages), progress, gate)
+    }
+
+    /// [`Client::install_gated`], with `packages` dropped once resolved when owned.
+    fn install_audited(
+        &self,
+        packages: Cow<'_, RequestList>,
         progress: &dyn Progress,
         gate: &mut dyn Gate,
     ) -> Result<usize, ClientError> {
@@ -1633,9 +1648,11 @@ impl Client {
         Ok(())
     }
 
+    /// `packages` is dropped once resolved: owned, a bootstrap's thousands of names are
+    /// freed before the install.
     fn install_inner(
         &self,
-        packages: &[String],
+        packages: Cow<'_, RequestList>,
         progress: &dyn Progress,
         gate: &mut dyn Gate,
         upgrade: bool,
@@ -1645,12 +1662,13 @@ impl Client {
         db.set_reuse_journal(true);
         // The feed key that signed each feed's index, recorded with what it vouched for.
         let (universe, feed_keys) = self.universe_signed(&db, true, progress)?;
-        let mut plan = self.resolve_plan(&db, universe, packages, progress)?;
+        let mut plan = self.resolve_plan(&db, universe, &packages, progress)?;
+        drop(packages);
         // An upgrade changes versions, not who asked for a package: what was pulled in as
         // a dependency stays Auto-Installed.
         if upgrade {
             for step in &mut plan.steps {
-                if step.upgrade_from.is_some() {
+                if step.upgrade_from().is_some() {
                     step.auto = true;
                 }
             }
@@ -1674,7 +1692,7 @@ impl Client {
         let mut index_signatures: BTreeMap<usize, (String, String)> = BTreeMap::new();
         let removes = std::mem::take(&mut plan.removes);
         for step in std::mem::take(&mut plan.steps) {
-            let package = || format!("{} {}", step.name, step.version);
+            let package = || format!("{} {}", step.name(), step.version());
             let bad = |reason: String| ClientError::BadStanza {
                 feed: step.feed.to_string(),
                 package: package(),
@@ -1694,15 +1712,15 @@ impl Client {
             }
             planned
                 .push(crate::planned::NewPackage {
-                    name: &step.name,
-                    version: &step.version,
+                    name: step.name(),
+                    version: step.version(),
                     arch: &step.arch,
                     filename,
                     size,
                     sha256: &sha256,
                     feed,
                     auto: step.auto,
-                    upgrade_from: step.upgrade_from.as_deref(),
+                    upgrade_from: step.upgrade_from(),
                 })
                 .map_err(|e| match e {
                     crate::planned::PlannedError::Download(d) => ClientError::from(d),
@@ -1770,55 +1788,35 @@ impl Client {
         let mut committed = 0usize;
         // Developer signatures are checked by the download workers as each file arrives, in
         // parallel and off the install thread; what a worker did not check is checked before
-        // the install. A verdict is kept as the key's 8 bytes (16 with its lock), not as text
-        // made by a worker and held to the end: `Some(key)` when it verified (`None` for a
-        // package no developer signed), `None` when it was refused, the reason kept aside
-        // (refusals end the install: there are few).
-        let verdicts: Vec<std::sync::OnceLock<Option<Option<feeds::usign::Fingerprint>>>> = (0
-            ..planned.len())
-            .map(|_| std::sync::OnceLock::new())
-            .collect();
-        let refusals: std::sync::Mutex<BTreeMap<usize, String>> = Default::default();
-        let judged = |i: usize, verdict: Result<Option<feeds::usign::Fingerprint>, String>| {
-            verdict
-                .map_err(|reason| {
-                    let mut refusals = refusals.lock().unwrap_or_else(|e| e.into_inner());
-                    refusals.entry(i).or_insert(reason);
-                })
-                .ok()
-        };
+        // the install. A verdict is kept in 4 bytes until the install reaches the package
+        // (verdicts.rs), not as text made by a worker and held to the end.
+        let verdicts = crate::verdicts::Verdicts::new(planned.len());
         let check_arrived = |i: usize, item: &DownloadItem| {
-            let verdict = match planned.get(i) {
+            let _ = verdicts.get_or_judge(i, || match planned.get(i) {
                 Ok(p) => self.verify_developer(&item.dest, &expected_with(&p, i, true)),
                 Err(e) => Err(e.to_string()),
-            };
-            let _ = verdicts[i].get_or_init(|| judged(i, verdict));
+            });
             arrived[i].store(true, std::sync::atomic::Ordering::SeqCst);
         };
         // The developer key that signed package `i` (its signature checked once, by a
         // download worker or here), or the refusal naming the package and where it came from.
         let developer_verdict =
             |p: &crate::planned::Package<'_>, i: usize| -> Result<Option<String>, ClientError> {
-                let verdict = verdicts[i].get_or_init(|| {
-                    judged(
-                        i,
-                        self.verify_developer(&p.dest(), &expected_with(p, i, true)),
-                    )
-                });
-                match verdict {
-                    Some(key) => Ok(key.map(|k| k.to_string())),
-                    None => Err(ClientError::Developer {
+                verdicts
+                    .get_or_judge(i, || {
+                        self.verify_developer(&p.dest(), &expected_with(p, i, true))
+                    })
+                    .map(|key| key.map(|k| k.to_string()))
+                    .map_err(|reason| ClientError::Developer {
                         package: p.label(),
                         url: p.url(),
-                        reason: refusals
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get(&i)
-                            .cloned()
-                            .unwrap_or_default(),
-                    }),
-                }
+                        reason,
+                    })
             };
+        // The steps given to the batch and not yet reported, by name, to find a report's (the
+        // batch's few, not a table of the plan's thousands).
+        let in_batch: std::cell::RefCell<std::collections::HashMap<String, usize>> =
+            Default::default();
         let install_one =
             |db: &mut Db, batch: &mut install::Batch, i: usize| -> Result<(), ClientError> {
                 // The few texts the install needs, made here (not a whole download item: an
@@ -1827,6 +1825,7 @@ impl Client {
                 let dest = p.dest();
                 let mut exp = expected_with(&p, i, false);
                 exp.signed_by = developer_verdict(&p, i)?;
+                in_batch.borrow_mut().insert(p.name().to_string(), i);
                 self.audit.record(
                     "package-verified",
                     serde_json::json!({
@@ -1848,19 +1847,17 @@ impl Client {
                     })
             };
         // What a batch committed: recorded, reported, its cache files gone.
-        // The steps in name order, to find a report's (4 bytes a step, not a table of names).
-        let mut by_name: Vec<u32> = (0..u32::try_from(planned.len()).unwrap_or(u32::MAX)).collect();
-        by_name.sort_unstable_by(|&a, &b| planned.name(a as usize).cmp(planned.name(b as usize)));
-        let step_of = |name: &str| -> usize {
-            let at = by_name
-                .binary_search_by(|&j| planned.name(j as usize).cmp(name))
-                .expect("every report is of a step");
-            by_name[at] as usize
+        let step_of = |name: &str| -> Result<usize, ClientError> {
+            in_batch.borrow_mut().remove(name).ok_or_else(|| {
+                ClientError::Invalid(format!(
+                    "the install reported {name}, which it was not given"
+                ))
+            })
         };
         let settle =
             |batch: &mut install::Batch, committed: &mut usize| -> Result<(), ClientError> {
                 for report in batch.take_done() {
-                    let p = planned.get(step_of(&report.name))?;
+                    let p = planned.get(step_of(&report.name)?)?;
                     self.audit.record(
                         if report.upgraded_from.is_some() {
                             "package-upgraded"
@@ -2692,7 +2689,7 @@ fn download_item(
 }
 
 /// What `prokit bootstrap` is asked to make.
-pub struct Bootstrap<'a> {
+pub struct Bootstrap {
     /// `NAME=URL` feeds, in priority order.
     pub feeds: Vec<(String, String)>,
     /// usign public keys trusted for the feeds (copied into `<root>/etc/opkg/keys/<fp>`).
@@ -2701,9 +2698,9 @@ pub struct Bootstrap<'a> {
     pub keyring: Option<(PathBuf, feeds::usign::Fingerprint)>,
     /// `arch` lines; empty accepts every architecture.
     pub arch: Vec<(String, u32)>,
-    /// What to install, as on a command line (`name` or `name=version`); borrowed, as a
-    /// bootstrap's thousands of names would otherwise be held twice through the install.
-    pub packages: &'a [String],
+    /// What to install, as on a command line (`name` or `name=version`): freed once
+    /// resolved (a bootstrap's thousands of names are not needed by the install).
+    pub packages: RequestList,
     /// Write a reproducible tarball of the root here when done.
     pub tar: Option<PathBuf>,
     /// mtime of every entry in the tarball.
@@ -2718,7 +2715,7 @@ pub struct Bootstrap<'a> {
 /// packages, and optionally writes a reproducible tarball of the result.
 pub fn bootstrap(
     opts: Options,
-    b: &Bootstrap<'_>,
+    b: Bootstrap,
     progress: &dyn Progress,
 ) -> Result<usize, ClientError> {
     if b.feeds.is_empty() {
@@ -2808,7 +2805,7 @@ pub fn bootstrap(
     if !failed.is_empty() {
         return Err(ClientError::UpdateFailed { failed });
     }
-    let installed = client.install(b.packages, progress)?;
+    let installed = client.install_audited(Cow::Owned(b.packages), progress, &mut NoGate)?;
     if let Some(out) = &b.tar {
         let cache = client.opts.cache_dir.clone();
         // The lock directory goes into the tarball (opkg needs it), its lock files do not.

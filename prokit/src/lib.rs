@@ -32,4 +32,5 @@ pub mod status;
 // openat(2) and the other *at calls that confine every write to the root.
 #[allow(unsafe_code)]
 pub mod unpack;
+mod verdicts;
 pub mod verify;

@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use prokit::client::{self, Bootstrap, Client, ListEntry, Options, Progress, Recorded};
 use prokit::install::{InstallReport, ScriptMode};
+use prokit::resolve::RequestList;
 use prokit::review::{self, Review};
 use prokit::verify::VerifyReport;
 use serde::Serialize;
@@ -297,6 +298,27 @@ enum Command {
     /// optionally write a reproducible tarball (same inputs + SOURCE_DATE_EPOCH give the same
     /// bytes).
     Bootstrap(BootstrapArgs),
+}
+
+impl Command {
+    /// The packages an install, review or bootstrap names, packed into one text
+    /// ([`RequestList`]), with clap's strings freed: a bootstrap can name thousands, and
+    /// they would otherwise be held through the whole install. Empty for other commands.
+    fn take_requests(&mut self) -> RequestList {
+        match self {
+            Command::Install(InstallCmd { packages, .. })
+            | Command::Review(ReviewCmd { packages, .. })
+            | Command::Bootstrap(BootstrapArgs { packages, .. }) => {
+                RequestList::new(std::mem::take(packages))
+            }
+            _ => RequestList::default(),
+        }
+    }
+}
+
+/// The requests as a message lists them.
+fn joined(requested: &RequestList) -> String {
+    requested.iter().collect::<Vec<_>>().join(", ")
 }
 
 #[derive(Args)]
@@ -697,8 +719,9 @@ impl Cli {
 fn main() -> ExitCode {
     cli_support::tune_allocator();
     cli_support::limit_arenas(2);
-    let cli = Cli::parse();
-    match run(&cli) {
+    let mut cli = Cli::parse();
+    let requested = cli.command.take_requests();
+    match run(&cli, requested) {
         Ok(code) => code,
         // `prokit list | head`: the reader went away; that is a normal end.
         Err(e) if cli_support::is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
@@ -709,11 +732,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> Result<ExitCode> {
+/// `requested`: the packages an install, review or bootstrap names ([`Command::take_requests`]).
+fn run(cli: &Cli, requested: RequestList) -> Result<ExitCode> {
     match &cli.command {
         Command::Update => cmd_update(cli),
-        Command::Install(a) => cmd_install(cli, a),
-        Command::Review(a) => cmd_review(cli, a),
+        Command::Install(a) => cmd_install(cli, a, &requested),
+        Command::Review(a) => cmd_review(cli, a, &requested),
         Command::Remove(a) => cmd_remove(cli, a),
         Command::Autoremove { noaction } => cmd_autoremove(cli, *noaction),
         Command::Upgrade(a) => cmd_upgrade(cli, a),
@@ -727,7 +751,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Keyring(KeyringCmd::Init(a)) => cmd_keyring_init(cli, a),
         Command::Keyring(KeyringCmd::Refresh) => cmd_keyring_refresh(cli),
         Command::Keyring(KeyringCmd::Status(a)) => cmd_keyring_status(cli, a),
-        Command::Bootstrap(a) => cmd_bootstrap(cli, a),
+        Command::Bootstrap(a) => cmd_bootstrap(cli, a, requested),
         Command::Files { package } => cmd_files(cli, package),
         Command::Search { glob } => cmd_search(cli, glob),
         Command::Whatdepends { recursive, package } => cmd_whatdepends(cli, package, *recursive),
@@ -952,7 +976,7 @@ fn ask_yes_no(question: &str) -> bool {
     matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
-fn cmd_install(cli: &Cli, a: &InstallCmd) -> Result<ExitCode> {
+fn cmd_install(cli: &Cli, a: &InstallCmd, requested: &RequestList) -> Result<ExitCode> {
     use std::io::IsTerminal;
     let terminal = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     let mut gate = ReviewGate {
@@ -964,15 +988,15 @@ fn cmd_install(cli: &Cli, a: &InstallCmd) -> Result<ExitCode> {
     };
     let client = cli.client(Some(&a.args))?;
     if a.args.noaction {
-        print_plan(cli, &client.plan(&a.packages, false, &cli.reporter())?)?;
+        print_plan(cli, &client.plan(requested, false, &cli.reporter())?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let installed = client.install_gated(&a.packages, &cli.reporter(), &mut gate)?;
+    let installed = client.install_gated(requested, &cli.reporter(), &mut gate)?;
     if a.args.download_only {
         return Ok(ExitCode::SUCCESS);
     }
     if installed == 0 && !cli.quiet {
-        cli_support::outln!("Nothing to do: {} already installed", a.packages.join(", "))?;
+        cli_support::outln!("Nothing to do: {} already installed", joined(requested))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1003,7 +1027,7 @@ fn cmd_upgrade(cli: &Cli, a: &UpgradeCmd) -> Result<ExitCode> {
                 already_installed: Vec::new(),
             }
         } else {
-            client.plan(&targets, true, &cli.reporter())?
+            client.plan(&RequestList::new(targets), true, &cli.reporter())?
         };
         print_plan(cli, &plan)?;
         return Ok(ExitCode::SUCCESS);
@@ -1156,7 +1180,7 @@ fn cmd_configure(cli: &Cli, packages: &[String], scripts: Option<Scripts>) -> Re
     Ok(ExitCode::SUCCESS)
 }
 
-fn cmd_review(cli: &Cli, a: &ReviewCmd) -> Result<ExitCode> {
+fn cmd_review(cli: &Cli, a: &ReviewCmd, requested: &RequestList) -> Result<ExitCode> {
     let mut gate = ReviewGate {
         cli,
         show: true,
@@ -1166,7 +1190,7 @@ fn cmd_review(cli: &Cli, a: &ReviewCmd) -> Result<ExitCode> {
     };
     match cli
         .client(Some(&a.args))?
-        .install_gated(&a.packages, &cli.reporter(), &mut gate)
+        .install_gated(requested, &cli.reporter(), &mut gate)
     {
         Err(client::ClientError::Declined) => {
             if cli.json {
@@ -1176,10 +1200,7 @@ fn cmd_review(cli: &Cli, a: &ReviewCmd) -> Result<ExitCode> {
         }
         Ok(_) => {
             if !cli.quiet {
-                cli_support::outln!(
-                    "Nothing to review: {} already installed",
-                    a.packages.join(", ")
-                )?;
+                cli_support::outln!("Nothing to review: {} already installed", joined(requested))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -1865,7 +1886,7 @@ fn cmd_keyring_status(cli: &Cli, a: &KeyringStatusArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn cmd_bootstrap(cli: &Cli, a: &BootstrapArgs) -> Result<ExitCode> {
+fn cmd_bootstrap(cli: &Cli, a: &BootstrapArgs, requested: RequestList) -> Result<ExitCode> {
     let feeds = a
         .feeds
         .iter()
@@ -1889,13 +1910,13 @@ fn cmd_bootstrap(cli: &Cli, a: &BootstrapArgs) -> Result<ExitCode> {
         keyring,
         pubkeys: a.pubkeys.clone(),
         arch,
-        packages: &a.packages,
+        packages: requested,
         tar: a.tar.clone(),
         tar_mtime: source_date_epoch()?.unwrap_or(0).max(0) as u64,
         audit_log: a.audit_log.clone(),
     };
     let options = cli.options(&a.target, Some(&a.args))?;
-    let installed = client::bootstrap(options, &b, &cli.reporter())?;
+    let installed = client::bootstrap(options, b, &cli.reporter())?;
     if !cli.quiet {
         eprintln!(
             "bootstrapped {} with {} package{}{}",

@@ -6,8 +6,7 @@
 //! version, architecture and feed name, its URL, cache path and hash as text). Here its
 //! record (version, architecture, `Filename`, size, the SHA-256 as 32 bytes, feed, …) goes to
 //! a scratch file ([`ScratchLog`]), read back once or twice as the install gets to the
-//! package ([`Planned::get`]); memory keeps its name (packages are found by name) and where
-//! its record ends: ~25 bytes. The URL, mirrors and cache path of a package are made when a
+//! package ([`Planned::get`]); memory keeps where its record ends: 4 bytes. The URL, mirrors and cache path of a package are made when a
 //! download or the install asks for them ([`Package::item`]), by the same code that makes
 //! them for a single download ([`download::item_for`]).
 
@@ -39,18 +38,18 @@ pub(crate) struct NewPackage<'a> {
 }
 
 /// A record: the SHA-256 (32 bytes), the size (8), the feed (2), whether auto-installed
-/// (1), whether an upgrade (1), the lengths of the version, architecture, file name and
-/// version upgraded from (2 each), then those texts.
-const HEAD: usize = 32 + 8 + 2 + 1 + 1 + 4 * 2;
+/// (1), whether an upgrade (1), the lengths of the version, architecture, file name, version
+/// upgraded from and name (2 each), then those texts.
+const HEAD: usize = 32 + 8 + 2 + 1 + 1 + TEXTS * 2;
+
+/// How many texts a record has.
+const TEXTS: usize = 5;
 
 /// The plan's packages, in install order.
 pub(crate) struct Planned {
     records: ScratchLog,
     /// Where each package's record ends in `records`.
     ends: Vec<u32>,
-    /// The names one after the other, and where each ends.
-    names: String,
-    name_ends: Vec<u32>,
     feeds: Vec<PlannedFeed>,
     cache: PathBuf,
 }
@@ -102,8 +101,6 @@ impl Planned {
         Planned {
             records,
             ends: Vec::with_capacity(packages),
-            names: String::new(),
-            name_ends: Vec::with_capacity(packages),
             feeds,
             cache,
         }
@@ -119,11 +116,12 @@ impl Planned {
         // Refused here, not when the download starts: the URLs are made again from the
         // same texts then.
         download::item_for(p.filename, p.size, p.sha256, &feed.bases, &self.cache)?;
-        let texts = [
+        let texts: [&str; TEXTS] = [
             p.version,
             p.arch,
             p.filename,
             p.upgrade_from.unwrap_or_default(),
+            p.name,
         ];
         let mut record = Vec::with_capacity(HEAD + texts.iter().map(|t| t.len()).sum::<usize>());
         record.extend_from_slice(&sha256);
@@ -132,7 +130,7 @@ impl Planned {
         record.extend_from_slice(&feed.to_le_bytes());
         record.push(u8::from(p.auto));
         record.push(u8::from(p.upgrade_from.is_some()));
-        for t in texts.iter().copied().chain([p.name]) {
+        for t in texts {
             u16::try_from(t.len()).map_err(|_| PlannedError::TooLong)?;
         }
         for t in texts {
@@ -143,11 +141,8 @@ impl Planned {
             .for_each(|t| record.extend_from_slice(t.as_bytes()));
         let too_long = |_| PlannedError::TooLong;
         let end = u32::try_from(self.records.len() + record.len() as u64).map_err(too_long)?;
-        let name_end = u32::try_from(self.names.len() + p.name.len()).map_err(too_long)?;
         self.records.push(&record).map_err(PlannedError::Scratch)?;
         self.ends.push(end);
-        self.names.push_str(p.name);
-        self.name_ends.push(name_end);
         Ok(())
     }
 
@@ -155,21 +150,10 @@ impl Planned {
     pub(crate) fn shrink_to_fit(&mut self) {
         self.records.shrink_to_fit();
         self.ends.shrink_to_fit();
-        self.names.shrink_to_fit();
-        self.name_ends.shrink_to_fit();
     }
 
     pub(crate) fn len(&self) -> usize {
         self.ends.len()
-    }
-
-    /// The name of package `i` (held in memory: no read).
-    pub(crate) fn name(&self, i: usize) -> &str {
-        let start = match i {
-            0 => 0,
-            _ => self.name_ends[i - 1] as usize,
-        };
-        &self.names[start..self.name_ends[i] as usize]
     }
 
     /// Package `i`, read back.
@@ -178,10 +162,7 @@ impl Planned {
             0 => 0,
             _ => self.ends[i - 1],
         };
-        let span = Span {
-            off: u64::from(start),
-            len: self.ends[i] - start,
-        };
+        let span = Span::new(u64::from(start), self.ends[i] - start);
         let record = self.records.read(span).map_err(PlannedError::Scratch)?;
         let bad =
             || PlannedError::Scratch(io::Error::other("a plan record read back is cut short"));
@@ -189,10 +170,10 @@ impl Planned {
             return Err(bad());
         }
         let u16_at = |at: usize| u16::from_le_bytes([record[at], record[at + 1]]) as usize;
-        let mut ends = [0usize; 4];
+        let mut ends = [0usize; TEXTS];
         let mut at = HEAD;
         for (k, end) in ends.iter_mut().enumerate() {
-            at += u16_at(HEAD - 8 + 2 * k);
+            at += u16_at(HEAD - 2 * TEXTS + 2 * k);
             *end = at;
         }
         if at != record.len() || std::str::from_utf8(&record[HEAD..]).is_err() {
@@ -200,7 +181,6 @@ impl Planned {
         }
         Ok(Package {
             table: self,
-            index: i,
             record,
             ends,
         })
@@ -210,14 +190,14 @@ impl Planned {
 /// A package of a [`Planned`] table, read back.
 pub(crate) struct Package<'a> {
     table: &'a Planned,
-    index: usize,
     record: Vec<u8>,
-    /// Where the version, architecture, file name and version upgraded from end.
-    ends: [usize; 4],
+    /// Where the version, architecture, file name, version upgraded from and name end.
+    ends: [usize; TEXTS],
 }
 
 impl Package<'_> {
-    /// Text number `k` (0 version, 1 architecture, 2 file name, 3 version upgraded from).
+    /// Text number `k` (0 version, 1 architecture, 2 file name, 3 version upgraded from,
+    /// 4 name).
     fn text(&self, k: usize) -> &str {
         let start = match k {
             0 => HEAD,
@@ -228,7 +208,7 @@ impl Package<'_> {
     }
 
     pub(crate) fn name(&self) -> &str {
-        self.table.name(self.index)
+        self.text(4)
     }
 
     pub(crate) fn version(&self) -> &str {
@@ -371,7 +351,7 @@ mod tests {
         assert_eq!((p0.auto(), p0.upgrade_from()), (false, None));
         assert_eq!((p1.auto(), p1.upgrade_from()), (true, Some("0.9")));
         assert_eq!(
-            (t.name(0), p0.label()),
+            (p0.name(), p0.label()),
             ("first", "first 1.0-r1".to_string())
         );
         assert_eq!(p1.sha256(), sha);
@@ -419,6 +399,36 @@ mod tests {
             Err(PlannedError::TooLong)
         ));
         assert_eq!(t.len(), 0);
-        assert!(t.names.is_empty() && t.records.len() == 0);
+        assert_eq!(t.records.len(), 0);
+    }
+
+    /// A record read back that is cut short, or whose lengths do not add up to it, or whose
+    /// texts are not UTF-8, is an error naming the scratch file, not a package.
+    #[test]
+    fn a_damaged_record_read_back_is_refused() {
+        let sha = "ab".repeat(32);
+        let mut t = Planned::with_records(ScratchLog::in_memory(), feeds(), "/cache".into(), 1);
+        t.push(package("p", "p.ipk", &sha)).unwrap();
+        let good = t.records.read(Span::new(0, t.ends[0])).unwrap();
+        let mut damaged = vec![good[..10].to_vec(), good[..good.len() - 1].to_vec()];
+        let mut bad_utf8 = good.clone();
+        *bad_utf8.last_mut().unwrap() = 0xff;
+        damaged.push(bad_utf8);
+        for record in damaged {
+            let at = t.records.push(&record).unwrap();
+            t.ends.push((at.off() + u64::from(at.len)) as u32);
+            let i = t.len() - 1;
+            match t.get(i) {
+                Err(PlannedError::Scratch(e)) => {
+                    assert!(e.to_string().contains("cut short"), "{e}")
+                }
+                other => panic!(
+                    "record of {} bytes read back as {:?}",
+                    record.len(),
+                    other.map(|p| p.name().to_string())
+                ),
+            }
+        }
+        assert_eq!(t.get(0).unwrap().name(), "p");
     }
 }

@@ -17,11 +17,25 @@ use std::sync::{Mutex, OnceLock};
 /// Bytes buffered before they are written to the file.
 const BUFFER: usize = 64 << 10;
 
-/// Where appended bytes are: their offset in the log and their length.
+/// Where appended bytes are: their offset in the log and their length. 12 bytes, aligned
+/// as a `u32` (the offset in two halves): a universe keeps one per package.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Span {
-    pub(crate) off: u64,
+    off: [u32; 2],
     pub(crate) len: u32,
+}
+
+impl Span {
+    pub(crate) fn new(off: u64, len: u32) -> Span {
+        Span {
+            off: [off as u32, (off >> 32) as u32],
+            len,
+        }
+    }
+
+    pub(crate) fn off(self) -> u64 {
+        u64::from(self.off[0]) | u64::from(self.off[1]) << 32
+    }
 }
 
 /// An append-only log of byte strings; shared between threads (a read from the file takes no
@@ -79,7 +93,7 @@ impl ScratchLog {
             // No scratch file can be made or written: the bytes stay in the buffer.
             inner.in_memory = true;
         }
-        Ok(Span { off, len })
+        Ok(Span::new(off, len))
     }
 
     /// The bytes at `span`.
@@ -87,9 +101,9 @@ impl ScratchLog {
         let mut out = vec![0; span.len as usize];
         {
             let inner = self.inner();
-            if span.off >= inner.flushed {
+            if span.off() >= inner.flushed {
                 // Bytes are appended whole to the buffer, and the buffer written whole.
-                let start = (span.off - inner.flushed) as usize;
+                let start = (span.off() - inner.flushed) as usize;
                 let part = inner
                     .buf
                     .get(start..start + out.len())
@@ -103,7 +117,7 @@ impl ScratchLog {
             .file
             .get()
             .ok_or_else(|| io::Error::other("the scratch file is missing"))?;
-        file.read_exact_at(&mut out, span.off)?;
+        file.read_exact_at(&mut out, span.off())?;
         Ok(out)
     }
 

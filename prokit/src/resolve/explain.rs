@@ -8,7 +8,7 @@
 
 use super::solver::{LinkKind, NO_LINK, RelAt, RelWhy, Solver, Why};
 use super::universe::{Dep, PkgId, relation_texts};
-use super::{MAX_CHAIN, MAX_LISTED, Request, ResolveError, explain};
+use super::{MAX_CHAIN, MAX_LISTED, ResolveError, explain};
 use std::collections::HashSet;
 
 /// `items` joined with `sep`, then `{sep}and N more` when `total` is larger.
@@ -25,19 +25,14 @@ impl Solver<'_> {
     pub(super) fn failure_error(&self) -> ResolveError {
         let Some(best) = &self.best else {
             return ResolveError::Unsatisfiable {
-                request: self
-                    .requests
-                    .iter()
-                    .map(Request::label)
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                request: self.requests.iter().collect::<Vec<_>>().join(" "),
                 chain: Vec::new(),
                 reason: "no combination of the available packages satisfies every request".into(),
             };
         };
         // The links below the root have depths 1..=depth; a long chain keeps both ends and
         // words only those.
-        let depth = self.link(best.chain).depth as usize;
+        let depth = best.depth as usize;
         let (keep_head, keep_tail) = if depth > MAX_CHAIN {
             (MAX_CHAIN / 2, MAX_CHAIN - MAX_CHAIN / 2)
         } else {
@@ -47,11 +42,12 @@ impl Solver<'_> {
         let mut tail = Vec::new();
         let mut request = String::new();
         let mut at = best.chain;
+        let mut d = depth + 1;
         while at != NO_LINK {
             let link = self.link(at);
-            let d = link.depth as usize;
+            d -= 1;
             match link.kind {
-                LinkKind::Request(i) => request = self.requests[i].label(),
+                LinkKind::Request(i) => request = self.requests.get(i).label(),
                 kind if d <= keep_head => head.push(self.link_text(kind)),
                 kind if d > depth - keep_tail => tail.push(self.link_text(kind)),
                 _ => {}
@@ -87,7 +83,7 @@ impl Solver<'_> {
 
     fn link_text(&self, kind: LinkKind) -> String {
         match kind {
-            LinkKind::Request(i) => self.requests[i].label(),
+            LinkKind::Request(i) => self.requests.get(i).label(),
             LinkKind::Dep { from, group } => {
                 let verb = if self.pkg(from).is_pre(group as usize) {
                     "pre-depends"
@@ -153,9 +149,11 @@ impl Solver<'_> {
         match at {
             // Checked before the search began (the relations are not kept: a bootstrap makes
             // one for each of its thousands of requests).
-            RelAt::Request(i) => self.requests[i]
+            RelAt::Request(i) => self
+                .requests
+                .get(i)
                 .check()
-                .map_or_else(|_| self.requests[i].label(), |r| r.to_string()),
+                .map_or_else(|_| self.requests.get(i).label(), |r| r.to_string()),
             RelAt::Alt { pkg, group, alt } => {
                 let p = self.pkg(pkg);
                 let (field, index) = p.group_origin(group as usize);
@@ -171,7 +169,7 @@ impl Solver<'_> {
     /// The name the relation at `at` is about.
     fn rel_name(&self, at: RelAt) -> &str {
         match at {
-            RelAt::Request(i) => self.requests[i].name(),
+            RelAt::Request(i) => self.requests.get(i).name(),
             RelAt::Alt { pkg, group, alt } => self
                 .u
                 .dep_name_text(self.pkg(pkg).group(group as usize)[alt as usize]),

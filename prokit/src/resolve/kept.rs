@@ -6,7 +6,7 @@
 //! parsed paragraphs took 3.1 MB of a 10,000-package bootstrap's resolution and 18 MB of a
 //! 60,000-stanza index's. Here their text goes to an unnamed temporary file
 //! (`safe_fs::scratch_file`: it has no name another process could open, and disappears with
-//! the process) through a 64 KiB buffer, and a package keeps where its text is: 16 bytes.
+//! the process) through a 64 KiB buffer, and a package keeps where its text is: 12 bytes.
 //! When no scratch file can be made or written, the texts stay in memory.
 //! A plan step carries a [`KeptStanza`], read back (one positioned read and a parse) when
 //! the install gets to it. The file holds only text prokit parsed from verified indexes and

@@ -288,6 +288,75 @@ impl<'a> Request<'a> {
     }
 }
 
+/// The requests of a command line (`name` or `name=version` each), packed into one text.
+///
+/// A bootstrap names thousands of packages. As a `Vec<String>` each name is an allocation
+/// of its own (a 24-byte `String` and at least a 32-byte chunk): 0.5 MB for 10,000 names,
+/// held from the command line's parsing to the end of the install. Packed, they are the
+/// text and 4 bytes a name. [`RequestList::requests`] lends them as [`Request`]s.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestList {
+    text: String,
+    /// Where each request ends in `text`.
+    ends: Vec<u32>,
+}
+
+impl RequestList {
+    /// Packs `names`, freeing each as it is copied.
+    pub fn new(names: Vec<String>) -> RequestList {
+        let len = names.iter().map(String::len).sum();
+        let mut list = RequestList {
+            text: String::with_capacity(len),
+            ends: Vec::with_capacity(names.len()),
+        };
+        for name in names {
+            list.push(&name);
+        }
+        list
+    }
+
+    /// Packs copies of `names`.
+    pub fn of<S: AsRef<str>>(names: &[S]) -> RequestList {
+        let mut list = RequestList::default();
+        for name in names {
+            list.push(name.as_ref());
+        }
+        list
+    }
+
+    /// Adds one request at the end.
+    pub fn push(&mut self, text: &str) {
+        self.text.push_str(text);
+        let end = u32::try_from(self.text.len()).expect("requests shorter than 4 GiB in all");
+        self.ends.push(end);
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Each request's text, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> + Clone + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(start, end)| &self.text[start as usize..end as usize])
+    }
+
+    /// Request `i` (panics past the end, as a slice does).
+    pub fn get(&self, i: usize) -> Request<'_> {
+        let start = match i {
+            0 => 0,
+            _ => self.ends[i - 1] as usize,
+        };
+        Request::of(&self.text[start..self.ends[i] as usize])
+    }
+}
+
 /// What to do, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Plan {
@@ -302,17 +371,19 @@ pub struct Plan {
     pub already_installed: Vec<String>,
 }
 
-/// One package to install.
+/// One package to install: 72 bytes and one allocation (its texts), as a plan of a
+/// bootstrap holds thousands of them beside the universe they were resolved in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
-    /// Package name.
-    pub name: String,
-    /// Version, as written in the index.
-    pub version: String,
+    /// The name, the version, and the version it upgrades, one after the other.
+    text: Box<str>,
+    name_len: u32,
+    version_len: u32,
+    upgrade: bool,
     /// Architecture, as written in the index (shared by the steps of that architecture).
-    pub arch: std::sync::Arc<str>,
+    pub arch: std::sync::Arc<String>,
     /// Name of the feed it comes from (shared by the steps of that feed).
-    pub feed: std::sync::Arc<str>,
+    pub feed: std::sync::Arc<String>,
     /// The index stanza's fields needed after resolution: the relations, `Filename`, `Size`,
     /// `SHA256sum`/`SHA256`, `Signature` and `Signed-By` (not the name, version and
     /// architecture, which are the fields above, nor what only describes the package),
@@ -321,6 +392,46 @@ pub struct Step {
     /// True when pulled in as a dependency; false when requested. An upgraded installed
     /// package that was not requested keeps its `Auto-Installed` flag.
     pub auto: bool,
+}
+
+impl Step {
+    /// Package `name` at `version`, replacing the installed `upgrade_from` if any.
+    pub fn new(
+        name: &str,
+        version: &str,
+        upgrade_from: Option<&str>,
+        arch: std::sync::Arc<String>,
+        feed: std::sync::Arc<String>,
+        stanza: KeptStanza,
+        auto: bool,
+    ) -> Step {
+        let len32 = |s: &str| u32::try_from(s.len()).expect("a name or version shorter than 4 GiB");
+        Step {
+            text: [name, version, upgrade_from.unwrap_or("")].concat().into(),
+            name_len: len32(name),
+            version_len: len32(version),
+            upgrade: upgrade_from.is_some(),
+            arch,
+            feed,
+            stanza,
+            auto,
+        }
+    }
+
+    /// Package name.
+    pub fn name(&self) -> &str {
+        &self.text[..self.name_len as usize]
+    }
+
+    /// Version, as written in the index.
+    pub fn version(&self) -> &str {
+        let start = self.name_len as usize;
+        &self.text[start..start + self.version_len as usize]
+    }
+
     /// The installed version this replaces, if any.
-    pub upgrade_from: Option<String>,
+    pub fn upgrade_from(&self) -> Option<&str> {
+        let start = (self.name_len + self.version_len) as usize;
+        self.upgrade.then(|| &self.text[start..])
+    }
 }

@@ -144,15 +144,15 @@ impl Solver<'_> {
                 let (id, requested) = planned[i];
                 let p = self.pkg(id);
                 let installed = u.installed_by_name.get(&p.name);
-                Step {
-                    name: u.name(p.name).to_string(),
-                    version: u.pkg_version(id).to_string(),
-                    arch: u.shared_arch(&p),
-                    feed: u.shared_feed(&p),
-                    stanza: u.kept_stanza(id),
-                    auto: !requested && installed.is_none_or(|&o| self.pkg(o).auto_installed),
-                    upgrade_from: installed.map(|&o| u.pkg_version(o).to_string()),
-                }
+                Step::new(
+                    u.name(p.name),
+                    u.pkg_version(id),
+                    installed.map(|&o| u.pkg_version(o)),
+                    u.shared_arch(&p),
+                    u.shared_feed(&p),
+                    u.kept_stanza(id),
+                    !requested && installed.is_none_or(|&o| self.pkg(o).auto_installed),
+                )
             })
             .collect();
         Ok(Plan {

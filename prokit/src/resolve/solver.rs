@@ -9,7 +9,7 @@
 
 use super::universe::{AVAILABLE, Counts, INSTALLED, INSTALLED_PROVIDED, NO_NAME, PROVIDED};
 use super::universe::{Dep, IdMap, IdSet, NameId, PkgId, PkgRef, Sorted, Universe, Want};
-use super::{DEFAULT_STEP_BUDGET, DEFAULT_WORK_BUDGET, MAX_LISTED, Request, ResolveError};
+use super::{DEFAULT_STEP_BUDGET, DEFAULT_WORK_BUDGET, MAX_LISTED, RequestList, ResolveError};
 use feeds::relation::Op;
 use feeds::version::Version;
 use std::cell::Cell;
@@ -43,23 +43,22 @@ pub(super) struct Link {
     pub(super) kind: LinkKind,
     /// The link it descends from ([`NO_LINK`] for a request's).
     pub(super) parent: Chain,
-    pub(super) depth: u32,
 }
 
-/// A link as [`Solver::links`] keeps it: 16 bytes in an arena (a reference-counted link
+/// A link as [`Solver::links`] keeps it: 12 bytes in an arena (a reference-counted link
 /// would be an allocation each, and a large install makes one per dependency: 50,000 for a
-/// bootstrap of 10,000 packages). `a` and `b` are a request's number, a dependency's package
-/// and group, or a conflict's entry in [`Solver::conflict_links`] (conflicts are few, and
-/// take four numbers); the kind is in the top two bits of `tag_depth`, the depth below.
+/// bootstrap of 10,000 packages). `a` and the low 30 bits of `tag_b` are a request's number,
+/// a dependency's package and group, or a conflict's entry in [`Solver::conflict_links`]
+/// (conflicts are few, and take four numbers); the kind is in the top two bits of `tag_b`.
+/// A link's depth is not kept: only a failure asks for it, and counts it ([`Solver::depth`]).
 #[derive(Debug)]
 struct PackedLink {
     a: u32,
-    b: u32,
+    tag_b: u32,
     parent: Chain,
-    tag_depth: u32,
 }
 
-const LINK_DEPTH: u32 = (1 << 30) - 1;
+const LINK_B: u32 = (1 << 30) - 1;
 const LINK_REQUEST: u32 = 0;
 const LINK_DEP: u32 = 1 << 30;
 const LINK_CONFLICT: u32 = 2 << 30;
@@ -150,6 +149,8 @@ pub(super) enum Why {
 #[derive(Debug)]
 pub(super) struct Failure {
     pub(super) chain: Chain,
+    /// How many links the chain has below its request's ([`Solver::depth`]).
+    pub(super) depth: u32,
     pub(super) why: Why,
 }
 
@@ -159,8 +160,9 @@ enum Eval {
     Fail { why: Why, fixed: bool },
 }
 
-/// A choice point: 40 bytes, its options in [`Solver::options`] (a vector each would be an
-/// allocation per choice, and a large install makes one choice per package).
+/// A choice point: 28 bytes, its options in [`Solver::options`] (a vector each would be an
+/// allocation per choice, and a large install makes one choice per package). The option
+/// applied is the one before `next` ([`Choice::applied`]).
 struct Choice {
     ob: u32,
     /// Where its options start in [`Solver::options`]; they end where the next choice's
@@ -172,10 +174,17 @@ struct Choice {
     queue_len: u32,
     /// Every link made after this choice was applied hangs off an obligation queued after it.
     links_len: u32,
-    applied: Option<Opt>,
     /// True when the options did not depend on earlier decisions (only on the universe and
     /// on dead candidates): if they all die, so does the obligation's owner.
     fixed: bool,
+}
+
+impl Choice {
+    /// The option applied last (`options`: [`Solver::options`]), if any yet.
+    fn applied(&self, options: &[Opt]) -> Option<Opt> {
+        let next = self.next.checked_sub(1)?;
+        options.get((self.options_start + next) as usize).copied()
+    }
 }
 
 /// A length kept in a [`Choice`] (the budgets keep the search far below 2^32 of anything).
@@ -193,7 +202,7 @@ enum Undo {
 pub(super) struct Solver<'u> {
     pub(super) u: &'u Universe,
     sorted: &'u Sorted,
-    pub(super) requests: &'u [Request<'u>],
+    pub(super) requests: &'u RequestList,
     pub(super) decisions: IdMap<NameId, Decision>,
     trail: Vec<Undo>,
     /// The links of every chain (undone with the obligations on backtracking, but for those
@@ -227,13 +236,12 @@ pub(super) struct Solver<'u> {
 }
 
 impl<'u> Solver<'u> {
-    pub(super) fn new(u: &'u Universe, requests: &'u [Request<'u>]) -> Self {
+    pub(super) fn new(u: &'u Universe, requests: &'u RequestList) -> Self {
         let links = (0..requests.len())
             .map(|i| PackedLink {
                 a: u32::try_from(i).expect("fewer than 2^32 requests"),
-                b: 0,
+                tag_b: LINK_REQUEST,
                 parent: NO_LINK,
-                tag_depth: LINK_REQUEST,
             })
             .collect();
         let queue = (0..requests.len())
@@ -360,7 +368,7 @@ impl<'u> Solver<'u> {
     /// for rather than kept (a bootstrap makes thousands of requests): a request was checked
     /// before the search began ([`Request::check`](super::Request)).
     fn request_want(&self, i: usize) -> Want {
-        let request = self.requests[i];
+        let request = self.requests.get(i);
         let version = request.version().and_then(|v| Version::parse(v).ok());
         Want {
             name: self.u.names.get(request.name()).unwrap_or(NO_NAME),
@@ -460,6 +468,34 @@ impl<'u> Solver<'u> {
         false
     }
 
+    /// Whether the first alternative of `group` is an assumed name, or met by a package this
+    /// branch decided to install or keep (looked at alone: a group of thousands of
+    /// alternatives is not searched twice).
+    fn met_by_plan(&self, group: &[Dep]) -> bool {
+        let Some(&dep) = group.first() else {
+            return false;
+        };
+        self.tick(1);
+        let name = self.dep_name(dep);
+        if self.u.flags(name) == 0 {
+            return false;
+        }
+        if self.u.is_assumed(name) {
+            return true;
+        }
+        let want = self.u.want(dep);
+        if let Some(Decision::Install { id, .. } | Decision::Keep(id)) = self.decision(name)
+            && want.matches(self.rank(id))
+        {
+            return true;
+        }
+        self.has(name, PROVIDED)
+            && self
+                .sel_providers
+                .get(&name)
+                .is_some_and(|ids| ids.iter().any(|&id| self.provides_for(id, want)))
+    }
+
     /// Whether `id` is an available build identical to the installed package of its name.
     fn same_as_installed(&self, id: PkgId) -> bool {
         let p = self.pkg(id);
@@ -492,7 +528,7 @@ impl<'u> Solver<'u> {
     }
 
     fn eval_request(&self, i: usize) -> Eval {
-        let request = &self.requests[i];
+        let request = self.requests.get(i);
         let at = RelAt::Request(i);
         let want = self.want(at);
         let name = want.name;
@@ -964,6 +1000,14 @@ impl<'u> Solver<'u> {
             self.recheck(old, chain);
         }
         for group in 0..x.group_count() {
+            // A group that a planned package (or an assumed name) meets now stays met on
+            // this branch: the package was decided before this install, and undoing that
+            // undoes this install too. Not queued, it costs no obligation and no link: in a
+            // large install most groups are met by packages planned before. (A group an
+            // installed package meets is queued as before: that package may yet have to go.)
+            if self.met_by_plan(x.group(group)) {
+                continue;
+            }
             let group = group as u32;
             let chain = self.extend(chain, LinkKind::Dep { from: id, group });
             self.queue.push(chain);
@@ -1000,8 +1044,6 @@ impl<'u> Solver<'u> {
 
     /// A new link below `parent`.
     fn extend(&mut self, parent: Chain, kind: LinkKind) -> Chain {
-        let depth = (self.links[parent as usize].tag_depth & LINK_DEPTH) + 1;
-        assert!(depth <= LINK_DEPTH, "chains shorter than 2^30 links");
         let at = Chain::try_from(self.links.len()).expect("fewer than 2^32 links");
         let (a, b, tag) = match kind {
             LinkKind::Request(i) => (
@@ -1009,7 +1051,13 @@ impl<'u> Solver<'u> {
                 0,
                 LINK_REQUEST,
             ),
-            LinkKind::Dep { from, group } => (from, group, LINK_DEP),
+            LinkKind::Dep { from, group } => {
+                assert!(
+                    group <= LINK_B,
+                    "fewer than 2^30 dependency groups in a package"
+                );
+                (from, group, LINK_DEP)
+            }
             LinkKind::Conflict {
                 declarer,
                 index,
@@ -1026,20 +1074,32 @@ impl<'u> Solver<'u> {
         };
         self.links.push(PackedLink {
             a,
-            b,
+            tag_b: tag | b,
             parent,
-            tag_depth: tag | depth,
         });
         at
     }
 
+    /// How many links `chain` has below its request's: a walk up the chain, counted as work
+    /// (a failure asks; links do not keep their depth).
+    pub(super) fn depth(&self, chain: Chain) -> u32 {
+        let mut depth = 0;
+        let mut at = self.links[chain as usize].parent;
+        while at != NO_LINK {
+            depth += 1;
+            at = self.links[at as usize].parent;
+        }
+        self.tick(depth as usize);
+        depth
+    }
+
     pub(super) fn link(&self, chain: Chain) -> Link {
         let l = &self.links[chain as usize];
-        let kind = match l.tag_depth & !LINK_DEPTH {
+        let kind = match l.tag_b & !LINK_B {
             LINK_REQUEST => LinkKind::Request(l.a as usize),
             LINK_DEP => LinkKind::Dep {
                 from: l.a,
-                group: l.b,
+                group: l.tag_b & LINK_B,
             },
             _ => {
                 let [declarer, index, target, victim, by] = self.conflict_links[l.a as usize].1;
@@ -1055,7 +1115,6 @@ impl<'u> Solver<'u> {
         Link {
             kind,
             parent: l.parent,
-            depth: l.tag_depth & LINK_DEPTH,
         }
     }
 
@@ -1103,7 +1162,6 @@ impl<'u> Solver<'u> {
                         trail_len: len32(self.trail.len()),
                         queue_len: len32(self.queue.len()),
                         links_len: len32(self.links.len()),
-                        applied: None,
                         fixed,
                     });
                     self.options.extend_from_slice(&options);
@@ -1136,10 +1194,10 @@ impl<'u> Solver<'u> {
             if self.dead_changed {
                 self.dead_changed = false;
                 self.tick(self.choices.len());
-                let dead = &self.dead;
-                let first_dead = self.choices.iter().position(
-                    |c| matches!(c.applied, Some(Opt::Install { id, .. }) if dead.contains(&id)),
-                );
+                let (dead, options) = (&self.dead, &self.options[..]);
+                let first_dead = self.choices.iter().position(|c| {
+                    matches!(c.applied(options), Some(Opt::Install { id, .. }) if dead.contains(&id))
+                });
                 if let Some(at) = first_dead
                     && let Some(after) = self.choices.get(at + 1)
                 {
@@ -1174,7 +1232,6 @@ impl<'u> Solver<'u> {
             }
             let opt = options[top.next as usize];
             top.next += 1;
-            top.applied = Some(opt);
             self.undo_to(trail_len);
             self.queue.truncate(queue_len);
             // A chain's links come before its last one (parents are made first): keeping up to
@@ -1205,12 +1262,9 @@ impl<'u> Solver<'u> {
     }
 
     fn record(&mut self, chain: Chain, why: Why) {
-        if self
-            .best
-            .as_ref()
-            .is_none_or(|b| self.link(chain).depth > self.link(b.chain).depth)
-        {
-            self.best = Some(Failure { chain, why });
+        let depth = self.depth(chain);
+        if self.best.as_ref().is_none_or(|b| depth > b.depth) {
+            self.best = Some(Failure { chain, depth, why });
         }
     }
 }
@@ -1240,10 +1294,13 @@ mod tests {
     /// 10,000 packages makes ~50,000 links and obligations and ~10,000 choices.
     #[test]
     fn search_records_stay_small() {
-        assert_eq!(std::mem::size_of::<PackedLink>(), 16);
-        assert_eq!(std::mem::size_of::<Choice>(), 40);
+        assert_eq!(std::mem::size_of::<PackedLink>(), 12);
+        assert_eq!(std::mem::size_of::<Choice>(), 28);
         // And a package of the universe, its lists in the universe's arrays.
         #[cfg(target_pointer_width = "64")]
-        assert_eq!(std::mem::size_of::<super::super::universe::Pkg>(), 88);
+        assert_eq!(std::mem::size_of::<super::super::universe::Pkg>(), 72);
+        // And a step of the plan made beside the universe.
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(std::mem::size_of::<super::super::Step>(), 72);
     }
 }

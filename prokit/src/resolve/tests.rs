@@ -54,14 +54,13 @@ fn universe() -> Universe {
     Universe::new(&[])
 }
 
-fn requests<'a>(names: &[&'a str]) -> Vec<Request<'a>> {
-    names
-        .iter()
-        .map(|n| match Request::parse(n) {
-            Ok(r) => r,
-            Err(e) => panic!("{n}: {e}"),
-        })
-        .collect()
+fn requests(names: &[&str]) -> RequestList {
+    for n in names {
+        if let Err(e) = Request::parse(n) {
+            panic!("{n}: {e}");
+        }
+    }
+    RequestList::of(names)
 }
 
 fn plan(u: &Universe, names: &[&str]) -> Plan {
@@ -81,12 +80,12 @@ fn failure(u: &Universe, names: &[&str]) -> ResolveError {
 fn steps(plan: &Plan) -> Vec<String> {
     plan.steps
         .iter()
-        .map(|s| format!("{} {}", s.name, s.version))
+        .map(|s| format!("{} {}", s.name(), s.version()))
         .collect()
 }
 
 fn position(plan: &Plan, name: &str) -> usize {
-    match plan.steps.iter().position(|s| s.name == name) {
+    match plan.steps.iter().position(|s| s.name() == name) {
         Some(i) => i,
         None => panic!("{name} is not in the plan {:?}", steps(plan)),
     }
@@ -244,7 +243,7 @@ fn breaks_upgrades_the_broken_installed_package_or_fails() {
     let p = plan(&u, &["c"]);
     assert_eq!(steps(&p), ["c 1.0", "d 2.0"]);
     let d = &p.steps[position(&p, "d")];
-    assert_eq!(d.upgrade_from.as_deref(), Some("1.1"));
+    assert_eq!(d.upgrade_from(), Some("1.1"));
     assert!(d.auto, "an auto-installed package stays auto when upgraded");
 }
 
@@ -305,7 +304,7 @@ fn planned_package_keeps_its_installed_dependency_from_being_removed() {
     avail(&mut u, "Package: x2\nVersion: 1.0\nConflicts: y (<< 2)");
     let p = plan(&u, &["a", "x2"]);
     assert_eq!(steps(&p), ["y 2.0", "a 1.0", "x2 1.0"]);
-    assert_eq!(p.steps[0].upgrade_from.as_deref(), Some("1.0"));
+    assert_eq!(p.steps[0].upgrade_from(), Some("1.0"));
     assert!(p.removes.is_empty());
 }
 
@@ -394,7 +393,7 @@ fn a_step_carries_the_fields_read_after_resolution_and_no_others() {
         Some(sha.as_str())
     );
     assert_eq!(
-        (&*p.steps[1].arch, p.steps[1].version.as_str()),
+        (p.steps[1].arch.as_str(), p.steps[1].version()),
         ("all", "1.0")
     );
     // Without SHA256sum, SHA256 is what the download reads: it stays.
@@ -474,7 +473,7 @@ fn pre_depends_and_depends_come_first() {
     assert!(position(&p, "b") < position(&p, "a"));
     assert!(position(&p, "c") < position(&p, "d"));
     assert!(position(&p, "d") < position(&p, "a"));
-    assert!(p.steps.iter().all(|s| s.auto == (s.name != "a")));
+    assert!(p.steps.iter().all(|s| s.auto == (s.name() != "a")));
 }
 
 #[test]
@@ -587,7 +586,7 @@ fn dependencies_never_downgrade_an_installed_package() {
     );
     let p = plan(&u, &["b=1.0", "a"]);
     assert_eq!(steps(&p), ["b 1.0", "a 1.0"]);
-    assert_eq!(p.steps[0].upgrade_from.as_deref(), Some("2.0"));
+    assert_eq!(p.steps[0].upgrade_from(), Some("2.0"));
 }
 
 #[test]
@@ -597,7 +596,7 @@ fn requested_installed_package_is_upgraded() {
     avail(&mut u, "Package: a\nVersion: 1.1");
     let p = plan(&u, &["a"]);
     assert_eq!(steps(&p), ["a 1.1"]);
-    assert_eq!(p.steps[0].upgrade_from.as_deref(), Some("1.0"));
+    assert_eq!(p.steps[0].upgrade_from(), Some("1.0"));
     assert!(!p.steps[0].auto, "requested");
 
     let mut u = universe();
@@ -621,7 +620,7 @@ fn installed_dependency_is_kept_unless_a_newer_one_is_needed() {
     assert_eq!(steps(&plan(&u, &["a"])), ["a 1.0"]);
     let p = plan(&u, &["a2"]);
     assert_eq!(steps(&p), ["b 2.0", "a2 1.0"]);
-    assert_eq!(p.steps[0].upgrade_from.as_deref(), Some("1.0"));
+    assert_eq!(p.steps[0].upgrade_from(), Some("1.0"));
     assert!(p.steps[0].auto && !p.steps[1].auto);
 }
 
@@ -641,7 +640,7 @@ fn upgrading_a_package_upgrades_or_protects_its_installed_dependents() {
     avail(&mut u, "Package: m\nVersion: 2.0\nDepends: b (= 2.0)");
     let p = plan(&u, &["b"]);
     assert_eq!(steps(&p), ["b 2.0", "m 2.0"]);
-    assert_eq!(p.steps[1].upgrade_from.as_deref(), Some("1.0"));
+    assert_eq!(p.steps[1].upgrade_from(), Some("1.0"));
     assert!(!p.steps[1].auto, "m was installed by the user");
 }
 
@@ -910,7 +909,7 @@ impl Oracle {
     /// The stanza of `pool` a plan step stands for.
     fn find<'a>(pool: &'a [Oracle], step: &Step) -> Option<&'a Oracle> {
         pool.iter()
-            .find(|o| o.name == step.name && o.version.to_string() == step.version)
+            .find(|o| o.name == step.name() && o.version.to_string() == step.version())
     }
 }
 
@@ -1076,7 +1075,7 @@ fn random_upgrades_leave_a_consistent_installed_world() {
         let kept: Vec<&Oracle> = before
             .iter()
             .copied()
-            .filter(|o| !p.removes.contains(&o.name) && !p.steps.iter().any(|s| s.name == o.name))
+            .filter(|o| !p.removes.contains(&o.name) && !p.steps.iter().any(|s| s.name() == o.name))
             .collect();
         let world: Vec<&Oracle> = kept.iter().chain(&new).copied().collect();
         for id in &new {
@@ -1126,7 +1125,7 @@ fn random_upgrades_leave_a_consistent_installed_world() {
 /// dependency groups (for acyclic plans).
 fn assert_ordered(plan: &Plan) {
     let mut seen: HashMap<&str, &Step> = HashMap::new();
-    let planned: HashSet<&str> = plan.steps.iter().map(|s| s.name.as_str()).collect();
+    let planned: HashSet<&str> = plan.steps.iter().map(|s| s.name()).collect();
     for step in &plan.steps {
         for field in ["Pre-Depends", "Depends"] {
             let groups = parse_relations(step.stanza.read().unwrap().get(field).unwrap_or(""));
@@ -1136,12 +1135,12 @@ fn assert_ordered(plan: &Plan) {
                     assert!(
                         names.iter().any(|n| seen.contains_key(n)),
                         "{} comes before its dependency {group}",
-                        step.name
+                        step.name()
                     );
                 }
             }
         }
-        seen.insert(&step.name, step);
+        seen.insert(step.name(), step);
     }
 }
 
@@ -1190,8 +1189,8 @@ fn generated_universe_of_ten_thousand_stanzas() {
     u.assume_installed("libc");
     let first = plan(&u, &["lib1199"]);
     assert_eq!(first.steps.len(), 1250);
-    assert_eq!(first.steps.last().map(|s| s.name.as_str()), Some("lib1199"));
-    assert!(first.steps.iter().all(|s| s.version != "0.9"));
+    assert_eq!(first.steps.last().map(|s| s.name()), Some("lib1199"));
+    assert!(first.steps.iter().all(|s| s.version() != "0.9"));
     assert_ordered(&first);
     assert_eq!(plan(&u, &["lib1199"]), first, "deterministic");
 }
@@ -1458,7 +1457,7 @@ fn re_evaluation_behind_an_early_choice_is_cut_off_by_the_work_budget() {
     // Within the default budget the search finds the one solution (r199)…
     let (result, counts) = counted(&u, &["top"]);
     let plan = result.unwrap();
-    assert!(plan.steps.iter().any(|s| s.name == "r199"));
+    assert!(plan.steps.iter().any(|s| s.name() == "r199"));
     assert!(counts.checks > 200 * 10 * 200, "{counts:?}");
     assert!(counts.checks < DEFAULT_WORK_BUDGET, "{counts:?}");
     // …and with a budget smaller than what it needs, it gives up cleanly, right at the budget,
@@ -1618,4 +1617,27 @@ fn stanzas_read_after_finish_reading_resolve_alike() {
     for names in [&["late"][..], &["late", "base=1.0"][..]] {
         assert_eq!(steps(&plan(&u, names)), steps(&plan(&v, names)));
     }
+}
+
+/// Packed requests give back each one as written, in order: empty ones, pinned ones and
+/// non-ASCII text (checked later, by the resolution) included; no request is not one empty.
+#[test]
+fn request_list_gives_back_each_request_as_written() {
+    let names = ["", "a", "b=1.0-r1", "", "ünïcode", "c=="];
+    let list = RequestList::new(names.iter().map(|s| s.to_string()).collect());
+    assert_eq!(list.len(), names.len());
+    assert_eq!(list.iter().collect::<Vec<_>>(), names);
+    assert_eq!(list, RequestList::of(&names));
+    assert_eq!(list.get(2).name(), "b");
+    assert_eq!(list.get(2).version(), Some("1.0-r1"));
+    assert_eq!(list.get(5).version(), Some("="));
+    assert_eq!(list.get(0).label(), "");
+    assert!(RequestList::new(Vec::new()).is_empty());
+    let one_empty = RequestList::new(vec![String::new()]);
+    assert_eq!(one_empty.iter().collect::<Vec<_>>(), [""]);
+    let mut grown = RequestList::of(&names[..2]);
+    for n in &names[2..] {
+        grown.push(n);
+    }
+    assert_eq!(grown, list);
 }

@@ -22,7 +22,7 @@
 use super::ResolveError;
 use super::kept::{KeptStanza, KeptTexts, Span};
 use super::solver::Solver;
-use super::{Plan, Request, Step};
+use super::{Plan, Request, RequestList, Step};
 use feeds::control::Paragraph;
 use feeds::relation::{Op, Relation, parse_relations};
 use feeds::version::{Version, cmp_accepted};
@@ -278,18 +278,17 @@ impl Want {
 }
 
 /// A parsed package, available or installed. Kept small (a Debian-size universe holds tens
-/// of thousands): 88 bytes, its lists in the universe's arrays ([`Lists`]), not a
+/// of thousands): 72 bytes, its lists in the universe's arrays ([`Lists`]), not a
 /// vector each. Read it through a [`PkgRef`] ([`Universe::pkg`]), which has the lists.
 pub(super) struct Pkg {
     pub(super) name: NameId,
     /// Its version (display it with [`Universe::pkg_version`], compare ranks).
     pub(super) ver: VerId,
-    /// Its architecture, interned ([`Universe::arch`]).
+    /// Its architecture, interned ([`Universe::arch`]); its priority is the architecture's
+    /// ([`Universe::arch_prio`]).
     arch: u32,
-    pub(super) arch_prio: u32,
-    /// Index into [`Universe::feeds`].
+    /// Index into [`Universe::feeds`]; its order is the feed's ([`Universe::feed_orders`]).
     pub(super) feed: u32,
-    pub(super) feed_order: u32,
     /// Where the stanza's fields the plan and the explanations read ([`KEPT`]) are in
     /// [`Universe::kept`] (read with [`Universe::kept_stanza`]).
     stanza: Span,
@@ -427,8 +426,8 @@ pub(super) struct Sorted {
     pub(super) pending: Vec<NameId>,
     /// Every feed name and architecture, shared by the plan steps that name them (a plan of
     /// 10,000 steps would hold 20,000 copies of a handful of texts).
-    feed_names: Vec<Arc<str>>,
-    arch_names: Vec<Arc<str>>,
+    feed_names: Vec<Arc<String>>,
+    arch_names: Vec<Arc<String>>,
     /// Installed packages' Conflicts/Breaks by the name they hit: (declarer, conflict index).
     pub(super) installed_declared: IdMap<NameId, Vec<(PkgId, u32)>>,
     /// Installed packages' dependency groups by the names they mention: (package, group).
@@ -522,6 +521,8 @@ pub struct Universe {
     /// ([`cmp_accepted`]), not held parsed (one more allocation per version).
     versions: Interner,
     feeds: Interner,
+    /// Each feed's position in the config, by its number in `feeds` (lower: listed first).
+    feed_orders: Vec<u32>,
     /// Architectures, interned ([`Pkg::arch`]).
     arches: Interner,
     pub(super) pkgs: Vec<Pkg>,
@@ -566,6 +567,11 @@ impl Universe {
         }
     }
 
+    /// The priority of architecture `arch` (0 when every architecture is accepted).
+    fn arch_prio(&self, arch: &str) -> u32 {
+        self.arch_prios.get(arch).copied().unwrap_or(0)
+    }
+
     /// Sets how many candidate applications a resolution may try (default
     /// [`DEFAULT_STEP_BUDGET`](super::DEFAULT_STEP_BUDGET)).
     pub fn set_step_budget(&mut self, steps: usize) {
@@ -604,11 +610,7 @@ impl Universe {
         let origin = format!("feed {feed:?}");
         let name = package_name(&stanza, &origin)?;
         let arch = stanza.get("Architecture").unwrap_or("");
-        let arch_prio = if self.arch_prios.is_empty() {
-            0
-        } else if let Some(&prio) = self.arch_prios.get(arch) {
-            prio
-        } else {
+        if !self.arch_prios.is_empty() && !self.arch_prios.contains_key(arch) {
             let shown = if arch.is_empty() { "(none)" } else { arch };
             self.wrong_arch
                 .entry(name)
@@ -617,12 +619,16 @@ impl Universe {
             return Ok(());
         };
         let mut pkg = self.parse_pkg(stanza, &origin, &name, false)?;
-        pkg.arch_prio = arch_prio;
         pkg.feed = self
             .feeds
             .intern(feed)
             .ok_or_else(|| too_many(&origin, &name))?;
-        pkg.feed_order = u32::try_from(feed_order).unwrap_or(u32::MAX);
+        let order = u32::try_from(feed_order).unwrap_or(u32::MAX);
+        let at = pkg.feed as usize;
+        if self.feed_orders.len() <= at {
+            self.feed_orders.resize(at + 1, u32::MAX);
+        }
+        self.feed_orders[at] = self.feed_orders[at].min(order);
         let id = self.next_id(&origin, &name)?;
         self.flag(pkg.name, AVAILABLE);
         self.pkgs.push(pkg);
@@ -728,29 +734,29 @@ impl Universe {
                     && cmp_accepted(self.pkg_version(*id), installed_version) == Ordering::Equal
                     && p.arch == ip.arch
             })
-            .min_by_key(|(_, p)| p.feed_order)?;
-        Some(Step {
-            name: name.to_string(),
-            version: self.pkg_version(id).to_string(),
-            arch: self.shared_arch(&p),
-            feed: self.shared_feed(&p),
-            stanza: self.kept_stanza(id),
-            auto: ip.auto_installed,
-            upgrade_from: Some(installed_version.to_string()),
-        })
+            .min_by_key(|(_, p)| self.feed_orders[p.feed as usize])?;
+        Some(Step::new(
+            name,
+            self.pkg_version(id),
+            Some(installed_version),
+            self.shared_arch(&p),
+            self.shared_feed(&p),
+            self.kept_stanza(id),
+            ip.auto_installed,
+        ))
     }
 
     /// Chooses what to install for `requests`; see the module documentation for the rules.
-    pub fn resolve(&self, requests: &[Request]) -> Result<Plan, ResolveError> {
+    pub fn resolve(&self, requests: &RequestList) -> Result<Plan, ResolveError> {
         self.resolve_counted(requests).0
     }
 
     /// [`Universe::resolve`], with the steps and relation checks it took.
     pub(super) fn resolve_counted(
         &self,
-        requests: &[Request],
+        requests: &RequestList,
     ) -> (Result<Plan, ResolveError>, Counts) {
-        for request in requests {
+        for request in requests.iter().map(Request::of) {
             if let Err(e) = request.check() {
                 return (Err(e), Counts::default());
             }
@@ -788,12 +794,12 @@ impl Universe {
     }
 
     /// The architecture of `pkg`, shared ([`Step::arch`]).
-    pub(super) fn shared_arch(&self, pkg: &Pkg) -> Arc<str> {
+    pub(super) fn shared_arch(&self, pkg: &Pkg) -> Arc<String> {
         Arc::clone(&self.sorted().arch_names[pkg.arch as usize])
     }
 
     /// The feed of `pkg`, shared ([`Step::feed`]).
-    pub(super) fn shared_feed(&self, pkg: &Pkg) -> Arc<str> {
+    pub(super) fn shared_feed(&self, pkg: &Pkg) -> Arc<String> {
         Arc::clone(&self.sorted().feed_names[pkg.feed as usize])
     }
 
@@ -929,12 +935,15 @@ impl Universe {
             rank[v as usize] = r;
         }
         // Candidate order: newest version, higher arch priority, earlier feed, earlier stanza.
+        let arch_prio: Vec<u32> = (0..self.arches.len())
+            .map(|a| self.arch_prio(self.arches.text(a as u32)))
+            .collect();
         let preference = |a: PkgId, b: PkgId| -> Ordering {
             let (x, y) = (self.pkg(a), self.pkg(b));
             rank[y.ver as usize]
                 .cmp(&rank[x.ver as usize])
-                .then(y.arch_prio.cmp(&x.arch_prio))
-                .then(x.feed_order.cmp(&y.feed_order))
+                .then(arch_prio[y.arch as usize].cmp(&arch_prio[x.arch as usize]))
+                .then(self.feed_orders[x.feed as usize].cmp(&self.feed_orders[y.feed as usize]))
                 .then(a.cmp(&b))
         };
         let n_pkgs = u32::try_from(self.pkgs.len()).unwrap_or(u32::MAX);
@@ -977,9 +986,9 @@ impl Universe {
                 }
             }
         }
-        let shared = |texts: &Interner| -> Vec<Arc<str>> {
+        let shared = |texts: &Interner| -> Vec<Arc<String>> {
             (0..texts.len() as u32)
-                .map(|i| Arc::from(texts.text(i)))
+                .map(|i| Arc::new(texts.text(i).to_string()))
                 .collect()
         };
         Sorted {
@@ -1117,9 +1126,7 @@ impl Universe {
             name: self.names.intern(name).ok_or_else(full)?,
             ver,
             arch,
-            arch_prio: 0,
             feed: 0,
-            feed_order: 0,
             stanza: kept,
             alts: append(&mut self.lists.alts, alts).ok_or_else(full)?,
             groups: append(&mut self.lists.groups, group_ends).ok_or_else(full)?,
