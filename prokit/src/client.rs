@@ -1688,8 +1688,6 @@ impl Client {
             })
             .collect();
         let mut planned = Planned::new(feeds, cache, plan.steps.len());
-        // The developer signatures the index stanzas carry, by package.
-        let mut index_signatures: BTreeMap<usize, (String, String)> = BTreeMap::new();
         let removes = std::mem::take(&mut plan.removes);
         for step in std::mem::take(&mut plan.steps) {
             let package = || format!("{} {}", step.name(), step.version());
@@ -1706,10 +1704,10 @@ impl Client {
                 .ok_or_else(|| bad("feed not configured".into()))?;
             let stanza = step.stanza.read()?;
             let (filename, size, sha256) = package_fields(&stanza, &step.feed, &package)?;
-            if let Some(sig) = stanza.get("Signature") {
-                let by = stanza.get("Signed-By").unwrap_or("").trim();
-                index_signatures.insert(planned.len(), (by.to_string(), sig.trim().to_string()));
-            }
+            // The developer signature the index stanza carries, kept in the plan's record.
+            let index_signature = stanza
+                .get("Signature")
+                .map(|sig| (stanza.get("Signed-By").unwrap_or("").trim(), sig.trim()));
             planned
                 .push(crate::planned::NewPackage {
                     name: step.name(),
@@ -1721,6 +1719,7 @@ impl Client {
                     feed,
                     auto: step.auto,
                     upgrade_from: step.upgrade_from(),
+                    index_signature,
                 })
                 .map_err(|e| match e {
                     crate::planned::PlannedError::Download(d) => ClientError::from(d),
@@ -1730,24 +1729,24 @@ impl Client {
         planned.shrink_to_fit();
         drop(plan);
         let planned = &planned;
-        // What package file `i` must say of itself (docs/threats.md §17), made when needed:
+        // What package file `p` must say of itself (docs/threats.md §17), made when needed:
         // a list of them would hold another copy of every name, version and hash of the plan.
         // The index's developer signature goes only to its check (the install does not read
         // it): a copy made for each install and freed after it would be one more small
         // allocation among the unpacking's (bench/README.md, "Memory the allocator keeps").
-        let expected_with =
-            |p: &crate::planned::Package<'_>, i: usize, signature: bool| install::Expected {
-                origin: format!("feed {:?}", p.feed()),
-                name: p.name().to_string(),
-                version: p.version().to_string(),
-                arch: p.arch().to_string(),
-                index_signature: signature
-                    .then(|| index_signatures.get(&i).cloned())
-                    .flatten(),
-                signed_by: None,
-                feed_key: feed_keys.get(p.feed()).cloned().flatten(),
-                sha256: Some(p.sha256()),
-            };
+        let expected_with = |p: &crate::planned::Package<'_>, signature: bool| install::Expected {
+            origin: format!("feed {:?}", p.feed()),
+            name: p.name().to_string(),
+            version: p.version().to_string(),
+            arch: p.arch().to_string(),
+            index_signature: signature
+                .then(|| p.index_signature())
+                .flatten()
+                .map(|(by, sig)| (by.to_string(), sig.to_string())),
+            signed_by: None,
+            feed_key: feed_keys.get(p.feed()).cloned().flatten(),
+            sha256: Some(p.sha256()),
+        };
         let mut opts = self.install_options();
         // Files leaving the packages this transaction upgrades (the old version ships them,
         // the new one does not) may move to another package of it: asked when a package
@@ -1793,7 +1792,7 @@ impl Client {
         let verdicts = crate::verdicts::Verdicts::new(planned.len());
         let check_arrived = |i: usize, item: &DownloadItem| {
             let _ = verdicts.get_or_judge(i, || match planned.get(i) {
-                Ok(p) => self.verify_developer(&item.dest, &expected_with(&p, i, true)),
+                Ok(p) => self.verify_developer(&item.dest, &expected_with(&p, true)),
                 Err(e) => Err(e.to_string()),
             });
             arrived[i].store(true, std::sync::atomic::Ordering::SeqCst);
@@ -1804,7 +1803,7 @@ impl Client {
             |p: &crate::planned::Package<'_>, i: usize| -> Result<Option<String>, ClientError> {
                 verdicts
                     .get_or_judge(i, || {
-                        self.verify_developer(&p.dest(), &expected_with(p, i, true))
+                        self.verify_developer(&p.dest(), &expected_with(p, true))
                     })
                     .map(|key| key.map(|k| k.to_string()))
                     .map_err(|reason| ClientError::Developer {
@@ -1823,7 +1822,7 @@ impl Client {
                 // install allocates as little per package as it can, bench/README.md).
                 let p = planned.get(i)?;
                 let dest = p.dest();
-                let mut exp = expected_with(&p, i, false);
+                let mut exp = expected_with(&p, false);
                 exp.signed_by = developer_verdict(&p, i)?;
                 in_batch.borrow_mut().insert(p.name().to_string(), i);
                 self.audit.record(

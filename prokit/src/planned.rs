@@ -35,15 +35,18 @@ pub(crate) struct NewPackage<'a> {
     pub(crate) feed: usize,
     pub(crate) auto: bool,
     pub(crate) upgrade_from: Option<&'a str>,
+    /// The developer signature the index stanza carries: `Signed-By` and `Signature`.
+    pub(crate) index_signature: Option<(&'a str, &'a str)>,
 }
 
 /// A record: the SHA-256 (32 bytes), the size (8), the feed (2), whether auto-installed
-/// (1), whether an upgrade (1), the lengths of the version, architecture, file name, version
-/// upgraded from and name (2 each), then those texts.
-const HEAD: usize = 32 + 8 + 2 + 1 + 1 + TEXTS * 2;
+/// (1), whether an upgrade (1), whether the index signed it (1), the lengths of the version,
+/// architecture, file name, version upgraded from, name, `Signed-By` and `Signature` (2
+/// each), then those texts.
+const HEAD: usize = 32 + 8 + 2 + 1 + 1 + 1 + TEXTS * 2;
 
 /// How many texts a record has.
-const TEXTS: usize = 5;
+const TEXTS: usize = 7;
 
 /// The plan's packages, in install order.
 pub(crate) struct Planned {
@@ -67,7 +70,9 @@ impl std::fmt::Debug for Planned {
 pub enum PlannedError {
     #[error("{0}")]
     Download(#[from] DownloadError),
-    #[error("its name, version, architecture or Filename is longer than 65,535 bytes")]
+    #[error(
+        "its name, version, architecture, Filename, Signed-By or Signature is longer than 65,535 bytes"
+    )]
     TooLong,
     #[error("its SHA-256 is not 64 hex digits")]
     BadHash,
@@ -122,6 +127,8 @@ impl Planned {
             p.filename,
             p.upgrade_from.unwrap_or_default(),
             p.name,
+            p.index_signature.map_or("", |s| s.0),
+            p.index_signature.map_or("", |s| s.1),
         ];
         let mut record = Vec::with_capacity(HEAD + texts.iter().map(|t| t.len()).sum::<usize>());
         record.extend_from_slice(&sha256);
@@ -130,6 +137,7 @@ impl Planned {
         record.extend_from_slice(&feed.to_le_bytes());
         record.push(u8::from(p.auto));
         record.push(u8::from(p.upgrade_from.is_some()));
+        record.push(u8::from(p.index_signature.is_some()));
         for t in texts {
             u16::try_from(t.len()).map_err(|_| PlannedError::TooLong)?;
         }
@@ -191,13 +199,13 @@ impl Planned {
 pub(crate) struct Package<'a> {
     table: &'a Planned,
     record: Vec<u8>,
-    /// Where the version, architecture, file name, version upgraded from and name end.
+    /// Where each text ends ([`Package::text`]).
     ends: [usize; TEXTS],
 }
 
 impl Package<'_> {
     /// Text number `k` (0 version, 1 architecture, 2 file name, 3 version upgraded from,
-    /// 4 name).
+    /// 4 name, 5 `Signed-By`, 6 `Signature`).
     fn text(&self, k: usize) -> &str {
         let start = match k {
             0 => HEAD,
@@ -244,6 +252,11 @@ impl Package<'_> {
     /// The installed version the package replaces, if any.
     pub(crate) fn upgrade_from(&self) -> Option<&str> {
         (self.record[43] != 0).then(|| self.text(3))
+    }
+
+    /// The developer signature the index stanza carried (`Signed-By`, `Signature`).
+    pub(crate) fn index_signature(&self) -> Option<(&str, &str)> {
+        (self.record[44] != 0).then(|| (self.text(5), self.text(6)))
     }
 
     fn size(&self) -> u64 {
@@ -319,6 +332,7 @@ mod tests {
             feed: 1,
             auto: true,
             upgrade_from: Some("0.9"),
+            index_signature: None,
         }
     }
 
@@ -339,8 +353,11 @@ mod tests {
             ..package("first", "first_1.0_all.ipk", &sha)
         })
         .unwrap();
-        t.push(package("second", "sub/second_1.0-r1_all.ipk", &sha))
-            .unwrap();
+        t.push(NewPackage {
+            index_signature: Some(("0123456789abcdef", "RWQ sig")),
+            ..package("second", "sub/second_1.0-r1_all.ipk", &sha)
+        })
+        .unwrap();
         t.shrink_to_fit();
         assert_eq!(t.len(), 2);
         let (p0, p1) = (t.get(0).unwrap(), t.get(1).unwrap());
@@ -350,6 +367,8 @@ mod tests {
         );
         assert_eq!((p0.auto(), p0.upgrade_from()), (false, None));
         assert_eq!((p1.auto(), p1.upgrade_from()), (true, Some("0.9")));
+        assert_eq!(p0.index_signature(), None);
+        assert_eq!(p1.index_signature(), Some(("0123456789abcdef", "RWQ sig")));
         assert_eq!(
             (p0.name(), p0.label()),
             ("first", "first 1.0-r1".to_string())
