@@ -598,9 +598,8 @@ impl Client {
         if self.opts.force_reinstall {
             // Named packages already installed at the chosen version are installed again,
             // from a feed offering that very version (opkg's --force-reinstall).
-            let named = packages;
             for name in std::mem::take(&mut plan.already_installed) {
-                if !named.iter().any(|r| Request::of(r).name() == name) {
+                if !packages.iter().any(|r| Request::of(r).name() == name) {
                     plan.already_installed.push(name);
                     continue;
                 }

@@ -323,6 +323,7 @@ fn joined(requested: &RequestList) -> String {
 
 #[derive(Args)]
 struct InstallCmd {
+    // Empty once `main` has taken them (`Command::take_requests`).
     #[arg(required = true, value_name = "PKG")]
     packages: Vec<String>,
     /// Print what each package will do (scripts, setuid files, devices, services, files
@@ -352,6 +353,7 @@ struct UpgradeCmd {
 
 #[derive(Args)]
 struct ReviewCmd {
+    // Empty once `main` has taken them (`Command::take_requests`).
     #[arg(required = true, value_name = "PKG")]
     packages: Vec<String>,
     #[command(flatten)]
@@ -446,6 +448,7 @@ struct BootstrapArgs {
     /// (default var/log/prokit/audit.jsonl).
     #[arg(long, value_name = "PATH|off")]
     audit_log: Option<String>,
+    // Empty once `main` has taken them (`Command::take_requests`).
     #[arg(required = true, value_name = "PKG")]
     packages: Vec<String>,
     #[command(flatten)]

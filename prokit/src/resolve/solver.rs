@@ -1291,7 +1291,7 @@ mod tests {
     use super::*;
 
     /// The search's per-dependency records stay as small as documented: a bootstrap of
-    /// 10,000 packages makes ~50,000 links and obligations and ~10,000 choices.
+    /// 10,000 packages makes up to ~50,000 links and obligations and ~10,000 choices.
     #[test]
     fn search_records_stay_small() {
         assert_eq!(std::mem::size_of::<PackedLink>(), 12);
