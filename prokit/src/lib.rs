@@ -26,6 +26,7 @@ pub mod rootfs;
 mod scratch_log;
 mod scratch_table;
 mod stanza_store;
+mod texts;
 // The database lock (fcntl(2) open file description locks, flock(2)).
 #[allow(unsafe_code)]
 pub mod status;

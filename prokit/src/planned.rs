@@ -6,9 +6,10 @@
 //! version, architecture and feed name, its URL, cache path and hash as text). Here its
 //! record (version, architecture, `Filename`, size, the SHA-256 as 32 bytes, feed, …) goes to
 //! a scratch file ([`ScratchLog`]), read back once or twice as the install gets to the
-//! package ([`Planned::get`]); memory keeps where its record ends: 4 bytes. The URL, mirrors and cache path of a package are made when a
-//! download or the install asks for them ([`Package::item`]), by the same code that makes
-//! them for a single download ([`download::item_for`]).
+//! package ([`Planned::get`]); memory keeps where its record ends: 4 bytes. The URL,
+//! mirrors and cache path of a package are made when a download or the install asks for them
+//! ([`Package::item`]), by the same code that makes them for a single download
+//! ([`download::item_for`]).
 
 use crate::download::{self, DownloadError, DownloadItem};
 use crate::scratch_log::{ScratchLog, Span};

@@ -36,6 +36,7 @@
 
 use crate::scratch_table::{Key, ScratchTable};
 use crate::stanza_store::StanzaStore;
+use crate::texts::Texts;
 
 /// A status stanza as the database hands it out: borrowed when it is in memory, read back
 /// from the database's scratch file otherwise (stanza_store.rs).
@@ -179,9 +180,7 @@ pub(crate) struct Owners {
     /// one string, taken again if it comes back); `ids` finds a name's number.
     /// The names one after the other, in one allocation (a name per installed package, kept
     /// as long as the map: scattered among what an install frees, they would pin its pages).
-    names: String,
-    /// Where each name ends in `names`.
-    name_ends: Vec<u32>,
+    names: Texts,
     ids: ScratchTable,
 }
 
@@ -195,22 +194,16 @@ impl Owners {
         if let Some(id) = self.ids.get(name).map_err(scratch)? {
             return Ok(id);
         }
-        let id = u32::try_from(self.name_ends.len()).expect("fewer than 2^32 package names");
+        let id = u32::try_from(self.names.len()).expect("fewer than 2^32 package names");
         self.ids.insert(name, id).map_err(scratch)?;
-        self.names.push_str(name);
-        let end = u32::try_from(self.names.len()).expect("package names shorter than 4 GiB");
-        self.name_ends.push(end);
+        let pushed = self.names.push(name);
+        assert_eq!(pushed, Some(id), "package names shorter than 4 GiB in all");
         Ok(id)
     }
 
     /// The name of number `id`.
     fn name(&self, id: u32) -> &str {
-        let i = id as usize;
-        let start = match i {
-            0 => 0,
-            _ => self.name_ends[i - 1] as usize,
-        };
-        &self.names[start..self.name_ends[i] as usize]
+        self.names.text(id)
     }
 
     /// The package that owns the non-directory `path`.
@@ -1579,7 +1572,10 @@ mod tests {
         assert!(std::ptr::eq(shared, in_dir));
         // A listed path keeps the owner it has.
         assert_eq!(o.file_owner("/usr/bin/bar").unwrap().unwrap(), "bar");
-        assert_eq!((o.name_ends.len(), o.names.as_str()), (2, "foobar"));
+        assert_eq!(
+            (o.names.len(), o.names.iter().collect::<String>()),
+            (2, "foobar".into())
+        );
         // Adding a package twice changes nothing.
         o.add_package("bar", &bar).unwrap();
         assert_eq!(dir(&o, "/usr/bin"), ["foo", "bar"]);
@@ -1597,7 +1593,7 @@ mod tests {
         assert!(o.dirs.len() == 0 && o.files.len() == 0 && o.shared.is_empty());
         // The next package of that name shares the name kept.
         o.add_package("foo", &foo[2..3]).unwrap();
-        assert_eq!(o.name_ends.len(), 2);
+        assert_eq!(o.names.len(), 2);
     }
 
     fn sample_control() -> Paragraph {

@@ -115,6 +115,7 @@ mod tests;
 pub use kept::KeptStanza;
 pub use universe::Universe;
 
+use crate::texts::Texts;
 use feeds::relation::Relation;
 use feeds::version::Version;
 
@@ -292,22 +293,19 @@ impl<'a> Request<'a> {
 ///
 /// A bootstrap names thousands of packages. As a `Vec<String>` each name is an allocation
 /// of its own (a 24-byte `String` and at least a 32-byte chunk): 0.5 MB for 10,000 names,
-/// held from the command line's parsing to the end of the install. Packed, they are the
-/// text and 4 bytes a name. [`RequestList::requests`] lends them as [`Request`]s.
+/// held from the command line's parsing to the end of the install. Packed (`texts.rs`), they
+/// are the text and 4 bytes a name. [`RequestList::get`] lends one as a [`Request`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestList {
-    text: String,
-    /// Where each request ends in `text`.
-    ends: Vec<u32>,
+    texts: Texts,
 }
 
 impl RequestList {
     /// Packs `names`, freeing each as it is copied.
     pub fn new(names: Vec<String>) -> RequestList {
-        let len = names.iter().map(String::len).sum();
+        let bytes = names.iter().map(String::len).sum();
         let mut list = RequestList {
-            text: String::with_capacity(len),
-            ends: Vec::with_capacity(names.len()),
+            texts: Texts::with_capacity(names.len(), bytes),
         };
         for name in names {
             list.push(&name);
@@ -326,34 +324,28 @@ impl RequestList {
 
     /// Adds one request at the end.
     pub fn push(&mut self, text: &str) {
-        self.text.push_str(text);
-        let end = u32::try_from(self.text.len()).expect("requests shorter than 4 GiB in all");
-        self.ends.push(end);
+        self.texts
+            .push(text)
+            .expect("fewer than 2^32 requests, shorter than 4 GiB in all");
     }
 
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.texts.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.len() == 0
     }
 
     /// Each request's text, in order.
     pub fn iter(&self) -> impl Iterator<Item = &str> + Clone + '_ {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts
-            .zip(self.ends.iter().copied())
-            .map(|(start, end)| &self.text[start as usize..end as usize])
+        self.texts.iter()
     }
 
     /// Request `i` (panics past the end, as a slice does).
     pub fn get(&self, i: usize) -> Request<'_> {
-        let start = match i {
-            0 => 0,
-            _ => self.ends[i - 1] as usize,
-        };
-        Request::of(&self.text[start..self.ends[i] as usize])
+        let text = u32::try_from(i).ok().and_then(|i| self.texts.get(i));
+        Request::of(text.expect("a request of the list"))
     }
 }
 

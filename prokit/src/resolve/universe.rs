@@ -23,6 +23,7 @@ use super::ResolveError;
 use super::kept::{KeptStanza, KeptTexts, Span};
 use super::solver::Solver;
 use super::{Plan, Request, RequestList, Step};
+use crate::texts::Texts;
 use feeds::control::Paragraph;
 use feeds::relation::{Op, Relation, parse_relations};
 use feeds::version::{Version, cmp_accepted};
@@ -101,46 +102,6 @@ impl Hasher for IdHasher {
 pub(super) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 pub(super) type IdSet<K> = HashSet<K, BuildHasherDefault<IdHasher>>;
 
-/// Strings in one arena, numbered in the order pushed.
-#[derive(Default)]
-pub(super) struct Texts {
-    arena: String,
-    /// Where each string starts in `arena`.
-    starts: Vec<u32>,
-}
-
-impl Texts {
-    /// Stores `text`; its number, or None when no number below [`PENDING`] is left (or the
-    /// arena would pass 4 GiB).
-    fn push(&mut self, text: &str) -> Option<u32> {
-        let id = u32::try_from(self.starts.len())
-            .ok()
-            .filter(|&id| id < PENDING)?;
-        let start = u32::try_from(self.arena.len()).ok()?;
-        u32::try_from(self.arena.len() + text.len()).ok()?;
-        self.starts.push(start);
-        self.arena.push_str(text);
-        Some(id)
-    }
-
-    /// The text of `id` (empty for an id it never gave out).
-    fn text(&self, id: u32) -> &str {
-        let i = id as usize;
-        let Some(&start) = self.starts.get(i) else {
-            return "";
-        };
-        let end = self
-            .starts
-            .get(i + 1)
-            .map_or(self.arena.len(), |&e| e as usize);
-        &self.arena[start as usize..end]
-    }
-
-    fn len(&self) -> usize {
-        self.starts.len()
-    }
-}
-
 /// Distinct strings, each stored once and numbered in the order first seen.
 ///
 /// Found through an open-addressing table of ids (4 bytes a slot, at most half of the slots
@@ -192,6 +153,10 @@ impl Interner {
         }
         if let Some(id) = self.get(text) {
             return Some(id);
+        }
+        // Numbers from PENDING on mark a relation name still to look up (`Dep`).
+        if self.texts.len() >= PENDING as usize {
+            return None;
         }
         if (self.texts.len() + 1) * 2 > self.slots.len() {
             self.grow();
