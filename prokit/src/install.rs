@@ -709,6 +709,8 @@ fn install_in(
         } else if let Some(s) = script("preinst") {
             run_script(db, mode, &name, "preinst", &s, &["install"], false)?;
         }
+        // A script may have moved any directory: walks start from the root again.
+        tx.dirs().forget_all();
     }
     let postinst = if mode.runs() {
         script("postinst")
@@ -736,6 +738,7 @@ fn install_in(
     };
     if mode == ScriptMode::Offline {
         after_unpack(db)?;
+        tx.dirs().forget_all();
     }
 
     tx.finish()?;
@@ -1049,6 +1052,7 @@ fn remove_in(
         // A failing prerm refuses the removal, as opkg's "not removing package".
         if let Some(s) = read_info_script(db, name, "prerm")? {
             run_script(db, mode, name, "prerm", &s, &["remove"], false)?;
+            tx.dirs().forget_all();
         }
         postrm = read_info_script(db, name, "postrm")?;
     }
@@ -1089,6 +1093,7 @@ fn remove_in(
     tx.commit()?;
     if let (Some(s), ScriptMode::Offline) = (&postrm, mode) {
         run_script(db, mode, name, "postrm", s, &["remove"], false)?;
+        tx.dirs().forget_all();
     }
     tx.finish()?;
     if db.owners()?.remove_package(name, &records).is_err() {

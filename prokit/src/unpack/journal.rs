@@ -21,7 +21,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rayon::prelude::*;
@@ -168,6 +168,31 @@ fn rename_at(from_dir: RawFd, from: &CString, to_dir: RawFd, to: &CString) -> io
     cvt(|| unsafe { libc::renameat(from_dir, from.as_ptr(), to_dir, to.as_ptr()) }).map(|_| ())
 }
 
+/// `renameat2(RENAME_NOREPLACE)` of `from` in `from_dir` to `to` in `to_dir`: fails with
+/// `EEXIST` rather than replace anything. `Ok(false)` when the file system cannot rename
+/// that way (`EINVAL`), so the caller hard-links instead.
+fn rename_noreplace(
+    from_dir: RawFd,
+    from: &CString,
+    to_dir: RawFd,
+    to: &CString,
+) -> io::Result<bool> {
+    // SAFETY: open descriptors, NUL-terminated names.
+    match cvt(|| unsafe {
+        libc::renameat2(
+            from_dir,
+            from.as_ptr(),
+            to_dir,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    }) {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// `linkat` of `from` in `from_dir` as `to` in `to_dir` (flags 0: a symlink `from` is
 /// linked itself, not followed).
 fn link_at(from_dir: RawFd, from: &CString, to_dir: RawFd, to: &CString) -> io::Result<()> {
@@ -191,7 +216,7 @@ fn unlink_at(dir: RawFd, name: &CString) -> io::Result<bool> {
 /// together on every core instead of one after another (docs/crash-safety.md §5: the journal
 /// names each one before it can exist, so recovery treats a pending one like any other).
 struct PendingWrite {
-    dir: OwnedFd,
+    dir: Arc<OwnedFd>,
     name: CString,
     full: PathBuf,
     data: Vec<u8>,
@@ -229,6 +254,17 @@ impl PendingWrite {
     }
 }
 
+/// What commit did for one `put`, so the end deletes only what is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PutDone {
+    /// The old final file was renamed to its backup and the temporary onto the path.
+    Backed,
+    /// The temporary was hard-linked at a new path (its name stays until the end).
+    Linked,
+    /// The temporary was renamed onto a new path (`putnew`): nothing is left.
+    Renamed,
+}
+
 /// Paths from which commit and cleanup use the thread pool (fewer are not worth it).
 const PARALLEL_AT: usize = 128;
 
@@ -251,10 +287,17 @@ fn split(path: &str) -> Option<(&str, &str)> {
 /// module documentation). Paths are absolute in the root and normalized (`/usr/bin/x`).
 pub(crate) struct RootDirs {
     root: PathBuf,
-    fd: Rc<OwnedFd>,
-    /// The directory opened last (walks below it start there).
-    cache: RefCell<Option<(String, Rc<OwnedFd>)>>,
+    fd: Arc<OwnedFd>,
+    /// Directories already reached, by path (a walk starts from the deepest of them on its
+    /// way): an install goes back and forth between a few directories (`/usr/bin`, `info/`,
+    /// `/etc/config`), and walking from the root each time was most of its `openat`s.
+    /// Forgotten when prokit renames or removes one, and wholly after a maintainer script ran
+    /// ([`RootDirs::forget_all`]); at most [`DIR_CACHE_MAX`] are kept.
+    cache: RefCell<std::collections::HashMap<String, Arc<OwnedFd>>>,
 }
+
+/// Directory descriptors [`RootDirs`] keeps open at most (then it starts again).
+const DIR_CACHE_MAX: usize = 256;
 
 impl std::fmt::Debug for RootDirs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -277,8 +320,8 @@ impl RootDirs {
         .map_err(io_at(root))?;
         Ok(RootDirs {
             root: root.to_path_buf(),
-            fd: Rc::new(fd),
-            cache: RefCell::new(None),
+            fd: Arc::new(fd),
+            cache: RefCell::default(),
         })
     }
 
@@ -304,20 +347,27 @@ impl RootDirs {
 
     /// Opens directory `dir` (`` for the root), walking from the root without following a
     /// symlink.
-    fn walk(&self, dir: &str) -> Result<Rc<OwnedFd>, WalkError> {
+    fn walk(&self, dir: &str) -> Result<Arc<OwnedFd>, WalkError> {
         if dir.is_empty() {
             return Ok(self.fd.clone());
         }
-        let mut start = (self.fd.clone(), 0usize);
-        if let Some((k, fd)) = &*self.cache.borrow() {
-            if k == dir {
-                return Ok(fd.clone());
-            }
-            if dir.starts_with(k.as_str()) && dir.as_bytes().get(k.len()) == Some(&b'/') {
-                start = (fd.clone(), k.len());
-            }
+        let mut cache = self.cache.borrow_mut();
+        if let Some(fd) = cache.get(dir) {
+            return Ok(fd.clone());
         }
-        let (mut cur, mut at) = start;
+        // The deepest directory on the way already reached.
+        let (mut cur, mut at) = (self.fd.clone(), 0usize);
+        let mut end = dir.len();
+        while let Some(i) = dir[..end].rfind('/').filter(|&i| i > 0) {
+            if let Some(fd) = cache.get(&dir[..i]) {
+                (cur, at) = (fd.clone(), i);
+                break;
+            }
+            end = i;
+        }
+        if cache.len() + dir[at..].matches('/').count() > DIR_CACHE_MAX {
+            cache.clear();
+        }
         while at < dir.len() {
             let from = at + 1;
             let end = dir[from..].find('/').map_or(dir.len(), |i| from + i);
@@ -326,10 +376,10 @@ impl RootDirs {
                 source,
             };
             let c = cstr(&dir.as_bytes()[from..end]).map_err(fail)?;
-            cur = Rc::new(open_at(cur.as_raw_fd(), &c, DIR_FLAGS, 0).map_err(fail)?);
+            cur = Arc::new(open_at(cur.as_raw_fd(), &c, DIR_FLAGS, 0).map_err(fail)?);
+            cache.insert(dir[..end].to_string(), cur.clone());
             at = end;
         }
-        *self.cache.borrow_mut() = Some((dir.to_string(), cur.clone()));
         Ok(cur)
     }
 
@@ -353,18 +403,21 @@ impl RootDirs {
         }
     }
 
-    /// Forgets the cached directory when it is `path` or below it (renamed or removed).
+    /// Forgets the directories reached at `path` and below it (renamed or removed).
     fn forget(&self, path: &str) {
-        let mut cache = self.cache.borrow_mut();
-        if let Some((k, _)) = &*cache
-            && (k == path || (k.starts_with(path) && k.as_bytes().get(path.len()) == Some(&b'/')))
-        {
-            *cache = None;
-        }
+        self.cache.borrow_mut().retain(|k, _| {
+            !(k.starts_with(path) && matches!(k.as_bytes().get(path.len()), None | Some(b'/')))
+        });
+    }
+
+    /// Forgets every directory reached: what ran meanwhile (a maintainer script) may have
+    /// moved or replaced any of them, so the next walks start from the root again.
+    pub(crate) fn forget_all(&self) {
+        self.cache.borrow_mut().clear();
     }
 
     /// The directory of `path` and its name; a missing directory is `Ok(None)`.
-    fn parent(&self, path: &str) -> Result<Option<(Rc<OwnedFd>, CString)>, UnpackError> {
+    fn parent(&self, path: &str) -> Result<Option<(Arc<OwnedFd>, CString)>, UnpackError> {
         let (dir, name) = split(path).ok_or_else(|| self.bad_path(path))?;
         let c = cstr(name.as_bytes()).map_err(io_at(&self.full(path)))?;
         match self.walk(dir) {
@@ -375,7 +428,7 @@ impl RootDirs {
     }
 
     /// The directory of `path` and its name; a missing directory is an error.
-    fn parent_required(&self, path: &str) -> Result<(Rc<OwnedFd>, CString), UnpackError> {
+    fn parent_required(&self, path: &str) -> Result<(Arc<OwnedFd>, CString), UnpackError> {
         let (dir, name) = split(path).ok_or_else(|| self.bad_path(path))?;
         let c = cstr(name.as_bytes()).map_err(io_at(&self.full(path)))?;
         let fd = self.walk(dir).map_err(|e| self.walk_error(e))?;
@@ -421,7 +474,17 @@ impl RootDirs {
         rename_at(fd_from.as_raw_fd(), &c_from, fd_to.as_raw_fd(), &c_to)
             .map_err(io_at(&self.full(from)))?;
         self.forget(from);
+        self.forget(to);
         Ok(())
+    }
+
+    /// Renames `from` to `to`, which must not exist (`RENAME_NOREPLACE`); `Ok(false)`, doing
+    /// nothing, when the file system cannot rename that way.
+    pub(crate) fn rename_new(&self, from: &str, to: &str) -> Result<bool, UnpackError> {
+        let (fd_from, c_from) = self.parent_required(from)?;
+        let (fd_to, c_to) = self.parent_required(to)?;
+        rename_noreplace(fd_from.as_raw_fd(), &c_from, fd_to.as_raw_fd(), &c_to)
+            .map_err(io_at(&self.full(to)))
     }
 
     /// Hard-links `from` (a file) as `to`.
@@ -436,28 +499,6 @@ impl RootDirs {
     fn base_name(&self, path: &str) -> Result<CString, UnpackError> {
         let (_, name) = split(path).ok_or_else(|| self.bad_path(path))?;
         cstr(name.as_bytes()).map_err(io_at(&self.full(path)))
-    }
-
-    /// The directory of `path` as a descriptor that can go to another thread, and the name;
-    /// `None` when the directory does not exist. `cache` keeps the last directory asked for:
-    /// consecutive paths of one directory share one descriptor.
-    fn shared_parent(
-        &self,
-        path: &str,
-        cache: &mut Option<(String, std::sync::Arc<OwnedFd>)>,
-    ) -> Result<Option<(std::sync::Arc<OwnedFd>, CString)>, UnpackError> {
-        let dir = parent_of(path);
-        if let Some((d, fd)) = cache
-            && d == dir
-        {
-            return Ok(Some((fd.clone(), self.base_name(path)?)));
-        }
-        let Some((fd, name)) = self.parent(path)? else {
-            return Ok(None);
-        };
-        let fd = std::sync::Arc::new(fd.try_clone().map_err(io_at(&self.full(path)))?);
-        *cache = Some((dir.to_string(), fd.clone()));
-        Ok(Some((fd, name)))
     }
 
     /// Removes the file, symlink or node `path` (a symlink itself, never its target);
@@ -487,7 +528,14 @@ impl RootDirs {
         cvt(|| unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o700) })
             .map_err(io_at(&full))?;
         let fd = open_at(dir.as_raw_fd(), &c, DIR_FLAGS, 0).map_err(io_at(&full))?;
-        fchmod(fd.as_raw_fd(), mode).map_err(io_at(&full))
+        fchmod(fd.as_raw_fd(), mode).map_err(io_at(&full))?;
+        // Files go into it next.
+        let mut cache = self.cache.borrow_mut();
+        if cache.len() >= DIR_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(path.to_string(), Arc::new(fd));
+        Ok(())
     }
 
     /// Gives the directory `path` exactly `mode`; `Ok(false)` when it is not a directory
@@ -533,7 +581,6 @@ impl RootDirs {
     ) -> Result<PendingWrite, UnpackError> {
         let full = self.full(path);
         let (dir, name) = self.parent_required(path)?;
-        let dir = dir.try_clone().map_err(io_at(&full))?;
         Ok(PendingWrite {
             dir,
             name,
@@ -689,6 +736,10 @@ pub(crate) struct Journal {
     pub chmods: Vec<(String, u32)>,
     /// (index, temporary, final): rename temporary onto final, backing final up first.
     pub puts: Vec<(u64, String, String)>,
+    /// Per `put`: journaled as `putnew`, a final path that did not exist when the package was
+    /// staged. Commit renames the temporary onto it refusing to replace anything, so once the
+    /// temporary name is gone whatever is at the final path is this transaction's.
+    pub absent: Vec<bool>,
     /// (index, path): delete path (backed up at commit, deleted at the end).
     pub dels: Vec<(u64, String)>,
     /// Directories to remove at the end when empty.
@@ -769,10 +820,8 @@ pub struct Transaction {
     /// Plan records not yet written: they only matter once `commit` is, so they are written
     /// together with it.
     plan: String,
-    /// Per `put`: the final path cannot exist (its directory was made by this transaction).
-    fresh: Vec<bool>,
-    /// Per `put`: commit backed an existing final path up.
-    backed: Vec<bool>,
+    /// Per `put`: what commit did (what the end deletes follows from it).
+    done_puts: Vec<PutDone>,
     /// Temporary files journaled but not yet created (see [`PendingWrite`]).
     pending: Vec<PendingWrite>,
     pending_bytes: usize,
@@ -814,8 +863,7 @@ impl Transaction {
             next: 0,
             sync: db.fsync_enabled(),
             plan: String::new(),
-            fresh: Vec::new(),
-            backed: Vec::new(),
+            done_puts: Vec::new(),
             pending: Vec::new(),
             pending_bytes: 0,
             emptied: false,
@@ -889,16 +937,23 @@ impl Transaction {
 
     /// Plans renaming `tmp` onto `final_path` at commit. `fresh`: the final path cannot
     /// exist (it lies in a directory this transaction created), so it is not looked up.
+    ///
+    /// A final path that does not exist now is journaled `putnew`: commit renames the
+    /// temporary onto it with `RENAME_NOREPLACE` (one call, and nothing left to delete at the
+    /// end) instead of hard-linking it there and deleting the temporary name at the end. If
+    /// something appeared there meanwhile, the commit fails and is undone.
     pub(crate) fn put(
         &mut self,
         tmp: &str,
         final_path: &str,
         fresh: bool,
     ) -> Result<(), UnpackError> {
+        let absent = fresh || !self.dirs.exists(final_path)?;
         let n = self.next;
         self.next += 1;
-        self.plan_line(&format!("put\t{n}\t{tmp}\t{final_path}"));
-        self.fresh.push(fresh);
+        let record = if absent { "putnew" } else { "put" };
+        self.plan_line(&format!("{record}\t{n}\t{tmp}\t{final_path}"));
+        self.journal.absent.push(absent);
         self.journal
             .puts
             .push((n, tmp.to_string(), final_path.to_string()));
@@ -1019,14 +1074,22 @@ impl Transaction {
         }
         for (i, (idx, tmp, final_path)) in puts.iter().enumerate() {
             fail_point().map_err(io_at(&self.dirs.full(final_path)))?;
-            let fresh = self.fresh.get(i).copied().unwrap_or(false);
-            if !fresh && self.dirs.exists(final_path)? {
-                self.backed.push(true);
+            let absent = self.journal.absent.get(i).copied().unwrap_or(false);
+            if absent {
+                let done = if self.dirs.rename_new(tmp, final_path)? {
+                    PutDone::Renamed
+                } else {
+                    self.dirs.hard_link(tmp, final_path)?;
+                    PutDone::Linked
+                };
+                self.done_puts.push(done);
+            } else if self.dirs.exists(final_path)? {
+                self.done_puts.push(PutDone::Backed);
                 self.dirs.rename(final_path, &backup_of(*idx, final_path))?;
                 fail_point().map_err(io_at(&self.dirs.full(final_path)))?;
                 self.dirs.rename(tmp, final_path)?;
             } else {
-                self.backed.push(false);
+                self.done_puts.push(PutDone::Linked);
                 self.dirs.hard_link(tmp, final_path)?;
             }
         }
@@ -1072,7 +1135,7 @@ impl Transaction {
         self.journal.packages.truncate(mark.packages);
         self.journal.chmods.truncate(mark.chmods);
         self.journal.puts.truncate(mark.puts);
-        self.fresh.truncate(mark.puts);
+        self.journal.absent.truncate(mark.puts);
         self.journal.dels.truncate(mark.dels);
         self.journal.rmdirs.truncate(mark.rmdirs);
         self.plan.truncate(mark.plan);
@@ -1113,17 +1176,16 @@ impl Transaction {
             tmp: CString,
             name: CString,
             backup: CString,
-            fresh: bool,
+            absent: bool,
             final_path: &'a str,
         }
-        let mut cache = None;
         let mut jobs = Vec::with_capacity(puts.len());
         for (i, (idx, tmp, final_path)) in puts.iter().enumerate() {
             let dir = parent_of(final_path);
             if parent_of(tmp) != dir {
                 return Ok(false);
             }
-            let Some((fd, name)) = self.dirs.shared_parent(final_path, &mut cache)? else {
+            let Some((fd, name)) = self.dirs.parent(final_path)? else {
                 return Ok(false);
             };
             let tmp = self.dirs.base_name(tmp)?;
@@ -1133,20 +1195,23 @@ impl Transaction {
                 tmp,
                 name,
                 backup,
-                fresh: self.fresh.get(i).copied().unwrap_or(false),
+                absent: self.journal.absent.get(i).copied().unwrap_or(false),
                 final_path,
             });
         }
         let root = self.dirs.root();
-        let results: Vec<Result<bool, UnpackError>> = jobs
+        let results: Vec<Result<PutDone, UnpackError>> = jobs
             .par_iter()
             .with_min_len(PARALLEL_AT / 2)
             .map(|j| {
                 let d = j.dir.as_raw_fd();
-                let step = || -> io::Result<bool> {
+                let step = || -> io::Result<PutDone> {
+                    if j.absent && rename_noreplace(d, &j.tmp, d, &j.name)? {
+                        return Ok(PutDone::Renamed);
+                    }
                     // The backup rename itself says whether the final path exists (one
                     // call instead of a lookup and a rename).
-                    let backed = !j.fresh
+                    let backed = !j.absent
                         && match rename_at(d, &j.name, d, &j.backup) {
                             Ok(()) => true,
                             Err(e) if e.kind() == io::ErrorKind::NotFound => false,
@@ -1154,16 +1219,17 @@ impl Transaction {
                         };
                     if backed {
                         rename_at(d, &j.tmp, d, &j.name)?;
+                        Ok(PutDone::Backed)
                     } else {
                         link_at(d, &j.tmp, d, &j.name)?;
+                        Ok(PutDone::Linked)
                     }
-                    Ok(backed)
                 };
                 step().map_err(io_at(&join_root(root, j.final_path)))
             })
             .collect();
         for r in results {
-            self.backed.push(r?);
+            self.done_puts.push(r?);
         }
         Ok(true)
     }
@@ -1182,7 +1248,7 @@ impl Transaction {
         finalize(
             &self.dirs,
             &self.journal,
-            Some(&self.backed),
+            Some(&self.done_puts),
             &self.status_final,
             self.sync,
         )?;
@@ -1280,10 +1346,16 @@ fn undo(dirs: &RootDirs, j: &Journal) -> Result<(), UnpackError> {
                 dirs.rename(&b, path)?;
             }
         }
-        for (idx, tmp, final_path) in j.puts.iter().rev() {
+        for (i, (idx, tmp, final_path)) in j.puts.iter().enumerate().rev() {
             let b = backup_of(*idx, final_path);
             fail_point().map_err(io_at(&dirs.full(final_path)))?;
+            let absent = j.absent.get(i).copied().unwrap_or(false);
             match dirs.lstat(tmp)? {
+                // Renamed onto a path that did not exist (`putnew`): it is this
+                // transaction's file.
+                None if absent => {
+                    dirs.remove(final_path)?;
+                }
                 Some(tm) => {
                     match dirs.lstat(final_path)? {
                         Some(fm) if fm.ino == tm.ino && fm.dev == tm.dev => {
@@ -1319,20 +1391,21 @@ fn undo(dirs: &RootDirs, j: &Journal) -> Result<(), UnpackError> {
 
 /// Finishes a journal that reached `done`: deletes backups, sets modes, removes emptied
 /// directories, renames the new status file into place.
-/// `backed`, when known (in-process), says which `put`s made a backup, saving a lookup.
+/// `done_puts`, when known (in-process), says what each `put` did, saving lookups.
 fn finalize(
     dirs: &RootDirs,
     j: &Journal,
-    backed: Option<&[bool]>,
+    done_puts: Option<&[PutDone]>,
     status_final: &str,
     sync: bool,
 ) -> Result<(), UnpackError> {
     // What goes: backups (the old files) and the temporary names of new paths.
     let mut gone: Vec<String> = Vec::with_capacity(j.puts.len() + j.dels.len());
     for (i, (idx, tmp, final_path)) in j.puts.iter().enumerate() {
-        match backed.and_then(|b| b.get(i)) {
-            Some(true) => gone.push(backup_of(*idx, final_path)),
-            Some(false) => gone.push(tmp.clone()),
+        match done_puts.and_then(|b| b.get(i)) {
+            Some(PutDone::Backed) => gone.push(backup_of(*idx, final_path)),
+            Some(PutDone::Linked) => gone.push(tmp.clone()),
+            Some(PutDone::Renamed) => {}
             None => {
                 gone.push(backup_of(*idx, final_path));
                 gone.push(tmp.clone());
@@ -1373,10 +1446,9 @@ fn remove_all(dirs: &RootDirs, paths: &[String]) -> Result<(), UnpackError> {
             dirs.remove(p).map(|_| ())
         });
     }
-    let mut cache = None;
     let mut jobs = Vec::with_capacity(paths.len());
     for p in paths {
-        if let Some((fd, name)) = dirs.shared_parent(p, &mut cache)? {
+        if let Some((fd, name)) = dirs.parent(p)? {
             jobs.push((fd, name, p));
         }
     }
@@ -1498,7 +1570,10 @@ pub(crate) fn read_journal(path: &Path) -> Result<Option<Journal>, UnpackError> 
                 p(d)?,
                 u32::from_str_radix(m, 8).map_err(|_| bad("bad mode"))? & 0o7777,
             )),
-            ["put", i, t, fin] => j.puts.push((idx(i)?, p(t)?, p(fin)?)),
+            [record @ ("put" | "putnew"), i, t, fin] => {
+                j.puts.push((idx(i)?, p(t)?, p(fin)?));
+                j.absent.push(*record == "putnew");
+            }
             ["del", i, d] => j.dels.push((idx(i)?, p(d)?)),
             ["rmdir", d] => j.rmdirs.push(p(d)?),
             ["status", t] => j.status = Some(p(t)?),
@@ -1582,6 +1657,7 @@ mod tests {
             &p,
             "prokit-journal\t1\nop\tinstall x.ipk\npkg\tx\t1.0\nnew\t/usr/.prokit-0.new\n\
              dir\t/usr\nchmod\t/usr\t755\nput\t1\t/usr/.prokit-0.new\t/usr/x\ndel\t2\t/usr/y\n\
+             putnew\t4\t/usr/.prokit-5.new\t/usr/z\n\
              rmdir\t/opt\nstatus\t/usr/lib/opkg/.prokit-3.new\ncommit\ndo",
         )
         .unwrap();
@@ -1589,8 +1665,12 @@ mod tests {
         assert_eq!(j.packages, vec![("x".into(), "1.0".into())]);
         assert_eq!(
             j.puts,
-            vec![(1, "/usr/.prokit-0.new".into(), "/usr/x".into())]
+            vec![
+                (1, "/usr/.prokit-0.new".into(), "/usr/x".into()),
+                (4, "/usr/.prokit-5.new".into(), "/usr/z".into())
+            ]
         );
+        assert_eq!(j.absent, vec![false, true]);
         assert_eq!(j.dels, vec![(2, "/usr/y".into())]);
         assert_eq!(j.chmods, vec![("/usr".into(), 0o755)]);
         assert!(j.committed && !j.done, "a torn `done` does not count");
@@ -1676,6 +1756,83 @@ mod tests {
         fs::write(root.join("usr/file"), "").unwrap();
         let err = dirs.remove("/usr/file/x").unwrap_err().to_string();
         assert!(err.contains("not a directory"), "{err}");
+    }
+
+    /// A transaction in `root` (database in `usr/lib/opkg`) that puts `new` at
+    /// `/usr/lib/new` and `replaced` over the existing `/usr/lib/old`, committed.
+    fn committed_puts(root: &Path) -> crate::status::Db {
+        let mut db = crate::status::Db::open(root, crate::status::DEFAULT_DB_DIR).unwrap();
+        db.set_fsync(false);
+        fs::write(root.join("usr/lib/old"), "old").unwrap();
+        let mut tx = Transaction::begin(&mut db, "install x").unwrap();
+        for (data, path) in [("new", "/usr/lib/new"), ("replaced", "/usr/lib/old")] {
+            let t = tx.new_temp("/usr/lib").unwrap();
+            tx.write_later(&t, data.as_bytes().to_vec(), 0o644, None)
+                .unwrap();
+            tx.put(&t, path, false).unwrap();
+        }
+        assert_eq!(tx.journal.absent, vec![true, false]);
+        tx.commit().unwrap();
+        // Killed here: the journal stays.
+        db
+    }
+
+    #[test]
+    fn a_new_path_is_renamed_into_place_and_removed_again_by_recovery() {
+        let (_tmp, root, _outside) = scene();
+        let db = committed_puts(&root);
+        assert_eq!(fs::read(root.join("usr/lib/new")).unwrap(), b"new");
+        assert_eq!(fs::read(root.join("usr/lib/old")).unwrap(), b"replaced");
+        let text = fs::read_to_string(db.journal_path()).unwrap();
+        assert!(text.contains("putnew\t"), "{text}");
+        // Renamed, not linked: no temporary name is left for the new path, only the backup.
+        let names = |root: &Path| {
+            let mut n: Vec<String> = fs::read_dir(root.join("usr/lib"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n != "opkg")
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(&root), [".prokit-3.old", "new", "old"]);
+        // Recovery (without `done`) undoes both, and again when run twice.
+        for _ in 0..2 {
+            let j = read_journal(&db.journal_path()).unwrap().unwrap();
+            let dirs = RootDirs::open(&root).unwrap();
+            undo(&dirs, &j).unwrap();
+            assert_eq!(names(&root), ["old"]);
+            assert_eq!(fs::read(root.join("usr/lib/old")).unwrap(), b"old");
+        }
+    }
+
+    #[test]
+    fn a_path_that_appears_between_staging_and_commit_is_not_replaced() {
+        let (_tmp, root, _outside) = scene();
+        let mut db = crate::status::Db::open(&root, crate::status::DEFAULT_DB_DIR).unwrap();
+        db.set_fsync(false);
+        let mut tx = Transaction::begin(&mut db, "install x").unwrap();
+        let t = tx.new_temp("/usr/lib").unwrap();
+        tx.write_later(&t, b"package".to_vec(), 0o644, None)
+            .unwrap();
+        tx.put(&t, "/usr/lib/racy", false).unwrap();
+        fs::write(root.join("usr/lib/racy"), "someone else's").unwrap();
+        let err = tx.commit().unwrap_err().to_string();
+        assert!(
+            err.contains("usr/lib/racy") && err.contains("exists"),
+            "{err}"
+        );
+        tx.rollback().unwrap();
+        assert_eq!(
+            fs::read(root.join("usr/lib/racy")).unwrap(),
+            b"someone else's"
+        );
+        assert!(
+            !root
+                .join("usr/lib")
+                .join(t.rsplit('/').next().unwrap())
+                .exists()
+        );
     }
 
     #[test]

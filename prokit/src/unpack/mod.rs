@@ -51,11 +51,12 @@
 //!
 //! The [`Transaction`] keeps a journal, `<db_dir>/prokit-journal`, appended (and flushed to
 //! the kernel) before each step: `new` temporary files and created `dir`s while staging;
-//! then the plan — `put` a temporary file onto its final path, `del` a path, `rmdir`,
-//! `chmod`, the new `status`; then `commit` (fsynced), after which each `put` first renames an
-//! existing final file to a backup `.prokit-<n>.old` and each `del` renames its path to one
-//! (a path that did not exist gets a hard link to the temporary file instead, the temporary
-//! name staying as the mark of a new path); then `done` (fsynced) once maintainer scripts
+//! then the plan — `put` a temporary file onto its final path (`putnew` when that path did not
+//! exist at staging), `del` a path, `rmdir`, `chmod`, the new `status`; then `commit`
+//! (fsynced), after which each `put` first renames an existing final file to a backup
+//! `.prokit-<n>.old` and each `del` renames its path to one (a path gone since staging gets a
+//! hard link to the temporary file instead, the temporary name staying as the mark of a new
+//! path), and each `putnew` renames its temporary onto the path with `RENAME_NOREPLACE`; then `done` (fsynced) once maintainer scripts
 //! succeeded, after which backups and temporary names are deleted and the new status file
 //! renamed into place. Recovery of a journal left by a killed run: without `done`
 //! everything is undone (temporaries deleted, backups renamed back, new paths removed,
