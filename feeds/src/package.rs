@@ -264,6 +264,26 @@ impl<'a> DataTar<'a> {
         &self.member
     }
 
+    /// The data tar itself, decompressed, when it is at most `max` bytes; `None` (and the
+    /// tar read only that far) when it is bigger. The member's bounds apply as they do to the
+    /// entries. Afterwards the tar has no entries left.
+    pub fn read_whole(&mut self, max: u64) -> Result<Option<Vec<u8>>, PackageError> {
+        let empty: Box<dyn Read + 'a> = Box::new(io::empty());
+        let archive = std::mem::replace(&mut self.archive, tar::Archive::new(empty));
+        let mut out = Vec::new();
+        archive
+            .into_inner()
+            .take(max.saturating_add(1))
+            .read_to_end(&mut out)
+            .map_err(|e| PackageError::in_member(&self.member, e))?;
+        if out.len() as u64 > max {
+            return Ok(None);
+        }
+        // It is kept a while (read ahead of its install): not twice its size.
+        out.shrink_to_fit();
+        Ok(Some(out))
+    }
+
     /// Calls `f` on each entry in order, bounded by the entry limit; returns the count.
     /// An error from `f` stops the walk and is returned as [`PackageError::Visitor`].
     pub fn for_each_entry<F, E>(&mut self, mut f: F) -> Result<u64, PackageError>
@@ -291,6 +311,77 @@ impl<'a> DataTar<'a> {
         }
         Ok(n)
     }
+}
+
+/// A package read whole, its data tar decompressed into memory ([`decode_package`]), so that
+/// it can be walked later (and more than once) without reading or decompressing it again.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// What reading it yielded (control, hashes, size).
+    pub package: Package,
+    data_member: String,
+    data_tar: Vec<u8>,
+    max_entries: u64,
+}
+
+impl Decoded {
+    /// Calls `visit` with the data tar, read from memory, as [`read_package`] would have.
+    pub fn visit_data(&self, visit: DataVisitor<'_>) -> Result<(), PackageError> {
+        let tar: Box<dyn Read + '_> = Box::new(&self.data_tar[..]);
+        visit(&mut DataTar {
+            archive: tar::Archive::new(tar),
+            max_entries: self.max_entries,
+            member: self.data_member.clone(),
+        })
+    }
+
+    /// The bytes of the decompressed data tar it holds.
+    pub fn data_len(&self) -> usize {
+        self.data_tar.len()
+    }
+}
+
+/// Reads a package from `input` as [`read_package`] does (every bound checked, every byte
+/// hashed), keeping its data tar decompressed in memory when that is at most `max_data` bytes;
+/// `Ok(None)` when it is bigger.
+pub fn decode_package<R: Read>(
+    input: R,
+    opts: &ReadOptions,
+    max_data: u64,
+) -> Result<Option<Decoded>, PackageError> {
+    let mut data: Option<(String, Vec<u8>)> = None;
+    let mut too_big = false;
+    let read = {
+        let mut visit = |tar: &mut DataTar<'_>| -> Result<(), PackageError> {
+            match tar.read_whole(max_data)? {
+                Some(bytes) => {
+                    data = Some((tar.member().to_string(), bytes));
+                    Ok(())
+                }
+                None => {
+                    too_big = true;
+                    Err(PackageError::Limit {
+                        what: tar.member().to_string(),
+                        limit: max_data,
+                        unit: "bytes kept in memory",
+                    })
+                }
+            }
+        };
+        read_package(input, opts, Some(&mut visit))
+    };
+    let package = match read {
+        Ok(p) => p,
+        Err(_) if too_big => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let (data_member, data_tar) = data.unwrap_or_default();
+    Ok(Some(Decoded {
+        package,
+        data_member,
+        data_tar,
+        max_entries: opts.limits.max_data_entries,
+    }))
 }
 
 /// A visitor of the data tar.

@@ -31,6 +31,7 @@ use crate::resolve::{Request, RequestList, ResolveError, Universe};
 use crate::review::{Provenance, Review};
 use crate::rootfs::{self, TarError};
 use crate::status::{Db, StatusError};
+use crate::unpack::PackageFile;
 use crate::verify::{self, VerifyReport};
 
 /// What the library tells the user while it works; the binary draws it.
@@ -1815,35 +1816,45 @@ impl Client {
         // batch's few, not a table of the plan's thousands).
         let in_batch: std::cell::RefCell<std::collections::HashMap<String, usize>> =
             Default::default();
-        let install_one =
-            |db: &mut Db, batch: &mut install::Batch, i: usize| -> Result<(), ClientError> {
-                // The few texts the install needs, made here (not a whole download item: an
-                // install allocates as little per package as it can, bench/README.md).
-                let p = planned.get(i)?;
-                let dest = p.dest();
-                let mut exp = expected_with(&p, false);
-                exp.signed_by = developer_verdict(&p, i)?;
-                in_batch.borrow_mut().insert(p.name().to_string(), i);
-                self.audit.record(
-                    "package-verified",
-                    serde_json::json!({
-                        "name": p.name(),
-                        "package_version": p.version(),
-                        "sha256": exp.sha256,
-                        "feed": p.feed(),
-                        "url": audit_log::url_without_credentials(&p.url()),
-                        "feed_key": exp.feed_key,
-                        "developer_key": exp.signed_by,
-                    }),
-                )?;
-                batch
-                    .install(db, &dest, p.auto(), &opts, Some(&exp))
-                    .map_err(|source| ClientError::InstallOf {
-                        package: p.label(),
-                        url: p.url(),
-                        source: Box::new(source),
-                    })
+        let install_one = |db: &mut Db,
+                           batch: &mut install::Batch,
+                           i: usize,
+                           decoded: Option<&crate::unpack::Preread>|
+         -> Result<(), ClientError> {
+            // The few texts the install needs, made here (not a whole download item: an
+            // install allocates as little per package as it can, bench/README.md).
+            let p = planned.get(i)?;
+            let dest = p.dest();
+            let mut exp = expected_with(&p, false);
+            exp.signed_by = developer_verdict(&p, i)?;
+            in_batch.borrow_mut().insert(p.name().to_string(), i);
+            self.audit.record(
+                "package-verified",
+                serde_json::json!({
+                    "name": p.name(),
+                    "package_version": p.version(),
+                    "sha256": exp.sha256,
+                    "feed": p.feed(),
+                    "url": audit_log::url_without_credentials(&p.url()),
+                    "feed_key": exp.feed_key,
+                    "developer_key": exp.signed_by,
+                }),
+            )?;
+            let file = match decoded {
+                Some(package) => PackageFile::Decoded {
+                    path: &dest,
+                    package,
+                },
+                None => PackageFile::Path(&dest),
             };
+            batch
+                .install(db, file, p.auto(), &opts, Some(&exp))
+                .map_err(|source| ClientError::InstallOf {
+                    package: p.label(),
+                    url: p.url(),
+                    source: Box::new(source),
+                })
+        };
         // What a batch committed: recorded, reported, its cache files gone.
         let step_of = |name: &str| -> Result<usize, ClientError> {
             in_batch.borrow_mut().remove(name).ok_or_else(|| {
@@ -1898,10 +1909,10 @@ impl Client {
         let step = |db: &mut Db,
                     batch: &mut install::Batch,
                     committed: &mut usize,
-                    i: Option<usize>|
+                    i: Option<(usize, Option<&crate::unpack::Preread>)>|
          -> Result<(), ClientError> {
             let result = match i {
-                Some(i) => install_one(db, batch, i),
+                Some((i, decoded)) => install_one(db, batch, i, decoded),
                 None => batch.flush(db).map_err(ClientError::from),
             };
             if let Err(e) = &result
@@ -2037,25 +2048,31 @@ impl Client {
             }
             let mut batch = install::Batch::new(&mut db)?;
             for i in 0..planned.len() {
-                step(&mut db, &mut batch, &mut committed, Some(i))?;
+                step(&mut db, &mut batch, &mut committed, Some((i, None)))?;
             }
             step(&mut db, &mut batch, &mut committed, None)?;
             return Ok(committed);
         }
         // Each package is unpacked (still verified whole first) as soon as it and everything
-        // before it in dependency order has arrived, while later ones download. On a fresh
+        // before it in dependency order has arrived and been read (read_ahead.rs), while later
+        // ones download. On a fresh
         // root (bootstrap) it is installed then and there; otherwise the batch's gate holds
         // every commit until all packages are downloaded and verified: apt's order, nothing
         // changes before that, but the unpacking is not left waiting for the downloads.
         let held = !self.opts.pipeline;
-        let (tx, rx) = std::sync::mpsc::channel::<usize>();
-        let inbox = std::cell::RefCell::new((rx, vec![false; planned.len()]));
+        // Downloads → reader: each package as it arrives, in any order. Reader → install: each
+        // package in plan order, read whole (read_ahead.rs).
+        let (arrive, arrived) = std::sync::mpsc::channel::<usize>();
+        let (ready_tx, ready) =
+            std::sync::mpsc::sync_channel::<crate::read_ahead::Ready>(crate::read_ahead::AHEAD);
+        let budget = crate::read_ahead::Budget::default();
+        let downloads_ended = crate::read_ahead::Latch::default();
         let downloads_failed = std::sync::atomic::AtomicBool::new(false);
         let refused: std::cell::RefCell<Option<ClientError>> = Default::default();
         let fetcher = &self.fetcher;
         std::thread::scope(|scope| -> Result<(), ClientError> {
             let downloads = scope.spawn(|| {
-                let tx = tx;
+                let arrive = arrive;
                 let item = |i| Ok(planned.get(i)?.item());
                 let r = download::download_each(
                     fetcher,
@@ -2065,21 +2082,23 @@ impl Client {
                     &|i, item, cached| {
                         progress.downloaded(&item.url, cached);
                         check_arrived(i, item);
-                        let _ = tx.send(i);
+                        let _ = arrive.send(i);
                     },
                 );
                 if r.is_err() {
                     downloads_failed.store(true, std::sync::atomic::Ordering::SeqCst);
                 }
+                downloads_ended.open();
                 r
             });
+            let budget = &budget;
+            scope.spawn(move || {
+                crate::read_ahead::run(planned.len(), arrived, ready_tx, budget, &|i| {
+                    crate::read_ahead::read(&planned.get(i).ok()?.dest())
+                })
+            });
             let wait_all = |_: &Db| -> Result<(), install::InstallError> {
-                {
-                    let mut a = inbox.borrow_mut();
-                    while let Ok(i) = a.0.recv() {
-                        a.1[i] = true;
-                    }
-                }
+                downloads_ended.wait();
                 if downloads_failed.load(std::sync::atomic::Ordering::SeqCst) {
                     return Err(install::InstallError::NotVerified);
                 }
@@ -2090,38 +2109,40 @@ impl Client {
                         install::InstallError::NotVerified
                     })
             };
-            let mut batch = if held {
-                install::Batch::gated(&mut db, Box::new(wait_all))?
-            } else {
-                install::Batch::new(&mut db)?
-            };
-            let mut next = 0;
-            let mut failed = None;
-            loop {
-                // Install what has arrived, in order (the gate marks every package arrived).
-                while failed.is_none() && next < planned.len() && inbox.borrow().1[next] {
-                    match step(&mut db, &mut batch, &mut committed, Some(next)) {
-                        Ok(()) => next += 1,
-                        Err(e) => failed = Some(e),
+            let installed = (|| -> Result<(), ClientError> {
+                let mut batch = if held {
+                    install::Batch::gated(&mut db, Box::new(wait_all))?
+                } else {
+                    install::Batch::new(&mut db)?
+                };
+                let mut failed = None;
+                // Install what has arrived, in order; the channel closes after the last
+                // package, or before a package whose download failed (its error is returned
+                // below).
+                while failed.is_none()
+                    && let Ok((i, package)) = ready.recv()
+                {
+                    let r = step(
+                        &mut db,
+                        &mut batch,
+                        &mut committed,
+                        Some((i, package.as_ref())),
+                    );
+                    budget.give(package.as_ref().map_or(0, crate::unpack::Preread::data_len));
+                    if let Err(e) = r {
+                        failed = Some(e);
                     }
                 }
-                if failed.is_some() || next == planned.len() {
-                    break;
+                if failed.is_none()
+                    && let Err(e) = step(&mut db, &mut batch, &mut committed, None)
+                {
+                    failed = Some(e);
                 }
-                let got = inbox.borrow().0.recv();
-                match got {
-                    Ok(i) => inbox.borrow_mut().1[i] = true,
-                    // The downloads ended without it: their error is returned below.
-                    Err(_) => break,
-                }
-            }
-            if failed.is_none()
-                && let Err(e) = step(&mut db, &mut batch, &mut committed, None)
-            {
-                failed = Some(e);
-            }
-            drop(batch);
-            drop(inbox);
+                failed.map_or(Ok(()), Err)
+            })();
+            // The reader stops: nothing more is taken.
+            budget.close();
+            drop(ready);
             let downloaded = downloads
                 .join()
                 .map_err(|_| ClientError::Invalid("the download thread panicked".into()))?;
@@ -2131,10 +2152,7 @@ impl Client {
             if let Err(e) = downloaded {
                 return Err(self.download_refused(planned, e));
             }
-            if let Some(e) = failed {
-                return Err(e);
-            }
-            Ok(())
+            installed
         })?;
         Ok(committed)
     }

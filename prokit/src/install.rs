@@ -43,7 +43,7 @@ use crate::status::{
     Db, FileKind, FileRecord, SIDECAR_SUFFIX, StatusError, list_text, sidecar_text, status_stanza,
     write_new_file,
 };
-use crate::unpack::{self, Parent, Transaction, UnpackError, UnpackOptions};
+use crate::unpack::{self, PackageFile, Parent, Transaction, UnpackError, UnpackOptions};
 
 /// Whether maintainer scripts run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -395,25 +395,27 @@ pub fn install(
     auto: bool,
     opts: &InstallOptions,
 ) -> Result<InstallReport, InstallError> {
-    install_expecting(db, pkg_file, auto, opts, None)
+    install_expecting(db, PackageFile::Path(pkg_file), auto, opts, None)
 }
 
 /// [`install`], refusing the package (before anything is visible) unless its own control
 /// file gives the `expected` name, version and architecture.
-pub fn install_expecting(
+pub fn install_expecting<'p>(
     db: &mut Db,
-    pkg_file: &Path,
+    pkg: impl Into<PackageFile<'p>>,
     auto: bool,
     opts: &InstallOptions,
     expected: Option<&Expected>,
 ) -> Result<InstallReport, InstallError> {
+    let pkg = pkg.into();
     recover(db)?;
-    let label = pkg_file
+    let label = pkg
+        .path()
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     transact(db, &format!("install {label}"), |db, tx| {
-        install_in(db, tx, pkg_file, auto, opts, expected)
+        install_in(db, tx, pkg, auto, opts, expected)
     })
 }
 
@@ -489,15 +491,16 @@ impl<'g> Batch<'g> {
     /// Installs `pkg_file` as [`install_expecting`] does, in the open group when it can join
     /// it. An error leaves the packages before it committed ([`Batch::take_done`]) and this
     /// one not installed.
-    pub fn install(
+    pub fn install<'p>(
         &mut self,
         db: &mut Db,
-        pkg_file: &Path,
+        pkg: impl Into<PackageFile<'p>>,
         auto: bool,
         opts: &InstallOptions,
         expected: Option<&Expected>,
     ) -> Result<(), InstallError> {
-        let size = fs::metadata(pkg_file).map_or(0, |m| m.len());
+        let pkg = pkg.into();
+        let size = pkg.size();
         if !self.planned.is_empty()
             && (self.planned.len() >= GROUP_PACKAGES || self.bytes + size > GROUP_BYTES)
         {
@@ -508,7 +511,7 @@ impl<'g> Batch<'g> {
             None => Transaction::begin(db, "install")?,
         };
         let mark = tx.mark();
-        let attempt = plan_in_group(db, &mut tx, pkg_file, auto, opts, expected);
+        let attempt = plan_in_group(db, &mut tx, pkg, auto, opts, expected);
         if unpack::killed() {
             // A simulated kill: nothing more happens in this process.
             return attempt.map(|_| ());
@@ -564,7 +567,7 @@ impl<'g> Batch<'g> {
             self.flush(db)?;
         }
         self.pass(db)?;
-        let report = install_expecting(db, pkg_file, auto, opts, expected)?;
+        let report = install_expecting(db, pkg, auto, opts, expected)?;
         self.done.push(report);
         Ok(())
     }
@@ -627,12 +630,12 @@ impl<'g> Batch<'g> {
 fn plan_in_group(
     db: &mut Db,
     tx: &mut Transaction,
-    pkg_file: &Path,
+    pkg: PackageFile<'_>,
     auto: bool,
     opts: &InstallOptions,
     expected: Option<&Expected>,
 ) -> Result<Option<InstallPlan>, InstallError> {
-    let staged = stage(db, tx, pkg_file, opts, expected)?;
+    let staged = stage(db, tx, pkg, opts, expected)?;
     if opts.scripts.runs() {
         let name = staged.package.name();
         let old_scripts = db.has(name)
@@ -683,12 +686,12 @@ fn check_identity(
 fn install_in(
     db: &mut Db,
     tx: &mut Transaction,
-    pkg_file: &Path,
+    pkg: PackageFile<'_>,
     auto: bool,
     opts: &InstallOptions,
     expected: Option<&Expected>,
 ) -> Result<InstallReport, InstallError> {
-    let staged = stage(db, tx, pkg_file, opts, expected)?;
+    let staged = stage(db, tx, pkg, opts, expected)?;
     let name = staged.package.name().to_string();
     let version = staged.package.version().to_string();
     let old_version = db.version_of(&name)?;
@@ -760,7 +763,7 @@ fn install_in(
 fn stage(
     db: &mut Db,
     tx: &mut Transaction,
-    pkg_file: &Path,
+    pkg: PackageFile<'_>,
     opts: &InstallOptions,
     expected: Option<&Expected>,
 ) -> Result<unpack::Unpacked, InstallError> {
@@ -771,9 +774,9 @@ fn stage(
         released: opts.released.clone(),
         force_overwrite: opts.force_overwrite,
     };
-    let staged = unpack::unpack(db, tx, pkg_file, &unpack_opts)?;
+    let staged = unpack::unpack(db, tx, pkg, &unpack_opts)?;
     if let Some(want) = expected {
-        check_identity(pkg_file, &staged.package, want)?;
+        check_identity(pkg.path(), &staged.package, want)?;
     }
     Ok(staged)
 }
@@ -2247,7 +2250,7 @@ mod tests {
         };
         let mut names = Vec::new();
         for f in files {
-            let r = batch.install(db, f, false, o, None);
+            let r = batch.install(db, *f, false, o, None);
             if let Err(e) = r {
                 if !crate::unpack::killed() {
                     batch.flush(db).unwrap();
@@ -2672,6 +2675,72 @@ mod tests {
             ..want
         };
         install_expecting(&mut db, &pkg, false, &opts(ScriptMode::Skip), Some(&right)).unwrap();
+    }
+
+    #[test]
+    fn a_package_read_ahead_is_checked_and_installed_as_its_file_would_be() {
+        let t = tempfile::tempdir().unwrap();
+        let pkg = write_pkg(
+            t.path(),
+            "foo.ipk",
+            foo("1.0", "a=1\n", &[]).file("usr/share/foo/big", 0o644, vec![7u8; 200_000]),
+        );
+        let read = crate::unpack::Preread::read(&pkg, 1 << 20).expect("read whole");
+        // Too big to keep in memory: not read ahead (the install reads the file itself).
+        assert!(crate::unpack::Preread::read(&pkg, 1000).is_none());
+        let want = Expected {
+            origin: "feed \"main\"".into(),
+            name: "foo".into(),
+            version: "1.0".into(),
+            arch: "all".into(),
+            index_signature: None,
+            signed_by: None,
+            feed_key: None,
+            sha256: Some("00".repeat(32)),
+        };
+        let file = PackageFile::Decoded {
+            path: &pkg,
+            package: &read,
+        };
+        // The SHA-256 of the bytes read ahead is compared with the index's, as for a file.
+        let root = t.path().join("ahead");
+        let mut db = open(&root);
+        let before = snapshot(&root);
+        let e = install_expecting(&mut db, file, false, &opts(ScriptMode::Skip), Some(&want))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("the file changed after it was downloaded and checked"),
+            "{e}"
+        );
+        assert_eq!(snapshot(&root), before);
+        let right = Expected {
+            sha256: Some(sha(&fs::read(&pkg).unwrap())),
+            ..want
+        };
+        install_expecting(&mut db, file, false, &opts(ScriptMode::Skip), Some(&right)).unwrap();
+        // The same root as an install from the file, and the same records of every file.
+        let direct = t.path().join("direct");
+        let mut db2 = open(&direct);
+        install_expecting(&mut db2, &pkg, false, &opts(ScriptMode::Skip), Some(&right)).unwrap();
+        let strip_time = |m: std::collections::BTreeMap<String, String>| {
+            m.into_iter()
+                .map(|(k, v)| {
+                    let v = v
+                        .lines()
+                        .filter(|l| !l.starts_with("Installed-Time:"))
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    (k, v)
+                })
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        assert_eq!(strip_time(snapshot(&root)), strip_time(snapshot(&direct)));
+        let sidecar = fs::read_to_string(root.join("usr/lib/opkg/info/foo.sha256")).unwrap();
+        assert!(
+            sidecar.contains(&sha(&vec![7u8; 200_000])),
+            "the read-ahead digest of a big file is recorded: {sidecar}"
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod keyring;
 mod planned;
 pub mod policy;
 pub mod query;
+mod read_ahead;
 pub mod resolve;
 pub mod review;
 pub mod rootfs;

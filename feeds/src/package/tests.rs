@@ -142,6 +142,69 @@ fn reads_both_ipk_containers_in_one_pass() {
 }
 
 #[test]
+fn a_decoded_package_walks_like_one_read_from_its_file() {
+    for container in [Container::TarGz, Container::Ar] {
+        let bytes = builder().container(container).build().unwrap();
+        let (read, entries) = data_entries(&bytes);
+        let decoded = decode_package(&bytes[..], &ReadOptions::default(), 1 << 20)
+            .unwrap()
+            .expect("small enough");
+        assert_eq!(decoded.package.sha256, read.sha256);
+        assert_eq!(decoded.package.size, read.size);
+        assert_eq!(decoded.package.control_text, read.control_text);
+        assert_eq!(decoded.package.data_member, "data.tar.gz");
+        // Walked twice: the same entries each time.
+        for _ in 0..2 {
+            let mut names = Vec::new();
+            decoded
+                .visit_data(&mut |tar: &mut DataTar<'_>| {
+                    assert_eq!(tar.member(), "data.tar.gz");
+                    tar.for_each_entry(|e| -> Result<(), io::Error> {
+                        let mut body = String::new();
+                        e.read_to_string(&mut body)?;
+                        names.push(format!(
+                            "{} {}",
+                            String::from_utf8_lossy(&e.path_bytes()),
+                            body.len()
+                        ));
+                        Ok(())
+                    })
+                    .map(|_| ())
+                })
+                .unwrap();
+            assert_eq!(names, entries);
+        }
+        // A data tar bigger than allowed in memory is not kept (and not an error); a damaged
+        // package is still an error.
+        let data_len = decoded.data_len() as u64;
+        assert!(
+            decode_package(&bytes[..], &ReadOptions::default(), data_len - 1)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            decode_package(&bytes[..bytes.len() / 2], &ReadOptions::default(), 1 << 20).is_err()
+        );
+        // The entry limit still holds for a walk from memory.
+        let few = ReadOptions {
+            limits: Limits {
+                max_data_entries: 2,
+                ..Limits::default()
+            },
+            ..ReadOptions::default()
+        };
+        let decoded = decode_package(&bytes[..], &few, 1 << 20).unwrap().unwrap();
+        let err = decoded
+            .visit_data(&mut |tar: &mut DataTar<'_>| {
+                tar.for_each_entry(|_| -> Result<(), io::Error> { Ok(()) })
+                    .map(|_| ())
+            })
+            .unwrap_err();
+        assert!(matches!(err, PackageError::Limit { limit: 2, .. }), "{err}");
+    }
+}
+
+#[test]
 fn builds_reproducibly() {
     let a = builder().mtime(5).build().unwrap();
     let b = builder().mtime(5).build().unwrap();

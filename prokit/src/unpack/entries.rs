@@ -199,7 +199,12 @@ impl<'a> Stager<'a> {
         self.tx.dirs()
     }
 
-    pub fn entry(&mut self, e: &mut DataEntry<'_, '_>) -> Result<(), UnpackError> {
+    /// Stages entry `e`; `digest`: the SHA-256 of its contents, when already known.
+    pub fn entry(
+        &mut self,
+        e: &mut DataEntry<'_, '_>,
+        digest: Option<[u8; 32]>,
+    ) -> Result<(), UnpackError> {
         let raw = e.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw).into_owned();
         let header = e.header();
@@ -339,7 +344,7 @@ impl<'a> Stager<'a> {
                 self.plan(&path, &shown, Kind::File, tmode, sha, None, Some(tmp));
             }
             Kind::File => {
-                let sha = self.write_file(e, &tmp, mode, mtime)?;
+                let sha = self.write_file(e, &tmp, mode, mtime, digest)?;
                 self.plan(&path, &shown, Kind::File, mode, Some(sha), None, Some(tmp));
             }
             Kind::Symlink => {
@@ -475,6 +480,7 @@ impl<'a> Stager<'a> {
         tmp: &str,
         mode: u32,
         mtime: u64,
+        digest: Option<[u8; 32]>,
     ) -> Result<String, UnpackError> {
         let read_error = |e: &DataEntry<'_, '_>, err: io::Error| UnpackError::Entry {
             package: self.label.clone(),
@@ -489,9 +495,12 @@ impl<'a> Stager<'a> {
             e.take(SMALL_FILE + 1)
                 .read_to_end(&mut data)
                 .map_err(|err| read_error(e, err))?;
-            h.update(&data);
+            let sha = match digest {
+                Some(d) => hex::encode(d),
+                None => hex::encode(Sha256::digest(&data)),
+            };
             self.tx.write_later(tmp, data, mode, Some(mtime))?;
-            return Ok(hex::encode(h.finalize()));
+            return Ok(sha);
         }
         if self.buf.is_empty() {
             self.buf = vec![0u8; cli_support::READ_BUFFER];
@@ -505,7 +514,9 @@ impl<'a> Stager<'a> {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(read_error(e, err)),
             };
-            h.update(&self.buf[..n]);
+            if digest.is_none() {
+                h.update(&self.buf[..n]);
+            }
             f.write_all(&self.buf[..n]).map_err(io_at(&tfull))?;
         }
         // SAFETY: an open descriptor.
@@ -513,7 +524,7 @@ impl<'a> Stager<'a> {
             return Err(io_at(&tfull)(io::Error::last_os_error()));
         }
         let _ = f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime));
-        Ok(hex::encode(h.finalize()))
+        Ok(hex::encode(digest.unwrap_or_else(|| h.finalize().into())))
     }
 }
 

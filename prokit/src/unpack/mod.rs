@@ -79,13 +79,102 @@ use std::path::{Path, PathBuf};
 
 use feeds::package::{Package, PackageFileError, ReadOptions, read_package_file};
 use md5::Md5;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use crate::status::{Db, FileKind, FileRecord, StatusError};
 
 pub(crate) use entries::{normalize_name, reserved_what, trust_reason};
 pub use journal::Transaction;
 pub(crate) use journal::{Parent, RootDirs, recover_journal};
+
+/// A package to install: its file, or the same file already read whole by another thread
+/// ([`Preread`]), so that the install only walks it.
+#[derive(Debug, Clone, Copy)]
+pub enum PackageFile<'a> {
+    Path(&'a Path),
+    Decoded {
+        /// The file it was read from (named in messages).
+        path: &'a Path,
+        package: &'a Preread,
+    },
+}
+
+/// A package file read whole ahead of its install: every byte hashed and every bound checked
+/// as an install reads it, its data tar decompressed in memory, and the SHA-256 of each regular
+/// file in it taken (what the install records of each file), so that the install thread only
+/// walks the tar and writes the root. The install still compares the package's SHA-256 with the
+/// index's, as for a file it reads itself.
+#[derive(Debug)]
+pub struct Preread {
+    package: feeds::package::Decoded,
+    /// Per data tar entry, in order: the SHA-256 of a regular file's contents.
+    digests: Vec<Option<[u8; 32]>>,
+}
+
+impl Preread {
+    /// Reads the package file at `path`; `None` when it cannot be read, is damaged, or its data
+    /// tar is bigger than `max_data` (the install then reads the file itself, and says what is
+    /// wrong with it).
+    pub fn read(path: &Path, max_data: u64) -> Option<Preread> {
+        let file = std::fs::File::open(path).ok()?;
+        let input = io::BufReader::with_capacity(cli_support::READ_BUFFER, file);
+        let package = feeds::package::decode_package(input, &ReadOptions::default(), max_data)
+            .ok()
+            .flatten()?;
+        let mut digests = Vec::new();
+        package
+            .visit_data(&mut |tar: &mut feeds::package::DataTar<'_>| {
+                tar.for_each_entry(|e| -> io::Result<()> {
+                    let digest = if e.header().entry_type().is_file() {
+                        let mut h = Sha256::new();
+                        io::copy(e, &mut h)?;
+                        Some(h.finalize().into())
+                    } else {
+                        None
+                    };
+                    digests.push(digest);
+                    Ok(())
+                })
+                .map(|_| ())
+            })
+            .ok()?;
+        Some(Preread { package, digests })
+    }
+
+    /// The bytes of its decompressed data tar.
+    pub fn data_len(&self) -> usize {
+        self.package.data_len()
+    }
+}
+
+impl<'a> PackageFile<'a> {
+    /// The file, for messages.
+    pub fn path(&self) -> &'a Path {
+        match self {
+            PackageFile::Path(p) | PackageFile::Decoded { path: p, .. } => p,
+        }
+    }
+
+    /// Its size in bytes (0 when it cannot be read).
+    pub fn size(&self) -> u64 {
+        match self {
+            PackageFile::Path(p) => std::fs::metadata(p).map_or(0, |m| m.len()),
+            PackageFile::Decoded { package, .. } => package.package.package.size,
+        }
+    }
+}
+
+impl<'a> From<&'a Path> for PackageFile<'a> {
+    fn from(p: &'a Path) -> Self {
+        PackageFile::Path(p)
+    }
+}
+
+impl<'a> From<&'a PathBuf> for PackageFile<'a> {
+    fn from(p: &'a PathBuf) -> Self {
+        PackageFile::Path(p)
+    }
+}
 
 /// Options for [`unpack`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -271,9 +360,10 @@ pub struct Unpacked {
 pub fn unpack(
     db: &mut Db,
     tx: &mut Transaction,
-    pkg_file: &Path,
+    pkg: PackageFile<'_>,
     opts: &UnpackOptions,
 ) -> Result<Unpacked, UnpackError> {
+    let pkg_file = pkg.path();
     db.owners()?;
     let label = pkg_file
         .file_name()
@@ -284,16 +374,37 @@ pub fn unpack(
     let mut failure: Option<UnpackError> = None;
     let read = {
         let mut visit = |tar: &mut feeds::package::DataTar<'_>| {
-            tar.for_each_entry(|e| match stager.entry(e) {
-                Ok(()) => Ok(()),
-                Err(err) => {
-                    failure = Some(err);
-                    Err(io::Error::other("stopped"))
+            let mut k = 0;
+            tar.for_each_entry(|e| {
+                // The digest the reading ahead took of this entry, found by its place.
+                let digest = match pkg {
+                    PackageFile::Decoded { package, .. } => {
+                        package.digests.get(k).copied().flatten()
+                    }
+                    PackageFile::Path(_) => None,
+                };
+                k += 1;
+                match stager.entry(e, digest) {
+                    Ok(()) => Ok(()),
+                    Err(err) => {
+                        failure = Some(err);
+                        Err(io::Error::other("stopped"))
+                    }
                 }
             })
             .map(|_| ())
         };
-        read_package_file(pkg_file, &ReadOptions::default(), Some(&mut visit))
+        match pkg {
+            PackageFile::Path(p) => read_package_file(p, &ReadOptions::default(), Some(&mut visit)),
+            PackageFile::Decoded { path, package } => package
+                .package
+                .visit_data(&mut visit)
+                .map(|()| package.package.package.clone())
+                .map_err(|source| PackageFileError {
+                    path: path.to_path_buf(),
+                    source,
+                }),
+        }
     };
     let package = match read {
         Ok(p) => p,
