@@ -117,7 +117,18 @@ impl Preread {
     /// wrong with it).
     pub fn read(path: &Path, max_data: u64) -> Option<Preread> {
         let file = std::fs::File::open(path).ok()?;
-        let input = io::BufReader::with_capacity(cli_support::READ_BUFFER, file);
+        Preread::from_reader(
+            io::BufReader::with_capacity(cli_support::READ_BUFFER, file),
+            max_data,
+        )
+    }
+
+    /// [`Preread::read`] of a package file's contents held in memory.
+    pub fn from_bytes(bytes: &[u8], max_data: u64) -> Option<Preread> {
+        Preread::from_reader(bytes, max_data)
+    }
+
+    fn from_reader(input: impl io::Read, max_data: u64) -> Option<Preread> {
         let package = feeds::package::decode_package(input, &ReadOptions::default(), max_data)
             .ok()
             .flatten()?;
