@@ -36,9 +36,9 @@ pub(crate) const AHEAD: usize = 4;
 pub(crate) const WINDOW: usize = 64;
 /// Bytes of packages fetched into memory and not yet read, at most (besides the package the
 /// reader waits for).
-pub(crate) const WINDOW_BYTES: u64 = 16 << 20;
+pub(crate) const WINDOW_BYTES: u64 = 8 << 20;
 /// A package bigger than this is downloaded to the cache file, not into memory.
-pub(crate) const MAX_IN_MEMORY: u64 = 8 << 20;
+pub(crate) const MAX_IN_MEMORY: u64 = 4 << 20;
 /// Bytes of decompressed data tars waiting for the install, at most (unless it is one).
 pub(crate) const BUDGET: usize = 4 << 20;
 /// A package whose data tar is bigger is not read ahead.
