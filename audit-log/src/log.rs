@@ -161,6 +161,22 @@ impl Log {
         self.append_at(crate::time::now(), event, fields)
     }
 
+    /// Appends several records as [`Log::append`] appends one, in order, chained, in one
+    /// `write(2)` under one lock (one record's checks failing appends none of them).
+    pub fn append_many(&mut self, records: &[(String, Value)]) -> Result<(), Error> {
+        let Some(inner) = &mut self.inner else {
+            return Ok(());
+        };
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut checked = Vec::with_capacity(records.len());
+        for (event, fields) in records {
+            checked.push((event.as_str(), check_fields(&inner.path, event, fields)?));
+        }
+        append_checked(inner, crate::time::now(), &checked)
+    }
+
     /// [`Log::append`] with the record's time given (seconds since 1970-01-01 UTC).
     pub(crate) fn append_at<T: serde::Serialize + ?Sized>(
         &mut self,
@@ -171,44 +187,8 @@ impl Log {
         let Some(inner) = &mut self.inner else {
             return Ok(());
         };
-        let bad = |path: &Path, reason: String| Error::BadEvent {
-            path: path.to_path_buf(),
-            event: event.to_string(),
-            reason,
-        };
-        if event == CHAIN_RESTARTED {
-            return Err(bad(
-                &inner.path,
-                format!("the event {CHAIN_RESTARTED} is the log's own"),
-            ));
-        }
-        let fields = match serde_json::to_value(fields) {
-            Ok(Value::Object(map)) => map,
-            Ok(_) => return Err(bad(&inner.path, "its fields are not a JSON object".into())),
-            Err(e) => {
-                return Err(bad(
-                    &inner.path,
-                    format!("its fields do not serialize: {e}"),
-                ));
-            }
-        };
-        if let Some(k) = RESERVED_FIELDS.iter().find(|k| fields.contains_key(**k)) {
-            return Err(bad(
-                &inner.path,
-                format!("the field name {k:?} is reserved"),
-            ));
-        }
-        inner
-            .append(&format_rfc3339(time), event, &fields)
-            .map_err(|e| match e {
-                AppendError::Error(e) => e,
-                AppendError::TooLong(len) => bad(
-                    &inner.path,
-                    format!(
-                        "the record would be {len} bytes, more than the {MAX_LINE} a line may have"
-                    ),
-                ),
-            })
+        let fields = check_fields(&inner.path, event, fields)?;
+        append_checked(inner, time, &[(event, fields)])
     }
 
     /// Makes every record appended so far durable: fsyncs the file (`fdatasync`) if anything
@@ -237,9 +217,55 @@ impl Log {
     }
 }
 
+/// The fields of a record of `event` as a JSON object, checked: an object, no reserved key,
+/// not the log's own event.
+fn check_fields<T: serde::Serialize + ?Sized>(
+    path: &Path,
+    event: &str,
+    fields: &T,
+) -> Result<Map<String, Value>, Error> {
+    let bad = |reason: String| Error::BadEvent {
+        path: path.to_path_buf(),
+        event: event.to_string(),
+        reason,
+    };
+    if event == CHAIN_RESTARTED {
+        return Err(bad(format!("the event {CHAIN_RESTARTED} is the log's own")));
+    }
+    let fields = match serde_json::to_value(fields) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => return Err(bad("its fields are not a JSON object".into())),
+        Err(e) => return Err(bad(format!("its fields do not serialize: {e}"))),
+    };
+    if let Some(k) = RESERVED_FIELDS.iter().find(|k| fields.contains_key(**k)) {
+        return Err(bad(format!("the field name {k:?} is reserved")));
+    }
+    Ok(fields)
+}
+
+/// Appends checked records at `time` (seconds since 1970-01-01 UTC).
+fn append_checked(
+    inner: &mut Inner,
+    time: i64,
+    records: &[(&str, Map<String, Value>)],
+) -> Result<(), Error> {
+    inner
+        .append(&format_rfc3339(time), records)
+        .map_err(|e| match e {
+            AppendError::Error(e) => e,
+            AppendError::TooLong(event, len) => Error::BadEvent {
+                path: inner.path.clone(),
+                event,
+                reason: format!(
+                    "the record would be {len} bytes, more than the {MAX_LINE} a line may have"
+                ),
+            },
+        })
+}
+
 enum AppendError {
     Error(Error),
-    TooLong(usize),
+    TooLong(String, usize),
 }
 
 impl From<Error> for AppendError {
@@ -258,8 +284,7 @@ impl Inner {
     fn append(
         &mut self,
         time: &str,
-        event: &str,
-        fields: &Map<String, Value>,
+        records: &[(&str, Map<String, Value>)],
     ) -> Result<(), AppendError> {
         let _lock = lock_exclusive(&self.file, &self.path)?;
         let size = self
@@ -303,13 +328,17 @@ impl Inner {
                 }
             }
         }
-        let start = buf.len();
-        let hash = write_line(&mut buf, &prev, time, &self.writer, event, fields);
-        let len = buf.len() - start;
-        if len > MAX_LINE {
-            return Err(AppendError::TooLong(len));
+        let mut hash = prev;
+        for (event, fields) in records {
+            let start = buf.len();
+            hash = write_line(&mut buf, &hash, time, &self.writer, event, fields);
+            let len = buf.len() - start;
+            if len > MAX_LINE {
+                self.buf = buf;
+                return Err(AppendError::TooLong(event.to_string(), len));
+            }
+            buf.push(b'\n');
         }
-        buf.push(b'\n');
         // One write(2) in all but the rarest cases; under the lock and O_APPEND, nothing can
         // come between the pieces of a short write.
         let written = (&self.file).write_all(&buf);

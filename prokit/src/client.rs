@@ -566,6 +566,7 @@ impl Client {
         }
         let policy = Policy::load(&root)?;
         let audit = Audit::configured(root.clone(), config.option("audit_log"))?;
+        audit.set_durable(opts.durable);
         Ok(Client {
             opts,
             config,
@@ -1743,6 +1744,10 @@ impl Client {
         planned.shrink_to_fit();
         drop(plan);
         let planned = &planned;
+        // The records of the install are written a group at a time: after each commit, the
+        // packages it verified and installed (docs/on-disk-state.md §5); whatever is held
+        // when the install fails is written on the way out.
+        let audit_held = self.audit.hold()?;
         // What package file `p` must say of itself (docs/threats.md §17), made when needed:
         // a list of them would hold another copy of every name, version and hash of the plan.
         // The index's developer signature goes only to its check (the install does not read
@@ -1880,7 +1885,9 @@ impl Client {
         };
         let settle =
             |batch: &mut install::Batch, committed: &mut usize| -> Result<(), ClientError> {
-                for report in batch.take_done() {
+                let done = batch.take_done();
+                let any = !done.is_empty();
+                for report in done {
                     let p = planned.get(step_of(&report.name)?)?;
                     self.audit.record(
                         if report.upgraded_from.is_some() {
@@ -1916,6 +1923,9 @@ impl Client {
                     if !self.opts.keep_cache {
                         let _ = fs::remove_file(p.dest());
                     }
+                }
+                if any {
+                    audit_held.flush()?;
                 }
                 Ok(())
             };
@@ -2066,6 +2076,7 @@ impl Client {
                 step(&mut db, &mut batch, &mut committed, Some((i, None)))?;
             }
             step(&mut db, &mut batch, &mut committed, None)?;
+            audit_held.finish()?;
             return Ok(committed);
         }
         // Each package is unpacked (still verified whole first) as soon as it and everything
@@ -2201,6 +2212,7 @@ impl Client {
             }
             installed
         })?;
+        audit_held.finish()?;
         Ok(committed)
     }
 

@@ -374,3 +374,31 @@ fn passwd_names_are_found_by_uid() {
     assert_eq!(passwd_name(passwd, 7), None);
     assert_eq!(passwd_name(passwd, 1000), None);
 }
+
+#[test]
+fn records_appended_together_are_chained_like_records_appended_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let mut log = open(&path);
+    log.append_at(T, "first", &json!({"n": 0})).unwrap();
+    let many: Vec<(String, Value)> = (1..=3)
+        .map(|n| (format!("event-{n}"), json!({ "n": n })))
+        .collect();
+    log.append_many(&many).unwrap();
+    // Another writer's append after them chains to the last of them.
+    open(&path).append_at(T, "last", &json!({"n": 4})).unwrap();
+    let got = records(&path);
+    let events: Vec<&str> = got.iter().map(|r| r.event.as_str()).collect();
+    assert_eq!(events, ["first", "event-1", "event-2", "event-3", "last"]);
+    assert_eq!(verify(&path).unwrap().records, 5);
+    // One bad record refuses them all; nothing is written.
+    let before = fs::read(&path).unwrap();
+    let bad = vec![
+        ("fine".to_string(), json!({"n": 5})),
+        ("x".to_string(), json!({"prev": "0"})),
+    ];
+    assert!(log.append_many(&bad).is_err());
+    assert_eq!(fs::read(&path).unwrap(), before);
+    log.append_many(&[]).unwrap();
+    assert_eq!(fs::read(&path).unwrap(), before);
+}
