@@ -437,20 +437,28 @@ fn fetch_checked<W: Write>(
 /// it, then renamed), so that an install can read it from there.
 pub(crate) fn store(item: &DownloadItem, bytes: &[u8]) -> Result<(), DownloadError> {
     let (part, mut file) = create_part(item)?;
-    let result = file
-        .write_all(bytes)
-        .map_err(|e| DownloadError::Io {
-            path: part.clone(),
-            reason: format!("cannot write: {e}"),
+    let written = file.write_all(bytes).map_err(|e| DownloadError::Io {
+        path: part.clone(),
+        reason: format!("cannot write: {e}"),
+    });
+    settle_part(&part, item, written)
+}
+
+/// Renames the temporary file `part` onto `item`'s cache file once `written` says it is
+/// complete and checked; removes it otherwise.
+fn settle_part(
+    part: &Path,
+    item: &DownloadItem,
+    written: Result<(), DownloadError>,
+) -> Result<(), DownloadError> {
+    let result = written.and_then(|()| {
+        fs::rename(part, &item.dest).map_err(|e| DownloadError::Io {
+            path: item.dest.clone(),
+            reason: format!("cannot rename into: {e}"),
         })
-        .and_then(|()| {
-            fs::rename(&part, &item.dest).map_err(|e| DownloadError::Io {
-                path: item.dest.clone(),
-                reason: format!("cannot rename into: {e}"),
-            })
-        });
+    });
     if result.is_err() {
-        let _ = fs::remove_file(&part);
+        let _ = fs::remove_file(part);
     }
     result
 }
@@ -497,20 +505,13 @@ fn download_from(
         hasher: Sha256::new(),
         written: 0,
     };
-    let result = fetch_checked(fetcher, item, url, expected, &mut sink).and_then(|()| {
+    let written = fetch_checked(fetcher, item, url, expected, &mut sink).and_then(|()| {
         sink.flush().map_err(|e| DownloadError::Io {
             path: part.clone(),
             reason: format!("cannot write: {e}"),
-        })?;
-        fs::rename(&part, &item.dest).map_err(|e| DownloadError::Io {
-            path: item.dest.clone(),
-            reason: format!("cannot rename into: {e}"),
         })
     });
-    if result.is_err() {
-        let _ = fs::remove_file(&part);
-    }
-    result
+    settle_part(&part, item, written)
 }
 
 /// Whether `dest` already holds exactly the item (size, then SHA-256 of at most `size` bytes).
