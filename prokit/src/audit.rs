@@ -16,6 +16,10 @@ use audit_log::Log;
 use safe_fs::Root;
 use serde_json::Value;
 
+/// Records held at most ([`Audit::hold`]); then they are written (memory stays flat however
+/// many packages an install has).
+const HOLD_MAX: usize = 64;
+
 /// The default log, inside the root.
 pub const DEFAULT_AUDIT_LOG: &str = "var/log/prokit/audit.jsonl";
 
@@ -112,11 +116,20 @@ impl Audit {
     /// Appends one event (`fields` a JSON object; URLs already without credentials); while
     /// the log is held ([`Audit::hold`]), keeps it to be written with the others.
     pub fn record(&self, event: &str, fields: Value) -> Result<(), AuditError> {
-        if let Some(v) = &mut *self.held.lock().unwrap_or_else(|p| p.into_inner()) {
-            v.push((event.to_string(), fields));
-            return Ok(());
-        }
-        self.write(&[(event.to_string(), fields)])
+        let full = {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            match &mut *held {
+                Some(v) => {
+                    v.push((event.to_string(), fields));
+                    if v.len() < HOLD_MAX {
+                        return Ok(());
+                    }
+                    std::mem::take(v)
+                }
+                None => return self.write(&[(event.to_string(), fields)]),
+            }
+        };
+        self.write(&full)
     }
 
     /// Holds the records from now on, to write them together at [`Held::flush`] (an install

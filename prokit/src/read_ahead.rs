@@ -33,7 +33,7 @@ use crate::unpack::Preread;
 pub(crate) const AHEAD: usize = 4;
 /// Packages fetched into memory ahead of the one the reader waits for, at most (their
 /// download waits): see [`Window`].
-pub(crate) const WINDOW: usize = 64;
+pub(crate) const WINDOW: usize = 4;
 /// Bytes of packages fetched into memory and not yet read, at most (besides the package the
 /// reader waits for).
 pub(crate) const WINDOW_BYTES: u64 = 8 << 20;
