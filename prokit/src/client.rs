@@ -1173,17 +1173,6 @@ impl Client {
         file: &Path,
         exp: &install::Expected,
     ) -> Result<Option<feeds::usign::Fingerprint>, String> {
-        self.verify_developer_of(file, None, exp)
-    }
-
-    /// [`Client::verify_developer`] over `bytes`, the package's contents, when they are in
-    /// memory (`file` then only names it).
-    fn verify_developer_of(
-        &self,
-        file: &Path,
-        bytes: Option<&[u8]>,
-        exp: &install::Expected,
-    ) -> Result<Option<feeds::usign::Fingerprint>, String> {
         let (by, line) = match (self.developer.mode, &exp.index_signature) {
             (DeveloperMode::Off, _) | (DeveloperMode::Check, None) => return Ok(None),
             // The keyring's own package: the root signatures inside it vouch for it.
@@ -1229,13 +1218,10 @@ impl Client {
                 .map_err(|e| e.to_string())?;
         // Over the file as it was downloaded and hash-checked, read in parts.
         let mut v = key.public_key.verifier(&sig).map_err(|e| e.to_string())?;
-        let mut f: Box<dyn std::io::Read> = match bytes {
-            Some(b) => Box::new(b),
-            None => Box::new(fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?),
-        };
+        let mut f = fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
         let mut buf = vec![0u8; cli_support::READ_BUFFER];
         loop {
-            match f.read(&mut buf) {
+            match std::io::Read::read(&mut f, &mut buf) {
                 Ok(0) => break,
                 Ok(n) => v.update(&buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -1809,14 +1795,13 @@ impl Client {
         // the install. A verdict is kept in 4 bytes until the install reaches the package
         // (verdicts.rs), not as text made by a worker and held to the end.
         let verdicts = crate::verdicts::Verdicts::new(planned.len());
-        let check_arrived_bytes = |i: usize, item: &DownloadItem, bytes: Option<&[u8]>| {
+        let check_arrived = |i: usize, item: &DownloadItem| {
             let _ = verdicts.get_or_judge(i, || match planned.get(i) {
-                Ok(p) => self.verify_developer_of(&item.dest, bytes, &expected_with(&p, true)),
+                Ok(p) => self.verify_developer(&item.dest, &expected_with(&p, true)),
                 Err(e) => Err(e.to_string()),
             });
             arrived[i].store(true, std::sync::atomic::Ordering::SeqCst);
         };
-        let check_arrived = |i: usize, item: &DownloadItem| check_arrived_bytes(i, item, None);
         // The developer key that signed package `i` (its signature checked once, by a
         // download worker or here), or the refusal naming the package and where it came from.
         let developer_verdict =
@@ -2088,11 +2073,7 @@ impl Client {
         let held = !self.opts.pipeline;
         // Downloads → reader: each package as it arrives, in any order. Reader → install: each
         // package in plan order, read whole (read_ahead.rs).
-        let (arrive, arrived) = std::sync::mpsc::channel::<crate::read_ahead::Arrival>();
-        // A bootstrap that does not keep its cache fetches packages into memory (up to a
-        // size, a window ahead of the reader), not into cache files it would delete again.
-        let in_memory = !held && !self.opts.keep_cache;
-        let window = crate::read_ahead::Window::default();
+        let (arrive, arrived) = std::sync::mpsc::channel::<usize>();
         let (ready_tx, ready) =
             std::sync::mpsc::sync_channel::<crate::read_ahead::Ready>(crate::read_ahead::AHEAD);
         let budget = crate::read_ahead::Budget::default();
@@ -2104,16 +2085,6 @@ impl Client {
             let downloads = scope.spawn(|| {
                 let arrive = arrive;
                 let item = |i| Ok(planned.get(i)?.item());
-                let memory = download::InMemory {
-                    max: crate::read_ahead::MAX_IN_MEMORY,
-                    wait: &|i, size| window.wait_for(i, size),
-                    stop: &|| window.close(),
-                    deliver: &|i, item, bytes| {
-                        progress.downloaded(&item.url, false);
-                        check_arrived_bytes(i, item, Some(&bytes));
-                        let _ = arrive.send((i, Some(bytes)));
-                    },
-                };
                 let r = download::download_each(
                     fetcher,
                     planned.len(),
@@ -2122,9 +2093,8 @@ impl Client {
                     &|i, item, cached| {
                         progress.downloaded(&item.url, cached);
                         check_arrived(i, item);
-                        let _ = arrive.send((i, None));
+                        let _ = arrive.send(i);
                     },
-                    in_memory.then_some(&memory),
                 );
                 if r.is_err() {
                     downloads_failed.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -2133,27 +2103,10 @@ impl Client {
                 r
             });
             let budget = &budget;
-            let window = &window;
             scope.spawn(move || {
-                crate::read_ahead::run(
-                    planned.len(),
-                    arrived,
-                    ready_tx,
-                    budget,
-                    window,
-                    &|i, bytes| {
-                        let item = planned.get(i).ok()?.item();
-                        match bytes {
-                            None => crate::read_ahead::read(&item.dest),
-                            // Not read here: the install reads it from its cache file, and
-                            // says what is wrong with it.
-                            Some(b) => crate::read_ahead::read_bytes(&b).or_else(|| {
-                                let _ = download::store(&item, &b);
-                                None
-                            }),
-                        }
-                    },
-                )
+                crate::read_ahead::run(planned.len(), arrived, ready_tx, budget, &|i| {
+                    crate::read_ahead::read(&planned.get(i).ok()?.dest())
+                })
             });
             let wait_all = |_: &Db| -> Result<(), install::InstallError> {
                 downloads_ended.wait();
@@ -2230,7 +2183,6 @@ impl Client {
             &|i| Ok(planned.get(i)?.item()),
             jobs,
             progress,
-            None,
         )
         .map_err(|e| self.download_refused(planned, e))
     }

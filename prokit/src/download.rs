@@ -206,21 +206,6 @@ pub(crate) fn cache_path(cache: &Path, sha256: &str, filename: &str) -> PathBuf 
     cache.join(name)
 }
 
-/// Packages [`download_each`] keeps in memory instead of writing them to the cache: a
-/// bootstrap that does not keep its cache unpacks each package once, so it need not become a
-/// file (created, read back, deleted) on the way.
-pub struct InMemory<'a> {
-    /// A package bigger than this still goes to the cache file.
-    pub max: u64,
-    /// Called before item `i` of the given size is fetched into memory (it may wait,
-    /// bounding what is held); false stops this worker.
-    pub wait: &'a (dyn Fn(usize, u64) -> bool + Sync),
-    /// Takes item `i`, its bytes of the indexed size and SHA-256 (instead of `progress`).
-    pub deliver: &'a (dyn Fn(usize, &DownloadItem, Vec<u8>) + Sync),
-    /// Called when a download failed: every `wait` returns false from then on.
-    pub stop: &'a (dyn Fn() + Sync),
-}
-
 /// [`download_each`] over a list of items.
 pub fn download_all(
     fetcher: &Fetcher,
@@ -234,7 +219,6 @@ pub fn download_all(
         &|i| Ok(items[i].clone()),
         workers,
         progress,
-        None,
     )
 }
 
@@ -249,16 +233,12 @@ pub fn download_all(
 ///
 /// After the first failure no new download starts; the running ones finish, and the error of
 /// the failed item that comes first in `items` is returned. Temporary files are always removed.
-///
-/// With `memory`, an item up to its `max` size that the cache does not already hold is fetched
-/// into memory, checked the same way, and handed to its `deliver`.
 pub fn download_each(
     fetcher: &Fetcher,
     count: usize,
     item: &(dyn Fn(usize) -> Result<DownloadItem, DownloadError> + Sync),
     workers: usize,
     progress: &(dyn Fn(usize, &DownloadItem, bool) + Sync),
-    memory: Option<&InMemory<'_>>,
 ) -> Result<(), DownloadError> {
     for i in 0..count {
         let item = item(i)?;
@@ -281,37 +261,12 @@ pub fn download_each(
                     if i >= count {
                         break;
                     }
-                    let fetched = item(i).and_then(|item| {
-                        let expected = item.sha256.to_ascii_lowercase();
-                        match memory {
-                            Some(m)
-                                if item.size <= m.max
-                                    && !cached_copy_matches(&item, &expected)? =>
-                            {
-                                if !(m.wait)(i, item.size) {
-                                    return Ok(Err(()));
-                                }
-                                let bytes = fetch_to_memory(fetcher, &item, &expected)?;
-                                (m.deliver)(i, &item, bytes);
-                                Ok(Ok(None))
-                            }
-                            _ => {
-                                download_one(fetcher, &item).map(|reused| Ok(Some((item, reused))))
-                            }
-                        }
-                    });
-                    match fetched {
-                        // The reader stopped: so does this worker.
-                        Ok(Err(())) => break,
-                        Ok(Ok(None)) => {}
-                        Ok(Ok(Some((item, reused)))) => progress(i, &item, reused),
+                    match item(i)
+                        .and_then(|item| download_one(fetcher, &item).map(|reused| (item, reused)))
+                    {
+                        Ok((item, reused)) => progress(i, &item, reused),
                         Err(e) => {
                             failed.store(true, Ordering::SeqCst);
-                            // Workers waiting for room must not wait for a package that
-                            // will not come.
-                            if let Some(m) = memory {
-                                (m.stop)();
-                            }
                             errors
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
@@ -329,7 +284,7 @@ pub fn download_each(
     }
 }
 
-/// Writes through to a file (or memory), hashing and counting.
+/// Writes through to a file, hashing and counting.
 struct HashingWriter<W> {
     file: W,
     hasher: Sha256,
@@ -363,30 +318,6 @@ fn download_one(fetcher: &Fetcher, item: &DownloadItem) -> Result<bool, Download
             Ok(()) => return Ok(false),
             // This machine's own trouble: another mirror would not help.
             Err(e @ DownloadError::Io { .. }) => return Err(e),
-            Err(e) => {
-                first.get_or_insert(e);
-            }
-        }
-    }
-    Err(first.expect("at least one URL"))
-}
-
-/// Fetches `item` into memory (its URL, then its mirrors, as [`download_one`]), checked
-/// against its size and SHA-256 (`expected`, lower-case hex).
-fn fetch_to_memory(
-    fetcher: &Fetcher,
-    item: &DownloadItem,
-    expected: &str,
-) -> Result<Vec<u8>, DownloadError> {
-    let mut first = None;
-    for url in std::iter::once(&item.url).chain(&item.mirrors) {
-        let mut sink = HashingWriter {
-            file: Vec::with_capacity(usize::try_from(item.size).unwrap_or(0)),
-            hasher: Sha256::new(),
-            written: 0,
-        };
-        match fetch_checked(fetcher, item, url, expected, &mut sink) {
-            Ok(()) => return Ok(sink.file),
             Err(e) => {
                 first.get_or_insert(e);
             }
@@ -431,17 +362,6 @@ fn fetch_checked<W: Write>(
         });
     }
     Ok(())
-}
-
-/// Writes `bytes`, already checked against `item`, to its cache file (a temporary name beside
-/// it, then renamed), so that an install can read it from there.
-pub(crate) fn store(item: &DownloadItem, bytes: &[u8]) -> Result<(), DownloadError> {
-    let (part, mut file) = create_part(item)?;
-    let written = file.write_all(bytes).map_err(|e| DownloadError::Io {
-        path: part.clone(),
-        reason: format!("cannot write: {e}"),
-    });
-    settle_part(&part, item, written)
 }
 
 /// Renames the temporary file `part` onto `item`'s cache file once `written` says it is
@@ -718,76 +638,6 @@ mod tests {
         let (r, seen) = run(&items, 3);
         r.unwrap();
         assert!(seen.iter().all(|(_, reused)| *reused), "{seen:?}");
-    }
-
-    #[test]
-    fn packages_fetched_into_memory_are_checked_and_never_become_files() {
-        let f = feed(5);
-        let mut items = f.items(&f.server.url());
-        // One already in the cache is taken from there; one too big for memory goes there.
-        fs::write(&items[0].dest, &f.files[0].1).unwrap();
-        let big = items[4].size;
-        // A tampered one is refused as a download to the cache would be.
-        items[3].sha256 = sha(b"something else");
-        let delivered = Mutex::new(Vec::new());
-        let waited = Mutex::new(Vec::new());
-        let stopped = AtomicBool::new(false);
-        let to_file = Mutex::new(Vec::new());
-        let memory = InMemory {
-            max: big - 1,
-            wait: &|i, size| {
-                waited.lock().unwrap().push((i, size));
-                true
-            },
-            deliver: &|i, item, bytes| {
-                assert_eq!(sha(&bytes), item.sha256, "delivered only once checked");
-                delivered.lock().unwrap().push((i, bytes));
-            },
-            stop: &|| stopped.store(true, Ordering::SeqCst),
-        };
-        let r = download_each(
-            &fetcher(),
-            items.len(),
-            &|i| Ok(items[i].clone()),
-            1,
-            &|i, _, reused| to_file.lock().unwrap().push((i, reused)),
-            Some(&memory),
-        );
-        let e = r.unwrap_err();
-        assert!(matches!(e, DownloadError::Hash { .. }), "{e}");
-        assert!(
-            stopped.load(Ordering::SeqCst),
-            "a failure stops the waiting workers"
-        );
-        let delivered = delivered.into_inner().unwrap();
-        let got: Vec<usize> = delivered.iter().map(|(i, _)| *i).collect();
-        assert_eq!(got, [1, 2]);
-        for (i, bytes) in &delivered {
-            assert_eq!(bytes, &f.files[*i].1);
-        }
-        let waited = waited.into_inner().unwrap();
-        assert_eq!(
-            waited,
-            [(1, items[1].size), (2, items[2].size), (3, items[3].size)]
-        );
-        // Item 0 came from the cache; item 4 (after the failure) was never started.
-        assert_eq!(to_file.into_inner().unwrap(), [(0, true)]);
-        assert_eq!(
-            f.cache_names(),
-            [items[0].dest.file_name().unwrap().to_string_lossy()]
-        );
-        // The big one goes to its cache file, and `store` writes a checked one there.
-        let (r, seen) = run(&items[4..], 1);
-        r.unwrap();
-        assert_eq!(seen.len(), 1);
-        store(&items[1], &delivered[0].1).unwrap();
-        assert_eq!(fs::read(&items[1].dest).unwrap(), f.files[1].1);
-        assert_eq!(
-            f.cache_names().len(),
-            3,
-            "no temporary left: {:?}",
-            f.cache_names()
-        );
     }
 
     #[test]

@@ -17,11 +17,6 @@
 //! Memory is bounded: at most [`AHEAD`] packages and [`BUDGET`] bytes of data tars wait for
 //! the install (one package more while the install holds none), so a feed of many packages
 //! does not pile up in memory when the downloads outrun the install.
-//!
-//! A bootstrap that keeps no cache has its packages fetched into memory (checked as a download
-//! to the cache is, `download::InMemory`) rather than into cache files it would delete again;
-//! a [`Window`] holds those downloads back while [`WINDOW`] packages or [`WINDOW_BYTES`] wait
-//! for the reader.
 
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -31,14 +26,6 @@ use crate::unpack::Preread;
 
 /// Packages read ahead and not yet taken by the install, at most.
 pub(crate) const AHEAD: usize = 4;
-/// Packages fetched into memory ahead of the one the reader waits for, at most (their
-/// download waits): see [`Window`].
-pub(crate) const WINDOW: usize = 4;
-/// Bytes of packages fetched into memory and not yet read, at most (besides the package the
-/// reader waits for).
-pub(crate) const WINDOW_BYTES: u64 = 8 << 20;
-/// A package bigger than this is downloaded to the cache file, not into memory.
-pub(crate) const MAX_IN_MEMORY: u64 = 4 << 20;
 /// Bytes of decompressed data tars waiting for the install, at most (unless it is one).
 pub(crate) const BUDGET: usize = 4 << 20;
 /// A package whose data tar is bigger is not read ahead.
@@ -81,60 +68,6 @@ impl Budget {
     }
 }
 
-/// How far the reader got, for downloads into memory: package `i` (of `size` bytes) is
-/// fetched only once the reader waits for a package at most [`WINDOW`] before it, and the
-/// bytes fetched and not yet read leave room for it ([`WINDOW_BYTES`]), so that downloads
-/// outrunning the install do not pile packages up in memory. The package the reader waits for
-/// is never held back (packages are taken in plan order), so waiting cannot deadlock.
-#[derive(Default)]
-pub(crate) struct Window {
-    state: Mutex<WindowState>,
-    changed: Condvar,
-}
-
-#[derive(Default)]
-struct WindowState {
-    /// The package the reader waits for.
-    next: usize,
-    /// Bytes fetched into memory and not yet read.
-    held: u64,
-    closed: bool,
-}
-
-impl Window {
-    /// Waits until package `i` of `size` bytes may be fetched into memory, and counts it;
-    /// false when the reader stopped.
-    pub(crate) fn wait_for(&self, i: usize, size: u64) -> bool {
-        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while !g.closed && i != g.next && (i >= g.next + WINDOW || g.held + size > WINDOW_BYTES) {
-            g = self.changed.wait(g).unwrap_or_else(|p| p.into_inner());
-        }
-        g.held += size;
-        !g.closed
-    }
-
-    /// `size` bytes fetched into memory were read (or dropped).
-    fn release(&self, size: u64) {
-        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        g.held = g.held.saturating_sub(size);
-        self.changed.notify_all();
-    }
-
-    fn advance(&self, next: usize) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).next = next;
-        self.changed.notify_all();
-    }
-
-    pub(crate) fn close(&self) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
-        self.changed.notify_all();
-    }
-}
-
-/// A package arrived from the downloads: its place in the plan and, when it was fetched into
-/// memory, its contents (checked against the index).
-pub(crate) type Arrival = (usize, Option<Vec<u8>>);
-
 /// A flag set once, waited for.
 #[derive(Default)]
 pub(crate) struct Latch {
@@ -165,45 +98,22 @@ pub(crate) fn read(path: &Path) -> Option<Preread> {
     Preread::read(path, MAX_DATA)
 }
 
-/// The package whose contents are `bytes` read whole, or `None`.
-pub(crate) fn read_bytes(bytes: &[u8]) -> Option<Preread> {
-    Preread::from_bytes(bytes, MAX_DATA)
-}
-
-/// The reader's loop: `count` packages, arriving on `arrived` in any order, handed to `ready`
-/// in order, each read by `read_one` (by number, with its contents when they came in memory).
-/// Stops when every package was handed over, when `arrived` closes before the next one
-/// arrived (a download failed), or when the install stops taking them; then closes `window`.
+/// The reader's loop: `count` packages, arriving as numbers on `arrived` in any order, handed
+/// to `ready` in order, each read by `read_one` (by number). Stops when every package was
+/// handed over, when `arrived` closes before the next one arrived (a download failed), or
+/// when the install stops taking them.
 pub(crate) fn run(
     count: usize,
-    arrived: Receiver<Arrival>,
+    arrived: Receiver<usize>,
     ready: SyncSender<Ready>,
     budget: &Budget,
-    window: &Window,
-    read_one: &dyn Fn(usize, Option<Vec<u8>>) -> Option<Preread>,
-) {
-    hand_over(count, arrived, ready, budget, window, read_one);
-    window.close();
-}
-
-fn hand_over(
-    count: usize,
-    arrived: Receiver<Arrival>,
-    ready: SyncSender<Ready>,
-    budget: &Budget,
-    window: &Window,
-    read_one: &dyn Fn(usize, Option<Vec<u8>>) -> Option<Preread>,
+    read_one: &dyn Fn(usize) -> Option<Preread>,
 ) {
     let mut here = vec![false; count];
-    // Contents that arrived before their turn (at most a window of them).
-    let mut held: std::collections::HashMap<usize, Vec<u8>> = Default::default();
     let mut next = 0;
     loop {
         while next < count && here[next] {
-            let bytes = held.remove(&next);
-            let len = bytes.as_ref().map_or(0, |b| b.len() as u64);
-            let package = read_one(next, bytes);
-            window.release(len);
+            let package = read_one(next);
             if !budget.take(package.as_ref().map_or(0, Preread::data_len)) {
                 return;
             }
@@ -211,18 +121,12 @@ fn hand_over(
                 return;
             }
             next += 1;
-            window.advance(next);
         }
         if next == count {
             return;
         }
         match arrived.recv() {
-            Ok((i, bytes)) if i < count => {
-                here[i] = true;
-                if let Some(b) = bytes {
-                    held.insert(i, b);
-                }
-            }
+            Ok(i) if i < count => here[i] = true,
             Ok(_) => {}
             Err(_) => return,
         }
@@ -240,18 +144,9 @@ mod tests {
         let (ready_tx, ready) = mpsc::sync_channel(AHEAD);
         let budget = Budget::default();
         std::thread::scope(|s| {
-            s.spawn(|| {
-                run(
-                    5,
-                    arrived,
-                    ready_tx,
-                    &budget,
-                    &Window::default(),
-                    &|_, _| None,
-                )
-            });
+            s.spawn(|| run(5, arrived, ready_tx, &budget, &|_| None));
             for i in [3, 1, 0, 4, 2] {
-                arrive.send((i, None)).unwrap();
+                arrive.send(i).unwrap();
             }
             let order: Vec<usize> = ready.iter().map(|(i, _)| i).collect();
             assert_eq!(order, [0, 1, 2, 3, 4]);
@@ -264,50 +159,13 @@ mod tests {
         let (ready_tx, ready) = mpsc::sync_channel(AHEAD);
         let budget = Budget::default();
         std::thread::scope(|s| {
-            s.spawn(|| {
-                run(
-                    4,
-                    arrived,
-                    ready_tx,
-                    &budget,
-                    &Window::default(),
-                    &|_, _| None,
-                )
-            });
+            s.spawn(|| run(4, arrived, ready_tx, &budget, &|_| None));
             for i in [0, 2, 3] {
-                arrive.send((i, None)).unwrap();
+                arrive.send(i).unwrap();
             }
             drop(arrive);
             let order: Vec<usize> = ready.iter().map(|(i, _)| i).collect();
             assert_eq!(order, [0]);
-        });
-    }
-
-    #[test]
-    fn the_window_holds_downloads_back_but_never_the_package_the_reader_waits_for() {
-        let w = Window::default();
-        // Within the window and the bytes: at once.
-        assert!(w.wait_for(1, WINDOW_BYTES / 2));
-        // The package the reader waits for goes even over the bytes.
-        assert!(w.wait_for(0, WINDOW_BYTES));
-        std::thread::scope(|s| {
-            let far = s.spawn(|| w.wait_for(WINDOW, 1));
-            let big = s.spawn(|| w.wait_for(2, 1));
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            assert!(!far.is_finished(), "beyond the window: it waits");
-            assert!(!big.is_finished(), "over the bytes: it waits");
-            // The reader took packages 0 and 1: room again, and the window moved.
-            w.release(WINDOW_BYTES / 2 + WINDOW_BYTES);
-            w.advance(2);
-            assert!(big.join().unwrap());
-            assert!(far.join().unwrap());
-        });
-        // Closed: nothing waits any more.
-        std::thread::scope(|s| {
-            let far = s.spawn(|| w.wait_for(10 * WINDOW, 1));
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            w.close();
-            assert!(!far.join().unwrap());
         });
     }
 

@@ -123,11 +123,6 @@ impl Preread {
         )
     }
 
-    /// [`Preread::read`] of a package file's contents held in memory.
-    pub fn from_bytes(bytes: &[u8], max_data: u64) -> Option<Preread> {
-        Preread::from_reader(bytes, max_data)
-    }
-
     fn from_reader(input: impl io::Read, max_data: u64) -> Option<Preread> {
         let package = feeds::package::decode_package(input, &ReadOptions::default(), max_data)
             .ok()
