@@ -2066,10 +2066,10 @@ impl Client {
         }
         // Each package is unpacked (still verified whole first) as soon as it and everything
         // before it in dependency order has arrived and been read (read_ahead.rs), while later
-        // ones download. On a fresh
-        // root (bootstrap) it is installed then and there; otherwise the batch's gate holds
-        // every commit until all packages are downloaded and verified: apt's order, nothing
-        // changes before that, but the unpacking is not left waiting for the downloads.
+        // ones download. On a fresh root (bootstrap) it is installed then and there; otherwise
+        // the batch's gate holds every commit until all packages are downloaded and verified:
+        // apt's order, nothing changes before that, but the unpacking is not left waiting for
+        // the downloads.
         let held = !self.opts.pipeline;
         // Downloads → reader: each package as it arrives, in any order. Reader → install: each
         // package in plan order, read whole (read_ahead.rs).
