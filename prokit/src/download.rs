@@ -285,13 +285,13 @@ pub fn download_each(
 }
 
 /// Writes through to a file, hashing and counting.
-struct HashingWriter<W> {
-    file: W,
+struct HashingWriter {
+    file: File,
     hasher: Sha256,
     written: u64,
 }
 
-impl<W: Write> Write for HashingWriter<W> {
+impl Write for HashingWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
         self.hasher.update(&buf[..n]);
@@ -326,65 +326,13 @@ fn download_one(fetcher: &Fetcher, item: &DownloadItem) -> Result<bool, Download
     Err(first.expect("at least one URL"))
 }
 
-/// Fetches `url` into `sink`, capped at the item's size; then checks its size and SHA-256.
-fn fetch_checked<W: Write>(
+/// One attempt at `item` from `url`: streamed to a temporary file, checked, renamed.
+fn download_from(
     fetcher: &Fetcher,
     item: &DownloadItem,
     url: &str,
     expected: &str,
-    sink: &mut HashingWriter<W>,
 ) -> Result<(), DownloadError> {
-    let url = url.to_string();
-    match fetcher.get(&url, item.size, sink) {
-        Ok(_) => {}
-        Err(FetchError::NotFound { .. }) => return Err(DownloadError::NotFound { url }),
-        Err(FetchError::TooLarge { .. }) => {
-            return Err(DownloadError::TooLarge {
-                url,
-                expected: item.size,
-            });
-        }
-        Err(e) => return Err(DownloadError::Fetch(e)),
-    }
-    if sink.written != item.size {
-        return Err(DownloadError::Size {
-            url,
-            expected: item.size,
-            actual: sink.written,
-        });
-    }
-    let actual = hex::encode(sink.hasher.clone().finalize());
-    if actual != expected {
-        return Err(DownloadError::Hash {
-            url,
-            expected: expected.to_string(),
-            actual,
-        });
-    }
-    Ok(())
-}
-
-/// Renames the temporary file `part` onto `item`'s cache file once `written` says it is
-/// complete and checked; removes it otherwise.
-fn settle_part(
-    part: &Path,
-    item: &DownloadItem,
-    written: Result<(), DownloadError>,
-) -> Result<(), DownloadError> {
-    let result = written.and_then(|()| {
-        fs::rename(part, &item.dest).map_err(|e| DownloadError::Io {
-            path: item.dest.clone(),
-            reason: format!("cannot rename into: {e}"),
-        })
-    });
-    if result.is_err() {
-        let _ = fs::remove_file(part);
-    }
-    result
-}
-
-/// Creates the temporary file beside `item`'s cache file (its directory made when missing).
-fn create_part(item: &DownloadItem) -> Result<(PathBuf, File), DownloadError> {
     let io_err = |path: &Path, what: &str, e: io::Error| DownloadError::Io {
         path: path.into(),
         reason: format!("{what}: {e}"),
@@ -409,29 +357,46 @@ fn create_part(item: &DownloadItem) -> Result<(PathBuf, File), DownloadError> {
         .create_new(true)
         .open(&part)
         .map_err(|e| io_err(&part, "cannot create", e))?;
-    Ok((part, file))
-}
-
-/// One attempt at `item` from `url`: streamed to a temporary file, checked, renamed.
-fn download_from(
-    fetcher: &Fetcher,
-    item: &DownloadItem,
-    url: &str,
-    expected: &str,
-) -> Result<(), DownloadError> {
-    let (part, file) = create_part(item)?;
     let mut sink = HashingWriter {
         file,
         hasher: Sha256::new(),
         written: 0,
     };
-    let written = fetch_checked(fetcher, item, url, expected, &mut sink).and_then(|()| {
-        sink.flush().map_err(|e| DownloadError::Io {
-            path: part.clone(),
-            reason: format!("cannot write: {e}"),
-        })
-    });
-    settle_part(&part, item, written)
+    let result = (|| {
+        let url = url.to_string();
+        match fetcher.get(&url, item.size, &mut sink) {
+            Ok(_) => {}
+            Err(FetchError::NotFound { .. }) => return Err(DownloadError::NotFound { url }),
+            Err(FetchError::TooLarge { .. }) => {
+                return Err(DownloadError::TooLarge {
+                    url,
+                    expected: item.size,
+                });
+            }
+            Err(e) => return Err(DownloadError::Fetch(e)),
+        }
+        if sink.written != item.size {
+            return Err(DownloadError::Size {
+                url,
+                expected: item.size,
+                actual: sink.written,
+            });
+        }
+        let actual = hex::encode(sink.hasher.clone().finalize());
+        if actual != expected {
+            return Err(DownloadError::Hash {
+                url,
+                expected: expected.to_string(),
+                actual,
+            });
+        }
+        sink.flush().map_err(|e| io_err(&part, "cannot write", e))?;
+        fs::rename(&part, &item.dest).map_err(|e| io_err(&item.dest, "cannot rename into", e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&part);
+    }
+    result
 }
 
 /// Whether `dest` already holds exactly the item (size, then SHA-256 of at most `size` bytes).

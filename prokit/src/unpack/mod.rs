@@ -56,9 +56,9 @@
 //! (fsynced), after which each `put` first renames an existing final file to a backup
 //! `.prokit-<n>.old` and each `del` renames its path to one (a path gone since staging gets a
 //! hard link to the temporary file instead, the temporary name staying as the mark of a new
-//! path), and each `putnew` renames its temporary onto the path with `RENAME_NOREPLACE`; then `done` (fsynced) once maintainer scripts
-//! succeeded, after which backups and temporary names are deleted and the new status file
-//! renamed into place. Recovery of a journal left by a killed run: without `done`
+//! path), and each `putnew` renames its temporary onto the path with `RENAME_NOREPLACE`; then
+//! `done` (fsynced) once maintainer scripts succeeded, after which backups and temporary names
+//! are deleted and the new status file renamed into place. Recovery of a journal left by a killed run: without `done`
 //! everything is undone (temporaries deleted, backups renamed back, new paths removed,
 //! created directories removed): the old state; with `done` the remaining cleanup is
 //! finished: the new state. Both are idempotent, so a recovery that is killed too is simply
@@ -117,13 +117,7 @@ impl Preread {
     /// wrong with it).
     pub fn read(path: &Path, max_data: u64) -> Option<Preread> {
         let file = std::fs::File::open(path).ok()?;
-        Preread::from_reader(
-            io::BufReader::with_capacity(cli_support::READ_BUFFER, file),
-            max_data,
-        )
-    }
-
-    fn from_reader(input: impl io::Read, max_data: u64) -> Option<Preread> {
+        let input = io::BufReader::with_capacity(cli_support::READ_BUFFER, file);
         let package = feeds::package::decode_package(input, &ReadOptions::default(), max_data)
             .ok()
             .flatten()?;
