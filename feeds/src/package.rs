@@ -17,7 +17,9 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use md5::Md5;
 use sha2::{Digest, Sha256};
@@ -320,7 +322,9 @@ pub struct Decoded {
     /// What reading it yielded (control, hashes, size).
     pub package: Package,
     data_member: String,
-    data_tar: Vec<u8>,
+    /// Shared, so that a reader can keep the bytes of its files without copying them
+    /// ([`Decoded::data_tar`]).
+    data_tar: Arc<Vec<u8>>,
     max_entries: u64,
 }
 
@@ -339,6 +343,28 @@ impl Decoded {
     pub fn data_len(&self) -> usize {
         self.data_tar.len()
     }
+
+    /// Its decompressed data tar, shared: a regular file's contents are the bytes at
+    /// [`entry_data_range`] of the entry met walking it ([`Decoded::visit_data`]).
+    pub fn data_tar(&self) -> &Arc<Vec<u8>> {
+        &self.data_tar
+    }
+}
+
+/// Where a regular file's contents lie in the data tar it was read from (from its start):
+/// `None` for any other kind of entry. Only meaningful for a tar read from its first byte, as
+/// [`Decoded::visit_data`] reads one; the range may still lie past the end of a truncated tar,
+/// so index with `get`.
+pub fn entry_data_range(e: &DataEntry<'_, '_>) -> Option<Range<usize>> {
+    if !matches!(
+        e.header().entry_type(),
+        tar::EntryType::Regular | tar::EntryType::Continuous
+    ) {
+        return None;
+    }
+    let start = usize::try_from(e.raw_file_position()).ok()?;
+    let len = usize::try_from(e.size()).ok()?;
+    Some(start..start.checked_add(len)?)
 }
 
 /// Reads a package from `input` as [`read_package`] does (every bound checked, every byte
@@ -379,7 +405,7 @@ pub fn decode_package<R: Read>(
     Ok(Some(Decoded {
         package,
         data_member,
-        data_tar,
+        data_tar: Arc::new(data_tar),
         max_entries: opts.limits.max_data_entries,
     }))
 }

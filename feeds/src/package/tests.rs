@@ -156,12 +156,19 @@ fn a_decoded_package_walks_like_one_read_from_its_file() {
         // Walked twice: the same entries each time.
         for _ in 0..2 {
             let mut names = Vec::new();
+            let shared = decoded.data_tar().clone();
             decoded
                 .visit_data(&mut |tar: &mut DataTar<'_>| {
                     assert_eq!(tar.member(), "data.tar.gz");
                     tar.for_each_entry(|e| -> Result<(), io::Error> {
+                        let range = entry_data_range(e);
                         let mut body = String::new();
                         e.read_to_string(&mut body)?;
+                        // A file's contents are where its range says in the shared tar.
+                        match range {
+                            Some(r) => assert_eq!(&shared[r], body.as_bytes()),
+                            None => assert!(!e.header().entry_type().is_file()),
+                        }
                         names.push(format!(
                             "{} {}",
                             String::from_utf8_lossy(&e.path_bytes()),
@@ -202,6 +209,52 @@ fn a_decoded_package_walks_like_one_read_from_its_file() {
             .unwrap_err();
         assert!(matches!(err, PackageError::Limit { limit: 2, .. }), "{err}");
     }
+}
+
+#[test]
+fn entry_data_ranges_count_the_extension_headers_before_a_file() {
+    // Long names take a GNU long-name entry or a pax header before the file's own header.
+    let long = format!("usr/share/{}/file", "d".repeat(120));
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, body: &[u8], pax: bool| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        if pax {
+            b.append_pax_extensions([("path", name.as_bytes())])
+                .unwrap();
+            h.set_path("short").unwrap();
+            h.set_cksum();
+            b.append(&h, body).unwrap();
+        } else {
+            b.append_data(&mut h, name, body).unwrap();
+        }
+    };
+    add("a", b"first", false);
+    add(&long, &[7u8; 1000], false);
+    add(&long.replace("file", "other"), b"third", true);
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_size(0);
+    b.append_data(&mut h, "dir/", io::empty()).unwrap();
+    let bytes = b.into_inner().unwrap();
+    let mut archive = tar::Archive::new(Box::new(&bytes[..]) as Box<dyn Read>);
+    let mut seen = 0;
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let range = entry_data_range(&e);
+        let mut body = Vec::new();
+        e.read_to_end(&mut body).unwrap();
+        match range {
+            Some(r) => {
+                assert_eq!(&bytes[r], &body[..]);
+                seen += 1;
+            }
+            None => assert_eq!(e.header().entry_type(), tar::EntryType::Directory),
+        }
+    }
+    assert_eq!(seen, 3);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use feeds::relation::parse_relations;
 use feeds::version::Version;
 use sha2::{Digest, Sha256};
 
-use super::journal::{RootDirs, Transaction, parent_of};
+use super::journal::{Bytes, RootDirs, Transaction, parent_of};
 use super::{Planned, UnpackError, UnpackOptions, Unpacked, conffile_modified_at, io_at};
 use crate::status::{Db, FileKind, StatusError, conffiles_of};
 use feeds::control::Paragraph;
@@ -149,6 +149,9 @@ pub(super) struct Stager<'a> {
     /// Directories this transaction created.
     pub created: HashSet<String>,
     pub buf: Vec<u8>,
+    /// The data tar being walked, when it was read ahead into memory: files are written
+    /// from it rather than from copies.
+    pub shared: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 impl<'a> Stager<'a> {
@@ -169,6 +172,7 @@ impl<'a> Stager<'a> {
             created: HashSet::new(),
             // Made when the package has a file too big to be read whole (most have none).
             buf: Vec::new(),
+            shared: None,
         }
     }
 
@@ -487,6 +491,21 @@ impl<'a> Stager<'a> {
             entry: String::from_utf8_lossy(&e.path_bytes()).into_owned(),
             reason: format!("reading the archive: {err}"),
         };
+        // A package read ahead holds its files in memory already: each is created from there
+        // with the package's others, in parallel (`Transaction::write_later`), whatever its
+        // size.
+        if let Some(data) = self
+            .shared
+            .as_ref()
+            .and_then(|buf| feeds::package::entry_data_range(e).and_then(|r| Bytes::shared(buf, r)))
+        {
+            let sha = match digest {
+                Some(d) => hex::encode(d),
+                None => hex::encode(Sha256::digest(data.as_slice())),
+            };
+            self.tx.write_later(tmp, data, mode, Some(mtime))?;
+            return Ok(sha);
+        }
         let mut h = Sha256::new();
         // A small file is read whole and created with the package's others, in parallel
         // (`Transaction::write_later`); a big one is streamed to disk here.

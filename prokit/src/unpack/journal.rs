@@ -210,16 +210,17 @@ fn unlink_at(dir: RawFd, name: &CString) -> io::Result<bool> {
     }
 }
 
-/// A temporary file of a transaction, journaled and with its directory open, whose creation
-/// waits for [`Transaction::flush_writes`]: creating files is most of the time an install
-/// takes (the file system's inode allocation), and the files of a package are created
-/// together on every core instead of one after another (docs/crash-safety.md §5: the journal
-/// names each one before it can exist, so recovery treats a pending one like any other).
+/// A temporary file of a transaction, journaled and with its directory open, created on the
+/// thread pool ([`Writes`]) while the install goes on staging; [`Transaction::flush_writes`]
+/// waits for it. Creating files is most of the time an install takes (the file system's inode
+/// allocation): this way they are created on every core, beside the staging, instead of one
+/// after another on the install's thread (docs/crash-safety.md §5: the journal names each one
+/// before it can exist, so recovery treats a pending one like any other).
 struct PendingWrite {
     dir: Arc<OwnedFd>,
     name: CString,
     full: PathBuf,
-    data: Vec<u8>,
+    data: Bytes,
     mode: u32,
     mtime: Option<u64>,
     sync: bool,
@@ -229,7 +230,7 @@ impl PendingWrite {
     /// Creates the file (`O_CREAT|O_EXCL|O_NOFOLLOW`), writes it, gives it exactly its mode
     /// (and mtime), fsyncs it when asked.
     fn write(&self) -> Result<(), UnpackError> {
-        self.write_with(|mut f| f.write_all(&self.data))
+        self.write_with(|mut f| f.write_all(self.data.as_slice()))
     }
 
     /// [`PendingWrite::write`], the contents written by `contents` (now, on this thread).
@@ -251,6 +252,105 @@ impl PendingWrite {
             f.sync_all().map_err(io_at(&self.full))?;
         }
         Ok(())
+    }
+}
+
+/// Pending writes being made on the thread pool while the transaction goes on staging:
+/// [`Writes::wait`] waits for all of them and returns the first error (by queue order).
+/// Dropping it waits too, so that no temporary file is created after its transaction ended.
+#[derive(Default)]
+struct Writes {
+    state: Arc<(std::sync::Mutex<WritesState>, std::sync::Condvar)>,
+    /// Writes queued since the last wait (their order, for the error returned).
+    queued: usize,
+}
+
+#[derive(Default)]
+struct WritesState {
+    outstanding: usize,
+    /// The error of the first failed write, by queue order.
+    error: Option<(usize, UnpackError)>,
+}
+
+impl Writes {
+    fn start(&mut self, w: PendingWrite) {
+        let n = self.queued;
+        self.queued += 1;
+        lock(&self.state.0).outstanding += 1;
+        let state = Arc::clone(&self.state);
+        rayon::spawn(move || {
+            let result = w.write();
+            // Its bytes are let go of before the wait can end.
+            drop(w);
+            let (m, done) = &*state;
+            let mut g = lock(m);
+            if let Err(e) = result
+                && g.error.as_ref().is_none_or(|(k, _)| n < *k)
+            {
+                g.error = Some((n, e));
+            }
+            g.outstanding -= 1;
+            if g.outstanding == 0 {
+                done.notify_all();
+            }
+        });
+    }
+
+    fn wait(&mut self) -> Result<(), UnpackError> {
+        let (m, done) = &*self.state;
+        let mut g = lock(m);
+        while g.outstanding > 0 {
+            g = done.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        self.queued = 0;
+        g.error.take().map_or(Ok(()), |(_, e)| Err(e))
+    }
+}
+
+impl Drop for Writes {
+    fn drop(&mut self) {
+        let _ = self.wait();
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A file's contents waiting to be written: bytes of its own, or a file's range of a package's
+/// data tar read ahead (`unpack::Preread`), shared with the package's other files rather than
+/// copied.
+pub(crate) struct Bytes {
+    buf: Arc<Vec<u8>>,
+    range: std::ops::Range<usize>,
+    /// Part of a buffer other files share: it stays in memory, whole, until the last of them
+    /// is written.
+    shared: bool,
+}
+
+impl Bytes {
+    /// `range` of `buf`; `None` when it lies outside it.
+    pub(crate) fn shared(buf: &Arc<Vec<u8>>, range: std::ops::Range<usize>) -> Option<Bytes> {
+        buf.get(range.clone())?;
+        Some(Bytes {
+            buf: Arc::clone(buf),
+            range,
+            shared: true,
+        })
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.buf[self.range.clone()]
+    }
+}
+
+impl From<Vec<u8>> for Bytes {
+    fn from(data: Vec<u8>) -> Bytes {
+        Bytes {
+            range: 0..data.len(),
+            buf: Arc::new(data),
+            shared: false,
+        }
     }
 }
 
@@ -574,7 +674,7 @@ impl RootDirs {
     fn pending_write(
         &self,
         path: &str,
-        data: Vec<u8>,
+        data: Bytes,
         mode: u32,
         mtime: Option<u64>,
         sync: bool,
@@ -823,8 +923,10 @@ pub struct Transaction {
     /// Per `put`: what commit did (what the end deletes follows from it).
     done_puts: Vec<PutDone>,
     /// Temporary files journaled but not yet created (see [`PendingWrite`]).
-    pending: Vec<PendingWrite>,
+    pending: Writes,
     pending_bytes: usize,
+    /// The shared buffer (its address) whose size `pending_bytes` counted last.
+    pending_shared: usize,
     /// The journal was emptied: the transaction ended.
     emptied: bool,
     /// Empty the journal at the end rather than delete it.
@@ -864,8 +966,9 @@ impl Transaction {
             sync: db.fsync_enabled(),
             plan: String::new(),
             done_puts: Vec::new(),
-            pending: Vec::new(),
+            pending: Writes::default(),
             pending_bytes: 0,
+            pending_shared: 0,
             emptied: false,
             reuse: db.reuses_journal(),
         };
@@ -994,37 +1097,39 @@ impl Transaction {
     pub(crate) fn write_later(
         &mut self,
         tmp: &str,
-        data: Vec<u8>,
+        data: impl Into<Bytes>,
         mode: u32,
         mtime: Option<u64>,
     ) -> Result<(), UnpackError> {
-        let w = self.dirs.pending_write(tmp, data, mode, mtime, false)?;
+        let w = self
+            .dirs
+            .pending_write(tmp, data.into(), mode, mtime, false)?;
         self.queue(w)
     }
 
     fn queue(&mut self, w: PendingWrite) -> Result<(), UnpackError> {
-        self.pending_bytes += w.data.len();
-        self.pending.push(w);
-        if self.pending.len() >= MAX_PENDING_FILES || self.pending_bytes >= MAX_PENDING_BYTES {
+        // A shared buffer is held whole: counted once, when its first file is queued (a
+        // package's files are queued one after another).
+        if !w.data.shared {
+            self.pending_bytes += w.data.range.len();
+        } else if self.pending_shared != Arc::as_ptr(&w.data.buf) as usize {
+            self.pending_shared = Arc::as_ptr(&w.data.buf) as usize;
+            self.pending_bytes += w.data.buf.len();
+        }
+        self.pending.start(w);
+        if self.pending.queued >= MAX_PENDING_FILES || self.pending_bytes >= MAX_PENDING_BYTES {
             self.flush_writes()?;
         }
         Ok(())
     }
 
-    /// Creates every file [`Transaction::write_later`] queued, in parallel; the first error
-    /// (by queue order) is returned once all are done.
+    /// Waits until every file [`Transaction::write_later`] queued was created (they are
+    /// created on the thread pool as they are queued); the first error (by queue order) is
+    /// returned once all are done.
     pub(crate) fn flush_writes(&mut self) -> Result<(), UnpackError> {
-        let jobs = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
-        match jobs.len() {
-            0 => Ok(()),
-            1 => jobs[0].write(),
-            _ => {
-                let results: Vec<Result<(), UnpackError>> =
-                    jobs.par_iter().map(PendingWrite::write).collect();
-                results.into_iter().collect()
-            }
-        }
+        self.pending_shared = 0;
+        self.pending.wait()
     }
 
     /// Writes the new status file to a temporary file beside it (fsynced), renamed at the
@@ -1036,7 +1141,7 @@ impl Transaction {
         let dir = parent_of(&self.status_final).to_string();
         let tmp = self.new_temp(&dir)?;
         self.dirs
-            .pending_write(&tmp, Vec::new(), 0o644, None, self.sync)?
+            .pending_write(&tmp, Vec::new().into(), 0o644, None, self.sync)?
             .write_with(|mut f| write(&mut f))?;
         self.plan_line(&format!("status\t{tmp}"));
         self.journal.status = Some(tmp);
@@ -1257,7 +1362,8 @@ impl Transaction {
 
     /// Undoes whatever was done (see the module documentation); the root is as before.
     pub(crate) fn rollback(&mut self) -> Result<(), UnpackError> {
-        self.pending.clear();
+        // What was queued is made before it is undone (its error does not matter now).
+        let _ = self.flush_writes();
         undo(&self.dirs, &self.journal)?;
         self.end_journal()
     }
@@ -1720,8 +1826,14 @@ mod tests {
             dirs.mkdir("/usr/lib/new", 0o755),
             dirs.create("/usr/lib/new-file").map(|_| ()),
             dirs.symlink("/etc/shadow", "/usr/lib/link"),
-            dirs.pending_write("/usr/lib/sentinel2", b"x".to_vec(), 0o644, None, false)
-                .map(|_| ()),
+            dirs.pending_write(
+                "/usr/lib/sentinel2",
+                b"x".to_vec().into(),
+                0o644,
+                None,
+                false,
+            )
+            .map(|_| ()),
             dirs.lstat("/usr/lib/sentinel").map(|_| ()),
             dirs.chmod_dir("/usr/lib/sub", 0o777).map(|_| ()),
         ];
@@ -1833,6 +1945,62 @@ mod tests {
                 .join(t.rsplit('/').next().unwrap())
                 .exists()
         );
+    }
+
+    #[test]
+    fn queued_writes_are_made_in_the_background_and_the_first_failure_is_reported() {
+        let (_tmp, root, _outside) = scene();
+        let mut db = crate::status::Db::open(&root, crate::status::DEFAULT_DB_DIR).unwrap();
+        db.set_fsync(false);
+        let mut tx = Transaction::begin(&mut db, "install x").unwrap();
+        // Files cut from one shared buffer, as a package read ahead gives them.
+        let buf = Arc::new(b"onetwothree".to_vec());
+        assert!(Bytes::shared(&buf, 5..12).is_none(), "past the end");
+        let mut temps = Vec::new();
+        for (i, range) in [0..3, 3..6, 6..11].into_iter().enumerate() {
+            let t = tx.new_temp("/usr/lib").unwrap();
+            let data = Bytes::shared(&buf, range).unwrap();
+            tx.write_later(&t, data, 0o640, Some(1_000_000 + i as u64))
+                .unwrap();
+            temps.push(t);
+        }
+        tx.flush_writes().unwrap();
+        for (t, want) in temps.iter().zip(["one", "two", "three"]) {
+            let p = root.join(t.trim_start_matches('/'));
+            assert_eq!(fs::read_to_string(&p).unwrap(), want);
+            let m = fs::symlink_metadata(&p).unwrap();
+            assert_eq!(
+                std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777,
+                0o640
+            );
+        }
+        // The buffer is let go of once written.
+        assert_eq!(Arc::strong_count(&buf), 1);
+        // Two writes that cannot be made (their names taken): the earlier one's error is
+        // the one returned, after all of them were tried.
+        let (a, b, c) = (
+            tx.new_temp("/usr/lib").unwrap(),
+            tx.new_temp("/usr/lib").unwrap(),
+            tx.new_temp("/usr/lib").unwrap(),
+        );
+        fs::write(root.join(a.trim_start_matches('/')), "taken").unwrap();
+        fs::write(root.join(c.trim_start_matches('/')), "taken").unwrap();
+        for t in [&a, &b, &c] {
+            tx.write_later(t, b"x".to_vec(), 0o644, None).unwrap();
+        }
+        let err = tx.flush_writes().unwrap_err().to_string();
+        assert!(err.contains(a.rsplit('/').next().unwrap()), "{err}");
+        assert_eq!(
+            fs::read(root.join(b.trim_start_matches('/'))).unwrap(),
+            b"x"
+        );
+        // Queued and not waited for: the rollback waits, then removes every temporary.
+        let d = tx.new_temp("/usr/lib").unwrap();
+        tx.write_later(&d, vec![7u8; 1 << 20], 0o644, None).unwrap();
+        tx.rollback().unwrap();
+        for t in temps.iter().chain([&b, &d]) {
+            assert!(!root.join(t.trim_start_matches('/')).exists(), "{t}");
+        }
     }
 
     #[test]

@@ -371,6 +371,9 @@ pub fn unpack(
         .unwrap_or_else(|| pkg_file.display().to_string());
     let db_ro: &Db = db;
     let mut stager = entries::Stager::new(db_ro, tx, opts, label.clone());
+    if let PackageFile::Decoded { package, .. } = pkg {
+        stager.shared = Some(package.package.data_tar().clone());
+    }
     let mut failure: Option<UnpackError> = None;
     let read = {
         let mut visit = |tar: &mut feeds::package::DataTar<'_>| {
