@@ -41,6 +41,55 @@ use std::time::{Duration, Instant};
 use ureq::Agent;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
+/// ureq's own resolver, except that a host given as an IP address (a feed on 127.0.0.1 or
+/// `[::1]`, a mirror by address) is taken as it is. ureq's resolver runs each lookup that has a
+/// timeout on a thread of its own, and every request looks its host up, even one sent on a
+/// kept connection: a bootstrap of 300 packages started and ended 300 threads for nothing.
+/// (ureq's resolver interface is one of its "unversioned" ones, which may change in a minor
+/// release: Cargo.lock holds ureq at 3.5.1, and an update of it must build this again.)
+#[derive(Debug, Default)]
+struct LiteralResolver(ureq::unversioned::resolver::DefaultResolver);
+
+impl ureq::unversioned::resolver::Resolver for LiteralResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        if let Some(addr) = literal_addr(uri)
+            && config
+                .ip_family()
+                .keep_wanted(std::iter::once(addr))
+                .next()
+                .is_some()
+        {
+            let mut addrs = self.empty();
+            addrs.push(addr);
+            return Ok(addrs);
+        }
+        self.0.resolve(uri, config, timeout)
+    }
+}
+
+/// The address of `uri`'s host when it is an IP address (`[...]` for IPv6), with its port or
+/// its scheme's.
+fn literal_addr(uri: &ureq::http::Uri) -> Option<std::net::SocketAddr> {
+    let host = uri.host()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let ip: std::net::IpAddr = host.parse().ok()?;
+    let port = match (uri.port_u16(), uri.scheme_str()) {
+        (Some(p), _) => p,
+        (None, Some("http")) => 80,
+        (None, Some("https")) => 443,
+        _ => return None,
+    };
+    Some(std::net::SocketAddr::new(ip, port))
+}
+
 /// The User-Agent sent with every HTTP request.
 pub const USER_AGENT: &str = concat!("prokit/", env!("CARGO_PKG_VERSION"));
 
@@ -484,7 +533,11 @@ impl Fetcher {
                 .timeout_per_write(Some(opts.timeout))
                 .tls_config(tls.clone())
                 .build();
-            Ok(Agent::new_with_config(config))
+            Ok(Agent::with_parts(
+                config,
+                ureq::unversioned::transport::DefaultConnector::default(),
+                LiteralResolver::default(),
+            ))
         };
         Ok(Fetcher {
             direct: agent(None)?,
@@ -1527,6 +1580,22 @@ mod tests {
             f.agent_for("http://127.0.0.1:8080/f", false),
             &f.direct
         ));
+    }
+
+    #[test]
+    fn an_ip_address_host_is_taken_as_it_is_and_a_name_is_looked_up() {
+        let addr = |u: &str| super::literal_addr(&u.parse().unwrap()).map(|a| a.to_string());
+        assert_eq!(
+            addr("http://127.0.0.1:8080/f").as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(addr("http://[::1]/f").as_deref(), Some("[::1]:80"));
+        assert_eq!(
+            addr("https://192.0.2.7/f").as_deref(),
+            Some("192.0.2.7:443")
+        );
+        assert_eq!(addr("http://localhost:8080/f"), None);
+        assert_eq!(addr("http://feeds.example.org/f"), None);
     }
 
     #[test]

@@ -2388,6 +2388,61 @@ mod tests {
     }
 
     #[test]
+    fn packages_of_a_batch_sharing_new_directories_land_as_installed_one_by_one() {
+        // The first package creates the directories; the second names the same ones (and a
+        // new one below them) in its archive, in the same transaction, before anything is
+        // committed. Paths under a directory the transaction made are not looked up: the
+        // ones it made there still are.
+        let dir = tempfile::tempdir().unwrap();
+        let first = write_pkg(
+            dir.path(),
+            "first_1_all.ipk",
+            PackageBuilder::new(control("first", "1", ""))
+                .dir("opt/app", 0o755)
+                .dir("opt/app/share", 0o750)
+                .file("opt/app/share/first", 0o644, "first"),
+        );
+        let second = write_pkg(
+            dir.path(),
+            "second_1_all.ipk",
+            PackageBuilder::new(control("second", "1", ""))
+                .dir("opt/app", 0o755)
+                .dir("opt/app/share", 0o700)
+                .dir("opt/app/share/more", 0o755)
+                .file("opt/app/share/second", 0o644, "second")
+                .file("opt/app/share/more/x", 0o600, "x"),
+        );
+        let refs = [first.as_path(), second.as_path()];
+        let skip = opts(ScriptMode::Skip);
+        let (one, group) = (dir.path().join("one"), dir.path().join("group"));
+        let mut db = open(&one);
+        for p in refs {
+            install(&mut db, p, false, &skip).unwrap();
+        }
+        let mut db = open(&group);
+        let (names, r) = batch_install(&mut db, &refs, &skip);
+        r.unwrap();
+        assert_eq!(names, ["first", "second"]);
+        assert_eq!(snapshot(&one), snapshot(&group));
+        // A file where the batch already made a directory is refused, as it would be alone.
+        let clash = write_pkg(
+            dir.path(),
+            "clash_1_all.ipk",
+            PackageBuilder::new(control("clash", "1", "")).file("opt/new/share", 0o644, "f"),
+        );
+        let maker = write_pkg(
+            dir.path(),
+            "maker_1_all.ipk",
+            PackageBuilder::new(control("maker", "1", "")).file("opt/new/share/f", 0o644, "f"),
+        );
+        let mut db = open(&dir.path().join("clash"));
+        let (names, r) = batch_install(&mut db, &[maker.as_path(), clash.as_path()], &skip);
+        let err = r.unwrap_err().to_string();
+        assert!(err.contains("/opt/new/share is a directory"), "{err}");
+        assert_eq!(names, ["maker"]);
+    }
+
+    #[test]
     fn a_file_moving_between_packages_of_a_batch_lands_with_its_new_owner_in_either_order() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();

@@ -279,8 +279,9 @@ impl<'a> Stager<'a> {
             return Err(self.refuse(&shown, format!("{path} appears twice in the archive")));
         }
         self.prepare_parents(&path, &shown)?;
-        // In a directory this transaction made, only this package's entries exist.
-        let on_disk = if self.created.contains(parent_of(&path)) {
+        // In a directory this transaction made, nothing exists but the directories it made
+        // there: its files wait under temporary names until commit.
+        let on_disk = if self.tx.created(parent_of(&path)) && !self.tx.created(&path) {
             None
         } else {
             self.dirs().lstat(&path)?
@@ -442,10 +443,18 @@ impl<'a> Stager<'a> {
                 }
                 _ => {}
             }
+            // Like a dpkg archive, the package counts its parents as its directories (removed
+            // with it when empty and unused).
+            if let Some(perm) = self.tx.known_dir(q) {
+                if !self.planned.contains_key(q) {
+                    self.plan(q, q, Kind::Dir, perm, None, None, None);
+                }
+                self.verified.insert(q.to_string());
+                continue;
+            }
             match self.dirs().lstat(q)? {
                 Some(m) if m.is_dir() => {
-                    // Like a dpkg archive, the package counts its parents as its directories
-                    // (removed with it when empty and unused).
+                    self.tx.know_dir(q, m.perm());
                     if !self.planned.contains_key(q) {
                         self.plan(q, q, Kind::Dir, m.perm(), None, None, None);
                     }

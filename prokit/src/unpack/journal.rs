@@ -21,7 +21,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, SystemTime};
 
 use rayon::prelude::*;
@@ -210,8 +210,8 @@ fn unlink_at(dir: RawFd, name: &CString) -> io::Result<bool> {
     }
 }
 
-/// A temporary file of a transaction, journaled and with its directory open, created on the
-/// thread pool ([`Writes`]) while the install goes on staging; [`Transaction::flush_writes`]
+/// A temporary file of a transaction, journaled and with its directory open, created by the
+/// writer threads ([`Writes`]) while the install goes on staging; [`Transaction::flush_writes`]
 /// waits for it. Creating files is most of the time an install takes (the file system's inode
 /// allocation): this way they are created on every core, beside the staging, instead of one
 /// after another on the install's thread (docs/crash-safety.md §5: the journal names each one
@@ -255,7 +255,8 @@ impl PendingWrite {
     }
 }
 
-/// Pending writes being made on the thread pool while the transaction goes on staging:
+/// Pending writes being made by the writer threads ([`writers`]) while the transaction goes
+/// on staging:
 /// [`Writes::wait`] waits for all of them and returns the first error (by queue order).
 /// Dropping it waits too, so that no temporary file is created after its transaction ended.
 #[derive(Default)]
@@ -278,7 +279,7 @@ impl Writes {
         self.queued += 1;
         lock(&self.state.0).outstanding += 1;
         let state = Arc::clone(&self.state);
-        rayon::spawn(move || {
+        let job = move || {
             let result = w.write();
             // Its bytes are let go of before the wait can end.
             drop(w);
@@ -293,7 +294,11 @@ impl Writes {
             if g.outstanding == 0 {
                 done.notify_all();
             }
-        });
+        };
+        if let Err(mpsc::SendError(job)) = writers().send(Box::new(job)) {
+            // No writer thread could be started: made here.
+            job();
+        }
     }
 
     fn wait(&mut self) -> Result<(), UnpackError> {
@@ -311,6 +316,39 @@ impl Drop for Writes {
     fn drop(&mut self) {
         let _ = self.wait();
     }
+}
+
+type WriteJob = Box<dyn FnOnce() + Send>;
+
+/// How many threads create queued files.
+const WRITERS: usize = 2;
+
+/// The threads that create queued files, started on first use and kept for the process. Not
+/// rayon's pool: its idle threads spin on `sched_yield` before they sleep, which on two cores
+/// takes the CPU from the threads reading and staging packages; these block on the queue.
+fn writers() -> &'static mpsc::Sender<WriteJob> {
+    static QUEUE: std::sync::OnceLock<mpsc::Sender<WriteJob>> = std::sync::OnceLock::new();
+    QUEUE.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<WriteJob>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..WRITERS {
+            let rx = Arc::clone(&rx);
+            // A thread that cannot be started leaves fewer; with none, the sender's `send`
+            // fails and the caller writes the file itself.
+            let _ = std::thread::Builder::new()
+                .name(format!("prokit-write-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = lock(&rx).recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+        }
+        tx
+    })
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -927,6 +965,13 @@ pub struct Transaction {
     pending_bytes: usize,
     /// The shared buffer (its address) whose size `pending_bytes` counted last.
     pending_shared: usize,
+    /// The directories this transaction created (and has not undone): nothing of the root is
+    /// in them but what the transaction staged, so no path in one needs looking up.
+    created: std::collections::HashSet<String>,
+    /// Directories of the root looked up (or created) by this transaction, and their
+    /// permissions then: a package's parent directories are looked up once per transaction,
+    /// not once per package. Forgotten on undo.
+    known_dirs: std::collections::HashMap<String, u32>,
     /// The journal was emptied: the transaction ended.
     emptied: bool,
     /// Empty the journal at the end rather than delete it.
@@ -970,6 +1015,8 @@ impl Transaction {
             pending_bytes: 0,
             pending_shared: 0,
             emptied: false,
+            created: Default::default(),
+            known_dirs: Default::default(),
             reuse: db.reuses_journal(),
         };
         tx.append(JOURNAL_MAGIC)?;
@@ -1028,7 +1075,25 @@ impl Transaction {
     pub(crate) fn mkdir(&mut self, path: &str) -> Result<(), UnpackError> {
         self.append(&format!("dir\t{path}"))?;
         self.journal.dirs.push(path.to_string());
-        self.dirs.mkdir(path, 0o755)
+        self.dirs.mkdir(path, 0o755)?;
+        self.created.insert(path.to_string());
+        self.known_dirs.insert(path.to_string(), 0o755);
+        Ok(())
+    }
+
+    /// Whether this transaction created the directory `path`.
+    pub(crate) fn created(&self, path: &str) -> bool {
+        self.created.contains(path)
+    }
+
+    /// The permissions `path` had when this transaction found it a directory (or made it).
+    pub(crate) fn known_dir(&self, path: &str) -> Option<u32> {
+        self.known_dirs.get(path).copied()
+    }
+
+    /// Notes that `path` is a directory with permissions `perm` (see [`Transaction::known_dir`]).
+    pub(crate) fn know_dir(&mut self, path: &str, perm: u32) {
+        self.known_dirs.insert(path.to_string(), perm);
     }
 
     /// Gives a directory this transaction created `mode` at the end.
@@ -1038,8 +1103,8 @@ impl Transaction {
         Ok(())
     }
 
-    /// Plans renaming `tmp` onto `final_path` at commit. `fresh`: the final path cannot
-    /// exist (it lies in a directory this transaction created), so it is not looked up.
+    /// Plans renaming `tmp` onto `final_path` at commit. `fresh`: the final path is known not
+    /// to exist, so it is not looked up (nor is one in a directory this transaction created).
     ///
     /// A final path that does not exist now is journaled `putnew`: commit renames the
     /// temporary onto it with `RENAME_NOREPLACE` (one call, and nothing left to delete at the
@@ -1051,7 +1116,8 @@ impl Transaction {
         final_path: &str,
         fresh: bool,
     ) -> Result<(), UnpackError> {
-        let absent = fresh || !self.dirs.exists(final_path)?;
+        let absent =
+            fresh || self.created(parent_of(final_path)) || !self.dirs.exists(final_path)?;
         let n = self.next;
         self.next += 1;
         let record = if absent { "putnew" } else { "put" };
@@ -1236,7 +1302,9 @@ impl Transaction {
             .collect::<Vec<_>>()
         {
             let _ = self.dirs.rmdir(&d);
+            self.created.remove(&d);
         }
+        self.known_dirs.clear();
         self.journal.packages.truncate(mark.packages);
         self.journal.chmods.truncate(mark.chmods);
         self.journal.puts.truncate(mark.puts);
