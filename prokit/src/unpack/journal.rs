@@ -1373,35 +1373,53 @@ impl Transaction {
             });
         }
         let root = self.dirs.root();
-        let results: Vec<Result<PutDone, UnpackError>> = jobs
+        // A directory's renames are made by one thread, one after the other: each takes the
+        // directory's lock, and threads sharing one spin on it (most of a bootstrap's
+        // renames are into the database's `info/`). Threads take whole directories.
+        let mut by_dir: std::collections::HashMap<usize, Vec<usize>> = Default::default();
+        for (i, j) in jobs.iter().enumerate() {
+            by_dir
+                .entry(Arc::as_ptr(&j.dir) as usize)
+                .or_default()
+                .push(i);
+        }
+        let mut groups: Vec<Vec<usize>> = by_dir.into_values().collect();
+        // The biggest first, so that the others fill in beside it.
+        groups.sort_by_key(|g| std::cmp::Reverse(g.len()));
+        let rename = |j: &Job<'_>| {
+            let d = j.dir.as_raw_fd();
+            let step = || -> io::Result<PutDone> {
+                if j.absent && rename_noreplace(d, &j.tmp, d, &j.name)? {
+                    return Ok(PutDone::Renamed);
+                }
+                // The backup rename itself says whether the final path exists (one
+                // call instead of a lookup and a rename).
+                let backed = !j.absent
+                    && match rename_at(d, &j.name, d, &j.backup) {
+                        Ok(()) => true,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                        Err(e) => return Err(e),
+                    };
+                if backed {
+                    rename_at(d, &j.tmp, d, &j.name)?;
+                    Ok(PutDone::Backed)
+                } else {
+                    link_at(d, &j.tmp, d, &j.name)?;
+                    Ok(PutDone::Linked)
+                }
+            };
+            step().map_err(io_at(&join_root(root, j.final_path)))
+        };
+        let done: Vec<Vec<(usize, Result<PutDone, UnpackError>)>> = groups
             .par_iter()
-            .with_min_len(PARALLEL_AT / 2)
-            .map(|j| {
-                let d = j.dir.as_raw_fd();
-                let step = || -> io::Result<PutDone> {
-                    if j.absent && rename_noreplace(d, &j.tmp, d, &j.name)? {
-                        return Ok(PutDone::Renamed);
-                    }
-                    // The backup rename itself says whether the final path exists (one
-                    // call instead of a lookup and a rename).
-                    let backed = !j.absent
-                        && match rename_at(d, &j.name, d, &j.backup) {
-                            Ok(()) => true,
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-                            Err(e) => return Err(e),
-                        };
-                    if backed {
-                        rename_at(d, &j.tmp, d, &j.name)?;
-                        Ok(PutDone::Backed)
-                    } else {
-                        link_at(d, &j.tmp, d, &j.name)?;
-                        Ok(PutDone::Linked)
-                    }
-                };
-                step().map_err(io_at(&join_root(root, j.final_path)))
-            })
+            .map(|g| g.iter().map(|&i| (i, rename(&jobs[i]))).collect())
             .collect();
-        for r in results {
+        let mut results: Vec<Option<Result<PutDone, UnpackError>>> =
+            std::iter::repeat_with(|| None).take(jobs.len()).collect();
+        for (i, r) in done.into_iter().flatten() {
+            results[i] = Some(r);
+        }
+        for r in results.into_iter().flatten() {
             self.done_puts.push(r?);
         }
         Ok(true)
