@@ -1364,6 +1364,9 @@ impl Client {
     fn open_db(&self, progress: &dyn Progress) -> Result<Db, ClientError> {
         let mut db = Db::open(&self.opts.root, &self.config.db_dir())?;
         db.set_fsync(self.opts.durable);
+        // A fresh root being bootstrapped: nobody looks at it before it is done, so files in
+        // the directories a transaction creates are made in place (docs/crash-safety.md §5).
+        db.set_direct_new_dirs(self.opts.pipeline);
         // Packages never write the package manager's own state (docs/threats.md §19), the
         // audit trail included (§27).
         let audit = self.audit_rel();

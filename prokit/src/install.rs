@@ -2443,6 +2443,51 @@ mod tests {
     }
 
     #[test]
+    fn a_bootstrap_makes_new_files_in_place_and_a_kill_anywhere_keeps_all_or_none() {
+        // Packages read ahead, in a database set to make files in place in the directories
+        // a transaction creates (a bootstrap): the same root as installing each from its
+        // file, and a kill at any step leaves none of the three or all of them.
+        let dir = tempfile::tempdir().unwrap();
+        let pkgs = three_packages(dir.path());
+        let pre: Vec<crate::unpack::Preread> = pkgs
+            .iter()
+            .map(|p| crate::unpack::Preread::read(p, 1 << 20).expect("read ahead"))
+            .collect();
+        let skip = opts(ScriptMode::Skip);
+        let in_place = |db: &mut Db| -> Result<(), InstallError> {
+            db.set_direct_new_dirs(true);
+            let mut batch = Batch::new(db)?;
+            for (path, package) in pkgs.iter().zip(&pre) {
+                let file = crate::unpack::PackageFile::Decoded { path, package };
+                batch.install(db, file, false, &skip, None)?;
+            }
+            batch.flush(db)
+        };
+        let (one, direct) = (dir.path().join("one"), dir.path().join("direct"));
+        let mut db = open(&one);
+        for p in &pkgs {
+            install(&mut db, p, false, &skip).unwrap();
+        }
+        let mut db = open(&direct);
+        in_place(&mut db).unwrap();
+        assert_eq!(snapshot(&one), snapshot(&direct));
+        // Made in place: killed before its commit, the journal names a data file by its own
+        // path (a temporary would be `.prokit-N.new`).
+        let made_seen = (1..400).any(|step| {
+            let tmp = tempfile::tempdir().unwrap();
+            let mut db = open(&tmp.path().join("root"));
+            crate::unpack::arm_kill(Some(step));
+            let _ = in_place(&mut db);
+            crate::unpack::arm_kill(None);
+            fs::read_to_string(db.journal_path())
+                .is_ok_and(|j| j.contains("\nnew\t/usr/share/b/data\n") && !j.contains("\ndone"))
+        });
+        assert!(made_seen, "no journal named a file made in place");
+        let (olds, news) = kill_everywhere(&|_| {}, &in_place, true);
+        assert!(olds > 10 && news > 0, "{olds} {news}");
+    }
+
+    #[test]
     fn a_file_moving_between_packages_of_a_batch_lands_with_its_new_owner_in_either_order() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();

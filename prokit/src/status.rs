@@ -411,6 +411,8 @@ pub struct Db {
     fsync: bool,
     /// Transactions empty their journal for the next one instead of deleting it.
     reuse_journal: bool,
+    /// Transactions make new files in place in the directories they create.
+    direct_new_dirs: bool,
     /// The journal a finished transaction emptied, kept for the next one (unpack/journal.rs).
     spare_journal: Option<File>,
     /// The names in the info directory, listed on first use and kept up to date by installs
@@ -517,6 +519,7 @@ impl Db {
             reserved,
             fsync: true,
             reuse_journal: false,
+            direct_new_dirs: false,
             spare_journal: None,
             info_names: std::sync::OnceLock::new(),
             _locks: locks,
@@ -612,6 +615,19 @@ impl Db {
     /// Whether state files are fsynced.
     pub fn fsync_enabled(&self) -> bool {
         self.fsync
+    }
+
+    /// Lets transactions make new files at their final paths in the directories they create
+    /// (rather than under temporary names renamed at commit): a bootstrap of a fresh root,
+    /// where nobody looks at the root before it is done. Crash safety is the same (an undo
+    /// removes them, docs/crash-safety.md §5); what changes is that such files can be seen
+    /// before their transaction commits.
+    pub fn set_direct_new_dirs(&mut self, on: bool) {
+        self.direct_new_dirs = on;
+    }
+
+    pub(crate) fn direct_new_dirs(&self) -> bool {
+        self.direct_new_dirs
     }
 
     /// Adds the directories `dirs` (inside the root: the lists directory, prokit's state, the

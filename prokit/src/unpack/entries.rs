@@ -152,6 +152,10 @@ pub(super) struct Stager<'a> {
     /// The data tar being walked, when it was read ahead into memory: files are written
     /// from it rather than from copies.
     pub shared: Option<std::sync::Arc<Vec<u8>>>,
+    /// The package's conffiles (normalized), when its control was read before its data
+    /// (a package read ahead): files that are none of them may be made in place
+    /// ([`Transaction::may_make`]).
+    pub conffiles: Option<HashSet<String>>,
 }
 
 impl<'a> Stager<'a> {
@@ -173,6 +177,7 @@ impl<'a> Stager<'a> {
             // Made when the package has a file too big to be read whole (most have none).
             buf: Vec::new(),
             shared: None,
+            conffiles: None,
         }
     }
 
@@ -281,11 +286,13 @@ impl<'a> Stager<'a> {
         self.prepare_parents(&path, &shown)?;
         // In a directory this transaction made, nothing exists but the directories it made
         // there: its files wait under temporary names until commit.
-        let on_disk = if self.tx.created(parent_of(&path)) && !self.tx.created(&path) {
-            None
-        } else {
-            self.dirs().lstat(&path)?
-        };
+        let on_disk =
+            if self.tx.created(parent_of(&path)) && !self.tx.created(&path) && !self.tx.made(&path)
+            {
+                None
+            } else {
+                self.dirs().lstat(&path)?
+            };
         if kind == Kind::Dir {
             match on_disk {
                 None => {
@@ -315,6 +322,29 @@ impl<'a> Stager<'a> {
         if on_disk.is_some_and(|m| m.is_dir()) {
             return Err(self.refuse(&shown, format!("{path} is a directory in the root")));
         }
+        if kind == Kind::File && !hard_link && on_disk.is_none() {
+            // A new file in a directory this transaction made, read ahead into memory, and
+            // neither a conffile nor a file of trust: made at its final path.
+            let data = match (&self.shared, &self.conffiles) {
+                (Some(buf), Some(conffiles))
+                    if !conffiles.contains(&path)
+                        && trust_reason(&path, FileKind::File).is_none()
+                        && self.tx.may_make(&path) =>
+                {
+                    feeds::package::entry_data_range(e).and_then(|r| Bytes::shared(buf, r))
+                }
+                _ => None,
+            };
+            if let Some(data) = data {
+                let sha = hex::encode(match digest {
+                    Some(d) => d,
+                    None => Sha256::digest(data.as_slice()).into(),
+                });
+                self.tx.make_later(&path, data, mode, Some(mtime))?;
+                self.plan(&path, &shown, Kind::File, mode, Some(sha), None, None);
+                return Ok(());
+            }
+        }
         let tmp = self.tx.new_temp(parent_of(&path))?;
         match kind {
             Kind::File if hard_link => {
@@ -341,7 +371,10 @@ impl<'a> Stager<'a> {
                 };
                 let (src_tmp, sha, tmode) = {
                     let t = &self.entries[i];
-                    (t.tmp.clone().unwrap_or_default(), t.sha256.clone(), t.mode)
+                    // Where the file is now: its temporary name, or its path when it was
+                    // made in place.
+                    let src = t.tmp.clone().unwrap_or_else(|| t.path.clone());
+                    (src, t.sha256.clone(), t.mode)
                 };
                 // The file linked to may still be waiting to be created.
                 self.tx.flush_writes()?;

@@ -903,6 +903,7 @@ pub(crate) fn valid_journal_path(p: &str) -> bool {
 pub(crate) struct Mark {
     packages: usize,
     news: usize,
+    made: usize,
     dirs: usize,
     chmods: usize,
     puts: usize,
@@ -938,6 +939,12 @@ pub struct Transaction {
     /// permissions then: a package's parent directories are looked up once per transaction,
     /// not once per package. Forgotten on undo.
     known_dirs: std::collections::HashMap<String, u32>,
+    /// Files are made at their final paths in directories this transaction created
+    /// ([`Transaction::make_later`]; [`Db::set_direct_new_dirs`]).
+    direct: bool,
+    /// The files made at their final paths, in order (journaled `new` like temporaries).
+    made: Vec<String>,
+    made_set: std::collections::HashSet<String>,
     /// The journal was emptied: the transaction ended.
     emptied: bool,
     /// Empty the journal at the end rather than delete it.
@@ -983,6 +990,9 @@ impl Transaction {
             emptied: false,
             created: Default::default(),
             known_dirs: Default::default(),
+            direct: db.direct_new_dirs(),
+            made: Vec::new(),
+            made_set: Default::default(),
             reuse: db.reuses_journal(),
         };
         tx.append(JOURNAL_MAGIC)?;
@@ -1037,6 +1047,42 @@ impl Transaction {
         Ok(tmp)
     }
 
+    /// Whether a new file at `path` may be made at its final path rather than under a
+    /// temporary name renamed at commit: in direct mode, when its directory was created by
+    /// this transaction (so nothing of the old root is there) and no file of this
+    /// transaction was made there already.
+    pub(crate) fn may_make(&self, path: &str) -> bool {
+        self.direct && self.created(parent_of(path)) && !self.made_set.contains(path)
+    }
+
+    /// Whether this transaction made a file at `path` ([`Transaction::make_later`]).
+    pub(crate) fn made(&self, path: &str) -> bool {
+        self.made_set.contains(path)
+    }
+
+    /// Makes the new file `path` (see [`Transaction::may_make`]) at its final path, holding
+    /// `data` with `mode` and `mtime`, by the next [`Transaction::flush_writes`] at the
+    /// latest. It is journaled `new` first, as a temporary file is: until the transaction
+    /// is done, undo and recovery remove it (and then its directory); once done, it stays
+    /// (docs/crash-safety.md §5, "Files made in place").
+    pub(crate) fn make_later(
+        &mut self,
+        path: &str,
+        data: impl Into<Bytes>,
+        mode: u32,
+        mtime: Option<u64>,
+    ) -> Result<(), UnpackError> {
+        debug_assert!(self.may_make(path));
+        self.append(&format!("new\t{path}"))?;
+        self.journal.news.push(path.to_string());
+        self.made.push(path.to_string());
+        self.made_set.insert(path.to_string());
+        let w = self
+            .dirs
+            .pending_write(path, data.into(), mode, mtime, false)?;
+        self.queue(w)
+    }
+
     /// Creates directory `path` (journaled first), mode 0755.
     pub(crate) fn mkdir(&mut self, path: &str) -> Result<(), UnpackError> {
         self.append(&format!("dir\t{path}"))?;
@@ -1082,8 +1128,9 @@ impl Transaction {
         final_path: &str,
         fresh: bool,
     ) -> Result<(), UnpackError> {
-        let absent =
-            fresh || self.created(parent_of(final_path)) || !self.dirs.exists(final_path)?;
+        // A file this transaction made there may not be written yet: it is not absent.
+        let absent = !self.made(final_path)
+            && (fresh || self.created(parent_of(final_path)) || !self.dirs.exists(final_path)?);
         let n = self.next;
         self.next += 1;
         let record = if absent { "putnew" } else { "put" };
@@ -1239,6 +1286,7 @@ impl Transaction {
         Mark {
             packages: self.journal.packages.len(),
             news: self.journal.news.len(),
+            made: self.made.len(),
             dirs: self.journal.dirs.len(),
             chmods: self.journal.chmods.len(),
             puts: self.journal.puts.len(),
@@ -1271,6 +1319,9 @@ impl Transaction {
             self.created.remove(&d);
         }
         self.known_dirs.clear();
+        for m in self.made.drain(mark.made..) {
+            self.made_set.remove(&m);
+        }
         self.journal.packages.truncate(mark.packages);
         self.journal.chmods.truncate(mark.chmods);
         self.journal.puts.truncate(mark.puts);
@@ -1281,8 +1332,8 @@ impl Transaction {
         Ok(())
     }
 
-    /// The paths planned since `mark`: final paths of `put`s and `del`s, and directories to
-    /// remove when empty.
+    /// The paths planned since `mark`: final paths of `put`s and `del`s, files made in place,
+    /// and directories to remove when empty.
     pub(crate) fn planned_since(&self, mark: &Mark) -> (Vec<&str>, Vec<&str>) {
         let files = self.journal.puts[mark.puts..]
             .iter()
@@ -1292,6 +1343,7 @@ impl Transaction {
                     .iter()
                     .map(|(_, p)| p.as_str()),
             )
+            .chain(self.made[mark.made..].iter().map(String::as_str))
             .collect();
         let rmdirs = self.journal.rmdirs[mark.rmdirs..]
             .iter()
@@ -2053,6 +2105,56 @@ mod tests {
         for t in temps.iter().chain([&b, &d]) {
             assert!(!root.join(t.trim_start_matches('/')).exists(), "{t}");
         }
+    }
+
+    #[test]
+    fn in_direct_mode_files_are_made_in_place_in_new_directories_and_undone_by_recovery() {
+        let (_tmp, root, _outside) = scene();
+        let mut db = crate::status::Db::open(&root, crate::status::DEFAULT_DB_DIR).unwrap();
+        db.set_fsync(false);
+        // Off unless asked for.
+        let mut tx = Transaction::begin(&mut db, "install x").unwrap();
+        tx.mkdir("/opt").unwrap();
+        assert!(!tx.may_make("/opt/f"));
+        tx.rollback().unwrap();
+        assert!(!root.join("opt").exists());
+        db.set_direct_new_dirs(true);
+        let mut tx = Transaction::begin(&mut db, "install x").unwrap();
+        assert!(
+            !tx.may_make("/usr/lib/f"),
+            "a directory the transaction did not make"
+        );
+        tx.mkdir("/opt").unwrap();
+        assert!(tx.may_make("/opt/f"));
+        tx.make_later("/opt/f", b"made".to_vec(), 0o640, Some(1_000_000))
+            .unwrap();
+        assert!(!tx.may_make("/opt/f") && tx.made("/opt/f"), "made already");
+        // A put there later in the transaction is not taken for a new path.
+        let t = tx.new_temp("/opt").unwrap();
+        tx.write_later(&t, b"other".to_vec(), 0o644, None).unwrap();
+        tx.put(&t, "/opt/f", false).unwrap();
+        assert_eq!(tx.journal.absent, vec![false]);
+        tx.flush_writes().unwrap();
+        assert_eq!(fs::read(root.join("opt/f")).unwrap(), b"made");
+        let text = fs::read_to_string(db.journal_path()).unwrap();
+        assert!(text.contains("new\t/opt/f\n"), "{text}");
+        // Killed here, before commit: recovery removes the file, then its directory.
+        drop(tx);
+        assert!(recover_journal(&db).unwrap().is_some());
+        assert!(!root.join("opt").exists());
+        // Committed and done: the file stays where it was made, and nothing else is left.
+        let mut tx = Transaction::begin(&mut db, "install x").unwrap();
+        tx.mkdir("/opt").unwrap();
+        tx.make_later("/opt/f", b"made".to_vec(), 0o640, None)
+            .unwrap();
+        tx.commit().unwrap();
+        tx.finish().unwrap();
+        let names: Vec<_> = fs::read_dir(root.join("opt"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("f")]);
+        assert_eq!(fs::read(root.join("opt/f")).unwrap(), b"made");
     }
 
     #[test]

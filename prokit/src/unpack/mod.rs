@@ -373,6 +373,15 @@ pub fn unpack(
     let mut stager = entries::Stager::new(db_ro, tx, opts, label.clone());
     if let PackageFile::Decoded { package, .. } = pkg {
         stager.shared = Some(package.package.data_tar().clone());
+        stager.conffiles = Some(
+            package
+                .package
+                .package
+                .conffiles()
+                .iter()
+                .filter_map(|c| normalize_name(c.trim_start_matches('/').as_bytes()).ok()?)
+                .collect(),
+        );
     }
     let mut failure: Option<UnpackError> = None;
     let read = {
