@@ -146,7 +146,8 @@ pub(super) struct Stager<'a> {
     pub entries: Vec<Planned>,
     /// Paths known to be real directories in the root.
     pub verified: HashSet<String>,
-    /// Directories this transaction created.
+    /// Directories this package created: its own directory entries among them get their
+    /// modes at commit.
     pub created: HashSet<String>,
     pub buf: Vec<u8>,
     /// The data tar being walked, when it was read ahead into memory: files are written
@@ -325,21 +326,18 @@ impl<'a> Stager<'a> {
         if kind == Kind::File && !hard_link && on_disk.is_none() {
             // A new file in a directory this transaction made, read ahead into memory, and
             // neither a conffile nor a file of trust: made at its final path.
-            let data = match (&self.shared, &self.conffiles) {
-                (Some(buf), Some(conffiles))
+            let data = match &self.conffiles {
+                Some(conffiles)
                     if !conffiles.contains(&path)
                         && trust_reason(&path, FileKind::File).is_none()
                         && self.tx.may_make(&path) =>
                 {
-                    feeds::package::entry_data_range(e).and_then(|r| Bytes::shared(buf, r))
+                    self.shared_data(e)
                 }
                 _ => None,
             };
             if let Some(data) = data {
-                let sha = hex::encode(match digest {
-                    Some(d) => d,
-                    None => Sha256::digest(data.as_slice()).into(),
-                });
+                let sha = sha_hex(digest, data.as_slice());
                 self.tx.make_later(&path, data, mode, Some(mtime))?;
                 self.plan(&path, &shown, Kind::File, mode, Some(sha), None, None);
                 return Ok(());
@@ -518,6 +516,13 @@ impl<'a> Stager<'a> {
         Ok(())
     }
 
+    /// A regular file's contents in the data tar read ahead, when the package was read ahead
+    /// (and the entry lies within it).
+    fn shared_data(&self, e: &DataEntry<'_, '_>) -> Option<Bytes> {
+        let buf = self.shared.as_ref()?;
+        feeds::package::entry_data_range(e).and_then(|r| Bytes::shared(buf, r))
+    }
+
     /// Streams a regular file's contents into the new temporary file `tmp`; returns its
     /// SHA-256.
     fn write_file(
@@ -536,15 +541,8 @@ impl<'a> Stager<'a> {
         // A package read ahead holds its files in memory already: each is created from there
         // with the package's others, in parallel (`Transaction::write_later`), whatever its
         // size.
-        if let Some(data) = self
-            .shared
-            .as_ref()
-            .and_then(|buf| feeds::package::entry_data_range(e).and_then(|r| Bytes::shared(buf, r)))
-        {
-            let sha = match digest {
-                Some(d) => hex::encode(d),
-                None => hex::encode(Sha256::digest(data.as_slice())),
-            };
+        if let Some(data) = self.shared_data(e) {
+            let sha = sha_hex(digest, data.as_slice());
             self.tx.write_later(tmp, data, mode, Some(mtime))?;
             return Ok(sha);
         }
@@ -556,10 +554,7 @@ impl<'a> Stager<'a> {
             e.take(SMALL_FILE + 1)
                 .read_to_end(&mut data)
                 .map_err(|err| read_error(e, err))?;
-            let sha = match digest {
-                Some(d) => hex::encode(d),
-                None => hex::encode(Sha256::digest(&data)),
-            };
+            let sha = sha_hex(digest, &data);
             self.tx.write_later(tmp, data, mode, Some(mtime))?;
             return Ok(sha);
         }
@@ -589,6 +584,11 @@ impl<'a> Stager<'a> {
     }
 }
 
+/// The SHA-256 (hex) of `data`: `digest` when the reading ahead took it already.
+fn sha_hex(digest: Option<[u8; 32]>, data: &[u8]) -> String {
+    hex::encode(digest.unwrap_or_else(|| Sha256::digest(data).into()))
+}
+
 /// After the whole package was read: conffiles, trust files, file ownership, the plan of
 /// renames.
 pub(super) fn settle(
@@ -598,7 +598,6 @@ pub(super) fn settle(
     package: Package,
     mut entries: Vec<Planned>,
     planned: HashMap<String, (Kind, usize)>,
-    created: HashSet<String>,
 ) -> Result<Unpacked, UnpackError> {
     let name = package.name().to_string();
     let who = format!("package {name} {}", package.version());
@@ -755,8 +754,7 @@ pub(super) fn settle(
     }
     for e in &entries {
         if let Some(tmp) = &e.tmp {
-            let fresh = created.contains(parent_of(&e.final_path));
-            tx.put(tmp, &e.final_path, fresh)?;
+            tx.put(tmp, &e.final_path)?;
         }
     }
     Ok(Unpacked {

@@ -1115,22 +1115,17 @@ impl Transaction {
         Ok(())
     }
 
-    /// Plans renaming `tmp` onto `final_path` at commit. `fresh`: the final path is known not
-    /// to exist, so it is not looked up (nor is one in a directory this transaction created).
+    /// Plans renaming `tmp` onto `final_path` at commit. A final path in a directory this
+    /// transaction created is not looked up: nothing of the root is there.
     ///
     /// A final path that does not exist now is journaled `putnew`: commit renames the
     /// temporary onto it with `RENAME_NOREPLACE` (one call, and nothing left to delete at the
     /// end) instead of hard-linking it there and deleting the temporary name at the end. If
     /// something appeared there meanwhile, the commit fails and is undone.
-    pub(crate) fn put(
-        &mut self,
-        tmp: &str,
-        final_path: &str,
-        fresh: bool,
-    ) -> Result<(), UnpackError> {
+    pub(crate) fn put(&mut self, tmp: &str, final_path: &str) -> Result<(), UnpackError> {
         // A file this transaction made there may not be written yet: it is not absent.
         let absent = !self.made(final_path)
-            && (fresh || self.created(parent_of(final_path)) || !self.dirs.exists(final_path)?);
+            && (self.created(parent_of(final_path)) || !self.dirs.exists(final_path)?);
         let n = self.next;
         self.next += 1;
         let record = if absent { "putnew" } else { "put" };
@@ -1167,7 +1162,7 @@ impl Transaction {
     ) -> Result<(), UnpackError> {
         let tmp = self.new_temp(parent_of(final_path))?;
         self.write_later(&tmp, data.to_vec(), mode, None)?;
-        self.put(&tmp, final_path, false)
+        self.put(&tmp, final_path)
     }
 
     /// Creates the temporary file `tmp` (already journaled by [`Transaction::new_temp`])
@@ -1985,7 +1980,7 @@ mod tests {
             let t = tx.new_temp("/usr/lib").unwrap();
             tx.write_later(&t, data.as_bytes().to_vec(), 0o644, None)
                 .unwrap();
-            tx.put(&t, path, false).unwrap();
+            tx.put(&t, path).unwrap();
         }
         assert_eq!(tx.journal.absent, vec![true, false]);
         tx.commit().unwrap();
@@ -2031,7 +2026,7 @@ mod tests {
         let t = tx.new_temp("/usr/lib").unwrap();
         tx.write_later(&t, b"package".to_vec(), 0o644, None)
             .unwrap();
-        tx.put(&t, "/usr/lib/racy", false).unwrap();
+        tx.put(&t, "/usr/lib/racy").unwrap();
         fs::write(root.join("usr/lib/racy"), "someone else's").unwrap();
         let err = tx.commit().unwrap_err().to_string();
         assert!(
@@ -2132,7 +2127,7 @@ mod tests {
         // A put there later in the transaction is not taken for a new path.
         let t = tx.new_temp("/opt").unwrap();
         tx.write_later(&t, b"other".to_vec(), 0o644, None).unwrap();
-        tx.put(&t, "/opt/f", false).unwrap();
+        tx.put(&t, "/opt/f").unwrap();
         assert_eq!(tx.journal.absent, vec![false]);
         tx.flush_writes().unwrap();
         assert_eq!(fs::read(root.join("opt/f")).unwrap(), b"made");
@@ -2166,7 +2161,7 @@ mod tests {
             let mut tx = Transaction::begin(&mut db, "install evil").unwrap();
             let t = tx.new_temp("/usr/lib").unwrap();
             tx.write_later(&t, b"new".to_vec(), 0o644, None).unwrap();
-            tx.put(&t, "/usr/lib/sentinel", false).unwrap();
+            tx.put(&t, "/usr/lib/sentinel").unwrap();
             tx.commit().unwrap();
             // Killed here: the journal stays.
         }

@@ -433,12 +433,9 @@ pub fn unpack(
         }
     };
     let entries::Stager {
-        entries,
-        planned,
-        created,
-        ..
+        entries, planned, ..
     } = stager;
-    entries::settle(db, tx, opts, package, entries, planned, created)
+    entries::settle(db, tx, opts, package, entries, planned)
 }
 
 /// `name version (file)` for error messages, read again from the file (only on failure).
