@@ -11,7 +11,8 @@
 //! removed, or eight bits of the fingerprint (a *tag*). A lookup walks the tags and reads from
 //! the file only the records whose tag matches (1 in 254 of the others), so that a path no
 //! package owns — most of what a bootstrap asks — costs no read at all, and adding one costs
-//! one write.
+//! one write. A small table (up to [`IN_MEMORY_SLOTS`] slots, 160 KiB of records: a root of a
+//! few hundred packages) keeps its records in memory instead, and costs no system call at all.
 
 use safe_fs::FileAt;
 use std::fs::File;
@@ -25,6 +26,8 @@ const EMPTY: u8 = 0;
 const REMOVED: u8 = 1;
 /// A record: the fingerprint's two halves and the value, little-endian.
 const RECORD: usize = 20;
+/// Tables of up to this many slots keep their records in memory.
+const IN_MEMORY_SLOTS: usize = 8192;
 
 /// A path's keyed 128-bit fingerprint ([`ScratchTable::key`]).
 pub(crate) type Key = [u64; 2];
@@ -40,6 +43,9 @@ pub(crate) struct ScratchTable {
     keys: [RandomState; 2],
     /// Keep the records in memory (the tests of that fallback).
     memory: bool,
+    /// Keep them in memory up to this many slots ([`IN_MEMORY_SLOTS`]; the tests of the
+    /// scratch file set less).
+    in_memory_slots: usize,
 }
 
 /// Where the records are: the scratch file, or memory when no scratch file can be made (a
@@ -99,6 +105,7 @@ impl Default for ScratchTable {
             live: 0,
             keys: [RandomState::new(), RandomState::new()],
             memory: false,
+            in_memory_slots: IN_MEMORY_SLOTS,
         }
     }
 }
@@ -210,7 +217,7 @@ impl ScratchTable {
     /// the new. Built aside and swapped in whole: on an error the table is as it was.
     fn rebuild(&mut self) -> io::Result<()> {
         let slots = ((self.live + 1) * 3).next_power_of_two().max(64);
-        let mut records = Records::new(slots, self.memory);
+        let mut records = Records::new(slots, self.memory || slots <= self.in_memory_slots);
         let mut tags = vec![EMPTY; slots];
         let mut put = |key: Key, value: u32| -> io::Result<()> {
             let at = free_slot(&tags, key);
@@ -282,11 +289,31 @@ mod tests {
 
     #[test]
     fn it_holds_what_a_hash_map_holds_through_inserts_replacements_and_removals() {
+        holds_what_a_hash_map_holds(ScratchTable {
+            in_memory_slots: 0,
+            ..ScratchTable::default()
+        });
+    }
+
+    /// A small table keeps its records in memory; grown past [`IN_MEMORY_SLOTS`], it moves
+    /// them to a scratch file and still holds every one.
+    #[test]
+    fn a_small_table_is_kept_in_memory_and_moves_to_a_file_as_it_grows() {
         holds_what_a_hash_map_holds(ScratchTable::default());
-        assert!(matches!(
-            ScratchTable::default().records,
-            None | Some(Records::File(_))
-        ));
+        let mut table = ScratchTable::default();
+        let paths = |n: u32| (0..n).map(|i| format!("/usr/share/p{i}"));
+        for (i, p) in paths(2000).enumerate() {
+            table.insert(&p, i as u32).unwrap();
+        }
+        assert!(matches!(table.records, Some(Records::Memory(_))));
+        for (i, p) in paths(6000).enumerate() {
+            table.insert(&p, i as u32).unwrap();
+        }
+        assert!(table.tags.len() > IN_MEMORY_SLOTS);
+        assert!(matches!(table.records, Some(Records::File(_))));
+        for (i, p) in paths(6000).enumerate() {
+            assert_eq!(table.get(&p).unwrap(), Some(i as u32), "{p}");
+        }
     }
 
     /// The same with the records in memory, as when no scratch file can be made.
@@ -341,7 +368,7 @@ mod tests {
         // The records are where they were asked for.
         assert_eq!(
             matches!(table.records, Some(Records::Memory(_))),
-            table.memory
+            table.memory || table.tags.len() <= table.in_memory_slots
         );
     }
 

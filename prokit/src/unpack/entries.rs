@@ -285,35 +285,41 @@ impl<'a> Stager<'a> {
             return Err(self.refuse(&shown, format!("{path} appears twice in the archive")));
         }
         self.prepare_parents(&path, &shown)?;
-        // In a directory this transaction made, nothing exists but the directories it made
-        // there: its files wait under temporary names until commit.
-        let on_disk =
-            if self.tx.created(parent_of(&path)) && !self.tx.created(&path) && !self.tx.made(&path)
-            {
-                None
-            } else {
-                self.dirs().lstat(&path)?
-            };
+        // A directory this transaction found (or made) is not looked up again. In a directory
+        // it made, nothing exists but the directories it made there: its files wait under
+        // temporary names until commit.
+        let known_dir = kind == Kind::Dir && self.tx.known_dir(&path).is_some();
+        let on_disk = if known_dir
+            || self.tx.created(parent_of(&path)) && !self.tx.created(&path) && !self.tx.made(&path)
+        {
+            None
+        } else {
+            self.dirs().lstat(&path)?
+        };
         if kind == Kind::Dir {
             match on_disk {
-                None => {
+                None if !known_dir => {
                     self.tx.mkdir(&path)?;
                     self.created.insert(path.clone());
                     self.tx.chmod_later(&path, mode)?;
                 }
-                Some(m) if m.is_dir() => {
-                    if self.created.contains(&path) {
-                        self.tx.chmod_later(&path, mode)?;
-                    }
-                }
                 // A directory entry on an existing symlink writes nothing; anything below
                 // it is refused by `prepare_parents`.
                 Some(m) if m.is_symlink() => return Ok(()),
-                Some(_) => {
+                Some(m) if !m.is_dir() => {
                     return Err(self.refuse(
                         &shown,
                         format!("{path} exists in the root and is not a directory"),
                     ));
+                }
+                // A directory already there.
+                found => {
+                    if let Some(m) = found {
+                        self.tx.know_dir(&path, m.perm());
+                    }
+                    if self.created.contains(&path) {
+                        self.tx.chmod_later(&path, mode)?;
+                    }
                 }
             }
             self.verified.insert(path.clone());
