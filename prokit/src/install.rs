@@ -883,12 +883,19 @@ fn plan_install(
         }
     }
 
-    // Database files of this package.
+    // Database files of this package. In a fresh database a package not installed has none
+    // yet: they are made at their final paths (Db::fresh_info).
     let info_rel = info_rel(db)?;
+    let in_place = db.fresh_info() && old.is_none();
     let mut new_info: BTreeSet<String> = BTreeSet::new();
     let mut put_info = |tx: &mut Transaction, suffix: &str, data: &[u8], mode: u32| {
         new_info.insert(suffix.to_string());
-        tx.put_bytes(&format!("{info_rel}/{name}.{suffix}"), data, mode)
+        let path = format!("{info_rel}/{name}.{suffix}");
+        if in_place && !tx.made(&path) {
+            tx.make_later(&path, data.to_vec(), mode, None)
+        } else {
+            tx.put_bytes(&path, data, mode)
+        }
     };
     put_info(tx, "control", staged.package.control_text.as_bytes(), 0o644)?;
     for m in &staged.package.control_files {
@@ -2471,20 +2478,64 @@ mod tests {
         let mut db = open(&direct);
         in_place(&mut db).unwrap();
         assert_eq!(snapshot(&one), snapshot(&direct));
-        // Made in place: killed before its commit, the journal names a data file by its own
-        // path (a temporary would be `.prokit-N.new`).
-        let made_seen = (1..400).any(|step| {
+        // Made in place: killed before its commit, the journal names a data file and an info
+        // file (the database's is fresh) by their own paths (a temporary would be
+        // `.prokit-N.new`).
+        let made_seen = |step: u64, path: &str| {
             let tmp = tempfile::tempdir().unwrap();
             let mut db = open(&tmp.path().join("root"));
             crate::unpack::arm_kill(Some(step));
             let _ = in_place(&mut db);
             crate::unpack::arm_kill(None);
             fs::read_to_string(db.journal_path())
-                .is_ok_and(|j| j.contains("\nnew\t/usr/share/b/data\n") && !j.contains("\ndone"))
-        });
-        assert!(made_seen, "no journal named a file made in place");
+                .is_ok_and(|j| j.contains(&format!("\nnew\t{path}\n")) && !j.contains("\ndone"))
+        };
+        for path in ["/usr/share/b/data", "/usr/lib/opkg/info/b.list"] {
+            assert!(
+                (1..400).any(|step| made_seen(step, path)),
+                "no journal named {path} made in place"
+            );
+        }
         let (olds, news) = kill_everywhere(&|_| {}, &in_place, true);
         assert!(olds > 10 && news > 0, "{olds} {news}");
+    }
+
+    #[test]
+    fn a_bootstrap_over_a_database_with_info_files_makes_none_of_them_in_place() {
+        // The info directory holds a file before the bootstrap (a stray `b.control` of a
+        // package not installed): it is not fresh, so b's info files go under temporary
+        // names, put over what is there at commit. Made in place, b.control would fail to be
+        // created, and the undo would delete the stray file: neither the old state nor the new.
+        let dir = tempfile::tempdir().unwrap();
+        let pkgs = three_packages(dir.path());
+        let pre: Vec<crate::unpack::Preread> = pkgs
+            .iter()
+            .map(|p| crate::unpack::Preread::read(p, 1 << 20).expect("read ahead"))
+            .collect();
+        let skip = opts(ScriptMode::Skip);
+        let stray = |root: &Path| {
+            let info = root.join("usr/lib/opkg/info");
+            fs::create_dir_all(&info).unwrap();
+            fs::write(info.join("b.control"), "left by someone\n").unwrap();
+        };
+        let bootstrap = |db: &mut Db| -> Result<(), InstallError> {
+            db.set_direct_new_dirs(true);
+            assert!(!db.fresh_info());
+            let mut batch = Batch::new(db)?;
+            for (path, package) in pkgs.iter().zip(&pre) {
+                let file = crate::unpack::PackageFile::Decoded { path, package };
+                batch.install(db, file, false, &skip, None)?;
+            }
+            batch.flush(db)
+        };
+        let (olds, news) = kill_everywhere(&stray, &bootstrap, true);
+        assert!(olds > 10 && news > 0, "{olds} {news}");
+        // An empty one is fresh.
+        let mut db = open(&dir.path().join("fresh"));
+        db.set_direct_new_dirs(true);
+        assert!(db.fresh_info());
+        db.set_direct_new_dirs(false);
+        assert!(!db.fresh_info());
     }
 
     #[test]

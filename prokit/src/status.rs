@@ -413,6 +413,8 @@ pub struct Db {
     reuse_journal: bool,
     /// Transactions make new files in place in the directories they create.
     direct_new_dirs: bool,
+    /// The info directory was empty when that was turned on ([`Db::fresh_info`]).
+    fresh_info: bool,
     /// The journal a finished transaction emptied, kept for the next one (unpack/journal.rs).
     spare_journal: Option<File>,
     /// The names in the info directory, listed on first use and kept up to date by installs
@@ -520,6 +522,7 @@ impl Db {
             fsync: true,
             reuse_journal: false,
             direct_new_dirs: false,
+            fresh_info: false,
             spare_journal: None,
             info_names: std::sync::OnceLock::new(),
             _locks: locks,
@@ -622,8 +625,20 @@ impl Db {
     /// where nobody looks at the root before it is done. Crash safety is the same (an undo
     /// removes them, docs/crash-safety.md §5); what changes is that such files can be seen
     /// before their transaction commits.
+    ///
+    /// When the info directory is empty then (a fresh root), the info files of a package
+    /// being installed are made in place too ([`Db::fresh_info`]).
     pub fn set_direct_new_dirs(&mut self, on: bool) {
         self.direct_new_dirs = on;
+        self.fresh_info = on && fs::read_dir(&self.info).is_ok_and(|mut d| d.next().is_none());
+    }
+
+    /// Whether the info directory was empty when direct mode was turned on. Then every file
+    /// in it is one this database's transactions wrote (it holds the locks), and a package
+    /// that is not in the status has none there: an install of it may make its info files
+    /// at their final paths (docs/crash-safety.md §5, "Files made in place").
+    pub(crate) fn fresh_info(&self) -> bool {
+        self.fresh_info
     }
 
     pub(crate) fn direct_new_dirs(&self) -> bool {

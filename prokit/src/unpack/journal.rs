@@ -1060,11 +1060,14 @@ impl Transaction {
         self.made_set.contains(path)
     }
 
-    /// Makes the new file `path` (see [`Transaction::may_make`]) at its final path, holding
+    /// Makes the new file `path` at its final path, holding
     /// `data` with `mode` and `mtime`, by the next [`Transaction::flush_writes`] at the
     /// latest. It is journaled `new` first, as a temporary file is: until the transaction
     /// is done, undo and recovery remove it (and then its directory); once done, it stays
-    /// (docs/crash-safety.md §5, "Files made in place").
+    /// (docs/crash-safety.md §5, "Files made in place"). The caller knows that nothing is at
+    /// `path` and nothing but this transaction makes a file there: its directory is new
+    /// ([`Transaction::may_make`]), or it is the info file of a package being installed in
+    /// a fresh database ([`crate::status::Db::fresh_info`]).
     pub(crate) fn make_later(
         &mut self,
         path: &str,
@@ -1072,7 +1075,7 @@ impl Transaction {
         mode: u32,
         mtime: Option<u64>,
     ) -> Result<(), UnpackError> {
-        debug_assert!(self.may_make(path));
+        debug_assert!(!self.made(path));
         self.append(&format!("new\t{path}"))?;
         self.journal.news.push(path.to_string());
         self.made.push(path.to_string());
