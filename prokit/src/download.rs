@@ -401,15 +401,18 @@ fn download_from(
 
 /// Whether `dest` already holds exactly the item (size, then SHA-256 of at most `size` bytes).
 fn cached_copy_matches(item: &DownloadItem, expected: &str) -> Result<bool, DownloadError> {
-    let file = match File::open(&item.dest) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => {
-            return Err(DownloadError::Io {
-                path: item.dest.clone(),
-                reason: format!("cannot open the cached file: {e}"),
-            });
-        }
+    // The cache is inside the root: what is at `dest` is read only if it is a regular file,
+    // never through a symlink (which could lead out of the root) nor from a FIFO (which
+    // would never end). Anything else is downloaded again and renamed over it.
+    let (Some(dir), Some(name)) = (
+        item.dest.parent(),
+        item.dest.file_name().and_then(|n| n.to_str()),
+    ) else {
+        return Ok(false);
+    };
+    let file = match safe_fs::Dir::open(dir).and_then(|d| d.open_file(name)) {
+        Ok(Some(f)) => f,
+        Ok(None) | Err(_) => return Ok(false),
     };
     match file.metadata() {
         Ok(m) if m.is_file() && m.len() == item.size => {}
@@ -619,6 +622,35 @@ mod tests {
         assert!(seen.iter().all(|(_, reused)| !reused), "{seen:?}");
         assert_eq!(fs::read(&items[0].dest).unwrap(), f.files[0].1);
         assert_eq!(fs::read(&items[1].dest).unwrap(), f.files[1].1);
+    }
+
+    #[test]
+    fn threat18_a_cached_copy_is_never_read_through_a_symlink_or_from_a_fifo() {
+        // The cache is inside the root, which may be hostile: a symlink at a package's cache
+        // path to a file outside the root holding exactly the package's bytes is not read
+        // (nothing outside the root is opened through the root), and a FIFO there does not
+        // hang the download. Both are downloaded again and replaced by regular files.
+        let f = feed(2);
+        let items = f.items(&f.server.url());
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("copy.ipk");
+        fs::write(&target, &f.files[0].1).unwrap();
+        std::os::unix::fs::symlink(&target, &items[0].dest).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&items[1].dest)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (r, seen) = run(&items, 2);
+        r.unwrap();
+        assert!(seen.iter().all(|(_, reused)| !reused), "{seen:?}");
+        for (item, (_, data)) in items.iter().zip(&f.files) {
+            let m = fs::symlink_metadata(&item.dest).unwrap();
+            assert!(m.is_file(), "{}", item.dest.display());
+            assert_eq!(&fs::read(&item.dest).unwrap(), data);
+        }
+        // The file outside is as it was.
+        assert_eq!(fs::read(&target).unwrap(), f.files[0].1);
     }
 
     #[test]
