@@ -1018,6 +1018,8 @@ fn plan_install(
         special,
         scripts,
     };
+    // What the package queued goes to the pool now, not with the next package's files.
+    tx.start_writes()?;
     Ok(InstallPlan {
         name,
         old_version,

@@ -382,7 +382,7 @@ impl<'a> Stager<'a> {
                 };
                 // The file linked to may still be waiting to be created.
                 self.tx.flush_writes()?;
-                self.dirs().hard_link(&src_tmp, &tmp)?;
+                self.tx.dirs_to_change()?.hard_link(&src_tmp, &tmp)?;
                 self.plan(&path, &shown, Kind::File, tmode, sha, None, Some(tmp));
             }
             Kind::File => {
@@ -402,7 +402,7 @@ impl<'a> Stager<'a> {
                         ));
                     }
                 };
-                self.dirs().symlink(&target, &tmp)?;
+                self.tx.dirs_to_change()?.symlink(&target, &tmp)?;
                 self.plan(
                     &path,
                     &shown,
@@ -419,6 +419,7 @@ impl<'a> Stager<'a> {
                     tar::EntryType::Char => libc::S_IFCHR,
                     _ => libc::S_IFBLK,
                 };
+                self.tx.write_journal()?;
                 self.dirs()
                     .mknod(&tmp, node, mode, libc::makedev(dev.0, dev.1))
                     .map_err(|err| self.refuse(&shown, format!("cannot create the node: {err}")))?;
@@ -568,7 +569,7 @@ impl<'a> Stager<'a> {
             self.buf = vec![0u8; cli_support::READ_BUFFER];
         }
         let tfull = self.dirs().full(tmp);
-        let mut f = self.dirs().create(tmp)?;
+        let mut f = self.tx.dirs_to_change()?.create(tmp)?;
         loop {
             let n = match e.read(&mut self.buf) {
                 Ok(0) => break,

@@ -263,6 +263,10 @@ struct Writes {
     state: Arc<(std::sync::Mutex<WritesState>, std::sync::Condvar)>,
     /// Writes queued since the last wait (their order, for the error returned).
     queued: usize,
+    /// Queued and not yet started ([`Writes::start`]): their journal records may not be in
+    /// the journal file yet.
+    unstarted: Vec<(usize, PendingWrite)>,
+    unstarted_bytes: usize,
 }
 
 #[derive(Default)]
@@ -273,33 +277,50 @@ struct WritesState {
 }
 
 impl Writes {
-    fn start(&mut self, w: PendingWrite) {
+    /// Queues `w`; true when enough are queued to be started together ([`Writes::start`]).
+    fn queue(&mut self, w: PendingWrite) -> bool {
         let n = self.queued;
         self.queued += 1;
-        lock(&self.state.0).outstanding += 1;
+        self.unstarted_bytes += w.data.range.len();
+        self.unstarted.push((n, w));
+        self.unstarted.len() >= START_FILES || self.unstarted_bytes >= START_BYTES
+    }
+
+    /// Starts the queued writes on the pool, one job for them all (in order). Their journal
+    /// records must be in the journal file already ([`Transaction::start_writes`]).
+    fn start(&mut self) {
+        if self.unstarted.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.unstarted);
+        self.unstarted_bytes = 0;
+        lock(&self.state.0).outstanding += batch.len();
         let state = Arc::clone(&self.state);
         let job = move || {
-            let result = w.write();
-            // Its bytes are let go of before the wait can end.
-            drop(w);
-            let (m, done) = &*state;
-            let mut g = lock(m);
-            if let Err(e) = result
-                && g.error.as_ref().is_none_or(|(k, _)| n < *k)
-            {
-                g.error = Some((n, e));
-            }
-            g.outstanding -= 1;
-            if g.outstanding == 0 {
-                done.notify_all();
+            for (n, w) in batch {
+                let result = w.write();
+                // Its bytes are let go of before the wait can end.
+                drop(w);
+                let (m, done) = &*state;
+                let mut g = lock(m);
+                if let Err(e) = result
+                    && g.error.as_ref().is_none_or(|(k, _)| n < *k)
+                {
+                    g.error = Some((n, e));
+                }
+                g.outstanding -= 1;
+                if g.outstanding == 0 {
+                    done.notify_all();
+                }
             }
         };
         // rayon's pool rather than threads blocking on a queue: its idle threads spin a
-        // while before they sleep, so the next file is taken at once; with ten thousand small
+        // while before they sleep, so the next job is taken at once; with ten thousand small
         // packages, waking a sleeping thread for each file made the install 10 % slower.
         rayon::spawn(job);
     }
 
+    /// Waits for the started writes (never starts any: see [`Transaction::flush_writes`]).
     fn wait(&mut self) -> Result<(), UnpackError> {
         let (m, done) = &*self.state;
         let mut g = lock(m);
@@ -312,7 +333,10 @@ impl Writes {
 }
 
 impl Drop for Writes {
+    /// Writes never started are dropped: their records may not be in the journal, so they
+    /// must not exist (an error or a kill ended the transaction before they started).
     fn drop(&mut self) {
+        self.unstarted.clear();
         let _ = self.wait();
     }
 }
@@ -374,6 +398,10 @@ const PARALLEL_AT: usize = 128;
 
 /// Pending writes held back at most (files, bytes) before they are flushed anyway.
 const MAX_PENDING_FILES: usize = 256;
+/// Queued files are started together, a job on the pool, by this many (or bytes) at most:
+/// one journal write and one job for several files, not one of each per file.
+const START_FILES: usize = 8;
+const START_BYTES: usize = 256 << 10;
 const MAX_PENDING_BYTES: usize = 8 << 20;
 
 /// `path` (absolute in the root: `/usr/bin/x`) split into its directory (`/usr/bin`, `` for
@@ -945,6 +973,9 @@ pub struct Transaction {
     /// The files made at their final paths, in order (journaled `new` like temporaries).
     made: Vec<String>,
     made_set: std::collections::HashSet<String>,
+    /// Journal records appended and not yet written to the journal file: written before
+    /// anything they describe is done ([`Transaction::write_journal`]).
+    unwritten: Vec<u8>,
     /// The journal was emptied: the transaction ended.
     emptied: bool,
     /// Empty the journal at the end rather than delete it.
@@ -988,6 +1019,7 @@ impl Transaction {
             pending_bytes: 0,
             pending_shared: 0,
             emptied: false,
+            unwritten: Vec::new(),
             created: Default::default(),
             known_dirs: Default::default(),
             direct: db.direct_new_dirs(),
@@ -1005,13 +1037,46 @@ impl Transaction {
         &self.dirs
     }
 
-    /// Appends one line to the journal (a point where a killed run may stop).
+    /// Appends one line to the journal (a point where a killed run may stop). It reaches the
+    /// journal file with the next [`Transaction::write_journal`], which comes before anything
+    /// it describes is done.
     fn append(&mut self, line: &str) -> Result<(), UnpackError> {
         fail_point().map_err(io_at(&self.path))?;
-        let mut buf = Vec::with_capacity(line.len() + 1);
-        buf.extend_from_slice(line.as_bytes());
-        buf.push(b'\n');
-        self.file.write_all(&buf).map_err(io_at(&self.path))
+        self.unwritten.extend_from_slice(line.as_bytes());
+        self.unwritten.push(b'\n');
+        Ok(())
+    }
+
+    /// Writes the records appended since the last call to the journal file (one write):
+    /// called before every change to the root they describe — creating a directory or a
+    /// file, starting queued writes, committing, undoing.
+    pub(crate) fn write_journal(&mut self) -> Result<(), UnpackError> {
+        if self.unwritten.is_empty() {
+            return Ok(());
+        }
+        fail_point().map_err(io_at(&self.path))?;
+        self.file
+            .write_all(&self.unwritten)
+            .map_err(io_at(&self.path))?;
+        self.unwritten.clear();
+        Ok(())
+    }
+
+    /// The root, to change it: the journal records written first. (Reading goes through
+    /// [`Transaction::dirs`].)
+    pub(crate) fn dirs_to_change(&mut self) -> Result<&RootDirs, UnpackError> {
+        self.write_journal()?;
+        Ok(&self.dirs)
+    }
+
+    /// Starts the writes queued so far on the pool, their journal records written first.
+    pub(crate) fn start_writes(&mut self) -> Result<(), UnpackError> {
+        if self.pending.unstarted.is_empty() {
+            return Ok(());
+        }
+        self.write_journal()?;
+        self.pending.start();
+        Ok(())
     }
 
     /// Adds a plan record (written with `commit`).
@@ -1021,6 +1086,7 @@ impl Transaction {
     }
 
     fn sync_journal(&mut self) -> Result<(), UnpackError> {
+        self.write_journal()?;
         if self.sync {
             self.file.sync_data().map_err(io_at(&self.path))?;
         }
@@ -1090,6 +1156,7 @@ impl Transaction {
     pub(crate) fn mkdir(&mut self, path: &str) -> Result<(), UnpackError> {
         self.append(&format!("dir\t{path}"))?;
         self.journal.dirs.push(path.to_string());
+        self.write_journal()?;
         self.dirs.mkdir(path, 0o755)?;
         self.created.insert(path.to_string());
         self.known_dirs.insert(path.to_string(), 0o755);
@@ -1193,7 +1260,9 @@ impl Transaction {
             self.pending_shared = Arc::as_ptr(&w.data.buf) as usize;
             self.pending_bytes += w.data.buf.len();
         }
-        self.pending.start(w);
+        if self.pending.queue(w) {
+            self.start_writes()?;
+        }
         if self.pending.queued >= MAX_PENDING_FILES || self.pending_bytes >= MAX_PENDING_BYTES {
             self.flush_writes()?;
         }
@@ -1201,12 +1270,15 @@ impl Transaction {
     }
 
     /// Waits until every file [`Transaction::write_later`] queued was created (they are
-    /// created on the thread pool as they are queued); the first error (by queue order) is
-    /// returned once all are done.
+    /// created on the thread pool a few at a time as they are queued,
+    /// [`Transaction::start_writes`]); the first error (by queue order) is returned once all
+    /// are done.
     pub(crate) fn flush_writes(&mut self) -> Result<(), UnpackError> {
         self.pending_bytes = 0;
         self.pending_shared = 0;
-        self.pending.wait()
+        let started = self.start_writes();
+        let waited = self.pending.wait();
+        started.and(waited)
     }
 
     /// Writes the new status file to a temporary file beside it (fsynced), renamed at the
@@ -1217,6 +1289,7 @@ impl Transaction {
     ) -> Result<(), UnpackError> {
         let dir = parent_of(&self.status_final).to_string();
         let tmp = self.new_temp(&dir)?;
+        self.write_journal()?;
         self.dirs
             .pending_write(&tmp, Vec::new().into(), 0o644, None, self.sync)?
             .write_with(|mut f| write(&mut f))?;
@@ -1477,6 +1550,7 @@ impl Transaction {
     /// each inode freed in the last minute slows every later file creation in its group).
     /// [`Transaction::into_spare`] hands it back; `Db` deletes it when dropped.
     fn end_journal(&mut self) -> Result<(), UnpackError> {
+        self.unwritten.clear();
         if !self.reuse {
             return remove_journal(&self.path, self.sync);
         }
