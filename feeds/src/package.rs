@@ -152,6 +152,11 @@ pub struct ReadOptions {
     pub md5: bool,
     /// The bounds to enforce.
     pub limits: Limits,
+    /// The SHA-256 of the input, when the caller already took it over exactly the bytes it
+    /// gives (a download that hashed them as it wrote them, read back through the same open
+    /// file): reported as the package's without hashing them again. Every bound is still
+    /// checked.
+    pub sha256_known: Option<[u8; 32]>,
 }
 
 /// A file from the control tar.
@@ -438,6 +443,10 @@ pub fn read_package<R: Read>(
     data: Option<DataVisitor<'_>>,
 ) -> Result<Package, PackageError> {
     let mut hashing = Hashing::new(input, opts.md5, opts.limits.max_package_size);
+    if let Some(known) = opts.sha256_known {
+        hashing.sha256 = None;
+        hashing.known = Some(known);
+    }
     let mut magic = [0u8; 8];
     let got = read_full(&mut hashing, &mut magic).map_err(PackageError::Io)?;
     let parts = if got == 8 && &magic == b"!<arch>\n" {
@@ -904,7 +913,9 @@ fn parse_ar_size(field: &[u8]) -> Option<u64> {
 /// A reader that hashes and counts everything read through it, and caps the total.
 struct Hashing<R> {
     inner: R,
-    sha256: Sha256,
+    /// `None` when the digest is known ([`ReadOptions::sha256_known`]).
+    sha256: Option<Sha256>,
+    known: Option<[u8; 32]>,
     md5: Option<Md5>,
     size: u64,
     max: u64,
@@ -914,7 +925,8 @@ impl<R: Read> Hashing<R> {
     fn new(inner: R, md5: bool, max: u64) -> Self {
         Hashing {
             inner,
-            sha256: Sha256::new(),
+            sha256: Some(Sha256::new()),
+            known: None,
             md5: md5.then(Md5::new),
             size: 0,
             max,
@@ -922,11 +934,11 @@ impl<R: Read> Hashing<R> {
     }
 
     fn finish(self) -> (u64, [u8; 32], Option<[u8; 16]>) {
-        (
-            self.size,
-            self.sha256.finalize().into(),
-            self.md5.map(|m| m.finalize().into()),
-        )
+        let sha256 = match (self.sha256, self.known) {
+            (Some(h), _) => h.finalize().into(),
+            (None, known) => known.unwrap_or_default(),
+        };
+        (self.size, sha256, self.md5.map(|m| m.finalize().into()))
     }
 }
 
@@ -937,7 +949,9 @@ impl<R: Read> Read for Hashing<R> {
         if self.size > self.max {
             return Err(LimitError::TooLarge { limit: self.max }.into_io());
         }
-        self.sha256.update(&buf[..n]);
+        if let Some(h) = &mut self.sha256 {
+            h.update(&buf[..n]);
+        }
         if let Some(m) = &mut self.md5 {
             m.update(&buf[..n]);
         }

@@ -40,6 +40,7 @@ fuzz_target!(|data: &[u8]| {
     let opts = ReadOptions {
         md5: true,
         limits: limits(),
+        ..Default::default()
     };
     let mut entries = 0u64;
     let mut visit = |tar: &mut DataTar<'_>| {

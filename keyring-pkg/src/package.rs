@@ -347,7 +347,11 @@ pub fn read_keyring_package_from<R: Read>(input: R) -> Result<KeyringPackage, Re
         max_data_entries: MAX_ENTRIES as u64 + 1,
         ..Limits::default()
     };
-    let opts = ReadOptions { md5: false, limits };
+    let opts = ReadOptions {
+        md5: false,
+        limits,
+        ..Default::default()
+    };
     let mut files: Vec<(String, Option<Vec<u8>>)> = Vec::new();
     let mut failure: Option<ReadError> = None;
     let mut visit = |tar: &mut DataTar<'_>| {

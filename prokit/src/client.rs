@@ -2076,7 +2076,8 @@ impl Client {
         let held = !self.opts.pipeline;
         // Downloads → reader: each package as it arrives, in any order. Reader → install: each
         // package in plan order, read whole (read_ahead.rs).
-        let (arrive, arrived) = std::sync::mpsc::channel::<usize>();
+        let (arrive, arrived) = std::sync::mpsc::channel::<crate::read_ahead::Arrived>();
+        let open_files = crate::read_ahead::Held::default();
         let (ready_tx, ready) =
             std::sync::mpsc::sync_channel::<crate::read_ahead::Ready>(crate::read_ahead::AHEAD);
         let budget = crate::read_ahead::Budget::default();
@@ -2088,15 +2089,16 @@ impl Client {
             let downloads = scope.spawn(|| {
                 let arrive = arrive;
                 let item = |i| Ok(planned.get(i)?.item());
-                let r = download::download_each(
+                let r = download::download_each_open(
                     fetcher,
                     planned.len(),
                     &item,
                     jobs,
-                    &|i, item, cached| {
+                    &|i, item, cached, file| {
                         progress.downloaded(&item.url, cached);
                         check_arrived(i, item);
-                        let _ = arrive.send(i);
+                        let file = file.filter(|_| open_files.admit());
+                        let _ = arrive.send((i, file));
                     },
                 );
                 if r.is_err() {
@@ -2105,11 +2107,27 @@ impl Client {
                 downloads_ended.open();
                 r
             });
-            let budget = &budget;
+            let (budget, open_files) = (&budget, &open_files);
             scope.spawn(move || {
-                crate::read_ahead::run(planned.len(), arrived, ready_tx, budget, &|i| {
-                    crate::read_ahead::read(&planned.get(i).ok()?.dest())
-                })
+                crate::read_ahead::run(
+                    planned.len(),
+                    arrived,
+                    ready_tx,
+                    budget,
+                    open_files,
+                    &|i, file| {
+                        let p = planned.get(i).ok()?;
+                        // The file the download wrote, its bytes hashed as they were written
+                        // and checked against the index's SHA-256; else the cached one.
+                        let sha256 = hex::decode(p.sha256()).ok()?.try_into().ok();
+                        match (file, sha256) {
+                            (Some(f), Some(sha256)) => {
+                                crate::read_ahead::read_downloaded(f, sha256)
+                            }
+                            _ => crate::read_ahead::read(&p.dest()),
+                        }
+                    },
+                )
             });
             let wait_all = |_: &Db| -> Result<(), install::InstallError> {
                 downloads_ended.wait();

@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use sha2::{Digest, Sha256};
+use std::os::unix::fs::OpenOptionsExt;
 
 use crate::fetch::{FetchError, Fetcher};
 
@@ -240,6 +241,26 @@ pub fn download_each(
     workers: usize,
     progress: &(dyn Fn(usize, &DownloadItem, bool) + Sync),
 ) -> Result<(), DownloadError> {
+    download_each_open(fetcher, count, item, workers, &|i, item, cached, _| {
+        progress(i, item, cached)
+    })
+}
+
+/// What [`download_each_open`] calls per item: its index, the item, whether the cache had it,
+/// and the file written when it was downloaded now.
+pub type OpenProgress<'a> = dyn Fn(usize, &DownloadItem, bool, Option<File>) + Sync + 'a;
+
+/// [`download_each`], `progress` also given — for an item downloaded now, not taken from the
+/// cache — the file it was written to, open for reading: its bytes are those the download
+/// hashed as it wrote them (the file is created anew, writable only by its owner, and read
+/// through the same open file, whatever is renamed over its name meanwhile).
+pub fn download_each_open(
+    fetcher: &Fetcher,
+    count: usize,
+    item: &(dyn Fn(usize) -> Result<DownloadItem, DownloadError> + Sync),
+    workers: usize,
+    progress: &OpenProgress<'_>,
+) -> Result<(), DownloadError> {
     for i in 0..count {
         let item = item(i)?;
         if item.sha256.len() != 64 || !item.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -262,9 +283,10 @@ pub fn download_each(
                         break;
                     }
                     match item(i)
-                        .and_then(|item| download_one(fetcher, &item).map(|reused| (item, reused)))
+                        .and_then(|item| download_one(fetcher, &item).map(|got| (item, got)))
                     {
-                        Ok((item, reused)) => progress(i, &item, reused),
+                        Ok((item, Some(file))) => progress(i, &item, false, Some(file)),
+                        Ok((item, None)) => progress(i, &item, true, None),
                         Err(e) => {
                             failed.store(true, Ordering::SeqCst);
                             errors
@@ -306,16 +328,17 @@ impl Write for HashingWriter {
 
 static PART_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Fetches one item into the cache; `Ok(true)` when the cached copy was good.
-fn download_one(fetcher: &Fetcher, item: &DownloadItem) -> Result<bool, DownloadError> {
+/// Fetches one item into the cache: `Ok(None)` when the cached copy was good, else the file
+/// written, open for reading ([`download_each_open`]).
+fn download_one(fetcher: &Fetcher, item: &DownloadItem) -> Result<Option<File>, DownloadError> {
     let expected = item.sha256.to_ascii_lowercase();
     if cached_copy_matches(item, &expected)? {
-        return Ok(true);
+        return Ok(None);
     }
     let mut first = None;
     for url in std::iter::once(&item.url).chain(&item.mirrors) {
         match download_from(fetcher, item, url, &expected) {
-            Ok(()) => return Ok(false),
+            Ok(file) => return Ok(Some(file)),
             // This machine's own trouble: another mirror would not help.
             Err(e @ DownloadError::Io { .. }) => return Err(e),
             Err(e) => {
@@ -326,13 +349,14 @@ fn download_one(fetcher: &Fetcher, item: &DownloadItem) -> Result<bool, Download
     Err(first.expect("at least one URL"))
 }
 
-/// One attempt at `item` from `url`: streamed to a temporary file, checked, renamed.
+/// One attempt at `item` from `url`: streamed to a temporary file, checked, renamed; the file
+/// is returned open for reading.
 fn download_from(
     fetcher: &Fetcher,
     item: &DownloadItem,
     url: &str,
     expected: &str,
-) -> Result<(), DownloadError> {
+) -> Result<File, DownloadError> {
     let io_err = |path: &Path, what: &str, e: io::Error| DownloadError::Io {
         path: path.into(),
         reason: format!("{what}: {e}"),
@@ -352,9 +376,12 @@ fn download_from(
         std::process::id(),
         PART_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
+    // Writable by its owner only, whatever the umask ([`download_each_open`]).
     let file = fs::OpenOptions::new()
+        .read(true)
         .write(true)
         .create_new(true)
+        .mode(0o644)
         .open(&part)
         .map_err(|e| io_err(&part, "cannot create", e))?;
     let mut sink = HashingWriter {
@@ -396,7 +423,7 @@ fn download_from(
     if result.is_err() {
         let _ = fs::remove_file(&part);
     }
-    result
+    result.map(|()| sink.file)
 }
 
 /// Whether `dest` already holds exactly the item (size, then SHA-256 of at most `size` bytes).
@@ -651,6 +678,48 @@ mod tests {
         }
         // The file outside is as it was.
         assert_eq!(fs::read(&target).unwrap(), f.files[0].1);
+    }
+
+    #[test]
+    fn a_download_hands_over_the_file_it_wrote_and_a_cached_copy_none() {
+        use std::io::{Read, Seek};
+        let f = feed(3);
+        let items = f.items(&f.server.url());
+        let got = Mutex::new(Vec::new());
+        let run_open = || {
+            download_each_open(
+                &fetcher(),
+                items.len(),
+                &|i| Ok(items[i].clone()),
+                2,
+                &|i, _, cached, file| {
+                    got.lock().unwrap().push((i, cached, file));
+                },
+            )
+            .unwrap();
+            let mut v = std::mem::take(&mut *got.lock().unwrap());
+            v.sort_by_key(|(i, _, _)| *i);
+            v
+        };
+        for (i, cached, file) in run_open() {
+            assert!(!cached);
+            let mut file = file.expect("the file written");
+            // Read back from its start, through the same open file, even with another file
+            // renamed over its name meanwhile: the bytes the download hashed. (Writing into
+            // the file itself takes its owner: this process.)
+            let other = f.cache.path().join("other");
+            fs::write(&other, b"something else").unwrap();
+            fs::rename(&other, &items[i].dest).unwrap();
+            file.seek(io::SeekFrom::Start(0)).unwrap();
+            let mut back = Vec::new();
+            file.read_to_end(&mut back).unwrap();
+            assert_eq!(back, f.files[i].1);
+            fs::write(&items[i].dest, &f.files[i].1).unwrap();
+        }
+        // From the cache: no file handed over (it is read from its path and hashed again).
+        for (_, cached, file) in run_open() {
+            assert!(cached && file.is_none());
+        }
     }
 
     #[test]

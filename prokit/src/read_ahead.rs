@@ -17,8 +17,16 @@
 //! Memory is bounded: at most [`AHEAD`] packages and [`BUDGET`] bytes of data tars wait for
 //! the install (one package more while the install holds none), so a feed of many packages
 //! does not pile up in memory when the downloads outrun the install.
+//!
+//! A package downloaded now (not taken from the cache) arrives with its file open: the
+//! download hashed its bytes as it wrote them, so the reader reads them back through that
+//! file without hashing them again (`download::download_each_open`). At most [`HELD`] such
+//! files wait open; past that a package arrives without one and is read from its path and
+//! hashed, as a cached one is.
 
+use std::fs::File;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Condvar, Mutex};
 
@@ -30,6 +38,32 @@ pub(crate) const AHEAD: usize = 4;
 pub(crate) const BUDGET: usize = 4 << 20;
 /// A package whose data tar is bigger is not read ahead.
 pub(crate) const MAX_DATA: u64 = 16 << 20;
+/// Downloaded files waiting open for the reader, at most.
+pub(crate) const HELD: usize = 64;
+
+/// How many downloaded files wait open for the reader ([`HELD`] at most).
+#[derive(Default)]
+pub(crate) struct Held(AtomicUsize);
+
+impl Held {
+    /// Whether one more may wait open (counted when it may).
+    pub(crate) fn admit(&self) -> bool {
+        self.0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < HELD).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// One taken by the reader.
+    fn release(&self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A package arrived from the downloads: its place in the plan and, when it was downloaded
+/// now, its file, open ([`Held`]).
+pub(crate) type Arrived = (usize, Option<File>);
 
 /// The bytes read ahead and not yet released by the install, and whether the install has
 /// stopped taking them.
@@ -98,22 +132,34 @@ pub(crate) fn read(path: &Path) -> Option<Preread> {
     Preread::read(path, MAX_DATA)
 }
 
+/// [`read`] of a file a download wrote and hashed now (`sha256`, checked against the
+/// index's), through the file it wrote.
+pub(crate) fn read_downloaded(file: File, sha256: [u8; 32]) -> Option<Preread> {
+    Preread::read_downloaded(file, sha256, MAX_DATA)
+}
+
 /// The reader's loop: `count` packages, arriving as numbers on `arrived` in any order, handed
 /// to `ready` in order, each read by `read_one` (by number). Stops when every package was
 /// handed over, when `arrived` closes before the next one arrived (a download failed), or
 /// when the install stops taking them.
 pub(crate) fn run(
     count: usize,
-    arrived: Receiver<usize>,
+    arrived: Receiver<Arrived>,
     ready: SyncSender<Ready>,
     budget: &Budget,
-    read_one: &dyn Fn(usize) -> Option<Preread>,
+    held: &Held,
+    read_one: &dyn Fn(usize, Option<File>) -> Option<Preread>,
 ) {
     let mut here = vec![false; count];
+    let mut files: std::collections::HashMap<usize, File> = Default::default();
     let mut next = 0;
     loop {
         while next < count && here[next] {
-            let package = read_one(next);
+            let file = files.remove(&next);
+            if file.is_some() {
+                held.release();
+            }
+            let package = read_one(next, file);
             if !budget.take(package.as_ref().map_or(0, Preread::data_len)) {
                 return;
             }
@@ -126,7 +172,12 @@ pub(crate) fn run(
             return;
         }
         match arrived.recv() {
-            Ok(i) if i < count => here[i] = true,
+            Ok((i, file)) if i < count => {
+                here[i] = true;
+                if let Some(f) = file {
+                    files.insert(i, f);
+                }
+            }
             Ok(_) => {}
             Err(_) => return,
         }
@@ -144,9 +195,13 @@ mod tests {
         let (ready_tx, ready) = mpsc::sync_channel(AHEAD);
         let budget = Budget::default();
         std::thread::scope(|s| {
-            s.spawn(|| run(5, arrived, ready_tx, &budget, &|_| None));
+            s.spawn(|| {
+                run(5, arrived, ready_tx, &budget, &Held::default(), &|_, _| {
+                    None
+                })
+            });
             for i in [3, 1, 0, 4, 2] {
-                arrive.send(i).unwrap();
+                arrive.send((i, None)).unwrap();
             }
             let order: Vec<usize> = ready.iter().map(|(i, _)| i).collect();
             assert_eq!(order, [0, 1, 2, 3, 4]);
@@ -159,9 +214,13 @@ mod tests {
         let (ready_tx, ready) = mpsc::sync_channel(AHEAD);
         let budget = Budget::default();
         std::thread::scope(|s| {
-            s.spawn(|| run(4, arrived, ready_tx, &budget, &|_| None));
+            s.spawn(|| {
+                run(4, arrived, ready_tx, &budget, &Held::default(), &|_, _| {
+                    None
+                })
+            });
             for i in [0, 2, 3] {
-                arrive.send(i).unwrap();
+                arrive.send((i, None)).unwrap();
             }
             drop(arrive);
             let order: Vec<usize> = ready.iter().map(|(i, _)| i).collect();
@@ -190,5 +249,48 @@ mod tests {
             empty.close();
             assert!(!waiting.join().unwrap());
         });
+    }
+
+    #[test]
+    fn downloaded_files_wait_open_up_to_the_bound_and_each_reaches_its_own_read() {
+        let held = Held::default();
+        assert!((0..HELD).all(|_| held.admit()));
+        assert!(!held.admit(), "one more than HELD");
+        held.release();
+        assert!(held.admit());
+        // The reader gives package i the file that arrived with i, and lets it go.
+        let dir = tempfile::tempdir().unwrap();
+        let file = |i: usize| {
+            let p = dir.path().join(format!("f{i}"));
+            std::fs::write(&p, format!("{i}")).unwrap();
+            File::open(p).unwrap()
+        };
+        let held = Held::default();
+        let (arrive, arrived) = mpsc::channel();
+        let (ready_tx, ready) = mpsc::sync_channel(AHEAD);
+        let budget = Budget::default();
+        let seen = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                run(3, arrived, ready_tx, &budget, &held, &|i, f| {
+                    let text = f.map(|f| std::io::read_to_string(f).unwrap());
+                    seen.lock().unwrap().push((i, text));
+                    None
+                })
+            });
+            for i in [2, 0, 1] {
+                let f = (i != 1).then(|| file(i));
+                if f.is_some() {
+                    assert!(held.admit());
+                }
+                arrive.send((i, f)).unwrap();
+            }
+            assert_eq!(ready.iter().count(), 3);
+        });
+        assert_eq!(
+            seen.into_inner().unwrap(),
+            [(0, Some("0".into())), (1, None), (2, Some("2".into()))]
+        );
+        assert_eq!(held.0.load(Ordering::SeqCst), 0);
     }
 }

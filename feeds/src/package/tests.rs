@@ -465,6 +465,7 @@ fn decompression_bombs_are_stopped() {
             ..Limits::default()
         },
         md5: false,
+        sha256_known: None,
     };
     let mut visit = |tar: &mut DataTar<'_>| {
         tar.for_each_entry(|e| io::copy(e, &mut io::sink()).map(|_| ()))
@@ -506,6 +507,7 @@ fn counts_are_bounded() {
             ..Limits::default()
         },
         md5: false,
+        sha256_known: None,
     };
     let mut visit =
         |tar: &mut DataTar<'_>| tar.for_each_entry(|_| Ok::<(), io::Error>(())).map(|_| ());
@@ -590,4 +592,31 @@ proptest::proptest! {
         };
         let _ = read_package(&bytes[..], &ReadOptions::default(), Some(&mut visit));
     }
+}
+
+#[test]
+fn a_known_sha256_is_reported_without_hashing_again_and_every_bound_still_holds() {
+    let control = tar_gz(&[("./control", CONTROL.as_bytes())]);
+    let data = tar_gz(&[("./usr/bin/x", b"x".as_slice())]);
+    let bytes = ar(&[("control.tar.gz", &control), ("data.tar.gz", &data)]);
+    let hashed = read_package(&bytes[..], &ReadOptions::default(), None).unwrap();
+    assert_eq!(hashed.sha256, <[u8; 32]>::from(Sha256::digest(&bytes)));
+    // The digest the caller took over these bytes is the package's.
+    let known = [7u8; 32];
+    let opts = ReadOptions {
+        sha256_known: Some(known),
+        ..Default::default()
+    };
+    let p = read_package(&bytes[..], &opts, None).unwrap();
+    assert_eq!((p.sha256, p.size), (known, hashed.size));
+    // Bounds are checked all the same.
+    let tight = ReadOptions {
+        sha256_known: Some(known),
+        limits: Limits {
+            max_package_size: 100,
+            ..Limits::default()
+        },
+        ..Default::default()
+    };
+    assert!(read_package(&bytes[..], &tight, None).is_err());
 }

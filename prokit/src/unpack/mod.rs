@@ -74,7 +74,8 @@ mod entries;
 mod journal;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io;
+use std::io::{self, Seek};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use feeds::package::{Package, PackageFileError, ReadOptions, read_package_file};
@@ -116,9 +117,37 @@ impl Preread {
     /// tar is bigger than `max_data` (the install then reads the file itself, and says what is
     /// wrong with it).
     pub fn read(path: &Path, max_data: u64) -> Option<Preread> {
-        let file = std::fs::File::open(path).ok()?;
+        // Not through a symlink, nor from a FIFO: the cache is inside the root.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .ok()?;
+        Preread::decode(file, &ReadOptions::default(), max_data)
+    }
+
+    /// [`Preread::read`] of `file`, which a download wrote and hashed as it did (`sha256`,
+    /// the index's): read from its start through that open file, its bytes are the ones
+    /// hashed, and they are not hashed again (`download::download_each_open`).
+    pub fn read_downloaded(
+        mut file: std::fs::File,
+        sha256: [u8; 32],
+        max_data: u64,
+    ) -> Option<Preread> {
+        file.seek(io::SeekFrom::Start(0)).ok()?;
+        let opts = ReadOptions {
+            sha256_known: Some(sha256),
+            ..ReadOptions::default()
+        };
+        Preread::decode(file, &opts, max_data)
+    }
+
+    fn decode(file: std::fs::File, opts: &ReadOptions, max_data: u64) -> Option<Preread> {
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
         let input = io::BufReader::with_capacity(cli_support::READ_BUFFER, file);
-        let package = feeds::package::decode_package(input, &ReadOptions::default(), max_data)
+        let package = feeds::package::decode_package(input, opts, max_data)
             .ok()
             .flatten()?;
         let mut digests = Vec::new();
