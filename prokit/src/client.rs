@@ -1863,6 +1863,10 @@ impl Client {
                     source: Box::new(source),
                 })
         };
+        // The cache files of committed packages, to delete: by a thread of their own while the
+        // install goes on when there is one (`unlinker`), else at once.
+        let unlinker: std::cell::RefCell<Option<std::sync::mpsc::Sender<Vec<PathBuf>>>> =
+            Default::default();
         // What a batch committed: recorded, reported, its cache files gone.
         let step_of = |name: &str| -> Result<usize, ClientError> {
             in_batch.borrow_mut().remove(name).ok_or_else(|| {
@@ -1875,6 +1879,7 @@ impl Client {
             |batch: &mut install::Batch, committed: &mut usize| -> Result<(), ClientError> {
                 let done = batch.take_done();
                 let any = !done.is_empty();
+                let mut cached = Vec::new();
                 for report in done {
                     let p = planned.get(step_of(&report.name)?)?;
                     self.audit.record(
@@ -1909,8 +1914,16 @@ impl Client {
                     progress.installed(&report);
                     *committed += 1;
                     if !self.opts.keep_cache {
-                        let _ = fs::remove_file(p.dest());
+                        cached.push(p.dest());
                     }
+                }
+                match unlinker.borrow().as_ref() {
+                    Some(tx) if !cached.is_empty() => {
+                        let _ = tx.send(cached);
+                    }
+                    _ => cached.iter().for_each(|p| {
+                        let _ = fs::remove_file(p);
+                    }),
                 }
                 if any {
                     audit_held.flush()?;
@@ -2086,6 +2099,17 @@ impl Client {
         let refused: std::cell::RefCell<Option<ClientError>> = Default::default();
         let fetcher = &self.fetcher;
         std::thread::scope(|scope| -> Result<(), ClientError> {
+            // Deleting a file takes the file system's time (ext4 frees its inode and blocks):
+            // the committed packages' cache files go on a thread of their own, off the install.
+            let (unlink_tx, unlink_rx) = std::sync::mpsc::channel::<Vec<PathBuf>>();
+            *unlinker.borrow_mut() = Some(unlink_tx);
+            scope.spawn(move || {
+                for batch in unlink_rx {
+                    for p in batch {
+                        let _ = fs::remove_file(p);
+                    }
+                }
+            });
             let downloads = scope.spawn(|| {
                 let arrive = arrive;
                 let item = |i| Ok(planned.get(i)?.item());
@@ -2172,6 +2196,9 @@ impl Client {
                 }
                 failed.map_or(Ok(()), Err)
             })();
+            // The unlinking thread ends with its channel (the scope waits for it), whatever
+            // is returned below.
+            unlinker.borrow_mut().take();
             // The reader stops: nothing more is taken.
             budget.close();
             drop(ready);
