@@ -365,25 +365,35 @@ fn download_from(
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    fs::create_dir_all(dir).map_err(|e| io_err(dir, "cannot create the directory", e))?;
     let name = item
         .dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let part = dir.join(format!(
         ".{name}.part-{}-{}",
-        std::process::id(),
+        PID.get_or_init(std::process::id),
         PART_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     // Writable by its owner only, whatever the umask ([`download_each_open`]).
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&part)
-        .map_err(|e| io_err(&part, "cannot create", e))?;
+    let create = || {
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&part)
+    };
+    // The directory is made when it is missing (once, not for every package).
+    let file = match create() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).map_err(|e| io_err(dir, "cannot create the directory", e))?;
+            create()
+        }
+        r => r,
+    }
+    .map_err(|e| io_err(&part, "cannot create", e))?;
     let mut sink = HashingWriter {
         file,
         hasher: Sha256::new(),
@@ -719,6 +729,22 @@ mod tests {
         // From the cache: no file handed over (it is read from its path and hashed again).
         for (_, cached, file) in run_open() {
             assert!(cached && file.is_none());
+        }
+    }
+
+    #[test]
+    fn a_missing_cache_directory_is_made() {
+        let f = feed(2);
+        let mut items = f.items(&f.server.url());
+        for item in &mut items {
+            let name = item.dest.file_name().unwrap().to_owned();
+            item.dest = f.cache.path().join("not/yet").join(name);
+        }
+        let (r, seen) = run(&items, 2);
+        r.unwrap();
+        assert_eq!(seen.len(), 2);
+        for (item, (_, data)) in items.iter().zip(&f.files) {
+            assert_eq!(&fs::read(&item.dest).unwrap(), data);
         }
     }
 
