@@ -2451,31 +2451,44 @@ mod tests {
         assert_eq!(names, ["maker"]);
     }
 
+    /// [`three_packages`], each read ahead.
+    fn three_read_ahead(d: &Path) -> Vec<(PathBuf, crate::unpack::Preread)> {
+        three_packages(d)
+            .into_iter()
+            .map(|p| {
+                let pre = crate::unpack::Preread::read(&p, 1 << 20).expect("read ahead");
+                (p, pre)
+            })
+            .collect()
+    }
+
+    /// Installs `pkgs` read ahead in one batch, as a bootstrap does (direct mode).
+    fn bootstrap_batch(
+        db: &mut Db,
+        pkgs: &[(PathBuf, crate::unpack::Preread)],
+    ) -> Result<(), InstallError> {
+        db.set_direct_new_dirs(true);
+        let skip = opts(ScriptMode::Skip);
+        let mut batch = Batch::new(db)?;
+        for (path, package) in pkgs {
+            let file = crate::unpack::PackageFile::Decoded { path, package };
+            batch.install(db, file, false, &skip, None)?;
+        }
+        batch.flush(db)
+    }
+
     #[test]
     fn a_bootstrap_makes_new_files_in_place_and_a_kill_anywhere_keeps_all_or_none() {
         // Packages read ahead, in a database set to make files in place in the directories
         // a transaction creates (a bootstrap): the same root as installing each from its
         // file, and a kill at any step leaves none of the three or all of them.
         let dir = tempfile::tempdir().unwrap();
-        let pkgs = three_packages(dir.path());
-        let pre: Vec<crate::unpack::Preread> = pkgs
-            .iter()
-            .map(|p| crate::unpack::Preread::read(p, 1 << 20).expect("read ahead"))
-            .collect();
-        let skip = opts(ScriptMode::Skip);
-        let in_place = |db: &mut Db| -> Result<(), InstallError> {
-            db.set_direct_new_dirs(true);
-            let mut batch = Batch::new(db)?;
-            for (path, package) in pkgs.iter().zip(&pre) {
-                let file = crate::unpack::PackageFile::Decoded { path, package };
-                batch.install(db, file, false, &skip, None)?;
-            }
-            batch.flush(db)
-        };
+        let pre = three_read_ahead(dir.path());
+        let in_place = |db: &mut Db| bootstrap_batch(db, &pre);
         let (one, direct) = (dir.path().join("one"), dir.path().join("direct"));
         let mut db = open(&one);
-        for p in &pkgs {
-            install(&mut db, p, false, &skip).unwrap();
+        for (p, _) in &pre {
+            install(&mut db, p, false, &opts(ScriptMode::Skip)).unwrap();
         }
         let mut db = open(&direct);
         in_place(&mut db).unwrap();
@@ -2509,12 +2522,7 @@ mod tests {
         // names, put over what is there at commit. Made in place, b.control would fail to be
         // created, and the undo would delete the stray file: neither the old state nor the new.
         let dir = tempfile::tempdir().unwrap();
-        let pkgs = three_packages(dir.path());
-        let pre: Vec<crate::unpack::Preread> = pkgs
-            .iter()
-            .map(|p| crate::unpack::Preread::read(p, 1 << 20).expect("read ahead"))
-            .collect();
-        let skip = opts(ScriptMode::Skip);
+        let pre = three_read_ahead(dir.path());
         let stray = |root: &Path| {
             let info = root.join("usr/lib/opkg/info");
             fs::create_dir_all(&info).unwrap();
@@ -2523,12 +2531,7 @@ mod tests {
         let bootstrap = |db: &mut Db| -> Result<(), InstallError> {
             db.set_direct_new_dirs(true);
             assert!(!db.fresh_info());
-            let mut batch = Batch::new(db)?;
-            for (path, package) in pkgs.iter().zip(&pre) {
-                let file = crate::unpack::PackageFile::Decoded { path, package };
-                batch.install(db, file, false, &skip, None)?;
-            }
-            batch.flush(db)
+            bootstrap_batch(db, &pre)
         };
         let (olds, news) = kill_everywhere(&stray, &bootstrap, true);
         assert!(olds > 10 && news > 0, "{olds} {news}");
