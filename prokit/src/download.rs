@@ -440,23 +440,13 @@ fn download_from(
 fn cached_copy_matches(item: &DownloadItem, expected: &str) -> Result<bool, DownloadError> {
     // The cache is inside the root: what is at `dest` is read only if it is a regular file,
     // never through a symlink (which could lead out of the root) nor from a FIFO (which
-    // would never end). Anything else is downloaded again and renamed over it.
-    let (Some(dir), Some(name)) = (
-        item.dest.parent(),
-        item.dest.file_name().and_then(|n| n.to_str()),
-    ) else {
-        return Ok(false);
-    };
-    let file = match safe_fs::Dir::open(dir).and_then(|d| d.open_file(name)) {
-        Ok(Some(f)) => f,
+    // would never end), and not past the item's size. Anything else is downloaded again and
+    // renamed over it.
+    let mut reader = match safe_fs::open_bounded(&item.dest, item.size) {
+        Ok(Some(r)) => r,
         Ok(None) | Err(_) => return Ok(false),
     };
-    match file.metadata() {
-        Ok(m) if m.is_file() && m.len() == item.size => {}
-        _ => return Ok(false),
-    }
     let mut hasher = Sha256::new();
-    let mut reader = file.take(item.size.saturating_add(1));
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     loop {
@@ -464,6 +454,7 @@ fn cached_copy_matches(item: &DownloadItem, expected: &str) -> Result<bool, Down
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::FileTooLarge => return Ok(false),
             Err(e) => {
                 return Err(DownloadError::Io {
                     path: item.dest.clone(),

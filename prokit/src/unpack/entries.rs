@@ -591,6 +591,17 @@ impl<'a> Stager<'a> {
     }
 }
 
+/// The paths a package's `conffiles` names (absolute ones, normalized; repeats kept): what
+/// the install treats as its conffiles.
+pub(super) fn conffile_paths(package: &Package) -> impl Iterator<Item = String> + use<> {
+    package.conffiles().into_iter().filter_map(|c| {
+        if !c.starts_with('/') {
+            return None;
+        }
+        normalize_name(c.trim_start_matches('/').as_bytes()).ok()?
+    })
+}
+
 /// The SHA-256 (hex) of `data`: `digest` when the reading ahead took it already.
 fn sha_hex(digest: Option<[u8; 32]>, data: &[u8]) -> String {
     hex::encode(digest.unwrap_or_else(|| Sha256::digest(data).into()))
@@ -618,11 +629,8 @@ pub(super) fn settle(
     let mut conffiles = Vec::new();
     let mut kept = Vec::new();
     let mut seen = HashSet::new();
-    for c in package.conffiles() {
-        let Ok(Some(p)) = normalize_name(c.trim_start_matches('/').as_bytes()) else {
-            continue;
-        };
-        if !c.starts_with('/') || !seen.insert(p.clone()) {
+    for p in conffile_paths(&package) {
+        if !seen.insert(p.clone()) {
             continue;
         }
         let dirs = tx.dirs();

@@ -75,7 +75,6 @@ mod journal;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Seek};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use feeds::package::{Package, PackageFileError, ReadOptions, read_package_file};
@@ -117,12 +116,9 @@ impl Preread {
     /// tar is bigger than `max_data` (the install then reads the file itself, and says what is
     /// wrong with it).
     pub fn read(path: &Path, max_data: u64) -> Option<Preread> {
-        // Not through a symlink, nor from a FIFO: the cache is inside the root.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)
-            .ok()?;
+        // A regular file only, not through a symlink: the cache is inside the root. (Its
+        // size is bounded by the package limits.)
+        let file = safe_fs::open_bounded(path, u64::MAX).ok()??;
         Preread::decode(file, &ReadOptions::default(), max_data)
     }
 
@@ -142,10 +138,7 @@ impl Preread {
         Preread::decode(file, &opts, max_data)
     }
 
-    fn decode(file: std::fs::File, opts: &ReadOptions, max_data: u64) -> Option<Preread> {
-        if !file.metadata().ok()?.is_file() {
-            return None;
-        }
+    fn decode(file: impl io::Read, opts: &ReadOptions, max_data: u64) -> Option<Preread> {
         let input = io::BufReader::with_capacity(cli_support::READ_BUFFER, file);
         let package = feeds::package::decode_package(input, opts, max_data)
             .ok()
@@ -402,15 +395,7 @@ pub fn unpack(
     let mut stager = entries::Stager::new(db_ro, tx, opts, label.clone());
     if let PackageFile::Decoded { package, .. } = pkg {
         stager.shared = Some(package.package.data_tar().clone());
-        stager.conffiles = Some(
-            package
-                .package
-                .package
-                .conffiles()
-                .iter()
-                .filter_map(|c| normalize_name(c.trim_start_matches('/').as_bytes()).ok()?)
-                .collect(),
-        );
+        stager.conffiles = Some(entries::conffile_paths(&package.package.package).collect());
     }
     let mut failure: Option<UnpackError> = None;
     let read = {
