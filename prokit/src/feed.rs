@@ -993,13 +993,15 @@ impl FeedStore {
             identity: release.as_ref().map(|r| r.identity.clone()),
         };
         let (list_rel, sig_rel) = (self.list_rel(name), self.sig_rel(name));
+        // The stored list is compared a block at a time: read whole, it would be a second
+        // copy of the index in memory beside `raw`.
         let unchanged = new_state == state
             && self
-                .read(&list_rel, lim.max_packages)
+                .root
+                .open_file(&list_rel)
                 .ok()
                 .flatten()
-                .as_deref()
-                == Some(&raw[..])
+                .is_some_and(|mut f| safe_fs::same_contents(&mut f, &raw).unwrap_or(false))
             && self.read(&sig_rel, lim.max_signature).ok().flatten() == packages_sig;
         if !unchanged {
             if let Some(r) = &release {

@@ -75,6 +75,31 @@ impl Read for Bounded {
     }
 }
 
+/// Whether `file`, read from where it is, holds exactly `bytes`: its length is compared
+/// first, then its contents a block at a time, so a file of megabytes (a feed's stored index)
+/// is never whole in memory beside the bytes it is compared with.
+pub fn same_contents(file: &mut std::fs::File, bytes: &[u8]) -> io::Result<bool> {
+    if file.metadata()?.len() != bytes.len() as u64 {
+        return Ok(false);
+    }
+    let mut block = vec![0u8; 64 * 1024];
+    let mut rest = bytes;
+    loop {
+        let n = match file.read(&mut block) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok(rest.is_empty());
+        }
+        if n > rest.len() || block[..n] != rest[..n] {
+            return Ok(false);
+        }
+        rest = &rest[n..];
+    }
+}
+
 /// Reads the file `fd` (shown as `path`), which must be a regular file of at most `max`
 /// bytes.
 pub(crate) fn read_fd(fd: OwnedFd, path: &Path, max: u64) -> Result<Vec<u8>> {
@@ -104,6 +129,23 @@ pub(crate) fn read_fd(fd: OwnedFd, path: &Path, max: u64) -> Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn same_contents_compares_length_then_every_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let open = || std::fs::File::open(&path).unwrap();
+        assert!(same_contents(&mut open(), &bytes).unwrap());
+        assert!(!same_contents(&mut open(), &bytes[..bytes.len() - 1]).unwrap());
+        let mut other = bytes.clone();
+        // A difference in the last block, past the first 64 KiB read.
+        other[199_999] ^= 1;
+        assert!(!same_contents(&mut open(), &other).unwrap());
+        std::fs::write(&path, b"").unwrap();
+        assert!(same_contents(&mut open(), b"").unwrap());
+    }
+
     use super::*;
     use std::ffi::CString;
     use std::fs;
