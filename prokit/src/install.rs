@@ -419,8 +419,14 @@ pub fn install_expecting<'p>(
     })
 }
 
-/// Packages a [`Batch`] commits together at most (a bound on what one kill rolls back)…
-const GROUP_PACKAGES: usize = 256;
+/// Packages a [`Batch`] commits together at most (a bound on what one kill rolls back, and
+/// on what the install holds until a commit frees it: each package's journal records, file
+/// list, status stanza and report, ~5 KiB for a small package)…
+///
+/// 128, not 256: the peak RSS of a bootstrap fell by 0.7 MiB at 300 small packages and by
+/// 1.1 MiB at 10,000, while a bootstrap of 300 packages and an upgrade of them took no longer
+/// (bench/README.md, issue 16).
+const GROUP_PACKAGES: usize = 128;
 /// …and the size of their package files at most (a bound on the room taken by old and new
 /// files side by side until the group commits).
 const GROUP_BYTES: u64 = 64 << 20;
