@@ -424,11 +424,38 @@ pub fn read_package_file(
     opts: &ReadOptions,
     data: Option<DataVisitor<'_>>,
 ) -> Result<Package, PackageFileError> {
+    read_opened(path, File::open(path), opts, data)
+}
+
+/// [`read_package_file`] of a file in a directory that someone else may write (a client's
+/// download cache inside the root it manages): a regular file only, never read through a final
+/// symlink, and a FIFO is refused without blocking ([`safe_fs::open_bounded`]).
+pub fn read_package_file_nofollow(
+    path: &Path,
+    opts: &ReadOptions,
+    data: Option<DataVisitor<'_>>,
+) -> Result<Package, PackageFileError> {
+    let file = match safe_fs::open_bounded(path, u64::MAX) {
+        Ok(Some(f)) => Ok(f),
+        Ok(None) => Err(io::ErrorKind::NotFound.into()),
+        // The error names the path already: only its reason goes under the path here.
+        Err(e) => Err(io::Error::new(e.kind(), e.io_error().to_string())),
+    };
+    read_opened(path, file, opts, data)
+}
+
+/// [`read_package`] of `file`, as opening `path` gave it: errors carry the path.
+fn read_opened(
+    path: &Path,
+    file: io::Result<impl Read>,
+    opts: &ReadOptions,
+    data: Option<DataVisitor<'_>>,
+) -> Result<Package, PackageFileError> {
     let wrap = |source| PackageFileError {
         path: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(|e| wrap(PackageError::Io(e)))?;
+    let file = file.map_err(|e| wrap(PackageError::Io(e)))?;
     read_package(BufReader::with_capacity(128 * 1024, file), opts, data).map_err(wrap)
 }
 

@@ -1321,19 +1321,18 @@ fn info_suffixes(db: &Db, name: &str) -> Result<Vec<String>, InstallError> {
         .collect())
 }
 
-/// An installed maintainer script of `name`, if any (bounded).
+/// The largest maintainer script run: one larger is an error, never run cut short.
+const MAX_SCRIPT: u64 = 8 << 20;
+
+/// An installed maintainer script of `name`, if any: a regular file of at most
+/// [`MAX_SCRIPT`] bytes, never read through a symlink (the database is inside the root, and a
+/// script linked to a host file is not run: docs/threats.md §20).
 fn read_info_script(db: &Db, name: &str, script: &str) -> Result<Option<Vec<u8>>, InstallError> {
     let path = db.info_file(name, script);
-    let f = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_at(&path)(e)),
-    };
-    let mut data = Vec::new();
-    f.take(8 << 20)
-        .read_to_end(&mut data)
-        .map_err(io_at(&path))?;
-    Ok(Some(data))
+    safe_fs::read_bounded(&path, MAX_SCRIPT).map_err(|e| InstallError::Io {
+        path: path.clone(),
+        source: io::Error::new(e.kind(), e.io_error().to_string()),
+    })
 }
 
 const MAX_OUTPUT: u64 = 64 * 1024;
@@ -2070,6 +2069,62 @@ mod tests {
                 .is_none()
         );
         assert!(!db.scripts_dir().exists());
+    }
+
+    /// `root` with foo installed (offline scripts), foo shipping a `prerm`.
+    fn installed_with_prerm(dir: &Path, root: &Path) -> (Db, InstallOptions) {
+        let pkg = write_pkg(
+            dir,
+            "foo_1.0_all.ipk",
+            foo("1.0", "a\n", &[]).control_file("prerm", 0o755, "#!/bin/sh\nexit 0\n"),
+        );
+        let o = opts(ScriptMode::Offline);
+        let mut db = open(root);
+        install(&mut db, &pkg, false, &o).unwrap();
+        (db, o)
+    }
+
+    #[test]
+    fn threat_20_an_installed_script_linked_to_a_host_file_is_neither_read_nor_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        // Outside the root: a script that would leave a mark if it ran, and a sentinel.
+        let host = tmp.path().join("host");
+        fs::create_dir(&host).unwrap();
+        let mark = host.join("ran");
+        let evil = host.join("evil.sh");
+        let body = format!("#!/bin/sh\ntouch {}\n", mark.display());
+        fs::write(&evil, &body).unwrap();
+        fs::set_permissions(&evil, fs::Permissions::from_mode(0o755)).unwrap();
+        let (mut db, o) = installed_with_prerm(tmp.path(), &root);
+        // The root's database, hostile: foo's prerm is now a link to the host's script.
+        let prerm = db.info_file("foo", "prerm");
+        fs::remove_file(&prerm).unwrap();
+        std::os::unix::fs::symlink(&evil, &prerm).unwrap();
+        let before = db.stanza("foo").unwrap();
+        let err = remove(&mut db, "foo", &o).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert!(err.contains(&prerm.display().to_string()), "{err}");
+        assert!(!mark.exists(), "the host's script ran");
+        assert_eq!(fs::read_to_string(&evil).unwrap(), body);
+        // Nothing lost: foo is still installed, its file still there.
+        drop(db);
+        assert_eq!(open(&root).stanza("foo").unwrap(), before);
+        assert!(root.join("etc/foo.conf").is_file());
+    }
+
+    #[test]
+    fn an_installed_script_larger_than_the_bound_is_refused_not_cut_short() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let (mut db, o) = installed_with_prerm(tmp.path(), &root);
+        let prerm = db.info_file("foo", "prerm");
+        let f = fs::OpenOptions::new().write(true).open(&prerm).unwrap();
+        f.set_len(MAX_SCRIPT + 1).unwrap();
+        let err = remove(&mut db, "foo", &o).unwrap_err().to_string();
+        assert!(err.contains("larger than"), "{err}");
+        drop(db);
+        assert!(open(&root).stanza("foo").is_some());
     }
 
     /// Runs `op` with a simulated kill at every step in turn; after each, reopens the root,

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use feeds::package::{DataEntry, PackageError, ReadOptions, read_package_file};
+use feeds::package::{DataEntry, PackageError, ReadOptions, read_package_file_nofollow};
 use serde::Serialize;
 
 use crate::status::FileKind;
@@ -143,7 +143,7 @@ pub fn package_paths(
         })?;
         Ok(())
     };
-    read_package_file(path, &ReadOptions::default(), Some(&mut visit))?;
+    read_package_file_nofollow(path, &ReadOptions::default(), Some(&mut visit))?;
     Ok(out)
 }
 
@@ -171,7 +171,7 @@ pub fn review_package(
         })?;
         Ok(())
     };
-    let pkg = read_package_file(path, &ReadOptions::default(), Some(&mut visit))?;
+    let pkg = read_package_file_nofollow(path, &ReadOptions::default(), Some(&mut visit))?;
     let mut r = Review {
         name: pkg.name().to_string(),
         version: pkg.version().to_string(),

@@ -126,7 +126,18 @@ fn write_to(
             b.append_link(&mut h, &rel_name, &target)
                 .map_err(io_at(path))?;
         } else if ft.is_file() {
-            let f = File::open(path).map_err(io_at(path))?;
+            // Still a regular file, not a symlink swapped in since the walk saw it, and no
+            // longer than the header says.
+            let f = match safe_fs::open_bounded(path, meta.size()) {
+                Ok(Some(f)) => f,
+                Ok(None) => return Err(io_at(path)(io::ErrorKind::NotFound.into())),
+                Err(e) => {
+                    return Err(io_at(path)(io::Error::new(
+                        e.kind(),
+                        e.io_error().to_string(),
+                    )));
+                }
+            };
             let mut h = header(tar::EntryType::Regular, mode, meta.size(), mtime);
             b.append_data(&mut h, &rel_name, f).map_err(io_at(path))?;
         } else {

@@ -1145,39 +1145,23 @@ fn try_lock(file: &File) -> io::Result<bool> {
 }
 
 /// Opens a file for a bounded read: fails when it is larger than `limit`; `None` when absent.
-fn open_bounded(path: &Path, limit: u64) -> Result<Option<io::Take<File>>, StatusError> {
-    // Never through a final symlink (a `.list` or `status` linked to a host file is not
-    // read: docs/threats.md §20); the database directory itself was resolved inside the root.
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(StatusError::Io {
-                path: path.to_path_buf(),
-                source: io::Error::other("is a symlink; database files are never read through one"),
-            });
-        }
-        Err(e) => return Err(io_err(path)(e)),
+fn open_bounded(path: &Path, limit: u64) -> Result<Option<safe_fs::Bounded>, StatusError> {
+    // Never through a final symlink, and a regular file only (a `.list` or `status` linked to
+    // a host file is not read: docs/threats.md §20); the database directory itself was
+    // resolved inside the root.
+    let too_large = || StatusError::TooLarge {
+        path: path.to_path_buf(),
+        limit,
     };
-    let meta = file.metadata().map_err(io_err(path))?;
-    if !meta.is_file() {
-        return Err(StatusError::Io {
+    match safe_fs::open_bounded(path, limit) {
+        Ok(Some(f)) if f.file().metadata().map_err(io_err(path))?.len() > limit => Err(too_large()),
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == io::ErrorKind::FileTooLarge => Err(too_large()),
+        Err(e) => Err(StatusError::Io {
             path: path.to_path_buf(),
-            source: io::Error::other("not a regular file"),
-        });
+            source: io::Error::new(e.kind(), e.io_error().to_string()),
+        }),
     }
-    let len = meta.len();
-    if len > limit {
-        return Err(StatusError::TooLarge {
-            path: path.to_path_buf(),
-            limit,
-        });
-    }
-    Ok(Some(file.take(limit)))
 }
 
 /// The limits a status file is parsed under (and its stanzas read back from the scratch file).

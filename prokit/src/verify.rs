@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::path::Path;
 
-use feeds::package::{Package, PackageFileError, ReadOptions, read_package_file};
+use feeds::package::{Package, PackageFileError, ReadOptions, read_package_file_nofollow};
 use sha2::{Digest, Sha256};
 
 use crate::status::{Db, FileKind, FileRecord, StatusError};
@@ -312,7 +312,7 @@ pub fn package_records(file: &Path) -> Result<(Package, Vec<FileRecord>), Record
             })
             .map(|_| ())
         };
-        read_package_file(file, &ReadOptions::default(), Some(&mut visit))
+        read_package_file_nofollow(file, &ReadOptions::default(), Some(&mut visit))
     };
     match read {
         Ok(p) => Ok((p, records)),

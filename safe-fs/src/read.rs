@@ -57,6 +57,14 @@ pub struct Bounded {
     max: u64,
 }
 
+impl Bounded {
+    /// The file opened (for its metadata: a caller may refuse a file already larger than the
+    /// bound before reading any of it).
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
+    }
+}
+
 impl Read for Bounded {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // One byte past the bound is asked for, to notice a file larger than it.

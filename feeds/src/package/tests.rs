@@ -573,6 +573,42 @@ fn file_errors_carry_the_path() {
     assert!(e.to_string().contains("absent.ipk: read error"), "{e}");
 }
 
+#[test]
+fn a_package_read_nofollow_is_never_read_through_a_symlink_nor_from_a_fifo() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("elsewhere.ipk");
+    std::fs::write(&real, builder().build().unwrap()).unwrap();
+    let opts = ReadOptions::default();
+    // A regular file reads as read_package_file reads it.
+    let p = read_package_file_nofollow(&real, &opts, None).unwrap();
+    assert_eq!(p.name(), "hello");
+    // A symlink to a good package is refused, and the error names the link and why.
+    let link = dir.path().join("cache/hello_1.0_all.ipk");
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    assert!(
+        read_package_file(&link, &opts, None).is_ok(),
+        "the plain read follows it"
+    );
+    let e = read_package_file_nofollow(&link, &opts, None).unwrap_err();
+    assert!(
+        e.to_string().starts_with(&format!("{}: ", link.display()))
+            && e.to_string().contains("symbolic link"),
+        "{e}"
+    );
+    // A FIFO is refused at once, not waited on.
+    let fifo = dir.path().join("cache/fifo.ipk");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let e = read_package_file_nofollow(&fifo, &opts, None).unwrap_err();
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+    let e = read_package_file_nofollow(&dir.path().join("absent.ipk"), &opts, None).unwrap_err();
+    assert!(e.to_string().contains("absent.ipk"), "{e}");
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
     #[test]
