@@ -101,6 +101,16 @@ pub const MAX_REDIRECTS: u32 = 5;
 
 /// The size of the chunks streamed from the source to the sink.
 const CHUNK: usize = 64 * 1024;
+/// A connection's buffer for what arrives: the largest response header ureq accepts (64 KiB).
+const INPUT_BUFFER: usize = 64 * 1024;
+/// A connection's buffer for the request: a GET's head (URL, credentials) only.
+const OUTPUT_BUFFER: usize = 16 * 1024;
+
+thread_local! {
+    /// [`copy_capped`]'s chunk, kept by each download thread between its transfers: made and
+    /// zeroed once per thread, not once per package.
+    static COPY_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// The default [`MinRate::bytes_per_sec`]: 10 KiB/s.
 pub const DEFAULT_MIN_RATE: u64 = 10 * 1024;
@@ -532,6 +542,11 @@ impl Fetcher {
                 .timeout_per_read(Some(opts.timeout))
                 .timeout_per_write(Some(opts.timeout))
                 .tls_config(tls.clone())
+                // ureq zero-fills both buffers of a connection whole (128 KiB each by
+                // default), and each download worker keeps its connection: a GET's request
+                // head fits in far less, and a response header is capped at 64 KiB anyway.
+                .input_buffer_size(INPUT_BUFFER)
+                .output_buffer_size(OUTPUT_BUFFER)
                 .build();
             Ok(Agent::with_parts(
                 config,
@@ -948,7 +963,20 @@ fn copy_capped(
     max: u64,
     keeps_up: &mut dyn FnMut(u64) -> bool,
 ) -> Result<u64, Copy> {
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = COPY_BUFFER.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    buf.resize(CHUNK, 0);
+    let r = copy_capped_with(&mut buf, reader, sink, max, keeps_up);
+    COPY_BUFFER.with(|b| *b.borrow_mut() = buf);
+    r
+}
+
+fn copy_capped_with(
+    buf: &mut [u8],
+    reader: &mut dyn Read,
+    sink: &mut dyn Write,
+    max: u64,
+    keeps_up: &mut dyn FnMut(u64) -> bool,
+) -> Result<u64, Copy> {
     let mut written = 0u64;
     loop {
         if !keeps_up(written) {
@@ -1192,6 +1220,22 @@ mod tests {
         let e = f.get(&url, 1000, &mut sink).unwrap_err();
         assert!(matches!(e, FetchError::TooLarge { limit: 1000, .. }), "{e}");
         assert_eq!(sink, body[..1000]);
+    }
+
+    #[test]
+    fn a_long_url_and_large_response_headers_fit_the_connection_buffers() {
+        // A request head of ~12 KiB (the output buffer is 16 KiB) and a response header of
+        // ~48 KiB (the input buffer is 64 KiB, ureq's cap on a response header).
+        let base = canned(1, move |_, _, s| {
+            let big = "x".repeat(48 * 1024);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nX-Padding: {big}\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+            );
+        });
+        let f = fetcher(Duration::from_secs(10), 0);
+        let url = format!("{base}/{}", "p".repeat(12 * 1024));
+        assert_eq!(f.get_bytes(&url, 100).unwrap(), b"hello");
     }
 
     #[test]
