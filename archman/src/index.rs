@@ -494,7 +494,7 @@ impl Walked {
                 *key = match dir.stat(name) {
                     Ok(Some(st)) => Ok(FileKey::of_stat(&st)),
                     Ok(None) => Err(io::Error::from_raw_os_error(libc::ENOENT)),
-                    Err(e) => Err(io::Error::new(e.kind(), e.io_error().to_string())),
+                    Err(e) => Err(e.into_io_error()),
                 };
             });
         self.unstated.clear();

@@ -439,7 +439,7 @@ pub fn read_package_file_nofollow(
         Ok(Some(f)) => Ok(f),
         Ok(None) => Err(io::ErrorKind::NotFound.into()),
         // The error names the path already: only its reason goes under the path here.
-        Err(e) => Err(io::Error::new(e.kind(), e.io_error().to_string())),
+        Err(e) => Err(e.into_io_error()),
     };
     read_opened(path, file, opts, data)
 }

@@ -1331,7 +1331,7 @@ fn read_info_script(db: &Db, name: &str, script: &str) -> Result<Option<Vec<u8>>
     let path = db.info_file(name, script);
     safe_fs::read_bounded(&path, MAX_SCRIPT).map_err(|e| InstallError::Io {
         path: path.clone(),
-        source: io::Error::new(e.kind(), e.io_error().to_string()),
+        source: e.into_io_error(),
     })
 }
 

@@ -131,12 +131,7 @@ fn write_to(
             let f = match safe_fs::open_bounded(path, meta.size()) {
                 Ok(Some(f)) => f,
                 Ok(None) => return Err(io_at(path)(io::ErrorKind::NotFound.into())),
-                Err(e) => {
-                    return Err(io_at(path)(io::Error::new(
-                        e.kind(),
-                        e.io_error().to_string(),
-                    )));
-                }
+                Err(e) => return Err(io_at(path)(e.into_io_error())),
             };
             let mut h = header(tar::EntryType::Regular, mode, meta.size(), mtime);
             b.append_data(&mut h, &rel_name, f).map_err(io_at(path))?;

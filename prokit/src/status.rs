@@ -1159,7 +1159,7 @@ fn open_bounded(path: &Path, limit: u64) -> Result<Option<safe_fs::Bounded>, Sta
         Err(e) if e.kind() == io::ErrorKind::FileTooLarge => Err(too_large()),
         Err(e) => Err(StatusError::Io {
             path: path.to_path_buf(),
-            source: io::Error::new(e.kind(), e.io_error().to_string()),
+            source: e.into_io_error(),
         }),
     }
 }

@@ -64,6 +64,12 @@ impl FsError {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The underlying error itself, without the path and operation: for a caller whose own
+    /// error already names the path. Keeps the kind, the message and any OS error code.
+    pub fn into_io_error(self) -> io::Error {
+        self.error
+    }
 }
 
 /// Into an [`io::Error`] of the same kind whose message is the whole [`FsError`] message, for
@@ -107,6 +113,9 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
         assert!(!e.is_not_found());
         assert_eq!(e.io_error().raw_os_error(), Some(libc::EACCES));
+        let io = e.into_io_error();
+        assert_eq!(io.raw_os_error(), Some(libc::EACCES));
+        assert_eq!(io.to_string(), "Permission denied (os error 13)");
     }
 
     #[test]
