@@ -1977,6 +1977,29 @@ mod tests {
     }
 
     #[test]
+    fn digest_reads_a_file_whole_whatever_its_size_and_never_through_a_symlink() {
+        use sha2::{Digest as _, Sha256};
+        let (_tmp, root, outside) = scene();
+        let dirs = RootDirs::open(&root).unwrap();
+        // Empty, one byte, one past the read buffer (128 KiB), several buffers.
+        for len in [0, 1, 128 * 1024 + 1, 3 * 128 * 1024 + 17] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            fs::write(root.join("usr/lib/f"), &bytes).unwrap();
+            assert_eq!(
+                dirs.digest::<Sha256>("/usr/lib/f").unwrap(),
+                Some(hex::encode(Sha256::digest(&bytes))),
+                "{len} bytes"
+            );
+        }
+        std::os::unix::fs::symlink(outside.join("sentinel"), root.join("usr/lib/l")).unwrap();
+        assert_eq!(dirs.digest::<Sha256>("/usr/lib/l").unwrap(), None);
+        fs::create_dir(root.join("usr/lib/d")).unwrap();
+        assert_eq!(dirs.digest::<Sha256>("/usr/lib/d").unwrap(), None);
+        assert_eq!(dirs.digest::<Sha256>("/usr/lib/missing").unwrap(), None);
+        assert_eq!(fs::read(outside.join("sentinel")).unwrap(), b"host file");
+    }
+
+    #[test]
     fn transaction_never_renames_through_a_symlinked_parent() {
         let (_tmp, root, outside) = scene();
         fs::write(root.join("usr/lib/x"), "root file").unwrap();
