@@ -435,12 +435,9 @@ pub fn read_package_file_nofollow(
     opts: &ReadOptions,
     data: Option<DataVisitor<'_>>,
 ) -> Result<Package, PackageFileError> {
-    let file = match safe_fs::open_bounded(path, u64::MAX) {
-        Ok(Some(f)) => Ok(f),
-        Ok(None) => Err(io::ErrorKind::NotFound.into()),
-        // The error names the path already: only its reason goes under the path here.
-        Err(e) => Err(e.into_io_error()),
-    };
+    // The error names the path already: only its reason goes under the path here.
+    let file =
+        safe_fs::open_bounded_existing(path, u64::MAX).map_err(safe_fs::FsError::into_io_error);
     read_opened(path, file, opts, data)
 }
 

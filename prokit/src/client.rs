@@ -1219,11 +1219,7 @@ impl Client {
         // Over the file as it was downloaded and hash-checked, read in parts: a regular file
         // only, never through a symlink (the cache is inside the root: docs/threats.md §18).
         let mut v = key.public_key.verifier(&sig).map_err(|e| e.to_string())?;
-        let mut f = match safe_fs::open_bounded(file, u64::MAX) {
-            Ok(Some(f)) => f,
-            Ok(None) => return Err(format!("{}: no such file", file.display())),
-            Err(e) => return Err(e.to_string()),
-        };
+        let mut f = safe_fs::open_bounded_existing(file, u64::MAX).map_err(|e| e.to_string())?;
         let mut buf = vec![0u8; cli_support::READ_BUFFER];
         loop {
             match std::io::Read::read(&mut f, &mut buf) {

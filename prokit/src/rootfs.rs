@@ -128,11 +128,8 @@ fn write_to(
         } else if ft.is_file() {
             // Still a regular file, not a symlink swapped in since the walk saw it, and no
             // longer than the header says.
-            let f = match safe_fs::open_bounded(path, meta.size()) {
-                Ok(Some(f)) => f,
-                Ok(None) => return Err(io_at(path)(io::ErrorKind::NotFound.into())),
-                Err(e) => return Err(io_at(path)(e.into_io_error())),
-            };
+            let f = safe_fs::open_bounded_existing(path, meta.size())
+                .map_err(|e| io_at(path)(e.into_io_error()))?;
             let mut h = header(tar::EntryType::Regular, mode, meta.size(), mtime);
             b.append_data(&mut h, &rel_name, f).map_err(io_at(path))?;
         } else {

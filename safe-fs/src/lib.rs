@@ -44,6 +44,6 @@ pub use atomic::{
 };
 pub use dir::{Dir, EntryKind, Stat, TempFile};
 pub use error::{FsError, Result};
-pub use read::{Bounded, open_bounded, read_bounded, same_contents};
+pub use read::{Bounded, open_bounded, open_bounded_existing, read_bounded, same_contents};
 pub use root::{ConfineError, MAX_SYMLINK_HOPS, Root};
 pub use scratch::{FileAt, scratch_file};

@@ -50,6 +50,13 @@ pub fn open_bounded(path: &Path, max: u64) -> Result<Option<Bounded>> {
         .transpose()
 }
 
+/// [`open_bounded`] of a file that must be there: its absence is an error of kind `NotFound`
+/// ("`<path>`: cannot open: No such file or directory"), as any other failure to open it.
+pub fn open_bounded_existing(path: &Path, max: u64) -> Result<Bounded> {
+    open_bounded(path, max)?
+        .ok_or_else(|| FsError::new(path, "open", io::Error::from_raw_os_error(libc::ENOENT)))
+}
+
 /// A file opened by [`open_bounded`]: reads fail once more than its bound was read.
 pub struct Bounded {
     file: std::fs::File,
@@ -212,6 +219,17 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
         assert!(open_bounded(&dir.path().join("none"), 4).unwrap().is_none());
+        let absent = open_bounded_existing(&dir.path().join("none"), 4)
+            .err()
+            .expect("absent is an error");
+        assert!(absent.is_not_found());
+        assert!(
+            absent
+                .to_string()
+                .contains("none: cannot open: No such file"),
+            "{absent}"
+        );
+        assert!(open_bounded_existing(&path, 5).is_ok());
         let link = dir.path().join("link");
         symlink(&path, &link).unwrap();
         assert!(open_bounded(&link, 100).is_err());
