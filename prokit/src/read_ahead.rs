@@ -24,6 +24,7 @@
 //! files wait open; past that a package arrives without one and is read from its path and
 //! hashed, as a cached one is.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -151,36 +152,42 @@ pub(crate) fn run(
     read_one: &dyn Fn(usize, Option<File>) -> Option<Preread>,
 ) {
     let mut here = vec![false; count];
-    let mut files: std::collections::HashMap<usize, File> = Default::default();
-    let mut next = 0;
-    loop {
-        while next < count && here[next] {
-            let file = files.remove(&next);
-            if file.is_some() {
-                held.release();
+    let mut files: HashMap<usize, File> = HashMap::new();
+    let note = |here: &mut [bool], files: &mut HashMap<usize, File>, (i, file): Arrived| {
+        if let Some(flag) = here.get_mut(i) {
+            *flag = true;
+            if let Some(f) = file {
+                files.insert(i, f);
             }
-            let package = read_one(next, file);
-            if !budget.take(package.as_ref().map_or(0, Preread::data_len)) {
-                return;
-            }
-            if ready.send((next, package)).is_err() {
-                return;
-            }
-            next += 1;
         }
-        if next == count {
+    };
+    let mut next = 0;
+    while next < count {
+        // What arrived meanwhile is noted here (a flag a package) rather than left queued in
+        // the channel (a slot a package): downloads outrun the install, and at 10,000
+        // packages thousands of arrivals would wait there.
+        while let Ok(a) = arrived.try_recv() {
+            note(&mut here, &mut files, a);
+        }
+        if !here[next] {
+            match arrived.recv() {
+                Ok(a) => note(&mut here, &mut files, a),
+                Err(_) => return,
+            }
+            continue;
+        }
+        let file = files.remove(&next);
+        if file.is_some() {
+            held.release();
+        }
+        let package = read_one(next, file);
+        if !budget.take(package.as_ref().map_or(0, Preread::data_len)) {
             return;
         }
-        match arrived.recv() {
-            Ok((i, file)) if i < count => {
-                here[i] = true;
-                if let Some(f) = file {
-                    files.insert(i, f);
-                }
-            }
-            Ok(_) => {}
-            Err(_) => return,
+        if ready.send((next, package)).is_err() {
+            return;
         }
+        next += 1;
     }
 }
 
