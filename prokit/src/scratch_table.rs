@@ -11,8 +11,12 @@
 //! removed, or eight bits of the fingerprint (a *tag*). A lookup walks the tags and reads from
 //! the file only the records whose tag matches (1 in 254 of the others), so that a path no
 //! package owns — most of what a bootstrap asks — costs no read at all, and adding one costs
-//! one write. A small table (up to [`IN_MEMORY_SLOTS`] slots, 160 KiB of records: a root of a
-//! few hundred packages) keeps its records in memory instead, and costs no system call at all.
+//! one write. A small table (up to [`IN_MEMORY_SLOTS`] slots, 40 KiB of records: a root of a
+//! hundred-odd packages) keeps its records in memory instead, and costs no system call at all.
+//! Not more: every root on its way to thousands of packages passes through the largest
+//! in-memory size, and at 8,192 slots two tables held 320 KiB there: after the packages in
+//! flight, the biggest part of what a bootstrap of 10,000 packages held live at its peak
+//! (bench/README.md, "What is live at the peak").
 
 use safe_fs::FileAt;
 use std::fs::File;
@@ -27,7 +31,7 @@ const REMOVED: u8 = 1;
 /// A record: the fingerprint's two halves and the value, little-endian.
 const RECORD: usize = 20;
 /// Tables of up to this many slots keep their records in memory.
-const IN_MEMORY_SLOTS: usize = 8192;
+const IN_MEMORY_SLOTS: usize = 2048;
 
 /// A path's keyed 128-bit fingerprint ([`ScratchTable::key`]).
 pub(crate) type Key = [u64; 2];
@@ -301,17 +305,19 @@ mod tests {
     fn a_small_table_is_kept_in_memory_and_moves_to_a_file_as_it_grows() {
         holds_what_a_hash_map_holds(ScratchTable::default());
         let mut table = ScratchTable::default();
-        let paths = |n: u32| (0..n).map(|i| format!("/usr/share/p{i}"));
-        for (i, p) in paths(2000).enumerate() {
+        let paths = |n: usize| (0..n).map(|i| format!("/usr/share/p{i}"));
+        let small = IN_MEMORY_SLOTS / 4;
+        for (i, p) in paths(small).enumerate() {
             table.insert(&p, i as u32).unwrap();
         }
         assert!(matches!(table.records, Some(Records::Memory(_))));
-        for (i, p) in paths(6000).enumerate() {
+        let big = IN_MEMORY_SLOTS * 2;
+        for (i, p) in paths(big).enumerate() {
             table.insert(&p, i as u32).unwrap();
         }
         assert!(table.tags.len() > IN_MEMORY_SLOTS);
         assert!(matches!(table.records, Some(Records::File(_))));
-        for (i, p) in paths(6000).enumerate() {
+        for (i, p) in paths(big).enumerate() {
             assert_eq!(table.get(&p).unwrap(), Some(i as u32), "{p}");
         }
     }
