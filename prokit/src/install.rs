@@ -1264,9 +1264,9 @@ impl CloneFor for crate::status::Owners {
                 v.files.insert(r.path.clone(), o.to_string());
             }
             // Packages that ship a directory are distinct: a second one means another.
-            let mut shippers = self.dir_owners(&r.path)?;
-            if let Some(first) = shippers.next() {
-                let only = shippers.next().is_none().then(|| first.to_string());
+            let shippers = self.dir_owners(&r.path)?;
+            if let Some(first) = shippers.first() {
+                let only = (shippers.len() == 1).then(|| first.to_string());
                 v.dirs.insert(r.path.clone(), only);
             }
         }
@@ -2645,7 +2645,10 @@ mod tests {
             let mut reopened = open(&root);
             assert_eq!(reopened.package_map(), map);
             let owners = reopened.owners().unwrap();
-            assert_eq!(owners.file_owner("/usr/bin/tool").unwrap(), Some("b"));
+            assert_eq!(
+                owners.file_owner("/usr/bin/tool").unwrap().as_deref(),
+                Some("b")
+            );
             let names: Vec<String> = walk_names(&root.join("usr/bin"));
             assert!(
                 names.iter().all(|n| !n.starts_with(".prokit-")),

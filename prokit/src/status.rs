@@ -36,11 +36,12 @@
 
 use crate::scratch_table::{Key, ScratchTable};
 use crate::stanza_store::StanzaStore;
-use crate::texts::Texts;
+use crate::texts::ScratchTexts;
 
 /// A status stanza as the database hands it out: borrowed when it is in memory, read back
 /// from the database's scratch file otherwise (stanza_store.rs).
 pub type Stanza<'a> = std::borrow::Cow<'a, Paragraph>;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -162,8 +163,8 @@ pub struct FileRecord {
 /// Kept small because it holds every path of the root (a root of thousands of packages owns
 /// hundreds of thousands): a path is held as a 128-bit keyed fingerprint, not its text, in a
 /// scratch file with a byte per slot in memory ([`ScratchTable`]), for the files, the
-/// directories and the package names alike; a package's name is held once, in memory, and
-/// paths refer to it by number; a directory shipped by one package (most are:
+/// directories and the package names alike; a package's name is held once, in a scratch file
+/// too ([`ScratchTexts`]), and paths refer to it by number; a directory shipped by one package (most are:
 /// `/usr/share/<pkg>`) costs no allocation, one shipped by many (`/usr/bin`) a list of
 /// numbers.
 #[derive(Debug, Default)]
@@ -178,9 +179,9 @@ pub(crate) struct Owners {
     shared: HashMap<Key, Shippers>,
     /// Every name held above, once (a package removed during the run leaves its name here:
     /// one string, taken again if it comes back); `ids` finds a name's number.
-    /// The names one after the other, in one allocation (a name per installed package, kept
-    /// as long as the map: scattered among what an install frees, they would pin its pages).
-    names: Texts,
+    /// The names one after the other, in a scratch file (a name per installed package, kept as
+    /// long as the map; read back only to name an owner: a conflict, a takeover, a review).
+    names: ScratchTexts,
     ids: ScratchTable,
 }
 
@@ -194,36 +195,46 @@ impl Owners {
         if let Some(id) = self.ids.get(name).map_err(scratch)? {
             return Ok(id);
         }
-        let id = u32::try_from(self.names.len()).expect("fewer than 2^32 package names");
+        // The name first: should the table fail to take it, the name is only never read.
+        let id = self
+            .names
+            .push(name)
+            .map_err(scratch)?
+            .expect("fewer than 2^32 package names, shorter than 4 GiB in all");
         self.ids.insert(name, id).map_err(scratch)?;
-        let pushed = self.names.push(name);
-        assert_eq!(pushed, Some(id), "package names shorter than 4 GiB in all");
         Ok(id)
     }
 
     /// The name of number `id`.
-    fn name(&self, id: u32) -> &str {
-        self.names.text(id)
+    fn name(&self, id: u32) -> Result<Cow<'_, str>, StatusError> {
+        match self.names.get(id).map_err(scratch)? {
+            Some(name) => Ok(name),
+            None => Err(scratch(io::Error::other(format!(
+                "package number {id} has no name"
+            )))),
+        }
     }
 
     /// The package that owns the non-directory `path`.
-    pub fn file_owner(&self, path: &str) -> Result<Option<&str>, StatusError> {
-        let id = self.files.get(path).map_err(scratch)?;
-        Ok(id.map(|id| self.name(id)))
+    pub fn file_owner(&self, path: &str) -> Result<Option<Cow<'_, str>>, StatusError> {
+        match self.files.get(path).map_err(scratch)? {
+            Some(id) => self.name(id).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The packages that ship the directory `path` (none when no package does), in the
     /// order their names were first seen.
-    pub fn dir_owners(&self, path: &str) -> Result<impl Iterator<Item = &str>, StatusError> {
+    pub fn dir_owners(&self, path: &str) -> Result<Vec<Cow<'_, str>>, StatusError> {
         let key = self.dirs.key(path);
         let (one, many) = match self.shared.get(&key) {
             Some(ids) => (None, Some(ids)),
             None => (self.dirs.get_key(key).map_err(scratch)?, None),
         };
-        Ok(one
-            .into_iter()
+        one.into_iter()
             .chain(many.into_iter().flat_map(Shippers::iter))
-            .map(|id| self.name(id)))
+            .map(|id| self.name(id))
+            .collect()
     }
 
     /// Forgets everything `name` owns.
@@ -1526,8 +1537,12 @@ mod tests {
             if step % 50 == 0 || step == 2999 {
                 for d in 0..25 {
                     let path = format!("/d{d}");
-                    let got: BTreeSet<String> =
-                        o.dir_owners(&path).unwrap().map(str::to_string).collect();
+                    let got: BTreeSet<String> = o
+                        .dir_owners(&path)
+                        .unwrap()
+                        .into_iter()
+                        .map(String::from)
+                        .collect();
                     assert_eq!(got, model.get(&path).cloned().unwrap_or_default(), "{path}");
                     let in_table = o.dirs.get(&path).unwrap().is_some();
                     let shared = o.shared.get(&o.dirs.key(&path));
@@ -1567,30 +1582,27 @@ mod tests {
         o.add_package("bar", &bar).unwrap();
         o.add_listed("foo", &[rec("/usr/bin/bar", FileKind::File)])
             .unwrap();
-        // One name, in one arena, for every path of a package.
-        let shared = o.file_owner("/usr/bin/foo").unwrap().unwrap();
-        assert_eq!(shared, "foo");
-        assert!(std::ptr::eq(
-            shared,
-            o.file_owner("/usr/bin/foo2").unwrap().unwrap()
-        ));
+        // One name for every path of a package.
+        assert_eq!(o.file_owner("/usr/bin/foo").unwrap().unwrap(), "foo");
+        assert_eq!(o.file_owner("/usr/bin/foo2").unwrap().unwrap(), "foo");
         let dir = |o: &Owners, path: &str| {
             o.dir_owners(path)
                 .unwrap()
+                .into_iter()
                 .map(|n| n.to_string())
                 .collect::<Vec<_>>()
         };
         // Sorted by when the name was first seen; each package once.
         assert_eq!(dir(&o, "/usr/bin"), ["foo", "bar"]);
         assert!(o.dirs.get("/usr").unwrap().is_some() && o.shared.len() == 1);
-        let in_dir = o.dir_owners("/usr/bin").unwrap().next().unwrap();
-        assert!(std::ptr::eq(shared, in_dir));
         // A listed path keeps the owner it has.
         assert_eq!(o.file_owner("/usr/bin/bar").unwrap().unwrap(), "bar");
-        assert_eq!(
-            (o.names.len(), o.names.iter().collect::<String>()),
-            (2, "foobar".into())
-        );
+        let names = |o: &Owners| {
+            (0..o.names.len() as u32)
+                .map(|i| o.names.get(i).unwrap().unwrap().into_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&o), ["foo", "bar"]);
         // Adding a package twice changes nothing.
         o.add_package("bar", &bar).unwrap();
         assert_eq!(dir(&o, "/usr/bin"), ["foo", "bar"]);
@@ -1859,9 +1871,21 @@ mod tests {
                 .all(|r| r.kind == FileKind::Unknown && r.sha256.is_none())
         );
         let owners = db.owners().unwrap();
-        assert_eq!(owners.file_owner("/usr/bin/foo").unwrap(), Some("foo"));
-        assert_eq!(owners.file_owner("/etc/old.conf").unwrap(), Some("old"));
-        assert!(owners.dir_owners("/usr/bin").unwrap().any(|o| o == "foo"));
+        assert_eq!(
+            owners.file_owner("/usr/bin/foo").unwrap().as_deref(),
+            Some("foo")
+        );
+        assert_eq!(
+            owners.file_owner("/etc/old.conf").unwrap().as_deref(),
+            Some("old")
+        );
+        assert!(
+            owners
+                .dir_owners("/usr/bin")
+                .unwrap()
+                .iter()
+                .any(|o| o == "foo")
+        );
         assert!(matches!(
             db.files("nope"),
             Err(StatusError::NotInstalled(_))

@@ -735,6 +735,7 @@ pub(super) fn settle(
             let Some(owner) = owner else {
                 continue;
             };
+            let owner: &str = &owner;
             if owner == name {
                 continue;
             }
@@ -816,7 +817,7 @@ fn recorded_conffile_hash(db: &Db, path: &str, name: &str) -> Result<Option<Stri
         None => None,
     };
     if let Some(owner) = owner
-        && let Some(h) = find(owner)?
+        && let Some(h) = find(&owner)?
     {
         return Ok(Some(h));
     }
