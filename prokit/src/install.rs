@@ -424,9 +424,10 @@ pub fn install_expecting<'p>(
 /// list, status stanza and report, ~5 KiB for a small package)…
 ///
 /// 128, not 256: the peak RSS of a bootstrap fell by 0.7 MiB at 300 small packages and by
-/// 1.1 MiB at 10,000, while a bootstrap of 300 packages and an upgrade of them took no longer
-/// (bench/README.md, issue 16).
-const GROUP_PACKAGES: usize = 128;
+/// 1.1 MiB at 10,000, while a bootstrap of 300 packages and an upgrade of them took no longer;
+/// 64, not 128: by another 0.25 and 0.53 MiB, the time unchanged (3.04 s at 10,000, 95 ms at
+/// 300, tmpfs). A bootstrap's `fsync`s do not grow with the groups (bench/README.md, issue 16).
+const GROUP_PACKAGES: usize = 64;
 /// …and the size of their package files at most (a bound on the room taken by old and new
 /// files side by side until the group commits).
 const GROUP_BYTES: u64 = 64 << 20;

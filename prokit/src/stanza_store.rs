@@ -27,7 +27,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 
 /// How many changed stanzas are held in memory before they are merged into the file: a
-/// bootstrap's group commit installs up to 128 packages, and each commit writes the status
+/// bootstrap's group commit installs up to 64 packages, and each commit writes the status
 /// file through one merge.
 const OVERLAY_MAX: usize = 512;
 
