@@ -1669,7 +1669,7 @@ impl Client {
         let (universe, feed_keys) = self.universe_signed(&db, true, progress)?;
         let mut plan = self.resolve_plan(&db, universe, &packages, progress)?;
         drop(packages);
-        // The resolution's memory (the universe and the search: ~4.5 MB at 10,000 packages)
+        // The resolution's memory (the universe and the search: ~4.6 MB at 10,000 packages)
         // is free now, but its pages stay with the main thread's heap, where the download and
         // reader threads cannot reuse them: without this the install's first moments, with
         // the first downloads and reads on top, were the run's peak (bench/README.md).

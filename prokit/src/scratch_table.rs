@@ -16,7 +16,7 @@
 //! Not more: every root on its way to thousands of packages passes through the largest
 //! in-memory size, and at 8,192 slots two tables held 320 KiB there: after the packages in
 //! flight, the biggest part of what a bootstrap of 10,000 packages held live at its peak
-//! (bench/README.md, "What is live at the peak").
+//! (bench/README.md, results at 16c0150).
 
 use safe_fs::FileAt;
 use std::fs::File;
