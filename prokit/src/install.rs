@@ -1265,9 +1265,9 @@ impl CloneFor for crate::status::Owners {
                 v.files.insert(r.path.clone(), o.to_string());
             }
             // Packages that ship a directory are distinct: a second one means another.
-            let shippers = self.dir_owners(&r.path)?;
-            if let Some(first) = shippers.first() {
-                let only = (shippers.len() == 1).then(|| first.to_string());
+            let mut shippers = self.dir_owners(&r.path)?;
+            if let Some(first) = shippers.next().transpose()? {
+                let only = shippers.next().is_none().then(|| first.into_owned());
                 v.dirs.insert(r.path.clone(), only);
             }
         }

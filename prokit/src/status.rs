@@ -164,9 +164,9 @@ pub struct FileRecord {
 /// hundreds of thousands): a path is held as a 128-bit keyed fingerprint, not its text, in a
 /// scratch file with a byte per slot in memory ([`ScratchTable`]), for the files, the
 /// directories and the package names alike; a package's name is held once, in a scratch file
-/// too ([`ScratchTexts`]), and paths refer to it by number; a directory shipped by one package (most are:
-/// `/usr/share/<pkg>`) costs no allocation, one shipped by many (`/usr/bin`) a list of
-/// numbers.
+/// too ([`ScratchTexts`]), and paths refer to it by number; a directory shipped by one
+/// package (most are: `/usr/share/<pkg>`) costs no allocation, one shipped by many
+/// (`/usr/bin`) a list of numbers.
 #[derive(Debug, Default)]
 pub(crate) struct Owners {
     /// Non-directory path → owning package (its number in `names`).
@@ -224,17 +224,21 @@ impl Owners {
     }
 
     /// The packages that ship the directory `path` (none when no package does), in the
-    /// order their names were first seen.
-    pub fn dir_owners(&self, path: &str) -> Result<Vec<Cow<'_, str>>, StatusError> {
+    /// order their names were first seen. Each name is read as the iterator reaches it
+    /// (`/usr` has a shipper per package: a caller that wants one or two reads one or two).
+    pub fn dir_owners(
+        &self,
+        path: &str,
+    ) -> Result<impl Iterator<Item = Result<Cow<'_, str>, StatusError>>, StatusError> {
         let key = self.dirs.key(path);
         let (one, many) = match self.shared.get(&key) {
             Some(ids) => (None, Some(ids)),
             None => (self.dirs.get_key(key).map_err(scratch)?, None),
         };
-        one.into_iter()
+        Ok(one
+            .into_iter()
             .chain(many.into_iter().flat_map(Shippers::iter))
-            .map(|id| self.name(id))
-            .collect()
+            .map(|id| self.name(id)))
     }
 
     /// Forgets everything `name` owns.
@@ -1540,8 +1544,7 @@ mod tests {
                     let got: BTreeSet<String> = o
                         .dir_owners(&path)
                         .unwrap()
-                        .into_iter()
-                        .map(String::from)
+                        .map(|n| n.unwrap().into_owned())
                         .collect();
                     assert_eq!(got, model.get(&path).cloned().unwrap_or_default(), "{path}");
                     let in_table = o.dirs.get(&path).unwrap().is_some();
@@ -1588,8 +1591,7 @@ mod tests {
         let dir = |o: &Owners, path: &str| {
             o.dir_owners(path)
                 .unwrap()
-                .into_iter()
-                .map(|n| n.to_string())
+                .map(|n| n.unwrap().into_owned())
                 .collect::<Vec<_>>()
         };
         // Sorted by when the name was first seen; each package once.
@@ -1883,8 +1885,7 @@ mod tests {
             owners
                 .dir_owners("/usr/bin")
                 .unwrap()
-                .iter()
-                .any(|o| o == "foo")
+                .any(|o| o.unwrap() == "foo")
         );
         assert!(matches!(
             db.files("nope"),
