@@ -217,10 +217,26 @@ impl Owners {
 
     /// The package that owns the non-directory `path`.
     pub fn file_owner(&self, path: &str) -> Result<Option<Cow<'_, str>>, StatusError> {
+        self.file_owner_besides(path, None)
+    }
+
+    /// The package that owns the non-directory `path` when it is not the one numbered `own`
+    /// ([`Owners::package_number`]): the name is read back only then, so that checking the
+    /// paths of a package that already owns them (an upgrade) reads none.
+    pub fn file_owner_besides(
+        &self,
+        path: &str,
+        own: Option<u32>,
+    ) -> Result<Option<Cow<'_, str>>, StatusError> {
         match self.files.get(path).map_err(scratch)? {
-            Some(id) => self.name(id).map(Some),
-            None => Ok(None),
+            Some(id) if Some(id) != own => self.name(id).map(Some),
+            _ => Ok(None),
         }
+    }
+
+    /// The number of the package `name`, if the map has seen it.
+    pub fn package_number(&self, name: &str) -> Result<Option<u32>, StatusError> {
+        self.ids.get(name).map_err(scratch)
     }
 
     /// The packages that ship the directory `path` (none when no package does), in the
@@ -1599,6 +1615,20 @@ mod tests {
         assert!(o.dirs.get("/usr").unwrap().is_some() && o.shared.len() == 1);
         // A listed path keeps the owner it has.
         assert_eq!(o.file_owner("/usr/bin/bar").unwrap().unwrap(), "bar");
+        // Asked on behalf of its owner, a path has no other owner; on behalf of another, it has.
+        let foo_id = o.package_number("foo").unwrap();
+        assert!(foo_id.is_some() && o.package_number("baz").unwrap().is_none());
+        assert!(
+            o.file_owner_besides("/usr/bin/foo", foo_id)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            o.file_owner_besides("/usr/bin/bar", foo_id)
+                .unwrap()
+                .as_deref(),
+            Some("bar")
+        );
         let names = |o: &Owners| {
             (0..o.names.len() as u32)
                 .map(|i| o.names.get(i).unwrap().unwrap().into_owned())

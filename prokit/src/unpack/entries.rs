@@ -720,6 +720,11 @@ pub(super) fn settle(
         }
     })?;
     let owners = db.owners_ref();
+    // Paths this package already owns (an upgrade) are passed over without reading a name.
+    let own = match owners {
+        Some(o) => o.package_number(name.as_str())?,
+        None => None,
+    };
     let mut takeovers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for e in entries.iter().filter(|e| e.kind != FileKind::Dir) {
         let paths = if e.final_path == e.path {
@@ -729,7 +734,7 @@ pub(super) fn settle(
         };
         for path in paths {
             let owner = match owners {
-                Some(o) => o.file_owner(path)?,
+                Some(o) => o.file_owner_besides(path, own)?,
                 None => None,
             };
             let Some(owner) = owner else {
