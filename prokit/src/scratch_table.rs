@@ -7,7 +7,7 @@
 //! this kind together. Here a key is a 128-bit keyed fingerprint (docs/on-disk-state.md §3.5,
 //! "The ownership map"), and its entry — the fingerprint and the number — is a 20-byte record
 //! in an unnamed scratch file (`safe_fs::scratch_file`), in an open-addressing table of slots
-//! (a power of two, at most half of them taken). Memory keeps one byte per slot: empty,
+//! (a power of two, at most three quarters of them taken). Memory keeps one byte per slot: empty,
 //! removed, or eight bits of the fingerprint (a *tag*). A lookup walks the tags and reads from
 //! the file only the records whose tag matches (1 in 254 of the others), so that a path no
 //! package owns — most of what a bootstrap asks — costs no read at all, and adding one costs
@@ -179,9 +179,11 @@ impl ScratchTable {
             let records = self.records.as_mut().ok_or_else(missing)?;
             return records.write(at, &encode(key, value));
         }
-        // Rebuilt when half the slots are taken, or when removed entries are as many as the
-        // live ones.
-        if (self.used + 1) * 2 > self.tags.len() || self.used >= 2 * self.live + 16 {
+        // Rebuilt when three quarters of the slots are taken, or when removed entries are as
+        // many as the live ones. Not at half: the tags are a bootstrap's biggest table in
+        // memory (128 KiB for the files of 10,000 packages), and the longer probes they cost
+        // at ¾ are of bytes in memory, a record read for 1 in 254 of them.
+        if (self.used + 1) * 4 > self.tags.len() * 3 || self.used >= 2 * self.live + 16 {
             self.rebuild()?;
         }
         self.append(key, value)
@@ -216,11 +218,12 @@ impl ScratchTable {
         Ok(Some(value))
     }
 
-    /// A new table of three to six slots per live entry (a power of two, at least 64), with
+    /// A new table of one and a half to three slots per live entry (a power of two, at least
+    /// 64: each rebuild of a growing table doubles it), with
     /// the live entries only: read in order from the old records, written where they go in
     /// the new. Built aside and swapped in whole: on an error the table is as it was.
     fn rebuild(&mut self) -> io::Result<()> {
-        let slots = ((self.live + 1) * 3).next_power_of_two().max(64);
+        let slots = ((self.live + 1) * 3 / 2).next_power_of_two().max(64);
         let mut records = Records::new(slots, self.memory || slots <= self.in_memory_slots);
         let mut tags = vec![EMPTY; slots];
         let mut put = |key: Key, value: u32| -> io::Result<()> {
@@ -258,7 +261,7 @@ impl ScratchTable {
     }
 }
 
-/// The first empty or removed slot from `key`'s (one exists: at most half are taken).
+/// The first empty or removed slot from `key`'s (one exists: at most ¾ are taken).
 fn free_slot(tags: &[u8], key: Key) -> usize {
     let mask = tags.len() - 1;
     let mut at = key[0] as usize & mask;
@@ -369,8 +372,8 @@ mod tests {
         }
         assert!(table.used <= 2 * table.len() + 16);
         assert_eq!(table.len(), model.len());
-        // One byte of memory per slot, at most six slots per path.
-        assert!(table.tags.len() <= 6 * table.len().max(11));
+        // One byte of memory per slot, at most three slots per path.
+        assert!(table.tags.len() <= 3 * (table.len() + 1).max(22));
         // The records are where they were asked for.
         assert_eq!(
             matches!(table.records, Some(Records::Memory(_))),

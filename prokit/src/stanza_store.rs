@@ -41,8 +41,9 @@ pub(crate) struct StanzaStore {
     /// Per stanza of the file: where its name ends in `names`.
     name_ends: Vec<u32>,
     /// Per stanza of the file: where its text ends in the file (each starts where the one
-    /// before ends; the first at 0).
-    text_ends: Vec<u64>,
+    /// before ends; the first at 0). Four bytes, as the names' ends: a status file past
+    /// 4 GiB is refused ([`text_end`]).
+    text_ends: Vec<u32>,
     /// Stanzas added or replaced (`Some`) or removed (`None`) since the file was written.
     overlay: BTreeMap<String, Option<Paragraph>>,
     /// How many stanzas there are, the file's and the overlay's together.
@@ -91,7 +92,7 @@ impl StanzaStore {
             0 => 0,
             _ => self.text_ends[i - 1],
         };
-        (start, self.text_ends[i])
+        (u64::from(start), u64::from(self.text_ends[i]))
     }
 
     /// The position of `name` among the file's stanzas.
@@ -345,8 +346,14 @@ impl StanzaStore {
                 Some(f) => f,
                 None => safe_fs::scratch_file()?,
             };
-            let mut end = self.text_ends.last().copied().unwrap_or(0);
+            let mut end = u64::from(self.text_ends.last().copied().unwrap_or(0));
             let (before, names_before) = (self.name_ends.len(), self.names.len());
+            // Exactly the room the new stanzas take: grown by doubling, the arrays would
+            // hold up to twice what they need, and copy it all at each step.
+            self.names
+                .reserve_exact(self.overlay.keys().map(String::len).sum());
+            self.name_ends.reserve_exact(self.overlay.len());
+            self.text_ends.reserve_exact(self.overlay.len());
             let written = (|| -> io::Result<()> {
                 let mut out = BufWriter::with_capacity(64 * 1024, FileAt::new(&file, end));
                 for (name, p) in &self.overlay {
@@ -355,7 +362,7 @@ impl StanzaStore {
                     end += text.len() as u64;
                     self.names.push_str(name);
                     self.name_ends.push(name_end(&self.names)?);
-                    self.text_ends.push(end);
+                    self.text_ends.push(text_end(end)?);
                 }
                 out.flush()
             })();
@@ -370,7 +377,11 @@ impl StanzaStore {
             }
         } else {
             let file = safe_fs::scratch_file()?;
-            let mut names = String::with_capacity(self.names.len());
+            // Room for every stanza's name and ends: the file's and the overlay's (a few
+            // too many when the overlay replaces or removes).
+            let mut names = String::with_capacity(
+                self.names.len() + self.overlay.keys().map(String::len).sum::<usize>(),
+            );
             let mut name_ends = Vec::with_capacity(self.len);
             let mut text_ends = Vec::with_capacity(self.len);
             let mut end = 0u64;
@@ -381,7 +392,7 @@ impl StanzaStore {
                     end += text.len() as u64;
                     names.push_str(name);
                     name_ends.push(name_end(&names)?);
-                    text_ends.push(end);
+                    text_ends.push(text_end(end)?);
                     Ok(())
                 })?;
                 out.flush()?;
@@ -427,6 +438,11 @@ fn missing_file() -> io::Error {
 fn name_end(names: &str) -> io::Result<u32> {
     u32::try_from(names.len())
         .map_err(|_| io::Error::other("status stanza names longer than 4 GiB"))
+}
+
+/// Where a stanza's text ends in the scratch file, as a [`StanzaStore::text_ends`] entry.
+fn text_end(end: u64) -> io::Result<u32> {
+    u32::try_from(end).map_err(|_| io::Error::other("status stanzas longer than 4 GiB"))
 }
 
 #[cfg(test)]
