@@ -138,8 +138,8 @@ impl Solver<'_> {
     /// A relation without the stanza's wording (arch qualifiers and restrictions dropped).
     fn dep_text(&self, dep: Dep) -> String {
         let name = self.u.dep_name_text(dep);
-        match dep.op {
-            Some(op) => format!("{name} ({op} {})", self.u.version(dep.version)),
+        match dep.op() {
+            Some(op) => format!("{name} ({op} {})", self.u.version(dep.version())),
             None => name.to_string(),
         }
     }

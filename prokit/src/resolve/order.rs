@@ -99,8 +99,8 @@ impl Solver<'_> {
         let mut planned: Vec<(PkgId, bool)> = Vec::new();
         let mut removes = Vec::new();
         let mut already_installed = Vec::new();
-        for (&name, decision) in &self.decisions {
-            match *decision {
+        for (name, decision) in self.decisions.iter() {
+            match decision {
                 Decision::Install { id, requested } => planned.push((id, requested)),
                 Decision::Remove { .. } => removes.push(u.name(name).to_string()),
                 Decision::Keep(_) => already_installed.push(u.name(name).to_string()),

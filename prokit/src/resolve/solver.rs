@@ -29,6 +29,72 @@ pub(super) enum Decision {
     Remove { by: PkgId },
 }
 
+impl Decision {
+    /// As a [`Decisions`] word: never 0.
+    fn word(self) -> u64 {
+        let (kind, id, requested) = match self {
+            Decision::Keep(id) => (1, id, false),
+            Decision::Install { id, requested } => (2, id, requested),
+            Decision::Doomed { by } => (3, by, false),
+            Decision::Remove { by } => (4, by, false),
+        };
+        u64::from(id) | (kind << 32) | (u64::from(requested) << 35)
+    }
+
+    fn from_word(word: u64) -> Option<Decision> {
+        let id = word as u32;
+        Some(match (word >> 32) & 7 {
+            1 => Decision::Keep(id),
+            2 => Decision::Install {
+                id,
+                requested: (word >> 35) & 1 == 1,
+            },
+            3 => Decision::Doomed { by: id },
+            4 => Decision::Remove { by: id },
+            _ => return None,
+        })
+    }
+}
+
+/// The decisions of the current branch by name: a word per name of the universe, 0 for none
+/// (a bootstrap decides nearly every name: at 10,000 packages a map took 213 KB, its table
+/// grown to 16,384 buckets; this takes 82 KB, and zeroed pages of names never decided are
+/// not touched at all).
+pub(super) struct Decisions(Vec<u64>);
+
+impl Decisions {
+    fn new(names: usize) -> Decisions {
+        Decisions(vec![0; names])
+    }
+
+    fn get(&self, name: NameId) -> Option<Decision> {
+        self.0
+            .get(name as usize)
+            .and_then(|&word| Decision::from_word(word))
+    }
+
+    /// Sets the decision of `name` (a name of the universe); the one it replaces.
+    fn insert(&mut self, name: NameId, decision: Decision) -> Option<Decision> {
+        let slot = &mut self.0[name as usize];
+        let previous = Decision::from_word(*slot);
+        *slot = decision.word();
+        previous
+    }
+
+    fn remove(&mut self, name: NameId) {
+        if let Some(slot) = self.0.get_mut(name as usize) {
+            *slot = 0;
+        }
+    }
+
+    /// Every decision, by name in number order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (NameId, Decision)> + '_ {
+        (0u32..)
+            .zip(&self.0)
+            .filter_map(|(name, &word)| Some((name, Decision::from_word(word)?)))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Opt {
     Keep(PkgId),
@@ -160,7 +226,7 @@ enum Eval {
     Fail { why: Why, fixed: bool },
 }
 
-/// A choice point: 28 bytes, its options in [`Solver::options`] (a vector each would be an
+/// A choice point: 24 bytes, its options in [`Solver::options`] (a vector each would be an
 /// allocation per choice, and a large install makes one choice per package). The option
 /// applied is the one before `next` ([`Choice::applied`]).
 struct Choice {
@@ -168,21 +234,32 @@ struct Choice {
     /// Where its options start in [`Solver::options`]; they end where the next choice's
     /// start (the last choice's at the end).
     options_start: u32,
-    /// The next option to try, counted from `options_start`.
-    next: u32,
+    /// The next option to try, counted from `options_start`, and [`FIXED`].
+    next_fixed: u32,
     trail_len: u32,
     queue_len: u32,
     /// Every link made after this choice was applied hangs off an obligation queued after it.
     links_len: u32,
-    /// True when the options did not depend on earlier decisions (only on the universe and
-    /// on dead candidates): if they all die, so does the obligation's owner.
-    fixed: bool,
 }
 
+/// The bit of [`Choice::next_fixed`] set when the options did not depend on earlier
+/// decisions (only on the universe and on dead candidates): if they all die, so does the
+/// obligation's owner.
+const FIXED: u32 = 1 << 31;
+
 impl Choice {
+    /// The next option to try, counted from `options_start`.
+    fn next(&self) -> u32 {
+        self.next_fixed & !FIXED
+    }
+
+    fn fixed(&self) -> bool {
+        self.next_fixed & FIXED != 0
+    }
+
     /// The option applied last (`options`: [`Solver::options`]), if any yet.
     fn applied(&self, options: &[Opt]) -> Option<Opt> {
-        let next = self.next.checked_sub(1)?;
+        let next = self.next().checked_sub(1)?;
         options.get((self.options_start + next) as usize).copied()
     }
 }
@@ -203,7 +280,7 @@ pub(super) struct Solver<'u> {
     pub(super) u: &'u Universe,
     sorted: &'u Sorted,
     pub(super) requests: &'u RequestList,
-    pub(super) decisions: IdMap<NameId, Decision>,
+    pub(super) decisions: Decisions,
     trail: Vec<Undo>,
     /// The links of every chain (undone with the obligations on backtracking, but for those
     /// of the deepest failure, [`Solver::best`]).
@@ -252,7 +329,7 @@ impl<'u> Solver<'u> {
             u,
             sorted,
             requests,
-            decisions: IdMap::default(),
+            decisions: Decisions::new(u.names.len()),
             trail: Vec::new(),
             links,
             conflict_links: Vec::new(),
@@ -412,7 +489,7 @@ impl<'u> Solver<'u> {
         if !self.has(name, AVAILABLE | INSTALLED) {
             return None;
         }
-        self.decisions.get(&name).copied()
+        self.decisions.get(name)
     }
 
     /// The package of that name that will be present.
@@ -851,7 +928,7 @@ impl<'u> Solver<'u> {
                     self.decisions.insert(name, previous);
                 }
                 Undo::Decision(name, None) => {
-                    self.decisions.remove(&name);
+                    self.decisions.remove(name);
                 }
                 Undo::Provider(name) => pop_from(&mut self.sel_providers, name),
                 Undo::Declared(name) => pop_from(&mut self.sel_declared, name),
@@ -1155,14 +1232,15 @@ impl<'u> Solver<'u> {
                     self.advance()?;
                 }
                 Eval::Options { options, fixed } => {
+                    // At most 2^31 options (the bit above is FIXED).
+                    assert!(options.len() < FIXED as usize, "fewer than 2^31 options");
                     self.choices.push(Choice {
                         ob: len32(ob),
                         options_start: len32(self.options.len()),
-                        next: 0,
+                        next_fixed: if fixed { FIXED } else { 0 },
                         trail_len: len32(self.trail.len()),
                         queue_len: len32(self.queue.len()),
                         links_len: len32(self.links.len()),
-                        fixed,
                     });
                     self.options.extend_from_slice(&options);
                     self.advance()?;
@@ -1216,8 +1294,8 @@ impl<'u> Solver<'u> {
                 top.links_len as usize,
             );
             let options = &self.options[top.options_start as usize..];
-            if top.next as usize == options.len() {
-                let all_dead = top.fixed
+            if top.next() as usize == options.len() {
+                let all_dead = top.fixed()
                     && options
                         .iter()
                         .all(|o| matches!(o, Opt::Install { id, .. } if self.dead.contains(id)));
@@ -1230,8 +1308,8 @@ impl<'u> Solver<'u> {
                 }
                 continue;
             }
-            let opt = options[top.next as usize];
-            top.next += 1;
+            let opt = options[top.next() as usize];
+            top.next_fixed += 1;
             self.undo_to(trail_len);
             self.queue.truncate(queue_len);
             // A chain's links come before its last one (parents are made first): keeping up to
@@ -1293,9 +1371,47 @@ mod tests {
     /// The search's per-dependency records stay as small as documented: a bootstrap of
     /// 10,000 packages makes up to ~50,000 links and obligations and ~10,000 choices.
     #[test]
+    fn decisions_are_kept_one_word_a_name() {
+        let all = [
+            Decision::Keep(0),
+            Decision::Keep(u32::MAX),
+            Decision::Install {
+                id: 7,
+                requested: true,
+            },
+            Decision::Install {
+                id: u32::MAX,
+                requested: false,
+            },
+            Decision::Doomed { by: 3 },
+            Decision::Remove { by: u32::MAX },
+        ];
+        let mut decisions = Decisions::new(all.len() + 1);
+        for (name, &d) in (0u32..).zip(&all) {
+            assert_ne!(d.word(), 0);
+            assert_eq!(decisions.insert(name, d).map(|_| ()), None);
+        }
+        let shown = |d: Option<Decision>| format!("{d:?}");
+        for (name, &d) in (0u32..).zip(&all) {
+            assert_eq!(shown(decisions.get(name)), shown(Some(d)));
+        }
+        // A name without a decision, and one past the table, have none.
+        assert!(decisions.get(all.len() as u32).is_none());
+        assert!(decisions.get(u32::MAX).is_none());
+        // Replacing returns the old one; removing leaves none; the rest stay, in name order.
+        let old = decisions.insert(1, Decision::Remove { by: 2 });
+        assert_eq!(shown(old), shown(Some(Decision::Keep(u32::MAX))));
+        decisions.remove(0);
+        assert!(decisions.get(0).is_none());
+        let names: Vec<NameId> = decisions.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, [1, 2, 3, 4, 5]);
+    }
+
+    #[test]
     fn search_records_stay_small() {
         assert_eq!(std::mem::size_of::<PackedLink>(), 12);
-        assert_eq!(std::mem::size_of::<Choice>(), 28);
+        assert_eq!(std::mem::size_of::<Choice>(), 24);
+        assert_eq!(std::mem::size_of::<super::super::universe::Dep>(), 8);
         // And a package of the universe, its lists in the universe's arrays.
         #[cfg(target_pointer_width = "64")]
         assert_eq!(std::mem::size_of::<super::super::universe::Pkg>(), 72);
