@@ -33,8 +33,12 @@ use std::sync::{Condvar, Mutex};
 
 use crate::unpack::Preread;
 
-/// Packages read ahead and not yet taken by the install, at most.
-pub(crate) const AHEAD: usize = 4;
+/// Packages read ahead and not yet taken by the install, at most. Two keep the install fed
+/// (a bootstrap of 300 usual packages took the same time as with four), and hold less: a
+/// feed's biggest packages read ahead together were the spikes of a bootstrap's peak memory
+/// at 10,000 small packages (bench/README.md, "the search's records packed, two packages
+/// read ahead").
+pub(crate) const AHEAD: usize = 2;
 /// Bytes of decompressed data tars waiting for the install, at most (unless it is one).
 pub(crate) const BUDGET: usize = 4 << 20;
 /// A package whose data tar is bigger is not read ahead.
