@@ -2802,6 +2802,53 @@ pub fn bootstrap(
     b: Bootstrap,
     progress: &dyn Progress,
 ) -> Result<usize, ClientError> {
+    let root = opts.root.clone();
+    let client = prepare_root(opts, &b)?;
+    let installed = client.install_audited(Cow::Owned(b.packages), progress, &mut NoGate)?;
+    if let Some(out) = &b.tar {
+        let cache = client.opts.cache_dir.clone();
+        // The lock directory goes into the tarball (opkg needs it), its lock files do not.
+        // Nor does the audit log of the build (its times, host and pids would make every
+        // tarball differ): it stays in ROOT, the record of how the image was made.
+        let audit = client.audit_rel();
+        let skip = |p: &Path| {
+            cache.is_none() && p.starts_with(CACHE_DIR)
+                || p.starts_with(OPKG_LOCK_DIR) && p != Path::new(OPKG_LOCK_DIR)
+                || audit.as_deref().is_some_and(|a| p == Path::new(a))
+        };
+        rootfs::write_tar(&root, out, b.tar_mtime, &skip)?;
+    }
+    Ok(installed)
+}
+
+/// What [`bootstrap`] would install (`bootstrap --noaction`), writing nothing to `opts.root`
+/// (it is not even made): the root is prepared in a private temporary directory instead —
+/// its opkg.conf, its keys, every feed fetched and verified — the packages resolved there,
+/// and the directory removed. Nothing is downloaded but the indexes.
+pub fn bootstrap_plan(
+    mut opts: Options,
+    b: Bootstrap,
+    progress: &dyn Progress,
+) -> Result<PlanReport, ClientError> {
+    let scratch = tempfile::Builder::new()
+        .prefix("prokit-bootstrap-plan-")
+        .tempdir()
+        .map_err(|e| ClientError::Io {
+            path: std::env::temp_dir(),
+            source: e,
+        })?;
+    opts.root = scratch.path().to_path_buf();
+    // The plan's records go nowhere: the directory and everything in it is removed.
+    let client = prepare_root(opts, &b)?;
+    let plan = client.plan(&b.packages, false, progress);
+    drop(client);
+    drop(scratch);
+    plan
+}
+
+/// The root of a bootstrap before its packages: made, its opkg.conf and keys written, every
+/// feed updated (all must verify).
+fn prepare_root(opts: Options, b: &Bootstrap) -> Result<Client, ClientError> {
     if b.feeds.is_empty() {
         return Err(ClientError::Invalid(
             "bootstrap needs at least one --feed NAME=URL".into(),
@@ -2889,19 +2936,5 @@ pub fn bootstrap(
     if !failed.is_empty() {
         return Err(ClientError::UpdateFailed { failed });
     }
-    let installed = client.install_audited(Cow::Owned(b.packages), progress, &mut NoGate)?;
-    if let Some(out) = &b.tar {
-        let cache = client.opts.cache_dir.clone();
-        // The lock directory goes into the tarball (opkg needs it), its lock files do not.
-        // Nor does the audit log of the build (its times, host and pids would make every
-        // tarball differ): it stays in ROOT, the record of how the image was made.
-        let audit = client.audit_rel();
-        let skip = |p: &Path| {
-            cache.is_none() && p.starts_with(CACHE_DIR)
-                || p.starts_with(OPKG_LOCK_DIR) && p != Path::new(OPKG_LOCK_DIR)
-                || audit.as_deref().is_some_and(|a| p == Path::new(a))
-        };
-        rootfs::write_tar(root, out, b.tar_mtime, &skip)?;
-    }
-    Ok(installed)
+    Ok(client)
 }

@@ -124,11 +124,13 @@ struct InstallArgs {
     #[arg(long)]
     no_install_recommends: bool,
     /// Print the plan (installs, upgrades, removals, download sizes) and change nothing;
-    /// nothing is downloaded.
+    /// nothing is downloaded. With bootstrap: the feeds are fetched and verified into a
+    /// private temporary directory, and the target is not made.
     #[arg(long, visible_alias = "dry-run", conflicts_with = "download_only")]
     noaction: bool,
     /// Download and verify everything the install needs into the cache (kept), and stop:
-    /// the root is not changed.
+    /// the root is not changed (bootstrap: the root is configured and its feeds fetched,
+    /// and nothing is installed).
     #[arg(long)]
     download_only: bool,
 }
@@ -442,7 +444,7 @@ struct BootstrapArgs {
     arch: Vec<String>,
     /// Write a reproducible tarball of the root here (the root's audit log is left out:
     /// it records how the image was made, with times and pids).
-    #[arg(long, value_name = "OUT.tar")]
+    #[arg(long, value_name = "OUT.tar", conflicts_with_all = ["noaction", "download_only"])]
     tar: Option<PathBuf>,
     /// The new root's audit log (`option audit_log`): a path inside the root, or `off`
     /// (default var/log/prokit/audit.jsonl).
@@ -1919,7 +1921,20 @@ fn cmd_bootstrap(cli: &Cli, a: &BootstrapArgs, requested: RequestList) -> Result
         audit_log: a.audit_log.clone(),
     };
     let options = cli.options(&a.target, Some(&a.args))?;
+    if a.args.noaction {
+        print_plan(cli, &client::bootstrap_plan(options, b, &cli.reporter())?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let installed = client::bootstrap(options, b, &cli.reporter())?;
+    if a.args.download_only {
+        if !cli.quiet {
+            eprintln!(
+                "prepared {} and downloaded its packages; nothing was installed (--download-only)",
+                a.target.display()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if !cli.quiet {
         eprintln!(
             "bootstrapped {} with {} package{}{}",

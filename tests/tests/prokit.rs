@@ -198,6 +198,121 @@ fn unsatisfiable_request_fails_before_downloading_and_explains_the_chain() {
     );
 }
 
+/// `bootstrap --noaction` (`--dry-run`) prints what it would install and makes nothing: not
+/// the target, and no temporary directory is left behind. `--download-only` configures the
+/// root and fills its cache, and installs nothing.
+#[test]
+fn bootstrap_noaction_makes_nothing_and_download_only_installs_nothing() {
+    let f = Fixture::new();
+    f.add("libfoo", "1.0", "", &[("usr/lib/libfoo.so.1", "v1")], None);
+    f.add(
+        "app",
+        "2.0",
+        "Depends: libfoo\n",
+        &[("usr/bin/app", "app 2.0")],
+        None,
+    );
+    f.index();
+    let Some(server) = HttpServer::serve(&f.feed) else {
+        return;
+    };
+    let feed = format!("main={}", server.url(""));
+    let public = f.public.to_str().unwrap();
+    let root = f.tmp.path().join("root");
+    let tmp = f.tmp.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    let args = |extra: &'static str| {
+        let mut c = std::process::Command::new(e2e::bin("prokit"));
+        c.args([
+            "bootstrap",
+            root.to_str().unwrap(),
+            "--feed",
+            &feed,
+            "--pubkey",
+            public,
+        ])
+        .args([extra, "app"])
+        .env("TMPDIR", &tmp);
+        c.output().unwrap()
+    };
+    for flag in ["--noaction", "--dry-run"] {
+        let out = args(flag);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("Would install app 2.0 (feed main"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("Would install libfoo 1.0"), "{stdout}");
+        assert!(
+            stdout.contains("nothing was changed (--noaction)"),
+            "{stdout}"
+        );
+        assert!(!root.exists(), "{flag} made the target");
+        assert_eq!(
+            fs::read_dir(&tmp).unwrap().count(),
+            0,
+            "{flag} left its scratch root"
+        );
+    }
+    // A feed that does not verify fails the plan, and still leaves nothing.
+    let out = {
+        let mut c = std::process::Command::new(e2e::bin("prokit"));
+        c.args([
+            "bootstrap",
+            root.to_str().unwrap(),
+            "--feed",
+            &feed,
+            "--pubkey",
+        ])
+        .arg(f.tmp.path().join("nonexistent.pub"))
+        .args(["--noaction", "app"])
+        .env("TMPDIR", &tmp);
+        c.output().unwrap()
+    };
+    assert!(!out.status.success());
+    assert!(!root.exists());
+    assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
+
+    let out = args("--download-only");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("nothing was installed (--download-only)"),
+        "{stderr}"
+    );
+    assert!(!root.join("usr/bin/app").exists());
+    assert!(status_of(&root, "app").is_empty());
+    let cached: Vec<String> = fs::read_dir(root.join("var/cache/prokit"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(cached.len(), 2, "{cached:?}");
+    assert!(cached.iter().any(|n| n.contains("app_2.0")), "{cached:?}");
+    // A later bootstrap of the same root installs from there.
+    let (ok, out, err) = prokit(
+        None,
+        &[
+            "bootstrap",
+            root.to_str().unwrap(),
+            "--feed",
+            &feed,
+            "--pubkey",
+            public,
+            "app",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        fs::read_to_string(root.join("usr/bin/app")).unwrap(),
+        "app 2.0"
+    );
+}
+
 #[test]
 fn bootstrap_of_300_corpus_packages_is_reproducible() {
     let Some(corpus) = common::corpus(300, "ipk-tgz") else {
