@@ -216,74 +216,44 @@ fn bootstrap_noaction_makes_nothing_and_download_only_installs_nothing() {
     let Some(server) = HttpServer::serve(&f.feed) else {
         return;
     };
-    let feed = format!("main={}", server.url(""));
-    let public = f.public.to_str().unwrap();
     let root = f.tmp.path().join("root");
     let tmp = f.tmp.path().join("tmp");
     fs::create_dir(&tmp).unwrap();
-    let args = |extra: &'static str| {
-        let mut c = std::process::Command::new(e2e::bin("prokit"));
-        c.args([
-            "bootstrap",
-            root.to_str().unwrap(),
-            "--feed",
-            &feed,
-            "--pubkey",
-            public,
-        ])
-        .args([extra, "app"])
-        .env("TMPDIR", &tmp);
-        c.output().unwrap()
+    // `prokit bootstrap ROOT --feed … --pubkey KEY FLAG app`, its temporary files in `tmp`.
+    let run = |key: &std::path::Path, flag: &str| {
+        let feed = format!("main={}", server.url(""));
+        let out = std::process::Command::new(e2e::bin("prokit"))
+            .args(["bootstrap", root.to_str().unwrap(), "--feed", &feed])
+            .arg("--pubkey")
+            .arg(key)
+            .args([flag, "app"])
+            .env("TMPDIR", &tmp)
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
     };
+    let left_in_tmp = || fs::read_dir(&tmp).unwrap().count();
     for flag in ["--noaction", "--dry-run"] {
-        let out = args(flag);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            stdout.contains("Would install app 2.0 (feed main"),
-            "{stdout}"
-        );
-        assert!(stdout.contains("Would install libfoo 1.0"), "{stdout}");
-        assert!(
-            stdout.contains("nothing was changed (--noaction)"),
-            "{stdout}"
-        );
+        let (ok, out, err) = run(&f.public, flag);
+        assert!(ok, "{out}{err}");
+        assert!(out.contains("Would install app 2.0 (feed main"), "{out}");
+        assert!(out.contains("Would install libfoo 1.0"), "{out}");
+        assert!(out.contains("nothing was changed (--noaction)"), "{out}");
         assert!(!root.exists(), "{flag} made the target");
-        assert_eq!(
-            fs::read_dir(&tmp).unwrap().count(),
-            0,
-            "{flag} left its scratch root"
-        );
+        assert_eq!(left_in_tmp(), 0, "{flag} left its scratch root");
     }
     // A feed that does not verify fails the plan, and still leaves nothing.
-    let out = {
-        let mut c = std::process::Command::new(e2e::bin("prokit"));
-        c.args([
-            "bootstrap",
-            root.to_str().unwrap(),
-            "--feed",
-            &feed,
-            "--pubkey",
-        ])
-        .arg(f.tmp.path().join("nonexistent.pub"))
-        .args(["--noaction", "app"])
-        .env("TMPDIR", &tmp);
-        c.output().unwrap()
-    };
-    assert!(!out.status.success());
+    let (ok, out, err) = run(&f.tmp.path().join("nonexistent.pub"), "--noaction");
+    assert!(!ok, "{out}{err}");
     assert!(!root.exists());
-    assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
+    assert_eq!(left_in_tmp(), 0);
 
-    let out = args("--download-only");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (ok, out, err) = run(&f.public, "--download-only");
+    assert!(ok, "{out}{err}");
     assert!(
-        stderr.contains("nothing was installed (--download-only)"),
-        "{stderr}"
+        err.contains("nothing was installed (--download-only)"),
+        "{err}"
     );
     assert!(!root.join("usr/bin/app").exists());
     assert!(status_of(&root, "app").is_empty());
@@ -294,19 +264,7 @@ fn bootstrap_noaction_makes_nothing_and_download_only_installs_nothing() {
     assert_eq!(cached.len(), 2, "{cached:?}");
     assert!(cached.iter().any(|n| n.contains("app_2.0")), "{cached:?}");
     // A later bootstrap of the same root installs from there.
-    let (ok, out, err) = prokit(
-        None,
-        &[
-            "bootstrap",
-            root.to_str().unwrap(),
-            "--feed",
-            &feed,
-            "--pubkey",
-            public,
-            "app",
-        ],
-    );
-    assert!(ok, "{out}{err}");
+    common::bootstrap(&f, &server, &root, &["app"]);
     assert_eq!(
         fs::read_to_string(root.join("usr/bin/app")).unwrap(),
         "app 2.0"
