@@ -348,8 +348,9 @@ impl StanzaStore {
             };
             let mut end = u64::from(self.text_ends.last().copied().unwrap_or(0));
             let (before, names_before) = (self.name_ends.len(), self.names.len());
-            // Exactly the room the new stanzas take: grown by doubling, the arrays would
-            // hold up to twice what they need, and copy it all at each step.
+            // Exactly the room the new stanzas take, in one step: pushed one by one, the
+            // arrays would grow to up to twice what they need, to be copied back to their
+            // length by the shrink below.
             self.names
                 .reserve_exact(self.overlay.keys().map(String::len).sum());
             self.name_ends.reserve_exact(self.overlay.len());
